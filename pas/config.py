@@ -1,0 +1,295 @@
+"""Configuration: YAML files in configs/ loaded into pydantic models that reject unknown keys.
+
+    configs/pas.yaml     settings: NATS, heartbeats, comms retention, pool, allowlist
+    configs/models.yaml  named LLM profiles (litellm model strings)
+    configs/agents.yaml  the topology: one entry per agent; adding a programmer is one entry
+
+Any field can be overridden at start-up with `-c dotted.key=value` (values parsed as YAML) or
+PAS_NATS_URL for the server URL.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pas.errors import ConfigError
+from pas.subjects import LANES, ROLES
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+Role = Literal["gateway", "root", "architect", "dir", "mgr", "prog", "monitor"]
+TIER_OF_ROLE = {
+    "gateway": "gateway",
+    "root": "root",
+    "architect": "architect",
+    "dir": "director",
+    "mgr": "manager",
+    "prog": "programmer",
+    "monitor": "monitor",
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NatsConfig(Strict):
+    url: str | None = None
+    """An existing server to use; None starts the embedded nats-server."""
+    host: str = "127.0.0.1"
+    """Address the embedded server listens on."""
+    port: int = 4222
+    """Port of the embedded server (-1 picks a free one)."""
+    data_dir: str = ".pas"
+    """Where the embedded server stores JetStream (relative to the working directory)."""
+    sync_interval: str = "2m"
+    """JetStream fsync interval. "always" loses nothing on power failure at a throughput cost."""
+    request_timeout_s: float = 5.0
+    """Timeout of request/reply calls made by the CLI and the HTTP adapter."""
+    replicas: int = 1
+    """Stream and KV replicas (3 on a cluster)."""
+
+
+class HeartbeatConfig(Strict):
+    interval_s: float = 5.0
+    """Every agent publishes pas.hb.<id> this often."""
+    missed_beats: int = 2
+    """The monitor raises pas.alert.agent.<id> after this many missed beats."""
+
+
+class CommsConfig(Strict):
+    max_age_days: float = 30.0
+    """PAS_COMMS keeps entries this long."""
+    max_bytes: int = 1024 * 1024 * 1024
+    """PAS_COMMS size cap (oldest entries dropped first)."""
+    preview_chars: int = 2000
+    """Message text longer than this is truncated in the log entry."""
+
+
+class PoolConfig(Strict):
+    capacity: int = 1
+    """Tasks one programmer runs at a time."""
+    max_queue_per_programmer: int = 5
+    """Upper bound of tasks a programmer holds (fetched but not started)."""
+    ack_wait_s: float = 30.0
+    """A task not acked or marked in-progress for this long is redelivered to another programmer."""
+    max_deliver: int = 5
+    """Attempts per task before it is failed."""
+    task_timeout_s: float = 900.0
+    """Default timeout of one task's command."""
+    output_cap_bytes: int = 65536
+    """Command output kept per task."""
+
+
+class WorkConfig(Strict):
+    ack_wait_s: float = 30.0
+    """Ack deadline of the tier work queues (root, architect, directors, managers)."""
+    dedupe_window_s: float = 120.0
+    """JetStream duplicate window and idempotency-key lifetime."""
+    handler_concurrency: int = 32
+    """Concurrent handlers per agent for work and request endpoints."""
+    max_tasks_per_job: int = 10
+    """A director splits a lane's tasks into job cards of at most this many tasks."""
+
+
+class PolicyConfig(Strict):
+    command_allowlist: list[str] = Field(default_factory=list)
+    """Glob patterns; a task's command must match one (matched against the whole command line)."""
+    filesystem_allowlist: list[str] = Field(default_factory=list)
+    """Globs of files an LLM or aider task may edit inside its worktree."""
+
+
+class ModelProfile(Strict):
+    model: str
+    """litellm model string, e.g. gemini/gemini-2.5-flash or ollama/qwen2.5-coder:7b-instruct."""
+    api_base: str | None = None
+    """Override the provider's endpoint (a local server, Ollama)."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the key."""
+    temperature: float = 0.3
+    max_tokens: int = 4096
+    timeout_s: float = 60.0
+
+
+class AgentConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    """Agent id; also its NATS micro service name."""
+    role: Role
+    lane: str | None = None
+    """One of code, models, data, devsecops, docs for directors, managers (and optionally programmers)."""
+    parent: str | None = None
+    """The agent this one reports to."""
+    port: int | None = None
+    """Port of the legacy HTTP endpoint for this agent (served by the adapter)."""
+    model: str | None = None
+    """Primary model profile (a key of models.yaml)."""
+    backup_model: str | None = None
+    """Backup model profile."""
+    capacity: int | None = None
+    """Programmers: concurrent tasks (default pool.capacity)."""
+    description: str = ""
+
+    @property
+    def tier(self) -> str:
+        return TIER_OF_ROLE[self.role]
+
+
+class HttpConfig(Strict):
+    host: str = "127.0.0.1"
+    hmi_port: int = 6101
+    monitor_port: int = 6109
+
+
+class LlmConfig(Strict):
+    max_fix_iterations: int = 3
+    aider_binary: str = "aider"
+    max_tokens_per_job: int = 80000
+    max_cost_per_job_usd: float = 2.5
+
+
+class Settings(Strict):
+    nats: NatsConfig = Field(default_factory=NatsConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    comms: CommsConfig = Field(default_factory=CommsConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    work: WorkConfig = Field(default_factory=WorkConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+
+
+class PasConfig(Strict):
+    settings: Settings = Field(default_factory=Settings)
+    models: dict[str, ModelProfile] = Field(default_factory=dict)
+    agents: list[AgentConfig]
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> "PasConfig":
+        seen: dict[str, AgentConfig] = {}
+        ports: dict[int, str] = {}
+        reserved = {self.settings.http.hmi_port: "hmi"}
+        for a in self.agents:
+            if a.id in seen:
+                raise ValueError(f"agent {a.id!r}: duplicate id")
+            seen[a.id] = a
+            if a.port is not None:
+                other = ports.get(a.port) or reserved.get(a.port)
+                if other:
+                    raise ValueError(f"agent {a.id!r}: port {a.port} already used by {other!r}")
+                ports[a.port] = a.id
+        for a in self.agents:
+            if a.lane is not None and a.lane not in LANES:
+                raise ValueError(f"agent {a.id!r}: unknown lane {a.lane!r} (lanes: {', '.join(LANES)})")
+            if a.role in ("dir", "mgr") and a.lane is None:
+                raise ValueError(f"agent {a.id!r}: a {a.role} needs a lane")
+            if a.parent is not None and a.parent not in seen:
+                raise ValueError(f"agent {a.id!r}: unknown parent {a.parent!r}")
+            for which in ("model", "backup_model"):
+                prof = getattr(a, which)
+                if prof is not None and prof not in self.models:
+                    raise ValueError(f"agent {a.id!r}: unknown {which} profile {prof!r}")
+        for role in ("gateway", "root", "architect", "monitor"):
+            if sum(1 for a in self.agents if a.role == role) > 1:
+                raise ValueError(f"more than one {role} agent")
+        return self
+
+    def agent(self, agent_id: str) -> AgentConfig:
+        for a in self.agents:
+            if a.id == agent_id:
+                return a
+        raise KeyError(agent_id)
+
+    def by_role(self, role: str, lane: str | None = None) -> list[AgentConfig]:
+        return [a for a in self.agents if a.role == role and (lane is None or a.lane == lane)]
+
+    def lanes(self) -> list[str]:
+        return [lane for lane in LANES if self.by_role("dir", lane)]
+
+    def select(self, only: list[str] | None, exclude: list[str] | None) -> list[AgentConfig]:
+        out = []
+        for a in self.agents:
+            if only and not any(fnmatch.fnmatchcase(a.id, g) for g in only):
+                continue
+            if exclude and any(fnmatch.fnmatchcase(a.id, g) for g in exclude):
+                continue
+            out.append(a)
+        return out
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+
+
+def _set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur: Any = doc
+    for p in parts[:-1]:
+        if isinstance(cur, list):
+            cur = next((a for a in cur if isinstance(a, dict) and a.get("id") == p), None)
+            if cur is None:
+                raise ConfigError(f"override {key!r}: no agent {p!r}")
+            continue
+        cur = cur.setdefault(p, {})
+    if isinstance(cur, list):
+        raise ConfigError(f"override {key!r}: cannot set a whole agent")
+    cur[parts[-1]] = value
+
+
+def _describe(e: ValidationError, doc: dict[str, Any]) -> str:
+    lines = []
+    for err in e.errors():
+        loc = list(err["loc"])
+        where = ".".join(str(x) for x in loc)
+        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+            try:
+                where = f"agent {doc['agents'][loc[1]].get('id', loc[1])!r}" + (
+                    "." + ".".join(str(x) for x in loc[2:]) if loc[2:] else ""
+                )
+            except (IndexError, KeyError, AttributeError):
+                pass
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None) -> PasConfig:
+    """Load configs/{pas,models,agents}.yaml, apply `key=value` overrides, validate."""
+    d = Path(config_dir or os.environ.get("PAS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+    if not d.is_dir():
+        raise ConfigError(f"config directory {d} does not exist")
+    doc: dict[str, Any] = {"settings": {}, "models": {}, "agents": []}
+    files = {"pas.yaml": "settings", "models.yaml": "models", "agents.yaml": "agents"}
+    for name, key in files.items():
+        p = d / name
+        if p.exists():
+            data = _read_yaml(p)
+            if not isinstance(data, dict) or set(data) - {key}:
+                unknown = sorted(set(data) - {key}) if isinstance(data, dict) else data
+                raise ConfigError(f"{p}: expected a single top-level key {key!r}, found {unknown!r}")
+            doc[key] = data.get(key) or doc[key]
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r}: expected key=value")
+        k, v = ov.split("=", 1)
+        _set_dotted(doc, k.strip(), yaml.safe_load(v))
+    env_url = os.environ.get("PAS_NATS_URL")
+    if env_url:
+        doc.setdefault("settings", {}).setdefault("nats", {})["url"] = env_url
+    try:
+        return PasConfig.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(f"invalid config in {d}: {_describe(e, doc)}") from None
+
+
+__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "ROLES"]

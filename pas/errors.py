@@ -1,0 +1,73 @@
+"""The PAS exception family, mapped to error replies and to JetStream ack/nak/term in one place
+(pas.service)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PasError(Exception):
+    """Base error. `code` follows HTTP semantics; it becomes the Nats-Service-Error-Code header."""
+
+    code = 500
+    error = "internal"
+
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class BadRequest(PasError):
+    code = 400
+    error = "bad_request"
+
+
+class NotFound(PasError):
+    code = 404
+    error = "not_found"
+
+
+class Conflict(PasError):
+    code = 409
+    error = "conflict"
+
+
+class PayloadTooLarge(PasError):
+    code = 413
+    error = "payload_too_large"
+
+
+class Unavailable(PasError):
+    code = 503
+    error = "unavailable"
+
+
+class ConfigError(PasError):
+    """A bad config: start-up fails with a message naming the entry."""
+
+    code = 500
+    error = "config"
+
+
+class Retry(PasError):
+    """Work could not be done now; nak it with a delay so it is redelivered."""
+
+    code = 503
+    error = "retry"
+
+    def __init__(self, message: str = "retry", delay_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class BudgetExceeded(PasError):
+    code = 402
+    error = "budget_exceeded"
+
+
+class CommandRefused(PasError):
+    """A command not on the allowlist, or a path outside the task's workspace."""
+
+    code = 403
+    error = "refused"

@@ -1,0 +1,197 @@
+"""Every NATS subject, stream, consumer and KV bucket name PAS uses, built in one place.
+
+subjects.md documents each of these; tests/test_subjects_doc.py fails when the two disagree.
+
+The subject tree is role-first so that each role's permissions are a few wildcards:
+
+    pas.<role>.<endpoint>              role-wide request endpoints (pas.gateway.submit)
+    pas.<role>.<lane>.<endpoint>       lane-level endpoints shared by the lane's agents (queue group)
+    pas.<role>.<agent_id>.<endpoint>   one agent's own endpoints (health, status, ...)
+    pas.hb.<agent_id>                  heartbeats (core NATS)
+    pas.alert.agent.<agent_id>         dead / recovered alerts (core NATS + PAS_EVENTS)
+    pas.ctl.<agent_id>.<verb>          control plane (set_model)
+    pas.comms.<run_id>.<from>.<type>   comms log entries (stream PAS_COMMS)
+    pas.work.<tier>[.<lane>]           durable work queues between tiers (stream PAS_WORK)
+    pas.run.<run_id>.>                 run and task state changes (stream PAS_EVENTS)
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "pas"
+
+# Roles, as they appear in subjects. Role names are config values too (AgentConfig.role).
+ROLES = ("gateway", "root", "architect", "dir", "mgr", "prog", "monitor")
+LANES = ("code", "models", "data", "devsecops", "docs")
+
+# ---- streams -------------------------------------------------------------------------------
+STREAM_COMMS = "PAS_COMMS"
+STREAM_WORK = "PAS_WORK"
+STREAM_EVENTS = "PAS_EVENTS"
+
+# ---- KV buckets ----------------------------------------------------------------------------
+KV_AGENTS = "pas_agents"  # key: agent id -> AgentState (heartbeat monitor)
+KV_RUNS = "pas_runs"  # key: run id -> RunRecord
+KV_TREE = "pas_tree"  # key: <run>.plan | <run>.lane.<lane> | <run>.job.<job> | <run>.task.<task>
+KV_IDEMPOTENCY = "pas_idem"  # key: sha of idempotency key -> run id (TTL = dedupe window)
+KV_MODELS = "pas_models"  # key: agent id -> live model override
+
+# ---- durable consumers (all pull, explicit ack) --------------------------------------------
+CONSUMER_ROOT = "root"  # pas.work.root
+CONSUMER_ARCHITECT = "architect"  # pas.work.architect
+CONSUMER_PROG = "prog"  # pas.work.prog (the programmer pool)
+CONSUMER_ROOT_DONE = "root-done"  # pas.run.*.done.plan
+CONSUMER_ARCH_DONE = "architect-done"  # pas.run.*.done.lane.*
+
+
+def consumer_dir(lane: str) -> str:
+    return f"dir-{lane}"  # pas.work.dir.<lane>
+
+
+def consumer_mgr(lane: str) -> str:
+    return f"mgr-{lane}"  # pas.work.mgr.<lane>
+
+
+def consumer_dir_done(lane: str) -> str:
+    return f"dir-{lane}-done"  # pas.run.*.done.job.<lane>
+
+
+def consumer_mgr_done(lane: str) -> str:
+    return f"mgr-{lane}-done"  # pas.run.*.done.task.<lane>
+
+
+# ---- request endpoints ---------------------------------------------------------------------
+GATEWAY_SUBMIT = "pas.gateway.submit"
+GATEWAY_STATUS = "pas.gateway.status"
+GATEWAY_RUNS = "pas.gateway.runs"
+GATEWAY_CANCEL = "pas.gateway.cancel"
+ARCHITECT_SUBMIT = "pas.architect.submit"
+PROG_EXECUTE = "pas.prog.execute"
+
+
+def lane_submit(role: str, lane: str) -> str:
+    """pas.dir.<lane>.submit / pas.mgr.<lane>.submit: shared by the lane's agents (queue group)."""
+    return f"{PREFIX}.{role}.{lane}.submit"
+
+
+def agent_endpoint(role: str, agent_id: str, endpoint: str) -> str:
+    """pas.<role>.<agent_id>.<endpoint>: health, status, and execute for programmers."""
+    return f"{PREFIX}.{role}.{agent_id}.{endpoint}"
+
+
+# ---- heartbeats, alerts, control -----------------------------------------------------------
+def heartbeat(agent_id: str) -> str:
+    return f"{PREFIX}.hb.{agent_id}"
+
+
+HEARTBEAT_ALL = "pas.hb.*"
+
+
+def alert_agent(agent_id: str) -> str:
+    return f"{PREFIX}.alert.agent.{agent_id}"
+
+
+ALERT_ALL = "pas.alert.>"
+
+
+def ctl(agent_id: str, verb: str) -> str:
+    return f"{PREFIX}.ctl.{agent_id}.{verb}"
+
+
+CTL_ALL = "pas.ctl.>"
+
+# ---- comms log -----------------------------------------------------------------------------
+NO_RUN = "_"  # run-id token for entries outside any run
+
+
+def comms(run_id: str | None, from_agent: str, msg_type: str) -> str:
+    return f"{PREFIX}.comms.{token(run_id or NO_RUN)}.{token(from_agent)}.{token(msg_type)}"
+
+
+COMMS_ALL = "pas.comms.>"
+
+# ---- work queues ---------------------------------------------------------------------------
+WORK_ALL = "pas.work.>"
+WORK_ROOT = "pas.work.root"
+WORK_ARCHITECT = "pas.work.architect"
+WORK_PROG = "pas.work.prog"
+
+
+def work_dir(lane: str) -> str:
+    return f"{PREFIX}.work.dir.{lane}"
+
+
+def work_mgr(lane: str) -> str:
+    return f"{PREFIX}.work.mgr.{lane}"
+
+
+# ---- run events ----------------------------------------------------------------------------
+EVENTS_ALL = "pas.run.>"
+
+
+def run_status(run_id: str) -> str:
+    return f"{PREFIX}.run.{run_id}.status"
+
+
+def run_cancel(run_id: str) -> str:
+    return f"{PREFIX}.run.{run_id}.cancel"
+
+
+RUN_CANCEL_ALL = "pas.run.*.cancel"
+
+
+def run_task(run_id: str, task_id: str) -> str:
+    """Every state change of one task (queued, running, completed, ...)."""
+    return f"{PREFIX}.run.{run_id}.task.{task_id}"
+
+
+def run_job(run_id: str, job_id: str) -> str:
+    return f"{PREFIX}.run.{run_id}.job.{job_id}"
+
+
+def run_lane(run_id: str, lane: str) -> str:
+    return f"{PREFIX}.run.{run_id}.lane.{lane}"
+
+
+def done_task(run_id: str, lane: str, task_id: str) -> str:
+    """A task reached a terminal state: consumed by the lane's managers (mgr-<lane>-done)."""
+    return f"{PREFIX}.run.{run_id}.done.task.{lane}.{task_id}"
+
+
+def done_job(run_id: str, lane: str, job_id: str) -> str:
+    """A job card finished: consumed by the lane's director (dir-<lane>-done)."""
+    return f"{PREFIX}.run.{run_id}.done.job.{lane}.{job_id}"
+
+
+def done_lane(run_id: str, lane: str) -> str:
+    """A lane finished: consumed by the architect (architect-done)."""
+    return f"{PREFIX}.run.{run_id}.done.lane.{lane}"
+
+
+def done_plan(run_id: str) -> str:
+    """Every lane finished: consumed by root (root-done), which ends the run."""
+    return f"{PREFIX}.run.{run_id}.done.plan"
+
+
+DONE_TASK_FILTER = "pas.run.*.done.task.{lane}.*"
+DONE_JOB_FILTER = "pas.run.*.done.job.{lane}.*"
+DONE_LANE_FILTER = "pas.run.*.done.lane.*"
+DONE_PLAN_FILTER = "pas.run.*.done.plan"
+
+# ---- helpers -------------------------------------------------------------------------------
+_TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def token(value: str) -> str:
+    """Make a value safe as one subject token (no dots, spaces or wildcards)."""
+    return _TOKEN_BAD.sub("_", value) or NO_RUN
+
+
+def all_stream_subjects() -> dict[str, list[str]]:
+    return {
+        STREAM_COMMS: [COMMS_ALL],
+        STREAM_WORK: [WORK_ALL],
+        STREAM_EVENTS: [EVENTS_ALL, ALERT_ALL],
+    }

@@ -1,0 +1,330 @@
+"""Wire types: every message PAS puts on NATS, as msgspec structs, JSON on the wire.
+
+A person can publish any of these with `nats pub` and read them with `nats sub`. Handlers receive
+decoded, validated structs (see pas.service); bad input never reaches business code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+Lane = Literal["code", "models", "data", "devsecops", "docs"]
+Executor = Literal["command", "echo", "llm", "aider"]
+AgentStatusValue = Literal[
+    "ok", "degraded", "down", "queued", "running", "blocked", "waiting_approval", "paused", "error", "done"
+]
+RunStatusValue = Literal["queued", "running", "completed", "failed", "cancelled"]
+TaskStatusValue = Literal[
+    "queued", "running", "completed", "failed", "cancelled", "timeout", "budget_exceeded"
+]
+TERMINAL_TASK = frozenset({"completed", "failed", "cancelled", "timeout", "budget_exceeded"})
+TERMINAL_RUN = frozenset({"completed", "failed", "cancelled"})
+
+RunId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Title = Annotated[str, Meta(min_length=1, max_length=500)]
+MAX_TEXT = 64 * 1024  # instructions, goals: 64 KiB
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+MAX_OUTPUT = 16 * 1024  # task output kept in status (capped)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    pass
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+class TaskSpec(Base):
+    lane: Lane
+    instruction: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+    executor: Executor | None = None
+    command: Annotated[str, Meta(max_length=4096)] | None = None
+    files: Annotated[list[Annotated[str, Meta(max_length=1024)]], Meta(max_length=200)] = []
+    acceptance: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+class Budget(Base):
+    tokens_max: Annotated[int, Meta(ge=0)] = 25000
+    cost_usd_max: Annotated[float, Meta(ge=0)] = 2.0
+
+
+class JobSubmit(Base):
+    """Body of pas.gateway.submit."""
+
+    title: Title
+    run_id: RunId | None = None
+    goal: Text | None = None
+    repo: Annotated[str, Meta(max_length=4096)] | None = None
+    lanes: Annotated[list[Lane], Meta(max_length=5)] | None = None
+    tasks: Annotated[list[TaskSpec], Meta(max_length=10000)] | None = None
+    budget: Budget | None = None
+    priority: Literal[1, 5, 10, 20] = 5
+    approval_mode: bool = False
+    idempotency_key: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class SubmitReply(Base):
+    run_id: str
+    status: str = "queued"
+    duplicate: bool = False
+
+
+class RunRef(Base):
+    run_id: RunId
+
+
+class RunsQuery(Base):
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 50
+    status: RunStatusValue | None = None
+
+
+class Usage(Base):
+    tokens: int = 0
+    cost_usd: float | None = 0.0
+
+
+class RunRecord(Base):
+    """KV pas_runs[<run_id>]: the run's own record. Tasks live under their own keys in pas_tree."""
+
+    run_id: str
+    title: str
+    status: RunStatusValue
+    created_at: datetime
+    request: JobSubmit
+    lanes: list[str] = []
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str = ""
+    degraded: bool = False
+
+
+class PlanRecord(Base):
+    """KV pas_tree[<run>.plan]: the lanes the architect opened."""
+
+    run_id: str
+    lanes: list[str]
+    architect: str
+    status: str = "running"
+
+
+class LaneRecord(Base):
+    """KV pas_tree[<run>.lane.<lane>]: the job cards a director handed out."""
+
+    run_id: str
+    lane: str
+    director: str
+    jobs: list[str]
+    status: str = "running"
+
+
+class JobCard(Base):
+    """Work item on pas.work.mgr.<lane> (and body of pas.mgr.<lane>.submit)."""
+
+    job_id: str
+    run_id: str
+    lane: Lane
+    tasks: list[TaskSpec]
+    goal: str = ""
+    repo: str | None = None
+    parent_id: str = ""
+    submitted_by: str = ""
+    priority: int = 5
+
+
+class JobRecord(Base):
+    """KV pas_tree[<run>.job.<job>]: the tasks a manager decomposed a job card into."""
+
+    run_id: str
+    job_id: str
+    lane: str
+    manager: str
+    tasks: list[str]
+    status: str = "running"
+
+
+class LaneWork(Base):
+    """Work item on pas.work.dir.<lane>: one lane of a run for its director."""
+
+    run_id: str
+    lane: Lane
+    goal: str = ""
+    brief: str = ""
+    tasks: list[TaskSpec] = []
+    repo: str | None = None
+
+
+class TaskWork(Base):
+    """Work item on pas.work.prog: one atomic task for the programmer pool."""
+
+    run_id: str
+    job_id: str
+    task_id: str
+    lane: str
+    manager: str
+    spec: TaskSpec
+    repo: str | None = None
+    timeout_s: float = 300.0
+
+
+class TaskRecord(Base):
+    """KV pas_tree[<run>.task.<task>] and the body of pas.run.<run>.task.<task> events."""
+
+    task_id: str
+    run_id: str
+    job_id: str
+    lane: str
+    manager: str
+    executor: str
+    instruction: str
+    status: TaskStatusValue = "queued"
+    programmer: str = ""
+    command: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output: str = ""
+    error: str = ""
+    attempts: int = 0
+    branch: str | None = None
+    diff_stat: str | None = None
+    tokens: int = 0
+    cost_usd: float | None = 0.0
+
+
+class RunStatus(Base):
+    """Reply of pas.gateway.status: the run record plus its derived tree."""
+
+    run_id: str
+    title: str
+    status: RunStatusValue
+    created_at: datetime
+    finished_at: datetime | None
+    lanes: list[str]
+    tasks: list[TaskRecord]
+    usage: Usage
+    started_at: datetime | None = None
+    message: str = ""
+    degraded: bool = False
+
+
+class RunEvent(Base):
+    """Body of pas.run.<run>.status / .lane.<lane> / .job.<job> / .done.* events."""
+
+    run_id: str
+    kind: str  # run | lane | job | task | plan
+    status: str
+    ts: datetime
+    lane: str | None = None
+    job_id: str | None = None
+    task_id: str | None = None
+    agent: str = ""
+    message: str = ""
+
+
+class RunSummary(Base):
+    run_id: str
+    title: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class RunsReply(Base):
+    runs: list[RunSummary]
+
+
+# ---- agents --------------------------------------------------------------------------------
+class Heartbeat(Base):
+    agent: str
+    ts: datetime
+    status: AgentStatusValue = "ok"
+    run_id: str | None = None
+    progress: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    message: str = ""
+
+
+class AgentState(Base):
+    """KV pas_agents[<agent_id>]: the heartbeat monitor's view of one agent."""
+
+    agent: str
+    state: Literal["alive", "dead"]
+    last_beat: datetime
+    status: str = "ok"
+    run_id: str | None = None
+    message: str = ""
+    since: datetime | None = None
+
+
+class Alert(Base):
+    agent: str
+    kind: Literal["dead", "recovered"]
+    ts: datetime
+    last_beat: datetime | None = None
+    missed_s: float = 0.0
+
+
+class AgentHealth(Base):
+    """Reply of pas.<role>.<agent>.health."""
+
+    agent: str
+    role: str
+    tier: str
+    lane: str | None
+    parent: str | None
+    status: str
+    model: str | None
+    backup_model: str | None
+    started_at: datetime
+    in_flight: int = 0
+    handled: int = 0
+
+
+class CommsEntry(Base):
+    """One message between agents, kept in PAS_COMMS on pas.comms.<run>.<from>.<type>."""
+
+    ts: datetime
+    from_agent: str
+    to_agent: str
+    msg_type: str
+    message: str
+    run_id: str | None = None
+    status: str = ""
+    llm_model: str | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ErrorBody(Base):
+    """JSON body of every error reply (with the Nats-Service-Error[-Code] headers)."""
+
+    code: int
+    error: str
+    message: str
+    detail: Any = None
+
+
+class Empty(Struct):
+    """Body for endpoints that take nothing: any JSON object (or no body) is accepted."""
+
+
+# ---- codecs --------------------------------------------------------------------------------
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode(data: bytes, typ: type[Any]) -> Any:
+    return msgspec.json.decode(data, type=typ)
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)
