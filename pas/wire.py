@@ -328,3 +328,8 @@ def decode(data: bytes, typ: type[Any]) -> Any:
 
 def to_builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
+
+
+def effective_executor(spec: TaskSpec) -> str:
+    """A task without an executor runs its command if it has one, else echoes its instruction."""
+    return spec.executor or ("command" if spec.command else "echo")

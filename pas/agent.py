@@ -1,0 +1,265 @@
+"""The one agent runtime. Every agent of the topology is an instance of Agent configured by its
+AgentConfig entry; role behaviour is plugged in from pas.roles (one module per role).
+
+Each agent is a NATS micro service named after its id, so `nats micro ls/info/stats/ping` see
+it; it answers `health` and `status` on pas.<role>.<id>.{health,status}, publishes heartbeats on
+pas.hb.<id>, and runs its role's endpoints and work-queue loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from nats.micro import add_service
+from nats.micro.service import EndpointStats, Service
+
+from pas import __version__
+from pas import subjects as S
+from pas import wire
+from pas.bus import Bus
+from pas.comms import CommsLog
+from pas.config import AgentConfig
+from pas.errors import NotFound, PasError
+from pas.service import Call, WorkLoop, endpoint
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+log = logging.getLogger("pas.agent")
+
+
+@dataclass
+class EndpointSpec:
+    name: str
+    subject: str
+    handler: Callable[[Any, Call], Awaitable[Any]]
+    req_type: type[Any]
+    queue_group: str | None = None
+
+
+@dataclass
+class WorkSpec:
+    stream: str
+    durable: str
+    typ: type[Any]
+    handler: Callable[[Any, "Msg"], Awaitable[None]]
+    concurrency: int
+    ack_wait_s: float
+
+
+class Role:
+    """Base of every role's behaviour."""
+
+    description = "PAS agent"
+
+    def __init__(self, agent: "Agent") -> None:
+        self.agent = agent
+        self.bus = agent.bus
+        self.cfg = agent.bus.cfg
+        self.me = agent.cfg
+
+    def endpoints(self) -> list[EndpointSpec]:
+        return []
+
+    def work(self) -> list[WorkSpec]:
+        return []
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def beat(self) -> tuple[str, str | None, float, str]:
+        """(status, run_id, progress, message) for the next heartbeat."""
+        busy = sum(w.in_flight for w in self.agent.loops)
+        return ("running" if busy else "ok", None, 0.0, f"{busy} in flight" if busy else "")
+
+    async def status(self, ref: "StatusRef") -> Any:
+        raise NotFound(f"{self.me.id} keeps no status for {ref.id!r}")
+
+
+class StatusRef(wire.Struct, forbid_unknown_fields=True):
+    id: str | None = None
+
+
+class SetModel(wire.Struct, forbid_unknown_fields=True):
+    primary: str | None = None
+    backup: str | None = None
+
+
+class Agent:
+    def __init__(self, bus: Bus, cfg: AgentConfig, comms: CommsLog) -> None:
+        self.bus = bus
+        self.cfg = cfg
+        self.comms = comms
+        self.started_at = wire.now()
+        self.model = cfg.model
+        self.backup_model = cfg.backup_model
+        self.loops: list[WorkLoop] = []
+        self.service: Service | None = None
+        self._hb: asyncio.Task[Any] | None = None
+        self.role = _role_class(cfg.role)(self)
+        self._errors: dict[str, tuple[int, str]] = {}
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+    def subject(self, endpoint_name: str) -> str:
+        return S.agent_endpoint(self.cfg.role, self.cfg.id, endpoint_name)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        c = self.cfg
+        metadata = {
+            "agent": c.id,
+            "role": c.role,
+            "tier": c.tier,
+            "lane": c.lane or "",
+            "parent": c.parent or "",
+            "port": str(c.port or ""),
+            "model": self.model or "",
+        }
+        self.service = await add_service(
+            self.bus.nc,
+            name=c.id,
+            version=__version__,
+            description=c.description or f"{self.role.description} ({c.tier}{', lane ' + c.lane if c.lane else ''})",
+            metadata=metadata,
+            stats_handler=self._stats_data,
+        )
+        specs = [
+            EndpointSpec("health", self.subject("health"), self._health, wire.Empty),
+            EndpointSpec("status", self.subject("status"), self._status, StatusRef),
+            EndpointSpec("set_model", S.ctl(c.id, "set_model"), self._set_model, SetModel),
+            *self.role.endpoints(),
+        ]
+        for spec in specs:
+            await self._add_endpoint(spec)
+        for ws in self.role.work():
+            loop = WorkLoop(
+                self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler,
+                concurrency=ws.concurrency, ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn,
+                on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}",
+            )
+            self.loops.append(loop)
+        await self.role.start()
+        for loop in self.loops:
+            loop.start()
+        self._hb = self.bus.spawn(self._heartbeat_loop())
+
+    async def stop(self) -> None:
+        if self._hb:
+            self._hb.cancel()
+        await asyncio.gather(*(loop.stop() for loop in self.loops), return_exceptions=True)
+        await self.role.stop()
+        if self.service:
+            try:
+                await self.service.stop()
+            except Exception:  # noqa: BLE001 - connection already gone
+                pass
+
+    async def _add_endpoint(self, spec: EndpointSpec) -> None:
+        assert self.service is not None
+        holder: dict[str, Any] = {}
+
+        def on_error(text: str) -> None:
+            ep = holder.get("ep")
+            if ep is not None:
+                ep._num_errors += 1  # noqa: SLF001 - keep micro STATS truthful
+                ep._last_error = text  # noqa: SLF001
+
+        await self.service.add_endpoint(
+            name=spec.name,
+            subject=spec.subject,
+            queue_group=spec.queue_group,
+            handler=endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input),
+            metadata={"agent": self.id},
+        )
+        holder["ep"] = self.service._endpoints[-1]  # noqa: SLF001
+
+    def _stats_data(self, ep: EndpointStats) -> dict[str, Any]:
+        return {
+            "agent": self.id,
+            "in_flight": sum(w.in_flight for w in self.loops),
+            "handled": sum(w.handled for w in self.loops),
+        }
+
+    # ---- heartbeats ------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = self.bus.cfg.settings.heartbeat.interval_s
+        while True:
+            try:
+                status, run_id, progress, message = self.role.beat()
+                hb = wire.Heartbeat(agent=self.id, ts=wire.now(), status=status,  # type: ignore[arg-type]
+                                    run_id=run_id, progress=progress, message=message)
+                await self.bus.publish(S.heartbeat(self.id), hb)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a missed beat is what the monitor is for
+                log.warning("%s: heartbeat failed: %r", self.id, e)
+            await asyncio.sleep(interval)
+
+    # ---- built-in endpoints ----------------------------------------------------------------
+    async def _health(self, _: wire.Empty, call: Call) -> wire.AgentHealth:
+        status, *_ = self.role.beat()
+        return wire.AgentHealth(
+            agent=self.id, role=self.cfg.role, tier=self.cfg.tier, lane=self.cfg.lane,
+            parent=self.cfg.parent, status=status, model=self.model, backup_model=self.backup_model,
+            started_at=self.started_at, in_flight=sum(w.in_flight for w in self.loops),
+            handled=sum(w.handled for w in self.loops),
+        )
+
+    async def _status(self, ref: StatusRef, call: Call) -> Any:
+        if ref.id is None:
+            return await self._health(wire.Empty(), call)
+        return await self.role.status(ref)
+
+    async def _set_model(self, req: SetModel, call: Call) -> dict[str, Any]:
+        from pas.errors import BadRequest
+
+        models = self.bus.cfg.models
+        for p in (req.primary, req.backup):
+            if p is not None and p not in models:
+                raise BadRequest(f"unknown model profile {p!r}", detail={"profiles": sorted(models)})
+        if req.primary is None and req.backup is None:
+            raise BadRequest("give primary and/or backup")
+        old = (self.model, self.backup_model)
+        if req.primary is not None:
+            self.model = req.primary
+        if req.backup is not None:
+            self.backup_model = req.backup
+        change = {"agent": self.id, "model": self.model, "backup_model": self.backup_model,
+                  "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
+        await self.bus.kv[S.KV_MODELS].put(self.id, wire.encode(change))
+        await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
+        await self.comms.log("ctl", self.id, "CMD", f"set_model primary={self.model} backup={self.backup_model}",
+                             status="ok", metadata=change)
+        return change
+
+    async def load_model_override(self) -> None:
+        try:
+            e = await self.bus.kv[S.KV_MODELS].get(self.id)
+        except Exception:  # noqa: BLE001 - no override stored
+            return
+        if e.value:
+            d = wire.decode(e.value, dict)
+            self.model = d.get("model", self.model)
+            self.backup_model = d.get("backup_model", self.backup_model)
+
+    async def _bad_input(self, subject: str, data: bytes, err: PasError) -> None:
+        preview = data[:500].decode(errors="replace")
+        await self.comms.log(
+            "client", self.id, "ERROR", f"rejected input on {subject}: {err.message}",
+            status=err.error, metadata={"subject": subject, "bytes": len(data), "preview": preview, "code": err.code},
+        )
+
+
+def _role_class(role: str) -> type[Role]:
+    from pas.roles import ROLE_CLASSES
+
+    return ROLE_CLASSES[role]

@@ -1,0 +1,272 @@
+"""Run the benchmarks: the floors first, then every registered figure producer.
+
+A producer is `async def producer(ctx: BenchContext) -> list[Figure]`. Register one with
+
+    from pas.bench.run import register
+
+    @register("pas.latency")          # or register(fn), or register(fn, name="...")
+    async def pas_latency(ctx):
+        core = ctx.figure("core_chain.p50")   # floors already ran; compare against them
+        ...
+        return [Figure("pas.latency.p50", value_ms, "ms", floor_name=core.name,
+                       floor_value=core.value, target="<= 5x floor", passed=...)]
+
+Producers run in registration order, after the floors, against one shared EmbeddedServer
+(ctx.url); a producer that needs a server of its own (failover, replay) calls
+`await ctx.start_server("name")`, which is stopped when the run ends. ctx.quick / ctx.sizes say
+how big to go; ctx.details[name] = {...} lands in the JSON report. A producer that raises
+becomes one failed Figure carrying the error; the other producers still run.
+
+Modules that register producers are imported by `python -m pas.bench --with MODULE`, or listed
+in DEFAULT_PRODUCER_MODULES below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import math
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence
+
+from pas.bench import floors
+from pas.bench.stats import Figure, Summary, ms, rate
+from pas.server import EmbeddedServer
+
+# modules imported by main() before running, so their @register calls take effect
+DEFAULT_PRODUCER_MODULES: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sizes:
+    hops: int = 6
+    chain_n: int = 300
+    wq_n: int = 10000
+    wq_workers: int = 10
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "Sizes":
+        return cls(chain_n=30, wq_n=1000) if quick else cls()
+
+
+@dataclass
+class BenchContext:
+    url: str
+    quick: bool
+    data_dir: Path
+    sizes: Sizes
+    server: EmbeddedServer | None = None
+    figures: list[Figure] = field(default_factory=list)  # everything produced so far, in order
+    raw: dict[str, Any] = field(default_factory=dict)  # floor name -> ChainRun / WorkQueueRun
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras for the report
+    _servers: list[EmbeddedServer] = field(default_factory=list)
+
+    def figure(self, name: str) -> Figure | None:
+        for f in reversed(self.figures):
+            if f.name == name:
+                return f
+        return None
+
+    def value(self, name: str) -> float | None:
+        f = self.figure(name)
+        return None if f is None or math.isnan(f.value) else f.value
+
+    async def start_server(self, name: str, **kwargs: Any) -> EmbeddedServer:
+        """Another nats-server (own data dir, free port), stopped when the run ends."""
+        kwargs.setdefault("port", -1)
+        srv = EmbeddedServer(self.data_dir / name, **kwargs)
+        await asyncio.to_thread(srv.start)
+        self._servers.append(srv)
+        return srv
+
+    def _stop_servers(self) -> None:
+        for srv in reversed(self._servers):
+            try:
+                srv.stop()
+            except Exception:  # noqa: BLE001
+                srv.kill()
+        self._servers.clear()
+
+
+Producer = Callable[[BenchContext], Awaitable[list[Figure]]]
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    fn: Producer
+
+
+FLOOR_PRODUCERS: list[Registered] = []
+PRODUCERS: list[Registered] = []
+
+
+def register(fn_or_name: Producer | str | None = None, *, name: str | None = None) -> Any:
+    """Register an extra figure producer; usable as @register, @register("name") or register(fn).
+    Registering a name again replaces the earlier producer (keeps its position)."""
+
+    def add(fn: Producer, pname: str | None) -> Producer:
+        pname = pname or getattr(fn, "__name__", repr(fn))
+        entry = Registered(pname, fn)
+        for i, r in enumerate(PRODUCERS):
+            if r.name == pname:
+                PRODUCERS[i] = entry
+                return fn
+        PRODUCERS.append(entry)
+        return fn
+
+    if callable(fn_or_name):
+        return add(fn_or_name, name)
+    pname = fn_or_name if isinstance(fn_or_name, str) else name
+    return lambda fn: add(fn, pname)
+
+
+def unregister(name: str) -> None:
+    PRODUCERS[:] = [r for r in PRODUCERS if r.name != name]
+
+
+def _floor(fn: Producer) -> Producer:
+    FLOOR_PRODUCERS.append(Registered(fn.__name__.removeprefix("_floor_"), fn))
+    return fn
+
+
+# ---- the floors as producers ---------------------------------------------------------------
+def _chain_figures(ctx: BenchContext, run: floors.ChainRun, label: str, against: str | None) -> list[Figure]:
+    name = f"{run.kind}_chain"
+    ctx.raw[name] = run
+    s = Summary.of(run.latencies_s)
+    ctx.details[name] = {
+        "hops": run.hops, "n": run.n, "warmup": run.warmup, "payload_bytes": run.payload_bytes,
+        "errors": run.errors, "wall_s": run.wall_s, "appends": run.appends,
+        "latency_s": s.to_dict(), "jobs_per_s": rate(run.n, run.wall_s),
+    }
+    note = f"{label}; {run.hops} hops, n={run.n} sequential jobs after {run.warmup} warm-up"
+    if run.kind == "js":
+        note += f"; {run.appends}/{run.hops * (run.n + run.warmup)} appends in stream"
+    if run.errors:
+        note += f"; {run.errors} ERRORS"
+    passed = False if run.errors else None
+    out = []
+    for pct, val in (("p50", s.p50), ("p99", s.p99)):
+        ref = ctx.figure(f"{against}.{pct}") if against else None
+        out.append(Figure(name=f"{name}.{pct}", value=ms(val), unit="ms",
+                          floor_name=ref.name if ref else None, floor_value=ref.value if ref else None,
+                          target="floor", passed=passed, note=note))
+    return out
+
+
+@_floor
+async def _floor_core_chain(ctx: BenchContext) -> list[Figure]:
+    run = await floors.core_chain(ctx.url, hops=ctx.sizes.hops, n=ctx.sizes.chain_n)
+    return _chain_figures(ctx, run, "bare nats-py request chain", None)
+
+
+@_floor
+async def _floor_js_chain(ctx: BenchContext) -> list[Figure]:
+    run = await floors.js_chain(ctx.url, hops=ctx.sizes.hops, n=ctx.sizes.chain_n)
+    return _chain_figures(ctx, run, "core chain + 1 JetStream append (PubAck awaited) per hop", "core_chain")
+
+
+@_floor
+async def _floor_http_chain(ctx: BenchContext) -> list[Figure]:
+    run = await floors.http_chain(hops=ctx.sizes.hops, n=ctx.sizes.chain_n)
+    return _chain_figures(ctx, run, "FastAPI/uvicorn processes chained by httpx POSTs", "core_chain")
+
+
+@_floor
+async def _floor_workqueue_raw(ctx: BenchContext) -> list[Figure]:
+    sz = ctx.sizes
+    run = await floors.workqueue_raw(ctx.url, n=sz.wq_n, workers=sz.wq_workers)
+    ctx.raw["workqueue_raw"] = run
+    ctx.details["workqueue_raw"] = dataclasses.asdict(run)
+    ok = run.acked == run.n and run.remaining == 0
+    note = (f"n={run.n}, {run.workers} pull workers on one durable, fetch({run.batch})+ack; "
+            f"first publish -> last ack; acked {run.acked}, left {run.remaining}")
+    if run.redelivered:
+        note += f", {run.redelivered} redelivered"
+    return [
+        Figure(name="workqueue_raw.tasks_per_s", value=rate(run.acked, run.elapsed_s), unit="tasks/s",
+               target="floor", passed=None if ok else False, note=note),
+        Figure(name="workqueue_raw.publish_per_s", value=rate(run.published, run.publish_s), unit="msgs/s",
+               target="floor", passed=None if ok else False,
+               note="publish_async, <=1000 PubAcks in flight, while the workers drain"),
+    ]
+
+
+# ---- running -------------------------------------------------------------------------------
+async def _run_producer(ctx: BenchContext, reg: Registered, log: Callable[[str], None]) -> list[Figure]:
+    t0 = time.perf_counter()
+    log(f"[bench] {reg.name} ...")
+    try:
+        figs = list(await reg.fn(ctx))
+    except Exception as e:  # noqa: BLE001 - one broken producer must not sink the report
+        traceback.print_exc(file=sys.stderr)
+        figs = [Figure(name=reg.name, value=math.nan, unit="", target="runs", passed=False,
+                       note=f"error: {type(e).__name__}: {e}")]
+    log(f"[bench] {reg.name} done in {time.perf_counter() - t0:.1f}s")
+    ctx.figures.extend(figs)
+    return figs
+
+
+async def run_all(quick: bool, producers: Sequence[Registered] | None = None, *, include_floors: bool = True,
+                  log: Callable[[str], None] | None = None) -> BenchContext:
+    """Start an EmbeddedServer in a temp dir, run the floors then `producers` (default: the
+    registered ones), stop everything; returns the context (ctx.figures, ctx.details)."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    todo = (list(FLOOR_PRODUCERS) if include_floors else []) + list(PRODUCERS if producers is None else producers)
+    tmp = Path(tempfile.mkdtemp(prefix="pas-bench-"))
+    server = EmbeddedServer(tmp / "nats", port=-1)
+    ctx = BenchContext(url="", quick=quick, data_dir=tmp, sizes=Sizes.for_mode(quick), server=server)
+    try:
+        ctx.url = await asyncio.to_thread(server.start)
+        for reg in todo:
+            await _run_producer(ctx, reg, log)
+        return ctx
+    finally:
+        ctx._stop_servers()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run_floors(quick: bool) -> list[Figure]:
+    """Only the floors, on a server of their own."""
+    ctx = await run_all(quick, producers=[], include_floors=True)
+    return ctx.figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pas.bench import report
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m pas.bench",
+                                 description="PAS benchmarks: transport floors and PAS figures against them")
+    ap.add_argument("--quick", action="store_true", help="small sizes (chains n=30, work queue n=1000)")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--markdown", metavar="FILE", help="also write a BENCHMARKS.md-style report")
+    ap.add_argument("--with", dest="modules", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers extra producers); repeatable")
+    ap.add_argument("--floors-only", action="store_true", help="skip the registered extra producers")
+    ap.add_argument("--notes", metavar="FILE", default=None,
+                    help="notes for the markdown report (default: benchmarks/NOTES.md)")
+    args = ap.parse_args(argv)
+
+    for mod in (*DEFAULT_PRODUCER_MODULES, *args.modules):
+        importlib.import_module(mod)
+    command = " ".join(["python -m pas.bench", *argv])
+    ctx = asyncio.run(run_all(args.quick, producers=[] if args.floors_only else None))
+    machine = report.machine_info(command)
+    print(report.render_table(ctx.figures))
+    if args.json:
+        report.write_json(args.json, ctx.figures, machine, details=ctx.details)
+    if args.markdown:
+        notes = Path(args.notes) if args.notes else report.DEFAULT_NOTES
+        report.write_markdown(args.markdown, ctx.figures, machine, notes_path=notes)
+    return 1 if any(f.passed is False for f in ctx.figures) else 0

@@ -1,0 +1,238 @@
+"""The bus: one NATS connection per process, JetStream provisioning, KV helpers.
+
+provision() is idempotent: it creates or updates every stream, consumer and KV bucket that
+pas.subjects names, so any process (pas up, pas http, a test) can call it at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from pas import subjects as S
+from pas import wire
+from pas.config import PasConfig
+
+log = logging.getLogger("pas.bus")
+
+
+async def connect(url: str, name: str = "pas", **kw: Any) -> Client:
+    async def _err(e: Exception) -> None:
+        log.warning("nats: %s", e)
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        error_cb=_err,
+        **kw,
+    )
+
+
+def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
+    s = cfg.settings
+    reps = s.nats.replicas
+    return [
+        StreamConfig(
+            name=S.STREAM_COMMS,
+            description="PAS comms log: one entry per message between agents",
+            subjects=[S.COMMS_ALL],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            max_age=s.comms.max_age_days * 86400,
+            max_bytes=s.comms.max_bytes,
+            discard=DiscardPolicy.OLD,
+            num_replicas=reps,
+            duplicate_window=s.work.dedupe_window_s,
+        ),
+        StreamConfig(
+            name=S.STREAM_WORK,
+            description="PAS work queues between tiers (one consumer per tier/lane)",
+            subjects=[S.WORK_ALL],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.WORK_QUEUE,
+            num_replicas=reps,
+            duplicate_window=s.work.dedupe_window_s,
+        ),
+        StreamConfig(
+            name=S.STREAM_EVENTS,
+            description="PAS run/task state changes, completions and agent alerts",
+            subjects=[S.EVENTS_ALL, S.ALERT_ALL],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            max_age=s.comms.max_age_days * 86400,
+            num_replicas=reps,
+            duplicate_window=s.work.dedupe_window_s,
+        ),
+    ]
+
+
+def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
+    """(stream, config) of every durable consumer."""
+    w, p = cfg.settings.work, cfg.settings.pool
+
+    def c(name: str, subject: str, ack_wait: float, max_deliver: int = -1) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=name,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=10000,
+            max_waiting=512,
+        )
+
+    out: list[tuple[str, ConsumerConfig]] = [
+        (S.STREAM_WORK, c(S.CONSUMER_ROOT, S.WORK_ROOT, w.ack_wait_s)),
+        (S.STREAM_WORK, c(S.CONSUMER_ARCHITECT, S.WORK_ARCHITECT, w.ack_wait_s)),
+        (S.STREAM_WORK, c(S.CONSUMER_PROG, S.WORK_PROG, p.ack_wait_s, p.max_deliver)),
+        (S.STREAM_EVENTS, c(S.CONSUMER_ARCH_DONE, S.DONE_LANE_FILTER, w.ack_wait_s)),
+        (S.STREAM_EVENTS, c(S.CONSUMER_ROOT_DONE, S.DONE_PLAN_FILTER, w.ack_wait_s)),
+    ]
+    for lane in S.LANES:
+        out.append((S.STREAM_WORK, c(S.consumer_dir(lane), S.work_dir(lane), w.ack_wait_s)))
+        out.append((S.STREAM_WORK, c(S.consumer_mgr(lane), S.work_mgr(lane), w.ack_wait_s)))
+        out.append((S.STREAM_EVENTS, c(S.consumer_dir_done(lane), S.DONE_JOB_FILTER.format(lane=lane), w.ack_wait_s)))
+        out.append((S.STREAM_EVENTS, c(S.consumer_mgr_done(lane), S.DONE_TASK_FILTER.format(lane=lane), w.ack_wait_s)))
+    return out
+
+
+def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
+    reps = cfg.settings.nats.replicas
+    return [
+        KeyValueConfig(bucket=S.KV_AGENTS, history=1, storage=StorageType.FILE, replicas=reps,
+                       description="agent id -> last heartbeat and alive/dead state"),
+        KeyValueConfig(bucket=S.KV_RUNS, history=1, storage=StorageType.FILE, replicas=reps,
+                       description="run id -> run record"),
+        KeyValueConfig(bucket=S.KV_TREE, history=1, storage=StorageType.FILE, replicas=reps,
+                       description="<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
+        KeyValueConfig(bucket=S.KV_IDEMPOTENCY, history=1, storage=StorageType.FILE, replicas=reps,
+                       ttl=cfg.settings.work.dedupe_window_s,
+                       description="hash of an idempotency key -> run id (dedupe window)"),
+        KeyValueConfig(bucket=S.KV_MODELS, history=5, storage=StorageType.FILE, replicas=reps,
+                       description="agent id -> live model override"),
+    ]
+
+
+async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
+    for sc in _stream_configs(cfg):
+        try:
+            await js.add_stream(sc)
+        except BadRequestError:
+            await js.update_stream(sc)
+    for kc in kv_specs(cfg):
+        try:
+            await js.create_key_value(kc)
+        except BadRequestError:
+            pass  # exists with other settings: keep it (its data is what matters)
+    for stream, cc in consumer_specs(cfg):
+        try:
+            await js.add_consumer(stream, cc)
+        except BadRequestError:
+            pass
+
+
+@dataclass
+class Bus:
+    """What every agent in a process shares: the connection, JetStream, KV handles."""
+
+    nc: Client
+    js: JetStreamContext
+    cfg: PasConfig
+    kv: dict[str, KeyValue] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True) -> "Bus":
+        nc = await connect(url, name=name)
+        js = nc.jetstream(timeout=10)
+        if do_provision:
+            await provision(js, cfg)
+        bus = cls(nc=nc, js=js, cfg=cfg)
+        for kc in kv_specs(cfg):
+            bus.kv[kc.bucket] = await js.key_value(kc.bucket)
+        return bus
+
+    def spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
+        """create_task that keeps a reference until the task ends (nats-py/asyncio gotcha)."""
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._done)
+        return t
+
+    def _done(self, t: asyncio.Task[Any]) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("background task failed", exc_info=t.exception())
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self.nc.close()
+
+    # ---- KV helpers ------------------------------------------------------------------------
+    async def kv_get(self, bucket: str, key: str, typ: type[Any]) -> tuple[Any, int] | None:
+        try:
+            e = await self.kv[bucket].get(key)
+        except KeyNotFoundError:
+            return None
+        if e.value is None:
+            return None
+        return wire.decode(e.value, typ), e.revision or 0
+
+    async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
+        return await self.kv[bucket].put(key, wire.encode(obj))
+
+    async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
+        """Latest value of every key matching pattern (a subject-style filter), via one watcher."""
+        kv = self.kv[bucket]
+        out: list[Any] = []
+        try:
+            w = await kv.watch(pattern, ignore_deletes=True, meta_only=False)
+        except NotFoundError:
+            return out
+        try:
+            async for e in w:
+                if e is None:
+                    break
+                if e.value:
+                    out.append(wire.decode(e.value, typ))
+        finally:
+            await w.stop()
+        return out
+
+    async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await self.js.publish(subject, wire.encode(obj), headers=headers)
+
+    async def publish(self, subject: str, obj: Any) -> None:
+        await self.nc.publish(subject, wire.encode(obj))
+
+
+Handler = Callable[..., Awaitable[Any]]

@@ -1,0 +1,435 @@
+"""The LLM layer: one client for every model call PAS makes, with failover, a circuit breaker,
+usage accounting and budgets.
+
+This is the only module that imports litellm, and it does so lazily (the import costs seconds);
+``LITELLM_LOCAL_MODEL_COST_MAP`` is set first so that litellm never fetches its price list.
+
+    client = LLMClient(apply_env_overrides(cfg.models), on_call=log_call)
+    res = await client.complete(agent="mgr-code-01", primary="gemini-flash", backup="claude-haiku",
+                                messages=[{"role": "user", "content": "..."}], run_id=run_id)
+
+Each attempt is one litellm call with ``num_retries=0`` and the profile's timeout: the primary
+profile first, the backup on any error, timeout or empty reply. Every call made (success or failure)
+yields a :class:`CallRecord` handed to ``on_call``; a profile skipped because its breaker is open
+makes no call and no record, only an entry in the errors. Tokens and cost come from the provider's
+response (``usage`` and ``litellm.completion_cost``); a cost litellm cannot price is ``None``
+("unknown"), never an estimate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal, Mapping
+
+from pydantic import ValidationError
+
+from pas.config import ModelProfile
+from pas.errors import BudgetExceeded, ConfigError, Unavailable
+
+ENV_PREFIX = "PAS_MODEL_"
+"""Environment overrides: PAS_MODEL_<PROFILE>_<FIELD>, profile upper-cased with - and . as _."""
+
+
+class LLMUnavailable(Unavailable):
+    """Neither the primary nor the backup profile produced a reply. `errors` lists each attempt."""
+
+    error = "llm_unavailable"
+
+    def __init__(self, message: str, errors: list[str]) -> None:
+        super().__init__(message, detail={"errors": errors})
+        self.errors = errors
+
+
+@dataclass
+class CallRecord:
+    """One model call, as reported to ``on_call`` (for the comms log and usage accounting)."""
+
+    agent: str
+    run_id: str | None
+    profile: str
+    model_requested: str
+    """The litellm model string of the profile."""
+    model_used: str | None
+    """The model named in the provider's response (None when the call failed)."""
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None
+    """Provider cost as priced by litellm; None means unknown (an unpriced model, or a failed call
+    that may have been billed such as a timeout). A call refused with an HTTP error costs 0."""
+    latency_s: float
+    ok: bool
+    error: str | None = None
+    ts: float = field(default_factory=time.time)
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+
+@dataclass
+class LLMResult:
+    text: str
+    profile: str
+    """The profile that answered."""
+    model_used: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None
+    latency_s: float
+    failed_over: bool
+    """True when the answer came from the backup profile."""
+    errors: list[str] = field(default_factory=list)
+    """Errors of the attempts that failed before this answer."""
+    finish_reason: str | None = None
+    """"length" means the reply was cut at max_tokens."""
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+
+OnCall = Callable[[CallRecord], Awaitable[None]]
+BreakerStateName = Literal["closed", "open", "half_open"]
+
+
+# ---- profiles ------------------------------------------------------------------------------
+def env_key(profile: str, field_name: str) -> str:
+    """PAS_MODEL_GEMINI_FLASH_API_BASE for ("gemini-flash", "api_base")."""
+    norm = "".join(c if c.isalnum() else "_" for c in profile).upper()
+    return f"{ENV_PREFIX}{norm}_{field_name.upper()}"
+
+
+def apply_env_overrides(
+    profiles: Mapping[str, ModelProfile], environ: Mapping[str, str] | None = None
+) -> dict[str, ModelProfile]:
+    """Return new profiles with PAS_MODEL_<PROFILE>_<FIELD> variables applied (inputs untouched).
+
+    Values are validated like the YAML ones; an empty value sets an optional field to None.
+    An invalid value raises ConfigError naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    out: dict[str, ModelProfile] = {}
+    for name, prof in profiles.items():
+        data = prof.model_dump()
+        changed: list[str] = []
+        for fname, finfo in ModelProfile.model_fields.items():
+            key = env_key(name, fname)
+            if key not in env:
+                continue
+            raw = env[key]
+            data[fname] = None if raw == "" and not finfo.is_required() else raw
+            changed.append(key)
+        if not changed:
+            out[name] = prof
+            continue
+        try:
+            out[name] = ModelProfile.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(f"model profile {name!r} from {', '.join(changed)}: {e}") from None
+    return out
+
+
+# ---- circuit breaker -----------------------------------------------------------------------
+class _Breaker:
+    def __init__(self) -> None:
+        self.failures: deque[float] = deque()
+        self.open_until: float | None = None
+        self.half_open = False
+
+
+class CircuitBreaker:
+    """Per-profile breaker: `failures` failures within `window_s` open it for `cooldown_s`.
+
+    While open the profile is skipped. After the cooldown it is half-open: the next call is tried;
+    success closes it (failures forgotten), failure opens it again for another cooldown.
+    """
+
+    def __init__(
+        self, failures: int, window_s: float, cooldown_s: float, clock: Callable[[], float]
+    ) -> None:
+        self.threshold = failures
+        self.window_s = window_s
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+        self._b: dict[str, _Breaker] = {}
+
+    def _get(self, key: str) -> _Breaker:
+        return self._b.setdefault(key, _Breaker())
+
+    def _prune(self, b: _Breaker, now: float) -> None:
+        while b.failures and b.failures[0] <= now - self.window_s:
+            b.failures.popleft()
+
+    def allow(self, key: str) -> bool:
+        b = self._get(key)
+        now = self.clock()
+        if b.open_until is not None:
+            if now < b.open_until:
+                return False
+            b.open_until = None
+            b.half_open = True
+        return True
+
+    def success(self, key: str) -> None:
+        b = self._get(key)
+        b.failures.clear()
+        b.half_open = False
+        b.open_until = None
+
+    def failure(self, key: str) -> None:
+        b = self._get(key)
+        now = self.clock()
+        b.failures.append(now)
+        self._prune(b, now)
+        if b.half_open or len(b.failures) >= self.threshold:
+            b.open_until = now + self.cooldown_s
+            b.half_open = False
+
+    def state(self, key: str) -> dict[str, Any]:
+        b = self._get(key)
+        now = self.clock()
+        self._prune(b, now)
+        st: BreakerStateName = "closed"
+        if b.open_until is not None:
+            st = "open" if now < b.open_until else "half_open"
+        elif b.half_open:
+            st = "half_open"
+        return {"state": st, "failures": len(b.failures), "open_until": b.open_until}
+
+
+# ---- client --------------------------------------------------------------------------------
+_litellm: Any = None
+
+
+def _lite() -> Any:
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.telemetry = False
+        litellm.suppress_debug_info = True
+        _litellm = litellm
+    return _litellm
+
+
+def _err_text(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}"[:500]
+
+
+def _cost(lite: Any, resp: Any) -> float | None:
+    try:
+        c = lite.completion_cost(completion_response=resp)
+    except Exception:
+        return None
+    if c is None:
+        return None
+    try:
+        c = float(c)
+    except (TypeError, ValueError):
+        return None
+    return c if c >= 0 else None
+
+
+class LLMClient:
+    """Calls model profiles by name with failover, a per-profile breaker and usage records."""
+
+    def __init__(
+        self,
+        profiles: Mapping[str, ModelProfile],
+        *,
+        breaker_failures: int = 3,
+        breaker_window_s: float = 600.0,
+        breaker_cooldown_s: float = 300.0,
+        on_call: OnCall | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.profiles = dict(profiles)
+        self.on_call = on_call
+        self.clock = clock
+        self.breaker = CircuitBreaker(breaker_failures, breaker_window_s, breaker_cooldown_s, clock)
+
+    def breaker_state(self) -> dict[str, dict[str, Any]]:
+        """{profile: {"state": "closed"|"open"|"half_open", "failures": n, "open_until": t|None}}
+        (`open_until` is on the client's clock, time.monotonic by default)."""
+        return {name: self.breaker.state(name) for name in self.profiles}
+
+    async def _emit(self, rec: CallRecord) -> None:
+        if self.on_call is not None:
+            try:
+                await self.on_call(rec)
+            except Exception:  # a broken log sink must not fail the call
+                pass
+
+    async def _attempt(
+        self,
+        name: str,
+        agent: str,
+        messages: list[dict[str, Any]],
+        run_id: str | None,
+        max_tokens: int | None,
+    ) -> tuple[str, str, int, int, float | None, float, str | None]:
+        prof = self.profiles[name]
+        lite = _lite()
+        kwargs: dict[str, Any] = {
+            "model": prof.model,
+            "messages": messages,
+            "temperature": prof.temperature,
+            "max_tokens": max_tokens or prof.max_tokens,
+            "timeout": prof.timeout_s,
+            "num_retries": 0,
+        }
+        if prof.api_base:
+            kwargs["api_base"] = prof.api_base
+        if prof.api_key_env:
+            kwargs["api_key"] = os.environ.get(prof.api_key_env)
+        t0 = time.monotonic()
+        try:
+            resp = await asyncio.wait_for(lite.acompletion(**kwargs), prof.timeout_s + 1.0)
+            choice = resp.choices[0]
+            text = choice.message.content
+            usage = getattr(resp, "usage", None)
+            t_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+            t_out = int(getattr(usage, "completion_tokens", 0) or 0)
+            model_used = str(getattr(resp, "model", None) or prof.model)
+            if not text or not str(text).strip():
+                raise ValueError("empty reply")
+        except Exception as e:
+            latency = time.monotonic() - t0
+            if isinstance(e, asyncio.TimeoutError):
+                err = f"Timeout: no reply within {prof.timeout_s:g}s"
+            else:
+                err = _err_text(e)
+            # An HTTP error reply is not billed; a timeout or a broken reply may have been.
+            status = getattr(e, "status_code", None)
+            fail_cost = 0.0 if isinstance(status, int) and status >= 400 and "Timeout" not in err else None
+            await self._emit(
+                CallRecord(agent, run_id, name, prof.model, None, 0, 0, fail_cost, latency, False, err)
+            )
+            raise _AttemptFailed(err) from e
+        latency = time.monotonic() - t0
+        cost = _cost(lite, resp)
+        await self._emit(
+            CallRecord(agent, run_id, name, prof.model, model_used, t_in, t_out, cost, latency, True)
+        )
+        return str(text), model_used, t_in, t_out, cost, latency, getattr(choice, "finish_reason", None)
+
+    async def complete(
+        self,
+        *,
+        agent: str,
+        primary: str,
+        backup: str | None,
+        messages: list[dict[str, Any]],
+        run_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> LLMResult:
+        """Ask `primary`, then `backup`; raise LLMUnavailable when neither answers."""
+        errors: list[str] = []
+        order = [primary] + ([backup] if backup and backup != primary else [])
+        for i, name in enumerate(order):
+            if name not in self.profiles:
+                errors.append(f"{name}: unknown model profile")
+                continue
+            if not self.breaker.allow(name):
+                until = self.breaker.state(name)["open_until"]
+                left = max(0.0, (until or 0) - self.clock())
+                errors.append(f"{name}: circuit open ({left:.0f}s left)")
+                continue
+            try:
+                text, used, t_in, t_out, cost, lat, fin = await self._attempt(
+                    name, agent, messages, run_id, max_tokens
+                )
+            except _AttemptFailed as e:
+                self.breaker.failure(name)
+                errors.append(f"{name}: {e}")
+                continue
+            self.breaker.success(name)
+            return LLMResult(text, name, used, t_in, t_out, cost, lat, i > 0, errors, fin)
+        raise LLMUnavailable(f"no model answered for {agent}: {'; '.join(errors)}", errors)
+
+
+class _AttemptFailed(Exception):
+    pass
+
+
+# ---- budgets -------------------------------------------------------------------------------
+class BudgetTracker:
+    """Token and cost budget of one unit of work (a run, a job), in memory.
+
+    A limit of None is unlimited. The budget is exceeded once usage reaches a limit (so a limit of
+    0 allows nothing). Calls whose cost is unknown add no cost; they are counted in
+    `unknown_cost_calls` so a report can say the cost total is a lower bound.
+    """
+
+    def __init__(self, tokens_max: int | None = None, cost_usd_max: float | None = None) -> None:
+        self.tokens_max = tokens_max
+        self.cost_usd_max = cost_usd_max
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self.unknown_cost_calls = 0
+        self.calls = 0
+
+    def charge(self, tokens: int, cost_usd: float | None) -> None:
+        self.calls += 1
+        self.tokens += max(0, int(tokens))
+        if cost_usd is None:
+            self.unknown_cost_calls += 1
+        else:
+            self.cost_usd += max(0.0, float(cost_usd))
+
+    def charge_result(self, res: LLMResult | CallRecord) -> None:
+        self.charge(res.tokens, res.cost_usd)
+
+    def merge(self, other: "BudgetTracker") -> None:
+        """Add another tracker's usage (e.g. a task's) to this one."""
+        self.calls += other.calls
+        self.tokens += other.tokens
+        self.cost_usd += other.cost_usd
+        self.unknown_cost_calls += other.unknown_cost_calls
+
+    @property
+    def exceeded(self) -> bool:
+        if self.tokens_max is not None and self.tokens >= self.tokens_max:
+            return True
+        return self.cost_usd_max is not None and self.cost_usd >= self.cost_usd_max
+
+    def remaining_tokens(self) -> int | None:
+        return None if self.tokens_max is None else max(0, self.tokens_max - self.tokens)
+
+    def check(self) -> None:
+        """Raise BudgetExceeded when the budget is used up."""
+        if self.exceeded:
+            raise BudgetExceeded(
+                f"budget exceeded: {self.tokens} tokens (max {self.tokens_max}), "
+                f"${self.cost_usd:.4f} (max {self.cost_usd_max})",
+                detail=self.snapshot(),
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "cost_known": self.unknown_cost_calls == 0,
+            "unknown_cost_calls": self.unknown_cost_calls,
+            "calls": self.calls,
+            "tokens_max": self.tokens_max,
+            "cost_usd_max": self.cost_usd_max,
+        }
+
+
+__all__ = [
+    "LLMClient",
+    "LLMResult",
+    "CallRecord",
+    "LLMUnavailable",
+    "BudgetTracker",
+    "CircuitBreaker",
+    "apply_env_overrides",
+    "env_key",
+]

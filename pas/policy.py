@@ -1,0 +1,68 @@
+"""Command and path policy: what a `command` task may run, and where.
+
+Commands run WITHOUT a shell: the command line is split with shlex, matched against the
+allowlist globs (configs/pas.yaml settings.policy.command_allowlist), and every argument that
+looks like a path must stay inside the task's workspace.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from pas.errors import CommandRefused
+
+SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1"}
+
+
+def split_command(command: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        raise CommandRefused(f"cannot parse command {command!r}: {e}") from None
+    if not argv:
+        raise CommandRefused("empty command")
+    return argv
+
+
+def check_command(command: str, allowlist: list[str], workdir: Path | None = None) -> list[str]:
+    """Return argv if the command is allowed, else raise CommandRefused with the reason."""
+    argv = split_command(command)
+    if any(arg in SHELL_OPERATORS for arg in argv):
+        raise CommandRefused(f"shell operators are not supported (commands run without a shell): {command!r}")
+    line = " ".join(argv)
+    if not any(fnmatch.fnmatchcase(line, pat) for pat in allowlist):
+        raise CommandRefused(f"command not on the allowlist: {line!r}", detail={"allowlist": allowlist})
+    if workdir is not None:
+        for arg in argv[1:]:
+            check_path_arg(arg, workdir)
+    return argv
+
+
+def check_path_arg(arg: str, workdir: Path) -> None:
+    value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+    if arg.startswith("-") and "=" not in arg:
+        return
+    if not value or ("/" not in value and value != ".." and not value.startswith("~")):
+        return
+    check_inside(value, workdir)
+
+
+def check_inside(path: str, root: Path) -> Path:
+    """Resolve path against root; refuse anything that lands outside it (.., absolute, symlinks)."""
+    root_r = root.resolve()
+    p = Path(os.path.expanduser(path))
+    target = (p if p.is_absolute() else root_r / p).resolve()
+    if target != root_r and root_r not in target.parents:
+        raise CommandRefused(f"path {path!r} escapes the workspace {root}")
+    return target
+
+
+def resolve_argv(argv: list[str]) -> list[str]:
+    """`python` means the interpreter PAS runs on (so `python -m pytest` finds its packages)."""
+    if argv and argv[0] in ("python", "python3"):
+        return [sys.executable, *argv[1:]]
+    return argv

@@ -1,0 +1,76 @@
+"""Directors: one per lane; turn a lane into job cards for the lane's Managers."""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+
+from pas import runs as R
+from pas import subjects as S
+from pas import wire
+from pas.agent import Role, WorkSpec
+
+
+def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
+    """Deterministic planning: explicit tasks in chunks of max_tasks; a bare goal -> one echo task."""
+    tasks = list(work.tasks)
+    if not tasks:
+        tasks = [wire.TaskSpec(lane=work.lane, instruction=work.brief or work.goal or "(no goal)", executor="echo")]
+    return [tasks[i:i + max_tasks] for i in range(0, len(tasks), max_tasks)]
+
+
+class DirectorRole(Role):
+    description = "PAS Director: hands a lane's work to its Managers"
+
+    @property
+    def lane(self) -> str:
+        assert self.me.lane
+        return self.me.lane
+
+    def work(self) -> list[WorkSpec]:
+        w = self.cfg.settings.work
+        return [
+            WorkSpec(S.STREAM_WORK, S.consumer_dir(self.lane), wire.LaneWork, self.split, w.handler_concurrency, w.ack_wait_s),
+            WorkSpec(S.STREAM_EVENTS, S.consumer_dir_done(self.lane), wire.RunEvent, self.job_done,
+                     w.handler_concurrency, w.ack_wait_s),
+        ]
+
+    async def split(self, work: wire.LaneWork, msg: Msg) -> None:
+        if await R.is_cancelled(self.bus, work.run_id):
+            return await self._finish(work.run_id, "cancelled", "run cancelled before planning")
+        chunks = job_cards(work, self.cfg.settings.work.max_tasks_per_job)
+        job_ids = [f"{self.lane}-{i + 1}" for i in range(len(chunks))]
+        await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
+                              wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids))
+        await R.emit(self.bus, S.run_lane(work.run_id, self.lane),
+                     R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
+        for job_id, tasks in zip(job_ids, chunks):
+            card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
+                                repo=work.repo, parent_id=work.run_id, submitted_by=self.me.id)
+            await self.agent.comms.log(self.me.id, f"mgr-{self.lane}", "CMD",
+                                       f"job {job_id}: {len(tasks)} task(s)", work.run_id, "queued")
+            await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}")
+
+    async def job_done(self, ev: wire.RunEvent, msg: Msg) -> None:
+        got = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
+        if got is None or got[0].status != "running":
+            return
+        lane = got[0]
+        jobs = {j.job_id: j for j in await self.bus.kv_values(S.KV_TREE, f"{ev.run_id}.job.*", wire.JobRecord)}
+        statuses = []
+        for job_id in lane.jobs:
+            j = jobs.get(job_id)
+            if j is None or j.status == "running":
+                return
+            statuses.append(j.status)
+        await self._finish(ev.run_id, R.rollup(statuses), f"{len(statuses)} job(s)")
+
+    async def _finish(self, run_id: str, status: str, message: str) -> None:
+        got = await self.bus.kv_get(S.KV_TREE, R.lane_key(run_id, self.lane), wire.LaneRecord)
+        lane = got[0] if got else wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[])
+        lane.status = status
+        await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
+        await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {status}: {message}",
+                                   run_id, status)
+        ev = R.event(run_id, "lane", status, self.me.id, lane=self.lane, message=message)
+        await R.emit(self.bus, S.run_lane(run_id, self.lane), ev)
+        await R.emit(self.bus, S.done_lane(run_id, self.lane), ev, msg_id=f"{run_id}:done:lane:{self.lane}")

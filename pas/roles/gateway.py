@@ -1,0 +1,121 @@
+"""Gateway: where jobs come in (pas.gateway.submit/status/runs/cancel)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+
+from nats.js.errors import KeyWrongLastSequenceError
+
+from pas import runs as R
+from pas import subjects as S
+from pas import wire
+from pas.agent import EndpointSpec, Role
+from pas.errors import BadRequest, Conflict, NotFound
+from pas.policy import check_command, check_inside
+from pas.service import Call
+from pas.errors import CommandRefused
+
+
+def new_run_id() -> str:
+    return "r-" + wire.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def plan_lanes(job: wire.JobSubmit) -> list[str]:
+    wanted = set(job.lanes or []) | {t.lane for t in job.tasks or []}
+    return [lane for lane in S.LANES if lane in wanted] or ["code"]
+
+
+class GatewayRole(Role):
+    description = "PAS Gateway: submit jobs, query and cancel runs"
+
+    def endpoints(self) -> list[EndpointSpec]:
+        return [
+            EndpointSpec("submit", S.GATEWAY_SUBMIT, self.submit, wire.JobSubmit),
+            EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.RunRef),
+            EndpointSpec("runs", S.GATEWAY_RUNS, self.runs, wire.RunsQuery),
+            EndpointSpec("cancel", S.GATEWAY_CANCEL, self.cancel, wire.RunRef),
+        ]
+
+    def validate(self, job: wire.JobSubmit) -> list[str]:
+        lanes = plan_lanes(job)
+        for lane in lanes:
+            if not self.cfg.by_role("dir", lane) or not self.cfg.by_role("mgr", lane):
+                raise BadRequest(f"lane {lane!r} has no director or manager in this topology")
+        repo = None
+        if job.repo:
+            repo = Path(job.repo)
+            if not (repo / ".git").exists():
+                raise BadRequest(f"repo {job.repo!r} is not a git repository")
+        allow = self.cfg.settings.policy.command_allowlist
+        for i, t in enumerate(job.tasks or []):
+            where = f"tasks[{i}]"
+            for f in t.files:
+                try:
+                    check_inside(f, repo or Path("/nonexistent-root"))
+                except CommandRefused as e:
+                    raise BadRequest(f"{where}: {e.message}") from None
+            if wire.effective_executor(t) == "command":
+                try:
+                    check_command(t.command or t.instruction, allow, repo)
+                except CommandRefused as e:
+                    raise BadRequest(f"{where}: {e.message}", detail=e.detail) from None
+        return lanes
+
+    async def submit(self, job: wire.JobSubmit, call: Call) -> wire.SubmitReply:
+        lanes = self.validate(job)
+        key = call.headers.get("Nats-Msg-Id") or call.headers.get("Idempotency-Key") or job.idempotency_key
+        run_id = job.run_id or new_run_id()
+        if key:
+            h = hashlib.sha256(key.encode()).hexdigest()[:40]
+            try:
+                await self.bus.kv[S.KV_IDEMPOTENCY].create(h, run_id.encode())
+            except KeyWrongLastSequenceError:
+                e = await self.bus.kv[S.KV_IDEMPOTENCY].get(h)
+                existing = (e.value or b"").decode()
+                got = await R.get_run(self.bus, existing)
+                return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
+        run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
+                             request=job, lanes=lanes)
+        try:
+            await self.bus.kv[S.KV_RUNS].create(run_id, wire.encode(run))
+        except KeyWrongLastSequenceError:
+            raise Conflict(f"run {run_id!r} already exists") from None
+        await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
+                                   metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
+        await R.emit(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id),
+                     msg_id=f"{run_id}:status:queued")
+        await self.bus.publish_js(S.WORK_ROOT, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:root")
+        await self.agent.comms.log(self.me.id, "root", "CMD", f"register run {run_id}", run_id, "queued")
+        return wire.SubmitReply(run_id=run_id, status="queued")
+
+    async def run_status(self, ref: wire.RunRef, call: Call) -> wire.RunStatus:
+        view = await R.run_view(self.bus, ref.run_id)
+        if view is None:
+            raise NotFound(f"no run {ref.run_id!r}")
+        return view
+
+    async def runs(self, q: wire.RunsQuery, call: Call) -> wire.RunsReply:
+        return wire.RunsReply(runs=await R.list_runs(self.bus, q.limit, q.status))
+
+    async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
+        got = await R.get_run(self.bus, ref.run_id)
+        if got is None:
+            raise NotFound(f"no run {ref.run_id!r}")
+        run, rev = got
+        if run.status in wire.TERMINAL_RUN:
+            raise Conflict(f"run {ref.run_id!r} already {run.status}")
+        run.status = "cancelled"
+        run.finished_at = wire.now()
+        run.message = "cancelled by request"
+        await R.put_run(self.bus, run)
+        await self.bus.publish_js(S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
+        await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id,
+                                                                  message="cancelled by request"))
+        await self.agent.comms.log("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled")
+        return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
+                               created_at=run.created_at, finished_at=run.finished_at)
+
+    async def status(self, ref):  # type: ignore[no-untyped-def]
+        return await self.run_status(wire.RunRef(run_id=ref.id or ""), Call("", {}, ""))

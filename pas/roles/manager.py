@@ -1,0 +1,95 @@
+"""Managers: decompose a job card into atomic tasks and spread them over the programmer pool."""
+
+from __future__ import annotations
+
+from nats.aio.msg import Msg
+from nats.js.errors import KeyWrongLastSequenceError
+
+from pas import runs as R
+from pas import subjects as S
+from pas import wire
+from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
+from pas.errors import NotFound
+from pas.service import Call
+
+
+class ManagerRole(Role):
+    description = "PAS Manager: decomposes jobs into tasks for the programmer pool"
+
+    @property
+    def lane(self) -> str:
+        assert self.me.lane
+        return self.me.lane
+
+    def endpoints(self) -> list[EndpointSpec]:
+        # Lane-level: shared by the lane's managers as one queue group.
+        return [EndpointSpec("submit", S.lane_submit("mgr", self.lane), self.submit, wire.JobCard,
+                             queue_group=f"mgr-{self.lane}")]
+
+    def work(self) -> list[WorkSpec]:
+        w = self.cfg.settings.work
+        return [
+            WorkSpec(S.STREAM_WORK, S.consumer_mgr(self.lane), wire.JobCard, self.decompose, w.handler_concurrency,
+                     w.ack_wait_s),
+            WorkSpec(S.STREAM_EVENTS, S.consumer_mgr_done(self.lane), wire.RunEvent, self.task_done,
+                     w.handler_concurrency, w.ack_wait_s),
+        ]
+
+    async def submit(self, card: wire.JobCard, call: Call) -> dict[str, str]:
+        """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
+        await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
+        return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
+
+    async def decompose(self, card: wire.JobCard, msg: Msg) -> None:
+        task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
+        await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
+                              wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
+                                             manager=self.me.id, tasks=task_ids))
+        await self.agent.comms.log(card.submitted_by or f"dir-{self.lane}", self.me.id, "RESPONSE",
+                                   f"accepted job {card.job_id}", card.run_id, "running")
+        timeout = self.cfg.settings.pool.task_timeout_s
+        for task_id, spec in zip(task_ids, card.tasks):
+            rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
+                                  manager=self.me.id, executor=wire.effective_executor(spec),
+                                  instruction=spec.instruction[:2000], command=spec.command)
+            try:
+                await self.bus.kv[S.KV_TREE].create(R.task_key(card.run_id, task_id), wire.encode(rec))
+                await self.bus.publish(S.run_task(card.run_id, task_id), rec)
+            except KeyWrongLastSequenceError:
+                pass  # a redelivered job card: the task exists already
+            work = wire.TaskWork(run_id=card.run_id, job_id=card.job_id, task_id=task_id, lane=card.lane,
+                                 manager=self.me.id, spec=spec, repo=card.repo, timeout_s=timeout)
+            await self.agent.comms.log(self.me.id, "prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}",
+                                       card.run_id, "queued", metadata={"executor": rec.executor})
+            await self.bus.publish_js(S.WORK_PROG, work, msg_id=f"{card.run_id}:task:{task_id}")
+
+    async def task_done(self, ev: wire.RunEvent, msg: Msg) -> None:
+        if not ev.job_id:
+            return
+        got = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, ev.job_id), wire.JobRecord)
+        if got is None or got[0].status != "running":
+            return
+        job = got[0]
+        statuses = []
+        for task_id in job.tasks:
+            t = await self.bus.kv_get(S.KV_TREE, R.task_key(ev.run_id, task_id), wire.TaskRecord)
+            if t is None or t[0].status not in wire.TERMINAL_TASK:
+                return
+            statuses.append(t[0].status)
+        job.status = R.rollup(statuses)
+        await self.bus.kv_put(S.KV_TREE, R.job_key(ev.run_id, ev.job_id), job)
+        done = sum(1 for s in statuses if s == "completed")
+        await self.agent.comms.log(self.me.id, f"dir-{self.lane}", "RESPONSE",
+                                   f"job {job.job_id} {job.status}: {done}/{len(statuses)} tasks completed",
+                                   ev.run_id, job.status)
+        jev = R.event(ev.run_id, "job", job.status, self.me.id, lane=self.lane, job_id=job.job_id)
+        await R.emit(self.bus, S.run_job(ev.run_id, job.job_id), jev)
+        await R.emit(self.bus, S.done_job(ev.run_id, self.lane, job.job_id), jev,
+                     msg_id=f"{ev.run_id}:done:job:{job.job_id}")
+
+    async def status(self, ref: StatusRef):  # type: ignore[no-untyped-def]
+        run_id, _, job_id = (ref.id or "").partition(":")
+        got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) if job_id else None
+        if got is None:
+            raise NotFound(f"no job {ref.id!r} (use <run_id>:<job_id>)")
+        return got[0]

@@ -1,0 +1,184 @@
+"""Programmers: the pool. Each pulls tasks from pas.work.prog when it has a free slot (so dispatch
+is least-loaded by construction), runs them in the task's own workspace, and pushes the result up.
+
+A programmer that dies mid-task stops sending in-progress acks; after the ack deadline JetStream
+redelivers the task to another programmer. The task record counts attempts; the done event has a
+deterministic message id, so there is exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from pas import runs as R
+from pas import subjects as S
+from pas import wire
+from pas.agent import EndpointSpec, Role, WorkSpec
+from pas.errors import PasError
+from pas.executors import ExecResult, open_workspace, run_command
+from pas.service import Call
+
+log = logging.getLogger("pas.programmer")
+
+
+class ExecuteRequest(wire.Base):
+    """Body of pas.prog.execute / pas.prog.<id>.execute: run one task now and reply with the result."""
+
+    instruction: str
+    executor: wire.Executor | None = None
+    command: str | None = None
+    files: list[str] = []
+    acceptance: str | None = None
+    repo: str | None = None
+    run_id: str = "adhoc"
+    job_id: str = "adhoc"
+    timeout_s: float = 300.0
+
+
+class ProgrammerRole(Role):
+    description = "PAS Programmer: runs atomic tasks in its own workspace"
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__(agent)
+        self.capacity = self.me.capacity or self.cfg.settings.pool.capacity
+        self.running: dict[str, asyncio.Task[Any]] = {}  # task key -> task
+        self.current_run: str | None = None
+        self.scratch = Path(tempfile.gettempdir()) / "pas-scratch" / self.me.id
+        self._cancel_sub: Any = None
+        self._cancelled: set[str] = set()  # task keys cancelled because their run was cancelled
+
+    def endpoints(self) -> list[EndpointSpec]:
+        return [
+            EndpointSpec("execute", S.agent_endpoint("prog", self.me.id, "execute"), self.execute, ExecuteRequest),
+            EndpointSpec("pool_execute", S.PROG_EXECUTE, self.execute, ExecuteRequest, queue_group="prog"),
+        ]
+
+    def work(self) -> list[WorkSpec]:
+        p = self.cfg.settings.pool
+        return [WorkSpec(S.STREAM_WORK, S.CONSUMER_PROG, wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s)]
+
+    async def start(self) -> None:
+        self._cancel_sub = await self.bus.nc.subscribe(S.RUN_CANCEL_ALL, cb=self._on_cancel)
+
+    async def stop(self) -> None:
+        if self._cancel_sub is not None:
+            try:
+                await self._cancel_sub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def beat(self) -> tuple[str, str | None, float, str]:
+        n = len(self.running)
+        if n:
+            return "running", self.current_run, 0.0, f"{n} task(s): {', '.join(sorted(self.running))[:200]}"
+        return "ok", None, 0.0, "idle"
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        run_id = msg.subject.split(".")[2]
+        for key, t in list(self.running.items()):
+            if key.startswith(run_id + "."):
+                self._cancelled.add(key)
+                t.cancel()
+
+    # ---- the pool ------------------------------------------------------------------------
+    async def run_task(self, work: wire.TaskWork, msg: Msg) -> None:
+        key = R.task_key(work.run_id, work.task_id)
+        got = await self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord)
+        rec = got[0] if got else wire.TaskRecord(
+            task_id=work.task_id, run_id=work.run_id, job_id=work.job_id, lane=work.lane, manager=work.manager,
+            executor=wire.effective_executor(work.spec), instruction=work.spec.instruction[:2000],
+            command=work.spec.command)
+        if rec.status in wire.TERMINAL_TASK:
+            return await self._announce(rec)  # a replay: the result exists; make sure it went up
+        rec.attempts = msg.metadata.num_delivered if msg.metadata else rec.attempts + 1
+        rec.programmer = self.me.id
+        if await R.is_cancelled(self.bus, work.run_id):
+            rec.status, rec.error, rec.finished_at = "cancelled", "run cancelled", wire.now()
+            return await self._finish(rec)
+        rec.status, rec.started_at = "running", wire.now()
+        await self.bus.kv_put(S.KV_TREE, key, rec)
+        await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
+        await self.agent.comms.log(work.manager, self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})",
+                                   work.run_id, "running", metadata={"executor": rec.executor})
+        self.current_run = work.run_id
+        t = asyncio.ensure_future(self._execute(work))
+        self.running[key] = t
+        try:
+            result = await t
+        except asyncio.CancelledError:
+            if key not in self._cancelled:
+                raise  # we are being shut down: leave the task for redelivery
+            result = ExecResult(status="cancelled", error="run cancelled")
+        finally:
+            self.running.pop(key, None)
+            self._cancelled.discard(key)
+        rec.status = result.status  # type: ignore[assignment]
+        rec.exit_code = result.exit_code
+        rec.output = result.output[-wire.MAX_OUTPUT:]
+        rec.error = result.error
+        rec.tokens, rec.cost_usd = result.tokens, result.cost_usd
+        rec.branch = result.extra.get("branch")
+        rec.diff_stat = result.extra.get("diff_stat")
+        rec.finished_at = wire.now()
+        await self._finish(rec)
+
+    async def _finish(self, rec: wire.TaskRecord) -> None:
+        await self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec)
+        await self.agent.comms.log(self.me.id, rec.manager, "RESPONSE",
+                                   f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
+                                   rec.run_id, rec.status,
+                                   tokens=rec.tokens or None, cost_usd=rec.cost_usd,
+                                   metadata={"exit_code": rec.exit_code, "attempts": rec.attempts})
+        await self._announce(rec)
+
+    async def _announce(self, rec: wire.TaskRecord) -> None:
+        await self.bus.publish(S.run_task(rec.run_id, rec.task_id), rec)
+        ev = R.event(rec.run_id, "task", rec.status, self.me.id, lane=rec.lane, job_id=rec.job_id, task_id=rec.task_id)
+        await R.emit(self.bus, S.done_task(rec.run_id, rec.lane, rec.task_id), ev,
+                     msg_id=f"{rec.run_id}:done:task:{rec.task_id}")
+
+    async def _execute(self, work: wire.TaskWork) -> ExecResult:
+        spec = work.spec
+        executor = wire.effective_executor(spec)
+        if executor == "echo":
+            return ExecResult(status="completed", output=spec.instruction, exit_code=0)
+        try:
+            ws = await open_workspace(work.repo, work.run_id, work.task_id, self.scratch)
+        except PasError as e:
+            return ExecResult(status="failed", error=f"workspace: {e.message}")
+        try:
+            result = await self._dispatch(executor, spec, ws.path, work.timeout_s)
+            if ws.branch:
+                result.extra["branch"] = ws.branch
+                try:
+                    result.extra["diff_stat"] = await ws.finish(work.task_id) or ""
+                except PasError as e:
+                    result.extra["diff_stat"] = f"(could not commit: {e.message})"
+            return result
+        finally:
+            await ws.remove()
+
+    async def _dispatch(self, executor: str, spec: wire.TaskSpec, cwd: Path, timeout_s: float) -> ExecResult:
+        pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
+        if executor == "command":
+            return await run_command(spec.command or spec.instruction, policy.command_allowlist, cwd,
+                                     timeout_s, pool.output_cap_bytes)
+        return ExecResult(status="failed", error=f"executor {executor!r} is not available in this build")
+
+    # ---- direct execution (legacy POST /execute) ----------------------------------------------
+    async def execute(self, req: ExecuteRequest, call: Call) -> dict[str, Any]:
+        spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
+                             files=req.files, acceptance=req.acceptance)
+        work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
+                             manager="", spec=spec, repo=req.repo, timeout_s=req.timeout_s)
+        r = await self._execute(work)
+        return {"status": "success" if r.status == "completed" else ("timeout" if r.status == "timeout" else "error"),
+                "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
+                "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,
+                "artifacts": {k: v for k, v in r.extra.items()}, "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}

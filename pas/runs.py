@@ -1,0 +1,90 @@
+"""Run state: per-node records in KV (pas_runs, pas_tree) and the events that announce changes.
+
+No run state lives only in memory: a run's view is derived from its keys on demand, so any
+process can die and any other can carry on. One key per task keeps writes O(1) per change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pas import subjects as S
+from pas import wire
+from pas.bus import Bus
+
+
+def plan_key(run_id: str) -> str:
+    return f"{run_id}.plan"
+
+
+def lane_key(run_id: str, lane: str) -> str:
+    return f"{run_id}.lane.{lane}"
+
+
+def job_key(run_id: str, job_id: str) -> str:
+    return f"{run_id}.job.{job_id}"
+
+
+def task_key(run_id: str, task_id: str) -> str:
+    return f"{run_id}.task.{task_id}"
+
+
+async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
+    return await bus.kv_get(S.KV_RUNS, run_id, wire.RunRecord)
+
+
+async def put_run(bus: Bus, run: wire.RunRecord) -> None:
+    await bus.kv_put(S.KV_RUNS, run.run_id, run)
+
+
+async def is_cancelled(bus: Bus, run_id: str) -> bool:
+    got = await get_run(bus, run_id)
+    return got is not None and got[0].status == "cancelled"
+
+
+async def emit(bus: Bus, subject: str, ev: wire.RunEvent, msg_id: str | None = None) -> None:
+    await bus.publish_js(subject, ev, msg_id=msg_id)
+
+
+def event(run_id: str, kind: str, status: str, agent: str, **kw: Any) -> wire.RunEvent:
+    return wire.RunEvent(run_id=run_id, kind=kind, status=status, ts=wire.now(), agent=agent, **kw)
+
+
+def rollup(statuses: list[str]) -> str:
+    """Status of a parent from its children's terminal statuses."""
+    if any(s == "cancelled" for s in statuses):
+        return "cancelled"
+    return "completed" if all(s == "completed" for s in statuses) else "failed"
+
+
+async def tasks_of(bus: Bus, run_id: str) -> list[wire.TaskRecord]:
+    return await bus.kv_values(S.KV_TREE, f"{run_id}.task.*", wire.TaskRecord)
+
+
+async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
+    got = await get_run(bus, run_id)
+    if got is None:
+        return None
+    run, _ = got
+    tasks = await tasks_of(bus, run_id)
+    tasks.sort(key=lambda t: t.task_id)
+    tokens = sum(t.tokens for t in tasks)
+    costs = [t.cost_usd for t in tasks]
+    cost = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6)
+    return wire.RunStatus(
+        run_id=run.run_id, title=run.title, status=run.status, created_at=run.created_at,
+        started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=tasks,
+        usage=wire.Usage(tokens=tokens, cost_usd=cost), message=run.message, degraded=run.degraded,
+    )
+
+
+async def list_runs(bus: Bus, limit: int = 50, status: str | None = None) -> list[wire.RunSummary]:
+    runs: list[wire.RunRecord] = await bus.kv_values(S.KV_RUNS, ">", wire.RunRecord)
+    if status:
+        runs = [r for r in runs if r.status == status]
+    runs.sort(key=lambda r: r.created_at, reverse=True)
+    return [
+        wire.RunSummary(run_id=r.run_id, title=r.title, status=r.status, created_at=r.created_at,
+                        finished_at=r.finished_at)
+        for r in runs[:limit]
+    ]

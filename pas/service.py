@@ -1,0 +1,229 @@
+"""Validation at the edge: request endpoints and work-queue loops that hand handlers typed structs.
+
+- endpoint(): wraps a `async def handler(req: T, ctx: Call) -> Struct` for nats.micro. It decodes
+  and validates JSON into T, answers errors with the micro error headers (Nats-Service-Error,
+  Nats-Service-Error-Code) plus a JSON ErrorBody, logs bad input (python log + comms ERROR entry),
+  and never lets an exception kill the agent.
+- WorkLoop: a pull consumer loop with a concurrency limit; handler outcome -> ack / nak / term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.micro.request import Request
+
+from pas import wire
+from pas.errors import BadRequest, PasError, PayloadTooLarge, Retry
+
+log = logging.getLogger("pas.service")
+
+MAX_BODY = 2 * 1024 * 1024  # bytes; larger request bodies get 413
+
+
+@dataclass
+class Call:
+    """What a request handler may want besides the body."""
+
+    subject: str
+    headers: dict[str, str]
+    reply: str
+
+
+def error_body(e: PasError) -> bytes:
+    return wire.encode(wire.ErrorBody(code=e.code, error=e.error, message=e.message, detail=e.detail))
+
+
+def decode_body(data: bytes, typ: type[Any]) -> Any:
+    if len(data) > MAX_BODY:
+        raise PayloadTooLarge(f"body of {len(data)} bytes exceeds {MAX_BODY}")
+    if typ is wire.Empty:
+        return wire.Empty()
+    if not data.strip():
+        data = b"{}"
+    try:
+        return msgspec.json.decode(data, type=typ)
+    except msgspec.ValidationError as e:
+        raise BadRequest(f"invalid {typ.__name__}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+
+
+OnBadInput = Callable[[str, bytes, PasError], Awaitable[None]]
+
+
+def endpoint(
+    handler: Callable[[Any, Call], Awaitable[Any]],
+    req_type: type[Any],
+    *,
+    on_error: Callable[[str], None],
+    on_bad_input: OnBadInput | None = None,
+) -> Callable[[Request], Awaitable[None]]:
+    """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS."""
+
+    async def handle(req: Request) -> None:
+        msg: Msg = req._msg  # noqa: SLF001 - the reply subject is needed to honour plain publishes
+        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
+        try:
+            body = decode_body(req.data, req_type)
+            result = await handler(body, call)
+            if call.reply:
+                await req.respond(wire.encode(result) if result is not None else b"{}")
+            return
+        except PasError as e:
+            err = e
+        except Exception as e:  # noqa: BLE001 - no payload may kill an agent
+            log.exception("handler %s failed", req.subject)
+            err = PasError(f"internal error: {e!r}")
+        on_error(f"{err.code} {err.message}"[:500])
+        if err.code < 500:
+            log.warning("bad input on %s: %s (%d bytes: %r)", req.subject, err.message, len(req.data), req.data[:200])
+            if on_bad_input is not None:
+                try:
+                    await on_bad_input(req.subject, req.data, err)
+                except Exception:  # noqa: BLE001
+                    log.exception("logging bad input failed")
+        if call.reply:
+            try:
+                await req.respond_error(str(err.code), err.message[:1000], data=error_body(err))
+            except Exception:  # noqa: BLE001
+                log.exception("could not send error reply on %s", req.subject)
+
+    return handle
+
+
+WorkHandler = Callable[[Any, Msg], Awaitable[None]]
+
+
+class WorkLoop:
+    """Fetch from a durable pull consumer and run handlers concurrently (at most `concurrency`).
+
+    Outcome mapping: return -> ack; Retry -> nak(delay); PasError (bad data) -> term + log;
+    other exceptions -> nak(1s) so another attempt (or agent) can take it. While a handler runs,
+    the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        durable: str,
+        typ: type[Any],
+        handler: WorkHandler,
+        *,
+        concurrency: int,
+        ack_wait_s: float,
+        spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
+        on_bad_input: OnBadInput | None = None,
+        name: str = "",
+    ) -> None:
+        self.js, self.stream, self.durable, self.typ = js, stream, durable, typ
+        self.handler = handler
+        self.concurrency = max(1, concurrency)
+        self.ack_wait_s = ack_wait_s
+        self.spawn = spawn
+        self.on_bad_input = on_bad_input
+        self.name = name or durable
+        self.in_flight = 0
+        self.handled = 0
+        self.errors = 0
+        self._slot = asyncio.Condition()
+        self._task: asyncio.Task[Any] | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def start(self) -> None:
+        self._task = self.spawn(self._run())
+
+    async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._running:
+            await asyncio.wait(self._running, timeout=drain_timeout_s)
+
+    async def _run(self) -> None:
+        psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        try:
+            while True:
+                async with self._slot:
+                    await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
+                    free = self.concurrency - self.in_flight
+                try:
+                    msgs = await psub.fetch(min(free, 64), timeout=5.0)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    continue
+                except Exception as e:  # noqa: BLE001 - connection trouble: back off, retry
+                    log.warning("%s: fetch failed: %r", self.name, e)
+                    await asyncio.sleep(0.5)
+                    continue
+                for m in msgs:
+                    self.in_flight += 1
+                    t = self.spawn(self._handle(m))
+                    self._running.add(t)
+                    t.add_done_callback(self._running.discard)
+        finally:
+            try:
+                await psub.unsubscribe()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _keepalive(self, m: Msg) -> None:
+        period = max(0.2, self.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await m.in_progress()
+            except Exception:  # noqa: BLE001
+                return
+
+    async def _handle(self, m: Msg) -> None:
+        keep = self.spawn(self._keepalive(m))
+        try:
+            try:
+                body = decode_body(m.data, self.typ)
+            except PasError as e:
+                self.errors += 1
+                log.warning("%s: dropping bad work item on %s: %s", self.name, m.subject, e.message)
+                if self.on_bad_input:
+                    await self.on_bad_input(m.subject, m.data, e)
+                await m.term()
+                return
+            try:
+                await self.handler(body, m)
+                self.handled += 1
+                await m.ack()
+            except Retry as e:
+                await m.nak(delay=e.delay_s)
+            except PasError as e:
+                self.errors += 1
+                log.warning("%s: work item on %s failed for good: %s", self.name, m.subject, e.message)
+                if self.on_bad_input:
+                    await self.on_bad_input(m.subject, m.data, e)
+                await m.term()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                self.errors += 1
+                log.exception("%s: handler failed on %s; will be redelivered", self.name, m.subject)
+                await m.nak(delay=1.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - ack/nak on a closed connection: redelivery covers it
+            log.warning("%s: could not settle message on %s", self.name, m.subject)
+        finally:
+            keep.cancel()
+            async with self._slot:
+                self.in_flight -= 1
+                self._slot.notify_all()
+
+
+def elapsed_ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000

@@ -1,0 +1,83 @@
+"""A PAS process: optionally the embedded nats-server, the bus, and a selection of agents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from pas.agent import Agent
+from pas.bus import Bus
+from pas.comms import CommsLog
+from pas.config import PasConfig
+from pas.server import EmbeddedServer
+
+log = logging.getLogger("pas.stack")
+
+
+class Stack:
+    def __init__(
+        self,
+        cfg: PasConfig,
+        *,
+        only: list[str] | None = None,
+        exclude: list[str] | None = None,
+        url: str | None = None,
+        data_dir: str | Path | None = None,
+        http: bool = False,
+        name: str = "pas",
+    ) -> None:
+        self.cfg = cfg
+        self.only, self.exclude = only, exclude
+        self.url = url or cfg.settings.nats.url
+        self.data_dir = Path(data_dir or cfg.settings.nats.data_dir)
+        self.server: EmbeddedServer | None = None
+        self.bus: Bus | None = None
+        self.agents: list[Agent] = []
+        self.http = http
+        self.http_server: Any = None
+        self.name = name
+
+    async def start(self) -> "Stack":
+        if not self.url:
+            n = self.cfg.settings.nats
+            self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval)
+            self.url = await asyncio.to_thread(self.server.start)
+            log.info("embedded nats-server at %s (data in %s)", self.url, self.data_dir)
+        try:
+            self.bus = await Bus.open(self.url, self.cfg, name=self.name)
+            comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars)
+            for a in self.cfg.select(self.only, self.exclude):
+                agent = Agent(self.bus, a, comms)
+                await agent.load_model_override()
+                await agent.start()
+                self.agents.append(agent)
+            await self.bus.nc.flush()
+            if self.http:
+                from pas.http.adapter import start_adapter  # the HTTP adapter is optional
+
+                self.http_server = await start_adapter(self.cfg, self.url)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        if self.http_server is not None:
+            await self.http_server.stop()
+            self.http_server = None
+        await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
+        self.agents = []
+        if self.bus is not None:
+            await self.bus.close()
+            self.bus = None
+        if self.server is not None:
+            await self.server.astop()
+            self.server = None
+
+    async def __aenter__(self) -> "Stack":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
