@@ -84,7 +84,7 @@ def endpoint(
             log.exception("handler %s failed", req.subject)
             err = PasError(f"internal error: {e!r}")
         on_error(f"{err.code} {err.message}"[:500])
-        if err.code < 500:
+        if err.code in (400, 413):
             log.warning("bad input on %s: %s (%d bytes: %r)", req.subject, err.message, len(req.data), req.data[:200])
             if on_bad_input is not None:
                 try:

@@ -45,7 +45,7 @@ class ManagerRole(Role):
         await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
                               wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                              manager=self.me.id, tasks=task_ids))
-        await self.agent.comms.log(card.submitted_by or f"dir-{self.lane}", self.me.id, "RESPONSE",
+        await self.agent.comms.log(self.me.id, card.submitted_by or f"dir-{self.lane}", "RESPONSE",
                                    f"accepted job {card.job_id}", card.run_id, "running")
         timeout = self.cfg.settings.pool.task_timeout_s
         for task_id, spec in zip(task_ids, card.tasks):

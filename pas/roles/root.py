@@ -51,5 +51,5 @@ class RootRole(Role):
         await R.emit(self.bus, S.run_status(run.run_id),
                      R.event(run.run_id, "run", run.status, self.me.id, message=ev.message),
                      msg_id=f"{run.run_id}:status:final")
-        await self.agent.comms.log("architect", self.me.id, "RESPONSE", f"run {run.run_id} {run.status}",
+        await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"run {run.run_id} {run.status}",
                                    run.run_id, run.status)

@@ -1,0 +1,3 @@
+from pas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""The ``aider`` executor: one non-interactive aider run in a task's worktree.
+
+aider is installed outside the project's environment (it pins its own litellm), e.g.
+``uv tool install aider-chat``, and found by name or path (settings.llm.aider_binary).
+
+A run succeeds only when aider exits 0, a model actually replied (read from aider's LLM history
+file, which PAS points into a temp dir), and the worktree changed (git diff). Anything else — a
+missing binary, a timeout, a non-zero exit, a run that never reached a model (connection or
+provider errors, which aider retries and then gives up on with exit code 0), or a reply that
+changed nothing — is a failed result with the reason in `error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
+from pas.errors import CommandRefused
+
+OUTPUT_CAP = 64 * 1024
+"""Characters of aider's output kept (the tail)."""
+NO_KEY = "pas-no-key"
+"""Placeholder key for a local OpenAI-compatible server that wants none (not a credential)."""
+
+_ERR_LINE = re.compile(
+    r"(litellm\.\w+|APIConnectionError|InternalServerError|AuthenticationError|NotFoundError|"
+    r"BadRequestError|Timeout|Connection error|Retrying in|did not conform to the edit format|"
+    r"Failed to apply edit|SearchReplaceNoExactMatch|Error:)",
+    re.I,
+)
+
+
+@dataclass
+class AiderResult:
+    status: Literal["completed", "failed", "timeout"]
+    exit_code: int | None
+    output: str
+    """aider's stdout and stderr (the tail, OUTPUT_CAP characters)."""
+    diff: str
+    error: str = ""
+    model_replied: bool = False
+    """aider received a non-empty reply from the model."""
+
+
+def find_binary(binary: str) -> str | None:
+    """The aider executable: a path, a name on PATH, or ~/.local/bin/<name> (uv tool's default)."""
+    if os.sep in binary:
+        return binary if os.access(binary, os.X_OK) and Path(binary).is_file() else None
+    found = shutil.which(binary)
+    if found:
+        return found
+    local = Path.home() / ".local" / "bin" / binary
+    return str(local) if os.access(local, os.X_OK) else None
+
+
+def model_metadata(model: str) -> dict[str, dict[str, object]]:
+    """litellm-style metadata so aider accepts a model it does not know (costs 0: PAS does not use
+    aider's cost figures)."""
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    return {
+        model: {
+            "max_tokens": 8192,
+            "max_input_tokens": 128000,
+            "max_output_tokens": 8192,
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+            "litellm_provider": provider,
+            "mode": "chat",
+        }
+    }
+
+
+def _replied(history: Path) -> bool:
+    """True when aider's LLM history holds an assistant reply with content."""
+    try:
+        text = history.read_text(errors="replace")
+    except OSError:
+        return False
+    for chunk in text.split("LLM RESPONSE")[1:]:
+        body = chunk.split("\n", 1)[1] if "\n" in chunk else ""
+        body = body.split("TO LLM", 1)[0]
+        content = re.sub(r"^ASSISTANT ?", "", body.strip(), flags=re.M).strip()
+        if content:
+            return True
+    return False
+
+
+def _reasons(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if _ERR_LINE.search(ln)]
+    uniq = list(dict.fromkeys(lines))[:5]
+    return "; ".join(x[:300] for x in uniq)
+
+
+async def _exclude_aider_files(workdir: Path) -> None:
+    """Add `.aider*` to the repository's info/exclude so aider's caches never show as changes."""
+    rc, out = await run_git(workdir, "rev-parse", "--git-path", "info/exclude")
+    if rc != 0 or not out.strip():
+        return
+    path = Path(out.strip().splitlines()[0])
+    path = path if path.is_absolute() else workdir / path
+    try:
+        text = path.read_text() if path.exists() else ""
+        if ".aider*" not in text.split("\n"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + ".aider*\n")
+    except OSError:
+        pass
+
+
+def _env(model: str, api_base: str | None, api_key_env: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1", "COLUMNS": "500"})
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_base:
+        env["OPENAI_API_BASE"] = api_base
+        env["OPENAI_BASE_URL"] = api_base
+        if model.startswith("ollama"):
+            env["OLLAMA_API_BASE"] = api_base
+        if model.startswith("openai/") or "/" not in model:
+            env["OPENAI_API_KEY"] = key or env.get("OPENAI_API_KEY") or NO_KEY
+    elif key and (model.startswith("openai/") or "/" not in model):
+        env["OPENAI_API_KEY"] = key
+    return env
+
+
+async def run_aider(
+    *,
+    binary: str,
+    workdir: Path,
+    model: str,
+    api_base: str | None,
+    api_key_env: str | None,
+    instruction: str,
+    files: list[str],
+    timeout_s: float,
+    edit_format: str | None = None,
+    map_tokens: int | None = None,
+) -> AiderResult:
+    """Run `aider --message instruction files...` in `workdir` and judge the outcome.
+
+    `edit_format` forces aider's edit format (default: aider's choice for the model);
+    `map_tokens=0` turns aider's repo map off."""
+    workdir = Path(workdir)
+    exe = find_binary(binary)
+    if exe is None:
+        return AiderResult("failed", None, "", "", f"aider binary not found: {binary!r}")
+    try:
+        for f in files:
+            safe_path(workdir, f)
+    except CommandRefused as e:
+        return AiderResult("failed", None, "", "", e.message)
+    await _exclude_aider_files(workdir)
+    before = await untracked_files(workdir)
+    with tempfile.TemporaryDirectory(prefix="pas-aider-") as tmp:
+        t = Path(tmp)
+        meta = t / "model-metadata.json"
+        meta.write_text(json.dumps(model_metadata(model)))
+        history = t / "llm-history.txt"
+        args = [
+            exe, f"--model={model}", "--yes-always", "--no-check-update", "--no-analytics",
+            "--no-show-model-warnings", "--no-fancy-input", "--no-pretty", "--no-stream",
+            "--no-auto-commits", "--no-dirty-commits", "--no-gitignore", "--no-show-release-notes",
+            "--no-restore-chat-history", "--no-suggest-shell-commands", "--no-detect-urls",
+            f"--model-metadata-file={meta}", f"--llm-history-file={history}",
+            f"--chat-history-file={t / 'chat.md'}", f"--input-history-file={t / 'input.txt'}",
+            f"--timeout={max(1.0, timeout_s):g}", f"--message={instruction}",
+        ]
+        if edit_format:
+            args.append(f"--edit-format={edit_format}")
+        if map_tokens is not None:
+            args.append(f"--map-tokens={map_tokens}")
+        args += ["--", *files]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *args, cwd=str(workdir), env=_env(model, api_base, api_key_env),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as e:
+            return AiderResult("failed", None, "", "", f"aider could not start: {e}")
+        buf = bytearray()
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(65536):
+                buf.extend(chunk)
+                if len(buf) > 4 * OUTPUT_CAP:
+                    del buf[: len(buf) - 2 * OUTPUT_CAP]
+
+        reader = asyncio.create_task(pump())
+        timed_out = False
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
+        except asyncio.TimeoutError:
+            timed_out = True
+        finally:
+            if proc.returncode is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            await proc.wait()
+            await reader
+        raw = bytes(buf)
+        output = raw.decode(errors="replace")
+        output = output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]
+        replied = _replied(history)
+    new_files = {f for f in await untracked_files(workdir) - before if not f.startswith(".aider")}
+    diff = await git_diff(workdir, new_files)
+    code = proc.returncode
+    why = _reasons(output)
+    res = AiderResult("failed", code, output, diff, "", replied)
+    if timed_out:
+        res.status = "timeout"
+        res.error = f"aider timed out after {timeout_s:g}s" + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
+    elif code != 0:
+        res.error = f"aider exited with code {code}" + (f": {why}" if why else "")
+    elif not replied:
+        res.error = "aider never got a reply from the model" + (f": {why}" if why else "")
+    elif not diff.strip():
+        res.error = "the model replied but no file changed" + (f": {why}" if why else "")
+    else:
+        res.status = "completed"
+    return res
+
+
+__all__ = ["run_aider", "AiderResult", "find_binary", "model_metadata"]

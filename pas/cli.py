@@ -1,0 +1,168 @@
+"""The `pas` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pas import wire
+from pas.config import PasConfig, load_config
+from pas.errors import ConfigError, PasError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: configs/)")
+    p.add_argument("-c", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. -c settings.heartbeat.interval_s=1 (repeatable)")
+    p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pas", description="PAS, the Polyglot Agent Swarm, over NATS")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="start the embedded nats-server (unless --nats-url) and the agents")
+    _common(up)
+    up.add_argument("--nats-port", type=int, help="port of the embedded server (default 4222; -1 = any free)")
+    up.add_argument("--data-dir", help="where the embedded server stores JetStream (default .pas)")
+    up.add_argument("--only", action="append", default=[], metavar="GLOB", help="start only these agent ids")
+    up.add_argument("--except", dest="exclude", action="append", default=[], metavar="GLOB",
+                    help="start all but these agent ids")
+    up.add_argument("--no-http", action="store_true", help="do not start the port-based HTTP adapter and HMI")
+    up.add_argument("--ready-file", help="write the NATS URL to this file once every agent is up")
+
+    ag = sub.add_parser("agents", help="agent, tier, lane, state, age of last beat, model")
+    _common(ag)
+    ag.add_argument("--json", action="store_true")
+
+    lg = sub.add_parser("log", help="read the comms log")
+    _common(lg)
+    lg.add_argument("--run")
+    lg.add_argument("--agent", help="entries sent or received by this agent")
+    lg.add_argument("--type", dest="msg_type", help="CMD, STATUS, RESPONSE, ERROR, LLM ...")
+    lg.add_argument("--since", help="ISO time, or a duration such as 10m, 2h, 1d")
+    lg.add_argument("--follow", "-f", action="store_true")
+    lg.add_argument("--json", action="store_true")
+
+    sm = sub.add_parser("submit", help="submit a job; prints the run id")
+    _common(sm)
+    sm.add_argument("title")
+    sm.add_argument("--goal")
+    sm.add_argument("--task", action="append", default=[], metavar="LANE:COMMAND",
+                    help="a command task in a lane (repeatable), e.g. code:'python -m pytest -q'")
+    sm.add_argument("--lane", action="append", default=[], help="a lane to open for the goal (repeatable)")
+    sm.add_argument("--repo", help="git repository the tasks work in (one worktree per task)")
+    sm.add_argument("--run-id")
+    sm.add_argument("--idempotency-key")
+    sm.add_argument("--wait", action="store_true", help="show progress until the run ends; exit 0 only if completed")
+    sm.add_argument("--timeout", type=float, default=3600.0, help="with --wait: give up after this many seconds")
+
+    st = sub.add_parser("status", help="status of a run")
+    _common(st)
+    st.add_argument("run_id")
+    st.add_argument("--json", action="store_true")
+
+    rs = sub.add_parser("runs", help="recent runs")
+    _common(rs)
+    rs.add_argument("--limit", type=int, default=20)
+    rs.add_argument("--status")
+    rs.add_argument("--json", action="store_true")
+
+    cn = sub.add_parser("cancel", help="cancel a run at every tier")
+    _common(cn)
+    cn.add_argument("run_id")
+
+    dm = sub.add_parser("demo", help="start the embedded stack and run a sample job across 3 lanes")
+    _common(dm)
+    dm.add_argument("--data-dir", help="JetStream store of the demo (default: a temporary directory)")
+    dm.add_argument("--keep", action="store_true", help="keep the stack running after the job (Ctrl-C to stop)")
+    dm.add_argument("--nats-port", type=int, default=-1)
+
+    ht = sub.add_parser("http", help="run only the port-based HTTP adapter and HMI against an existing NATS")
+    _common(ht)
+
+    md = sub.add_parser("model", help="models of agents")
+    _common(md)
+    md_sub = md.add_subparsers(dest="model_cmd", required=True)
+    ms = md_sub.add_parser("set", help="switch an agent's primary (or --backup) model profile live")
+    ms.add_argument("agent")
+    ms.add_argument("profile")
+    ms.add_argument("--backup", action="store_true")
+    ms.add_argument("--nats-url", dest="nats_url2")
+
+    bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
+    bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")
+    bn.add_argument("--json", help="write figures to this JSON file")
+    bn.add_argument("--markdown", help="regenerate this markdown report (e.g. BENCHMARKS.md)")
+    return ap
+
+
+def load(args: argparse.Namespace) -> PasConfig:
+    overrides = list(getattr(args, "overrides", []) or [])
+    cfg = load_config(getattr(args, "config_dir", None), overrides)
+    if getattr(args, "nats_url", None):
+        cfg.settings.nats.url = args.nats_url
+    return cfg
+
+
+def client_url(cfg: PasConfig) -> str:
+    n = cfg.settings.nats
+    return n.url or f"nats://{n.host}:{n.port if n.port > 0 else 4222}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.cmd == "bench":
+            from pas.bench.cli import main as bench_main
+
+            return bench_main(args)
+        cfg = load(args)
+        from pas import commands
+
+        fn = getattr(commands, f"cmd_{args.cmd}")
+        return asyncio.run(fn(args, cfg)) or 0
+    except ConfigError as e:
+        print(f"pas: config error: {e.message}", file=sys.stderr)
+        return 2
+    except PasError as e:
+        print(f"pas: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(wire.to_builtins(obj), indent=2, default=str)
+
+
+__all__ = ["main", "build_parser", "client_url", "parse_since", "install_stop_signals", "dump", "os"]

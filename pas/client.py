@@ -1,0 +1,138 @@
+"""A small client for PAS over NATS: what the CLI, the HTTP adapter, tests and benchmarks use.
+
+Errors come back as PasError subclasses rebuilt from the micro error headers and JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+import nats
+from nats.aio.client import Client as NC
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from pas import subjects as S
+from pas import wire
+from pas.errors import BadRequest, Conflict, NotFound, PasError, PayloadTooLarge, Unavailable
+
+
+class GatewayTimeout(PasError):
+    code = 504
+    error = "timeout"
+
+
+_BY_CODE: dict[int, type[PasError]] = {400: BadRequest, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
+                                       503: Unavailable, 504: GatewayTimeout}
+
+
+def raise_for(msg: Any) -> None:
+    h = msg.headers or {}
+    code = h.get("Nats-Service-Error-Code")
+    if not code:
+        return
+    try:
+        body = json.loads(msg.data or b"{}")
+    except ValueError:
+        body = {}
+    n = int(code) if str(code).isdigit() else 500
+    cls = _BY_CODE.get(n, PasError)
+    err = cls(body.get("message") or h.get("Nats-Service-Error") or "error", detail=body.get("detail"))
+    err.code = n
+    raise err
+
+
+class PasClient:
+    def __init__(self, nc: NC, timeout_s: float = 5.0) -> None:
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    @classmethod
+    async def connect(cls, url: str, timeout_s: float = 5.0) -> "PasClient":
+        try:
+            nc = await nats.connect(url, name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
+                                    allow_reconnect=True)
+        except Exception as e:  # noqa: BLE001
+            raise Unavailable(f"cannot reach NATS at {url}: {e}") from None
+        return cls(nc, timeout_s)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.close()
+
+    async def request(self, subject: str, body: Any = None, headers: dict[str, str] | None = None,
+                      timeout_s: float | None = None) -> Any:
+        data = body if isinstance(body, bytes) else (wire.encode(body) if body is not None else b"{}")
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout_s or self.timeout_s, headers=headers)
+        except NoRespondersError:
+            raise Unavailable(f"no agent answers on {subject} (is `pas up` running?)") from None
+        except NatsTimeout:
+            raise GatewayTimeout(f"no reply on {subject} within {timeout_s or self.timeout_s}s") from None
+        raise_for(msg)
+        return json.loads(msg.data) if msg.data else {}
+
+    async def submit(self, job: dict[str, Any] | wire.JobSubmit, msg_id: str | None = None) -> dict[str, Any]:
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        return await self.request(S.GATEWAY_SUBMIT, job, headers=headers)
+
+    async def status(self, run_id: str) -> dict[str, Any]:
+        return await self.request(S.GATEWAY_STATUS, {"run_id": run_id})
+
+    async def runs(self, limit: int = 50, status: str | None = None) -> dict[str, Any]:
+        q: dict[str, Any] = {"limit": limit}
+        if status:
+            q["status"] = status
+        return await self.request(S.GATEWAY_RUNS, q)
+
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        return await self.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+
+    async def events(self, run_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Live (subject, body) of pas.run.<run_id>.> — subscribe before submitting to miss nothing."""
+        q: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def cb(m: Any) -> None:
+            await q.put(m)
+
+        sub = await self.nc.subscribe(f"pas.run.{run_id}.>", cb=cb)
+        try:
+            while True:
+                m = await q.get()
+                try:
+                    yield m.subject, json.loads(m.data)
+                except ValueError:
+                    continue
+        finally:
+            await sub.unsubscribe()
+
+    async def wait(self, run_id: str, timeout_s: float = 600.0, poll_s: float = 1.0) -> dict[str, Any]:
+        """Wait for a terminal status: pushed status events, with a slow status poll as a safety net."""
+        done = asyncio.Event()
+
+        async def cb(m: Any) -> None:
+            try:
+                if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
+                    done.set()
+            except ValueError:
+                pass
+
+        sub = await self.nc.subscribe(S.run_status(run_id), cb=cb)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while True:
+                st = await self.status(run_id)
+                if st["status"] in wire.TERMINAL_RUN:
+                    return st
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise GatewayTimeout(f"run {run_id} still {st['status']} after {timeout_s}s")
+                try:
+                    await asyncio.wait_for(done.wait(), min(poll_s, left))
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await sub.unsubscribe()

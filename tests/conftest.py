@@ -1,0 +1,162 @@
+"""Shared fixtures: a real nats-server with JetStream on a free port and a temporary store dir,
+a PAS stack on it (in-process), and helpers to run `pas` in separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import nats
+import pytest
+
+from pas.client import PasClient
+from pas.config import PasConfig, load_config
+from pas.server import EmbeddedServer
+from pas.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT.parent / "shared" / "reference" / "nats-micro-schemas"
+
+# Fast settings for tests: 1 s heartbeats, short ack deadlines so redelivery is observable.
+FAST = [
+    "settings.heartbeat.interval_s=1",
+    "settings.pool.ack_wait_s=2",
+    "settings.work.ack_wait_s=2",
+]
+
+pytest_plugins = ["tests.fakellm"]
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    srv = EmbeddedServer(tmp_path / "nats", port=-1)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def make_cfg(*extra: str) -> PasConfig:
+    return load_config(overrides=[*FAST, *extra])
+
+
+@pytest.fixture
+def cfg() -> PasConfig:
+    return make_cfg()
+
+
+@pytest.fixture
+async def stack(nats_server: EmbeddedServer, cfg: PasConfig) -> AsyncIterator[Stack]:
+    st = Stack(cfg, url=nats_server.url)
+    await st.start()
+    try:
+        yield st
+    finally:
+        await st.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Any]:
+    c = await nats.connect(nats_server.url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def client(nats_server: EmbeddedServer) -> AsyncIterator[PasClient]:
+    c = await PasClient.connect(nats_server.url, timeout_s=10)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+class PasProcess:
+    """`pas up ...` in its own process (its own process group, so SIGKILL takes it alone)."""
+
+    def __init__(self, args: list[str], tmp: Path, name: str) -> None:
+        self.ready = tmp / f"{name}.ready"
+        self.log = tmp / f"{name}.log"
+        if self.ready.exists():
+            self.ready.unlink()
+        self.args = [sys.executable, "-m", "pas", "up", "--no-http", "--ready-file", str(self.ready), *args]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> "PasProcess":
+        fh = self.log.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=str(self.log.parent), start_new_session=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pas up exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pas up not ready in {timeout_s}s: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.ready.read_text().strip()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def pas_procs(tmp_path: Path) -> Iterator[Any]:
+    procs: list[PasProcess] = []
+
+    def spawn(*args: str, name: str | None = None) -> PasProcess:
+        p = PasProcess(list(args), tmp_path, name or f"pas{len(procs)}")
+        procs.append(p)
+        return p.start()
+
+    try:
+        yield spawn
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def fast_args() -> list[str]:
+    out: list[str] = []
+    for o in FAST:
+        out += ["-c", o]
+    return out
+
+
+async def wait_for(pred: Any, timeout_s: float = 20.0, interval_s: float = 0.05) -> Any:
+    """Poll an async or sync predicate until it returns a truthy value (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if asyncio.iscoroutine(v):
+            v = await v
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)

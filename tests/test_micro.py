@@ -1,0 +1,130 @@
+"""Every agent is a NATS micro service whose $SRV replies validate against the `nats` CLI schemas;
+every endpoint answers bad payloads with a structured error and keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from pas import comms
+from pas import subjects as S
+from tests.conftest import SCHEMAS, wait_for
+
+
+def schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / f"{name}_response.json").read_text())
+
+
+async def collect(nc: Any, subject: str, want: int, timeout_s: float = 3.0) -> list[Any]:
+    inbox = nc.new_inbox()
+    got: list[Any] = []
+    enough = asyncio.Event()
+
+    async def cb(m: Any) -> None:
+        got.append(json.loads(m.data))
+        if len(got) >= want:
+            enough.set()
+
+    sub = await nc.subscribe(inbox, cb=cb)
+    await nc.publish(subject, b"", reply=inbox)
+    try:
+        await asyncio.wait_for(enough.wait(), timeout_s)
+    finally:
+        await sub.unsubscribe()
+    return got
+
+
+async def test_ping_info_stats_validate(stack: Any, nc: Any) -> None:
+    pings = await collect(nc, "$SRV.PING", 26)
+    names = {p["name"] for p in pings}
+    assert {a.id for a in stack.cfg.agents} <= names
+    for verb in ("ping", "info", "stats"):
+        replies = pings if verb == "ping" else await collect(nc, f"$SRV.{verb.upper()}", 26)
+        assert len(replies) >= 26
+        for r in replies:
+            jsonschema.validate(r, schema(verb))
+    info = {r["name"]: r for r in await collect(nc, "$SRV.INFO", 26)}
+    mgr = info["mgr-code-01"]
+    assert mgr["metadata"]["lane"] == "code" and mgr["description"]
+    subjects = {e["subject"] for e in mgr["endpoints"]}
+    assert {"pas.mgr.mgr-code-01.health", "pas.mgr.mgr-code-01.status", "pas.mgr.code.submit"} <= subjects
+    # per-service verbs, as `nats micro info mgr-code-01` sends them
+    one = await nc.request("$SRV.INFO.mgr-code-01", b"", timeout=2)
+    jsonschema.validate(json.loads(one.data), schema("info"))
+
+
+async def test_every_agent_answers_health_and_status(stack: Any, nc: Any) -> None:
+    for a in stack.cfg.agents:
+        for ep in ("health", "status"):
+            r = await nc.request(S.agent_endpoint(a.role, a.id, ep), b"", timeout=2)
+            body = json.loads(r.data)
+            assert body["agent"] == a.id and body["tier"] == a.tier, (a.id, ep, body)
+
+
+def endpoints_of(stack: Any) -> list[str]:
+    subs = []
+    for agent in stack.agents:
+        for ep in agent.service.info().endpoints:
+            subs.append(ep.subject)
+    return sorted(set(subs))
+
+
+BAD = [
+    (b"not json", "400"),
+    (b'{"title": 5, "run_id": [1]}', "400"),
+    (b"[1, 2, 3]", "400"),
+    (b"x" * (3 * 1024 * 1024), "413"),
+]
+
+
+async def test_bad_payloads_on_every_endpoint(stack: Any, nc: Any) -> None:
+    subjects = endpoints_of(stack)
+    assert len(subjects) >= 26 * 3
+    for subject in subjects:
+        for payload, code in BAD:
+            r = await nc.request(subject, payload, timeout=5)
+            h = r.headers or {}
+            # Endpoints that take no body (health) accept anything; all others must refuse.
+            if subject.endswith(".health"):
+                assert "Nats-Service-Error-Code" not in h or h["Nats-Service-Error-Code"] == "413"
+                continue
+            assert h.get("Nats-Service-Error-Code") == code, (subject, payload[:30], h, r.data[:200])
+            body = json.loads(r.data)
+            assert body["code"] == int(code) and body["message"], body
+    # missing required fields
+    r = await nc.request(S.GATEWAY_SUBMIT, b"{}", timeout=5)
+    assert r.headers["Nats-Service-Error-Code"] == "400" and "title" in json.loads(r.data)["message"]
+    # the agents keep serving, and STATS count the errors
+    pings = await collect(nc, "$SRV.PING", 26)
+    assert len(pings) >= 26
+    st = json.loads((await nc.request("$SRV.STATS.gateway", b"", timeout=2)).data)
+    submit = next(e for e in st["endpoints"] if e["name"] == "submit")
+    assert submit["num_errors"] >= len(BAD) + 1 and submit["last_error"]
+    # the bad input is logged in the comms log
+    async def logged() -> bool:
+        entries = [e async for e in comms.read(stack.bus.js, msg_type="ERROR")]
+        return any(e.metadata.get("subject") == S.GATEWAY_SUBMIT and "not valid JSON" in e.message for e in entries)
+
+    await wait_for(logged, 10)
+
+
+async def test_plain_publish_without_reply_is_served(stack: Any, nc: Any, client: Any) -> None:
+    done = await nc.subscribe(S.run_status("pub-1"))
+    await nc.publish(S.GATEWAY_SUBMIT, json.dumps({"title": "fire and forget", "run_id": "pub-1"}).encode())
+    first = await done.next_msg(timeout=10)  # the gateway announces the run it started
+    assert json.loads(first.data)["status"] == "queued"
+    st = await client.wait("pub-1", timeout_s=20)
+    assert st["status"] == "completed"
+    await nc.publish(S.GATEWAY_SUBMIT, b"garbage without reply")  # must not crash anything
+    assert len(await collect(nc, "$SRV.PING", 26)) >= 26
+
+
+@pytest.mark.parametrize("subject", ["pas.hb.prog-001"])
+async def test_malformed_heartbeat_is_ignored(stack: Any, nc: Any, subject: str) -> None:
+    await nc.publish(subject, b"{broken")
+    r = await nc.request("pas.monitor.monitor.health", b"", timeout=2)
+    assert json.loads(r.data)["agent"] == "monitor"
