@@ -142,8 +142,13 @@ class AgentConfig(Strict):
 
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
+    """Address the HTTP adapter binds (every agent port and the HMI)."""
     hmi_port: int = 6101
     monitor_port: int = 6109
+    port_offset: int = 0
+    """Added to every agent port and to hmi_port (run a second stack, or tests, on a free range)."""
+    request_limit_bytes: int = 2 * 1024 * 1024
+    """Request bodies larger than this are refused with 413."""
 
 
 class LlmConfig(Strict):

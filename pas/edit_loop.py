@@ -28,7 +28,7 @@ applied, is sent back to the model, at most ``max_fix_iterations`` times after t
 from __future__ import annotations
 
 import asyncio
-import fnmatch
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Awaitable, Callable, Iterable, Literal
@@ -151,11 +151,25 @@ def parse_edits(text: str) -> list[Block]:
     return blocks
 
 
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """Path glob: `**/` is any number of directories (zero included), `*` and `?` stay in one."""
+    out, i = "", 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif glob.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif glob[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif glob[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(glob[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
 def _glob_ok(rel: str, globs: list[str]) -> bool:
-    for g in globs:
-        if fnmatch.fnmatchcase(rel, g) or (g.startswith("**/") and fnmatch.fnmatchcase(rel, g[3:])):
-            return True
-    return False
+    return any(glob_regex(g).match(rel) for g in globs)
 
 
 def safe_path(workdir: Path, rel: str, allowed_globs: list[str] | None = None) -> Path:

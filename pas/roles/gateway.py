@@ -49,16 +49,18 @@ class GatewayRole(Role):
             if not (repo / ".git").exists():
                 raise BadRequest(f"repo {job.repo!r} is not a git repository")
         allow = self.cfg.settings.policy.command_allowlist
+        # Without a repo, tasks run in a scratch directory: paths are checked against a stand-in root.
+        root = repo or Path("/pas-scratch-root")
         for i, t in enumerate(job.tasks or []):
             where = f"tasks[{i}]"
             for f in t.files:
                 try:
-                    check_inside(f, repo or Path("/nonexistent-root"))
+                    check_inside(f, root)
                 except CommandRefused as e:
                     raise BadRequest(f"{where}: {e.message}") from None
             if wire.effective_executor(t) == "command":
                 try:
-                    check_command(t.command or t.instruction, allow, repo)
+                    check_command(t.command or t.instruction, allow, root)
                 except CommandRefused as e:
                     raise BadRequest(f"{where}: {e.message}", detail=e.detail) from None
         return lanes

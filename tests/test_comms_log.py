@@ -1,0 +1,53 @@
+"""The comms log survives a full restart (nats-server included) and reads back with filters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pas.client import PasClient
+from tests.conftest import fast_args
+
+
+def pas_log(url: str, *args: str) -> list[dict[str, Any]]:
+    p = subprocess.run([sys.executable, "-m", "pas", "log", "--json", "--nats-url", url, *args],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+async def test_comms_entry_survives_restart(tmp_path: Path, pas_procs: Any) -> None:
+    data = tmp_path / "store"
+    up = pas_procs("--nats-port", "-1", "--data-dir", str(data), *fast_args(), name="first")
+    client = await PasClient.connect(up.url)
+    try:
+        await client.submit({"title": "persist me", "run_id": "persist-1",
+                             "tasks": [{"lane": "docs", "instruction": "hello", "executor": "echo"}]})
+        st = await client.wait("persist-1", timeout_s=30)
+        assert st["status"] == "completed"
+    finally:
+        await client.close()
+    before = pas_log(up.url, "--run", "persist-1")
+    assert up.terminate() == 0  # SIGTERM stops agents and the embedded nats-server
+    again = pas_procs("--nats-port", "-1", "--data-dir", str(data), *fast_args(), name="second")
+    after = pas_log(again.url, "--run", "persist-1")
+    assert after == before and len(after) >= 10
+    hops = {(e["from_agent"], e["to_agent"]) for e in after}
+    assert ("gateway", "root") in hops and ("root", "architect") in hops and ("architect", "dir-docs") in hops
+    assert all(set(e) >= {"ts", "from_agent", "to_agent", "msg_type", "message", "run_id", "status"} for e in after)
+
+    # filters: by agent (sender or receiver), by type, by time
+    by_agent = pas_log(again.url, "--run", "persist-1", "--agent", "architect")
+    assert by_agent and all("architect" in (e["from_agent"], e["to_agent"]) for e in by_agent)
+    assert len(by_agent) < len(after)
+    cmds = pas_log(again.url, "--run", "persist-1", "--type", "CMD")
+    assert cmds and all(e["msg_type"] == "CMD" for e in cmds)
+    assert pas_log(again.url, "--run", "persist-1", "--since", "2099-01-01T00:00:00") == []
+    assert pas_log(again.url, "--run", "no-such-run") == []
+    # the human format prints one line per entry
+    text = subprocess.run([sys.executable, "-m", "pas", "log", "--run", "persist-1", "--nats-url", again.url],
+                          capture_output=True, text=True, timeout=60).stdout
+    assert len(text.strip().splitlines()) == len(after) and "gateway -> root" in text.replace("  ", " ")
