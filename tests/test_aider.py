@@ -1,0 +1,108 @@
+"""pas.aider: the real aider CLI against the fake model server.
+
+aider lives outside the project venv (`uv tool install aider-chat`, binary in ~/.local/bin). Tests
+that run it are skipped only when the binary is absent; the missing-binary test always runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pas.aider import find_binary, run_aider
+from tests.fakellm import API_KEY_ENV, Fail, FakeLLM, Reply, fake_llm  # noqa: F401
+
+AIDER = find_binary(os.environ.get("PAS_AIDER_BINARY", "aider"))
+needs_aider = pytest.mark.skipif(
+    AIDER is None, reason="aider binary not found (install: pip install uv && uv tool install aider-chat)"
+)
+BUGGY = "def add(a, b):\n    return a - b\n"
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "calc.py").write_text(BUGGY)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "."], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=path, check=True, env=env)
+    return path
+
+
+def aider_args(fake: FakeLLM, repo: Path, model: str, timeout_s: float = 60.0) -> dict[str, object]:
+    return dict(
+        binary=AIDER or "aider", workdir=repo, model=f"openai/{model}", api_base=fake.api_base,
+        api_key_env=API_KEY_ENV, instruction="fix add() so it adds", files=["calc.py"],
+        timeout_s=timeout_s, edit_format="whole", map_tokens=0,
+    )
+
+
+async def test_missing_binary_is_a_failure(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    res = await run_aider(
+        binary=str(tmp_path / "no-such-aider"), workdir=repo, model="openai/x", api_base=None,
+        api_key_env=None, instruction="x", files=["calc.py"], timeout_s=5,
+    )
+    assert res.status == "failed" and "not found" in res.error and res.exit_code is None
+    res = await run_aider(
+        binary="definitely-not-aider-xyz", workdir=repo, model="openai/x", api_base=None,
+        api_key_env=None, instruction="x", files=["calc.py"], timeout_s=5,
+    )
+    assert res.status == "failed" and "not found" in res.error
+
+
+async def test_escaping_file_refused_before_running(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    res = await run_aider(
+        binary=AIDER or "/bin/true", workdir=repo, model="openai/x", api_base=None, api_key_env=None,
+        instruction="x", files=["../secret"], timeout_s=5,
+    )
+    assert res.status == "failed" and "refused" in res.error
+
+
+@needs_aider
+async def test_aider_edits_file_through_fake_model(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    fake_llm.script("aider-ok", Reply("Fixed the operator.\n\ncalc.py\n```\ndef add(a, b):\n    return a + b\n```\n"))
+    res = await run_aider(**aider_args(fake_llm, repo, "aider-ok"))  # type: ignore[arg-type]
+    assert res.status == "completed", (res.error, res.output)
+    assert res.exit_code == 0 and res.model_replied
+    assert "-    return a - b\n+    return a + b" in res.diff
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+    [req] = fake_llm.requests_for("aider-ok")
+    assert req.headers["authorization"] == "Bearer sk-fake-test-key"
+    assert "fix add() so it adds" in req.text() and "return a - b" in req.text()
+    # no aider litter in the worktree, nothing committed
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert status.strip() == "M calc.py"
+    log = subprocess.run(["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True).stdout
+    assert len(log.splitlines()) == 1
+
+
+@needs_aider
+async def test_model_errors_and_no_change_are_failures(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    """Three runs at once (aider starts slowly): provider 500s (aider retries until our timeout),
+    a 401 (aider gives up and exits 0), and a reply that changes nothing."""
+    fake_llm.default("aider-500", Fail(500, "upstream exploded"))
+    fake_llm.default("aider-401", Fail(401, "invalid api key"))
+    fake_llm.script("aider-noop", Reply("The code looks fine to me; no changes needed."))
+    r500, r401, rnoop = await asyncio.gather(
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=12)),  # type: ignore[arg-type]
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "b"), "aider-401")),  # type: ignore[arg-type]
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "c"), "aider-noop")),  # type: ignore[arg-type]
+    )
+    assert r500.status == "timeout" and not r500.model_replied and r500.diff == ""
+    assert "no reply from the model" in r500.error
+    assert len(fake_llm.requests_for("aider-500")) >= 1
+
+    assert r401.status == "failed" and r401.exit_code == 0 and not r401.model_replied
+    assert "never got a reply" in r401.error and "invalid api key" in r401.error
+
+    assert rnoop.status == "failed" and rnoop.model_replied and rnoop.diff == ""
+    assert "no file changed" in rnoop.error
+    for d in "abc":
+        assert (tmp_path / d / "calc.py").read_text() == BUGGY

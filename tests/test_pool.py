@@ -1,0 +1,86 @@
+"""The programmer pool: parallel dispatch, and no task lost when a programmer or all of PAS dies."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pas import subjects as S
+from pas.stack import Stack
+from tests.conftest import fast_args, make_cfg, wait_for
+
+
+def task(lane: str, command: str) -> dict[str, Any]:
+    return {"lane": lane, "instruction": command, "command": command, "executor": "command"}
+
+
+def ts(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+async def test_twenty_tasks_run_in_parallel_on_ten_programmers(stack: Any, client: Any) -> None:
+    lanes = ["code", "models", "data", "devsecops", "docs"]
+    tasks = [task(lanes[i % 5], "sleep 1") for i in range(20)]
+    await client.submit({"title": "parallel", "run_id": "par1", "tasks": tasks})
+    st = await client.wait("par1", timeout_s=120)
+    assert st["status"] == "completed" and len(st["tasks"]) == 20
+    windows = [(ts(t["started_at"]), ts(t["finished_at"])) for t in st["tasks"]]
+    # how many task windows overlap at the busiest instant
+    peak = max(sum(1 for s, e in windows if s <= start < e) for start, _ in windows)
+    assert peak >= 5, f"peak concurrency {peak}"
+    assert peak <= 10  # capacity 1 per programmer, 10 programmers
+    assert len({t["programmer"] for t in st["tasks"]}) == 10
+    assert all(t["attempts"] == 1 for t in st["tasks"])
+
+
+async def test_killed_programmer_task_is_redelivered(nats_server: Any, client: Any, pas_procs: Any, nc: Any) -> None:
+    cfg = make_cfg()
+    busy = pas_procs("--nats-url", nats_server.url, "--only", "prog-001", *fast_args(), name="prog001")
+    async with Stack(cfg, url=nats_server.url, exclude=["prog-*"]) as st:
+        await client.submit({"title": "failover", "run_id": "fo1", "tasks": [task("code", "sleep 2")]})
+
+        async def running_on_001() -> bool:
+            s = await client.status("fo1")
+            return bool(s["tasks"]) and s["tasks"][0]["status"] == "running" and s["tasks"][0]["programmer"] == "prog-001"
+
+        await wait_for(running_on_001, 20)
+        busy.kill()
+        # another programmer, in this process, takes the task after the ack deadline
+        from pas.agent import Agent
+        from pas.comms import CommsLog
+
+        other = Agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+        await other.start()
+        try:
+            final = await client.wait("fo1", timeout_s=60)
+        finally:
+            await other.stop()
+    t = final["tasks"][0]
+    assert final["status"] == "completed"
+    assert t["attempts"] == 2 and t["programmer"] == "prog-002" and t["status"] == "completed"
+    # exactly one result went up
+    js = nc.jetstream()
+    sub = await js.subscribe(S.done_task("fo1", "code", "code-1-01"), ordered_consumer=True)
+    first = json.loads((await sub.next_msg(timeout=5)).data)
+    assert first["status"] == "completed"
+    info = await js.stream_info(S.STREAM_EVENTS, subjects_filter=S.done_task("fo1", "code", "code-1-01"))
+    assert info.state.subjects == {S.done_task("fo1", "code", "code-1-01"): 1}
+
+
+async def test_whole_pas_process_killed_mid_run_recovers(nats_server: Any, client: Any, pas_procs: Any) -> None:
+    first = pas_procs("--nats-url", nats_server.url, *fast_args(), name="whole1")
+    tasks = [task("code", "sleep 2"), task("docs", "sleep 2"), task("data", "true")]
+    await client.submit({"title": "survive", "run_id": "kill1", "tasks": tasks})
+
+    async def some_running() -> bool:
+        s = await client.status("kill1")
+        return any(t["status"] == "running" for t in s["tasks"])
+
+    await wait_for(some_running, 20)
+    first.kill()  # SIGKILL the whole PAS process; nats-server keeps the state
+    pas_procs("--nats-url", nats_server.url, *fast_args(), name="whole2")
+    st = await client.wait("kill1", timeout_s=90)
+    assert st["status"] == "completed", st
+    assert {t["status"] for t in st["tasks"]} == {"completed"}
+    assert max(t["attempts"] for t in st["tasks"]) == 2
