@@ -91,12 +91,12 @@ async def test_model_errors_and_no_change_are_failures(fake_llm: FakeLLM, tmp_pa
     fake_llm.default("aider-401", Fail(401, "invalid api key"))
     fake_llm.script("aider-noop", Reply("The code looks fine to me; no changes needed."))
     r500, r401, rnoop = await asyncio.gather(
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=12)),  # type: ignore[arg-type]
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=14)),  # type: ignore[arg-type]
         run_aider(**aider_args(fake_llm, make_repo(tmp_path / "b"), "aider-401")),  # type: ignore[arg-type]
         run_aider(**aider_args(fake_llm, make_repo(tmp_path / "c"), "aider-noop")),  # type: ignore[arg-type]
     )
     assert r500.status == "timeout" and not r500.model_replied and r500.diff == ""
-    assert "no reply from the model" in r500.error
+    assert "no reply from the model" in r500.error and "upstream exploded" in r500.output
     assert len(fake_llm.requests_for("aider-500")) >= 1
 
     assert r401.status == "failed" and r401.exit_code == 0 and not r401.model_replied

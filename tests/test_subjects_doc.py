@@ -1,0 +1,90 @@
+"""subjects.md is the truth: every subject, stream, consumer and KV bucket the code uses is in it,
+and every subject it lists is one the code uses."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pas import bus
+from pas import subjects as S
+from tests.conftest import ROOT
+
+DOC = (ROOT / "subjects.md").read_text()
+TICKED = set(re.findall(r"`([^`]+)`", DOC))
+
+
+def generalise(subject: str, cfg: Any) -> str:
+    parts = subject.split(".")
+    ids = {a.id for a in cfg.agents}
+    if len(parts) == 4 and parts[0] == "pas" and parts[2] in ids:
+        role = "<role>" if parts[3] in ("health", "status") else parts[1]
+        return f"pas.{role}.<agent_id>.{parts[3]}"
+    if len(parts) == 4 and parts[0] == "pas" and parts[2] in S.LANES:
+        return f"pas.{parts[1]}.<lane>.{parts[3]}"
+    return subject
+
+
+def code_subjects(cfg: Any) -> set[str]:
+    """Every subject pattern the code builds, with placeholders."""
+    R, T, J, L, A = "RUNX", "TASKX", "JOBX", "LANEX", "AGENTX"
+
+    def ph(s: str) -> str:
+        return (s.replace(R, "<run_id>").replace(T, "<task_id>").replace(J, "<job_id>").replace(L, "<lane>")
+                .replace(A, "<agent_id>").replace("MSGX", "<msg_type>"))
+
+    subs = {
+        S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.PROG_EXECUTE,
+        ph(S.agent_endpoint("ROLEX", A, "health")).replace("ROLEX", "<role>"),
+        ph(S.agent_endpoint("ROLEX", A, "status")).replace("ROLEX", "<role>"),
+        ph(S.agent_endpoint("prog", A, "execute")),
+        ph(S.lane_submit("mgr", L)), ph(S.ctl(A, "set_model")), ph(S.ctl(A, "model_changed")),
+        ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")),
+        S.WORK_ROOT, S.WORK_ARCHITECT, S.WORK_PROG, ph(S.work_dir(L)), ph(S.work_mgr(L)),
+        ph(S.run_status(R)), ph(S.run_cancel(R)), ph(S.run_lane(R, L)), ph(S.run_job(R, J)), ph(S.run_task(R, T)),
+        ph(S.done_task(R, L, T)), ph(S.done_job(R, L, J)), ph(S.done_lane(R, L)), ph(S.done_plan(R)),
+    }
+    return subs
+
+
+def test_every_code_subject_is_documented(cfg: Any) -> None:
+    missing = sorted(s for s in code_subjects(cfg) if s not in TICKED)
+    assert not missing, f"subjects.md lacks: {missing}"
+
+
+def test_every_documented_subject_exists_in_code(cfg: Any) -> None:
+    documented = {t for t in TICKED if t.startswith("pas.") and " " not in t and not t.endswith(">")
+                  and "*" not in t and "'" not in t}
+    documented = {d for d in documented if re.fullmatch(r"[a-z._<>-]+", d)}
+    extra = sorted(documented - code_subjects(cfg))
+    assert not extra, f"subjects.md lists subjects the code does not use: {extra}"
+
+
+async def test_live_endpoints_are_documented(stack: Any) -> None:
+    seen = set()
+    for agent in stack.agents:
+        for ep in agent.service.info().endpoints:
+            seen.add(generalise(ep.subject, stack.cfg))
+    missing = sorted(s for s in seen if s not in TICKED)
+    assert not missing, f"endpoints not in subjects.md: {missing}"
+    assert seen <= code_subjects(stack.cfg)
+
+
+def test_streams_consumers_buckets_documented(cfg: Any) -> None:
+    for sc in bus._stream_configs(cfg):  # noqa: SLF001
+        assert sc.name in TICKED, sc.name
+        for subj in sc.subjects or []:
+            assert subj in TICKED, subj
+    for stream, cc in bus.consumer_specs(cfg):
+        name = cc.durable_name or ""
+        for lane in S.LANES:
+            name = name.replace(f"-{lane}", "-<lane>") if name.startswith(("dir-", "mgr-")) else name
+        filt = cc.filter_subject or ""
+        for lane in S.LANES:
+            filt = filt.replace(f".{lane}", ".<lane>")
+        assert name in TICKED, name
+        assert filt in TICKED, filt
+        row = next(line for line in DOC.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"`{stream}`" in row and f"`{filt}`" in row, row
+    for kc in bus.kv_specs(cfg):
+        assert kc.bucket in TICKED, kc.bucket
