@@ -1,0 +1,146 @@
+"""One FastAPI app per agent port: the legacy per-agent HTTP endpoints, each a NATS request.
+
+    every agent    GET /health, GET /status/{id}, GET /
+    gateway        POST /submit, POST /prime_directives, GET /runs, GET /runs/{run_id},
+                   POST /runs/{run_id}/cancel
+    architect      POST /submit          -> pas.gateway.submit
+    director       POST /submit          -> pas.gateway.submit with lanes=[its lane]
+    manager        POST /submit (JobCard) -> pas.mgr.<lane>.submit (any manager of the lane takes it)
+    programmer     POST /execute         -> pas.prog.<id>.execute (this programmer)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI, Header, Path, Query
+from fastapi.responses import JSONResponse
+
+from pas import __version__
+from pas import subjects as S
+from pas.config import AgentConfig
+from pas.errors import BadRequest
+from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
+from pas.http.models import ArchitectSubmitIn, ExecuteIn, JobCardIn, JobSubmitIn, PrimeDirectivesIn
+
+RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
+IDEM = Header(None, alias="Idempotency-Key", max_length=256,
+              description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
+NOT_FOUND = {404: {"model": ErrorOut, "description": "no such run"}}
+CONFLICT = {409: {"model": ErrorOut, "description": "the run already ended"}}
+
+
+def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:
+    where = f"{a.tier}{', lane ' + a.lane if a.lane else ''}"
+    app = FastAPI(title=f"PAS {a.id}", version=__version__,
+                  description=f"HTTP adapter for agent **{a.id}** ({where}). Every endpoint is a NATS request "
+                              f"underneath; errors carry a JSON `detail`.")
+    install_errors(app)
+    _common_routes(ctx, app, a)
+    if a.role == "gateway":
+        _gateway_routes(ctx, app)
+    elif a.role == "architect":
+        _architect_routes(ctx, app)
+    elif a.role == "dir":
+        _director_routes(ctx, app, a)
+    elif a.role == "mgr":
+        _manager_routes(ctx, app, a)
+    elif a.role == "prog":
+        _programmer_routes(ctx, app, a)
+    return app
+
+
+def _common_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
+    @app.get("/", summary="What this port serves")
+    async def index() -> dict[str, Any]:
+        return {"agent": a.id, "role": a.role, "tier": a.tier, "lane": a.lane, "docs": "/docs",
+                "endpoints": sorted({f"{m} {r.path}" for r in app.routes  # type: ignore[attr-defined]
+                                     for m in getattr(r, "methods", ()) or () if m != "HEAD"})}
+
+    @app.get("/health", summary="Health of this agent: its health reply plus KV state",
+             responses={503: {"description": "the agent does not answer; body from KV and config "
+                                             "(state dead or unknown)"}})
+    async def health() -> JSONResponse:
+        code, body = await ctx.backend.health(a)
+        return JSONResponse(body, status_code=code)
+
+    @app.get("/status/{ref}", summary="Status of something this agent keeps (pas.<role>.<id>.status)",
+             responses={**ERRORS, 404: {"model": ErrorOut, "description": "the agent keeps nothing by that id"}})
+    async def status(ref: str = Path(min_length=1, max_length=256)) -> Any:
+        return await ctx.backend.request(S.agent_endpoint(a.role, a.id, "status"), {"id": ref})
+
+
+def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
+    write = token_check(ctx)
+
+    @app.post("/submit", summary="Submit a job (pas.gateway.submit)", dependencies=[write], responses=WRITE_ERRORS)
+    async def submit(job: JobSubmitIn, idempotency_key: str | None = IDEM) -> Any:
+        return await ctx.backend.submit(job.to_wire(), idempotency_key)
+
+    @app.post("/prime_directives", summary="Submit a job in the legacy shape (mapped onto JobSubmit)",
+              dependencies=[write], responses=WRITE_ERRORS)
+    async def prime_directives(body: PrimeDirectivesIn, idempotency_key: str | None = IDEM) -> Any:
+        return await ctx.backend.submit(body.to_wire(), idempotency_key)
+
+    @app.get("/runs", summary="Recent runs, newest first (pas.gateway.runs)", responses=ERRORS)
+    async def runs(limit: int = Query(50, ge=1, le=1000),
+                   status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None) -> Any:
+        q: dict[str, Any] = {"limit": limit}
+        if status:
+            q["status"] = status
+        return await ctx.backend.request(S.GATEWAY_RUNS, q)
+
+    @app.get("/runs/{run_id}", summary="One run with its tasks (pas.gateway.status)",
+             responses={**ERRORS, **NOT_FOUND})
+    async def run(run_id: str = RUN_ID) -> Any:
+        return await ctx.backend.run_status(run_id)
+
+    @app.post("/runs/{run_id}/cancel", summary="Cancel a run at every tier (pas.gateway.cancel)",
+              dependencies=[write], responses={**WRITE_ERRORS, **NOT_FOUND, **CONFLICT})
+    async def cancel(run_id: str = RUN_ID) -> Any:
+        return await ctx.backend.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+
+
+def _architect_routes(ctx: Ctx, app: FastAPI) -> None:
+    @app.post("/submit", summary="Submit a job to the architect (through pas.gateway.submit)",
+              dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
+    async def submit(job: ArchitectSubmitIn, idempotency_key: str | None = IDEM) -> Any:
+        return await ctx.backend.submit(job.to_wire(), idempotency_key)
+
+
+def _director_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
+    lane = a.lane
+
+    @app.post("/submit", summary=f"Submit a job to lane {lane} (pas.gateway.submit with lanes=[{lane}])",
+              dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
+    async def submit(job: JobSubmitIn, idempotency_key: str | None = IDEM) -> Any:
+        if job.lanes and job.lanes != [lane]:
+            raise BadRequest(f"director {a.id} takes lane {lane!r} only, not {job.lanes}")
+        other = sorted({t.lane for t in job.tasks or [] if t.lane != lane})
+        if other:
+            raise BadRequest(f"director {a.id} takes lane {lane!r} tasks only, not {other}")
+        return await ctx.backend.submit({**job.to_wire(), "lanes": [lane]}, idempotency_key)
+
+
+def _manager_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
+    lane = a.lane or ""
+
+    @app.post("/submit", summary=f"Queue a job card for the {lane} managers (pas.mgr.{lane}.submit)",
+              dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
+    async def submit(card: JobCardIn) -> Any:
+        if card.lane not in (None, lane):
+            raise BadRequest(f"manager {a.id} takes lane {lane!r} job cards only, not {card.lane!r}")
+        other = sorted({t.lane for t in card.tasks if t.lane != lane})
+        if other:
+            raise BadRequest(f"manager {a.id} takes lane {lane!r} tasks only, not {other}")
+        body = {**card.to_wire(), "lane": lane}
+        body.setdefault("submitted_by", "http")
+        return await ctx.backend.request(S.lane_submit("mgr", lane), body)
+
+
+def _programmer_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
+    @app.post("/execute", summary=f"Run one task now on {a.id} and wait for the result (pas.prog.{a.id}.execute)",
+              dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
+    async def execute(req: ExecuteIn) -> Any:
+        return await ctx.backend.request(S.agent_endpoint("prog", a.id, "execute"), req.to_wire(),
+                                         timeout_s=req.timeout_s + 15.0)
