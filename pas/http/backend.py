@@ -160,7 +160,7 @@ class Backend:
             ov = None if reply else await self.model_override(a.id)
         except Exception:  # noqa: BLE001 - KV unreadable: answer from config
             st, ov = None, None
-        body = self.agent_row(a, st, ov)
+        body = {"agent": a.id, **self.agent_row(a, st, ov)}
         del body["model_editable"]
         if reply is not None:
             body.update(state="alive", status=reply.get("status"), model=reply.get("model"),

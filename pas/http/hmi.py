@@ -1,0 +1,109 @@
+"""The HMI dashboard (settings.http.hmi_port, 6101): static page from pas/static plus a JSON API
+under /api and live updates over SSE (/api/events). Every write goes through NATS like the agent
+ports do (set_model, cancel, submit)."""
+
+from __future__ import annotations
+
+from pathlib import Path as FsPath
+from typing import Any, Literal
+
+from fastapi import FastAPI, Header, Path, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from pas import __version__
+from pas import subjects as S
+from pas.errors import NotFound
+from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
+from pas.http.models import JobSubmitIn, SetModelIn
+
+STATIC = FsPath(__file__).resolve().parent.parent / "static"
+RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+AGENT_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def hmi_app(ctx: Ctx) -> FastAPI:
+    app = FastAPI(title="PAS HMI", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json",
+                  redoc_url=None, description="Dashboard API: agents, runs, comms log, models; live events over SSE.")
+    install_errors(app)
+    write = token_check(ctx)
+    b = ctx.backend
+    cfg = ctx.cfg
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=NO_CACHE)
+
+    @app.get("/health", summary="The adapter itself")
+    async def health() -> dict[str, Any]:
+        return {"adapter": "pas-http", "version": __version__, "nats_connected": b.connected,
+                "sse_clients": len(ctx.hub.clients)}
+
+    @app.get("/api/config", summary="What the page needs to know about this deployment")
+    async def config() -> dict[str, Any]:
+        hb = cfg.settings.heartbeat
+        return {"version": __version__, "heartbeat_interval_s": hb.interval_s, "missed_beats": hb.missed_beats,
+                "auth_required": bool(ctx.token), "lanes": list(S.LANES), "agents": len(cfg.agents)}
+
+    @app.get("/api/agents", summary="Every configured agent: config, live model and KV state")
+    async def agents() -> dict[str, Any]:
+        states, overrides = await b.agent_states(), await b.model_overrides()
+        return {"agents": [b.agent_row(a, states.get(a.id), overrides.get(a.id)) for a in cfg.agents]}
+
+    @app.get("/api/models", summary="Model profiles of configs/models.yaml and each agent's current choice")
+    async def models() -> dict[str, Any]:
+        overrides = await b.model_overrides()
+        return {
+            "profiles": {k: p.model_dump() for k, p in cfg.models.items()},
+            "agents": {a.id: {"model": overrides.get(a.id, {}).get("model", a.model),
+                              "backup_model": overrides.get(a.id, {}).get("backup_model", a.backup_model)}
+                       for a in cfg.agents},
+        }
+
+    @app.post("/api/agents/{agent_id}/model", summary="Switch an agent's model live (pas.ctl.<id>.set_model)",
+              dependencies=[write], responses={**WRITE_ERRORS, 404: {"model": ErrorOut}})
+    async def set_model(body: SetModelIn, agent_id: str = AGENT_ID) -> Any:
+        if not any(a.id == agent_id for a in cfg.agents):
+            raise NotFound(f"no agent {agent_id!r} in the topology")
+        return await b.request(S.ctl(agent_id, "set_model"), body.to_wire())
+
+    @app.get("/api/runs", summary="Recent runs (pas.gateway.runs)", responses=ERRORS)
+    async def runs(limit: int = Query(50, ge=1, le=1000),
+                   status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None) -> Any:
+        q: dict[str, Any] = {"limit": limit}
+        if status:
+            q["status"] = status
+        return await b.request(S.GATEWAY_RUNS, q)
+
+    @app.get("/api/runs/{run_id}", summary="One run: status, lanes (KV pas_tree) and tasks",
+             responses={**ERRORS, 404: {"model": ErrorOut}})
+    async def run(run_id: str = RUN_ID) -> Any:
+        return await b.run_detail(run_id)
+
+    @app.post("/api/runs/{run_id}/cancel", summary="Cancel a run (pas.gateway.cancel)", dependencies=[write],
+              responses={**WRITE_ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+    async def cancel(run_id: str = RUN_ID) -> Any:
+        return await b.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+
+    @app.post("/api/submit", summary="Submit a job (pas.gateway.submit)", dependencies=[write],
+              responses=WRITE_ERRORS)
+    async def submit(job: JobSubmitIn,
+                     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=256)) -> Any:
+        return await b.submit(job.to_wire(), idempotency_key)
+
+    @app.get("/api/comms", summary="Recent comms log entries (stream PAS_COMMS), oldest first")
+    async def comms(run: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+                    agent: str | None = Query(None, max_length=64),
+                    type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),  # noqa: A002
+                    limit: int = Query(200, ge=1, le=2000)) -> dict[str, Any]:
+        return {"entries": await b.comms_tail(run_id=run, agent=agent, msg_type=type, limit=limit)}
+
+    @app.get("/api/events", summary="Server-sent events: beats, alert, run, comms, model, resync")
+    async def events() -> StreamingResponse:
+        hello = {"agents": len(cfg.agents), "heartbeat_interval_s": cfg.settings.heartbeat.interval_s}
+        return StreamingResponse(ctx.hub.stream(hello), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app

@@ -1,0 +1,463 @@
+/* PAS HMI: plain JS, no build step. State comes from /api once, then live over SSE (/api/events).
+   The only timer is a 1 s local redraw of beat ages; nothing polls the server. */
+"use strict";
+
+const TIERS = ["gateway", "root", "architect", "director", "manager", "programmer", "monitor"];
+const MSG_TYPES = ["CMD", "STATUS", "RESPONSE", "HEARTBEAT", "ERROR", "LLM", "EVENT"];
+const LIVE_RUN = new Set(["queued", "running"]);
+const MAX_LOG = 500;
+const MAX_RUNS = 100;
+
+const S = {
+  config: { heartbeat_interval_s: 5, missed_beats: 2 },
+  agents: new Map(),   // id -> row (from /api/agents, updated by events)
+  els: new Map(),      // id -> {row, status, age, select, note}
+  profiles: {},
+  runs: new Map(),     // run_id -> summary {run_id, title, status, created_at, finished_at}
+  tasks: new Map(),    // run_id -> Map(task_id -> TaskRecord)
+  lanes: new Map(),    // run_id -> Map(lane -> status)
+  selected: null,      // run id shown in the run view
+  pinned: false,       // the user picked a run: do not follow the newest
+  detail: null,        // the selected run's detail
+  token: sessionStorage.getItem("pas-token") || "",
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid);
+  return e;
+}
+
+function toast(text, err) {
+  const t = $("toast");
+  t.textContent = text;
+  t.className = "toast" + (err ? " err" : "");
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+async function api(path, opts) {
+  const o = Object.assign({ headers: {} }, opts || {});
+  if (o.body !== undefined && typeof o.body !== "string") {
+    o.body = JSON.stringify(o.body);
+    o.headers["Content-Type"] = "application/json";
+  }
+  if (o.method && o.method !== "GET" && S.token) o.headers["Authorization"] = "Bearer " + S.token;
+  const r = await fetch(path, o);
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  if (r.status === 401) $("token-form").hidden = false;
+  if (!r.ok) {
+    const d = body && body.detail;
+    const msg = typeof d === "string" ? d : JSON.stringify(d || body || r.statusText);
+    const err = new Error(`${r.status}: ${msg}`);
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+/* ---------- time helpers ---------- */
+const parseTs = (ts) => (ts ? Date.parse(ts) : NaN);
+function fmtTime(ts) {
+  const t = parseTs(ts);
+  if (isNaN(t)) return "-";
+  const d = new Date(t);
+  return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+function secsBetween(a, b) {
+  const x = parseTs(a), y = parseTs(b);
+  return isNaN(x) || isNaN(y) ? null : (y - x) / 1000;
+}
+function fmtSecs(s) {
+  if (s === null || s === undefined) return "-";
+  return s < 10 ? s.toFixed(2) : s < 100 ? s.toFixed(1) : Math.round(s).toString();
+}
+function fmtAge(ts) {
+  const t = parseTs(ts);
+  if (isNaN(t)) return "";
+  return fmtSecs(Math.max(0, (Date.now() - t) / 1000)) + "s";
+}
+
+/* ---------- agents ---------- */
+function renderTree() {
+  const tree = $("tree");
+  tree.replaceChildren();
+  S.els.clear();
+  for (const tier of TIERS) {
+    const agents = [...S.agents.values()].filter((a) => a.tier === tier);
+    if (!agents.length) continue;
+    const block = el("div", { class: "tier", "data-testid": "tier-" + tier }, el("h3", { text: tier }));
+    const groups = new Map();
+    for (const a of agents) {
+      const key = a.lane || "";
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(a);
+    }
+    for (const [lane, list] of groups) {
+      const box = el("div", { class: "lane-agents" });
+      list.forEach((a) => box.append(agentRow(a)));
+      const laneEl = lane
+        ? el("div", { class: "lane", "data-testid": `lane-${tier}-${lane}` }, el("span", { class: "lane-name", text: lane }), box)
+        : el("div", { class: "lane nolane" }, box);
+      block.append(laneEl);
+    }
+    tree.append(block);
+  }
+  $("agent-count").textContent = `${S.agents.size} configured`;
+  updateSummary();
+}
+
+function agentRow(a) {
+  const status = el("span", { class: "status" });
+  const age = el("span", { class: "age" });
+  const note = el("span", { class: "model-note", "data-testid": "model-note-" + a.id });
+  let select = null;
+  let modelBox;
+  if (a.model_editable) {
+    select = el("select", { "data-testid": "model-" + a.id, title: "primary model profile of " + a.id,
+      onchange: () => setModel(a.id, select.value) });
+    for (const [name, p] of Object.entries(S.profiles)) {
+      select.append(el("option", { value: name, title: p.model, text: name }));
+    }
+    if (a.model && !(a.model in S.profiles)) select.append(el("option", { value: a.model, text: a.model }));
+    select.value = a.model || "";
+    modelBox = el("span", { class: "model" }, select, note);
+  } else {
+    modelBox = el("span", { class: "model", text: a.model || "" }, note);
+  }
+  const row = el("div", { class: "agent", "data-testid": "agent-" + a.id, "data-state": a.state || "unknown",
+    title: `${a.id} (${a.tier}${a.lane ? ", " + a.lane : ""}) parent ${a.parent || "-"}, port ${a.http_port || "-"}` },
+    el("span", { class: "dot" }), el("span", { class: "id", text: a.id }), status, age, modelBox);
+  S.els.set(a.id, { row, status, age, select, note });
+  paintAgent(a.id);
+  return row;
+}
+
+function paintAgent(id) {
+  const a = S.agents.get(id), e = S.els.get(id);
+  if (!a || !e) return;
+  e.row.dataset.state = a.state || "unknown";
+  e.status.textContent = a.state === "dead" ? "dead" : (a.status || "");
+  e.status.title = a.message || "";
+  e.age.textContent = fmtAge(a.last_beat);
+  const deadline = (S.config.heartbeat_interval_s * (S.config.missed_beats + 1)) * 1000;
+  const stale = a.state === "alive" && Date.now() - parseTs(a.last_beat) > deadline;
+  e.row.classList.toggle("stale", stale);
+  if (e.select && !e.select.disabled && a.model) e.select.value = a.model;
+}
+
+function updateSummary() {
+  let alive = 0, dead = 0;
+  for (const a of S.agents.values()) { if (a.state === "alive") alive++; else if (a.state === "dead") dead++; }
+  const running = [...S.runs.values()].filter((r) => LIVE_RUN.has(r.status)).length;
+  $("summary").textContent = `${alive} alive · ${dead} dead · ${S.agents.size - alive - dead} unknown · ${running} active run(s)`;
+}
+
+async function setModel(id, profile) {
+  const e = S.els.get(id);
+  e.select.disabled = true;
+  e.note.className = "model-note";
+  e.note.textContent = "switching…";
+  try {
+    const r = await api(`/api/agents/${id}/model`, { method: "POST", body: { primary: profile } });
+    S.agents.get(id).model = r.model;
+    e.note.textContent = `✓ ${r.model}`;
+    e.note.title = `was ${r.previous && r.previous.model}`;
+  } catch (err) {
+    e.note.className = "model-note err";
+    e.note.textContent = err.message;
+    e.select.value = S.agents.get(id).model || "";
+  } finally {
+    e.select.disabled = false;
+  }
+}
+
+/* ---------- runs ---------- */
+function taskCounts(runId) {
+  const m = S.tasks.get(runId);
+  if (!m || !m.size) return "";
+  let done = 0;
+  for (const t of m.values()) if (!LIVE_RUN.has(t.status)) done++;
+  return `${done}/${m.size}`;
+}
+
+function renderRuns() {
+  const body = $("runs-body");
+  const runs = [...S.runs.values()].sort((a, b) => parseTs(b.created_at) - parseTs(a.created_at)).slice(0, MAX_RUNS);
+  body.replaceChildren(...runs.map((r) => {
+    const cancel = LIVE_RUN.has(r.status)
+      ? el("button", { "data-testid": "cancel-" + r.run_id, text: "cancel",
+        onclick: (ev) => { ev.stopPropagation(); cancelRun(r.run_id); } })
+      : null;
+    return el("tr", { class: "run" + (r.run_id === S.selected ? " selected" : ""), "data-testid": "run-" + r.run_id,
+      "data-status": r.status, onclick: () => selectRun(r.run_id, true) },
+      el("td", { class: "mono", text: r.run_id }),
+      el("td", { class: "title", text: r.title || "", title: r.title || "" }),
+      el("td", {}, el("span", { class: "badge " + r.status, text: r.status })),
+      el("td", { class: "mono", text: taskCounts(r.run_id) }),
+      el("td", { text: fmtTime(r.created_at) }),
+      el("td", { text: fmtSecs(secsBetween(r.started_at || r.created_at, r.finished_at)) }),
+      el("td", {}, cancel));
+  }));
+  $("runs-empty").hidden = runs.length > 0;
+  const f = $("f-run"), cur = f.value;
+  f.replaceChildren(el("option", { value: "", text: "all runs" }),
+    ...runs.map((r) => el("option", { value: r.run_id, text: r.run_id })));
+  f.value = cur;
+  updateSummary();
+}
+
+async function cancelRun(runId) {
+  try {
+    const r = await api(`/api/runs/${runId}/cancel`, { method: "POST" });
+    toast(`${r.run_id} ${r.status}`);
+  } catch (err) {
+    toast(`cancel ${runId}: ${err.message}`, true);
+  }
+}
+
+async function fetchRun(runId) {
+  try {
+    const d = await api(`/api/runs/${runId}`);
+    const prev = S.runs.get(runId) || {};
+    S.runs.set(runId, Object.assign(prev, { run_id: d.run_id, title: d.title, status: d.status, created_at: d.created_at,
+      started_at: d.started_at, finished_at: d.finished_at }));
+    const tm = new Map();
+    d.tasks.forEach((t) => tm.set(t.task_id, t));
+    S.tasks.set(runId, tm);
+    const lm = new Map();
+    (d.lane_states || []).forEach((l) => lm.set(l.lane, l.status));
+    S.lanes.set(runId, lm);
+    if (runId === S.selected) S.detail = d;
+    return d;
+  } catch (err) {
+    return null;
+  }
+}
+
+async function selectRun(runId, byUser) {
+  if (byUser) S.pinned = true;
+  S.selected = runId;
+  await fetchRun(runId);
+  renderRuns();
+  renderRunView();
+}
+
+function renderRunView() {
+  const v = $("run-view");
+  const r = S.selected && S.runs.get(S.selected);
+  if (!r) { v.hidden = true; return; }
+  v.hidden = false;
+  $("rv-title").textContent = `${r.run_id} — ${r.title || ""}`;
+  const st = $("rv-status");
+  st.className = "badge " + r.status;
+  st.textContent = r.status;
+  st.dataset.status = r.status;
+  const tasks = [...(S.tasks.get(r.run_id) || new Map()).values()].sort((a, b) => a.task_id.localeCompare(b.task_id));
+  const tokens = tasks.reduce((n, t) => n + (t.tokens || 0), 0);
+  const costUnknown = tasks.some((t) => t.cost_usd === null);
+  const cost = tasks.reduce((n, t) => n + (t.cost_usd || 0), 0);
+  $("rv-meta").textContent = `created ${fmtTime(r.created_at)} · started ${fmtTime(r.started_at)} · ` +
+    `finished ${fmtTime(r.finished_at)} · ${fmtSecs(secsBetween(r.started_at || r.created_at, r.finished_at))} s · ` +
+    `${tokens} tokens · ${costUnknown ? "cost unknown" : "$" + cost.toFixed(4)}`;
+  const lanes = S.lanes.get(r.run_id) || new Map();
+  $("rv-lanes").replaceChildren(...[...lanes.entries()].map(([lane, status]) =>
+    el("span", { class: "lane-chip", "data-testid": "lane-" + lane, "data-status": status },
+      lane + " ", el("span", { class: "badge " + status, text: status }))));
+  $("rv-tasks").replaceChildren(...tasks.map((t) => el("tr", { "data-testid": "task-" + t.task_id, "data-status": t.status },
+    el("td", { class: "mono", text: t.task_id }),
+    el("td", { text: t.lane }),
+    el("td", {}, el("span", { class: "badge " + t.status, text: t.status })),
+    el("td", { class: "mono", text: t.programmer || "-" }),
+    el("td", { text: String(t.attempts || 0) }),
+    el("td", { text: fmtTime(t.started_at) }),
+    el("td", { text: fmtSecs(secsBetween(t.started_at, t.finished_at)) }),
+    el("td", { text: String(t.tokens || 0) }),
+    el("td", { text: t.cost_usd === null ? "?" : "$" + (t.cost_usd || 0).toFixed(4) }),
+    el("td", { class: "result", title: (t.error || t.output || "").slice(0, 2000),
+      text: t.error || (t.command || t.instruction || "").slice(0, 80) }))));
+}
+
+/* ---------- comms log ---------- */
+function logMatches(e) {
+  const run = $("f-run").value, agent = $("f-agent").value, type = $("f-type").value;
+  if (run && e.run_id !== run) return false;
+  if (agent && e.from_agent !== agent && e.to_agent !== agent) return false;
+  if (type && e.msg_type !== type) return false;
+  return true;
+}
+
+function logLine(e) {
+  return el("div", { class: "log-entry " + e.msg_type, "data-testid": "log-entry", "data-run": e.run_id || "",
+    "data-type": e.msg_type },
+  el("span", { class: "ts", text: fmtTime(e.ts) + " " }),
+  el("span", { class: "run", text: (e.run_id || "-") + " " }),
+  el("span", { class: "who", text: `${e.from_agent} → ${e.to_agent} ` }),
+  el("span", { class: "type", text: e.msg_type + " " }),
+  el("span", { class: "st", text: (e.status || "") + " " }),
+  el("span", { class: "msg", text: e.message + (e.llm_model ? ` [${e.llm_model} tok=${e.tokens}]` : "") }));
+}
+
+function appendLog(entries) {
+  const log = $("log");
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
+  for (const e of entries) if (logMatches(e)) log.append(logLine(e));
+  while (log.childElementCount > MAX_LOG) log.firstElementChild.remove();
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+async function reloadLog() {
+  const q = new URLSearchParams({ limit: "200" });
+  if ($("f-run").value) q.set("run", $("f-run").value);
+  if ($("f-agent").value) q.set("agent", $("f-agent").value);
+  if ($("f-type").value) q.set("type", $("f-type").value);
+  try {
+    const r = await api("/api/comms?" + q);
+    $("log").replaceChildren();
+    appendLog(r.entries);
+    $("log").scrollTop = $("log").scrollHeight;
+  } catch (err) {
+    toast("comms log: " + err.message, true);
+  }
+}
+
+/* ---------- live events ---------- */
+function onRunEvent(ev) {
+  const { kind, run_id: runId, data } = ev;
+  const known = S.runs.get(runId);
+  if (kind === "status") {
+    if (!known) {
+      S.runs.set(runId, { run_id: runId, title: "", status: data.status, created_at: data.ts });
+      fetchRun(runId).then(() => { renderRuns(); if (runId === S.selected) renderRunView(); });
+      if (!S.pinned) S.selected = runId;
+    } else {
+      known.status = data.status;
+      if (data.status === "running" && !known.started_at) known.started_at = data.ts;
+      if (["completed", "failed", "cancelled"].includes(data.status)) known.finished_at = data.ts;
+    }
+  } else if (kind === "lane") {
+    if (!S.lanes.has(runId)) S.lanes.set(runId, new Map());
+    S.lanes.get(runId).set(data.lane, data.status);
+  } else if (kind === "task") {
+    if (!S.tasks.has(runId)) S.tasks.set(runId, new Map());
+    S.tasks.get(runId).set(data.task_id, data);
+  } else {
+    return;
+  }
+  scheduleRender();
+}
+
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => { renderPending = false; renderRuns(); renderRunView(); });
+}
+
+function connect() {
+  const es = new EventSource("/api/events");
+  es.onopen = () => { $("conn").dataset.state = "live"; $("conn").textContent = "live"; loadAll(); };
+  es.onerror = () => { $("conn").dataset.state = "reconnecting"; $("conn").textContent = "reconnecting…"; };
+  es.addEventListener("beats", (m) => {
+    const beats = JSON.parse(m.data);
+    for (const [id, b] of Object.entries(beats)) {
+      const a = S.agents.get(id);
+      if (!a) continue;
+      a.last_beat = b.ts; a.status = b.status; a.message = b.message; a.state = "alive";
+      paintAgent(id);
+    }
+    updateSummary();
+  });
+  es.addEventListener("alert", (m) => {
+    const al = JSON.parse(m.data);
+    const a = S.agents.get(al.agent);
+    if (!a) return;
+    a.state = al.kind === "dead" ? "dead" : "alive";
+    paintAgent(al.agent);
+    updateSummary();
+    if (al.kind === "dead") toast(`agent ${al.agent} is dead (no beat for ${al.missed_s}s)`, true);
+  });
+  es.addEventListener("model", (m) => {
+    const ch = JSON.parse(m.data);
+    const a = S.agents.get(ch.agent);
+    if (!a) return;
+    a.model = ch.model; a.backup_model = ch.backup_model;
+    const e = S.els.get(ch.agent);
+    if (e) {
+      e.note.className = "model-note";
+      e.note.textContent = `✓ ${ch.model}`;
+      e.note.title = `changed ${fmtTime(ch.ts)} from ${ch.previous && ch.previous.model}`;
+    }
+    paintAgent(ch.agent);
+  });
+  es.addEventListener("run", (m) => onRunEvent(JSON.parse(m.data)));
+  es.addEventListener("comms", (m) => { if (!$("f-pause").checked) appendLog([JSON.parse(m.data)]); });
+  es.addEventListener("resync", () => loadAll());
+}
+
+async function loadAll() {
+  try {
+    const [cfg, models, agents, runs] = await Promise.all([
+      api("/api/config"), api("/api/models"), api("/api/agents"), api("/api/runs?limit=50")]);
+    S.config = cfg;
+    S.profiles = models.profiles;
+    S.agents = new Map(agents.agents.map((a) => [a.id, a]));
+    renderTree();
+    const fa = $("f-agent"), cur = fa.value;
+    fa.replaceChildren(el("option", { value: "", text: "all agents" }),
+      ...agents.agents.map((a) => el("option", { value: a.id, text: a.id })));
+    fa.value = cur;
+    for (const r of runs.runs) S.runs.set(r.run_id, Object.assign(S.runs.get(r.run_id) || {}, r));
+    if (!S.selected && runs.runs.length) S.selected = runs.runs[0].run_id;
+    if (S.selected) await fetchRun(S.selected);
+    renderRuns();
+    renderRunView();
+    await reloadLog();
+  } catch (err) {
+    toast("loading state: " + err.message, true);
+  }
+}
+
+function init() {
+  $("f-type").append(...MSG_TYPES.map((t) => el("option", { value: t, text: t })));
+  for (const id of ["f-run", "f-agent", "f-type"]) $(id).addEventListener("change", reloadLog);
+  const lane = $("submit-lane");
+  ["code", "models", "data", "devsecops", "docs"].forEach((l) => lane.append(el("option", { value: l, text: l })));
+  $("submit-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const title = $("submit-title").value.trim(), command = $("submit-command").value.trim();
+    const job = { title, lanes: [lane.value] };
+    if (command) job.tasks = [{ lane: lane.value, instruction: command, command, executor: "command" }];
+    else job.goal = title;
+    try {
+      const r = await api("/api/submit", { method: "POST", body: job });
+      S.pinned = false;
+      toast(`submitted ${r.run_id}`);
+      $("submit-title").value = "";
+    } catch (err) {
+      toast("submit: " + err.message, true);
+    }
+  });
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    S.token = $("token").value;
+    sessionStorage.setItem("pas-token", S.token);
+    $("token-form").hidden = true;
+    toast("token set for this tab");
+  });
+  setInterval(() => { for (const id of S.agents.keys()) paintAgent(id); }, 1000);  // local redraw only
+  connect();
+}
+
+init();
