@@ -131,6 +131,8 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
                        description="hash of an idempotency key -> run id (dedupe window)"),
         KeyValueConfig(bucket=S.KV_MODELS, history=5, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> live model override"),
+        KeyValueConfig(bucket=S.KV_BREAKERS, history=1, storage=StorageType.FILE, replicas=reps,
+                       description="model profile -> circuit-breaker state"),
     ]
 
 
@@ -160,6 +162,7 @@ class Bus:
     js: JetStreamContext
     cfg: PasConfig
     kv: dict[str, KeyValue] = field(default_factory=dict)
+    llm: Any = None  # pas.usage.RunLLM, set by the Stack
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -189,7 +192,9 @@ class Bus:
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=5)
+            for t in pending:
+                log.warning("task %r ignored cancellation at close", t)
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()

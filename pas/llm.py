@@ -275,7 +275,6 @@ class LLMClient:
         max_tokens: int | None,
     ) -> tuple[str, str, int, int, float | None, float, str | None]:
         prof = self.profiles[name]
-        lite = _lite()
         kwargs: dict[str, Any] = {
             "model": prof.model,
             "messages": messages,
@@ -286,9 +285,15 @@ class LLMClient:
         }
         if prof.api_base:
             kwargs["api_base"] = prof.api_base
+        t0 = time.monotonic()
         if prof.api_key_env:
             kwargs["api_key"] = os.environ.get(prof.api_key_env)
-        t0 = time.monotonic()
+            if not kwargs["api_key"]:
+                # No key: fail at once rather than let the provider (unreachable offline) time out.
+                err = f"missing API key: set {prof.api_key_env}"
+                await self._emit(CallRecord(agent, run_id, name, prof.model, None, 0, 0, 0.0, 0.0, False, err))
+                raise _AttemptFailed(err)
+        lite = _lite()
         try:
             resp = await asyncio.wait_for(lite.acompletion(**kwargs), prof.timeout_s + 1.0)
             choice = resp.choices[0]

@@ -68,13 +68,16 @@ async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
     run, _ = got
     tasks = await tasks_of(bus, run_id)
     tasks.sort(key=lambda t: t.task_id)
-    tokens = sum(t.tokens for t in tasks)
-    costs = [t.cost_usd for t in tasks]
-    cost = None if any(c is None for c in costs) else round(sum(c or 0.0 for c in costs), 6)
+    from pas.usage import get_usage
+
+    used, _ = await get_usage(bus, run_id)  # every LLM call of the run, at every tier
+    unknown = used.unknown_cost_calls + sum(1 for t in tasks if t.cost_usd is None)  # aider tasks
     return wire.RunStatus(
         run_id=run.run_id, title=run.title, status=run.status, created_at=run.created_at,
         started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=tasks,
-        usage=wire.Usage(tokens=tokens, cost_usd=cost), message=run.message, degraded=run.degraded,
+        usage=wire.Usage(tokens=used.tokens, cost_usd=round(used.cost_usd, 8), llm_calls=used.calls,
+                         unknown_cost_calls=unknown),
+        message=run.message, degraded=run.degraded,
     )
 
 
@@ -88,3 +91,30 @@ async def list_runs(bus: Bus, limit: int = 50, status: str | None = None) -> lis
                         finished_at=r.finished_at)
         for r in runs[:limit]
     ]
+
+
+async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | None = None) -> None:
+    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen)."""
+    got = await get_run(bus, run_id)
+    if got is None:
+        return
+    run, rev = got
+    if reason:
+        run.degraded = True
+        note = f"degraded: {reason}"
+        run.message = (run.message + "; " if run.message else "") + note[:500]
+    if lanes is not None:
+        run.lanes = lanes
+    try:
+        await bus.kv[S.KV_RUNS].update(run_id, wire.encode(run), last=rev)
+    except Exception:  # noqa: BLE001 - a concurrent write: try once more from fresh state
+        got = await get_run(bus, run_id)
+        if got is None:
+            return
+        run, rev = got
+        if reason:
+            run.degraded = True
+            run.message = (run.message + "; " if run.message else "") + f"degraded: {reason}"[:500]
+        if lanes is not None:
+            run.lanes = lanes
+        await put_run(bus, run)

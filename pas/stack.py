@@ -48,6 +48,9 @@ class Stack:
         try:
             self.bus = await Bus.open(self.url, self.cfg, name=self.name)
             comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars)
+            from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
+
+            self.bus.llm = RunLLM(self.bus, comms)
             for a in self.cfg.select(self.only, self.exclude):
                 agent = Agent(self.bus, a, comms)
                 await agent.load_model_override()
@@ -67,10 +70,19 @@ class Stack:
         if self.http_server is not None:
             await self.http_server.stop()
             self.http_server = None
-        await asyncio.gather(*(a.stop() for a in self.agents), return_exceptions=True)
+        if self.agents:
+            done, pending = await asyncio.wait([asyncio.ensure_future(a.stop()) for a in self.agents], timeout=15)
+            if pending:
+                log.warning("%d agent(s) did not stop within 15s; closing anyway", len(pending))
+                for t in pending:
+                    t.cancel()
         self.agents = []
         if self.bus is not None:
-            await self.bus.close()
+            try:
+                await asyncio.wait_for(self.bus.close(), 15)
+            except asyncio.TimeoutError:
+                log.warning("closing the NATS connection took over 15s; closed forcibly")
+                await self.bus.nc.close()
             self.bus = None
         if self.server is not None:
             await self.server.astop()

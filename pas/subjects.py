@@ -36,6 +36,7 @@ KV_RUNS = "pas_runs"  # key: run id -> RunRecord
 KV_TREE = "pas_tree"  # key: <run>.plan | <run>.lane.<lane> | <run>.job.<job> | <run>.task.<task>
 KV_IDEMPOTENCY = "pas_idem"  # key: sha of idempotency key -> run id (TTL = dedupe window)
 KV_MODELS = "pas_models"  # key: agent id -> live model override
+KV_BREAKERS = "pas_breakers"  # key: model profile -> circuit-breaker state
 
 # ---- durable consumers (all pull, explicit ack) --------------------------------------------
 CONSUMER_ROOT = "root"  # pas.work.root

@@ -87,6 +87,9 @@ class RunsQuery(Base):
 class Usage(Base):
     tokens: int = 0
     cost_usd: float | None = 0.0
+    llm_calls: int = 0
+    unknown_cost_calls: int = 0
+    """Calls (or aider tasks) whose cost is unknown: cost_usd sums only the known costs."""
 
 
 class RunRecord(Base):
@@ -146,6 +149,7 @@ class JobRecord(Base):
     manager: str
     tasks: list[str]
     status: str = "running"
+    specs: list[TaskSpec] = []  # the planned tasks, so a redelivered job card is not planned again
 
 
 class LaneWork(Base):

@@ -42,7 +42,7 @@ from pas.bench.stats import Figure, Summary, ms, rate
 from pas.server import EmbeddedServer
 
 # modules imported by main() before running, so their @register calls take effect
-DEFAULT_PRODUCER_MODULES: tuple[str, ...] = ()
+DEFAULT_PRODUCER_MODULES: tuple[str, ...] = ("pas.bench.pas_figures",)
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,24 @@ class Sizes:
     chain_n: int = 300
     wq_n: int = 10000
     wq_workers: int = 10
+    # PAS figures (pas.bench.pas_figures)
+    latency_n: int = 300  # sequential 1-task echo jobs
+    latency_warmup: int = 20
+    latency_traced: int = 20  # extra jobs traced per stage (pas.run.<run>.>), not in the figure
+    tp_tasks: int = 10000  # echo tasks through the pool
+    tp_jobs: int = 5  # ... split over this many jobs (runs)
+    parallel_tasks: int = 20  # `sleep 1` tasks on the 10 programmers
+    failover_trials: int = 3
+    footprint_trials: int = 3
+    comms_n: int = 50000  # comms entries written, then replayed
+    comms_reads: int = 3
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Sizes":
-        return cls(chain_n=30, wq_n=1000) if quick else cls()
+        if not quick:
+            return cls()
+        return cls(chain_n=30, wq_n=1000, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
+                   failover_trials=1, footprint_trials=1, comms_n=5000, comms_reads=1)
 
 
 @dataclass

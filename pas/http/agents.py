@@ -66,7 +66,8 @@ def _common_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 
     @app.get("/status/{ref}", summary="Status of something this agent keeps (pas.<role>.<id>.status)",
              responses={**ERRORS, 404: {"model": ErrorOut, "description": "the agent keeps nothing by that id"}})
-    async def status(ref: str = Path(min_length=1, max_length=256)) -> Any:
+    async def status(ref: str = Path(pattern=r"^[A-Za-z0-9_:-]{1,200}$",
+                                     description="run id, or <run_id>:<job_id> for a manager")) -> Any:
         return await ctx.backend.request(S.agent_endpoint(a.role, a.id, "status"), {"id": ref})
 
 

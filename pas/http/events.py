@@ -33,7 +33,7 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n"
 
 
-@dataclass
+@dataclass(eq=False)
 class SseClient:
     queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(maxsize=5000))
     overflow: bool = False

@@ -8,7 +8,7 @@ from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pas import __version__
@@ -35,6 +35,10 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=NO_CACHE)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/health", summary="The adapter itself")
     async def health() -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role, WorkSpec
+from pas.planner import plan_architect
 
 
 class ArchitectRole(Role):
@@ -26,13 +27,22 @@ class ArchitectRole(Role):
             return
         run = got[0]
         job = run.request
-        lanes = run.lanes
+        lanes, briefs = run.lanes, {lane: job.goal or job.title for lane in run.lanes}
+        if not job.tasks and job.goal and self.bus.llm is not None:
+            # Plan lanes with the model; explicit tasks already name their lanes.
+            plan, meta = await plan_architect(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
+                                              job.goal, self.cfg.lanes(), run.run_id, requested=job.lanes)
+            chosen = {lp.lane for lp in plan.lanes}
+            lanes = [lane for lane in S.LANES if lane in chosen] or lanes
+            briefs = {lp.lane: lp.brief or job.goal for lp in plan.lanes}
+            if meta.degraded or lanes != run.lanes:
+                await R.mark_degraded(self.bus, run.run_id, meta.reason if meta.degraded else "", lanes)
         await self.bus.kv_put(S.KV_TREE, R.plan_key(run.run_id),
                               wire.PlanRecord(run_id=run.run_id, lanes=lanes, architect=self.me.id))
         for lane in lanes:
             tasks = [t for t in job.tasks or [] if t.lane == lane]
             work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,  # type: ignore[arg-type]
-                                 brief=job.goal or job.title, tasks=tasks, repo=job.repo)
+                                 brief=briefs.get(lane) or job.goal or job.title, tasks=tasks, repo=job.repo)
             await self.agent.comms.log(self.me.id, f"dir-{lane}", "CMD",
                                        f"lane {lane}: {len(tasks)} task(s)", run.run_id, "running")
             await self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}")

@@ -8,6 +8,7 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role, WorkSpec
+from pas.planner import plan_director
 
 
 def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
@@ -37,7 +38,15 @@ class DirectorRole(Role):
     async def split(self, work: wire.LaneWork, msg: Msg) -> None:
         if await R.is_cancelled(self.bus, work.run_id):
             return await self._finish(work.run_id, "cancelled", "run cancelled before planning")
-        chunks = job_cards(work, self.cfg.settings.work.max_tasks_per_job)
+        max_tasks = self.cfg.settings.work.max_tasks_per_job
+        if not work.tasks and self.bus.llm is not None:
+            plan, meta = await plan_director(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
+                                             self.lane, work.goal, work.brief, [], work.run_id, max_tasks)
+            chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
+            if meta.degraded:
+                await R.mark_degraded(self.bus, work.run_id, f"{self.me.id}: {meta.reason}")
+        else:
+            chunks = job_cards(work, max_tasks)
         job_ids = [f"{self.lane}-{i + 1}" for i in range(len(chunks))]
         await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
                               wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids))

@@ -9,6 +9,7 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
+from pas.planner import plan_manager
 from pas.errors import NotFound
 from pas.service import Call
 
@@ -41,10 +42,24 @@ class ManagerRole(Role):
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
     async def decompose(self, card: wire.JobCard, msg: Msg) -> None:
+        existing = await self.bus.kv_get(S.KV_TREE, R.job_key(card.run_id, card.job_id), wire.JobRecord)
+        tasks = card.tasks
+        if self.bus.llm is not None and existing is None:
+            plan, meta = await plan_manager(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
+                                            self.lane, card.goal, card.tasks, card.run_id,
+                                            self.cfg.settings.work.max_tasks_per_job)
+            tasks = plan.tasks or card.tasks
+            if meta.degraded:
+                await R.mark_degraded(self.bus, card.run_id, f"{self.me.id}: {meta.reason}")
+        elif existing is not None and existing[0].specs:
+            tasks = existing[0].specs  # a redelivered job card: keep the plan made the first time
+        card = wire.JobCard(job_id=card.job_id, run_id=card.run_id, lane=card.lane, tasks=tasks, goal=card.goal,
+                            repo=card.repo, parent_id=card.parent_id, submitted_by=card.submitted_by,
+                            priority=card.priority)
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
                               wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
-                                             manager=self.me.id, tasks=task_ids))
+                                             manager=self.me.id, tasks=task_ids, specs=card.tasks))
         await self.agent.comms.log(self.me.id, card.submitted_by or f"dir-{self.lane}", "RESPONSE",
                                    f"accepted job {card.job_id}", card.run_id, "running")
         timeout = self.cfg.settings.pool.task_timeout_s

@@ -21,7 +21,8 @@ from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import PasError
-from pas.executors import ExecResult, open_workspace, run_command
+from pas.executors import ExecResult, open_workspace, run_argv, run_command
+from pas.policy import check_command
 from pas.service import Call
 
 log = logging.getLogger("pas.programmer")
@@ -153,7 +154,7 @@ class ProgrammerRole(Role):
         except PasError as e:
             return ExecResult(status="failed", error=f"workspace: {e.message}")
         try:
-            result = await self._dispatch(executor, spec, ws.path, work.timeout_s)
+            result = await self._dispatch(executor, work, ws.path)
             if ws.branch:
                 result.extra["branch"] = ws.branch
                 try:
@@ -164,12 +165,59 @@ class ProgrammerRole(Role):
         finally:
             await ws.remove()
 
-    async def _dispatch(self, executor: str, spec: wire.TaskSpec, cwd: Path, timeout_s: float) -> ExecResult:
+    async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path) -> ExecResult:
+        spec = work.spec
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
         if executor == "command":
             return await run_command(spec.command or spec.instruction, policy.command_allowlist, cwd,
-                                     timeout_s, pool.output_cap_bytes)
-        return ExecResult(status="failed", error=f"executor {executor!r} is not available in this build")
+                                     work.timeout_s, pool.output_cap_bytes)
+        if not self.agent.model:
+            return ExecResult(status="failed", error=f"executor {executor!r} needs a model; {self.me.id} has none")
+        if executor == "llm":
+            return await self._llm(work, cwd)
+        if executor == "aider":
+            return await self._aider(work, cwd)
+        return ExecResult(status="failed", error=f"unknown executor {executor!r}")
+
+    async def _llm(self, work: wire.TaskWork, cwd: Path) -> ExecResult:
+        from pas.edit_loop import run_llm_edit
+        from pas.usage import BUDGET_EXCEEDED
+
+        llm = self.bus.llm
+        pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
+
+        async def acceptance(command: str, workdir: Path) -> tuple[int, str]:
+            argv = check_command(command, policy.command_allowlist, workdir)  # raises CommandRefused
+            r = await run_argv(argv, workdir, work.timeout_s, pool.output_cap_bytes)
+            return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
+
+        budget = await llm.task_budget(work.run_id)
+        res = await run_llm_edit(
+            llm, agent=self.me.id, primary=self.agent.model, backup=self.agent.backup_model, workdir=cwd,
+            instruction=work.spec.instruction, files=work.spec.files, acceptance=work.spec.acceptance,
+            run_acceptance=acceptance, max_fix_iterations=self.cfg.settings.llm.max_fix_iterations,
+            run_id=work.run_id, budget=budget, allowed_globs=policy.filesystem_allowlist or None,
+        )
+        status = res.status
+        if status == "failed" and BUDGET_EXCEEDED in (res.error or ""):
+            status = "budget_exceeded"
+        out = res.diff
+        if res.acceptance_exit is not None:
+            out += f"\n--- acceptance `{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
+        return ExecResult(status=status, output=out, exit_code=res.acceptance_exit, tokens=res.tokens,
+                          cost_usd=res.cost_usd, error=res.error or "",
+                          extra={"iterations": str(res.iterations), "model": res.model_used or ""})
+
+    async def _aider(self, work: wire.TaskWork, cwd: Path) -> ExecResult:
+        from pas.aider import run_aider
+
+        prof = self.bus.llm.profiles[self.agent.model]
+        res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
+                              api_base=prof.api_base, api_key_env=prof.api_key_env,
+                              instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s)
+        # aider does not report tokens or cost to PAS: recorded as unknown, never invented.
+        return ExecResult(status=res.status, output=(res.diff + "\n" + res.output).strip(), exit_code=res.exit_code,
+                          error=res.error or "", tokens=0, cost_usd=None)
 
     # ---- direct execution (legacy POST /execute) ----------------------------------------------
     async def execute(self, req: ExecuteRequest, call: Call) -> dict[str, Any]:

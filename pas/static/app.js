@@ -172,8 +172,7 @@ async function setModel(id, profile) {
   try {
     const r = await api(`/api/agents/${id}/model`, { method: "POST", body: { primary: profile } });
     S.agents.get(id).model = r.model;
-    e.note.textContent = `✓ ${r.model}`;
-    e.note.title = `was ${r.previous && r.previous.model}`;
+    showModelChange(r, "reply");
   } catch (err) {
     e.note.className = "model-note err";
     e.note.textContent = err.message;
@@ -182,6 +181,28 @@ async function setModel(id, profile) {
     e.select.disabled = false;
   }
 }
+
+/* The change is shown twice over: the set_model reply, then the agent's model_changed event. */
+function showModelChange(ch, source) {
+  const e = S.els.get(ch.agent);
+  if (!e) return;
+  const prev = ch.previous && ch.previous.model;
+  e.note.className = "model-note";
+  e.note.textContent = "✓";
+  e.note.dataset.model = ch.model;
+  e.note.dataset.source = source;
+  e.note.title = `${prev} → ${ch.model} (${source} ${fmtTime(ch.ts)})`;
+  if (e.select) {
+    e.select.classList.add("changed");
+    e.select.title = e.note.title;
+  }
+  if (source === "event") toast(`${ch.agent}: model ${prev} → ${ch.model}`);
+}
+
+/* Records only move forward (queued -> running -> terminal): a late snapshot must not undo an event. */
+const RANK = { queued: 0, running: 1 };
+const rank = (s) => (s in RANK ? RANK[s] : 2);
+const newer = (old, fresh) => (old && rank(old) > rank(fresh) ? old : fresh);
 
 /* ---------- runs ---------- */
 function taskCounts(runId) {
@@ -231,13 +252,14 @@ async function fetchRun(runId) {
   try {
     const d = await api(`/api/runs/${runId}`);
     const prev = S.runs.get(runId) || {};
-    S.runs.set(runId, Object.assign(prev, { run_id: d.run_id, title: d.title, status: d.status, created_at: d.created_at,
-      started_at: d.started_at, finished_at: d.finished_at }));
-    const tm = new Map();
-    d.tasks.forEach((t) => tm.set(t.task_id, t));
+    const late = prev.status && rank(prev.status) > rank(d.status);
+    S.runs.set(runId, Object.assign(prev, { run_id: d.run_id, title: d.title, created_at: d.created_at },
+      late ? {} : { status: d.status, started_at: d.started_at, finished_at: d.finished_at }));
+    const tm = S.tasks.get(runId) || new Map();
+    d.tasks.forEach((t) => { const o = tm.get(t.task_id); tm.set(t.task_id, o && rank(o.status) > rank(t.status) ? o : t); });
     S.tasks.set(runId, tm);
-    const lm = new Map();
-    (d.lane_states || []).forEach((l) => lm.set(l.lane, l.status));
+    const lm = S.lanes.get(runId) || new Map();
+    (d.lane_states || []).forEach((l) => lm.set(l.lane, newer(lm.get(l.lane), l.status)));
     S.lanes.set(runId, lm);
     if (runId === S.selected) S.detail = d;
     return d;
@@ -342,16 +364,17 @@ function onRunEvent(ev) {
       fetchRun(runId).then(() => { renderRuns(); if (runId === S.selected) renderRunView(); });
       if (!S.pinned) S.selected = runId;
     } else {
-      known.status = data.status;
+      known.status = newer(known.status, data.status);
       if (data.status === "running" && !known.started_at) known.started_at = data.ts;
       if (["completed", "failed", "cancelled"].includes(data.status)) known.finished_at = data.ts;
     }
   } else if (kind === "lane") {
     if (!S.lanes.has(runId)) S.lanes.set(runId, new Map());
-    S.lanes.get(runId).set(data.lane, data.status);
+    S.lanes.get(runId).set(data.lane, newer(S.lanes.get(runId).get(data.lane), data.status));
   } else if (kind === "task") {
     if (!S.tasks.has(runId)) S.tasks.set(runId, new Map());
-    S.tasks.get(runId).set(data.task_id, data);
+    const o = S.tasks.get(runId).get(data.task_id);
+    if (!o || rank(o.status) <= rank(data.status)) S.tasks.get(runId).set(data.task_id, data);
   } else {
     return;
   }
@@ -393,12 +416,7 @@ function connect() {
     const a = S.agents.get(ch.agent);
     if (!a) return;
     a.model = ch.model; a.backup_model = ch.backup_model;
-    const e = S.els.get(ch.agent);
-    if (e) {
-      e.note.className = "model-note";
-      e.note.textContent = `✓ ${ch.model}`;
-      e.note.title = `changed ${fmtTime(ch.ts)} from ${ch.previous && ch.previous.model}`;
-    }
+    showModelChange(ch, "event");
     paintAgent(ch.agent);
   });
   es.addEventListener("run", (m) => onRunEvent(JSON.parse(m.data)));

@@ -1,0 +1,455 @@
+"""The port-based HTTP adapter and the HMI JSON API, end to end: real nats-server, real agents,
+real HTTP through uvicorn (httpx), every port shifted to a free range with settings.http.port_offset."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from typing import Any, AsyncIterator
+
+import httpx
+import msgspec
+import pytest
+
+from pas.config import PasConfig
+from pas.errors import PasError
+from pas.http import models as M
+from pas.http.adapter import port_plan, start_adapter
+from pas.roles.programmer import ExecuteRequest
+from pas import wire
+from pas.server import EmbeddedServer
+from pas.stack import Stack
+from tests.http_support import fuzz_operation, http_cfg, poll
+
+ECHO = {"lane": "code", "instruction": "echo hello", "command": "echo hello", "executor": "command"}
+
+
+class Http:
+    """An httpx client plus the adapter's ports."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.h = stack.http_server
+        self.c = httpx.AsyncClient(timeout=30)
+
+    def u(self, name: str, path: str = "") -> str:
+        return self.h.url(name) + path
+
+    async def run_done(self, run_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        async def get() -> dict[str, Any]:
+            return (await self.c.get(self.u("gateway", f"/runs/{run_id}"))).json()
+        return await poll(get, lambda st: st.get("status") in wire.TERMINAL_RUN, timeout_s, 0.2)
+
+
+@contextlib.asynccontextmanager
+async def _http(cfg: PasConfig, url: str, **kw: Any) -> AsyncIterator[Http]:
+    st = Stack(cfg, url=url, http=True, **kw)
+    await st.start()
+    h = Http(st)
+    try:
+        yield h
+    finally:
+        await h.c.aclose()
+        await st.stop()
+
+
+@pytest.fixture
+def hcfg() -> PasConfig:
+    return http_cfg()
+
+
+@pytest.fixture
+async def http(nats_server: EmbeddedServer, hcfg: PasConfig) -> AsyncIterator[Http]:
+    async with _http(hcfg, nats_server.url) as h:
+        yield h
+
+
+# ---- every agent: /health, /status/{id} ------------------------------------------------------
+async def test_health_of_a_manager_is_live(http: Http, hcfg: PasConfig) -> None:
+    assert http.h.ports["mgr-code-01"] == 6141 + hcfg.settings.http.port_offset
+
+    async def get() -> httpx.Response:
+        return await http.c.get(http.u("mgr-code-01", "/health"))
+    r = await poll(get, lambda r: r.json().get("beat_age_s") is not None, 10, 0.2)
+    assert r.status_code == 200
+    h = r.json()
+    assert (h["agent"], h["tier"], h["lane"], h["parent"]) == ("mgr-code-01", "manager", "code", "dir-code")
+    assert h["state"] == "alive" and h["reachable"] is True and h["status"] == "ok"
+    assert h["model"] == "gemini-flash" and h["llm_model"] == "gemini/gemini-2.5-flash"
+    assert 0 <= h["beat_age_s"] < 5 and h["started_at"]
+    r = await http.c.get(http.u("prog-004", "/health"))
+    assert r.status_code == 200 and r.json()["tier"] == "programmer"
+
+
+async def test_health_503_when_the_agent_does_not_answer(nats_server: EmbeddedServer, hcfg: PasConfig) -> None:
+    async with _http(hcfg, nats_server.url, exclude=["mgr-code-03"]) as http:
+        r = await http.c.get(http.u("mgr-code-03", "/health"))  # never started: no KV record
+        assert r.status_code == 503
+        b = r.json()
+        assert b["state"] == "unknown" and b["reachable"] is False and b["model"] == "gemini-flash"
+        assert b["agent"] == "mgr-code-03" and b["lane"] == "code" and "no agent answers" in b["error"]
+        # Start it elsewhere, then stop it: the monitor marks it dead and /health says so.
+        other = await Stack(hcfg, url=nats_server.url, only=["mgr-code-03"], name="other").start()
+
+        async def get() -> httpx.Response:
+            return await http.c.get(http.u("mgr-code-03", "/health"))
+        r = await poll(get, lambda r: r.status_code == 200 and r.json()["beat_age_s"] is not None, 10, 0.2)
+        assert r.json()["state"] == "alive"
+        await other.stop()
+        r = await poll(get, lambda r: r.json()["state"] == "dead", 10, 0.2)
+        assert r.status_code == 503 and r.json()["beat_age_s"] >= 1
+
+
+async def test_status_endpoints(http: Http) -> None:
+    r = await http.c.post(http.u("mgr-code-02", "/submit"),
+                          json={"job_id": "j1", "run_id": "adhoc-1", "tasks": [{"lane": "code", "instruction": "hi",
+                                                                              "executor": "echo"}]})
+    assert r.status_code == 200 and r.json() == {"job_id": "j1", "run_id": "adhoc-1", "status": "queued"}
+
+    async def job() -> httpx.Response:
+        return await http.c.get(http.u("mgr-code-01", "/status/adhoc-1:j1"))
+    r = await poll(job, lambda r: r.status_code == 200 and r.json()["status"] == "completed", 10, 0.2)
+    assert r.json()["tasks"] == ["j1-01"] and r.json()["lane"] == "code"
+    r = await http.c.get(http.u("mgr-code-01", "/status/adhoc-1:nope"))
+    assert r.status_code == 404 and "no job" in r.json()["detail"]
+    r = await http.c.get(http.u("dir-code", "/status/anything"))
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await http.c.get(http.u("gateway", "/status/missing-run"))
+    assert r.status_code == 404
+    r = await http.c.get(http.u("root", "/"))
+    assert r.status_code == 200 and "GET /health" in r.json()["endpoints"]
+
+
+# ---- gateway ---------------------------------------------------------------------------------
+async def test_prime_directives_run_completes(http: Http) -> None:
+    body = {"title": "legacy directive", "description": "say hello", "entry_files": ["src/app.py"],
+            "budget_tokens_max": 1000, "budget_cost_usd_max": 0.5}
+    r = await http.c.post(http.u("gateway", "/prime_directives"), json=body)
+    assert r.status_code == 200, r.text
+    run_id = r.json()["run_id"]
+    st = await http.run_done(run_id)
+    assert st["status"] == "completed" and st["lanes"] == ["code"]
+    assert st["tasks"][0]["output"] == "say hello\n\nEntry files: src/app.py"
+    assert st["completed_at"] == st["finished_at"] and st["duration_s"] >= 0
+    r = await http.c.get(http.u("gateway", "/runs"), params={"status": "completed", "limit": 5})
+    assert run_id in [x["run_id"] for x in r.json()["runs"]]
+
+
+async def test_idempotency_key_returns_the_same_run(http: Http) -> None:
+    body = {"title": "once", "goal": "only once"}
+    h = {"Idempotency-Key": "key-42"}
+    a = (await http.c.post(http.u("gateway", "/prime_directives"), json=body, headers=h)).json()
+    b = (await http.c.post(http.u("gateway", "/prime_directives"), json=body, headers=h)).json()
+    assert a["run_id"] == b["run_id"] and a["duplicate"] is False and b["duplicate"] is True
+    c = (await http.c.post(http.u("gateway", "/submit"), json={"title": "x"}, headers=h)).json()
+    assert c["run_id"] == a["run_id"]
+    d = (await http.c.post(http.u("gateway", "/submit"), json={"title": "x"}, headers={"Idempotency-Key": "other"}))
+    assert d.json()["run_id"] != a["run_id"]
+    r = await http.c.post(http.u("gateway", "/submit"), json={"title": "x"}, headers={"Idempotency-Key": "k" * 300})
+    assert r.status_code == 422
+
+
+async def test_submit_runs_list_and_filters(http: Http) -> None:
+    r = await http.c.post(http.u("gateway", "/submit"),
+                          json={"title": "two tasks", "run_id": "r-http-1", "tasks": [ECHO, {**ECHO, "lane": "docs"}]})
+    assert r.status_code == 200 and r.json()["run_id"] == "r-http-1"
+    st = await http.run_done("r-http-1")
+    assert st["status"] == "completed" and sorted(st["lanes"]) == ["code", "docs"]
+    assert all(t["output"] == "hello\n" and t["attempts"] == 1 and t["programmer"] for t in st["tasks"])
+    r = await http.c.post(http.u("gateway", "/submit"), json={"title": "again", "run_id": "r-http-1"})
+    assert r.status_code == 409 and "already exists" in r.json()["detail"]
+    runs = (await http.c.get(http.u("gateway", "/runs"), params={"limit": 1})).json()["runs"]
+    assert len(runs) == 1
+    assert (await http.c.get(http.u("gateway", "/runs"), params={"status": "failed"})).json()["runs"] == []
+    for bad in ({"limit": 0}, {"limit": 5000}, {"status": "bogus"}, {"limit": "x"}):
+        assert (await http.c.get(http.u("gateway", "/runs"), params=bad)).status_code == 422
+
+
+async def test_bad_bodies_are_4xx(http: Http) -> None:
+    url = http.u("gateway", "/submit")
+    for body in ({}, {"title": ""}, {"title": "x", "extra": 1}, {"title": "x", "lanes": ["nope"]},
+                 {"title": "x", "tasks": [{"lane": "code"}]}, {"title": "x", "priority": 3},
+                 {"title": "x", "run_id": "bad id!"}, {"title": "x", "budget": {"tokens_max": -1}}, [1, 2], "text"):
+        r = await http.c.post(url, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert "detail" in r.json()
+    r = await http.c.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    # Valid shape, refused by the gateway itself: 400 with its reason.
+    r = await http.c.post(url, json={"title": "x", "tasks": [{**ECHO, "command": "rm -rf /"}]})
+    assert r.status_code == 400 and r.json()["error"] == "bad_request" and "tasks[0]" in r.json()["detail"]
+    r = await http.c.post(url, json={"title": "x", "repo": "/nonexistent/repo"})
+    assert r.status_code == 400 and "git" in r.json()["detail"]
+    r = await http.c.post(http.u("gateway", "/prime_directives"), json={"title": "x", "repo_root": "/nonexistent"})
+    assert r.status_code == 400
+    r = await http.c.post(http.u("gateway", "/prime_directives"), json={"description": "no title"})
+    assert r.status_code == 422
+    r = await http.c.post(url, content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "detail" in r.json()
+
+
+async def test_unknown_run_and_cancel(http: Http) -> None:
+    r = await http.c.get(http.u("gateway", "/runs/no-such-run"))
+    assert r.status_code == 404 and r.json() == {"detail": "no run 'no-such-run'", "error": "not_found", "info": None}
+    assert (await http.c.post(http.u("gateway", "/runs/no-such-run/cancel"))).status_code == 404
+    assert (await http.c.get(http.u("gateway", "/runs/bad.id"))).status_code == 422
+    slow = {"lane": "code", "instruction": "sleep 30", "command": "sleep 30", "executor": "command"}
+    run_id = (await http.c.post(http.u("gateway", "/submit"), json={"title": "slow", "tasks": [slow]})).json()["run_id"]
+
+    async def get() -> dict[str, Any]:
+        return (await http.c.get(http.u("gateway", f"/runs/{run_id}"))).json()
+    await poll(get, lambda st: any(t["status"] == "running" for t in st["tasks"]), 10, 0.2)
+    r = await http.c.post(http.u("gateway", f"/runs/{run_id}/cancel"))
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = await http.c.post(http.u("gateway", f"/runs/{run_id}/cancel"))
+    assert r.status_code == 409 and "already cancelled" in r.json()["detail"]
+    st = await poll(get, lambda st: st["tasks"][0]["status"] == "cancelled", 10, 0.2)
+    assert st["status"] == "cancelled"
+
+
+# ---- architect, directors, managers, programmers ---------------------------------------------
+async def test_architect_and_director_submit(http: Http) -> None:
+    r = await http.c.post(http.u("architect", "/submit"),
+                          json={"title": "prd", "prd": "build it", "entry_files": ["a.py"]})
+    assert r.status_code == 200, r.text
+    st = await http.run_done(r.json()["run_id"])
+    assert st["status"] == "completed" and st["tasks"][0]["output"] == "build it\n\nEntry files: a.py"
+    r = await http.c.post(http.u("architect", "/submit"), json={"title": "p", "policy": {}})
+    assert r.status_code == 422
+    r = await http.c.post(http.u("dir-docs", "/submit"), json={"title": "docs only", "goal": "write docs"})
+    assert r.status_code == 200
+    st = await http.run_done(r.json()["run_id"])
+    assert st["lanes"] == ["docs"] and st["tasks"][0]["lane"] == "docs" and st["status"] == "completed"
+    r = await http.c.post(http.u("dir-docs", "/submit"), json={"title": "x", "tasks": [ECHO]})
+    assert r.status_code == 400 and "lane 'docs'" in r.json()["detail"]
+    r = await http.c.post(http.u("dir-docs", "/submit"), json={"title": "x", "lanes": ["code"]})
+    assert r.status_code == 400
+
+
+async def test_manager_submit_errors(http: Http) -> None:
+    url = http.u("mgr-docs-01", "/submit")
+    card = {"job_id": "j9", "run_id": "adhoc-9", "tasks": [{**ECHO, "lane": "docs"}]}
+    assert (await http.c.post(url, json={**card, "lane": "code"})).status_code == 400
+    assert (await http.c.post(url, json={**card, "tasks": [ECHO]})).status_code == 400
+    assert (await http.c.post(url, json={**card, "tasks": []})).status_code == 422
+    assert (await http.c.post(url, json={"job_card": card})).status_code == 422
+    assert (await http.c.post(url, json={**card, "job_id": "a b"})).status_code == 422
+    r = await http.c.post(url, json=card)
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+
+
+async def test_programmer_execute(http: Http) -> None:
+    url = http.u("prog-003", "/execute")
+    r = await http.c.post(url, json={"task": "echo hi", "executor": "command", "command": "echo hi", "timeout_s": 30})
+    assert r.status_code == 200, r.text
+    b = r.json()
+    assert b["status"] == "success" and b["programmer"] == "prog-003" and b["output"] == "hi\n"
+    r = await http.c.post(url, json={"instruction": "just echo", "executor": "echo"})
+    assert r.status_code == 200 and r.json()["output"] == "just echo"
+    r = await http.c.post(url, json={"instruction": "x", "command": "false", "executor": "command"})
+    assert r.status_code in (200, 403) and (r.status_code == 403 or r.json()["status"] == "error")
+    for bad in ({"task": "a", "instruction": "b"}, {}, {"instruction": "x", "timeout_s": 5},
+                {"instruction": "x", "timeout_s": 7200}, {"instruction": "x", "llm_model": "gpt"}):
+        assert (await http.c.post(url, json=bad)).status_code == 422, bad
+
+
+# ---- no responders, timeouts, auth -----------------------------------------------------------
+async def test_503_when_no_agent_answers(nats_server: EmbeddedServer, hcfg: PasConfig) -> None:
+    async with _http(hcfg, nats_server.url, only=["monitor"]) as http:
+        r = await http.c.post(http.u("gateway", "/submit"), json={"title": "nobody home"})
+        assert r.status_code == 503 and "no agent answers" in r.json()["detail"]
+        assert (await http.c.get(http.u("gateway", "/runs"))).status_code == 503
+        assert (await http.c.get(http.u("gateway", "/runs/r-1"))).status_code == 503
+        assert (await http.c.post(http.u("mgr-code-01", "/submit"), json={
+            "job_id": "j", "run_id": "r", "tasks": [ECHO]})).status_code == 503
+        assert (await http.c.post(http.u("prog-001", "/execute"), json={"instruction": "x"})).status_code == 503
+        assert (await http.c.get(http.u("dir-code", "/status/x"))).status_code == 503
+        r = await http.c.get(http.u("hmi", "/api/agents"))  # KV and config still answer
+        assert r.status_code == 200 and len(r.json()["agents"]) == 26
+        assert (await http.c.post(http.u("hmi", "/api/agents/mgr-code-01/model"),
+                                  json={"primary": "gpt-4o"})).status_code == 503
+
+
+async def test_504_when_an_agent_hangs(nats_server: EmbeddedServer, nc: Any) -> None:
+    cfg = http_cfg("settings.nats.request_timeout_s=0.3")
+
+    async def swallow(msg: Any) -> None:  # a hung gateway: receives, never replies
+        pass
+
+    await nc.subscribe("pas.gateway.runs", cb=swallow)
+    await nc.flush()
+    async with _http(cfg, nats_server.url, only=["monitor"]) as http:
+        r = await http.c.get(http.u("gateway", "/runs"))
+        assert r.status_code == 504 and "within 0.3s" in r.json()["detail"]
+
+
+async def test_writes_need_the_token(nats_server: EmbeddedServer, hcfg: PasConfig,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAS_HTTP_TOKEN", "s3cret")
+    async with _http(hcfg, nats_server.url) as http:
+        ok = {"Authorization": "Bearer s3cret"}
+        for url, body in ((http.u("gateway", "/submit"), {"title": "t"}),
+                          (http.u("gateway", "/prime_directives"), {"title": "t"}),
+                          (http.u("gateway", "/runs/r-x/cancel"), None),
+                          (http.u("gateway", "/submit"), {"bad": "body"}),
+                          (http.u("prog-001", "/execute"), {"instruction": "x"}),
+                          (http.u("hmi", "/api/submit"), {"title": "t"}),
+                          (http.u("hmi", "/api/agents/prog-001/model"), {"primary": "gpt-4o"})):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"}):
+                r = await http.c.post(url, json=body, headers=headers)
+                assert r.status_code == 401, (url, headers, r.text)
+                assert r.headers["www-authenticate"] == "Bearer"
+        r = await http.c.post(http.u("gateway", "/submit"), json={"title": "t"}, headers=ok)
+        assert r.status_code == 200
+        assert (await http.c.get(http.u("gateway", f"/runs/{r.json()['run_id']}"))).status_code == 200
+        assert (await http.c.get(http.u("hmi", "/api/config"))).json()["auth_required"] is True
+        r = await http.c.post(http.u("hmi", "/api/agents/prog-001/model"), json={"primary": "gpt-4o"}, headers=ok)
+        assert r.status_code == 200 and r.json()["model"] == "gpt-4o"
+
+
+async def test_port_in_use_fails_start_up_naming_the_agent(hcfg: PasConfig) -> None:
+    plan = port_plan(hcfg)
+    blocker = socket.create_server((hcfg.settings.http.host, plan["architect"]))
+    try:
+        with pytest.raises(PasError, match=rf"{plan['architect']} for architect"):
+            await start_adapter(hcfg, "nats://127.0.0.1:1")
+    finally:
+        blocker.close()
+    for port in plan.values():  # nothing left bound
+        socket.create_server((hcfg.settings.http.host, port)).close()
+
+
+async def test_openapi_per_port(http: Http) -> None:
+    r = await http.c.get(http.u("gateway", "/docs"))
+    assert r.status_code == 200 and "swagger" in r.text.lower()
+    paths = (await http.c.get(http.u("gateway", "/openapi.json"))).json()["paths"]
+    assert {"/health", "/status/{ref}", "/submit", "/prime_directives", "/runs", "/runs/{run_id}",
+            "/runs/{run_id}/cancel"} <= set(paths)
+    assert "/execute" in (await http.c.get(http.u("prog-010", "/openapi.json"))).json()["paths"]
+    mgr = (await http.c.get(http.u("mgr-data-01", "/openapi.json"))).json()["paths"]
+    assert "/submit" in mgr and "/prime_directives" not in mgr
+    assert "/api/events" in (await http.c.get(http.u("hmi", "/api/openapi.json"))).json()["paths"]
+
+
+def test_http_models_mirror_the_wire_types() -> None:
+    pairs = [(M.TaskIn, wire.TaskSpec), (M.BudgetIn, wire.Budget), (M.JobSubmitIn, wire.JobSubmit),
+             (M.JobCardIn, wire.JobCard), (M.ExecuteIn, ExecuteRequest)]
+    for model, struct in pairs:
+        wire_fields = {f.name for f in msgspec.structs.fields(struct)}
+        assert set(model.model_fields) - {"task"} == wire_fields, model.__name__
+    # What the adapter sends decodes as the wire type.
+    job = M.JobSubmitIn(title="t", tasks=[M.TaskIn(**ECHO)], budget=M.BudgetIn(tokens_max=5))
+    assert wire.decode(json.dumps(job.to_wire()).encode(), wire.JobSubmit).budget.tokens_max == 5
+    pd = M.PrimeDirectivesIn(title="t", description="d", repo_root="/r", budget_cost_usd_max=1)
+    assert wire.decode(json.dumps(pd.to_wire()).encode(), wire.JobSubmit).repo == "/r"
+    ex = M.ExecuteIn(task="do", timeout_s=20)
+    assert wire.decode(json.dumps(ex.to_wire()).encode(), ExecuteRequest).instruction == "do"
+
+
+# ---- the HMI's JSON API and live events ------------------------------------------------------
+async def test_hmi_api(http: Http) -> None:
+    hmi = lambda path: http.u("hmi", path)  # noqa: E731
+    page = await http.c.get(hmi("/"))
+    assert page.status_code == 200 and 'data-testid="tree"' in page.text
+    assert (await http.c.get(hmi("/static/app.js"))).status_code == 200
+    assert (await http.c.get(hmi("/health"))).json()["nats_connected"] is True
+    agents = (await http.c.get(hmi("/api/agents"))).json()["agents"]
+    assert len(agents) == 26 and {a["tier"] for a in agents} >= {"manager", "programmer", "director"}
+    mgr = next(a for a in agents if a["id"] == "mgr-code-02")
+    assert mgr["model_editable"] and mgr["http_port"] == http.h.ports["mgr-code-02"]
+    models = (await http.c.get(hmi("/api/models"))).json()
+    assert "claude-haiku" in models["profiles"] and models["agents"]["mgr-code-02"]["model"] == "gemini-flash"
+
+    r = await http.c.post(hmi("/api/agents/mgr-code-02/model"), json={"primary": "claude-haiku"})
+    assert r.status_code == 200 and r.json()["model"] == "claude-haiku"
+    assert r.json()["previous"]["model"] == "gemini-flash"
+    assert (await http.c.get(http.u("mgr-code-02", "/health"))).json()["model"] == "claude-haiku"
+    assert (await http.c.get(hmi("/api/models"))).json()["agents"]["mgr-code-02"]["model"] == "claude-haiku"
+    r = await http.c.post(hmi("/api/agents/mgr-code-02/model"), json={"primary": "no-such-profile"})
+    assert r.status_code == 400 and "unknown model profile" in r.json()["detail"]
+    assert (await http.c.post(hmi("/api/agents/mgr-code-02/model"), json={})).status_code == 400
+    assert (await http.c.post(hmi("/api/agents/nobody/model"), json={"primary": "gpt-4o"})).status_code == 404
+    assert (await http.c.post(hmi("/api/agents/mgr-code-02/model"), json={"primary": ""})).status_code == 422
+    assert (await http.c.post(hmi("/api/agents/mgr-code-02/model"), json={"model": "x"})).status_code == 422
+
+    r = await http.c.post(hmi("/api/submit"), json={"title": "from the hmi", "tasks": [ECHO]})
+    assert r.status_code == 200
+    run_id = r.json()["run_id"]
+    st = await http.run_done(run_id)
+    d = (await http.c.get(hmi(f"/api/runs/{run_id}"))).json()
+    assert d["status"] == st["status"] == "completed"
+    assert d["lane_states"] == [{"lane": "code", "status": "completed", "director": "dir-code", "jobs": ["code-1"]}]
+    assert run_id in [x["run_id"] for x in (await http.c.get(hmi("/api/runs"))).json()["runs"]]
+    assert (await http.c.get(hmi("/api/runs/nope"))).status_code == 404
+    assert (await http.c.post(hmi(f"/api/runs/{run_id}/cancel"))).status_code == 409
+    assert (await http.c.post(hmi("/api/runs/nope/cancel"))).status_code == 404
+    assert (await http.c.post(hmi("/api/submit"), json={"title": ""})).status_code == 422
+
+    entries = (await http.c.get(hmi("/api/comms"), params={"run": run_id})).json()["entries"]
+    assert entries and all(e["run_id"] == run_id for e in entries)
+    assert entries[-1]["message"] == f"run {run_id} completed"
+    cmds = (await http.c.get(hmi("/api/comms"), params={"type": "CMD", "limit": 500})).json()["entries"]
+    assert cmds and {e["msg_type"] for e in cmds} == {"CMD"}
+    prog = st["tasks"][0]["programmer"]
+    mine = (await http.c.get(hmi("/api/comms"), params={"agent": prog})).json()["entries"]
+    assert mine and all(prog in (e["from_agent"], e["to_agent"]) for e in mine)
+    assert len((await http.c.get(hmi("/api/comms"), params={"limit": 2})).json()["entries"]) == 2
+    assert (await http.c.get(hmi("/api/comms"), params={"type": "a.b"})).status_code == 422
+    assert (await http.c.get(hmi("/api/comms"), params={"limit": 0})).status_code == 422
+
+
+async def test_hmi_events_stream(http: Http) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def until(pred: Any, lines: Any) -> None:
+        event = ""
+        async for line in lines:
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                seen.append((event, json.loads(line[6:])))
+                if pred():
+                    return
+
+    async with http.c.stream("GET", http.u("hmi", "/api/events")) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.aiter_lines()
+        await asyncio.wait_for(until(lambda: seen[-1][0] == "hello", lines), 5)
+        run_id = (await http.c.post(http.u("gateway", "/submit"), json={"title": "live", "tasks": [ECHO]})).json()["run_id"]
+        await http.c.post(http.u("hmi", "/api/agents/prog-002/model"), json={"primary": "gpt-4o"})
+
+        def done() -> bool:
+            kinds = {k for k, _ in seen}
+            final = any(k == "run" and d["kind"] == "status" and d["run_id"] == run_id and d["data"]["status"] == "completed"
+                        for k, d in seen)
+            return final and {"beats", "comms", "model"} <= kinds
+        await asyncio.wait_for(until(done, lines), 10)
+    tasks = [d["data"] for k, d in seen if k == "run" and d["kind"] == "task"]
+    assert tasks and tasks[-1]["status"] == "completed" and tasks[-1]["run_id"] == run_id
+    assert any(k == "model" and d["agent"] == "prog-002" and d["model"] == "gpt-4o" for k, d in seen)
+    beats = next(d for k, d in seen if k == "beats")
+    assert all(set(b) == {"ts", "status", "run_id", "message"} for b in beats.values())
+
+
+# ---- the gateway's OpenAPI, fuzzed (schemathesis) --------------------------------------------
+GATEWAY_OPS = [("GET", "/"), ("GET", "/health"), ("GET", "/status/{ref}"), ("POST", "/submit"),
+               ("POST", "/prime_directives"), ("GET", "/runs"), ("GET", "/runs/{run_id}"),
+               ("POST", "/runs/{run_id}/cancel")]
+
+
+@pytest.fixture
+async def fuzz_http(nats_server: EmbeddedServer) -> AsyncIterator[Http]:
+    async with _http(http_cfg(no_models=True), nats_server.url) as h:
+        yield h
+
+
+async def test_fuzz_covers_every_gateway_operation(http: Http) -> None:
+    paths = (await http.c.get(http.u("gateway", "/openapi.json"))).json()["paths"]
+    assert {(m.upper(), p) for p, ops in paths.items() for m in ops} == set(GATEWAY_OPS)
+
+
+@pytest.mark.parametrize(("method", "path"), GATEWAY_OPS, ids=[f"{m} {p}" for m, p in GATEWAY_OPS])
+async def test_gateway_openapi_fuzz_no_5xx(fuzz_http: Http, method: str, path: str) -> None:
+    await asyncio.to_thread(fuzz_operation, fuzz_http.u("gateway"), method, path, 30)
