@@ -90,13 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ht)
 
     md = sub.add_parser("model", help="models of agents")
-    _common(md)
     md_sub = md.add_subparsers(dest="model_cmd", required=True)
     ms = md_sub.add_parser("set", help="switch an agent's primary (or --backup) model profile live")
     ms.add_argument("agent")
     ms.add_argument("profile")
     ms.add_argument("--backup", action="store_true")
-    ms.add_argument("--nats-url", dest="nats_url2")
+    _common(ms)
 
     bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
     bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")

@@ -69,7 +69,9 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
         js = nc.jetstream()
         states: dict[str, wire.AgentState] = {}
         models: dict[str, dict[str, Any]] = {}
-        for bucket, into, typ in ((S.KV_AGENTS, states, wire.AgentState), (S.KV_MODELS, models, dict)):
+        breakers: dict[str, dict[str, Any]] = {}
+        for bucket, into, typ in ((S.KV_AGENTS, states, wire.AgentState), (S.KV_MODELS, models, dict),
+                                  (S.KV_BREAKERS, breakers, dict)):
             try:
                 kv = await js.key_value(bucket)
                 for key in await kv.keys():
@@ -90,14 +92,20 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
                 "age": _age(st.last_beat if st else None),
                 "model": m.get("model") or (a.model if a else None) or "-",
             })
+            prof = rows[-1]["model"]
+            br = breakers.get(prof)
+            rows[-1]["breaker"] = "-" if br is None else (
+                br["state"] + (f" {max(0.0, br['open_until'] - time.time()):.0f}s" if br.get("open_until") and
+                               br["state"] == "open" else ""))
     finally:
         await nc.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'AGENT':<18}{'TIER':<12}{'LANE':<11}{'STATE':<9}{'STATUS':<10}{'AGE':>9}  MODEL")
+    print(f"{'AGENT':<18}{'TIER':<12}{'LANE':<11}{'STATE':<9}{'STATUS':<10}{'AGE':>9}  {'MODEL':<20}BREAKER")
     for r in rows:
-        print(f"{r['agent']:<18}{r['tier']:<12}{r['lane']:<11}{r['state']:<9}{r['status']:<10}{r['age']:>9}  {r['model']}")
+        print(f"{r['agent']:<18}{r['tier']:<12}{r['lane']:<11}{r['state']:<9}{r['status']:<10}{r['age']:>9}  "
+              f"{r['model']:<20}{r['breaker']}")
     return 0
 
 

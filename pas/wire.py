@@ -335,5 +335,5 @@ def to_builtins(obj: Any) -> Any:
 
 
 def effective_executor(spec: TaskSpec) -> str:
-    """A task without an executor runs its command if it has one, else echoes its instruction."""
-    return spec.executor or ("command" if spec.command else "echo")
+    """A task without an executor runs its command if it has one, else goes to the model (llm)."""
+    return spec.executor or ("command" if spec.command else "llm")

@@ -46,7 +46,7 @@ class RootRole(Role):
             return
         run.status = "completed" if ev.status == "completed" else ("cancelled" if ev.status == "cancelled" else "failed")
         run.finished_at = wire.now()
-        run.message = ev.message
+        run.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
         await R.put_run(self.bus, run)
         await R.emit(self.bus, S.run_status(run.run_id),
                      R.event(run.run_id, "run", run.status, self.me.id, message=ev.message),
