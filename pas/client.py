@@ -51,9 +51,12 @@ class PasClient:
 
     @classmethod
     async def connect(cls, url: str, timeout_s: float = 5.0) -> "PasClient":
+        async def quiet(e: Exception) -> None:  # connection errors are reported once, below
+            pass
+
         try:
             nc = await nats.connect(url, name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
-                                    allow_reconnect=True)
+                                    allow_reconnect=True, error_cb=quiet)
         except Exception as e:  # noqa: BLE001
             raise Unavailable(f"cannot reach NATS at {url}: {e}") from None
         return cls(nc, timeout_s)

@@ -3,6 +3,7 @@ planning at every tier, failover you can see, fallback plans, usage and budgets,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -175,9 +176,12 @@ async def test_set_model_live(stack: Any, client: Any) -> None:
 
     with pytest.raises(BadRequest):
         await client.request("pas.ctl.prog-003.set_model", {"primary": "nope"})
-    p = subprocess.run([sys.executable, "-m", "pas", "model", "set", "prog-003", "claude-haiku", "--backup",
-                        "--nats-url", stack.url], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and "backup=claude-haiku" in p.stdout
+    # the agents run in this event loop: run the CLI without blocking it
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pas", "model", "set", "prog-003",
+                                                "claude-haiku", "--backup", "--nats-url", stack.url,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and b"backup=claude-haiku" in out, err
     rows = json.loads(subprocess.run([sys.executable, "-m", "pas", "agents", "--json", "--nats-url", stack.url],
                                      capture_output=True, text=True, timeout=60).stdout)
     assert next(r for r in rows if r["agent"] == "prog-003")["model"] == "gpt-4o"
