@@ -24,7 +24,7 @@ if [ "${1:-}" = "--dev" ]; then
   # aider pins an old litellm: it lives in its own tool environment, never in .venv.
   if ! command -v aider >/dev/null && [ ! -x "$HOME/.local/bin/aider" ]; then
     .venv/bin/pip install -q uv
-    .venv/bin/uv tool install -q aider-chat || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
+    .venv/bin/uv tool install -q aider-chat==0.86.2 || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
   fi
 else
   .venv/bin/pip install -q -e .

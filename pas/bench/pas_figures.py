@@ -136,6 +136,39 @@ def _pct(x: float) -> float:
     return x * 100.0
 
 
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by a process (default: this one, every thread)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class CpuMeter:
+    """CPU used by this process and by the nats-server between start() and stop()."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.py0 = self.srv0 = self.t0 = 0.0
+        self.result: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.t0, self.py0 = time.perf_counter(), cpu_s()
+        self.srv0 = cpu_s(self.server_pid) if self.server_pid else float("nan")
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.t0
+        py = cpu_s() - self.py0
+        srv = (cpu_s(self.server_pid) - self.srv0) if self.server_pid else float("nan")
+        self.result = {"wall_s": round(wall, 3), "python_cpu_s": round(py, 3), "nats_server_cpu_s": round(srv, 3),
+                       "python_cpu_util": round(py / wall, 3) if wall else float("nan"),
+                       "nats_server_cpu_util": round(srv / wall, 3) if wall else float("nan")}
+        return self.result
+
+
 async def kv_latest(js: Any, bucket: str, pattern: str) -> list[bytes]:
     """Latest value of every key of `bucket` matching `pattern`, read with a pull consumer that
     stops at the count consumer_info reported. (Not KeyValue.watch()/keys(): nats-py 2.16 puts its
@@ -223,8 +256,11 @@ async def pas_latency(ctx: BenchContext) -> list[Figure]:
         watch = RunWatch(nc)
         lat: list[float] = []
         errors = 0
+        cpu = CpuMeter(srv.proc.pid if srv.proc else None)
         try:
             for j in range(sz.latency_warmup + sz.latency_n):
+                if j == sz.latency_warmup:
+                    cpu.start()
                 try:
                     dt, status = await _one_job(client, watch, f"lat-{j:05d}", job)
                     ok = status == "completed"
@@ -233,6 +269,7 @@ async def pas_latency(ctx: BenchContext) -> list[Figure]:
                 if j >= sz.latency_warmup:
                     lat.append(dt)
                     errors += 0 if ok else 1
+            cpu.stop()
             traces = [await _traced_job(client, f"trace-{k:03d}", job) for k in range(sz.latency_traced)]
         finally:
             await watch.close()
@@ -241,6 +278,7 @@ async def pas_latency(ctx: BenchContext) -> list[Figure]:
     ctx.details["pas.latency"] = {
         "n": len(lat), "warmup": sz.latency_warmup, "errors": errors, "latency_s": s.to_dict(),
         "job": job, "stages_ms_median": stages, "traced_jobs": len(traces),
+        "cpu_measured_jobs": cpu.result,
     }
     note = (f"1-task echo job, submit -> terminal pas.run.<run>.status event; n={len(lat)} sequential jobs "
             f"after {sz.latency_warmup} warm-up")
@@ -297,12 +335,15 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
             for rid in run_ids:
                 await watch.watch(rid)
             await nc.flush()
+            cpu = CpuMeter(srv.proc.pid if srv.proc else None)
+            cpu.start()
             t0 = time.perf_counter()
             await asyncio.gather(*(client.submit(b) for b in bodies))
             t_submitted = time.perf_counter()
             timeout = max(120.0, n / 20)
             ends = [await watch.wait(rid, timeout) for rid in run_ids]
             elapsed = max(t for t, _ in ends) - t0
+            cpu.stop()
             statuses = [s for _, s in ends]
             # verify: every task of every run completed, once
             completed = attempts_gt1 = 0
@@ -326,7 +367,7 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
         "tasks": n, "jobs": jobs, "tasks_per_job": per_job, "elapsed_s": elapsed,
         "submit_s": t_submitted - t0, "completed": completed, "run_statuses": statuses,
         "tasks_redelivered": attempts_gt1, "per_programmer": dict(sorted(per_prog.items())),
-        "programmers": 10,
+        "programmers": 10, "cpu": cpu.result,
     }
     note = (f"{n} echo tasks in {jobs} jobs submitted at once (tasks round-robin over the 5 lanes; job cards "
             f"of <= {cfg.settings.work.max_tasks_per_job}), first submit -> last run terminal; "
