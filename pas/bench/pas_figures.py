@@ -169,36 +169,45 @@ class CpuMeter:
         return self.result
 
 
-async def kv_latest(js: Any, bucket: str, pattern: str) -> list[bytes]:
-    """Latest value of every key of `bucket` matching `pattern`, read with a pull consumer that
-    stops at the count consumer_info reported. (Not KeyValue.watch()/keys(): nats-py 2.16 puts its
-    "initial values done" marker first when every value was pushed before consumer_info returned,
-    so under load a watch can end with nothing; see benchmarks/NOTES.md.)"""
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    subj = f"$KV.{bucket}.{pattern}"
-    cc = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, filter_subject=subj,
-                        ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0)
-    psub = await js.pull_subscribe(subj, durable=None, stream=f"KV_{bucket}", config=cc)
-    out: list[bytes] = []
-    try:
-        pending = (await psub.consumer_info()).num_pending
-        seen = 0
-        while seen < pending:
-            for m in await psub.fetch(min(500, pending - seen), timeout=10):
-                seen += 1
-                op = (m.headers or {}).get("KV-Operation")
-                if op not in ("DEL", "PURGE") and m.data:
-                    out.append(m.data)
-    finally:
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
+async def _gather_bounded(coros: list[Any], limit: int = 200) -> list[Any]:
+    out: list[Any] = []
+    for i in range(0, len(coros), limit):
+        out += await asyncio.gather(*coros[i:i + limit])
     return out
 
 
 async def run_tasks(js: Any, run_id: str) -> list[dict[str, Any]]:
-    """Every task record of a run, straight from KV pas_tree."""
-    return [json.loads(v) for v in await kv_latest(js, S.KV_TREE, f"{run_id}.task.*")]
+    """Every task record of a run, read key by key down the run's own tree in KV
+    (pas_runs[run].lanes -> pas_tree[run.lane.L].jobs -> [run.job.J].tasks -> [run.task.T]).
+
+    Deliberately no KeyValue.watch()/keys() and no consumer at all: under load a nats-py 2.16 watch
+    can end before delivering anything, and every watch leaves an ephemeral consumer behind for
+    5 minutes, which runs into nats-server's consumer limit (see benchmarks/NOTES.md)."""
+    runs = await js.key_value(S.KV_RUNS)
+    tree = await js.key_value(S.KV_TREE)
+
+    async def get(kv: Any, key: str) -> dict[str, Any] | None:
+        try:
+            e = await kv.get(key)
+        except Exception:  # noqa: BLE001 - missing key
+            return None
+        return json.loads(e.value) if e.value else None
+
+    run = await get(runs, run_id)
+    if run is None:
+        return []
+    lanes = [x for x in await _gather_bounded([get(tree, f"{run_id}.lane.{ln}") for ln in run.get("lanes") or []]) if x]
+    job_ids = [j for lane in lanes for j in lane.get("jobs") or []]
+    jobs = [x for x in await _gather_bounded([get(tree, f"{run_id}.job.{j}") for j in job_ids]) if x]
+    task_ids = [t for job in jobs for t in job.get("tasks") or []]
+    return [x for x in await _gather_bounded([get(tree, f"{run_id}.task.{t}") for t in task_ids]) if x]
+
+
+async def consumer_count(js: Any, stream: str) -> int:
+    try:
+        return int((await js.stream_info(stream)).state.consumer_count)
+    except Exception:  # noqa: BLE001
+        return -1
 
 
 # ---- 1. latency ----------------------------------------------------------------------------
@@ -356,6 +365,7 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
                     if t.get("attempts", 1) > 1:
                         attempts_gt1 += 1
                     per_prog[t.get("programmer") or "?"] = per_prog.get(t.get("programmer") or "?", 0) + 1
+            tree_consumers = await consumer_count(js, f"KV_{S.KV_TREE}")
         finally:
             await watch.close()
     value = rate(n, elapsed)
@@ -368,6 +378,7 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
         "submit_s": t_submitted - t0, "completed": completed, "run_statuses": statuses,
         "tasks_redelivered": attempts_gt1, "per_programmer": dict(sorted(per_prog.items())),
         "programmers": 10, "cpu": cpu.result,
+        "kv_tree_consumers_after": tree_consumers,
     }
     note = (f"{n} echo tasks in {jobs} jobs submitted at once (tasks round-robin over the 5 lanes; job cards "
             f"of <= {cfg.settings.work.max_tasks_per_job}), first submit -> last run terminal; "

@@ -26,6 +26,8 @@ from pas.http.models import ArchitectSubmitIn, ExecuteIn, JobCardIn, JobSubmitIn
 RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
 IDEM = Header(None, alias="Idempotency-Key", max_length=256,
               description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
+# Ids end up in KV keys: only what a key may hold (the gateway's are run ids; managers' <run>:<job>).
+REF_PATTERN = {False: r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_-]{1,64})?$", True: r"^[A-Za-z0-9_-]{1,64}$"}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such run"}}
 CONFLICT = {409: {"model": ErrorOut, "description": "the run already ended"}}
 
@@ -66,7 +68,7 @@ def _common_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 
     @app.get("/status/{ref}", summary="Status of something this agent keeps (pas.<role>.<id>.status)",
              responses={**ERRORS, 404: {"model": ErrorOut, "description": "the agent keeps nothing by that id"}})
-    async def status(ref: str = Path(pattern=r"^[A-Za-z0-9_:-]{1,200}$",
+    async def status(ref: str = Path(pattern=REF_PATTERN[a.role == "gateway"],
                                      description="run id, or <run_id>:<job_id> for a manager")) -> Any:
         return await ctx.backend.request(S.agent_endpoint(a.role, a.id, "status"), {"id": ref})
 
