@@ -185,3 +185,25 @@ async def test_set_model_live(stack: Any, client: Any) -> None:
     rows = json.loads(subprocess.run([sys.executable, "-m", "pas", "agents", "--json", "--nats-url", stack.url],
                                      capture_output=True, text=True, timeout=60).stdout)
     assert next(r for r in rows if r["agent"] == "prog-003")["model"] == "gpt-4o"
+
+
+async def test_aider_executor_through_the_pool(nats_server: Any, client: Any, fake_llm: Any, tmp_path: Path) -> None:
+    from tests.test_aider import AIDER
+    from tests.test_aider import make_repo as make_small_repo
+
+    assert AIDER is not None, "aider not installed: scripts/setup.sh --dev installs it (uv tool install aider-chat)"
+    fake_llm.default("pp", Reply("Fixed.\n\ncalc.py\n```\ndef add(a, b):\n    return a + b\n```\n"))
+    cfg = swarm_cfg(fake_llm, **{f"prog_{i:03d}": "pp" for i in range(1, 11)})
+    cfg.settings.llm.aider_binary = AIDER
+    repo = make_small_repo(tmp_path / "small")
+    async with Stack(cfg, url=nats_server.url):
+        await client.submit({"title": "aider", "run_id": "aid1", "repo": str(repo), "tasks": [
+            {"lane": "code", "instruction": "fix add() so it adds", "executor": "aider", "files": ["calc.py"]}]})
+        res = await client.wait("aid1", timeout_s=120)
+    t = res["tasks"][0]
+    assert t["status"] == "completed", t
+    assert "+    return a + b" in t["output"] and t["cost_usd"] is None  # aider reports no cost: unknown
+    assert res["usage"]["unknown_cost_calls"] >= 1
+    shown = subprocess.run(["git", "show", "pas/aid1/code-1-01:calc.py"], cwd=repo, capture_output=True,
+                           text=True).stdout
+    assert "return a + b" in shown
