@@ -38,8 +38,9 @@ async def connect(url: str, name: str = "pas", **kw: Any) -> Client:
     async def _err(e: Exception) -> None:
         log.warning("nats: %s", e)
 
+    servers = [u.strip() for u in url.split(",") if u.strip()]  # "nats://a:4222,nats://b:4222"
     return await nats.connect(
-        url,
+        servers=servers,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -55,7 +55,7 @@ class PasClient:
             pass
 
         try:
-            nc = await nats.connect(url, name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
+            nc = await nats.connect(servers=[u.strip() for u in url.split(",") if u.strip()], name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
                                     allow_reconnect=True, error_cb=quiet)
         except Exception as e:  # noqa: BLE001
             raise Unavailable(f"cannot reach NATS at {url}: {e}") from None

@@ -188,6 +188,16 @@ async def test_bad_bodies_are_4xx(http: Http) -> None:
     assert r.status_code == 422
     r = await http.c.post(url, content=b"x" * (3 * 1024 * 1024), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "detail" in r.json()
+    # A browser page of another origin may not write (CSRF); the adapter's own pages may.
+    r = await http.c.post(http.u("gateway", "/runs/r-1/cancel"), headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+    r = await http.c.post(http.u("hmi", "/api/submit"), json={"title": "t"}, headers={"Origin": "null"})
+    assert r.status_code == 403
+    hmi = http.u("hmi")
+    r = await http.c.post(hmi + "/api/submit", json={"title": "same origin"}, headers={"Origin": hmi})
+    assert r.status_code == 200
+    r = await http.c.post(hmi + "/api/submit", content=b'{"title": "x"}', headers={"content-type": "text/plain"})
+    assert r.status_code == 422  # a simple (preflight-free) cross-site form post cannot carry JSON
 
 
 async def test_unknown_run_and_cancel(http: Http) -> None:

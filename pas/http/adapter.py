@@ -23,6 +23,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -84,6 +85,9 @@ class PortDispatch:
         if app is None:
             return await _json(send, 404, {"detail": f"nothing is served on port {server[1]}"})
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            if not _same_origin(scope):
+                return await _json(send, 403, {"detail": "cross-origin write refused (Origin is not this host)",
+                                               "error": "refused"})
             body = await self._read_body(scope, receive)
             if body is None:
                 return await _json(send, 413, {"detail": f"request body larger than {self.limit} bytes",
@@ -110,6 +114,17 @@ class PortDispatch:
                 continue  # drain so the client sees the 413 rather than a reset
             chunks.append(chunk)
         return None if too_big else b"".join(chunks)
+
+
+def _same_origin(scope: dict[str, Any]) -> bool:
+    """A browser names the page that sent a write in Origin: only this host:port's own pages may
+    write (no CSRF from other sites; the body-less cancel would otherwise be a simple form post).
+    Clients that send no Origin (curl, scripts) are not browsers and are let through."""
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    return urlsplit(origin.decode("latin-1")).netloc == headers.get(b"host", b"").decode("latin-1")
 
 
 def _replay(body: bytes, receive: Any) -> Any:

@@ -80,7 +80,10 @@ function onRunEvent(ev) {
     } else {
       known.status = newer(known.status, data.status);
       if (data.status === "running" && !known.started_at) known.started_at = data.ts;
-      if (["completed", "failed", "cancelled"].includes(data.status)) known.finished_at = data.ts;
+      if (["completed", "failed", "cancelled"].includes(data.status)) {
+        known.finished_at = data.ts;
+        if (runId === S.selected) fetchRun(runId).then(scheduleRender);  // once: final usage and lanes
+      }
     }
   } else if (kind === "lane") {
     if (!S.lanes.has(runId)) S.lanes.set(runId, new Map());

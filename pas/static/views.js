@@ -222,9 +222,11 @@ function renderRunView() {
   st.textContent = r.status;
   st.dataset.status = r.status;
   const tasks = [...(S.tasks.get(r.run_id) || new Map()).values()].sort((a, b) => a.task_id.localeCompare(b.task_id));
-  const tokens = tasks.reduce((n, t) => n + (t.tokens || 0), 0);
-  const costUnknown = tasks.some((t) => t.cost_usd === null);
-  const cost = tasks.reduce((n, t) => n + (t.cost_usd || 0), 0);
+  // The gateway's usage (tasks plus planning calls) once fetched; the tasks' own sum until then.
+  const usage = S.detail && S.detail.run_id === r.run_id && S.detail.usage;
+  const tokens = usage ? usage.tokens : tasks.reduce((n, t) => n + (t.tokens || 0), 0);
+  const costUnknown = usage ? usage.cost_usd === null : tasks.some((t) => t.cost_usd === null);
+  const cost = usage ? usage.cost_usd || 0 : tasks.reduce((n, t) => n + (t.cost_usd || 0), 0);
   $("rv-meta").textContent = `created ${fmtTime(r.created_at)} · started ${fmtTime(r.started_at)} · ` +
     `finished ${fmtTime(r.finished_at)} · ${fmtSecs(secsBetween(r.started_at || r.created_at, r.finished_at))} s · ` +
     `${tokens} tokens · ${costUnknown ? "cost unknown" : "$" + cost.toFixed(4)}`;
