@@ -82,3 +82,25 @@ async def test_sigterm_and_sigkill_take_the_embedded_server_along(tmp_path: Path
             return False
 
         await wait_for(gone, 15, 0.2)
+
+
+async def test_log_follow_tails_new_entries(stack: Any, client: Any) -> None:
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pas", "log", "--follow", "--json", "--run", "tail-1", "--nats-url", stack.url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        await client.submit({"title": "tail", "run_id": "tail-1",
+                             "tasks": [{"lane": "code", "instruction": "x", "executor": "echo"}]})
+        seen: list[dict[str, Any]] = []
+        assert proc.stdout is not None
+        while not any(e["from_agent"] == "root" and e["status"] == "completed" for e in seen):
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, (await proc.stderr.read()).decode() if proc.stderr else ""
+            seen.append(json.loads(line))
+        assert all(e["run_id"] == "tail-1" for e in seen)
+        assert seen[0]["from_agent"] == "client" and seen[0]["to_agent"] == "gateway"
+    finally:
+        proc.kill()
+        await proc.wait()
