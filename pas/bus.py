@@ -24,7 +24,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, InvalidKeyError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from pas import subjects as S
@@ -206,8 +206,8 @@ class Bus:
     async def kv_get(self, bucket: str, key: str, typ: type[Any]) -> tuple[Any, int] | None:
         try:
             e = await self.kv[bucket].get(key)
-        except KeyNotFoundError:
-            return None
+        except (KeyNotFoundError, InvalidKeyError):
+            return None  # an id that cannot be a key names nothing
         if e.value is None:
             return None
         return wire.decode(e.value, typ), e.revision or 0

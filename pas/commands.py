@@ -260,8 +260,8 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     server = await start_adapter(cfg, client_url(cfg))
-    print(f"pas http: serving agent ports and the HMI on {cfg.settings.http.host}:{cfg.settings.http.hmi_port}",
-          flush=True)
+    h = cfg.settings.http
+    print(f"pas http: serving agent ports and the HMI on http://{h.host}:{h.hmi_port + h.port_offset}/", flush=True)
     try:
         await stop.wait()
     finally:

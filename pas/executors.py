@@ -51,7 +51,7 @@ async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=env, start_new_session=True, preexec_fn=die_with_parent,
         )
-    except (FileNotFoundError, PermissionError) as e:
+    except (OSError, ValueError) as e:  # not found, not executable, NUL in an argument ...
         return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)

@@ -19,6 +19,8 @@ SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1"
 
 
 def split_command(command: str) -> list[str]:
+    if "\0" in command:
+        raise CommandRefused("command contains a NUL character")
     try:
         argv = shlex.split(command)
     except ValueError as e:
@@ -53,9 +55,14 @@ def check_path_arg(arg: str, workdir: Path) -> None:
 
 def check_inside(path: str, root: Path) -> Path:
     """Resolve path against root; refuse anything that lands outside it (.., absolute, symlinks)."""
+    if "\0" in path:
+        raise CommandRefused(f"path {path!r} contains a NUL character")
     root_r = root.resolve()
-    p = Path(os.path.expanduser(path))
-    target = (p if p.is_absolute() else root_r / p).resolve()
+    try:
+        p = Path(os.path.expanduser(path))
+        target = (p if p.is_absolute() else root_r / p).resolve()
+    except (ValueError, OSError) as e:
+        raise CommandRefused(f"path {path!r} cannot be resolved: {e}") from None
     if target != root_r and root_r not in target.parents:
         raise CommandRefused(f"path {path!r} escapes the workspace {root}")
     return target

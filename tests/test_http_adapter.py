@@ -118,6 +118,9 @@ async def test_status_endpoints(http: Http) -> None:
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = await http.c.get(http.u("gateway", "/status/missing-run"))
     assert r.status_code == 404
+    for bad in ("a.b", "run:job", "x" * 65):  # ids become KV keys: refused before NATS
+        assert (await http.c.get(http.u("gateway", f"/status/{bad}"))).status_code == 422, bad
+    assert (await http.c.get(http.u("mgr-code-01", "/status/a:b:c"))).status_code == 422
     r = await http.c.get(http.u("root", "/"))
     assert r.status_code == 200 and "GET /health" in r.json()["endpoints"]
 
@@ -135,6 +138,10 @@ async def test_prime_directives_run_completes(http: Http) -> None:
     assert st["completed_at"] == st["finished_at"] and st["duration_s"] >= 0
     r = await http.c.get(http.u("gateway", "/runs"), params={"status": "completed", "limit": 5})
     assert run_id in [x["run_id"] for x in r.json()["runs"]]
+    r = await http.c.get(http.u("gateway", f"/status/{run_id}"))  # the legacy GET /status/{id}
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    r = await http.c.post(http.u("gateway", f"/runs/{run_id}/cancel"))
+    assert r.status_code == 409 and r.json()["detail"] == f"run {run_id!r} already completed"
 
 
 async def test_idempotency_key_returns_the_same_run(http: Http) -> None:
@@ -171,7 +178,8 @@ async def test_bad_bodies_are_4xx(http: Http) -> None:
     url = http.u("gateway", "/submit")
     for body in ({}, {"title": ""}, {"title": "x", "extra": 1}, {"title": "x", "lanes": ["nope"]},
                  {"title": "x", "tasks": [{"lane": "code"}]}, {"title": "x", "priority": 3},
-                 {"title": "x", "run_id": "bad id!"}, {"title": "x", "budget": {"tokens_max": -1}}, [1, 2], "text"):
+                 {"title": "x", "run_id": "bad id!"}, {"title": "x", "budget": {"tokens_max": -1}}, [1, 2], "text",
+                 {"title": "x", "tasks": [{**ECHO, "files": ["a\u0000"]}]}, {"title": "x", "repo": "/tmp/\u0000"}):
         r = await http.c.post(url, json=body)
         assert r.status_code == 422, (body, r.text)
         assert "detail" in r.json()

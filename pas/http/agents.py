@@ -7,6 +7,14 @@
     director       POST /submit          -> pas.gateway.submit with lanes=[its lane]
     manager        POST /submit (JobCard) -> pas.mgr.<lane>.submit (any manager of the lane takes it)
     programmer     POST /execute         -> pas.prog.<id>.execute (this programmer)
+
+GET /health answers 200 (state "alive") when the agent replies to pas.<role>.<id>.health within 2 s,
+with the age of its last beat from KV pas_agents. When it does not reply the answer is 503 with the
+same body built from KV and config: state "dead" if the heartbeat monitor declared it dead, else
+"unknown"; `reachable: false` and `error` say why. Load balancers and scripts can use the status code.
+
+NATS errors become HTTP codes: 400/404/409/413 as the agent said, 503 no responders, 504 timeout,
+an agent's internal error 502; every error body is JSON with `detail`.
 """
 
 from __future__ import annotations

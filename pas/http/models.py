@@ -21,8 +21,28 @@ MAX_TEXT = wire.MAX_TEXT
 MAX_TASKS = 1000  # per HTTP request (the body limit caps it anyway)
 
 
+def _has_nul(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, str):
+        return "\x00" in v
+    if depth > 20:
+        return False
+    if isinstance(v, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(x, depth + 1) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_has_nul(x, depth + 1) for x in v)
+    return False
+
+
 class In(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # Paths, commands and argv cannot hold NUL; refuse it here for every text field.
+        if _has_nul(data):
+            raise ValueError("NUL characters are not allowed")
+        return data
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_unset=True)

@@ -120,4 +120,6 @@ class GatewayRole(Role):
                                created_at=run.created_at, finished_at=run.finished_at)
 
     async def status(self, ref):  # type: ignore[no-untyped-def]
-        return await self.run_status(wire.RunRef(run_id=ref.id or ""), Call("", {}, ""))
+        if not ref.id or not S.ID_RE.match(ref.id):
+            raise NotFound(f"no run {ref.id!r}")
+        return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))
