@@ -80,7 +80,15 @@ async def test_whole_pas_process_killed_mid_run_recovers(nats_server: Any, clien
     await wait_for(some_running, 20)
     first.kill()  # SIGKILL the whole PAS process; nats-server keeps the state
     pas_procs("--nats-url", nats_server.url, *fast_args(), name="whole2")
-    st = await client.wait("kill1", timeout_s=90)
+    try:
+        st = await client.wait("kill1", timeout_s=90)
+    except Exception:
+        js = client.nc.jetstream()
+        infos = [await js.consumer_info(s_, c) for s_, c in (("PAS_WORK", "prog"), ("PAS_EVENTS", "mgr-code-done"),
+                                                                ("PAS_EVENTS", "dir-code-done"))]
+        print(json.dumps(await client.status("kill1"), indent=1))
+        print([(i.name, i.num_pending, i.num_ack_pending, i.num_redelivered) for i in infos])
+        raise
     assert st["status"] == "completed", st
     assert {t["status"] for t in st["tasks"]} == {"completed"}
     assert max(t["attempts"] for t in st["tasks"]) == 2
