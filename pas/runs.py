@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nats.js.errors import KeyWrongLastSequenceError
+
 from pas import subjects as S
 from pas import wire
 from pas.bus import Bus
@@ -94,20 +96,9 @@ async def list_runs(bus: Bus, limit: int = 50, status: str | None = None) -> lis
 
 
 async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | None = None) -> None:
-    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen)."""
-    got = await get_run(bus, run_id)
-    if got is None:
-        return
-    run, rev = got
-    if reason:
-        run.degraded = True
-        note = f"degraded: {reason}"
-        run.message = (run.message + "; " if run.message else "") + note[:500]
-    if lanes is not None:
-        run.lanes = lanes
-    try:
-        await bus.kv[S.KV_RUNS].update(run_id, wire.encode(run), last=rev)
-    except Exception:  # noqa: BLE001 - a concurrent write: try once more from fresh state
+    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen).
+    Compare-and-set, so a concurrent note from another tier is not lost (a few tries)."""
+    for attempt in range(5):
         got = await get_run(bus, run_id)
         if got is None:
             return
@@ -117,4 +108,9 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
             run.message = (run.message + "; " if run.message else "") + f"degraded: {reason}"[:500]
         if lanes is not None:
             run.lanes = lanes
-        await put_run(bus, run)
+        try:
+            await bus.kv[S.KV_RUNS].update(run_id, wire.encode(run), last=rev)
+            return
+        except KeyWrongLastSequenceError:
+            continue
+    await put_run(bus, run)  # still contended after 5 tries: last writer wins
