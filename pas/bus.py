@@ -215,6 +215,11 @@ class Bus:
     async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
         return await self.kv[bucket].put(key, wire.encode(obj))
 
+    async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
+        """A KV write without waiting for the store's ack: for progress states that a later,
+        acknowledged write supersedes (a task's "running"). Same connection, so order is kept."""
+        await self.nc.publish(f"$KV.{bucket}.{key}", wire.encode(obj))
+
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter), via one watcher."""
         kv = self.kv[bucket]

@@ -45,7 +45,14 @@ async def is_cancelled(bus: Bus, run_id: str) -> bool:
 
 
 async def emit(bus: Bus, subject: str, ev: wire.RunEvent, msg_id: str | None = None) -> None:
+    """An event others act on (done.*, terminal status): stored and acknowledged before we go on."""
     await bus.publish_js(subject, ev, msg_id=msg_id)
+
+
+async def notify(bus: Bus, subject: str, ev: wire.RunEvent) -> None:
+    """A progress event for watchers (queued, running, lane/job changes): captured by PAS_EVENTS
+    without a round trip; the KV records stay the truth."""
+    await bus.publish(subject, ev)
 
 
 def event(run_id: str, kind: str, status: str, agent: str, **kw: Any) -> wire.RunEvent:

@@ -147,6 +147,17 @@ def cpu_s(pid: int | None = None) -> float:
         return float("nan")
 
 
+def nc_stats(st: Stack) -> dict[str, int]:
+    nc = st.bus.nc if st.bus is not None else None
+    return dict(nc.stats) if nc is not None else {}
+
+
+def per_unit(before: dict[str, int], after: dict[str, int], units: int) -> dict[str, float]:
+    """NATS protocol traffic of the PAS process (its one connection) per job / task."""
+    return {k: round((after.get(k, 0) - before.get(k, 0)) / units, 2)
+            for k in ("out_msgs", "in_msgs", "out_bytes", "in_bytes")} if units else {}
+
+
 class CpuMeter:
     """CPU used by this process and by the nats-server between start() and stop()."""
 
@@ -201,6 +212,84 @@ async def run_tasks(js: Any, run_id: str) -> list[dict[str, Any]]:
     jobs = [x for x in await _gather_bounded([get(tree, f"{run_id}.job.{j}") for j in job_ids]) if x]
     task_ids = [t for job in jobs for t in job.get("tasks") or []]
     return [x for x in await _gather_bounded([get(tree, f"{run_id}.task.{t}") for t in task_ids]) if x]
+
+
+async def _diagnose(js: Any, run_ids: list[str]) -> dict[str, Any]:
+    """Where unfinished runs stand: run status, lanes, jobs and tasks by status (from KV)."""
+    runs = await js.key_value(S.KV_RUNS)
+    tree = await js.key_value(S.KV_TREE)
+    out: dict[str, Any] = {}
+    for rid in run_ids:
+        try:
+            run = json.loads((await runs.get(rid)).value)
+        except Exception as e:  # noqa: BLE001
+            out[rid] = f"no run record ({e!r})"
+            continue
+        info: dict[str, Any] = {"status": run.get("status"), "lanes": {}}
+        for ln in run.get("lanes") or []:
+            try:
+                lane = json.loads((await tree.get(f"{rid}.lane.{ln}")).value)
+            except Exception:  # noqa: BLE001
+                info["lanes"][ln] = "no lane record"
+                continue
+            jobs: dict[str, int] = {}
+            tasks: dict[str, int] = {}
+            for j in lane.get("jobs") or []:
+                try:
+                    job = json.loads((await tree.get(f"{rid}.job.{j}")).value)
+                except Exception:  # noqa: BLE001
+                    jobs["missing"] = jobs.get("missing", 0) + 1
+                    continue
+                jobs[job["status"]] = jobs.get(job["status"], 0) + 1
+                if job["status"] == "running":
+                    for t in job.get("tasks") or []:
+                        try:
+                            st = json.loads((await tree.get(f"{rid}.task.{t}")).value)["status"]
+                        except Exception:  # noqa: BLE001
+                            st = "missing"
+                        tasks[st] = tasks.get(st, 0) + 1
+            info["lanes"][ln] = {"status": lane.get("status"), "jobs": jobs, "tasks_of_running_jobs": tasks}
+        out[rid] = info
+    return out
+
+
+async def _wait_runs(js: Any, watch: RunWatch, run_ids: list[str], t0: float, timeout_s: float,
+                     stall_s: float = 15.0) -> list[str]:
+    """Wait for every run's terminal status; give up (returning the unfinished ones) when PAS_EVENTS
+    has not grown for stall_s (nothing moves any more) or after timeout_s."""
+    last, changed = -1, time.perf_counter()
+    while True:
+        pending = [r for r in run_ids if r not in watch.done]
+        if not pending:
+            return []
+        try:
+            await watch.wait(pending[0], 2.0)
+            continue
+        except asyncio.TimeoutError:
+            pass
+        try:
+            msgs = (await js.stream_info(S.STREAM_EVENTS)).state.messages
+        except Exception:  # noqa: BLE001
+            msgs = last
+        now = time.perf_counter()
+        if msgs != last:
+            last, changed = msgs, now
+        elif now - changed > stall_s:
+            return pending
+        if now - t0 > timeout_s:
+            return pending
+
+
+def _hang_summary(diag: dict[str, Any]) -> str:
+    parts = []
+    for rid, info in diag.items():
+        if not isinstance(info, dict):
+            parts.append(f"{rid}: {info}")
+            continue
+        stuck = [f"lane {ln} {v.get('status')} with jobs {v.get('jobs')}" for ln, v in info.get("lanes", {}).items()
+                 if isinstance(v, dict) and v.get("status") == "running"]
+        parts.append(f"{rid} {info.get('status')}: " + ("; ".join(stuck) or "no lane running"))
+    return " | ".join(parts)
 
 
 async def consumer_count(js: Any, stream: str) -> int:
@@ -270,6 +359,7 @@ async def pas_latency(ctx: BenchContext) -> list[Figure]:
             for j in range(sz.latency_warmup + sz.latency_n):
                 if j == sz.latency_warmup:
                     cpu.start()
+                    stats0 = nc_stats(st)
                 try:
                     dt, status = await _one_job(client, watch, f"lat-{j:05d}", job)
                     ok = status == "completed"
@@ -279,15 +369,18 @@ async def pas_latency(ctx: BenchContext) -> list[Figure]:
                     lat.append(dt)
                     errors += 0 if ok else 1
             cpu.stop()
+            traffic = per_unit(stats0, nc_stats(st), sz.latency_n)
             traces = [await _traced_job(client, f"trace-{k:03d}", job) for k in range(sz.latency_traced)]
         finally:
             await watch.close()
     s = Summary.of(lat)
     stages = _stage_medians(traces)
+    tenth = max(1, len(lat) // 10)
     ctx.details["pas.latency"] = {
         "n": len(lat), "warmup": sz.latency_warmup, "errors": errors, "latency_s": s.to_dict(),
         "job": job, "stages_ms_median": stages, "traced_jobs": len(traces),
-        "cpu_measured_jobs": cpu.result,
+        "cpu_measured_jobs": cpu.result, "pas_nats_traffic_per_job": traffic,
+        "p50_first_tenth_ms": ms(Summary.of(lat[:tenth]).p50), "p50_last_tenth_ms": ms(Summary.of(lat[-tenth:]).p50),
     }
     note = (f"1-task echo job, submit -> terminal pas.run.<run>.status event; n={len(lat)} sequential jobs "
             f"after {sz.latency_warmup} warm-up")
@@ -346,44 +439,56 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
             await nc.flush()
             cpu = CpuMeter(srv.proc.pid if srv.proc else None)
             cpu.start()
-            t0 = time.perf_counter()
+            stats0 = nc_stats(st)
+            t0, t0_wall = time.perf_counter(), time.time()
             await asyncio.gather(*(client.submit(b) for b in bodies))
             t_submitted = time.perf_counter()
-            timeout = max(120.0, n / 20)
-            ends = [await watch.wait(rid, timeout) for rid in run_ids]
-            elapsed = max(t for t, _ in ends) - t0
+            js = nc.jetstream(timeout=30)
+            hung = await _wait_runs(js, watch, run_ids, t0, timeout_s=max(120.0, n / 20))
             cpu.stop()
-            statuses = [s for _, s in ends]
+            traffic = per_unit(stats0, nc_stats(st), n)
+            ends = [watch.done[r] for r in run_ids if r in watch.done]
+            statuses = [watch.done[r][1] if r in watch.done else "not terminal" for r in run_ids]
+            diagnosis = await _diagnose(js, hung) if hung else {}
             # verify: every task of every run completed, once
             completed = attempts_gt1 = 0
+            last_finish = 0.0
             per_prog: dict[str, int] = {}
-            js = nc.jetstream(timeout=30)
             for rid in run_ids:
                 for t in await run_tasks(js, rid):
                     if t["status"] == "completed":
                         completed += 1
                     if t.get("attempts", 1) > 1:
                         attempts_gt1 += 1
+                    if t.get("finished_at"):
+                        last_finish = max(last_finish, _ts(t["finished_at"]))
                     per_prog[t.get("programmer") or "?"] = per_prog.get(t.get("programmer") or "?", 0) + 1
             tree_consumers = await consumer_count(js, f"KV_{S.KV_TREE}")
         finally:
             await watch.close()
-    value = rate(n, elapsed)
+    if hung:  # some run never ended: report the rate up to the last task finished, and fail
+        elapsed = last_finish - t0_wall
+    else:
+        elapsed = max(t for t, _ in ends) - t0
+    value = rate(n if not hung else completed, elapsed)
     floor = ctx.figure("workqueue_raw.tasks_per_s")
-    ok = completed == n and all(s == "completed" for s in statuses) and wst == "completed"
+    ok = not hung and completed == n and all(s == "completed" for s in statuses) and wst == "completed"
     ratio_ = value / floor.value if floor and floor.value else None
     passed = bool(ok and value >= 2000 and ratio_ is not None and ratio_ >= 0.25)
     ctx.details["pas.throughput"] = {
         "tasks": n, "jobs": jobs, "tasks_per_job": per_job, "elapsed_s": elapsed,
         "submit_s": t_submitted - t0, "completed": completed, "run_statuses": statuses,
         "tasks_redelivered": attempts_gt1, "per_programmer": dict(sorted(per_prog.items())),
-        "programmers": 10, "cpu": cpu.result,
+        "programmers": 10, "cpu": cpu.result, "hung_runs": diagnosis, "pas_nats_traffic_per_task": traffic,
         "kv_tree_consumers_after": tree_consumers,
     }
     note = (f"{n} echo tasks in {jobs} jobs submitted at once (tasks round-robin over the 5 lanes; job cards "
             f"of <= {cfg.settings.work.max_tasks_per_job}), first submit -> last run terminal; "
             f"{completed}/{n} completed on {len(per_prog)} programmers")
-    if not ok:
+    if hung:
+        note += (f"; HUNG: {len(hung)} run(s) never reached a terminal status ({_hang_summary(diagnosis)}); "
+                 f"value = completed tasks / (submit -> last task finished)")
+    elif not ok:
         note += "; INCOMPLETE"
     return [Figure("pas.throughput.tasks_per_s", value, "tasks/s", floor_name=floor.name if floor else None,
                    floor_value=floor.value if floor else None,
@@ -420,11 +525,23 @@ async def pas_parallel(ctx: BenchContext) -> list[Figure]:
     first_start = (min(s for s, _ in windows) - created) if windows else float("nan")
     ok = status == "completed" and len(tasks) == n and all(t["status"] == "completed" for t in tasks)
     eff = ideal / makespan
+    by_prog: dict[str, list[tuple[float, float]]] = {}
+    for t in tasks:
+        if t.get("started_at") and t.get("finished_at"):
+            by_prog.setdefault(t["programmer"], []).append((_ts(t["started_at"]), _ts(t["finished_at"])))
+    gaps = []
+    for w in by_prog.values():
+        w.sort()
+        gaps += [b[0] - a[1] for a, b in zip(w, w[1:])]
+    last_end = max((e for _, e in windows), default=float("nan"))
     ctx.details["pas.parallel"] = {
         "tasks": n, "programmers": progs, "ideal_s": ideal, "makespan_s": makespan, "efficiency": eff,
         "task_window_span_s": span_tasks, "created_to_first_task_start_s": first_start, "peak_concurrency": peak,
+        "gap_between_tasks_on_a_programmer_s": sorted(round(g, 4) for g in gaps),
+        "last_task_end_to_terminal_status_s": makespan - (last_end - created),
         "distinct_programmers": len({t["programmer"] for t in tasks}),
         "task_durations_s": sorted(round(e - s, 3) for s, e in windows),
+        "task_start_offsets_s": sorted(round(s0 - created, 3) for s0, _ in windows),
     }
     note = (f"{n} x `sleep 1` (command executor) on {progs} programmers; makespan = submit -> terminal status "
             f"= {makespan:.2f} s (ideal {ideal:.0f} s); task windows span {span_tasks:.2f} s, peak concurrency {peak}")

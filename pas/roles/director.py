@@ -50,7 +50,7 @@ class DirectorRole(Role):
         job_ids = [f"{self.lane}-{i + 1}" for i in range(len(chunks))]
         await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
                               wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids))
-        await R.emit(self.bus, S.run_lane(work.run_id, self.lane),
+        await R.notify(self.bus, S.run_lane(work.run_id, self.lane),
                      R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
         for job_id, tasks in zip(job_ids, chunks):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
@@ -64,22 +64,22 @@ class DirectorRole(Role):
         if got is None or got[0].status != "running":
             return
         lane = got[0]
-        jobs = {j.job_id: j for j in await self.bus.kv_values(S.KV_TREE, f"{ev.run_id}.job.*", wire.JobRecord)}
         statuses = []
         for job_id in lane.jobs:
-            j = jobs.get(job_id)
-            if j is None or j.status == "running":
-                return
-            statuses.append(j.status)
-        await self._finish(ev.run_id, R.rollup(statuses), f"{len(statuses)} job(s)")
+            got_job = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, job_id), wire.JobRecord)
+            if got_job is None or got_job[0].status == "running":
+                return  # not every job is done yet
+            statuses.append(got_job[0].status)
+        await self._finish(ev.run_id, R.rollup(statuses), f"{len(statuses)} job(s)", lane)
 
-    async def _finish(self, run_id: str, status: str, message: str) -> None:
-        got = await self.bus.kv_get(S.KV_TREE, R.lane_key(run_id, self.lane), wire.LaneRecord)
-        lane = got[0] if got else wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[])
+    async def _finish(self, run_id: str, status: str, message: str, lane: wire.LaneRecord | None = None) -> None:
+        if lane is None:
+            got = await self.bus.kv_get(S.KV_TREE, R.lane_key(run_id, self.lane), wire.LaneRecord)
+            lane = got[0] if got else wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[])
         lane.status = status
         await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
         await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {status}: {message}",
                                    run_id, status)
         ev = R.event(run_id, "lane", status, self.me.id, lane=self.lane, message=message)
-        await R.emit(self.bus, S.run_lane(run_id, self.lane), ev)
+        await R.notify(self.bus, S.run_lane(run_id, self.lane), ev)
         await R.emit(self.bus, S.done_lane(run_id, self.lane), ev, msg_id=f"{run_id}:done:lane:{self.lane}")

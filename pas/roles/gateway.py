@@ -86,8 +86,7 @@ class GatewayRole(Role):
             raise Conflict(f"run {run_id!r} already exists") from None
         await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                    metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
-        await R.emit(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id),
-                     msg_id=f"{run_id}:status:queued")
+        await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
         await self.bus.publish_js(S.WORK_ROOT, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:root")
         await self.agent.comms.log(self.me.id, "root", "CMD", f"register run {run_id}", run_id, "queued")
         return wire.SubmitReply(run_id=run_id, status="queued")

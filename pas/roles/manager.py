@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from nats.aio.msg import Msg
-from nats.js.errors import KeyWrongLastSequenceError
 
 from pas import runs as R
 from pas import subjects as S
@@ -42,7 +41,9 @@ class ManagerRole(Role):
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
     async def decompose(self, card: wire.JobCard, msg: Msg) -> None:
-        existing = await self.bus.kv_get(S.KV_TREE, R.job_key(card.run_id, card.job_id), wire.JobRecord)
+        redelivered = bool(msg is not None and msg.metadata and msg.metadata.num_delivered > 1)
+        existing = (await self.bus.kv_get(S.KV_TREE, R.job_key(card.run_id, card.job_id), wire.JobRecord)
+                    if redelivered else None)  # only a redelivery can find its own earlier plan
         tasks = card.tasks
         if self.bus.llm is not None and existing is None:
             plan, meta = await plan_manager(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
@@ -67,11 +68,11 @@ class ManagerRole(Role):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                   manager=self.me.id, executor=wire.effective_executor(spec),
                                   instruction=spec.instruction[:2000], command=spec.command)
-            try:
-                await self.bus.kv[S.KV_TREE].create(R.task_key(card.run_id, task_id), wire.encode(rec))
-                await self.bus.publish(S.run_task(card.run_id, task_id), rec)
-            except KeyWrongLastSequenceError:
-                pass  # a redelivered job card: the task exists already
+            # Create-if-absent without a round trip: the store refuses it if the key exists already
+            # (a redelivered job card), and the programmer copes with a record it cannot find.
+            await self.bus.nc.publish(f"$KV.{S.KV_TREE}.{R.task_key(card.run_id, task_id)}", wire.encode(rec),
+                                      headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+            await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             work = wire.TaskWork(run_id=card.run_id, job_id=card.job_id, task_id=task_id, lane=card.lane,
                                  manager=self.me.id, spec=spec, repo=card.repo, timeout_s=timeout)
             await self.agent.comms.log(self.me.id, "prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}",
@@ -98,7 +99,7 @@ class ManagerRole(Role):
                                    f"job {job.job_id} {job.status}: {done}/{len(statuses)} tasks completed",
                                    ev.run_id, job.status)
         jev = R.event(ev.run_id, "job", job.status, self.me.id, lane=self.lane, job_id=job.job_id)
-        await R.emit(self.bus, S.run_job(ev.run_id, job.job_id), jev)
+        await R.notify(self.bus, S.run_job(ev.run_id, job.job_id), jev)
         await R.emit(self.bus, S.done_job(ev.run_id, self.lane, job.job_id), jev,
                      msg_id=f"{ev.run_id}:done:job:{job.job_id}")
 

@@ -90,7 +90,8 @@ class ProgrammerRole(Role):
     # ---- the pool ------------------------------------------------------------------------
     async def run_task(self, work: wire.TaskWork, msg: Msg) -> None:
         key = R.task_key(work.run_id, work.task_id)
-        got = await self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord)
+        got, cancelled = await asyncio.gather(self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord),
+                                              R.is_cancelled(self.bus, work.run_id))
         rec = got[0] if got else wire.TaskRecord(
             task_id=work.task_id, run_id=work.run_id, job_id=work.job_id, lane=work.lane, manager=work.manager,
             executor=wire.effective_executor(work.spec), instruction=work.spec.instruction[:2000],
@@ -99,11 +100,11 @@ class ProgrammerRole(Role):
             return await self._announce(rec)  # a replay: the result exists; make sure it went up
         rec.attempts = msg.metadata.num_delivered if msg.metadata else rec.attempts + 1
         rec.programmer = self.me.id
-        if await R.is_cancelled(self.bus, work.run_id):
+        if cancelled:
             rec.status, rec.error, rec.finished_at = "cancelled", "run cancelled", wire.now()
             return await self._finish(rec)
         rec.status, rec.started_at = "running", wire.now()
-        await self.bus.kv_put(S.KV_TREE, key, rec)
+        await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
         await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
         await self.agent.comms.log(work.manager, self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})",
                                    work.run_id, "running", metadata={"executor": rec.executor})

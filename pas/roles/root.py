@@ -31,8 +31,7 @@ class RootRole(Role):
             run.status = "running"
             run.started_at = wire.now()
             await R.put_run(self.bus, run)
-            await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id),
-                         msg_id=f"{run.run_id}:status:running")
+            await R.notify(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
         await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run.run_id}: {run.title}",
                                    run.run_id, "running")
         await self.bus.publish_js(S.WORK_ARCHITECT, ref, msg_id=f"{run.run_id}:architect")
