@@ -21,7 +21,8 @@ from pas.server import EmbeddedServer
 from pas.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS = ROOT.parent / "shared" / "reference" / "nats-micro-schemas"
+# The JSON schemas the `nats` CLI validates $SRV replies against (copied from shared/reference).
+SCHEMAS = ROOT / "tests" / "nats-micro-schemas"
 
 # Fast settings for tests: 1 s heartbeats, short ack deadlines so redelivery is observable.
 FAST = [
