@@ -196,7 +196,7 @@ class Agent:
             try:
                 status, run_id, progress, message = self.role.beat()
                 hb = wire.Heartbeat(agent=self.id, ts=wire.now(), status=status,  # type: ignore[arg-type]
-                                    run_id=run_id, progress=progress, message=message)
+                                    run_id=run_id, progress=progress, message=message, model=self.model)
                 await self.bus.publish(S.heartbeat(self.id), hb)
             except asyncio.CancelledError:
                 raise

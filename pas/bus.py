@@ -106,7 +106,9 @@ def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
     out: list[tuple[str, ConsumerConfig]] = [
         (S.STREAM_WORK, c(S.CONSUMER_ROOT, S.WORK_ROOT, w.ack_wait_s)),
         (S.STREAM_WORK, c(S.CONSUMER_ARCHITECT, S.WORK_ARCHITECT, w.ack_wait_s)),
-        (S.STREAM_WORK, c(S.CONSUMER_PROG, S.WORK_PROG, p.ack_wait_s, p.max_deliver)),
+        # No max_deliver on the pool: the programmer itself fails a task past pool.max_deliver
+        # attempts, so a task is never silently dropped by JetStream and its run always ends.
+        (S.STREAM_WORK, c(S.CONSUMER_PROG, S.WORK_PROG, p.ack_wait_s)),
         (S.STREAM_EVENTS, c(S.CONSUMER_ARCH_DONE, S.DONE_LANE_FILTER, w.ack_wait_s)),
         (S.STREAM_EVENTS, c(S.CONSUMER_ROOT_DONE, S.DONE_PLAN_FILTER, w.ack_wait_s)),
     ]

@@ -90,7 +90,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
                 "agent": aid, "tier": a.tier if a else "?", "lane": (a.lane if a else None) or "-",
                 "state": st.state if st else "unknown", "status": st.status if st else "-",
                 "age": _age(st.last_beat if st else None),
-                "model": m.get("model") or (a.model if a else None) or "-",
+                "model": (st.model if st and st.model else None) or m.get("model") or (a.model if a else None) or "-",
             })
             prof = rows[-1]["model"]
             br = breakers.get(prof)

@@ -75,12 +75,10 @@ class CommsConfig(Strict):
 class PoolConfig(Strict):
     capacity: int = 1
     """Tasks one programmer runs at a time."""
-    max_queue_per_programmer: int = 5
-    """Upper bound of tasks a programmer holds (fetched but not started)."""
     ack_wait_s: float = 30.0
     """A task not acked or marked in-progress for this long is redelivered to another programmer."""
     max_deliver: int = 5
-    """Attempts per task before it is failed."""
+    """Attempts per task: a task delivered more often than this (its programmers keep dying) fails."""
     task_timeout_s: float = 900.0
     """Default timeout of one task's command."""
     output_cap_bytes: int = 65536

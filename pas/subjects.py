@@ -67,7 +67,6 @@ GATEWAY_SUBMIT = "pas.gateway.submit"
 GATEWAY_STATUS = "pas.gateway.status"
 GATEWAY_RUNS = "pas.gateway.runs"
 GATEWAY_CANCEL = "pas.gateway.cancel"
-ARCHITECT_SUBMIT = "pas.architect.submit"
 PROG_EXECUTE = "pas.prog.execute"
 
 

@@ -251,6 +251,7 @@ class Heartbeat(Base):
     run_id: str | None = None
     progress: Annotated[float, Meta(ge=0, le=1)] = 0.0
     message: str = ""
+    model: str | None = None  # the primary model profile in use (live switches included)
 
 
 class AgentState(Base):
@@ -263,6 +264,7 @@ class AgentState(Base):
     run_id: str | None = None
     message: str = ""
     since: datetime | None = None
+    model: str | None = None
 
 
 class Alert(Base):

@@ -92,3 +92,42 @@ async def test_whole_pas_process_killed_mid_run_recovers(nats_server: Any, clien
     assert st["status"] == "completed", st
     assert {t["status"] for t in st["tasks"]} == {"completed"}
     assert max(t["attempts"] for t in st["tasks"]) == 2
+
+
+async def test_task_fails_after_max_attempts(nats_server: Any, client: Any, pas_procs: Any) -> None:
+    cfg = make_cfg("settings.pool.max_deliver=1")
+    busy = pas_procs("--nats-url", nats_server.url, "--only", "prog-001", *fast_args(), name="p1")
+    async with Stack(cfg, url=nats_server.url, exclude=["prog-*"]) as st:
+        await client.submit({"title": "doomed", "run_id": "ma1", "tasks": [task("code", "sleep 5")]})
+
+        async def running() -> bool:
+            s = await client.status("ma1")
+            return bool(s["tasks"]) and s["tasks"][0]["status"] == "running"
+
+        await wait_for(running, 20)
+        busy.kill()
+        from pas.agent import Agent
+        from pas.comms import CommsLog
+
+        other = Agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+        await other.start()
+        try:
+            final = await client.wait("ma1", timeout_s=60)
+        finally:
+            await other.stop()
+    t = final["tasks"][0]
+    assert final["status"] == "failed" and t["status"] == "failed" and t["attempts"] == 2
+    assert "gave up after 1 attempts" in t["error"]
+
+
+async def test_command_timeout_and_output_cap(nats_server: Any, client: Any) -> None:
+    cfg = make_cfg("settings.pool.task_timeout_s=1", "settings.pool.output_cap_bytes=100")
+    async with Stack(cfg, url=nats_server.url):
+        await client.submit({"title": "limits", "run_id": "lim1", "tasks": [
+            task("code", "sleep 5"), task("docs", "echo " + "x" * 300)]})
+        st = await client.wait("lim1", timeout_s=60)
+    t = {x["lane"]: x for x in st["tasks"]}
+    assert t["code"]["status"] == "timeout" and "timed out after 1.0s" in t["code"]["error"]
+    assert t["docs"]["status"] == "completed" and "chars cut" in t["docs"]["output"]
+    assert len(t["docs"]["output"]) < 200
+    assert st["status"] == "failed"

@@ -57,7 +57,8 @@ class MonitorRole(Role):
         self.last[hb.agent] = time.monotonic()
         prev = self.state.get(hb.agent)
         st = wire.AgentState(agent=hb.agent, state="alive", last_beat=hb.ts, status=hb.status, run_id=hb.run_id,
-                             message=hb.message, since=prev.since if prev and prev.state == "alive" else hb.ts)
+                             message=hb.message, since=prev.since if prev and prev.state == "alive" else hb.ts,
+                             model=hb.model)
         self.state[hb.agent] = st
         await self.bus.kv_put(S.KV_AGENTS, hb.agent, st)
         if prev is not None and prev.state == "dead":

@@ -100,6 +100,11 @@ class ProgrammerRole(Role):
             return await self._announce(rec)  # a replay: the result exists; make sure it went up
         rec.attempts = msg.metadata.num_delivered if msg.metadata else rec.attempts + 1
         rec.programmer = self.me.id
+        limit = self.cfg.settings.pool.max_deliver
+        if rec.attempts > limit:
+            rec.status, rec.finished_at = "failed", wire.now()
+            rec.error = f"gave up after {limit} attempts (its programmers died or timed out each time)"
+            return await self._finish(rec)
         if cancelled:
             rec.status, rec.error, rec.finished_at = "cancelled", "run cancelled", wire.now()
             return await self._finish(rec)
@@ -212,6 +217,9 @@ class ProgrammerRole(Role):
     async def _aider(self, work: wire.TaskWork, cwd: Path) -> ExecResult:
         from pas.aider import run_aider
 
+        budget = await self.bus.llm.task_budget(work.run_id)
+        if budget.exceeded:
+            return ExecResult(status="budget_exceeded", error="budget exceeded: no further LLM calls for this run")
         prof = self.bus.llm.profiles[self.agent.model]
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
