@@ -77,6 +77,12 @@ async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
     run, _ = got
     tasks = await tasks_of(bus, run_id)
     tasks.sort(key=lambda t: t.task_id)
+    # Keep the reply well under NATS's max payload (1 MB by default) however many tasks a run has:
+    # each task's output is capped, tighter for big runs (the full output is in its KV record).
+    cap = wire.MAX_OUTPUT if len(tasks) <= 50 else max(200, 600_000 // len(tasks))
+    for t in tasks:
+        if len(t.output) > cap:
+            t.output = "..." + t.output[-cap:]
     from pas.usage import get_usage
 
     used, _ = await get_usage(bus, run_id)  # every LLM call of the run, at every tier

@@ -88,3 +88,29 @@ def test_streams_consumers_buckets_documented(cfg: Any) -> None:
         assert f"`{stream}`" in row and f"`{filt}`" in row, row
     for kc in bus.kv_specs(cfg):
         assert kc.bucket in TICKED, kc.bucket
+
+
+def test_code_subjects_list_is_complete() -> None:
+    """Every subject constant and builder in pas.subjects is in code_subjects() (so in subjects.md)."""
+    import inspect
+
+    from tests.conftest import make_cfg
+
+    known = code_subjects(make_cfg())
+    for name, value in vars(S).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, str) and value.startswith("pas.") and "*" not in value and ">" not in value:
+            assert value in known, f"subjects.{name} = {value!r} is not in code_subjects()/subjects.md"
+        elif inspect.isfunction(value) and value.__module__ == S.__name__ and name not in (
+                "token", "all_stream_subjects", "consumer_dir", "consumer_mgr", "consumer_dir_done",
+                "consumer_mgr_done"):
+            args = ["X"] * len(inspect.signature(value).parameters)
+            out = value(*args)
+            if out.startswith("pas."):
+                def fits(doc: str, built: str = out) -> bool:  # token by token; placeholders match anything
+                    a, b = doc.split("."), built.split(".")
+                    return len(a) == len(b) and all(x.startswith("<") or y in ("X", "_") or x == y
+                                                    for x, y in zip(a, b))
+
+                assert any(fits(k) for k in known), f"subjects.{name}() builds {out!r}, not documented"
