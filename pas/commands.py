@@ -63,6 +63,18 @@ def _age(ts: Any) -> str:
     return f"{secs:.1f}s"
 
 
+def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) -> str:
+    """The newest of: the model in the agent's last heartbeat, a live switch, the config."""
+    from datetime import datetime
+
+    switched = override.get("model")
+    if st is not None and st.model:
+        ts = override.get("ts")
+        if not switched or not ts or datetime.fromisoformat(ts) <= st.last_beat:
+            return st.model
+    return switched or (a.model if a else None) or "-"
+
+
 async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
     nc = await connect(client_url(cfg), name="pas-cli")
     try:
@@ -90,7 +102,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
                 "agent": aid, "tier": a.tier if a else "?", "lane": (a.lane if a else None) or "-",
                 "state": st.state if st else "unknown", "status": st.status if st else "-",
                 "age": _age(st.last_beat if st else None),
-                "model": (st.model if st and st.model else None) or m.get("model") or (a.model if a else None) or "-",
+                "model": _model_in_use(st, m, a),
             })
             prof = rows[-1]["model"]
             br = breakers.get(prof)

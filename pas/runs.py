@@ -127,3 +127,13 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
         except KeyWrongLastSequenceError:
             continue
     await put_run(bus, run)  # still contended after 5 tries: last writer wins
+
+
+async def finish_node(bus: Bus, key: str, record: Any, revision: int) -> bool:
+    """Move a plan/lane/job record to its terminal state with compare-and-set: exactly one of the
+    handlers that see the last child finish wins (and reports up); the others return False."""
+    try:
+        await bus.kv[S.KV_TREE].update(key, wire.encode(record), last=revision)
+    except KeyWrongLastSequenceError:
+        return False
+    return True

@@ -53,7 +53,8 @@ class Stack:
             from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
 
             self.bus.llm = RunLLM(self.bus, comms)
-            for a in self.cfg.select(self.only, self.exclude):
+            # The monitor first, so it hears every agent's first heartbeat.
+            for a in sorted(self.cfg.select(self.only, self.exclude), key=lambda a: a.role != "monitor"):
                 agent = Agent(self.bus, a, comms)
                 await agent.load_model_override()
                 await agent.start()

@@ -19,7 +19,7 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _all_free(host: str, ports: list[int]) -> bool:
+def all_free(host: str, ports: list[int]) -> bool:
     socks = []
     try:
         for p in ports:
@@ -44,7 +44,7 @@ def free_port_offset(cfg: PasConfig, tries: int = 200) -> int:
     rnd = random.Random()
     for _ in range(tries):
         off = rnd.randrange(lo, hi, 7)
-        if _all_free(cfg.settings.http.host, [p + off for p in base]):
+        if all_free(cfg.settings.http.host, [p + off for p in base]):
             return off
     raise RuntimeError("no free port range for the HTTP adapter")
 
@@ -65,23 +65,28 @@ def http_cfg(*extra: str, llm_planning: bool = False, no_models: bool = False) -
     return cfg
 
 
-def fuzz_operation(base_url: str, method: str, path: str, max_examples: int = 30) -> None:
-    """Schemathesis against one operation of the live OpenAPI at base_url: positive and negative
-    cases over real HTTP; fails on any 5xx. Blocking: run it in a thread while the loop serves."""
+def fuzz_operation(base_url: str, method: str, path: str, max_examples: int = 30,
+                   openapi_path: str = "/openapi.json") -> dict[str, int]:
+    """Schemathesis against one operation of the live OpenAPI at base_url + openapi_path: up to
+    max_examples positive and as many negative cases over real HTTP; fails on any 5xx.
+    Returns the number of requests made per generation mode (so a caller can tell that cases were
+    generated at all). Blocking: run it in a thread while the loop serves."""
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
 
-    schema = schemathesis.openapi.from_url(base_url + "/openapi.json")
+    schema = schemathesis.openapi.from_url(base_url + openapi_path)
     op = schema[path][method]
+    calls = {"positive": 0, "negative": 0}
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         @given(case=op.as_strategy(generation_mode=mode))
         @settings(max_examples=max_examples, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
                   suppress_health_check=list(HealthCheck))
         def check(case: Any) -> None:
             resp = case.call(base_url=base_url, timeout=15)
+            calls[mode.value] += 1
             case.validate_response(resp, checks=[not_a_server_error])
 
         try:
@@ -89,6 +94,7 @@ def fuzz_operation(base_url: str, method: str, path: str, max_examples: int = 30
         except Unsatisfiable:
             if mode is GenerationMode.POSITIVE:
                 raise  # negative cases need a parameter or a body to break; some operations have none
+    return calls
 
 
 async def poll(fn: Callable[[], Any], until: Callable[[Any], bool], timeout_s: float = 20.0,

@@ -7,9 +7,15 @@ Needs /usr/bin/chromium (apt-get install chromium); never `playwright install`.
 from __future__ import annotations
 
 import contextlib
+import re
+import time
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
@@ -17,7 +23,8 @@ from pas.client import PasClient
 from pas.config import PasConfig
 from pas.server import EmbeddedServer
 from pas.stack import Stack
-from tests.conftest import ROOT, fast_args
+from tests.conftest import ROOT, fast_args, wait_for
+from tests.fakellm import FakeLLM, Reply
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg, poll
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -154,3 +161,219 @@ async def test_killed_agent_turns_red(nats_server: EmbeddedServer, pas_procs: An
         await agent.scroll_into_view_if_needed()
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "hmi.png"), full_page=True)
+
+
+async def test_cancel_button_cancels_a_running_run(hmi: Hmi) -> None:
+    await hmi.open()
+    page = hmi.page
+    slow = {"lane": "code", "instruction": "sleep 30", "command": "sleep 30", "executor": "command"}
+    run_id = (await hmi.client.submit({"title": "browser: cancel me", "tasks": [slow]}))["run_id"]
+    row = page.get_by_test_id(f"run-{run_id}")
+    view = page.get_by_test_id("run-view")
+    await expect(row).to_have_attribute("data-status", "running", timeout=WAIT_MS)
+    await expect(view.get_by_test_id("task-code-1-01")).to_have_attribute("data-status", "running", timeout=WAIT_MS)
+    button = row.get_by_test_id(f"cancel-{run_id}")
+    await button.click()
+    await expect(row).to_have_attribute("data-status", "cancelled", timeout=WAIT_MS)
+    await expect(button).to_have_count(0)  # an ended run has nothing to cancel
+    await expect(view.get_by_test_id("run-view-status")).to_have_attribute("data-status", "cancelled")
+    await expect(view.get_by_test_id("task-code-1-01")).to_have_attribute("data-status", "cancelled",
+                                                                           timeout=WAIT_MS)
+    await expect(page.get_by_test_id("toast")).to_contain_text(f"{run_id} cancelled")
+    assert await hmi.not_reloaded()
+
+    # The gateway agrees, over NATS and over HTTP; the sleep was stopped, not waited for.
+    async def status() -> dict[str, Any]:
+        return await hmi.client.status(run_id)
+    st = await poll(status, lambda st: st["tasks"][0]["status"] == "cancelled", 10, 0.2)
+    assert st["status"] == "cancelled" and st["finished_at"]
+    t = st["tasks"][0]
+    if t.get("finished_at"):
+        took = datetime.fromisoformat(t["finished_at"]) - datetime.fromisoformat(t["started_at"])
+        assert took.total_seconds() < 20, t
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(hmi.stack.http_server.url("gateway") + f"/runs/{run_id}")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        r = await c.post(hmi.url + f"/api/runs/{run_id}/cancel")
+        assert r.status_code == 409  # already cancelled
+
+
+ROW_JS = """els => els.map(e => ({
+  run: e.dataset.run, type: e.dataset.type, runText: e.querySelector('.run').textContent.trim(),
+  typeText: e.querySelector('.type').textContent.trim(), who: e.querySelector('.who').textContent.trim(),
+  msg: e.querySelector('.msg').textContent}))"""
+
+
+async def log_rows(page: Page) -> list[dict[str, str]]:
+    """Every row of the comms log as shown: its attributes and the text of its cells."""
+    rows = await page.get_by_test_id("log").get_by_test_id("log-entry").evaluate_all(ROW_JS)
+    for r in rows:
+        r["from"], _, r["to"] = r["who"].partition(" → ")
+    return rows
+
+
+def key(run: str | None, frm: str, to: str, typ: str, msg: str) -> tuple[str, ...]:
+    return (run or "", frm, to, typ, msg)
+
+
+async def rows_match_api(hmi: Hmi, **query: str) -> bool:
+    """The page's log holds exactly what GET /api/comms returns for the same filters."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        entries = (await c.get(hmi.url + "/api/comms", params={"limit": 200, **query})).json()["entries"]
+    want = sorted(key(e["run_id"], e["from_agent"], e["to_agent"], e["msg_type"], e["message"]) for e in entries)
+    got = sorted(key(r["run"], r["from"], r["to"], r["typeText"], r["msg"]) for r in await log_rows(hmi.page))
+    return bool(want) and got == want
+
+
+async def test_comms_log_filters(hmi: Hmi) -> None:
+    await hmi.open()
+    page = hmi.page
+    log = page.get_by_test_id("log")
+    f_run, f_agent, f_type = (page.get_by_test_id(f"log-filter-{f}") for f in ("run", "agent", "type"))
+    a = (await hmi.client.submit({"title": "filter a", "tasks": [echo("code", "a")]}))["run_id"]
+    b = (await hmi.client.submit({"title": "filter b", "tasks": [echo("docs", "b")]}))["run_id"]
+    for r in (a, b):
+        await expect(page.get_by_test_id(f"run-{r}")).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+        await expect(log.locator(f'[data-run="{r}"]', has_text=f"run {r} completed")).to_have_count(1,
+                                                                                                timeout=WAIT_MS)
+    prog_a = (await hmi.client.status(a))["tasks"][0]["programmer"]
+    assert prog_a
+    unfiltered = await log_rows(page)
+    assert {"CMD", "RESPONSE", "STATUS"} <= {r["type"] for r in unfiltered}
+    assert {a, b} <= {r["run"] for r in unfiltered}
+
+    # type
+    await f_type.select_option("CMD")
+    await expect(log.locator('[data-testid="log-entry"]:not([data-type="CMD"])')).to_have_count(0, timeout=WAIT_MS)
+    await wait_for(lambda: rows_match_api(hmi, type="CMD"), 10, 0.2)
+    rows = await log_rows(page)
+    assert rows and all(r["type"] == r["typeText"] == "CMD" for r in rows), rows
+    assert {a, b} <= {r["run"] for r in rows}
+
+    # run
+    await f_type.select_option("")
+    await f_run.select_option(a)
+    await expect(log.locator(f'[data-testid="log-entry"]:not([data-run="{a}"])')).to_have_count(0, timeout=WAIT_MS)
+    await wait_for(lambda: rows_match_api(hmi, run=a), 10, 0.2)
+    rows = await log_rows(page)
+    assert rows and all(r["run"] == r["runText"] == a for r in rows), rows
+    assert {"CMD", "RESPONSE", "STATUS"} <= {r["type"] for r in rows}
+    assert any(r["type"] == "STATUS" and r["msg"] == f"run {a} completed" for r in rows), rows
+
+    # agent
+    await f_run.select_option("")
+    await f_agent.select_option(prog_a)
+    await wait_for(lambda: rows_match_api(hmi, agent=prog_a), 10, 0.2)
+    rows = await log_rows(page)
+    assert rows and all(prog_a in (r["from"], r["to"]) for r in rows), rows
+
+    # all three at once: the one reply of a's programmer
+    await f_run.select_option(a)
+    await f_type.select_option("RESPONSE")
+    await expect(log.get_by_test_id("log-entry")).to_have_count(1, timeout=WAIT_MS)
+    [row] = await log_rows(page)
+    assert (row["run"], row["from"], row["type"]) == (a, prog_a, "RESPONSE")
+    assert row["msg"] == "task code-1-01 completed"
+
+    # Live entries obey the filters too: type CMD only, then a new run and a sentinel after it.
+    await f_run.select_option("")
+    await f_agent.select_option("")
+    await f_type.select_option("CMD")
+    await wait_for(lambda: rows_match_api(hmi, type="CMD"), 10, 0.2)
+    c = (await hmi.client.submit({"title": "filter c", "tasks": [echo("data", "c")]}))["run_id"]
+    await expect(page.get_by_test_id(f"run-{c}")).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    d = (await hmi.client.submit({"title": "filter sentinel", "tasks": [echo("data", "d")]}))["run_id"]
+    await expect(log.locator(f'[data-run="{d}"]').first).to_contain_text("submit", timeout=WAIT_MS)
+    rows = await log_rows(page)
+    assert all(r["type"] == r["typeText"] == "CMD" for r in rows), rows
+    assert any(r["run"] == c and "run task data-1-01" in r["msg"] for r in rows), rows
+    assert await hmi.not_reloaded()
+
+    # No filter: everything again, of every type.
+    await f_type.select_option("")
+    await expect(log.locator(f'[data-run="{c}"][data-type="STATUS"]')).to_have_count(1, timeout=WAIT_MS)
+
+
+def cells(headers: list[str], texts: list[str]) -> dict[str, str]:
+    assert len(headers) == len(texts), (headers, texts)
+    return dict(zip(headers, texts))
+
+
+async def test_run_view_columns_of_a_completed_run(nats_server: EmbeddedServer, fake_llm: FakeLLM) -> None:
+    """Attempts, timings, tokens and cost in the run view, for an LLM task (priced model) and a
+    command task, against what the gateway reports."""
+    import litellm
+
+    litellm.register_model({"openai/hmi-priced": {"input_cost_per_token": 0.001, "output_cost_per_token": 0.002,
+                                                  "litellm_provider": "openai", "mode": "chat"}})
+    fake_llm.default("hmi-priced", Reply("FILE: hello.py\n<<<<<<< CONTENT\nprint('hello')\n>>>>>>> END\n",
+                                         prompt_tokens=100, completion_tokens=20))
+    cfg = http_cfg()
+    cfg.models["hmi-priced"] = fake_llm.profile("hmi-priced")
+    for a in cfg.agents:
+        if a.role == "prog":
+            a.model, a.backup_model = "hmi-priced", None
+    async with hmi_on(cfg, nats_server.url) as hmi:
+        await hmi.open()
+        page = hmi.page
+        job = {"title": "browser: columns", "tasks": [
+            {"lane": "code", "instruction": "write hello.py", "executor": "llm"},
+            {"lane": "docs", "instruction": "sleep 1", "command": "sleep 1", "executor": "command"}]}
+        run_id = (await hmi.client.submit(job))["run_id"]
+        row = page.get_by_test_id(f"run-{run_id}")
+        await expect(row).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+        view = page.get_by_test_id("run-view")
+        await expect(view.get_by_test_id("run-view-status")).to_have_attribute("data-status", "completed")
+        await expect(view.locator('[data-testid^="task-"][data-status="completed"]')).to_have_count(2)
+        meta = page.locator("#rv-meta")
+        await expect(meta).to_contain_text("120 tokens · $0.1400")  # the gateway's usage, once fetched
+
+        st = await hmi.client.status(run_id)
+        assert st["usage"]["tokens"] == 120 and abs(st["usage"]["cost_usd"] - 0.14) < 1e-9, st["usage"]
+        tasks = {t["task_id"]: t for t in st["tasks"]}
+        headers = await view.locator("table.tasks thead th").all_inner_texts()
+        assert {"tries", "started", "secs", "tokens", "cost"} <= set(headers), headers
+        for task_id, tokens, cost in (("code-1-01", "120", "$0.1400"), ("docs-1-01", "0", "$0.0000")):
+            t = tasks[task_id]
+            c = cells(headers, await view.get_by_test_id(f"task-{task_id}").locator("td").all_inner_texts())
+            assert c["tries"] == str(t["attempts"]) == "1", c
+            assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", c["started"]), c
+            assert c["started"] == await page.evaluate("ts => fmtTime(ts)", t["started_at"])
+            took = (datetime.fromisoformat(t["finished_at"]) - datetime.fromisoformat(t["started_at"])).total_seconds()
+            assert abs(float(c["secs"]) - took) <= 0.01, (c, took)
+            assert (c["tokens"], c["cost"]) == (tokens, cost) and int(c["tokens"]) == t["tokens"], c
+            assert c["programmer"] == t["programmer"] and c["status"] == "completed"
+        assert float(cells(headers, await view.get_by_test_id("task-docs-1-01").locator("td").all_inner_texts())
+                     ["secs"]) >= 1.0  # sleep 1
+        # The runs table: tasks done of all, and the run's duration.
+        run_cells = await row.locator("td").all_inner_texts()
+        assert run_cells[3] == "2/2" and float(run_cells[5]) >= 1.0, run_cells
+        assert re.search(r"· (\d+\.\d+) s ·", await meta.inner_text())
+        assert len(fake_llm.requests_for("hmi-priced")) == 1
+
+
+async def test_requests_stay_same_origin_and_nothing_polls(hmi: Hmi) -> None:
+    page = hmi.page
+    seen: list[tuple[float, str]] = []
+    page.on("request", lambda r: seen.append((time.monotonic(), r.url)))
+    page.on("websocket", lambda ws: seen.append((time.monotonic(), ws.url)))
+    await hmi.open()
+    # Some activity first: a run going live makes the page fetch its detail.
+    run_id = (await hmi.client.submit({"title": "browser: origin", "tasks": [echo("code", "o")]}))["run_id"]
+    await expect(page.get_by_test_id(f"run-{run_id}")).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("log").locator(f'[data-run="{run_id}"]', has_text=f"run {run_id} completed")
+                 ).to_have_count(1, timeout=WAIT_MS)
+    start = time.monotonic()
+    await page.wait_for_timeout(3000)  # the measurement window, not a wait for a condition
+    await expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "live")
+    await expect(page.locator(f'{AGENTS}[data-state="alive"]')).to_have_count(26)  # beats kept coming
+
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(hmi.url))
+    urls = [u for _, u in seen]
+    assert "/api/agents" in {urlsplit(u).path for u in urls}, urls
+    foreign = [u for u in urls if not u.startswith(origin + "/")]
+    assert not foreign, f"requests leaving {origin}: {foreign}"
+    paths = Counter(urlsplit(u).path for u in urls)
+    assert paths["/api/events"] == 1, paths  # one SSE stream, never reopened
+    idle = Counter(urlsplit(u).path for t, u in seen if t >= start and urlsplit(u).path != "/api/events")
+    assert all(n <= 4 for n in idle.values()), f"polled faster than once a second in 3 s: {idle}"

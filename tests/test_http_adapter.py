@@ -6,13 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
 import msgspec
 import pytest
 
+from pas.client import PasClient
 from pas.config import PasConfig
 from pas.errors import PasError
 from pas.http import models as M
@@ -21,7 +28,8 @@ from pas.roles.programmer import ExecuteRequest
 from pas import wire
 from pas.server import EmbeddedServer
 from pas.stack import Stack
-from tests.http_support import fuzz_operation, http_cfg, poll
+from tests.conftest import fast_args, make_cfg
+from tests.http_support import all_free, free_port_offset, fuzz_operation, http_cfg, poll
 
 ECHO = {"lane": "code", "instruction": "echo hello", "command": "echo hello", "executor": "command"}
 
@@ -477,3 +485,138 @@ async def test_gateway_openapi_fuzz_no_5xx(fuzz_http: Http) -> None:
         except Exception as e:  # noqa: BLE001 - collect, so one report names every failing operation
             failures[f"{method} {path}"] = str(e)[:3000]
     assert not failures, json.dumps(failures, indent=1)
+
+
+# ---- the other agent ports and the HMI's API, fuzzed -----------------------------------------
+AGENT_OPS = {
+    "architect": [("GET", "/"), ("GET", "/health"), ("GET", "/status/{ref}"), ("POST", "/submit")],
+    "dir-code": [("GET", "/"), ("GET", "/health"), ("GET", "/status/{ref}"), ("POST", "/submit")],
+    "mgr-code-01": [("GET", "/"), ("GET", "/health"), ("GET", "/status/{ref}"), ("POST", "/submit")],
+    "prog-001": [("GET", "/"), ("GET", "/health"), ("GET", "/status/{ref}"), ("POST", "/execute")],
+}
+HMI_OPS = [("GET", "/health"), ("GET", "/api/config"), ("GET", "/api/agents"), ("GET", "/api/models"),
+           ("POST", "/api/agents/{agent_id}/model"), ("GET", "/api/runs"), ("GET", "/api/runs/{run_id}"),
+           ("POST", "/api/runs/{run_id}/cancel"), ("POST", "/api/submit"), ("GET", "/api/comms")]
+HMI_SSE = ("GET", "/api/events")  # never ends: a fuzzer's request would hang; tested by test_hmi_events_stream
+FUZZ_TARGETS = [*((name, "/openapi.json", ops) for name, ops in AGENT_OPS.items()),
+                ("hmi", "/api/openapi.json", HMI_OPS)]
+
+
+async def test_fuzz_covers_every_operation_of_the_other_ports(http: Http) -> None:
+    for name, spec, ops in FUZZ_TARGETS:
+        paths = (await http.c.get(http.u(name, spec))).json()["paths"]
+        live = {(m.upper(), p) for p, methods in paths.items() for m in methods}
+        assert live == set(ops) | ({HMI_SSE} if name == "hmi" else set()), name
+
+
+async def test_agent_ports_and_hmi_openapi_fuzz_no_5xx(fuzz_http: Http) -> None:
+    """architect, dir-code, mgr-code-01, prog-001 and the HMI's API: every operation (the SSE stream
+    aside), 10 positive and 10 negative cases each, over real HTTP: never a 5xx."""
+    failures, calls = {}, {}
+    for name, spec, ops in FUZZ_TARGETS:
+        for method, path in ops:
+            key = f"{name}: {method} {path}"
+            try:
+                calls[key] = await asyncio.to_thread(fuzz_operation, fuzz_http.u(name), method, path, 10, spec)
+            except Exception as e:  # noqa: BLE001 - collect, so one report names every failing operation
+                failures[key] = str(e)[:3000]
+    assert not failures, json.dumps(failures, indent=1)
+    # Cases were really sent: every operation got positive ones; those with a body or a path
+    # parameter to break got negative ones too.
+    assert all(1 <= c["positive"] <= 10 and c["negative"] <= 10 for c in calls.values()), calls
+    assert all(c["negative"] >= 1 for k, c in calls.items() if "POST" in k or "{" in k), calls
+
+
+# ---- the adapter from the CLI: `pas up` (with HTTP) and `pas http` ---------------------------
+def _cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PAS_NATS_URL", "PAS_HTTP_TOKEN")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int | None:
+    """SIGTERM, then the exit code; None (after a SIGKILL) if it did not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+    return proc.returncode
+
+
+def test_pas_up_serves_the_shifted_ports(tmp_path: Path) -> None:
+    """`pas up` without --no-http: the adapter comes up with the agents, on ports moved by
+    settings.http.port_offset, answers with live data, and SIGTERM ends it cleanly (exit 0)."""
+    cfg = make_cfg()
+    off = free_port_offset(cfg)
+    host = cfg.settings.http.host
+    ready, log = tmp_path / "up.ready", tmp_path / "up.log"
+    argv = [sys.executable, "-m", "pas", "up", "--nats-port", "-1", "--data-dir", str(tmp_path / "data"),
+            "--except", "prog-*", "-c", f"settings.http.port_offset={off}", *fast_args(), "--ready-file", str(ready)]
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                                start_new_session=True, env=_cli_env())
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, f"pas up exited {proc.returncode}: {log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"pas up not ready in 60s: {log.read_text()[-3000:]}"
+            time.sleep(0.05)
+        assert ready.read_text().startswith("nats://")
+        url = f"http://{host}:{6141 + off}/health"
+        with httpx.Client(timeout=10) as c:
+            deadline = time.monotonic() + 15
+            while True:  # the first beat lands within a heartbeat interval (1 s here)
+                r = c.get(url)
+                if r.status_code == 200 and r.json().get("beat_age_s") is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert r.status_code == 200, r.text
+            h = r.json()
+            assert (h["agent"], h["tier"], h["lane"], h["parent"]) == ("mgr-code-01", "manager", "code", "dir-code")
+            assert h["state"] == "alive" and h["reachable"] is True and h["status"] == "ok"
+            assert 0 <= h["beat_age_s"] < 5 and h["started_at"] and h["http_port"] == 6141 + off
+            # --except 'prog-*': their ports are served (by the adapter), the agents are not there.
+            r = c.get(f"http://{host}:{6151 + off}/health")
+            assert r.status_code == 503 and r.json()["reachable"] is False
+            hmi = c.get(f"http://{host}:{cfg.settings.http.hmi_port + off}/api/config")
+            assert hmi.status_code == 200 and hmi.json()["heartbeat_interval_s"] == 1
+    finally:
+        code = _stop(proc)
+    assert code == 0, log.read_text()[-3000:]
+    assert all_free(host, [p + off for p in port_plan(cfg).values()])  # every port released
+
+
+async def test_pas_http_alone_against_a_running_stack(stack: Stack, client: PasClient, tmp_path: Path) -> None:
+    """`PAS_NATS_URL=... pas http`: only the adapter, in its own process, on an existing server
+    and stack; GET /runs on the gateway's shifted port lists a run submitted over NATS."""
+    run_id = (await client.submit({"title": "before pas http", "tasks": [ECHO]}))["run_id"]
+    await client.wait(run_id, timeout_s=20)
+    cfg = make_cfg()
+    off = free_port_offset(cfg)
+    host = cfg.settings.http.host
+    log = tmp_path / "http.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "pas", "http", "-c", f"settings.http.port_offset={off}"],
+                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                                start_new_session=True, env=_cli_env(PAS_NATS_URL=stack.url))
+    try:
+        async with httpx.AsyncClient(timeout=10) as c:
+            async def runs() -> httpx.Response | None:
+                assert proc.poll() is None, f"pas http exited {proc.returncode}: {log.read_text()[-3000:]}"
+                try:
+                    return await c.get(f"http://{host}:{6120 + off}/runs")
+                except httpx.TransportError:
+                    return None  # not listening yet
+            r = await poll(runs, lambda r: r is not None, 30, 0.1)
+            assert r.status_code == 200, r.text
+            assert run_id in [x["run_id"] for x in r.json()["runs"]]
+            r = await c.get(f"http://{host}:{6141 + off}/health")  # the stack's agent, through the new process
+            assert r.status_code == 200 and r.json()["state"] == "alive"
+        assert "pas http: serving" in log.read_text()
+    finally:
+        code = await asyncio.to_thread(_stop, proc)
+    assert code == 0, log.read_text()[-3000:]
+    assert all_free(host, [p + off for p in port_plan(cfg).values()])

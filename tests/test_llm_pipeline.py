@@ -148,6 +148,13 @@ async def test_breaker_opens_and_shows_in_pas_agents(nats_server: Any, client: A
         for i in range(4):
             await client.submit({"title": "b", "goal": "g", "run_id": f"br{i}"})
             await client.wait(f"br{i}", timeout_s=60)
+        from tests.conftest import wait_for
+
+        async def monitor_knows_model() -> bool:
+            kv = await client.nc.jetstream().key_value("pas_agents")
+            return json.loads((await kv.get("architect")).value).get("model") == "pa"
+
+        await wait_for(monitor_knows_model, 10)
         rows = json.loads(subprocess.run([sys.executable, "-m", "pas", "agents", "--json", "--nats-url",
                                           nats_server.url], capture_output=True, text=True, timeout=60).stdout)
     arch = next(r for r in rows if r["agent"] == "architect")

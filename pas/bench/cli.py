@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
+import time
 from typing import Any
 
 from pas.bench import report, run
@@ -34,13 +36,44 @@ def exit_code(figures: list[Any]) -> int:
     return 1 if any(f.passed is False for f in figures) else 0
 
 
+def _loadavg() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
+
+
+def _busy_s() -> float:
+    """CPU seconds (all CPUs, non-idle) the whole machine has used since boot."""
+    try:
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _ours_s() -> float:
+    """CPU seconds used by this process and its waited-for children (nats-servers, pas up, uvicorn)."""
+    import resource
+
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
 def main(args: argparse.Namespace) -> int:
     for mod in run.DEFAULT_PRODUCER_MODULES:
         importlib.import_module(mod)
     quick = bool(getattr(args, "quick", False))
+    load0 = _loadavg()
+    busy0, ours0, t0 = _busy_s(), _ours_s(), time.monotonic()
     ctx = asyncio.run(run.run_all(quick))
+    other = (_busy_s() - busy0) - (_ours_s() - ours0)
+    wall = time.monotonic() - t0
     machine = report.machine_info(command_line(args))
     machine["mode"] = "quick" if quick else "full"
+    machine["loadavg_1m"] = f"{load0} before, {_loadavg()} after"
+    # CPU used meanwhile by processes that are not this benchmark: how disturbed the run was
+    machine["other_processes_cpu"] = f"{max(other, 0.0):.1f} CPU-s in {wall:.0f} s ({max(other, 0.0) / wall:.0%} of one CPU)"
     print(report.render_table(ctx.figures), flush=True)
     if getattr(args, "json", None):
         p = report.write_json(args.json, ctx.figures, machine, details=ctx.details)

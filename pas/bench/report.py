@@ -213,6 +213,10 @@ def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], notes: s
         f"- nats-py: {m.get('nats_py', '?')}",
         f"- HTTP stack (http_chain floor): {m.get('http_stack', '?')}",
         f"- Date: {m.get('date', '?')}",
+        *([f"- Load average (1 min): {m['loadavg_1m']}"] if m.get("loadavg_1m") else []),
+        *([f"- CPU used by other processes during the run: {m['other_processes_cpu']}"]
+          if m.get("other_processes_cpu") else []),
+        *([f"- Mode: {m['mode']}"] if m.get("mode") else []),
         f"- Command: `{m.get('command', '?')}`",
         "",
         f"## {NOTES_HEADING}",
@@ -229,3 +233,22 @@ def write_markdown(path: str | Path, figures: Sequence[Figure], machine: dict[st
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(render_markdown(figures, machine, read_notes(notes_path)))
     return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m pas.bench.report RESULTS.json [BENCHMARKS.md]: re-render a saved run (e.g. after
+    editing benchmarks/NOTES.md) without measuring again; prints the table when no .md is given."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or len(args) > 2:
+        print("usage: python -m pas.bench.report RESULTS.json [OUT.md]", file=sys.stderr)
+        return 2
+    figures, machine = load_json(args[0])
+    if len(args) == 2:
+        write_markdown(args[1], figures, machine)
+    else:
+        print(render_table(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

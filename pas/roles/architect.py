@@ -51,20 +51,22 @@ class ArchitectRole(Role):
         got = await self.bus.kv_get(S.KV_TREE, R.plan_key(ev.run_id), wire.PlanRecord)
         if got is None:
             return
-        plan, _ = got
-        if plan.status != "running":
-            return
-        statuses = []
-        for lane in plan.lanes:
-            lr = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, lane), wire.LaneRecord)
-            if lr is None or lr[0].status == "running":
-                return  # not every lane is done yet
-            statuses.append(lr[0].status)
-        plan.status = R.rollup(statuses)
-        await self.bus.kv_put(S.KV_TREE, R.plan_key(ev.run_id), plan)
-        summary = ", ".join(f"{lane}={s}" for lane, s in zip(plan.lanes, statuses))
-        await self.agent.comms.log(self.me.id, "root", "RESPONSE", f"all lanes done: {summary}",
-                                   ev.run_id, plan.status)
+        plan, rev = got
+        summary = ""
+        if plan.status == "running":
+            statuses = []
+            for lane in plan.lanes:
+                lr = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, lane), wire.LaneRecord)
+                if lr is None or lr[0].status == "running":
+                    return  # not every lane is done yet
+                statuses.append(lr[0].status)
+            plan.status = R.rollup(statuses)
+            if not await R.finish_node(self.bus, R.plan_key(ev.run_id), plan, rev):
+                return  # another handler saw the last lane finish at the same moment: it reports
+            summary = ", ".join(f"{lane}={s}" for lane, s in zip(plan.lanes, statuses))
+            await self.agent.comms.log(self.me.id, "root", "RESPONSE", f"all lanes done: {summary}",
+                                       ev.run_id, plan.status)
+        # Announce (again, on a redelivery after a crash): deduplicated by the message id.
         await R.emit(self.bus, S.done_plan(ev.run_id),
                      R.event(ev.run_id, "plan", plan.status, self.me.id, message=summary),
                      msg_id=f"{ev.run_id}:done:plan")

@@ -61,25 +61,34 @@ class DirectorRole(Role):
 
     async def job_done(self, ev: wire.RunEvent, msg: Msg) -> None:
         got = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
-        if got is None or got[0].status != "running":
+        if got is None:
             return
-        lane = got[0]
+        lane, rev = got
+        if lane.status != "running":
+            return await self._announce(lane, "")  # a redelivery: make sure the lane's end went up
         statuses = []
         for job_id in lane.jobs:
             got_job = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, job_id), wire.JobRecord)
             if got_job is None or got_job[0].status == "running":
                 return  # not every job is done yet
             statuses.append(got_job[0].status)
-        await self._finish(ev.run_id, R.rollup(statuses), f"{len(statuses)} job(s)", lane)
+        await self._finish(ev.run_id, R.rollup(statuses), f"{len(statuses)} job(s)", lane, rev)
 
-    async def _finish(self, run_id: str, status: str, message: str, lane: wire.LaneRecord | None = None) -> None:
+    async def _finish(self, run_id: str, status: str, message: str, lane: wire.LaneRecord | None = None,
+                      rev: int = 0) -> None:
         if lane is None:
-            got = await self.bus.kv_get(S.KV_TREE, R.lane_key(run_id, self.lane), wire.LaneRecord)
-            lane = got[0] if got else wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[])
+            lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[])
         lane.status = status
-        await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
+        if rev:
+            if not await R.finish_node(self.bus, R.lane_key(run_id, self.lane), lane, rev):
+                return  # another handler finished this lane at the same moment
+        else:
+            await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
         await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {status}: {message}",
                                    run_id, status)
-        ev = R.event(run_id, "lane", status, self.me.id, lane=self.lane, message=message)
-        await R.notify(self.bus, S.run_lane(run_id, self.lane), ev)
-        await R.emit(self.bus, S.done_lane(run_id, self.lane), ev, msg_id=f"{run_id}:done:lane:{self.lane}")
+        await self._announce(lane, message)
+
+    async def _announce(self, lane: wire.LaneRecord, message: str) -> None:
+        ev = R.event(lane.run_id, "lane", lane.status, self.me.id, lane=self.lane, message=message)
+        await R.notify(self.bus, S.run_lane(lane.run_id, self.lane), ev)
+        await R.emit(self.bus, S.done_lane(lane.run_id, self.lane), ev, msg_id=f"{lane.run_id}:done:lane:{self.lane}")

@@ -83,21 +83,23 @@ class ManagerRole(Role):
         if not ev.job_id:
             return
         got = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, ev.job_id), wire.JobRecord)
-        if got is None or got[0].status != "running":
+        if got is None:
             return
-        job = got[0]
-        statuses = []
-        for task_id in job.tasks:
-            t = await self.bus.kv_get(S.KV_TREE, R.task_key(ev.run_id, task_id), wire.TaskRecord)
-            if t is None or t[0].status not in wire.TERMINAL_TASK:
-                return
-            statuses.append(t[0].status)
-        job.status = R.rollup(statuses)
-        await self.bus.kv_put(S.KV_TREE, R.job_key(ev.run_id, ev.job_id), job)
-        done = sum(1 for s in statuses if s == "completed")
-        await self.agent.comms.log(self.me.id, f"dir-{self.lane}", "RESPONSE",
-                                   f"job {job.job_id} {job.status}: {done}/{len(statuses)} tasks completed",
-                                   ev.run_id, job.status)
+        job, rev = got
+        if job.status == "running":
+            statuses = []
+            for task_id in job.tasks:
+                t = await self.bus.kv_get(S.KV_TREE, R.task_key(ev.run_id, task_id), wire.TaskRecord)
+                if t is None or t[0].status not in wire.TERMINAL_TASK:
+                    return
+                statuses.append(t[0].status)
+            job.status = R.rollup(statuses)
+            if not await R.finish_node(self.bus, R.job_key(ev.run_id, ev.job_id), job, rev):
+                return  # another handler finished this job at the same moment
+            done = sum(1 for s in statuses if s == "completed")
+            await self.agent.comms.log(self.me.id, f"dir-{self.lane}", "RESPONSE",
+                                       f"job {job.job_id} {job.status}: {done}/{len(statuses)} tasks completed",
+                                       ev.run_id, job.status)
         jev = R.event(ev.run_id, "job", job.status, self.me.id, lane=self.lane, job_id=job.job_id)
         await R.notify(self.bus, S.run_job(ev.run_id, job.job_id), jev)
         await R.emit(self.bus, S.done_job(ev.run_id, self.lane, job.job_id), jev,
