@@ -27,6 +27,10 @@ def job_key(run_id: str, job_id: str) -> str:
     return f"{run_id}.job.{job_id}"
 
 
+def request_key(run_id: str) -> str:
+    return f"{run_id}.request"
+
+
 def task_key(run_id: str, task_id: str) -> str:
     return f"{run_id}.task.{task_id}"
 
@@ -137,3 +141,28 @@ async def finish_node(bus: Bus, key: str, record: Any, revision: int) -> bool:
     except KeyWrongLastSequenceError:
         return False
     return True
+
+
+async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
+                            children: str) -> tuple[Any, bool] | None:
+    """Note that one child (task of a job, job of a lane) finished, with compare-and-set on the
+    parent's record: O(1) reads per completion however many children there are. Returns
+    (record, finished_now); finished_now is True for exactly one caller, the one whose update
+    completed the set. None if the record does not exist."""
+    kv = bus.kv[S.KV_TREE]
+    while True:
+        got = await bus.kv_get(S.KV_TREE, key, typ)
+        if got is None:
+            return None
+        rec, rev = got
+        if rec.status != "running":
+            return rec, False  # finished before (a redelivery): the caller re-announces
+        rec.done[child] = status
+        total = getattr(rec, children)
+        if all(c in rec.done for c in total):
+            rec.status = rollup([rec.done[c] for c in total])
+        try:
+            await kv.update(key, wire.encode(rec), last=rev)
+        except KeyWrongLastSequenceError:
+            continue  # a sibling finished at the same moment: read again
+        return rec, rec.status != "running"

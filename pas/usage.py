@@ -69,9 +69,7 @@ async def charge(bus: Bus, run_id: str, tokens: int, cost_usd: float | None) -> 
 
 async def run_budget(bus: Bus, run_id: str) -> wire.Budget:
     got = await bus.kv_get(S.KV_RUNS, run_id, wire.RunRecord)
-    if got is not None and got[0].request.budget is not None:
-        return got[0].request.budget
-    return wire.Budget()
+    return got[0].budget if got is not None else wire.Budget()
 
 
 async def remaining(bus: Bus, run_id: str) -> tuple[int, float]:

@@ -93,14 +93,16 @@ class Usage(Base):
 
 
 class RunRecord(Base):
-    """KV pas_runs[<run_id>]: the run's own record. Tasks live under their own keys in pas_tree."""
+    """KV pas_runs[<run_id>]: the run's own record, small (every tier reads it). The submitted job
+    is kept once under pas_tree[<run>.request]; tasks live under their own keys."""
 
     run_id: str
     title: str
     status: RunStatusValue
     created_at: datetime
-    request: JobSubmit
     lanes: list[str] = []
+    budget: Budget = field(default_factory=Budget)
+    goal: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     message: str = ""
@@ -124,6 +126,7 @@ class LaneRecord(Base):
     director: str
     jobs: list[str]
     status: str = "running"
+    done: dict[str, str] = {}  # job id -> terminal status, filled by compare-and-set as jobs finish
 
 
 class JobCard(Base):
@@ -150,6 +153,7 @@ class JobRecord(Base):
     tasks: list[str]
     status: str = "running"
     specs: list[TaskSpec] = []  # the planned tasks, so a redelivered job card is not planned again
+    done: dict[str, str] = {}  # task id -> terminal status, filled by compare-and-set as tasks finish
 
 
 class LaneWork(Base):

@@ -8,6 +8,7 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role, WorkSpec
+from pas.errors import PasError
 from pas.planner import plan_architect
 
 
@@ -26,7 +27,10 @@ class ArchitectRole(Role):
         if got is None or got[0].status in wire.TERMINAL_RUN:
             return
         run = got[0]
-        job = run.request
+        req = await self.bus.kv_get(S.KV_TREE, R.request_key(run.run_id), wire.JobSubmit)
+        if req is None:
+            raise PasError(f"run {run.run_id}: its request is missing from KV")
+        job = req[0]
         lanes, briefs = run.lanes, {lane: job.goal or job.title for lane in run.lanes}
         if not job.tasks and job.goal and self.bus.llm is not None:
             # Plan lanes with the model; explicit tasks already name their lanes.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nats.aio.msg import Msg
 
 from pas import runs as R
@@ -48,42 +50,45 @@ class DirectorRole(Role):
         else:
             chunks = job_cards(work, max_tasks)
         job_ids = [f"{self.lane}-{i + 1}" for i in range(len(chunks))]
-        await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
-                              wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids))
+        existing = None
+        if msg is not None and msg.metadata and msg.metadata.num_delivered > 1:
+            existing = await self.bus.kv_get(S.KV_TREE, R.lane_key(work.run_id, self.lane), wire.LaneRecord)
+        if existing is None:
+            await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
+                                  wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id,
+                                                  jobs=job_ids))
+        elif existing[0].jobs != job_ids:
+            return  # a redelivery whose (model) plan differs: the first plan's job cards stand
         await R.notify(self.bus, S.run_lane(work.run_id, self.lane),
-                     R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
+                       R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
+        pending = []
         for job_id, tasks in zip(job_ids, chunks):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
                                 repo=work.repo, parent_id=work.run_id, submitted_by=self.me.id)
             await self.agent.comms.log(self.me.id, f"mgr-{self.lane}", "CMD",
                                        f"job {job_id}: {len(tasks)} task(s)", work.run_id, "queued")
-            await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}")
+            pending.append(self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}"))
+        await asyncio.gather(*pending)  # one round trip for all the lane's job cards
 
     async def job_done(self, ev: wire.RunEvent, msg: Msg) -> None:
-        got = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
-        if got is None:
+        if not ev.job_id:
             return
-        lane, rev = got
-        if lane.status != "running":
-            return await self._announce(lane, "")  # a redelivery: make sure the lane's end went up
-        statuses = []
-        for job_id in lane.jobs:
-            got_job = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, job_id), wire.JobRecord)
-            if got_job is None or got_job[0].status == "running":
-                return  # not every job is done yet
-            statuses.append(got_job[0].status)
-        await self._finish(ev.run_id, R.rollup(statuses), f"{len(statuses)} job(s)", lane, rev)
+        res = await R.record_child_done(self.bus, R.lane_key(ev.run_id, self.lane), wire.LaneRecord, ev.job_id,
+                                        ev.status, "jobs")
+        if res is None:
+            return
+        lane, finished_now = res
+        if lane.status == "running":
+            return  # other jobs of the lane are still running
+        message = f"{len(lane.jobs)} job(s)"
+        if finished_now:
+            await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {lane.status}: "
+                                       f"{message}", ev.run_id, lane.status)
+        await self._announce(lane, message)
 
-    async def _finish(self, run_id: str, status: str, message: str, lane: wire.LaneRecord | None = None,
-                      rev: int = 0) -> None:
-        if lane is None:
-            lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[])
-        lane.status = status
-        if rev:
-            if not await R.finish_node(self.bus, R.lane_key(run_id, self.lane), lane, rev):
-                return  # another handler finished this lane at the same moment
-        else:
-            await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
+    async def _finish(self, run_id: str, status: str, message: str) -> None:
+        lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[], status=status)
+        await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
         await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {status}: {message}",
                                    run_id, status)
         await self._announce(lane, message)

@@ -79,7 +79,11 @@ class GatewayRole(Role):
                 got = await R.get_run(self.bus, existing)
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
-                             request=job, lanes=lanes)
+                             lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000])
+        try:  # the job, kept once; create-if-absent, so an existing run's request is never replaced
+            await self.bus.kv[S.KV_TREE].create(R.request_key(run_id), wire.encode(job))
+        except KeyWrongLastSequenceError:
+            raise Conflict(f"run {run_id!r} already exists") from None
         try:
             await self.bus.kv[S.KV_RUNS].create(run_id, wire.encode(run))
         except KeyWrongLastSequenceError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nats.aio.msg import Msg
 
 from pas import runs as R
@@ -58,12 +60,14 @@ class ManagerRole(Role):
                             repo=card.repo, parent_id=card.parent_id, submitted_by=card.submitted_by,
                             priority=card.priority)
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
-        await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
-                              wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
-                                             manager=self.me.id, tasks=task_ids, specs=card.tasks))
+        if existing is None:  # a redelivery keeps its record (and the completions noted in it)
+            await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
+                                  wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
+                                                 manager=self.me.id, tasks=task_ids, specs=card.tasks))
         await self.agent.comms.log(self.me.id, card.submitted_by or f"dir-{self.lane}", "RESPONSE",
                                    f"accepted job {card.job_id}", card.run_id, "running")
         timeout = self.cfg.settings.pool.task_timeout_s
+        pending = []
         for task_id, spec in zip(task_ids, card.tasks):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                   manager=self.me.id, executor=wire.effective_executor(spec),
@@ -77,29 +81,25 @@ class ManagerRole(Role):
                                  manager=self.me.id, spec=spec, repo=card.repo, timeout_s=timeout)
             await self.agent.comms.log(self.me.id, "prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}",
                                        card.run_id, "queued", metadata={"executor": rec.executor})
-            await self.bus.publish_js(S.WORK_PROG, work, msg_id=f"{card.run_id}:task:{task_id}")
+            pending.append(self.bus.publish_js(S.WORK_PROG, work, msg_id=f"{card.run_id}:task:{task_id}"))
+        await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
 
     async def task_done(self, ev: wire.RunEvent, msg: Msg) -> None:
-        if not ev.job_id:
+        if not ev.job_id or not ev.task_id:
             return
-        got = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, ev.job_id), wire.JobRecord)
-        if got is None:
+        res = await R.record_child_done(self.bus, R.job_key(ev.run_id, ev.job_id), wire.JobRecord, ev.task_id,
+                                        ev.status, "tasks")
+        if res is None:
             return
-        job, rev = got
+        job, finished_now = res
         if job.status == "running":
-            statuses = []
-            for task_id in job.tasks:
-                t = await self.bus.kv_get(S.KV_TREE, R.task_key(ev.run_id, task_id), wire.TaskRecord)
-                if t is None or t[0].status not in wire.TERMINAL_TASK:
-                    return
-                statuses.append(t[0].status)
-            job.status = R.rollup(statuses)
-            if not await R.finish_node(self.bus, R.job_key(ev.run_id, ev.job_id), job, rev):
-                return  # another handler finished this job at the same moment
-            done = sum(1 for s in statuses if s == "completed")
+            return  # other tasks of the job are still running
+        if finished_now:
+            done = sum(1 for s in job.done.values() if s == "completed")
             await self.agent.comms.log(self.me.id, f"dir-{self.lane}", "RESPONSE",
-                                       f"job {job.job_id} {job.status}: {done}/{len(statuses)} tasks completed",
+                                       f"job {job.job_id} {job.status}: {done}/{len(job.tasks)} tasks completed",
                                        ev.run_id, job.status)
+        # Announce (again, on a redelivery after a crash): deduplicated by the message id.
         jev = R.event(ev.run_id, "job", job.status, self.me.id, lane=self.lane, job_id=job.job_id)
         await R.notify(self.bus, S.run_job(ev.run_id, job.job_id), jev)
         await R.emit(self.bus, S.done_job(ev.run_id, self.lane, job.job_id), jev,

@@ -28,6 +28,10 @@ from pas.service import Call
 log = logging.getLogger("pas.programmer")
 
 
+async def _none() -> None:
+    return None
+
+
 class ExecuteRequest(wire.Base):
     """Body of pas.prog.execute / pas.prog.<id>.execute: run one task now and reply with the result."""
 
@@ -53,6 +57,7 @@ class ProgrammerRole(Role):
         self.scratch = Path(tempfile.gettempdir()) / "pas-scratch" / self.me.id
         self._cancel_sub: Any = None
         self._cancelled: set[str] = set()  # task keys cancelled because their run was cancelled
+        self._runs_seen: dict[str, bool] = {}  # run id -> cancelled?
 
     def endpoints(self) -> list[EndpointSpec]:
         return [
@@ -80,8 +85,18 @@ class ProgrammerRole(Role):
             return "running", self.current_run, 0.0, f"{n} task(s): {', '.join(sorted(self.running))[:200]}"
         return "ok", None, 0.0, "idle"
 
+    async def _cancelled_run(self, run_id: str) -> bool:
+        """Was this run cancelled? KV once per run; after that the cancel subscription (live since
+        start) keeps the answer current, so a big run costs one lookup, not one per task."""
+        if run_id not in self._runs_seen:
+            if len(self._runs_seen) > 10000:
+                self._runs_seen.clear()
+            self._runs_seen[run_id] = await R.is_cancelled(self.bus, run_id)
+        return self._runs_seen[run_id]
+
     async def _on_cancel(self, msg: Msg) -> None:
         run_id = msg.subject.split(".")[2]
+        self._runs_seen[run_id] = True
         for key, t in list(self.running.items()):
             if key.startswith(run_id + "."):
                 self._cancelled.add(key)
@@ -90,8 +105,11 @@ class ProgrammerRole(Role):
     # ---- the pool ------------------------------------------------------------------------
     async def run_task(self, work: wire.TaskWork, msg: Msg) -> None:
         key = R.task_key(work.run_id, work.task_id)
-        got, cancelled = await asyncio.gather(self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord),
-                                              R.is_cancelled(self.bus, work.run_id))
+        first = bool(msg.metadata and msg.metadata.num_delivered == 1)
+        # Only a redelivery can find a record with a result or an earlier attempt in it.
+        got, cancelled = await asyncio.gather(
+            self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord) if not first else _none(),
+            self._cancelled_run(work.run_id))
         rec = got[0] if got else wire.TaskRecord(
             task_id=work.task_id, run_id=work.run_id, job_id=work.job_id, lane=work.lane, manager=work.manager,
             executor=wire.effective_executor(work.spec), instruction=work.spec.instruction[:2000],
@@ -136,13 +154,15 @@ class ProgrammerRole(Role):
         await self._finish(rec)
 
     async def _finish(self, rec: wire.TaskRecord) -> None:
-        await self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec)
+        # The record and the done event go out together: the manager counts the event's status, the
+        # status view reads the record; a crash in between leaves the work unacked, so it is redone.
+        await asyncio.gather(self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec),
+                             self._announce(rec))
         await self.agent.comms.log(self.me.id, rec.manager, "RESPONSE",
                                    f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                    rec.run_id, rec.status,
                                    tokens=rec.tokens or None, cost_usd=rec.cost_usd,
                                    metadata={"exit_code": rec.exit_code, "attempts": rec.attempts})
-        await self._announce(rec)
 
     async def _announce(self, rec: wire.TaskRecord) -> None:
         await self.bus.publish(S.run_task(rec.run_id, rec.task_id), rec)
