@@ -60,17 +60,33 @@ def _ours_s() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _commit() -> str:
+    """The measured runtime: short commit, "+modified" when files under pas/ (not pas/bench) differ."""
+    import subprocess
+
+    root = report.REPO_ROOT
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pas", ":(exclude)pas/bench"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+modified" if dirty else "")
+
+
 def main(args: argparse.Namespace) -> int:
     for mod in run.DEFAULT_PRODUCER_MODULES:
         importlib.import_module(mod)
     quick = bool(getattr(args, "quick", False))
-    load0 = _loadavg()
+    load0, commit = _loadavg(), _commit()
     busy0, ours0, t0 = _busy_s(), _ours_s(), time.monotonic()
     ctx = asyncio.run(run.run_all(quick))
     other = (_busy_s() - busy0) - (_ours_s() - ours0)
     wall = time.monotonic() - t0
     machine = report.machine_info(command_line(args))
     machine["mode"] = "quick" if quick else "full"
+    machine["pas_commit"] = commit
     machine["loadavg_1m"] = f"{load0} before, {_loadavg()} after"
     # CPU used meanwhile by processes that are not this benchmark: how disturbed the run was
     machine["other_processes_cpu"] = f"{max(other, 0.0):.1f} CPU-s in {wall:.0f} s ({max(other, 0.0) / wall:.0%} of one CPU)"

@@ -217,6 +217,7 @@ def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], notes: s
         *([f"- CPU used by other processes during the run: {m['other_processes_cpu']}"]
           if m.get("other_processes_cpu") else []),
         *([f"- Mode: {m['mode']}"] if m.get("mode") else []),
+        *([f"- PAS commit measured: {m['pas_commit']}"] if m.get("pas_commit") else []),
         f"- Command: `{m.get('command', '?')}`",
         "",
         f"## {NOTES_HEADING}",
