@@ -166,6 +166,7 @@ class Bus:
     cfg: PasConfig
     kv: dict[str, KeyValue] = field(default_factory=dict)
     llm: Any = None  # pas.usage.RunLLM, set by the Stack
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per-key locks for CAS updates
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -223,21 +224,39 @@ class Bus:
         await self.nc.publish(f"$KV.{bucket}.{key}", wire.encode(obj))
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
-        """Latest value of every key matching pattern (a subject-style filter), via one watcher."""
-        kv = self.kv[bucket]
+        """Latest value of every key matching pattern (a subject-style filter).
+
+        Reads exactly the consumer's pending count from a last-per-subject pull consumer, then
+        deletes it (nats-py's KV watch can report "done" before values arrive under load, and
+        leaves its consumer behind)."""
+        stream = f"KV_{bucket}"
+        subject = f"$KV.{bucket}.{pattern}"
+        name = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique consumer name
+        cc = ConsumerConfig(name=name, filter_subject=subject, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                            ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=10.0,
+                            num_replicas=1)
         out: list[Any] = []
         try:
-            w = await kv.watch(pattern, ignore_deletes=True, meta_only=False)
+            info = await self.js.add_consumer(stream, cc)
         except NotFoundError:
             return out
+        psub = await self.js.pull_subscribe_bind(durable=None, stream=stream, name=name)  # type: ignore[call-arg]
         try:
-            async for e in w:
-                if e is None:
-                    break
-                if e.value:
-                    out.append(wire.decode(e.value, typ))
+            left = info.num_pending
+            while left > 0:
+                msgs = await psub.fetch(min(left, 256), timeout=5)
+                for m in msgs:
+                    left -= 1
+                    op = (m.headers or {}).get("KV-Operation")
+                    if op in ("DEL", "PURGE") or not m.data:
+                        continue
+                    out.append(wire.decode(m.data, typ))
         finally:
-            await w.stop()
+            try:
+                await psub.unsubscribe()
+                await self.js.delete_consumer(stream, name)
+            except Exception:  # noqa: BLE001 - it expires by itself (inactive_threshold)
+                pass
         return out
 
     async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:

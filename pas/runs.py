@@ -6,6 +6,7 @@ process can die and any other can carry on. One key per task keeps writes O(1) p
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
@@ -150,6 +151,20 @@ async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, stat
     (record, finished_now); finished_now is True for exactly one caller, the one whose update
     completed the set. None if the record does not exist."""
     kv = bus.kv[S.KV_TREE]
+    async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
+        return await _record(bus, kv, key, typ, child, status, children)
+
+
+def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
+    locks = bus.locks
+    if len(locks) > 10000:
+        for k in [k for k, lk in locks.items() if not lk.locked()]:
+            del locks[k]
+    return locks.setdefault(key, asyncio.Lock())
+
+
+async def _record(bus: Bus, kv: Any, key: str, typ: type[Any], child: str, status: str,
+                  children: str) -> tuple[Any, bool] | None:
     while True:
         got = await bus.kv_get(S.KV_TREE, key, typ)
         if got is None:
