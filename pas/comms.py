@@ -8,6 +8,7 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any, AsyncIterator
 
@@ -76,40 +77,53 @@ async def read(
     since: datetime | None = None,
     follow: bool = False,
     idle_timeout_s: float = 0.5,
-    batch: int = 500,
+    batch: int = 1000,
 ) -> AsyncIterator[wire.CommsEntry]:
-    """Entries in order. `agent` matches the sender (subject filter) or the receiver (payload).
+    """Entries in order. `agent` matches the sender or the receiver.
 
-    Without follow, stops at the end of the stream; with follow, keeps tailing.
+    Without follow, stops after the entries that existed when it started; with follow, tails.
+    A pull consumer (no deliveries until asked, so its pending count is exact), pulled in batches
+    on a plain callback subscription: nats-py's fetch() costs a task and a timer per message.
     """
+    nc = js._nc  # noqa: SLF001 - the connection under this JetStream context
     subj = filter_subject(run_id, None, msg_type)
-    # Sender filtering by subject is exact and cheap; receiver matching needs the payload,
-    # so for --agent we read the wider filter and match either side.
+    name = nc._nuid.next().decode()  # noqa: SLF001
     cc = ConsumerConfig(
+        name=name,
         deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
         opt_start_time=since.isoformat() if since else None,  # type: ignore[arg-type]
         filter_subject=subj,
         inactive_threshold=30.0,
         ack_policy=AckPolicy.NONE,
         mem_storage=True,
+        num_replicas=1,
     )
-    psub = await js.pull_subscribe(subj, durable=None, stream=S.STREAM_COMMS, config=cc)
-    remaining = None
+    info = await js.add_consumer(S.STREAM_COMMS, cc)
+    remaining = info.num_pending
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_msg(m: Any) -> None:
+        queue.put_nowait(m)
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{S.STREAM_COMMS}.{name}"
+    expires_s = 1.0 if follow else max(idle_timeout_s, 2.0)
     try:
-        pending = (await psub.consumer_info()).num_pending
-        remaining = pending
-        while True:
-            if not follow and remaining is not None and remaining <= 0:
-                return
-            try:
-                msgs = await psub.fetch(batch, timeout=idle_timeout_s if not follow else 1.0)
-            except (asyncio.TimeoutError, TimeoutError):
-                if follow:
-                    continue
-                return
-            for m in msgs:
-                if remaining is not None:
-                    remaining -= 1
+        while follow or remaining > 0:
+            want = batch if follow else min(batch, remaining)
+            req = json.dumps({"batch": want, "expires": int(expires_s * 1e9)}).encode()
+            await nc.publish(next_subject, req, reply=inbox)
+            got = 0
+            while got < want:
+                try:
+                    m = await asyncio.wait_for(queue.get(), expires_s + 2)
+                except asyncio.TimeoutError:
+                    break
+                if not m.data and m.headers and m.headers.get("Status"):
+                    break  # 404 no messages / 408 request expired: ask again (or stop)
+                got += 1
+                remaining -= 1
                 try:
                     e = wire.decode(m.data, wire.CommsEntry)
                 except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it
@@ -117,10 +131,13 @@ async def read(
                 if agent and agent not in (e.from_agent, e.to_agent):
                     continue
                 yield e
+            if not follow and got == 0:
+                return  # nothing more came (entries aged out meanwhile)
     finally:
         try:
-            await psub.unsubscribe()
-        except Exception:  # noqa: BLE001
+            await sub.unsubscribe()
+            await js.delete_consumer(S.STREAM_COMMS, name)
+        except Exception:  # noqa: BLE001 - it expires by itself
             pass
 
 
