@@ -116,10 +116,13 @@ async def read(
             await nc.publish(next_subject, req, reply=inbox)
             got = 0
             while got < want:
-                try:
-                    m = await asyncio.wait_for(queue.get(), expires_s + 2)
-                except asyncio.TimeoutError:
-                    break
+                if not queue.empty():
+                    m = queue.get_nowait()  # the common case: no task or timer per message
+                else:
+                    try:
+                        m = await asyncio.wait_for(queue.get(), expires_s + 2)
+                    except asyncio.TimeoutError:
+                        break
                 if not m.data and m.headers and m.headers.get("Status"):
                     break  # 404 no messages / 408 request expired: ask again (or stop)
                 got += 1
