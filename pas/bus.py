@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable
 
 import nats
 from nats.aio.client import Client
@@ -265,6 +265,3 @@ class Bus:
 
     async def publish(self, subject: str, obj: Any) -> None:
         await self.nc.publish(subject, wire.encode(obj))
-
-
-Handler = Callable[..., Awaitable[Any]]

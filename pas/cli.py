@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
-from pas import wire
 from pas.config import PasConfig, load_config
 from pas.errors import ConfigError, PasError
 
@@ -163,8 +160,4 @@ def install_stop_signals(stop: asyncio.Event) -> None:
             pass
 
 
-def dump(obj: Any) -> str:
-    return json.dumps(wire.to_builtins(obj), indent=2, default=str)
-
-
-__all__ = ["main", "build_parser", "client_url", "parse_since", "install_stop_signals", "dump", "os"]
+__all__ = ["main", "build_parser", "client_url", "parse_since", "install_stop_signals"]

@@ -17,7 +17,7 @@ from pas import comms as comms_mod
 from pas import subjects as S
 from pas import wire
 from pas.bus import connect
-from pas.cli import client_url, dump, install_stop_signals, parse_since
+from pas.cli import client_url, install_stop_signals, parse_since
 from pas.client import PasClient
 from pas.config import PasConfig
 from pas.errors import BadRequest, PasError

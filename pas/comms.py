@@ -19,7 +19,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pas import subjects as S
 from pas import wire
 
-MSG_TYPES = ("CMD", "STATUS", "RESPONSE", "HEARTBEAT", "ERROR", "LLM", "EVENT")
 
 
 class CommsLog:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -223,7 +222,3 @@ class WorkLoop:
             async with self._slot:
                 self.in_flight -= 1
                 self._slot.notify_all()
-
-
-def elapsed_ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000

@@ -99,7 +99,6 @@ def ctl(agent_id: str, verb: str) -> str:
     return f"{PREFIX}.ctl.{agent_id}.{verb}"
 
 
-CTL_ALL = "pas.ctl.>"
 
 # ---- comms log -----------------------------------------------------------------------------
 NO_RUN = "_"  # run-id token for entries outside any run
@@ -187,11 +186,3 @@ ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def token(value: str) -> str:
     """Make a value safe as one subject token (no dots, spaces or wildcards)."""
     return _TOKEN_BAD.sub("_", value) or NO_RUN
-
-
-def all_stream_subjects() -> dict[str, list[str]]:
-    return {
-        STREAM_COMMS: [COMMS_ALL],
-        STREAM_WORK: [WORK_ALL],
-        STREAM_EVENTS: [EVENTS_ALL, ALERT_ALL],
-    }

@@ -10,15 +10,13 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role, WorkSpec
-from pas.planner import plan_director
+from pas.planner import deterministic_director, plan_director
 
 
 def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
-    """Deterministic planning: explicit tasks in chunks of max_tasks; a bare goal -> one echo task."""
-    tasks = list(work.tasks)
-    if not tasks:
-        tasks = [wire.TaskSpec(lane=work.lane, instruction=work.brief or work.goal or "(no goal)", executor="echo")]
-    return [tasks[i:i + max_tasks] for i in range(0, len(tasks), max_tasks)]
+    """The offline plan: explicit tasks in chunks of max_tasks; a bare goal -> one echo task."""
+    plan = deterministic_director(work.lane, work.brief or work.goal, list(work.tasks), max_tasks)
+    return [j.tasks for j in plan.jobs]
 
 
 class DirectorRole(Role):
