@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pas import claims
 from pas.agent import Agent
 from pas.bus import Bus
 from pas.comms import CommsLog
@@ -40,6 +41,20 @@ class Stack:
         self.name = name
 
     async def start(self) -> "Stack":
+        socks = None
+        if self.http:  # bind first: a busy port fails start-up before anything joins the bus
+            from pas.http.adapter import bind_ports  # the HTTP adapter is optional
+
+            socks = bind_ports(self.cfg)
+        try:
+            await self._start(socks)
+        except BaseException:
+            for s in (socks or {}).values():
+                s.close()
+            raise
+        return self
+
+    async def _start(self, socks: dict[str, Any] | None) -> None:
         if not self.url:
             n = self.cfg.settings.nats
             self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval)
@@ -53,8 +68,12 @@ class Stack:
             from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
 
             self.bus.llm = RunLLM(self.bus, comms)
+            selected = self.cfg.select(self.only, self.exclude)
+            live = await claims.live_claims(self.bus, [a.id for a in selected])
+            if live:
+                raise claims.refusal(live)
             # The monitor first, so it hears every agent's first heartbeat.
-            for a in sorted(self.cfg.select(self.only, self.exclude), key=lambda a: a.role != "monitor"):
+            for a in sorted(selected, key=lambda a: a.role != "monitor"):
                 agent = Agent(self.bus, a, comms)
                 await agent.load_model_override()
                 await agent.start()
@@ -63,11 +82,10 @@ class Stack:
             if self.http:
                 from pas.http.adapter import start_adapter  # the HTTP adapter is optional
 
-                self.http_server = await start_adapter(self.cfg, self.url)
+                self.http_server = await start_adapter(self.cfg, self.url, socks=socks)
         except BaseException:
             await self.stop()
             raise
-        return self
 
     async def stop(self) -> None:
         if self.http_server is not None:
