@@ -47,7 +47,7 @@ def port_owner(port: int, proc: Path = Path("/proc")) -> str:
 
 def _cmdline(pid_dir: Path) -> str:
     try:
-        text = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        text = " ".join((pid_dir / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
     except OSError:
         return "?"
     return text[:200] or "?"

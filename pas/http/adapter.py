@@ -65,7 +65,8 @@ def bind(host: str, plan: dict[str, int]) -> dict[str, socket.socket]:
                 socks[name] = socket.create_server((host, port), family=fam, backlog=512)
             except OSError as e:
                 owner = f" (held by {port_owner(port)})" if e.errno == errno.EADDRINUSE else ""
-                raise PasError(f"HTTP adapter: cannot bind {host}:{port} for {name}: {e.strerror or e}{owner}; "
+                why = os.strerror(e.errno) if e.errno else str(e)
+                raise PasError(f"HTTP adapter: cannot bind {host}:{port} for {name}: {why}{owner}; "
                                f"another PAS process may serve HTTP already: start this one with --no-http, "
                                f"or move the ports with -c settings.http.port_offset=N") from None
     except BaseException:
