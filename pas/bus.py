@@ -58,8 +58,10 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
             log.warning("nats: %s", e)
             return
         state["last"] = e
-        if isinstance(e, AuthorizationError) and not fatal.done():
-            fatal.set_result(e)
+        if _refused(e):
+            if not fatal.done():
+                fatal.set_result(e)
+            return
         now = loop.time()
         if state["logged"] is None or now - state["logged"] >= 5.0:
             state["logged"] = now
@@ -84,10 +86,15 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
         pass
     err = fatal.result() if fatal.done() else (attempt.exception() if attempt.done() and not attempt.cancelled()
                                                 else state["last"])
-    if isinstance(err, AuthorizationError):
+    if err is not None and _refused(err):
         raise Unavailable(f"NATS at {url} refused the credentials ({_reason(err)})")
     raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
                       f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
+
+
+def _refused(e: BaseException) -> bool:
+    """The server refused who we are: waiting will not help."""
+    return isinstance(e, AuthorizationError) or "authorization violation" in str(e).lower()
 
 
 def _reason(e: BaseException | None) -> str:

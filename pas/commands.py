@@ -44,7 +44,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None, http=http and http_available())
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await stack.start()
+    if not await unless_stopped(stack.start(), stop):
+        return 130
     where = "embedded nats-server" if stack.server else "existing server"
     web = f", HTTP adapter and HMI on {stack.http_server.url()}" if stack.http_server else ", no HTTP adapter"
     print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}{web}); Ctrl-C to stop", flush=True)
@@ -56,6 +57,21 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         print("pas: stopping", flush=True)
         await stack.stop()
     return 0
+
+
+async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
+    """Await a start-up (which may wait for NATS) unless SIGINT/SIGTERM comes first: then cancel it
+    (it cleans up after itself) and return None."""
+    task = asyncio.ensure_future(start)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        print("pas: stopped during start-up", file=sys.stderr, flush=True)
+        return None
+    return task.result()
 
 
 async def open_client(cfg: PasConfig) -> PasClient:
@@ -280,7 +296,9 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    server = await start_adapter(cfg, client_url(cfg))
+    server = await unless_stopped(start_adapter(cfg, client_url(cfg)), stop)
+    if server is None:
+        return 130
     h = cfg.settings.http
     print(f"pas http: serving agent ports and the HMI on http://{h.host}:{h.hmi_port + h.port_offset}/", flush=True)
     try:

@@ -3,6 +3,7 @@ clear message and a non-zero exit; contradictory options are refused."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -83,3 +84,29 @@ def test_nats_port_with_a_url_is_refused() -> None:
     assert p.returncode == 2 and "but --nats-url (nats://127.0.0.1:4444)" in p.stderr
     p = run_pas("up", "--http", "--no-http")
     assert p.returncode == 2 and "not allowed with argument" in p.stderr
+
+
+def test_ctrl_c_while_waiting_stops_at_once(tmp_path: Path) -> None:
+    url = f"nats://127.0.0.1:{dead_port()}"
+    for cmd in (["up", "--only", "prog-001"], ["http", "-c", f"settings.http.port_offset={free_port_offset(make_cfg())}"]):
+        p = PasCommand(["pas", *cmd, "--nats-url", url, "--connect-timeout", "300"], tmp_path, cmd[0])
+        try:
+            p.wait_for_line(rf"waiting for NATS at {url} ")
+            p.proc.send_signal(signal.SIGINT)
+            assert p.wait_exit(20) == 130, p.text()
+            assert "pas: stopped during start-up" in p.text()
+        finally:
+            p.kill()
+
+
+def test_refused_credentials_fail_at_once(tmp_path: Path) -> None:
+    srv = EmbeddedServer(tmp_path / "nats", port=-1, extra_args=["--user", "someone", "--pass", "secret"])
+    srv.start()
+    try:
+        t0 = time.monotonic()
+        p = run_pas("runs", "--nats-url", srv.url, "--connect-timeout", "60")
+        took = time.monotonic() - t0
+    finally:
+        srv.stop()
+    assert p.returncode == 1 and f"pas: NATS at {srv.url} refused the credentials" in p.stderr, p.stderr
+    assert "waiting for NATS" not in p.stderr and took < 30, took
