@@ -7,6 +7,8 @@ died is taken over by compare-and-set on its revision, once the holder's own mic
 longer answers `$SRV.PING.<id>.<instance>`: the server drops a closed connection's subscriptions
 at once, so the ping of a dead holder fails at once with "no responders". A holder that is
 subscribed but silent (hung, or cut off) is treated as alive: refusing is the safe side.
+A holder cut off from the bus for a moment can lose its claim that way (a newcomer sees no
+responders); after every reconnect the Stack checks its claims and stops the agents it lost.
 
 Why not the heartbeat KV: a beat stays fresh for up to interval x missed_beats after a crash, so a
 restart would be refused, and two processes starting together would both see no beat.
@@ -68,6 +70,11 @@ async def _current(kv: Any, agent_id: str) -> tuple[Claim, int] | None:
     if not e.value:
         return None
     return wire.decode(e.value, Claim), e.revision or 0
+
+
+async def holder(bus: Any, agent_id: str) -> Claim | None:
+    cur = await _current(bus.kv[S.KV_CLAIMS], agent_id)
+    return cur[0] if cur else None
 
 
 async def live_claims(bus: Any, ids: Iterable[str]) -> list[Claim]:

@@ -63,7 +63,7 @@ class Stack:
             self.url = self.server.start()
             log.info("embedded nats-server at %s (data in %s)", self.url, self.data_dir)
         try:
-            self.bus = await Bus.open(self.url, self.cfg, name=self.name)
+            self.bus = await Bus.open(self.url, self.cfg, name=self.name, reconnected_cb=self._reconnected)
             comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars)
             from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
 
@@ -86,6 +86,24 @@ class Stack:
         except BaseException:
             await self.stop()
             raise
+
+    async def _reconnected(self) -> None:
+        if self.bus is not None:
+            self.bus.spawn(self.check_claims())
+
+    async def check_claims(self) -> list[str]:
+        """Stop every agent of this process whose id another instance has claimed meanwhile (it
+        was taken over while this process was cut off from the bus): one live instance per id."""
+        lost = []
+        for agent in list(self.agents):
+            held = await claims.holder(self.bus, agent.id)
+            if held is not None and agent.service is not None and held.instance != agent.service.id:
+                log.error("agent %s was taken over by %s while this process was disconnected; stopping it here",
+                          agent.id, claims.describe(held))
+                self.agents.remove(agent)
+                await agent.stop()
+                lost.append(agent.id)
+        return lost
 
     async def stop(self) -> None:
         if self.http_server is not None:

@@ -184,3 +184,20 @@ async def test_busy_http_port_names_its_owner_and_starts_no_agent(nats_server: A
     assert "agents up" not in p.stdout
     with pytest.raises(NoRespondersError):
         await nc.request("$SRV.PING.gateway", b"", timeout=2)
+
+
+async def test_an_agent_taken_over_while_disconnected_stops_here(nats_server: Any, nc: Any) -> None:
+    """What a reconnect finds if a newcomer claimed the id while this process was cut off."""
+    from pas import claims, wire
+    from pas.stack import Stack
+
+    async with Stack(make_cfg(), url=nats_server.url, only=["prog-005", "prog-006"]) as st:
+        assert await st.check_claims() == []  # still ours: nothing changes
+        kv = await nc.jetstream().key_value(S.KV_CLAIMS)
+        await kv.put("prog-005", wire.encode(claims.Claim(agent="prog-005", instance="elsewhere", host="h2", pid=1,
+                                                          since=wire.now().isoformat(), cmd="pas up")))
+        assert await st.check_claims() == ["prog-005"]
+        with pytest.raises(NoRespondersError):
+            await nc.request("$SRV.PING.prog-005", b"", timeout=2)
+        assert [a.id for a in st.agents] == ["prog-006"]
+        assert json.loads((await kv.get("prog-005")).value)["instance"] == "elsewhere"  # its claim is left alone
