@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import ROOT
 
@@ -104,4 +103,4 @@ def commands(block: str) -> list[list[str]]:
     return [argv for line in block.splitlines() if (argv := shlex.split(line, comments=True))]
 
 
-__all__: list[Any] = ["PasCommand", "run_pas", "readme_block", "commands", "dead_port", "cli_env"]
+__all__ = ["PasCommand", "run_pas", "readme_block", "commands", "dead_port", "cli_env"]
