@@ -201,3 +201,23 @@ async def test_an_agent_taken_over_while_disconnected_stops_here(nats_server: An
             await nc.request("$SRV.PING.prog-005", b"", timeout=2)
         assert [a.id for a in st.agents] == ["prog-006"]
         assert json.loads((await kv.get("prog-005")).value)["instance"] == "elsewhere"  # its claim is left alone
+
+
+def test_port_owner_reads_proc(tmp_path: Path) -> None:
+    """The owner lookup on a /proc-shaped tree: a listener's inode, then the fd that holds it."""
+    from pas.portowner import port_owner
+
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    (proc / "net" / "tcp").write_text(
+        head + "   0: 0100007F:17C0 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 4242 1\n"
+        "   1: 0100007F:1A0A 0100007F:17C0 01 00000000:00000000 00:00000000 00000000  0 0 999 1\n")
+    (proc / "net" / "tcp6").write_text(head)
+    (proc / "77" / "fd").mkdir(parents=True)
+    (proc / "77" / "cmdline").write_bytes(b"python\0-m\0pas\0up\0")
+    (proc / "77" / "fd" / "5").symlink_to("socket:[4242]")
+    assert port_owner(0x17C0, proc) == "pid 77 (python -m pas up)"
+    assert port_owner(0x1A0A, proc).startswith("owner unknown")  # a connection, not a listener
+    (proc / "77" / "fd" / "5").unlink()
+    assert port_owner(0x17C0, proc).startswith("owner not visible")
