@@ -89,7 +89,17 @@ class Stack:
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
-            self.bus.spawn(self.check_claims())
+            self.bus.spawn(self._check_after_reconnect())
+
+    async def _check_after_reconnect(self) -> None:
+        for _ in range(10):  # JetStream may still be electing a leader right after a reconnect
+            try:
+                await self.check_claims()
+                return
+            except Exception as e:  # noqa: BLE001 - retried, then given up loudly
+                log.warning("checking agent claims after a reconnect failed (%r); retrying in 1s", e)
+                await asyncio.sleep(1.0)
+        log.error("could not check agent claims after a reconnect; duplicates are possible until restart")
 
     async def check_claims(self) -> list[str]:
         """Stop every agent of this process whose id another instance has claimed meanwhile (it
