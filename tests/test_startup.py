@@ -109,4 +109,4 @@ def test_refused_credentials_fail_at_once(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert p.returncode == 1 and f"pas: NATS at {srv.url} refused the credentials" in p.stderr, p.stderr
-    assert "waiting for NATS" not in p.stderr and took < 30, took
+    assert took < 30, took  # not the 60 s connect timeout: refused credentials end the wait
