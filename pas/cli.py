@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     ht = sub.add_parser("http", help="run only the port-based HTTP adapter and HMI against an existing NATS")
     _common(ht)
 
+    mc = sub.add_parser("mcp", help="serve PAS's MCP tools over stdio, for coding assistants "
+                                    "(`claude mcp add pas -- pas mcp`)")
+    _common(mc)
+
     md = sub.add_parser("model", help="models of agents")
     md_sub = md.add_subparsers(dest="model_cmd", required=True)
     ms = md_sub.add_parser("set", help="switch an agent's primary (or --backup) model profile live")

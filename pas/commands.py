@@ -308,6 +308,17 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
     return 0
 
 
+async def cmd_mcp(args: argparse.Namespace, cfg: PasConfig) -> int:
+    """MCP over stdio: stdout carries the protocol only; logs go to stderr."""
+    from pas.mcp.server import serve_stdio
+
+    n = cfg.settings.nats
+    if getattr(args, "connect_timeout", None) is None:
+        n.connect_timeout_s = n.client_connect_timeout_s
+    await serve_stdio(cfg, client_url(cfg))
+    return 0
+
+
 # ---- demo ----------------------------------------------------------------------------------
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_project"
 

@@ -169,6 +169,7 @@ class AdapterHandle:
     hub: EventHub
     server: _Server
     task: asyncio.Task[Any]
+    mcp: Any = None  # pas.mcp.http.McpHttp: MCP and A2A on the gateway's port
     _stopped: bool = field(default=False)
 
     def url(self, name: str = HMI) -> str:
@@ -180,6 +181,8 @@ class AdapterHandle:
             return
         self._stopped = True
         await self.hub.close()  # ends every SSE stream, so shutdown does not wait on them
+        if self.mcp is not None:
+            await self.mcp.stop()  # ends the MCP sessions and their streams
         self.server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self.task), 10.0)
@@ -204,6 +207,7 @@ async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
     socks = socks if socks is not None else bind(h.host, plan)
     backend: Backend | None = None
     hub: EventHub | None = None
+    mcp: Any = None
     try:
         backend = await Backend.open(cfg, url)
         hub = EventHub(backend.bus.nc)
@@ -212,6 +216,7 @@ async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
                   token=token if token is not None else (os.environ.get("PAS_HTTP_TOKEN") or None))
         apps: dict[int, Any] = {plan[a.id]: agent_app(ctx, a) for a in cfg.agents if a.id in plan}
         apps[plan[HMI]] = hmi_app(ctx)
+        mcp = await _mount_mcp_a2a(ctx, apps, plan)
         config = uvicorn.Config(PortDispatch(apps, h.request_limit_bytes), lifespan="off", log_config=None,
                                 log_level="warning", access_log=False, ws="none", server_header=False,
                                 timeout_graceful_shutdown=3)
@@ -232,8 +237,26 @@ async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
             s.close()
         if hub is not None:
             await hub.close()
+        if mcp is not None:
+            await mcp.stop()
         if backend is not None:
             await backend.close()
         raise
     log.info("HTTP adapter: %d agent ports and the HMI on %s:%d", len(plan) - 1, h.host, plan[HMI])
-    return AdapterHandle(host=h.host, ports=plan, backend=backend, hub=hub, server=server, task=task)
+    return AdapterHandle(host=h.host, ports=plan, backend=backend, hub=hub, server=server, task=task, mcp=mcp)
+
+
+async def _mount_mcp_a2a(ctx: Ctx, apps: dict[int, Any], plan: dict[str, int]) -> Any:
+    """MCP (/mcp) and A2A (agent card, /a2a) on the gateway's port (pas.mcp.http)."""
+    gw = next((a for a in ctx.cfg.agents if a.role == "gateway" and a.id in plan), None)
+    if gw is None:
+        return None
+    from pas.mcp.http import mount_on_gateway
+    from pas.mcp.tools import Ops
+
+    host = ctx.cfg.settings.http.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    port = plan[gw.id]
+    apps[port], mcp = await mount_on_gateway(apps[port], Ops(ctx.backend), host, f"http://{shown}:{port}",
+                                             ctx.token)
+    return mcp

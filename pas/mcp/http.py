@@ -1,0 +1,107 @@
+"""MCP (streamable HTTP) and A2A on the gateway's port of the HTTP adapter, in the adapter's process
+and event loop, over the adapter's NATS connection:
+
+    POST/GET/DELETE /mcp                       MCP streamable HTTP (sessions, SSE progress)
+    GET  /.well-known/agent-card.json          the gateway's A2A agent card
+    POST /a2a                                  A2A JSON-RPC: SendMessage / SendStreamingMessage
+                                               (and the v0.3 names message/send, message/stream)
+
+Every other path goes to the gateway's own FastAPI app. With PAS_HTTP_TOKEN set, POSTs to /mcp and
+/a2a need `Authorization: Bearer <token>` like every other write of the adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from typing import Any
+
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+
+from pas.mcp.server import build_server
+from pas.mcp.tools import Ops
+
+MCP_PATH = "/mcp"
+A2A_PATH = "/a2a"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class McpHttp:
+    """The MCP session manager, run in a task of its own (its task group must enter and exit in one task)."""
+
+    def __init__(self, ops: Ops, host: str) -> None:
+        security = None
+        if host in LOOPBACK:  # refuse DNS rebinding: only loopback Host/Origin headers
+            security = TransportSecuritySettings(
+                enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+                allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
+        self.manager = StreamableHTTPSessionManager(app=build_server(ops), security_settings=security)
+        self.app = StreamableHTTPASGIApp(self.manager)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        started = asyncio.Event()
+
+        async def run() -> None:
+            async with self.manager.run():
+                started.set()
+                await self._stop.wait()
+
+        self._task = asyncio.ensure_future(run())
+        done, _ = await asyncio.wait([self._task, asyncio.ensure_future(started.wait())],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            self._task.result()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 5.0)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a session that will not end
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+
+
+class GatewayMounts:
+    """ASGI: /mcp, /a2a and the agent card in front of the gateway's app."""
+
+    def __init__(self, gateway_app: Any, mcp: McpHttp, a2a_app: Any, token: str | None) -> None:
+        self.gateway_app = gateway_app
+        self.mcp = mcp
+        self.a2a_app = a2a_app
+        self.token = token
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if path in (MCP_PATH, MCP_PATH + "/"):
+            app = self.mcp.app
+        elif path == A2A_PATH or path.startswith("/.well-known/agent"):
+            app = self.a2a_app
+        else:
+            return await self.gateway_app(scope, receive, send)
+        if scope["type"] == "http" and scope["method"] == "POST" and not self._authorized(scope):
+            data = json.dumps({"detail": "missing or wrong bearer token (PAS_HTTP_TOKEN)", "error": "unauthorized"})
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": data.encode()})
+            return
+        await app(scope, receive, send)
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        if not self.token:
+            return True
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        return hmac.compare_digest(given, b"Bearer " + self.token.encode())
+
+
+async def mount_on_gateway(gateway_app: Any, ops: Ops, host: str, base_url: str,
+                           token: str | None) -> tuple[GatewayMounts, McpHttp]:
+    from pas.a2a import a2a_app
+
+    mcp = McpHttp(ops, host)
+    await mcp.start()
+    return GatewayMounts(gateway_app, mcp, a2a_app(ops.client, base_url + A2A_PATH), token), mcp

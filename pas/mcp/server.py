@@ -1,0 +1,80 @@
+"""The MCP server of PAS (official SDK, PyPI `mcp`, low-level Server with explicit JSON schemas).
+
+    pas mcp --nats-url nats://127.0.0.1:4222        # stdio, for assistants that spawn it
+    http://<gateway host:port>/mcp                  # streamable HTTP, served by the HTTP adapter
+
+A tool's PasError (bad input, unknown run, no agent answering, timeout) comes back as an MCP tool
+result with isError=true and the PAS error text; the server itself never fails on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import mcp_types as types
+from mcp.server.lowlevel.server import Server
+from mcp.server.stdio import stdio_server
+
+from pas import __version__
+from pas.bus import Bus
+from pas.config import PasConfig
+from pas.errors import PasError
+from pas.http.backend import Backend
+from pas.mcp.tools import TOOLS, Ops
+
+log = logging.getLogger("pas.mcp")
+
+INSTRUCTIONS = ("PAS is a hierarchical agent swarm over NATS. submit_job hands it a software job (a goal, or "
+                "explicit tasks per lane, in a git repo); wait_run or submit_job(wait=true) follow it with "
+                "progress notifications; run_status, run_log and run_diff read the result.")
+
+
+def tool_error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
+def build_server(ops: Ops) -> Server[Any]:
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[
+            types.Tool(name=t.name, description=t.description, input_schema=t.input_schema,
+                       annotations=types.ToolAnnotations(read_only_hint=t.read_only, destructive_hint=False,
+                                                         open_world_hint=False))
+            for t in TOOLS.values()])
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        tool = TOOLS.get(params.name)
+        if tool is None:
+            return tool_error(f"unknown tool {params.name!r}; tools: {', '.join(TOOLS)}")
+        args = params.arguments or {}
+
+        async def progress(n: int, line: str) -> None:
+            await ctx.session.report_progress(n, None, line)
+
+        try:
+            result = await tool.fn(ops, args, progress)
+        except PasError as e:
+            log.info("mcp tool %s: %s %s", tool.name, e.error, e.message)
+            return tool_error(f"{e.error} ({e.code}): {e.message}")
+        return types.CallToolResult(content=[types.TextContent(text=json.dumps(result, indent=1, default=str))],
+                                    structured_content=result)
+
+    return Server("pas", version=__version__, title="PAS, the Polyglot Agent Swarm", instructions=INSTRUCTIONS,
+                  on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def open_backend(cfg: PasConfig, url: str, **connect_kw: Any) -> Backend:
+    """A Backend on its own connection, without provisioning (a client needs no JetStream admin)."""
+    bus = await Bus.open(url, cfg, name="pas-mcp", do_provision=False, **connect_kw)
+    return Backend(cfg, bus)
+
+
+async def serve_stdio(cfg: PasConfig, url: str, **connect_kw: Any) -> None:
+    backend = await open_backend(cfg, url, **connect_kw)
+    try:
+        server = build_server(Ops(backend))
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+    finally:
+        await backend.close()

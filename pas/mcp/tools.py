@@ -1,0 +1,234 @@
+"""The MCP tools of PAS: name, description, JSON schema (from the msgspec wire types) and what
+each does. Every tool is a NATS request to the subjects the CLI and the HTTP adapter use, or a
+read of the same streams and buckets (`pas log`, `pas agents`); run_diff runs `git diff` in the
+repo the run worked in. Errors are PasError; the server turns them into MCP tool errors."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Awaitable, Callable
+
+import msgspec
+from msgspec import Meta, Struct
+
+from pas import comms as comms_mod
+from pas import wire
+from pas.errors import BadRequest, NotFound, PasError
+from pas.executors import git
+from pas.http.backend import Backend
+from pas.mcp.watch import OnEvent, RunWatch
+
+DIFF_MAX_CHARS = 200_000
+WAIT_DEFAULT_S = 600.0
+Timeout = Annotated[float, Meta(gt=0, le=86400, description="give up waiting after this many seconds")]
+
+
+class Args(Struct, forbid_unknown_fields=True):
+    pass
+
+
+class WaitArgs(Args):
+    run_id: wire.RunId
+    timeout_s: Timeout = WAIT_DEFAULT_S
+
+
+class SubmitExtra(Args):
+    wait: Annotated[bool, Meta(description="wait until the run ends, with progress notifications, and return "
+                                           "its final status")] = False
+    timeout_s: Timeout = WAIT_DEFAULT_S
+
+
+class LogArgs(Args):
+    run_id: Annotated[str | None, Meta(description="entries of this run")] = None
+    agent: Annotated[str | None, Meta(description="entries sent or received by this agent")] = None
+    msg_type: Annotated[str | None, Meta(description="CMD, STATUS, RESPONSE, ERROR, LLM ...")] = None
+    since: Annotated[str | None, Meta(description="ISO time, or a duration such as 10m, 2h, 1d")] = None
+    limit: Annotated[int, Meta(ge=1, le=5000, description="the newest entries, at most this many")] = 200
+
+
+class DiffArgs(Args):
+    run_id: wire.RunId
+    task_id: Annotated[str | None, Meta(description="one task; default: every task of the run that has a branch")] = None
+    repo: Annotated[str | None, Meta(description="the run's git repository; default: the repo this server "
+                                                 "submitted the run with")] = None
+    base: Annotated[str, Meta(max_length=256, description="diff from the merge base of this revision and the "
+                                                         "task branch")] = "HEAD"
+
+
+class NoArgs(Args):
+    pass
+
+
+def schema(*types: type[Any]) -> dict[str, Any]:
+    """The JSON schema of one or more structs as one object: properties and required fields merged,
+    nested definitions kept under $defs (what MCP wants: `type: object` at the root)."""
+    out: dict[str, Any] = {"type": "object", "properties": {}, "required": [], "additionalProperties": False}
+    defs: dict[str, Any] = {}
+    for typ in types:
+        s = msgspec.json.schema(typ)
+        d = s.get("$defs", {})
+        root = d.pop(typ.__name__)
+        defs.update(d)
+        out["properties"].update(root.get("properties", {}))
+        out["required"] += root.get("required", [])
+        if root.get("description") and "description" not in out:
+            out["description"] = root["description"]
+    if defs:
+        out["$defs"] = defs
+    if not out["required"]:
+        del out["required"]
+    return out
+
+
+def parse(args: dict[str, Any], typ: type[Any]) -> Any:
+    try:
+        return msgspec.convert(args, typ)
+    except msgspec.ValidationError as e:
+        raise BadRequest(f"invalid arguments: {e}") from None
+
+
+def parse_since(text: str | None) -> datetime | None:
+    from pas.cli import parse_since as cli_parse
+
+    try:
+        return cli_parse(text)
+    except ValueError:
+        raise BadRequest(f"since {text!r}: expected an ISO time or a duration such as 10m, 2h, 1d") from None
+
+
+class Ops:
+    """The tools' implementations over one NATS connection (a Backend: the adapter's own, or one
+    `pas mcp` opens without provisioning)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.client = backend.client
+        self.repos: dict[str, str] = {}  # run id -> repo, for the runs submitted here
+
+    async def submit_job(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        extra = parse({k: args[k] for k in ("wait", "timeout_s") if k in args}, SubmitExtra)
+        job = {k: v for k, v in args.items() if k not in ("wait", "timeout_s")}
+        if isinstance(job.get("repo"), str) and job["repo"]:
+            job["repo"] = str(Path(job["repo"]).expanduser().resolve())
+        if not extra.wait:
+            reply = await self.client.submit(job)
+            self._remember(reply["run_id"], job)
+            return reply
+        if not job.get("run_id"):
+            from pas.roles.gateway import new_run_id
+
+            job["run_id"] = new_run_id()
+        async with RunWatch(self.client, job["run_id"]) as w:
+            reply = await self.client.submit(job)
+            self._remember(reply["run_id"], job)
+            return await w.until_done(extra.timeout_s, progress)
+
+    def _remember(self, run_id: str, job: dict[str, Any]) -> None:
+        if isinstance(job.get("repo"), str):
+            self.repos[run_id] = job["repo"]
+
+    async def wait_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        a = parse(args, WaitArgs)
+        async with RunWatch(self.client, a.run_id) as w:
+            return await w.until_done(a.timeout_s, progress)
+
+    async def run_status(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        return await self.client.status(parse(args, wire.RunRef).run_id)
+
+    async def list_runs(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        q = parse(args, wire.RunsQuery)
+        return await self.client.runs(q.limit, q.status)
+
+    async def cancel_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        return await self.client.cancel(parse(args, wire.RunRef).run_id)
+
+    async def run_log(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        a = parse(args, LogArgs)
+        since = parse_since(a.since)
+        if a.run_id or since:
+            out: collections.deque[Any] = collections.deque(maxlen=a.limit)
+            async for e in comms_mod.read(self.backend.bus.js, run_id=a.run_id, agent=a.agent, msg_type=a.msg_type,
+                                          since=since):
+                out.append(wire.to_builtins(e))
+            entries = list(out)
+        else:
+            entries = await self.backend.comms_tail(agent=a.agent, msg_type=a.msg_type, limit=a.limit)
+        return {"entries": entries, "count": len(entries)}
+
+    async def run_diff(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        a = parse(args, DiffArgs)
+        st = await self.client.status(a.run_id)
+        repo = a.repo or self.repos.get(a.run_id)
+        if not repo:
+            raise BadRequest(f"run_diff: give `repo`, the git repository run {a.run_id} worked in")
+        root = Path(repo).expanduser().resolve()
+        if not (root / ".git").exists():
+            raise BadRequest(f"repo {str(root)!r} is not a git repository")
+        tasks = [t for t in st["tasks"] if a.task_id in (None, t["task_id"])]
+        if a.task_id and not tasks:
+            raise NotFound(f"run {a.run_id} has no task {a.task_id!r}")
+        diffs = []
+        for t in tasks:
+            if not t.get("branch"):
+                continue
+            text = await git("diff", f"{a.base}...{t['branch']}", "--", cwd=root, check=False)
+            if text.startswith(("fatal:", "error:")):
+                raise PasError(f"git diff {a.base}...{t['branch']} in {root}: {text.strip()[:500]}")
+            diffs.append({"task_id": t["task_id"], "branch": t["branch"], "status": t["status"],
+                          "diff_stat": t.get("diff_stat"), "diff": text})
+        if not diffs:
+            raise NotFound(f"run {a.run_id}: no task branch yet" + (f" for task {a.task_id}" if a.task_id else "") +
+                           " (tasks get a branch when the run has a repo)")
+        total = sum(len(d["diff"]) for d in diffs)
+        if total > DIFF_MAX_CHARS:
+            for d in diffs:
+                d["diff"] = d["diff"][: DIFF_MAX_CHARS // len(diffs)] + "\n[... diff truncated]"
+        return {"run_id": a.run_id, "repo": str(root), "base": a.base, "diffs": diffs}
+
+    async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        parse(args, NoArgs)
+        b = self.backend
+        states, overrides = await b.agent_states(), await b.model_overrides()
+        rows = [b.agent_row(a, states.get(a.id), overrides.get(a.id)) for a in b.cfg.agents]
+        return {"agents": rows, "at": datetime.now(timezone.utc).isoformat()}
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    fn: Callable[[Ops, dict[str, Any], OnEvent], Awaitable[Any]]
+    read_only: bool = True
+
+
+TOOLS: dict[str, Tool] = {t.name: t for t in [
+    Tool("submit_job",
+         "Hand a software job to the PAS swarm (pas.gateway.submit). Give a title and either a goal (the "
+         "architect plans lanes and tasks) or explicit tasks (lane + instruction, optionally an allow-listed "
+         "command). `repo` is a git repository: each task works in its own worktree on branch "
+         "pas/<run_id>/<task_id>. Returns the run id at once, or with wait=true the final run status, "
+         "sending progress notifications as lanes and tasks change.",
+         schema(wire.JobSubmit, SubmitExtra), Ops.submit_job, read_only=False),
+    Tool("wait_run",
+         "Wait until a run ends, with a progress notification per run event (pas.run.<run_id>.>); returns "
+         "the final status (tasks, outputs, usage).",
+         schema(WaitArgs), Ops.wait_run),
+    Tool("run_status", "Status of one run: its tasks with status, output, branch and diff stat, and usage "
+                       "(pas.gateway.status).", schema(wire.RunRef), Ops.run_status),
+    Tool("list_runs", "Recent runs, newest first, optionally only those with one status (pas.gateway.runs).",
+         schema(wire.RunsQuery), Ops.list_runs),
+    Tool("cancel_run", "Cancel a run at every tier (pas.gateway.cancel); an ended run gives a conflict error.",
+         schema(wire.RunRef), Ops.cancel_run, read_only=False),
+    Tool("run_log", "Read the comms log (stream PAS_COMMS), like `pas log`: every message between agents, "
+                    "filtered by run, agent, message type and time.", schema(LogArgs), Ops.run_log),
+    Tool("run_diff", "The changes a run's tasks made: `git diff <base>...pas/<run_id>/<task_id>` in the run's "
+                     "repository, per task (or one task).", schema(DiffArgs), Ops.run_diff),
+    Tool("agents", "Every agent of the topology with its health (alive/dead from heartbeats, status, age of "
+                   "the last beat) and its model (live switches included), like `pas agents`.",
+         schema(NoArgs), Ops.agents),
+]}

@@ -1,0 +1,81 @@
+"""PAS as an MCP server, through the official SDK's client: over stdio (`python -m pas mcp`
+spawned like an assistant would) and over streamable HTTP (the HTTP adapter's /mcp on the
+gateway's port). A real nats-server, the in-process stack, command tasks: no model, no keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from pas.http.adapter import start_adapter
+from pas.server import EmbeddedServer
+from pas.stack import Stack
+from tests.conftest import ROOT, make_cfg
+from tests.http_support import http_cfg
+from tests.mcp_support import ALLOW, make_repo, scenario
+
+
+@pytest.fixture
+async def mcp_stack(nats_server: EmbeddedServer) -> AsyncIterator[Stack]:
+    st = Stack(make_cfg(ALLOW), url=nats_server.url, http=False)
+    await st.start()
+    try:
+        yield st
+    finally:
+        await st.stop()
+
+
+async def test_mcp_over_stdio(mcp_stack: Stack, nats_server: EmbeddedServer, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "pas", "mcp", "--nats-url", nats_server.url],
+                                   env=env, cwd=str(tmp_path))
+    with (tmp_path / "mcp-stderr.log").open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write) as session:
+                await scenario(session, repo, "mcp-stdio-1")
+
+
+async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedServer, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    cfg = http_cfg(ALLOW)
+    adapter = await start_adapter(cfg, nats_server.url, token="")
+    try:
+        url = adapter.url("gateway") + "/mcp"
+        async with streamable_http_client(url) as (read, write):
+            async with ClientSession(read, write) as session:
+                await scenario(session, repo, "mcp-http-1")
+        # The gateway's own endpoints are still served on that port.
+        async with httpx.AsyncClient() as h:
+            r = await h.get(adapter.url("gateway") + "/runs")
+            assert r.status_code == 200 and "mcp-http-1" in r.text
+    finally:
+        await adapter.stop()
+
+
+async def test_mcp_http_needs_the_token_when_set(mcp_stack: Stack, nats_server: EmbeddedServer) -> None:
+    adapter = await start_adapter(http_cfg(), nats_server.url, token="s3cret")
+    try:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        hdrs = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient() as h:
+            r = await h.post(adapter.url("gateway") + "/mcp", json=body, headers=hdrs)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+            r = await h.post(adapter.url("gateway") + "/a2a", json=body)
+            assert r.status_code == 401
+        http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"})
+        async with http, streamable_http_client(adapter.url("gateway") + "/mcp", http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                assert len((await session.list_tools()).tools) == 8
+    finally:
+        await adapter.stop()
