@@ -14,7 +14,7 @@ from pas.mcp.tools import TOOLS
 
 # A command task that changes a file in its worktree (the test's allowlist entry, via -c).
 WRITE_CMD = "python -c \"open('NOTES.md', 'a').write('written by a PAS task\\n')\""
-ALLOW = 'settings.policy.command_allowlist=["python -c *", "git status*"]'
+ALLOW = 'settings.policy.command_allowlist=["python -c *", "git status*", "sleep *"]'
 
 
 def make_repo(root: Path) -> Path:

@@ -5,7 +5,6 @@ repo the run worked in. Errors are PasError; the server turns them into MCP tool
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,7 +51,8 @@ class LogArgs(Args):
 
 class DiffArgs(Args):
     run_id: wire.RunId
-    task_id: Annotated[str | None, Meta(description="one task; default: every task of the run that has a branch")] = None
+    task_id: Annotated[str | None, Meta(description="one task; default: every task of the run that has a "
+                                                    "branch")] = None
     repo: Annotated[str | None, Meta(description="the run's git repository; default: the repo this server "
                                                  "submitted the run with")] = None
     base: Annotated[str, Meta(max_length=256, description="diff from the merge base of this revision and the "
