@@ -79,3 +79,36 @@ async def test_mcp_http_needs_the_token_when_set(mcp_stack: Stack, nats_server: 
                 assert len((await session.list_tools()).tools) == 8
     finally:
         await adapter.stop()
+
+
+async def test_stdio_server_without_nats_answers_with_tool_errors(tmp_path: Path) -> None:
+    """`pas mcp` starts although nothing listens at the URL; a tool call says so, and the next one
+    connects once the server is there."""
+    srv = EmbeddedServer(tmp_path / "later", port=-1)
+    srv.start()
+    url = srv.url
+    srv.stop()  # its port: nothing listens there now
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    params = StdioServerParameters(command=sys.executable, env=env, cwd=str(tmp_path),
+                                   args=["-m", "pas", "mcp", "--nats-url", url, "--connect-timeout", "1"])
+    with (tmp_path / "mcp-stderr.log").open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                assert len((await session.list_tools()).tools) == 8
+                res = await session.call_tool("list_runs", {})
+                assert res.is_error, res
+                assert res.content[0].text.startswith("unavailable (503): cannot reach NATS at " + url)
+                assert (await session.call_tool("agents", {})).is_error
+                port = int(url.rsplit(":", 1)[1])
+                back = EmbeddedServer(tmp_path / "back", port=port)  # the same port, now served
+                back.start()
+                try:
+                    res = await session.call_tool("list_runs", {})
+                    # Connected now; no gateway runs on this bare server, and the tool says that.
+                    assert res.is_error and res.content[0].text.startswith("unavailable (503): no agent answers "
+                                                                           "on pas.gateway.runs"), res
+                    agents = await session.call_tool("agents", {})
+                    assert not agents.is_error and agents.structured_content["agents"], agents
+                finally:
+                    back.stop()

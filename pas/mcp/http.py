@@ -104,4 +104,4 @@ async def mount_on_gateway(gateway_app: Any, ops: Ops, host: str, base_url: str,
 
     mcp = McpHttp(ops, host)
     await mcp.start()
-    return GatewayMounts(gateway_app, mcp, a2a_app(ops.client, base_url + A2A_PATH), token), mcp
+    return GatewayMounts(gateway_app, mcp, a2a_app(await ops.pas(), base_url + A2A_PATH), token), mcp

@@ -18,7 +18,7 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
 
 from pas import __version__
-from pas.bus import Bus
+from pas.bus import Bus, connect
 from pas.config import PasConfig
 from pas.errors import PasError
 from pas.http.backend import Backend
@@ -57,6 +57,9 @@ def build_server(ops: Ops) -> Server[Any]:
         except PasError as e:
             log.info("mcp tool %s: %s %s", tool.name, e.error, e.message)
             return tool_error(f"{e.error} ({e.code}): {e.message}")
+        except Exception as e:  # noqa: BLE001 - NATS gone mid-call, a foreign reply ...: an error, not a crash
+            log.exception("mcp tool %s failed", tool.name)
+            return tool_error(f"internal: {type(e).__name__}: {e}")
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(result, indent=1, default=str))],
                                     structured_content=result)
 
@@ -65,16 +68,24 @@ def build_server(ops: Ops) -> Server[Any]:
 
 
 async def open_backend(cfg: PasConfig, url: str, **connect_kw: Any) -> Backend:
-    """A Backend on its own connection, without provisioning (a client needs no JetStream admin)."""
-    bus = await Bus.open(url, cfg, name="pas-mcp", do_provision=False, **connect_kw)
-    return Backend(cfg, bus)
+    """A Backend on its own connection, as a client: no provisioning and no KV handles (the tools
+    read buckets and the comms stream through consumers, and send requests)."""
+    nc = await connect(url, name="pas-mcp", connect_timeout_s=cfg.settings.nats.connect_timeout_s, **connect_kw)
+    return Backend(cfg, Bus(nc=nc, js=nc.jetstream(timeout=10), cfg=cfg))
 
 
 async def serve_stdio(cfg: PasConfig, url: str, **connect_kw: Any) -> None:
-    backend = await open_backend(cfg, url, **connect_kw)
+    """Serve until stdin closes. NATS is reached at the first tool call: without it the server still
+    starts, and each tool call says why it cannot work (unavailable, with the URL)."""
+
+    async def opener() -> Backend:
+        return await open_backend(cfg, url, **connect_kw)
+
+    ops = Ops(opener=opener)
     try:
-        server = build_server(Ops(backend))
+        server = build_server(ops)
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
     finally:
-        await backend.close()
+        if ops.backend is not None:
+            await ops.backend.close()

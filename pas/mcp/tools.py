@@ -5,6 +5,7 @@ repo the run worked in. Errors are PasError; the server turns them into MCP tool
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from msgspec import Meta, Struct
 
 from pas import comms as comms_mod
 from pas import wire
+from pas.client import PasClient
 from pas.errors import BadRequest, NotFound, PasError
 from pas.executors import git
 from pas.http.backend import Backend
@@ -101,13 +103,25 @@ def parse_since(text: str | None) -> datetime | None:
 
 
 class Ops:
-    """The tools' implementations over one NATS connection (a Backend: the adapter's own, or one
-    `pas mcp` opens without provisioning)."""
+    """The tools' implementations over one NATS connection: a Backend, the adapter's own, or one
+    `pas mcp` opens at the first tool call (so the server starts, and says why, without NATS)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend | None = None,
+                 opener: Callable[[], Awaitable[Backend]] | None = None) -> None:
         self.backend = backend
-        self.client = backend.client
+        self._opener = opener
+        self._lock = asyncio.Lock()
         self.repos: dict[str, str] = {}  # run id -> repo, for the runs submitted here
+
+    async def ready(self) -> Backend:
+        async with self._lock:
+            if self.backend is None:
+                assert self._opener is not None
+                self.backend = await self._opener()
+        return self.backend
+
+    async def pas(self) -> PasClient:
+        return (await self.ready()).client
 
     async def submit_job(self, args: dict[str, Any], progress: OnEvent) -> Any:
         extra = parse({k: args[k] for k in ("wait", "timeout_s") if k in args}, SubmitExtra)
@@ -115,15 +129,15 @@ class Ops:
         if isinstance(job.get("repo"), str) and job["repo"]:
             job["repo"] = str(Path(job["repo"]).expanduser().resolve())
         if not extra.wait:
-            reply = await self.client.submit(job)
+            reply = await (await self.pas()).submit(job)
             self._remember(reply["run_id"], job)
             return reply
         if not job.get("run_id"):
             from pas.roles.gateway import new_run_id
 
             job["run_id"] = new_run_id()
-        async with RunWatch(self.client, job["run_id"]) as w:
-            reply = await self.client.submit(job)
+        async with RunWatch(await self.pas(), job["run_id"]) as w:
+            reply = await (await self.pas()).submit(job)
             self._remember(reply["run_id"], job)
             return await w.until_done(extra.timeout_s, progress)
 
@@ -133,35 +147,35 @@ class Ops:
 
     async def wait_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, WaitArgs)
-        async with RunWatch(self.client, a.run_id) as w:
+        async with RunWatch(await self.pas(), a.run_id) as w:
             return await w.until_done(a.timeout_s, progress)
 
     async def run_status(self, args: dict[str, Any], progress: OnEvent) -> Any:
-        return await self.client.status(parse(args, wire.RunRef).run_id)
+        return await (await self.pas()).status(parse(args, wire.RunRef).run_id)
 
     async def list_runs(self, args: dict[str, Any], progress: OnEvent) -> Any:
         q = parse(args, wire.RunsQuery)
-        return await self.client.runs(q.limit, q.status)
+        return await (await self.pas()).runs(q.limit, q.status)
 
     async def cancel_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
-        return await self.client.cancel(parse(args, wire.RunRef).run_id)
+        return await (await self.pas()).cancel(parse(args, wire.RunRef).run_id)
 
     async def run_log(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, LogArgs)
         since = parse_since(a.since)
+        b = await self.ready()
         if a.run_id or since:
             out: collections.deque[Any] = collections.deque(maxlen=a.limit)
-            async for e in comms_mod.read(self.backend.bus.js, run_id=a.run_id, agent=a.agent, msg_type=a.msg_type,
-                                          since=since):
+            async for e in comms_mod.read(b.bus.js, run_id=a.run_id, agent=a.agent, msg_type=a.msg_type, since=since):
                 out.append(wire.to_builtins(e))
             entries = list(out)
         else:
-            entries = await self.backend.comms_tail(agent=a.agent, msg_type=a.msg_type, limit=a.limit)
+            entries = await b.comms_tail(agent=a.agent, msg_type=a.msg_type, limit=a.limit)
         return {"entries": entries, "count": len(entries)}
 
     async def run_diff(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, DiffArgs)
-        st = await self.client.status(a.run_id)
+        st = await (await self.pas()).status(a.run_id)
         repo = a.repo or self.repos.get(a.run_id)
         if not repo:
             raise BadRequest(f"run_diff: give `repo`, the git repository run {a.run_id} worked in")
@@ -191,7 +205,7 @@ class Ops:
 
     async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
         parse(args, NoArgs)
-        b = self.backend
+        b = await self.ready()
         states, overrides = await b.agent_states(), await b.model_overrides()
         rows = [b.agent_row(a, states.get(a.id), overrides.get(a.id)) for a in b.cfg.agents]
         return {"agents": rows, "at": datetime.now(timezone.utc).isoformat()}
