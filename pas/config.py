@@ -83,6 +83,10 @@ class PoolConfig(Strict):
     """Default timeout of one task's command."""
     output_cap_bytes: int = 65536
     """Command output kept per task."""
+    env: str | None = None
+    """Python environment of tasks whose repository has no .venv/venv (and whose job names none): a
+    venv or conda directory, an interpreter, or a command prefix such as "uv run". None: the first
+    python3 on PATH. See pas/repoenv.py."""
 
 
 class WorkConfig(Strict):
