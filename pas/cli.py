@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a command task in a lane (repeatable), e.g. code:'python -m pytest -q'")
     sm.add_argument("--lane", action="append", default=[], help="a lane to open for the goal (repeatable)")
     sm.add_argument("--repo", help="git repository the tasks work in (one worktree per task)")
+    sm.add_argument("--env", help="Python environment of the tasks when the repo has no .venv: a venv or conda "
+                    "directory, or an interpreter (default: settings.pool.env, else python3 on PATH)")
     sm.add_argument("--run-id")
     sm.add_argument("--idempotency-key")
     sm.add_argument("--wait", action="store_true", help="show progress until the run ends; exit 0 only if completed")

@@ -138,6 +138,8 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         job["goal"] = args.goal
     if args.repo:
         job["repo"] = str(Path(args.repo).resolve())
+    if args.env:
+        job["env"] = args.env
     if args.run_id:
         job["run_id"] = args.run_id
     if args.lane:
@@ -193,6 +195,13 @@ def result_table(st: dict[str, Any]) -> str:
                      f"{t.get('programmer') or '-':<11}{secs:>6}  {t.get('command') or t['instruction'][:40]}")
         if t["status"] != "completed" and (t.get("error") or t.get("output")):
             lines.append(f"{'':16}-> {(t.get('error') or '')} {(t.get('output') or '').strip()[-300:]}")
+    envs: dict[str, list[str]] = {}
+    for t in st["tasks"]:
+        if t.get("env"):
+            envs.setdefault(t["env"], []).append(t["task_id"])
+    for env, ids in envs.items():
+        which = "every task" if len(envs) == 1 and len(ids) == len(st["tasks"]) else ", ".join(ids)
+        lines.append(f"environment of {which}: {env}")
     return "\n".join(lines)
 
 

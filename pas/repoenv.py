@@ -87,11 +87,10 @@ def _with_bin(env: dict[str, str], bin_dir: Path) -> dict[str, str]:
     return env
 
 
-def _is_own(python: str) -> bool:
-    try:
-        return os.path.samefile(python, sys.executable)
-    except OSError:
-        return False
+def _is_own(python: str | Path) -> bool:
+    """Is this PAS's own interpreter? Compared by directory: a venv's bin/python is a symlink to the
+    base interpreter, yet it is another environment."""
+    return os.path.realpath(Path(python).parent) == os.path.realpath(Path(sys.executable).parent)
 
 
 def _from_dir(d: Path, env: dict[str, str], how: str) -> RepoEnv:
@@ -104,16 +103,33 @@ def _from_dir(d: Path, env: dict[str, str], how: str) -> RepoEnv:
         kind, env["CONDA_PREFIX"] = "prefix", str(d)
     else:
         kind, env["VIRTUAL_ENV"] = "venv", str(d)
-    own = " (PAS's own environment, chosen explicitly)" if _is_own(str(py)) else ""
+    own = " (PAS's own environment, chosen explicitly)" if _is_own(py) else ""
     return RepoEnv(kind, f"{kind} {d} ({how}){own}", str(py), (), _with_bin(env, d / "bin"))
+
+
+def _looks_like_path(raw: str) -> bool:
+    return bool(raw) and not any(c.isspace() for c in raw) and ("/" in raw or raw.startswith((".", "~")))
+
+
+def check_job_env(value: str) -> None:
+    """A job's env must be a path (a venv/conda directory or an interpreter): a job may choose an
+    interpreter, never wrap commands in a program of its choice. Raises EnvError."""
+    if not _looks_like_path(value.strip()):
+        raise EnvError(f"env {value!r}: a job's env must be a path to a venv or conda directory or to an "
+                       "interpreter (command prefixes such as 'uv run' belong in settings.pool.env)")
 
 
 def _explicit(value: str, root: Path | None, env: dict[str, str], how: str, allow_runner: bool) -> RepoEnv:
     raw = value.strip()
     if not raw:
         raise EnvError(f"{how}: empty environment")
-    words = shlex.split(raw)
-    looks_like_path = len(words) == 1 and ("/" in raw or raw.startswith((".", "~")))
+    if not allow_runner:
+        check_job_env(raw)
+    try:
+        words = shlex.split(raw)
+    except ValueError as e:
+        raise EnvError(f"{how}: cannot parse {raw!r}: {e}") from None
+    looks_like_path = _looks_like_path(raw)
     p = Path(os.path.expanduser(words[0]))
     if root is not None and not p.is_absolute():
         p = root / p
@@ -126,9 +142,6 @@ def _explicit(value: str, root: Path | None, env: dict[str, str], how: str, allo
             raise EnvError(f"{how}: {raw!r} is not a Python interpreter (expected a file named python*)")
         own = " (PAS's own interpreter, chosen explicitly)" if _is_own(str(p)) else ""
         return RepoEnv("interpreter", f"interpreter {p} ({how}){own}", str(p), (), _with_bin(env, p.parent))
-    if not allow_runner:
-        raise EnvError(f"{how}: {raw!r} is not a path; a job's env must be an environment directory or an "
-                       "interpreter (command prefixes such as 'uv run' belong in settings.pool.env)")
     exe = shutil.which(words[0], path=env["PATH"])
     if exe is None:
         raise EnvError(f"{how}: runner {words[0]!r} not found on PATH")
@@ -162,4 +175,4 @@ def resolve(repo: str | Path | None, job_env: str | None = None, config_env: str
     return RepoEnv("path", f"python3 on PATH: {py}{own}", py, (), env)
 
 
-__all__ = ["RepoEnv", "EnvError", "resolve"]
+__all__ = ["RepoEnv", "EnvError", "resolve", "check_job_env"]
