@@ -164,10 +164,13 @@ def resolve(repo: str | Path | None, job_env: str | None = None, config_env: str
                     ignored = job_env or config_env
                     r = RepoEnv(r.kind, f"{r.description}; env {ignored!r} not used", r.python, r.prefix, r.env)
                 return r
-    if job_env:
-        return _explicit(job_env, root, env, "job env", allow_runner=False)
-    if config_env:
-        return _explicit(config_env, root, env, "settings.pool.env", allow_runner=True)
+    try:
+        if job_env:
+            return _explicit(job_env, root, env, "job env", allow_runner=False)
+        if config_env:
+            return _explicit(config_env, root, env, "settings.pool.env", allow_runner=True)
+    except OSError as e:  # a path too long, a permission error ...
+        raise EnvError(f"env {(job_env or config_env)!r}: {e.strerror or e}") from None
     py = shutil.which("python3", path=env["PATH"])
     if py is None:
         return RepoEnv("none", "no Python environment (no .venv, no env setting, no python3 on PATH)", None, (), env)
