@@ -36,8 +36,7 @@ def clean_env(cache: Path, wheelhouse: Path) -> dict[str, str]:
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PAS_CONFIG_DIR", "PAS_NATS_URL", "PYTHONHOME")}
     env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if d and d != own_bin)
     env["XDG_CACHE_HOME"] = str(cache)  # the demo's venv cache starts cold ...
-    # PIP_NO_COMPILE: what gets installed is the same; Python compiles what it imports when it imports it
-    env.update(PIP_FIND_LINKS=str(wheelhouse), PIP_NO_INDEX="1", PIP_NO_COMPILE="1")
+    env.update(PIP_FIND_LINKS=str(wheelhouse), PIP_NO_INDEX="1")
     return env
 
 
