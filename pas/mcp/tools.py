@@ -74,6 +74,9 @@ def schema(*types: type[Any]) -> dict[str, Any]:
         s = msgspec.json.schema(typ)
         d = s.get("$defs", {})
         root = d.pop(typ.__name__)
+        _describe(root, typ.__name__)
+        for name, sub in d.items():
+            _describe(sub, name)
         defs.update(d)
         out["properties"].update(root.get("properties", {}))
         out["required"] += root.get("required", [])
@@ -84,6 +87,42 @@ def schema(*types: type[Any]) -> dict[str, Any]:
     if not out["required"]:
         del out["required"]
     return out
+
+
+# Descriptions of the wire types' fields, for the assistants reading the schemas (wire.py keeps none).
+FIELD_DOCS: dict[str, dict[str, str]] = {
+    "JobSubmit": {
+        "title": "short name of the job",
+        "run_id": "choose the run id (default: the gateway makes one)",
+        "goal": "what to achieve, in words: the architect plans lanes and tasks from it (needs no `tasks`)",
+        "repo": "path of a git repository on the PAS host; every task works in its own worktree on branch "
+                "pas/<run_id>/<task_id>",
+        "env": "the tasks' Python environment when the repo has no .venv: a venv/conda dir or an interpreter",
+        "lanes": "open only these lanes for the goal",
+        "tasks": "explicit tasks (no planning): each runs in its lane on the programmer pool",
+        "budget": "per-run LLM budget across every tier",
+        "priority": "one of 1, 5, 10, 20; default 5",
+        "approval_mode": "recorded with the job; PAS has no approval step yet, so it changes nothing",
+        "idempotency_key": "the same key within the dedupe window returns the same run",
+    },
+    "TaskSpec": {
+        "lane": "the lane whose manager and programmers run the task",
+        "instruction": "what to do (for an llm/aider task: the prompt; for a command task: a note)",
+        "executor": "command (run `command`), echo, llm (built-in edit loop) or aider; default: command if "
+                    "`command` is given, else llm",
+        "command": "a command line from the allowlist (settings.policy.command_allowlist), run without a shell",
+        "files": "files the task may edit (llm/aider)",
+        "acceptance": "a command that must pass after an llm/aider task's edits",
+    },
+    "Budget": {"tokens_max": "LLM tokens for the whole run", "cost_usd_max": "LLM cost in USD for the whole run"},
+}
+
+
+def _describe(obj: dict[str, Any], name: str) -> None:
+    for field_name, text in FIELD_DOCS.get(name, {}).items():
+        prop = obj.get("properties", {}).get(field_name)
+        if prop is not None:
+            prop.setdefault("description", text)
 
 
 def parse(args: dict[str, Any], typ: type[Any]) -> Any:
