@@ -10,10 +10,14 @@ from typing import Any
 
 import jsonschema
 
+from pas import wire
 from pas.mcp.tools import TOOLS
 
 # A command task that changes a file in its worktree (the test's allowlist entry, via -c).
 WRITE_CMD = "python -c \"open('NOTES.md', 'a').write('written by a PAS task\\n')\""
+# Waits (at most 60 s) for <repo>/go; the task's worktree is <repo>/.pas/worktrees/<run>/<task>.
+WAIT_CMD = ("python -c \"import pathlib, time; go = pathlib.Path('..', '..', '..', '..', 'go'); "
+            "[time.sleep(0.05) for _ in range(1200) if not go.exists()]; assert go.exists()\"")
 ALLOW = 'settings.policy.command_allowlist=["python -c *", "git status*", "sleep *"]'
 
 
@@ -73,13 +77,36 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     # Progress came from the run's events, in order, ending with the run's end.
     assert [p for p, _, _ in seen] == list(range(1, len(seen) + 1)), seen
     messages = [m for _, _, m in seen]
-    assert messages[0] == "run queued" and messages[-1].startswith("run completed"), messages
+    # First where the run stood when the watch began, then every event since the submit (subscribed
+    # before it), the gateway's "queued" first.
+    assert messages[0].startswith(("run queued: ", "run running: ")) and messages[1] == "run queued", messages
+    assert messages[-1].startswith("run completed"), messages
     assert any(m and m.startswith("task ") and m.endswith("completed (code)") for m in messages), messages
 
     st = data(await session.call_tool("run_status", {"run_id": run_id}))
     assert st["status"] == "completed" and len(st["tasks"]) == 2
-    runs = data(await session.call_tool("list_runs", {"limit": 5}))
-    assert run_id in [r["run_id"] for r in runs["runs"]]
+    wire.decode(json.dumps(st).encode(), wire.RunStatus)  # the wire type, as the gateway sent it
+
+    # Submit without waiting, then wait_run. The task waits for a marker file that the test writes
+    # on wait_run's first notification (sent once it is subscribed): the run ends after that, so
+    # its events must come as notifications. run_diff finds the repo this server submitted with.
+    reply = data(await session.call_tool("submit_job", {
+        "title": "second", "repo": str(repo),
+        "tasks": [{"lane": "docs", "instruction": "wait for the marker", "command": WAIT_CMD}]}))
+    wire.decode(json.dumps(reply).encode(), wire.SubmitReply)
+    later: list[str | None] = []
+
+    async def on_wait(progress: float, total: float | None, message: str | None) -> None:
+        later.append(message)
+        (repo / "go").touch()
+
+    done = data(await session.call_tool("wait_run", {"run_id": reply["run_id"], "timeout_s": 120},
+                                        progress_callback=on_wait))
+    assert done["status"] == "completed", done
+    assert later[0].startswith(("run queued: ", "run running: ")) and later[-1].startswith("run completed"), later
+    assert any(m and m.startswith("task ") and m.endswith("completed (docs)") for m in later), later
+    second = data(await session.call_tool("run_diff", {"run_id": reply["run_id"]}))
+    assert second["repo"] == str(repo.resolve()) and [d["diff"] for d in second["diffs"]] == [""]
 
     log = data(await session.call_tool("run_log", {"run_id": run_id}))
     assert log["count"] == len(log["entries"]) > 0

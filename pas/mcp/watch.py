@@ -69,15 +69,18 @@ class RunWatch:
                 pass
 
     async def until_done(self, timeout_s: float, on_event: OnEvent | None = None) -> dict[str, Any]:
-        """The run's final status. on_event(n, line) is awaited for the n-th event (1, 2, ...).
-        The status is read once after subscribing (a run that already ended returns at once);
-        after that only events drive it. GatewayTimeout when the run has not ended in timeout_s."""
+        """The run's final status. on_event(n, line) is awaited with n = 1, 2, ...: first the run's
+        state, read once after subscribing (a run that already ended returns at once, without
+        notifications), then one per event. GatewayTimeout when the run has not ended in timeout_s."""
         st = await self.client.status(self.run_id)
         if st["status"] in wire.TERMINAL_RUN:
             return st
+        n = 1  # the first notification: where the run stands now (sent once subscribed)
+        if on_event is not None:
+            ended = sum(t["status"] in wire.TERMINAL_TASK for t in st["tasks"])
+            await on_event(n, f"run {st['status']}: {ended}/{len(st['tasks'])} tasks ended")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        n = 0
         while True:
             left = deadline - loop.time()
             try:
