@@ -137,6 +137,8 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     assert extra.is_error and "unknown field" in extra.content[0].text, extra.content[0].text
     again = await session.call_tool("cancel_run", {"run_id": run_id})
     assert again.is_error and "(409)" in again.content[0].text, again.content[0].text
+    inject = await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo), "base": "--output=x"})
+    assert inject.is_error and "base" in inject.content[0].text and not (repo / "x").exists(), inject
     unknown = await session.call_tool("no_such_tool", {})
     assert unknown.is_error
     assert data(await session.call_tool("run_status", {"run_id": run_id}))["status"] == "completed"

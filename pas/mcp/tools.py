@@ -57,8 +57,8 @@ class DiffArgs(Args):
                                                     "branch")] = None
     repo: Annotated[str | None, Meta(description="the run's git repository; default: the repo this server "
                                                  "submitted the run with")] = None
-    base: Annotated[str, Meta(max_length=256, description="diff from the merge base of this revision and the "
-                                                         "task branch")] = "HEAD"
+    base: Annotated[str, Meta(max_length=256, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./~^@{}-]*$",
+                              description="a revision: diff from its merge base with the task branch")] = "HEAD"
 
 
 class NoArgs(Args):
@@ -228,7 +228,7 @@ class Ops:
         for t in tasks:
             if not t.get("branch"):
                 continue
-            text = await git("diff", f"{a.base}...{t['branch']}", "--", cwd=root, check=False)
+            text = await git("diff", "--end-of-options", f"{a.base}...{t['branch']}", "--", cwd=root, check=False)
             if text.startswith(("fatal:", "error:")):
                 raise PasError(f"git diff {a.base}...{t['branch']} in {root}: {text.strip()[:500]}")
             diffs.append({"task_id": t["task_id"], "branch": t["branch"], "status": t["status"],
