@@ -5,6 +5,7 @@ the in-process stack, the offline planner: no model, no keys."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -90,7 +91,7 @@ async def test_streamed_goal_reports_run_events(gateway: AdapterHandle) -> None:
     assert status["title"] == "document the sample project" and status["status"] == "completed"
 
 
-async def test_v03_message_send_and_a_bad_job(gateway: AdapterHandle) -> None:
+async def test_v03_message_send_stream_and_a_bad_job(gateway: AdapterHandle) -> None:
     url = gateway.url("gateway") + "/a2a"
 
     def rpc(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,7 +102,18 @@ async def test_v03_message_send_and_a_bad_job(gateway: AdapterHandle) -> None:
     async with httpx.AsyncClient(timeout=120) as h:
         ok = (await h.post(url, json=rpc([{"kind": "text", "text": "check the docs"}]))).json()
         bad = (await h.post(url, json=rpc([{"kind": "data", "data": {"title": "x", "lanes": ["nope"]}}]))).json()
+        events = []
+        async with h.stream("POST", url, json={**rpc([{"kind": "text", "text": "lint the code"}]),
+                                                "method": "message/stream"}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            async for line in r.aiter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:])["result"])
     assert ok["result"]["kind"] == "task" and ok["result"]["status"]["state"] == "completed", ok
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "task" and "artifact-update" in kinds, kinds
+    assert events[-1]["kind"] == "status-update" and events[-1]["status"]["state"] == "completed", events[-1]
+    assert events[-1]["final"] is True
     assert bad["result"]["status"]["state"] == "failed", bad
     said = bad["result"]["status"]["message"]["parts"][0]["text"]
     assert said.startswith("bad_request") and "lanes" in said, said
