@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import StaleConnectionError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -24,7 +29,15 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, InvalidKeyError, KeyNotFoundError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from pas import subjects as S
@@ -32,9 +45,54 @@ from pas import wire
 from pas.config import PasConfig
 
 log = logging.getLogger("pas.bus")
+T = TypeVar("T")
+
+# What a JetStream write meets while a cluster elects a leader or the client moves to another node.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    NoRespondersError, NoStreamResponseError, NatsTimeoutError, asyncio.TimeoutError,
+    ConnectionReconnectingError, StaleConnectionError, OutboundBufferLimitError,
+)
+ATTEMPT_TIMEOUT_S = 2.0  # first attempt's bound; later attempts wait longer (2 s, 4 s, ... up to 10 s)
 
 
-async def connect(url: str, name: str = "pas", **kw: Any) -> Client:
+def transient(e: BaseException) -> bool:
+    if isinstance(e, TRANSIENT):
+        return True
+    # 503: "JetStream system temporarily unavailable", no stream/consumer leader yet (a pull's 503
+    # status comes without a code).
+    return isinstance(e, ServiceUnavailableError) or (isinstance(e, APIError) and e.code == 503)
+
+
+async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float = 60.0) -> T:
+    """Run a JetStream write, retrying transient unavailability with bounded exponential backoff.
+
+    The one retry policy of PAS: every publish to a stream, KV write and ack goes through here, so a
+    leader election or a failover to another node delays a handler by seconds instead of failing it
+    (and a finished task is never redone because its completion could not be stored). Each attempt
+    is bounded; each failed attempt is logged (WARNING, with what and which attempt). Past deadline_s
+    the last error is raised. Writes retried here must be idempotent: publishes carry a message id,
+    KV puts write the same value, CAS updates report a lost race (the caller reads again)."""
+    start = time.monotonic()
+    attempt, delay = 1, 0.05
+    while True:
+        try:
+            return await asyncio.wait_for(op(), min(ATTEMPT_TIMEOUT_S * attempt, 10.0))
+        except Exception as e:  # noqa: BLE001 - only transient errors are retried
+            if not transient(e):
+                raise
+            spent = time.monotonic() - start
+            if spent + delay > deadline_s:
+                log.error("%s: JetStream still unavailable after %d attempts in %.1fs (%s): giving up",
+                          what, attempt, spent, type(e).__name__)
+                raise
+            log.warning("%s: JetStream unavailable (%s: %s), attempt %d failed; retrying in %.2fs",
+                        what, type(e).__name__, str(e)[:120], attempt, delay)
+        await asyncio.sleep(delay)
+        attempt += 1
+        delay = min(delay * 2, 1.0)
+
+
+async def connect(url: str, name: str = "pas", ping_interval_s: float = 3.0, **kw: Any) -> Client:
     async def _err(e: Exception) -> None:
         log.warning("nats: %s", e)
 
@@ -44,6 +102,8 @@ async def connect(url: str, name: str = "pas", **kw: Any) -> Client:
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
+        ping_interval=ping_interval_s,  # a silent (frozen, cut off) server is left after 2 missed pings
+        max_outstanding_pings=2,
         error_cb=_err,
         **kw,
     )
@@ -171,7 +231,7 @@ class Bus:
 
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True) -> "Bus":
-        nc = await connect(url, name=name)
+        nc = await connect(url, name=name, ping_interval_s=cfg.settings.nats.ping_interval_s)
         js = nc.jetstream(timeout=10)
         if do_provision:
             await provision(js, cfg)
@@ -208,15 +268,29 @@ class Bus:
     # ---- KV helpers ------------------------------------------------------------------------
     async def kv_get(self, bucket: str, key: str, typ: type[Any]) -> tuple[Any, int] | None:
         try:
-            e = await self.kv[bucket].get(key)
+            e = await self.retry(f"get {bucket}/{key}", lambda: self.kv[bucket].get(key))
         except (KeyNotFoundError, InvalidKeyError):
             return None  # an id that cannot be a key names nothing
         if e.value is None:
             return None
         return wire.decode(e.value, typ), e.revision or 0
 
+    async def retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        return await retry_js(what, op, self.cfg.settings.nats.js_retry_s)
+
     async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
-        return await self.kv[bucket].put(key, wire.encode(obj))
+        data = wire.encode(obj)
+        return await self.retry(f"put {bucket}/{key}", lambda: self.kv[bucket].put(key, data))
+
+    async def kv_update(self, bucket: str, key: str, data: bytes, last: int) -> int:
+        """Compare-and-set. Raises KeyWrongLastSequenceError on a lost race, also when an earlier
+        attempt of this very write was stored but its ack was lost: the caller reads again."""
+        return await self.retry(f"update {bucket}/{key}", lambda: self.kv[bucket].update(key, data, last=last))
+
+    async def ack(self, m: Msg) -> None:
+        """Acknowledge and wait for the consumer to confirm, so an ack lost in an election is resent
+        (a double ack is harmless)."""
+        await self.retry(f"ack {m.subject}", lambda: m.ack_sync(timeout=ATTEMPT_TIMEOUT_S))
 
     async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
@@ -228,7 +302,10 @@ class Bus:
 
         Reads exactly the consumer's pending count from a last-per-subject pull consumer, then
         deletes it (nats-py's KV watch can report "done" before values arrive under load, and
-        leaves its consumer behind)."""
+        leaves its consumer behind). Retried as a whole through an election."""
+        return await self.retry(f"read {bucket}/{pattern}", lambda: self._kv_values(bucket, pattern, typ))
+
+    async def _kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         stream = f"KV_{bucket}"
         subject = f"$KV.{bucket}.{pattern}"
         name = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique consumer name
@@ -260,8 +337,42 @@ class Bus:
         return out
 
     async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
+        """Store obj in its stream and wait for the ack (retried: msg_id makes a retry a no-op)."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        await self.js.publish(subject, wire.encode(obj), headers=headers)
+        data = wire.encode(obj)
+        await self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers))
+
+    async def publish_js_nowait(self, subject: str, data: bytes) -> None:
+        """Store data in its stream without waiting on the hot path: the ack is checked in the
+        background and, if it does not come (an election, a failover), the publish is retried with
+        the same message id. For the comms log: every entry is kept, in order unless retried."""
+        msg_id = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique message id
+        headers = {"Nats-Msg-Id": msg_id}
+        try:
+            fut = await self.js.publish_async(subject, data, headers=dict(headers), wait_stall=5.0)
+        except Exception as e:  # noqa: BLE001 - not even sent: retry in the background
+            log.warning("publish %s: not sent (%r); retrying", subject, e)
+            self.spawn(self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers)))
+            return
+
+        def resend() -> None:
+            self.spawn(self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers)))
+
+        def on_timeout() -> None:
+            if not fut.done():
+                fut.cancel()  # frees its slot; the retry below carries the same message id
+                log.warning("publish %s: no ack within %.0fs; retrying", subject, ATTEMPT_TIMEOUT_S)
+                resend()
+
+        timer = asyncio.get_running_loop().call_later(ATTEMPT_TIMEOUT_S, on_timeout)
+
+        def on_done(f: "asyncio.Future[Any]") -> None:
+            timer.cancel()
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("publish %s: %r; retrying", subject, f.exception())
+                resend()
+
+        fut.add_done_callback(on_done)
 
     async def publish(self, subject: str, obj: Any) -> None:
         await self.nc.publish(subject, wire.encode(obj))

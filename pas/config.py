@@ -54,6 +54,11 @@ class NatsConfig(Strict):
     """Timeout of request/reply calls made by the CLI and the HTTP adapter."""
     replicas: int = 1
     """Stream and KV replicas (3 on a cluster)."""
+    js_retry_s: float = 60.0
+    """How long a JetStream write (publish, KV put, ack) is retried while the cluster is electing a
+    leader or the connection moves to another node, before the handler gives up on it."""
+    ping_interval_s: float = 3.0
+    """Client pings; a server that misses two is treated as gone and the client moves to another."""
 
 
 class HeartbeatConfig(Strict):
