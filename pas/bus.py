@@ -60,7 +60,7 @@ def transient(e: BaseException) -> bool:
         return True
     # 503: "JetStream system temporarily unavailable", no stream/consumer leader yet (a pull's 503
     # status comes without a code).
-    return isinstance(e, ServiceUnavailableError) or (isinstance(e, APIError) and e.code == 503)
+    return isinstance(e, ServiceUnavailableError) or (isinstance(e, APIError) and getattr(e, "code", None) == 503)
 
 
 async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float = 60.0) -> T:
