@@ -73,7 +73,7 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
     the last error is raised. Writes retried here must be idempotent: publishes carry a message id,
     KV puts write the same value, CAS updates report a lost race (the caller reads again)."""
     start = time.monotonic()
-    attempt, delay = 1, 0.05
+    attempt, delay = 1, 0.05  # then 0.1, 0.2, 0.4, 0.5, 0.5, ...
     while True:
         try:
             return await asyncio.wait_for(op(), min(ATTEMPT_TIMEOUT_S * attempt, 10.0))
@@ -89,7 +89,7 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
                         what, type(e).__name__, str(e)[:120], attempt, delay)
         await asyncio.sleep(delay)
         attempt += 1
-        delay = min(delay * 2, 1.0)
+        delay = min(delay * 2, 0.5)
 
 
 async def connect(url: str, name: str = "pas", ping_interval_s: float = 3.0, **kw: Any) -> Client:

@@ -127,6 +127,20 @@ class Cluster:
                 out[s["name"]] = s["state"]
         return out
 
+    def leaders(self, n: Node) -> dict[str, str | None]:
+        """n's view of the leader of every replicated asset: the meta group, each stream, each
+        durable consumer (R1 ephemeral consumers have no election and are left out)."""
+        doc = n.get("/jsz?consumers=true")
+        out: dict[str, str | None] = {"$meta": (doc.get("meta_cluster") or {}).get("leader")}
+        for acc in doc.get("account_details") or []:
+            for s in acc.get("stream_detail") or []:
+                if (s.get("cluster") or {}).get("replicas"):
+                    out[s["name"]] = s["cluster"].get("leader")
+                for c in s.get("consumer_detail") or []:
+                    if (c.get("cluster") or {}).get("replicas"):
+                        out[f'{s["name"]}/{c["name"]}'] = c["cluster"].get("leader")
+        return out
+
     def caught_up(self, n: Node, skip: set[str] = set()) -> bool:  # noqa: B006 - read only
         """n holds every stream the others hold, at the same last sequence as each of them
         (streams in skip, e.g. one written every second, are left out)."""
