@@ -10,9 +10,10 @@ Method (one benchmark run, one cluster, one PAS deployment):
   minus created_at (both stamped by PAS).
 - Trials alternate: a baseline run, then the same run with one node SIGKILLed `--kill-after` s
   after the submit, for each victim: node 2 (the programmers' node), node 1 (the core agents'
-  node), node 3 (no PAS process; only stream/consumer leaders and replicas). After each loss run the
-  node is restarted and must have caught up (same last sequence on every stream) before the next
-  trial.
+  node), node 3 (no PAS process). Before each loss run, the leaders of every replicated stream and
+  durable consumer are moved onto the victim ("leads all": every asset needs an election, the
+  worst case) or off it ("leads none": only its clients move). After each loss run the node is
+  restarted and must have caught up (same last sequence on every stream) before the next trial.
 - Figures: delay = loss run's duration - the median baseline duration; next completion = the
   earliest task finished_at after the kill minus the kill time; leaders back = from the kill until
   a survivor sees a live leader for every replicated asset (nats-server's own election time);
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -79,9 +81,12 @@ def wait_leaders(cluster: Cluster, victim: Node, killed_at: float) -> float:
 
 
 async def one_run(client: PasClient, run_id: str, cluster: Cluster, victim: Node | None,
-                  kill_after: float) -> dict[str, Any]:
+                  kill_after: float, leads: str = "") -> dict[str, Any]:
     tasks = [{"lane": S.LANES[i % len(S.LANES)], "instruction": f"t{i}", "executor": "command",
               "command": "sleep 1"} for i in range(N_TASKS)]
+    if victim is not None:  # before the clock starts: the victim leads every asset, or none
+        await cluster.place_leaders(client.nc, on=victim if leads == "all" else None,
+                                    off=victim if leads == "none" else None)
     await client.submit({"title": "cluster-loss", "run_id": run_id, "tasks": tasks})
     killed_at = None
     leaders_back: asyncio.Future[float] | None = None
@@ -93,7 +98,7 @@ async def one_run(client: PasClient, run_id: str, cluster: Cluster, victim: Node
         leaders_back = asyncio.ensure_future(asyncio.to_thread(wait_leaders, cluster, victim, killed_at))
     st = await client.wait(run_id, timeout_s=300)
     out: dict[str, Any] = {
-        "run_id": run_id, "victim": victim.name if victim else None, "status": st["status"],
+        "run_id": run_id, "victim": victim.name if victim else None, "leads": leads, "status": st["status"],
         "duration_s": round(ts(st["finished_at"]) - ts(st["created_at"]), 3),
         "reruns": sum(1 for t in st["tasks"] if t["attempts"] != 1),
         "completed": sum(1 for t in st["tasks"] if t["status"] == "completed"),
@@ -136,11 +141,12 @@ async def main() -> None:
         k = 0
         for victim in (n2, n1, n3):
             for _ in range(a.trials):
-                k += 1
-                for v in (None, victim):
-                    r = await one_run(client, f"cl{k}{'k' if v else 'b'}", cluster, v, a.kill_after)
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+                for leads in ("all", "none"):
+                    k += 1
+                    for v in (None, victim):
+                        r = await one_run(client, f"cl{k}{'k' if v else 'b'}", cluster, v, a.kill_after, leads)
+                        results.append(r)
+                        print(json.dumps(r), flush=True)
         await client.close()
     finally:
         for p in procs:
@@ -152,11 +158,12 @@ async def main() -> None:
         cluster.stop()
     base_d = [r["duration_s"] for r in results if r["victim"] is None]
     summary: dict[str, Any] = {"baseline_duration_s": {"median": statistics.median(base_d), "max": max(base_d)}}
-    for name, role in (("n2", "programmers' node"), ("n1", "core agents' node"), ("n3", "no PAS client")):
-        rs = [r for r in results if r["victim"] == name]
+    for (name, role), leads in itertools.product(
+            (("n2", "programmers' node"), ("n1", "core agents' node"), ("n3", "no PAS client")), ("all", "none")):
+        rs = [r for r in results if r["victim"] == name and r["leads"] == leads]
         delays = [round(r["duration_s"] - statistics.median(base_d), 3) for r in rs]
         nxt = [r["next_completion_s"] for r in rs if r["next_completion_s"] is not None]
-        summary[name] = {"role": role, "delay_s": delays, "delay_max_s": max(delays),
+        summary[f"{name}, leads {leads}"] = {"role": role, "delay_s": delays, "delay_max_s": max(delays),
                          "leaders_back_s": [r["leaders_back_s"] for r in rs],
                          "end_after_leaders_back_s": [round(r["end_after_kill_s"] - r["leaders_back_s"], 3)
                                                       for r in rs],

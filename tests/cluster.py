@@ -141,6 +141,35 @@ class Cluster:
                         out[f'{s["name"]}/{c["name"]}'] = c["cluster"].get("leader")
         return out
 
+    async def place_leaders(self, nc: Any, on: Node | None = None, off: Node | None = None,
+                            timeout_s: float = 60.0) -> None:
+        """Move the leader of every replicated stream and durable consumer onto node `on`, or off
+        node `off` (stepdown requests with a preferred peer; the meta group is left alone)."""
+        import asyncio
+
+        def wanted(leader: str | None, name: str) -> bool:
+            return name == "$meta" or (leader == on.name if on else leader != (off.name if off else None))
+
+        deadline = time.monotonic() + timeout_s
+        other = next(n for n in self.nodes if n is not off) if off else None
+        while True:
+            view = self.leaders(on or other)  # type: ignore[arg-type]
+            todo = [k for k, v in view.items() if not wanted(v, k)]
+            if not todo:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"leaders not placed within {timeout_s}s: {todo}")
+            target = on or next(n for n in self.nodes if n is not off)
+            for k in todo:
+                stream, _, consumer = k.partition("/")
+                subj = (f"$JS.API.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}" if consumer
+                        else f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
+                try:
+                    await nc.request(subj, json.dumps({"placement": {"preferred": target.name}}).encode(), timeout=5)
+                except Exception:  # noqa: BLE001 - asked again on the next round
+                    pass
+            await asyncio.sleep(0.5)
+
     def caught_up(self, n: Node, skip: set[str] = set()) -> bool:  # noqa: B006 - read only
         """n holds every stream the others hold, at the same last sequence as each of them
         (streams in skip, e.g. one written every second, are left out)."""
