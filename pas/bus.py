@@ -52,7 +52,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     NoRespondersError, NoStreamResponseError, NatsTimeoutError, asyncio.TimeoutError,
     ConnectionReconnectingError, StaleConnectionError, OutboundBufferLimitError,
 )
-ATTEMPT_TIMEOUT_S = 2.0  # first attempt's bound; later attempts wait longer (2 s, 4 s, ... up to 10 s)
+ATTEMPT_TIMEOUT_S = 2.0  # first attempt's bound; later ones wait 4 s (a request lost in a failover
+# is not answered at all: a long wait on it would outlast the election it is waiting for)
 
 
 def transient(e: BaseException) -> bool:
@@ -76,7 +77,7 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
     attempt, delay = 1, 0.05  # then 0.1, 0.2, 0.4, 0.5, 0.5, ...
     while True:
         try:
-            return await asyncio.wait_for(op(), min(ATTEMPT_TIMEOUT_S * attempt, 10.0))
+            return await asyncio.wait_for(op(), ATTEMPT_TIMEOUT_S * min(attempt, 2))
         except Exception as e:  # noqa: BLE001 - only transient errors are retried
             if not transient(e):
                 raise

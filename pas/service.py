@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -162,6 +163,8 @@ class WorkLoop:
 
     async def _run(self) -> None:
         psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        failing_since: float | None = None  # fetches failing (consumer leader lost, reconnecting)
+        failures = 0
         try:
             while True:
                 async with self._slot:
@@ -170,11 +173,18 @@ class WorkLoop:
                 try:
                     msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
                 except (NatsTimeoutError, asyncio.TimeoutError):
-                    continue
+                    msgs = []  # nothing to do (or a pull lost on the way): ask again
                 except Exception as e:  # noqa: BLE001 - connection trouble: back off, retry
-                    log.warning("%s: fetch failed: %r", self.name, e)
+                    failures += 1
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.warning("%s: fetch failed: %r; retrying every 0.5 s", self.name, e)
                     await asyncio.sleep(0.5)
                     continue
+                if failing_since is not None:
+                    log.warning("%s: fetch no longer failing, after %d failed attempts in %.1f s",
+                                self.name, failures, time.monotonic() - failing_since)
+                    failing_since, failures = None, 0
                 for m in msgs:
                     self.in_flight += 1
                     t = self.spawn(self._handle(m))
