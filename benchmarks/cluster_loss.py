@@ -17,8 +17,9 @@ Method (one benchmark run, one cluster, one PAS deployment):
 - Figures: delay = loss run's duration - the median baseline duration; next completion = the
   earliest task finished_at after the kill minus the kill time; leaders back = from the kill until
   a survivor sees a live leader for every replicated asset (nats-server's own election time);
-  end after leaders back = how long PAS took to finish once JetStream was whole again; re-runs =
-  tasks with attempts > 1.
+  end after leaders back = how long PAS took to finish once JetStream was whole again;
+  redelivered = tasks with attempts > 1 (delivered again after the ack deadline: a work item the
+  dying node had sent but no programmer received, or a task whose result was not stored in time).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ async def one_run(client: PasClient, run_id: str, cluster: Cluster, victim: Node
     out: dict[str, Any] = {
         "run_id": run_id, "victim": victim.name if victim else None, "leads": leads, "status": st["status"],
         "duration_s": round(ts(st["finished_at"]) - ts(st["created_at"]), 3),
-        "reruns": sum(1 for t in st["tasks"] if t["attempts"] != 1),
+        "redelivered": sum(1 for t in st["tasks"] if t["attempts"] != 1),
         "completed": sum(1 for t in st["tasks"] if t["status"] == "completed"),
     }
     if killed_at is not None:
@@ -167,7 +168,7 @@ async def main() -> None:
                          "leaders_back_s": [r["leaders_back_s"] for r in rs],
                          "end_after_leaders_back_s": [round(r["end_after_kill_s"] - r["leaders_back_s"], 3)
                                                       for r in rs],
-                         "next_completion_s": nxt, "reruns": sum(r["reruns"] for r in rs),
+                         "next_completion_s": nxt, "redelivered": sum(r["redelivered"] for r in rs),
                          "all_completed": all(r["status"] == "completed" and r["completed"] == N_TASKS for r in rs)}
     doc = {"tasks": N_TASKS, "kill_after_s": a.kill_after, "trials": a.trials, "summary": summary,
            "runs": results, "loadavg": os.getloadavg()}

@@ -4,7 +4,7 @@ The core agents are attached to node 1, the programmer pool to node 2, the test'
 Each test breaks one node while a job of 30 `sleep 1` command tasks runs on the 10 programmers,
 brings it back, and checks:
 - the run completes and every task completed exactly once: one done event per task in PAS_EVENTS,
-  one `completed` record per task with attempts == 1, one "run task" CMD per task from a programmer;
+  one `completed` record per task, one "run task" CMD per task to a programmer (it ran once);
 - PAS_COMMS holds every entry of every task: the manager's CMD handing it to the pool, the
   programmer's CMD starting it and its RESPONSE with the result;
 - the returning node catches up: its replica of every stream has the others' last sequence.
@@ -116,7 +116,8 @@ async def check_exactly_once(client: PasClient, run_id: str, st: dict[str, Any])
     tasks = st["tasks"]
     assert len(tasks) == N_TASKS
     assert all(t["status"] == "completed" for t in tasks), [(t["task_id"], t["status"]) for t in tasks]
-    assert all(t["attempts"] == 1 for t in tasks), {t["task_id"]: t["attempts"] for t in tasks if t["attempts"] != 1}
+    # attempts counts deliveries: a work item the dying node had sent but no programmer received is
+    # delivered again after the ack deadline (attempt 2) and runs once. "Ran once" is the CMD count below.
     ids = {t["task_id"] for t in tasks}
 
     done = await stream_subjects(client, S.STREAM_EVENTS, S.done_task(run_id, "*", "*"))
