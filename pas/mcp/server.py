@@ -39,7 +39,8 @@ def build_server(ops: Ops) -> Server[Any]:
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[
             types.Tool(name=t.name, description=t.description, input_schema=t.input_schema,
-                       annotations=types.ToolAnnotations(read_only_hint=t.read_only, destructive_hint=False,
+                       annotations=types.ToolAnnotations(read_only_hint=t.read_only,
+                                                         destructive_hint=t.name == "cancel_run",
                                                          open_world_hint=False))
             for t in TOOLS.values()])
 
@@ -55,7 +56,7 @@ def build_server(ops: Ops) -> Server[Any]:
         try:
             result = await tool.fn(ops, args, progress)
         except PasError as e:
-            log.info("mcp tool %s: %s %s", tool.name, e.error, e.message)
+            log.warning("mcp tool %s: %s %s", tool.name, e.error, e.message)
             return tool_error(f"{e.error} ({e.code}): {e.message}")
         except Exception as e:  # noqa: BLE001 - NATS gone mid-call, a foreign reply ...: an error, not a crash
             log.exception("mcp tool %s failed", tool.name)
