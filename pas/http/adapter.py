@@ -10,6 +10,9 @@ uvicorn.Server running in the caller's event loop; requests are dispatched to th
 FastAPI app by the local port they arrived on (scope["server"]). One process owning every port
 means two services can never race for one port (the predecessor's 6110/6120 collisions).
 
+The gateway's port also serves MCP (streamable HTTP at /mcp) and the gateway as an A2A agent
+(/.well-known/agent-card.json, /a2a): see pas.mcp.http.
+
 When PAS_HTTP_TOKEN is set, every POST needs `Authorization: Bearer <token>`; reads stay open.
 """
 
