@@ -15,10 +15,17 @@ from pas.errors import ConfigError, PasError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: configs/)")
+    p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: $PAS_CONFIG_DIR, "
+                   "else ./configs if it exists, else the defaults shipped with pas)")
     p.add_argument("-c", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. -c settings.heartbeat.interval_s=1 (repeatable)")
-    p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL)")
+    p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL); a comma-separated list for a cluster")
+    p.add_argument("--agents", dest="agent_files", action="append", default=[], metavar="FILE",
+                   help="an overlay topology file shaped like agents.yaml: new ids are added, known ids "
+                        "changed (repeatable)")
+    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="give up if NATS cannot be reached within this time (default: settings.nats."
+                        "connect_timeout_s=30 for up/http, client_connect_timeout_s=5 for the client commands)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--only", action="append", default=[], metavar="GLOB", help="start only these agent ids")
     up.add_argument("--except", dest="exclude", action="append", default=[], metavar="GLOB",
                     help="start all but these agent ids")
-    up.add_argument("--no-http", action="store_true", help="do not start the port-based HTTP adapter and HMI")
+    web = up.add_mutually_exclusive_group()
+    web.add_argument("--http", action="store_true",
+                     help="start the HTTP adapter and HMI (the default only when every agent is started)")
+    web.add_argument("--no-http", action="store_true", help="do not start the port-based HTTP adapter and HMI")
     up.add_argument("--ready-file", help="write the NATS URL to this file once every agent is up")
 
     ag = sub.add_parser("agents", help="agent, tier, lane, state, age of last beat, model")
@@ -57,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a command task in a lane (repeatable), e.g. code:'python -m pytest -q'")
     sm.add_argument("--lane", action="append", default=[], help="a lane to open for the goal (repeatable)")
     sm.add_argument("--repo", help="git repository the tasks work in (one worktree per task)")
+    sm.add_argument("--env", help="Python environment of the tasks when the repo has no .venv: a venv or conda "
+                    "directory, or an interpreter (default: settings.pool.env, else python3 on PATH)")
     sm.add_argument("--run-id")
     sm.add_argument("--idempotency-key")
     sm.add_argument("--wait", action="store_true", help="show progress until the run ends; exit 0 only if completed")
@@ -83,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--keep", action="store_true", help="keep the stack running after the job (Ctrl-C to stop)")
     dm.add_argument("--nats-port", type=int, default=-1)
 
+    it = sub.add_parser("init", help="write editable copies of the default configs (pas.yaml, models.yaml, agents.yaml)")
+    it.add_argument("dir", nargs="?", default="configs", help="where to write them (default: ./configs, which "
+                    "pas then uses when run from this directory)")
+    it.add_argument("--force", action="store_true", help="overwrite existing files")
+
     ht = sub.add_parser("http", help="run only the port-based HTTP adapter and HMI against an existing NATS")
     _common(ht)
 
@@ -103,9 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace) -> PasConfig:
     overrides = list(getattr(args, "overrides", []) or [])
-    cfg = load_config(getattr(args, "config_dir", None), overrides)
+    cfg = load_config(getattr(args, "config_dir", None), overrides, getattr(args, "agent_files", None))
     if getattr(args, "nats_url", None):
         cfg.settings.nats.url = args.nats_url
+    if getattr(args, "nats_port", None) is not None and cfg.settings.nats.url and args.cmd == "up":
+        given = ("--nats-url" if getattr(args, "nats_url", None) else
+                 "PAS_NATS_URL" if os.environ.get("PAS_NATS_URL") else "settings.nats.url")
+        raise ConfigError(f"--nats-port {args.nats_port} sets the port of the embedded nats-server, but {given} "
+                          f"({cfg.settings.nats.url}) means no embedded server is started: give one or the other")
+    if getattr(args, "connect_timeout", None) is not None:
+        cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s = args.connect_timeout
     return cfg
 
 
@@ -123,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             from pas.bench.cli import main as bench_main
 
             return bench_main(args)
-        cfg = load(args)
         from pas import commands
+
+        if args.cmd == "init":  # needs no config: it writes one
+            return asyncio.run(commands.cmd_init(args, None))
+        cfg = load(args)
 
         fn = getattr(commands, f"cmd_{args.cmd}")
         return asyncio.run(fn(args, cfg)) or 0

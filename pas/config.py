@@ -1,4 +1,4 @@
-"""Configuration: YAML files in configs/ loaded into pydantic models that reject unknown keys.
+"""Configuration: YAML files in a config directory loaded into pydantic models that reject unknown keys.
 
     configs/pas.yaml     settings: NATS, heartbeats, comms retention, pool, allowlist
     configs/models.yaml  named LLM profiles (litellm model strings)
@@ -6,6 +6,10 @@
 
 Any field can be overridden at start-up with `-c dotted.key=value` (values parsed as YAML) or
 PAS_NATS_URL for the server URL.
+
+Which directory (find_config_dir): --config-dir > $PAS_CONFIG_DIR > ./configs in the working
+directory if it exists > the defaults shipped inside the package (pas/defaults, identical to the
+repository's configs/; `pas init` copies them out for editing).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pas.errors import ConfigError
 from pas.subjects import LANES, ROLES
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "defaults"
+"""The default configs, shipped in the package (wheel included); configs/ in the source tree is a copy."""
+DEFAULT_CONFIG_DIR = PACKAGED_CONFIG_DIR
+CONFIG_FILES = ("pas.yaml", "models.yaml", "agents.yaml")
 
 Role = Literal["gateway", "root", "architect", "dir", "mgr", "prog", "monitor"]
 TIER_OF_ROLE = {
@@ -54,6 +61,10 @@ class NatsConfig(Strict):
     """Timeout of request/reply calls made by the CLI and the HTTP adapter."""
     replicas: int = 1
     """Stream and KV replicas (3 on a cluster)."""
+    connect_timeout_s: float = 30.0
+    """`pas up` and `pas http` wait this long for the server at start-up, then exit non-zero."""
+    client_connect_timeout_s: float = 5.0
+    """The client commands (submit, status, agents, log, ...) wait this long for the server."""
     js_retry_s: float = 60.0
     """How long a JetStream write (publish, KV put, ack) is retried while the cluster is electing a
     leader or the connection moves to another node, before the handler gives up on it."""
@@ -88,6 +99,10 @@ class PoolConfig(Strict):
     """Default timeout of one task's command."""
     output_cap_bytes: int = 65536
     """Command output kept per task."""
+    env: str | None = None
+    """Python environment of tasks whose repository has no .venv/venv (and whose job names none): a
+    venv or conda directory, an interpreter, or a command prefix such as "uv run". None: the first
+    python3 on PATH. See pas/repoenv.py."""
 
 
 class WorkConfig(Strict):
@@ -271,9 +286,47 @@ def _describe(e: ValidationError, doc: dict[str, Any]) -> str:
     return "; ".join(lines)
 
 
-def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None) -> PasConfig:
-    """Load configs/{pas,models,agents}.yaml, apply `key=value` overrides, validate."""
-    d = Path(config_dir or os.environ.get("PAS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+def merge_agent_files(doc: dict[str, Any], files: list[str | Path]) -> None:
+    """Overlay topology files (`pas up --agents FILE`), each shaped like agents.yaml: an entry with
+    a new id is appended; an entry with an existing id changes only the keys it gives."""
+    agents = doc.setdefault("agents", [])
+    for f in files:
+        p = Path(f)
+        if not p.is_file():
+            raise ConfigError(f"agents file {p} does not exist")
+        data = _read_yaml(p)
+        if not isinstance(data, dict) or set(data) != {"agents"} or not isinstance(data["agents"], list):
+            raise ConfigError(f"{p}: expected a single top-level key 'agents' holding a list of agents")
+        by_id = {a.get("id"): a for a in agents if isinstance(a, dict)}
+        for i, entry in enumerate(data["agents"]):
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                raise ConfigError(f"{p}: agents[{i}]: expected a mapping with an 'id'")
+            if entry["id"] in by_id:
+                by_id[entry["id"]].update(entry)
+            else:
+                agents.append(dict(entry))
+                by_id[entry["id"]] = agents[-1]
+
+
+def find_config_dir(config_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The config directory to use and why: --config-dir, then $PAS_CONFIG_DIR, then ./configs in
+    the working directory if it exists, then the packaged defaults."""
+    if config_dir:
+        return Path(config_dir), "--config-dir"
+    env = os.environ.get("PAS_CONFIG_DIR")
+    if env:
+        return Path(env), "PAS_CONFIG_DIR"
+    local = Path("configs")
+    if local.is_dir():
+        return local.resolve(), "./configs in the working directory"
+    return PACKAGED_CONFIG_DIR, "the defaults shipped with pas"
+
+
+def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None,
+                agent_files: list[str | Path] | None = None) -> PasConfig:
+    """Load {pas,models,agents}.yaml from find_config_dir(config_dir), merge overlay agent files,
+    apply `key=value` overrides, validate."""
+    d, _ = find_config_dir(config_dir)
     if not d.is_dir():
         raise ConfigError(f"config directory {d} does not exist")
     doc: dict[str, Any] = {"settings": {}, "models": {}, "agents": []}
@@ -286,6 +339,7 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
                 unknown = sorted(set(data) - {key}) if isinstance(data, dict) else data
                 raise ConfigError(f"{p}: expected a single top-level key {key!r}, found {unknown!r}")
             doc[key] = data.get(key) or doc[key]
+    merge_agent_files(doc, list(agent_files or []))
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value")
@@ -297,7 +351,9 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
     try:
         return PasConfig.model_validate(doc)
     except ValidationError as e:
-        raise ConfigError(f"invalid config in {d}: {_describe(e, doc)}") from None
+        where = ", ".join([str(d), *(str(f) for f in agent_files or [])])
+        raise ConfigError(f"invalid config in {where}: {_describe(e, doc)}") from None
 
 
-__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "ROLES"]
+__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "merge_agent_files",
+           "find_config_dir", "PACKAGED_CONFIG_DIR", "CONFIG_FILES", "ROLES"]
