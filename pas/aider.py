@@ -25,6 +25,7 @@ from typing import Literal
 
 from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
+from pas.sandbox import Box, handed_over
 
 OUTPUT_CAP = 64 * 1024
 """Characters of aider's output kept (the tail)."""
@@ -94,6 +95,35 @@ def _replied(history: Path) -> bool:
     return False
 
 
+async def _collect(proc: asyncio.subprocess.Process, timeout_s: float) -> tuple[str, bool]:
+    """aider's output (the tail) and whether it timed out; its sandbox is killed in any case."""
+    buf = bytearray()
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            buf.extend(chunk)
+            if len(buf) > 4 * OUTPUT_CAP:
+                del buf[: len(buf) - 2 * OUTPUT_CAP]
+
+    reader = asyncio.create_task(pump())
+    timed_out = False
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
+    except asyncio.TimeoutError:
+        timed_out = True
+    finally:
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await proc.wait()
+        await reader
+    output = bytes(buf).decode(errors="replace")
+    return (output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]), timed_out
+
+
 def _reasons(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if _ERR_LINE.search(ln)]
     uniq = list(dict.fromkeys(lines))[:5]
@@ -117,17 +147,22 @@ async def _exclude_aider_files(workdir: Path) -> None:
 
 
 def _env(model: str, api_base: str | None, api_key_env: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1", "COLUMNS": "500"})
+    """What aider gets on top of the sandbox's scrubbed environment: its endpoint and its own key
+    (under the profile's variable name, and as OPENAI_API_KEY for OpenAI-compatible models)."""
+    env = {"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1", "COLUMNS": "500",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and key:
+        env[api_key_env] = key
+    openai_like = model.startswith("openai/") or "/" not in model
     if api_base:
         env["OPENAI_API_BASE"] = api_base
         env["OPENAI_BASE_URL"] = api_base
         if model.startswith("ollama"):
             env["OLLAMA_API_BASE"] = api_base
-        if model.startswith("openai/") or "/" not in model:
-            env["OPENAI_API_KEY"] = key or env.get("OPENAI_API_KEY") or NO_KEY
-    elif key and (model.startswith("openai/") or "/" not in model):
+        if openai_like:
+            env["OPENAI_API_KEY"] = key or os.environ.get("OPENAI_API_KEY") or NO_KEY
+    elif key and openai_like:
         env["OPENAI_API_KEY"] = key
     return env
 
@@ -144,12 +179,18 @@ async def run_aider(
     timeout_s: float,
     edit_format: str | None = None,
     map_tokens: int | None = None,
+    box: Box | None = None,
 ) -> AiderResult:
     """Run `aider --message instruction files...` in `workdir` and judge the outcome.
 
     `edit_format` forces aider's edit format (default: aider's choice for the model);
-    `map_tokens=0` turns aider's repo map off."""
+    `map_tokens=0` turns aider's repo map off. aider runs in the sandbox `box` (default: the
+    default policy) with the network shared: it must reach its model (see README, threat model)."""
     workdir = Path(workdir)
+    box = box or Box()
+    problem = box.problem()
+    if problem:
+        return AiderResult("failed", None, "", "", f"refused: no sandbox for aider: {problem}")
     exe = find_binary(binary)
     if exe is None:
         return AiderResult("failed", None, "", "", f"aider binary not found: {binary!r}")
@@ -179,41 +220,19 @@ async def run_aider(
         if map_tokens is not None:
             args.append(f"--map-tokens={map_tokens}")
         args += ["--", *files]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, cwd=str(workdir), env=_env(model, api_base, api_key_env),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
-        except OSError as e:
-            return AiderResult("failed", None, "", "", f"aider could not start: {e}")
-        buf = bytearray()
-
-        async def pump() -> None:
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(65536):
-                buf.extend(chunk)
-                if len(buf) > 4 * OUTPUT_CAP:
-                    del buf[: len(buf) - 2 * OUTPUT_CAP]
-
-        reader = asyncio.create_task(pump())
-        timed_out = False
-        try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
-        except asyncio.TimeoutError:
-            timed_out = True
-        finally:
-            if proc.returncode is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            await proc.wait()
-            await reader
-        raw = bytes(buf)
-        output = raw.decode(errors="replace")
-        output = output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]
+        launch = box.launch(args, workdir, extra_env=_env(model, api_base, api_key_env), network=True, rw=[t])
+        async with handed_over(launch):
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv, cwd=str(workdir), env=launch.env,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as e:
+                return AiderResult("failed", None, "", "", f"aider could not start: {e}")
+            output, timed_out = await _collect(proc, timeout_s)
         replied = _replied(history)
+
     new_files = {f for f in await untracked_files(workdir) - before if not f.startswith(".aider")}
     diff = await git_diff(workdir, new_files)
     code = proc.returncode

@@ -13,6 +13,7 @@ carries the diff stat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -21,11 +22,7 @@ from pathlib import Path
 
 from pas.errors import CommandRefused, PasError
 from pas.policy import check_command, resolve_argv
-
-
-# A task's command dies with its programmer (SIGTERM on parent death) via util-linux's setpriv:
-# a preexec_fn would force a full fork of the agent process (~11 ms, blocking the event loop).
-SETPRIV = ["/usr/bin/setpriv", "--pdeathsig", "TERM", "--"] if os.path.exists("/usr/bin/setpriv") else []
+from pas.sandbox import Box, handed_over
 
 
 @dataclass
@@ -39,40 +36,87 @@ class ExecResult:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def cap(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + f"\n... [{len(text) - limit} chars cut] ...\n" + text[-half:]
-
-
-async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int) -> ExecResult:
-    """Run argv (no shell) in its own process group; kill the group on timeout or cancel."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", GIT_TERMINAL_PROMPT="0")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *SETPRIV, *resolve_argv(argv), cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=env, start_new_session=True,
-        )
-    except (OSError, ValueError) as e:  # not found, not executable, NUL in an argument ...
-        return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
-    except asyncio.TimeoutError:
-        _kill_group(proc)
-        out = await _drain(proc)
-        return ExecResult(status="timeout", output=cap(out.decode(errors="replace"), output_cap),
-                          exit_code=proc.returncode, error=f"timed out after {timeout_s}s")
-    except asyncio.CancelledError:
-        _kill_group(proc)
-        await _drain(proc)
-        raise
-    text = cap(out.decode(errors="replace"), output_cap)
-    code = proc.returncode
+async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int, *, box: Box,
+                   kill_bytes: int | None = None) -> ExecResult:
+    """Run argv (no shell) in the sandbox `box`, in its own process group; kill it on timeout,
+    cancel, or output beyond kill_bytes (the output kept is capped at output_cap)."""
+    launch = box.launch(resolve_argv(argv), cwd)
+    async with handed_over(launch):
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=launch.env, start_new_session=True,
+            )
+        except (OSError, ValueError) as e:  # not found, not executable, NUL in an argument ...
+            return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)
+        out = Capped(output_cap)
+        try:
+            flooded = await asyncio.wait_for(out.read(proc.stdout, kill_bytes), timeout=timeout_s)
+            if flooded:
+                _kill_group(proc)
+            await asyncio.wait_for(proc.wait(), timeout=max(1.0, timeout_s))
+        except asyncio.TimeoutError:
+            _kill_group(proc)
+            await _reap(proc)
+            return ExecResult(status="timeout", output=out.text(), exit_code=proc.returncode,
+                              error=f"timed out after {timeout_s}s")
+        except asyncio.CancelledError:
+            _kill_group(proc)
+            await _reap(proc)
+            raise
+    text, code = out.text(), proc.returncode
+    if flooded:
+        return ExecResult(status="failed", output=text, exit_code=code,
+                          error=f"killed: output over {kill_bytes} bytes")
     if code == 0:
         return ExecResult(status="completed", output=text, exit_code=0)
-    return ExecResult(status="failed", output=text, exit_code=code, error=f"exit code {code}")
+    return ExecResult(status="failed", output=text, exit_code=code, error=failure(code, text))
+
+
+def failure(code: int, output: str) -> str:
+    """`exit code N`, the signal if one killed it, and the last line of output (the reason, usually)."""
+    why = f"exit code {code}"
+    sig = -code if code < 0 else code - 128 if code > 128 else 0
+    if sig:
+        with contextlib.suppress(ValueError):
+            why += f" ({signal.Signals(sig).name})"
+    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
+    return f"{why}: {last[:200]}" if last else why
+
+
+class Capped:
+    """A process's output read incrementally: the first and last output_cap/2 bytes are kept, the
+    middle is counted and dropped, so even gigabytes of output cost bounded memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.half = max(1, cap // 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    async def read(self, stream: asyncio.StreamReader | None, kill_bytes: int | None) -> bool:
+        """Read to EOF; True (and stop reading) once more than kill_bytes came."""
+        assert stream is not None
+        while chunk := await stream.read(65536):
+            self.total += len(chunk)
+            room = self.half - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            self.tail += chunk
+            if len(self.tail) > 2 * self.half:
+                del self.tail[: len(self.tail) - self.half]
+            if kill_bytes is not None and self.total > kill_bytes:
+                return True
+        return False
+
+    def text(self) -> str:
+        kept = len(self.head) + min(len(self.tail), self.half)
+        if self.total <= kept:
+            return (bytes(self.head) + bytes(self.tail)).decode(errors="replace")
+        return (bytes(self.head).decode(errors="replace") + f"\n... [{self.total - kept} bytes cut] ...\n"
+                + bytes(self.tail[-self.half:]).decode(errors="replace"))
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -82,21 +126,18 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         pass
 
 
-async def _drain(proc: asyncio.subprocess.Process) -> bytes:
-    try:
-        out = await asyncio.wait_for(proc.stdout.read() if proc.stdout else asyncio.sleep(0, b""), 2)
-        await asyncio.wait_for(proc.wait(), 2)
-        return out or b""
-    except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-        return b""
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+        await asyncio.wait_for(proc.wait(), 5)
 
 
-async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int) -> ExecResult:
+async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int, *,
+                      box: Box, kill_bytes: int | None = None) -> ExecResult:
     try:
         argv = check_command(command, allowlist, cwd)
     except CommandRefused as e:
         return ExecResult(status="failed", error=e.message, exit_code=None)
-    return await run_argv(argv, cwd, timeout_s, output_cap)
+    return await run_argv(argv, cwd, timeout_s, output_cap, box=box, kill_bytes=kill_bytes)
 
 
 # ---- workspaces ----------------------------------------------------------------------------

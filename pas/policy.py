@@ -16,6 +16,9 @@ from pathlib import Path
 from pas.errors import CommandRefused
 
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1"}
+SHELL_CHARS = (";", "|", "&", "`", "$(", "${", "\n", "\r", ">", "<")
+"""Characters that only mean something to a shell: a command holding one expected a shell (which it
+does not get), so it is refused rather than run with the characters as literal text."""
 
 
 def split_command(command: str) -> list[str]:
@@ -35,13 +38,35 @@ def check_command(command: str, allowlist: list[str], workdir: Path | None = Non
     argv = split_command(command)
     if any(arg in SHELL_OPERATORS for arg in argv):
         raise CommandRefused(f"shell operators are not supported (commands run without a shell): {command!r}")
+    bad = next((c for c in SHELL_CHARS if c in command), None)
+    if bad is not None:
+        raise CommandRefused(f"shell metacharacter {bad!r} refused (commands run without a shell): {command!r}")
     line = " ".join(argv)
     if not any(fnmatch.fnmatchcase(line, pat) for pat in allowlist):
         raise CommandRefused(f"command not on the allowlist: {line!r}", detail={"allowlist": allowlist})
     if workdir is not None:
         for arg in argv[1:]:
             check_path_arg(arg, workdir)
+        check_pytest_plugins(argv, workdir)
     return argv
+
+
+def check_pytest_plugins(argv: list[str], workdir: Path) -> None:
+    """`pytest -p NAME` imports NAME: only modules inside the workspace (or `no:NAME`) are allowed."""
+    if not any(a == "pytest" or a.endswith("/pytest") for a in argv[:3]):
+        return
+    names = []
+    for i, a in enumerate(argv):
+        if a == "-p" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif a.startswith("-p") and len(a) > 2:
+            names.append(a[2:].lstrip("="))
+    for name in names:
+        if name.startswith("no:"):
+            continue
+        top = name.split(".")[0]
+        if not top or not ((workdir / top).is_dir() or (workdir / f"{top}.py").is_file()):
+            raise CommandRefused(f"pytest plugin {name!r} is not a module inside the workspace")
 
 
 def check_path_arg(arg: str, workdir: Path) -> None:
