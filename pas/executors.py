@@ -55,6 +55,7 @@ async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int
             flooded = await asyncio.wait_for(out.read(proc.stdout, kill_bytes), timeout=timeout_s)
             if flooded:
                 _kill_group(proc)
+                await _reap(proc)
             await asyncio.wait_for(proc.wait(), timeout=max(1.0, timeout_s))
         except asyncio.TimeoutError:
             _kill_group(proc)
@@ -127,8 +128,15 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """After a kill: read the pipe to its end (asyncio's wait() waits for it) and reap, bounded."""
+
+    async def drain() -> None:
+        while proc.stdout is not None and await proc.stdout.read(65536):
+            pass
+        await proc.wait()
+
     with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
-        await asyncio.wait_for(proc.wait(), 5)
+        await asyncio.wait_for(drain(), 5)
 
 
 async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int, *,
