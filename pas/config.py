@@ -107,6 +107,8 @@ class PolicyConfig(Strict):
     """auto/bwrap (also on/true): every process a task starts runs in bubblewrap (see pas/sandbox.py);
     without a working bwrap, command/llm/aider tasks are refused. off (also false): no sandbox, a
     warning on every task."""
+    sandbox_bwrap: str = "bwrap"
+    """The bubblewrap executable (a name on PATH or a path)."""
     sandbox_cpu_s: int = Field(1800, ge=1)
     """CPU seconds per sandboxed process (RLIMIT_CPU)."""
     sandbox_memory_mb: int = Field(8192, ge=16)

@@ -28,7 +28,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +168,7 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
         made.add(path)
 
     exe = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
-    wanted = [*runtime_paths(exe), *runtime_paths(sys.executable), *(ro or [])]
+    wanted = [*runtime_paths(exe), *(ro or [])]
     if env.get("VIRTUAL_ENV"):
         wanted.append(Path(env["VIRTUAL_ENV"]))
     repo = repo_of(workdir)
@@ -229,7 +228,7 @@ class Box:
     def from_policy(cls, policy: Any) -> "Box":
         lim = Limits(cpu_s=policy.sandbox_cpu_s, memory_mb=policy.sandbox_memory_mb, nproc=policy.sandbox_nproc,
                      file_mb=policy.sandbox_file_mb, tmp_mb=policy.sandbox_tmp_mb)
-        return cls(mode=policy.sandbox, limits=lim, passthrough=tuple(policy.sandbox_env))
+        return cls(mode=policy.sandbox, limits=lim, passthrough=tuple(policy.sandbox_env), bwrap=policy.sandbox_bwrap)
 
     @property
     def off(self) -> bool:

@@ -135,6 +135,7 @@ ATTACKS = {
     "ssh": lambda: read(P["ssh_key"]), "data_dir": lambda: read(P["data_dir"]),
     "other_worktree": lambda: read(P["other_worktree"]), "write_outside": lambda: write(P["outside"] + "/pwned"),
     "write_symlink": lambda: write("escape/pwned-by-symlink"),
+    "git_hijack": lambda: write(".git"),
 }
 
 if __name__ == "__main__":

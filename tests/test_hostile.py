@@ -151,6 +151,15 @@ async def test_write_through_symlink_planted_in_repo(stack: Any, client: Any, na
     assert list((tmp_path / "outside").iterdir()) == []
 
 
+async def test_repoint_worktree_git_file(stack: Any, client: Any, nats_server: Any, tmp_path: Path) -> None:
+    """PAS runs git in the worktree after the task: a .git pointing at a config the task wrote
+    (core.fsmonitor, hooks) would run the task's code outside the sandbox."""
+    repo = plant(tmp_path, nats_server.url)
+    t = await probe_blocked(client, repo, "h-gitfile", "git_hijack", ".git")
+    gitfile = worktree_dir(repo, "h-gitfile", "code-1-01") / ".git"
+    assert gitfile.read_text().startswith("gitdir: ") and t["branch"] == "pas/h-gitfile/code-1-01"
+
+
 # ---- secrets ----------------------------------------------------------------------------------
 async def test_leak_api_key_from_pas_environment(stack: Any, client: Any, nats_server: Any, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
