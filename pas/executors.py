@@ -176,11 +176,13 @@ class Workspace:
         if self.repo is None:
             return None
         await git("add", "-A", cwd=self.path)
-        status = await git("status", "--porcelain", cwd=self.path)
+        # Never look inside nested repositories the task made: git would run their config
+        # (core.fsmonitor, filters) outside the sandbox.
+        status = await git("status", "--porcelain", "--ignore-submodules=all", cwd=self.path)
         if status.strip():
             await git("-c", "user.name=PAS", "-c", "user.email=pas@localhost", "commit", "-q", "-m",
                       f"pas: task {task_id}", cwd=self.path)
-            return (await git("diff", "--stat", "HEAD~1", "HEAD", cwd=self.path)).strip()
+            return (await git("diff", "--stat", "--ignore-submodules=all", "HEAD~1", "HEAD", cwd=self.path)).strip()
         return ""
 
     async def remove(self) -> None:

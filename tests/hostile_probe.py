@@ -111,6 +111,18 @@ def flood() -> None:
     escaped("wrote 1 GB of output and was not stopped")
 
 
+def nested_repo() -> None:
+    """A nested repository whose config runs a command: harmless here, but `git status` or `git diff`
+    run by PAS in the worktree afterwards, outside the sandbox, would run it there."""
+    os.makedirs("nested", exist_ok=True)
+    subprocess.run(["git", "init", "-q", "nested"], check=True)
+    subprocess.run(["git", "-C", "nested", "commit", "-q", "--allow-empty", "-m", "i"], check=True)
+    cmd = f"touch {P['outside']}/pwned-by-fsmonitor; false #"
+    subprocess.run(["git", "-C", "nested", "config", "core.fsmonitor", cmd], check=True)
+    open("changed.txt", "w").write("x")
+    print("planted nested/.git with core.fsmonitor", flush=True)
+
+
 def daemon() -> None:
     """Double fork: a grandchild in its own session, holding a lock, outlives the task."""
     r, w = os.pipe()
@@ -131,7 +143,7 @@ def daemon() -> None:
 
 ATTACKS = {
     "nats": nats, "git_nats": git_nats, "environ": environ, "leak_key": leak_key, "fork_bomb": fork_bomb,
-    "memory_hog": memory_hog, "flood": flood, "daemon": daemon,
+    "memory_hog": memory_hog, "flood": flood, "daemon": daemon, "nested_repo": nested_repo,
     "ssh": lambda: read(P["ssh_key"]), "data_dir": lambda: read(P["data_dir"]),
     "other_worktree": lambda: read(P["other_worktree"]), "write_outside": lambda: write(P["outside"] + "/pwned"),
     "write_symlink": lambda: write("escape/pwned-by-symlink"),

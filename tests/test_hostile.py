@@ -160,6 +160,16 @@ async def test_repoint_worktree_git_file(stack: Any, client: Any, nats_server: A
     assert gitfile.read_text().startswith("gitdir: ") and t["branch"] == "pas/h-gitfile/code-1-01"
 
 
+async def test_nested_repo_config_run_by_pas_git(stack: Any, client: Any, nats_server: Any, tmp_path: Path) -> None:
+    repo = plant(tmp_path, nats_server.url)
+    t = await attack(client, repo, "h-nested", "python probe.py nested_repo")
+    assert t["status"] == "completed" and "planted nested/.git" in t["output"], t
+    assert "changed.txt" in t["diff_stat"]  # PAS committed the task's work ...
+    assert list((tmp_path / "outside").iterdir()) == []  # ... without running the nested repo's config
+    entries = [e async for e in comms.read(client.nc.jetstream(), run_id="h-nested")]
+    assert any(e.msg_type == "RESPONSE" and "completed" in e.message for e in entries)
+
+
 # ---- secrets ----------------------------------------------------------------------------------
 async def test_leak_api_key_from_pas_environment(stack: Any, client: Any, nats_server: Any, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
