@@ -97,12 +97,14 @@ def clean_env(extra: Mapping[str, str] | None = None, passthrough: tuple[str, ..
 
 
 def runtime_paths(exe: str | None) -> list[Path]:
-    """What running `exe` needs outside /usr: its virtualenv and the interpreter the venv points at."""
+    """What running `exe` needs outside /usr: the file itself, its virtualenv and the interpreter
+    the venv points at, or an interpreter's own prefix. Never a whole bin/'s parent such as ~/.local."""
     if not exe:
         return []
-    out: list[Path] = []
     p = Path(exe)
-    for cand in (p, p.resolve()):
+    real = p.resolve()
+    out: list[Path] = [p]
+    for cand in (p, real):
         for parent in cand.parents:
             cfg = parent / "pyvenv.cfg"
             if cfg.is_file():
@@ -112,8 +114,8 @@ def runtime_paths(exe: str | None) -> list[Path]:
                     if k.strip() == "home" and v.strip():
                         out.append(Path(v.strip()).resolve().parent)
                 break
-        if cand.parent.name == "bin":
-            out.append(cand.parent.parent)  # a prefix such as /opt/python3.11
+    if real.name.startswith("python") and real.parent.name == "bin":
+        out.append(real.parent.parent)  # an interpreter outside /usr (pyenv, /opt/python3.11) needs its stdlib
     return out
 
 
@@ -174,7 +176,10 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
     repo = repo_of(workdir)
     if repo is not None:
         wanted += [repo / ".git", repo / ".venv"]
-    for p in dict.fromkeys(x.resolve() for x in wanted):
+    # Directories before the files in them (a file already covered is not bound again); an
+    # executable symlink (~/.local/bin/aider) is bound at its own path, as its target's content.
+    paths = dict.fromkeys(x if x.is_symlink() and x.is_file() else x.resolve() for x in wanted)
+    for p in sorted(paths, key=lambda x: len(x.parts)):
         if p.exists() and not _covered(p, mounted) and p != Path("/"):
             bind("--ro-bind", p)
     for p in [workdir, *(x.resolve() for x in rw or [])]:
