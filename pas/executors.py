@@ -1,8 +1,9 @@
 """Programmer executors and workspaces.
 
 - echo: returns the instruction (smoke tests, benchmarks).
-- command: an allowlisted command run without a shell in the task's workspace, with a timeout
-  and an output cap; a non-zero exit is a failed task, never a crashed programmer.
+- command: an allowlisted command run without a shell in the task's workspace, inside the sandbox
+  (pas.sandbox), with a timeout and an output cap (output beyond kill_bytes kills it); a non-zero
+  exit is a failed task, never a crashed programmer.
 - llm / aider: see pas.edit_loop and pas.aider (wired in by the programmer role).
 
 Workspaces: with a repo, each task gets its own git worktree on branch pas/<run>/<task>; without
