@@ -169,8 +169,11 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
         mounted.append(path)
         made.add(path)
 
-    exe = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
-    wanted = [*runtime_paths(exe), *(ro or [])]
+    exe = str(workdir / argv[0]) if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+    # An executable in the workspace is the task's (a planted symlink or pyvenv.cfg must not pick
+    # host paths to mount); it is visible through the workspace anyway.
+    mine = exe is not None and any(workdir == q or workdir in q.parents for q in (Path(exe), Path(exe).resolve()))
+    wanted = [*([] if mine else runtime_paths(exe)), *(ro or [])]
     if env.get("VIRTUAL_ENV"):
         wanted.append(Path(env["VIRTUAL_ENV"]))
     repo = repo_of(workdir)

@@ -114,3 +114,18 @@ def test_unprivileged_user_gets_its_own_user_namespace() -> None:
         assert refused_after < 16
     finally:
         subprocess.run(["rm", "-rf", str(ws)], check=False)
+
+
+def test_executable_planted_in_the_workspace_picks_no_host_mounts(tmp_path: Path) -> None:
+    """`venv/bin/python` in the worktree is the task's: its pyvenv.cfg must not choose host paths to
+    mount (here ~/.ssh, via `home`)."""
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    secret_dir = tmp_path / "host-secrets"
+    (secret_dir / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "pyvenv.cfg").write_text(f"home = {secret_dir / 'bin'}\n")
+    (tmp_path / "venv" / "bin" / "python").symlink_to("/usr/bin/python3")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "venv").symlink_to(tmp_path / "venv")
+    argv = wrap(["venv/bin/python", "-V"], ws, {"PATH": "/usr/bin"}, limits=Limits(), uid=None)
+    assert str(secret_dir) not in argv and str(tmp_path / "venv") not in argv
