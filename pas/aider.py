@@ -21,7 +21,7 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Awaitable, Literal, Mapping
 
 from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
@@ -95,8 +95,10 @@ def _replied(history: Path) -> bool:
     return False
 
 
-async def _collect(proc: asyncio.subprocess.Process, timeout_s: float) -> tuple[str, bool]:
-    """aider's output (the tail) and whether it timed out; its sandbox is killed in any case."""
+async def _collect(proc: asyncio.subprocess.Process, timeout_s: float,
+                   stop: Awaitable[object] | None) -> tuple[str, bool, bool]:
+    """aider's output (the tail), whether it timed out, whether `stop` ended it; its sandbox is
+    killed in any case."""
     buf = bytearray()
 
     async def pump() -> None:
@@ -107,12 +109,17 @@ async def _collect(proc: asyncio.subprocess.Process, timeout_s: float) -> tuple[
                 del buf[: len(buf) - 2 * OUTPUT_CAP]
 
     reader = asyncio.create_task(pump())
-    timed_out = False
+    timed_out = stopped = False
+    waiter = asyncio.ensure_future(proc.wait())
+    stopper = asyncio.ensure_future(stop) if stop is not None else None
     try:
-        await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
-    except asyncio.TimeoutError:
-        timed_out = True
+        done, _ = await asyncio.wait([w for w in (waiter, stopper) if w is not None], timeout=timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        timed_out = waiter not in done
+        stopped = stopper is not None and stopper in done
     finally:
+        if stopper is not None:
+            stopper.cancel()
         if proc.returncode is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -121,7 +128,7 @@ async def _collect(proc: asyncio.subprocess.Process, timeout_s: float) -> tuple[
         await proc.wait()
         await reader
     output = bytes(buf).decode(errors="replace")
-    return (output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]), timed_out
+    return (output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]), timed_out, stopped
 
 
 def _reasons(output: str) -> str:
@@ -179,13 +186,18 @@ async def run_aider(
     timeout_s: float,
     edit_format: str | None = None,
     map_tokens: int | None = None,
+    base_env: Mapping[str, str] | None = None,
+    stop: Awaitable[object] | None = None,
     box: Box | None = None,
 ) -> AiderResult:
     """Run `aider --message instruction files...` in `workdir` and judge the outcome.
 
     `edit_format` forces aider's edit format (default: aider's choice for the model);
-    `map_tokens=0` turns aider's repo map off. aider runs in the sandbox `box` (default: the
-    default policy) with the network shared: it must reach its model (see README, threat model)."""
+    `map_tokens=0` turns aider's repo map off. `base_env` is the environment aider runs in (the
+    repository's toolchain, pas.repoenv; default PAS's), filtered by the sandbox's allowlist. `stop`,
+    when it completes first, ends the run like the timeout does (a caller's deadline that is an
+    event, not a clock). aider runs in the sandbox `box` (default: the default policy) with the
+    network shared: it must reach its model (see README, threat model)."""
     workdir = Path(workdir)
     box = box or Box()
     problem = box.problem()
@@ -220,7 +232,8 @@ async def run_aider(
         if map_tokens is not None:
             args.append(f"--map-tokens={map_tokens}")
         args += ["--", *files]
-        launch = box.launch(args, workdir, extra_env=_env(model, api_base, api_key_env), network=True, rw=[t])
+        launch = box.launch(args, workdir, extra_env=_env(model, api_base, api_key_env), source_env=base_env,
+                            network=True, rw=[t])
         async with handed_over(launch):
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -230,7 +243,7 @@ async def run_aider(
                 )
             except OSError as e:
                 return AiderResult("failed", None, "", "", f"aider could not start: {e}")
-            output, timed_out = await _collect(proc, timeout_s)
+            output, timed_out, stopped = await _collect(proc, timeout_s, stop)
         replied = _replied(history)
 
     new_files = {f for f in await untracked_files(workdir) - before if not f.startswith(".aider")}
@@ -240,7 +253,7 @@ async def run_aider(
     res = AiderResult("failed", code, output, diff, "", replied)
     if timed_out:
         res.status = "timeout"
-        res.error = f"aider timed out after {timeout_s:g}s" + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
+        res.error = ("aider was stopped" if stopped else f"aider timed out after {timeout_s:g}s") + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
     elif code != 0:
         res.error = f"aider exited with code {code}" + (f": {why}" if why else "")
     elif not replied:

@@ -20,9 +20,11 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from pas.errors import CommandRefused, PasError
-from pas.policy import check_command, resolve_argv
+from pas.policy import check_command
+from pas.repoenv import RepoEnv
 from pas.sandbox import Box, handed_over
 
 
@@ -38,10 +40,11 @@ class ExecResult:
 
 
 async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int, *, box: Box,
-                   kill_bytes: int | None = None) -> ExecResult:
-    """Run argv (no shell) in the sandbox `box`, in its own process group; kill it on timeout,
-    cancel, or output beyond kill_bytes (the output kept is capped at output_cap)."""
-    launch = box.launch(resolve_argv(argv), cwd)
+                   env: Mapping[str, str] | None = None, kill_bytes: int | None = None) -> ExecResult:
+    """Run argv (no shell, already resolved: see pas.repoenv) in the sandbox `box`, in its own
+    process group, with the allowlisted part of `env` (default: PAS's environment); kill it on
+    timeout, cancel, or output beyond kill_bytes (the output kept is capped at output_cap)."""
+    launch = box.launch(argv, cwd, source_env=env)
     async with handed_over(launch):
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -140,13 +143,15 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(drain(), 5)
 
 
-async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int, *,
-                      box: Box, kill_bytes: int | None = None) -> ExecResult:
+async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int,
+                      repo_env: RepoEnv, *, box: Box, kill_bytes: int | None = None) -> ExecResult:
+    """Check `command` against the allowlist, then run it in the repository's environment, sandboxed."""
     try:
         argv = check_command(command, allowlist, cwd)
     except CommandRefused as e:
         return ExecResult(status="failed", error=e.message, exit_code=None)
-    return await run_argv(argv, cwd, timeout_s, output_cap, box=box, kill_bytes=kill_bytes)
+    return await run_argv(repo_env.argv(argv), cwd, timeout_s, output_cap, box=box, env=repo_env.env,
+                          kill_bytes=kill_bytes)
 
 
 # ---- workspaces ----------------------------------------------------------------------------

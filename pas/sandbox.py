@@ -37,7 +37,7 @@ log = logging.getLogger("pas.sandbox")
 
 SETPRIV = "/usr/bin/setpriv"
 PRLIMIT = "/usr/bin/prlimit"
-ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "LC_*", "TERM", "TZ", "VIRTUAL_ENV", "NO_COLOR")
+ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "LC_*", "TERM", "TZ", "VIRTUAL_ENV", "CONDA_PREFIX", "NO_COLOR")
 """Variables a task inherits from PAS; everything else (keys, tokens, NATS credentials) is dropped."""
 ETC = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives",
        "localtime", "timezone", "hosts", "resolv.conf", "host.conf", "gai.conf", "protocols", "services",
@@ -114,6 +114,8 @@ def runtime_paths(exe: str | None) -> list[Path]:
                     if k.strip() == "home" and v.strip():
                         out.append(Path(v.strip()).resolve().parent)
                 break
+    if p.parent.name == "shims":
+        out.append(p.parent.parent)  # a version manager's shim (pyenv, rbenv, asdf) runs its whole root
     if real.name.startswith("python") and real.parent.name == "bin":
         out.append(real.parent.parent)  # an interpreter outside /usr (pyenv, /opt/python3.11) needs its stdlib
     return out
@@ -174,8 +176,7 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
     # host paths to mount); it is visible through the workspace anyway.
     mine = exe is not None and any(workdir == q or workdir in q.parents for q in (Path(exe), Path(exe).resolve()))
     wanted = [*([] if mine else runtime_paths(exe)), *(ro or [])]
-    if env.get("VIRTUAL_ENV"):
-        wanted.append(Path(env["VIRTUAL_ENV"]))
+    wanted += [Path(env[k]) for k in ("VIRTUAL_ENV", "CONDA_PREFIX") if env.get(k)]
     repo = repo_of(workdir)
     if repo is not None:
         wanted += [repo / ".git", repo / ".venv"]
@@ -247,8 +248,11 @@ class Box:
         return None if self.off else _probe(self.bwrap, os.geteuid() == 0)
 
     def launch(self, argv: list[str], workdir: Path, *, extra_env: Mapping[str, str] | None = None,
-               network: bool = False, rw: list[Path] | None = None, ro: list[Path] | None = None) -> Launch:
-        env = clean_env(extra_env, self.passthrough)
+               source_env: Mapping[str, str] | None = None, network: bool = False,
+               rw: list[Path] | None = None, ro: list[Path] | None = None) -> Launch:
+        """What to execute for argv: `source_env` (default os.environ; e.g. the repository's
+        environment from pas.repoenv) is filtered through the allowlist, then `extra_env` is added."""
+        env = clean_env(extra_env, self.passthrough, source_env)
         if self.off:
             pdeath = [SETPRIV, "--pdeathsig", "KILL", "--"] if os.path.exists(SETPRIV) else []
             return Launch([*pdeath, *argv], env)

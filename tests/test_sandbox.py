@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ async def test_workspace_is_handed_back_without_setuid_bits(tmp_path: Path) -> N
     ws.mkdir()
     code = ("import os; open('made', 'w').write(str(os.getuid())); os.chmod('made', 0o4755); "
             "os.mkdir('sub'); open('sub/x', 'w').close()")
-    r = await run_argv(["python", "-c", code], ws, 30, 4096, box=Box(), kill_bytes=None)
+    r = await run_argv([sys.executable, "-c", code], ws, 30, 4096, box=Box(), kill_bytes=None)
     assert r.status == "completed", r
     inside_uid = int((ws / "made").read_text())
     assert (inside_uid != 0) if os.geteuid() == 0 else (inside_uid == os.geteuid())  # never root inside
