@@ -15,9 +15,12 @@ from pathlib import Path
 from pas.errors import CommandRefused
 
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1"}
-SHELL_CHARS = (";", "|", "&", "`", "$(", "${", "\n", "\r", ">", "<")
-"""Characters that only mean something to a shell: a command holding one expected a shell (which it
-does not get), so it is refused rather than run with the characters as literal text."""
+SHELL_PUNCTUATION = ";&|<>()"
+"""Unquoted, these only mean something to a shell: a command holding one expected a shell (which
+it does not get), so it is refused rather than run with the characters as literal arguments."""
+SHELL_EXPANSIONS = ("`", "$(", "${", "\n", "\r")
+"""Refused anywhere, quoted or not: a shell expands the first three even inside double quotes, and
+a newline separates commands."""
 
 
 def split_command(command: str) -> list[str]:
@@ -37,7 +40,7 @@ def check_command(command: str, allowlist: list[str], workdir: Path | None = Non
     argv = split_command(command)
     if any(arg in SHELL_OPERATORS for arg in argv):
         raise CommandRefused(f"shell operators are not supported (commands run without a shell): {command!r}")
-    bad = next((c for c in SHELL_CHARS if c in command), None)
+    bad = next((c for c in SHELL_EXPANSIONS if c in command), None) or _unquoted_punctuation(command)
     if bad is not None:
         raise CommandRefused(f"shell metacharacter {bad!r} refused (commands run without a shell): {command!r}")
     line = " ".join(argv)
@@ -48,6 +51,16 @@ def check_command(command: str, allowlist: list[str], workdir: Path | None = Non
             check_path_arg(arg, workdir)
         check_pytest_plugins(argv, workdir)
     return argv
+
+
+def _unquoted_punctuation(command: str) -> str | None:
+    """The first shell operator outside quotes (`a;b`, `x|y`), None if there is none."""
+    lex = shlex.shlex(command, posix=True, punctuation_chars=SHELL_PUNCTUATION)
+    lex.whitespace_split = True
+    try:
+        return next((t for t in lex if t and all(c in SHELL_PUNCTUATION for c in t)), None)
+    except ValueError:
+        return None  # unbalanced quotes: split_command already refused those
 
 
 def check_pytest_plugins(argv: list[str], workdir: Path) -> None:

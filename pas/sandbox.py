@@ -111,8 +111,9 @@ def runtime_paths(exe: str | None) -> list[Path]:
                 out.append(parent)
                 for line in cfg.read_text(errors="replace").splitlines():
                     k, _, v = line.partition("=")
-                    if k.strip() == "home" and v.strip():
-                        out.append(Path(v.strip()).resolve().parent)
+                    home = Path(v.strip()).resolve() if k.strip() == "home" and v.strip() else None
+                    if home is not None and any(x.name.startswith("python") for x in home.glob("python*")):
+                        out.append(home.parent)  # only ever an interpreter's prefix, whatever the file says
                 break
     if p.parent.name == "shims":
         out.append(p.parent.parent)  # a version manager's shim (pyenv, rbenv, asdf) runs its whole root
@@ -176,7 +177,9 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
     # host paths to mount); it is visible through the workspace anyway.
     mine = exe is not None and any(workdir == q or workdir in q.parents for q in (Path(exe), Path(exe).resolve()))
     wanted = [*([] if mine else runtime_paths(exe)), *(ro or [])]
-    wanted += [Path(env[k]) for k in ("VIRTUAL_ENV", "CONDA_PREFIX") if env.get(k)]
+    for k in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        if env.get(k):
+            wanted += [Path(env[k]), *runtime_paths(str(Path(env[k]) / "bin" / "python"))]
     repo = repo_of(workdir)
     if repo is not None:
         wanted += [repo / ".git", repo / ".venv"]
