@@ -134,6 +134,9 @@ class PolicyConfig(Strict):
     """Largest file a task may write (RLIMIT_FSIZE)."""
     sandbox_tmp_mb: int = Field(1024, ge=1)
     """Size of a task's private /tmp."""
+    sandbox_ro: list[str] = Field(default_factory=list)
+    """Extra host paths tasks may read (a toolchain in an unusual place, e.g. what a settings.pool.env
+    runner script uses). The interpreter or virtualenv a command runs from is found by itself."""
     sandbox_env: list[str] = Field(default_factory=list)
     """Extra variables (names or globs) passed from PAS's environment to tasks; by default only PATH,
     LANG, LC_*, TERM, TZ, VIRTUAL_ENV, NO_COLOR are."""

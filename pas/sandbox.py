@@ -96,6 +96,14 @@ def clean_env(extra: Mapping[str, str] | None = None, passthrough: tuple[str, ..
     return env
 
 
+def _is_elf(p: Path) -> bool:
+    try:
+        with p.open("rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
 def runtime_paths(exe: str | None) -> list[Path]:
     """What running `exe` needs outside /usr: the file itself, its virtualenv and the interpreter
     the venv points at, or an interpreter's own prefix. Never a whole bin/'s parent such as ~/.local."""
@@ -117,7 +125,7 @@ def runtime_paths(exe: str | None) -> list[Path]:
                 break
     if p.parent.name == "shims":
         out.append(p.parent.parent)  # a version manager's shim (pyenv, rbenv, asdf) runs its whole root
-    if real.name.startswith("python") and real.parent.name == "bin":
+    if real.name.startswith("python") and real.parent.name == "bin" and _is_elf(real):
         out.append(real.parent.parent)  # an interpreter outside /usr (pyenv, /opt/python3.11) needs its stdlib
     return out
 
@@ -235,12 +243,14 @@ class Box:
     limits: Limits = field(default_factory=Limits)
     passthrough: tuple[str, ...] = ()
     bwrap: str = "bwrap"
+    ro: tuple[str, ...] = ()
 
     @classmethod
     def from_policy(cls, policy: Any) -> "Box":
         lim = Limits(cpu_s=policy.sandbox_cpu_s, memory_mb=policy.sandbox_memory_mb, nproc=policy.sandbox_nproc,
                      file_mb=policy.sandbox_file_mb, tmp_mb=policy.sandbox_tmp_mb)
-        return cls(mode=policy.sandbox, limits=lim, passthrough=tuple(policy.sandbox_env), bwrap=policy.sandbox_bwrap)
+        return cls(mode=policy.sandbox, limits=lim, passthrough=tuple(policy.sandbox_env), bwrap=policy.sandbox_bwrap,
+                   ro=tuple(policy.sandbox_ro))
 
     @property
     def off(self) -> bool:
@@ -261,7 +271,8 @@ class Box:
             return Launch([*pdeath, *argv], env)
         uid = UID_BASE + secrets.randbelow(UID_SPAN) if os.geteuid() == 0 else None
         found = shutil.which(self.bwrap) or self.bwrap
-        return Launch(wrap(argv, workdir, env, limits=self.limits, uid=uid, network=network, ro=ro, rw=rw,
+        extra_ro = [*(Path(p) for p in self.ro), *(ro or [])]
+        return Launch(wrap(argv, workdir, env, limits=self.limits, uid=uid, network=network, ro=extra_ro, rw=rw,
                            bwrap=found), env, uid, [workdir, *(rw or [])])
 
 
