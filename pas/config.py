@@ -65,6 +65,11 @@ class NatsConfig(Strict):
     """`pas up` and `pas http` wait this long for the server at start-up, then exit non-zero."""
     client_connect_timeout_s: float = 5.0
     """The client commands (submit, status, agents, log, ...) wait this long for the server."""
+    js_retry_s: float = 60.0
+    """How long a JetStream write (publish, KV put, ack) is retried while the cluster is electing a
+    leader or the connection moves to another node, before the handler gives up on it."""
+    ping_interval_s: float = 3.0
+    """Client pings; a server that misses two is treated as gone and the client moves to another."""
 
 
 class HeartbeatConfig(Strict):
