@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable
 
-import nats
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -30,23 +30,67 @@ from nats.js.kv import KeyValue
 from pas import subjects as S
 from pas import wire
 from pas.config import PasConfig
+from pas.errors import PasError
 
 log = logging.getLogger("pas.bus")
 
 
-async def connect(url: str, name: str = "pas", **kw: Any) -> Client:
-    async def _err(e: Exception) -> None:
-        log.warning("nats: %s", e)
+CREDS_HINT = ("PAS reads credentials from $PAS_CREDS_DIR, --creds-dir, settings.nats.creds_dir or "
+              "<data_dir>/creds (default .pas/creds, written by `pas up`): run `pas` where `pas up` runs, or point "
+              "one of those at that directory. A server you run yourself needs the users of `pas nats-config`.")
 
+
+class AuthRefused(PasError):
+    code = 401
+    error = "unauthorized"
+
+
+def on_nats_error(user: str | None) -> Any:
+    """nats-py's error callback: a refused publish/subscribe is logged with its subject at WARNING."""
+
+    async def _err(e: Exception) -> None:
+        text = str(e)
+        if "permissions violation" in text.lower():  # nats-py lowercases the server's -ERR text
+            log.warning("NATS refused %s: %s", user or "this connection", text.removeprefix("nats: "))
+        else:
+            log.warning("nats: %s", e)
+
+    return _err
+
+
+async def connect(url: str, name: str = "pas", *, user: str | None = None, password: str | None = None,
+                  **kw: Any) -> Client:
+    """Connect (reconnecting forever once connected). A server that refuses the credentials (or their
+    absence) fails the first connect with AuthRefused, instead of retrying for ever."""
     servers = [u.strip() for u in url.split(",") if u.strip()]  # "nats://a:4222,nats://b:4222"
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        error_cb=_err,
-        **kw,
-    )
+    refused = asyncio.Event()
+    report = kw.pop("error_cb", None) or on_nats_error(user)
+
+    async def _err(e: Exception) -> None:
+        if not nc.is_connected and ("Authorization Violation" in str(e) or isinstance(e, AuthorizationError)):
+            refused.set()
+            return
+        await report(e)
+
+    nc = Client()
+    if user is not None:
+        kw.update(user=user, password=password)
+    opts: dict[str, Any] = dict(max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    opts.update(kw)
+    attempt = asyncio.ensure_future(nc.connect(servers=servers, name=name, error_cb=_err, **opts))
+    waiter = asyncio.ensure_future(refused.wait())
+    try:
+        await asyncio.wait({attempt, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if attempt.done():
+        attempt.result()
+        return nc
+    attempt.cancel()
+    await asyncio.gather(attempt, return_exceptions=True)
+    await nc.close()
+    who = f"user {user!r}" if user else "a connection without credentials"
+    raise AuthRefused(f"NATS at {url} refused {who} (Authorization Violation). {CREDS_HINT}")
 
 
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
@@ -170,8 +214,10 @@ class Bus:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
-    async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True) -> "Bus":
-        nc = await connect(url, name=name)
+    async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
+                   **kw: Any) -> "Bus":
+        """kw: connect()'s (user, password, inbox_prefix of a PAS role: pas.auth.connect_kw)."""
+        nc = await connect(url, name=name, **kw)
         js = nc.jetstream(timeout=10)
         if do_provision:
             await provision(js, cfg)

@@ -10,6 +10,7 @@ import signal
 import sys
 from datetime import datetime, timedelta, timezone
 
+from pas.auth import USERS
 from pas.config import PasConfig, load_config
 from pas.errors import ConfigError, PasError
 
@@ -19,6 +20,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. -c settings.heartbeat.interval_s=1 (repeatable)")
     p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL)")
+    p.add_argument("--creds-dir", help="NATS users' credentials (also PAS_CREDS_DIR; default <data_dir>/creds)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--backup", action="store_true")
     _common(ms)
 
+    cr = sub.add_parser("creds", help="print a `nats` CLI context (env and flags) for one PAS NATS user")
+    _common(cr)
+    cr.add_argument("role", choices=USERS, help="the PAS NATS user")
+    cr.add_argument("--data-dir", help="the data dir of `pas up` (its creds/ subdirectory)")
+
+    nc = sub.add_parser("nats-config", help="print the nats-server `authorization` block of PAS's users")
+    _common(nc)
+    nc.add_argument("--data-dir", help="keep the generated credentials in <data_dir>/creds")
+
     bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
     bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")
     bn.add_argument("--json", help="write figures to this JSON file")
@@ -106,6 +117,8 @@ def load(args: argparse.Namespace) -> PasConfig:
     cfg = load_config(getattr(args, "config_dir", None), overrides)
     if getattr(args, "nats_url", None):
         cfg.settings.nats.url = args.nats_url
+    if getattr(args, "creds_dir", None):
+        cfg.settings.nats.creds_dir = args.creds_dir
     return cfg
 
 
@@ -126,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args)
         from pas import commands
 
-        fn = getattr(commands, f"cmd_{args.cmd}")
+        fn = getattr(commands, f"cmd_{args.cmd.replace('-', '_')}")
         return asyncio.run(fn(args, cfg)) or 0
     except ConfigError as e:
         print(f"pas: config error: {e.message}", file=sys.stderr)

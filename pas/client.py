@@ -9,7 +9,6 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
-import nats
 from nats.aio.client import Client as NC
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -50,13 +49,22 @@ class PasClient:
         self.timeout_s = timeout_s
 
     @classmethod
-    async def connect(cls, url: str, timeout_s: float = 5.0) -> "PasClient":
+    async def connect(cls, url: str, timeout_s: float = 5.0, creds: Any = None) -> "PasClient":
+        """creds: a pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
+        from pas.auth import connect_kw
+        from pas.bus import connect, on_nats_error
+
+        report = on_nats_error(creds.user if creds else None)
+
         async def quiet(e: Exception) -> None:  # connection errors are reported once, below
-            pass
+            if "permissions violation" in str(e).lower():
+                await report(e)
 
         try:
-            nc = await nats.connect(servers=[u.strip() for u in url.split(",") if u.strip()], name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
-                                    allow_reconnect=True, error_cb=quiet)
+            nc = await connect(url, name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
+                               allow_reconnect=True, error_cb=quiet, **connect_kw(creds))
+        except PasError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise Unavailable(f"cannot reach NATS at {url}: {e}") from None
         return cls(nc, timeout_s)

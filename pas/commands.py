@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas import wire
@@ -76,7 +77,7 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
 
 
 async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli")
+    nc = await connect(client_url(cfg), name="pas-cli", **auth.connect_kw(auth.user_creds(cfg, "client")))
     try:
         js = nc.jetstream()
         states: dict[str, wire.AgentState] = {}
@@ -122,7 +123,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli")
+    nc = await connect(client_url(cfg), name="pas-cli", **auth.connect_kw(auth.user_creds(cfg, "client")))
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
                                       since=parse_since(args.since), follow=args.follow):
@@ -198,7 +199,8 @@ def result_table(st: dict[str, Any]) -> str:
 
 async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
     job = _job_from_args(args)
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s,
+                                     auth.user_creds(cfg, "client"))
     try:
         if args.wait and "run_id" not in job:
             job["run_id"] = wire_run_id()
@@ -220,7 +222,8 @@ def wire_run_id() -> str:
 
 
 async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s,
+                                     auth.user_creds(cfg, "client"))
     try:
         st = await client.status(args.run_id)
     finally:
@@ -230,7 +233,8 @@ async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s,
+                                     auth.user_creds(cfg, "client"))
     try:
         res = await client.runs(args.limit, args.status)
     finally:
@@ -244,7 +248,8 @@ async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s,
+                                     auth.user_creds(cfg, "client"))
     try:
         res = await client.cancel(args.run_id)
     finally:
@@ -254,7 +259,8 @@ async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_model(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s,
+                                     auth.user_creds(cfg, "admin"))  # models are changed by admin only
     try:
         body = {"backup" if args.backup else "primary": args.profile}
         res = await client.request(S.ctl(args.agent, "set_model"), body)
@@ -271,7 +277,7 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    server = await start_adapter(cfg, client_url(cfg))
+    server = await start_adapter(cfg, client_url(cfg), creds=auth.user_creds(cfg, "adapter"))
     h = cfg.settings.http
     print(f"pas http: serving agent ports and the HMI on http://{h.host}:{h.hmi_port + h.port_offset}/", flush=True)
     try:
@@ -327,24 +333,26 @@ async def cmd_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
         repo = prepare_sample_repo(tmp)
         job = demo_job(repo)
         job["run_id"] = wire_run_id()
-        client = await PasClient.connect(stack.url or "", cfg.settings.nats.request_timeout_s)
+        client = await PasClient.connect(stack.url or "", cfg.settings.nats.request_timeout_s,
+                                         stack.creds.get("client"))
         try:
             reply = await client.submit(job)
             run_id = reply["run_id"]
             print(f"pas demo: submitted run {run_id}: {len(job['tasks'])} tasks over lanes code, devsecops, docs",
                   flush=True)
             st = await follow_run(client, run_id, timeout_s=300)
+            print()
+            print(result_table(st))
+            branches = [t["branch"] for t in st["tasks"] if t.get("branch")]
+            print(f"\nEach task ran in its own git worktree of {repo} (branches: {', '.join(branches[:3])} ...).")
+            print(f"Comms log of this run (stream {S.STREAM_COMMS}, stored in {data_dir}):")
+            async for e in comms_mod.read(client.nc.jetstream(), run_id=run_id):
+                print("  " + comms_mod.format_entry(e)[:160])
         finally:
             await client.close()
-        print()
-        print(result_table(st))
-        branches = [t["branch"] for t in st["tasks"] if t.get("branch")]
-        print(f"\nEach task ran in its own git worktree of {repo} (branches: {', '.join(branches[:3])} ...).")
-        print(f"Comms log of this run (stream {S.STREAM_COMMS}, stored in {data_dir}):")
-        async for e in comms_mod.read(stack.bus.js, run_id=run_id):  # type: ignore[union-attr]
-            print("  " + comms_mod.format_entry(e)[:160])
+        creds = f" --creds-dir {auth.creds_dir(cfg, data_dir)}" if stack.creds else ""
         print(f"\nRead it again later: pas up --data-dir {data_dir} --nats-port -1 --ready-file url.txt, then "
-              f"pas log --run {run_id} --nats-url $(cat url.txt)")
+              f"pas log --run {run_id} --nats-url $(cat url.txt){creds}")
         if args.keep:
             print(f"pas demo: stack still running on {stack.url}; Ctrl-C to stop", flush=True)
             stop = asyncio.Event()
@@ -353,3 +361,28 @@ async def cmd_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
         return 0 if st["status"] == "completed" else 1
     finally:
         await stack.stop()
+
+
+# ---- NATS users ----------------------------------------------------------------------------
+async def cmd_creds(args: argparse.Namespace, cfg: PasConfig) -> int:
+    if args.data_dir:
+        cfg.settings.nats.data_dir = args.data_dir
+    where = auth.creds_dir(cfg)
+    creds = auth.load_creds(where).get(args.role)
+    if creds is None:
+        raise PasError(f"no credentials for {args.role!r} in {where}: `pas up` writes them for its embedded server "
+                       f"(or `pas nats-config` for a server of your own); see --creds-dir / PAS_CREDS_DIR")
+    print(auth.cli_context(client_url(cfg), creds), end="")
+    return 0
+
+
+async def cmd_nats_config(args: argparse.Namespace, cfg: PasConfig) -> int:
+    if args.data_dir:
+        cfg.settings.nats.data_dir = args.data_dir
+    where = auth.creds_dir(cfg)
+    creds = auth.ensure_creds(where)  # generated once; PAS processes read them from the same place
+    print(f"# PAS NATS users for the topology in {args.config_dir or 'configs/'} (pas nats-config);\n"
+          f"# passwords are in {where}. Save as pas-auth.conf and add `include ./pas-auth.conf` to every\n"
+          f"# server's config; start PAS with --creds-dir {where} (or PAS_CREDS_DIR).")
+    print(auth.server_block(cfg, creds), end="")
+    return 0

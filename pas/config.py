@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pas.errors import ConfigError
 from pas.subjects import LANES, ROLES
@@ -54,6 +54,17 @@ class NatsConfig(Strict):
     """Timeout of request/reply calls made by the CLI and the HTTP adapter."""
     replicas: int = 1
     """Stream and KV replicas (3 on a cluster)."""
+    auth: Literal["on", "off"] = "on"
+    """Least-privilege NATS users (pas/auth.py): the embedded server requires them and every PAS process
+    connects as its role's user. With an external server, credentials are used when found in creds_dir."""
+    creds_dir: str | None = None
+    """Where the users' credentials are (one <user>.json each, mode 0600); None: <data_dir>/creds.
+    PAS_CREDS_DIR overrides it."""
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        return ("on" if v else "off") if isinstance(v, bool) else v  # YAML reads on/off as booleans
 
 
 class HeartbeatConfig(Strict):

@@ -184,15 +184,16 @@ class AdapterHandle:
         await self.backend.close()
 
 
-async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None) -> AdapterHandle:
-    """Bind every agent port and the HMI, connect to NATS at `url`, and serve in the background."""
+async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None, creds: Any = None) -> AdapterHandle:
+    """Bind every agent port and the HMI, connect to NATS at `url` (as the `adapter` user when
+    creds, a pas.auth.Creds, are given), and serve in the background."""
     h = cfg.settings.http
     plan = port_plan(cfg)
     socks = bind(h.host, plan)
     backend: Backend | None = None
     hub: EventHub | None = None
     try:
-        backend = await Backend.open(cfg, url)
+        backend = await Backend.open(cfg, url, creds)
         hub = EventHub(backend.bus.nc)
         await hub.start()
         ctx = Ctx(cfg=cfg, backend=backend, hub=hub,
