@@ -58,7 +58,9 @@ Rule = str | Grant
 class Perms:
     publish: list[str] = field(default_factory=list)
     subscribe: list[str] = field(default_factory=list)
-    allow_responses: bool = False
+    allow_responses: int = 0
+    """Replies allowed per request received (0: none). One connection serves every agent of a role, and a
+    $SRV.PING is answered by each of them, so an agent role may send as many replies as it has agents."""
     doc_publish: list[str] = field(default_factory=list)
     doc_subscribe: list[str] = field(default_factory=list)
 
@@ -113,7 +115,7 @@ def _ids(cfg: PasConfig, role: str) -> list[str]:
 def _agent_common(cfg: PasConfig, user: str) -> Perms:
     """What the agent runtime (pas.agent.Agent) does for every agent of a role."""
     role = ROLE_OF_USER[user]
-    p = Perms(allow_responses=True)
+    p = Perms(allow_responses=max(1, len(_ids(cfg, role))))
     p.add(sub=["$SRV.>", f"_INBOX.{user}.>"],
           pub=[S.COMMS_ALL, f"{API}.STREAM.INFO.*"])
     for aid in _ids(cfg, role):
@@ -267,7 +269,7 @@ def server_block(cfg: PasConfig, creds: dict[str, Creds]) -> str:
                                  "permissions": {"publish": {"allow": p.publish},
                                                  "subscribe": {"allow": p.subscribe}}}
         if p.allow_responses:
-            entry["permissions"]["allow_responses"] = True
+            entry["permissions"]["allow_responses"] = {"max": p.allow_responses}
         lines.append("    " + json.dumps(entry) + ",")
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
@@ -321,3 +323,9 @@ def table_markdown(cfg: PasConfig) -> str:
     lines = ["| user | publish | subscribe |", "|---|---|---|"]
     lines += [f"| `{u}` | {pub} | {sub} |" for u, pub, sub in table_rows(cfg)]
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # regenerate subjects.md's permissions table: python -m pas.auth
+    from pas.config import load_config
+
+    print(table_markdown(load_config()), end="")
