@@ -85,7 +85,8 @@ def read_stream(stream: str) -> Grant:
     """Read a stream through short-lived consumers of one's own (pas log, KV listings)."""
     return Grant(f"read `{stream}`",
                  (f"{API}.STREAM.INFO.{stream}", f"{API}.CONSUMER.CREATE.{stream}", f"{API}.CONSUMER.CREATE.{stream}.>",
-                  f"{API}.CONSUMER.MSG.NEXT.{stream}.*", f"{API}.CONSUMER.DELETE.{stream}.*"))
+                  f"{API}.CONSUMER.INFO.{stream}.*", f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
+                  f"{API}.CONSUMER.DELETE.{stream}.*"))
 
 
 def kv_read(bucket: str, key: str = ">") -> Grant:
