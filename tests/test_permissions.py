@@ -221,6 +221,45 @@ async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: A
     assert not [r for r in caplog.records if "violation" in r.getMessage().lower()]
 
 
+async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
+    """`pas up` with the HTTP adapter, NATS users on: every kind of call the adapter forwards works
+    (submit, run view, agents, comms, model switch, job card, direct execute), none is refused."""
+    import httpx
+
+    from tests.http_support import http_cfg, poll
+
+    cfg = http_cfg("settings.nats.port=-1")
+    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data", http=True)
+    await st.start()
+    try:
+        ports = st.http_server.ports  # type: ignore[union-attr]
+        hmi = f"http://{cfg.settings.http.host}:{ports['hmi']}"
+        async with httpx.AsyncClient(timeout=20) as c:
+            r = await c.post(f"{hmi}/api/submit", json={"title": "via http", "run_id": "http-1", "tasks": [
+                {"lane": "code", "instruction": "echo via-http", "command": "echo via-http", "executor": "command"}]})
+            assert r.status_code == 200, r.text
+            run = await poll(lambda: c.get(f"{hmi}/api/runs/http-1"), lambda r: r.json().get("status") == "completed")
+            assert run.json()["lane_states"][0]["status"] == "completed"  # KV pas_tree read as adapter
+            await poll(lambda: c.get(f"{hmi}/api/agents"),  # KV pas_agents, written by the monitor, read by the adapter
+                       lambda r: {a["id"] for a in r.json()["agents"] if a["state"] == "alive"} >= set(AGENTS))
+            comms = (await c.get(f"{hmi}/api/comms", params={"run": "http-1"})).json()["entries"]
+            assert {"gateway", "root"} <= {e["from_agent"] for e in comms}
+            r = await c.post(f"{hmi}/api/agents/prog-002/model", json={"primary": "gpt-4o"})
+            assert r.status_code == 200 and r.json()["model"] == "gpt-4o", r.text
+            mgr = f"http://{cfg.settings.http.host}:{ports['mgr-code-01']}"
+            card = {"job_id": "card-1", "run_id": "http-2", "lane": "code",
+                    "tasks": [{"lane": "code", "instruction": "x", "executor": "echo"}]}
+            r = await c.post(f"{mgr}/submit", json=card)
+            assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+            prog = f"http://{cfg.settings.http.host}:{ports['prog-001']}"
+            r = await c.post(f"{prog}/execute", json={"instruction": "hello", "executor": "echo"})
+            assert r.status_code == 200 and r.json()["output"] == "hello", r.text
+    finally:
+        await st.stop()
+    text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
 def cli(*args: str, creds_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PAS_CREDS_DIR": str(creds_dir)}
     return subprocess.run([sys.executable, "-m", "pas", *args], capture_output=True, text=True, timeout=timeout,
