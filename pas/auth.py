@@ -277,15 +277,15 @@ def server_block(cfg: PasConfig, creds: dict[str, Creds]) -> str:
 
 
 def cli_context(url: str, creds: Creds) -> str:
-    """Shell lines that give the `nats` CLI this user's rights (natscli reads NATS_URL/USER/PASSWORD)."""
+    """Shell lines for `eval "$(pas creds USER)"`: natscli reads NATS_URL/NATS_USER/NATS_PASSWORD; it has no
+    variable for the inbox prefix, hence the alias (or save a context, as the last line says)."""
     return (
         f"export NATS_URL={url}\n"
         f"export NATS_USER={creds.user}\n"
         f"export NATS_PASSWORD={creds.password}\n"
-        f"# replies come on this user's own inboxes: add --inbox-prefix {creds.inbox_prefix} to each nats command,\n"
-        f"# or save a context once:\n"
-        f"# nats context save pas-{creds.user} --server {url} --user {creds.user} --password {creds.password} "
-        f"--inbox-prefix {creds.inbox_prefix}\n"
+        f"alias nats='nats --inbox-prefix {creds.inbox_prefix}'\n"
+        f"# or once: nats context save pas-{creds.user} --select --server {url} --user {creds.user} "
+        f"--password {creds.password} --inbox-prefix {creds.inbox_prefix}\n"
     )
 
 
