@@ -44,6 +44,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     install_stop_signals(stop)
     await stack.start()
     where = "embedded nats-server" if stack.server else "existing server"
+    if stack.creds:
+        where += f", NATS users on, credentials in {auth.creds_dir(cfg, stack.data_dir)}"
     print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}); Ctrl-C to stop", flush=True)
     if args.ready_file:
         Path(args.ready_file).write_text(stack.url or "")

@@ -20,7 +20,6 @@ import pytest
 
 from pas import auth
 from pas import subjects as S
-from pas import wire
 from pas.bus import AuthRefused, connect
 from pas.client import PasClient
 from pas.stack import Stack
@@ -257,6 +256,27 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
     finally:
         await st.stop()
     text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
+async def test_second_process_joins_with_the_creds_dir(tmp_path: Path, pas_procs: Any) -> None:
+    """README's split start: the programmer pool in its own `pas up --nats-url` process connects as
+    `programmer` with the first process's credentials, and a job runs across both."""
+    from tests.conftest import fast_args
+
+    data = tmp_path / "data"
+    core = pas_procs("--nats-port", "-1", "--data-dir", str(data), "--except", "prog-*", *fast_args(), name="core")
+    pas_procs("--nats-url", core.url, "--creds-dir", str(data / "creds"), "--only", "prog-004", *fast_args(),
+              name="pool")
+    client = await PasClient.connect(core.url, 10, auth.load_creds(data / "creds")["client"])
+    try:
+        await client.submit({"title": "split", "run_id": "split-1", "tasks": [
+            {"lane": "docs", "instruction": "echo split", "command": "echo split", "executor": "command"}]})
+        st = await client.wait("split-1", timeout_s=60)
+    finally:
+        await client.close()
+    assert st["status"] == "completed" and st["tasks"][0]["programmer"] == "prog-004"
+    text = (data / "nats-server.log").read_text()
     assert "Publish Violation" not in text and "Subscription Violation" not in text
 
 
