@@ -9,7 +9,7 @@ no user can read another's replies.
     server_block(cfg, creds)                  # `authorization { users = [...] }` for nats-server
     connect_kw(creds["programmer"])           # user=, password=, inbox_prefix= for nats.connect
 
-Where `pas` finds credentials: $PAS_CREDS_DIR, else --creds-dir / settings.nats.creds_dir, else
+Where `pas` finds credentials: --creds-dir, else $PAS_CREDS_DIR, else settings.nats.creds_dir, else
 <settings.nats.data_dir>/creds (what `pas up` writes for its embedded server).
 """
 
@@ -177,21 +177,20 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
     return p
 
 
-def _requests(cfg: PasConfig) -> list[str]:
-    """Requests any client may make: the gateway's endpoints and every agent's health/status."""
-    return [S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL,
-            S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), "$SRV.>"]
+# Requests any client may make: the gateway's endpoints, every agent's health/status, micro discovery.
+REQUESTS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL,
+            S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), "$SRV.>")
 
 
 def permissions(cfg: PasConfig) -> dict[str, Perms]:
     """user -> its permissions, for this topology."""
     out = {u: _role_rules(cfg, u) for u in AGENT_USERS}
     out["client"] = Perms().add(
-        pub=[*_requests(cfg), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
+        pub=[*REQUESTS, read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_BREAKERS), f"{API}.STREAM.INFO.*", "$JS.FC.>"],
         sub=[S.EVENTS_ALL, S.COMMS_ALL, "_INBOX.client.>"])
     out["adapter"] = Perms().add(
-        pub=[*_requests(cfg), S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
+        pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
              S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_TREE), f"{API}.STREAM.INFO.*"],
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.ctl("*", "model_changed"),
@@ -202,10 +201,7 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
 
 # ---- credentials ---------------------------------------------------------------------------
 def creds_dir(cfg: PasConfig, data_dir: str | Path | None = None) -> Path:
-    """$PAS_CREDS_DIR, else settings.nats.creds_dir, else <data dir>/creds."""
-    env = os.environ.get("PAS_CREDS_DIR")
-    if env:
-        return Path(env)
+    """settings.nats.creds_dir (--creds-dir, else $PAS_CREDS_DIR, else pas.yaml), else <data dir>/creds."""
     if cfg.settings.nats.creds_dir:
         return Path(cfg.settings.nats.creds_dir)
     return Path(data_dir or cfg.settings.nats.data_dir) / "creds"

@@ -35,7 +35,7 @@ from pas.errors import PasError
 log = logging.getLogger("pas.bus")
 
 
-CREDS_HINT = ("PAS reads credentials from $PAS_CREDS_DIR, --creds-dir, settings.nats.creds_dir or "
+CREDS_HINT = ("PAS reads credentials from --creds-dir, $PAS_CREDS_DIR, settings.nats.creds_dir or "
               "<data_dir>/creds (default .pas/creds, written by `pas up`): run `pas` where `pas up` runs, or point "
               "one of those at that directory. A server you run yourself needs the users of `pas nats-config`.")
 

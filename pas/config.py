@@ -5,7 +5,7 @@
     configs/agents.yaml  the topology: one entry per agent; adding a programmer is one entry
 
 Any field can be overridden at start-up with `-c dotted.key=value` (values parsed as YAML) or
-PAS_NATS_URL for the server URL.
+PAS_NATS_URL for the server URL, PAS_CREDS_DIR for the NATS users' credentials.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class NatsConfig(Strict):
     connects as its role's user. With an external server, credentials are used when found in creds_dir."""
     creds_dir: str | None = None
     """Where the users' credentials are (one <user>.json each, mode 0600); None: <data_dir>/creds.
-    PAS_CREDS_DIR overrides it."""
+    PAS_CREDS_DIR and --creds-dir set it."""
 
     @field_validator("auth", mode="before")
     @classmethod
@@ -300,6 +300,9 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
     env_url = os.environ.get("PAS_NATS_URL")
     if env_url:
         doc.setdefault("settings", {}).setdefault("nats", {})["url"] = env_url
+    env_creds = os.environ.get("PAS_CREDS_DIR")
+    if env_creds:
+        doc.setdefault("settings", {}).setdefault("nats", {})["creds_dir"] = env_creds
     try:
         return PasConfig.model_validate(doc)
     except ValidationError as e:
