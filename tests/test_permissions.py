@@ -220,6 +220,41 @@ async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: A
     assert not [r for r in caplog.records if "violation" in r.getMessage().lower()]
 
 
+async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fake_llm: Any) -> None:
+    """Model calls as each tier's user: usage (pas_tree <run>.usage), breakers (pas_breakers) and the
+    architect's lane choice (pas_runs) are written with no violation."""
+    from tests.fakellm import Fail, Reply
+    from tests.test_llm_pipeline import swarm_cfg
+
+    fake_llm.script("pa", Fail(500))
+    fake_llm.script("pb", Reply('{"lanes": [{"lane": "docs", "brief": "document the API"}]}',
+                                prompt_tokens=100, completion_tokens=20))
+    fake_llm.script("pd", Reply('{"jobs": [{"tasks": [{"instruction": "write intro", "executor": "echo"},'
+                                ' {"instruction": "write usage"}]}]}', prompt_tokens=50, completion_tokens=30))
+    fake_llm.script("pm", Reply('{"tasks": [{"instruction": "usage section", "executor": "echo"}]}',
+                                prompt_tokens=40, completion_tokens=10))
+    cfg = swarm_cfg(fake_llm, architect="pa/pb", dir_docs="pd", mgr_docs_01="pm")
+    cfg.settings.nats.port = -1
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
+               data_dir=tmp_path / "data")
+    await st.start()
+    try:
+        client = await PasClient.connect(st.url or "", 10, st.creds["client"])
+        try:
+            await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "llm-sec"})
+            res = await client.wait("llm-sec", timeout_s=60)
+            breakers = await client.nc.jetstream().key_value(S.KV_BREAKERS)  # `pas agents` reads it as client
+            assert (await breakers.get("pa")).value  # written by the architect's connection
+        finally:
+            await client.close()
+    finally:
+        await st.stop()
+    assert res["status"] == "completed" and res["lanes"] == ["docs"], res
+    assert res["usage"]["tokens"] == 120 + 80 + 50 and res["usage"]["llm_calls"] == 4
+    text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
 async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
     """`pas up` with the HTTP adapter, NATS users on: every kind of call the adapter forwards works
     (submit, run view, agents, comms, model switch, job card, direct execute), none is refused."""
