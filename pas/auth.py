@@ -59,8 +59,7 @@ class Perms:
     publish: list[str] = field(default_factory=list)
     subscribe: list[str] = field(default_factory=list)
     allow_responses: int = 0
-    """Replies allowed per request received (0: none). One connection serves every agent of a role, and a
-    $SRV.PING is answered by each of them, so an agent role may send as many replies as it has agents."""
+    """Replies allowed per request received (0: none)."""
     doc_publish: list[str] = field(default_factory=list)
     doc_subscribe: list[str] = field(default_factory=list)
 
@@ -108,22 +107,22 @@ def _lanes(cfg: PasConfig, role: str) -> list[str]:
     return [lane for lane in S.LANES if any(a.lane == lane for a in cfg.by_role(role))]
 
 
-def _ids(cfg: PasConfig, role: str) -> list[str]:
-    return [a.id for a in cfg.by_role(role)]
-
-
 # ---- per-role rules ------------------------------------------------------------------------
+MAX_REPLIES = 1000
+"""Replies one connection may send per request it receives. A $SRV.PING is answered by every agent on
+the connection (a process runs many agents of a role, more with a --agents overlay)."""
+
+
 def _agent_common(cfg: PasConfig, user: str) -> Perms:
-    """What the agent runtime (pas.agent.Agent) does for every agent of a role."""
+    """What the agent runtime (pas.agent.Agent, pas.claims) does for every agent of a role. Agent ids are
+    wildcards, not the topology's list: a process may add ids with a --agents overlay."""
     role = ROLE_OF_USER[user]
-    p = Perms(allow_responses=max(1, len(_ids(cfg, role))))
-    p.add(sub=["$SRV.>", f"_INBOX.{user}.>"],
-          pub=[S.COMMS_ALL, f"{API}.STREAM.INFO.*"])
-    for aid in _ids(cfg, role):
-        p.add(sub=[S.agent_endpoint(role, aid, "health"), S.agent_endpoint(role, aid, "status"),
-                   S.ctl(aid, "set_model")],
-              pub=[S.heartbeat(aid), S.ctl(aid, "model_changed"), kv_write(S.KV_MODELS, aid),
-                   kv_read(S.KV_MODELS, aid)])
+    p = Perms(allow_responses=MAX_REPLIES)
+    p.add(sub=["$SRV.>", f"_INBOX.{user}.>", S.agent_endpoint(role, "*", "health"),
+               S.agent_endpoint(role, "*", "status"), S.ctl("*", "set_model")],
+          pub=[S.COMMS_ALL, f"{API}.STREAM.INFO.*", S.heartbeat("*"), S.ctl("*", "model_changed"),
+               kv_write(S.KV_MODELS, "*"), kv_read(S.KV_MODELS, "*"),
+               kv_write(S.KV_CLAIMS, "*"), kv_read(S.KV_CLAIMS, "*"), "$SRV.PING.>"])
     return p
 
 
@@ -167,8 +166,7 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
         p.add(pub=[S.WORK_PROG, S.run_job("*", "*"), S.run_task("*", "*"),
                    kv_write(S.KV_TREE, "*.job.*"), kv_write(S.KV_TREE, "*.task.*")])
     elif user == "programmer":
-        p.add(sub=[*[S.agent_endpoint("prog", aid, "execute") for aid in _ids(cfg, "prog")], S.PROG_EXECUTE,
-                   S.RUN_CANCEL_ALL],
+        p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_PROG), S.run_task("*", "*"), S.done_task("*", "*", "*"),
                    kv_write(S.KV_TREE, "*.task.*")])
     elif user == "monitor":
@@ -285,19 +283,14 @@ def cli_context(url: str, creds: Creds) -> str:
     )
 
 
-def _generalise(label: str, cfg: PasConfig) -> str:
-    """An agent id or lane of the topology in a rule, shown as <agent_id> / <lane>."""
-    ids = {a.id for a in cfg.agents}
+def _generalise(label: str) -> str:
+    """The topology's lanes in a rule, shown as <lane> (dir-code -> dir-<lane>)."""
 
     def one(subject: str) -> str:
         parts = subject.split(".")
         for i, tok in enumerate(parts):
             m = re.fullmatch(r"(dir|mgr)-([a-z]+)(-done)?", tok)
-            agent_pos = (parts[0] == "pas" and i == 2 and parts[1] not in ("work", "run")) or \
-                (i > 0 and parts[i - 1] == S.KV_MODELS)
-            if agent_pos and tok in ids:
-                parts[i] = "<agent_id>"
-            elif tok in S.LANES and parts[0] != "_INBOX":
+            if tok in S.LANES and parts[0] != "_INBOX":
                 parts[i] = "<lane>"
             elif m and m.group(2) in S.LANES:
                 parts[i] = f"{m.group(1)}-<lane>{m.group(3) or ''}"
@@ -310,8 +303,8 @@ def table_rows(cfg: PasConfig) -> list[tuple[str, str, str]]:
     """(user, publish, subscribe) rows of subjects.md's permissions table."""
     rows = []
     for user, p in permissions(cfg).items():
-        pub = list(dict.fromkeys(_generalise(x, cfg) for x in p.doc_publish))
-        sub = list(dict.fromkeys(_generalise(x, cfg) for x in p.doc_subscribe))
+        pub = list(dict.fromkeys(_generalise(x) for x in p.doc_publish))
+        sub = list(dict.fromkeys(_generalise(x) for x in p.doc_subscribe))
         rows.append((user, ", ".join(pub), ", ".join(sub) + (", replies" if p.allow_responses else "")))
     return rows
 

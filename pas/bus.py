@@ -26,13 +26,19 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, InvalidKeyError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from nats.errors import AuthorizationError
 
 from pas import subjects as S
 from pas import wire
 from pas.config import PasConfig
-from pas.errors import PasError
+from pas.errors import Unavailable
 
 log = logging.getLogger("pas.bus")
+
+
+def split_servers(url: str) -> list[str]:
+    """"nats://a:4222,nats://b:4222" -> the server list."""
+    return [u.strip() for u in url.split(",") if u.strip()]
 
 
 CREDS_HINT = ("PAS reads credentials from --creds-dir, $PAS_CREDS_DIR, settings.nats.creds_dir or "
@@ -40,13 +46,13 @@ CREDS_HINT = ("PAS reads credentials from --creds-dir, $PAS_CREDS_DIR, settings.
               "one of those at that directory. A server you run yourself needs the users of `pas nats-config`.")
 
 
-class AuthRefused(PasError):
-    code = 401
-    error = "unauthorized"
+class AuthRefused(Unavailable):
+    """The server refused who we are (or that we said nobody): waiting will not help."""
 
 
 def on_nats_error(user: str | None) -> Any:
-    """nats-py's error callback: a refused publish/subscribe is logged with its subject at WARNING."""
+    """nats-py's error callback once connected: a refused publish/subscribe is logged at WARNING with
+    its subject (and the PAS user), anything else as before."""
 
     async def _err(e: Exception) -> None:
         text = str(e)
@@ -58,39 +64,70 @@ def on_nats_error(user: str | None) -> Any:
     return _err
 
 
-async def connect(url: str, name: str = "pas", *, user: str | None = None, password: str | None = None,
-                  **kw: Any) -> Client:
-    """Connect (reconnecting forever once connected). A server that refuses the credentials (or their
-    absence) fails the first connect with AuthRefused, instead of retrying for ever."""
-    servers = [u.strip() for u in url.split(",") if u.strip()]  # "nats://a:4222,nats://b:4222"
-    refused = asyncio.Event()
-    report = kw.pop("error_cb", None) or on_nats_error(user)
+async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0, **kw: Any) -> Client:
+    """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
+
+    Until the first connection is made, every failed attempt is retried; the wait is logged at
+    WARNING with the URL (first failure at once, then every 5 s), and after connect_timeout_s it
+    gives up with Unavailable naming the URL and the last error. A refused authorization fails at
+    once. Once connected, reconnects are retried forever. Extra keywords (user, password, tls, ...)
+    go to nats.connect unchanged."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    state: dict[str, Any] = {"connected": False, "last": None, "logged": None}
+    fatal: asyncio.Future[BaseException] = loop.create_future()
+    report = kw.pop("error_cb", None) or on_nats_error(kw.get("user"))
 
     async def _err(e: Exception) -> None:
-        if not nc.is_connected and ("Authorization Violation" in str(e) or isinstance(e, AuthorizationError)):
-            refused.set()
+        if state["connected"]:
+            await report(e)
             return
-        await report(e)
+        state["last"] = e
+        if _refused(e):
+            if not fatal.done():
+                fatal.set_result(e)
+            return
+        now = loop.time()
+        if state["logged"] is None or now - state["logged"] >= 5.0:
+            state["logged"] = now
+            log.warning("waiting for NATS at %s (%s); giving up in %.0fs", url, _reason(e),
+                        max(0.0, connect_timeout_s - (now - t0)))
 
     nc = Client()
-    if user is not None:
-        kw.update(user=user, password=password)
-    opts: dict[str, Any] = dict(max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-    opts.update(kw)
-    attempt = asyncio.ensure_future(nc.connect(servers=servers, name=name, error_cb=_err, **opts))
-    waiter = asyncio.ensure_future(refused.wait())
-    try:
-        await asyncio.wait({attempt, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if attempt.done():
-        attempt.result()
+    opts: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                            "connect_timeout": min(2.0, max(connect_timeout_s, 0.1)), **kw}
+    attempt = asyncio.ensure_future(nc.connect(servers=split_servers(url), name=name, error_cb=_err, **opts))
+    done, _ = await asyncio.wait([attempt, fatal], timeout=connect_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    if attempt in done and attempt.exception() is None:
+        state["connected"] = True
+        if state["logged"] is not None:
+            log.warning("connected to NATS at %s after %.1fs", url, loop.time() - t0)
         return nc
     attempt.cancel()
     await asyncio.gather(attempt, return_exceptions=True)
-    await nc.close()
-    who = f"user {user!r}" if user else "a connection without credentials"
-    raise AuthRefused(f"NATS at {url} refused {who} (Authorization Violation). {CREDS_HINT}")
+    try:
+        await nc.close()
+    except Exception:  # noqa: BLE001 - never connected
+        pass
+    err = fatal.result() if fatal.done() else (attempt.exception() if attempt.done() and not attempt.cancelled()
+                                                else state["last"])
+    if err is not None and _refused(err):
+        who = f"user {kw['user']!r}" if kw.get("user") else "no credentials were given"
+        raise AuthRefused(f"NATS at {url} refused the credentials ({_reason(err)}; {who}). {CREDS_HINT}")
+    raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
+                      f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
+
+
+def _refused(e: BaseException) -> bool:
+    """The server refused who we are: waiting will not help."""
+    return isinstance(e, AuthorizationError) or "authorization violation" in str(e).lower()
+
+
+def _reason(e: BaseException | None) -> str:
+    if e is None:
+        return "no answer"
+    text = str(e) or type(e).__name__
+    return text if isinstance(e, OSError) else f"{type(e).__name__}: {text}".rstrip(": ")
 
 
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
@@ -180,6 +217,8 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
                        description="agent id -> live model override"),
         KeyValueConfig(bucket=S.KV_BREAKERS, history=1, storage=StorageType.FILE, replicas=reps,
                        description="model profile -> circuit-breaker state"),
+        KeyValueConfig(bucket=S.KV_CLAIMS, history=1, storage=StorageType.FILE, replicas=reps,
+                       description="agent id -> the one live instance that holds it"),
     ]
 
 
@@ -216,8 +255,7 @@ class Bus:
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
                    **kw: Any) -> "Bus":
-        """kw: connect()'s (user, password, inbox_prefix of a PAS role: pas.auth.connect_kw)."""
-        nc = await connect(url, name=name, **kw)
+        nc = await connect(url, name=name, connect_timeout_s=cfg.settings.nats.connect_timeout_s, **kw)
         js = nc.jetstream(timeout=10)
         if do_provision:
             await provision(js, cfg)

@@ -14,6 +14,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from pas import subjects as S
+from pas.bus import connect
 from pas import wire
 from pas.errors import BadRequest, Conflict, NotFound, PasError, PayloadTooLarge, Unavailable
 
@@ -49,24 +50,13 @@ class PasClient:
         self.timeout_s = timeout_s
 
     @classmethod
-    async def connect(cls, url: str, timeout_s: float = 5.0, creds: Any = None) -> "PasClient":
-        """creds: a pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
+    async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0, creds: Any = None,
+                      **kw: Any) -> "PasClient":
+        """Connect with pas.bus.connect (waits up to connect_timeout_s, then Unavailable); creds: a
+        pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
         from pas.auth import connect_kw
-        from pas.bus import connect, on_nats_error
 
-        report = on_nats_error(creds.user if creds else None)
-
-        async def quiet(e: Exception) -> None:  # connection errors are reported once, below
-            if "permissions violation" in str(e).lower():
-                await report(e)
-
-        try:
-            nc = await connect(url, name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
-                               allow_reconnect=True, error_cb=quiet, **connect_kw(creds))
-        except PasError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise Unavailable(f"cannot reach NATS at {url}: {e}") from None
+        nc = await connect(url, name="pas-client", connect_timeout_s=connect_timeout_s, **connect_kw(creds), **kw)
         return cls(nc, timeout_s)
 
     async def close(self) -> None:

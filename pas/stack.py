@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pas import auth
+from pas import auth, claims
 from pas.agent import Agent
 from pas.bus import Bus, connect, provision
 from pas.comms import CommsLog
@@ -39,7 +39,7 @@ class Stack:
         self.data_dir = Path(data_dir or cfg.settings.nats.data_dir)
         self.server: EmbeddedServer | None = None
         self.bus: Bus | None = None  # the first role's bus (the only one without NATS users)
-        self.buses: dict[str, Bus] = {}  # user -> its bus
+        self.buses: dict[str, Bus] = {}  # user ("" without NATS users) -> its bus
         self.creds: dict[str, auth.Creds] = {}
         self.agents: list[Agent] = []
         self.http = http
@@ -47,6 +47,20 @@ class Stack:
         self.name = name
 
     async def start(self) -> "Stack":
+        socks = None
+        if self.http:  # bind first: a busy port fails start-up before anything joins the bus
+            from pas.http.adapter import bind_ports  # the HTTP adapter is optional
+
+            socks = bind_ports(self.cfg)
+        try:
+            await self._start(socks)
+        except BaseException:
+            for s in (socks or {}).values():
+                s.close()
+            raise
+        return self
+
+    async def _start(self, socks: dict[str, Any] | None) -> None:
         n = self.cfg.settings.nats
         cdir = auth.creds_dir(self.cfg, self.data_dir)
         if not self.url:
@@ -63,11 +77,16 @@ class Stack:
         elif n.auth == "on":
             self.creds = auth.load_creds(cdir)  # an external server: its users, if we were given them
         try:
-            selected = sorted(self.cfg.select(self.only, self.exclude), key=lambda a: a.role != "monitor")
+            selected = self.cfg.select(self.only, self.exclude)
             await self._open_buses([a.tier for a in selected])
+            live = []
+            for user, bus in self.buses.items():  # each role checks its own ids (its rights cover no others)
+                live += await claims.live_claims(bus, [a.id for a in selected if self._user(a) == user])
+            if live:
+                raise claims.refusal(live)
             # The monitor first, so it hears every agent's first heartbeat.
-            for a in selected:
-                bus = self.buses[a.tier if self.creds else ""]
+            for a in sorted(selected, key=lambda a: a.role != "monitor"):
+                bus = self.buses[self._user(a)]
                 agent = Agent(bus, a, bus.llm.comms)
                 await agent.load_model_override()
                 await agent.start()
@@ -77,11 +96,14 @@ class Stack:
             if self.http:
                 from pas.http.adapter import start_adapter  # the HTTP adapter is optional
 
-                self.http_server = await start_adapter(self.cfg, self.url, creds=self.creds.get("adapter"))
+                self.http_server = await start_adapter(self.cfg, self.url, socks=socks,
+                                                       creds=self.creds.get("adapter"))
         except BaseException:
             await self.stop()
             raise
-        return self
+
+    def _user(self, a: Any) -> str:
+        return a.tier if self.creds else ""
 
     async def _open_buses(self, users: list[str]) -> None:
         from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
@@ -90,7 +112,8 @@ class Stack:
         if self.creds:
             admin = self.creds.get("admin")
             if admin is not None:  # provisioning needs stream management: done once, as admin
-                nc = await connect(self.url, name=f"{self.name}-admin", **auth.connect_kw(admin))
+                nc = await connect(self.url, name=f"{self.name}-admin",
+                                   connect_timeout_s=self.cfg.settings.nats.connect_timeout_s, **auth.connect_kw(admin))
                 try:
                     await provision(nc.jetstream(timeout=10), self.cfg)
                 finally:
@@ -100,10 +123,39 @@ class Stack:
             groups = [""]
         for user in groups:
             bus = await Bus.open(self.url, self.cfg, name=f"{self.name}-{user}" if user else self.name,
-                                 do_provision=not self.creds, **auth.connect_kw(self.creds.get(user)))
+                                 do_provision=not self.creds, reconnected_cb=self._reconnected,
+                                 **auth.connect_kw(self.creds.get(user)))
             self.buses[user] = bus
             self.bus = self.bus or bus
             bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars))
+
+    async def _reconnected(self) -> None:
+        if self.bus is not None:
+            self.bus.spawn(self._check_after_reconnect())
+
+    async def _check_after_reconnect(self) -> None:
+        for _ in range(10):  # JetStream may still be electing a leader right after a reconnect
+            try:
+                await self.check_claims()
+                return
+            except Exception as e:  # noqa: BLE001 - retried, then given up loudly
+                log.warning("checking agent claims after a reconnect failed (%r); retrying in 1s", e)
+                await asyncio.sleep(1.0)
+        log.error("could not check agent claims after a reconnect; duplicates are possible until restart")
+
+    async def check_claims(self) -> list[str]:
+        """Stop every agent of this process whose id another instance has claimed meanwhile (it
+        was taken over while this process was cut off from the bus): one live instance per id."""
+        lost = []
+        for agent in list(self.agents):
+            held = await claims.holder(agent.bus, agent.id)
+            if held is not None and agent.service is not None and held.instance != agent.service.id:
+                log.error("agent %s was taken over by %s while this process was disconnected; stopping it here",
+                          agent.id, claims.describe(held))
+                self.agents.remove(agent)
+                await agent.stop()
+                lost.append(agent.id)
+        return lost
 
     async def stop(self) -> None:
         if self.http_server is not None:

@@ -78,7 +78,7 @@ def test_credentials_are_private_files(secured: Stack, tmp_path: Path) -> None:
 async def test_anonymous_and_wrong_password_are_refused_with_a_hint(secured: Stack) -> None:
     with pytest.raises(AuthRefused) as e:
         await connect(secured.url or "", name="anon")
-    assert "without credentials" in e.value.message and "--creds-dir" in e.value.message
+    assert "no credentials were given" in e.value.message and "--creds-dir" in e.value.message
     with pytest.raises(AuthRefused) as e:
         await connect(secured.url or "", name="bad", user="client", password="wrong")
     assert "user 'client'" in e.value.message
@@ -94,7 +94,7 @@ async def test_programmer_cannot_submit_to_the_gateway(secured: Stack, caplog: A
         await refused(secured, caplog, "programmer", S.GATEWAY_SUBMIT)
     finally:
         await nc.close()
-    client = await PasClient.connect(secured.url or "", 10, secured.creds["client"])
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
     try:
         assert (await client.runs())["runs"] == []  # the gateway never saw it
     finally:
@@ -150,7 +150,7 @@ async def test_programmer_cannot_write_another_roles_kv_keys(secured: Stack, cap
 async def test_client_cannot_forge_done_events(secured: Stack, caplog: Any, subject: str) -> None:
     caplog.set_level(logging.WARNING, "pas.bus")
     before = await stream_count(secured, S.STREAM_EVENTS)
-    client = await PasClient.connect(secured.url or "", 10, secured.creds["client"])
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
     try:
         await client.nc.publish(subject, b'{"run_id":"r-1","kind":"task","status":"completed"}')
         await refused(secured, caplog, "client", subject)
@@ -162,7 +162,7 @@ async def test_client_cannot_forge_done_events(secured: Stack, caplog: Any, subj
 async def test_client_cannot_publish_work(secured: Stack, caplog: Any) -> None:
     caplog.set_level(logging.WARNING, "pas.bus")
     before = await stream_count(secured, S.STREAM_WORK)
-    client = await PasClient.connect(secured.url or "", 10, secured.creds["client"])
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
     try:
         await client.nc.publish(S.WORK_PROG, b"{}")
         await refused(secured, caplog, "client", S.WORK_PROG)
@@ -182,7 +182,7 @@ async def test_manager_cannot_change_models_admin_can(secured: Stack, caplog: An
         await nc.close()
     prog1 = next(a for a in secured.agents if a.id == "prog-001")
     assert prog1.model == prog1.cfg.model
-    admin = await PasClient.connect(secured.url or "", 10, secured.creds["admin"])
+    admin = await PasClient.connect(secured.url or "", 10, creds=secured.creds["admin"])
     try:
         res = await admin.request(subject, {"primary": "gpt-4o"})
     finally:
@@ -193,7 +193,7 @@ async def test_manager_cannot_change_models_admin_can(secured: Stack, caplog: An
 async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: Any) -> None:
     """Every tier acts as its own user; the client only submits and watches. No violation anywhere."""
     caplog.set_level(logging.WARNING)
-    client = await PasClient.connect(secured.url or "", 10, secured.creds["client"])
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
     try:
         job = {"title": "secured", "run_id": "sec-1", "tasks": [
             {"lane": "code", "instruction": "echo hi", "command": "echo hi", "executor": "command"},
@@ -239,7 +239,7 @@ async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fa
                data_dir=tmp_path / "data")
     await st.start()
     try:
-        client = await PasClient.connect(st.url or "", 10, st.creds["client"])
+        client = await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
         try:
             await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "llm-sec"})
             res = await client.wait("llm-sec", timeout_s=60)
@@ -303,7 +303,7 @@ async def test_second_process_joins_with_the_creds_dir(tmp_path: Path, pas_procs
     core = pas_procs("--nats-port", "-1", "--data-dir", str(data), "--except", "prog-*", *fast_args(), name="core")
     pas_procs("--nats-url", core.url, "--creds-dir", str(data / "creds"), "--only", "prog-004", *fast_args(),
               name="pool")
-    client = await PasClient.connect(core.url, 10, auth.load_creds(data / "creds")["client"])
+    client = await PasClient.connect(core.url, 10, creds=auth.load_creds(data / "creds")["client"])
     try:
         await client.submit({"title": "split", "run_id": "split-1", "tasks": [
             {"lane": "docs", "instruction": "echo split", "command": "echo split", "executor": "command"}]})
@@ -369,7 +369,7 @@ def test_pas_nats_config_prints_the_same_rules(tmp_path: Path) -> None:
     try:
         anon = subprocess.run([sys.executable, "-m", "pas", "runs", "--nats-url", srv.url, "--creds-dir",
                                str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
-        assert anon.returncode == 1 and "refused a connection without credentials" in anon.stderr
+        assert anon.returncode == 1 and "no credentials were given" in anon.stderr
         assert "--creds-dir" in anon.stderr
     finally:
         srv.stop()
