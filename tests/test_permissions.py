@@ -295,14 +295,17 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
 
 
 async def test_second_process_joins_with_the_creds_dir(tmp_path: Path, pas_procs: Any) -> None:
-    """README's split start: the programmer pool in its own `pas up --nats-url` process connects as
-    `programmer` with the first process's credentials, and a job runs across both."""
+    """README's split start: a programmer of a --agents overlay (an id the server's topology lacks) in its
+    own `pas up --nats-url` process connects as `programmer` with the first process's credentials, and
+    a job runs across both."""
     from tests.conftest import fast_args
 
     data = tmp_path / "data"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("agents:\n  - {id: prog-104, role: prog}\n")
     core = pas_procs("--nats-port", "-1", "--data-dir", str(data), "--except", "prog-*", *fast_args(), name="core")
-    pas_procs("--nats-url", core.url, "--creds-dir", str(data / "creds"), "--only", "prog-004", *fast_args(),
-              name="pool")
+    pas_procs("--nats-url", core.url, "--creds-dir", str(data / "creds"), "--agents", str(extra), "--only",
+              "prog-104", *fast_args(), name="pool")
     client = await PasClient.connect(core.url, 10, creds=auth.load_creds(data / "creds")["client"])
     try:
         await client.submit({"title": "split", "run_id": "split-1", "tasks": [
@@ -310,7 +313,7 @@ async def test_second_process_joins_with_the_creds_dir(tmp_path: Path, pas_procs
         st = await client.wait("split-1", timeout_s=60)
     finally:
         await client.close()
-    assert st["status"] == "completed" and st["tasks"][0]["programmer"] == "prog-004"
+    assert st["status"] == "completed" and st["tasks"][0]["programmer"] == "prog-104"
     text = (data / "nats-server.log").read_text()
     assert "Publish Violation" not in text and "Subscription Violation" not in text
 
