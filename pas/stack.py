@@ -127,7 +127,7 @@ class Stack:
                                  **auth.connect_kw(self.creds.get(user)))
             self.buses[user] = bus
             self.bus = self.bus or bus
-            bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars))
+            bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
