@@ -21,8 +21,9 @@ text outside blocks is ignored. The SEARCH lines must occur exactly once in the 
 lines); several EDIT blocks may target one file and apply in order. Paths must be relative and stay
 inside the worktree: absolute paths, ``..``, ``.git`` and symlinks that lead outside are refused.
 A reply is applied all-or-nothing. Then the acceptance command runs (through the caller's
-``run_acceptance``, which enforces the command allowlist); a failure, or a reply that cannot be
-applied, is sent back to the model, at most ``max_fix_iterations`` times after the first reply.
+``run_acceptance``, which enforces the command allowlist and runs it in the repository's
+environment, see pas.repoenv); a failure, or a reply that cannot be applied, is sent back to the
+model, at most ``max_fix_iterations`` times after the first reply.
 """
 
 from __future__ import annotations
