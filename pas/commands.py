@@ -326,13 +326,14 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_mcp(args: argparse.Namespace, cfg: PasConfig) -> int:
-    """MCP over stdio: stdout carries the protocol only; logs go to stderr."""
+    """MCP over stdio: stdout carries the protocol only; logs go to stderr. With NATS users on, it
+    connects as `client` (the credentials from --creds-dir, $PAS_CREDS_DIR, ... like the CLI)."""
     from pas.mcp.server import serve_stdio
 
     n = cfg.settings.nats
     if getattr(args, "connect_timeout", None) is None:
         n.connect_timeout_s = n.client_connect_timeout_s
-    await serve_stdio(cfg, client_url(cfg))
+    await serve_stdio(cfg, client_url(cfg), **auth.connect_kw(auth.user_creds(cfg, "client")))
     return 0
 
 

@@ -21,7 +21,7 @@ from pas.server import EmbeddedServer
 from pas.stack import Stack
 from tests.conftest import ROOT, make_cfg
 from tests.http_support import http_cfg
-from tests.mcp_support import ALLOW, make_repo, scenario
+from tests.mcp_support import ALLOW, data, job, make_repo, scenario
 
 
 @pytest.fixture
@@ -112,3 +112,60 @@ async def test_stdio_server_without_nats_answers_with_tool_errors(tmp_path: Path
                     assert not agents.is_error and agents.structured_content["agents"], agents
                 finally:
                     back.stop()
+
+
+async def test_with_nats_users_on_it_connects_as_client(tmp_path: Path) -> None:
+    """`pas up`'s default, NATS users on: `pas mcp` connects as `client` (creds from --creds-dir), the
+    adapter's /mcp as `adapter`; a job with progress, the log, the diff and the agents work over both,
+    and the server logs no permissions violation. Without credentials a tool call says it was refused."""
+    repo = make_repo(tmp_path)
+    cfg = http_cfg("settings.nats.port=-1", ALLOW)
+    assert cfg.settings.nats.auth == "on"
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"],
+               data_dir=tmp_path / "data", http=True)
+    await st.start()
+    try:
+        creds = tmp_path / "data" / "creds"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("PAS_CREDS_DIR", None)
+        base = ["-m", "pas", "mcp", "--nats-url", st.url or ""]
+        with (tmp_path / "mcp-stderr.log").open("w") as errlog:
+            params = StdioServerParameters(command=sys.executable, args=[*base, "--creds-dir", str(creds)], env=env,
+                                           cwd=str(tmp_path))
+            async with stdio_client(params, errlog=errlog) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await secured_calls(session, repo, "perm-stdio")
+            anonymous = StdioServerParameters(command=sys.executable, args=base, env=env, cwd=str(tmp_path))
+            async with stdio_client(anonymous, errlog=errlog) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    res = await session.call_tool("list_runs", {})
+                    assert res.is_error and "refused the credentials" in res.content[0].text, res
+        assert st.http_server is not None
+        async with streamable_http_client(st.http_server.url("gateway") + "/mcp") as (read, write):
+            async with ClientSession(read, write) as session:
+                await secured_calls(session, repo, "perm-http")
+    finally:
+        await st.stop()
+    text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
+async def secured_calls(session: ClientSession, repo: Path, run_id: str) -> None:
+    await session.initialize()
+    seen: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message)
+
+    body = {**job(repo, run_id), "wait": True, "timeout_s": 120}
+    body["tasks"] = body["tasks"][:1]  # the code lane only
+    final = data(await session.call_tool("submit_job", body, progress_callback=on_progress))
+    assert final["status"] == "completed" and seen[-1].startswith("run completed"), (final, seen)
+    log = data(await session.call_tool("run_log", {"run_id": run_id}))
+    assert log["count"] > 0
+    diff = data(await session.call_tool("run_diff", {"run_id": run_id}))
+    assert "+written by a PAS task" in diff["diffs"][0]["diff"]
+    agents = data(await session.call_tool("agents", {}))
+    assert any(a["state"] == "alive" for a in agents["agents"]), agents
+    assert data(await session.call_tool("list_runs", {}))["runs"]
