@@ -15,8 +15,9 @@ from pas.mcp.tools import TOOLS
 
 # A command task that changes a file in its worktree (the test's allowlist entry, via -c).
 WRITE_CMD = "python -c \"open('NOTES.md', 'a').write('written by a PAS task\\n')\""
-# Waits (at most 60 s) for <repo>/go; the task's worktree is <repo>/.pas/worktrees/<run>/<task>.
-WAIT_CMD = ("python -c \"import pathlib, time; go = pathlib.Path('..', '..', '..', '..', 'go'); "
+# Waits (at most 60 s) for <repo>/.git/pas-go: the task's worktree is <repo>/.pas/worktrees/<run>/<task>,
+# and the sandbox shows a task its repo's .git (read-only), so the marker is seen there.
+WAIT_CMD = ("python -c \"import pathlib, time; go = pathlib.Path('..', '..', '..', '..', '.git', 'pas-go'); "
             "[time.sleep(0.05) for _ in range(1200) if not go.exists()]; assert go.exists()\"")
 ALLOW = 'settings.policy.command_allowlist=["python -c *", "git status*", "sleep *"]'
 
@@ -98,7 +99,7 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
 
     async def on_wait(progress: float, total: float | None, message: str | None) -> None:
         later.append(message)
-        (repo / "go").touch()
+        (repo / ".git" / "pas-go").touch()
 
     done = data(await session.call_tool("wait_run", {"run_id": reply["run_id"], "timeout_s": 120},
                                         progress_callback=on_wait))
