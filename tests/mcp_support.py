@@ -126,6 +126,9 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     agents = data(await session.call_tool("agents", {}))
     gw = next(a for a in agents["agents"] if a["role"] == "gateway")
     assert gw["state"] in ("alive", "unknown") and "model" in gw
+    probed = data(await session.call_tool("agents", {"probe": True}))["agents"]
+    assert len(probed) == len(agents["agents"]) and all(a["reachable"] for a in probed), probed
+    assert next(a for a in probed if a["role"] == "gateway")["state"] == "alive"
 
     # Bad arguments: tool errors with PAS's text, and the server goes on.
     bad = await session.call_tool("run_status", {"run_id": "no such run!"})

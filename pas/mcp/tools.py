@@ -61,8 +61,9 @@ class DiffArgs(Args):
                               description="a revision: diff from its merge base with the task branch")] = "HEAD"
 
 
-class NoArgs(Args):
-    pass
+class AgentsArgs(Args):
+    probe: Annotated[bool, Meta(description="also ask every agent for its health now (pas.<role>.<id>.health, "
+                                            "2 s each, in parallel): reachable, in_flight, handled")] = False
 
 
 def schema(*types: type[Any]) -> dict[str, Any]:
@@ -243,10 +244,13 @@ class Ops:
         return {"run_id": a.run_id, "repo": str(root), "base": a.base, "diffs": diffs}
 
     async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
-        parse(args, NoArgs)
+        a = parse(args, AgentsArgs)
         b = await self.ready()
-        states, overrides = await b.agent_states(), await b.model_overrides()
-        rows = [b.agent_row(a, states.get(a.id), overrides.get(a.id)) for a in b.cfg.agents]
+        if a.probe:
+            rows = [body for _, body in await asyncio.gather(*(b.health(x) for x in b.cfg.agents))]
+        else:
+            states, overrides = await b.agent_states(), await b.model_overrides()
+            rows = [b.agent_row(x, states.get(x.id), overrides.get(x.id)) for x in b.cfg.agents]
         return {"agents": rows, "at": datetime.now(timezone.utc).isoformat()}
 
 
@@ -282,6 +286,6 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("run_diff", "The changes a run's tasks made: `git diff <base>...pas/<run_id>/<task_id>` in the run's "
                      "repository, per task (or one task).", schema(DiffArgs), Ops.run_diff),
     Tool("agents", "Every agent of the topology with its health (alive/dead from heartbeats, status, age of "
-                   "the last beat) and its model (live switches included), like `pas agents`.",
-         schema(NoArgs), Ops.agents),
+                   "the last beat) and its model (live switches included), like `pas agents`; probe=true also "
+                   "asks each agent directly.", schema(AgentsArgs), Ops.agents),
 ]}
