@@ -62,7 +62,7 @@ async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedS
         await adapter.stop()
 
 
-async def test_mcp_http_needs_the_token_when_set(mcp_stack: Stack, nats_server: EmbeddedServer) -> None:
+async def test_mcp_http_needs_the_token_and_a_local_host_name(mcp_stack: Stack, nats_server: EmbeddedServer) -> None:
     adapter = await start_adapter(http_cfg(), nats_server.url, token="s3cret")
     try:
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
@@ -72,6 +72,10 @@ async def test_mcp_http_needs_the_token_when_set(mcp_stack: Stack, nats_server: 
             assert r.status_code == 401 and r.json()["error"] == "unauthorized"
             r = await h.post(adapter.url("gateway") + "/a2a", json=body)
             assert r.status_code == 401
+            # A page on another name resolving here (DNS rebinding) is refused by the SDK's host check.
+            r = await h.post(adapter.url("gateway") + "/mcp", json=body,
+                             headers={**hdrs, "Host": "rebound.example", "Authorization": "Bearer s3cret"})
+            assert r.status_code == 421, r.text
         http = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"})
         async with http, streamable_http_client(adapter.url("gateway") + "/mcp", http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
