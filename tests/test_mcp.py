@@ -17,6 +17,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from pas.http.adapter import start_adapter
+from pas.mcp import tools
 from pas.server import EmbeddedServer
 from pas.stack import Stack
 from tests.conftest import ROOT, make_cfg
@@ -45,7 +46,8 @@ async def test_mcp_over_stdio(mcp_stack: Stack, nats_server: EmbeddedServer, tmp
                 await scenario(session, repo, "mcp-stdio-1")
 
 
-async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedServer, tmp_path: Path) -> None:
+async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedServer, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     repo = make_repo(tmp_path)
     cfg = http_cfg(ALLOW)
     adapter = await start_adapter(cfg, nats_server.url, token="")
@@ -54,6 +56,13 @@ async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedS
         async with streamable_http_client(url) as (read, write):
             async with ClientSession(read, write) as session:
                 await scenario(session, repo, "mcp-http-1")
+                # A diff longer than the cap is cut, each task's alike, and says so (the server is in-process).
+                monkeypatch.setattr(tools, "DIFF_MAX_CHARS", 40)
+                cut = data(await session.call_tool("run_diff", {"run_id": "mcp-http-1", "repo": str(repo)}))
+                by_lane = {d["task_id"].split("-")[0]: d["diff"] for d in cut["diffs"]}
+                assert by_lane["code"].endswith("\n[... diff truncated at 20 characters]"), by_lane
+                assert len(by_lane["code"]) == 20 + len("\n[... diff truncated at 20 characters]")
+                assert by_lane["docs"] == ""
         # The gateway's own endpoints are still served on that port.
         async with httpx.AsyncClient() as h:
             r = await h.get(adapter.url("gateway") + "/runs")

@@ -237,10 +237,11 @@ class Ops:
         if not diffs:
             raise NotFound(f"run {a.run_id}: no task branch yet" + (f" for task {a.task_id}" if a.task_id else "") +
                            " (tasks get a branch when the run has a repo)")
-        total = sum(len(d["diff"]) for d in diffs)
-        if total > DIFF_MAX_CHARS:
+        share = DIFF_MAX_CHARS // len(diffs)  # the reply stays readable: each task's diff is capped alike
+        if sum(len(d["diff"]) for d in diffs) > DIFF_MAX_CHARS:
             for d in diffs:
-                d["diff"] = d["diff"][: DIFF_MAX_CHARS // len(diffs)] + "\n[... diff truncated]"
+                if len(d["diff"]) > share:
+                    d["diff"] = d["diff"][:share] + f"\n[... diff truncated at {share} characters]"
         return {"run_id": a.run_id, "repo": str(root), "base": a.base, "diffs": diffs}
 
     async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
