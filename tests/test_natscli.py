@@ -264,3 +264,52 @@ def test_req_bad_body_shows_error_headers_and_json(pas: PasUnderCli, subject: st
     if error:
         assert reply["error"] == error
     assert pas.req("pas.gateway.runs", '{"limit":1}')["runs"] is not None  # the gateway still serves
+
+
+# ---- `nats bench` floors (pas bench) ------------------------------------------------------------
+async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
+    """The three `nats bench` floors on a server of their own: figures from the CLI's CSV, its streams gone."""
+    import nats
+
+    from pas.bench import natsbench, run
+    from pas.server import EmbeddedServer
+    from tests.natscli_support import natscli
+
+    natscli()  # skip only without Go; fail when Go is there and natscli is not
+    srv = EmbeddedServer(tmp_path / "nats", port=-1, extra_args=["-m", "-1"])
+    url = srv.start()
+    sizes = run.Sizes.for_mode(True)
+    ctx = run.BenchContext(url=url, quick=True, data_dir=tmp_path, sizes=sizes, server=srv)
+    try:
+        floors = [r for r in run.FLOOR_PRODUCERS if r.name.startswith("natsbench")]
+        assert [r.name for r in floors] == ["natsbench_pubsub", "natsbench_reqrep", "natsbench_js_pub"]
+        for r in floors:
+            ctx.figures += await r.fn(ctx)
+        nc = await nats.connect(url)
+        try:
+            streams = [s.config.name for s in await nc.jetstream().streams_info()]
+        finally:
+            await nc.close()
+    finally:
+        srv.stop()
+    by = {f.name: f for f in ctx.figures}
+    assert sorted(by) == sorted([
+        "natsbench.pubsub.sub_per_s", "natsbench.pubsub.pub_per_s", "natsbench.reqrep.msgs_per_s",
+        "natsbench.reqrep.p50", "natsbench.reqrep.p99", "natsbench.js_pub_async.msgs_per_s",
+        "natsbench.js_pub_sync.msgs_per_s", "natsbench.js_pub_sync.p50"]), by
+    assert all(f.value > 0 and f.passed is None and f.target == "floor" for f in by.values()), by
+    assert by["natsbench.reqrep.p50"].value <= by["natsbench.reqrep.p99"].value
+    d = ctx.details
+    assert d["natsbench.pubsub"]["n"] == sizes.nb_pubsub_n and d["natsbench.reqrep"]["n"] == sizes.nb_reqrep_n
+    # the CSV's duration and rate agree with the count asked for (the CLI ran the whole count)
+    for key, n in (("async", sizes.nb_js_async_n), ("sync", sizes.nb_js_sync_n)):
+        row = d["natsbench.js_pub"][key]
+        assert row["msgs_per_s"] * row["duration_s"] == pytest.approx(n, rel=0.01)
+    assert streams == [], streams  # the benchmark streams were deleted
+
+    # set against the nats-py floors: ratio = value / (hops x one CLI round trip)
+    ctx.figures.append(run.Figure("core_chain.p50", 2.0, "ms"))
+    cmp = {f.name: f for f in await natsbench.natsbench_compare(ctx)}
+    f = cmp["core_chain.p50.vs_natsbench"]
+    assert f.floor_value == pytest.approx(sizes.hops * by["natsbench.reqrep.p50"].value)
+    assert f.ratio == pytest.approx(2.0 / f.floor_value)
