@@ -298,3 +298,22 @@ def doc_examples() -> list[str]:
             if cmd not in found:
                 found.append(cmd)
     return found
+
+
+def doc_transcripts() -> list[tuple[str, str]]:
+    """(command, output) of every fenced block that is a terminal transcript: first line `$ nats ...`."""
+    out = []
+    for name in DOCS:
+        for block in re.findall(r"^```[a-z]*\n(.*?)^```", (ROOT / name).read_text(), re.M | re.S):
+            first, _, rest = block.partition("\n")
+            if first.startswith("$ nats "):
+                out.append((first[2:], rest))
+    return out
+
+
+def normalise_transcript(text: str) -> str:
+    """Times and round-trip times are what change from run to run; trailing spaces and blank lines are not shown."""
+    text = re.sub(r"^\d\d:\d\d:\d\d ?", "HH:MM:SS ", text, flags=re.M)
+    text = re.sub(r"rtt [0-9.]+[µu]?s", "rtt X", text)
+    text = re.sub(r"rtt [0-9.]+ms", "rtt X", text)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())

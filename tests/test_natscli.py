@@ -16,7 +16,8 @@ import pytest
 
 from pas import subjects as S
 from pas.config import load_config
-from tests.natscli_support import CliSub, PasUnderCli, doc_examples, job, new_run_id
+from tests.natscli_support import (CliSub, PasUnderCli, doc_examples, doc_transcripts, job, new_run_id,
+                                   normalise_transcript)
 
 AGENTS = [a.id for a in load_config().agents]
 PAS_STREAMS = {S.STREAM_COMMS: (["pas.comms.>"], "limits"), S.STREAM_WORK: (["pas.work.>"], "workqueue"),
@@ -40,7 +41,7 @@ def done_run(pas: PasUnderCli) -> str:
 
 # ---- every example of the documents ---------------------------------------------------------
 EXAMPLES = doc_examples()
-RUN_PLACEHOLDER = re.compile(r"\br-(?:\.\.\.|1)(?![\w-])")  # r-... (README) and r-1 (subjects.md)
+RUN_PLACEHOLDER = re.compile(r"\bRUN_ID\b|\br-1(?![\w-])")  # RUN_ID (README) and r-1 (subjects.md)
 
 
 def substitute(cmd: str, run_id: str) -> list[str]:
@@ -110,7 +111,14 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str) -> None:
         assert "[1] Subject: " in out and "error" not in out, out
         return
     r = pas.nats(words)
-    if verb in ("req", "request"):
+    if verb == "pub" and words[2] == "pas.gateway.submit":  # no reply: find the run by its title
+        title = json.loads(words[3])["title"]
+        runs = pas.req("pas.gateway.runs", '{"limit":100}')["runs"]
+        mine = [x["run_id"] for x in runs if x["title"] == title]
+        assert mine and pas.wait_run(mine[0])["status"] == "completed", runs
+    elif words[1:3] == ["kv", "get"]:
+        assert json.loads(r.stdout)["run_id"] == rid, r.stdout
+    elif verb in ("req", "request"):
         reply = json.loads(r.stdout)
         if "pas.gateway.cancel" in cmd:
             assert reply["run_id"] == rid and reply["status"] == "cancelled", reply
@@ -124,9 +132,17 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str) -> None:
 
 def test_documents_have_examples_of_every_verb() -> None:
     """The extraction found the documents' commands (an empty list would pass every test above)."""
-    verbs = {tuple(shlex.split(c)[1:3]) for c in EXAMPLES}
-    assert {("micro", "ls"), ("req", "pas.gateway.submit"), ("sub", "pas.hb.*"), ("stream", "view")} <= verbs, verbs
-    assert len(EXAMPLES) >= 15, EXAMPLES
+    verbs = {tuple(w for w in shlex.split(c)[1:4] if not w.startswith("-"))[:2] for c in EXAMPLES}
+    assert {("micro", "ls"), ("micro", "info"), ("micro", "stats"), ("req", "pas.gateway.submit"),
+            ("pub", "pas.gateway.submit"), ("sub", "pas.hb.*"), ("stream", "view"), ("kv", "get")} <= verbs, verbs
+    assert len(EXAMPLES) >= 20 and doc_transcripts(), EXAMPLES
+
+
+@pytest.mark.parametrize("cmd,shown", doc_transcripts(), ids=[c for c, _ in doc_transcripts()])
+def test_documented_transcript(pas: PasUnderCli, cmd: str, shown: str) -> None:
+    """A `$ nats ...` block shows what the CLI prints on a terminal, to the character but for times."""
+    out = pas.pty_run(cmd, until="\x00")  # to the end of the command
+    assert normalise_transcript(out) == normalise_transcript(shown)
 
 
 # ---- micro discovery ----------------------------------------------------------------------
