@@ -128,6 +128,8 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str) -> None:
             assert reply, r.stdout
     elif words[1:3] == ["micro", "ls"]:
         assert all(a in r.stdout for a in AGENTS), r.stdout
+    elif verb == "micro":  # info/stats of one service
+        assert words[3] in r.stdout and "health" in r.stdout, r.stdout
 
 
 def test_documents_have_examples_of_every_verb() -> None:
@@ -174,10 +176,11 @@ def test_micro_stats_count_requests(pas: PasUnderCli) -> None:
 
 
 def test_micro_ping_reaches_every_agent(pas: PasUnderCli) -> None:
-    out = pas.nats("nats micro ping").stdout
+    # ping collects replies until --timeout (default 5s): 26 local replies take milliseconds
+    out = pas.nats("nats micro ping --timeout 2s").stdout
     answered = {line.split()[0] for line in out.splitlines() if "rtt=" in line}
     assert answered == set(AGENTS), out
-    one = pas.nats("nats micro ping gateway").stdout
+    one = pas.nats("nats micro ping gateway --timeout 2s").stdout
     assert re.search(r"^gateway \w+ +rtt=", one, re.M), one
 
 
