@@ -19,6 +19,7 @@ import select
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -29,7 +30,12 @@ from typing import Any, Callable
 import pytest
 
 from pas.server import EmbeddedServer
-from tests.conftest import ROOT, PasProcess, fast_args
+from tests.conftest import ROOT, PasProcess, fast_args, make_cfg
+
+try:
+    from pas import auth
+except ImportError:  # a tree without least-privilege NATS users
+    auth = None  # type: ignore[assignment]
 
 NATSCLI_VERSION = "v0.5.0"
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
@@ -133,30 +139,70 @@ class CliSub:
                 self.proc.wait()
 
 
+@dataclass
+class Shell:
+    """What `eval "$(pas creds USER)"` leaves in a shell: NATS_* variables and a `nats` alias."""
+
+    env: dict[str, str]
+    alias: list[str]  # nats='nats --inbox-prefix ...' -> ["--inbox-prefix", "..."]
+    printed: str  # the lines `pas creds USER` printed
+
+
+def eval_creds(printed: str, base: dict[str, str]) -> Shell:
+    env = dict(base)
+    alias: list[str] = []
+    for line in printed.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            key, _, value = words[1].partition("=")
+            env[key] = value
+        elif words[:1] == ["alias"] and words[1].startswith("nats="):
+            alias = shlex.split(words[1].removeprefix("nats="))[1:]
+        elif words:
+            raise AssertionError(f"pas creds printed a line a shell would run: {line!r}")
+    return Shell(env, alias, printed)
+
+
 class PasUnderCli:
-    """nats-server + `pas up --except prog-010` + `pas up --only prog-010` (killable for alerts)."""
+    """nats-server + `pas up --except prog-010` + `pas up --only prog-010` (killable for alerts).
+
+    With NATS users (pas.auth) the server requires them, as `pas up`'s embedded one does, and every CLI
+    command runs as some user: in the shell `eval "$(pas creds USER)"` gives (client by default)."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.bin = natscli()
         self.server = EmbeddedServer(tmp / "nats", port=-1, extra_args=["-m", "-1"])
         self.procs: dict[str, PasProcess] = {}
-        self.env: dict[str, str] = {}
+        self.creds_dir = tmp / "creds"
+        self.auth = auth is not None and make_cfg().settings.nats.auth == "on"
+        self.shells: dict[str, Shell] = {}
 
     def start(self) -> "PasUnderCli":
+        if self.auth:
+            self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir))
         self.url = self.server.start()
         ports = json.loads(next((self.tmp / "nats" / "ports").glob("*.ports")).read_text())
         self.monitor = ports["monitoring"][0]
         xdg = self.tmp / "xdg"  # natscli contexts live here, never in the user's ~/.config
         xdg.mkdir(exist_ok=True)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("NATS_")}
-        self.env = {**base, "XDG_CONFIG_HOME": str(xdg), "NATS_URL": self.url}
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PAS_CREDS"))}
+        self.base_env = {**base, "XDG_CONFIG_HOME": str(xdg)}
+        if self.auth:
+            for user in auth.USERS:
+                out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
+                                      "--nats-url", self.url], capture_output=True, text=True, timeout=60)
+                assert out.returncode == 0, out.stderr
+                self.shells[user] = eval_creds(out.stdout, self.base_env)
+        else:
+            self.shells["client"] = Shell({**self.base_env, "NATS_URL": self.url}, [], "")
         self.spawn("main", "--except", "prog-010")
         self.spawn("prog-010", "--only", "prog-010")
         return self
 
     def spawn(self, name: str, *args: str) -> PasProcess:
-        p = PasProcess(["--nats-url", self.url, *args, *fast_args()], self.tmp, name)
+        creds = ["--creds-dir", str(self.creds_dir)] if self.auth else []
+        p = PasProcess(["--nats-url", self.url, *creds, *args, *fast_args()], self.tmp, name)
         self.procs[name] = p
         return p.start()
 
@@ -166,42 +212,53 @@ class PasUnderCli:
         self.server.stop()
 
     # ---- running the CLI ------------------------------------------------------------------
-    def argv(self, cmd: str | list[str]) -> list[str]:
+    def shell(self, user: str) -> Shell:
+        return self.shells[user if self.auth else "client"]
+
+    def argv(self, cmd: str | list[str], user: str = "client", bare: bool = False) -> list[str]:
         args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
         assert args[0] == "nats", args
-        return [self.bin, *args[1:]]
+        return [self.bin, *([] if bare else self.shell(user).alias), *args[1:]]
 
-    def nats(self, cmd: str | list[str], *, ok: bool = True, stdin: str | None = None,
-             timeout_s: float = 30.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run(self.argv(cmd), capture_output=True, text=True, input=stdin, env=env or self.env,
-                           timeout=timeout_s, stdin=None if stdin is not None else subprocess.DEVNULL)
+    def nats(self, cmd: str | list[str], *, ok: bool = True, stdin: str | None = None, timeout_s: float = 30.0,
+             user: str = "client", bare: bool = False, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        """Run one CLI command as `user` (its env and alias); bare: no alias, and env (default: no NATS_*)."""
+        env = env or (self.base_env if bare else self.shell(user).env)
+        r = subprocess.run(self.argv(cmd, user, bare), capture_output=True, text=True, input=stdin, env=env,
+                           timeout=timeout_s,
+                           stdin=None if stdin is not None else subprocess.DEVNULL)
         if ok:
-            assert r.returncode == 0, f"{cmd!r} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+            assert r.returncode == 0, f"{cmd!r} as {user} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
             assert "Nats-Service-Error" not in r.stderr, f"{cmd!r} got an error reply:\n{r.stderr}\n{r.stdout}"
+            assert "Violation" not in r.stderr, f"{cmd!r} as {user} was refused:\n{r.stderr}"
         return r
 
-    def req(self, subject: str, body: str, *flags: str) -> Any:
+    def req(self, subject: str, body: str, *flags: str, user: str = "client") -> Any:
         """`nats req SUBJECT BODY` -> the parsed JSON reply (must not be an error)."""
-        return json.loads(self.nats(["nats", "req", *flags, subject, body]).stdout)
+        return json.loads(self.nats(["nats", "req", *flags, subject, body], user=user).stdout)
 
-    def sub(self, cmd: str | list[str]) -> CliSub:
+    def sub(self, cmd: str | list[str], user: str = "client") -> CliSub:
         """Start `nats sub ...` and return once the server holds its subscription."""
-        argv = self.argv(cmd)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
-                                stdin=subprocess.DEVNULL)
+        argv = self.argv(cmd, user)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.shell(user).env, stdin=subprocess.DEVNULL)
         s = CliSub(proc)
-        subjects = [a for a in argv[2:] if not a.startswith("-")]
+        words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        subjects = [a for a in words[2:] if not a.startswith("-")]
         try:
-            self.wait_subscribed(subjects)
+            self.wait_subscribed(subjects, proc)
         except BaseException:
             s.close()
             raise
         return s
 
-    def wait_subscribed(self, subjects: list[str], timeout_s: float = 20.0) -> None:
+    def wait_subscribed(self, subjects: list[str], proc: subprocess.Popen[str], timeout_s: float = 20.0) -> None:
         """Poll the server's /connz until a `nats` CLI connection holds every subject."""
         deadline = time.monotonic() + timeout_s
         while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"nats sub {subjects} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
             with urllib.request.urlopen(f"{self.monitor}/connz?subs=1&limit=1024", timeout=5) as r:
                 conns = json.loads(r.read())["connections"] or []
             for c in conns:
@@ -211,12 +268,12 @@ class PasUnderCli:
                 raise AssertionError(f"nats sub {subjects} not subscribed within {timeout_s}s")
             time.sleep(0.05)
 
-    def pty_run(self, cmd: str | list[str], until: str, timeout_s: float = 30.0) -> str:
+    def pty_run(self, cmd: str | list[str], until: str, timeout_s: float = 30.0, user: str = "client") -> str:
         """Run an interactive command (`nats stream view` pages only on a terminal) on a pseudo-terminal;
         read until `until` appears or it exits, then end it. Returns the output (ANSI codes removed)."""
         master, slave = pty.openpty()
-        proc = subprocess.Popen(self.argv(cmd), stdin=slave, stdout=slave, stderr=slave, env=self.env,
-                                start_new_session=True)
+        proc = subprocess.Popen(self.argv(cmd, user), stdin=slave, stdout=slave, stderr=slave,
+                                env=self.shell(user).env, start_new_session=True)
         os.close(slave)
         buf = b""
         deadline = time.monotonic() + timeout_s
@@ -281,23 +338,54 @@ def _fenced_lines(text: str) -> list[str]:
     return out
 
 
-def doc_examples() -> list[str]:
-    """Every `nats` command in the documents, as written (comments stripped), deduplicated, in order.
-    A mention of a verb alone (`nats pub`, `nats sub`) is not an example."""
-    found: list[str] = []
+EVAL_CREDS = re.compile(r'^eval "\$\(pas creds (\w+)\)"')
+
+
+def doc_examples() -> list[tuple[str, str | None]]:
+    """Every `nats` command in the documents as written (comments stripped), deduplicated, in order, with the
+    user a fenced block gave it before (`eval "$(pas creds USER)"`), else None. A verb alone (`nats pub`)
+    is a mention, not an example."""
+    found: dict[str, str | None] = {}
     for name in DOCS:
         text = (ROOT / name).read_text()
-        candidates = [ln.strip() for ln in _fenced_lines(text)] + re.findall(r"`(nats [^`]+)`", text)
-        for c in candidates:
+        candidates: list[tuple[str, str | None]] = []
+        user: str | None = None
+        for line in _fenced_lines(text):
+            m = EVAL_CREDS.match(line.strip())
+            user = m.group(1) if m else (None if line.startswith("```") else user)
+            candidates.append((line.strip(), user))
+        candidates += [(c, None) for c in re.findall(r"`(nats [^`]+)`", text)]
+        for c, u in candidates:
             if not c.startswith("nats "):
                 continue
             words = shlex.split(c, comments=True)
-            if len(words) < 3:
-                continue
-            cmd = shlex.join(words)
-            if cmd not in found:
-                found.append(cmd)
-    return found
+            if len(words) >= 3:
+                found.setdefault(shlex.join(words), u)
+    return list(found.items())
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+def least_user(words: list[str]) -> str:
+    """The first of client, adapter, admin whose NATS permissions (pas.auth) allow this pub/req/sub."""
+    verb = words[1]
+    subject = next((w for w in words[2:] if not w.startswith("-")), "")
+    if auth is None or verb not in ("pub", "req", "request", "sub"):
+        return "client"
+    perms = auth.permissions(make_cfg())
+    for user in ("client", "adapter", "admin"):
+        allowed = perms[user].subscribe if verb == "sub" else perms[user].publish
+        if any(subject_matches(p, subject) for p in allowed):
+            return user
+    raise AssertionError(f"no user may run {shlex.join(words)!r}")
 
 
 def doc_transcripts() -> list[tuple[str, str]]:

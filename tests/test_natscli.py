@@ -16,10 +16,11 @@ import pytest
 
 from pas import subjects as S
 from pas.config import load_config
-from tests.natscli_support import (CliSub, PasUnderCli, doc_examples, doc_transcripts, job, new_run_id,
+from tests.natscli_support import (CliSub, PasUnderCli, doc_examples, doc_transcripts, job, least_user, new_run_id,
                                    normalise_transcript)
 
 AGENTS = [a.id for a in load_config().agents]
+KV_RUNS_READER = "admin"  # NATS users: the client reads runs through pas.gateway.status, not the bucket
 PAS_STREAMS = {S.STREAM_COMMS: (["pas.comms.>"], "limits"), S.STREAM_WORK: (["pas.work.>"], "workqueue"),
                S.STREAM_EVENTS: (["pas.run.>", "pas.alert.>"], "limits")}
 
@@ -58,7 +59,7 @@ def _trigger_run(pas: PasUnderCli, rid: str) -> None:
 
 
 def _trigger_model(pas: PasUnderCli, rid: str) -> None:
-    pas.req("pas.ctl.prog-001.set_model", '{"primary":"gpt-4o"}')
+    pas.req("pas.ctl.prog-001.set_model", '{"primary":"gpt-4o"}', user="admin")
 
 
 def _trigger_alert(pas: PasUnderCli, rid: str) -> None:
@@ -79,12 +80,12 @@ SUB_CASES: list[tuple[str, Callable[[PasUnderCli, str], None] | None, Callable[[
 ]
 
 
-def run_sub_example(pas: PasUnderCli, words: list[str], rid: str) -> None:
+def run_sub_example(pas: PasUnderCli, words: list[str], rid: str, user: str) -> None:
     pattern = next(w for w in words[2:] if not w.startswith("-"))
     case = next((c for c in SUB_CASES if re.fullmatch(c[0], pattern.replace(rid, "r-x"))), None)
     assert case, f"no test case for the documented subscription {pattern!r}: add one to SUB_CASES"
     _, trigger, expect = case
-    sub: CliSub = pas.sub(words)
+    sub: CliSub = pas.sub(words, user)
     try:
         if trigger:
             trigger(pas, rid)
@@ -95,22 +96,24 @@ def run_sub_example(pas: PasUnderCli, words: list[str], rid: str) -> None:
             pas.spawn("prog-010", "--only", "prog-010")
 
 
-@pytest.mark.parametrize("cmd", EXAMPLES)
-def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str) -> None:
+@pytest.mark.parametrize("cmd,user", EXAMPLES, ids=[c for c, _ in EXAMPLES])
+def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str, user: str | None) -> None:
+    """As the user the document names (`eval "$(pas creds USER)"` before it), else the least one allowed."""
     verb = shlex.split(cmd)[1]
+    user = user or least_user(shlex.split(cmd))
     if verb == "sub":
         rid = new_run_id("sub")  # a run that starts after the subscription
-        return run_sub_example(pas, substitute(cmd, rid), rid)
+        return run_sub_example(pas, substitute(cmd, rid), rid, user)
     rid = done_run
     if "pas.gateway.cancel" in cmd:  # cancelling needs a run that is still running
         rid = pas.req("pas.gateway.submit", job("natscli: to cancel", "sleep 30"))["run_id"]
         pas.wait_run(rid, {"running"})
     words = substitute(cmd, rid)
     if words[1:3] == ["stream", "view"]:  # pages only on a terminal
-        out = pas.pty_run(words, until="Next Page?")
+        out = pas.pty_run(words, until="Next Page?", user=user)
         assert "[1] Subject: " in out and "error" not in out, out
         return
-    r = pas.nats(words)
+    r = pas.nats(words, user=user)
     if verb == "pub" and words[2] == "pas.gateway.submit":  # no reply: find the run by its title
         title = json.loads(words[3])["title"]
         runs = pas.req("pas.gateway.runs", '{"limit":100}')["runs"]
@@ -134,7 +137,7 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str) -> None:
 
 def test_documents_have_examples_of_every_verb() -> None:
     """The extraction found the documents' commands (an empty list would pass every test above)."""
-    verbs = {tuple(w for w in shlex.split(c)[1:4] if not w.startswith("-"))[:2] for c in EXAMPLES}
+    verbs = {tuple(w for w in shlex.split(c)[1:4] if not w.startswith("-"))[:2] for c, _ in EXAMPLES}
     assert {("micro", "ls"), ("micro", "info"), ("micro", "stats"), ("req", "pas.gateway.submit"),
             ("pub", "pas.gateway.submit"), ("sub", "pas.hb.*"), ("stream", "view"), ("kv", "get")} <= verbs, verbs
     assert len(EXAMPLES) >= 20 and doc_transcripts(), EXAMPLES
@@ -242,17 +245,17 @@ def test_stream_info_of_every_pas_stream(pas: PasUnderCli, stream: str) -> None:
 
 
 def test_stream_ls_shows_streams_and_buckets(pas: PasUnderCli) -> None:
-    names = set(pas.nats("nats stream ls --names").stdout.split())
+    names = set(pas.nats("nats stream ls --names", user="admin").stdout.split())  # listing: admin's right
     buckets = {S.KV_AGENTS, S.KV_RUNS, S.KV_TREE, S.KV_IDEMPOTENCY, S.KV_MODELS}
     assert set(PAS_STREAMS) | {f"KV_{b}" for b in buckets} <= names, names
 
 
 def test_kv_get_run_record(pas: PasUnderCli, done_run: str) -> None:
-    rec = json.loads(pas.nats(f"nats kv get pas_runs {done_run} --raw").stdout)
+    rec = json.loads(pas.nats(f"nats kv get pas_runs {done_run} --raw", user=KV_RUNS_READER).stdout)
     assert rec["run_id"] == done_run and rec["status"] == "completed"
-    pretty = pas.nats(f"nats kv get pas_runs {done_run}").stdout
+    pretty = pas.nats(f"nats kv get pas_runs {done_run}", user=KV_RUNS_READER).stdout
     assert f"pas_runs > {done_run} revision:" in pretty
-    missing = pas.nats("nats kv get pas_runs r-no-such-run", ok=False)
+    missing = pas.nats("nats kv get pas_runs r-no-such-run", ok=False, user=KV_RUNS_READER)
     assert missing.returncode == 1 and "key not found" in missing.stderr
 
 
@@ -273,7 +276,7 @@ def test_req_bad_body_shows_error_headers_and_json(pas: PasUnderCli, subject: st
                                                    error: str | None) -> None:
     big = len(body) > 100_000  # beyond one argv entry: the CLI reads the body from stdin
     argv = ["nats", "req", subject, *(["--force-stdin"] if big else [body])]
-    r = pas.nats(argv, ok=False, stdin=body if big else None)
+    r = pas.nats(argv, ok=False, stdin=body if big else None, user=least_user(argv))
     assert r.returncode == 0, r.stderr  # the CLI got a reply: the error is in it
     assert re.search(rf"Nats-Service-Error-Code: {code}$", r.stderr, re.M), r.stderr
     message = re.search(r"Nats-Service-Error: (.+)$", r.stderr, re.M)
@@ -332,3 +335,50 @@ async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
     f = cmp["core_chain.p50.vs_natsbench"]
     assert f.floor_value == pytest.approx(sizes.hops * by["natsbench.reqrep.p50"].value)
     assert f.ratio == pytest.approx(2.0 / f.floor_value)
+
+
+# ---- NATS users: the client's credentials ---------------------------------------------------------
+def needs_users(pas: PasUnderCli) -> None:
+    if not pas.auth:
+        pytest.skip("this tree has no NATS users (pas.auth)")
+
+
+def test_client_credentials_by_flags_context_and_env(pas: PasUnderCli) -> None:
+    """What `pas creds client` prints works three ways: its variables and alias (the shell the other tests
+    use), plain flags, and the `nats context save` line it suggests."""
+    needs_users(pas)
+    sh = pas.shell("client")
+    assert sh.env["NATS_USER"] == "client" and sh.env["NATS_URL"] == pas.url
+    assert sh.alias == ["--inbox-prefix", "_INBOX.client"]
+    flags = ["nats", "--server", pas.url, "--user", "client", "--password", sh.env["NATS_PASSWORD"], *sh.alias]
+    reply = json.loads(pas.nats([*flags, "req", "pas.gateway.submit", job("natscli: client flags")], bare=True).stdout)
+    assert pas.wait_run(reply["run_id"])["status"] == "completed"
+    save = [ln[ln.index("nats context save"):] for ln in sh.printed.splitlines() if "nats context save" in ln]
+    assert len(save) == 1, sh.printed
+    pas.nats(save[0], bare=True)
+    services = json.loads(pas.nats("nats --context pas-client micro ls --json", bare=True).stdout)
+    assert len(services) == 26
+    wrong = pas.nats([*flags[:6], "not-the-password", *sh.alias, "micro", "ls"], ok=False, bare=True)
+    assert wrong.returncode != 0 and "Authorization Violation" in wrong.stderr, wrong.stderr
+
+
+def test_client_refused_what_agents_do(pas: PasUnderCli) -> None:
+    """The client may submit and watch, never feed a work queue, switch models or use another user's inbox."""
+    needs_users(pas)
+
+    def work_last_seq() -> int:
+        info = pas.nats("nats stream info PAS_WORK --json", user="admin").stdout
+        return json.loads(info)["state"]["last_seq"]
+
+    before = work_last_seq()
+    pub = pas.nats(["nats", "pub", "pas.work.prog", '{"run_id":"r-x","task_id":"t"}'], ok=False)
+    assert 'Permissions Violation for Publish to "pas.work.prog"' in pub.stderr, pub.stderr
+    assert work_last_seq() == before  # nothing reached the work queue
+    ctl = pas.nats(["nats", "req", "pas.ctl.prog-001.set_model", '{"primary":"gpt-4o"}'], ok=False)
+    assert 'Permissions Violation for Publish to "pas.ctl.prog-001.set_model"' in ctl.stderr, ctl.stderr
+    sub = pas.nats(["nats", "sub", "pas.work.>", "--count", "1"], ok=False)
+    assert sub.returncode != 0 and 'Permissions Violation for Subscription to "pas.work.>"' in sub.stderr, sub.stderr
+    other = pas.nats(["nats", "--inbox-prefix", "_INBOX.gateway", "req", "pas.gateway.runs", "{}"], ok=False,
+                     bare=True, env=pas.shell("client").env)
+    assert 'Permissions Violation for Subscription to "_INBOX.gateway.' in other.stderr, other.stderr
+    assert '"runs"' not in other.stdout
