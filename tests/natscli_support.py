@@ -311,6 +311,18 @@ class PasUnderCli:
                 raise AssertionError(f"run {run_id} not in {statuses} within {timeout_s}s: {r.stdout} {r.stderr}")
             time.sleep(0.1)
 
+    def run_titled(self, title: str, timeout_s: float = 30.0) -> str:
+        """The id of the newest run with this title, once the gateway lists it (a publish has no reply)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.req("pas.gateway.runs", '{"limit":100}')["runs"]
+            mine = [r["run_id"] for r in runs if r["title"] == title]
+            if mine:
+                return mine[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no run titled {title!r} within {timeout_s}s: {runs}")
+            time.sleep(0.1)
+
     def run(self, title: str, command: str = "true") -> str:
         """A run submitted with the CLI and finished: its id."""
         rid = self.req("pas.gateway.submit", job(title, command))["run_id"]

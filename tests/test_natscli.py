@@ -115,10 +115,7 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str, user: str
         return
     r = pas.nats(words, user=user)
     if verb == "pub" and words[2] == "pas.gateway.submit":  # no reply: find the run by its title
-        title = json.loads(words[3])["title"]
-        runs = pas.req("pas.gateway.runs", '{"limit":100}')["runs"]
-        mine = [x["run_id"] for x in runs if x["title"] == title]
-        assert mine and pas.wait_run(mine[0])["status"] == "completed", runs
+        assert pas.wait_run(pas.run_titled(json.loads(words[3])["title"]))["status"] == "completed"
     elif words[1:3] == ["kv", "get"]:
         assert json.loads(r.stdout)["run_id"] == rid, r.stdout
     elif verb in ("req", "request"):
