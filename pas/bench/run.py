@@ -63,7 +63,7 @@ class Sizes:
     comms_n: int = 50000  # comms entries written, then replayed
     comms_reads: int = 3
     # `nats bench` floors (pas.bench.natsbench)
-    nb_pubsub_n: int = 1_000_000
+    nb_pubsub_n: int = 400_000  # x 128 B stays under the server's 64 MB pending limit per client: no slow consumer
     nb_reqrep_n: int = 20_000
     nb_js_async_n: int = 100_000
     nb_js_sync_n: int = 10_000
