@@ -17,6 +17,7 @@ from nats.micro import add_service
 from nats.micro.service import EndpointStats, Service
 
 from pas import __version__
+from pas import claims
 from pas import subjects as S
 from pas import wire
 from pas.bus import Bus
@@ -104,6 +105,7 @@ class Agent:
         self._hb: asyncio.Task[Any] | None = None
         self.role = _role_class(cfg.role)(self)
         self._errors: dict[str, tuple[int, str]] = {}
+        self._claim_rev = 0
 
     @property
     def id(self) -> str:
@@ -132,6 +134,13 @@ class Agent:
             metadata=metadata,
             stats_handler=self._stats_data,
         )
+        # Claim the id before serving or beating anything: one live instance per id on the bus.
+        try:
+            self._claim_rev = await claims.claim(self.bus, claims.my_claim(c.id, self.service.id))
+        except BaseException:
+            await self.service.stop()
+            self.service = None
+            raise
         specs = [
             EndpointSpec("health", self.subject("health"), self._health, wire.Empty),
             EndpointSpec("status", self.subject("status"), self._status, StatusRef),
@@ -162,6 +171,9 @@ class Agent:
                 await self.service.stop()
             except Exception:  # noqa: BLE001 - connection already gone
                 pass
+        if self._claim_rev:
+            await claims.release(self.bus, self.id, self._claim_rev)
+            self._claim_rev = 0
 
     async def _add_endpoint(self, spec: EndpointSpec) -> None:
         assert self.service is not None

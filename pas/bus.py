@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -26,27 +25,83 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, InvalidKeyError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from nats.errors import AuthorizationError
 
 from pas import subjects as S
 from pas import wire
 from pas.config import PasConfig
+from pas.errors import Unavailable
 
 log = logging.getLogger("pas.bus")
 
 
-async def connect(url: str, name: str = "pas", **kw: Any) -> Client:
-    async def _err(e: Exception) -> None:
-        log.warning("nats: %s", e)
+def split_servers(url: str) -> list[str]:
+    """"nats://a:4222,nats://b:4222" -> the server list."""
+    return [u.strip() for u in url.split(",") if u.strip()]
 
-    servers = [u.strip() for u in url.split(",") if u.strip()]  # "nats://a:4222,nats://b:4222"
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        error_cb=_err,
-        **kw,
-    )
+
+async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0, **kw: Any) -> Client:
+    """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
+
+    Until the first connection is made, every failed attempt is retried; the wait is logged at
+    WARNING with the URL (first failure at once, then every 5 s), and after connect_timeout_s it
+    gives up with Unavailable naming the URL and the last error. A refused authorization fails at
+    once. Once connected, reconnects are retried forever. Extra keywords (user, password, tls, ...)
+    go to nats.connect unchanged."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    state: dict[str, Any] = {"connected": False, "last": None, "logged": None}
+    fatal: asyncio.Future[BaseException] = loop.create_future()
+
+    async def _err(e: Exception) -> None:
+        if state["connected"]:
+            log.warning("nats: %s", e)
+            return
+        state["last"] = e
+        if _refused(e):
+            if not fatal.done():
+                fatal.set_result(e)
+            return
+        now = loop.time()
+        if state["logged"] is None or now - state["logged"] >= 5.0:
+            state["logged"] = now
+            log.warning("waiting for NATS at %s (%s); giving up in %.0fs", url, _reason(e),
+                        max(0.0, connect_timeout_s - (now - t0)))
+
+    nc = Client()
+    opts: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                            "connect_timeout": min(2.0, max(connect_timeout_s, 0.1)), **kw}
+    attempt = asyncio.ensure_future(nc.connect(servers=split_servers(url), name=name, error_cb=_err, **opts))
+    done, _ = await asyncio.wait([attempt, fatal], timeout=connect_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    if attempt in done and attempt.exception() is None:
+        state["connected"] = True
+        if state["logged"] is not None:
+            log.warning("connected to NATS at %s after %.1fs", url, loop.time() - t0)
+        return nc
+    attempt.cancel()
+    await asyncio.gather(attempt, return_exceptions=True)
+    try:
+        await nc.close()
+    except Exception:  # noqa: BLE001 - never connected
+        pass
+    err = fatal.result() if fatal.done() else (attempt.exception() if attempt.done() and not attempt.cancelled()
+                                                else state["last"])
+    if err is not None and _refused(err):
+        raise Unavailable(f"NATS at {url} refused the credentials ({_reason(err)})")
+    raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
+                      f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
+
+
+def _refused(e: BaseException) -> bool:
+    """The server refused who we are: waiting will not help."""
+    return isinstance(e, AuthorizationError) or "authorization violation" in str(e).lower()
+
+
+def _reason(e: BaseException | None) -> str:
+    if e is None:
+        return "no answer"
+    text = str(e) or type(e).__name__
+    return text if isinstance(e, OSError) else f"{type(e).__name__}: {text}".rstrip(": ")
 
 
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
@@ -136,6 +191,8 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
                        description="agent id -> live model override"),
         KeyValueConfig(bucket=S.KV_BREAKERS, history=1, storage=StorageType.FILE, replicas=reps,
                        description="model profile -> circuit-breaker state"),
+        KeyValueConfig(bucket=S.KV_CLAIMS, history=1, storage=StorageType.FILE, replicas=reps,
+                       description="agent id -> the one live instance that holds it"),
     ]
 
 
@@ -170,8 +227,9 @@ class Bus:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
-    async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True) -> "Bus":
-        nc = await connect(url, name=name)
+    async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
+                   **kw: Any) -> "Bus":
+        nc = await connect(url, name=name, connect_timeout_s=cfg.settings.nats.connect_timeout_s, **kw)
         js = nc.jetstream(timeout=10)
         if do_provision:
             await provision(js, cfg)

@@ -18,7 +18,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: configs/)")
     p.add_argument("-c", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. -c settings.heartbeat.interval_s=1 (repeatable)")
-    p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL)")
+    p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL); a comma-separated list for a cluster")
+    p.add_argument("--agents", dest="agent_files", action="append", default=[], metavar="FILE",
+                   help="an overlay topology file shaped like agents.yaml: new ids are added, known ids "
+                        "changed (repeatable)")
+    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                   help="give up if NATS cannot be reached within this time (default: settings.nats."
+                        "connect_timeout_s=30 for up/http, client_connect_timeout_s=5 for the client commands)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--only", action="append", default=[], metavar="GLOB", help="start only these agent ids")
     up.add_argument("--except", dest="exclude", action="append", default=[], metavar="GLOB",
                     help="start all but these agent ids")
-    up.add_argument("--no-http", action="store_true", help="do not start the port-based HTTP adapter and HMI")
+    web = up.add_mutually_exclusive_group()
+    web.add_argument("--http", action="store_true",
+                     help="start the HTTP adapter and HMI (the default only when every agent is started)")
+    web.add_argument("--no-http", action="store_true", help="do not start the port-based HTTP adapter and HMI")
     up.add_argument("--ready-file", help="write the NATS URL to this file once every agent is up")
 
     ag = sub.add_parser("agents", help="agent, tier, lane, state, age of last beat, model")
@@ -103,9 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace) -> PasConfig:
     overrides = list(getattr(args, "overrides", []) or [])
-    cfg = load_config(getattr(args, "config_dir", None), overrides)
+    cfg = load_config(getattr(args, "config_dir", None), overrides, getattr(args, "agent_files", None))
     if getattr(args, "nats_url", None):
         cfg.settings.nats.url = args.nats_url
+    if getattr(args, "nats_port", None) is not None and cfg.settings.nats.url and args.cmd == "up":
+        given = ("--nats-url" if getattr(args, "nats_url", None) else
+                 "PAS_NATS_URL" if os.environ.get("PAS_NATS_URL") else "settings.nats.url")
+        raise ConfigError(f"--nats-port {args.nats_port} sets the port of the embedded nats-server, but {given} "
+                          f"({cfg.settings.nats.url}) means no embedded server is started: give one or the other")
+    if getattr(args, "connect_timeout", None) is not None:
+        cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s = args.connect_timeout
     return cfg
 
 

@@ -9,12 +9,12 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
-import nats
 from nats.aio.client import Client as NC
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from pas import subjects as S
+from pas.bus import connect
 from pas import wire
 from pas.errors import BadRequest, Conflict, NotFound, PasError, PayloadTooLarge, Unavailable
 
@@ -50,16 +50,10 @@ class PasClient:
         self.timeout_s = timeout_s
 
     @classmethod
-    async def connect(cls, url: str, timeout_s: float = 5.0) -> "PasClient":
-        async def quiet(e: Exception) -> None:  # connection errors are reported once, below
-            pass
-
-        try:
-            nc = await nats.connect(servers=[u.strip() for u in url.split(",") if u.strip()], name="pas-client", connect_timeout=3, max_reconnect_attempts=2,
-                                    allow_reconnect=True, error_cb=quiet)
-        except Exception as e:  # noqa: BLE001
-            raise Unavailable(f"cannot reach NATS at {url}: {e}") from None
-        return cls(nc, timeout_s)
+    async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0,
+                      **kw: Any) -> "PasClient":
+        """Connect with pas.bus.connect (waits up to connect_timeout_s, then Unavailable)."""
+        return cls(await connect(url, name="pas-client", connect_timeout_s=connect_timeout_s, **kw), timeout_s)
 
     async def close(self) -> None:
         if not self.nc.is_closed:

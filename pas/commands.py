@@ -37,13 +37,18 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         cfg.settings.nats.port = args.nats_port
     if args.data_dir:
         cfg.settings.nats.data_dir = args.data_dir
-    stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None,
-                  http=not args.no_http and http_available())
+    # The HTTP adapter runs in one process only: by default the one that starts every agent.
+    http = args.http or not (args.no_http or args.only or args.exclude)
+    if args.http and not http_available():
+        raise PasError("--http: the HTTP adapter is not part of this build")
+    stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None, http=http and http_available())
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await stack.start()
+    if not await unless_stopped(stack.start(), stop):
+        return 130
     where = "embedded nats-server" if stack.server else "existing server"
-    print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}); Ctrl-C to stop", flush=True)
+    web = f", HTTP adapter and HMI on {stack.http_server.url()}" if stack.http_server else ", no HTTP adapter"
+    print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}{web}); Ctrl-C to stop", flush=True)
     if args.ready_file:
         Path(args.ready_file).write_text(stack.url or "")
     try:
@@ -52,6 +57,26 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         print("pas: stopping", flush=True)
         await stack.stop()
     return 0
+
+
+async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
+    """Await a start-up (which may wait for NATS) unless SIGINT/SIGTERM comes first: then cancel it
+    (it cleans up after itself) and return None."""
+    task = asyncio.ensure_future(start)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        print("pas: stopped during start-up", file=sys.stderr, flush=True)
+        return None
+    return task.result()
+
+
+async def open_client(cfg: PasConfig) -> PasClient:
+    n = cfg.settings.nats
+    return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s)
 
 
 def _age(ts: Any) -> str:
@@ -76,7 +101,7 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
 
 
 async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli")
+    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s)
     try:
         js = nc.jetstream()
         states: dict[str, wire.AgentState] = {}
@@ -122,7 +147,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli")
+    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s)
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
                                       since=parse_since(args.since), follow=args.follow):
@@ -198,7 +223,7 @@ def result_table(st: dict[str, Any]) -> str:
 
 async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
     job = _job_from_args(args)
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await open_client(cfg)
     try:
         if args.wait and "run_id" not in job:
             job["run_id"] = wire_run_id()
@@ -220,7 +245,7 @@ def wire_run_id() -> str:
 
 
 async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await open_client(cfg)
     try:
         st = await client.status(args.run_id)
     finally:
@@ -230,7 +255,7 @@ async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await open_client(cfg)
     try:
         res = await client.runs(args.limit, args.status)
     finally:
@@ -244,7 +269,7 @@ async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await open_client(cfg)
     try:
         res = await client.cancel(args.run_id)
     finally:
@@ -254,7 +279,7 @@ async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_model(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await PasClient.connect(client_url(cfg), cfg.settings.nats.request_timeout_s)
+    client = await open_client(cfg)
     try:
         body = {"backup" if args.backup else "primary": args.profile}
         res = await client.request(S.ctl(args.agent, "set_model"), body)
@@ -271,7 +296,9 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    server = await start_adapter(cfg, client_url(cfg))
+    server = await unless_stopped(start_adapter(cfg, client_url(cfg)), stop)
+    if server is None:
+        return 130
     h = cfg.settings.http
     print(f"pas http: serving agent ports and the HMI on http://{h.host}:{h.hmi_port + h.port_offset}/", flush=True)
     try:

@@ -54,6 +54,10 @@ class NatsConfig(Strict):
     """Timeout of request/reply calls made by the CLI and the HTTP adapter."""
     replicas: int = 1
     """Stream and KV replicas (3 on a cluster)."""
+    connect_timeout_s: float = 30.0
+    """`pas up` and `pas http` wait this long for the server at start-up, then exit non-zero."""
+    client_connect_timeout_s: float = 5.0
+    """The client commands (submit, status, agents, log, ...) wait this long for the server."""
 
 
 class HeartbeatConfig(Strict):
@@ -266,8 +270,32 @@ def _describe(e: ValidationError, doc: dict[str, Any]) -> str:
     return "; ".join(lines)
 
 
-def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None) -> PasConfig:
-    """Load configs/{pas,models,agents}.yaml, apply `key=value` overrides, validate."""
+def merge_agent_files(doc: dict[str, Any], files: list[str | Path]) -> None:
+    """Overlay topology files (`pas up --agents FILE`), each shaped like agents.yaml: an entry with
+    a new id is appended; an entry with an existing id changes only the keys it gives."""
+    agents = doc.setdefault("agents", [])
+    for f in files:
+        p = Path(f)
+        if not p.is_file():
+            raise ConfigError(f"agents file {p} does not exist")
+        data = _read_yaml(p)
+        if not isinstance(data, dict) or set(data) != {"agents"} or not isinstance(data["agents"], list):
+            raise ConfigError(f"{p}: expected a single top-level key 'agents' holding a list of agents")
+        by_id = {a.get("id"): a for a in agents if isinstance(a, dict)}
+        for i, entry in enumerate(data["agents"]):
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                raise ConfigError(f"{p}: agents[{i}]: expected a mapping with an 'id'")
+            if entry["id"] in by_id:
+                by_id[entry["id"]].update(entry)
+            else:
+                agents.append(dict(entry))
+                by_id[entry["id"]] = agents[-1]
+
+
+def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None,
+                agent_files: list[str | Path] | None = None) -> PasConfig:
+    """Load configs/{pas,models,agents}.yaml, merge overlay agent files, apply `key=value`
+    overrides, validate."""
     d = Path(config_dir or os.environ.get("PAS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
     if not d.is_dir():
         raise ConfigError(f"config directory {d} does not exist")
@@ -281,6 +309,7 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
                 unknown = sorted(set(data) - {key}) if isinstance(data, dict) else data
                 raise ConfigError(f"{p}: expected a single top-level key {key!r}, found {unknown!r}")
             doc[key] = data.get(key) or doc[key]
+    merge_agent_files(doc, list(agent_files or []))
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value")
@@ -292,7 +321,8 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
     try:
         return PasConfig.model_validate(doc)
     except ValidationError as e:
-        raise ConfigError(f"invalid config in {d}: {_describe(e, doc)}") from None
+        where = ", ".join([str(d), *(str(f) for f in agent_files or [])])
+        raise ConfigError(f"invalid config in {where}: {_describe(e, doc)}") from None
 
 
-__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "ROLES"]
+__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "merge_agent_files", "ROLES"]

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pas import claims
 from pas.agent import Agent
 from pas.bus import Bus
 from pas.comms import CommsLog
@@ -40,6 +41,20 @@ class Stack:
         self.name = name
 
     async def start(self) -> "Stack":
+        socks = None
+        if self.http:  # bind first: a busy port fails start-up before anything joins the bus
+            from pas.http.adapter import bind_ports  # the HTTP adapter is optional
+
+            socks = bind_ports(self.cfg)
+        try:
+            await self._start(socks)
+        except BaseException:
+            for s in (socks or {}).values():
+                s.close()
+            raise
+        return self
+
+    async def _start(self, socks: dict[str, Any] | None) -> None:
         if not self.url:
             n = self.cfg.settings.nats
             self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval)
@@ -48,13 +63,17 @@ class Stack:
             self.url = self.server.start()
             log.info("embedded nats-server at %s (data in %s)", self.url, self.data_dir)
         try:
-            self.bus = await Bus.open(self.url, self.cfg, name=self.name)
+            self.bus = await Bus.open(self.url, self.cfg, name=self.name, reconnected_cb=self._reconnected)
             comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars)
             from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
 
             self.bus.llm = RunLLM(self.bus, comms)
+            selected = self.cfg.select(self.only, self.exclude)
+            live = await claims.live_claims(self.bus, [a.id for a in selected])
+            if live:
+                raise claims.refusal(live)
             # The monitor first, so it hears every agent's first heartbeat.
-            for a in sorted(self.cfg.select(self.only, self.exclude), key=lambda a: a.role != "monitor"):
+            for a in sorted(selected, key=lambda a: a.role != "monitor"):
                 agent = Agent(self.bus, a, comms)
                 await agent.load_model_override()
                 await agent.start()
@@ -63,11 +82,38 @@ class Stack:
             if self.http:
                 from pas.http.adapter import start_adapter  # the HTTP adapter is optional
 
-                self.http_server = await start_adapter(self.cfg, self.url)
+                self.http_server = await start_adapter(self.cfg, self.url, socks=socks)
         except BaseException:
             await self.stop()
             raise
-        return self
+
+    async def _reconnected(self) -> None:
+        if self.bus is not None:
+            self.bus.spawn(self._check_after_reconnect())
+
+    async def _check_after_reconnect(self) -> None:
+        for _ in range(10):  # JetStream may still be electing a leader right after a reconnect
+            try:
+                await self.check_claims()
+                return
+            except Exception as e:  # noqa: BLE001 - retried, then given up loudly
+                log.warning("checking agent claims after a reconnect failed (%r); retrying in 1s", e)
+                await asyncio.sleep(1.0)
+        log.error("could not check agent claims after a reconnect; duplicates are possible until restart")
+
+    async def check_claims(self) -> list[str]:
+        """Stop every agent of this process whose id another instance has claimed meanwhile (it
+        was taken over while this process was cut off from the bus): one live instance per id."""
+        lost = []
+        for agent in list(self.agents):
+            held = await claims.holder(self.bus, agent.id)
+            if held is not None and agent.service is not None and held.instance != agent.service.id:
+                log.error("agent %s was taken over by %s while this process was disconnected; stopping it here",
+                          agent.id, claims.describe(held))
+                self.agents.remove(agent)
+                await agent.stop()
+                lost.append(agent.id)
+        return lost
 
     async def stop(self) -> None:
         if self.http_server is not None:

@@ -37,6 +37,7 @@ KV_TREE = "pas_tree"  # key: <run>.plan | <run>.lane.<lane> | <run>.job.<job> | 
 KV_IDEMPOTENCY = "pas_idem"  # key: sha of idempotency key -> run id (TTL = dedupe window)
 KV_MODELS = "pas_models"  # key: agent id -> live model override
 KV_BREAKERS = "pas_breakers"  # key: model profile -> circuit-breaker state
+KV_CLAIMS = "pas_claims"  # key: agent id -> the live instance that holds it (pas.claims)
 
 # ---- durable consumers (all pull, explicit ack) --------------------------------------------
 CONSUMER_ROOT = "root"  # pas.work.root

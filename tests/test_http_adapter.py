@@ -554,7 +554,7 @@ def test_pas_up_serves_the_shifted_ports(tmp_path: Path) -> None:
     host = cfg.settings.http.host
     ready, log = tmp_path / "up.ready", tmp_path / "up.log"
     argv = [sys.executable, "-m", "pas", "up", "--nats-port", "-1", "--data-dir", str(tmp_path / "data"),
-            "--except", "prog-*", "-c", f"settings.http.port_offset={off}", *fast_args(), "--ready-file", str(ready)]
+            "--except", "prog-*", "--http", "-c", f"settings.http.port_offset={off}", *fast_args(), "--ready-file", str(ready)]
     with log.open("wb") as fh:
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
                                 start_new_session=True, env=_cli_env())

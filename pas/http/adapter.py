@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import uvicorn
 
 from pas.config import PasConfig
 from pas.errors import PasError
+from pas.portowner import port_owner
 from pas.http.agents import agent_app
 from pas.http.backend import Backend
 from pas.http.common import Ctx
@@ -62,7 +64,11 @@ def bind(host: str, plan: dict[str, int]) -> dict[str, socket.socket]:
                 fam = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
                 socks[name] = socket.create_server((host, port), family=fam, backlog=512)
             except OSError as e:
-                raise PasError(f"HTTP adapter: cannot bind {host}:{port} for {name}: {e.strerror or e}") from None
+                owner = f" (held by {port_owner(port)})" if e.errno == errno.EADDRINUSE else ""
+                why = os.strerror(e.errno) if e.errno else str(e)
+                raise PasError(f"HTTP adapter: cannot bind {host}:{port} for {name}: {why}{owner}; "
+                               f"another PAS process may serve HTTP already: start this one with --no-http, "
+                               f"or move the ports with -c settings.http.port_offset=N") from None
     except BaseException:
         for s in socks.values():
             s.close()
@@ -184,11 +190,18 @@ class AdapterHandle:
         await self.backend.close()
 
 
-async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None) -> AdapterHandle:
-    """Bind every agent port and the HMI, connect to NATS at `url`, and serve in the background."""
+def bind_ports(cfg: PasConfig) -> dict[str, socket.socket]:
+    """Every port of the adapter, bound now (a caller binds first, before anything else starts)."""
+    return bind(cfg.settings.http.host, port_plan(cfg))
+
+
+async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
+                        socks: dict[str, socket.socket] | None = None) -> AdapterHandle:
+    """Bind every agent port and the HMI (unless `socks` are given, from bind_ports), connect to
+    NATS at `url`, and serve in the background."""
     h = cfg.settings.http
     plan = port_plan(cfg)
-    socks = bind(h.host, plan)
+    socks = socks if socks is not None else bind(h.host, plan)
     backend: Backend | None = None
     hub: EventHub | None = None
     try:
