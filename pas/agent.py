@@ -153,7 +153,7 @@ class Agent:
             loop = WorkLoop(
                 self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler,
                 concurrency=ws.concurrency, ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn,
-                on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}",
+                on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}", ack=self.bus.ack,
             )
             self.loops.append(loop)
         await self.role.start()
@@ -247,7 +247,7 @@ class Agent:
             self.backup_model = req.backup
         change = {"agent": self.id, "model": self.model, "backup_model": self.backup_model,
                   "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
-        await self.bus.kv[S.KV_MODELS].put(self.id, wire.encode(change))
+        await self.bus.kv_put(S.KV_MODELS, self.id, change)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
         await self.comms.log("ctl", self.id, "CMD", f"set_model primary={self.model} backup={self.backup_model}",
                              status="ok", metadata=change)

@@ -21,7 +21,7 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Awaitable, Literal, Mapping
 
 from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
@@ -116,8 +116,9 @@ async def _exclude_aider_files(workdir: Path) -> None:
         pass
 
 
-def _env(model: str, api_base: str | None, api_key_env: str | None) -> dict[str, str]:
-    env = dict(os.environ)
+def _env(model: str, api_base: str | None, api_key_env: str | None,
+         base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base_env is None else base_env)
     env.update({"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1", "COLUMNS": "500"})
     key = os.environ.get(api_key_env) if api_key_env else None
     if api_base:
@@ -144,11 +145,15 @@ async def run_aider(
     timeout_s: float,
     edit_format: str | None = None,
     map_tokens: int | None = None,
+    base_env: Mapping[str, str] | None = None,
+    stop: Awaitable[object] | None = None,
 ) -> AiderResult:
     """Run `aider --message instruction files...` in `workdir` and judge the outcome.
 
     `edit_format` forces aider's edit format (default: aider's choice for the model);
-    `map_tokens=0` turns aider's repo map off."""
+    `map_tokens=0` turns aider's repo map off. `base_env` is the environment aider runs in (the
+    repository's toolchain, pas.repoenv; default PAS's). `stop`, when it completes first, ends the
+    run like the timeout does (a caller's deadline that is an event, not a clock)."""
     workdir = Path(workdir)
     exe = find_binary(binary)
     if exe is None:
@@ -181,7 +186,7 @@ async def run_aider(
         args += ["--", *files]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *args, cwd=str(workdir), env=_env(model, api_base, api_key_env),
+                *args, cwd=str(workdir), env=_env(model, api_base, api_key_env, base_env),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
@@ -197,12 +202,17 @@ async def run_aider(
                     del buf[: len(buf) - 2 * OUTPUT_CAP]
 
         reader = asyncio.create_task(pump())
-        timed_out = False
+        timed_out = stopped = False
+        waiter = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(stop) if stop is not None else None
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
-        except asyncio.TimeoutError:
-            timed_out = True
+            done, _ = await asyncio.wait([w for w in (waiter, stopper) if w is not None], timeout=timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            timed_out = waiter not in done
+            stopped = stopper is not None and stopper in done
         finally:
+            if stopper is not None:
+                stopper.cancel()
             if proc.returncode is None:
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -221,7 +231,7 @@ async def run_aider(
     res = AiderResult("failed", code, output, diff, "", replied)
     if timed_out:
         res.status = "timeout"
-        res.error = f"aider timed out after {timeout_s:g}s" + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
+        res.error = ("aider was stopped" if stopped else f"aider timed out after {timeout_s:g}s") + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
     elif code != 0:
         res.error = f"aider exited with code {code}" + (f": {why}" if why else "")
     elif not replied:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import StaleConnectionError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -23,7 +28,15 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, InvalidKeyError, KeyNotFoundError, NotFoundError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 from nats.errors import AuthorizationError
 
@@ -33,6 +46,54 @@ from pas.config import PasConfig
 from pas.errors import Unavailable
 
 log = logging.getLogger("pas.bus")
+T = TypeVar("T")
+
+# What a JetStream write meets while a cluster elects a leader or the client moves to another node.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    NoRespondersError, NoStreamResponseError, NatsTimeoutError, asyncio.TimeoutError,
+    ConnectionReconnectingError, StaleConnectionError, OutboundBufferLimitError,
+)
+ATTEMPT_TIMEOUT_S = 2.0  # first attempt's bound; later ones wait 4 s (a request lost in a failover
+# is not answered at all: a long wait on it would outlast the election it is waiting for)
+CONFIRM_TIMEOUT_S = 5.0  # publish_js_nowait: resend if no ack by then (longer: a busy loop is not a failover)
+
+
+def transient(e: BaseException) -> bool:
+    if isinstance(e, TRANSIENT):
+        return True
+    # 503: "JetStream system temporarily unavailable", no stream/consumer leader yet (a pull's 503
+    # status comes without a code).
+    return isinstance(e, ServiceUnavailableError) or (isinstance(e, APIError) and getattr(e, "code", None) == 503)
+
+
+async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float = 60.0) -> T:
+    """Run a JetStream write, retrying transient unavailability with bounded exponential backoff.
+
+    The one retry policy of PAS: every publish to a stream, KV write and ack goes through here, so a
+    leader election or a failover to another node delays a handler by seconds instead of failing it
+    (and a finished task is never redone because its completion could not be stored). Each attempt
+    is bounded; each failed attempt is logged (WARNING, with what and which attempt). Past deadline_s
+    the last error is raised. Writes retried here must be idempotent: publishes carry a message id,
+    KV puts write the same value, CAS updates report a lost race (the caller reads again)."""
+    start = time.monotonic()
+    attempt, delay = 1, 0.05  # then 0.1, 0.2, 0.4, 0.5, 0.5, ...
+    while True:
+        try:
+            async with asyncio.timeout(ATTEMPT_TIMEOUT_S * min(attempt, 2)):  # no task per call, unlike wait_for
+                return await op()
+        except Exception as e:  # noqa: BLE001 - only transient errors are retried
+            if not transient(e):
+                raise
+            spent = time.monotonic() - start
+            if spent + delay > deadline_s:
+                log.error("%s: JetStream still unavailable after %d attempts in %.1fs (%s): giving up",
+                          what, attempt, spent, type(e).__name__)
+                raise
+            log.warning("%s: JetStream unavailable (%s: %s), attempt %d failed; retrying in %.2fs",
+                        what, type(e).__name__, str(e)[:120], attempt, delay)
+        await asyncio.sleep(delay)
+        attempt += 1
+        delay = min(delay * 2, 0.5)
 
 
 def split_servers(url: str) -> list[str]:
@@ -40,7 +101,8 @@ def split_servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
-async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0, **kw: Any) -> Client:
+async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0,
+                  ping_interval_s: float = 3.0, **kw: Any) -> Client:
     """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
 
     Until the first connection is made, every failed attempt is retried; the wait is logged at
@@ -69,7 +131,9 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
                         max(0.0, connect_timeout_s - (now - t0)))
 
     nc = Client()
+    # ping_interval: a silent (frozen, cut off) server is left after 2 missed pings.
     opts: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                            "ping_interval": ping_interval_s, "max_outstanding_pings": 2,
                             "connect_timeout": min(2.0, max(connect_timeout_s, 0.1)), **kw}
     attempt = asyncio.ensure_future(nc.connect(servers=split_servers(url), name=name, error_cb=_err, **opts))
     done, _ = await asyncio.wait([attempt, fatal], timeout=connect_timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -229,7 +293,8 @@ class Bus:
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
                    **kw: Any) -> "Bus":
-        nc = await connect(url, name=name, connect_timeout_s=cfg.settings.nats.connect_timeout_s, **kw)
+        nc = await connect(url, name=name, connect_timeout_s=cfg.settings.nats.connect_timeout_s,
+                           ping_interval_s=cfg.settings.nats.ping_interval_s, **kw)
         js = nc.jetstream(timeout=10)
         if do_provision:
             await provision(js, cfg)
@@ -266,15 +331,31 @@ class Bus:
     # ---- KV helpers ------------------------------------------------------------------------
     async def kv_get(self, bucket: str, key: str, typ: type[Any]) -> tuple[Any, int] | None:
         try:
-            e = await self.kv[bucket].get(key)
+            e = await self.retry(f"get {bucket}/{key}", lambda: self.kv[bucket].get(key))
         except (KeyNotFoundError, InvalidKeyError):
             return None  # an id that cannot be a key names nothing
         if e.value is None:
             return None
         return wire.decode(e.value, typ), e.revision or 0
 
+    async def retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        return await retry_js(what, op, self.cfg.settings.nats.js_retry_s)
+
     async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
-        return await self.kv[bucket].put(key, wire.encode(obj))
+        data = wire.encode(obj)
+        return await self.retry(f"put {bucket}/{key}", lambda: self.kv[bucket].put(key, data))
+
+    async def kv_update(self, bucket: str, key: str, data: bytes, last: int) -> int:
+        """Compare-and-set. Raises KeyWrongLastSequenceError on a lost race, also when an earlier
+        attempt of this very write was stored but its ack was lost: the caller reads again."""
+        return await self.retry(f"update {bucket}/{key}", lambda: self.kv[bucket].update(key, data, last=last))
+
+    async def ack(self, m: Msg) -> None:
+        """Acknowledge; retried while the connection is moving to another node. Not confirmed (a
+        confirmed ack costs a round trip and ~25 % more CPU per task): an ack the cluster drops
+        during an election means one redelivery after the ack deadline, which every handler treats
+        as a replay (a finished task is re-announced under the same message id, never re-run)."""
+        await self.retry(f"ack {m.subject}", m.ack)
 
     async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
@@ -286,7 +367,10 @@ class Bus:
 
         Reads exactly the consumer's pending count from a last-per-subject pull consumer, then
         deletes it (nats-py's KV watch can report "done" before values arrive under load, and
-        leaves its consumer behind)."""
+        leaves its consumer behind). Retried as a whole through an election."""
+        return await self.retry(f"read {bucket}/{pattern}", lambda: self._kv_values(bucket, pattern, typ))
+
+    async def _kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         stream = f"KV_{bucket}"
         subject = f"$KV.{bucket}.{pattern}"
         name = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique consumer name
@@ -318,8 +402,43 @@ class Bus:
         return out
 
     async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
+        """Store obj in its stream and wait for the ack (retried: msg_id makes a retry a no-op)."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        await self.js.publish(subject, wire.encode(obj), headers=headers)
+        data = wire.encode(obj)
+        await self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers))
+
+    async def publish_js_nowait(self, subject: str, data: bytes) -> None:
+        """Store data in its stream without waiting on the hot path: the ack is checked in the
+        background and, if it does not come (an election, a failover), the publish is retried with
+        the same message id. For the comms log: every entry is kept, in order unless retried."""
+        msg_id = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique message id
+        headers = {"Nats-Msg-Id": msg_id}
+        try:
+            # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.
+            fut = await self.js.publish_async(subject, data, headers=dict(headers))
+        except Exception as e:  # noqa: BLE001 - not even sent: retry in the background
+            log.warning("publish %s: not sent (%r); retrying", subject, e)
+            self.spawn(self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers)))
+            return
+
+        def resend() -> None:
+            self.spawn(self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers)))
+
+        def on_timeout() -> None:
+            if not fut.done():
+                fut.cancel()  # frees its slot; the retry below carries the same message id
+                log.warning("publish %s: no ack within %.0fs; retrying", subject, CONFIRM_TIMEOUT_S)
+                resend()
+
+        timer = asyncio.get_running_loop().call_later(CONFIRM_TIMEOUT_S, on_timeout)
+
+        def on_done(f: "asyncio.Future[Any]") -> None:
+            timer.cancel()
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("publish %s: %r; retrying", subject, f.exception())
+                resend()
+
+        fut.add_done_callback(on_done)
 
     async def publish(self, subject: str, obj: Any) -> None:
         await self.nc.publish(subject, wire.encode(obj))

@@ -15,7 +15,8 @@ from pas.errors import ConfigError, PasError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: configs/)")
+    p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: $PAS_CONFIG_DIR, "
+                   "else ./configs if it exists, else the defaults shipped with pas)")
     p.add_argument("-c", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. -c settings.heartbeat.interval_s=1 (repeatable)")
     p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL); a comma-separated list for a cluster")
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a command task in a lane (repeatable), e.g. code:'python -m pytest -q'")
     sm.add_argument("--lane", action="append", default=[], help="a lane to open for the goal (repeatable)")
     sm.add_argument("--repo", help="git repository the tasks work in (one worktree per task)")
+    sm.add_argument("--env", help="Python environment of the tasks when the repo has no .venv: a venv or conda "
+                    "directory, or an interpreter (default: settings.pool.env, else python3 on PATH)")
     sm.add_argument("--run-id")
     sm.add_argument("--idempotency-key")
     sm.add_argument("--wait", action="store_true", help="show progress until the run ends; exit 0 only if completed")
@@ -91,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--data-dir", help="JetStream store of the demo (default: a temporary directory)")
     dm.add_argument("--keep", action="store_true", help="keep the stack running after the job (Ctrl-C to stop)")
     dm.add_argument("--nats-port", type=int, default=-1)
+
+    it = sub.add_parser("init", help="write editable copies of the default configs (pas.yaml, models.yaml, agents.yaml)")
+    it.add_argument("dir", nargs="?", default="configs", help="where to write them (default: ./configs, which "
+                    "pas then uses when run from this directory)")
+    it.add_argument("--force", action="store_true", help="overwrite existing files")
 
     ht = sub.add_parser("http", help="run only the port-based HTTP adapter and HMI against an existing NATS")
     _common(ht)
@@ -139,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             from pas.bench.cli import main as bench_main
 
             return bench_main(args)
-        cfg = load(args)
         from pas import commands
+
+        if args.cmd == "init":  # needs no config: it writes one
+            return asyncio.run(commands.cmd_init(args, None))
+        cfg = load(args)
 
         fn = getattr(commands, f"cmd_{args.cmd}")
         return asyncio.run(fn(args, cfg)) or 0

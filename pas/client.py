@@ -121,7 +121,10 @@ class PasClient:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
             while True:
-                st = await self.status(run_id)
+                try:
+                    st = await self.status(run_id)
+                except (Unavailable, GatewayTimeout):  # a failover in the cluster: ask again
+                    st = {"status": "unknown"}
                 if st["status"] in wire.TERMINAL_RUN:
                     return st
                 left = deadline - loop.time()

@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from pas import wire
 from pas.bus import connect
 from pas.cli import client_url, install_stop_signals, parse_since
 from pas.client import PasClient
-from pas.config import PasConfig
+from pas.config import PasConfig, find_config_dir
 from pas.errors import BadRequest, PasError
 from pas.stack import Stack
 
@@ -44,6 +42,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None, http=http and http_available())
     stop = asyncio.Event()
     install_stop_signals(stop)
+    cdir, why = find_config_dir(args.config_dir)
+    print(f"pas: config from {cdir} ({why})", flush=True)
     if not await unless_stopped(stack.start(), stop):
         return 130
     where = "embedded nats-server" if stack.server else "existing server"
@@ -163,6 +163,8 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
         job["goal"] = args.goal
     if args.repo:
         job["repo"] = str(Path(args.repo).resolve())
+    if args.env:
+        job["env"] = args.env
     if args.run_id:
         job["run_id"] = args.run_id
     if args.lane:
@@ -218,6 +220,13 @@ def result_table(st: dict[str, Any]) -> str:
                      f"{t.get('programmer') or '-':<11}{secs:>6}  {t.get('command') or t['instruction'][:40]}")
         if t["status"] != "completed" and (t.get("error") or t.get("output")):
             lines.append(f"{'':16}-> {(t.get('error') or '')} {(t.get('output') or '').strip()[-300:]}")
+    envs: dict[str, list[str]] = {}
+    for t in st["tasks"]:
+        if t.get("env"):
+            envs.setdefault(t["env"], []).append(t["task_id"])
+    for env, ids in envs.items():
+        which = "every task" if len(envs) == 1 and len(ids) == len(st["tasks"]) else ", ".join(ids)
+        lines.append(f"environment of {which}: {env}")
     return "\n".join(lines)
 
 
@@ -308,75 +317,25 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
     return 0
 
 
-# ---- demo ----------------------------------------------------------------------------------
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample_project"
-
-
-def prepare_sample_repo(dest: Path) -> Path:
-    repo = dest / "sample_project"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    env_git = ["git", "-c", "user.name=PAS demo", "-c", "user.email=demo@localhost"]
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*env_git, "commit", "-q", "-m", "sample project"], cwd=repo, check=True)
-    return repo
-
-
-def demo_job(repo: Path) -> dict[str, Any]:
-    def task(lane: str, command: str) -> dict[str, Any]:
-        return {"lane": lane, "instruction": command, "command": command, "executor": "command"}
-
-    return {
-        "title": "demo: test, lint and check the docs of the sample project",
-        "goal": "Verify the sample project: tests, lint, docs",
-        "repo": str(repo),
-        "tasks": [
-            task("code", "python -m pytest -q -p no:cacheprovider tests"),
-            task("code", "python -m unittest discover -s tests -q"),
-            task("devsecops", "python -m compileall -q src tests"),
-            task("devsecops", "git ls-files"),
-            task("docs", "python tools/check_docs.py"),
-            task("docs", "python -m doctest -v README.md"),
-        ],
-    }
-
-
+# ---- demo, init ----------------------------------------------------------------------------
 async def cmd_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
-    cfg.settings.nats.port = args.nats_port
-    tmp = Path(tempfile.mkdtemp(prefix="pas-demo-"))
-    data_dir = Path(args.data_dir) if args.data_dir else tmp / "nats"
-    stack = Stack(cfg, data_dir=data_dir, http=False)
-    print(f"pas demo: starting nats-server and {len(cfg.agents)} agents ...", flush=True)
-    t0 = time.monotonic()
-    await stack.start()
-    try:
-        print(f"pas demo: {len(stack.agents)} agents up on {stack.url} in {time.monotonic() - t0:.2f}s", flush=True)
-        repo = prepare_sample_repo(tmp)
-        job = demo_job(repo)
-        job["run_id"] = wire_run_id()
-        client = await PasClient.connect(stack.url or "", cfg.settings.nats.request_timeout_s)
-        try:
-            reply = await client.submit(job)
-            run_id = reply["run_id"]
-            print(f"pas demo: submitted run {run_id}: {len(job['tasks'])} tasks over lanes code, devsecops, docs",
-                  flush=True)
-            st = await follow_run(client, run_id, timeout_s=300)
-        finally:
-            await client.close()
-        print()
-        print(result_table(st))
-        branches = [t["branch"] for t in st["tasks"] if t.get("branch")]
-        print(f"\nEach task ran in its own git worktree of {repo} (branches: {', '.join(branches[:3])} ...).")
-        print(f"Comms log of this run (stream {S.STREAM_COMMS}, stored in {data_dir}):")
-        async for e in comms_mod.read(stack.bus.js, run_id=run_id):  # type: ignore[union-attr]
-            print("  " + comms_mod.format_entry(e)[:160])
-        print(f"\nRead it again later: pas up --data-dir {data_dir} --nats-port -1 --ready-file url.txt, then "
-              f"pas log --run {run_id} --nats-url $(cat url.txt)")
-        if args.keep:
-            print(f"pas demo: stack still running on {stack.url}; Ctrl-C to stop", flush=True)
-            stop = asyncio.Event()
-            install_stop_signals(stop)
-            await stop.wait()
-        return 0 if st["status"] == "completed" else 1
-    finally:
-        await stack.stop()
+    from pas.demo import run_demo
+
+    return await run_demo(args, cfg)
+
+
+async def cmd_init(args: argparse.Namespace, cfg: PasConfig | None) -> int:
+    """Write editable copies of the packaged default configs into DIR (default ./configs)."""
+    from pas.config import CONFIG_FILES, PACKAGED_CONFIG_DIR
+
+    dest = Path(args.dir)
+    existing = [dest / f for f in CONFIG_FILES if (dest / f).exists()]
+    if existing and not args.force:
+        raise PasError(f"{', '.join(map(str, existing))} already exist(s); use --force to overwrite")
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in CONFIG_FILES:
+        shutil.copyfile(PACKAGED_CONFIG_DIR / f, dest / f)
+    where = dest.resolve()
+    used = "" if where == (Path.cwd() / "configs").resolve() else f" (use it with --config-dir {dest} or PAS_CONFIG_DIR)"
+    print(f"pas init: wrote {', '.join(CONFIG_FILES)} to {where}{used}")
+    return 0

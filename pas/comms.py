@@ -22,9 +22,13 @@ from pas import wire
 
 
 class CommsLog:
-    def __init__(self, nc: Client, preview_chars: int = 2000) -> None:
+    """With a Bus, every entry is stored for sure (its ack is checked in the background and the
+    publish retried through an election or failover); with a bare connection, a plain publish."""
+
+    def __init__(self, nc: Client, preview_chars: int = 2000, bus: Any = None) -> None:
         self.nc = nc
         self.preview_chars = preview_chars
+        self.bus = bus  # pas.bus.Bus
 
     async def log(
         self,
@@ -55,8 +59,12 @@ class CommsLog:
             cost_usd=cost_usd,
             metadata=metadata or {},
         )
-        # A plain publish: the stream captures it; no round trip on the agent's hot path.
-        await self.nc.publish(S.comms(run_id, from_agent, msg_type), wire.encode(entry))
+        # No round trip on the agent's hot path either way.
+        subject, data = S.comms(run_id, from_agent, msg_type), wire.encode(entry)
+        if self.bus is not None:
+            await self.bus.publish_js_nowait(subject, data)
+        else:
+            await self.nc.publish(subject, data)
 
 
 def filter_subject(run_id: str | None = None, agent: str | None = None, msg_type: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Configuration: YAML files in configs/ loaded into pydantic models that reject unknown keys.
+"""Configuration: YAML files in a config directory loaded into pydantic models that reject unknown keys.
 
     configs/pas.yaml     settings: NATS, heartbeats, comms retention, pool, allowlist
     configs/models.yaml  named LLM profiles (litellm model strings)
@@ -6,6 +6,10 @@
 
 Any field can be overridden at start-up with `-c dotted.key=value` (values parsed as YAML) or
 PAS_NATS_URL for the server URL.
+
+Which directory (find_config_dir): --config-dir > $PAS_CONFIG_DIR > ./configs in the working
+directory if it exists > the defaults shipped inside the package (pas/defaults, identical to the
+repository's configs/; `pas init` copies them out for editing).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pas.errors import ConfigError
 from pas.subjects import LANES, ROLES
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "defaults"
+"""The default configs, shipped in the package (wheel included); configs/ in the source tree is a copy."""
+DEFAULT_CONFIG_DIR = PACKAGED_CONFIG_DIR
+CONFIG_FILES = ("pas.yaml", "models.yaml", "agents.yaml")
 
 Role = Literal["gateway", "root", "architect", "dir", "mgr", "prog", "monitor"]
 TIER_OF_ROLE = {
@@ -58,6 +65,11 @@ class NatsConfig(Strict):
     """`pas up` and `pas http` wait this long for the server at start-up, then exit non-zero."""
     client_connect_timeout_s: float = 5.0
     """The client commands (submit, status, agents, log, ...) wait this long for the server."""
+    js_retry_s: float = 60.0
+    """How long a JetStream write (publish, KV put, ack) is retried while the cluster is electing a
+    leader or the connection moves to another node, before the handler gives up on it."""
+    ping_interval_s: float = 3.0
+    """Client pings; a server that misses two is treated as gone and the client moves to another."""
 
 
 class HeartbeatConfig(Strict):
@@ -87,6 +99,10 @@ class PoolConfig(Strict):
     """Default timeout of one task's command."""
     output_cap_bytes: int = 65536
     """Command output kept per task."""
+    env: str | None = None
+    """Python environment of tasks whose repository has no .venv/venv (and whose job names none): a
+    venv or conda directory, an interpreter, or a command prefix such as "uv run". None: the first
+    python3 on PATH. See pas/repoenv.py."""
 
 
 class WorkConfig(Strict):
@@ -292,11 +308,25 @@ def merge_agent_files(doc: dict[str, Any], files: list[str | Path]) -> None:
                 by_id[entry["id"]] = agents[-1]
 
 
+def find_config_dir(config_dir: str | Path | None = None) -> tuple[Path, str]:
+    """The config directory to use and why: --config-dir, then $PAS_CONFIG_DIR, then ./configs in
+    the working directory if it exists, then the packaged defaults."""
+    if config_dir:
+        return Path(config_dir), "--config-dir"
+    env = os.environ.get("PAS_CONFIG_DIR")
+    if env:
+        return Path(env), "PAS_CONFIG_DIR"
+    local = Path("configs")
+    if local.is_dir():
+        return local.resolve(), "./configs in the working directory"
+    return PACKAGED_CONFIG_DIR, "the defaults shipped with pas"
+
+
 def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None,
                 agent_files: list[str | Path] | None = None) -> PasConfig:
-    """Load configs/{pas,models,agents}.yaml, merge overlay agent files, apply `key=value`
-    overrides, validate."""
-    d = Path(config_dir or os.environ.get("PAS_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+    """Load {pas,models,agents}.yaml from find_config_dir(config_dir), merge overlay agent files,
+    apply `key=value` overrides, validate."""
+    d, _ = find_config_dir(config_dir)
     if not d.is_dir():
         raise ConfigError(f"config directory {d} does not exist")
     doc: dict[str, Any] = {"settings": {}, "models": {}, "agents": []}
@@ -325,4 +355,5 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
         raise ConfigError(f"invalid config in {where}: {_describe(e, doc)}") from None
 
 
-__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "merge_agent_files", "ROLES"]
+__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "merge_agent_files",
+           "find_config_dir", "PACKAGED_CONFIG_DIR", "CONFIG_FILES", "ROLES"]

@@ -18,9 +18,11 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from pas.errors import CommandRefused, PasError
-from pas.policy import check_command, resolve_argv
+from pas.policy import check_command
+from pas.repoenv import RepoEnv
 
 
 # A task's command dies with its programmer (SIGTERM on parent death) via util-linux's setpriv:
@@ -46,12 +48,14 @@ def cap(text: str, limit: int) -> str:
     return text[:half] + f"\n... [{len(text) - limit} chars cut] ...\n" + text[-half:]
 
 
-async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int) -> ExecResult:
-    """Run argv (no shell) in its own process group; kill the group on timeout or cancel."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", GIT_TERMINAL_PROMPT="0")
+async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int,
+                   env: Mapping[str, str] | None = None) -> ExecResult:
+    """Run argv (no shell, already resolved: see pas.repoenv) in its own process group with `env`
+    (default: PAS's environment); kill the group on timeout or cancel."""
+    env = dict(os.environ if env is None else env, PYTHONDONTWRITEBYTECODE="1", GIT_TERMINAL_PROMPT="0")
     try:
         proc = await asyncio.create_subprocess_exec(
-            *SETPRIV, *resolve_argv(argv), cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
+            *SETPRIV, *argv, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=env, start_new_session=True,
         )
@@ -91,12 +95,14 @@ async def _drain(proc: asyncio.subprocess.Process) -> bytes:
         return b""
 
 
-async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int) -> ExecResult:
+async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int,
+                      repo_env: RepoEnv) -> ExecResult:
+    """Check `command` against the allowlist, then run it in the repository's environment."""
     try:
         argv = check_command(command, allowlist, cwd)
     except CommandRefused as e:
         return ExecResult(status="failed", error=e.message, exit_code=None)
-    return await run_argv(argv, cwd, timeout_s, output_cap)
+    return await run_argv(repo_env.argv(argv), cwd, timeout_s, output_cap, env=repo_env.env)
 
 
 # ---- workspaces ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import os
 import shlex
-import sys
 from pathlib import Path
 
 from pas.errors import CommandRefused
@@ -66,10 +65,3 @@ def check_inside(path: str, root: Path) -> Path:
     if target != root_r and root_r not in target.parents:
         raise CommandRefused(f"path {path!r} escapes the workspace {root}")
     return target
-
-
-def resolve_argv(argv: list[str]) -> list[str]:
-    """`python` means the interpreter PAS runs on (so `python -m pytest` finds its packages)."""
-    if argv and argv[0] in ("python", "python3"):
-        return [sys.executable, *argv[1:]]
-    return argv

@@ -127,7 +127,7 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
         if lanes is not None:
             run.lanes = lanes
         try:
-            await bus.kv[S.KV_RUNS].update(run_id, wire.encode(run), last=rev)
+            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
             return
         except KeyWrongLastSequenceError:
             continue
@@ -138,7 +138,7 @@ async def finish_node(bus: Bus, key: str, record: Any, revision: int) -> bool:
     """Move a plan/lane/job record to its terminal state with compare-and-set: exactly one of the
     handlers that see the last child finish wins (and reports up); the others return False."""
     try:
-        await bus.kv[S.KV_TREE].update(key, wire.encode(record), last=revision)
+        await bus.kv_update(S.KV_TREE, key, wire.encode(record), revision)
     except KeyWrongLastSequenceError:
         return False
     return True
@@ -150,9 +150,8 @@ async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, stat
     parent's record: O(1) reads per completion however many children there are. Returns
     (record, finished_now); finished_now is True for exactly one caller, the one whose update
     completed the set. None if the record does not exist."""
-    kv = bus.kv[S.KV_TREE]
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, kv, key, typ, child, status, children)
+        return await _record(bus, key, typ, child, status, children)
 
 
 def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
@@ -163,7 +162,7 @@ def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-async def _record(bus: Bus, kv: Any, key: str, typ: type[Any], child: str, status: str,
+async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str,
                   children: str) -> tuple[Any, bool] | None:
     while True:
         got = await bus.kv_get(S.KV_TREE, key, typ)
@@ -177,7 +176,7 @@ async def _record(bus: Bus, kv: Any, key: str, typ: type[Any], child: str, statu
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
         try:
-            await kv.update(key, wire.encode(rec), last=rev)
+            await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev)
         except KeyWrongLastSequenceError:
-            continue  # a sibling finished at the same moment: read again
+            continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
         return rec, rec.status != "running"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -21,7 +22,8 @@ from nats.js import JetStreamContext
 from nats.micro.request import Request
 
 from pas import wire
-from pas.errors import BadRequest, PasError, PayloadTooLarge, Retry
+from pas.bus import transient
+from pas.errors import BadRequest, PasError, PayloadTooLarge, Retry, Unavailable
 
 log = logging.getLogger("pas.service")
 
@@ -80,8 +82,12 @@ def endpoint(
         except PasError as e:
             err = e
         except Exception as e:  # noqa: BLE001 - no payload may kill an agent
-            log.exception("handler %s failed", req.subject)
-            err = PasError(f"internal error: {e!r}")
+            if transient(e):  # JetStream still unavailable after the retries: try again later
+                log.warning("handler %s: JetStream unavailable: %r", req.subject, e)
+                err = Unavailable(f"JetStream unavailable, try again: {type(e).__name__}")
+            else:
+                log.exception("handler %s failed", req.subject)
+                err = PasError(f"internal error: {e!r}")
         on_error(f"{err.code} {err.message}"[:500])
         if err.code in (400, 413):
             log.warning("bad input on %s: %s (%d bytes: %r)", req.subject, err.message, len(req.data), req.data[:200])
@@ -108,6 +114,7 @@ class WorkLoop:
     Outcome mapping: return -> ack; Retry -> nak(delay); PasError (bad data) -> term + log;
     other exceptions -> nak(1s) so another attempt (or agent) can take it. While a handler runs,
     the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents.
+    Handlers retry their own JetStream writes (pas.bus.retry_js); the ack is retried the same way.
     """
 
     def __init__(
@@ -123,6 +130,8 @@ class WorkLoop:
         spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
         on_bad_input: OnBadInput | None = None,
         name: str = "",
+        ack: Callable[[Msg], Awaitable[Any]] | None = None,
+        fetch_timeout_s: float = 2.0,
     ) -> None:
         self.js, self.stream, self.durable, self.typ = js, stream, durable, typ
         self.handler = handler
@@ -131,6 +140,10 @@ class WorkLoop:
         self.spawn = spawn
         self.on_bad_input = on_bad_input
         self.name = name or durable
+        self.ack = ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
+        # A pull request lives at the consumer's leader, reached through our server: if either dies,
+        # the request is lost silently; a short expiry bounds how long this loop waits on a dead one.
+        self.fetch_timeout_s = fetch_timeout_s
         self.in_flight = 0
         self.handled = 0
         self.errors = 0
@@ -150,19 +163,28 @@ class WorkLoop:
 
     async def _run(self) -> None:
         psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        failing_since: float | None = None  # fetches failing (consumer leader lost, reconnecting)
+        failures = 0
         try:
             while True:
                 async with self._slot:
                     await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
                     free = self.concurrency - self.in_flight
                 try:
-                    msgs = await psub.fetch(min(free, 64), timeout=5.0)
+                    msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
                 except (NatsTimeoutError, asyncio.TimeoutError):
-                    continue
+                    msgs = []  # nothing to do (or a pull lost on the way): ask again
                 except Exception as e:  # noqa: BLE001 - connection trouble: back off, retry
-                    log.warning("%s: fetch failed: %r", self.name, e)
+                    failures += 1
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        log.warning("%s: fetch failed: %r; retrying every 0.5 s", self.name, e)
                     await asyncio.sleep(0.5)
                     continue
+                if failing_since is not None:
+                    log.warning("%s: fetch no longer failing, after %d failed attempts in %.1f s",
+                                self.name, failures, time.monotonic() - failing_since)
+                    failing_since, failures = None, 0
                 for m in msgs:
                     self.in_flight += 1
                     t = self.spawn(self._handle(m))
@@ -175,13 +197,17 @@ class WorkLoop:
                 pass
 
     async def _keepalive(self, m: Msg) -> None:
+        """Mark the message in progress every ack_wait/3 for as long as its handler runs. A failed
+        mark (connection moving to another node) is logged and the next one tried: a keepalive that
+        stopped would let the work be redelivered to a second agent while this one still runs it."""
         period = max(0.2, self.ack_wait_s / 3)
         while True:
             await asyncio.sleep(period)
             try:
                 await m.in_progress()
-            except Exception:  # noqa: BLE001
-                return
+            except Exception as e:  # noqa: BLE001
+                log.warning("%s: in-progress mark on %s failed (%r); trying again in %.1fs",
+                            self.name, m.subject, e, period)
 
     async def _handle(self, m: Msg) -> None:
         keep = self.spawn(self._keepalive(m))
@@ -198,7 +224,7 @@ class WorkLoop:
             try:
                 await self.handler(body, m)
                 self.handled += 1
-                await m.ack()
+                await self.ack(m)
             except Retry as e:
                 await m.nak(delay=e.delay_s)
             except PasError as e:

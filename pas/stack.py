@@ -64,7 +64,7 @@ class Stack:
             log.info("embedded nats-server at %s (data in %s)", self.url, self.data_dir)
         try:
             self.bus = await Bus.open(self.url, self.cfg, name=self.name, reconnected_cb=self._reconnected)
-            comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars)
+            comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars, bus=self.bus)
             from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
 
             self.bus.llm = RunLLM(self.bus, comms)

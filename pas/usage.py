@@ -47,7 +47,6 @@ async def get_usage(bus: Bus, run_id: str) -> tuple[RunUsage, int]:
 
 
 async def charge(bus: Bus, run_id: str, tokens: int, cost_usd: float | None) -> RunUsage:
-    kv = bus.kv[S.KV_TREE]
     for _ in range(50):
         u, rev = await get_usage(bus, run_id)
         u.tokens += tokens
@@ -57,10 +56,7 @@ async def charge(bus: Bus, run_id: str, tokens: int, cost_usd: float | None) -> 
         else:
             u.cost_usd = round(u.cost_usd + cost_usd, 8)
         try:
-            if rev:
-                await kv.update(usage_key(run_id), wire.encode(u), last=rev)
-            else:
-                await kv.create(usage_key(run_id), wire.encode(u))
+            await bus.kv_update(S.KV_TREE, usage_key(run_id), wire.encode(u), rev)  # rev 0: create
             return u
         except KeyWrongLastSequenceError:
             await asyncio.sleep(0.005)

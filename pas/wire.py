@@ -61,6 +61,8 @@ class JobSubmit(Base):
     run_id: RunId | None = None
     goal: Text | None = None
     repo: Annotated[str, Meta(max_length=4096)] | None = None
+    env: Annotated[str, Meta(max_length=4096)] | None = None
+    """The tasks' Python environment when the repo has no .venv: a venv/conda dir or an interpreter."""
     lanes: Annotated[list[Lane], Meta(max_length=5)] | None = None
     tasks: Annotated[list[TaskSpec], Meta(max_length=10000)] | None = None
     budget: Budget | None = None
@@ -138,6 +140,7 @@ class JobCard(Base):
     tasks: list[TaskSpec]
     goal: str = ""
     repo: str | None = None
+    env: str | None = None
     parent_id: str = ""
     submitted_by: str = ""
     priority: int = 5
@@ -165,6 +168,7 @@ class LaneWork(Base):
     brief: str = ""
     tasks: list[TaskSpec] = []
     repo: str | None = None
+    env: str | None = None
 
 
 class TaskWork(Base):
@@ -177,6 +181,7 @@ class TaskWork(Base):
     manager: str
     spec: TaskSpec
     repo: str | None = None
+    env: str | None = None
     timeout_s: float = 300.0
 
 
@@ -203,6 +208,8 @@ class TaskRecord(Base):
     diff_stat: str | None = None
     tokens: int = 0
     cost_usd: float | None = 0.0
+    env: str | None = None
+    """The environment the task ran in (pas.repoenv), e.g. "venv /repo/.venv (the repository's own)"."""
 
 
 class RunStatus(Base):

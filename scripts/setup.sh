@@ -9,9 +9,15 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# pip runs only when pyproject.toml changed since the last setup of this kind (a warm demo starts at once).
+mode=runtime; [ "${1:-}" = "--dev" ] && mode=dev
+stamp=".venv/.pas-setup-$mode-$(sha256sum pyproject.toml | cut -c1-16)"
+fresh=0; [ -f "$stamp" ] || fresh=1
+if [ "$fresh" = 1 ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+fi
 if [ "${1:-}" = "--dev" ]; then
-  .venv/bin/pip install -q -e '.[dev]'
+  [ "$fresh" = 0 ] || .venv/bin/pip install -q -e '.[dev]'
   # Browser tests: Debian's chromium, driven by Playwright with executable_path (never `playwright install`).
   # docker-compose (Debian's 1.29) only validates docker-compose.yml: there is no Docker engine in CI.
   missing=""
@@ -47,5 +53,6 @@ if [ "${1:-}" = "--dev" ]; then
     .venv/bin/uv tool install -q aider-chat==0.86.2 || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
   fi
 else
-  .venv/bin/pip install -q -e .
+  [ "$fresh" = 0 ] || .venv/bin/pip install -q -e .
 fi
+rm -f .venv/.pas-setup-"$mode"-* && touch "$stamp"

@@ -33,7 +33,7 @@ def make_repo(path: Path) -> Path:
     return path
 
 
-def aider_args(fake: FakeLLM, repo: Path, model: str, timeout_s: float = 60.0) -> dict[str, object]:
+def aider_args(fake: FakeLLM, repo: Path, model: str, timeout_s: float = 300.0) -> dict[str, object]:
     return dict(
         binary=AIDER or "aider", workdir=repo, model=f"openai/{model}", api_base=fake.api_base,
         api_key_env=API_KEY_ENV, instruction="fix add() so it adds", files=["calc.py"],
@@ -85,17 +85,30 @@ async def test_aider_edits_file_through_fake_model(fake_llm: FakeLLM, tmp_path: 
 
 @needs_aider
 async def test_model_errors_and_no_change_are_failures(fake_llm: FakeLLM, tmp_path: Path) -> None:
-    """Three runs at once (aider starts slowly): provider 500s (aider retries until our timeout),
-    a 401 (aider gives up and exits 0), and a reply that changes nothing."""
+    """Three runs at once: provider 500s (aider retries until it is stopped), a 401 (aider gives up
+    and exits 0), and a reply that changes nothing. Nothing here depends on how fast a cold aider
+    starts: the 500 run is stopped by an event (aider has retried, so it met the error), and the
+    timeouts are generous bounds, never expectations."""
     fake_llm.default("aider-500", Fail(500, "upstream exploded"))
     fake_llm.default("aider-401", Fail(401, "invalid api key"))
     fake_llm.script("aider-noop", Reply("The code looks fine to me; no changes needed."))
+
+    async def retried() -> None:
+        deadline = asyncio.get_running_loop().time() + 300
+        # One aider attempt is 3 requests (the OpenAI SDK retries twice), then aider prints the error
+        # and retries: a 7th request means aider has met (and printed) the 500 at least twice.
+        while len(fake_llm.requests_for("aider-500")) < 7:
+            assert asyncio.get_running_loop().time() < deadline, "aider never retried the 500"
+            await asyncio.sleep(0.05)
+
     r500, r401, rnoop = await asyncio.gather(
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=14)),  # type: ignore[arg-type]
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "b"), "aider-401")),  # type: ignore[arg-type]
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "c"), "aider-noop")),  # type: ignore[arg-type]
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=600),  # type: ignore[arg-type]
+                  stop=retried()),
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "b"), "aider-401", timeout_s=600)),  # type: ignore[arg-type]
+        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "c"), "aider-noop", timeout_s=600)),  # type: ignore[arg-type]
     )
     assert r500.status == "timeout" and not r500.model_replied and r500.diff == ""
+    assert "aider was stopped" in r500.error
     assert "no reply from the model" in r500.error and "upstream exploded" in r500.output
     assert len(fake_llm.requests_for("aider-500")) >= 1
 

@@ -1,29 +1,75 @@
-"""docker-compose.yml: valid, and every `pas` command in it is one the CLI accepts (no Docker engine
-here; the same commands run natively in the other tests)."""
+"""docker-compose.yml (no Docker engine here): its nats nodes run the very server config file the
+native cluster tests run, with every per-node value that file needs, on a pinned image >= 2.12.3;
+nats-server accepts that file with each node's environment; every `pas` command line parses."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import socket
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import yaml
 
 from pas.cli import build_parser
+from pas.server import find_binary
+from tests.cluster import CLUSTER_CONF
 from tests.conftest import ROOT
 
+NODES = ("nats-1", "nats-2", "nats-3")
 
-def test_compose_services_and_commands() -> None:
-    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = doc["services"]
-    assert {"nats-1", "nats-2", "nats-3", "pas-core", "pas-programmers", "pas-http"} <= set(services)
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_nats_nodes_run_the_cluster_tests_config() -> None:
+    services = compose()["services"]
+    needed = set(re.findall(r"\$(PAS_[A-Z_]+)", CLUSTER_CONF.read_text()))
+    assert needed >= {"PAS_NODE_NAME", "PAS_ROUTES", "PAS_STORE_DIR"}
+    names = set()
+    for n in NODES:
+        svc = services[n]
+        image, _, tag = svc["image"].partition(":")
+        assert image == "nats" and tuple(int(x) for x in tag.split("-")[0].split(".")) >= (2, 12, 3), svc["image"]
+        assert svc["command"] == ["-c", "/etc/nats/cluster.conf"]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        assert (ROOT / mounts["/etc/nats/cluster.conf"]).resolve() == CLUSTER_CONF.resolve()
+        env = svc["environment"]
+        assert needed <= set(env), needed - set(env)
+        assert mounts[env["PAS_STORE_DIR"]] == n  # each node its own named volume
+        routes = env["PAS_ROUTES"]
+        assert all(f"nats://{o}:{env['PAS_CLUSTER_PORT']}" in routes for o in NODES), routes
+        names.add(env["PAS_NODE_NAME"])
+    assert names == set(NODES)
+
+
+def test_nats_server_accepts_the_config_with_each_nodes_environment(tmp_path: Path) -> None:
+    """`nats-server -t` parses the mounted file with each node's environment (ports moved to free
+    ones and the store to a temp dir: only the values differ, not the file)."""
+    services = compose()["services"]
+    for n in NODES:
+        env = {k: str(v) for k, v in services[n]["environment"].items()}
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        env.update(PAS_STORE_DIR=str(tmp_path / n), PAS_CLIENT_PORT=str(port))
+        p = subprocess.run([find_binary(), "-c", str(CLUSTER_CONF), "-t"], env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_pas_services_command_lines_parse_and_use_r3() -> None:
+    services = compose()["services"]
     for name in ("pas-core", "pas-programmers", "pas-http"):
         svc = services[name]
         args = build_parser().parse_args(svc["command"])  # the same argv `pas` gets in the container
         assert args.cmd in ("up", "http")
-        assert "nats-1:4222" in svc["environment"]["PAS_NATS_URL"]
-    for n in ("nats-1", "nats-2", "nats-3"):
-        cmd = services[n]["command"]
-        assert "-js" in cmd and "--cluster_name" in cmd and "--routes" in cmd
+        assert "settings.nats.replicas=3" in args.overrides
+        assert svc["environment"]["PAS_NATS_URL"] == ",".join(f"nats://{n}:4222" for n in NODES)
     assert (ROOT / "Dockerfile").exists()
     assert shutil.which("docker-compose"), "scripts/setup.sh --dev installs Debian's docker-compose"
     p = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
@@ -31,9 +77,17 @@ def test_compose_services_and_commands() -> None:
     assert p.returncode == 0, p.stderr
 
 
-async def test_multi_server_url_is_accepted(nats_server) -> None:  # type: ignore[no-untyped-def]
+async def test_multi_server_url_fails_over_to_a_live_server(stack: Any) -> None:
+    """A list of URLs whose first server is down: the client uses the next and PAS answers."""
     from pas.client import PasClient
 
-    c = await PasClient.connect(f"{nats_server.url},{nats_server.url}")
-    assert c.nc.is_connected
-    await c.close()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    c = await PasClient.connect(f"nats://127.0.0.1:{dead},{stack.url}", timeout_s=10)
+    try:
+        assert c.nc.connected_url is not None and c.nc.connected_url.port != dead
+        assert (await c.runs())["runs"] == []
+    finally:
+        await c.close()

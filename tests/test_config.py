@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -94,3 +95,53 @@ def test_pas_up_refuses_a_bad_config(tmp_path: Path) -> None:
                         "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "agent 'gateway': duplicate id" in p.stderr
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and ".venv" not in p.parts}
+
+
+def test_packaged_defaults_are_the_repository_configs() -> None:
+    """configs/ (fixed by the design) and examples/sample_project are copies of what the package ships."""
+    from pas.config import CONFIG_FILES, PACKAGED_CONFIG_DIR
+    from pas.demo import SAMPLE
+    from tests.conftest import ROOT
+
+    for f in CONFIG_FILES:
+        assert (ROOT / "configs" / f).read_bytes() == (PACKAGED_CONFIG_DIR / f).read_bytes(), (
+            f"configs/{f} and pas/defaults/{f} differ: edit both (or copy one onto the other)")
+    assert _tree(ROOT / "examples" / "sample_project") == _tree(SAMPLE)
+    assert "requirements.txt" in _tree(SAMPLE)
+
+
+def test_config_precedence_and_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pas.config import PACKAGED_CONFIG_DIR, find_config_dir
+
+    def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pas", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=60, env={k: v for k, v in os.environ.items() if k != "PAS_CONFIG_DIR"})
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PAS_CONFIG_DIR", raising=False)
+    assert find_config_dir() == (PACKAGED_CONFIG_DIR, "the defaults shipped with pas")
+    p = run("init")
+    assert p.returncode == 0 and str(tmp_path / "configs") in p.stdout, p.stderr
+    assert find_config_dir() == (tmp_path / "configs", "./configs in the working directory")
+    edit_agents(tmp_path / "configs", lambda a: a.append({"id": "prog-011", "role": "prog"}))
+    assert load_config().agent("prog-011")  # ./configs is what loads
+    again = run("init")
+    assert again.returncode == 1 and "already exist" in again.stderr and "--force" in again.stderr
+    assert "prog-011" in (tmp_path / "configs" / "agents.yaml").read_text()  # untouched
+    assert run("init", "--force").returncode == 0
+    assert "prog-011" not in (tmp_path / "configs" / "agents.yaml").read_text()
+
+    other = tmp_path / "other"
+    assert run("init", str(other)).returncode == 0
+    edit_agents(other, lambda a: a.append({"id": "prog-012", "role": "prog"}))
+    monkeypatch.setenv("PAS_CONFIG_DIR", str(other))
+    assert find_config_dir() == (other, "PAS_CONFIG_DIR") and load_config().agent("prog-012")
+    third = copy_configs(tmp_path / "third")
+    assert find_config_dir(third) == (third, "--config-dir")
+    with pytest.raises(KeyError):
+        load_config(third).agent("prog-012")

@@ -109,7 +109,7 @@ async def test_llm_executor_edits_the_worktree(nats_server: Any, client: Any, fa
     cfg = swarm_cfg(fake_llm, **progs)
     repo = make_repo(tmp_path)
     async with Stack(cfg, url=nats_server.url):
-        await client.submit({"title": "edit", "run_id": "llm4", "repo": str(repo), "tasks": [{
+        await client.submit({"title": "edit", "run_id": "llm4", "repo": str(repo), "env": sys.executable, "tasks": [{
             "lane": "code", "instruction": "add a double() helper", "executor": "llm",
             "files": ["src/calc/__init__.py"], "acceptance": "python -m pytest -q -p no:cacheprovider tests"}]})
         res = await client.wait("llm4", timeout_s=90)
@@ -130,7 +130,7 @@ async def test_budget_stops_llm_calls(nats_server: Any, client: Any, fake_llm: A
     cfg = swarm_cfg(fake_llm, **{f"prog_{i:03d}": "pp" for i in range(1, 11)})
     repo = make_repo(tmp_path)
     async with Stack(cfg, url=nats_server.url):
-        await client.submit({"title": "budget", "run_id": "llm5", "repo": str(repo), "budget": {"tokens_max": 50},
+        await client.submit({"title": "budget", "run_id": "llm5", "repo": str(repo), "env": sys.executable, "budget": {"tokens_max": 50},
                              "tasks": [{"lane": "code", "instruction": "x", "executor": "llm",
                                         "files": ["src/calc/__init__.py"],
                                         "acceptance": "python -m pytest -q -p no:cacheprovider tests"}]})
@@ -203,7 +203,7 @@ async def test_aider_executor_through_the_pool(nats_server: Any, client: Any, fa
     cfg.settings.llm.aider_binary = AIDER
     repo = make_small_repo(tmp_path / "small")
     async with Stack(cfg, url=nats_server.url):
-        await client.submit({"title": "aider", "run_id": "aid1", "repo": str(repo), "tasks": [
+        await client.submit({"title": "aider", "run_id": "aid1", "repo": str(repo), "env": sys.executable, "tasks": [
             {"lane": "code", "instruction": "fix add() so it adds", "executor": "aider", "files": ["calc.py"]}]})
         res = await client.wait("aid1", timeout_s=120)
     t = res["tasks"][0]

@@ -162,7 +162,7 @@ def test_two_processes_starting_one_id_together_leave_one(nats_server: Any, tmp_
         assert len(losers) == 1, [p.text() for p in procs]
         assert losers[0].wait_exit(30) == 1
         winner = next(p for p in procs if p is not losers[0])
-        assert winner.alive() and re.search(UP, winner.text()).group(1) == "1"  # type: ignore[union-attr]
+        assert winner.alive() and re.search(UP, winner.text(), re.M).group(1) == "1"  # type: ignore[union-attr]
     finally:
         for p in procs:
             p.stop()

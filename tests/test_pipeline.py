@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,8 @@ async def test_worktree_per_task_with_branch_and_diff(nats_server: Any, client: 
     cfg = make_cfg('settings.policy.command_allowlist=["touch *", "git status*", "python -m pytest*"]')
     repo = make_repo(tmp_path)
     async with Stack(cfg, url=nats_server.url):
-        await client.submit({"title": "wt", "run_id": "wt1", "repo": str(repo), "tasks": [
+        # The sample project needs pytest: this job names its environment (the test's interpreter).
+        await client.submit({"title": "wt", "run_id": "wt1", "repo": str(repo), "env": sys.executable, "tasks": [
             task("code", "touch a.txt"), task("code", "touch b.txt"), task("docs", "git status --short"),
             task("code", "python -m pytest -q -p no:cacheprovider tests")]})
         st = await client.wait("wt1", timeout_s=60)
@@ -159,6 +161,7 @@ async def test_worktree_per_task_with_branch_and_diff(nats_server: Any, client: 
     assert "b.txt" in t["code-1-02"]["diff_stat"] and "a.txt" not in t["code-1-02"]["diff_stat"]
     assert t["docs-1-01"]["diff_stat"] == ""
     assert "3 passed" in t["code-1-03"]["output"]
+    assert t["code-1-03"]["env"].startswith(f"interpreter {sys.executable} (job env)")
     branches = subprocess.run(["git", "branch", "--list", "pas/wt1/*"], cwd=repo, capture_output=True,
                               text=True).stdout
     assert "pas/wt1/code-1-01" in branches and "pas/wt1/docs-1-01" in branches

@@ -71,6 +71,8 @@ class JobSubmitIn(In):
     run_id: RunIdStr | None = None
     goal: str | None = Field(None, max_length=MAX_TEXT)
     repo: str | None = Field(None, max_length=4096)
+    env: str | None = Field(None, max_length=4096, description="Python environment of the tasks when the repo "
+                            "has no .venv: a venv or conda directory, or an interpreter")
     lanes: list[Lane] | None = Field(None, max_length=5)
     tasks: list[TaskIn] | None = Field(None, max_length=MAX_TASKS)
     budget: BudgetIn | None = None
@@ -140,6 +142,7 @@ class JobCardIn(In):
     tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_TASKS)
     goal: str = Field("", max_length=MAX_TEXT)
     repo: str | None = Field(None, max_length=4096)
+    env: str | None = Field(None, max_length=4096)
     parent_id: str = Field("", max_length=256)
     submitted_by: str = Field("", max_length=256)
     priority: int = Field(5, ge=1, le=20)
@@ -155,6 +158,7 @@ class ExecuteIn(In):
     files: list[Path1k] = Field(default_factory=list, max_length=200)
     acceptance: str | None = Field(None, max_length=4096)
     repo: str | None = Field(None, max_length=4096)
+    env: str | None = Field(None, max_length=4096)
     run_id: str = Field("adhoc", max_length=64)
     job_id: str = Field("adhoc", max_length=64)
     timeout_s: float = Field(300.0, ge=10, le=3600)

@@ -14,6 +14,7 @@ from pas import wire
 from pas.agent import EndpointSpec, Role
 from pas.errors import BadRequest, Conflict, NotFound
 from pas.policy import check_command, check_inside
+from pas.repoenv import EnvError, check_job_env
 from pas.service import Call
 from pas.errors import CommandRefused
 
@@ -48,6 +49,11 @@ class GatewayRole(Role):
             repo = Path(job.repo)
             if not (repo / ".git").exists():
                 raise BadRequest(f"repo {job.repo!r} is not a git repository")
+        if job.env:
+            try:
+                check_job_env(job.env)
+            except EnvError as e:
+                raise BadRequest(e.message) from None
         allow = self.cfg.settings.policy.command_allowlist
         # Without a repo, tasks run in a scratch directory: paths are checked against a stand-in root.
         root = repo or Path("/pas-scratch-root")

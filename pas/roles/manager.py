@@ -57,7 +57,7 @@ class ManagerRole(Role):
         elif existing is not None and existing[0].specs:
             tasks = existing[0].specs  # a redelivered job card: keep the plan made the first time
         card = wire.JobCard(job_id=card.job_id, run_id=card.run_id, lane=card.lane, tasks=tasks, goal=card.goal,
-                            repo=card.repo, parent_id=card.parent_id, submitted_by=card.submitted_by,
+                            repo=card.repo, env=card.env, parent_id=card.parent_id, submitted_by=card.submitted_by,
                             priority=card.priority)
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         if existing is None:  # a redelivery keeps its record (and the completions noted in it)
@@ -78,7 +78,8 @@ class ManagerRole(Role):
                                       headers={"Nats-Expected-Last-Subject-Sequence": "0"})
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             work = wire.TaskWork(run_id=card.run_id, job_id=card.job_id, task_id=task_id, lane=card.lane,
-                                 manager=self.me.id, spec=spec, repo=card.repo, timeout_s=timeout)
+                                 manager=self.me.id, spec=spec, repo=card.repo, env=card.env,
+                                 timeout_s=timeout)
             await self.agent.comms.log(self.me.id, "prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}",
                                        card.run_id, "queued", metadata={"executor": rec.executor})
             pending.append(self.bus.publish_js(S.WORK_PROG, work, msg_id=f"{card.run_id}:task:{task_id}"))

@@ -60,7 +60,9 @@ class MonitorRole(Role):
                              message=hb.message, since=prev.since if prev and prev.state == "alive" else hb.ts,
                              model=hb.model)
         self.state[hb.agent] = st
-        await self.bus.kv_put(S.KV_AGENTS, hb.agent, st)
+        # Not waited for (nor retried through an election): the next beat supersedes it, and this
+        # callback must keep up with every agent's beats.
+        await self.bus.kv_put_nowait(S.KV_AGENTS, hb.agent, st)
         if prev is not None and prev.state == "dead":
             await self._alert(hb.agent, "recovered", hb.ts, 0.0)
 

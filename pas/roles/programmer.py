@@ -23,6 +23,8 @@ from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
 from pas.policy import check_command
+from pas.repoenv import EnvError, RepoEnv
+from pas.repoenv import resolve as resolve_env
 from pas.service import Call
 
 log = logging.getLogger("pas.programmer")
@@ -41,6 +43,7 @@ class ExecuteRequest(wire.Base):
     files: list[str] = []
     acceptance: str | None = None
     repo: str | None = None
+    env: str | None = None
     run_id: str = "adhoc"
     job_id: str = "adhoc"
     timeout_s: float = 300.0
@@ -127,12 +130,14 @@ class ProgrammerRole(Role):
             rec.status, rec.error, rec.finished_at = "cancelled", "run cancelled", wire.now()
             return await self._finish(rec)
         rec.status, rec.started_at = "running", wire.now()
+        renv = self._repo_env(work)
+        rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
         await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
         await self.agent.comms.log(work.manager, self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})",
-                                   work.run_id, "running", metadata={"executor": rec.executor})
+                                   work.run_id, "running", metadata={"executor": rec.executor, "env": rec.env})
         self.current_run = work.run_id
-        t = asyncio.ensure_future(self._execute(work))
+        t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t
         try:
             result = await t
@@ -162,7 +167,7 @@ class ProgrammerRole(Role):
                                    f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                    rec.run_id, rec.status,
                                    tokens=rec.tokens or None, cost_usd=rec.cost_usd,
-                                   metadata={"exit_code": rec.exit_code, "attempts": rec.attempts})
+                                   metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env})
 
     async def _announce(self, rec: wire.TaskRecord) -> None:
         await self.bus.publish(S.run_task(rec.run_id, rec.task_id), rec)
@@ -170,17 +175,29 @@ class ProgrammerRole(Role):
         await R.emit(self.bus, S.done_task(rec.run_id, rec.lane, rec.task_id), ev,
                      msg_id=f"{rec.run_id}:done:task:{rec.task_id}")
 
-    async def _execute(self, work: wire.TaskWork) -> ExecResult:
+    def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
+        """The environment the task runs in (pas.repoenv); a string is why none could be chosen;
+        None for echo tasks, which run nothing."""
+        if wire.effective_executor(work.spec) == "echo":
+            return None
+        try:
+            return resolve_env(work.repo, work.env, self.cfg.settings.pool.env)
+        except EnvError as e:
+            return f"unusable environment: {e.message}"
+
+    async def _execute(self, work: wire.TaskWork, renv: RepoEnv | str | None) -> ExecResult:
         spec = work.spec
         executor = wire.effective_executor(spec)
         if executor == "echo":
             return ExecResult(status="completed", output=spec.instruction, exit_code=0)
+        if not isinstance(renv, RepoEnv):
+            return ExecResult(status="failed", error=str(renv or "no environment"))
         try:
             ws = await open_workspace(work.repo, work.run_id, work.task_id, self.scratch)
         except PasError as e:
             return ExecResult(status="failed", error=f"workspace: {e.message}")
         try:
-            result = await self._dispatch(executor, work, ws.path)
+            result = await self._dispatch(executor, work, ws.path, renv)
             if ws.branch:
                 result.extra["branch"] = ws.branch
                 try:
@@ -191,21 +208,21 @@ class ProgrammerRole(Role):
         finally:
             await ws.remove()
 
-    async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path) -> ExecResult:
+    async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
         spec = work.spec
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
         if executor == "command":
             return await run_command(spec.command or spec.instruction, policy.command_allowlist, cwd,
-                                     work.timeout_s, pool.output_cap_bytes)
+                                     work.timeout_s, pool.output_cap_bytes, renv)
         if not self.agent.model:
             return ExecResult(status="failed", error=f"executor {executor!r} needs a model; {self.me.id} has none")
         if executor == "llm":
-            return await self._llm(work, cwd)
+            return await self._llm(work, cwd, renv)
         if executor == "aider":
-            return await self._aider(work, cwd)
+            return await self._aider(work, cwd, renv)
         return ExecResult(status="failed", error=f"unknown executor {executor!r}")
 
-    async def _llm(self, work: wire.TaskWork, cwd: Path) -> ExecResult:
+    async def _llm(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
         from pas.edit_loop import run_llm_edit
         from pas.usage import BUDGET_EXCEEDED
 
@@ -214,7 +231,7 @@ class ProgrammerRole(Role):
 
         async def acceptance(command: str, workdir: Path) -> tuple[int, str]:
             argv = check_command(command, policy.command_allowlist, workdir)  # raises CommandRefused
-            r = await run_argv(argv, workdir, work.timeout_s, pool.output_cap_bytes)
+            r = await run_argv(renv.argv(argv), workdir, work.timeout_s, pool.output_cap_bytes, env=renv.env)
             return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
 
         budget = await llm.task_budget(work.run_id)
@@ -234,7 +251,7 @@ class ProgrammerRole(Role):
                           cost_usd=res.cost_usd, error=res.error or "",
                           extra={"iterations": str(res.iterations), "model": res.model_used or ""})
 
-    async def _aider(self, work: wire.TaskWork, cwd: Path) -> ExecResult:
+    async def _aider(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
         from pas.aider import run_aider
 
         budget = await self.bus.llm.task_budget(work.run_id)
@@ -243,7 +260,8 @@ class ProgrammerRole(Role):
         prof = self.bus.llm.profiles[self.agent.model]
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
-                              instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s)
+                              instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s,
+                              base_env=renv.env)
         # aider does not report tokens or cost to PAS: recorded as unknown, never invented.
         return ExecResult(status=res.status, output=(res.diff + "\n" + res.output).strip(), exit_code=res.exit_code,
                           error=res.error or "", tokens=0, cost_usd=None)
@@ -253,8 +271,11 @@ class ProgrammerRole(Role):
         spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
                              files=req.files, acceptance=req.acceptance)
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
-                             manager="", spec=spec, repo=req.repo, timeout_s=req.timeout_s)
-        r = await self._execute(work)
+                             manager="", spec=spec, repo=req.repo, env=req.env, timeout_s=req.timeout_s)
+        renv = self._repo_env(work)
+        r = await self._execute(work, renv)
+        if renv is not None:
+            r.extra["env"] = renv if isinstance(renv, str) else renv.description
         return {"status": "success" if r.status == "completed" else ("timeout" if r.status == "timeout" else "error"),
                 "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
                 "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,

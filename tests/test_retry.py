@@ -1,0 +1,62 @@
+"""pas.bus.retry_js, the one retry policy for JetStream writes, against a real nats-server: a write
+to a stream that is not there yet (what a client sees during a leader election: no responders) is
+retried with logged, bounded backoff and lands once the stream is back; past the deadline the error
+is raised; errors that are not transient are raised at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+from nats.js.errors import BadRequestError, NoStreamResponseError
+
+from pas.bus import retry_js
+
+
+async def test_write_lands_once_the_stream_is_back(nc: Any, caplog: pytest.LogCaptureFixture) -> None:
+    js = nc.jetstream(timeout=2)
+
+    async def bring_back() -> None:
+        await asyncio.sleep(0.4)
+        await js.add_stream(name="BACK", subjects=["back.>"])
+
+    caplog.set_level(logging.WARNING, logger="pas.bus")
+    later = asyncio.ensure_future(bring_back())
+    ack = await retry_js("publish back.x", lambda: js.publish("back.x", b"1", headers={"Nats-Msg-Id": "m1"}),
+                         deadline_s=10)
+    await later
+    assert ack.stream == "BACK" and ack.seq == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all("publish back.x" in w for w in warnings)
+    assert "attempt 1 failed" in warnings[0] and "NoStreamResponseError" in warnings[0]
+    # A retry that follows a lost ack is a no-op: same message id, still one message.
+    again = await retry_js("publish back.x", lambda: js.publish("back.x", b"1", headers={"Nats-Msg-Id": "m1"}))
+    assert again.duplicate and (await js.stream_info("BACK")).state.messages == 1
+
+
+async def test_gives_up_after_the_deadline(nc: Any, caplog: pytest.LogCaptureFixture) -> None:
+    js = nc.jetstream(timeout=2)
+    caplog.set_level(logging.WARNING, logger="pas.bus")
+    t0 = time.monotonic()
+    with pytest.raises(NoStreamResponseError):
+        await retry_js("publish nowhere.x", lambda: js.publish("nowhere.x", b"1"), deadline_s=0.5)
+    assert 0.3 < time.monotonic() - t0 < 3
+    assert any(r.levelno == logging.ERROR and "giving up" in r.getMessage() for r in caplog.records)
+
+
+async def test_other_errors_are_not_retried(nc: Any) -> None:
+    js = nc.jetstream(timeout=2)
+    await js.add_stream(name="ONE", subjects=["one.>"])
+    calls = 0
+
+    async def bad() -> Any:
+        nonlocal calls
+        calls += 1  # a wrong expected sequence is a real answer, not unavailability
+        return await js.publish("one.x", b"1", headers={"Nats-Expected-Last-Sequence": "99"})
+
+    with pytest.raises(BadRequestError):
+        await retry_js("publish one.x", bad, deadline_s=10)
+    assert calls == 1
