@@ -31,11 +31,7 @@ import pytest
 
 from pas.server import EmbeddedServer
 from tests.conftest import ROOT, PasProcess, fast_args, make_cfg
-
-try:
-    from pas import auth
-except ImportError:  # a tree without least-privilege NATS users
-    auth = None  # type: ignore[assignment]
+from pas import auth
 
 NATSCLI_VERSION = "v0.5.0"
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
@@ -166,7 +162,7 @@ def eval_creds(printed: str, base: dict[str, str]) -> Shell:
 class PasUnderCli:
     """nats-server + `pas up --except prog-010` + `pas up --only prog-010` (killable for alerts).
 
-    With NATS users (pas.auth) the server requires them, as `pas up`'s embedded one does, and every CLI
+    The server requires PAS's NATS users (pas.auth), as `pas up`'s embedded one does, and every CLI
     command runs as some user: in the shell `eval "$(pas creds USER)"` gives (client by default)."""
 
     def __init__(self, tmp: Path) -> None:
@@ -175,12 +171,10 @@ class PasUnderCli:
         self.server = EmbeddedServer(tmp / "nats", port=-1, extra_args=["-m", "-1"])
         self.procs: dict[str, PasProcess] = {}
         self.creds_dir = tmp / "creds"
-        self.auth = auth is not None and make_cfg().settings.nats.auth == "on"
         self.shells: dict[str, Shell] = {}
 
     def start(self) -> "PasUnderCli":
-        if self.auth:
-            self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir))
+        self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir))
         self.url = self.server.start()
         ports = json.loads(next((self.tmp / "nats" / "ports").glob("*.ports")).read_text())
         self.monitor = ports["monitoring"][0]
@@ -188,21 +182,18 @@ class PasUnderCli:
         xdg.mkdir(exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PAS_CREDS"))}
         self.base_env = {**base, "XDG_CONFIG_HOME": str(xdg)}
-        if self.auth:
-            for user in auth.USERS:
-                out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
-                                      "--nats-url", self.url], capture_output=True, text=True, timeout=60)
-                assert out.returncode == 0, out.stderr
-                self.shells[user] = eval_creds(out.stdout, self.base_env)
-        else:
-            self.shells["client"] = Shell({**self.base_env, "NATS_URL": self.url}, [], "")
+        for user in auth.USERS:
+            out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
+                                  "--nats-url", self.url], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            self.shells[user] = eval_creds(out.stdout, self.base_env)
         self.spawn("main", "--except", "prog-010")
         self.spawn("prog-010", "--only", "prog-010")
         return self
 
     def spawn(self, name: str, *args: str) -> PasProcess:
-        creds = ["--creds-dir", str(self.creds_dir)] if self.auth else []
-        p = PasProcess(["--nats-url", self.url, *creds, *args, *fast_args()], self.tmp, name)
+        p = PasProcess(["--nats-url", self.url, "--creds-dir", str(self.creds_dir), *args, *fast_args()], self.tmp,
+                       name)
         self.procs[name] = p
         return p.start()
 
@@ -213,7 +204,7 @@ class PasUnderCli:
 
     # ---- running the CLI ------------------------------------------------------------------
     def shell(self, user: str) -> Shell:
-        return self.shells[user if self.auth else "client"]
+        return self.shells[user]
 
     def argv(self, cmd: str | list[str], user: str = "client", bare: bool = False) -> list[str]:
         args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
@@ -390,7 +381,7 @@ def least_user(words: list[str]) -> str:
     """The first of client, adapter, admin whose NATS permissions (pas.auth) allow this pub/req/sub."""
     verb = words[1]
     subject = next((w for w in words[2:] if not w.startswith("-")), "")
-    if auth is None or verb not in ("pub", "req", "request", "sub"):
+    if verb not in ("pub", "req", "request", "sub"):
         return "client"
     perms = auth.permissions(make_cfg())
     for user in ("client", "adapter", "admin"):

@@ -335,15 +335,9 @@ async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
 
 
 # ---- NATS users: the client's credentials ---------------------------------------------------------
-def needs_users(pas: PasUnderCli) -> None:
-    if not pas.auth:
-        pytest.skip("this tree has no NATS users (pas.auth)")
-
-
 def test_client_credentials_by_flags_context_and_env(pas: PasUnderCli) -> None:
     """What `pas creds client` prints works three ways: its variables and alias (the shell the other tests
     use), plain flags, and the `nats context save` line it suggests."""
-    needs_users(pas)
     sh = pas.shell("client")
     assert sh.env["NATS_USER"] == "client" and sh.env["NATS_URL"] == pas.url
     assert sh.alias == ["--inbox-prefix", "_INBOX.client"]
@@ -361,8 +355,6 @@ def test_client_credentials_by_flags_context_and_env(pas: PasUnderCli) -> None:
 
 def test_client_refused_what_agents_do(pas: PasUnderCli) -> None:
     """The client may submit and watch, never feed a work queue, switch models or use another user's inbox."""
-    needs_users(pas)
-
     def work_last_seq() -> int:
         info = pas.nats("nats stream info PAS_WORK --json", user="admin").stdout
         return json.loads(info)["state"]["last_seq"]
