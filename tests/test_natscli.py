@@ -16,8 +16,8 @@ import pytest
 
 from pas import subjects as S
 from pas.config import load_config
-from tests.natscli_support import (CliSub, PasUnderCli, doc_examples, doc_transcripts, job, least_user, new_run_id,
-                                   normalise_transcript)
+from tests.natscli_docs import doc_examples, doc_transcripts, least_user, normalise_transcript
+from tests.natscli_support import CliSub, PasUnderCli, job, new_run_id
 
 AGENTS = [a.id for a in load_config().agents]
 KV_RUNS_READER = "admin"  # NATS users: the client reads runs through pas.gateway.status, not the bucket
@@ -111,7 +111,7 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str, user: str
     words = substitute(cmd, rid)
     if words[1:3] == ["stream", "view"]:  # pages only on a terminal
         out = pas.pty_run(words, until="Next Page?", user=user)
-        assert "[1] Subject: " in out and "error" not in out, out
+        assert "[1] Subject: " in out and "nats: error" not in out, out
         return
     r = pas.nats(words, user=user)
     if verb == "pub" and words[2] == "pas.gateway.submit":  # no reply: find the run by its title
