@@ -33,17 +33,18 @@ EVAL_CREDS = re.compile(r'^eval "\$\(pas creds (\w+)\)"')
 
 
 def doc_examples() -> list[tuple[str, str | None]]:
-    """Every `nats` command in the documents as written (comments stripped), deduplicated, in order, with the
-    user a fenced block gave it before (`eval "$(pas creds USER)"`), else None. A verb alone (`nats pub`)
+    """Every `nats` command in the documents as written (comments stripped), deduplicated, in order, with its
+    user: in fenced blocks, the one the last `eval "$(pas creds USER)"` above it gave, as in the reader's shell
+    (client before any); inline (reference tables), None: the least user allowed. A verb alone (`nats pub`)
     is a mention, not an example."""
     found: dict[str, str | None] = {}
     for name in DOCS:
         text = (ROOT / name).read_text()
         candidates: list[tuple[str, str | None]] = []
-        user: str | None = None
+        user = "client"
         for line in _fenced_lines(text):
             m = EVAL_CREDS.match(line.strip())
-            user = m.group(1) if m else (None if line.startswith("```") else user)
+            user = m.group(1) if m else user
             candidates.append((line.strip(), user))
         candidates += [(c, None) for c in re.findall(r"`(nats [^`]+)`", text)]
         for c, u in candidates:
