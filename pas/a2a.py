@@ -1,7 +1,8 @@
 """The gateway as an A2A agent (official SDK, PyPI `a2a-sdk`): an agent card with one skill,
 "run a software job", and a JSON-RPC endpoint where a message becomes a PAS run.
 
-    GET  /.well-known/agent-card.json     the card (served on the gateway's port by the HTTP adapter)
+    GET  /.well-known/agent-card.json     the card (served on the gateway's port by the HTTP adapter;
+                                          also at /.well-known/agent.json for older clients)
     POST /a2a                             SendMessage / SendStreamingMessage (A2A 1.0), and the
                                           v0.3 names message/send / message/stream
 
@@ -24,7 +25,7 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
-from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
+from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_CURRENT, TransportProtocol
 from starlette.applications import Starlette
 
 from pas import __version__
@@ -35,6 +36,7 @@ from pas.mcp.watch import RunWatch
 log = logging.getLogger("pas.a2a")
 
 RUN_TIMEOUT_S = 3600.0
+LEGACY_CARD_PATH = "/.well-known/agent.json"  # where A2A clients before 0.3 look
 END_STATE = {"completed": TaskState.TASK_STATE_COMPLETED, "failed": TaskState.TASK_STATE_FAILED,
              "cancelled": TaskState.TASK_STATE_CANCELED}
 
@@ -45,8 +47,9 @@ def agent_card(rpc_url: str) -> AgentCard:
         description="PAS, the Polyglot Agent Swarm: a hierarchical multi-agent system (architect, directors, "
                     "managers, programmers) that runs software jobs over NATS, in git worktrees.",
         version=__version__,
-        supported_interfaces=[AgentInterface(url=rpc_url, protocol_binding=TransportProtocol.JSONRPC.value,
-                                             protocol_version=PROTOCOL_VERSION_CURRENT)],
+        supported_interfaces=[  # one endpoint speaks both (create_jsonrpc_routes(enable_v0_3_compat=True))
+            AgentInterface(url=rpc_url, protocol_binding=TransportProtocol.JSONRPC.value, protocol_version=version)
+            for version in (PROTOCOL_VERSION_CURRENT, PROTOCOL_VERSION_0_3)],
         capabilities=AgentCapabilities(streaming=True),
         default_input_modes=["text/plain", "application/json"],
         default_output_modes=["text/plain", "application/json"],
@@ -123,6 +126,7 @@ def a2a_app(client: PasClient, rpc_url: str) -> Starlette:
     card = agent_card(rpc_url)
     handler = DefaultRequestHandler(agent_executor=PasExecutor(client), task_store=InMemoryTaskStore(),
                                     agent_card=card)
-    routes = [*create_agent_card_routes(card),
+    routes = [*create_agent_card_routes(card),  # A2A 1.0's path; the card carries the v0.3 fields too
+              *create_agent_card_routes(card, card_url=LEGACY_CARD_PATH),
               *create_jsonrpc_routes(handler, urlsplit(rpc_url).path, enable_v0_3_compat=True)]
     return Starlette(routes=routes)

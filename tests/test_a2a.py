@@ -58,6 +58,10 @@ async def test_agent_card(gateway: AdapterHandle) -> None:
     assert [s["name"] for s in card["skills"]] == ["run a software job"]
     assert card["supportedInterfaces"][0]["url"] == gateway.url("gateway") + "/a2a"
     assert card["supportedInterfaces"][0]["protocolBinding"] == "JSONRPC"
+    async with httpx.AsyncClient() as h:  # the path older clients look at: the same card, v0.3 fields included
+        legacy = await h.get(gateway.url("gateway") + "/.well-known/agent.json")
+    assert legacy.json() == card and card["url"] == gateway.url("gateway") + "/a2a"
+    assert card["preferredTransport"] == "JSONRPC"
 
 
 async def test_message_becomes_a_completed_task(gateway: AdapterHandle, tmp_path: Path) -> None:
