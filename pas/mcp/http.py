@@ -2,7 +2,7 @@
 and event loop, over the adapter's NATS connection:
 
     POST/GET/DELETE /mcp                       MCP streamable HTTP (sessions, SSE progress)
-    GET  /.well-known/agent-card.json          the gateway's A2A agent card
+    GET  /.well-known/agent-card.json          the gateway's A2A agent card (also at agent.json)
     POST /a2a                                  A2A JSON-RPC: SendMessage / SendStreamingMessage
                                                (and the v0.3 names message/send, message/stream)
 
