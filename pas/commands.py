@@ -324,6 +324,12 @@ async def cmd_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
     return await run_demo(args, cfg)
 
 
+async def cmd_eval(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.eval.cli import main as eval_main
+
+    return await eval_main(args, cfg)
+
+
 async def cmd_init(args: argparse.Namespace, cfg: PasConfig | None) -> int:
     """Write editable copies of the packaged default configs into DIR (default ./configs)."""
     from pas.config import CONFIG_FILES, PACKAGED_CONFIG_DIR

@@ -195,6 +195,9 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
         await asyncio.to_thread(server.start)
         url = server.url
     results: list[Outcome] = []
+    from pas.llm import _lite
+
+    await asyncio.to_thread(_lite)  # litellm's import costs seconds: not inside the first task's wall time
     try:
         for mode in opts.modes:
             mcfg = mode_config(cfg, mode, opts.profile, opts.programmers)
