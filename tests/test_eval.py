@@ -75,7 +75,7 @@ def test_integrate_merges_in_order_and_reports_conflicts(tmp_path: Path) -> None
     tasks.append({"task_id": "code-1-04", "status": "failed", "branch": "pas/r1/code-1-01"})
     res = integrate(repo, "r1", tasks)
     assert res.merged == ["code-1-01", "code-1-02"] and res.skipped == ["code-1-04"]
-    assert [str(c) for c in res.conflicts] == ["task code-1-03 (pas/r1/code-1-03) conflicts in shapes/square.py"]
+    assert [str(c) for c in res.conflicts] == ["task code-1-03 conflicts in shapes/square.py (branch pas/r1/code-1-03)"]
     assert res.reason().startswith("merge conflict: task code-1-03")
     out = checkout(repo, "pas/r1/result", tmp_path / "out")
     assert (out / "shapes/square.py").read_text() == sol["shapes/square.py"]
@@ -110,7 +110,7 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
         ("trap-default-port", "swarm"): False, ("trap-default-port", "solo"): True,  # solo: no parallel branches
     }
     conflict = got[("trap-default-port", "swarm")]
-    assert conflict.reason == ("merge conflict: task code-1-03 (pas/%s/code-1-03) conflicts in defaults.py"
+    assert conflict.reason == ("merge conflict: task code-1-03 conflicts in defaults.py (branch pas/%s/code-1-03)"
                                % conflict.run_id), conflict.reason
     # tests-kv's wrong edit passes the visible acceptance (the swarm says completed); the hidden tests fail it
     kv = got[("tests-kv", "solo")]
@@ -145,3 +145,50 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
     assert "<svg" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
     est = estimate_cost(res, 0.15, 0.60)
     assert est["per_task_usd"]["swarm"] > 0 and json.dumps(est)
+
+
+def test_summary_over_repeats() -> None:
+    from pas.eval.runner import Outcome
+
+    def o(task: str, rep: int, passed: bool, cost: float | None) -> Outcome:
+        return Outcome(task=task, category="fix", mode="solo", repeat=rep, run_id=f"r{rep}{task}", passed=passed,
+                       reason="", run_status="completed", wall_s=1.0, tokens=10, cost_usd=cost,
+                       llm_calls={"programmer": 2})
+
+    res = [o("a", 1, True, 0.5), o("b", 1, True, 0.5), o("a", 2, True, 0.5), o("b", 2, False, None)]
+    m = summarize(res)["modes"]["solo"]
+    assert m["pass_rate"]["per_repeat"] == [1.0, 0.5]
+    assert m["pass_rate"]["mean"] == 0.75 and m["pass_rate"]["stdev"] == 0.25
+    assert (m["pass_rate"]["min"], m["pass_rate"]["max"]) == (0.5, 1.0)
+    assert m["cost_usd"] is None and m["tokens"] == 40 and m["llm_calls"] == {"programmer": 8}  # one unknown cost
+
+
+def test_cli_end_to_end(fake_llm: Any, tmp_path: Path) -> None:
+    """`pas eval` as a user runs it (embedded nats-server, a packaged profile pointed at the fake
+    server): JSON and HTML written, repeats counted, litellm's price for the profile applied."""
+    [t] = load_tasks(pattern="fix-add")
+    Oracle([t]).install(fake_llm, "gpt-4o-mini")
+    from tests.fakellm import API_KEY_ENV
+
+    out_json, out_html = tmp_path / "e.json", tmp_path / "e.html"
+    p = subprocess.run([sys.executable, "-m", "pas", "eval", "--tasks", "fix-add", "--mode", "both", "--repeat", "2",
+                        "--model", "gpt-4o-mini", "--programmers", "1", "--json", str(out_json), "--html",
+                        str(out_html), "--workdir", str(tmp_path / "w"), "--env", sys.executable,
+                        "-c", f"models.gpt-4o-mini.api_base={fake_llm.api_base}",
+                        "-c", f"models.gpt-4o-mini.api_key_env={API_KEY_ENV}"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    data = json.loads(out_json.read_text())
+    assert [(r["mode"], r["repeat"], r["passed"]) for r in data["runs"]] == [
+        ("swarm", 1, True), ("swarm", 2, True), ("solo", 1, True), ("solo", 2, True)]
+    assert data["modes"]["swarm"]["llm_calls"] == {"architect": 2, "director": 2, "manager": 2, "programmer": 2}
+    assert data["modes"]["solo"]["pass_rate"]["per_repeat"] == [1.0, 1.0]
+    assert data["modes"]["solo"]["cost_usd"] > 0  # litellm knows gpt-4o-mini's price
+    assert data["cost_estimate"]["label"] == "estimate"
+    assert "fix-add" in p.stdout and "pass rate" in p.stdout and "<svg" in out_html.read_text()
+    bad = subprocess.run([sys.executable, "-m", "pas", "eval", "--model", "nope", "--tasks", "fix-add"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "no model profile 'nope'" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "pas", "eval", "--budget", "tokens=x"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 1 and "--budget: cannot read 'tokens=x'" in bad.stderr

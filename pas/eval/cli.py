@@ -54,6 +54,9 @@ def parse_budget(text: str) -> tuple[int, float]:
 
 
 def _progress(o: Any) -> None:
+    if isinstance(o, str):
+        print(f"pas eval: {o}", flush=True)
+        return
     print(f"pas eval: {o.mode:<5} {o.task:<22} rep {o.repeat}  {'PASS' if o.passed else 'FAIL'}  "
           f"{o.wall_s:6.1f}s  {o.tokens:>7} tok  {o.reason[:80]}", flush=True)
 

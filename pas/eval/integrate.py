@@ -28,7 +28,7 @@ class Conflict:
     files: list[str]
 
     def __str__(self) -> str:
-        return f"task {self.task_id} ({self.branch}) conflicts in {', '.join(self.files) or '?'}"
+        return f"task {self.task_id} conflicts in {', '.join(self.files) or '?'} (branch {self.branch})"
 
 
 @dataclass

@@ -183,10 +183,13 @@ class Harness:
 
 
 async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url: str | None = None,
-                   progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                   progress: Callable[[Outcome | str], None] | None = None) -> list[Outcome]:
     """Every task x mode x repeat, one after another. Starts the embedded nats-server unless `url`."""
+    configs = {mode: mode_config(cfg, mode, opts.profile, opts.programmers) for mode in opts.modes}
     workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="pas-eval-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress(f"repositories (task branches, pas/<run>/result) in {workdir}")
     server = None
     if not url:
         from pas.server import EmbeddedServer
@@ -200,8 +203,7 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
     await asyncio.to_thread(_lite)  # litellm's import costs seconds: not inside the first task's wall time
     try:
         for mode in opts.modes:
-            mcfg = mode_config(cfg, mode, opts.profile, opts.programmers)
-            async with Harness(mcfg, url, mode, opts, workdir) as h:
+            async with Harness(configs[mode], url, mode, opts, workdir) as h:
                 for rep in range(1, opts.repeat + 1):
                     for task in tasks:
                         o = await h.run(task, rep)
