@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pas.eval.integrate import checkout, integrate
+from pas.integrate import checkout, integrate
 from pas.eval.report import estimate_cost, render_html, summarize, table
 from pas.eval.runner import EvalOptions, run_eval
 from pas.eval.tasks import CATEGORIES, load_tasks, make_repo, run_hidden
@@ -112,12 +112,18 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
     conflict = got[("trap-default-port", "swarm")]
     assert conflict.reason == ("merge conflict: task code-1-03 conflicts in defaults.py (branch pas/%s/code-1-03)"
                                % conflict.run_id), conflict.reason
+    assert conflict.run_status == "failed" and conflict.merged == 2  # the swarm's root failed the run
     # tests-kv's wrong edit passes the visible acceptance (the swarm says completed); the hidden tests fail it
     kv = got[("tests-kv", "solo")]
     assert kv.run_status == "completed" and kv.reason.startswith("hidden tests failed"), kv
     assert got[("fix-clamp", "solo")].run_status == "failed"
     # the parallel parts of a multi-file feature were merged
     assert got[("feat-shapes", "swarm")].merged == 2 and got[("feat-shapes", "solo")].merged == 1
+    shapes = got[("feat-shapes", "swarm")]
+    assert shapes.result_branch == f"pas/{shapes.run_id}/result"
+    merged_files = subprocess.run(["git", "diff", "--name-only", "main", shapes.result_branch], capture_output=True,
+                                  text=True, cwd=tmp_path / "w" / shapes.run_id).stdout.split()
+    assert merged_files == ["shapes/circle.py", "shapes/square.py"]
     # LLM calls per tier: solo never calls a planner; the swarm calls each tier
     assert set(got[("fix-add", "solo")].llm_calls) == {"programmer"}
     assert got[("fix-add", "swarm")].llm_calls == {"architect": 1, "director": 1, "manager": 1, "programmer": 1}
@@ -135,6 +141,7 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
     log = subprocess.run([sys.executable, "-m", "pas", "log", "--run", conflict.run_id, "--nats-url",
                           nats_server.url], capture_output=True, text=True, timeout=60)
     assert "verdict FAIL: merge conflict" in log.stdout, log.stdout[-2000:] + log.stderr[-2000:]
+    assert "integrated 2 task branch(es) into pas/%s/result; merge conflict" % conflict.run_id in log.stdout
     # the report
     s = summarize(res)
     assert s["modes"]["swarm"]["pass_rate"]["mean"] == pytest.approx(0.4)

@@ -4,7 +4,8 @@ Modes (both are ordinary PAS runs: `pas status`, `pas log --run` work on them):
 
 - ``swarm``: a job with the task's goal and lanes; architect, directors and managers plan with the
   model, the programmers (the `llm` executor) edit with it. Their task branches are integrated
-  into ``pas/<run>/result`` (pas.eval.integrate); a conflict fails the task with the reason.
+  into ``pas/<run>/result`` by PAS Root when the run ends (pas.integrate); a conflict fails the run,
+  and the task, with the reason.
 - ``solo``: the same model, no planning tiers: a job with ONE explicit `llm` task carrying the
   goal, every file of the repository and the visible acceptance command. The planning agents run
   without a model, so the job passes through them unchanged (no LLM call above the programmer).
@@ -24,11 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pas import comms
-from pas import subjects as S
 from pas.client import GatewayTimeout, PasClient
 from pas.config import PasConfig
 from pas.errors import PasError
-from pas.eval.integrate import checkout, integrate
+from pas.integrate import checkout
 from pas.eval.tasks import EvalTask, make_repo, run_hidden
 from pas.stack import Stack
 
@@ -57,6 +57,7 @@ class Outcome:
     tasks: int = 0
     merged: int = 0
     conflicts: list[str] = field(default_factory=list)
+    result_branch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,11 +94,6 @@ def mode_config(base: PasConfig, mode: str, profile: str, programmers: int) -> P
 def tier_of(cfg: PasConfig, agent_id: str) -> str:
     a = next((a for a in cfg.agents if a.id == agent_id), None)
     return TIERS.get(a.role, a.role) if a is not None else agent_id
-
-
-def _task_order(t: dict[str, Any]) -> tuple[int, str]:
-    lane = t.get("lane") or ""
-    return (S.LANES.index(lane) if lane in S.LANES else 99, str(t.get("task_id")))
 
 
 def build_job(task: EvalTask, mode: str, run_id: str, repo: Path, opts: EvalOptions) -> dict[str, Any]:
@@ -149,15 +145,18 @@ class Harness:
         out.tokens = int(usage.get("tokens") or 0)
         out.cost_usd = None if usage.get("unknown_cost_calls") else float(usage.get("cost_usd") or 0.0)
         await self._llm_calls(run_id, out)
-        tasks = sorted(st.get("tasks") or [], key=_task_order)
-        out.tasks = len(tasks)
-        integ = await asyncio.to_thread(integrate, repo, run_id, tasks)
-        out.merged, out.conflicts = len(integ.merged), [str(c) for c in integ.conflicts]
-        if not integ.ok:
-            out.reason = integ.reason()
+        out.tasks = len(st.get("tasks") or [])
+        out.conflicts = list(st.get("conflicts") or [])
+        branch = st.get("result_branch") or "main"  # no result branch: no task changed anything
+        out.result_branch = st.get("result_branch")
+        if st.get("result_branch"):
+            done = sum(1 for t in st.get("tasks") or [] if t.get("status") == "completed" and t.get("branch"))
+            out.merged = done - len(out.conflicts)
+        if out.conflicts:
+            out.reason = "merge conflict: " + "; ".join(out.conflicts)
         else:
             dest = Path(tempfile.mkdtemp(prefix="pas-eval-check-", dir=self.workdir))
-            await asyncio.to_thread(checkout, repo, integ.branch, dest)
+            await asyncio.to_thread(checkout, repo, branch, dest)
             hidden = await asyncio.to_thread(run_hidden, task, dest)
             out.passed, out.reason = hidden.passed, hidden.summary
             if not hidden.passed and st["status"] != "completed":
@@ -165,15 +164,15 @@ class Harness:
         out.wall_s = round(time.monotonic() - t0, 3)
         await comms.CommsLog(self.client.nc).log(
             "eval", "root", "RESPONSE",
-            f"integrated {len(integ.merged)}/{len(tasks)} task branches into {integ.branch}; "
-            f"verdict {'PASS' if out.passed else 'FAIL'}: {out.reason}", run_id, "pass" if out.passed else "fail",
-            metadata={"merged": integ.merged, "skipped": integ.skipped, "conflicts": out.conflicts})
+            ("" if out.conflicts else f"hidden tests on {branch}: ") +
+            f"verdict {'PASS' if out.passed else 'FAIL'}: {out.reason}", run_id,
+            "pass" if out.passed else "fail", metadata={"branch": branch, "passed": out.passed})
         return out
 
     async def _llm_calls(self, run_id: str, out: Outcome) -> None:
         assert self.client is not None
         async for e in comms.read(self.client.nc.jetstream(), run_id=run_id, msg_type="LLM"):
-            if e.to_agent != "llm":
+            if e.msg_type != "LLM" or e.to_agent != "llm":
                 continue
             tier = tier_of(self.cfg, e.from_agent)
             out.llm_calls[tier] = out.llm_calls.get(tier, 0) + 1

@@ -6,6 +6,10 @@ in task order (lane order of the run, then job, then task number), into ``pas/<r
 from the same base. A branch that does not merge cleanly is left out (the merge is aborted) and
 reported as a conflict naming the task and the files; the later branches are still tried, so one
 report lists every conflict. The merge runs in a temporary worktree that is removed afterwards.
+
+PAS Root integrates when a run ends (pas.roles.root), if the run has a repository and a task
+changed something: the run's record gets ``result_branch`` and ``conflicts``, and a conflict
+fails a run that would otherwise have completed.
 """
 
 from __future__ import annotations
@@ -55,10 +59,21 @@ def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return p
 
 
+def task_order(task_id: str) -> tuple[int, int, int, str]:
+    """<lane>-<job>-<nn> in lane order (pas.subjects.LANES), then job, then task number."""
+    from pas.subjects import LANES
+
+    lane, _, rest = task_id.partition("-")
+    job, _, n = rest.partition("-")
+    return (LANES.index(lane) if lane in LANES else len(LANES), int(job) if job.isdigit() else 0,
+            int(n) if n.isdigit() else 0, task_id)
+
+
 def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD") -> Integration:
     """Merge the completed tasks' branches (task dicts as in `pas status --json`: task_id, status,
     branch) into pas/<run_id>/result, in the given order."""
     result = Integration(branch=f"pas/{run_id}/result")
+    tasks = sorted(tasks, key=lambda t: task_order(str(t["task_id"])))
     tmp = Path(tempfile.mkdtemp(prefix="pas-integrate-"))
     wt = tmp / "wt"
     _git(repo, "worktree", "add", "-q", "-B", result.branch, str(wt), base)
