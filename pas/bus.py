@@ -261,21 +261,45 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
 
 
 async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
-    for sc in _stream_configs(cfg):
+    retry_s = cfg.settings.nats.js_retry_s
+
+    async def ensure_stream(sc: StreamConfig) -> None:
         try:
             await js.add_stream(sc)
         except BadRequestError:
             await js.update_stream(sc)
-    for kc in kv_specs(cfg):
+
+    async def ensure_kv(kc: KeyValueConfig) -> None:
         try:
             await js.create_key_value(kc)
         except BadRequestError:
             pass  # exists with other settings: keep it (its data is what matters)
-    for stream, cc in consumer_specs(cfg):
+
+    async def ensure_consumer(stream: str, cc: ConsumerConfig) -> None:
         try:
             await js.add_consumer(stream, cc)
         except BadRequestError:
             pass
+
+    # On a cluster another process may be creating the same assets, or a leader may be moving: a
+    # "not found" for an asset being created is retried like unavailability.
+    async def step(what: str, op: Callable[[], Awaitable[None]]) -> None:
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                return await retry_js(what, op, retry_s)
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("provision %s: not found while the cluster settles; retrying", what)
+                await asyncio.sleep(0.2)
+
+    for sc in _stream_configs(cfg):
+        await step(f"stream {sc.name}", lambda sc=sc: ensure_stream(sc))  # type: ignore[misc]
+    for kc in kv_specs(cfg):
+        await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
+    for stream, cc in consumer_specs(cfg):
+        await step(f"consumer {cc.durable_name}", lambda s=stream, c=cc: ensure_consumer(s, c))  # type: ignore[misc]
 
 
 @dataclass

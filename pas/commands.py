@@ -19,6 +19,7 @@ from pas.cli import client_url, install_stop_signals, parse_since
 from pas.client import PasClient
 from pas.config import PasConfig, find_config_dir
 from pas.errors import BadRequest, PasError
+from pas.redact import redact
 from pas.stack import Stack
 
 
@@ -151,7 +152,7 @@ async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
                                       since=parse_since(args.since), follow=args.follow):
-            print(json.dumps(wire.to_builtins(e)) if args.json else comms_mod.format_entry(e), flush=True)
+            print(redact(json.dumps(wire.to_builtins(e))) if args.json else comms_mod.format_entry(e), flush=True)
     finally:
         await nc.close()
     return 0

@@ -35,6 +35,7 @@ from pas.stack import Stack
 SAMPLE = Path(__file__).resolve().parent / "defaults" / "sample_project"
 """The sample project, inside the package (examples/sample_project in the source tree is a copy)."""
 READY = ".pas-ready"
+PIP_WHAT = "pip install -r requirements.txt of the sample project (it needs the package registry once)"
 
 
 def cache_root() -> Path:
@@ -71,10 +72,10 @@ def sample_env(requirements: Path, say: Any = print) -> Path:
         req = ["install", "-q", "--disable-pip-version-check", "-r", str(requirements)]
         if importlib.util.find_spec("pip") is not None:  # no ensurepip: PAS's pip installs into it
             _run([py, "-m", "venv", "--without-pip", str(d)], "python -m venv")
-            _run([sys.executable, "-m", "pip", "--python", str(d / "bin" / "python"), *req], "pip install")
+            _run([sys.executable, "-m", "pip", "--python", str(d / "bin" / "python"), *req], PIP_WHAT)
         else:
             _run([py, "-m", "venv", str(d)], "python -m venv")
-            _run([str(d / "bin" / "python"), "-m", "pip", *req], "pip install")
+            _run([str(d / "bin" / "python"), "-m", "pip", *req], PIP_WHAT)
         (d / READY).write_text("ok\n")
         say(f"pas demo: environment ready in {time.monotonic() - t0:.1f}s")
         return d

@@ -21,8 +21,9 @@ text outside blocks is ignored. The SEARCH lines must occur exactly once in the 
 lines); several EDIT blocks may target one file and apply in order. Paths must be relative and stay
 inside the worktree: absolute paths, ``..``, ``.git`` and symlinks that lead outside are refused.
 A reply is applied all-or-nothing. Then the acceptance command runs (through the caller's
-``run_acceptance``, which enforces the command allowlist); a failure, or a reply that cannot be
-applied, is sent back to the model, at most ``max_fix_iterations`` times after the first reply.
+``run_acceptance``, which enforces the command allowlist and runs it in the repository's
+environment, see pas.repoenv); a failure, or a reply that cannot be applied, is sent back to the
+model, at most ``max_fix_iterations`` times after the first reply.
 """
 
 from __future__ import annotations
@@ -246,9 +247,10 @@ async def untracked_files(workdir: Path) -> set[str]:
 
 async def git_diff(workdir: Path, include_untracked: Iterable[str] = ()) -> str:
     """`git diff HEAD` of the worktree plus the given untracked files as new files ("" if no repo)."""
-    rc, out = await run_git(workdir, "diff", "HEAD", "--")
+    # --ignore-submodules: a nested repository the task made must not have its config run by us.
+    rc, out = await run_git(workdir, "diff", "--ignore-submodules=all", "HEAD", "--")
     if rc != 0:
-        rc, out = await run_git(workdir, "diff", "--")
+        rc, out = await run_git(workdir, "diff", "--ignore-submodules=all", "--")
         if rc != 0:
             return ""
     wanted = set(include_untracked)

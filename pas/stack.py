@@ -12,6 +12,8 @@ from pas.agent import Agent
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import PasConfig
+from pas.redact import register_env
+from pas.sandbox import Box
 from pas.server import EmbeddedServer
 
 log = logging.getLogger("pas.stack")
@@ -40,6 +42,21 @@ class Stack:
         self.http_server: Any = None
         self.name = name
 
+    def check_sandbox(self) -> None:
+        """Say at start when tasks will run unsandboxed or be refused (settings.policy.sandbox)."""
+        for prof in self.cfg.models.values():
+            if prof.api_key_env:
+                register_env(prof.api_key_env)
+        if not any(a.role == "prog" for a in self.cfg.select(self.only, self.exclude)):
+            return
+        box = Box.from_policy(self.cfg.settings.policy)
+        if box.off:
+            log.warning("sandbox OFF (settings.policy.sandbox: off): tasks run model-written code with "
+                        "PAS's rights; every task logs this warning")
+        elif (problem := box.problem()) is not None:
+            log.warning("no sandbox: %s. command/llm/aider tasks will be REFUSED until it works "
+                        "(or settings.policy.sandbox: off is set)", problem)
+
     async def start(self) -> "Stack":
         socks = None
         if self.http:  # bind first: a busy port fails start-up before anything joins the bus
@@ -55,6 +72,7 @@ class Stack:
         return self
 
     async def _start(self, socks: dict[str, Any] | None) -> None:
+        await asyncio.to_thread(self.check_sandbox)
         if not self.url:
             n = self.cfg.settings.nats
             self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval)
