@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.aio.msg import Msg
 from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import StaleConnectionError
@@ -38,7 +39,6 @@ from nats.js.errors import (
     ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
-from nats.errors import AuthorizationError
 
 from pas import subjects as S
 from pas import wire
@@ -101,6 +101,29 @@ def split_servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+CREDS_HINT = ("PAS reads credentials from --creds-dir, $PAS_CREDS_DIR, settings.nats.creds_dir or "
+              "<data_dir>/creds (default .pas/creds, written by `pas up`): run `pas` where `pas up` runs, or point "
+              "one of those at that directory. A server you run yourself needs the users of `pas nats-config`.")
+
+
+class AuthRefused(Unavailable):
+    """The server refused who we are (or that we said nobody): waiting will not help."""
+
+
+def on_nats_error(user: str | None) -> Any:
+    """nats-py's error callback once connected: a refused publish/subscribe is logged at WARNING with
+    its subject (and the PAS user), anything else as before."""
+
+    async def _err(e: Exception) -> None:
+        text = str(e)
+        if "permissions violation" in text.lower():  # nats-py lowercases the server's -ERR text
+            log.warning("NATS refused %s: %s", user or "this connection", text.removeprefix("nats: "))
+        else:
+            log.warning("nats: %s", e)
+
+    return _err
+
+
 async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0,
                   ping_interval_s: float = 3.0, **kw: Any) -> Client:
     """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
@@ -114,10 +137,11 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
     t0 = loop.time()
     state: dict[str, Any] = {"connected": False, "last": None, "logged": None}
     fatal: asyncio.Future[BaseException] = loop.create_future()
+    report = kw.pop("error_cb", None) or on_nats_error(kw.get("user"))
 
     async def _err(e: Exception) -> None:
         if state["connected"]:
-            log.warning("nats: %s", e)
+            await report(e)
             return
         state["last"] = e
         if _refused(e):
@@ -151,7 +175,8 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
     err = fatal.result() if fatal.done() else (attempt.exception() if attempt.done() and not attempt.cancelled()
                                                 else state["last"])
     if err is not None and _refused(err):
-        raise Unavailable(f"NATS at {url} refused the credentials ({_reason(err)})")
+        who = f"user {kw['user']!r}" if kw.get("user") else "no credentials were given"
+        raise AuthRefused(f"NATS at {url} refused the credentials ({_reason(err)}; {who}). {CREDS_HINT}")
     raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
                       f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
 

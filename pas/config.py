@@ -5,7 +5,7 @@
     configs/agents.yaml  the topology: one entry per agent; adding a programmer is one entry
 
 Any field can be overridden at start-up with `-c dotted.key=value` (values parsed as YAML) or
-PAS_NATS_URL for the server URL.
+PAS_NATS_URL for the server URL, PAS_CREDS_DIR for the NATS users' credentials.
 
 Which directory (find_config_dir): --config-dir > $PAS_CONFIG_DIR > ./configs in the working
 directory if it exists > the defaults shipped inside the package (pas/defaults, identical to the
@@ -70,6 +70,17 @@ class NatsConfig(Strict):
     leader or the connection moves to another node, before the handler gives up on it."""
     ping_interval_s: float = 3.0
     """Client pings; a server that misses two is treated as gone and the client moves to another."""
+    auth: Literal["on", "off"] = "on"
+    """Least-privilege NATS users (pas/auth.py): the embedded server requires them and every PAS process
+    connects as its role's user. With an external server, credentials are used when found in creds_dir."""
+    creds_dir: str | None = None
+    """Where the users' credentials are (one <user>.json each, mode 0600); None: <data_dir>/creds.
+    PAS_CREDS_DIR and --creds-dir set it."""
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        return ("on" if v else "off") if isinstance(v, bool) else v  # YAML reads on/off as booleans
 
 
 class HeartbeatConfig(Strict):
@@ -377,6 +388,9 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
     env_url = os.environ.get("PAS_NATS_URL")
     if env_url:
         doc.setdefault("settings", {}).setdefault("nats", {})["url"] = env_url
+    env_creds = os.environ.get("PAS_CREDS_DIR")
+    if env_creds:
+        doc.setdefault("settings", {}).setdefault("nats", {})["creds_dir"] = env_creds
     try:
         return PasConfig.model_validate(doc)
     except ValidationError as e:

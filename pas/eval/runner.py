@@ -112,14 +112,17 @@ def build_job(task: EvalTask, mode: str, run_id: str, repo: Path, opts: EvalOpti
 class Harness:
     """One mode's stack on a NATS server, running tasks one after another."""
 
-    def __init__(self, cfg: PasConfig, url: str, mode: str, opts: EvalOptions, workdir: Path) -> None:
+    def __init__(self, cfg: PasConfig, url: str, mode: str, opts: EvalOptions, workdir: Path,
+                  data_dir: Path | None = None) -> None:
         self.cfg, self.url, self.mode, self.opts, self.workdir = cfg, url, mode, opts, workdir
-        self.stack = Stack(cfg, url=url, name=f"pas-eval-{mode}")
+        self.stack = Stack(cfg, url=url, data_dir=data_dir, name=f"pas-eval-{mode}")
         self.client: PasClient | None = None
 
     async def __aenter__(self) -> "Harness":
         await self.stack.start()
-        self.client = await PasClient.connect(self.url, self.cfg.settings.nats.request_timeout_s)
+        # A client like any other (the `client` NATS user when the server has users).
+        self.client = await PasClient.connect(self.url, self.cfg.settings.nats.request_timeout_s,
+                                              creds=self.stack.creds.get("client"))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -162,7 +165,10 @@ class Harness:
             if not hidden.passed and st["status"] != "completed":
                 out.reason += f" (run {st['status']}: {(st.get('message') or '')[:200]})"
         out.wall_s = round(time.monotonic() - t0, 3)
-        await comms.CommsLog(self.client.nc).log(
+        # The verdict goes into the run's comms log through PAS Root's connection (this process runs
+        # the agents; a NATS `client` user may read the log, not write it).
+        root = next(a for a in self.stack.agents if a.cfg.id == "root")
+        await root.comms.log(
             "eval", "root", "RESPONSE",
             ("" if out.conflicts else f"hidden tests on {branch}: ") +
             f"verdict {'PASS' if out.passed else 'FAIL'}: {out.reason}", run_id,
@@ -189,11 +195,15 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
     workdir.mkdir(parents=True, exist_ok=True)
     if progress:
         progress(f"repositories (task branches, pas/<run>/result) in {workdir}")
-    server = None
-    if not url:
+    server, data_dir = None, None
+    if not url:  # the embedded server, with PAS's NATS users unless settings.nats.auth is off (like `pas up`)
+        from pas import auth
         from pas.server import EmbeddedServer
 
-        server = EmbeddedServer(workdir / "nats", port=-1)
+        data_dir, block = workdir / "nats", ""
+        if cfg.settings.nats.auth == "on":
+            block = auth.server_block(cfg, auth.ensure_creds(auth.creds_dir(cfg, data_dir)))
+        server = EmbeddedServer(data_dir, port=-1, auth_block=block)
         await asyncio.to_thread(server.start)
         url = server.url
     results: list[Outcome] = []
@@ -202,7 +212,7 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
     await asyncio.to_thread(_lite)  # litellm's import costs seconds: not inside the first task's wall time
     try:
         for mode in opts.modes:
-            async with Harness(configs[mode], url, mode, opts, workdir) as h:
+            async with Harness(configs[mode], url, mode, opts, workdir, data_dir) as h:
                 for rep in range(1, opts.repeat + 1):
                     for task in tasks:
                         o = await h.run(task, rep)
