@@ -117,6 +117,7 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
     kv = got[("tests-kv", "solo")]
     assert kv.run_status == "completed" and kv.reason.startswith("hidden tests failed"), kv
     assert got[("fix-clamp", "solo")].run_status == "failed"
+    assert got[("fix-clamp", "solo")].result_branch is None  # no completed task changed anything: main is tested
     # the parallel parts of a multi-file feature were merged
     assert got[("feat-shapes", "swarm")].merged == 2 and got[("feat-shapes", "solo")].merged == 1
     shapes = got[("feat-shapes", "swarm")]
