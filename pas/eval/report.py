@@ -64,7 +64,8 @@ def table(results: list[Outcome]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
     lines.append("")
     s = summarize(results)["modes"]
-    lines.append("mode   pass rate (mean ± sd, min-max over repeats)  runs  tokens    cost        wall s  calls A/D/M/P")
+    lines.append("mode   pass rate (mean ± sd, min-max over repeats)  runs  tokens    cost        "
+                 "wall s  calls A/D/M/P")
     for mode, m in s.items():
         pr = m["pass_rate"]
         rate = f"{pr['mean'] * 100:5.1f}% ± {pr['stdev'] * 100:4.1f} ({pr['min'] * 100:.0f}-{pr['max'] * 100:.0f}%)"

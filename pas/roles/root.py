@@ -58,7 +58,8 @@ class RootRole(Role):
             await self._integrate(run)
         await R.put_run(self.bus, run)
         await R.emit(self.bus, S.run_status(run.run_id),
-                     R.event(run.run_id, "run", run.status, self.me.id, message=run.message if run.conflicts else ev.message),
+                     R.event(run.run_id, "run", run.status, self.me.id,
+                             message=run.message if run.conflicts else ev.message),
                      msg_id=f"{run.run_id}:status:final")
         await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"run {run.run_id} {run.status}",
                                    run.run_id, run.status)
