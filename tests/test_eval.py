@@ -172,15 +172,16 @@ def test_summary_over_repeats() -> None:
 
 
 def test_cli_end_to_end(fake_llm: Any, tmp_path: Path) -> None:
-    """`pas eval` as a user runs it (embedded nats-server, a packaged profile pointed at the fake
-    server): JSON and HTML written, repeats counted, litellm's price for the profile applied."""
+    """`pas eval` as a user runs it (embedded nats-server with NATS users, a packaged profile pointed
+    at the fake server, two runs at once): JSON and HTML written, repeats counted, litellm's price
+    for the profile applied."""
     [t] = load_tasks(pattern="fix-add")
     Oracle([t]).install(fake_llm, "gpt-4o-mini")
     from tests.fakellm import API_KEY_ENV
 
     out_json, out_html = tmp_path / "e.json", tmp_path / "e.html"
     p = subprocess.run([sys.executable, "-m", "pas", "eval", "--tasks", "fix-add", "--mode", "both", "--repeat", "2",
-                        "--model", "gpt-4o-mini", "--programmers", "1", "--json", str(out_json), "--html",
+                        "--model", "gpt-4o-mini", "--programmers", "2", "--parallel", "2", "--json", str(out_json), "--html",
                         str(out_html), "--workdir", str(tmp_path / "w"), "--env", sys.executable,
                         "-c", f"models.gpt-4o-mini.api_base={fake_llm.api_base}",
                         "-c", f"models.gpt-4o-mini.api_key_env={API_KEY_ENV}"],

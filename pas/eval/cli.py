@@ -28,6 +28,8 @@ def add_parser(sub: Any, common: Any) -> None:
     ev.add_argument("--repeat", type=int, default=1, metavar="K", help="run every task K times (pass rate mean/sd)")
     ev.add_argument("--budget", default="", metavar="tokens=N,usd=X",
                     help="per-run budget (default tokens=200000,usd=5)")
+    ev.add_argument("--parallel", type=int, default=1, metavar="P",
+                    help="runs in flight at once per mode (default 1: wall times without contention)")
     ev.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per run (default 600)")
     ev.add_argument("--env", help="the tasks' Python (job env) when a repository has no .venv (default: python3)")
     ev.add_argument("--workdir", help="where the task repositories go (default: a new temporary directory)")
@@ -67,8 +69,8 @@ async def main(args: argparse.Namespace, cfg: PasConfig) -> int:
     from pas.eval.tasks import load_tasks
 
     tasks = load_tasks(Path(args.tasks_dir) if args.tasks_dir else None, args.tasks)
-    if args.repeat < 1 or args.programmers < 1:
-        raise PasError("--repeat and --programmers must be at least 1")
+    if min(args.repeat, args.programmers, args.parallel) < 1:
+        raise PasError("--repeat, --programmers and --parallel must be at least 1")
     tokens, usd = parse_budget(args.budget)
     try:
         price_in, price_out = (float(x) for x in args.price.split(","))
@@ -76,7 +78,8 @@ async def main(args: argparse.Namespace, cfg: PasConfig) -> int:
         raise PasError("--price: use IN,OUT in USD per million tokens, e.g. 0.15,0.60") from None
     opts = EvalOptions(profile=args.model, modes=MODES if args.mode == "both" else (args.mode,),
                        programmers=args.programmers, repeat=args.repeat, tokens_max=tokens, cost_usd_max=usd,
-                       timeout_s=args.timeout, env=args.env, workdir=Path(args.workdir) if args.workdir else None)
+                       timeout_s=args.timeout, env=args.env, parallel=args.parallel,
+                       workdir=Path(args.workdir) if args.workdir else None)
     print(f"pas eval: {len(tasks)} task(s) x {', '.join(opts.modes)} x {opts.repeat}, model {opts.profile}, "
           f"{opts.programmers} programmer(s)", flush=True)
     results = await run_eval(cfg, tasks, opts, url=cfg.settings.nats.url or None, progress=_progress)

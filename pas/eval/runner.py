@@ -75,6 +75,8 @@ class EvalOptions:
     env: str | None = None
     """The tasks' Python (job `env`) when a repository has no .venv: default python3 on PATH."""
     workdir: Path | None = None
+    parallel: int = 1
+    """Runs in flight at once within a mode (wall times then include the contention)."""
 
 
 def mode_config(base: PasConfig, mode: str, profile: str, programmers: int) -> PasConfig:
@@ -189,7 +191,8 @@ class Harness:
 
 async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url: str | None = None,
                    progress: Callable[[Outcome | str], None] | None = None) -> list[Outcome]:
-    """Every task x mode x repeat, one after another. Starts the embedded nats-server unless `url`."""
+    """Every task x mode x repeat (`opts.parallel` at a time; modes one after another). Starts the
+    embedded nats-server unless `url`."""
     configs = {mode: mode_config(cfg, mode, opts.profile, opts.programmers) for mode in opts.modes}
     workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="pas-eval-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -213,12 +216,17 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
     try:
         for mode in opts.modes:
             async with Harness(configs[mode], url, mode, opts, workdir, data_dir) as h:
-                for rep in range(1, opts.repeat + 1):
-                    for task in tasks:
+                gate = asyncio.Semaphore(max(1, opts.parallel))
+
+                async def one(task: EvalTask, rep: int, h: Harness = h) -> Outcome:
+                    async with gate:
                         o = await h.run(task, rep)
-                        results.append(o)
-                        if progress:
-                            progress(o)
+                    if progress:
+                        progress(o)
+                    return o
+
+                jobs = [one(task, rep) for rep in range(1, opts.repeat + 1) for task in tasks]
+                results.extend(await asyncio.gather(*jobs))  # in task order, whatever finished first
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
