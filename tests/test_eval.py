@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from pas.eval.report import estimate_cost, render_html, summarize, table
 from pas.eval.runner import EvalOptions, run_eval
 from pas.eval.tasks import CATEGORIES, load_tasks, make_repo, run_hidden
 from pas.errors import PasError
+from pas.stack import Stack
 from tests.conftest import make_cfg
 from tests.eval_oracle import Oracle
 
@@ -143,6 +145,13 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
                           nats_server.url], capture_output=True, text=True, timeout=60)
     assert "verdict FAIL: merge conflict" in log.stdout, log.stdout[-2000:] + log.stderr[-2000:]
     assert "integrated 2 task branch(es) into pas/%s/result; merge conflict" % conflict.run_id in log.stdout
+    async with Stack(make_cfg(), url=nats_server.url, only=["gateway"]):  # `pas status` asks the gateway
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pas", "status", conflict.run_id,
+                                                    "--nats-url", nats_server.url, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = (b.decode() for b in await asyncio.wait_for(proc.communicate(), 60))
+    assert f"result: pas/{conflict.run_id}/result" in out, out + err
+    assert "conflict: task code-1-03 conflicts in defaults.py" in out
     # the report
     s = summarize(res)
     assert s["modes"]["swarm"]["pass_rate"]["mean"] == pytest.approx(0.4)
@@ -181,7 +190,8 @@ def test_cli_end_to_end(fake_llm: Any, tmp_path: Path) -> None:
 
     out_json, out_html = tmp_path / "e.json", tmp_path / "e.html"
     p = subprocess.run([sys.executable, "-m", "pas", "eval", "--tasks", "fix-add", "--mode", "both", "--repeat", "2",
-                        "--model", "gpt-4o-mini", "--programmers", "2", "--parallel", "2", "--json", str(out_json), "--html",
+                        "--model", "gpt-4o-mini", "--programmers", "2", "--parallel", "2",
+                        "--json", str(out_json), "--html",
                         str(out_html), "--workdir", str(tmp_path / "w"), "--env", sys.executable,
                         "-c", f"models.gpt-4o-mini.api_base={fake_llm.api_base}",
                         "-c", f"models.gpt-4o-mini.api_key_env={API_KEY_ENV}"],
