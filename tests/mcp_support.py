@@ -108,14 +108,22 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     assert any(m and m.startswith("task ") and m.endswith("completed (docs)") for m in later), later
     second = data(await session.call_tool("run_diff", {"run_id": reply["run_id"]}))
     assert second["repo"] == str(repo.resolve()) and [d["diff"] for d in second["diffs"]] == [""]
+    assert second["result_branch"] is None  # nothing changed: nothing to merge
 
     log = data(await session.call_tool("run_log", {"run_id": run_id}))
     assert log["count"] == len(log["entries"]) > 0
     assert {e["run_id"] for e in log["entries"]} == {run_id}
     assert any(e["msg_type"] == "STATUS" and "completed" in e["message"] for e in log["entries"])
 
-    diff = data(await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo)}))
+    # By default the run's merged result (Root merged the changed task branches into pas/<run>/result).
+    merged = data(await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo)}))
+    assert merged["result_branch"] == final["result_branch"] == f"pas/{run_id}/result" and merged["conflicts"] == []
+    [res] = merged["diffs"]
+    assert res["task_id"] is None and res["branch"] == f"pas/{run_id}/result"
+    assert "+written by a PAS task" in res["diff"] and "NOTES.md" in res["diff"]
+    diff = data(await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo), "per_task": True}))
     by_task = {d["task_id"]: d for d in diff["diffs"]}
+    assert len(by_task) == 2
     code_task = next(t["task_id"] for t in final["tasks"] if t["lane"] == "code")
     assert "+written by a PAS task" in by_task[code_task]["diff"]
     assert "NOTES.md" in by_task[code_task]["diff"]

@@ -53,8 +53,9 @@ class LogArgs(Args):
 
 class DiffArgs(Args):
     run_id: wire.RunId
-    task_id: Annotated[str | None, Meta(description="one task; default: every task of the run that has a "
-                                                    "branch")] = None
+    task_id: Annotated[str | None, Meta(description="one task's branch; default: the run's merged result "
+                                                    "(pas/<run_id>/result) once it exists, else every task's")] = None
+    per_task: Annotated[bool, Meta(description="every task's branch even when the run has a merged result")] = False
     repo: Annotated[str | None, Meta(description="the run's git repository; default: the repo this server "
                                                  "submitted the run with")] = None
     base: Annotated[str, Meta(max_length=256, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./~^@{}-]*$",
@@ -225,6 +226,8 @@ class Ops:
         tasks = [t for t in st["tasks"] if a.task_id in (None, t["task_id"])]
         if a.task_id and not tasks:
             raise NotFound(f"run {a.run_id} has no task {a.task_id!r}")
+        if not a.task_id and not a.per_task and st.get("result_branch"):  # the tasks' branches, merged by Root
+            tasks = [{"task_id": None, "branch": st["result_branch"], "status": st["status"], "diff_stat": None}]
         diffs = []
         for t in tasks:
             if not t.get("branch"):
@@ -242,7 +245,8 @@ class Ops:
             for d in diffs:
                 if len(d["diff"]) > share:
                     d["diff"] = d["diff"][:share] + f"\n[... diff truncated at {share} characters]"
-        return {"run_id": a.run_id, "repo": str(root), "base": a.base, "diffs": diffs}
+        return {"run_id": a.run_id, "repo": str(root), "base": a.base, "result_branch": st.get("result_branch"),
+                "conflicts": st.get("conflicts", []), "diffs": diffs}
 
     async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, AgentsArgs)
@@ -284,8 +288,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          schema(wire.RunRef), Ops.cancel_run, read_only=False),
     Tool("run_log", "Read the comms log (stream PAS_COMMS), like `pas log`: every message between agents, "
                     "filtered by run, agent, message type and time.", schema(LogArgs), Ops.run_log),
-    Tool("run_diff", "The changes a run's tasks made: `git diff <base>...pas/<run_id>/<task_id>` in the run's "
-                     "repository, per task (or one task).", schema(DiffArgs), Ops.run_diff),
+    Tool("run_diff", "The changes a run made, in its repository: `git diff <base>...<branch>` of the run's "
+                     "merged result pas/<run_id>/result (with the conflicts, if any), of one task's branch "
+                     "pas/<run_id>/<task_id>, or of every task's branch.", schema(DiffArgs), Ops.run_diff),
     Tool("agents", "Every agent of the topology with its health (alive/dead from heartbeats, status, age of "
                    "the last beat) and its model (live switches included), like `pas agents`; probe=true also "
                    "asks each agent directly.", schema(AgentsArgs), Ops.agents),
