@@ -157,6 +157,42 @@ async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
     return 0
 
 
+async def cmd_replay(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.replay import html, live, rebuild, timeline
+
+    if args.speed is not None and args.speed < 0:
+        raise BadRequest("--speed must be >= 0")
+    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s)
+    js = nc.jetstream()
+    try:
+        if args.rebuild:
+            rep = await rebuild.compare(js, args.run_id)
+            print(json.dumps(rep, indent=2) if args.json else rebuild.format_text(rep))
+            return 0 if rep["same"] else 1
+        if args.speed is not None:
+            n = await live.republish(js, args.run_id, args.speed)
+            if not n:
+                raise PasError(f"run {args.run_id}: nothing in PAS_EVENTS or PAS_COMMS")
+            print(f"pas: re-published {n} messages of {args.run_id} on {S.replay(args.run_id, '>')}")
+            return 0
+        if args.follow:
+            tl = await live.follow(js, args.run_id, lambda line: print(line, flush=True))
+        else:
+            tl = await timeline.build(js, args.run_id)
+        if tl.get("submitted_at") is None:
+            raise PasError(f"run {args.run_id}: nothing in PAS_EVENTS or PAS_COMMS")
+        if args.html:
+            Path(args.html).write_text(html.render(tl), encoding="utf-8")
+            print(f"pas: wrote {args.html}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(tl, indent=2))
+        elif not args.html and not args.follow:
+            print(timeline.format_text(tl))
+    finally:
+        await nc.close()
+    return 0
+
+
 def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     job: dict[str, Any] = {"title": args.title}
     if args.goal:

@@ -13,6 +13,7 @@ The subject tree is role-first so that each role's permissions are a few wildcar
     pas.comms.<run_id>.<from>.<type>   comms log entries (stream PAS_COMMS)
     pas.work.<tier>[.<lane>]           durable work queues between tiers (stream PAS_WORK)
     pas.run.<run_id>.>                 run and task state changes (stream PAS_EVENTS)
+    pas.replay.<run_id>.>              a past run's events re-published by `pas replay --speed` (core NATS)
 """
 
 from __future__ import annotations
@@ -178,6 +179,15 @@ DONE_TASK_FILTER = "pas.run.*.done.task.{lane}.*"
 DONE_JOB_FILTER = "pas.run.*.done.job.{lane}.*"
 DONE_LANE_FILTER = "pas.run.*.done.lane.*"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"
+
+# ---- replay (pas replay --speed) -----------------------------------------------------------
+REPLAY_ALL = "pas.replay.>"
+
+
+def replay(run_id: str, rest: str) -> str:
+    """pas.replay.<run>.run.<...> / .comms.<from>.<type> / .end: a past run re-published (core NATS)."""
+    return f"{PREFIX}.replay.{token(run_id)}.{rest}"
+
 
 # ---- helpers -------------------------------------------------------------------------------
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")
