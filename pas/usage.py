@@ -83,10 +83,18 @@ class RunLLM:
         self.client = LLMClient(apply_env_overrides(bus.cfg.models), on_call=self._on_call)
         self.profiles = self.client.profiles
         self._imported = False
+        from pas.rerun import Replayer
+
+        self.replayer = Replayer(bus, comms)  # `pas rerun`: recorded replies instead of live calls
 
     async def complete(self, *, agent: str, primary: str, backup: str | None, messages: list[dict[str, Any]],
                        run_id: str | None = None, max_tokens: int | None = None) -> LLMResult:
         if run_id:
+            replayed, live_profile = await self.replayer.answer(agent=agent, messages=messages, run_id=run_id)
+            if replayed is not None:
+                return replayed
+            if live_profile:  # a fork's --model AGENT=PROFILE
+                primary, backup = live_profile, None
             tokens_left, cost_left = await remaining(self.bus, run_id)
             if tokens_left <= 0 or cost_left <= 0:
                 await self.comms.log(agent, "llm", "LLM", f"{BUDGET_EXCEEDED}: no further LLM calls for this run",

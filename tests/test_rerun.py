@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from pas import recording
 from pas import subjects as S
+from pas import wire
 from pas.stack import Stack
 from tests.fakellm import Fail, Reply
-from tests.test_llm_pipeline import llm_entries, swarm_cfg
+from tests.test_llm_pipeline import EDIT_OK, llm_entries, swarm_cfg
+from tests.test_pipeline import make_repo
 
 
 async def test_every_exchange_is_recorded(nats_server: Any, client: Any, fake_llm: Any) -> None:
@@ -51,3 +57,87 @@ async def test_every_exchange_is_recorded(nats_server: Any, client: Any, fake_ll
     # per call: the recording's JSON plus ~250 B of subject, headers and index (the open block is
     # not compressed yet: S2 applies to sealed blocks)
     assert blocks and 0 < info.state.bytes - sum(raw) < 3 * 400 and on_disk >= sum(raw)
+
+
+PLAN_A = '{"lanes": [{"lane": "code", "brief": "add a double() helper to calc"}]}'
+PLAN_D = json.dumps({"jobs": [{"tasks": [{"instruction": "add a double() helper", "executor": "llm",
+                                          "files": ["src/calc/__init__.py"],
+                                          "acceptance": "python -m pytest -q -p no:cacheprovider tests"}]}]})
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+async def pas(url: str, *args: str, timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pas", *args, "--nats-url", url,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def planned_and_edited(nats_server: Any, client: Any, fake_llm: Any, tmp_path: Path) -> tuple[Any, Path]:
+    """A run planned by models (architect, director) and edited by a model (llm executor)."""
+    fake_llm.script("pa", Reply(PLAN_A, prompt_tokens=90, completion_tokens=20))
+    fake_llm.script("pd", Reply(PLAN_D, prompt_tokens=70, completion_tokens=40))
+    fake_llm.default("pp", Reply(EDIT_OK, prompt_tokens=200, completion_tokens=60))
+    cfg = swarm_cfg(fake_llm, architect="pa", dir_code="pd", **{f"prog_{i:03d}": "pp" for i in range(1, 11)})
+    repo = make_repo(tmp_path)
+    st = await Stack(cfg, url=nats_server.url).start()
+    await client.submit({"title": "dbl", "goal": "Give calc a double() helper", "run_id": "par1",
+                         "repo": str(repo), "env": sys.executable})
+    res = await client.wait("par1", timeout_s=90)
+    assert res["status"] == "completed" and res["usage"]["tokens"] == 110 + 110 + 260, res
+    return st, repo
+
+
+async def job_specs(st: Stack, run_id: str) -> bytes:
+    got = await st.bus.kv_get(S.KV_TREE, f"{run_id}.job.code-1", wire.JobRecord)
+    assert got is not None
+    return wire.encode(got[0].specs)
+
+
+async def test_rerun_replays_recorded_replies(nats_server: Any, client: Any, fake_llm: Any, tmp_path: Path) -> None:
+    st, repo = await planned_and_edited(nats_server, client, fake_llm, tmp_path)
+    try:
+        asked = len(fake_llm.requests)
+        assert asked == 3
+        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "par1-r1", "--json")
+        assert rc == 0, out + err
+        rep = json.loads(out)
+        assert rep == {"run_id": "par1-r1", "parent": "par1", "status": "completed", "tokens": 0, "cost_usd": 0.0,
+                       "replayed_calls": 3, "live_calls": 0, "divergence": None}
+        assert len(fake_llm.requests) == asked  # the model server got no request during the rerun
+        # the same plan, the same tasks, the same diff, byte for byte
+        assert await job_specs(st, "par1-r1") == await job_specs(st, "par1")
+        plans = [await st.bus.kv_get(S.KV_TREE, f"{r}.plan", wire.PlanRecord) for r in ("par1", "par1-r1")]
+        assert plans[0] and plans[1] and plans[0][0].lanes == plans[1][0].lanes == ["code"]
+        d1 = git(repo, "diff", "main...pas/par1/code-1-01")
+        d2 = git(repo, "diff", "main...pas/par1-r1/code-1-01")
+        assert "def double" in d1 and d1.encode() == d2.encode()
+        # the link: the spec names the parent
+        spec = json.loads((await st.bus.kv[S.KV_TREE].get("par1-r1.rerun")).value)
+        assert spec["parent"] == "par1" and len(spec["calls"]) == 3
+
+        # changed code: the programmer's prompt differs from the recording -> named precisely, and stopped
+        (repo / "src" / "calc" / "__init__.py").write_text(
+            "# changed after the run\n" + (repo / "src" / "calc" / "__init__.py").read_text())
+        git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "change")
+        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "par1-r2", "--json")
+        rep = json.loads(out)
+        div = rep["divergence"]
+        assert rc == 1 and rep["status"] == "cancelled" and rep["replayed_calls"] == 2, rep
+        assert div["agent"].startswith("prog-") and div["call"] == 1 and div["action"] == "stop"
+        assert div["expected"]["agent"].startswith("prog-") and div["expected"]["index"] == 3
+        assert div["message_index"] == 1 and div["role"] == "user"
+        assert "+# changed after the run" in div["diff"]
+        assert len(fake_llm.requests) == asked
+        # --on-diverge live: the diverging call goes to the model, the rest is replayed
+        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "par1-r3", "--on-diverge", "live",
+                                 "--json")
+        rep = json.loads(out)
+        assert rc == 0 and rep["status"] == "completed" and rep["replayed_calls"] == 2 and rep["live_calls"] == 1
+        assert rep["tokens"] == 260 and rep["divergence"]["action"] == "live"
+        assert len(fake_llm.requests) == asked + 1 and fake_llm.requests[-1].model == "pp"
+    finally:
+        await st.stop()
