@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--timeout", type=float, default=3600.0)
     rr.add_argument("--json", action="store_true")
 
+    df = sub.add_parser("diff", help="compare two runs: plans, task outcomes, diffs, tokens, cost")
+    _common(df)
+    df.add_argument("run_a")
+    df.add_argument("run_b")
+    df.add_argument("--json", action="store_true")
+
     sm = sub.add_parser("submit", help="submit a job; prints the run id")
     _common(sm)
     sm.add_argument("title")

@@ -141,3 +141,43 @@ async def test_rerun_replays_recorded_replies(nats_server: Any, client: Any, fak
         assert len(fake_llm.requests) == asked + 1 and fake_llm.requests[-1].model == "pp"
     finally:
         await st.stop()
+
+
+EDIT_FORK = EDIT_OK.replace("return b + a", "return int(a) + int(b)").replace("2 * x", "x + x")
+
+
+async def test_fork_from_a_step_and_diff(nats_server: Any, client: Any, fake_llm: Any, tmp_path: Path) -> None:
+    fake_llm.default("pp2", Reply(EDIT_FORK, prompt_tokens=150, completion_tokens=50))
+    st, repo = await planned_and_edited(nats_server, client, fake_llm, tmp_path)
+    st.cfg.models["pp2"] = fake_llm.profile("pp2")
+    st.bus.llm.client.profiles["pp2"] = fake_llm.profile("pp2")  # the agents know the fork's model
+    try:
+        asked = len(fake_llm.requests)
+        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "fork1", "--from", "prog",
+                                 "--model", "prog=pp2", "--set", "title=forked", "--json")
+        rep = json.loads(out)
+        assert rc == 0 and rep["status"] == "completed", out + err
+        # the plan replayed (architect, director), the programmers live on the other model
+        assert rep["replayed_calls"] == 2 and rep["live_calls"] == 1 and rep["tokens"] == 200
+        assert rep["divergence"] is None
+        assert [r.model for r in fake_llm.requests[asked:]] == ["pp2"]
+        assert (await client.status("fork1"))["title"] == "forked"
+        rc, out, _ = await pas(nats_server.url, "diff", "par1", "fork1", "--json")
+        d = json.loads(out)
+        assert rc == 1 and not d["same"] and d["plan"]["same"] and d["status"] == ["completed", "completed"]
+        assert d["tokens"] == [480, 200] and d["llm_calls"] == [3, 1]
+        [t] = d["tasks"]
+        assert t["task_id"] == "code-1-01" and t["same_outcome"] is False and t["same_diff"] is False
+        assert "+    return b + a" in t["diff_a"] and "+    return int(a) + int(b)" in t["diff_b"]
+        assert t["diff_b"] == git(repo, "show", "--format=", "--no-color", "pas/fork1/code-1-01")
+        rc, text, _ = await pas(nats_server.url, "diff", "par1", "fork1")
+        assert "plan: same" in text and "task code-1-01: completed vs completed, diff different" in text
+        assert "tokens: 480 vs 200" in text
+        # a faithful rerun is the same as its parent
+        rc, _, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "par1-r1")
+        assert rc == 0, err
+        rc, out, _ = await pas(nats_server.url, "diff", "par1", "par1-r1", "--json")
+        d = json.loads(out)
+        assert rc == 0 and d["same"] and d["tokens"] == [480, 0]
+    finally:
+        await st.stop()
