@@ -170,7 +170,8 @@ async def cmd_replay(args: argparse.Namespace, cfg: PasConfig) -> int:
 
     if args.speed is not None and args.speed < 0:
         raise BadRequest("--speed must be >= 0")
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s)
+    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
+                       **auth.connect_kw(auth.user_creds(cfg, "client")))
     js = nc.jetstream()
     try:
         if args.rebuild:
@@ -213,7 +214,8 @@ async def cmd_rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
         # the profile is the agents' to resolve (their models.yaml): an unknown one fails that call, logged
         models[agent] = prof
     cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
-    bus = await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False)
+    bus = await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
+                         **auth.connect_kw(auth.user_creds(cfg, "client")))
     client = await open_client(cfg)
     try:
         new = args.new_run_id or await _free_rerun_id(client, args.run_id)
@@ -256,7 +258,8 @@ async def cmd_diff(args: argparse.Namespace, cfg: PasConfig) -> int:
     from pas.replay import diff
 
     cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
-    bus = await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False)
+    bus = await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
+                         **auth.connect_kw(auth.user_creds(cfg, "client")))
     client = await open_client(cfg)
     try:
         d = diff.compare(await diff.side(bus, client, args.run_a), await diff.side(bus, client, args.run_b))

@@ -69,9 +69,12 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
-async def pas(url: str, *args: str, timeout: float = 120) -> tuple[int, str, str]:
+async def pas(url: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    import os
+
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pas", *args, "--nats-url", url,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env={**os.environ, **(env or {})})
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -181,3 +184,50 @@ async def test_fork_from_a_step_and_diff(nats_server: Any, client: Any, fake_llm
         assert rc == 0 and d["same"] and d["tokens"] == [480, 0]
     finally:
         await st.stop()
+
+
+async def test_replay_rerun_diff_with_permissions_on(tmp_path: Path, fake_llm: Any) -> None:
+    """NATS users on (the default of `pas up`): recordings written as each tier's user, replay/rerun/diff as
+    `client`, the timeline endpoint as `adapter`, with no permission violation."""
+    import httpx
+
+    from pas.client import PasClient
+    from tests.http_support import free_port_offset
+
+    fake_llm.script("pa", Reply('{"lanes": [{"lane": "docs", "brief": "document the API"}]}'))
+    fake_llm.script("pd", Reply('{"jobs": [{"tasks": [{"instruction": "write intro", "executor": "echo"}]}]}'))
+    cfg = swarm_cfg(fake_llm, architect="pa", dir_docs="pd")
+    cfg.settings.nats.port = -1
+    cfg.settings.http.port_offset = free_port_offset(cfg)
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
+               data_dir=tmp_path / "data", http=True)
+    await st.start()
+    env = {"PAS_CREDS_DIR": str(tmp_path / "data" / "creds")}
+    try:
+        client = await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
+        try:
+            await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "sec1"})
+            assert (await client.wait("sec1", timeout_s=60))["status"] == "completed"
+        finally:
+            await client.close()
+        url = st.url or ""
+        rc, out, err = await pas(url, "replay", "sec1", "--json", env=env)
+        assert rc == 0 and len(json.loads(out)["llm_calls"]) == 2, err
+        rc, _, err = await pas(url, "replay", "sec1", "--rebuild", env=env)
+        assert rc == 0, err
+        rc, out, err = await pas(url, "replay", "sec1", "--speed", "0", env=env)
+        assert rc == 0 and "re-published" in out, err
+        asked = len(fake_llm.requests)
+        rc, out, err = await pas(url, "rerun", "sec1", "--run-id", "sec1-r1", "--json", env=env)
+        assert rc == 0 and json.loads(out)["replayed_calls"] == 2, out + err
+        assert len(fake_llm.requests) == asked
+        rc, out, err = await pas(url, "diff", "sec1", "sec1-r1", env=env)
+        assert rc == 0 and "plan: same" in out, out + err
+        async with httpx.AsyncClient(timeout=30) as h:
+            r = await h.get(f"{st.http_server.url('hmi')}/api/runs/sec1/timeline")  # type: ignore[union-attr]
+            assert r.status_code == 200 and r.json()["status"] == "completed"
+    finally:
+        await st.stop()
+    text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text, \
+        [ln for ln in text.splitlines() if "Violation" in ln][:5]
