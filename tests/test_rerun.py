@@ -121,6 +121,10 @@ async def test_rerun_replays_recorded_replies(nats_server: Any, client: Any, fak
         # the link: the spec names the parent
         spec = json.loads((await st.bus.kv[S.KV_TREE].get("par1-r1.rerun")).value)
         assert spec["parent"] == "par1" and len(spec["calls"]) == 3
+        rc, out, _ = await pas(nats_server.url, "replay", "par1-r1", "--json")
+        tl = json.loads(out)  # the rerun's timeline names its parent and shows every call replayed
+        assert tl["parent"] == "par1" and [c["replayed"] for c in tl["llm_calls"]] == [True] * 3
+        assert tl["totals"]["tokens"] == 0 and tl["tasks"][0]["status"] == "completed"
 
         # changed code: the programmer's prompt differs from the recording -> named precisely, and stopped
         (repo / "src" / "calc" / "__init__.py").write_text(

@@ -1,7 +1,10 @@
-"""Read one run's messages from a stream, oldest first, with their stream sequence and store time.
+"""Read a stream's messages on a filter subject, oldest first, with their stream sequence and store time
+(one run's events for `pas replay`; the comms log for `pas log`, pas.comms.read).
 
-An ephemeral pull consumer with no acks (so its pending count is exact), pulled in batches; without
-`follow` it stops after the messages that existed when it started, with `follow` it tails.
+An ephemeral pull consumer with no acks (no deliveries until asked, so its pending count is exact),
+pulled in batches on a plain callback subscription (nats-py's fetch() costs a task and a timer per
+message); without `follow` it stops after the messages that existed when it started, with `follow`
+it tails until `stop` is set.
 """
 
 from __future__ import annotations
@@ -39,11 +42,14 @@ def _meta(reply: str) -> tuple[int, datetime]:
 
 
 async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: bool = False,
-                   stop: asyncio.Event | None = None, batch: int = 1000) -> AsyncIterator[Raw]:
+                   since: datetime | None = None, stop: asyncio.Event | None = None, idle_timeout_s: float = 0.5,
+                   batch: int = 1000) -> AsyncIterator[Raw]:
     nc = js._nc  # noqa: SLF001 - the connection under this JetStream context
     name = nc._nuid.next().decode()  # noqa: SLF001
-    cc = ConsumerConfig(name=name, deliver_policy=DeliverPolicy.ALL, filter_subject=subject,
-                        inactive_threshold=30.0, ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1)
+    cc = ConsumerConfig(name=name, deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
+                        opt_start_time=since.isoformat() if since else None,  # type: ignore[arg-type]
+                        filter_subject=subject, inactive_threshold=30.0, ack_policy=AckPolicy.NONE,
+                        mem_storage=True, num_replicas=1)
     info = await js.add_consumer(stream, cc)
     remaining = info.num_pending
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -54,7 +60,7 @@ async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: b
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_msg)
     nxt = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
-    expires_s = 1.0
+    expires_s = 1.0 if follow else max(idle_timeout_s, 2.0)
     try:
         while (follow and not (stop and stop.is_set())) or remaining > 0:
             want = batch if follow else min(batch, remaining)

@@ -72,7 +72,7 @@ def build_from(run_id: str, msgs: Iterable[Raw]) -> dict[str, Any]:
     rows.sort(key=lambda r: (r[0], r[1].stream, r[1].seq))
     t0 = next((ts for ts, m, b in rows if m.stream == S.STREAM_EVENTS and b.get("kind") == "run"
                and b.get("status") == "queued"), rows[0][0] if rows else None)
-    tl: dict[str, Any] = {"run_id": run_id, "title": "", "status": "unknown", "submitted_at": None,
+    tl: dict[str, Any] = {"run_id": run_id, "title": "", "parent": None, "status": "unknown", "submitted_at": None,
                           "duration_s": 0.0, "steps": [], "tasks": [], "llm_calls": [], "failovers": [],
                           "critical_path": [], "totals": {"tokens": 0, "cost_usd": 0.0, "llm_calls": 0,
                                                           "unknown_cost_calls": 0, "failovers": 0}}
@@ -130,6 +130,8 @@ def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> No
     agent = b["from_agent"]
     if b["msg_type"] == "CMD" and agent == "client" and not tl["title"] and b["message"].startswith("submit "):
         tl["title"] = b["message"][len("submit "):].strip("'\"")
+    if b["msg_type"] == "CMD" and agent == "client" and b.get("metadata", {}).get("parent"):
+        tl["parent"] = b["metadata"]["parent"]  # a rerun or fork (pas rerun)
     tl["steps"].append({"t": t, "tier": tier_of(agent), "agent": agent, "kind": f"comms.{b['msg_type']}",
                         "id": b["to_agent"], "status": b.get("status", ""), "subject": "", "comms_seq": seq,
                         "text": f"{agent} -> {b['to_agent']}: {b['message'][:300]}"})
@@ -141,7 +143,7 @@ def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> No
             "profile": md.get("profile"), "model": b.get("llm_model"), "tokens_in": md.get("tokens_in", 0),
             "tokens_out": md.get("tokens_out", 0), "tokens": b.get("tokens") or 0, "cost_usd": b.get("cost_usd"),
             "latency_s": lat, "ok": bool(md.get("ok")), "error": md.get("error"),
-            "recording": md.get("recording"), "failover": False}
+            "recording": md.get("recording"), "replayed": bool(md.get("replayed")), "failover": False}
     calls = tl["llm_calls"]
     prev = next((c for c in reversed(calls) if c["agent"] == agent), None)
     if call["ok"] and prev is not None and not prev["ok"] and prev["profile"] != call["profile"]:
@@ -218,7 +220,7 @@ def format_step(s: dict[str, Any]) -> str:
 def format_text(tl: dict[str, Any]) -> str:
     """The timeline as text: steps by time, then task bars, LLM calls, the critical path."""
     out = [f"run {tl['run_id']} {tl['title']!r} {tl['status']} in {tl['duration_s']:.2f}s "
-           f"(submitted {tl['submitted_at']})"]
+           f"(submitted {tl['submitted_at']}{', rerun of ' + tl['parent'] if tl['parent'] else ''})"]
     out += [format_step(s) for s in tl["steps"]]
     out.append("tasks (queued -> running -> done):")
     for x in tl["tasks"]:
@@ -230,6 +232,7 @@ def format_text(tl: dict[str, Any]) -> str:
         cost = "unknown" if c["cost_usd"] is None else f"${c['cost_usd']:.6f}"
         out.append(f"  +{c['t']:8.3f}s {c['agent']:<14} {c['profile']} {c['model']} tok={c['tokens']} cost={cost} "
                    f"{c['latency_s'] * 1000:.0f}ms{' FAILOVER' if c['failover'] else ''}"
+                   f"{' (replayed)' if c['replayed'] else ''}"
                    f"{'' if c['ok'] else ' FAILED: ' + str(c['error'])}")
     tot = tl["totals"]
     out.append(f"totals: {tot['llm_calls']} llm calls, {tot['tokens']} tokens, ${tot['cost_usd']:.6f} "
