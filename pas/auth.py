@@ -144,7 +144,7 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
                    # every exchange recorded; a rerun reads recordings, notes a divergence, cancels on it
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
                                            (f"{API}.STREAM.MSG.GET.{S.STREAM_RECORDINGS}",)),
-                   kv_write(S.KV_TREE, "*.divergence"), S.GATEWAY_CANCEL])
+                   kv_write(S.KV_TREE, "*.divergence"), kv_write(S.KV_TREE, "*.forked"), S.GATEWAY_CANCEL])
     if user == "gateway":
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL],
               pub=[S.WORK_ROOT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),

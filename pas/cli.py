@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--on-diverge", choices=["stop", "live"], default="stop",
                     help="a prompt with no recording: cancel the run (stop, default) or call the model (live)")
     rr.add_argument("--from", dest="from_step", metavar="STEP",
-                    help="replay until STEP, then go live: an agent or role[-lane] (architect, dir-docs, mgr-code, prog)")
+                    help="replay until STEP, then go live: task:<task_id>, lane:<lane>, or an agent id or role[-lane] "
+                         "(architect, dir-docs, mgr-code, prog)")
     rr.add_argument("--model", dest="models", action="append", default=[], metavar="AGENT=PROFILE",
                     help="the model profile of live calls by AGENT (an agent id or role[-lane]) (repeatable)")
     rr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

@@ -8,10 +8,11 @@ run id written as <run>), with 0 tokens and no model call. A prompt with no reco
 the first one is stored at pas_tree[<new>.divergence] (create: the first wins) and logged (comms ERROR);
 then the run is cancelled (on_diverge="stop", the default) or the call goes live ("live").
 
-A fork (`--from STEP`) replays until STEP, then goes live: STEP is an agent or a role-and-lane
-(`architect`, `dir-docs`, `mgr-code`, `prog`, `prog-003`); every call by a matching agent, and every call
-whose recorded counterpart comes at or after the first recorded call of STEP, is made live, with
-`--model AGENT=PROFILE` choosing the profile of live calls by that agent (or role).
+A fork (`--from STEP`) replays until STEP, then goes live: STEP is `task:<task_id>`, `lane:<lane>`, an
+agent id or a role[-lane] (`architect`, `dir-docs`, `mgr-code`, `prog`, `prog-003`). Calls at STEP go to
+the model (noted at pas_tree[<run>.forked]); after that, a prompt with no recording is the fork's
+consequence and goes live too, while calls whose prompts still match (other lanes) stay replayed.
+`--model AGENT=PROFILE` chooses the profile of live calls by that agent (or role).
 """
 
 from __future__ import annotations
@@ -72,13 +73,31 @@ def divergence_key(run_id: str) -> str:
     return f"{run_id}.divergence"
 
 
+def forked_key(run_id: str) -> str:
+    return f"{run_id}.forked"
+
+
 def role_key(agent: str) -> str:
     """prog-003 -> prog, mgr-code-01 -> mgr-code, dir-docs -> dir-docs, architect -> architect."""
     return re.sub(r"-\d+$", "", agent)
 
 
-def matches_step(agent: str, step: str | None) -> bool:
-    return bool(step) and (agent == step or role_key(agent) == step)
+def lane_of(agent: str) -> str | None:
+    """The lane in a director's or manager's id (dir-docs, mgr-code-01)."""
+    m = re.fullmatch(r"(?:dir|mgr)-([a-z]+)(?:-\d+)?", agent)
+    return m.group(1) if m else None
+
+
+def matches_step(agent: str, ctx: dict[str, str | None], step: str | None) -> bool:
+    """STEP: task:<task_id> (the programmer running that task), lane:<lane> (its director, managers and
+    programmers), or an agent id / role[-lane] (architect, dir-docs, mgr-code, prog, prog-003)."""
+    if not step:
+        return False
+    if step.startswith("task:"):
+        return ctx.get("task_id") == step[5:]
+    if step.startswith("lane:"):
+        return ctx.get("lane") == step[5:]
+    return agent == step or role_key(agent) == step
 
 
 def first_difference(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> tuple[int | None, str | None, str]:
@@ -127,14 +146,15 @@ class Replayer:
             return None, None
         n = self.counts[(run_id, agent)] = self.counts.get((run_id, agent), 0) + 1
         live = self.live_profile(spec, agent)
-        if matches_step(agent, spec.from_step):
+        if spec.from_step and matches_step(agent, await self._context(run_id, agent), spec.from_step):
+            await self._mark_forked(run_id, agent)
             return None, live
         key = recording.prompt_key(messages, run_id)
         used = self.used.setdefault(run_id, set())
         hit = next((c for c in spec.calls if c.prompt_key == key and c.index not in used), None)
-        if hit is not None and spec.from_step and hit.index >= self._fork_index(spec):
-            return None, live
         if hit is None:
+            if spec.from_step and await self._forked(run_id):
+                return None, live  # downstream of the fork: a new prompt is expected, not a divergence
             await self._diverged(spec, run_id, agent, n, messages)
             return None, live
         used.add(hit.index)
@@ -150,12 +170,28 @@ class Replayer:
         return LLMResult(rec.reply or "", rec.profile, rec.model_used or rec.model_requested, 0, 0, 0.0, 0.0,
                          False, [], rec.finish_reason), None
 
-    def _fork_index(self, spec: RerunSpec) -> int:
-        return next((c.index for c in spec.calls if matches_step(c.agent, spec.from_step)), 1 << 30)
+    async def _context(self, run_id: str, agent: str) -> dict[str, str | None]:
+        """The lane (and, for a programmer, the task it is running: its KV record) of a call."""
+        if role_key(agent) != "prog":
+            return {"lane": lane_of(agent), "task_id": None}
+        tasks = await self.bus.kv_values(S.KV_TREE, f"{run_id}.task.*", wire.TaskRecord)
+        t = next((t for t in tasks if t.programmer == agent and t.status == "running"), None)
+        return {"lane": t.lane if t else None, "task_id": t.task_id if t else None}
+
+    async def _mark_forked(self, run_id: str, agent: str) -> None:
+        try:
+            await self.bus.kv[S.KV_TREE].create(forked_key(run_id), json.dumps({"agent": agent}).encode())
+        except Exception:  # noqa: BLE001 - already marked
+            pass
+
+    async def _forked(self, run_id: str) -> bool:
+        try:
+            await self.bus.kv[S.KV_TREE].get(forked_key(run_id))
+        except KeyNotFoundError:
+            return False
+        return True
 
     async def _diverged(self, spec: RerunSpec, run_id: str, agent: str, n: int, messages: list[dict[str, Any]]) -> None:
-        if spec.from_step and matches_step(agent, spec.from_step):
-            return
         used = self.used.get(run_id, set())
         cands = [c for c in spec.calls if c.index not in used and role_key(c.agent) == role_key(agent)] or \
                 [c for c in spec.calls if c.index not in used]

@@ -160,7 +160,7 @@ async def test_fork_from_a_step_and_diff(nats_server: Any, client: Any, fake_llm
     st.bus.llm.client.profiles["pp2"] = fake_llm.profile("pp2")  # the agents know the fork's model
     try:
         asked = len(fake_llm.requests)
-        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "fork1", "--from", "prog",
+        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "fork1", "--from", "task:code-1-01",
                                  "--model", "prog=pp2", "--set", "title=forked", "--json")
         rep = json.loads(out)
         assert rc == 0 and rep["status"] == "completed", out + err
@@ -180,6 +180,21 @@ async def test_fork_from_a_step_and_diff(nats_server: Any, client: Any, fake_llm
         rc, text, _ = await pas(nats_server.url, "diff", "par1", "fork1")
         assert "plan: same" in text and "task code-1-01: completed vs completed, diff different" in text
         assert "tokens: 480 vs 200" in text
+        # a fork at the plan with a changed goal: the architect goes live, and every prompt downstream of
+        # it (no recording: the fork's consequence, not a divergence) goes live too
+        fake_llm.script("pa", Reply(PLAN_A.replace("double", "triple")))
+        fake_llm.script("pd", Reply(PLAN_D.replace("double", "triple")))
+        asked = len(fake_llm.requests)
+        rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "fork2", "--from", "architect",
+                                 "--set", "goal=Give calc a triple() helper", "--json")
+        rep = json.loads(out)
+        assert rc == 0 and rep["status"] == "completed" and rep["divergence"] is None, out + err
+        assert rep["replayed_calls"] == 0 and rep["live_calls"] == 3
+        assert [r.model for r in fake_llm.requests[asked:]] == ["pa", "pd", "pp"]
+        assert "triple" in fake_llm.requests[asked].messages[-1]["content"]
+        rc, out, _ = await pas(nats_server.url, "diff", "par1", "fork2", "--json")
+        d = json.loads(out)
+        assert rc == 1 and not d["plan"]["same"] and "triple" in json.dumps(d["plan"]["jobs"]["code-1"]["b"])
         # a faithful rerun is the same as its parent
         rc, _, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "par1-r1")
         assert rc == 0, err

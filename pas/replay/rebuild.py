@@ -7,7 +7,7 @@ Derived per key, the fields the events determine:
     <run>.lane.<lane>   director, jobs, status
     <run>.job.<job>     manager, tasks, status
     <run>.task.<task>   every field of the last TaskRecord event (status, programmer, attempts, ...)
-Keys the events cannot rebuild (<run>.request, .usage, .rerun, .divergence) are not compared.
+Keys the events cannot rebuild (<run>.request, .usage, .rerun, .divergence, .forked) are not compared.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _normal(key: str, run_id: str, v: dict[str, Any]) -> dict[str, Any]:
 async def compare(js: JetStreamContext, run_id: str) -> dict[str, Any]:
     derived = await derive(js, run_id)
     held = {k: v for k, v in (await kv_tree(js, run_id)).items()
-            if not k.endswith((".request", ".usage", ".rerun", ".divergence"))}
+            if not k.endswith((".request", ".usage", ".rerun", ".divergence", ".forked"))}
     diffs: list[dict[str, Any]] = []
     for key in sorted(set(derived) | set(held)):
         if key not in held:
