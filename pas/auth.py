@@ -194,12 +194,12 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
              # pas replay (PAS_EVENTS, --rebuild against KV, --speed), pas rerun (its spec, its comms entry), pas diff
              read_stream(S.STREAM_EVENTS), kv_read(S.KV_RUNS), kv_read(S.KV_TREE), S.REPLAY_ALL,
              kv_write(S.KV_TREE, "*.rerun"), "pas.comms.*.client.*"],
-        sub=[S.EVENTS_ALL, S.COMMS_ALL, "_INBOX.client.>"])
+        sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, "_INBOX.client.>"])
     out["adapter"] = Perms().add(
         pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
              S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_TREE), f"{API}.STREAM.INFO.*", read_stream(S.STREAM_EVENTS)],  # + timelines
-        sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.ctl("*", "model_changed"),
+        sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              "_INBOX.adapter.>"])
     out["admin"] = Perms().add(pub=["pas.ctl.>", f"{API}.>", "$SRV.>"], sub=["pas.ctl.>", "_INBOX.admin.>"])
     return {u: out[u] for u in USERS}
