@@ -97,7 +97,7 @@ async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
         started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=tasks,
         usage=wire.Usage(tokens=used.tokens, cost_usd=round(used.cost_usd, 8), llm_calls=used.calls,
                          unknown_cost_calls=unknown),
-        message=run.message, degraded=run.degraded,
+        message=run.message, degraded=run.degraded, result_branch=run.result_branch, conflicts=run.conflicts,
     )
 
 

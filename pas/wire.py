@@ -109,6 +109,10 @@ class RunRecord(Base):
     finished_at: datetime | None = None
     message: str = ""
     degraded: bool = False
+    result_branch: str | None = None
+    """pas/<run>/result: the completed tasks' branches merged in task order (pas.integrate)."""
+    conflicts: list[str] = []
+    """Task branches that did not merge into result_branch, with the files (a conflict fails the run)."""
 
 
 class PlanRecord(Base):
@@ -226,6 +230,8 @@ class RunStatus(Base):
     started_at: datetime | None = None
     message: str = ""
     degraded: bool = False
+    result_branch: str | None = None
+    conflicts: list[str] = []
 
 
 class RunEvent(Base):
