@@ -1,4 +1,4 @@
-"""Programmers: the pool. Each pulls tasks from pas.work.prog when it has a free slot (so dispatch
+"""Programmers: the pool. Each pulls tasks from pas.work.prog.<band> (pas.priority) when it has a free slot (so dispatch
 is least-loaded by construction), runs them in the task's own workspace, and pushes the result up.
 
 A programmer that dies mid-task stops sending in-progress acks; after the ack deadline JetStream
@@ -70,7 +70,9 @@ class ProgrammerRole(Role):
 
     def work(self) -> list[WorkSpec]:
         p = self.cfg.settings.pool
-        return [WorkSpec(S.STREAM_WORK, S.CONSUMER_PROG, wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s)]
+        bands = tuple(S.consumer_prog(b) for b in wire.PRIORITIES)  # highest first (pas.priority)
+        return [WorkSpec(S.STREAM_WORK, bands[0], wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s,
+                         bands=bands, wake_subject=S.WORK_PROG_ALL, burst=p.priority_burst)]
 
     async def start(self) -> None:
         self._cancel_sub = await self.bus.nc.subscribe(S.RUN_CANCEL_ALL, cb=self._on_cancel)

@@ -1,0 +1,142 @@
+"""Approval mode end to end through a real nats-server: the run waits in waiting_approval after
+planning, with no task on any programmer, until approve (optionally dropping tasks), reject or the
+approval timeout; the wait survives a restart of every PAS process."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from pas import comms as comms_mod
+from pas.client import PasClient
+from pas.errors import BadRequest, Conflict, NotFound
+from pas.stack import Stack
+from tests.conftest import make_cfg, wait_for
+
+TASKS = [{"lane": "code", "instruction": "echo alpha", "command": "echo alpha", "executor": "command"},
+         {"lane": "code", "instruction": "echo beta", "command": "echo beta", "executor": "command"},
+         {"lane": "docs", "instruction": "echo gamma", "command": "echo gamma", "executor": "command"}]
+
+
+def job(run_id: str, **kw: Any) -> dict[str, Any]:
+    return {"title": "needs approval", "run_id": run_id, "approval_mode": True, "tasks": TASKS, **kw}
+
+
+async def waiting(client: PasClient, run_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    async def check() -> Any:
+        st = await client.status(run_id)
+        return st if st["status"] == "waiting_approval" else None
+    return await wait_for(check, timeout_s, 0.1)
+
+
+async def comms(nc: Any, run_id: str) -> list[Any]:
+    return [e async for e in comms_mod.read(nc.jetstream(), run_id=run_id)]
+
+
+def ran(entries: list[Any]) -> list[str]:
+    """Tasks a programmer started: its "run task <id> (attempt n)" entries."""
+    return [e.message.split()[2] for e in entries if e.message.startswith("run task ")]
+
+
+async def test_plan_visible_then_approve_with_a_task_dropped(stack: Stack, client: PasClient) -> None:
+    await client.submit(job("ap1"))
+    st = await waiting(client, "ap1")
+    assert st["approval"]["status"] == "pending" and st["approval"]["deadline"]
+    plan = await client.plan("ap1")
+    assert plan["complete"] and plan["status"] == "waiting_approval" and plan["approval_mode"]
+    tasks = {t["task_id"]: t for j in plan["jobs"] for t in j["tasks"]}
+    assert sorted(t["spec"]["command"] for t in tasks.values()) == ["echo alpha", "echo beta", "echo gamma"]
+    assert {t["status"] for t in tasks.values()} == {"queued"}
+    assert ran(await comms(client.nc, "ap1")) == []  # the plan is complete, nothing has run
+    drop = next(t for t, v in tasks.items() if v["spec"]["command"] == "echo beta")
+
+    with pytest.raises(BadRequest):  # an unknown task id is refused, and nothing is decided
+        await client.approve("ap1", by="alice", drop=["code-1-99"])
+    with pytest.raises(NotFound):
+        await client.approve("nope", by="alice")
+    res = await client.approve("ap1", by="alice", drop=[drop], reason="beta is not needed")
+    assert res["status"] == "running"
+    with pytest.raises(Conflict):  # decided once
+        await client.reject("ap1", reason="too late", by="bob")
+
+    final = await client.wait("ap1", timeout_s=60)
+    assert final["status"] == "completed", final
+    by_id = {t["task_id"]: t for t in final["tasks"]}
+    assert by_id[drop]["status"] == "skipped" and "alice" in by_id[drop]["error"]
+    assert {t["status"] for k, t in by_id.items() if k != drop} == {"completed"}
+    assert final["approval"]["decided_by"] == "alice" and final["approval"]["dropped"] == [drop]
+    entries = await comms(client.nc, "ap1")
+    assert sorted(ran(entries)) == sorted(k for k in by_id if k != drop)  # the dropped task never ran
+    decision = [e for e in entries if e.message.startswith("approve plan of ap1")]
+    assert len(decision) == 1 and decision[0].from_agent == "alice" and decision[0].metadata["by"] == "alice"
+    assert decision[0].metadata["dropped"] == [drop]
+    # Order: waiting_approval announced before any programmer started a task.
+    msgs = [e.message for e in entries]
+    first_run = next(i for i, m in enumerate(msgs) if m.startswith("run task "))
+    assert any("waiting for approval" in m for m in msgs[:first_run])
+    assert msgs.index(decision[0].message) < first_run
+
+
+async def test_reject_ends_the_run_and_nothing_runs(stack: Stack, client: PasClient) -> None:
+    await client.submit(job("rj1"))
+    await waiting(client, "rj1")
+    with pytest.raises(BadRequest):
+        await client.request("pas.gateway.reject", {"run_id": "rj1", "drop": ["x"]})
+    res = await client.reject("rj1", reason="touches the wrong module", by="carol")
+    assert res["status"] == "rejected"
+    final = await client.wait("rj1", timeout_s=10)
+    assert final["status"] == "rejected" and "carol" in final["message"] and "wrong module" in final["message"]
+    # The managers mark the held tasks skipped; no programmer ever starts one.
+    await wait_for(lambda: _all_skipped(client, "rj1"), 20, 0.1)
+    entries = await comms(client.nc, "rj1")
+    assert ran(entries) == []
+    decision = [e for e in entries if e.message.startswith("reject plan of rj1")]
+    assert len(decision) == 1 and decision[0].metadata == {"by": "carol", "decision": "rejected", "dropped": [],
+                                                           "reason": "touches the wrong module"}
+    with pytest.raises(Conflict):
+        await client.approve("rj1", by="carol")
+
+
+async def _all_skipped(client: PasClient, run_id: str) -> bool:
+    st = await client.status(run_id)
+    return len(st["tasks"]) == 3 and {t["status"] for t in st["tasks"]} == {"skipped"}
+
+
+@pytest.mark.parametrize("cfg", [make_cfg("settings.work.approval_timeout_s=1")])
+async def test_approval_timeout_rejects(stack: Stack, client: PasClient) -> None:
+    await client.submit(job("to1"))
+    final = await client.wait("to1", timeout_s=30)
+    assert final["status"] == "rejected" and final["approval"]["reason"] == "approval timed out"
+    assert final["approval"]["decided_by"] == "gateway"
+    await wait_for(lambda: _all_skipped(client, "to1"), 20, 0.1)
+    entries = await comms(client.nc, "to1")
+    assert ran(entries) == []
+    assert any(e.message == "reject plan of to1: approval timed out" and e.metadata["by"] == "gateway"
+               for e in entries)
+
+
+async def test_wait_survives_restart_of_every_process(nats_server: Any, client: PasClient) -> None:
+    cfg = make_cfg()
+    first = Stack(cfg, url=nats_server.url)
+    await first.start()
+    try:
+        await client.submit(job("rs1"))
+        await waiting(client, "rs1")
+    finally:
+        await first.stop()  # every agent gone; only nats-server holds the state
+    second = Stack(make_cfg(), url=nats_server.url)
+    await second.start()
+    try:
+        plan = await client.plan("rs1")
+        assert plan["status"] == "waiting_approval" and plan["complete"]
+        assert len([t for j in plan["jobs"] for t in j["tasks"]]) == 3
+        await client.approve("rs1", by="dave")
+        final = await client.wait("rs1", timeout_s=60)
+        assert final["status"] == "completed", final
+        assert {t["status"] for t in final["tasks"]} == {"completed"}
+        assert sorted(ran(await comms(client.nc, "rs1"))) == sorted(t["task_id"] for t in final["tasks"])
+    finally:
+        await second.stop()
