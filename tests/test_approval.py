@@ -5,6 +5,7 @@ approval timeout; the wait survives a restart of every PAS process."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -140,3 +141,79 @@ async def test_wait_survives_restart_of_every_process(nats_server: Any, client: 
         assert sorted(ran(await comms(client.nc, "rs1"))) == sorted(t["task_id"] for t in final["tasks"])
     finally:
         await second.stop()
+
+
+async def test_http_plan_approve_reject(nats_server: Any) -> None:
+    """Gateway port (GET /runs/{id}/plan, POST /runs/{id}/approve) and HMI (/api/runs/{id}/plan, /reject)."""
+    from tests.http_support import http_cfg, poll
+
+    st = Stack(http_cfg(), url=nats_server.url, http=True)
+    await st.start()
+    gw, hmi = st.http_server.url("gateway"), st.http_server.url()
+    try:
+        async with httpx.AsyncClient(timeout=30) as c:
+            async def status(run_id: str) -> dict[str, Any]:
+                return (await c.get(f"{gw}/runs/{run_id}")).json()
+
+            r = await c.post(f"{gw}/submit", json=job("h1"))
+            assert r.status_code == 200, r.text
+            await poll(lambda: status("h1"), lambda s: s.get("status") == "waiting_approval", 30, 0.1)
+            r = await c.get(f"{gw}/runs/h1/plan")
+            assert r.status_code == 200 and r.json()["complete"]
+            drop = r.json()["jobs"][0]["tasks"][0]["task_id"]
+            assert (await c.get(f"{gw}/runs/nope/plan")).status_code == 404
+            r = await c.post(f"{gw}/runs/h1/approve", json={"drop": [drop], "by": "erin"})
+            assert r.status_code == 200 and r.json()["status"] == "running", r.text
+            r = await c.post(f"{gw}/runs/h1/approve", json={})
+            assert r.status_code == 409 and "not waiting_approval" in json.dumps(r.json())
+            final = await poll(lambda: status("h1"), lambda s: s.get("status") in ("completed", "failed"), 60, 0.2)
+            assert final["status"] == "completed"
+            assert {t["task_id"]: t["status"] for t in final["tasks"]}[drop] == "skipped"
+
+            r = await c.post(f"{hmi}/api/submit", json=job("h2"))
+            assert r.status_code == 200, r.text
+            await poll(lambda: status("h2"), lambda s: s.get("status") == "waiting_approval", 30, 0.1)
+            r = await c.get(f"{hmi}/api/runs/h2/plan")
+            assert r.status_code == 200 and len(r.json()["jobs"]) == 2
+            r = await c.post(f"{hmi}/api/runs/h2/reject", json={"reason": "not now", "drop": ["x"]})
+            assert r.status_code == 400  # drop is for approve
+            r = await c.post(f"{hmi}/api/runs/h2/reject", json={"reason": "not now"})
+            assert r.status_code == 200 and r.json()["status"] == "rejected", r.text
+            final = await status("h2")
+            assert final["approval"]["decided_by"] == "http:127.0.0.1" and final["approval"]["reason"] == "not now"
+    finally:
+        await st.stop()
+
+
+def test_cli_plan_approve(nats_server: Any, pas_procs: Any, tmp_path: Any) -> None:
+    """`pas submit --approval`, `pas plan`, `pas approve --drop`, in separate processes."""
+    import subprocess
+    import sys
+
+    from tests.conftest import fast_args
+
+    pas_procs("--nats-url", nats_server.url, *fast_args())
+
+    def pas(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pas", *args, "--nats-url", nats_server.url],
+                              capture_output=True, text=True, timeout=60)
+
+    r = pas("submit", "cli approval", "--approval", "--priority", "10", "--run-id", "c1",
+            "--task", "code:echo one", "--task", "code:echo two")
+    assert r.returncode == 0 and r.stdout.strip() == "c1", r.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        p = pas("plan", "c1", "--json")
+        plan = json.loads(p.stdout) if p.returncode == 0 else {}
+        if plan.get("status") == "waiting_approval":
+            break
+        assert time.monotonic() < deadline, p.stdout + p.stderr
+    text = pas("plan", "c1").stdout
+    assert "approval: pending" in text and "code-1-01" in text and "echo two" in text
+    r = pas("approve", "c1", "--drop", "code-1-02", "--by", "frank")
+    assert r.returncode == 0 and r.stdout.strip() == "c1 running (dropped code-1-02)", r.stdout + r.stderr
+    r = pas("reject", "c1", "--reason", "late")
+    assert r.returncode == 1 and "not waiting_approval" in r.stderr
+    r = pas("status", "c1", "--json")
+    st = json.loads(r.stdout)
+    assert st["priority"] == 10 and st["approval"]["decided_by"] == "frank"
