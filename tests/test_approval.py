@@ -217,3 +217,47 @@ def test_cli_plan_approve(nats_server: Any, pas_procs: Any, tmp_path: Any) -> No
     r = pas("status", "c1", "--json")
     st = json.loads(r.stdout)
     assert st["priority"] == 10 and st["approval"]["decided_by"] == "frank"
+
+
+async def test_hmi_plan_view_approve_and_reject_buttons(nats_server: Any) -> None:
+    """Debian Chromium + Playwright: the plan view of a waiting run, Approve with a task unticked,
+    Reject with a reason."""
+    from playwright.async_api import expect
+
+    from tests.http_support import http_cfg
+    from tests.test_hmi_browser import ARTIFACTS, WAIT_MS, hmi_on
+
+    async with hmi_on(http_cfg(), nats_server.url) as hmi:
+        await hmi.open()
+        page = hmi.page
+        await hmi.client.submit(job("b1"))
+        row = page.get_by_test_id("run-b1")
+        await expect(row).to_have_attribute("data-status", "waiting_approval", timeout=WAIT_MS)
+        await row.click()
+        plan = page.get_by_test_id("plan-view")
+        await expect(plan).to_be_visible(timeout=WAIT_MS)
+        await expect(plan.locator('[data-testid^="plan-task-"]')).to_have_count(3)
+        await expect(plan).to_contain_text("echo beta")
+        await page.get_by_test_id("plan-keep-code-1-02").uncheck()
+        await page.get_by_test_id("approve-b1").click()
+        await expect(row).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+        await expect(plan).to_be_hidden()
+        view = page.get_by_test_id("run-view")
+        await expect(view.get_by_test_id("task-code-1-02")).to_have_attribute("data-status", "skipped",
+                                                                            timeout=WAIT_MS)
+        await expect(view.locator('[data-testid^="task-"][data-status="completed"]')).to_have_count(2)
+        st = await hmi.client.status("b1")
+        assert st["approval"]["dropped"] == ["code-1-02"] and st["approval"]["decided_by"] == "http:127.0.0.1"
+
+        await hmi.client.submit(job("b2"))
+        row2 = page.get_by_test_id("run-b2")
+        await expect(row2).to_have_attribute("data-status", "waiting_approval", timeout=WAIT_MS)
+        await row2.click()
+        await expect(plan.locator('[data-testid^="plan-task-"]')).to_have_count(3, timeout=WAIT_MS)
+        await page.get_by_test_id("plan-reason").fill("wrong lane split")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "hmi-plan-view.png"))
+        await page.get_by_test_id("reject-b2").click()
+        await expect(row2).to_have_attribute("data-status", "rejected", timeout=WAIT_MS)
+        st = await hmi.client.status("b2")
+        assert st["status"] == "rejected" and st["approval"]["reason"] == "wrong lane split"
