@@ -50,7 +50,6 @@ class BandedWorkLoop(WorkLoop):
         self.turn = 0  # which lower band gets the next aging pick first
         self._wake = asyncio.Event()
         self._inboxes: list[Any] = []
-        self.picks: list[str] = []  # consumer of each task taken, most recent last (kept short)
 
     def order(self) -> list[int]:
         """Band indexes to try, in order, for the next pick."""
@@ -69,7 +68,6 @@ class BandedWorkLoop(WorkLoop):
             self.streak += 1
         else:
             self.streak_band, self.streak = i, 1
-        self.picks = (self.picks + [self.durables[i]])[-100:]
 
     async def _pull(self, i: int) -> Msg | None:
         """One no-wait pull from band i, answered on that band's own inbox (a JetStream delivery

@@ -161,6 +161,8 @@ class GatewayRole(Role):
                                    + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
                                    metadata={"by": by, "decision": run.approval.status,
                                              "dropped": run.approval.dropped, "reason": d.reason})
+        # Should this gateway die before the managers are told, the item makes another one finish it.
+        await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run.run_id), msg_id=f"{run.run_id}:decided")
         await self._announce_decision(run)
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
