@@ -25,6 +25,7 @@ from typing import Awaitable, Literal, Mapping
 
 from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
+from pas.sandbox import Box, handed_over
 
 OUTPUT_CAP = 64 * 1024
 """Characters of aider's output kept (the tail)."""
@@ -94,6 +95,42 @@ def _replied(history: Path) -> bool:
     return False
 
 
+async def _collect(proc: asyncio.subprocess.Process, timeout_s: float,
+                   stop: Awaitable[object] | None) -> tuple[str, bool, bool]:
+    """aider's output (the tail), whether it timed out, whether `stop` ended it; its sandbox is
+    killed in any case."""
+    buf = bytearray()
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            buf.extend(chunk)
+            if len(buf) > 4 * OUTPUT_CAP:
+                del buf[: len(buf) - 2 * OUTPUT_CAP]
+
+    reader = asyncio.create_task(pump())
+    timed_out = stopped = False
+    waiter = asyncio.ensure_future(proc.wait())
+    stopper = asyncio.ensure_future(stop) if stop is not None else None
+    try:
+        done, _ = await asyncio.wait([w for w in (waiter, stopper) if w is not None], timeout=timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        timed_out = waiter not in done
+        stopped = stopper is not None and stopper in done
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await proc.wait()
+        await reader
+    output = bytes(buf).decode(errors="replace")
+    return (output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]), timed_out, stopped
+
+
 def _reasons(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if _ERR_LINE.search(ln)]
     uniq = list(dict.fromkeys(lines))[:5]
@@ -116,19 +153,23 @@ async def _exclude_aider_files(workdir: Path) -> None:
         pass
 
 
-def _env(model: str, api_base: str | None, api_key_env: str | None,
-         base_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base_env is None else base_env)
-    env.update({"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1", "COLUMNS": "500"})
+def _env(model: str, api_base: str | None, api_key_env: str | None) -> dict[str, str]:
+    """What aider gets on top of the sandbox's scrubbed environment: its endpoint and its own key
+    (under the profile's variable name, and as OPENAI_API_KEY for OpenAI-compatible models)."""
+    env = {"NO_COLOR": "1", "TERM": "dumb", "PYTHONUNBUFFERED": "1", "COLUMNS": "500",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and key:
+        env[api_key_env] = key
+    openai_like = model.startswith("openai/") or "/" not in model
     if api_base:
         env["OPENAI_API_BASE"] = api_base
         env["OPENAI_BASE_URL"] = api_base
         if model.startswith("ollama"):
             env["OLLAMA_API_BASE"] = api_base
-        if model.startswith("openai/") or "/" not in model:
-            env["OPENAI_API_KEY"] = key or env.get("OPENAI_API_KEY") or NO_KEY
-    elif key and (model.startswith("openai/") or "/" not in model):
+        if openai_like:
+            env["OPENAI_API_KEY"] = key or os.environ.get("OPENAI_API_KEY") or NO_KEY
+    elif key and openai_like:
         env["OPENAI_API_KEY"] = key
     return env
 
@@ -147,14 +188,21 @@ async def run_aider(
     map_tokens: int | None = None,
     base_env: Mapping[str, str] | None = None,
     stop: Awaitable[object] | None = None,
+    box: Box | None = None,
 ) -> AiderResult:
     """Run `aider --message instruction files...` in `workdir` and judge the outcome.
 
     `edit_format` forces aider's edit format (default: aider's choice for the model);
     `map_tokens=0` turns aider's repo map off. `base_env` is the environment aider runs in (the
-    repository's toolchain, pas.repoenv; default PAS's). `stop`, when it completes first, ends the
-    run like the timeout does (a caller's deadline that is an event, not a clock)."""
+    repository's toolchain, pas.repoenv; default PAS's), filtered by the sandbox's allowlist. `stop`,
+    when it completes first, ends the run like the timeout does (a caller's deadline that is an
+    event, not a clock). aider runs in the sandbox `box` (default: the default policy) with the
+    network shared: it must reach its model (see README, threat model)."""
     workdir = Path(workdir)
+    box = box or Box()
+    problem = box.problem()
+    if problem:
+        return AiderResult("failed", None, "", "", f"refused: no sandbox for aider: {problem}")
     exe = find_binary(binary)
     if exe is None:
         return AiderResult("failed", None, "", "", f"aider binary not found: {binary!r}")
@@ -184,46 +232,20 @@ async def run_aider(
         if map_tokens is not None:
             args.append(f"--map-tokens={map_tokens}")
         args += ["--", *files]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args, cwd=str(workdir), env=_env(model, api_base, api_key_env, base_env),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
-        except OSError as e:
-            return AiderResult("failed", None, "", "", f"aider could not start: {e}")
-        buf = bytearray()
-
-        async def pump() -> None:
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(65536):
-                buf.extend(chunk)
-                if len(buf) > 4 * OUTPUT_CAP:
-                    del buf[: len(buf) - 2 * OUTPUT_CAP]
-
-        reader = asyncio.create_task(pump())
-        timed_out = stopped = False
-        waiter = asyncio.ensure_future(proc.wait())
-        stopper = asyncio.ensure_future(stop) if stop is not None else None
-        try:
-            done, _ = await asyncio.wait([w for w in (waiter, stopper) if w is not None], timeout=timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            timed_out = waiter not in done
-            stopped = stopper is not None and stopper in done
-        finally:
-            if stopper is not None:
-                stopper.cancel()
-            if proc.returncode is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            await proc.wait()
-            await reader
-        raw = bytes(buf)
-        output = raw.decode(errors="replace")
-        output = output if len(output) <= OUTPUT_CAP else output[-OUTPUT_CAP:]
+        launch = box.launch(args, workdir, extra_env=_env(model, api_base, api_key_env), source_env=base_env,
+                            network=True, rw=[t])
+        async with handed_over(launch):
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv, cwd=str(workdir), env=launch.env,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                )
+            except OSError as e:
+                return AiderResult("failed", None, "", "", f"aider could not start: {e}")
+            output, timed_out, stopped = await _collect(proc, timeout_s, stop)
         replied = _replied(history)
+
     new_files = {f for f in await untracked_files(workdir) - before if not f.startswith(".aider")}
     diff = await git_diff(workdir, new_files)
     code = proc.returncode

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
 
 from nats.aio.client import Client
+from nats.errors import AuthorizationError
 from nats.aio.msg import Msg
 from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import StaleConnectionError
@@ -38,7 +39,6 @@ from nats.js.errors import (
     ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
-from nats.errors import AuthorizationError
 
 from pas import subjects as S
 from pas import wire
@@ -101,6 +101,29 @@ def split_servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+CREDS_HINT = ("PAS reads credentials from --creds-dir, $PAS_CREDS_DIR, settings.nats.creds_dir or "
+              "<data_dir>/creds (default .pas/creds, written by `pas up`): run `pas` where `pas up` runs, or point "
+              "one of those at that directory. A server you run yourself needs the users of `pas nats-config`.")
+
+
+class AuthRefused(Unavailable):
+    """The server refused who we are (or that we said nobody): waiting will not help."""
+
+
+def on_nats_error(user: str | None) -> Any:
+    """nats-py's error callback once connected: a refused publish/subscribe is logged at WARNING with
+    its subject (and the PAS user), anything else as before."""
+
+    async def _err(e: Exception) -> None:
+        text = str(e)
+        if "permissions violation" in text.lower():  # nats-py lowercases the server's -ERR text
+            log.warning("NATS refused %s: %s", user or "this connection", text.removeprefix("nats: "))
+        else:
+            log.warning("nats: %s", e)
+
+    return _err
+
+
 async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0,
                   ping_interval_s: float = 3.0, **kw: Any) -> Client:
     """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
@@ -114,10 +137,11 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
     t0 = loop.time()
     state: dict[str, Any] = {"connected": False, "last": None, "logged": None}
     fatal: asyncio.Future[BaseException] = loop.create_future()
+    report = kw.pop("error_cb", None) or on_nats_error(kw.get("user"))
 
     async def _err(e: Exception) -> None:
         if state["connected"]:
-            log.warning("nats: %s", e)
+            await report(e)
             return
         state["last"] = e
         if _refused(e):
@@ -151,7 +175,8 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
     err = fatal.result() if fatal.done() else (attempt.exception() if attempt.done() and not attempt.cancelled()
                                                 else state["last"])
     if err is not None and _refused(err):
-        raise Unavailable(f"NATS at {url} refused the credentials ({_reason(err)})")
+        who = f"user {kw['user']!r}" if kw.get("user") else "no credentials were given"
+        raise AuthRefused(f"NATS at {url} refused the credentials ({_reason(err)}; {who}). {CREDS_HINT}")
     raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
                       f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
 
@@ -264,21 +289,45 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
 
 
 async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
-    for sc in _stream_configs(cfg):
+    retry_s = cfg.settings.nats.js_retry_s
+
+    async def ensure_stream(sc: StreamConfig) -> None:
         try:
             await js.add_stream(sc)
         except BadRequestError:
             await js.update_stream(sc)
-    for kc in kv_specs(cfg):
+
+    async def ensure_kv(kc: KeyValueConfig) -> None:
         try:
             await js.create_key_value(kc)
         except BadRequestError:
             pass  # exists with other settings: keep it (its data is what matters)
-    for stream, cc in consumer_specs(cfg):
+
+    async def ensure_consumer(stream: str, cc: ConsumerConfig) -> None:
         try:
             await js.add_consumer(stream, cc)
         except BadRequestError:
             pass
+
+    # On a cluster another process may be creating the same assets, or a leader may be moving: a
+    # "not found" for an asset being created is retried like unavailability.
+    async def step(what: str, op: Callable[[], Awaitable[None]]) -> None:
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                return await retry_js(what, op, retry_s)
+            except NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("provision %s: not found while the cluster settles; retrying", what)
+                await asyncio.sleep(0.2)
+
+    for sc in _stream_configs(cfg):
+        await step(f"stream {sc.name}", lambda sc=sc: ensure_stream(sc))  # type: ignore[misc]
+    for kc in kv_specs(cfg):
+        await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
+    for stream, cc in consumer_specs(cfg):
+        await step(f"consumer {cc.durable_name}", lambda s=stream, c=cc: ensure_consumer(s, c))  # type: ignore[misc]
 
 
 @dataclass

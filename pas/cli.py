@@ -10,6 +10,7 @@ import signal
 import sys
 from datetime import datetime, timedelta, timezone
 
+from pas.auth import USERS
 from pas.config import PasConfig, load_config
 from pas.errors import ConfigError, PasError
 
@@ -26,6 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
                    help="give up if NATS cannot be reached within this time (default: settings.nats."
                         "connect_timeout_s=30 for up/http, client_connect_timeout_s=5 for the client commands)")
+    p.add_argument("--creds-dir", help="NATS users' credentials (also PAS_CREDS_DIR; default <data_dir>/creds)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--backup", action="store_true")
     _common(ms)
 
+    cr = sub.add_parser("creds", help="print a `nats` CLI context (env and flags) for one PAS NATS user")
+    _common(cr)
+    cr.add_argument("role", choices=USERS, help="the PAS NATS user")
+    cr.add_argument("--data-dir", help="the data dir of `pas up` (its creds/ subdirectory)")
+
+    nc = sub.add_parser("nats-config", help="print the nats-server `authorization` block of PAS's users")
+    _common(nc)
+    nc.add_argument("--data-dir", help="keep the generated credentials in <data_dir>/creds")
+
     bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
     bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")
     bn.add_argument("--json", help="write figures to this JSON file")
@@ -145,6 +156,8 @@ def load(args: argparse.Namespace) -> PasConfig:
     cfg = load_config(getattr(args, "config_dir", None), overrides, getattr(args, "agent_files", None))
     if getattr(args, "nats_url", None):
         cfg.settings.nats.url = args.nats_url
+    if getattr(args, "creds_dir", None):
+        cfg.settings.nats.creds_dir = args.creds_dir
     if getattr(args, "nats_port", None) is not None and cfg.settings.nats.url and args.cmd == "up":
         given = ("--nats-url" if getattr(args, "nats_url", None) else
                  "PAS_NATS_URL" if os.environ.get("PAS_NATS_URL") else "settings.nats.url")
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(commands.cmd_init(args, None))
         cfg = load(args)
 
-        fn = getattr(commands, f"cmd_{args.cmd}")
+        fn = getattr(commands, f"cmd_{args.cmd.replace('-', '_')}")
         return asyncio.run(fn(args, cfg)) or 0
     except ConfigError as e:
         print(f"pas: config error: {e.message}", file=sys.stderr)

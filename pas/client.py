@@ -60,10 +60,14 @@ class PasClient:
         self.timeout_s = timeout_s
 
     @classmethod
-    async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0,
+    async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0, creds: Any = None,
                       **kw: Any) -> "PasClient":
-        """Connect with pas.bus.connect (waits up to connect_timeout_s, then Unavailable)."""
-        return cls(await connect(url, name="pas-client", connect_timeout_s=connect_timeout_s, **kw), timeout_s)
+        """Connect with pas.bus.connect (waits up to connect_timeout_s, then Unavailable); creds: a
+        pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
+        from pas.auth import connect_kw
+
+        nc = await connect(url, name="pas-client", connect_timeout_s=connect_timeout_s, **connect_kw(creds), **kw)
+        return cls(nc, timeout_s)
 
     async def close(self) -> None:
         if not self.nc.is_closed:

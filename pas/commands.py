@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas import wire
@@ -19,6 +20,7 @@ from pas.cli import client_url, install_stop_signals, parse_since
 from pas.client import PasClient
 from pas.config import PasConfig, find_config_dir
 from pas.errors import BadRequest, PasError
+from pas.redact import redact
 from pas.stack import Stack
 
 
@@ -47,6 +49,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     if not await unless_stopped(stack.start(), stop):
         return 130
     where = "embedded nats-server" if stack.server else "existing server"
+    if stack.creds:
+        where += f", NATS users on, credentials in {auth.creds_dir(cfg, stack.data_dir)}"
     web = f", HTTP adapter and HMI on {stack.http_server.url()}" if stack.http_server else ", no HTTP adapter"
     print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}{web}); Ctrl-C to stop", flush=True)
     if args.ready_file:
@@ -74,9 +78,11 @@ async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
     return task.result()
 
 
-async def open_client(cfg: PasConfig) -> PasClient:
+async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
+    """A client connection as this PAS NATS user (its credentials from the creds dir, if any)."""
     n = cfg.settings.nats
-    return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s)
+    return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s,
+                                   creds=auth.user_creds(cfg, user))
 
 
 def _age(ts: Any) -> str:
@@ -101,7 +107,8 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
 
 
 async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s)
+    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
+                       **auth.connect_kw(auth.user_creds(cfg, "client")))
     try:
         js = nc.jetstream()
         states: dict[str, wire.AgentState] = {}
@@ -147,11 +154,12 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s)
+    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
+                       **auth.connect_kw(auth.user_creds(cfg, "client")))
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
                                       since=parse_since(args.since), follow=args.follow):
-            print(json.dumps(wire.to_builtins(e)) if args.json else comms_mod.format_entry(e), flush=True)
+            print(redact(json.dumps(wire.to_builtins(e))) if args.json else comms_mod.format_entry(e), flush=True)
     finally:
         await nc.close()
     return 0
@@ -341,7 +349,7 @@ async def cmd_reject(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_model(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
+    client = await open_client(cfg, "admin")  # models are changed by admin only
     try:
         body = {"backup" if args.backup else "primary": args.profile}
         res = await client.request(S.ctl(args.agent, "set_model"), body)
@@ -358,7 +366,7 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    server = await unless_stopped(start_adapter(cfg, client_url(cfg)), stop)
+    server = await unless_stopped(start_adapter(cfg, client_url(cfg), creds=auth.user_creds(cfg, "adapter")), stop)
     if server is None:
         return 130
     h = cfg.settings.http
@@ -391,4 +399,29 @@ async def cmd_init(args: argparse.Namespace, cfg: PasConfig | None) -> int:
     where = dest.resolve()
     used = "" if where == (Path.cwd() / "configs").resolve() else f" (use it with --config-dir {dest} or PAS_CONFIG_DIR)"
     print(f"pas init: wrote {', '.join(CONFIG_FILES)} to {where}{used}")
+    return 0
+
+
+# ---- NATS users ----------------------------------------------------------------------------
+async def cmd_creds(args: argparse.Namespace, cfg: PasConfig) -> int:
+    if args.data_dir:
+        cfg.settings.nats.data_dir = args.data_dir
+    where = auth.creds_dir(cfg)
+    creds = auth.load_creds(where).get(args.role)
+    if creds is None:
+        raise PasError(f"no credentials for {args.role!r} in {where}: `pas up` writes them for its embedded server "
+                       f"(or `pas nats-config` for a server of your own); see --creds-dir / PAS_CREDS_DIR")
+    print(auth.cli_context(client_url(cfg), creds), end="")
+    return 0
+
+
+async def cmd_nats_config(args: argparse.Namespace, cfg: PasConfig) -> int:
+    if args.data_dir:
+        cfg.settings.nats.data_dir = args.data_dir
+    where = auth.creds_dir(cfg)
+    creds = auth.ensure_creds(where)  # generated once; PAS processes read them from the same place
+    print(f"# PAS NATS users for the topology in {args.config_dir or 'configs/'} (pas nats-config);\n"
+          f"# passwords are in {where}. Save as pas-auth.conf and add `include ./pas-auth.conf` to every\n"
+          f"# server's config; start PAS with --creds-dir {where} (or PAS_CREDS_DIR).")
+    print(auth.server_block(cfg, creds), end="")
     return 0

@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from pas import subjects as S
 from pas import wire
-
+from pas.redact import redact, redact_obj
 
 
 class CommsLog:
@@ -44,6 +44,7 @@ class CommsLog:
         cost_usd: float | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        message = redact(message)
         if len(message) > self.preview_chars:
             message = message[: self.preview_chars] + f"... [{len(message)} chars]"
         entry = wire.CommsEntry(
@@ -57,7 +58,7 @@ class CommsLog:
             llm_model=llm_model,
             tokens=tokens,
             cost_usd=cost_usd,
-            metadata=metadata or {},
+            metadata=redact_obj(metadata) if metadata else {},  # type: ignore[arg-type]
         )
         # No round trip on the agent's hot path either way.
         subject, data = S.comms(run_id, from_agent, msg_type), wire.encode(entry)
@@ -157,4 +158,5 @@ def format_entry(e: wire.CommsEntry) -> str:
     if e.llm_model:
         cost = "unknown" if e.cost_usd is None else f"${e.cost_usd:.6f}"
         extra = f" [{e.llm_model} tok={e.tokens} cost={cost}]"
-    return f"{ts} {e.run_id or '-':<20} {e.from_agent:>12} -> {e.to_agent:<12} {e.msg_type:<8} {e.status:<10} {e.message}{extra}"
+    line = f"{ts} {e.run_id or '-':<20} {e.from_agent:>12} -> {e.to_agent:<12} {e.msg_type:<8} {e.status:<10} {e.message}{extra}"
+    return redact(line)  # entries written by anything but PAS were not redacted at the source

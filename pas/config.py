@@ -5,7 +5,7 @@
     configs/agents.yaml  the topology: one entry per agent; adding a programmer is one entry
 
 Any field can be overridden at start-up with `-c dotted.key=value` (values parsed as YAML) or
-PAS_NATS_URL for the server URL.
+PAS_NATS_URL for the server URL, PAS_CREDS_DIR for the NATS users' credentials.
 
 Which directory (find_config_dir): --config-dir > $PAS_CONFIG_DIR > ./configs in the working
 directory if it exists > the defaults shipped inside the package (pas/defaults, identical to the
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pas.errors import ConfigError
 from pas.subjects import LANES, ROLES
@@ -70,6 +70,17 @@ class NatsConfig(Strict):
     leader or the connection moves to another node, before the handler gives up on it."""
     ping_interval_s: float = 3.0
     """Client pings; a server that misses two is treated as gone and the client moves to another."""
+    auth: Literal["on", "off"] = "on"
+    """Least-privilege NATS users (pas/auth.py): the embedded server requires them and every PAS process
+    connects as its role's user. With an external server, credentials are used when found in creds_dir."""
+    creds_dir: str | None = None
+    """Where the users' credentials are (one <user>.json each, mode 0600); None: <data_dir>/creds.
+    PAS_CREDS_DIR and --creds-dir set it."""
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        return ("on" if v else "off") if isinstance(v, bool) else v  # YAML reads on/off as booleans
 
 
 class HeartbeatConfig(Strict):
@@ -98,7 +109,9 @@ class PoolConfig(Strict):
     task_timeout_s: float = 900.0
     """Default timeout of one task's command."""
     output_cap_bytes: int = 65536
-    """Command output kept per task."""
+    """Command output kept per task (the first and last halves)."""
+    output_kill_bytes: int = 64 * 1024 * 1024
+    """A task's command that prints more than this is killed (its output is read incrementally)."""
     env: str | None = None
     """Python environment of tasks whose repository has no .venv/venv (and whose job names none): a
     venv or conda directory, an interpreter, or a command prefix such as "uv run". None: the first
@@ -127,6 +140,33 @@ class PolicyConfig(Strict):
     """Glob patterns; a task's command must match one (matched against the whole command line)."""
     filesystem_allowlist: list[str] = Field(default_factory=list)
     """Globs of files an LLM or aider task may edit inside its worktree."""
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    """auto/bwrap (also on/true): every process a task starts runs in bubblewrap (see pas/sandbox.py);
+    without a working bwrap, command/llm/aider tasks are refused. off (also false): no sandbox, a
+    warning on every task."""
+    sandbox_bwrap: str = "bwrap"
+    """The bubblewrap executable (a name on PATH or a path)."""
+    sandbox_cpu_s: int = Field(1800, ge=1)
+    """CPU seconds per sandboxed process (RLIMIT_CPU)."""
+    sandbox_memory_mb: int = Field(8192, ge=16)
+    """Address space per sandboxed process (RLIMIT_AS)."""
+    sandbox_nproc: int = Field(512, ge=4)
+    """Processes a task may have at once (RLIMIT_NPROC, counted per sandbox)."""
+    sandbox_file_mb: int = Field(1024, ge=1)
+    """Largest file a task may write (RLIMIT_FSIZE)."""
+    sandbox_tmp_mb: int = Field(1024, ge=1)
+    """Size of a task's private /tmp."""
+    sandbox_ro: list[str] = Field(default_factory=list)
+    """Extra host paths tasks may read (a toolchain in an unusual place, e.g. what a settings.pool.env
+    runner script uses). The interpreter or virtualenv a command runs from is found by itself."""
+    sandbox_env: list[str] = Field(default_factory=list)
+    """Extra variables (names or globs) passed from PAS's environment to tasks; by default only PATH,
+    LANG, LC_*, TERM, TZ, VIRTUAL_ENV, NO_COLOR are."""
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:  # YAML reads on/off as booleans
+        return {True: "bwrap", False: "off", "on": "bwrap", "true": "bwrap", "false": "off"}.get(v, v)
 
 
 class ModelProfile(Strict):
@@ -354,6 +394,9 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
     env_url = os.environ.get("PAS_NATS_URL")
     if env_url:
         doc.setdefault("settings", {}).setdefault("nats", {})["url"] = env_url
+    env_creds = os.environ.get("PAS_CREDS_DIR")
+    if env_creds:
+        doc.setdefault("settings", {}).setdefault("nats", {})["creds_dir"] = env_creds
     try:
         return PasConfig.model_validate(doc)
     except ValidationError as e:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas.cli import install_stop_signals
@@ -126,24 +127,27 @@ async def run_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
         print(f"pas demo: {len(stack.agents)} agents up on {stack.url} in {time.monotonic() - t0:.2f}s", flush=True)
         job = demo_job(repo)
         job["run_id"] = wire_run_id()
-        client = await PasClient.connect(stack.url or "", cfg.settings.nats.request_timeout_s)
+        # The demo is a client like any other: it submits and reads the comms log as the `client` user.
+        client = await PasClient.connect(stack.url or "", cfg.settings.nats.request_timeout_s,
+                                         creds=stack.creds.get("client"))
         try:
             reply = await client.submit(job)
             run_id = reply["run_id"]
             print(f"pas demo: submitted run {run_id}: {len(job['tasks'])} tasks over lanes code, devsecops, docs",
                   flush=True)
             st = await follow_run(client, run_id, timeout_s=300)
+            print()
+            print(result_table(st))
+            branches = [t["branch"] for t in st["tasks"] if t.get("branch")]
+            print(f"\nEach task ran in its own git worktree of {repo} (branches: {', '.join(branches[:3])} ...).")
+            print(f"Comms log of this run (stream {S.STREAM_COMMS}, stored in {data_dir}):")
+            async for e in comms_mod.read(client.nc.jetstream(), run_id=run_id):
+                print("  " + comms_mod.format_entry(e)[:160])
         finally:
             await client.close()
-        print()
-        print(result_table(st))
-        branches = [t["branch"] for t in st["tasks"] if t.get("branch")]
-        print(f"\nEach task ran in its own git worktree of {repo} (branches: {', '.join(branches[:3])} ...).")
-        print(f"Comms log of this run (stream {S.STREAM_COMMS}, stored in {data_dir}):")
-        async for e in comms_mod.read(stack.bus.js, run_id=run_id):  # type: ignore[union-attr]
-            print("  " + comms_mod.format_entry(e)[:160])
+        creds = f" --creds-dir {auth.creds_dir(cfg, data_dir)}" if stack.creds else ""
         print(f"\nRead it again later: pas up --data-dir {data_dir} --nats-port -1 --ready-file url.txt, then "
-              f"pas log --run {run_id} --nats-url $(cat url.txt)")
+              f"pas log --run {run_id} --nats-url $(cat url.txt){creds}")
         if args.keep:
             print(f"pas demo: stack still running on {stack.url}; Ctrl-C to stop", flush=True)
             stop = asyncio.Event()

@@ -247,9 +247,10 @@ async def untracked_files(workdir: Path) -> set[str]:
 
 async def git_diff(workdir: Path, include_untracked: Iterable[str] = ()) -> str:
     """`git diff HEAD` of the worktree plus the given untracked files as new files ("" if no repo)."""
-    rc, out = await run_git(workdir, "diff", "HEAD", "--")
+    # --ignore-submodules: a nested repository the task made must not have its config run by us.
+    rc, out = await run_git(workdir, "diff", "--ignore-submodules=all", "HEAD", "--")
     if rc != 0:
-        rc, out = await run_git(workdir, "diff", "--")
+        rc, out = await run_git(workdir, "diff", "--ignore-submodules=all", "--")
         if rc != 0:
             return ""
     wanted = set(include_untracked)

@@ -1,8 +1,9 @@
 """Programmer executors and workspaces.
 
 - echo: returns the instruction (smoke tests, benchmarks).
-- command: an allowlisted command run without a shell in the task's workspace, with a timeout
-  and an output cap; a non-zero exit is a failed task, never a crashed programmer.
+- command: an allowlisted command run without a shell in the task's workspace, inside the sandbox
+  (pas.sandbox), with a timeout and an output cap (output beyond kill_bytes kills it); a non-zero
+  exit is a failed task, never a crashed programmer.
 - llm / aider: see pas.edit_loop and pas.aider (wired in by the programmer role).
 
 Workspaces: with a repo, each task gets its own git worktree on branch pas/<run>/<task>; without
@@ -13,6 +14,7 @@ carries the diff stat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -23,11 +25,7 @@ from typing import Mapping
 from pas.errors import CommandRefused, PasError
 from pas.policy import check_command
 from pas.repoenv import RepoEnv
-
-
-# A task's command dies with its programmer (SIGTERM on parent death) via util-linux's setpriv:
-# a preexec_fn would force a full fork of the agent process (~11 ms, blocking the event loop).
-SETPRIV = ["/usr/bin/setpriv", "--pdeathsig", "TERM", "--"] if os.path.exists("/usr/bin/setpriv") else []
+from pas.sandbox import Box, handed_over
 
 
 @dataclass
@@ -41,42 +39,89 @@ class ExecResult:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def cap(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + f"\n... [{len(text) - limit} chars cut] ...\n" + text[-half:]
-
-
-async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int,
-                   env: Mapping[str, str] | None = None) -> ExecResult:
-    """Run argv (no shell, already resolved: see pas.repoenv) in its own process group with `env`
-    (default: PAS's environment); kill the group on timeout or cancel."""
-    env = dict(os.environ if env is None else env, PYTHONDONTWRITEBYTECODE="1", GIT_TERMINAL_PROMPT="0")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *SETPRIV, *argv, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=env, start_new_session=True,
-        )
-    except (OSError, ValueError) as e:  # not found, not executable, NUL in an argument ...
-        return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
-    except asyncio.TimeoutError:
-        _kill_group(proc)
-        out = await _drain(proc)
-        return ExecResult(status="timeout", output=cap(out.decode(errors="replace"), output_cap),
-                          exit_code=proc.returncode, error=f"timed out after {timeout_s}s")
-    except asyncio.CancelledError:
-        _kill_group(proc)
-        await _drain(proc)
-        raise
-    text = cap(out.decode(errors="replace"), output_cap)
-    code = proc.returncode
+async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int, *, box: Box,
+                   env: Mapping[str, str] | None = None, kill_bytes: int | None = None) -> ExecResult:
+    """Run argv (no shell, already resolved: see pas.repoenv) in the sandbox `box`, in its own
+    process group, with the allowlisted part of `env` (default: PAS's environment); kill it on
+    timeout, cancel, or output beyond kill_bytes (the output kept is capped at output_cap)."""
+    launch = box.launch(argv, cwd, source_env=env)
+    async with handed_over(launch):
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=launch.env, start_new_session=True,
+            )
+        except (OSError, ValueError) as e:  # not found, not executable, NUL in an argument ...
+            return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)
+        out = Capped(output_cap)
+        try:
+            flooded = await asyncio.wait_for(out.read(proc.stdout, kill_bytes), timeout=timeout_s)
+            if flooded:
+                _kill_group(proc)
+                await _reap(proc)
+            await asyncio.wait_for(proc.wait(), timeout=max(1.0, timeout_s))
+        except asyncio.TimeoutError:
+            _kill_group(proc)
+            await _reap(proc)
+            return ExecResult(status="timeout", output=out.text(), exit_code=proc.returncode,
+                              error=f"timed out after {timeout_s}s")
+        except asyncio.CancelledError:
+            _kill_group(proc)
+            await _reap(proc)
+            raise
+    text, code = out.text(), proc.returncode
+    if flooded:
+        return ExecResult(status="failed", output=text, exit_code=code,
+                          error=f"killed: output over {kill_bytes} bytes")
     if code == 0:
         return ExecResult(status="completed", output=text, exit_code=0)
-    return ExecResult(status="failed", output=text, exit_code=code, error=f"exit code {code}")
+    return ExecResult(status="failed", output=text, exit_code=code, error=failure(code, text))
+
+
+def failure(code: int, output: str) -> str:
+    """`exit code N`, the signal if one killed it, and the last line of output (the reason, usually)."""
+    why = f"exit code {code}"
+    sig = -code if code < 0 else code - 128 if code > 128 else 0
+    if sig:
+        with contextlib.suppress(ValueError):
+            why += f" ({signal.Signals(sig).name})"
+    last = next((ln.strip() for ln in reversed(output.splitlines()) if ln.strip()), "")
+    return f"{why}: {last[:200]}" if last else why
+
+
+class Capped:
+    """A process's output read incrementally: the first and last output_cap/2 bytes are kept, the
+    middle is counted and dropped, so even gigabytes of output cost bounded memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.half = max(1, cap // 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    async def read(self, stream: asyncio.StreamReader | None, kill_bytes: int | None) -> bool:
+        """Read to EOF; True (and stop reading) once more than kill_bytes came."""
+        assert stream is not None
+        while chunk := await stream.read(65536):
+            self.total += len(chunk)
+            room = self.half - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            self.tail += chunk
+            if len(self.tail) > 2 * self.half:
+                del self.tail[: len(self.tail) - self.half]
+            if kill_bytes is not None and self.total > kill_bytes:
+                return True
+        return False
+
+    def text(self) -> str:
+        kept = len(self.head) + min(len(self.tail), self.half)
+        if self.total <= kept:
+            return (bytes(self.head) + bytes(self.tail)).decode(errors="replace")
+        return (bytes(self.head).decode(errors="replace") + f"\n... [{self.total - kept} bytes cut] ...\n"
+                + bytes(self.tail[-self.half:]).decode(errors="replace"))
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -86,23 +131,27 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         pass
 
 
-async def _drain(proc: asyncio.subprocess.Process) -> bytes:
-    try:
-        out = await asyncio.wait_for(proc.stdout.read() if proc.stdout else asyncio.sleep(0, b""), 2)
-        await asyncio.wait_for(proc.wait(), 2)
-        return out or b""
-    except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-        return b""
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """After a kill: read the pipe to its end (asyncio's wait() waits for it) and reap, bounded."""
+
+    async def drain() -> None:
+        while proc.stdout is not None and await proc.stdout.read(65536):
+            pass
+        await proc.wait()
+
+    with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
+        await asyncio.wait_for(drain(), 5)
 
 
 async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int,
-                      repo_env: RepoEnv) -> ExecResult:
-    """Check `command` against the allowlist, then run it in the repository's environment."""
+                      repo_env: RepoEnv, *, box: Box, kill_bytes: int | None = None) -> ExecResult:
+    """Check `command` against the allowlist, then run it in the repository's environment, sandboxed."""
     try:
         argv = check_command(command, allowlist, cwd)
     except CommandRefused as e:
         return ExecResult(status="failed", error=e.message, exit_code=None)
-    return await run_argv(repo_env.argv(argv), cwd, timeout_s, output_cap, env=repo_env.env)
+    return await run_argv(repo_env.argv(argv), cwd, timeout_s, output_cap, box=box, env=repo_env.env,
+                          kill_bytes=kill_bytes)
 
 
 # ---- workspaces ----------------------------------------------------------------------------
@@ -133,11 +182,13 @@ class Workspace:
         if self.repo is None:
             return None
         await git("add", "-A", cwd=self.path)
-        status = await git("status", "--porcelain", cwd=self.path)
+        # Never look inside nested repositories the task made: git would run their config
+        # (core.fsmonitor, filters) outside the sandbox.
+        status = await git("status", "--porcelain", "--ignore-submodules=all", cwd=self.path)
         if status.strip():
             await git("-c", "user.name=PAS", "-c", "user.email=pas@localhost", "commit", "-q", "-m",
                       f"pas: task {task_id}", cwd=self.path)
-            return (await git("diff", "--stat", "HEAD~1", "HEAD", cwd=self.path)).strip()
+            return (await git("diff", "--stat", "--ignore-submodules=all", "HEAD~1", "HEAD", cwd=self.path)).strip()
         return ""
 
     async def remove(self) -> None:

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from pas.config import ModelProfile
 from pas.errors import BudgetExceeded, ConfigError, Unavailable
+from pas.redact import redact
 
 ENV_PREFIX = "PAS_MODEL_"
 """Environment overrides: PAS_MODEL_<PROFILE>_<FIELD>, profile upper-cased with - and . as _."""
@@ -218,8 +219,9 @@ def _lite() -> Any:
 
 
 def _err_text(e: BaseException) -> str:
+    """One line for a failed call; a provider that echoes the key in its error does not leak it."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {msg}"[:500]
+    return redact(f"{type(e).__name__}: {msg}")[:500]
 
 
 def _cost(lite: Any, resp: Any) -> float | None:

@@ -15,6 +15,12 @@ from pathlib import Path
 from pas.errors import CommandRefused
 
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1"}
+SHELL_PUNCTUATION = ";&|<>()"
+"""Unquoted, these only mean something to a shell: a command holding one expected a shell (which
+it does not get), so it is refused rather than run with the characters as literal arguments."""
+SHELL_EXPANSIONS = ("`", "$(", "${", "\n", "\r")
+"""Refused anywhere, quoted or not: a shell expands the first three even inside double quotes, and
+a newline separates commands."""
 
 
 def split_command(command: str) -> list[str]:
@@ -34,13 +40,45 @@ def check_command(command: str, allowlist: list[str], workdir: Path | None = Non
     argv = split_command(command)
     if any(arg in SHELL_OPERATORS for arg in argv):
         raise CommandRefused(f"shell operators are not supported (commands run without a shell): {command!r}")
+    bad = next((c for c in SHELL_EXPANSIONS if c in command), None) or _unquoted_punctuation(command)
+    if bad is not None:
+        raise CommandRefused(f"shell metacharacter {bad!r} refused (commands run without a shell): {command!r}")
     line = " ".join(argv)
     if not any(fnmatch.fnmatchcase(line, pat) for pat in allowlist):
         raise CommandRefused(f"command not on the allowlist: {line!r}", detail={"allowlist": allowlist})
     if workdir is not None:
         for arg in argv[1:]:
             check_path_arg(arg, workdir)
+        check_pytest_plugins(argv, workdir)
     return argv
+
+
+def _unquoted_punctuation(command: str) -> str | None:
+    """The first shell operator outside quotes (`a;b`, `x|y`), None if there is none."""
+    lex = shlex.shlex(command, posix=True, punctuation_chars=SHELL_PUNCTUATION)
+    lex.whitespace_split = True
+    try:
+        return next((t for t in lex if t and all(c in SHELL_PUNCTUATION for c in t)), None)
+    except ValueError:
+        return None  # unbalanced quotes: split_command already refused those
+
+
+def check_pytest_plugins(argv: list[str], workdir: Path) -> None:
+    """`pytest -p NAME` imports NAME: only modules inside the workspace (or `no:NAME`) are allowed."""
+    if not any(a == "pytest" or a.endswith("/pytest") for a in argv[:3]):
+        return
+    names = []
+    for i, a in enumerate(argv):
+        if a == "-p" and i + 1 < len(argv):
+            names.append(argv[i + 1])
+        elif a.startswith("-p") and len(a) > 2:
+            names.append(a[2:].lstrip("="))
+    for name in names:
+        if name.startswith("no:"):
+            continue
+        top = name.split(".")[0]
+        if not top or not ((workdir / top).is_dir() or (workdir / f"{top}.py").is_file()):
+            raise CommandRefused(f"pytest plugin {name!r} is not a module inside the workspace")
 
 
 def check_path_arg(arg: str, workdir: Path) -> None:

@@ -57,18 +57,25 @@ class EmbeddedServer:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    auth_block: str = ""
+    """An `authorization { users = [...] }` block (pas.auth.server_block); empty: no authentication."""
 
     def _write_config(self) -> Path:
         store = (self.data_dir / "jetstream").resolve()
         conf = self.data_dir / "nats-server.conf"
-        conf.write_text(
+        text = (
             "# written by pas up; edit configs/pas.yaml instead\n"
             f"max_payload: {self.max_payload}\n"
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             f'  sync_interval: "{self.sync_interval}"\n'
             "}\n"
+            + self.auth_block
         )
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold passwords
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(conf, 0o600)
         return conf
 
     def start(self, timeout_s: float = 15.0) -> str:

@@ -1,4 +1,8 @@
-"""A PAS process: optionally the embedded nats-server, the bus, and a selection of agents."""
+"""A PAS process: optionally the embedded nats-server, the bus, and a selection of agents.
+
+With NATS users (pas.auth; on by default for the embedded server) the process provisions streams,
+consumers and KV buckets as `admin`, then opens one Bus (one connection) per role present, and each
+agent acts as its role's user. Without them, every agent shares one Bus, which provisions."""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pas import claims
+from pas import auth, claims
 from pas.agent import Agent
-from pas.bus import Bus
+from pas.bus import Bus, connect, provision
 from pas.comms import CommsLog
 from pas.config import PasConfig
+from pas.redact import register_env
+from pas.sandbox import Box
 from pas.server import EmbeddedServer
 
 log = logging.getLogger("pas.stack")
@@ -34,11 +40,28 @@ class Stack:
         self.url = url or cfg.settings.nats.url
         self.data_dir = Path(data_dir or cfg.settings.nats.data_dir)
         self.server: EmbeddedServer | None = None
-        self.bus: Bus | None = None
+        self.bus: Bus | None = None  # the first role's bus (the only one without NATS users)
+        self.buses: dict[str, Bus] = {}  # user ("" without NATS users) -> its bus
+        self.creds: dict[str, auth.Creds] = {}
         self.agents: list[Agent] = []
         self.http = http
         self.http_server: Any = None
         self.name = name
+
+    def check_sandbox(self) -> None:
+        """Say at start when tasks will run unsandboxed or be refused (settings.policy.sandbox)."""
+        for prof in self.cfg.models.values():
+            if prof.api_key_env:
+                register_env(prof.api_key_env)
+        if not any(a.role == "prog" for a in self.cfg.select(self.only, self.exclude)):
+            return
+        box = Box.from_policy(self.cfg.settings.policy)
+        if box.off:
+            log.warning("sandbox OFF (settings.policy.sandbox: off): tasks run model-written code with "
+                        "PAS's rights; every task logs this warning")
+        elif (problem := box.problem()) is not None:
+            log.warning("no sandbox: %s. command/llm/aider tasks will be REFUSED until it works "
+                        "(or settings.policy.sandbox: off is set)", problem)
 
     async def start(self) -> "Stack":
         socks = None
@@ -55,37 +78,74 @@ class Stack:
         return self
 
     async def _start(self, socks: dict[str, Any] | None) -> None:
+        await asyncio.to_thread(self.check_sandbox)
+        n = self.cfg.settings.nats
+        cdir = auth.creds_dir(self.cfg, self.data_dir)
         if not self.url:
-            n = self.cfg.settings.nats
-            self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval)
+            block = ""
+            if n.auth == "on":
+                self.creds = auth.ensure_creds(cdir)
+                block = auth.server_block(self.cfg, self.creds)
+            self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval,
+                                         auth_block=block)
             # Started from the event loop's thread on purpose: the server is tied to this thread's
             # life (PR_SET_PDEATHSIG), and a worker thread may end while we still need the server.
             self.url = self.server.start()
-            log.info("embedded nats-server at %s (data in %s)", self.url, self.data_dir)
+            log.info("embedded nats-server at %s (data in %s, NATS users %s)", self.url, self.data_dir, n.auth)
+        elif n.auth == "on":
+            self.creds = auth.load_creds(cdir)  # an external server: its users, if we were given them
         try:
-            self.bus = await Bus.open(self.url, self.cfg, name=self.name, reconnected_cb=self._reconnected)
-            comms = CommsLog(self.bus.nc, self.cfg.settings.comms.preview_chars, bus=self.bus)
-            from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
-
-            self.bus.llm = RunLLM(self.bus, comms)
             selected = self.cfg.select(self.only, self.exclude)
-            live = await claims.live_claims(self.bus, [a.id for a in selected])
+            await self._open_buses([a.tier for a in selected])
+            live = []
+            for user, bus in self.buses.items():  # each role checks its own ids (its rights cover no others)
+                live += await claims.live_claims(bus, [a.id for a in selected if self._user(a) == user])
             if live:
                 raise claims.refusal(live)
             # The monitor first, so it hears every agent's first heartbeat.
             for a in sorted(selected, key=lambda a: a.role != "monitor"):
-                agent = Agent(self.bus, a, comms)
+                bus = self.buses[self._user(a)]
+                agent = Agent(bus, a, bus.llm.comms)
                 await agent.load_model_override()
                 await agent.start()
                 self.agents.append(agent)
-            await self.bus.nc.flush()
+            for bus in self.buses.values():
+                await bus.nc.flush()
             if self.http:
                 from pas.http.adapter import start_adapter  # the HTTP adapter is optional
 
-                self.http_server = await start_adapter(self.cfg, self.url, socks=socks)
+                self.http_server = await start_adapter(self.cfg, self.url, socks=socks,
+                                                       creds=self.creds.get("adapter"))
         except BaseException:
             await self.stop()
             raise
+
+    def _user(self, a: Any) -> str:
+        return a.tier if self.creds else ""
+
+    async def _open_buses(self, users: list[str]) -> None:
+        from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
+
+        assert self.url
+        if self.creds:
+            admin = self.creds.get("admin")
+            if admin is not None:  # provisioning needs stream management: done once, as admin
+                nc = await connect(self.url, name=f"{self.name}-admin",
+                                   connect_timeout_s=self.cfg.settings.nats.connect_timeout_s, **auth.connect_kw(admin))
+                try:
+                    await provision(nc.jetstream(timeout=10), self.cfg)
+                finally:
+                    await nc.close()
+            groups = list(dict.fromkeys(users))
+        else:
+            groups = [""]
+        for user in groups:
+            bus = await Bus.open(self.url, self.cfg, name=f"{self.name}-{user}" if user else self.name,
+                                 do_provision=not self.creds, reconnected_cb=self._reconnected,
+                                 **auth.connect_kw(self.creds.get(user)))
+            self.buses[user] = bus
+            self.bus = self.bus or bus
+            bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
@@ -106,7 +166,7 @@ class Stack:
         was taken over while this process was cut off from the bus): one live instance per id."""
         lost = []
         for agent in list(self.agents):
-            held = await claims.holder(self.bus, agent.id)
+            held = await claims.holder(agent.bus, agent.id)
             if held is not None and agent.service is not None and held.instance != agent.service.id:
                 log.error("agent %s was taken over by %s while this process was disconnected; stopping it here",
                           agent.id, claims.describe(held))
@@ -126,13 +186,14 @@ class Stack:
                 for t in pending:
                     t.cancel()
         self.agents = []
-        if self.bus is not None:
+        for bus in self.buses.values():
             try:
-                await asyncio.wait_for(self.bus.close(), 15)
+                await asyncio.wait_for(bus.close(), 15)
             except asyncio.TimeoutError:
                 log.warning("closing the NATS connection took over 15s; closed forcibly")
-                await self.bus.nc.close()
-            self.bus = None
+                await bus.nc.close()
+        self.buses = {}
+        self.bus = None
         if self.server is not None:
             await self.server.astop()
             self.server = None

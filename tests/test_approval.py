@@ -261,3 +261,42 @@ async def test_hmi_plan_view_approve_and_reject_buttons(nats_server: Any) -> Non
         await expect(row2).to_have_attribute("data-status", "rejected", timeout=WAIT_MS)
         st = await hmi.client.status("b2")
         assert st["status"] == "rejected" and st["approval"]["reason"] == "wrong lane split"
+
+
+async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
+    """The embedded server as `pas up` starts it (NATS users on): every role's new subjects are granted
+    (plan/approve/reject requests, pas.work.approval, release events, priority bands), no violation."""
+    cfg = make_cfg("settings.nats.port=-1", "settings.work.approval_timeout_s=600")
+    assert cfg.settings.nats.auth == "on"
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"],
+               data_dir=tmp_path / "data")
+    await st.start()
+    assert st.server is not None and st.server.log_path is not None
+    server_log = st.server.log_path
+    client = await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
+    code = [t for t in TASKS if t["lane"] == "code"]
+    try:
+        await client.submit({"title": "secured approval", "run_id": "sa1", "approval_mode": True, "priority": 20,
+                             "tasks": code})
+        await waiting(client, "sa1")
+        plan = await client.plan("sa1")
+        assert [t["task_id"] for j in plan["jobs"] for t in j["tasks"]] == ["code-1-01", "code-1-02"]
+        await client.approve("sa1", by="gina", drop=["code-1-01"])
+        final = await client.wait("sa1", timeout_s=60)
+        assert final["status"] == "completed" and [t["status"] for t in final["tasks"]] == ["skipped", "completed"]
+        await client.submit({"title": "secured reject", "run_id": "sa2", "approval_mode": True, "tasks": code})
+        await waiting(client, "sa2")
+        await client.reject("sa2", reason="no", by="gina")
+        await wait_for(lambda: _skipped(client, "sa2", 2), 20, 0.1)
+        for prio in (1, 10):
+            await client.submit({"title": f"p{prio}", "run_id": f"sp{prio}", "priority": prio, "tasks": code})
+            assert (await client.wait(f"sp{prio}", timeout_s=60))["status"] == "completed"
+    finally:
+        await client.close()
+        await st.stop()
+    assert "Violation" not in server_log.read_text()
+
+
+async def _skipped(client: PasClient, run_id: str, n: int) -> bool:
+    st = await client.status(run_id)
+    return len(st["tasks"]) == n and {t["status"] for t in st["tasks"]} == {"skipped"}

@@ -15,13 +15,23 @@ def pas(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def url(pas_procs: Any, tmp_path: Any) -> str:
+def url(pas_procs: Any, tmp_path: Any, monkeypatch: Any) -> str:
+    """`pas up` with its defaults: the embedded server with NATS users on; the `pas` commands below find
+    the `client` user's credentials through PAS_CREDS_DIR."""
     from tests.conftest import fast_args
 
-    return pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / "d"), *fast_args(), name="cli").url
+    up = pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / "d"), *fast_args(), name="cli")
+    monkeypatch.setenv("PAS_CREDS_DIR", str(tmp_path / "d" / "creds"))
+    return up.url
 
 
-def test_submit_wait_status_runs_cancel(url: str) -> None:
+def no_violations(tmp_path: Any) -> bool:
+    """Nothing PAS did was refused by the server (its log names every refused publish/subscribe)."""
+    text = (tmp_path / "d" / "nats-server.log").read_text()
+    return "Publish Violation" not in text and "Subscription Violation" not in text
+
+
+def test_submit_wait_status_runs_cancel(url: str, tmp_path: Any) -> None:
     p = pas("submit", "cli job", "--task", "code:echo one", "--task", "docs:true", "--wait", "--nats-url", url)
     assert p.returncode == 0, p.stderr + p.stdout
     run_id = p.stdout.splitlines()[0].strip()
@@ -44,6 +54,31 @@ def test_submit_wait_status_runs_cancel(url: str) -> None:
     again = pas("cancel", rid, "--nats-url", url)
     assert again.returncode == 1 and "already cancelled" in again.stderr
     assert pas("status", "nope", "--nats-url", url).returncode == 1
+    assert no_violations(tmp_path)
+
+
+def test_agents_log_and_model_set_with_nats_users(url: str, tmp_path: Any, monkeypatch: Any) -> None:
+    """`pas agents` and `pas log` read as `client`; `pas model set` needs `admin`; no credentials: told what to do."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while True:  # the monitor records each agent's first beat within a heartbeat (1 s here)
+        rows = json.loads(pas("agents", "--json", "--nats-url", url).stdout)
+        if all(r["state"] == "alive" for r in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(rows) == 26 and all(r["state"] == "alive" for r in rows), rows
+    p = pas("submit", "logged", "--task", "docs:true", "--wait", "--nats-url", url)
+    run_id = p.stdout.splitlines()[0].strip()
+    log = pas("log", "--run", run_id, "--json", "--nats-url", url)
+    assert log.returncode == 0 and {"gateway", "root"} <= {json.loads(x)["from_agent"] for x in log.stdout.splitlines()}
+    m = pas("model", "set", "prog-003", "gpt-4o", "--nats-url", url)
+    assert m.returncode == 0 and "prog-003: model=gpt-4o" in m.stdout, m.stderr
+    monkeypatch.setenv("PAS_CREDS_DIR", str(tmp_path / "elsewhere"))
+    anon = pas("runs", "--nats-url", url)
+    assert anon.returncode == 1 and "no credentials were given" in anon.stderr
+    assert "--creds-dir" in anon.stderr and "PAS_CREDS_DIR" in anon.stderr
+    assert no_violations(tmp_path)
 
 
 def test_cli_without_server_says_so() -> None:

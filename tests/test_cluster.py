@@ -124,13 +124,25 @@ async def check_exactly_once(client: PasClient, run_id: str, st: dict[str, Any])
     per_task = Counter(json.loads(d)["task_id"] for _, d in done)
     assert set(per_task) == ids and set(per_task.values()) == {1}, per_task
 
-    entries = [e async for e in comms.read(client.nc.jetstream(timeout=10), run_id=run_id)]
-    started = Counter(e.message.split()[2] for e in entries
-                      if e.to_agent.startswith("prog-") and e.msg_type == "CMD" and e.message.startswith("run task "))
-    answered = Counter(e.message.split()[1] for e in entries
-                       if e.from_agent.startswith("prog-") and e.msg_type == "RESPONSE")
-    handed = Counter(e.message.split()[1].rstrip(":") for e in entries
-                     if e.from_agent.startswith("mgr-") and e.msg_type == "CMD" and e.to_agent == "prog-pool")
+    got: dict[str, Counter[str]] = {}
+
+    async def read_comms() -> bool:
+        # A read through a cluster that is still missing a node can end early (a pull answered with
+        # a status): read again, within a bound, until every task's entries are there.
+        entries = [e async for e in comms.read(client.nc.jetstream(timeout=10), run_id=run_id)]
+        got["started"] = Counter(e.message.split()[2] for e in entries if e.to_agent.startswith("prog-")
+                                 and e.msg_type == "CMD" and e.message.startswith("run task "))
+        got["answered"] = Counter(e.message.split()[1] for e in entries
+                                  if e.from_agent.startswith("prog-") and e.msg_type == "RESPONSE")
+        got["handed"] = Counter(e.message.split()[1].rstrip(":") for e in entries if e.from_agent.startswith("mgr-")
+                                and e.msg_type == "CMD" and e.to_agent == "prog-pool")
+        return all(set(c) >= ids for c in got.values())
+
+    try:
+        await wait_for(read_comms, timeout_s=30, interval_s=0.5)
+    except AssertionError:
+        pass  # the assertions below say what is missing
+    started, answered, handed = got["started"], got["answered"], got["handed"]
     assert set(started) == ids and set(started.values()) == {1}, started
     assert set(answered) == ids and set(answered.values()) == {1}, answered
     assert set(handed) == ids, handed

@@ -8,21 +8,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pas import auth
 from pas.client import PasClient
 from tests.conftest import fast_args
 
 
 def pas_log(url: str, *args: str) -> list[dict[str, Any]]:
     p = subprocess.run([sys.executable, "-m", "pas", "log", "--json", "--nats-url", url, *args],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60)  # creds: PAS_CREDS_DIR
     assert p.returncode == 0, p.stderr
     return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
-async def test_comms_entry_survives_restart(tmp_path: Path, pas_procs: Any) -> None:
+async def test_comms_entry_survives_restart(tmp_path: Path, pas_procs: Any, monkeypatch: Any) -> None:
     data = tmp_path / "store"
     up = pas_procs("--nats-port", "-1", "--data-dir", str(data), *fast_args(), name="first")
-    client = await PasClient.connect(up.url)
+    monkeypatch.setenv("PAS_CREDS_DIR", str(data / "creds"))  # NATS users are on: read as `client`
+    client = await PasClient.connect(up.url, creds=auth.load_creds(data / "creds")["client"])
     try:
         await client.submit({"title": "persist me", "run_id": "persist-1",
                              "tasks": [{"lane": "docs", "instruction": "hello", "executor": "echo"}]})
@@ -62,7 +64,8 @@ async def test_sigterm_and_sigkill_take_the_embedded_server_along(tmp_path: Path
     for sig, name in ((signal.SIGINT, "int"), (signal.SIGKILL, "kill")):
         up = pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / name), name=f"sig{name}")
         url = up.url
-        nc = await nats.connect(url)
+        c = auth.load_creds(tmp_path / name / "creds")["client"]
+        nc = await nats.connect(url, user=c.user, password=c.password)
         await nc.close()
         assert up.proc is not None
         up.proc.send_signal(sig)

@@ -48,12 +48,13 @@ def test_readme_multi_process_recipe_runs_a_job(tmp_path: Path) -> None:
         assert int(m1.group(1)) + int(m2.group(1)) == len(make_cfg().agents)
         assert "no HTTP adapter" in m2.group(3)
 
+        creds = str(tmp_path / ".pas" / "creds")  # NATS users: `pas up` wrote them in its data dir (cwd .pas)
         sub = run_pas("submit", "recipe", "--task", "code:echo one", "--task", "docs:true", "--wait",
-                      "--nats-url", url, timeout=180)
+                      "--nats-url", url, timeout=180, PAS_CREDS_DIR=creds)
         assert sub.returncode == 0, sub.stdout + sub.stderr
         run_id = sub.stdout.splitlines()[0].strip()
         assert f"run {run_id} COMPLETED" in sub.stdout
-        st = json.loads(run_pas("status", run_id, "--json", "--nats-url", url).stdout)
+        st = json.loads(run_pas("status", run_id, "--json", "--nats-url", url, PAS_CREDS_DIR=creds).stdout)
         assert st["status"] == "completed" and all(t["programmer"].startswith("prog-") for t in st["tasks"])
         # the adapter of process 1 serves the run; both processes are still up
         r = httpx.get(f"http://127.0.0.1:{6120 + off}/runs/{run_id}", timeout=10)

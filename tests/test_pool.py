@@ -128,6 +128,6 @@ async def test_command_timeout_and_output_cap(nats_server: Any, client: Any) -> 
         st = await client.wait("lim1", timeout_s=60)
     t = {x["lane"]: x for x in st["tasks"]}
     assert t["code"]["status"] == "timeout" and "timed out after 1.0s" in t["code"]["error"]
-    assert t["docs"]["status"] == "completed" and "chars cut" in t["docs"]["output"]
+    assert t["docs"]["status"] == "completed" and "bytes cut" in t["docs"]["output"]
     assert len(t["docs"]["output"]) < 200
     assert st["status"] == "failed"

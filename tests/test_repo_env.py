@@ -6,6 +6,7 @@ own environment does not have, so a task can only pass if it really ran there. N
 
 from __future__ import annotations
 
+import json
 import importlib.util
 import os
 import subprocess
@@ -116,7 +117,9 @@ async def test_config_runner_prefix(nats_server: Any, client: Any, tmp_path: Pat
     t = res["tasks"][0]
     # a single path is an interpreter or an env dir; an executable not named python* is refused
     assert t["status"] == "failed" and "not a Python interpreter" in t["error"]
-    async with Stack(make_cfg(ALLOW, f"settings.pool.env='/bin/sh {runner}'"), url=nats_server.url):
+    # the sandbox cannot see inside a runner script: the toolchain it uses is declared
+    ro = f"settings.policy.sandbox_ro={json.dumps([str(venv), str(runner), sys.base_prefix])}"
+    async with Stack(make_cfg(ALLOW, f"settings.pool.env='/bin/sh {runner}'", ro), url=nats_server.url):
         await client.submit({"title": "runner", "run_id": "env6", "tasks": [cmd("code", SHOW)]})
         res = await client.wait("env6", timeout_s=60)
     t = res["tasks"][0]
@@ -136,7 +139,9 @@ async def test_path_fallback_skips_pas_own_venv(nats_server: Any, client: Any, t
     assert sys.prefix != sys.base_prefix, "the tests run in PAS's virtualenv"
     # PAS's own bin first on PATH (an activated PAS venv): it must still not be chosen
     monkeypatch.setenv("PATH", os.pathsep.join([str(own), str(bindir), os.environ["PATH"]]))
-    async with Stack(make_cfg(ALLOW), url=nats_server.url):
+    # a wrapper script on PATH: the sandbox cannot see what it runs, so that is declared
+    ro = f"settings.policy.sandbox_ro={json.dumps([str(venv), sys.base_prefix])}"
+    async with Stack(make_cfg(ALLOW, ro), url=nats_server.url):
         await client.submit({"title": "path", "run_id": "env7", "tasks": [cmd("code", SHOW)]})
         res = await client.wait("env7", timeout_s=60)
     t = res["tasks"][0]

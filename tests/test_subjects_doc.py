@@ -11,7 +11,9 @@ from pas import subjects as S
 from tests.conftest import ROOT
 
 DOC = (ROOT / "subjects.md").read_text()
-TICKED = set(re.findall(r"`([^`]+)`", DOC))
+BEGIN, END = "<!-- permissions:begin -->\n", "<!-- permissions:end -->"
+PERMS_TABLE = DOC[DOC.index(BEGIN) + len(BEGIN):DOC.index(END)]
+TICKED = set(re.findall(r"`([^`]+)`", DOC.replace(PERMS_TABLE, "")))  # the contract tables, not the grants
 
 
 def generalise(subject: str, cfg: Any) -> str:
@@ -115,3 +117,34 @@ def test_code_subjects_list_is_complete() -> None:
                                                     for x, y in zip(a, b))
 
                 assert any(fits(k) for k in known), f"subjects.{name}() builds {out!r}, not documented"
+
+
+def test_permissions_table_is_pas_auth() -> None:
+    """subjects.md's permissions table is exactly what pas/auth.py grants (python -m pas.auth)."""
+    from pas import auth
+    from tests.conftest import make_cfg
+
+    assert PERMS_TABLE == auth.table_markdown(make_cfg()), "subjects.md permissions table is stale: python -m pas.auth"
+
+
+def test_every_granted_pas_subject_is_documented() -> None:
+    """Each pas.* subject a user may publish or subscribe is (a wildcard over) a documented subject."""
+    from pas import auth
+    from tests.conftest import make_cfg
+
+    cfg = make_cfg()
+    documented = [d for d in TICKED if d.startswith("pas.") and " " not in d]
+
+    def covers(grant: str, doc: str) -> bool:
+        g, d = grant.split("."), doc.split(".")
+        if g[-1] == ">":
+            return len(d) >= len(g) and all(x in ("*", "<role>") or x == y or y.startswith("<") or x.startswith("<")
+                                            for x, y in zip(g[:-1], d))
+        return len(g) == len(d) and all(x == y or x == "*" or x.startswith("<") or y.startswith("<")
+                                        for x, y in zip(g, d))
+
+    for user, p in auth.permissions(cfg).items():
+        for subject in p.publish + p.subscribe:
+            if subject.startswith("pas."):
+                gen = auth._generalise(f"`{subject}`").strip("`")  # noqa: SLF001
+                assert any(covers(gen, d) for d in documented), f"{user}: {subject} matches nothing in subjects.md"

@@ -196,16 +196,17 @@ def bind_ports(cfg: PasConfig) -> dict[str, socket.socket]:
 
 
 async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
-                        socks: dict[str, socket.socket] | None = None) -> AdapterHandle:
+                        socks: dict[str, socket.socket] | None = None, creds: Any = None) -> AdapterHandle:
     """Bind every agent port and the HMI (unless `socks` are given, from bind_ports), connect to
-    NATS at `url`, and serve in the background."""
+    NATS at `url` (as the `adapter` user when creds, a pas.auth.Creds, are given), and serve in the
+    background."""
     h = cfg.settings.http
     plan = port_plan(cfg)
     socks = socks if socks is not None else bind(h.host, plan)
     backend: Backend | None = None
     hub: EventHub | None = None
     try:
-        backend = await Backend.open(cfg, url)
+        backend = await Backend.open(cfg, url, creds)
         hub = EventHub(backend.bus.nc)
         await hub.start()
         ctx = Ctx(cfg=cfg, backend=backend, hub=hub,

@@ -52,9 +52,12 @@ class Backend:
         self.client = PasClient(bus.nc, cfg.settings.nats.request_timeout_s)
 
     @classmethod
-    async def open(cls, cfg: PasConfig, url: str) -> "Backend":
+    async def open(cls, cfg: PasConfig, url: str, creds: Any = None) -> "Backend":
+        """As the `adapter` user when creds are given (it provisions nothing then: `pas up` did, as admin)."""
+        from pas.auth import connect_kw
+
         try:
-            bus = await Bus.open(url, cfg, name="pas-http")
+            bus = await Bus.open(url, cfg, name="pas-http", do_provision=creds is None, **connect_kw(creds))
         except PasError:
             raise
         except Exception as e:  # noqa: BLE001 - no server, or JetStream missing

@@ -23,8 +23,10 @@ from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
 from pas.policy import check_command
+from pas.redact import redact
 from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
+from pas.sandbox import Box
 from pas.service import Call
 
 log = logging.getLogger("pas.programmer")
@@ -61,6 +63,7 @@ class ProgrammerRole(Role):
         self._cancel_sub: Any = None
         self._cancelled: set[str] = set()  # task keys cancelled because their run was cancelled
         self._runs_seen: dict[str, bool] = {}  # run id -> cancelled?
+        self.box = Box.from_policy(self.cfg.settings.policy)
 
     def endpoints(self) -> list[EndpointSpec]:
         return [
@@ -75,6 +78,7 @@ class ProgrammerRole(Role):
                          bands=bands, wake_subject=S.WORK_PROG_ALL, burst=p.priority_burst)]
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.box.problem)  # probe bwrap once, off the event loop
         self._cancel_sub = await self.bus.nc.subscribe(S.RUN_CANCEL_ALL, cb=self._on_cancel)
 
     async def stop(self) -> None:
@@ -137,7 +141,8 @@ class ProgrammerRole(Role):
         await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
         await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
         await self.agent.comms.log(work.manager, self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})",
-                                   work.run_id, "running", metadata={"executor": rec.executor, "env": rec.env})
+                                   work.run_id, "running", metadata={"executor": rec.executor, "env": rec.env,
+                                                                     "sandbox": self.box.mode})
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t
@@ -152,8 +157,8 @@ class ProgrammerRole(Role):
             self._cancelled.discard(key)
         rec.status = result.status  # type: ignore[assignment]
         rec.exit_code = result.exit_code
-        rec.output = result.output[-wire.MAX_OUTPUT:]
-        rec.error = result.error
+        rec.output = redact(result.output[-wire.MAX_OUTPUT:])
+        rec.error = redact(result.error)
         rec.tokens, rec.cost_usd = result.tokens, result.cost_usd
         rec.branch = result.extra.get("branch")
         rec.diff_stat = result.extra.get("diff_stat")
@@ -213,9 +218,16 @@ class ProgrammerRole(Role):
     async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
         spec = work.spec
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
+        problem = self.box.problem()
+        if problem:
+            return ExecResult(status="failed", error=f"refused: no sandbox for {executor} tasks: {problem}; "
+                                                     "or set settings.policy.sandbox: off")
+        if self.box.off:
+            log.warning("%s: task %s runs WITHOUT a sandbox (settings.policy.sandbox: off)", self.me.id, work.task_id)
         if executor == "command":
             return await run_command(spec.command or spec.instruction, policy.command_allowlist, cwd,
-                                     work.timeout_s, pool.output_cap_bytes, renv)
+                                     work.timeout_s, pool.output_cap_bytes, renv, box=self.box,
+                                     kill_bytes=pool.output_kill_bytes)
         if not self.agent.model:
             return ExecResult(status="failed", error=f"executor {executor!r} needs a model; {self.me.id} has none")
         if executor == "llm":
@@ -233,7 +245,8 @@ class ProgrammerRole(Role):
 
         async def acceptance(command: str, workdir: Path) -> tuple[int, str]:
             argv = check_command(command, policy.command_allowlist, workdir)  # raises CommandRefused
-            r = await run_argv(renv.argv(argv), workdir, work.timeout_s, pool.output_cap_bytes, env=renv.env)
+            r = await run_argv(renv.argv(argv), workdir, work.timeout_s, pool.output_cap_bytes, box=self.box,
+                               env=renv.env, kill_bytes=pool.output_kill_bytes)
             return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
 
         budget = await llm.task_budget(work.run_id)
@@ -263,7 +276,7 @@ class ProgrammerRole(Role):
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
                               instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s,
-                              base_env=renv.env)
+                              base_env=renv.env, box=self.box)
         # aider does not report tokens or cost to PAS: recorded as unknown, never invented.
         return ExecResult(status=res.status, output=(res.diff + "\n" + res.output).strip(), exit_code=res.exit_code,
                           error=res.error or "", tokens=0, cost_usd=None)

@@ -1,0 +1,395 @@
+"""Least-privilege NATS users (pas/auth.py) against the real embedded server with permissions on.
+
+Each refusal test shows three things: the nats-server logs its permissions violation (with the real
+subject), PAS logs the violation its error callback received at WARNING (with the subject), and the
+forged message had no effect (nothing queued, stored or changed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from pas import auth
+from pas import subjects as S
+from pas.bus import AuthRefused, connect
+from pas.client import PasClient
+from pas.stack import Stack
+from tests.conftest import make_cfg, wait_for
+
+AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Stack]:
+    """The embedded server as `pas up` starts it by default (NATS users on), with a few agents."""
+    cfg = make_cfg("settings.nats.port=-1")
+    assert cfg.settings.nats.auth == "on"  # the default
+    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data")
+    await st.start()
+    try:
+        yield st
+    finally:
+        await st.stop()
+
+
+async def as_user(st: Stack, user: str) -> Any:
+    return await connect(st.url or "", name=f"test-{user}", **auth.connect_kw(st.creds[user]))
+
+
+async def refused(st: Stack, caplog: Any, user: str, subject: str) -> None:
+    """Wait (bounded) for the server's violation line and PAS's WARNING for `subject`."""
+    assert st.server is not None and st.server.log_path is not None
+    log_path = st.server.log_path
+    await wait_for(lambda: f'user:{user}" - Publish Violation - Subject "{subject}"' in log_path.read_text(),
+                   timeout_s=10)
+    await wait_for(lambda: any(r.levelno == logging.WARNING and r.name == "pas.bus" and user in r.getMessage()
+                               and subject.lower() in r.getMessage() and "permissions violation" in r.getMessage()
+                               for r in caplog.records), timeout_s=10)
+
+
+async def stream_count(st: Stack, stream: str) -> int:
+    assert st.bus is not None
+    return (await st.bus.js.stream_info(stream)).state.messages
+
+
+def test_credentials_are_private_files(secured: Stack, tmp_path: Path) -> None:
+    creds_dir = tmp_path / "data" / "creds"
+    assert stat.S_IMODE(creds_dir.stat().st_mode) == 0o700
+    files = sorted(p.name for p in creds_dir.iterdir())
+    assert files == sorted(f"{u}.json" for u in auth.USERS)
+    for p in creds_dir.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "data" / "nats-server.conf").stat().st_mode) == 0o600
+    # one connection per role present, each as its own user
+    assert sorted(secured.buses) == sorted({"monitor", "gateway", "root", "architect", "director", "manager",
+                                            "programmer"})
+    assert auth.ensure_creds(creds_dir) == secured.creds  # generated once, then reused
+
+
+async def test_anonymous_and_wrong_password_are_refused_with_a_hint(secured: Stack) -> None:
+    with pytest.raises(AuthRefused) as e:
+        await connect(secured.url or "", name="anon")
+    assert "no credentials were given" in e.value.message and "--creds-dir" in e.value.message
+    with pytest.raises(AuthRefused) as e:
+        await connect(secured.url or "", name="bad", user="client", password="wrong")
+    assert "user 'client'" in e.value.message
+
+
+async def test_programmer_cannot_submit_to_the_gateway(secured: Stack, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    nc = await as_user(secured, "programmer")
+    try:
+        job = {"title": "forged", "run_id": "forged-1", "tasks": [{"lane": "code", "instruction": "x",
+                                                                    "executor": "echo"}]}
+        await nc.publish(S.GATEWAY_SUBMIT, json.dumps(job).encode(), reply=nc.new_inbox())
+        await refused(secured, caplog, "programmer", S.GATEWAY_SUBMIT)
+    finally:
+        await nc.close()
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
+    try:
+        assert (await client.runs())["runs"] == []  # the gateway never saw it
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("subject", [S.WORK_PROG, S.WORK_ROOT, S.work_mgr("code")])
+async def test_programmer_cannot_publish_work(secured: Stack, caplog: Any, subject: str) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    before = await stream_count(secured, S.STREAM_WORK)
+    nc = await as_user(secured, "programmer")
+    try:
+        await nc.publish(subject, b'{"run_id":"forged"}')
+        await refused(secured, caplog, "programmer", subject)
+    finally:
+        await nc.close()
+    assert await stream_count(secured, S.STREAM_WORK) == before
+
+
+async def test_programmer_cannot_publish_control(secured: Stack, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    nc = await as_user(secured, "programmer")
+    subject = S.ctl("prog-002", "set_model")
+    try:
+        await nc.publish(subject, b'{"primary":"gpt-4o"}', reply=nc.new_inbox())
+        await refused(secured, caplog, "programmer", subject)
+    finally:
+        await nc.close()
+    prog2 = next(a for a in secured.agents if a.id == "prog-002")
+    assert prog2.model == prog2.cfg.model  # unchanged
+
+
+async def test_programmer_cannot_write_another_roles_kv_keys(secured: Stack, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    nc = await as_user(secured, "programmer")
+    job_key, run_key = f"$KV.{S.KV_TREE}.r-x.job.code-1", f"$KV.{S.KV_RUNS}.r-x"
+    try:
+        for subject in (job_key, run_key):
+            await nc.publish(subject, b'{"forged":true}')
+            await refused(secured, caplog, "programmer", subject)
+        # its own keys (task records) it may write: the rule is narrow, not a blanket refusal
+        js = nc.jetstream(timeout=5)
+        await js.publish(f"$KV.{S.KV_TREE}.r-x.task.t-1", b'{"ok":true}')
+    finally:
+        await nc.close()
+    assert secured.bus is not None
+    assert await secured.buses["gateway"].kv_get(S.KV_RUNS, "r-x", dict) is None
+    assert await secured.buses["manager"].kv_get(S.KV_TREE, "r-x.job.code-1", dict) is None
+    assert (await secured.buses["manager"].kv_get(S.KV_TREE, "r-x.task.t-1", dict))[0] == {"ok": True}
+
+
+@pytest.mark.parametrize("subject", [S.done_task("r-1", "code", "code-1-01"), S.done_plan("r-1")])
+async def test_client_cannot_forge_done_events(secured: Stack, caplog: Any, subject: str) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    before = await stream_count(secured, S.STREAM_EVENTS)
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
+    try:
+        await client.nc.publish(subject, b'{"run_id":"r-1","kind":"task","status":"completed"}')
+        await refused(secured, caplog, "client", subject)
+    finally:
+        await client.close()
+    assert await stream_count(secured, S.STREAM_EVENTS) == before
+
+
+async def test_client_cannot_publish_work(secured: Stack, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    before = await stream_count(secured, S.STREAM_WORK)
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
+    try:
+        await client.nc.publish(S.WORK_PROG, b"{}")
+        await refused(secured, caplog, "client", S.WORK_PROG)
+    finally:
+        await client.close()
+    assert await stream_count(secured, S.STREAM_WORK) == before
+
+
+async def test_manager_cannot_change_models_admin_can(secured: Stack, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, "pas.bus")
+    subject = S.ctl("prog-001", "set_model")
+    nc = await as_user(secured, "manager")
+    try:
+        await nc.publish(subject, b'{"primary":"gpt-4o"}', reply=nc.new_inbox())
+        await refused(secured, caplog, "manager", subject)
+    finally:
+        await nc.close()
+    prog1 = next(a for a in secured.agents if a.id == "prog-001")
+    assert prog1.model == prog1.cfg.model
+    admin = await PasClient.connect(secured.url or "", 10, creds=secured.creds["admin"])
+    try:
+        res = await admin.request(subject, {"primary": "gpt-4o"})
+    finally:
+        await admin.close()
+    assert res["model"] == "gpt-4o" and prog1.model == "gpt-4o"
+
+
+async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: Any) -> None:
+    """Every tier acts as its own user; the client only submits and watches. No violation anywhere."""
+    caplog.set_level(logging.WARNING)
+    client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
+    try:
+        job = {"title": "secured", "run_id": "sec-1", "tasks": [
+            {"lane": "code", "instruction": "echo hi", "command": "echo hi", "executor": "command"},
+            {"lane": "code", "instruction": "x", "executor": "echo"}]}
+        assert (await client.submit(job, msg_id="sec-key"))["run_id"] == "sec-1"
+        assert (await client.submit(job, msg_id="sec-key"))["duplicate"] is True  # idempotency KV as gateway
+        st = await client.wait("sec-1", timeout_s=60)
+        assert st["status"] == "completed" and [t["status"] for t in st["tasks"]] == ["completed", "completed"]
+        assert st["tasks"][0]["output"] == "hi\n"
+        health = await client.request(S.agent_endpoint("mgr", "mgr-code-01", "health"), {})
+        assert health["handled"] >= 1
+        from pas import comms
+
+        entries = [e async for e in comms.read(client.nc.jetstream(), run_id="sec-1")]
+        assert {"gateway", "root", "architect", "dir-code", "mgr-code-01"} <= {e.from_agent for e in entries}
+        cancel = await client.submit({"title": "to cancel", "run_id": "sec-2", "tasks": [
+            {"lane": "code", "instruction": "sleep 30", "command": "sleep 30", "executor": "command"}]})
+        assert cancel["run_id"] == "sec-2"
+        assert (await client.cancel("sec-2"))["status"] == "cancelled"  # gateway -> pas.run.<id>.cancel
+        assert (await client.wait("sec-2", timeout_s=30))["status"] == "cancelled"
+    finally:
+        await client.close()
+    assert "Violation" not in secured.server.log_path.read_text()  # type: ignore[union-attr]
+    assert not [r for r in caplog.records if "violation" in r.getMessage().lower()]
+
+
+async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fake_llm: Any) -> None:
+    """Model calls as each tier's user: usage (pas_tree <run>.usage), breakers (pas_breakers) and the
+    architect's lane choice (pas_runs) are written with no violation."""
+    from tests.fakellm import Fail, Reply
+    from tests.test_llm_pipeline import swarm_cfg
+
+    fake_llm.script("pa", Fail(500))
+    fake_llm.script("pb", Reply('{"lanes": [{"lane": "docs", "brief": "document the API"}]}',
+                                prompt_tokens=100, completion_tokens=20))
+    fake_llm.script("pd", Reply('{"jobs": [{"tasks": [{"instruction": "write intro", "executor": "echo"},'
+                                ' {"instruction": "write usage"}]}]}', prompt_tokens=50, completion_tokens=30))
+    fake_llm.script("pm", Reply('{"tasks": [{"instruction": "usage section", "executor": "echo"}]}',
+                                prompt_tokens=40, completion_tokens=10))
+    cfg = swarm_cfg(fake_llm, architect="pa/pb", dir_docs="pd", mgr_docs_01="pm")
+    cfg.settings.nats.port = -1
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
+               data_dir=tmp_path / "data")
+    await st.start()
+    try:
+        client = await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
+        try:
+            await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "llm-sec"})
+            res = await client.wait("llm-sec", timeout_s=60)
+            breakers = await client.nc.jetstream().key_value(S.KV_BREAKERS)  # `pas agents` reads it as client
+            assert (await breakers.get("pa")).value  # written by the architect's connection
+        finally:
+            await client.close()
+    finally:
+        await st.stop()
+    assert res["status"] == "completed" and res["lanes"] == ["docs"], res
+    assert res["usage"]["tokens"] == 120 + 80 + 50 and res["usage"]["llm_calls"] == 4
+    text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
+async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
+    """`pas up` with the HTTP adapter, NATS users on: every kind of call the adapter forwards works
+    (submit, run view, agents, comms, model switch, job card, direct execute), none is refused."""
+    import httpx
+
+    from tests.http_support import http_cfg, poll
+
+    cfg = http_cfg("settings.nats.port=-1")
+    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data", http=True)
+    await st.start()
+    try:
+        ports = st.http_server.ports  # type: ignore[union-attr]
+        hmi = f"http://{cfg.settings.http.host}:{ports['hmi']}"
+        async with httpx.AsyncClient(timeout=20) as c:
+            r = await c.post(f"{hmi}/api/submit", json={"title": "via http", "run_id": "http-1", "tasks": [
+                {"lane": "code", "instruction": "echo via-http", "command": "echo via-http", "executor": "command"}]})
+            assert r.status_code == 200, r.text
+            run = await poll(lambda: c.get(f"{hmi}/api/runs/http-1"), lambda r: r.json().get("status") == "completed")
+            assert run.json()["lane_states"][0]["status"] == "completed"  # KV pas_tree read as adapter
+            await poll(lambda: c.get(f"{hmi}/api/agents"),  # KV pas_agents, written by the monitor, read by the adapter
+                       lambda r: {a["id"] for a in r.json()["agents"] if a["state"] == "alive"} >= set(AGENTS))
+            comms = (await c.get(f"{hmi}/api/comms", params={"run": "http-1"})).json()["entries"]
+            assert {"gateway", "root"} <= {e["from_agent"] for e in comms}
+            r = await c.post(f"{hmi}/api/agents/prog-002/model", json={"primary": "gpt-4o"})
+            assert r.status_code == 200 and r.json()["model"] == "gpt-4o", r.text
+            mgr = f"http://{cfg.settings.http.host}:{ports['mgr-code-01']}"
+            card = {"job_id": "card-1", "run_id": "http-2", "lane": "code",
+                    "tasks": [{"lane": "code", "instruction": "x", "executor": "echo"}]}
+            r = await c.post(f"{mgr}/submit", json=card)
+            assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+            prog = f"http://{cfg.settings.http.host}:{ports['prog-001']}"
+            r = await c.post(f"{prog}/execute", json={"instruction": "hello", "executor": "echo"})
+            assert r.status_code == 200 and r.json()["output"] == "hello", r.text
+    finally:
+        await st.stop()
+    text = (tmp_path / "data" / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
+async def test_second_process_joins_with_the_creds_dir(tmp_path: Path, pas_procs: Any) -> None:
+    """README's split start: a programmer of a --agents overlay (an id the server's topology lacks) in its
+    own `pas up --nats-url` process connects as `programmer` with the first process's credentials, and
+    a job runs across both."""
+    from tests.conftest import fast_args
+
+    data = tmp_path / "data"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("agents:\n  - {id: prog-104, role: prog}\n")
+    core = pas_procs("--nats-port", "-1", "--data-dir", str(data), "--except", "prog-*", *fast_args(), name="core")
+    pas_procs("--nats-url", core.url, "--creds-dir", str(data / "creds"), "--agents", str(extra), "--only",
+              "prog-104", *fast_args(), name="pool")
+    client = await PasClient.connect(core.url, 10, creds=auth.load_creds(data / "creds")["client"])
+    try:
+        await client.submit({"title": "split", "run_id": "split-1", "tasks": [
+            {"lane": "docs", "instruction": "echo split", "command": "echo split", "executor": "command"}]})
+        st = await client.wait("split-1", timeout_s=60)
+    finally:
+        await client.close()
+    assert st["status"] == "completed" and st["tasks"][0]["programmer"] == "prog-104"
+    text = (data / "nats-server.log").read_text()
+    assert "Publish Violation" not in text and "Subscription Violation" not in text
+
+
+def cli(*args: str, creds_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PAS_CREDS_DIR": str(creds_dir)}
+    return subprocess.run([sys.executable, "-m", "pas", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+async def test_pas_creds_gives_the_nats_cli_a_users_rights(secured: Stack, tmp_path: Path) -> None:
+    import shutil
+
+    creds_dir = tmp_path / "data" / "creds"
+    p = cli("creds", "client", "--nats-url", secured.url or "", creds_dir=creds_dir)
+    assert p.returncode == 0, p.stderr
+    env = dict(os.environ)
+    for line in p.stdout.splitlines():
+        if line.startswith("export "):
+            k, _, v = line.removeprefix("export ").partition("=")
+            env[k] = v
+    assert env["NATS_USER"] == "client" and env["NATS_PASSWORD"] == secured.creds["client"].password
+    nats_cli = shutil.which("nats")
+    assert nats_cli, "the nats CLI (natscli) is installed by scripts/setup.sh --dev"
+
+
+    async def nats(*args: str) -> tuple[int, str]:  # the gateway answers from this event loop: never block it
+        proc = await asyncio.create_subprocess_exec(nats_cli, "--inbox-prefix", "_INBOX.client", *args, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode or 0, out.decode()
+
+    code, out = await nats("req", S.GATEWAY_RUNS, "{}")
+    assert code == 0 and '{"runs":[]}' in out, out
+    code, out = await nats("micro", "ls")
+    assert code == 0 and "gateway" in out and "prog-001" in out, out
+    code, out = await nats("pub", S.WORK_PROG, "{}")
+    assert code != 0 and f'Permissions Violation for Publish to "{S.WORK_PROG}"' in out, out
+    missing = cli("creds", "client", creds_dir=tmp_path / "nowhere")
+    assert missing.returncode == 1 and "no credentials for 'client'" in missing.stderr
+
+
+def test_pas_nats_config_prints_the_same_rules(tmp_path: Path) -> None:
+    """The block for an external server: a nats-server started with it enforces the same users."""
+    from pas.server import EmbeddedServer
+
+    creds_dir = tmp_path / "creds"
+    p = cli("nats-config", creds_dir=creds_dir)
+    assert p.returncode == 0, p.stderr
+    cfg = make_cfg()
+    creds = auth.load_creds(creds_dir)
+    assert p.stdout.endswith(auth.server_block(cfg, creds)) and set(creds) == set(auth.USERS)
+    assert cli("nats-config", creds_dir=creds_dir).stdout == p.stdout  # generated once
+    srv = EmbeddedServer(tmp_path / "ext", port=-1, auth_block=p.stdout)
+    srv.start()
+    try:
+        anon = subprocess.run([sys.executable, "-m", "pas", "runs", "--nats-url", srv.url, "--creds-dir",
+                               str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
+        assert anon.returncode == 1 and "no credentials were given" in anon.stderr
+        assert "--creds-dir" in anon.stderr
+    finally:
+        srv.stop()
+
+
+async def test_permissions_off_switch(tmp_path: Path) -> None:
+    """settings.nats.auth=off: no users in the server config, anyone may connect, one shared bus."""
+    cfg = make_cfg("settings.nats.port=-1", "settings.nats.auth=off")
+    st = Stack(cfg, only=["monitor", "gateway"], data_dir=tmp_path / "data")
+    await st.start()
+    try:
+        assert "authorization" not in (tmp_path / "data" / "nats-server.conf").read_text()
+        assert not (tmp_path / "data" / "creds").exists() and list(st.buses) == [""]
+        client = await PasClient.connect(st.url or "", 10)  # anonymous
+        try:
+            assert (await client.runs())["runs"] == []
+        finally:
+            await client.close()
+    finally:
+        await st.stop()
