@@ -20,9 +20,11 @@ from tests.conftest import make_cfg, wait_for
 GATED = "python -c \"import os,time; [time.sleep(0.02) for _ in iter(lambda: os.path.exists('{gate}'), True)]\""
 
 
-def pool_cfg(*extra: str) -> PasConfig:
+def pool_cfg(gate: Path, *extra: str) -> PasConfig:
     cfg = make_cfg(*extra)
     cfg.settings.policy.command_allowlist.append("python -c *")  # the gate below
+    gate.parent.mkdir()
+    cfg.settings.policy.sandbox_ro.append(str(gate.parent))  # tasks see the gate file appear (a live bind)
     return cfg
 
 
@@ -64,8 +66,8 @@ async def pending(client: PasClient, priority: int) -> int:
 
 async def test_high_priority_job_overtakes_waiting_low_priority_tasks(nats_server: Any, client: PasClient,
                                                                       tmp_path: Path) -> None:
-    gate = tmp_path / "go"
-    st = Stack(pool_cfg(), url=nats_server.url, exclude=["prog-00[3-9]", "prog-010"])  # a pool of 2
+    gate = tmp_path / "gate" / "go"
+    st = Stack(pool_cfg(gate), url=nats_server.url, exclude=["prog-00[3-9]", "prog-010"])  # a pool of 2
     await st.start()
     try:
         await client.submit({"title": "low", "run_id": "low", "priority": 5,
@@ -85,8 +87,8 @@ async def test_high_priority_job_overtakes_waiting_low_priority_tasks(nats_serve
 
 
 async def test_aging_lets_low_priority_work_through(nats_server: Any, client: PasClient, tmp_path: Path) -> None:
-    gate = tmp_path / "go"
-    cfg = pool_cfg("settings.pool.priority_burst=2")
+    gate = tmp_path / "gate" / "go"
+    cfg = pool_cfg(gate, "settings.pool.priority_burst=2")
     st = Stack(cfg, url=nats_server.url, exclude=["prog-00[2-9]", "prog-010"])  # a pool of 1
     await st.start()
     try:
