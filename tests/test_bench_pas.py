@@ -135,3 +135,21 @@ def test_comms_replay_counts(quick_report: dict[str, Any]) -> None:
     assert d["entries"] == d["stored"] == QUICK.comms_n
     assert len(d["reads"]) == QUICK.comms_reads
     assert all(r["entries"] == QUICK.comms_n and r["per_s"] > 0 for r in d["reads"])
+
+
+def test_natsbench_floors_in_the_same_run(quick_report: dict[str, Any]) -> None:
+    """The official tool's figures (`nats bench`) are floors of the same run, and PAS is set against them."""
+    from tests.natscli_support import natscli
+
+    natscli()  # a skip only without Go; without natscli the report says "skipped: ..." (never a failure)
+    by = figs(quick_report)
+    for name in ("natsbench.pubsub.sub_per_s", "natsbench.reqrep.p50", "natsbench.js_pub_async.msgs_per_s",
+                 "natsbench.js_pub_sync.p50"):
+        assert positive(by[name]) and by[name]["target"] == "floor", by.get(name)
+    req, js = by["natsbench.reqrep.p50"]["value"], by["natsbench.js_pub_sync.p50"]["value"]
+    lat = by["pas.latency.p50.vs_natsbench"]
+    assert lat["value"] == by["pas.latency.p50"]["value"]
+    assert lat["floor_value"] == pytest.approx(QUICK.hops * (req + js))
+    tp = by["pas.throughput.tasks_per_s.vs_natsbench"]
+    assert tp["floor_value"] == by["natsbench.js_pub_async.msgs_per_s"]["value"]
+    assert quick_report["details"]["natsbench.pubsub"]["n"] == QUICK.nb_pubsub_n

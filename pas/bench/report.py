@@ -119,6 +119,13 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _natscli_version() -> str:
+    from pas.bench.natsbench import NATSCLI_VERSION, find_natscli
+
+    path, why = find_natscli()
+    return f"{NATSCLI_VERSION} ({path})" if path else why
+
+
 def machine_info(command: str | None = None) -> dict[str, Any]:
     cpus = os.cpu_count() or 0
     try:
@@ -134,6 +141,7 @@ def machine_info(command: str | None = None) -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "nats_server": _nats_server_version(),
         "nats_py": _version("nats-py"),
+        "natscli": _natscli_version(),
         "http_stack": f"fastapi {_version('fastapi')}, uvicorn {_version('uvicorn')}, httpx {_version('httpx')}",
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
@@ -189,6 +197,31 @@ def read_notes(path: str | Path | None = DEFAULT_NOTES) -> str:
     return "\n".join(lines).strip()
 
 
+def render_natsbench_section(figures: Sequence[Figure]) -> list[str]:
+    """Markdown lines: the official tool's floors and what is set against them (empty if not measured)."""
+    tool = [f for f in figures if f.name.startswith("natsbench.")]
+    if not tool:
+        return []
+    vs = []
+    for f in figures:  # each figure set against the tool, after the same figure against its own floor
+        if f.name.endswith(".vs_natsbench"):
+            own = next((g for g in figures if g.name == f.name.removesuffix(".vs_natsbench")), None)
+            vs += [own, f] if own is not None and own.floor_name else [f]
+    return [
+        "## Against the official tool (`nats bench`)",
+        "",
+        "`nats bench` (natscli, Go) on the same nats-server, in the same run, with the same 128-byte",
+        "messages and file storage: core pub/sub, sequential service request/reply, JetStream publish",
+        "(async and sync). The chain floors and PAS are set against a chain of the tool's own hops:",
+        "`hops x request/reply p50` (core), `hops x (request/reply p50 + sync publish p50)` (one append",
+        "per hop), and the work-queue publish rate and PAS throughput against the tool's async publish rate;",
+        "a PAS figure's row against its own floor comes just before.",
+        "",
+        render_markdown_table([*tool, *vs]),
+        "",
+    ]
+
+
 def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], notes: str = "") -> str:
     m = machine
     out = [
@@ -202,6 +235,7 @@ def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], notes: s
         "",
         render_markdown_table(figures),
         "",
+        *render_natsbench_section(figures),
         "## Machine",
         "",
         f"- CPUs: {m.get('cpu_count', '?')} ({m.get('cpu_usable', '?')} usable)",
@@ -211,6 +245,7 @@ def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], notes: s
         f"- Python: {m.get('python', '?')}",
         f"- nats-server: {m.get('nats_server', '?')}",
         f"- nats-py: {m.get('nats_py', '?')}",
+        *([f"- natscli (`nats bench` floors): {m['natscli']}"] if m.get("natscli") else []),
         f"- HTTP stack (http_chain floor): {m.get('http_stack', '?')}",
         f"- Date: {m.get('date', '?')}",
         *([f"- Load average (1 min): {m['loadavg_1m']}"] if m.get("loadavg_1m") else []),

@@ -42,7 +42,7 @@ from pas.bench.stats import Figure, Summary, ms, rate
 from pas.server import EmbeddedServer
 
 # modules imported by main() before running, so their @register calls take effect
-DEFAULT_PRODUCER_MODULES: tuple[str, ...] = ("pas.bench.pas_figures",)
+DEFAULT_PRODUCER_MODULES: tuple[str, ...] = ("pas.bench.pas_figures", "pas.bench.natsbench")
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,19 @@ class Sizes:
     footprint_trials: int = 3
     comms_n: int = 50000  # comms entries written, then replayed
     comms_reads: int = 3
+    # `nats bench` floors (pas.bench.natsbench)
+    nb_pubsub_n: int = 400_000  # x 128 B stays under the server's 64 MB pending limit per client: no slow consumer
+    nb_reqrep_n: int = 20_000
+    nb_js_async_n: int = 100_000
+    nb_js_sync_n: int = 10_000
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Sizes":
         if not quick:
             return cls()
         return cls(chain_n=30, wq_n=1000, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
-                   failover_trials=1, footprint_trials=1, comms_n=5000, comms_reads=1)
+                   failover_trials=1, footprint_trials=1, comms_n=5000, comms_reads=1,
+                   nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
 
 
 @dataclass
@@ -147,9 +153,13 @@ def unregister(name: str) -> None:
     PRODUCERS[:] = [r for r in PRODUCERS if r.name != name]
 
 
-def _floor(fn: Producer) -> Producer:
+def register_floor(fn: Producer) -> Producer:
+    """Add a floor producer (runs before every PAS figure); named after the function, minus `_floor_`."""
     FLOOR_PRODUCERS.append(Registered(fn.__name__.removeprefix("_floor_"), fn))
     return fn
+
+
+_floor = register_floor
 
 
 # ---- the floors as producers ---------------------------------------------------------------
@@ -237,7 +247,8 @@ async def run_all(quick: bool, producers: Sequence[Registered] | None = None, *,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     todo = (list(FLOOR_PRODUCERS) if include_floors else []) + list(PRODUCERS if producers is None else producers)
     tmp = Path(tempfile.mkdtemp(prefix="pas-bench-"))
-    server = EmbeddedServer(tmp / "nats", port=-1)
+    # -m -1: an HTTP monitoring port, where the `nats bench` floors see when the CLI's subscriber is ready
+    server = EmbeddedServer(tmp / "nats", port=-1, extra_args=["-m", "-1"])
     ctx = BenchContext(url="", quick=quick, data_dir=tmp, sizes=Sizes.for_mode(quick), server=server)
     try:
         ctx.url = await asyncio.to_thread(server.start)
