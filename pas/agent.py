@@ -51,6 +51,8 @@ class WorkSpec:
     ack_wait_s: float
     bands: tuple[str, ...] = ()
     """Several durable consumers pulled highest first (pas.priority); durable is then the first."""
+    band_subjects: tuple[str, ...] = ()
+    """The subject each of bands filters (its publishes wake the loop)."""
     wake_subject: str = ""
     burst: int = 8
 
@@ -159,8 +161,9 @@ class Agent:
             if ws.bands:
                 from pas.priority import BandedWorkLoop
 
-                loop: WorkLoop = BandedWorkLoop(self.bus.nc, list(ws.bands), ws.wake_subject, ws.burst,
-                                                js=self.bus.js, stream=ws.stream, typ=ws.typ, handler=ws.handler, **kw)
+                loop: WorkLoop = BandedWorkLoop(self.bus.nc, list(ws.bands), list(ws.band_subjects), ws.wake_subject,
+                                                ws.burst, js=self.bus.js, stream=ws.stream, typ=ws.typ,
+                                                handler=ws.handler, **kw)
             else:
                 loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, **kw)
             self.loops.append(loop)

@@ -13,8 +13,9 @@ The rule, per programmer, each time it has a free slot:
 2. aging: after `pool.priority_burst` tasks in a row from one band, first try the bands below it
    (a different one first each time), so waiting low-priority work gets a task through at least
    once every burst+1 tasks and is never starved by a stream of high-priority work.
-When every band is empty the loop sleeps until a publish on `pas.work.prog.*` wakes it (or 0.5 s,
-for redeliveries, which publish nothing).
+A band found empty is skipped until a publish to it is seen on `pas.work.prog.*` (a core subscription)
+or 0.5 s pass (redeliveries publish nothing), so a task costs one pull, not one per band. When every
+band is empty the loop sleeps until such a publish wakes it, or 0.5 s.
 """
 
 from __future__ import annotations
@@ -34,15 +35,18 @@ from pas.service import WorkLoop
 
 log = logging.getLogger("pas.priority")
 NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()
+RECHECK_S = 0.5
 
 
 class BandedWorkLoop(WorkLoop):
     """A WorkLoop over several durable consumers of one stream, highest priority first."""
 
-    def __init__(self, nc: Client, durables: list[str], wake_subject: str, burst: int, **kw: Any) -> None:
+    def __init__(self, nc: Client, durables: list[str], subjects: list[str], wake_subject: str, burst: int,
+                 **kw: Any) -> None:
         super().__init__(durable=durables[0], **kw)
         self.nc = nc
         self.durables = durables
+        self.band_of = {s: i for i, s in enumerate(subjects)}  # band subject -> index in durables
         self.wake_subject = wake_subject
         self.burst = max(1, burst)
         self.streak_band: int | None = None  # index of the band the current streak is from
@@ -50,6 +54,10 @@ class BandedWorkLoop(WorkLoop):
         self.turn = 0  # which lower band gets the next aging pick first
         self._wake = asyncio.Event()
         self._inboxes: list[Any] = []
+        # A band found empty is not asked again until a publish to it is seen (or RECHECK_S passes,
+        # for redeliveries, which publish nothing): one pull per task instead of one per band.
+        self._empty_at = [0.0] * len(durables)
+        self._woke_at = [0.0] * len(durables)
 
     def order(self) -> list[int]:
         """Band indexes to try, in order, for the next pick."""
@@ -84,14 +92,21 @@ class BandedWorkLoop(WorkLoop):
 
     async def _next(self) -> Msg | None:
         for i in self.order():
+            now = time.monotonic()
+            if self._empty_at[i] > self._woke_at[i] and now - self._empty_at[i] < RECHECK_S:
+                continue  # empty a moment ago, and nothing published to it since
             m = await self._pull(i)
             if m is not None:
                 self._picked(i)
                 return m
+            self._empty_at[i] = time.monotonic()
         return None
 
     async def _run(self) -> None:
-        async def woke(_: Msg) -> None:
+        async def woke(msg: Msg) -> None:
+            i = self.band_of.get(msg.subject)
+            if i is not None:
+                self._woke_at[i] = time.monotonic()
             self._wake.set()
 
         sub = await self.nc.subscribe(self.wake_subject, cb=woke)

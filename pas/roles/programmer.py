@@ -75,7 +75,8 @@ class ProgrammerRole(Role):
         p = self.cfg.settings.pool
         bands = tuple(S.consumer_prog(b) for b in wire.PRIORITIES)  # highest first (pas.priority)
         return [WorkSpec(S.STREAM_WORK, bands[0], wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s,
-                         bands=bands, wake_subject=S.WORK_PROG_ALL, burst=p.priority_burst)]
+                         bands=bands, band_subjects=tuple(S.work_prog(b) for b in wire.PRIORITIES),
+                         wake_subject=S.WORK_PROG_ALL, burst=p.priority_burst)]
 
     async def start(self) -> None:
         await asyncio.to_thread(self.box.problem)  # probe bwrap once, off the event loop
