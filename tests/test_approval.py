@@ -265,7 +265,12 @@ async def test_hmi_plan_view_approve_and_reject_buttons(nats_server: Any) -> Non
 
 async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
     """The embedded server as `pas up` starts it (NATS users on): every role's new subjects are granted
-    (plan/approve/reject requests, pas.work.approval, release events, priority bands), no violation."""
+    (plan/approve/reject requests, pas.work.approval, release events, priority bands): no violation but
+    the one provoked, a programmer trying to approve."""
+    from pas import auth
+    from pas import subjects as S
+    from pas.bus import connect
+
     cfg = make_cfg("settings.nats.port=-1", "settings.work.approval_timeout_s=600")
     assert cfg.settings.nats.auth == "on"
     st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"],
@@ -286,6 +291,15 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
         assert final["status"] == "completed" and [t["status"] for t in final["tasks"]] == ["skipped", "completed"]
         await client.submit({"title": "secured reject", "run_id": "sa2", "approval_mode": True, "tasks": code})
         await waiting(client, "sa2")
+        # A programmer may not decide: the server refuses its publish, and the run keeps waiting.
+        prog = await connect(st.url or "", name="test-programmer", **auth.connect_kw(st.creds["programmer"]))
+        try:
+            await prog.publish(S.GATEWAY_APPROVE, b'{"run_id":"sa2","by":"prog"}')
+            await prog.flush()
+            await wait_for(lambda: 'Publish Violation - Subject "pas.gateway.approve"' in server_log.read_text(), 10)
+        finally:
+            await prog.close()
+        assert (await client.status("sa2"))["status"] == "waiting_approval"
         await client.reject("sa2", reason="no", by="gina")
         await wait_for(lambda: _skipped(client, "sa2", 2), 20, 0.1)
         for prio in (1, 10):
@@ -294,7 +308,8 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
     finally:
         await client.close()
         await st.stop()
-    assert "Violation" not in server_log.read_text()
+    violations = [line for line in server_log.read_text().splitlines() if "Violation" in line]
+    assert len(violations) == 1 and 'user:programmer" - Publish Violation' in violations[0], violations
 
 
 async def _skipped(client: PasClient, run_id: str, n: int) -> bool:
