@@ -175,7 +175,8 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
     elif user == "programmer":
         p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.priority)
-              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"), S.done_task("*", "*", "*"),
+              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
+                   S.done_task("*", "*", "*"),
                    kv_write(S.KV_TREE, "*.task.*")])
     elif user == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
