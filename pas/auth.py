@@ -136,7 +136,7 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
     run_readers = ("gateway", "root", "architect", "director", "manager", "programmer")
     if user in run_readers:
         p.add(pub=[kv_read(S.KV_RUNS)])
-    if user in ("gateway", "architect", "director", "manager", "programmer"):
+    if user in ("gateway", "root", "architect", "director", "manager", "programmer"):  # root: integration
         p.add(pub=[kv_read(S.KV_TREE)])
     if user in ("architect", "director", "manager"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(nc)
     nc.add_argument("--data-dir", help="keep the generated credentials in <data_dir>/creds")
 
+    from pas.eval.cli import add_parser as add_eval_parser
+
+    add_eval_parser(sub, _common)
+
     bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
     bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")
     bn.add_argument("--json", help="write figures to this JSON file")

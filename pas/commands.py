@@ -239,6 +239,10 @@ def result_table(st: dict[str, Any]) -> str:
     for env, ids in envs.items():
         which = "every task" if len(envs) == 1 and len(ids) == len(st["tasks"]) else ", ".join(ids)
         lines.append(f"environment of {which}: {env}")
+    if st.get("result_branch"):
+        lines.append(f"result: {st['result_branch']} (the completed tasks' branches, merged in task order)")
+    for c in st.get("conflicts") or []:
+        lines.append(f"conflict: {c}")
     return "\n".join(lines)
 
 
@@ -383,6 +387,12 @@ async def cmd_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
     from pas.demo import run_demo
 
     return await run_demo(args, cfg)
+
+
+async def cmd_eval(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.eval.cli import main as eval_main
+
+    return await eval_main(args, cfg)
 
 
 async def cmd_init(args: argparse.Namespace, cfg: PasConfig | None) -> int:

@@ -99,6 +99,7 @@ async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
         usage=wire.Usage(tokens=used.tokens, cost_usd=round(used.cost_usd, 8), llm_calls=used.calls,
                          unknown_cost_calls=unknown),
         message=run.message, degraded=run.degraded, priority=run.priority, approval=run.approval,
+        result_branch=run.result_branch, conflicts=run.conflicts,
     )
 
 

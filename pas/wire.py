@@ -143,6 +143,10 @@ class RunRecord(Base):
     priority: int = 5
     approval_mode: bool = False
     approval: Approval | None = None
+    result_branch: str | None = None
+    """pas/<run>/result: the completed tasks' branches merged in task order (pas.integrate)."""
+    conflicts: list[str] = []
+    """Task branches that did not merge into result_branch, with the files (a conflict fails the run)."""
 
 
 class PlanRecord(Base):
@@ -270,6 +274,8 @@ class RunStatus(Base):
     degraded: bool = False
     priority: int = 5
     approval: Approval | None = None
+    result_branch: str | None = None
+    conflicts: list[str] = []
 
 
 class PlanTask(Base):

@@ -13,7 +13,8 @@ request fails with HTTP 500 "no script" so a test never passes by accident.
 
 Behaviours: Reply(text, ...) answers (streamed as SSE when the request asks for ``stream``),
 Fail(status) answers with an HTTP error, Hang(seconds) waits longer than the client's timeout,
-Garbage(body) answers HTTP 200 with a body that is not a chat completion (e.g. not JSON).
+Garbage(body) answers HTTP 200 with a body that is not a chat completion (e.g. not JSON),
+Dispatch(fn) calls fn(request body) to pick one of the others.
 A plan-level "garbage" (non-JSON or truncated JSON content) is simply Reply("{\"lanes\": [").
 
 Use the fixture from a test module with ``from tests.fakellm import fake_llm  # noqa: F401`` or from
@@ -78,7 +79,15 @@ class Garbage:
     content_type: str = "application/json"
 
 
-Behaviour = Reply | Fail | Hang | Garbage
+@dataclass
+class Dispatch:
+    """Decide per request: `choose(body)` (the request's JSON body) returns the behaviour to use.
+    For scripts that depend on what the model is asked (parallel agents, content-routed replies)."""
+
+    choose: Any
+
+
+Behaviour = Reply | Fail | Hang | Garbage | Dispatch
 
 
 @dataclass
@@ -190,8 +199,11 @@ class FakeLLM:
                 self.requests.append(
                     RecordedRequest(request.url.path, model, body, dict(request.headers))
                 )
+            b = self._next(model)
+            if isinstance(b, Dispatch):
+                b = b.choose(body)
             auth = request.headers.get("authorization", "")
-            return await self._respond(model, body, self._next(model), auth.removeprefix("Bearer ").strip())
+            return await self._respond(model, body, b, auth.removeprefix("Bearer ").strip())
 
         app.add_api_route("/v1/chat/completions", chat, methods=["POST"])
         app.add_api_route("/chat/completions", chat, methods=["POST"])

@@ -116,7 +116,7 @@ def test_wheel_installs_and_runs_from_another_directory(fresh: tuple[Path, dict[
         rows: list[dict[str, str]] = []
         while len([r for r in rows if r["state"] == "alive"]) < 26:  # the monitor marks agents as they beat
             assert time.monotonic() < deadline, rows
-            a = run("agents", "--json", "--nats-url", url, timeout=60)
+            a = run("agents", "--json", "--nats-url", url, "--creds-dir", str(tmp_path / "data" / "creds"), timeout=60)
             assert a.returncode == 0, a.stderr
             rows = json.loads(a.stdout)
             time.sleep(0.2)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
 from nats.aio.msg import Msg
 
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role, WorkSpec
+from pas.errors import PasError
+from pas.integrate import integrate
+
+log = logging.getLogger("pas.root")
 
 
 class RootRole(Role):
@@ -46,9 +54,44 @@ class RootRole(Role):
         run.status = "completed" if ev.status == "completed" else ("cancelled" if ev.status == "cancelled" else "failed")
         run.finished_at = wire.now()
         run.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
+        if run.status != "cancelled":
+            await self._integrate(run)
         await R.put_run(self.bus, run)
         await R.emit(self.bus, S.run_status(run.run_id),
-                     R.event(run.run_id, "run", run.status, self.me.id, message=ev.message),
+                     R.event(run.run_id, "run", run.status, self.me.id,
+                             message=run.message if run.conflicts else ev.message),
                      msg_id=f"{run.run_id}:status:final")
         await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"run {run.run_id} {run.status}",
                                    run.run_id, run.status)
+
+    async def _integrate(self, run: wire.RunRecord) -> None:
+        """Merge the completed tasks' branches into pas/<run>/result (pas.integrate), when the run
+        has a repository on this machine and some task changed files. A conflict fails the run."""
+        req = await self.bus.kv_get(S.KV_TREE, R.request_key(run.run_id), wire.JobSubmit)
+        repo = req[0].repo if req else None
+        if not repo:
+            return
+        tasks = await R.tasks_of(self.bus, run.run_id)
+        if not any(t.branch and t.diff_stat and t.status == "completed" for t in tasks):
+            return  # nothing to bring together
+        if not (Path(repo) / ".git").exists():
+            run.message += f"; not integrated: repository {repo} is not on this machine"
+            return
+        try:
+            res = await asyncio.to_thread(integrate, Path(repo), run.run_id,
+                                          [{"task_id": t.task_id, "status": t.status, "branch": t.branch}
+                                           for t in tasks])
+        except PasError as e:
+            log.warning("run %s: integration failed: %s", run.run_id, e.message)
+            run.message += f"; integration failed: {e.message}"
+            return
+        run.result_branch, run.conflicts = res.branch, [str(c) for c in res.conflicts]
+        text = f"integrated {len(res.merged)} task branch(es) into {res.branch}"
+        if res.conflicts:
+            text += f"; {res.reason()}"
+            if run.status == "completed":
+                run.status = "failed"
+            run.message = res.reason() + (f"; {run.message}" if run.message else "")
+        await self.agent.comms.log(self.me.id, "gateway", "RESPONSE", text, run.run_id,
+                                   "conflict" if res.conflicts else "ok",
+                                   metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts})

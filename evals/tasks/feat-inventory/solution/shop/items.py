@@ -1,0 +1,6 @@
+class Item:
+    def __init__(self, name, price, qty):
+        self.name, self.price, self.qty = name, price, qty
+
+    def total(self):
+        return self.price * self.qty

@@ -1,0 +1,5 @@
+def word_counts(text):
+    counts = {}
+    for w in text.split(" "):
+        counts[w] = counts.get(w, 0) + 1
+    return counts

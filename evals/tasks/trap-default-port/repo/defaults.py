@@ -1,0 +1,1 @@
+DEFAULTS = {"port": 9090}

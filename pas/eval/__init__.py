@@ -1,0 +1,1 @@
+"""`pas eval`: a task set, a harness that runs it through the swarm and one model alone, reports."""
