@@ -68,6 +68,8 @@ def rollup(statuses: list[str]) -> str:
     """Status of a parent from its children's terminal statuses."""
     if any(s == "cancelled" for s in statuses):
         return "cancelled"
+    if any(s == "rejected" for s in statuses):
+        return "rejected"  # the plan was rejected (approval mode): its held tasks never ran
     # A task dropped at approval ("skipped") does not fail its job.
     return "completed" if all(s in ("completed", "skipped") for s in statuses) else "failed"
 

@@ -92,6 +92,9 @@ async def test_reject_ends_the_run_and_nothing_runs(stack: Stack, client: PasCli
     assert final["status"] == "rejected" and "carol" in final["message"] and "wrong module" in final["message"]
     # The managers mark the held tasks skipped; no programmer ever starts one.
     await wait_for(lambda: _all_skipped(client, "rj1"), 20, 0.1)
+    # The tree ends too: every job and lane `rejected`, announced the usual way (done events).
+    lanes = await wait_for(lambda: _lanes_ended(client, "rj1"), 20, 0.1)
+    assert lanes == {"code": "rejected", "docs": "rejected"}
     entries = await comms(client.nc, "rj1")
     assert ran(entries) == []
     decision = [e for e in entries if e.message.startswith("reject plan of rj1")]
@@ -99,6 +102,15 @@ async def test_reject_ends_the_run_and_nothing_runs(stack: Stack, client: PasCli
                                                            "reason": "touches the wrong module"}
     with pytest.raises(Conflict):
         await client.approve("rj1", by="carol")
+
+
+async def _lanes_ended(client: PasClient, run_id: str) -> dict[str, str] | None:
+    js = client.nc.jetstream()
+    kv = await js.key_value("pas_tree")
+    out = {}
+    for lane in ("code", "docs"):
+        out[lane] = json.loads((await kv.get(f"{run_id}.lane.{lane}")).value)["status"]
+    return out if "running" not in out.values() else None
 
 
 async def _all_skipped(client: PasClient, run_id: str) -> bool:

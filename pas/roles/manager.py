@@ -149,10 +149,11 @@ class ManagerRole(Role):
                 rec.error = f"dropped from the plan by {ev.agent}" if approved else f"plan rejected by {ev.agent}"
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
                 await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
-                if approved:  # the job counts it as done (a rejected run has ended already)
-                    await R.emit(self.bus, S.done_task(ev.run_id, self.lane, task_id),
-                                 R.event(ev.run_id, "task", "skipped", self.me.id, lane=self.lane, job_id=job_id,
-                                         task_id=task_id), msg_id=f"{ev.run_id}:done:task:{task_id}")
+                # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
+                await R.emit(self.bus, S.done_task(ev.run_id, self.lane, task_id),
+                             R.event(ev.run_id, "task", "skipped" if approved else "rejected", self.me.id,
+                                     lane=self.lane, job_id=job_id, task_id=task_id),
+                             msg_id=f"{ev.run_id}:done:task:{task_id}")
         await asyncio.gather(*pending)
 
     async def task_done(self, ev: wire.RunEvent, msg: Msg) -> None:
