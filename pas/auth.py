@@ -141,7 +141,11 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
     if user in ("architect", "director", "manager"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])
     if user in LLM_USERS:
-        p.add(pub=[kv_write(S.KV_TREE, "*.usage"), kv_write(S.KV_BREAKERS, ">")])
+        p.add(pub=[kv_write(S.KV_TREE, "*.usage"), kv_write(S.KV_BREAKERS, ">"),
+                   # every exchange recorded; a rerun reads recordings, notes a divergence, cancels on it
+                   S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
+                                           (f"{API}.STREAM.MSG.GET.{S.STREAM_RECORDINGS}",)),
+                   kv_write(S.KV_TREE, "*.divergence"), kv_write(S.KV_TREE, "*.forked"), S.GATEWAY_CANCEL])
     if user == "gateway":
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
                    S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
@@ -195,13 +199,16 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
     out = {u: _role_rules(cfg, u) for u in AGENT_USERS}
     out["client"] = Perms().add(
         pub=[*REQUESTS, read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
-             kv_read(S.KV_BREAKERS), f"{API}.STREAM.INFO.*", "$JS.FC.>"],
-        sub=[S.EVENTS_ALL, S.COMMS_ALL, "_INBOX.client.>"])
+             kv_read(S.KV_BREAKERS), f"{API}.STREAM.INFO.*", "$JS.FC.>",
+             # pas replay (PAS_EVENTS, --rebuild against KV, --speed), pas rerun (its spec, its comms entry), pas diff
+             read_stream(S.STREAM_EVENTS), kv_read(S.KV_RUNS), kv_read(S.KV_TREE), S.REPLAY_ALL,
+             kv_write(S.KV_TREE, "*.rerun"), "pas.comms.*.client.*"],
+        sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, "_INBOX.client.>"])
     out["adapter"] = Perms().add(
         pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
              S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
-             kv_read(S.KV_TREE), f"{API}.STREAM.INFO.*"],
-        sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.ctl("*", "model_changed"),
+             kv_read(S.KV_TREE), f"{API}.STREAM.INFO.*", read_stream(S.STREAM_EVENTS)],  # + timelines
+        sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              "_INBOX.adapter.>"])
     out["admin"] = Perms().add(pub=["pas.ctl.>", f"{API}.>", "$SRV.>"], sub=["pas.ctl.>", "_INBOX.admin.>"])
     return {u: out[u] for u in USERS}

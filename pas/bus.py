@@ -27,6 +27,7 @@ from nats.js.api import (
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
+    StoreCompression,
     StreamConfig,
 )
 from nats.js.errors import (
@@ -227,6 +228,20 @@ def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
             max_age=s.comms.max_age_days * 86400,
             num_replicas=reps,
             duplicate_window=s.work.dedupe_window_s,
+        ),
+        StreamConfig(
+            name=S.STREAM_RECORDINGS,
+            description="PAS model exchanges: request, reply, model, tokens, cost, latency (pas.recording)",
+            subjects=[S.RECORDINGS_ALL],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            max_age=s.comms.max_age_days * 86400,
+            max_bytes=s.comms.max_bytes,
+            discard=DiscardPolicy.OLD,
+            num_replicas=reps,
+            duplicate_window=s.work.dedupe_window_s,
+            compression=StoreCompression.S2,
+            allow_direct=True,
         ),
     ]
 

@@ -15,10 +15,10 @@ from pas.config import PasConfig, load_config
 from pas.errors import ConfigError, PasError
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, long_set: bool = True) -> None:
     p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: $PAS_CONFIG_DIR, "
                    "else ./configs if it exists, else the defaults shipped with pas)")
-    p.add_argument("-c", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument(*(["-c", "--set"] if long_set else ["-c"]), dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. -c settings.heartbeat.interval_s=1 (repeatable)")
     p.add_argument("--nats-url", help="use this NATS server (also PAS_NATS_URL); a comma-separated list for a cluster")
     p.add_argument("--agents", dest="agent_files", action="append", default=[], metavar="FILE",
@@ -60,6 +60,39 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--since", help="ISO time, or a duration such as 10m, 2h, 1d")
     lg.add_argument("--follow", "-f", action="store_true")
     lg.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("replay", help="a run's timeline rebuilt from JetStream (PAS_EVENTS, PAS_COMMS; never KV)")
+    _common(rp)
+    rp.add_argument("run_id")
+    rp.add_argument("--json", action="store_true", help="the timeline as JSON")
+    rp.add_argument("--html", metavar="FILE", help="write one self-contained page with a Gantt chart")
+    rp.add_argument("--follow", "-f", action="store_true", help="print steps as they happen until the run ends")
+    rp.add_argument("--speed", type=float, metavar="X", help="re-publish the run's messages on "
+                    "pas.replay.<run>.> with the original gaps divided by X (0 = no waiting)")
+    rp.add_argument("--rebuild", action="store_true", help="re-derive the KV run tree from the events and "
+                    "compare it with KV (exit 1 on differences)")
+
+    rr = sub.add_parser("rerun", help="re-run a run from its recorded model replies (0 tokens); --from forks it")
+    _common(rr, long_set=False)
+    rr.add_argument("run_id", help="the parent run")
+    rr.add_argument("--run-id", dest="new_run_id", help="id of the new run (default: <parent>-r<N>)")
+    rr.add_argument("--on-diverge", choices=["stop", "live"], default="stop",
+                    help="a prompt with no recording: cancel the run (stop, default) or call the model (live)")
+    rr.add_argument("--from", dest="from_step", metavar="STEP",
+                    help="replay until STEP, then go live: task:<task_id>, lane:<lane>, or an agent id or role[-lane] "
+                         "(architect, dir-docs, mgr-code, prog)")
+    rr.add_argument("--model", dest="models", action="append", default=[], metavar="AGENT=PROFILE",
+                    help="the model profile of live calls by AGENT (an agent id or role[-lane]) (repeatable)")
+    rr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="change the submitted job: goal=..., budget.tokens_max=1000 (JSON values) (repeatable)")
+    rr.add_argument("--timeout", type=float, default=3600.0)
+    rr.add_argument("--json", action="store_true")
+
+    df = sub.add_parser("diff", help="compare two runs: plans, task outcomes, diffs, tokens, cost")
+    _common(df)
+    df.add_argument("run_a")
+    df.add_argument("run_b")
+    df.add_argument("--json", action="store_true")
 
     sm = sub.add_parser("submit", help="submit a job; prints the run id")
     _common(sm)

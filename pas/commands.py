@@ -165,6 +165,24 @@ async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
     return 0
 
 
+async def cmd_replay(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.replay.commands import replay
+
+    return await replay(args, cfg)
+
+
+async def cmd_rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.replay.commands import rerun
+
+    return await rerun(args, cfg)
+
+
+async def cmd_diff(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.replay.commands import diff
+
+    return await diff(args, cfg)
+
+
 def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     job: dict[str, Any] = {"title": args.title}
     if args.goal:

@@ -7,14 +7,11 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 
 from __future__ import annotations
 
-import asyncio
-import json
 from datetime import datetime
 from typing import Any, AsyncIterator
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from pas import subjects as S
 from pas import wire
@@ -89,67 +86,20 @@ async def read(
 ) -> AsyncIterator[wire.CommsEntry]:
     """Entries in order. `agent` matches the sender or the receiver.
 
-    Without follow, stops after the entries that existed when it started; with follow, tails.
-    A pull consumer (no deliveries until asked, so its pending count is exact), pulled in batches
-    on a plain callback subscription: nats-py's fetch() costs a task and a timer per message.
+    Without follow, stops after the entries that existed when it started; with follow, tails
+    (pas.replay.source.read_raw: an ephemeral pull consumer, pulled in batches).
     """
-    nc = js._nc  # noqa: SLF001 - the connection under this JetStream context
-    subj = filter_subject(run_id, None, msg_type)
-    name = nc._nuid.next().decode()  # noqa: SLF001
-    cc = ConsumerConfig(
-        name=name,
-        deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
-        opt_start_time=since.isoformat() if since else None,  # type: ignore[arg-type]
-        filter_subject=subj,
-        inactive_threshold=30.0,
-        ack_policy=AckPolicy.NONE,
-        mem_storage=True,
-        num_replicas=1,
-    )
-    info = await js.add_consumer(S.STREAM_COMMS, cc)
-    remaining = info.num_pending
-    queue: asyncio.Queue[Any] = asyncio.Queue()
+    from pas.replay.source import read_raw
 
-    async def on_msg(m: Any) -> None:
-        queue.put_nowait(m)
-
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=on_msg)
-    next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{S.STREAM_COMMS}.{name}"
-    expires_s = 1.0 if follow else max(idle_timeout_s, 2.0)
-    try:
-        while follow or remaining > 0:
-            want = batch if follow else min(batch, remaining)
-            req = json.dumps({"batch": want, "expires": int(expires_s * 1e9)}).encode()
-            await nc.publish(next_subject, req, reply=inbox)
-            got = 0
-            while got < want:
-                if not queue.empty():
-                    m = queue.get_nowait()  # the common case: no task or timer per message
-                else:
-                    try:
-                        m = await asyncio.wait_for(queue.get(), expires_s + 2)
-                    except asyncio.TimeoutError:
-                        break
-                if not m.data and m.headers and m.headers.get("Status"):
-                    break  # 404 no messages / 408 request expired: ask again (or stop)
-                got += 1
-                remaining -= 1
-                try:
-                    e = wire.decode(m.data, wire.CommsEntry)
-                except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it
-                    continue
-                if agent and agent not in (e.from_agent, e.to_agent):
-                    continue
-                yield e
-            if not follow and got == 0:
-                return  # nothing more came (entries aged out meanwhile)
-    finally:
+    async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, follow=follow,
+                            idle_timeout_s=idle_timeout_s, batch=batch):
         try:
-            await sub.unsubscribe()
-            await js.delete_consumer(S.STREAM_COMMS, name)
-        except Exception:  # noqa: BLE001 - it expires by itself
-            pass
+            e = wire.decode(m.data, wire.CommsEntry)
+        except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it
+            continue
+        if agent and agent not in (e.from_agent, e.to_agent):
+            continue
+        yield e
 
 
 def format_entry(e: wire.CommsEntry) -> str:

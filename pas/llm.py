@@ -65,6 +65,10 @@ class CallRecord:
     ok: bool
     error: str | None = None
     ts: float = field(default_factory=time.time)
+    request: dict[str, Any] | None = None
+    """What litellm was sent ({model, messages, temperature, max_tokens}); None if no call was made."""
+    reply: str | None = None
+    finish_reason: str | None = None
 
     @property
     def tokens(self) -> int:
@@ -287,6 +291,8 @@ class LLMClient:
         }
         if prof.api_base:
             kwargs["api_base"] = prof.api_base
+        sent = {k: kwargs[k] for k in ("model", "temperature", "max_tokens")}  # for the recording
+        sent["messages"] = [dict(m) for m in messages]  # a copy: callers append to theirs
         t0 = time.monotonic()
         if prof.api_key_env:
             kwargs["api_key"] = os.environ.get(prof.api_key_env)
@@ -316,15 +322,15 @@ class LLMClient:
             status = getattr(e, "status_code", None)
             fail_cost = 0.0 if isinstance(status, int) and status >= 400 and "Timeout" not in err else None
             await self._emit(
-                CallRecord(agent, run_id, name, prof.model, None, 0, 0, fail_cost, latency, False, err)
+                CallRecord(agent, run_id, name, prof.model, None, 0, 0, fail_cost, latency, False, err, request=sent)
             )
             raise _AttemptFailed(err) from e
         latency = time.monotonic() - t0
         cost = _cost(lite, resp)
-        await self._emit(
-            CallRecord(agent, run_id, name, prof.model, model_used, t_in, t_out, cost, latency, True)
-        )
-        return str(text), model_used, t_in, t_out, cost, latency, getattr(choice, "finish_reason", None)
+        fin = getattr(choice, "finish_reason", None)
+        await self._emit(CallRecord(agent, run_id, name, prof.model, model_used, t_in, t_out, cost, latency, True,
+                                    request=sent, reply=str(text), finish_reason=fin))
+        return str(text), model_used, t_in, t_out, cost, latency, fin
 
     async def complete(
         self,

@@ -13,6 +13,8 @@ The subject tree is role-first so that each role's permissions are a few wildcar
     pas.comms.<run_id>.<from>.<type>   comms log entries (stream PAS_COMMS)
     pas.work.<tier>[.<lane>]           durable work queues between tiers (stream PAS_WORK)
     pas.run.<run_id>.>                 run and task state changes (stream PAS_EVENTS)
+    pas.rec.<sha256>                   recorded model exchanges (stream PAS_RECORDINGS)
+    pas.replay.<run_id>.>              a past run's events re-published by `pas replay --speed` (core NATS)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ LANES = ("code", "models", "data", "devsecops", "docs")
 STREAM_COMMS = "PAS_COMMS"
 STREAM_WORK = "PAS_WORK"
 STREAM_EVENTS = "PAS_EVENTS"
+STREAM_RECORDINGS = "PAS_RECORDINGS"  # every model exchange (pas.recording)
 
 # ---- KV buckets ----------------------------------------------------------------------------
 KV_AGENTS = "pas_agents"  # key: agent id -> AgentState (heartbeat monitor)
@@ -201,6 +204,24 @@ DONE_TASK_FILTER = "pas.run.*.done.task.{lane}.*"
 DONE_JOB_FILTER = "pas.run.*.done.job.{lane}.*"
 DONE_LANE_FILTER = "pas.run.*.done.lane.*"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"
+
+# ---- recordings of model exchanges (pas.recording) ------------------------------------------
+RECORDINGS_ALL = "pas.rec.>"
+
+
+def recording(request_sha: str) -> str:
+    """pas.rec.<sha256 of the canonical request>: one model exchange (stream PAS_RECORDINGS)."""
+    return f"{PREFIX}.rec.{request_sha}"
+
+
+# ---- replay (pas replay --speed) -----------------------------------------------------------
+REPLAY_ALL = "pas.replay.>"
+
+
+def replay(run_id: str, rest: str) -> str:
+    """pas.replay.<run>.run.<...> / .comms.<from>.<type> / .end: a past run re-published (core NATS)."""
+    return f"{PREFIX}.replay.{token(run_id)}.{rest}"
+
 
 # ---- helpers -------------------------------------------------------------------------------
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")

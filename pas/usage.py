@@ -83,10 +83,18 @@ class RunLLM:
         self.client = LLMClient(apply_env_overrides(bus.cfg.models), on_call=self._on_call)
         self.profiles = self.client.profiles
         self._imported = False
+        from pas.rerun import Replayer
+
+        self.replayer = Replayer(bus, comms)  # `pas rerun`: recorded replies instead of live calls
 
     async def complete(self, *, agent: str, primary: str, backup: str | None, messages: list[dict[str, Any]],
                        run_id: str | None = None, max_tokens: int | None = None) -> LLMResult:
         if run_id:
+            replayed, live_profile = await self.replayer.answer(agent=agent, messages=messages, run_id=run_id)
+            if replayed is not None:
+                return replayed
+            if live_profile:  # a fork's --model AGENT=PROFILE
+                primary, backup = live_profile, None
             tokens_left, cost_left = await remaining(self.bus, run_id)
             if tokens_left <= 0 or cost_left <= 0:
                 await self.comms.log(agent, "llm", "LLM", f"{BUDGET_EXCEEDED}: no further LLM calls for this run",
@@ -128,18 +136,40 @@ class RunLLM:
     def breaker_state(self) -> dict[str, dict[str, Any]]:
         return self.client.breaker_state()
 
+    async def _record(self, rec: CallRecord) -> dict[str, Any]:
+        """Store the exchange in PAS_RECORDINGS; what the comms entry says about it."""
+        if rec.request is None:
+            return {}
+        from pas import recording
+
+        r = recording.Recording(
+            request_sha=recording.sha256(rec.request), ts=rec.ts, agent=rec.agent, run_id=rec.run_id,
+            profile=rec.profile, model_requested=rec.model_requested, model_used=rec.model_used, request=rec.request,
+            reply=rec.reply, finish_reason=rec.finish_reason, ok=rec.ok, error=rec.error, tokens_in=rec.tokens_in,
+            tokens_out=rec.tokens_out, cost_usd=rec.cost_usd, latency_s=round(rec.latency_s, 4))
+        out: dict[str, Any] = {"recording": r.request_sha,
+                               "prompt_key": recording.prompt_key(rec.request["messages"], rec.run_id)}
+        try:
+            out["recording_seq"], out["recording_bytes"] = await recording.store(self.bus.js, r)
+        except Exception as e:  # noqa: BLE001 - a lost recording must not fail the call (e.g. > max payload)
+            log.warning("exchange of %s not recorded: %r", rec.agent, e)
+            out["recording_error"] = repr(e)[:300]
+        return out
+
     async def _on_call(self, rec: CallRecord) -> None:
         cost = "unknown" if rec.cost_usd is None else f"${rec.cost_usd:.6f}"
         text = (f"{rec.profile}: {rec.model_requested} -> {rec.model_used or '-'} "
                 f"in={rec.tokens_in} out={rec.tokens_out} cost={cost} {rec.latency_s * 1000:.0f}ms")
         if not rec.ok:
             text += f" FAILED: {rec.error}"
+        recorded = await self._record(rec)
         await self.comms.log(
             rec.agent, "llm", "LLM", text, rec.run_id, "ok" if rec.ok else "error",
             llm_model=rec.model_used or rec.model_requested, tokens=rec.tokens, cost_usd=rec.cost_usd,
             metadata={"profile": rec.profile, "model_requested": rec.model_requested, "model_used": rec.model_used,
                       "tokens_in": rec.tokens_in, "tokens_out": rec.tokens_out, "latency_s": round(rec.latency_s, 4),
-                      "ok": rec.ok, "error": rec.error, "cost": "unknown" if rec.cost_usd is None else rec.cost_usd},
+                      "ok": rec.ok, "error": rec.error, "cost": "unknown" if rec.cost_usd is None else rec.cost_usd,
+                      **recorded},
         )
         if rec.run_id:
             try:

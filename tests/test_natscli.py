@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -58,6 +60,15 @@ def _trigger_run(pas: PasUnderCli, rid: str) -> None:
     pas.req("pas.gateway.submit", job("natscli: doc sub", run_id=rid))
 
 
+def _trigger_replay(pas: PasUnderCli, rid: str) -> None:
+    """A run, finished, then `pas replay --speed 0` (as client) re-publishes it on pas.replay.<run>.>."""
+    pas.req("pas.gateway.submit", job("natscli: doc replay", run_id=rid))
+    pas.wait_run(rid)
+    r = subprocess.run([sys.executable, "-m", "pas", "replay", rid, "--speed", "0", "--nats-url", pas.url,
+                        "--creds-dir", str(pas.creds_dir)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
 def _trigger_model(pas: PasUnderCli, rid: str) -> None:
     pas.req("pas.ctl.prog-001.set_model", '{"primary":"gpt-4o"}', user="admin")
 
@@ -73,6 +84,8 @@ SUB_CASES: list[tuple[str, Callable[[PasUnderCli, str], None] | None, Callable[[
      lambda rid, subj, b: subj == f"pas.run.{rid}.status" and b["status"] == "completed"),
     (r"pas\.comms\.[\w-]+\.>", _trigger_run,
      lambda rid, subj, b: subj.startswith(f"pas.comms.{rid}.") and b["run_id"] == rid and b["msg_type"] == "CMD"),
+    (r"pas\.replay\.[\w-]+\.>", _trigger_replay,
+     lambda rid, subj, b: subj == f"pas.replay.{rid}.end" and b["run_id"] == rid and b["messages"] > 10),
     (r"pas\.ctl\.\*\.model_changed", _trigger_model,
      lambda rid, subj, b: subj == "pas.ctl.prog-001.model_changed" and "gpt-4o" in json.dumps(b)),
     (r"pas\.alert\.>", _trigger_alert,

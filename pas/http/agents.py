@@ -109,6 +109,11 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
     async def run(run_id: str = RUN_ID) -> Any:
         return await ctx.backend.run_status(run_id)
 
+    @app.get("/runs/{run_id}/timeline", summary="The run's timeline from PAS_EVENTS and PAS_COMMS (pas replay)",
+             responses={**ERRORS, **NOT_FOUND})
+    async def timeline(run_id: str = RUN_ID) -> Any:
+        return await ctx.backend.timeline(run_id)
+
     @app.post("/runs/{run_id}/cancel", summary="Cancel a run at every tier (pas.gateway.cancel)",
               dependencies=[write], responses={**WRITE_ERRORS, **NOT_FOUND, **CONFLICT})
     async def cancel(run_id: str = RUN_ID) -> Any:

@@ -20,7 +20,7 @@ from pas import wire
 from pas.bus import Bus
 from pas.client import PasClient
 from pas.config import AgentConfig, PasConfig
-from pas.errors import BadRequest, PasError, Unavailable
+from pas.errors import BadRequest, NotFound, PasError, Unavailable
 
 HEALTH_TIMEOUT_S = 2.0  # an agent's health reply is in-memory: 2 s of silence means it is not there
 COMMS_SCAN_MAX = 20000  # entries examined at most by one comms tail
@@ -115,6 +115,15 @@ class Backend:
         return st
 
     # ---- KV views --------------------------------------------------------------------------
+    async def timeline(self, run_id: str) -> dict[str, Any]:
+        """pas replay's timeline of a run (JetStream only); 404 when neither stream has it."""
+        from pas.replay import timeline
+
+        tl = await timeline.build(self.bus.js, run_id)
+        if tl["submitted_at"] is None:
+            raise NotFound(f"run {run_id!r}: nothing in PAS_EVENTS or PAS_COMMS")
+        return tl
+
     async def agent_states(self) -> dict[str, wire.AgentState]:
         return {st.agent: st for st in await self.bus.kv_values(S.KV_AGENTS, ">", wire.AgentState)}
 

@@ -8,7 +8,7 @@ from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Path, Query
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pas import __version__
@@ -87,6 +87,18 @@ def hmi_app(ctx: Ctx) -> FastAPI:
              responses={**ERRORS, 404: {"model": ErrorOut}})
     async def run(run_id: str = RUN_ID) -> Any:
         return await b.run_detail(run_id)
+
+    @app.get("/api/runs/{run_id}/timeline", summary="The run's timeline from PAS_EVENTS and PAS_COMMS "
+             "(what `pas replay --json` prints)", responses={**ERRORS, 404: {"model": ErrorOut}})
+    async def timeline(run_id: str = RUN_ID) -> Any:
+        return await b.timeline(run_id)
+
+    @app.get("/api/runs/{run_id}/timeline.html", summary="The timeline as a Gantt page (`pas replay --html`)",
+             response_class=HTMLResponse, responses={**ERRORS, 404: {"model": ErrorOut}})
+    async def timeline_html(run_id: str = RUN_ID) -> HTMLResponse:
+        from pas.replay.html import render
+
+        return HTMLResponse(render(await b.timeline(run_id)), headers=NO_CACHE)
 
     @app.post("/api/runs/{run_id}/cancel", summary="Cancel a run (pas.gateway.cancel)", dependencies=[write],
               responses={**WRITE_ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})

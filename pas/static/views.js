@@ -220,6 +220,8 @@ function renderRunView() {
   if (!r) { v.hidden = true; return; }
   v.hidden = false;
   $("rv-title").textContent = `${r.run_id} — ${r.title || ""}`;
+  // The replay timeline (pas replay's page, from PAS_EVENTS and PAS_COMMS), rendered by the adapter.
+  $("rv-timeline").href = `/api/runs/${encodeURIComponent(r.run_id)}/timeline.html`;
   const st = $("rv-status");
   st.className = "badge " + r.status;
   st.textContent = r.status;
