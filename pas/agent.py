@@ -49,6 +49,12 @@ class WorkSpec:
     handler: Callable[[Any, "Msg"], Awaitable[None]]
     concurrency: int
     ack_wait_s: float
+    bands: tuple[str, ...] = ()
+    """Several durable consumers pulled highest first (pas.priority); durable is then the first."""
+    band_subjects: tuple[str, ...] = ()
+    """The subject each of bands filters (its publishes wake the loop)."""
+    wake_subject: str = ""
+    burst: int = 8
 
 
 class Role:
@@ -150,11 +156,16 @@ class Agent:
         for spec in specs:
             await self._add_endpoint(spec)
         for ws in self.role.work():
-            loop = WorkLoop(
-                self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler,
-                concurrency=ws.concurrency, ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn,
-                on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}", ack=self.bus.ack,
-            )
+            kw: dict[str, Any] = dict(concurrency=ws.concurrency, ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn,
+                                      on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
+            if ws.bands:
+                from pas.priority import BandedWorkLoop
+
+                loop: WorkLoop = BandedWorkLoop(self.bus.nc, list(ws.bands), list(ws.band_subjects), ws.wake_subject,
+                                                ws.burst, js=self.bus.js, stream=ws.stream, typ=ws.typ,
+                                                handler=ws.handler, **kw)
+            else:
+                loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, **kw)
             self.loops.append(loop)
         await self.role.start()
         for loop in self.loops:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pas import subjects as S
+from pas import wire
 from pas.config import TIER_OF_ROLE, PasConfig
 from pas.errors import PasError
 from pas.redact import register_value
@@ -146,8 +147,10 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
                                            (f"{API}.STREAM.MSG.GET.{S.STREAM_RECORDINGS}",)),
                    kv_write(S.KV_TREE, "*.divergence"), kv_write(S.KV_TREE, "*.forked"), S.GATEWAY_CANCEL])
     if user == "gateway":
-        p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL],
-              pub=[S.WORK_ROOT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
+        p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
+                   S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
+              pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
+                   S.WORK_ROOT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
                    kv_write(S.KV_TREE, "*.request"), kv_write(S.KV_IDEMPOTENCY, "*"), kv_read(S.KV_IDEMPOTENCY)])
     elif user == "root":
         p.add(pub=[consume(S.STREAM_WORK, S.CONSUMER_ROOT), consume(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE),
@@ -167,12 +170,17 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
             p.add(sub=[S.lane_submit("mgr", lane)],
                   pub=[consume(S.STREAM_WORK, S.consumer_mgr(lane)),
                        consume(S.STREAM_EVENTS, S.consumer_mgr_done(lane)),
-                       S.work_mgr(lane), S.done_job("*", lane, "*")])
-        p.add(pub=[S.WORK_PROG, S.run_job("*", "*"), S.run_task("*", "*"),
+                       consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)),
+                       S.work_mgr(lane), S.done_job("*", lane, "*"),
+                       S.done_task("*", lane, "*")])  # a task dropped at approval ends skipped
+        # Approval mode: the manager completing a plan moves the run to waiting_approval.
+        p.add(pub=[S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"), S.run_task("*", "*"),
                    kv_write(S.KV_TREE, "*.job.*"), kv_write(S.KV_TREE, "*.task.*")])
     elif user == "programmer":
-        p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL],
-              pub=[consume(S.STREAM_WORK, S.CONSUMER_PROG), S.run_task("*", "*"), S.done_task("*", "*", "*"),
+        p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
+                   S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.priority)
+              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
+                   S.done_task("*", "*", "*"),
                    kv_write(S.KV_TREE, "*.task.*")])
     elif user == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
@@ -181,7 +189,8 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
 
 
 # Requests any client may make: the gateway's endpoints, every agent's health/status, micro discovery.
-REQUESTS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL,
+REQUESTS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
+            S.GATEWAY_APPROVE, S.GATEWAY_REJECT,
             S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), "$SRV.>")
 
 

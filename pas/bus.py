@@ -267,7 +267,8 @@ def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
         (S.STREAM_WORK, c(S.CONSUMER_ARCHITECT, S.WORK_ARCHITECT, w.ack_wait_s)),
         # No max_deliver on the pool: the programmer itself fails a task past pool.max_deliver
         # attempts, so a task is never silently dropped by JetStream and its run always ends.
-        (S.STREAM_WORK, c(S.CONSUMER_PROG, S.WORK_PROG, p.ack_wait_s)),
+        *[(S.STREAM_WORK, c(S.consumer_prog(b), S.work_prog(b), p.ack_wait_s)) for b in wire.PRIORITIES],
+        (S.STREAM_WORK, c(S.CONSUMER_APPROVAL, S.WORK_APPROVAL, w.ack_wait_s)),
         (S.STREAM_EVENTS, c(S.CONSUMER_ARCH_DONE, S.DONE_LANE_FILTER, w.ack_wait_s)),
         (S.STREAM_EVENTS, c(S.CONSUMER_ROOT_DONE, S.DONE_PLAN_FILTER, w.ack_wait_s)),
     ]
@@ -276,6 +277,8 @@ def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
         out.append((S.STREAM_WORK, c(S.consumer_mgr(lane), S.work_mgr(lane), w.ack_wait_s)))
         out.append((S.STREAM_EVENTS, c(S.consumer_dir_done(lane), S.DONE_JOB_FILTER.format(lane=lane), w.ack_wait_s)))
         out.append((S.STREAM_EVENTS, c(S.consumer_mgr_done(lane), S.DONE_TASK_FILTER.format(lane=lane), w.ack_wait_s)))
+        out.append((S.STREAM_EVENTS, c(S.consumer_mgr_release(lane), S.RELEASE_FILTER.format(lane=lane),
+                                       w.ack_wait_s)))
     return out
 
 

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--env", help="Python environment of the tasks when the repo has no .venv: a venv or conda "
                     "directory, or an interpreter (default: settings.pool.env, else python3 on PATH)")
     sm.add_argument("--run-id")
+    sm.add_argument("--priority", type=int, choices=[1, 5, 10, 20], help="the pool serves higher first (default 5)")
+    sm.add_argument("--approval", action="store_true",
+                    help="approval mode: the run waits in waiting_approval after planning (pas plan/approve/reject)")
     sm.add_argument("--idempotency-key")
     sm.add_argument("--wait", action="store_true", help="show progress until the run ends; exit 0 only if completed")
     sm.add_argument("--timeout", type=float, default=3600.0, help="with --wait: give up after this many seconds")
@@ -119,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--limit", type=int, default=20)
     rs.add_argument("--status")
     rs.add_argument("--json", action="store_true")
+
+    pl = sub.add_parser("plan", help="the whole plan of a run: every job and task, and its approval state")
+    _common(pl)
+    pl.add_argument("run_id")
+    pl.add_argument("--json", action="store_true")
+
+    ap_ = sub.add_parser("approve", help="approve a run waiting for approval (optionally without some tasks)")
+    _common(ap_)
+    ap_.add_argument("run_id")
+    ap_.add_argument("--drop", action="append", default=[], metavar="TASK_ID",
+                     help="remove this task from the plan (repeatable); it ends skipped")
+    ap_.add_argument("--by", help="who decides (default: your user name)")
+    ap_.add_argument("--reason", default="")
+
+    rj = sub.add_parser("reject", help="reject a run waiting for approval: it ends rejected")
+    _common(rj)
+    rj.add_argument("run_id")
+    rj.add_argument("--reason", default="", help="why (kept in the run and the comms log)")
+    rj.add_argument("--by", help="who decides (default: your user name)")
 
     cn = sub.add_parser("cancel", help="cancel a run at every tier")
     _common(cn)

@@ -44,6 +44,16 @@ def raise_for(msg: Any) -> None:
     raise err
 
 
+def default_by() -> str:
+    """Who decides when a request names nobody: the OS user running the client."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return "anonymous"
+
+
 class PasClient:
     def __init__(self, nc: NC, timeout_s: float = 5.0) -> None:
         self.nc = nc
@@ -90,6 +100,17 @@ class PasClient:
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return await self.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+
+    async def plan(self, run_id: str) -> dict[str, Any]:
+        return await self.request(S.GATEWAY_PLAN, {"run_id": run_id})
+
+    async def approve(self, run_id: str, by: str | None = None, drop: list[str] | None = None,
+                      reason: str = "") -> dict[str, Any]:
+        return await self.request(S.GATEWAY_APPROVE, {"run_id": run_id, "by": by or default_by(),
+                                                      "drop": list(drop or []), "reason": reason})
+
+    async def reject(self, run_id: str, reason: str = "", by: str | None = None) -> dict[str, Any]:
+        return await self.request(S.GATEWAY_REJECT, {"run_id": run_id, "by": by or default_by(), "reason": reason})
 
     async def events(self, run_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Live (subject, body) of pas.run.<run_id>.> — subscribe before submitting to miss nothing."""

@@ -204,6 +204,10 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
                       "executor": "command"})
     if tasks:
         job["tasks"] = tasks
+    if getattr(args, "priority", None):
+        job["priority"] = args.priority
+    if getattr(args, "approval", False):
+        job["approval_mode"] = True
     return job
 
 
@@ -311,6 +315,55 @@ async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
     client = await open_client(cfg)
     try:
         res = await client.cancel(args.run_id)
+    finally:
+        await client.close()
+    print(f"{res['run_id']} {res['status']}")
+    return 0
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    lines = [f"run {plan['run_id']}  {plan['status']}  {plan['title']}"]
+    a = plan.get("approval")
+    if a:
+        who = f" by {a['decided_by']}" if a.get("decided_by") else ""
+        lines.append(f"approval: {a['status']}{who}; deadline {a.get('deadline') or '-'}"
+                     + (f"; dropped {', '.join(a['dropped'])}" if a.get("dropped") else "")
+                     + (f"; reason: {a['reason']}" if a.get("reason") else ""))
+    if not plan["complete"]:
+        lines.append("(planning not finished yet)")
+    for j in plan["jobs"]:
+        lines.append(f"job {j['job_id']} ({j['lane']}, {j['manager']}): {len(j['tasks'])} task(s)")
+        for t in j["tasks"]:
+            spec = t["spec"]
+            what = spec.get("command") or spec["instruction"]
+            lines.append(f"  {t['task_id']:<16}{t['status']:<11}{spec.get('executor') or '-':<8}{what[:100]}")
+    return "\n".join(lines)
+
+
+async def cmd_plan(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await open_client(cfg)
+    try:
+        plan = await client.plan(args.run_id)
+    finally:
+        await client.close()
+    print(json.dumps(plan, indent=2) if args.json else plan_text(plan))
+    return 0
+
+
+async def cmd_approve(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await open_client(cfg)
+    try:
+        res = await client.approve(args.run_id, by=args.by, drop=args.drop, reason=args.reason)
+    finally:
+        await client.close()
+    print(f"{res['run_id']} {res['status']}" + (f" (dropped {', '.join(args.drop)})" if args.drop else ""))
+    return 0
+
+
+async def cmd_reject(args: argparse.Namespace, cfg: PasConfig) -> int:
+    client = await open_client(cfg)
+    try:
+        res = await client.reject(args.run_id, reason=args.reason, by=args.by)
     finally:
         await client.close()
     print(f"{res['run_id']} {res['status']}")

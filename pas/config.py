@@ -116,6 +116,9 @@ class PoolConfig(Strict):
     """Python environment of tasks whose repository has no .venv/venv (and whose job names none): a
     venv or conda directory, an interpreter, or a command prefix such as "uv run". None: the first
     python3 on PATH. See pas/repoenv.py."""
+    priority_burst: int = Field(8, ge=1)
+    """Aging: after this many tasks in a row from one priority band, a programmer takes its next task
+    from a lower band that has work (in turn), so low-priority work is never starved."""
 
 
 class WorkConfig(Strict):
@@ -127,6 +130,9 @@ class WorkConfig(Strict):
     """Concurrent handlers per agent for work and request endpoints."""
     max_tasks_per_job: int = 10
     """A director splits a lane's tasks into job cards of at most this many tasks."""
+    approval_timeout_s: float = Field(86400.0, gt=0)
+    """A run in approval mode waits this long for approve/reject, then ends `rejected`
+    ("approval timed out")."""
 
 
 class PolicyConfig(Strict):

@@ -68,7 +68,10 @@ def rollup(statuses: list[str]) -> str:
     """Status of a parent from its children's terminal statuses."""
     if any(s == "cancelled" for s in statuses):
         return "cancelled"
-    return "completed" if all(s == "completed" for s in statuses) else "failed"
+    if any(s == "rejected" for s in statuses):
+        return "rejected"  # the plan was rejected (approval mode): its held tasks never ran
+    # A task dropped at approval ("skipped") does not fail its job.
+    return "completed" if all(s in ("completed", "skipped") for s in statuses) else "failed"
 
 
 async def tasks_of(bus: Bus, run_id: str) -> list[wire.TaskRecord]:
@@ -97,7 +100,8 @@ async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
         started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=tasks,
         usage=wire.Usage(tokens=used.tokens, cost_usd=round(used.cost_usd, 8), llm_calls=used.calls,
                          unknown_cost_calls=unknown),
-        message=run.message, degraded=run.degraded, result_branch=run.result_branch, conflicts=run.conflicts,
+        message=run.message, degraded=run.degraded, priority=run.priority, approval=run.approval,
+        result_branch=run.result_branch, conflicts=run.conflicts,
     )
 
 

@@ -45,7 +45,7 @@ KV_CLAIMS = "pas_claims"  # key: agent id -> the live instance that holds it (pa
 # ---- durable consumers (all pull, explicit ack) --------------------------------------------
 CONSUMER_ROOT = "root"  # pas.work.root
 CONSUMER_ARCHITECT = "architect"  # pas.work.architect
-CONSUMER_PROG = "prog"  # pas.work.prog (the programmer pool)
+CONSUMER_APPROVAL = "gateway-approval"  # pas.work.approval (approval deadlines, gateway)
 CONSUMER_ROOT_DONE = "root-done"  # pas.run.*.done.plan
 CONSUMER_ARCH_DONE = "architect-done"  # pas.run.*.done.lane.*
 
@@ -66,11 +66,22 @@ def consumer_mgr_done(lane: str) -> str:
     return f"mgr-{lane}-done"  # pas.run.*.done.task.<lane>
 
 
+def consumer_mgr_release(lane: str) -> str:
+    return f"mgr-{lane}-release"  # pas.run.*.release.<lane>
+
+
+def consumer_prog(priority: int) -> str:
+    return f"prog-{priority}"  # pas.work.prog.<priority>: one per band, shared by the pool
+
+
 # ---- request endpoints ---------------------------------------------------------------------
 GATEWAY_SUBMIT = "pas.gateway.submit"
 GATEWAY_STATUS = "pas.gateway.status"
 GATEWAY_RUNS = "pas.gateway.runs"
 GATEWAY_CANCEL = "pas.gateway.cancel"
+GATEWAY_PLAN = "pas.gateway.plan"
+GATEWAY_APPROVE = "pas.gateway.approve"
+GATEWAY_REJECT = "pas.gateway.reject"
 PROG_EXECUTE = "pas.prog.execute"
 
 
@@ -118,7 +129,13 @@ COMMS_ALL = "pas.comms.>"
 WORK_ALL = "pas.work.>"
 WORK_ROOT = "pas.work.root"
 WORK_ARCHITECT = "pas.work.architect"
-WORK_PROG = "pas.work.prog"
+WORK_PROG_ALL = "pas.work.prog.*"  # every band (the programmers' wake-up subscription)
+WORK_APPROVAL = "pas.work.approval"  # one item per run waiting for approval: its deadline timer
+
+
+def work_prog(priority: int) -> str:
+    """pas.work.prog.<band>: the pool's queue for one priority band (20, 10, 5, 1)."""
+    return f"{PREFIX}.work.prog.{priority}"
 
 
 def work_dir(lane: str) -> str:
@@ -177,6 +194,12 @@ def done_plan(run_id: str) -> str:
     return f"{PREFIX}.run.{run_id}.done.plan"
 
 
+def run_release(run_id: str, lane: str) -> str:
+    """The approval decision for one lane: its managers release (or drop) the held tasks."""
+    return f"{PREFIX}.run.{run_id}.release.{lane}"
+
+
+RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_TASK_FILTER = "pas.run.*.done.task.{lane}.*"
 DONE_JOB_FILTER = "pas.run.*.done.job.{lane}.*"
 DONE_LANE_FILTER = "pas.run.*.done.lane.*"

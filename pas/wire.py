@@ -17,12 +17,18 @@ Executor = Literal["command", "echo", "llm", "aider"]
 AgentStatusValue = Literal[
     "ok", "degraded", "down", "queued", "running", "blocked", "waiting_approval", "paused", "error", "done"
 ]
-RunStatusValue = Literal["queued", "running", "completed", "failed", "cancelled"]
+RunStatusValue = Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled", "rejected"]
 TaskStatusValue = Literal[
-    "queued", "running", "completed", "failed", "cancelled", "timeout", "budget_exceeded"
+    "queued", "running", "completed", "failed", "cancelled", "timeout", "budget_exceeded", "skipped"
 ]
-TERMINAL_TASK = frozenset({"completed", "failed", "cancelled", "timeout", "budget_exceeded"})
-TERMINAL_RUN = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_TASK = frozenset({"completed", "failed", "cancelled", "timeout", "budget_exceeded", "skipped"})
+TERMINAL_RUN = frozenset({"completed", "failed", "cancelled", "rejected"})
+PRIORITIES = (20, 10, 5, 1)  # the priority bands of the programmer pool, highest first
+
+
+def band(priority: int) -> int:
+    """The pool band of a priority: the highest band not above it (7 -> 5; below 1 -> 1)."""
+    return next((b for b in PRIORITIES if priority >= b), PRIORITIES[-1])
 
 RunId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Title = Annotated[str, Meta(min_length=1, max_length=500)]
@@ -81,6 +87,31 @@ class RunRef(Base):
     run_id: RunId
 
 
+class Decision(Base):
+    """Body of pas.gateway.approve / pas.gateway.reject."""
+
+    run_id: RunId
+    by: Annotated[str, Meta(max_length=200)] | None = None
+    """Who decides (a person, a tool); the gateway records "anonymous" when absent."""
+    drop: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=10000)] = []
+    """Approve only: task ids removed from the plan (they end `skipped`)."""
+    reason: Annotated[str, Meta(max_length=2000)] = ""
+
+
+class Approval(Base):
+    """The approval state of a run in approval mode (part of its RunRecord)."""
+
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    requested_at: datetime | None = None
+    deadline: datetime | None = None
+    decided_at: datetime | None = None
+    decided_by: str = ""
+    reason: str = ""
+    dropped: list[str] = []
+    released: bool = False
+    """Approved and the managers told to release the held tasks (pas.run.<run>.release.<lane>)."""
+
+
 class RunsQuery(Base):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 50
     status: RunStatusValue | None = None
@@ -109,6 +140,9 @@ class RunRecord(Base):
     finished_at: datetime | None = None
     message: str = ""
     degraded: bool = False
+    priority: int = 5
+    approval_mode: bool = False
+    approval: Approval | None = None
     result_branch: str | None = None
     """pas/<run>/result: the completed tasks' branches merged in task order (pas.integrate)."""
     conflicts: list[str] = []
@@ -148,6 +182,8 @@ class JobCard(Base):
     parent_id: str = ""
     submitted_by: str = ""
     priority: int = 5
+    approval: bool = False
+    """Hold the tasks until the run is approved (the job's approval_mode)."""
 
 
 class JobRecord(Base):
@@ -161,6 +197,9 @@ class JobRecord(Base):
     status: str = "running"
     specs: list[TaskSpec] = []  # the planned tasks, so a redelivered job card is not planned again
     done: dict[str, str] = {}  # task id -> terminal status, filled by compare-and-set as tasks finish
+    repo: str | None = None
+    env: str | None = None
+    priority: int = 5
 
 
 class LaneWork(Base):
@@ -173,10 +212,12 @@ class LaneWork(Base):
     tasks: list[TaskSpec] = []
     repo: str | None = None
     env: str | None = None
+    priority: int = 5
+    approval: bool = False
 
 
 class TaskWork(Base):
-    """Work item on pas.work.prog: one atomic task for the programmer pool."""
+    """Work item on pas.work.prog.<band>: one atomic task for the programmer pool."""
 
     run_id: str
     job_id: str
@@ -187,6 +228,7 @@ class TaskWork(Base):
     repo: str | None = None
     env: str | None = None
     timeout_s: float = 300.0
+    priority: int = 5
 
 
 class TaskRecord(Base):
@@ -230,8 +272,37 @@ class RunStatus(Base):
     started_at: datetime | None = None
     message: str = ""
     degraded: bool = False
+    priority: int = 5
+    approval: Approval | None = None
     result_branch: str | None = None
     conflicts: list[str] = []
+
+
+class PlanTask(Base):
+    task_id: str
+    status: str
+    spec: TaskSpec
+
+
+class PlanJob(Base):
+    job_id: str
+    lane: str
+    manager: str
+    tasks: list[PlanTask]
+
+
+class PlanView(Base):
+    """Reply of pas.gateway.plan: every job and task the managers planned, with the approval state."""
+
+    run_id: str
+    title: str
+    status: str
+    lanes: list[str]
+    jobs: list[PlanJob]
+    complete: bool
+    """Every lane's director and every job's manager has planned (what approval waits for)."""
+    approval_mode: bool = False
+    approval: Approval | None = None
 
 
 class RunEvent(Base):

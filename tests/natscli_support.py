@@ -33,7 +33,7 @@ from tests.conftest import PasProcess, fast_args, make_cfg
 from pas import auth
 
 NATSCLI_VERSION = "v0.5.0"
-TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded"}
+TERMINAL = {"completed", "failed", "cancelled", "rejected", "budget_exceeded"}
 
 
 def _go() -> str | None:

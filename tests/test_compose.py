@@ -5,7 +5,9 @@ nats-server accepts that file with each node's environment; every `pas` command 
 from __future__ import annotations
 
 import re
+import os
 import shutil
+import sys
 import socket
 import subprocess
 from pathlib import Path
@@ -34,9 +36,13 @@ def test_nats_nodes_run_the_cluster_tests_config() -> None:
         svc = services[n]
         image, _, tag = svc["image"].partition(":")
         assert image == "nats" and tuple(int(x) for x in tag.split("-")[0].split(".")) >= (2, 12, 3), svc["image"]
-        assert svc["command"] == ["-c", "/etc/nats/cluster.conf"]
+        assert svc["command"] == ["-c", "/etc/nats/cluster-auth.conf"]
+        assert svc["depends_on"]["pas-auth"]["condition"] == "service_completed_successfully"
         mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
-        assert (ROOT / mounts["/etc/nats/cluster.conf"]).resolve() == CLUSTER_CONF.resolve()
+        # /etc/nats is configs/nats: cluster-auth.conf includes cluster.conf, the cluster tests' file.
+        assert (ROOT / mounts["/etc/nats"]).resolve() == CLUSTER_CONF.parent.resolve()
+        assert "include ./cluster.conf" in (CLUSTER_CONF.parent / "cluster-auth.conf").read_text()
+        assert mounts["/etc/nats/auth"] == "pas-auth"  # written by the pas-auth service
         env = svc["environment"]
         assert needed <= set(env), needed - set(env)
         assert mounts[env["PAS_STORE_DIR"]] == n  # each node its own named volume
@@ -47,9 +53,21 @@ def test_nats_nodes_run_the_cluster_tests_config() -> None:
 
 
 def test_nats_server_accepts_the_config_with_each_nodes_environment(tmp_path: Path) -> None:
-    """`nats-server -t` parses the mounted file with each node's environment (ports moved to free
-    ones and the store to a temp dir: only the values differ, not the file)."""
+    """`nats-server -t` parses the mounted files with each node's environment (ports moved to free
+    ones and the store to a temp dir: only the values differ, not the files), with the users that the
+    compose service pas-auth writes by running its own command line."""
     services = compose()["services"]
+    conf_dir = tmp_path / "etc-nats"
+    shutil.copytree(CLUSTER_CONF.parent, conf_dir)
+    entry = services["pas-auth"]["entrypoint"]
+    assert entry[:2] == ["sh", "-c"]
+    script = entry[2].replace("/creds", str(tmp_path / "creds")).replace("/auth/", str(conf_dir / "auth") + "/")
+    gen = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:"
+                              + os.environ.get("PATH", "")})
+    assert gen.returncode == 0, gen.stderr
+    assert "authorization" in (conf_dir / "auth" / "pas-auth.conf").read_text()
+    assert {p.stem for p in (tmp_path / "creds").glob("*.json")} >= {"client", "programmer", "admin"}
     for n in NODES:
         env = {k: str(v) for k, v in services[n]["environment"].items()}
         s = socket.socket()
@@ -57,7 +75,7 @@ def test_nats_server_accepts_the_config_with_each_nodes_environment(tmp_path: Pa
         port = s.getsockname()[1]
         s.close()
         env.update(PAS_STORE_DIR=str(tmp_path / n), PAS_CLIENT_PORT=str(port))
-        p = subprocess.run([find_binary(), "-c", str(CLUSTER_CONF), "-t"], env=env, capture_output=True,
+        p = subprocess.run([find_binary(), "-c", str(conf_dir / "cluster-auth.conf"), "-t"], env=env, capture_output=True,
                            text=True, timeout=30)
         assert p.returncode == 0, p.stdout + p.stderr
 
@@ -70,6 +88,7 @@ def test_pas_services_command_lines_parse_and_use_r3() -> None:
         assert args.cmd in ("up", "http")
         assert "settings.nats.replicas=3" in args.overrides
         assert svc["environment"]["PAS_NATS_URL"] == ",".join(f"nats://{n}:4222" for n in NODES)
+        assert svc["environment"]["PAS_CREDS_DIR"] == "/creds" and "pas-creds:/creds:ro" in svc["volumes"]
     assert (ROOT / "Dockerfile").exists()
     assert shutil.which("docker-compose"), "scripts/setup.sh --dev installs Debian's docker-compose"
     p = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],

@@ -462,7 +462,8 @@ async def test_hmi_events_stream(http: Http) -> None:
 # ---- the gateway's OpenAPI, fuzzed (schemathesis) --------------------------------------------
 GATEWAY_OPS = [("GET", "/"), ("GET", "/health"), ("GET", "/status/{ref}"), ("POST", "/submit"),
                ("POST", "/prime_directives"), ("GET", "/runs"), ("GET", "/runs/{run_id}"),
-               ("POST", "/runs/{run_id}/cancel"), ("GET", "/runs/{run_id}/timeline")]
+               ("POST", "/runs/{run_id}/cancel"), ("GET", "/runs/{run_id}/timeline"), ("GET", "/runs/{run_id}/plan"),
+               ("POST", "/runs/{run_id}/approve"), ("POST", "/runs/{run_id}/reject")]
 
 
 @pytest.fixture
@@ -497,7 +498,9 @@ AGENT_OPS = {
 HMI_OPS = [("GET", "/health"), ("GET", "/api/config"), ("GET", "/api/agents"), ("GET", "/api/models"),
            ("POST", "/api/agents/{agent_id}/model"), ("GET", "/api/runs"), ("GET", "/api/runs/{run_id}"),
            ("POST", "/api/runs/{run_id}/cancel"), ("POST", "/api/submit"), ("GET", "/api/comms"),
-           ("GET", "/api/runs/{run_id}/timeline"), ("GET", "/api/runs/{run_id}/timeline.html")]
+           ("GET", "/api/runs/{run_id}/timeline"), ("GET", "/api/runs/{run_id}/timeline.html"),
+           ("GET", "/api/runs/{run_id}/plan"), ("POST", "/api/runs/{run_id}/approve"),
+           ("POST", "/api/runs/{run_id}/reject")]
 HMI_SSE = ("GET", "/api/events")  # never ends: a fuzzer's request would hang; tested by test_hmi_events_stream
 FUZZ_TARGETS = [*((name, "/openapi.json", ops) for name, ops in AGENT_OPS.items()),
                 ("hmi", "/api/openapi.json", HMI_OPS)]

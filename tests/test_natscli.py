@@ -121,6 +121,10 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str, user: str
     if "pas.gateway.cancel" in cmd:  # cancelling needs a run that is still running
         rid = pas.req("pas.gateway.submit", job("natscli: to cancel", "sleep 30"))["run_id"]
         pas.wait_run(rid, {"running"})
+    if "pas.gateway.approve" in cmd or "pas.gateway.reject" in cmd:  # needs a run waiting for approval
+        two = [{"lane": "code", "instruction": c, "command": c} for c in ("true", "echo two")]
+        rid = pas.req("pas.gateway.submit", job("natscli: approval", approval_mode=True, tasks=two))["run_id"]
+        pas.wait_run(rid, {"waiting_approval"})
     words = substitute(cmd, rid)
     if words[1:3] == ["stream", "view"]:  # pages only on a terminal
         out = pas.pty_run(words, until="Next Page?", user=user)
@@ -135,6 +139,12 @@ def test_documented_command(pas: PasUnderCli, done_run: str, cmd: str, user: str
         reply = json.loads(r.stdout)
         if "pas.gateway.cancel" in cmd:
             assert reply["run_id"] == rid and reply["status"] == "cancelled", reply
+        elif "pas.gateway.approve" in cmd:  # subjects.md drops code-1-02
+            assert reply["run_id"] == rid and reply["status"] == "running", reply
+            st = pas.wait_run(rid)
+            assert st["status"] == "completed" and [t["status"] for t in st["tasks"]] == ["completed", "skipped"]
+        elif "pas.gateway.reject" in cmd:
+            assert reply["run_id"] == rid and reply["status"] == "rejected", reply
         elif "pas.gateway.submit" in cmd:
             assert reply["status"] == "queued" and pas.wait_run(reply["run_id"])["status"] == "completed"
         else:

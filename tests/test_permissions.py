@@ -101,7 +101,7 @@ async def test_programmer_cannot_submit_to_the_gateway(secured: Stack, caplog: A
         await client.close()
 
 
-@pytest.mark.parametrize("subject", [S.WORK_PROG, S.WORK_ROOT, S.work_mgr("code")])
+@pytest.mark.parametrize("subject", [S.work_prog(20), S.WORK_ROOT, S.work_mgr("code")])
 async def test_programmer_cannot_publish_work(secured: Stack, caplog: Any, subject: str) -> None:
     caplog.set_level(logging.WARNING, "pas.bus")
     before = await stream_count(secured, S.STREAM_WORK)
@@ -164,8 +164,8 @@ async def test_client_cannot_publish_work(secured: Stack, caplog: Any) -> None:
     before = await stream_count(secured, S.STREAM_WORK)
     client = await PasClient.connect(secured.url or "", 10, creds=secured.creds["client"])
     try:
-        await client.nc.publish(S.WORK_PROG, b"{}")
-        await refused(secured, caplog, "client", S.WORK_PROG)
+        await client.nc.publish(S.work_prog(20), b"{}")
+        await refused(secured, caplog, "client", S.work_prog(20))
     finally:
         await client.close()
     assert await stream_count(secured, S.STREAM_WORK) == before
@@ -350,8 +350,8 @@ async def test_pas_creds_gives_the_nats_cli_a_users_rights(secured: Stack, tmp_p
     assert code == 0 and '{"runs":[]}' in out, out
     code, out = await nats("micro", "ls")
     assert code == 0 and "gateway" in out and "prog-001" in out, out
-    code, out = await nats("pub", S.WORK_PROG, "{}")
-    assert code != 0 and f'Permissions Violation for Publish to "{S.WORK_PROG}"' in out, out
+    code, out = await nats("pub", S.work_prog(20), "{}")
+    assert code != 0 and f'Permissions Violation for Publish to "{S.work_prog(20)}"' in out, out
     missing = cli("creds", "client", creds_dir=tmp_path / "nowhere")
     assert missing.returncode == 1 and "no credentials for 'client'" in missing.stderr
 

@@ -84,7 +84,7 @@ async def test_whole_pas_process_killed_mid_run_recovers(nats_server: Any, clien
         st = await client.wait("kill1", timeout_s=90)
     except Exception:
         js = client.nc.jetstream()
-        infos = [await js.consumer_info(s_, c) for s_, c in (("PAS_WORK", "prog"), ("PAS_EVENTS", "mgr-code-done"),
+        infos = [await js.consumer_info(s_, c) for s_, c in (("PAS_WORK", "prog-5"), ("PAS_EVENTS", "mgr-code-done"),
                                                                 ("PAS_EVENTS", "dir-code-done"))]
         print(json.dumps(await client.status("kill1"), indent=1))
         print([(i.name, i.num_pending, i.num_ack_pending, i.num_redelivered) for i in infos])

@@ -33,16 +33,17 @@ def code_subjects(cfg: Any) -> set[str]:
 
     def ph(s: str) -> str:
         return (s.replace(R, "<run_id>").replace(T, "<task_id>").replace(J, "<job_id>").replace(L, "<lane>")
-                .replace(A, "<agent_id>").replace("MSGX", "<msg_type>"))
+                .replace(A, "<agent_id>").replace("MSGX", "<msg_type>").replace("PRIOX", "<priority>"))
 
     subs = {
         S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.PROG_EXECUTE,
+        S.GATEWAY_PLAN, S.GATEWAY_APPROVE, S.GATEWAY_REJECT, ph(S.run_release(R, L)),
         ph(S.agent_endpoint("ROLEX", A, "health")).replace("ROLEX", "<role>"),
         ph(S.agent_endpoint("ROLEX", A, "status")).replace("ROLEX", "<role>"),
         ph(S.agent_endpoint("prog", A, "execute")),
         ph(S.lane_submit("mgr", L)), ph(S.ctl(A, "set_model")), ph(S.ctl(A, "model_changed")),
         ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")),
-        S.WORK_ROOT, S.WORK_ARCHITECT, S.WORK_PROG, ph(S.work_dir(L)), ph(S.work_mgr(L)),
+        S.WORK_ROOT, S.WORK_ARCHITECT, S.WORK_APPROVAL, ph(S.work_prog("PRIOX")), ph(S.work_dir(L)), ph(S.work_mgr(L)),
         ph(S.run_status(R)), ph(S.run_cancel(R)), ph(S.run_lane(R, L)), ph(S.run_job(R, J)), ph(S.run_task(R, T)),
         ph(S.done_task(R, L, T)), ph(S.done_job(R, L, J)), ph(S.done_lane(R, L)), ph(S.done_plan(R)),
         ph(S.replay(R, "run.<rest>")), ph(S.replay(R, "comms.<from_agent>.<msg_type>")), ph(S.replay(R, "end")),

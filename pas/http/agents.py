@@ -2,7 +2,8 @@
 
     every agent    GET /health, GET /status/{id}, GET /
     gateway        POST /submit, POST /prime_directives, GET /runs, GET /runs/{run_id},
-                   POST /runs/{run_id}/cancel
+                   POST /runs/{run_id}/cancel, GET /runs/{run_id}/plan,
+                   POST /runs/{run_id}/approve, POST /runs/{run_id}/reject (pas.http.approval)
     architect      POST /submit          -> pas.gateway.submit
     director       POST /submit          -> pas.gateway.submit with lanes=[its lane]
     manager        POST /submit (JobCard) -> pas.mgr.<lane>.submit (any manager of the lane takes it)
@@ -28,6 +29,7 @@ from pas import __version__
 from pas import subjects as S
 from pas.config import AgentConfig
 from pas.errors import BadRequest
+from pas.http.approval import approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import ArchitectSubmitIn, ExecuteIn, JobCardIn, JobSubmitIn, PrimeDirectivesIn
 
@@ -95,7 +97,8 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
 
     @app.get("/runs", summary="Recent runs, newest first (pas.gateway.runs)", responses=ERRORS)
     async def runs(limit: int = Query(50, ge=1, le=1000),
-                   status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None) -> Any:
+                   status: Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled",
+                                   "rejected"] | None = None) -> Any:
         q: dict[str, Any] = {"limit": limit}
         if status:
             q["status"] = status
@@ -115,6 +118,8 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
               dependencies=[write], responses={**WRITE_ERRORS, **NOT_FOUND, **CONFLICT})
     async def cancel(run_id: str = RUN_ID) -> Any:
         return await ctx.backend.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+
+    approval_routes(ctx, app, "", write)  # GET /runs/{id}/plan, POST /runs/{id}/approve, /reject
 
 
 def _architect_routes(ctx: Ctx, app: FastAPI) -> None:

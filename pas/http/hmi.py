@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from pas import __version__
 from pas import subjects as S
 from pas.errors import NotFound
+from pas.http.approval import approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import JobSubmitIn, SetModelIn
 
@@ -75,7 +76,8 @@ def hmi_app(ctx: Ctx) -> FastAPI:
 
     @app.get("/api/runs", summary="Recent runs (pas.gateway.runs)", responses=ERRORS)
     async def runs(limit: int = Query(50, ge=1, le=1000),
-                   status: Literal["queued", "running", "completed", "failed", "cancelled"] | None = None) -> Any:
+                   status: Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled",
+                                   "rejected"] | None = None) -> Any:
         q: dict[str, Any] = {"limit": limit}
         if status:
             q["status"] = status
@@ -102,6 +104,8 @@ def hmi_app(ctx: Ctx) -> FastAPI:
               responses={**WRITE_ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
     async def cancel(run_id: str = RUN_ID) -> Any:
         return await b.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+
+    approval_routes(ctx, app, "/api", write)  # /api/runs/{id}/plan, /approve, /reject
 
     @app.post("/api/submit", summary="Submit a job (pas.gateway.submit)", dependencies=[write],
               responses=WRITE_ERRORS)

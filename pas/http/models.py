@@ -146,6 +146,16 @@ class JobCardIn(In):
     parent_id: str = Field("", max_length=256)
     submitted_by: str = Field("", max_length=256)
     priority: int = Field(5, ge=1, le=20)
+    approval: bool = Field(False, description="refused here: approval mode needs a run (POST /submit)")
+
+
+class DecisionIn(In):
+    """Body of POST /runs/{run_id}/approve and /reject (wire.Decision without run_id)."""
+
+    by: str | None = Field(None, max_length=200, description="who decides (default: http:<client address>)")
+    drop: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=list, max_length=10000, description="approve only: task ids removed from the plan")
+    reason: str = Field("", max_length=2000)
 
 
 class ExecuteIn(In):

@@ -47,7 +47,7 @@ class ArchitectRole(Role):
             tasks = [t for t in job.tasks or [] if t.lane == lane]
             work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,  # type: ignore[arg-type]
                                  brief=briefs.get(lane) or job.goal or job.title, tasks=tasks, repo=job.repo,
-                                 env=job.env)
+                                 env=job.env, priority=job.priority, approval=job.approval_mode)
             await self.agent.comms.log(self.me.id, f"dir-{lane}", "CMD",
                                        f"lane {lane}: {len(tasks)} task(s)", run.run_id, "running")
             await self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}")

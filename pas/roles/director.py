@@ -62,7 +62,8 @@ class DirectorRole(Role):
         pending = []
         for job_id, tasks in zip(job_ids, chunks):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
-                                repo=work.repo, env=work.env, parent_id=work.run_id, submitted_by=self.me.id)
+                                repo=work.repo, env=work.env, parent_id=work.run_id, submitted_by=self.me.id,
+                                priority=work.priority, approval=work.approval)
             await self.agent.comms.log(self.me.id, f"mgr-{self.lane}", "CMD",
                                        f"job {job_id}: {len(tasks)} task(s)", work.run_id, "queued")
             pending.append(self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}"))

@@ -6,13 +6,15 @@ import hashlib
 import secrets
 from pathlib import Path
 
+from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError
 
+from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
-from pas.agent import EndpointSpec, Role
-from pas.errors import BadRequest, Conflict, NotFound
+from pas.agent import EndpointSpec, Role, WorkSpec
+from pas.errors import BadRequest, Conflict, NotFound, Retry
 from pas.policy import check_command, check_inside
 from pas.repoenv import EnvError, check_job_env
 from pas.service import Call
@@ -37,7 +39,15 @@ class GatewayRole(Role):
             EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.RunRef),
             EndpointSpec("runs", S.GATEWAY_RUNS, self.runs, wire.RunsQuery),
             EndpointSpec("cancel", S.GATEWAY_CANCEL, self.cancel, wire.RunRef),
+            EndpointSpec("plan", S.GATEWAY_PLAN, self.plan, wire.RunRef),
+            EndpointSpec("approve", S.GATEWAY_APPROVE, self.approve, wire.Decision),
+            EndpointSpec("reject", S.GATEWAY_REJECT, self.reject, wire.Decision),
         ]
+
+    def work(self) -> list[WorkSpec]:
+        w = self.cfg.settings.work
+        return [WorkSpec(S.STREAM_WORK, S.CONSUMER_APPROVAL, wire.RunRef, self.approval_timer,
+                         w.handler_concurrency, w.ack_wait_s)]
 
     def validate(self, job: wire.JobSubmit) -> list[str]:
         lanes = plan_lanes(job)
@@ -85,7 +95,8 @@ class GatewayRole(Role):
                 got = await R.get_run(self.bus, existing)
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
-                             lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000])
+                             lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
+                             priority=job.priority, approval_mode=job.approval_mode)
         try:  # the job, kept once; create-if-absent, so an existing run's request is never replaced
             await self.bus.kv[S.KV_TREE].create(R.request_key(run_id), wire.encode(job))
         except KeyWrongLastSequenceError:
@@ -127,6 +138,72 @@ class GatewayRole(Role):
         await self.agent.comms.log("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled")
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
+
+    # ---- approval mode (pas.approval) ---------------------------------------------------------
+    async def plan(self, ref: wire.RunRef, call: Call) -> wire.PlanView:
+        return await A.plan_view(self.bus, ref.run_id)
+
+    async def approve(self, d: wire.Decision, call: Call) -> wire.RunSummary:
+        return await self._decide(d, True)
+
+    async def reject(self, d: wire.Decision, call: Call) -> wire.RunSummary:
+        if d.drop:
+            raise BadRequest("drop is for approve; reject rejects the whole plan")
+        return await self._decide(d, False)
+
+    async def _decide(self, d: wire.Decision, approve: bool) -> wire.RunSummary:
+        by = d.by or "anonymous"
+        run = await A.decide(self.bus, d, approve, by)
+        assert run.approval is not None
+        verb = "approve" if approve else "reject"
+        await self.agent.comms.log(by, self.me.id, "CMD", f"{verb} plan of {run.run_id}"
+                                   + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
+                                   + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
+                                   metadata={"by": by, "decision": run.approval.status,
+                                             "dropped": run.approval.dropped, "reason": d.reason})
+        # Should this gateway die before the managers are told, the item makes another one finish it.
+        await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run.run_id), msg_id=f"{run.run_id}:decided")
+        await self._announce_decision(run)
+        return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
+                               created_at=run.created_at, finished_at=run.finished_at)
+
+    async def _announce_decision(self, run: wire.RunRecord) -> None:
+        assert run.approval is not None
+        if run.status == "rejected":
+            await R.emit(self.bus, S.run_status(run.run_id),
+                         R.event(run.run_id, "run", "rejected", self.me.id, message=run.message),
+                         msg_id=f"{run.run_id}:status:final")
+        else:
+            await R.notify(self.bus, S.run_status(run.run_id),
+                           R.event(run.run_id, "run", "running", self.me.id, message="plan approved"))
+        await A.announce(self.bus, run)
+
+    async def approval_timer(self, ref: wire.RunRef, msg: Msg) -> None:
+        """pas.work.approval: held until the run's deadline (nak with delay), so the timeout
+        survives restarts; it also finishes a decision whose announcement a crash cut short."""
+        got = await R.get_run(self.bus, ref.run_id)
+        if got is None or got[0].approval is None:
+            return
+        run = got[0]
+        a = run.approval
+        assert a is not None
+        if a.status != "pending":
+            if not a.released and run.status != "cancelled":
+                await self._announce_decision(run)
+            return
+        if run.status != "waiting_approval":
+            return  # cancelled while waiting
+        left = (a.deadline - wire.now()).total_seconds() if a.deadline else 0.0
+        if left > 0:
+            raise Retry("approval pending", delay_s=min(left, 3600.0) + 0.05)
+        try:
+            run = await A.decide(self.bus, wire.Decision(run_id=run.run_id, reason=A.TIMED_OUT), False, self.me.id)
+        except (Conflict, NotFound):
+            return  # decided at the same moment
+        await self.agent.comms.log(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",
+                                   run.run_id, "rejected", metadata={"by": self.me.id, "decision": "rejected",
+                                                                    "reason": A.TIMED_OUT})
+        await self._announce_decision(run)
 
     async def status(self, ref):  # type: ignore[no-untyped-def]
         if not ref.id or not S.ID_RE.match(ref.id):

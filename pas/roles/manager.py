@@ -6,12 +6,13 @@ import asyncio
 
 from nats.aio.msg import Msg
 
+from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
 from pas.planner import plan_manager
-from pas.errors import NotFound
+from pas.errors import BadRequest, NotFound
 from pas.service import Call
 
 
@@ -35,10 +36,14 @@ class ManagerRole(Role):
                      w.ack_wait_s),
             WorkSpec(S.STREAM_EVENTS, S.consumer_mgr_done(self.lane), wire.RunEvent, self.task_done,
                      w.handler_concurrency, w.ack_wait_s),
+            WorkSpec(S.STREAM_EVENTS, S.consumer_mgr_release(self.lane), wire.RunEvent, self.release,
+                     w.handler_concurrency, w.ack_wait_s),
         ]
 
     async def submit(self, card: wire.JobCard, call: Call) -> dict[str, str]:
         """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
+        if card.approval:
+            raise BadRequest("approval mode needs a run: submit the job through pas.gateway.submit")
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
@@ -58,15 +63,15 @@ class ManagerRole(Role):
             tasks = existing[0].specs  # a redelivered job card: keep the plan made the first time
         card = wire.JobCard(job_id=card.job_id, run_id=card.run_id, lane=card.lane, tasks=tasks, goal=card.goal,
                             repo=card.repo, env=card.env, parent_id=card.parent_id, submitted_by=card.submitted_by,
-                            priority=card.priority)
+                            priority=card.priority, approval=card.approval)
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         if existing is None:  # a redelivery keeps its record (and the completions noted in it)
             await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
-                                                 manager=self.me.id, tasks=task_ids, specs=card.tasks))
+                                                 manager=self.me.id, tasks=task_ids, specs=card.tasks,
+                                                 repo=card.repo, env=card.env, priority=card.priority))
         await self.agent.comms.log(self.me.id, card.submitted_by or f"dir-{self.lane}", "RESPONSE",
                                    f"accepted job {card.job_id}", card.run_id, "running")
-        timeout = self.cfg.settings.pool.task_timeout_s
         pending = []
         for task_id, spec in zip(task_ids, card.tasks):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
@@ -77,13 +82,79 @@ class ManagerRole(Role):
             await self.bus.nc.publish(f"$KV.{S.KV_TREE}.{R.task_key(card.run_id, task_id)}", wire.encode(rec),
                                       headers={"Nats-Expected-Last-Subject-Sequence": "0"})
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
-            work = wire.TaskWork(run_id=card.run_id, job_id=card.job_id, task_id=task_id, lane=card.lane,
-                                 manager=self.me.id, spec=spec, repo=card.repo, env=card.env,
-                                 timeout_s=timeout)
+            if card.approval:
+                continue  # held: published when the run is approved (self.release)
             await self.agent.comms.log(self.me.id, "prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}",
                                        card.run_id, "queued", metadata={"executor": rec.executor})
-            pending.append(self.bus.publish_js(S.WORK_PROG, work, msg_id=f"{card.run_id}:task:{task_id}"))
+            pending.append(self._publish_task(card.run_id, card.job_id, task_id, spec, self.me.id, card.repo,
+                                              card.env, card.priority))
         await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
+        if card.approval:
+            await self._maybe_wait_for_approval(card.run_id)
+
+    def _publish_task(self, run_id: str, job_id: str, task_id: str, spec: wire.TaskSpec, manager: str,
+                      repo: str | None, env: str | None, priority: int):  # type: ignore[no-untyped-def]
+        work = wire.TaskWork(run_id=run_id, job_id=job_id, task_id=task_id, lane=self.lane, manager=manager,
+                             spec=spec, repo=repo, env=env, timeout_s=self.cfg.settings.pool.task_timeout_s,
+                             priority=priority)
+        return self.bus.publish_js(S.work_prog(wire.band(priority)), work, msg_id=f"{run_id}:task:{task_id}")
+
+    # ---- approval mode (pas.approval) -------------------------------------------------------
+    async def _maybe_wait_for_approval(self, run_id: str) -> None:
+        """Every manager checks after storing its job; the last one to finish planning sees the
+        whole plan and moves the run to waiting_approval (compare-and-set: exactly once)."""
+        if not await A.plan_complete(self.bus, run_id):
+            return
+        timeout = self.cfg.settings.work.approval_timeout_s
+        run = await A.request_approval(self.bus, run_id, timeout)
+        if run is None:
+            return  # another manager did it, or the run is no longer running
+        # The deadline timer: held by the gateway's pas.work.approval consumer (survives restarts).
+        await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:approval")
+        await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "waiting_approval", self.me.id,
+                                                               message=f"plan ready; approval timeout {timeout:g}s"))
+        await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
+                                   run_id, "waiting_approval")
+
+    async def release(self, ev: wire.RunEvent, msg: Msg) -> None:
+        """The decision on a run's plan, for this lane: publish the approved tasks, mark the dropped
+        (or, on rejection, all) held tasks skipped. Idempotent: only tasks still queued are touched."""
+        got = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
+        run = await R.get_run(self.bus, ev.run_id)
+        if got is None or run is None or run[0].approval is None:
+            return
+        approved = ev.status == "approved"
+        dropped = set(run[0].approval.dropped)
+        tasks = {t.task_id: t for t in await R.tasks_of(self.bus, ev.run_id)}
+        pending = []
+        for job_id in got[0].jobs:
+            jr = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, job_id), wire.JobRecord)
+            if jr is None:
+                continue
+            job = jr[0]
+            for task_id, spec in zip(job.tasks, job.specs):
+                rec = tasks.get(task_id) or wire.TaskRecord(
+                    task_id=task_id, run_id=ev.run_id, job_id=job_id, lane=self.lane, manager=job.manager,
+                    executor=wire.effective_executor(spec), instruction=spec.instruction[:2000], command=spec.command)
+                if rec.status != "queued":
+                    continue  # released before (a redelivery of this decision)
+                if approved and task_id not in dropped:
+                    await self.agent.comms.log(self.me.id, "prog-pool", "CMD",
+                                               f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
+                                               metadata={"executor": rec.executor, "approved_by": ev.agent})
+                    pending.append(self._publish_task(ev.run_id, job_id, task_id, spec, job.manager, job.repo,
+                                                      job.env, job.priority))
+                    continue
+                rec.status, rec.finished_at = "skipped", wire.now()
+                rec.error = f"dropped from the plan by {ev.agent}" if approved else f"plan rejected by {ev.agent}"
+                await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
+                await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
+                # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
+                await R.emit(self.bus, S.done_task(ev.run_id, self.lane, task_id),
+                             R.event(ev.run_id, "task", "skipped" if approved else "rejected", self.me.id,
+                                     lane=self.lane, job_id=job_id, task_id=task_id),
+                             msg_id=f"{ev.run_id}:done:task:{task_id}")
+        await asyncio.gather(*pending)
 
     async def task_done(self, ev: wire.RunEvent, msg: Msg) -> None:
         if not ev.job_id or not ev.task_id:

@@ -1,4 +1,4 @@
-"""Programmers: the pool. Each pulls tasks from pas.work.prog when it has a free slot (so dispatch
+"""Programmers: the pool. Each pulls tasks from pas.work.prog.<band> (pas.priority) when it has a free slot (so dispatch
 is least-loaded by construction), runs them in the task's own workspace, and pushes the result up.
 
 A programmer that dies mid-task stops sending in-progress acks; after the ack deadline JetStream
@@ -73,7 +73,10 @@ class ProgrammerRole(Role):
 
     def work(self) -> list[WorkSpec]:
         p = self.cfg.settings.pool
-        return [WorkSpec(S.STREAM_WORK, S.CONSUMER_PROG, wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s)]
+        bands = tuple(S.consumer_prog(b) for b in wire.PRIORITIES)  # highest first (pas.priority)
+        return [WorkSpec(S.STREAM_WORK, bands[0], wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s,
+                         bands=bands, band_subjects=tuple(S.work_prog(b) for b in wire.PRIORITIES),
+                         wake_subject=S.WORK_PROG_ALL, burst=p.priority_burst)]
 
     async def start(self) -> None:
         await asyncio.to_thread(self.box.problem)  # probe bwrap once, off the event loop

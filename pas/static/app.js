@@ -4,7 +4,7 @@
 
 const TIERS = ["gateway", "root", "architect", "director", "manager", "programmer", "monitor"];
 const MSG_TYPES = ["CMD", "STATUS", "RESPONSE", "HEARTBEAT", "ERROR", "LLM", "EVENT"];
-const LIVE_RUN = new Set(["queued", "running"]);
+const LIVE_RUN = new Set(["queued", "running", "waiting_approval"]);
 const MAX_LOG = 500;
 const MAX_RUNS = 100;
 
@@ -78,9 +78,10 @@ function onRunEvent(ev) {
       fetchRun(runId).then(() => { renderRuns(); if (runId === S.selected) renderRunView(); });
       if (!S.pinned) S.selected = runId;
     } else {
-      known.status = newer(known.status, data.status);
+      known.status = data.message === "plan approved" && known.status === "waiting_approval"
+        ? data.status : newer(known.status, data.status);
       if (data.status === "running" && !known.started_at) known.started_at = data.ts;
-      if (["completed", "failed", "cancelled"].includes(data.status)) {
+      if (["completed", "failed", "cancelled", "rejected"].includes(data.status)) {
         known.finished_at = data.ts;
         if (runId === S.selected) fetchRun(runId).then(scheduleRender);  // once: final usage and lanes
       }

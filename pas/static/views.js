@@ -135,7 +135,9 @@ function showModelChange(ch, source) {
 }
 
 /* Records only move forward (queued -> running -> terminal): a late snapshot must not undo an event. */
-const RANK = { queued: 0, running: 1 };
+// waiting_approval outranks running (a stale "running" snapshot must not hide the plan); an approval
+// moves a run back to running: fetchRun and onRunEvent let that through (approved / "plan approved").
+const RANK = { queued: 0, running: 1, waiting_approval: 1.5 };
 const rank = (s) => (s in RANK ? RANK[s] : 2);
 const newer = (old, fresh) => (old && rank(old) > rank(fresh) ? old : fresh);
 
@@ -187,7 +189,8 @@ async function fetchRun(runId) {
   try {
     const d = await api(`/api/runs/${runId}`);
     const prev = S.runs.get(runId) || {};
-    const late = prev.status && rank(prev.status) > rank(d.status);
+    const approved = d.approval && d.approval.status === "approved" && prev.status === "waiting_approval";
+    const late = prev.status && rank(prev.status) > rank(d.status) && !approved;
     S.runs.set(runId, Object.assign(prev, { run_id: d.run_id, title: d.title, created_at: d.created_at },
       late ? {} : { status: d.status, started_at: d.started_at, finished_at: d.finished_at }));
     const tm = S.tasks.get(runId) || new Map();
@@ -248,6 +251,60 @@ function renderRunView() {
     el("td", { text: t.cost_usd === null ? "?" : "$" + (t.cost_usd || 0).toFixed(4) }),
     el("td", { class: "result", title: (t.error || t.output || "").slice(0, 2000),
       text: t.error || (t.command || t.instruction || "").slice(0, 80) }))));
+  renderPlan(r);
+}
+
+/* ---------- plan and approval (approval_mode runs) ---------- */
+async function renderPlan(r) {
+  const box = $("rv-plan");
+  if (r.status !== "waiting_approval") { box.hidden = true; box.dataset.run = ""; return; }
+  if (box.dataset.run === r.run_id) return;  // shown (or loading): keep the user's choices
+  box.dataset.run = r.run_id;
+  let plan;
+  try {
+    plan = await api(`/api/runs/${r.run_id}/plan`);
+  } catch (err) {
+    box.dataset.run = "";
+    toast(`plan ${r.run_id}: ${err.message}`, true);
+    return;
+  }
+  const rows = plan.jobs.flatMap((j) => j.tasks.map((t) => el("tr", { "data-testid": "plan-task-" + t.task_id },
+    el("td", {}, el("input", { type: "checkbox", checked: "checked", "data-task": t.task_id,
+      "data-testid": "plan-keep-" + t.task_id, title: "untick to drop this task when approving" })),
+    el("td", { class: "mono", text: t.task_id }),
+    el("td", { text: j.lane }),
+    el("td", { text: t.spec.executor || "-" }),
+    el("td", { class: "result", text: (t.spec.command || t.spec.instruction || "").slice(0, 120) }))));
+  const reason = el("input", { type: "text", placeholder: "reason", "data-testid": "plan-reason" });
+  const a = plan.approval || {};
+  box.replaceChildren(
+    el("div", { class: "plan-head" },
+      el("strong", { text: `Plan waiting for approval: ${rows.length} task(s)` }),
+      el("span", { class: "meta", text: ` · deadline ${(a.deadline || "-").replace("T", " ").slice(0, 19)} UTC` })),
+    el("table", { class: "tasks" },
+      el("thead", {}, el("tr", {}, ...["keep", "task", "lane", "executor", "what"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows)),
+    el("div", { class: "plan-actions" },
+      el("button", { "data-testid": "approve-" + r.run_id, text: "Approve", onclick: () => decide(r.run_id, true) }),
+      reason,
+      el("button", { "data-testid": "reject-" + r.run_id, text: "Reject",
+        onclick: () => decide(r.run_id, false, reason.value) })));
+  box.hidden = false;
+}
+
+async function decide(runId, approve, reason) {
+  const box = $("rv-plan");
+  const drop = [...box.querySelectorAll("input[data-task]")].filter((c) => !c.checked).map((c) => c.dataset.task);
+  try {
+    const r = await api(`/api/runs/${runId}/${approve ? "approve" : "reject"}`,
+      { method: "POST", body: approve ? { drop } : { reason: reason || "" } });
+    toast(`${r.run_id} ${r.status}` + (drop.length && approve ? ` (dropped ${drop.join(", ")})` : ""));
+    const known = S.runs.get(runId);
+    if (known) known.status = r.status;
+    fetchRun(runId).then(scheduleRender);
+  } catch (err) {
+    toast(`${approve ? "approve" : "reject"} ${runId}: ${err.message}`, true);
+  }
 }
 
 /* ---------- comms log ---------- */

@@ -1,0 +1,44 @@
+"""Plan, approve and reject over HTTP, on the gateway's port (/runs/...) and the HMI (/api/runs/...):
+each is one NATS request (pas.gateway.plan / approve / reject)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Path, Request
+
+from pas import subjects as S
+from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut
+from pas.http.models import DecisionIn
+
+RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
+DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS, 404: {"model": ErrorOut, "description": "no such run"},
+    409: {"model": ErrorOut, "description": "the run is not waiting for approval"}}
+
+
+def _by(body: DecisionIn | None, request: Request) -> str:
+    return (body.by if body else None) or f"http:{request.client.host if request.client else 'unknown'}"
+
+
+def approval_routes(ctx: Ctx, app: FastAPI, prefix: str, write: Any) -> None:
+    """GET {prefix}/runs/{id}/plan, POST {prefix}/runs/{id}/approve, POST {prefix}/runs/{id}/reject."""
+
+    @app.get(prefix + "/runs/{run_id}/plan", summary="The whole plan of a run (pas.gateway.plan)",
+             responses={**ERRORS, 404: {"model": ErrorOut}})
+    async def plan(run_id: str = RUN_ID) -> Any:
+        return await ctx.backend.request(S.GATEWAY_PLAN, {"run_id": run_id})
+
+    @app.post(prefix + "/runs/{run_id}/approve", summary="Approve a waiting plan, optionally dropping tasks "
+              "(pas.gateway.approve)", dependencies=[write], responses=DECIDE_ERRORS)
+    async def approve(request: Request, body: DecisionIn | None = None, run_id: str = RUN_ID) -> Any:
+        d = body or DecisionIn()
+        return await ctx.backend.request(S.GATEWAY_APPROVE, {"run_id": run_id, "by": _by(d, request),
+                                                             "drop": d.drop, "reason": d.reason})
+
+    @app.post(prefix + "/runs/{run_id}/reject", summary="Reject a waiting plan: the run ends rejected "
+              "(pas.gateway.reject)", dependencies=[write], responses=DECIDE_ERRORS)
+    async def reject(request: Request, body: DecisionIn | None = None, run_id: str = RUN_ID) -> Any:
+        d = body or DecisionIn()
+        return await ctx.backend.request(S.GATEWAY_REJECT, {"run_id": run_id, "by": _by(d, request),
+                                                            "drop": d.drop, "reason": d.reason})
