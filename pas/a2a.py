@@ -38,7 +38,7 @@ log = logging.getLogger("pas.a2a")
 RUN_TIMEOUT_S = 3600.0
 LEGACY_CARD_PATH = "/.well-known/agent.json"  # where A2A clients before 0.3 look
 END_STATE = {"completed": TaskState.TASK_STATE_COMPLETED, "failed": TaskState.TASK_STATE_FAILED,
-             "cancelled": TaskState.TASK_STATE_CANCELED}
+             "cancelled": TaskState.TASK_STATE_CANCELED, "rejected": TaskState.TASK_STATE_REJECTED}
 
 
 def agent_card(rpc_url: str) -> AgentCard:

@@ -12,6 +12,7 @@ import jsonschema
 
 from pas import wire
 from pas.mcp.tools import TOOLS
+from tests.conftest import wait_for
 
 # A command task that changes a file in its worktree (the test's allowlist entry, via -c).
 WRITE_CMD = "python -c \"open('NOTES.md', 'a').write('written by a PAS task\\n')\""
@@ -49,6 +50,7 @@ async def check_tools(session: Any) -> dict[str, Any]:
         jsonschema.Draft202012Validator.check_schema(t.input_schema)
     submit = by_name["submit_job"].input_schema
     assert {"title", "goal", "repo", "lanes", "tasks", "budget", "approval_mode", "wait"} <= set(submit["properties"])
+    assert by_name["approve_run"].input_schema["required"] == ["run_id"]
     assert submit["required"] == ["title"]
     jsonschema.validate({"title": "x", "tasks": [{"lane": "code", "instruction": "i"}], "wait": True}, submit)
     bad = jsonschema.Draft202012Validator(submit)
@@ -137,6 +139,23 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     probed = data(await session.call_tool("agents", {"probe": True}))["agents"]
     assert len(probed) == len(agents["agents"]) and all(a["reachable"] for a in probed), probed
     assert next(a for a in probed if a["role"] == "gateway")["state"] == "alive"
+
+    # Approval mode: the run waits for a decision; approve_run lets it run, reject_run ends another.
+    for decision, end in (("approve_run", "completed"), ("reject_run", "rejected")):
+        held = data(await session.call_tool("submit_job", {
+            "title": f"held for {decision}", "approval_mode": True, "repo": str(repo),
+            "tasks": [{"lane": "docs", "instruction": "status", "command": "git status --short"}]}))
+        rid = held["run_id"]
+
+        async def waiting() -> bool:
+            return data(await session.call_tool("run_status", {"run_id": rid}))["status"] == "waiting_approval"
+
+        await wait_for(waiting, timeout_s=30)
+        data(await session.call_tool(decision, {"run_id": rid, "by": "mcp test", "reason": "checked"}))
+        ended = data(await session.call_tool("wait_run", {"run_id": rid, "timeout_s": 60}))
+        assert ended["status"] == end, ended
+    late = await session.call_tool("approve_run", {"run_id": rid})
+    assert late.is_error and "(409)" in late.content[0].text, late.content[0].text
 
     # Bad arguments: tool errors with PAS's text, and the server goes on.
     bad = await session.call_tool("run_status", {"run_id": "no such run!"})

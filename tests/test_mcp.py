@@ -90,7 +90,7 @@ async def test_mcp_http_needs_the_token_and_a_local_host_name(mcp_stack: Stack, 
         async with http, streamable_http_client(adapter.url("gateway") + "/mcp", http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                assert len((await session.list_tools()).tools) == 8
+                assert len((await session.list_tools()).tools) == len(tools.TOOLS)
     finally:
         await adapter.stop()
 
@@ -109,7 +109,7 @@ async def test_stdio_server_without_nats_answers_with_tool_errors(tmp_path: Path
         async with stdio_client(params, errlog=errlog) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                assert len((await session.list_tools()).tools) == 8
+                assert len((await session.list_tools()).tools) == len(tools.TOOLS)
                 res = await session.call_tool("list_runs", {})
                 assert res.is_error, res
                 assert res.content[0].text.startswith("unavailable (503): cannot reach NATS at " + url)

@@ -40,7 +40,7 @@ def build_server(ops: Ops) -> Server[Any]:
         return types.ListToolsResult(tools=[
             types.Tool(name=t.name, description=t.description, input_schema=t.input_schema,
                        annotations=types.ToolAnnotations(read_only_hint=t.read_only,
-                                                         destructive_hint=t.name == "cancel_run",
+                                                         destructive_hint=t.name in ("cancel_run", "reject_run"),
                                                          open_world_hint=False))
             for t in TOOLS.values()])
 

@@ -104,7 +104,8 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "tasks": "explicit tasks (no planning): each runs in its lane on the programmer pool",
         "budget": "per-run LLM budget across every tier",
         "priority": "one of 1, 5, 10, 20; default 5",
-        "approval_mode": "recorded with the job; PAS has no approval step yet, so it changes nothing",
+        "approval_mode": "hold the planned tasks until approve_run (or reject_run): the run waits in "
+                         "waiting_approval",
         "idempotency_key": "the same key within the dedupe window returns the same run",
     },
     "TaskSpec": {
@@ -201,6 +202,14 @@ class Ops:
     async def cancel_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
         return await (await self.pas()).cancel(parse(args, wire.RunRef).run_id)
 
+    async def approve_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        d = parse(args, wire.Decision)
+        return await (await self.pas()).approve(d.run_id, by=d.by or "mcp", drop=d.drop, reason=d.reason)
+
+    async def reject_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        d = parse(args, wire.Decision)
+        return await (await self.pas()).reject(d.run_id, reason=d.reason, by=d.by or "mcp")
+
     async def run_log(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, LogArgs)
         since = parse_since(a.since)
@@ -286,6 +295,11 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
          schema(wire.RunsQuery), Ops.list_runs),
     Tool("cancel_run", "Cancel a run at every tier (pas.gateway.cancel); an ended run gives a conflict error.",
          schema(wire.RunRef), Ops.cancel_run, read_only=False),
+    Tool("approve_run", "Approve the plan of a run submitted with approval_mode (pas.gateway.approve): its held "
+                        "tasks run; `drop` removes task ids from the plan (they end skipped).",
+         schema(wire.Decision), Ops.approve_run, read_only=False),
+    Tool("reject_run", "Reject the plan of a run submitted with approval_mode (pas.gateway.reject): the run ends "
+                       "rejected, with `reason`.", schema(wire.Decision), Ops.reject_run, read_only=False),
     Tool("run_log", "Read the comms log (stream PAS_COMMS), like `pas log`: every message between agents, "
                     "filtered by run, agent, message type and time.", schema(LogArgs), Ops.run_log),
     Tool("run_diff", "The changes a run made, in its repository: `git diff <base>...<branch>` of the run's "
