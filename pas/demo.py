@@ -34,7 +34,7 @@ from pas.errors import PasError
 from pas.stack import Stack
 
 SAMPLE = Path(__file__).resolve().parent / "defaults" / "sample_project"
-"""The sample project, inside the package (examples/sample_project in the source tree is a copy)."""
+"""The sample project that `pas demo` copies, shipped inside the package."""
 READY = ".pas-ready"
 PIP_WHAT = "pip install -r requirements.txt of the sample project (it needs the package registry once)"
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pas import comms
+from pas.demo import SAMPLE
 from pas import subjects as S
 from pas.errors import BadRequest, Conflict, NotFound
 from pas.stack import Stack
@@ -27,7 +28,7 @@ def task(lane: str, command: str, **kw: Any) -> dict[str, Any]:
 
 def make_repo(tmp: Path) -> Path:
     repo = tmp / "repo"
-    shutil.copytree(ROOT / "examples" / "sample_project", repo)
+    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], cwd=repo, check=True)
