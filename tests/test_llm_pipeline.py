@@ -34,11 +34,9 @@ def swarm_cfg(fake_llm: Any, **assign: str | None) -> Any:
     return cfg
 
 
-async def llm_entries(stack: Stack, run_id: str) -> list[Any]:
-    return [e async for e in comms.read(stack.bus.js, run_id=run_id, msg_type="LLM")]  # type: ignore[union-attr]
-
-
-async def test_planning_at_every_tier_with_failover(nats_server: Any, client: Any, fake_llm: Any) -> None:
+def failover_swarm(fake_llm: Any) -> Any:
+    """The architect's primary fails (500) and its backup answers; the docs director and manager plan:
+    a config whose models are these scripted fake profiles."""
     fake_llm.script("pa", Fail(500))
     fake_llm.script("pb", Reply('{"lanes": [{"lane": "docs", "brief": "document the API"}]}',
                                 prompt_tokens=100, completion_tokens=20))
@@ -46,7 +44,15 @@ async def test_planning_at_every_tier_with_failover(nats_server: Any, client: An
                                 ' {"instruction": "write usage"}]}]}', prompt_tokens=50, completion_tokens=30))
     fake_llm.script("pm", Reply('{"tasks": [{"instruction": "usage section", "executor": "echo"}]}',
                                 prompt_tokens=40, completion_tokens=10))
-    cfg = swarm_cfg(fake_llm, architect="pa/pb", dir_docs="pd", mgr_docs_01="pm")
+    return swarm_cfg(fake_llm, architect="pa/pb", dir_docs="pd", mgr_docs_01="pm")
+
+
+async def llm_entries(stack: Stack, run_id: str) -> list[Any]:
+    return [e async for e in comms.read(stack.bus.js, run_id=run_id, msg_type="LLM")]  # type: ignore[union-attr]
+
+
+async def test_planning_at_every_tier_with_failover(nats_server: Any, client: Any, fake_llm: Any) -> None:
+    cfg = failover_swarm(fake_llm)
     async with Stack(cfg, url=nats_server.url) as st:
         await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "llm1"})
         res = await client.wait("llm1", timeout_s=60)

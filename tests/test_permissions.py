@@ -223,17 +223,9 @@ async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: A
 async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fake_llm: Any) -> None:
     """Model calls as each tier's user: usage (pas_tree <run>.usage), breakers (pas_breakers) and the
     architect's lane choice (pas_runs) are written with no violation."""
-    from tests.fakellm import Fail, Reply
-    from tests.test_llm_pipeline import swarm_cfg
+    from tests.test_llm_pipeline import failover_swarm
 
-    fake_llm.script("pa", Fail(500))
-    fake_llm.script("pb", Reply('{"lanes": [{"lane": "docs", "brief": "document the API"}]}',
-                                prompt_tokens=100, completion_tokens=20))
-    fake_llm.script("pd", Reply('{"jobs": [{"tasks": [{"instruction": "write intro", "executor": "echo"},'
-                                ' {"instruction": "write usage"}]}]}', prompt_tokens=50, completion_tokens=30))
-    fake_llm.script("pm", Reply('{"tasks": [{"instruction": "usage section", "executor": "echo"}]}',
-                                prompt_tokens=40, completion_tokens=10))
-    cfg = swarm_cfg(fake_llm, architect="pa/pb", dir_docs="pd", mgr_docs_01="pm")
+    cfg = failover_swarm(fake_llm)
     cfg.settings.nats.port = -1
     st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
                data_dir=tmp_path / "data")
