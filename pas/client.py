@@ -73,6 +73,12 @@ class PasClient:
         if not self.nc.is_closed:
             await self.nc.close()
 
+    async def __aenter__(self) -> "PasClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def request(self, subject: str, body: Any = None, headers: dict[str, str] | None = None,
                       timeout_s: float | None = None) -> Any:
         data = body if isinstance(body, bytes) else (wire.encode(body) if body is not None else b"{}")

@@ -266,8 +266,7 @@ def result_table(st: dict[str, Any]) -> str:
 
 async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
     job = _job_from_args(args)
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         if args.wait and "run_id" not in job:
             job["run_id"] = wire_run_id()
         reply = await client.submit(job, msg_id=args.idempotency_key)
@@ -277,8 +276,6 @@ async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
         st = await follow_run(client, reply["run_id"], args.timeout)
         print(result_table(st))
         return 0 if st["status"] == "completed" else 1
-    finally:
-        await client.close()
 
 
 def wire_run_id() -> str:
@@ -288,21 +285,15 @@ def wire_run_id() -> str:
 
 
 async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         st = await client.status(args.run_id)
-    finally:
-        await client.close()
     print(json.dumps(st, indent=2) if args.json else result_table(st))
     return 0
 
 
 async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         res = await client.runs(args.limit, args.status)
-    finally:
-        await client.close()
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -312,11 +303,8 @@ async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         res = await client.cancel(args.run_id)
-    finally:
-        await client.close()
     print(f"{res['run_id']} {res['status']}")
     return 0
 
@@ -341,42 +329,30 @@ def plan_text(plan: dict[str, Any]) -> str:
 
 
 async def cmd_plan(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         plan = await client.plan(args.run_id)
-    finally:
-        await client.close()
     print(json.dumps(plan, indent=2) if args.json else plan_text(plan))
     return 0
 
 
 async def cmd_approve(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         res = await client.approve(args.run_id, by=args.by, drop=args.drop, reason=args.reason)
-    finally:
-        await client.close()
     print(f"{res['run_id']} {res['status']}" + (f" (dropped {', '.join(args.drop)})" if args.drop else ""))
     return 0
 
 
 async def cmd_reject(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg)
-    try:
+    async with await open_client(cfg) as client:
         res = await client.reject(args.run_id, reason=args.reason, by=args.by)
-    finally:
-        await client.close()
     print(f"{res['run_id']} {res['status']}")
     return 0
 
 
 async def cmd_model(args: argparse.Namespace, cfg: PasConfig) -> int:
-    client = await open_client(cfg, "admin")  # models are changed by admin only
-    try:
+    async with await open_client(cfg, "admin") as client:  # models are changed by admin only
         body = {"backup" if args.backup else "primary": args.profile}
         res = await client.request(S.ctl(args.agent, "set_model"), body)
-    finally:
-        await client.close()
     print(f"{res['agent']}: model={res['model']} backup={res['backup_model']}")
     return 0
 
