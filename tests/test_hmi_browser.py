@@ -10,19 +10,22 @@ import contextlib
 import re
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
+from pas import subjects as S
 from pas.client import PasClient
 from pas.config import PasConfig
 from pas.server import EmbeddedServer
 from pas.stack import Stack
+from pas.wire import CommsEntry
 from tests.conftest import ROOT, fast_args, wait_for
 from tests.fakellm import FakeLLM, Reply
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg, poll
@@ -87,6 +90,20 @@ async def test_page_shows_every_agent_alive(hmi: Hmi) -> None:
         await expect(page.get_by_test_id(f"tier-{tier}")).to_be_visible()
     await expect(page.get_by_test_id("lane-manager-code").locator(AGENTS)).to_have_count(3)
     await expect(page.get_by_test_id("summary")).to_contain_text("26 alive")
+
+
+async def test_log_is_in_time_order_not_arrival_order(hmi: Hmi) -> None:
+    """Entries from several processes reach the stream out of order; the log shows them by time."""
+    await hmi.open()
+    now = datetime.now(timezone.utc)
+    for label, ts in (("later", now), ("earlier", now - timedelta(seconds=1))):
+        entry = CommsEntry(ts=ts, from_agent="prog-001", to_agent="mgr-code-01", msg_type="STATUS",
+                           message=f"{label} entry", run_id="r-order")
+        await hmi.client.nc.publish(S.comms("r-order", "prog-001", "STATUS"), msgspec.json.encode(entry))
+    lines = hmi.page.get_by_test_id("log").locator('[data-run="r-order"]')
+    await expect(lines).to_have_count(2, timeout=WAIT_MS)
+    await expect(lines.first).to_contain_text("earlier entry")
+    await expect(lines.last).to_contain_text("later entry")
 
 
 async def test_submitted_jobs_go_live_to_completed(hmi: Hmi) -> None:

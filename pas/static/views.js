@@ -318,7 +318,7 @@ function logMatches(e) {
 
 function logLine(e) {
   return el("div", { class: "log-entry " + e.msg_type, "data-testid": "log-entry", "data-run": e.run_id || "",
-    "data-type": e.msg_type },
+    "data-type": e.msg_type, "data-t": String(parseTs(e.ts) || 0) },
   el("span", { class: "ts", text: fmtTime(e.ts) + " " }),
   el("span", { class: "run", text: (e.run_id || "-") + " " }),
   el("span", { class: "who", text: `${e.from_agent} → ${e.to_agent} ` }),
@@ -327,10 +327,19 @@ function logLine(e) {
   el("span", { class: "msg", text: e.message + (e.llm_model ? ` [${e.llm_model} tok=${e.tokens}]` : "") }));
 }
 
+/* Entries come from several processes, so the stream's order is not the order things happened in
+   (a programmer's RESPONSE can be stored after the run's completion). The log shows time order. */
+function insertByTime(log, line) {
+  const t = Number(line.dataset.t);
+  let after = log.lastElementChild;
+  while (after && Number(after.dataset.t) > t) after = after.previousElementSibling;
+  if (after) after.after(line); else log.prepend(line);
+}
+
 function appendLog(entries) {
   const log = $("log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
-  for (const e of entries) if (logMatches(e)) log.append(logLine(e));
+  for (const e of entries) if (logMatches(e)) insertByTime(log, logLine(e));
   while (log.childElementCount > MAX_LOG) log.firstElementChild.remove();
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
