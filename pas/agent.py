@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from nats.micro import add_service
 from nats.micro.service import EndpointStats, Service
@@ -24,10 +24,7 @@ from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import AgentConfig
 from pas.errors import NotFound, PasError
-from pas.service import Call, WorkLoop, endpoint
-
-if TYPE_CHECKING:
-    from nats.aio.msg import Msg
+from pas.service import Call, WorkCtx, WorkLoop, endpoint
 
 log = logging.getLogger("pas.agent")
 
@@ -46,7 +43,8 @@ class WorkSpec:
     stream: str
     durable: str
     typ: type[Any]
-    handler: Callable[[Any, "Msg"], Awaitable[None]]
+    handler: Callable[[Any, WorkCtx], Awaitable[None]]
+    """`async def handler(item: typ, ctx: WorkCtx) -> None`; outcomes are exceptions (pas.service)."""
     concurrency: int
     ack_wait_s: float
     bands: tuple[str, ...] = ()
@@ -156,8 +154,9 @@ class Agent:
         for spec in specs:
             await self._add_endpoint(spec)
         for ws in self.role.work():
-            kw: dict[str, Any] = dict(concurrency=ws.concurrency, ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn,
-                                      on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
+            kw: dict[str, Any] = dict(bus=self.bus, comms=self.comms, agent_id=c.id, concurrency=ws.concurrency,
+                                      ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn, on_bad_input=self._bad_input,
+                                      name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
             if ws.bands:
                 from pas.priority import BandedWorkLoop
 

@@ -7,13 +7,16 @@ process can die and any other can carry on. One key per task keeps writes O(1) p
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from nats.js.errors import KeyWrongLastSequenceError
 
 from pas import subjects as S
 from pas import wire
 from pas.bus import Bus
+
+if TYPE_CHECKING:
+    from pas.service import WorkCtx
 
 
 def plan_key(run_id: str) -> str:
@@ -40,8 +43,26 @@ async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
     return await bus.kv_get(S.KV_RUNS, run_id, wire.RunRecord)
 
 
-async def put_run(bus: Bus, run: wire.RunRecord) -> None:
-    await bus.kv_put(S.KV_RUNS, run.run_id, run)
+async def update_run(bus: Bus, run_id: str,
+                     change: Callable[[wire.RunRecord], Awaitable[bool] | bool]) -> wire.RunRecord | None:
+    """The one way pas_runs is written after the run's creation: compare-and-set. change() edits the
+    record and says whether to write; it is called again on a lost race. The run if this caller
+    wrote it, else None (no such run, or change() declined)."""
+    while True:
+        got = await get_run(bus, run_id)
+        if got is None:
+            return None
+        run, rev = got
+        ok = change(run)
+        if not isinstance(ok, bool):
+            ok = await ok
+        if not ok:
+            return None
+        try:
+            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
+            return run
+        except KeyWrongLastSequenceError:
+            continue  # another writer (or our own write whose ack was lost): read again
 
 
 async def is_cancelled(bus: Bus, run_id: str) -> bool:
@@ -118,34 +139,18 @@ async def list_runs(bus: Bus, limit: int = 50, status: str | None = None) -> lis
 
 
 async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | None = None) -> None:
-    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen).
-    Compare-and-set, so a concurrent note from another tier is not lost (a few tries)."""
-    for attempt in range(5):
-        got = await get_run(bus, run_id)
-        if got is None:
-            return
-        run, rev = got
+    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen),
+    by compare-and-set, so a concurrent note from another tier is not lost."""
+
+    def change(run: wire.RunRecord) -> bool:
         if reason:
             run.degraded = True
             run.message = (run.message + "; " if run.message else "") + f"degraded: {reason}"[:500]
         if lanes is not None:
             run.lanes = lanes
-        try:
-            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
-            return
-        except KeyWrongLastSequenceError:
-            continue
-    await put_run(bus, run)  # still contended after 5 tries: last writer wins
+        return True
 
-
-async def finish_node(bus: Bus, key: str, record: Any, revision: int) -> bool:
-    """Move a plan/lane/job record to its terminal state with compare-and-set: exactly one of the
-    handlers that see the last child finish wins (and reports up); the others return False."""
-    try:
-        await bus.kv_update(S.KV_TREE, key, wire.encode(record), revision)
-    except KeyWrongLastSequenceError:
-        return False
-    return True
+    await update_run(bus, run_id, change)
 
 
 async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
@@ -184,3 +189,67 @@ async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str,
         except KeyWrongLastSequenceError:
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
         return rec, rec.status != "running"
+
+
+# ---- a parent finishes when its last child does: task -> job -> lane -> plan ------------------
+_PARENT: dict[str, tuple[type[Any], str]] = {
+    "task": (wire.JobRecord, "tasks"), "job": (wire.LaneRecord, "jobs"), "lane": (wire.PlanRecord, "lanes")}
+
+
+def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
+    """(parent record key, child id) of the child ev announces."""
+    if ev.kind == "task":
+        return job_key(ev.run_id, ev.job_id or ""), ev.task_id or ""
+    if ev.kind == "job":
+        return lane_key(ev.run_id, ev.lane or ""), ev.job_id or ""
+    return plan_key(ev.run_id), ev.lane or ""
+
+
+async def child_done(ctx: "WorkCtx", ev: wire.RunEvent) -> None:
+    """A child (task, job or lane, as ev says) reached a terminal status: note it in its parent's
+    record (compare-and-set, O(1) reads), and when it was the last child, finish the parent in this
+    same handler and go up: job -> lane -> plan. A finished plan is announced on done.plan, where
+    root ends the run. Safe to repeat (a redelivery after a crash): a parent already finished is
+    walked through again, and the announcements carry message ids."""
+    while ev.kind in _PARENT:
+        typ, children = _PARENT[ev.kind]
+        key, child = _parent_key(ev)
+        res = await record_child_done(ctx.bus, key, typ, child, ev.status, children)
+        if res is None or res[0].status == "running":
+            return  # no such parent, or it still has children running
+        parent, now = res
+        ev = await _finished(ctx, parent, now)
+
+
+async def _finished(ctx: "WorkCtx", rec: Any, now: bool) -> wire.RunEvent:
+    """Log and announce a parent that just finished (`now`) or, on a redelivery, had finished."""
+    again = now or ctx.redelivered
+    if isinstance(rec, wire.JobRecord):
+        ev = event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
+        if now:
+            done = sum(1 for s in rec.done.values() if s == "completed")
+            await ctx.log(f"dir-{rec.lane}", "RESPONSE", f"job {rec.job_id} {rec.status}: {done}/{len(rec.tasks)} "
+                          "tasks completed", rec.status, sender=rec.manager)
+        if again:
+            await ctx.publish(S.run_job(rec.run_id, rec.job_id), ev)
+        return ev
+    if isinstance(rec, wire.LaneRecord):
+        return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
+    plan: wire.PlanRecord = rec
+    summary = ", ".join(f"{lane}={plan.done.get(lane, '?')}" for lane in plan.lanes)
+    ev = event(plan.run_id, "plan", plan.status, plan.architect, message=summary)
+    if now:
+        await ctx.log("root", "RESPONSE", f"all lanes done: {summary}", plan.status, sender=plan.architect)
+    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=f"{plan.run_id}:done:plan")  # root ends the run
+    return ev
+
+
+async def lane_finished(ctx: "WorkCtx", lane: wire.LaneRecord, message: str, now: bool = True,
+                        again: bool = True) -> wire.RunEvent:
+    ev = event(lane.run_id, "lane", lane.status, lane.director, lane=lane.lane, message=message)
+    if now:
+        await ctx.log("architect", "RESPONSE", f"lane {lane.lane} {lane.status}: {message}", lane.status,
+                      sender=lane.director)
+    if again:
+        await ctx.publish(S.run_lane(lane.run_id, lane.lane), ev)
+    return ev

@@ -156,6 +156,7 @@ class PlanRecord(Base):
     lanes: list[str]
     architect: str
     status: str = "running"
+    done: dict[str, str] = {}  # lane -> terminal status, filled by compare-and-set as lanes finish
 
 
 class LaneRecord(Base):
