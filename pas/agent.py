@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from nats.micro import add_service
 from nats.micro.service import EndpointStats, Service
 
-from pas import __version__
-from pas import claims
+from pas import __version__, claims, wire
 from pas import subjects as S
-from pas import wire
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import AgentConfig
@@ -60,7 +59,7 @@ class Role:
 
     description = "PAS agent"
 
-    def __init__(self, agent: "Agent") -> None:
+    def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.bus = agent.bus
         self.cfg = agent.bus.cfg
@@ -83,7 +82,7 @@ class Role:
         busy = sum(w.in_flight for w in self.agent.loops)
         return ("running" if busy else "ok", None, 0.0, f"{busy} in flight" if busy else "")
 
-    async def status(self, ref: "StatusRef") -> Any:
+    async def status(self, ref: StatusRef) -> Any:
         raise NotFound(f"{self.me.id} keeps no status for {ref.id!r}")
 
 
@@ -154,9 +153,9 @@ class Agent:
         for spec in specs:
             await self._add_endpoint(spec)
         for ws in self.role.work():
-            kw: dict[str, Any] = dict(bus=self.bus, comms=self.comms, agent_id=c.id, concurrency=ws.concurrency,
-                                      ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn, on_bad_input=self._bad_input,
-                                      name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
+            kw: dict[str, Any] = {"bus": self.bus, "comms": self.comms, "agent_id": c.id,
+                                  "concurrency": ws.concurrency, "ack_wait_s": ws.ack_wait_s, "spawn": self.bus.spawn,
+                                  "on_bad_input": self._bad_input, "name": f"{c.id}:{ws.durable}", "ack": self.bus.ack}
             if ws.bands:
                 from pas.priority import BandedWorkLoop
 
@@ -179,7 +178,7 @@ class Agent:
         if self.service:
             try:
                 await self.service.stop()
-            except Exception:  # noqa: BLE001 - connection already gone
+            except Exception:
                 pass
         if self._claim_rev:
             await claims.release(self.bus, self.id, self._claim_rev)
@@ -192,8 +191,8 @@ class Agent:
         def on_error(text: str) -> None:
             ep = holder.get("ep")
             if ep is not None:
-                ep._num_errors += 1  # noqa: SLF001 - keep micro STATS truthful
-                ep._last_error = text  # noqa: SLF001
+                ep._num_errors += 1
+                ep._last_error = text
 
         await self.service.add_endpoint(
             name=spec.name,
@@ -202,7 +201,7 @@ class Agent:
             handler=endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input),
             metadata={"agent": self.id},
         )
-        holder["ep"] = self.service._endpoints[-1]  # noqa: SLF001
+        holder["ep"] = self.service._endpoints[-1]
 
     def _stats_data(self, ep: EndpointStats) -> dict[str, Any]:
         return {
@@ -222,13 +221,13 @@ class Agent:
                 await self.bus.publish(S.heartbeat(self.id), hb)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - a missed beat is what the monitor is for
+            except Exception as e:
                 log.warning("%s: heartbeat failed: %r", self.id, e)
             await asyncio.sleep(interval)
 
     # ---- built-in endpoints ----------------------------------------------------------------
     async def _health(self, _: wire.Empty, call: Call) -> wire.AgentHealth:
-        status, *_ = self.role.beat()
+        status = self.role.beat()[0]
         return wire.AgentHealth(
             agent=self.id, role=self.cfg.role, tier=self.cfg.tier, lane=self.cfg.lane,
             parent=self.cfg.parent, status=status, model=self.model, backup_model=self.backup_model,
@@ -266,7 +265,7 @@ class Agent:
     async def load_model_override(self) -> None:
         try:
             e = await self.bus.kv[S.KV_MODELS].get(self.id)
-        except Exception:  # noqa: BLE001 - no override stored
+        except Exception:
             return
         if e.value:
             d = wire.decode(e.value, dict)

@@ -14,6 +14,7 @@ All of the wait lives in KV and streams, none in memory, so it survives a restar
 from __future__ import annotations
 
 from datetime import timedelta
+
 from pas import runs as R
 from pas import subjects as S
 from pas import wire

@@ -7,7 +7,8 @@ process can die and any other can carry on. One key per task keeps writes O(1) p
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -205,7 +206,7 @@ def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
     return plan_key(ev.run_id), ev.lane or ""
 
 
-async def child_done(ctx: "WorkCtx", ev: wire.RunEvent) -> None:
+async def child_done(ctx: WorkCtx, ev: wire.RunEvent) -> None:
     """A child (task, job or lane, as ev says) reached a terminal status: note it in its parent's
     record (compare-and-set, O(1) reads), and when it was the last child, finish the parent in this
     same handler and go up: job -> lane -> plan. A finished plan is announced on done.plan, where
@@ -221,7 +222,7 @@ async def child_done(ctx: "WorkCtx", ev: wire.RunEvent) -> None:
         ev = await _finished(ctx, parent, now)
 
 
-async def _finished(ctx: "WorkCtx", rec: Any, now: bool) -> wire.RunEvent:
+async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
     """Log and announce a parent that just finished (`now`) or, on a redelivery, had finished."""
     again = now or ctx.redelivered
     if isinstance(rec, wire.JobRecord):
@@ -244,7 +245,7 @@ async def _finished(ctx: "WorkCtx", rec: Any, now: bool) -> wire.RunEvent:
     return ev
 
 
-async def lane_finished(ctx: "WorkCtx", lane: wire.LaneRecord, message: str, now: bool = True,
+async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True,
                         again: bool = True) -> wire.RunEvent:
     ev = event(lane.run_id, "lane", lane.status, lane.director, lane=lane.lane, message=message)
     if now:

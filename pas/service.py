@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from nats.aio.msg import Msg
@@ -80,7 +81,7 @@ def endpoint(
     """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS."""
 
     async def handle(req: Request) -> None:
-        msg: Msg = req._msg  # noqa: SLF001 - the reply subject is needed to honour plain publishes
+        msg: Msg = req._msg
         call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
         try:
             body = decode_body(req.data, req_type)
@@ -90,7 +91,7 @@ def endpoint(
             return
         except PasError as e:
             err = e
-        except Exception as e:  # noqa: BLE001 - no payload may kill an agent
+        except Exception as e:
             if transient(e):  # JetStream still unavailable after the retries: try again later
                 log.warning("handler %s: JetStream unavailable: %r", req.subject, e)
                 err = Unavailable(f"JetStream unavailable, try again: {type(e).__name__}")
@@ -103,12 +104,12 @@ def endpoint(
             if on_bad_input is not None:
                 try:
                     await on_bad_input(req.subject, req.data, err)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("logging bad input failed")
         if call.reply:
             try:
                 await req.respond_error(str(err.code), err.message[:1000], data=error_body(err))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not send error reply on %s", req.subject)
 
     return handle
@@ -125,8 +126,8 @@ class WorkCtx:
     headers: dict[str, str]
     subject: str
     agent_id: str
-    bus: "Bus"
-    comms: "CommsLog"
+    bus: Bus
+    comms: CommsLog
     _msg: Msg = field(repr=False)
 
     @property
@@ -193,8 +194,8 @@ class WorkLoop:
         typ: type[Any],
         handler: WorkHandler,
         *,
-        bus: "Bus",
-        comms: "CommsLog",
+        bus: Bus,
+        comms: CommsLog,
         agent_id: str,
         concurrency: int,
         ack_wait_s: float,
@@ -244,9 +245,9 @@ class WorkLoop:
                     free = self.concurrency - self.in_flight
                 try:
                     msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
-                except (NatsTimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeoutError):
                     msgs = []  # nothing to do (or a pull lost on the way): ask again
-                except Exception as e:  # noqa: BLE001 - connection trouble: back off, retry
+                except Exception as e:
                     failures += 1
                     if failing_since is None:
                         failing_since = time.monotonic()
@@ -265,7 +266,7 @@ class WorkLoop:
         finally:
             try:
                 await psub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     async def _keepalive(self, m: Msg) -> None:
@@ -277,7 +278,7 @@ class WorkLoop:
             await asyncio.sleep(period)
             try:
                 await m.in_progress()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("%s: in-progress mark on %s failed (%r); trying again in %.1fs",
                             self.name, m.subject, e, period)
 
@@ -297,7 +298,7 @@ class WorkLoop:
                 self.handled += 1
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - every outcome is settled below
+            except Exception as e:
                 outcome = e
             how, delay = settle(outcome)
             if how == "ack":
@@ -317,7 +318,7 @@ class WorkLoop:
                 await m.term()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - ack/nak on a closed connection: redelivery covers it
+        except Exception:
             log.warning("%s: could not settle message on %s", self.name, m.subject)
         finally:
             keep.cancel()

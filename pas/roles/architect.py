@@ -40,7 +40,7 @@ class ArchitectRole(Role):
         if req is None:
             raise PasError(f"run {run.run_id}: its request is missing from KV")
         job = req[0]
-        lanes, briefs = run.lanes, {lane: job.goal or job.title for lane in run.lanes}
+        lanes, briefs = run.lanes, dict.fromkeys(run.lanes, job.goal or job.title)
         # Only a redelivery can find its own plan (and the lanes finished since): it stands.
         old = await self.bus.kv_get(S.KV_TREE, R.plan_key(run.run_id), wire.PlanRecord) if ctx.redelivered else None
         if old is not None:

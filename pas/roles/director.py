@@ -29,7 +29,8 @@ class DirectorRole(Role):
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
         return [
-            WorkSpec(S.STREAM_WORK, S.consumer_dir(self.lane), wire.LaneWork, self.split, w.handler_concurrency, w.ack_wait_s),
+            WorkSpec(S.STREAM_WORK, S.consumer_dir(self.lane), wire.LaneWork, self.split, w.handler_concurrency,
+                     w.ack_wait_s),
         ]
 
     async def split(self, work: wire.LaneWork, ctx: WorkCtx) -> None:

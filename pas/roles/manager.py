@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
-from pas.planner import plan_manager
 from pas.errors import BadRequest, NotFound
+from pas.planner import plan_manager
 from pas.service import Call, WorkCtx
 
 
@@ -87,7 +88,7 @@ class ManagerRole(Role):
             await self._maybe_wait_for_approval(card.run_id)
 
     def _publish_task(self, run_id: str, job_id: str, task_id: str, spec: wire.TaskSpec, manager: str,
-                      repo: str | None, env: str | None, priority: int):  # type: ignore[no-untyped-def]
+                      repo: str | None, env: str | None, priority: int) -> Awaitable[None]:
         work = wire.TaskWork(run_id=run_id, job_id=job_id, task_id=task_id, lane=self.lane, manager=manager,
                              spec=spec, repo=repo, env=env, timeout_s=self.cfg.settings.pool.task_timeout_s,
                              priority=priority)
@@ -151,7 +152,7 @@ class ManagerRole(Role):
                                                 lane=self.lane, job_id=job_id, task_id=task_id))
         await asyncio.gather(*pending)
 
-    async def status(self, ref: StatusRef):  # type: ignore[no-untyped-def]
+    async def status(self, ref: StatusRef) -> wire.JobRecord:
         run_id, _, job_id = (ref.id or "").partition(":")
         got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) if job_id else None
         if got is None:

@@ -45,13 +45,13 @@ class MonitorRole(Role):
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     async def _on_beat(self, msg: Msg) -> None:
         try:
             hb = wire.decode(msg.data, wire.Heartbeat)
-        except Exception:  # noqa: BLE001 - a malformed beat is logged and ignored
+        except Exception:
             log.warning("bad heartbeat on %s: %r", msg.subject, msg.data[:200])
             return
         self.last[hb.agent] = time.monotonic()
@@ -80,7 +80,7 @@ class MonitorRole(Role):
                 try:
                     await self.bus.kv_put(S.KV_AGENTS, agent, st)
                     await self._alert(agent, "dead", st.last_beat, now - t)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.warning("could not record %s dead: %r", agent, e)
 
     async def _alert(self, agent: str, kind: str, last_beat: Any, missed_s: float) -> None:

@@ -20,14 +20,13 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import PasError
+from pas.errors import BudgetExceeded, PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
 from pas.policy import check_command
 from pas.redact import redact
 from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
 from pas.sandbox import Box
-from pas.errors import BudgetExceeded
 from pas.service import Call, WorkCtx, task_status
 
 log = logging.getLogger("pas.programmer")
@@ -87,7 +86,7 @@ class ProgrammerRole(Role):
         if self._cancel_sub is not None:
             try:
                 await self._cancel_sub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def beat(self) -> tuple[str, str | None, float, str]:
@@ -143,7 +142,8 @@ class ProgrammerRole(Role):
         await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
         await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
         await ctx.log(self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
-                      sender=work.manager, metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
+                      sender=work.manager,
+                      metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t
@@ -156,7 +156,7 @@ class ProgrammerRole(Role):
         finally:
             self.running.pop(key, None)
             self._cancelled.discard(key)
-        rec.status = result.status  # type: ignore[assignment]
+        rec.status = result.status
         rec.exit_code = result.exit_code
         rec.output = redact(result.output[-wire.MAX_OUTPUT:])
         rec.error = redact(result.error)
@@ -253,6 +253,7 @@ class ProgrammerRole(Role):
             return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
 
         budget = await llm.task_budget(work.run_id)
+        assert self.agent.model  # _dispatch checked
         res = await run_llm_edit(
             llm, agent=self.me.id, primary=self.agent.model, backup=self.agent.backup_model, workdir=cwd,
             instruction=work.spec.instruction, files=work.spec.files, acceptance=work.spec.acceptance,

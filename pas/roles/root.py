@@ -34,7 +34,7 @@ class RootRole(Role):
             if ctx.redelivered and run.finished_at is not None:  # we may have died before announcing it
                 await self._announce(ctx, run, ev.message)
             return
-        run.status = "completed" if ev.status == "completed" else ("cancelled" if ev.status == "cancelled" else "failed")
+        run.status = ev.status if ev.status in ("completed", "cancelled") else "failed"  # type: ignore[assignment]
         run.finished_at = wire.now()
         run.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
         if run.status != "cancelled":
