@@ -44,13 +44,14 @@ async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
     return await bus.kv_get(S.KV_RUNS, run_id, wire.RunRecord)
 
 
-async def update_run(bus: Bus, run_id: str,
-                     change: Callable[[wire.RunRecord], Awaitable[bool] | bool]) -> wire.RunRecord | None:
+async def update_run(bus: Bus, run_id: str, change: Callable[[wire.RunRecord], Awaitable[bool] | bool],
+                     read: tuple[wire.RunRecord, int] | None = None) -> wire.RunRecord | None:
     """The one way pas_runs is written after the run's creation: compare-and-set. change() edits the
-    record and says whether to write; it is called again on a lost race. The run if this caller
-    wrote it, else None (no such run, or change() declined)."""
+    record and says whether to write; it is called again on a lost race. `read`: the record and
+    revision the caller has just read (saves the first read). The run if this caller wrote it, else
+    None (no such run, or change() declined)."""
     while True:
-        got = await get_run(bus, run_id)
+        got, read = read or await get_run(bus, run_id), None
         if got is None:
             return None
         run, rev = got

@@ -3,6 +3,8 @@ report back without a hop of their own (pas.runs.child_done finishes the plan)."
 
 from __future__ import annotations
 
+import asyncio
+
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
@@ -28,7 +30,8 @@ class ArchitectRole(Role):
             run.status, run.started_at = "running", wire.now()
             return True
 
-        run = await R.update_run(self.bus, ref.run_id, start)
+        run, req = await asyncio.gather(R.update_run(self.bus, ref.run_id, start),
+                                        self.bus.kv_get(S.KV_TREE, R.request_key(ref.run_id), wire.JobSubmit))
         if run is not None:
             await ctx.publish(S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
         else:  # not queued: a redelivery (go on planning), or over, or no such run
@@ -36,7 +39,6 @@ class ArchitectRole(Role):
             if got is None or got[0].status in wire.TERMINAL_RUN:
                 return
             run = got[0]
-        req = await self.bus.kv_get(S.KV_TREE, R.request_key(run.run_id), wire.JobSubmit)
         if req is None:
             raise PasError(f"run {run.run_id}: its request is missing from KV")
         job = req[0]
@@ -59,7 +61,7 @@ class ArchitectRole(Role):
                                   wire.PlanRecord(run_id=run.run_id, lanes=lanes, architect=self.me.id))
         for lane in lanes:
             tasks = [t for t in job.tasks or [] if t.lane == lane]
-            work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,  # type: ignore[arg-type]
+            work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,
                                  brief=briefs.get(lane) or job.goal or job.title, tasks=tasks, repo=job.repo,
                                  env=job.env, priority=job.priority, approval=job.approval_mode)
             await ctx.log(f"dir-{lane}", "CMD", f"lane {lane}: {len(tasks)} task(s)", "running")

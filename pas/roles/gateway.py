@@ -94,7 +94,7 @@ class GatewayRole(Role):
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
-                             priority=job.priority, approval_mode=job.approval_mode)
+                             priority=job.priority, approval_mode=job.approval_mode, repo=job.repo)
         try:  # the job, kept once; create-if-absent, so an existing run's request is never replaced
             await self.bus.kv[S.KV_TREE].create(R.request_key(run_id), wire.encode(job))
         except KeyWrongLastSequenceError:

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+import msgspec
+
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
@@ -29,17 +31,17 @@ class RootRole(Role):
         got = await R.get_run(self.bus, ev.run_id)
         if got is None:
             return
-        run, _ = got
+        run, rev = got
         if run.status in wire.TERMINAL_RUN:
             if ctx.redelivered and run.finished_at is not None:  # we may have died before announcing it
                 await self._announce(ctx, run, ev.message)
             return
-        run.status = ev.status if ev.status in ("completed", "cancelled") else "failed"  # type: ignore[assignment]
-        run.finished_at = wire.now()
-        run.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
-        if run.status != "cancelled":
-            await self._integrate(run)
-        end = run
+        end = msgspec.structs.replace(run)  # the ending, worked out on a copy; `run` stays as read
+        end.status = ev.status if ev.status in ("completed", "cancelled") else "failed"  # type: ignore[assignment]
+        end.finished_at = wire.now()
+        end.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
+        if end.status != "cancelled":
+            await self._integrate(end)
 
         def change(r: wire.RunRecord) -> bool:
             if r.status in wire.TERMINAL_RUN:
@@ -48,8 +50,8 @@ class RootRole(Role):
             r.result_branch, r.conflicts = end.result_branch, end.conflicts
             return True
 
-        if await R.update_run(self.bus, run.run_id, change) is not None:
-            await self._announce(ctx, run, ev.message)
+        if await R.update_run(self.bus, run.run_id, change, (run, rev)) is not None:
+            await self._announce(ctx, end, ev.message)
 
     async def _announce(self, ctx: WorkCtx, run: wire.RunRecord, message: str) -> None:
         await ctx.emit(S.run_status(run.run_id), R.event(run.run_id, "run", run.status, self.me.id,
@@ -60,8 +62,7 @@ class RootRole(Role):
     async def _integrate(self, run: wire.RunRecord) -> None:
         """Merge the completed tasks' branches into pas/<run>/result (pas.integrate), when the run
         has a repository on this machine and some task changed files. A conflict fails the run."""
-        req = await self.bus.kv_get(S.KV_TREE, R.request_key(run.run_id), wire.JobSubmit)
-        repo = req[0].repo if req else None
+        repo = run.repo
         if not repo:
             return
         tasks = await R.tasks_of(self.bus, run.run_id)
