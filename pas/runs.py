@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -155,14 +155,19 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
     await update_run(bus, run_id, change)
 
 
-async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
-                            children: str) -> tuple[Any, bool] | None:
+Read: TypeAlias = "asyncio.Task[tuple[Any, int] | None]"
+
+
+async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
+                            first: Read | None = None) -> tuple[Any, bool, Read | None] | None:
     """Note that one child (task of a job, job of a lane) finished, with compare-and-set on the
     parent's record: O(1) reads per completion however many children there are. Returns
-    (record, finished_now); finished_now is True for exactly one caller, the one whose update
-    completed the set. None if the record does not exist."""
+    (record, finished_now, ahead); finished_now is True for exactly one caller, the one whose update
+    completed the set. None if the record does not exist. `first`: the parent's record, being read
+    already; `ahead`: when this update finishes the parent, the read of the grandparent's record,
+    started alongside the update (one round trip per tier instead of two)."""
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, key, typ, child, status, children)
+        return await _record(bus, key, typ, child, status, children, first)
 
 
 def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
@@ -173,24 +178,45 @@ def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str,
-                  children: str) -> tuple[Any, bool] | None:
+def read_ahead(bus: Bus, ev: wire.RunEvent) -> Read:
+    """Start reading the record of the parent of the child ev announces."""
+    key, _ = _parent_key(ev)
+    return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, _PARENT[ev.kind][0]))
+
+
+async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
+                  first: Read | None) -> tuple[Any, bool, Read | None] | None:
     while True:
-        got = await bus.kv_get(S.KV_TREE, key, typ)
+        got, first = (await first if first is not None else await bus.kv_get(S.KV_TREE, key, typ)), None
         if got is None:
             return None
         rec, rev = got
         if rec.status != "running":
-            return rec, False  # finished before (a redelivery): the caller re-announces
+            return rec, False, None  # finished before (a redelivery): the caller re-announces
         rec.done[child] = status
         total = getattr(rec, children)
+        ahead = None
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
+            up = _up(rec)
+            if up is not None:
+                ahead = read_ahead(bus, up)
         try:
             await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev)
         except KeyWrongLastSequenceError:
+            if ahead is not None:
+                ahead.cancel()
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
-        return rec, rec.status != "running"
+        return rec, rec.status != "running", ahead
+
+
+def _up(rec: Any) -> wire.RunEvent | None:
+    """The event a finished job or lane record will send up (for read_ahead), None for a plan."""
+    if isinstance(rec, wire.JobRecord):
+        return event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
+    if isinstance(rec, wire.LaneRecord):
+        return event(rec.run_id, "lane", rec.status, rec.director, lane=rec.lane)
+    return None
 
 
 # ---- a parent finishes when its last child does: task -> job -> lane -> plan ------------------
@@ -207,19 +233,20 @@ def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
     return plan_key(ev.run_id), ev.lane or ""
 
 
-async def child_done(ctx: WorkCtx, ev: wire.RunEvent) -> None:
+async def child_done(ctx: WorkCtx, ev: wire.RunEvent, first: Read | None = None) -> None:
     """A child (task, job or lane, as ev says) reached a terminal status: note it in its parent's
     record (compare-and-set, O(1) reads), and when it was the last child, finish the parent in this
     same handler and go up: job -> lane -> plan. A finished plan is announced on done.plan, where
     root ends the run. Safe to repeat (a redelivery after a crash): a parent already finished is
-    walked through again, and the announcements carry message ids."""
+    walked through again, and the announcements carry message ids. `first`: read_ahead(ev), if
+    the caller started it."""
     while ev.kind in _PARENT:
         typ, children = _PARENT[ev.kind]
         key, child = _parent_key(ev)
-        res = await record_child_done(ctx.bus, key, typ, child, ev.status, children)
+        res = await record_child_done(ctx.bus, key, typ, child, ev.status, children, first)
         if res is None or res[0].status == "running":
             return  # no such parent, or it still has children running
-        parent, now = res
+        parent, now, first = res
         ev = await _finished(ctx, parent, now)
 
 

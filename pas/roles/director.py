@@ -34,10 +34,12 @@ class DirectorRole(Role):
         ]
 
     async def split(self, work: wire.LaneWork, ctx: WorkCtx) -> None:
-        if await R.is_cancelled(self.bus, work.run_id):
-            return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
+        cancelled = asyncio.ensure_future(R.is_cancelled(self.bus, work.run_id))
         max_tasks = self.cfg.settings.work.max_tasks_per_job
-        if not work.tasks and self.bus.llm is not None:
+        plan_with_model = not work.tasks and self.bus.llm is not None
+        if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
+            return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
+        if plan_with_model:
             plan, meta = await plan_director(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
                                              self.lane, work.goal, work.brief, [], work.run_id, max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
@@ -49,10 +51,12 @@ class DirectorRole(Role):
         existing = None
         if ctx.redelivered:  # only a redelivery can find its own earlier plan
             existing = await self.bus.kv_get(S.KV_TREE, R.lane_key(work.run_id, self.lane), wire.LaneRecord)
-        if existing is None:
-            await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
-                                  wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id,
-                                                  jobs=job_ids))
+        if existing is None:  # the cancel check's read and this write in one round trip
+            lane = wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids)
+            stop, _ = await asyncio.gather(cancelled, self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
+                                                                      lane))
+            if stop:  # _finish replaces the record just written
+                return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         elif existing[0].jobs != job_ids:
             return  # a redelivery whose (model) plan differs: the first plan's job cards stand
         await R.notify(self.bus, S.run_lane(work.run_id, self.lane),

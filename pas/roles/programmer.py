@@ -175,13 +175,15 @@ class ProgrammerRole(Role):
         job is told in this same handler (pas.runs.child_done: the last task finishes the job, the
         last job the lane, ...). A crash before the ack leaves the work to be redelivered, and
         the redelivery only re-announces (the record is terminal)."""
+        ev = self._done_event(rec)
+        job = R.read_ahead(self.bus, ev)  # the job's record, read while the result is stored
         await asyncio.gather(self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec),
                              ctx.publish(S.run_task(rec.run_id, rec.task_id), rec),
                              ctx.log(rec.manager, "RESPONSE",
                                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                      rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
                                      metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}))
-        await R.child_done(ctx, self._done_event(rec))
+        await R.child_done(ctx, ev, job)
 
     def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
         """The environment the task runs in (pas.repoenv); a string is why none could be chosen;
@@ -295,4 +297,4 @@ class ProgrammerRole(Role):
         return {"status": "success" if r.status == "completed" else ("timeout" if r.status == "timeout" else "error"),
                 "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
                 "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,
-                "artifacts": {k: v for k, v in r.extra.items()}, "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}
+                "artifacts": dict(r.extra), "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}
