@@ -12,8 +12,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.service import EndpointStats, Service
 
@@ -23,7 +24,9 @@ from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import AgentConfig
 from pas.errors import NotFound, PasError
-from pas.service import Call, WorkCtx, WorkLoop, endpoint
+from pas.service import Call, WorkCtx, WorkLoop, decode_body, endpoint
+
+T = TypeVar("T")
 
 log = logging.getLogger("pas.agent")
 
@@ -108,6 +111,7 @@ class Agent:
         self._hb: asyncio.Task[Any] | None = None
         self.role = _role_class(cfg.role)(self)
         self._errors: dict[str, tuple[int, str]] = {}
+        self._subs: list[Any] = []
         self._claim_rev = 0
 
     @property
@@ -175,6 +179,12 @@ class Agent:
             self._hb.cancel()
         await asyncio.gather(*(loop.stop() for loop in self.loops), return_exceptions=True)
         await self.role.stop()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        self._subs.clear()
         if self.service:
             try:
                 await self.service.stop()
@@ -183,6 +193,24 @@ class Agent:
         if self._claim_rev:
             await claims.release(self.bus, self.id, self._claim_rev)
             self._claim_rev = 0
+
+    async def listen(self, subject: str, typ: type[T], cb: Callable[[T], Awaitable[None]]) -> None:
+        """A core subscription for the role (heartbeats, cancels), typed like a work handler: cb gets
+        the decoded struct; a malformed message is logged and dropped; nothing kills the agent.
+        Unsubscribed when the agent stops."""
+
+        async def on(msg: Msg) -> None:
+            try:
+                item = decode_body(msg.data, typ)
+            except PasError as e:
+                log.warning("%s: ignoring a bad message on %s: %s", self.id, msg.subject, e.message)
+                return
+            try:
+                await cb(item)
+            except Exception:
+                log.exception("%s: handling %s failed", self.id, msg.subject)
+
+        self._subs.append(await self.bus.nc.subscribe(subject, cb=on))
 
     async def _add_endpoint(self, spec: EndpointSpec) -> None:
         assert self.service is not None

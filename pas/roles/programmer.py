@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
@@ -60,7 +58,6 @@ class ProgrammerRole(Role):
         self.running: dict[str, asyncio.Task[Any]] = {}  # task key -> task
         self.current_run: str | None = None
         self.scratch = Path(tempfile.gettempdir()) / "pas-scratch" / self.me.id
-        self._cancel_sub: Any = None
         self._cancelled: set[str] = set()  # task keys cancelled because their run was cancelled
         self._runs_seen: dict[str, bool] = {}  # run id -> cancelled?
         self.box = Box.from_policy(self.cfg.settings.policy)
@@ -80,14 +77,7 @@ class ProgrammerRole(Role):
 
     async def start(self) -> None:
         await asyncio.to_thread(self.box.problem)  # probe bwrap once, off the event loop
-        self._cancel_sub = await self.bus.nc.subscribe(S.RUN_CANCEL_ALL, cb=self._on_cancel)
-
-    async def stop(self) -> None:
-        if self._cancel_sub is not None:
-            try:
-                await self._cancel_sub.unsubscribe()
-            except Exception:
-                pass
+        await self.agent.listen(S.RUN_CANCEL_ALL, wire.RunEvent, self._on_cancel)
 
     def beat(self) -> tuple[str, str | None, float, str]:
         n = len(self.running)
@@ -104,8 +94,8 @@ class ProgrammerRole(Role):
             self._runs_seen[run_id] = await R.is_cancelled(self.bus, run_id)
         return self._runs_seen[run_id]
 
-    async def _on_cancel(self, msg: Msg) -> None:
-        run_id = msg.subject.split(".")[2]
+    async def _on_cancel(self, ev: wire.RunEvent) -> None:
+        run_id = ev.run_id
         self._runs_seen[run_id] = True
         for key, t in list(self.running.items()):
             if key.startswith(run_id + "."):
