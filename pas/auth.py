@@ -91,8 +91,9 @@ def read_stream(stream: str) -> Grant:
 
 
 def kv_read(bucket: str, key: str = ">") -> Grant:
-    """Get keys and, for key=">", list the bucket. A direct get names the key in its subject; a bucket
-    without allow_direct (what PAS provisions) is read with STREAM.MSG.GET, which names no key."""
+    """Get keys and, for key=">", list the bucket. A direct get (what PAS provisions on a single server)
+    names the key in its subject; a bucket without allow_direct (PAS on a cluster) is read with
+    STREAM.MSG.GET, which names no key."""
     stream = f"KV_{bucket}"
     subs = [f"{API}.DIRECT.GET.{stream}.$KV.{bucket}.{key}", f"{API}.STREAM.MSG.GET.{stream}"]
     if key == ">":

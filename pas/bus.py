@@ -280,21 +280,25 @@ def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
 
 def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
     reps = cfg.settings.nats.replicas
+    # Direct gets (no JetStream API round through the leader's API handler) on a single server. With
+    # replicas every replica answers them, a lagging one with an older value: a redelivered task could
+    # miss its own result and run again. Clusters read from the leader.
+    direct = reps == 1
     return [
-        KeyValueConfig(bucket=S.KV_AGENTS, direct=True, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_AGENTS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> last heartbeat and alive/dead state"),
-        KeyValueConfig(bucket=S.KV_RUNS, direct=True, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_RUNS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="run id -> run record"),
-        KeyValueConfig(bucket=S.KV_TREE, direct=True, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_TREE, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
-        KeyValueConfig(bucket=S.KV_IDEMPOTENCY, direct=True, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_IDEMPOTENCY, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        ttl=cfg.settings.work.dedupe_window_s,
                        description="hash of an idempotency key -> run id (dedupe window)"),
-        KeyValueConfig(bucket=S.KV_MODELS, direct=True, history=5, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_MODELS, direct=direct, history=5, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> live model override"),
-        KeyValueConfig(bucket=S.KV_BREAKERS, direct=True, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_BREAKERS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="model profile -> circuit-breaker state"),
-        KeyValueConfig(bucket=S.KV_CLAIMS, direct=True, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_CLAIMS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> the one live instance that holds it"),
     ]
 
