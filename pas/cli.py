@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
-from datetime import datetime, timedelta, timezone
 
 from pas.auth import USERS
 from pas.config import PasConfig, load_config
@@ -209,11 +207,6 @@ def load(args: argparse.Namespace) -> PasConfig:
     return cfg
 
 
-def client_url(cfg: PasConfig) -> str:
-    n = cfg.settings.nats
-    return n.url or f"nats://{n.host}:{n.port if n.port > 0 else 4222}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -244,23 +237,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def parse_since(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
-    dt = datetime.fromisoformat(text)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-
-
-__all__ = ["main", "build_parser", "client_url", "parse_since", "install_stop_signals"]
+__all__ = ["build_parser", "main"]

@@ -614,7 +614,7 @@ class FailoverTrial:
 
 
 async def _failover_trial(ctx: BenchContext, i: int) -> FailoverTrial:
-    from pas.agent import Agent
+    from pas.roles import new_agent
     from pas.comms import CommsLog
 
     tr = FailoverTrial()
@@ -672,7 +672,7 @@ async def _failover_trial(ctx: BenchContext, i: int) -> FailoverTrial:
             t_running = await asyncio.wait_for(running_001, 20)
             # the rest of the pool, idle and pulling, before the kill
             for k in range(2, 11):
-                a = Agent(st.bus, cfg.agent(f"prog-{k:03d}"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+                a = new_agent(st.bus, cfg.agent(f"prog-{k:03d}"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
                 await a.start()
                 others.append(a)
             await st.bus.nc.flush()  # type: ignore[union-attr]
