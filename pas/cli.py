@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub, _common)
 
-    bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
-    bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")
+    bn = sub.add_parser("bench", help="benchmarks (from a checkout: benchmarks/): PAS against raw NATS and HTTP")
+    bn.add_argument("--quick", action="store_true", help="a reduced run (a few minutes)")
     bn.add_argument("--json", help="write figures to this JSON file")
     bn.add_argument("--markdown", help="regenerate this markdown report (e.g. BENCHMARKS.md)")
     return ap
@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.cmd == "bench":
-            from pas.bench.cli import main as bench_main
-
-            return bench_main(args)
+            return bench(args)
         from pas import commands
 
         if args.cmd == "init":  # needs no config: it writes one
@@ -237,4 +235,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-__all__ = ["build_parser", "main"]
+def bench(args: argparse.Namespace) -> int:
+    """`pas bench`: the harness lives beside the package, in the checkout's benchmarks/ (not in a wheel)."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "benchmarks" / "cli.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))  # `pas` run from anywhere, pas imported from a checkout
+    try:
+        from benchmarks.cli import run_bench
+    except ImportError as e:
+        if e.name not in ("benchmarks", "benchmarks.cli"):
+            raise
+        print("pas: `pas bench` runs the benchmark harness in benchmarks/ of a PAS checkout, which this "
+              f"installation ({checkout}) does not have: run it from a checkout (`pas bench` or "
+              "`python -m benchmarks` there)", file=sys.stderr)
+        return 2
+    return run_bench(args)
+
+
+__all__ = ["bench", "build_parser", "main"]

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from pas.bench import report, run
-from pas.bench.stats import Figure, Summary, percentile, ratio
+from benchmarks import report, run
+from benchmarks.stats import Figure, Summary, percentile, ratio
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ async def test_quick_floors_and_reports(tmp_path) -> None:
     table = report.render_table(ctx.figures)
     for name in by_name:
         assert name in table
-    machine = report.machine_info("python -m pas.bench --quick")
+    machine = report.machine_info("python -m benchmarks --quick")
     assert machine["cpu_count"] >= 1 and machine["nats_server"].startswith("v")
     out = report.write_json(tmp_path / "b.json", ctx.figures, machine, details=ctx.details)
     data = json.loads(out.read_text())

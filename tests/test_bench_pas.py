@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pas.bench.run import Sizes
+from benchmarks.run import Sizes
 
 pytestmark = pytest.mark.slow
 
