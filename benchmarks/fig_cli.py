@@ -105,6 +105,7 @@ async def pas_cli(ctx: BenchContext) -> list[Figure]:
                 t["floor"].append(await timed(floor_argv, str(workdir), expect))
     finally:
         await asyncio.to_thread(child.terminate)
+        await asyncio.to_thread(srv.stop)
     ctx.details["pas.cli"] = {"n": ctx.sizes.cli_n, "seconds": times}
     out = []
     for name, t in times.items():

@@ -158,6 +158,7 @@ async def pas_latency_up(ctx: BenchContext) -> list[Figure]:
         if nc is not None:
             await nc.close()
         await asyncio.to_thread(child.terminate)
+        await asyncio.to_thread(srv.stop)
     ctx.details["pas.latency_up"] = {"n": len(lat), "warmup": sz.latency_warmup, "errors": errors,
                                      "latency_s": Summary.of(lat).to_dict(), "job": JOB,
                                      "pas_up_cpu": cpu.result, "http_adapter": True}

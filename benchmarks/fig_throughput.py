@@ -37,18 +37,19 @@ from pas.client import PasClient
 TARGET_RATIO = 0.5
 
 
-async def _measure(ctx: BenchContext, name: str, jobs: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """Submit every job at once to a fresh PAS, wait for all runs; what happened, as a details dict."""
+async def _measure(ctx: BenchContext, tag: str, jobs: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Submit every job at once to a fresh PAS, wait for all runs; what happened, as a details dict.
+    tag names the server and prefixes the run ids."""
     n = sum(len(j) for j in jobs)
-    async with pas_stack(ctx, name.replace(".", "-")) as (srv, cfg, st, nc):
+    async with pas_stack(ctx, f"pas-{tag}") as (srv, cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
         watch = RunWatch(nc)
         try:
             # warm-up: one small job through every lane (consumers bound, code paths warm)
-            _, wst = await one_job(client, watch, f"{name}-warm", {"title": "warm",
+            _, wst = await one_job(client, watch, f"{tag}-warm", {"title": "warm",
                                    "tasks": [echo_task(LANES[i % 5]) for i in range(20)]}, 60)
-            run_ids = [f"{name.rsplit('.', 1)[-1]}-{i}" for i in range(len(jobs))]
-            bodies = [{"title": f"{name} {i}", "run_id": rid, "tasks": jobs[i]} for i, rid in enumerate(run_ids)]
+            run_ids = [f"{tag}-{i}" for i in range(len(jobs))]
+            bodies = [{"title": f"{tag} {i}", "run_id": rid, "tasks": jobs[i]} for i, rid in enumerate(run_ids)]
             for rid in run_ids:
                 await watch.watch(rid)
             await nc.flush()
@@ -116,7 +117,7 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
     n, jobs = ctx.sizes.tp_tasks, ctx.sizes.tp_jobs
     per_job = [n // jobs + (1 if i < n % jobs else 0) for i in range(jobs)]
     bodies = [[echo_task(LANES[k % 5], f"t{k}") for k in range(m)] for m in per_job]
-    d = await _measure(ctx, "pas.throughput", bodies)
+    d = await _measure(ctx, "tp", bodies)
     return [_figure(ctx, "pas.throughput.tasks_per_s", d,
                     f"{n} echo tasks in {jobs} jobs submitted at once, tasks round-robin over the 5 lanes")]
 
@@ -124,5 +125,5 @@ async def pas_throughput(ctx: BenchContext) -> list[Figure]:
 @register("pas.throughput_1lane")
 async def pas_throughput_1lane(ctx: BenchContext) -> list[Figure]:
     n = ctx.sizes.tp1_tasks
-    d = await _measure(ctx, "pas.throughput_1lane", [[echo_task("code", f"t{k}") for k in range(n)]])
+    d = await _measure(ctx, "tp1", [[echo_task("code", f"t{k}") for k in range(n)]])
     return [_figure(ctx, "pas.throughput_1lane.tasks_per_s", d, f"1 job of {n} echo tasks, all in lane code")]

@@ -78,7 +78,8 @@ class Sizes:
         if not quick:
             return cls()
         return cls(chain_n=30, wq_n=1000, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
-                   tp1_tasks=1000, failover_trials=1, failover_default_trials=1, cli_n=3, comms_n=5000, comms_reads=1,
+                   tp1_tasks=1000, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=3,
+                   comms_n=5000, comms_reads=1,
                    nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
 
 

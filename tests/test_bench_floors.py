@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +107,14 @@ async def test_quick_floors_and_reports(tmp_path) -> None:
     md = report.write_markdown(tmp_path / "BENCHMARKS.md", ctx.figures, machine, notes_path=notes).read_text()
     assert "| core_chain.p50 |" in md and "## Machine" in md and "the finding" in md
     assert md.count("What limits each figure") == 1
+
+
+def test_pas_bench_without_the_checkout_says_so(tmp_path: Path) -> None:
+    """An installation without benchmarks/ beside the package (a wheel): a clear message, exit 2."""
+    import pas
+
+    shutil.copytree(Path(pas.__file__).parent, tmp_path / "pas", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pas", "bench", "--quick"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert "benchmarks/ of a PAS checkout" in proc.stderr and "python -m benchmarks" in proc.stderr
