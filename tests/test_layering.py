@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pas", "benchmarks")
@@ -146,7 +146,7 @@ def find_cycles(mods: dict[str, Module]) -> list[list[str]]:
 
 
 def describe(cycle: list[str], mods: dict[str, Module]) -> str:
-    hops = [f"{a} (line {mods[a].imports[b]}) -> {b}" for a, b in zip(cycle, cycle[1:]) if b in mods[a].imports]
+    hops = [f"{a} (line {mods[a].imports[b]}) -> {b}" for a, b in itertools.pairwise(cycle) if b in mods[a].imports]
     return " ; ".join(hops) or " -> ".join(cycle)
 
 
@@ -238,7 +238,8 @@ def test_wire_structs_live_in_wire_py() -> None:
                 continue
             for arg in [*node.args, *(k.value for k in node.keywords)]:
                 for sub in ast.walk(arg):
-                    ident = sub.attr if isinstance(sub, ast.Attribute) else sub.id if isinstance(sub, ast.Name) else None
+                    ident = (sub.attr if isinstance(sub, ast.Attribute) else
+                             sub.id if isinstance(sub, ast.Name) else None)
                     full = short.get(ident or "")
                     if full and not full.startswith(m.name + "."):
                         misuse.append(f"{m.path.relative_to(ROOT)}:{node.lineno} {_call_name(node)}(... {ident} ...)")
