@@ -1,6 +1,6 @@
 """pas.cli: the read-only commands (`pas agents`, `pas status <run>`, `pas runs`) timed as users run
-them, one process each, against a bare nats-py script (also one process each) that makes the same
-NATS requests and prints the replies; target <= 2x the script (issue 11).
+them, one process each, against benchmarks/cli_bare.py (a bare nats-py script, also one process each)
+that makes the same NATS requests and prints the replies; target <= 2x the script (issue 11).
 
 Both run against `pas up --no-http` in a process of its own with one finished run; they alternate,
 after one unmeasured call of each, and each figure is the median wall time of cli_n calls.
@@ -9,59 +9,31 @@ after one unmeasured call of each, and each figure is the median wall time of cl
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from benchmarks.pas_common import RunWatch, connect, echo_task, one_job
 from benchmarks.procs import ChildPas
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
-from pas import subjects as S
 from pas.client import PasClient
 
 TARGET_RATIO = 2.0
 RUN_ID = "cli-1"
 
-# The floor: nothing but nats-py. argv: url, then "kv" BUCKET... | "req" SUBJECT JSON.
-FLOOR_SCRIPT = r"""
-import asyncio, sys
-import nats
-
-async def main(url, kind, *args):
-    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
-    try:
-        if kind == "kv":
-            js = nc.jetstream()
-            for bucket in args:
-                kv = await js.key_value(bucket)
-                try:
-                    keys = await kv.keys()
-                except Exception:  # no keys in the bucket
-                    keys = []
-                for k in keys:
-                    sys.stdout.write((await kv.get(k)).value.decode() + "\n")
-        else:
-            sys.stdout.write((await nc.request(args[0], args[1].encode(), timeout=10)).data.decode() + "\n")
-    finally:
-        await nc.close()
-
-asyncio.run(main(*sys.argv[1:]))
-"""
+BARE = Path(__file__).resolve().parent / "cli_bare.py"  # the floor: nothing but Python and nats-py
 
 
 def commands(url: str) -> dict[str, tuple[list[str], list[str], str]]:
-    """name -> (the pas command, the floor script, a string both outputs must contain)."""
+    """name -> (the pas command, the bare script making its NATS requests, a string both must print)."""
     pas = [sys.executable, "-m", "pas"]
-    floor = [sys.executable, "-c", FLOOR_SCRIPT, url]
+    floor = [sys.executable, str(BARE), "--url", url]
     return {
-        "agents": ([*pas, "agents", "--nats-url", url], [*floor, "kv", S.KV_AGENTS, S.KV_MODELS, S.KV_BREAKERS],
-                   "prog-001"),
-        "status": ([*pas, "status", RUN_ID, "--nats-url", url],
-                   [*floor, "req", S.GATEWAY_STATUS, json.dumps({"run_id": RUN_ID})], RUN_ID),
-        "runs": ([*pas, "runs", "--nats-url", url], [*floor, "req", S.GATEWAY_RUNS, json.dumps({"limit": 20})],
-                 RUN_ID),
+        "agents": ([*pas, "agents", "--nats-url", url], [*floor, "agents"], "prog-001"),
+        "status": ([*pas, "status", RUN_ID, "--nats-url", url], [*floor, "status", RUN_ID], RUN_ID),
+        "runs": ([*pas, "runs", "--nats-url", url], [*floor, "runs"], RUN_ID),
     }
 
 
@@ -110,10 +82,10 @@ async def pas_cli(ctx: BenchContext) -> list[Figure]:
     out = []
     for name, t in times.items():
         value, floor = statistics.median(t["pas"]), statistics.median(t["floor"])
-        out.append(Figure(f"pas.cli.{name}_s", value, "s", floor_name=f"bare nats-py script ({name})",
+        out.append(Figure(f"pas.cli.{name}_s", value, "s", floor_name=f"cli_bare.py {name}",
                           floor_value=floor, target=f"<= {TARGET_RATIO:.0f}x floor",
                           passed=value <= TARGET_RATIO * floor,
                           note=(f"`pas {name}{' ' + RUN_ID if name == 'status' else ''}` as a process, median of "
-                                f"{len(t['pas'])}: {', '.join(f'{x:.2f}' for x in t['pas'])} s; the script (python + "
-                                f"nats-py, same requests): {', '.join(f'{x:.2f}' for x in t['floor'])} s")))
+                                f"{len(t['pas'])}: {', '.join(f'{x:.2f}' for x in t['pas'])} s; benchmarks/cli_bare.py "
+                                f"{name} (nats-py, the same requests): {', '.join(f'{x:.2f}' for x in t['floor'])} s")))
     return out
