@@ -258,8 +258,10 @@ async def natsbench_compare(ctx: BenchContext) -> list[Figure]:
     pairs = [("core_chain.p50", f"{hops} x natsbench.reqrep.p50", chain, "ms"),
              ("js_chain.p50", f"{hops} x (natsbench.reqrep.p50 + natsbench.js_pub_sync.p50)", chain_js, "ms"),
              ("pas.latency.p50", f"{hops} x (natsbench.reqrep.p50 + natsbench.js_pub_sync.p50)", chain_js, "ms"),
+             ("pas.latency_up.p50", f"{hops} x (natsbench.reqrep.p50 + natsbench.js_pub_sync.p50)", chain_js, "ms"),
              ("workqueue_raw.publish_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "msgs/s"),
-             ("pas.throughput.tasks_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "tasks/s")]
+             ("pas.throughput.tasks_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "tasks/s"),
+             ("pas.throughput_1lane.tasks_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "tasks/s")]
     for name, floor_name, floor_value, unit in pairs:
         v = ctx.value(name)
         if v is not None:
