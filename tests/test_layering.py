@@ -253,3 +253,14 @@ def test_the_cycles_of_issue_11_stay_broken() -> None:
     assert "pas.agent" in mods["pas.roles"].imports
     assert sorted(m.name for m in mods.values() if "pas.cli" in m.imports) == ["pas.__main__"]
     assert "pas.commands" not in mods["pas.cliutil"].imports
+
+
+def test_the_benchmark_harness_is_split_by_figure() -> None:
+    """The harness lives beside the package, one module per figure, none over ~400 lines."""
+    assert not (ROOT / "pas" / "bench").exists()
+    from benchmarks import run
+
+    figure_modules = [m for m in run.DEFAULT_PRODUCER_MODULES if m.startswith("benchmarks.fig_")]
+    assert len(figure_modules) >= 7 and all((ROOT / (m.replace(".", "/") + ".py")).is_file() for m in figure_modules)
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "benchmarks").glob("*.py")}
+    assert not {name: n for name, n in sizes.items() if n > 400}, sizes
