@@ -12,7 +12,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from benchmarks.pas_common import connect
-from benchmarks.procs import ChildPas, descendants, free_port_offset, status_kb
+from benchmarks.procs import ChildPas, descendants, free_port_offset, lost_port_race, status_kb
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
 from pas import subjects as S
@@ -70,6 +70,16 @@ async def _footprint_trial(ctx: BenchContext, url: str, nc: NATS, i: int, http: 
         child.terminate()
 
 
+async def _retrying(ctx: BenchContext, url: str, nc: NATS, i: int, http: bool) -> dict[str, Any]:
+    for attempt in range(3):
+        try:
+            return await _footprint_trial(ctx, url, nc, i, http)
+        except RuntimeError as e:
+            if not (http and lost_port_race(e)) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @register("pas.footprint")
 async def pas_footprint(ctx: BenchContext) -> list[Figure]:
     try:
@@ -86,7 +96,7 @@ async def pas_footprint(ctx: BenchContext) -> list[Figure]:
         await _footprint_trial(ctx, srv.url, nc, -1, False)
         for i in range(ctx.sizes.footprint_trials):
             for v in variants:
-                results[v].append(await _footprint_trial(ctx, srv.url, nc, i, v))
+                results[v].append(await _retrying(ctx, srv.url, nc, i, v))
     finally:
         await nc.close()
     ctx.details["pas.footprint"] = {("default (HTTP adapter on)" if v else "--no-http"): r for v, r in results.items()}

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from benchmarks.pas_common import TERMINAL, RunWatch, connect, echo_task, nc_stats, one_job, pas_stack, per_unit
-from benchmarks.procs import ChildPas, CpuMeter, free_port_offset
+from benchmarks.procs import ChildPas, CpuMeter, free_port_offset, lost_port_race
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, Summary, ms
 from pas.client import PasClient
@@ -139,12 +139,20 @@ async def pas_latency_up(ctx: BenchContext) -> list[Figure]:
     sz = ctx.sizes
     srv = await ctx.start_server("pas-latency-up")
     cfg = load_config()
-    child = ChildPas(["--nats-url", srv.url, "-c", f"settings.http.port_offset={free_port_offset(cfg)}"],
-                     ctx.data_dir / "latency-up", "up")
-    child.spawn()
     nc = None
+    for attempt in range(3):
+        child = ChildPas(["--nats-url", srv.url, "-c", f"settings.http.port_offset={free_port_offset(cfg)}"],
+                         ctx.data_dir / "latency-up", f"up{attempt}")
+        child.spawn()
+        try:
+            await child.wait_ready()
+            break
+        except RuntimeError as e:
+            child.kill()
+            if not lost_port_race(e) or attempt == 2:
+                await asyncio.to_thread(srv.stop)
+                raise
     try:
-        await child.wait_ready()
         nc = await connect(srv.url, "bench-latency-up-client")
         client = PasClient(nc, timeout_s=10)
         watch = RunWatch(nc)

@@ -89,6 +89,12 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def lost_port_race(e: BaseException) -> bool:
+    """`pas up` could not bind a port that free_port_offset found free (another process took it since):
+    worth another try with another offset."""
+    return "cannot bind" in str(e)
+
+
 def free_port_offset(cfg: PasConfig) -> int:
     """An offset that puts every agent port and the HMI on free ports (so the default `pas up`,
     HTTP adapter included, can run next to anything else on this machine)."""
