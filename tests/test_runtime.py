@@ -10,11 +10,11 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 from pas import subjects as S
 from pas import wire
-from pas.agent import Agent
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import load_config
 from pas.errors import BadInput, BudgetExceeded, Cancelled, Retry
+from pas.roles import new_agent
 from pas.service import WorkCtx, WorkLoop, settle, task_status
 from pas.stack import Stack
 from tests.conftest import make_cfg, wait_for
@@ -125,7 +125,7 @@ async def test_killed_programmer_task_moves_on_at_default_settings(nats_server: 
         await wait_for(lambda: task_on("prog-001"), 30)
         busy.kill()
         assert st.bus is not None
-        other = Agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))
+        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))
         await other.start()
         try:
             # Generous bound, far under the 30 s tier ack wait; the 12 s target is measured by the benchmarks.

@@ -40,7 +40,7 @@ class DirectorRole(Role):
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
             return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         if plan_with_model:
-            plan, meta = await plan_director(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
+            plan, meta = await plan_director(self.bus.router(), self.me.id, self.agent.model, self.agent.backup_model,
                                              self.lane, work.goal, work.brief, [], work.run_id, max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
             if meta.degraded:

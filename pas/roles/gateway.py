@@ -12,7 +12,7 @@ from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
-from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
+from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
 from pas.policy import check_command, check_inside
 from pas.repoenv import EnvError, check_job_env
@@ -208,7 +208,7 @@ class GatewayRole(Role):
                                                                     "reason": A.TIMED_OUT})
         await self._announce_decision(run)
 
-    async def status(self, ref: StatusRef) -> wire.RunStatus:
+    async def status(self, ref: wire.StatusRef) -> wire.RunStatus:
         if not ref.id or not S.ID_RE.match(ref.id):
             raise NotFound(f"no run {ref.id!r}")
         return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))

@@ -9,7 +9,7 @@ from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
-from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
+from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, NotFound
 from pas.planner import plan_manager
 from pas.service import Call, WorkCtx
@@ -152,7 +152,7 @@ class ManagerRole(Role):
                                                 lane=self.lane, job_id=job_id, task_id=task_id))
         await asyncio.gather(*pending)
 
-    async def status(self, ref: StatusRef) -> wire.JobRecord:
+    async def status(self, ref: wire.StatusRef) -> wire.JobRecord:
         run_id, _, job_id = (ref.id or "").partition(":")
         got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) if job_id else None
         if got is None:
