@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import AuthorizationError
@@ -43,8 +43,10 @@ from nats.js.kv import KeyValue
 
 from pas import subjects as S
 from pas import wire
-from pas.config import PasConfig
 from pas.errors import Unavailable
+
+if TYPE_CHECKING:  # pydantic stays out of the client commands (pas.configdoc)
+    from pas.config import PasConfig
 
 log = logging.getLogger("pas.bus")
 T = TypeVar("T")
