@@ -25,7 +25,7 @@ HEAVY = ("pydantic", "pydantic_core", "fastapi", "starlette", "uvicorn", "litell
          "opentelemetry")
 """Top-level packages a read-only command must not import."""
 RUNTIME = ("pas.config", "pas.stack", "pas.agent", "pas.roles", "pas.service", "pas.llm", "pas.http", "pas.server",
-           "pas.sandbox", "pas.tracing", "pas.bench", "benchmarks")
+           "pas.sandbox", "pas.bench", "benchmarks")
 """PAS modules a read-only command must not import (absent names pass: a module may be renamed)."""
 
 PROBE = """
@@ -44,7 +44,8 @@ def heavy_in(modules: list[str]) -> list[str]:
 
 def probe(*argv: str, cwd: Path, **env: str) -> tuple[int, str, list[str]]:
     """Run `pas ARGV` in a fresh interpreter: (exit code, what it printed, the modules it had imported)."""
-    base = {k: v for k, v in os.environ.items() if k not in ("PAS_NATS_URL", "PAS_CONFIG_DIR", "PAS_CREDS_DIR")}
+    base = {k: v for k, v in os.environ.items()  # OTEL_* would turn tracing on: then OpenTelemetry is wanted
+            if k not in ("PAS_NATS_URL", "PAS_CONFIG_DIR", "PAS_CREDS_DIR") and not k.startswith("OTEL_")}
     p = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=60, cwd=cwd,
                        env={**base, **env}, stdin=subprocess.DEVNULL)
     out, _, last = p.stdout.rstrip("\n").rpartition("\n")
