@@ -63,34 +63,33 @@ def test_importing_the_cli_and_building_its_parser_is_light(tmp_path: Path) -> N
     assert heavy_in(modules) == []
 
 
-@pytest.fixture
-def up(pas_procs: Any, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    """`pas up` (NATS users on) with one completed run, `probe-1`; the env the commands find its creds by."""
+READ_ONLY: dict[str, tuple[list[str], Any]] = {  # name -> (argv, a check of what it printed)
+    "agents": (["agents", "--json"], lambda out: {"gateway", "prog-010"} <= {r["agent"] for r in json.loads(out)}),
+    "status": (["status", "probe-1", "--json"], lambda out: json.loads(out)["status"] == "completed"),
+    "runs": (["runs", "--json"], lambda out: "probe-1" in [r["run_id"] for r in json.loads(out)["runs"]]),
+    "plan": (["plan", "probe-1", "--json"], lambda out: json.loads(out)["run_id"] == "probe-1"),
+    "log": (["log", "--run", "probe-1", "--json"],
+            lambda out: "gateway" in {json.loads(x)["from_agent"] for x in out.splitlines()}),
+}
+
+
+def test_read_only_commands_import_nothing_heavy(pas_procs: Any, tmp_path: Path) -> None:
+    """Against one `pas up` (NATS users on) with one completed run, each read-only command works and
+    imports nothing on the HEAVY or RUNTIME lists."""
     from tests.conftest import fast_args
 
-    proc = pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / "d"), *fast_args(), name="imports")
+    url = pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / "d"), *fast_args(), name="imports").url
     env = {"PAS_CREDS_DIR": str(tmp_path / "d" / "creds")}
     rc, out, _ = probe("submit", "probe", "--task", "code:true", "--run-id", "probe-1", "--wait",
-                       "--nats-url", proc.url, cwd=tmp_path, **env)
+                       "--nats-url", url, cwd=tmp_path, **env)
     assert rc == 0 and "run probe-1 COMPLETED" in out, out
-    return proc.url, env
-
-
-@pytest.mark.parametrize("argv, check", [
-    (["agents", "--json"], lambda out: {"gateway", "prog-010"} <= {r["agent"] for r in json.loads(out)}),
-    (["status", "probe-1", "--json"], lambda out: json.loads(out)["status"] == "completed"),
-    (["runs", "--json"], lambda out: "probe-1" in [r["run_id"] for r in json.loads(out)["runs"]]),
-    (["plan", "probe-1", "--json"], lambda out: json.loads(out)["run_id"] == "probe-1"),
-    (["log", "--run", "probe-1", "--json"], lambda out: "gateway" in {json.loads(x)["from_agent"]
-                                                                     for x in out.splitlines()}),
-], ids=["agents", "status", "runs", "plan", "log"])
-def test_read_only_commands_import_nothing_heavy(up: tuple[str, dict[str, str]], tmp_path: Path,
-                                                 argv: list[str], check: Any) -> None:
-    url, env = up
-    rc, out, modules = probe(*argv, "--nats-url", url, cwd=tmp_path, **env)
-    assert rc == 0 and check(out), out
-    assert "nats" in modules and "pas.configdoc" in modules  # the probe saw the real command's imports
-    assert heavy_in(modules) == [], f"pas {' '.join(argv)} imported {heavy_in(modules)}"
+    imported = {}
+    for name, (argv, check) in READ_ONLY.items():
+        rc, out, modules = probe(*argv, "--nats-url", url, cwd=tmp_path, **env)
+        assert rc == 0 and check(out), f"pas {name}: {out}"
+        assert "nats" in modules and "pas.configdoc" in modules  # the probe saw the real command's imports
+        imported[name] = heavy_in(modules)
+    assert imported == {name: [] for name in READ_ONLY}
 
 
 def test_a_bad_value_the_client_commands_read_is_a_config_error(tmp_path: Path) -> None:
