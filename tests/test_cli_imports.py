@@ -89,7 +89,7 @@ def test_read_only_commands_import_nothing_heavy(pas_procs: Any, tmp_path: Path)
         assert rc == 0 and check(out), f"pas {name}: {out}"
         assert "nats" in modules and "pas.configdoc" in modules  # the probe saw the real command's imports
         imported[name] = heavy_in(modules)
-    assert imported == {name: [] for name in READ_ONLY}
+    assert imported == {name: [] for name in READ_ONLY}, imported
 
 
 def test_a_bad_value_the_client_commands_read_is_a_config_error(tmp_path: Path) -> None:
