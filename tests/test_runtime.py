@@ -4,12 +4,14 @@ settings."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from nats.js.api import ConsumerConfig, StreamConfig
 
+from pas import comms, wire
+from pas import runs as R
 from pas import subjects as S
-from pas import wire
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import load_config
@@ -156,3 +158,51 @@ async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
                 out.append(status)
     finally:
         await sub.unsubscribe()
+
+
+async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(nats_server: Any) -> None:
+    """child_done walks task -> job -> lane -> plan by compare-and-set; reported again (a redelivery
+    after a crash), it finishes nothing twice and re-announces the plan under the same message id."""
+    cfg = make_cfg()
+    bus = await Bus.open(nats_server.url, cfg, name="rt-rollup")
+    try:
+        run = "roll1"
+        await bus.kv_put(S.KV_TREE, f"{run}.plan", wire.PlanRecord(run_id=run, lanes=["code", "docs"], architect="a"))
+        await bus.kv_put(S.KV_TREE, f"{run}.lane.code", wire.LaneRecord(run_id=run, lane="code", director="d",
+                                                                        jobs=["code-1"]))
+        await bus.kv_put(S.KV_TREE, f"{run}.lane.docs", wire.LaneRecord(run_id=run, lane="docs", director="dd",
+                                                                        jobs=["docs-1"]))
+        for lane in ("code", "docs"):
+            await bus.kv_put(S.KV_TREE, f"{run}.job.{lane}-1", wire.JobRecord(
+                run_id=run, job_id=f"{lane}-1", lane=lane, manager="m", tasks=[f"{lane}-1-01", f"{lane}-1-02"]))
+
+        def ctx(attempt: int) -> WorkCtx:
+            return WorkCtx(run_id=run, attempt=attempt, headers={}, subject="", agent_id="prog-x", bus=bus,
+                           comms=CommsLog(bus.nc), _msg=None)  # type: ignore[arg-type]
+
+        async def record(key: str, typ: type[Any]) -> Any:
+            got = await bus.kv_get(S.KV_TREE, key, typ)
+            assert got is not None
+            return got[0]
+
+        def done(lane: str, n: int, status: str = "completed") -> wire.RunEvent:
+            return R.event(run, "task", status, "prog-x", lane=lane, job_id=f"{lane}-1", task_id=f"{lane}-1-0{n}")
+
+        await R.child_done(ctx(1), done("code", 1))
+        await R.child_done(ctx(1), done("code", 2, "failed"))
+        await R.child_done(ctx(2), done("code", 2, "failed"))  # the same completion, redelivered
+        lane = await record(f"{run}.lane.code", wire.LaneRecord)
+        plan = await record(f"{run}.plan", wire.PlanRecord)
+        assert lane.status == "failed" and lane.done == {"code-1": "failed"}
+        assert plan.status == "running" and plan.done == {"code": "failed"}  # docs is still running
+        await asyncio.gather(R.child_done(ctx(1), done("docs", 1)), R.child_done(ctx(1), done("docs", 2)))
+        await R.child_done(ctx(2), done("docs", 2))
+        plan = await record(f"{run}.plan", wire.PlanRecord)
+        assert plan.status == "failed" and plan.done == {"code": "failed", "docs": "completed"}
+        info = await bus.js.stream_info(S.STREAM_EVENTS, subjects_filter=S.done_plan(run))
+        assert info.state.subjects == {S.done_plan(run): 1}  # announced once, re-announcements deduplicated
+        jobs = [e async for e in comms.read(bus.js, run_id=run) if e.message.startswith("job ")]
+        assert sorted(e.message for e in jobs) == ["job code-1 failed: 1/2 tasks completed",
+                                                   "job docs-1 completed: 2/2 tasks completed"]
+    finally:
+        await bus.close()
