@@ -195,18 +195,24 @@ async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, c
             return rec, False, None  # finished before (a redelivery): the caller re-announces
         rec.done[child] = status
         total = getattr(rec, children)
-        ahead = None
+        ahead, up = None, None
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
             up = _up(rec)
             if up is not None:
                 ahead = read_ahead(bus, up)
+            elif len(total) == 1:  # a one-lane plan: no sibling can race it, so announce it alongside
+                ahead = bus.spawn(_emit_plan(bus, rec))
         try:
             await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev)
         except KeyWrongLastSequenceError:
+            if ahead is not None and up is not None:
+                ahead.cancel()  # (a plan's announcement stands: the same message id, re-sent below)
+            continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
+        except BaseException:
             if ahead is not None:
                 ahead.cancel()
-            continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
+            raise
         return rec, rec.status != "running", ahead
 
 
@@ -247,10 +253,14 @@ async def child_done(ctx: WorkCtx, ev: wire.RunEvent, first: Read | None = None)
         if res is None or res[0].status == "running":
             return  # no such parent, or it still has children running
         parent, now, first = res
-        ev = await _finished(ctx, parent, now)
+        announced = isinstance(parent, wire.PlanRecord) and first is not None
+        if announced:
+            assert first is not None
+            await first  # done.plan, sent alongside the plan's write (a one-lane plan)
+        ev = await _finished(ctx, parent, now, announced)
 
 
-async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
+async def _finished(ctx: WorkCtx, rec: Any, now: bool, announced: bool = False) -> wire.RunEvent:
     """Log and announce a parent that just finished (`now`) or, on a redelivery, had finished."""
     again = now or ctx.redelivered
     if isinstance(rec, wire.JobRecord):
@@ -265,12 +275,26 @@ async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
     if isinstance(rec, wire.LaneRecord):
         return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
     plan: wire.PlanRecord = rec
-    summary = ", ".join(f"{lane}={plan.done.get(lane, '?')}" for lane in plan.lanes)
-    ev = event(plan.run_id, "plan", plan.status, plan.architect, message=summary)
+    ev = plan_event(plan)
     if now:
-        await ctx.log("root", "RESPONSE", f"all lanes done: {summary}", plan.status, sender=plan.architect)
-    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=f"{plan.run_id}:done:plan")  # root ends the run
+        await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status, sender=plan.architect)
+    if not announced:
+        await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
     return ev
+
+
+def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:
+    summary = ", ".join(f"{lane}={plan.done.get(lane, '?')}" for lane in plan.lanes)
+    return event(plan.run_id, "plan", plan.status, plan.architect, message=summary)
+
+
+def plan_done_id(run_id: str) -> str:
+    return f"{run_id}:done:plan"
+
+
+async def _emit_plan(bus: Bus, plan: wire.PlanRecord) -> None:
+    """done.plan, sent while the plan's own record is being written (one-lane plans)."""
+    await bus.publish_js(S.done_plan(plan.run_id), plan_event(plan), msg_id=plan_done_id(plan.run_id))
 
 
 async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True,

@@ -14,6 +14,10 @@ from pas.planner import plan_architect
 from pas.service import WorkCtx
 
 
+async def _none() -> None:
+    return None
+
+
 class ArchitectRole(Role):
     description = "PAS Architect: splits a job into lanes"
 
@@ -30,39 +34,51 @@ class ArchitectRole(Role):
             run.status, run.started_at = "running", wire.now()
             return True
 
-        run, req = await asyncio.gather(R.update_run(self.bus, ref.run_id, start),
+        got, req = await asyncio.gather(R.get_run(self.bus, ref.run_id),
                                         self.bus.kv_get(S.KV_TREE, R.request_key(ref.run_id), wire.JobSubmit))
+        if got is None or got[0].status in wire.TERMINAL_RUN:
+            return  # no such run, or over (cancelled while queued)
+        if req is None:
+            raise PasError(f"run {ref.run_id}: its request is missing from KV")
+        job, lanes = req[0], got[0].lanes
+        briefs = dict.fromkeys(lanes, job.goal or job.title)
+        with_model = not job.tasks and bool(job.goal) and self.bus.llm is not None
+        # Only a redelivery can find its own plan (and the lanes finished since): it stands.
+        old = await self.bus.kv_get(S.KV_TREE, R.plan_key(ref.run_id), wire.PlanRecord) if ctx.redelivered else None
+        if old is not None:
+            lanes = old[0].lanes
+        plan = None if old is not None or with_model else self._plan_record(ref.run_id, lanes)
+        # The start (compare-and-set on the run just read) and, without a model to ask, the plan
+        # record: one round trip. The plan is written before any lane is handed out, so a lane
+        # always finds it when it finishes.
+        run, _ = await asyncio.gather(R.update_run(self.bus, ref.run_id, start, got),
+                                      self.bus.kv_put(S.KV_TREE, R.plan_key(ref.run_id), plan) if plan else _none())
         if run is not None:
             await ctx.publish(S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
-        else:  # not queued: a redelivery (go on planning), or over, or no such run
+        else:  # not queued: a redelivery (go on planning), or over
             got = await R.get_run(self.bus, ref.run_id)
             if got is None or got[0].status in wire.TERMINAL_RUN:
                 return
             run = got[0]
-        if req is None:
-            raise PasError(f"run {run.run_id}: its request is missing from KV")
-        job = req[0]
-        lanes, briefs = run.lanes, dict.fromkeys(run.lanes, job.goal or job.title)
-        # Only a redelivery can find its own plan (and the lanes finished since): it stands.
-        old = await self.bus.kv_get(S.KV_TREE, R.plan_key(run.run_id), wire.PlanRecord) if ctx.redelivered else None
-        if old is not None:
-            lanes = old[0].lanes
-        elif not job.tasks and job.goal and self.bus.llm is not None:
+        if with_model and old is None:
             # Plan lanes with the model; explicit tasks already name their lanes.
-            plan, meta = await plan_architect(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
-                                              job.goal, self.cfg.lanes(), run.run_id, requested=job.lanes)
-            chosen = {lp.lane for lp in plan.lanes}
+            lp, meta = await plan_architect(self.bus.router(), self.me.id, self.agent.model, self.agent.backup_model,
+                                            job.goal, self.cfg.lanes(), run.run_id, requested=job.lanes)
+            chosen = {x.lane for x in lp.lanes}
             lanes = [lane for lane in S.LANES if lane in chosen] or lanes
-            briefs = {lp.lane: lp.brief or job.goal for lp in plan.lanes}
+            briefs = {x.lane: x.brief or job.goal for x in lp.lanes}
             if meta.degraded or lanes != run.lanes:
                 await R.mark_degraded(self.bus, run.run_id, meta.reason if meta.degraded else "", lanes)
-        if old is None:
-            await self.bus.kv_put(S.KV_TREE, R.plan_key(run.run_id),
-                                  wire.PlanRecord(run_id=run.run_id, lanes=lanes, architect=self.me.id))
+            await self.bus.kv_put(S.KV_TREE, R.plan_key(run.run_id), self._plan_record(run.run_id, lanes))
+        pending = []
         for lane in lanes:
             tasks = [t for t in job.tasks or [] if t.lane == lane]
             work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,
                                  brief=briefs.get(lane) or job.goal or job.title, tasks=tasks, repo=job.repo,
                                  env=job.env, priority=job.priority, approval=job.approval_mode)
             await ctx.log(f"dir-{lane}", "CMD", f"lane {lane}: {len(tasks)} task(s)", "running")
-            await self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}")
+            pending.append(self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}"))
+        await asyncio.gather(*pending)  # one round trip for all the lanes
+
+    def _plan_record(self, run_id: str, lanes: list[str]) -> wire.PlanRecord:
+        return wire.PlanRecord(run_id=run_id, lanes=lanes, architect=self.me.id)
