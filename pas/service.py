@@ -178,6 +178,14 @@ def task_status(e: BaseException) -> str:
     return "failed"
 
 
+def _pending(msgs: list[Msg]) -> int:
+    """Messages still pending on the consumer after the last of msgs (-1: unknown)."""
+    try:
+        return msgs[-1].metadata.num_pending if msgs and msgs[-1].reply else -1
+    except Exception:  # not a JetStream delivery: assume more may come
+        return -1
+
+
 class WorkLoop:
     """Fetch from a durable pull consumer and run handlers concurrently (at most `concurrency`).
 
@@ -238,13 +246,19 @@ class WorkLoop:
         psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         failing_since: float | None = None  # fetches failing (consumer leader lost, reconnecting)
         failures = 0
+        drained = False  # had the consumer nothing more pending after the last fetch?
         try:
             while True:
                 async with self._slot:
                     await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
                     free = self.concurrency - self.in_flight
+                # When the consumer had nothing more pending, wait with a single-message pull (nats-py
+                # sends one request); else ask for a batch (a no-wait probe first, then a waiting
+                # request: a message more each way, worth it only when more work is queued).
+                batch = 1 if drained else min(free, 64)
                 try:
-                    msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
+                    msgs = await psub.fetch(batch, timeout=self.fetch_timeout_s)
+                    drained = _pending(msgs) == 0
                 except (TimeoutError, NatsTimeoutError):
                     msgs = []  # nothing to do (or a pull lost on the way): ask again
                 except Exception as e:
