@@ -24,7 +24,7 @@ DRAIN_S = 10.0
 
 
 class SharedServer:
-    current: ClassVar["SharedServer | None"] = None
+    current: ClassVar[SharedServer | None] = None
 
     def __init__(self, base: Path) -> None:
         self.base = base

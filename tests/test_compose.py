@@ -8,9 +8,9 @@ import json
 import os
 import re
 import shutil
-import sys
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,8 @@ def test_nats_server_accepts_the_config_with_each_nodes_environment(tmp_path: Pa
         port = s.getsockname()[1]
         s.close()
         env.update(PAS_STORE_DIR=str(tmp_path / n), PAS_CLIENT_PORT=str(port))
-        p = subprocess.run([find_binary(), "-c", str(conf_dir / "cluster-auth.conf"), "-t"], env=env, capture_output=True,
-                           text=True, timeout=30)
+        p = subprocess.run([find_binary(), "-c", str(conf_dir / "cluster-auth.conf"), "-t"], env=env,
+                           capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -118,7 +118,8 @@ async def test_multi_server_url_fails_over_to_a_live_server(nats_server: Any, tm
     assert cfg.settings.nats.url == urls
     async with Stack(cfg) as st:
         assert st.server is None and st.buses  # no embedded server: the agents use the listed ones
-        assert all(b.nc.connected_url is not None and b.nc.connected_url.port != dead for b in st.buses.values())
+        for b in st.buses.values():
+            assert b.nc.connected_url is not None and b.nc.connected_url.port != dead
         async with await PasClient.connect(cfg.settings.nats.url, timeout_s=10) as c:
             assert c.nc.connected_url is not None and c.nc.connected_url.port != dead
             for a in cfg.agents:

@@ -10,9 +10,8 @@ from typing import Any
 
 import jsonschema
 
-from pas import comms
+from pas import comms, wire
 from pas import subjects as S
-from pas import wire
 from tests.conftest import SCHEMAS, wait_for
 
 
