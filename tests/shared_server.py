@@ -89,6 +89,7 @@ async def _delete_streams(url: str) -> None:
     try:
         jsm = nc.jsm()
         for info in await jsm.streams_info():
+            assert info.config.name
             await jsm.delete_stream(info.config.name)
     finally:
         await nc.close()
