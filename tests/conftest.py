@@ -110,10 +110,10 @@ class PasProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> "PasProcess":
-        fh = self.log.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=str(self.log.parent), start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with self.log.open("ab") as fh:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=str(self.log.parent), start_new_session=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout_s
         while not self.ready.exists():
             if self.proc.poll() is not None:
