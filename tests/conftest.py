@@ -32,7 +32,7 @@ FAST = [
     "settings.work.ack_wait_s=2",
 ]
 
-pytest_plugins = ["tests.fakellm"]
+pytest_plugins = ["tests.fakellm", "tests.module_stack"]
 
 
 @pytest.fixture(scope="session")

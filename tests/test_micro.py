@@ -9,10 +9,16 @@ import logging
 from typing import Any
 
 import jsonschema
+import pytest
 
 from pas import comms, wire
 from pas import subjects as S
 from tests.conftest import SCHEMAS, wait_for
+from tests.module_stack import module_stack
+
+# The tests only ask the agents and submit runs of their own: one stack for the module.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+stack, nc, client = module_stack()
 
 
 def schema(name: str) -> dict[str, Any]:
