@@ -47,7 +47,7 @@ def module_stack(*overrides: str) -> tuple[Any, Any, Any]:
 
     @pytest_asyncio.fixture(loop_scope="module", name="nc")
     async def nc(stack: Stack) -> AsyncIterator[Any]:
-        c = await nats.connect(stack.url)
+        c = await nats.connect(stack.url or "")
         try:
             yield c
         finally:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,6 @@ from pas.server import EmbeddedServer
 from pas.stack import Stack
 from tests.http_support import http_cfg
 from tests.mcp_support import ALLOW, job, make_repo
-
 
 # The tests send messages that become runs of their own: one stack and adapter for the module, on
 # the module's own server, in the module's event loop.
