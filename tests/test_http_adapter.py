@@ -28,7 +28,7 @@ from pas.http.adapter import port_plan, start_adapter
 from pas import wire
 from pas.server import EmbeddedServer
 from pas.stack import Stack
-from tests.conftest import fast_args, make_cfg
+from tests.conftest import fast_args, make_cfg, wait_for
 from tests.http_support import all_free, free_port_offset, fuzz_operation, http_cfg, poll
 
 ECHO = {"lane": "code", "instruction": "echo hello", "command": "echo hello", "executor": "command"}
@@ -646,7 +646,8 @@ async def test_pas_http_alone_against_a_running_stack(stack: Stack, client: PasC
             assert run_id in [x["run_id"] for x in r.json()["runs"]]
             r = await c.get(f"http://{host}:{6141 + off}/health")  # the stack's agent, through the new process
             assert r.status_code == 200 and r.json()["state"] == "alive"
-        assert "pas http: serving" in log.read_text()
+        # printed once start-up returns, which may be just after the ports began answering
+        await wait_for(lambda: "pas http: serving" in log.read_text(), 10)
     finally:
         code = await asyncio.to_thread(_stop, proc)
     assert code == 0, log.read_text()[-3000:]
