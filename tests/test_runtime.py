@@ -206,3 +206,43 @@ async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(n
                                                    "job docs-1 completed: 2/2 tasks completed"]
     finally:
         await bus.close()
+
+
+async def test_a_one_lane_plan_is_announced_alongside_its_write_and_once(nats_server: Any) -> None:
+    """A one-lane plan sends done.plan while its own record is written (no sibling lane can race it).
+    The same last completion reported twice at once (a redelivery racing the first delivery) and
+    once more later still finishes the plan once, stores done.plan once, with the lane's status."""
+    cfg = make_cfg()
+    bus = await Bus.open(nats_server.url, cfg, name="rt-onelane")
+    try:
+        run = "one1"
+        await bus.kv_put(S.KV_TREE, f"{run}.plan", wire.PlanRecord(run_id=run, lanes=["code"], architect="a"))
+        await bus.kv_put(S.KV_TREE, f"{run}.lane.code", wire.LaneRecord(run_id=run, lane="code", director="d",
+                                                                        jobs=["code-1"]))
+        await bus.kv_put(S.KV_TREE, f"{run}.job.code-1", wire.JobRecord(run_id=run, job_id="code-1", lane="code",
+                                                                        manager="m", tasks=["code-1-01"]))
+        got: list[wire.RunEvent] = []
+
+        async def on_done(m: Any) -> None:
+            got.append(wire.decode(m.data, wire.RunEvent))
+
+        sub = await bus.nc.subscribe(S.done_plan(run), cb=on_done)
+
+        def ctx(attempt: int) -> WorkCtx:
+            return WorkCtx(run_id=run, attempt=attempt, headers={}, subject="", agent_id="prog-x", bus=bus,
+                           comms=CommsLog(bus.nc), _msg=None)  # type: ignore[arg-type]
+
+        ev = R.event(run, "task", "failed", "prog-x", lane="code", job_id="code-1", task_id="code-1-01")
+        await asyncio.gather(R.child_done(ctx(1), ev), R.child_done(ctx(2), ev))
+        await R.child_done(ctx(3), ev)
+        plan = await bus.kv_get(S.KV_TREE, f"{run}.plan", wire.PlanRecord)
+        assert plan is not None and plan[0].status == "failed" and plan[0].done == {"code": "failed"}
+        info = await bus.js.stream_info(S.STREAM_EVENTS, subjects_filter=S.done_plan(run))
+        assert info.state.subjects == {S.done_plan(run): 1}  # announced once, re-announcements deduplicated
+        await wait_for(lambda: len(got) >= 1, timeout_s=5)
+        assert {(e.status, e.message) for e in got} == {("failed", "code=failed")}
+        ends = [e async for e in comms.read(bus.js, run_id=run) if e.message.startswith("all lanes done")]
+        assert [e.message for e in ends] == ["all lanes done: code=failed"]  # finished once
+        await sub.unsubscribe()
+    finally:
+        await bus.close()
