@@ -27,7 +27,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.micro.request import Request
 
-from pas import wire
+from pas import tracing, wire
 from pas.bus import transient
 from pas.errors import BadRequest, BudgetExceeded, Cancelled, PasError, PayloadTooLarge, Retry, Unavailable
 
@@ -85,7 +85,8 @@ def endpoint(
         call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
         try:
             body = decode_body(req.data, req_type)
-            result = await handler(body, call)
+            with tracing.hop(req.headers, handler, req.subject, body, "server"):
+                result = await handler(body, call)
             if call.reply:
                 await req.respond(wire.encode(result) if result is not None else b"{}")
             return
@@ -178,14 +179,6 @@ def task_status(e: BaseException) -> str:
     return "failed"
 
 
-def _pending(msgs: list[Msg]) -> int:
-    """Messages still pending on the consumer after the last of msgs (-1: unknown)."""
-    try:
-        return msgs[-1].metadata.num_pending if msgs and msgs[-1].reply else -1
-    except Exception:  # not a JetStream delivery: assume more may come
-        return -1
-
-
 class WorkLoop:
     """Fetch from a durable pull consumer and run handlers concurrently (at most `concurrency`).
 
@@ -249,19 +242,13 @@ class WorkLoop:
         psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         failing_since: float | None = None  # fetches failing (consumer leader lost, reconnecting)
         failures = 0
-        drained = False  # had the consumer nothing more pending after the last fetch?
         try:
             while True:
                 async with self._slot:
                     await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
                     free = self.concurrency - self.in_flight
-                # When the consumer had nothing more pending, wait with a single-message pull (nats-py
-                # sends one request); else ask for a batch (a no-wait probe first, then a waiting
-                # request: a message more each way, worth it only when more work is queued).
-                batch = 1 if drained else min(free, 64)
                 try:
-                    msgs = await psub.fetch(batch, timeout=self.fetch_timeout_s)
-                    drained = _pending(msgs) == 0
+                    msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
                 except (TimeoutError, NatsTimeoutError):
                     msgs = []  # nothing to do (or a pull lost on the way): ask again
                 except Exception as e:
@@ -311,7 +298,8 @@ class WorkLoop:
             outcome: BaseException | None = None
             try:
                 body = decode_body(m.data, self.typ)
-                await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
+                with tracing.hop(m.headers, self.handler, m.subject, body, msg=m):
+                    await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
                 self.handled += 1
             except asyncio.CancelledError:
                 raise
