@@ -21,7 +21,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.micro.request import Request
 
-from pas import wire
+from pas import tracing, wire
 from pas.bus import transient
 from pas.errors import BadRequest, PasError, PayloadTooLarge, Retry, Unavailable
 
@@ -75,7 +75,8 @@ def endpoint(
         call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
         try:
             body = decode_body(req.data, req_type)
-            result = await handler(body, call)
+            with tracing.hop(req.headers, handler, req.subject, body, "server"):
+                result = await handler(body, call)
             if call.reply:
                 await req.respond(wire.encode(result) if result is not None else b"{}")
             return
@@ -222,7 +223,8 @@ class WorkLoop:
                 await m.term()
                 return
             try:
-                await self.handler(body, m)
+                with tracing.hop(m.headers, self.handler, m.subject, body):
+                    await self.handler(body, m)
                 self.handled += 1
                 await self.ack(m)
             except Retry as e:
