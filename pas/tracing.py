@@ -177,6 +177,14 @@ def annotate(sp: Any, attrs: Mapping[str, Any], error: str | None = None) -> Non
         sp.set_status(Status(StatusCode.ERROR, error[:500]))
 
 
+def tag(attrs: Mapping[str, Any]) -> None:
+    """Add attributes to the current span (a hop learning its run id); nothing when off."""
+    if _tracer is not None:
+        from opentelemetry.trace import get_current_span
+
+        annotate(get_current_span(), attrs)
+
+
 def http_request(scope: Mapping[str, Any]) -> ContextManager[Any]:
     """The span of an HTTP request at the adapter (ASGI scope): every write (POST, PUT, PATCH,
     DELETE) and any request that carries a traceparent header, whose trace it joins."""

@@ -4,6 +4,7 @@ submit (or an HTTP request's traceparent) through every tier, the task command a
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -14,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from pas import subjects as S
 from pas import tracing
@@ -63,17 +64,21 @@ def chain(span: Any, by_id: dict[int, Any]) -> list[str]:
     return out
 
 
+def run_of(span: Any) -> Any:
+    return (span.attributes or {}).get("pas.run_id")
+
+
 async def run_spans(mem: InMemorySpanExporter, run_id: str) -> list[Any]:
     """Every span of the trace the run's spans are in, once the run's last hop has ended."""
     def ended() -> bool:
-        return any(s.name == "RootRole.end_run" and s.attributes.get("pas.run_id") == run_id
+        return any(s.name == "RootRole.end_run" and run_of(s) == run_id
                    for s in mem.get_finished_spans())
 
     await wait_for(ended, timeout_s=20)
     all_spans = mem.get_finished_spans()
-    (submit,) = [s for s in all_spans if s.name == "GatewayRole.submit" and s.attributes.get("pas.run_id") == run_id]
+    (submit,) = [s for s in all_spans if s.name == "GatewayRole.submit" and run_of(s) == run_id]
     # every work-queue delivery of the run (status queries are requests of their own, not hops of the run)
-    hops = [s for s in all_spans if s.kind == SpanKind.CONSUMER and s.attributes.get("pas.run_id") == run_id]
+    hops = [s for s in all_spans if s.kind == SpanKind.CONSUMER and run_of(s) == run_id]
     assert len(hops) >= 8 and {s.context.trace_id for s in hops} == {submit.context.trace_id}
     return [s for s in all_spans if s.context.trace_id == submit.context.trace_id]
 
@@ -117,24 +122,34 @@ async def test_one_run_is_one_trace(spans: InMemorySpanExporter, nats_server: An
                                      "ManagerRole.task_done", "ProgrammerRole.run_task"]
 
 
-async def test_http_traceparent_joins_the_callers_trace(spans: InMemorySpanExporter, nats_server: Any,
-                                                        client: Any) -> None:
+async def test_a_callers_traceparent_makes_the_run_part_of_its_trace(spans: InMemorySpanExporter, nats_server: Any,
+                                                                      client: Any, nc: Any) -> None:
+    """Over HTTP (the adapter's POST /submit) and over NATS (a plain request with the header)."""
     cfg = http_cfg()
-    trace_id, parent_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    http_trace, http_parent = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    nats_trace, nats_parent = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
     async with Stack(cfg, url=nats_server.url, http=True) as st:
         gateway = next(a.id for a in cfg.agents if a.role == "gateway")
         async with httpx.AsyncClient(base_url=st.http_server.url(gateway), timeout=10) as http:
             r = await http.post("/submit", json={"title": "h", "run_id": "tr2", "tasks": [task("code", "echo hi")]},
-                                headers={"traceparent": f"00-{trace_id:032x}-{parent_id:016x}-01"})
+                                headers={"traceparent": f"00-{http_trace:032x}-{http_parent:016x}-01"})
         assert r.status_code in (200, 201, 202), r.text
+        body = json.dumps({"title": "n", "run_id": "tr5", "tasks": [task("code", "echo hi")]}).encode()
+        await nc.request(S.GATEWAY_SUBMIT, body, timeout=10,
+                         headers={"traceparent": f"00-{nats_trace:032x}-{nats_parent:016x}-01"})
         assert (await client.wait("tr2", timeout_s=60))["status"] == "completed"
-        got = await run_spans(spans, "tr2")
-    assert {s.context.trace_id for s in got} == {trace_id}
-    by_id = {s.context.span_id: s for s in got}
-    (post,) = [s for s in got if s.name == "POST /submit"]
-    assert post.parent.span_id == parent_id and post.parent.is_remote
-    (cmd,) = [s for s in got if s.name == "command echo"]
+        assert (await client.wait("tr5", timeout_s=60))["status"] == "completed"
+        over_http = await run_spans(spans, "tr2")
+        over_nats = await run_spans(spans, "tr5")
+    assert {s.context.trace_id for s in over_http} == {http_trace}
+    by_id = {s.context.span_id: s for s in over_http}
+    (post,) = [s for s in over_http if s.name == "POST /submit"]
+    assert post.parent.span_id == http_parent and post.parent.is_remote
+    (cmd,) = [s for s in over_http if s.name == "command echo"]
     assert chain(cmd, by_id) == [*HOPS_TO_COMMAND, "POST /submit"]
+    assert {s.context.trace_id for s in over_nats} == {nats_trace}
+    (submit,) = [s for s in over_nats if s.name == "GatewayRole.submit"]
+    assert submit.parent.span_id == nats_parent and submit.parent.is_remote
 
 
 async def test_off_by_default_no_spans_no_headers(nats_server: Any, client: Any, fake_llm: Any) -> None:
@@ -190,12 +205,13 @@ class Collector:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 req = ExportTraceServiceRequest()
                 req.ParseFromString(body)
                 for rs in req.resource_spans:
-                    service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
+                    service = next((a.value.string_value for a in rs.resource.attributes
+                                    if a.key == "service.name"), "")
                     for ss in rs.scope_spans:
                         outer.spans.extend((service, s) for s in ss.spans)
                 self.send_response(200)
@@ -228,17 +244,17 @@ async def test_otel_variables_export_over_otlp_from_pas_up(nats_server: Any, cli
         monkeypatch.setenv("OTEL_SERVICE_NAME", "pas-under-test")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export every 0.1 s, not 5 s
         pas_procs("--nats-url", nats_server.url, *fast_args())
-        await client.submit({"title": "o", "run_id": "tr4", "tasks": [task("code", "echo otlp")]})
-        assert (await client.wait("tr4", timeout_s=60))["status"] == "completed"
+        run_id = (await client.submit({"title": "o", "tasks": [task("code", "echo otlp")]}))["run_id"]
+        assert (await client.wait(run_id, timeout_s=60))["status"] == "completed"
 
         def of_run() -> list[Any]:
             mine = [s for _, s in col.spans
-                    if any(a.key == "pas.run_id" and a.value.string_value == "tr4" for a in s.attributes)]
+                    if any(a.key == "pas.run_id" and a.value.string_value == run_id for a in s.attributes)]
             names = {s.name for s in mine}
             return mine if "RootRole.end_run" in names and "ProgrammerRole.run_task" in names else []
 
         mine = await wait_for(of_run, timeout_s=20)
-        (submit,) = [s for s in mine if s.name == "GatewayRole.submit"]
+        (submit,) = [s for s in mine if s.name == "GatewayRole.submit"]  # tagged with the run id it made
         hops = [s for s in mine if s.kind == s.SPAN_KIND_CONSUMER]
         assert len(hops) >= 8 and {s.trace_id for s in hops} == {submit.trace_id}
 
