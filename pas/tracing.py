@@ -26,6 +26,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from typing import TYPE_CHECKING, Any
 
+from pas.errors import Retry
+
 if TYPE_CHECKING:
     from pas.config import PasConfig
 
@@ -151,10 +153,19 @@ def _hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: An
         if isinstance(v, str):
             attrs[f"pas.{k}"] = v
     name = getattr(handler, "__qualname__", None) or subject
-    ctx = _propagator.extract(dict(headers) if headers else {})
+    ctx = _propagator.extract(dict(headers) if headers else {})  # no or a malformed traceparent: a new trace
     with _tracer.start_as_current_span(name, context=ctx, kind=SpanKind.SERVER if kind == "server"
-                                       else SpanKind.CONSUMER, attributes=attrs) as sp:
-        yield sp
+                                       else SpanKind.CONSUMER, attributes=attrs, record_exception=False,
+                                       set_status_on_exception=False) as sp:
+        try:
+            yield sp
+        except Retry as e:  # asked to come back later (nak with a delay): not a failure
+            sp.set_attribute("pas.retry_delay_s", e.delay_s)
+            raise
+        except BaseException as e:
+            sp.record_exception(e)
+            annotate(sp, {}, error=f"{type(e).__name__}: {e}")
+            raise
 
 
 def span(name: str, attrs: Mapping[str, Any] | None = None) -> ContextManager[Any]:

@@ -4,6 +4,7 @@ submit (or an HTTP request's traceparent) through every tier, the task command a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,10 +17,11 @@ import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from pas import subjects as S
 from pas import tracing
+from pas.errors import Retry
 from pas.stack import Stack
 from tests.conftest import fast_args, make_cfg, wait_for
 from tests.fakellm import Reply
@@ -169,6 +171,33 @@ async def test_off_by_default_no_spans_no_headers(nats_server: Any, client: Any,
                 stored += 1
     assert stored > 10  # the run's events and comms entries were looked at
     assert fake_llm.requests and all("traceparent" not in r.headers for r in fake_llm.requests)
+
+
+async def test_hop_outcomes_and_malformed_headers(spans: InMemorySpanExporter) -> None:
+    """A malformed traceparent starts a new trace (bad input breaks nothing); a handler's failure marks
+    its span failed; a Retry (come back later) does not."""
+
+    class Role:
+        async def work(self, body: Any) -> None:
+            if body.run_id == "boom":
+                raise ValueError("boom")
+            if body.run_id == "later":
+                raise Retry("not yet", delay_s=2.5)
+
+    class Body:
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+
+    handler = Role().work
+    for run_id, headers in (("ok", {"traceparent": "00-not-a-trace-01"}), ("boom", None), ("later", {})):
+        with contextlib.suppress(ValueError, Retry), tracing.hop(headers, handler, "pas.work.x", Body(run_id)):
+            await handler(Body(run_id))
+    got: dict[str, Any] = {run_of(s): s for s in spans.get_finished_spans()}
+    assert all(s.parent is None and s.name.endswith("Role.work") for s in got.values())
+    assert got["ok"].status.status_code == StatusCode.UNSET
+    assert got["boom"].status.status_code == StatusCode.ERROR and "ValueError: boom" in got["boom"].status.description
+    assert got["boom"].events[0].name == "exception"
+    assert got["later"].status.status_code == StatusCode.UNSET and got["later"].attributes["pas.retry_delay_s"] == 2.5
 
 
 def test_off_imports_no_opentelemetry() -> None:
