@@ -39,6 +39,7 @@ _propagator: Any = None
 _NULL: ContextManager[Any] = contextlib.nullcontext()
 EXPORTERS = ("otlp", "console")
 BODY_ATTRS = ("run_id", "lane", "job_id", "task_id")
+_OTLP_ENV = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 
 
 def enabled() -> bool:
@@ -54,7 +55,7 @@ def wanted(cfg: PasConfig | None, environ: Mapping[str, str] | None = None) -> l
     listed = [k.strip().lower() for k in env.get("OTEL_TRACES_EXPORTER", "").split(",") if k.strip()]
     if listed:
         return [k for k in listed if k != "none"]
-    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if any(env.get(k) for k in _OTLP_ENV):
         return ["otlp"]
     t = cfg.settings.tracing if cfg is not None else None
     return [t.exporter] if t is not None and t.enabled else []
@@ -83,8 +84,10 @@ def setup(cfg: PasConfig | None, *, exporter: Any = None, environ: Mapping[str, 
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:
+        # The standard variables win over settings.tracing.endpoint (OTLPSpanExporter reads them itself).
+        endpoint = None if _OTLP_ENV & set(env) else (t.endpoint if t is not None else None)
         for kind in kinds:
-            made = _exporter(kind, t.endpoint if t is not None else None)
+            made = _exporter(kind, endpoint)
             if made is not None:
                 provider.add_span_processor(BatchSpanProcessor(made))
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):

@@ -264,6 +264,22 @@ class Collector:
         self.server.server_close()
 
 
+def test_settings_tracing_exports_to_its_endpoint() -> None:
+    """settings.tracing alone (no OTEL_* variables): OTLP to settings.tracing.endpoint, a collector's base URL."""
+    col = Collector()
+    try:
+        cfg = make_cfg("settings.tracing.enabled=true", f"settings.tracing.endpoint={col.url}",
+                       "settings.tracing.service_name=pas-from-settings")
+        assert tracing.setup(cfg, environ={})
+        with tracing.span("probe", {"pas.run_id": "tr6"}):
+            pass
+        tracing.shutdown()  # flushes: the batch goes out now
+        assert [(svc, s.name) for svc, s in col.spans] == [("pas-from-settings", "probe")]
+    finally:
+        tracing.shutdown()
+        col.close()
+
+
 async def test_otel_variables_export_over_otlp_from_pas_up(nats_server: Any, client: Any, pas_procs: Any,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`pas up` in its own process, traced by the standard variables alone, exports to an OTLP collector."""
