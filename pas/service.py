@@ -223,7 +223,7 @@ class WorkLoop:
                 await m.term()
                 return
             try:
-                with tracing.hop(m.headers, self.handler, m.subject, body):
+                with tracing.hop(m.headers, self.handler, m.subject, body, msg=m):
                     await self.handler(body, m)
                 self.handled += 1
                 await self.ack(m)

@@ -134,19 +134,24 @@ def inject(headers: dict[str, str] | None) -> dict[str, str] | None:
 
 
 def hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: Any = None,
-        kind: str = "consumer") -> ContextManager[Any]:
+        kind: str = "consumer", msg: Any = None) -> ContextManager[Any]:
     """The span of one hop: a request handled (kind "server") or a work-queue delivery handled
-    ("consumer"), child of the span whose traceparent the message carries (a new trace if none)."""
+    ("consumer"; `msg`, the JetStream message, gives its delivery count), child of the span whose
+    traceparent the message carries (a new trace if none)."""
     if _tracer is None:
         return _NULL
-    return _hop(headers, handler, subject, body, kind)
+    return _hop(headers, handler, subject, body, kind, msg)
 
 
 @contextlib.contextmanager
-def _hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: Any, kind: str) -> Iterator[Any]:
+def _hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: Any, kind: str,
+         msg: Any) -> Iterator[Any]:
     from opentelemetry.trace import SpanKind
 
     attrs: dict[str, Any] = {"messaging.system": "nats", "messaging.destination.name": subject}
+    if msg is not None:
+        with contextlib.suppress(Exception):  # not a JetStream message: no delivery count
+            attrs["messaging.message.delivery_count"] = msg.metadata.num_delivered  # a redelivery: 2, 3, ...
     owner = getattr(handler, "__self__", None)  # a Role (its .agent) or the Agent itself
     agent = getattr(getattr(owner, "agent", owner), "id", None)
     if isinstance(agent, str):

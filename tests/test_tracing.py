@@ -112,7 +112,8 @@ async def test_one_run_is_one_trace(spans: InMemorySpanExporter, nats_server: An
     (cmd,) = [s for s in got if s.name.startswith("command ")]
     assert chain(cmd, by_id) == HOPS_TO_COMMAND
     assert cmd.attributes["process.exit.code"] == 0 and "echo traced" in cmd.attributes["process.command_line"]
-    assert by_id[cmd.parent.span_id].attributes["pas.task_id"]
+    prog = by_id[cmd.parent.span_id]
+    assert prog.attributes["pas.task_id"] and prog.attributes["messaging.message.delivery_count"] == 1
     # both lanes, each hop with its agent
     lanes = {s.attributes["pas.lane"]: s.attributes["pas.agent"] for s in got if s.name == "DirectorRole.split"}
     assert lanes == {"code": "dir-code", "docs": "dir-docs"}
