@@ -69,6 +69,10 @@ def setup(cfg: PasConfig | None, *, exporter: Any = None, environ: Mapping[str, 
         return True
     env = os.environ if environ is None else environ
     kinds = [] if exporter is not None else wanted(cfg, env)
+    unknown = [k for k in kinds if k not in EXPORTERS]
+    if unknown:
+        log.warning("tracing: exporter %s unknown, ignored (known: %s)", ", ".join(unknown), ", ".join(EXPORTERS))
+        kinds = [k for k in kinds if k in EXPORTERS]
     if exporter is None and not kinds:
         return False
     from opentelemetry import propagate, trace
@@ -87,9 +91,7 @@ def setup(cfg: PasConfig | None, *, exporter: Any = None, environ: Mapping[str, 
         # The standard variables win over settings.tracing.endpoint (OTLPSpanExporter reads them itself).
         endpoint = None if _OTLP_ENV & set(env) else (t.endpoint if t is not None else None)
         for kind in kinds:
-            made = _exporter(kind, endpoint)
-            if made is not None:
-                provider.add_span_processor(BatchSpanProcessor(made))
+            provider.add_span_processor(BatchSpanProcessor(_exporter(kind, endpoint)))
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(provider)  # libraries that trace join the same traces
         log.info("tracing on: %s spans of service %r", "+".join(kinds), service)
@@ -105,12 +107,9 @@ def _exporter(kind: str, endpoint: str | None) -> Any:
         if endpoint and "/" not in endpoint.split("://", 1)[-1].rstrip("/"):
             endpoint = endpoint.rstrip("/") + "/v1/traces"  # a collector's base URL, as in OTEL_EXPORTER_OTLP_ENDPOINT
         return OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
-    if kind == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
-    log.warning("tracing: unknown exporter %r ignored (known: %s)", kind, ", ".join(EXPORTERS))
-    return None
+    return ConsoleSpanExporter()
 
 
 def shutdown() -> None:

@@ -235,6 +235,8 @@ def test_setting_and_variables_decide() -> None:
     assert tracing.wanted(off, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == ["otlp"]
     assert tracing.wanted(on, {"OTEL_TRACES_EXPORTER": "none"}) == []
     assert tracing.wanted(on, {"OTEL_SDK_DISABLED": "true"}) == []
+    assert not tracing.setup(off, environ={"OTEL_TRACES_EXPORTER": "zipkin"})  # unknown: stays off (a warning)
+    assert not tracing.enabled()
 
 
 def cfg_tracing(enabled: bool) -> Any:
