@@ -162,6 +162,33 @@ async def test_a_callers_traceparent_makes_the_run_part_of_its_trace(spans: InMe
     assert submit.parent.span_id == nats_parent and submit.parent.is_remote
 
 
+async def test_approval_mode_run_is_two_traces(spans: InMemorySpanExporter, stack: Stack, client: Any) -> None:
+    """The submit's trace holds the planning; the approve request's trace what it released (README)."""
+    await client.submit({"title": "a", "run_id": "tr7", "approval_mode": True, "tasks": [task("code", "echo ok")]})
+    st = await wait_for(_waiting(client, "tr7"), timeout_s=30)
+    assert st["approval"]["status"] == "pending"
+    await client.approve("tr7", by="tester")
+    assert (await client.wait("tr7", timeout_s=60))["status"] == "completed"
+    await wait_for(lambda: any(s.name == "RootRole.end_run" and run_of(s) == "tr7" for s in spans.get_finished_spans()))
+    by_name: dict[str, set[int]] = {}
+    for s in spans.get_finished_spans():
+        if run_of(s) == "tr7":
+            by_name.setdefault(s.name, set()).add(s.context.trace_id)
+    (planning,) = by_name["GatewayRole.submit"]
+    (execution,) = by_name["GatewayRole.approve"]
+    assert planning != execution
+    assert by_name["ManagerRole.decompose"] == {planning}
+    for name in ("ManagerRole.release", "ProgrammerRole.run_task", "RootRole.end_run"):
+        assert by_name[name] == {execution}, name
+
+
+def _waiting(client: Any, run_id: str) -> Any:
+    async def check() -> Any:
+        st = await client.status(run_id)
+        return st if st["status"] == "waiting_approval" else None
+    return check
+
+
 async def test_off_by_default_no_spans_no_headers(nats_server: Any, client: Any, fake_llm: Any) -> None:
     assert not tracing.setup(traced_cfg(fake_llm), environ={})  # default settings, no OTEL_* variables
     cfg = traced_cfg(fake_llm)
