@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Awaitable, Callable, Iterable, Literal
 
 from pas.errors import BudgetExceeded, CommandRefused
-from pas.llm import BudgetTracker, LLMClient, LLMUnavailable
+from pas.llm import BudgetTracker, Completer, LLMUnavailable
 
 RunAcceptance = Callable[[str, Path], Awaitable[tuple[int, str]]]
 FILE_CAP = 64 * 1024
@@ -281,7 +281,7 @@ def _tail(s: str) -> str:
 
 
 async def run_llm_edit(
-    llm: LLMClient,
+    llm: Completer,
     *,
     agent: str,
     primary: str,

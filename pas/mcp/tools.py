@@ -136,7 +136,7 @@ def parse(args: dict[str, Any], typ: type[Any]) -> Any:
 
 
 def parse_since(text: str | None) -> datetime | None:
-    from pas.cli import parse_since as cli_parse
+    from pas.cliutil import parse_since as cli_parse
 
     try:
         return cli_parse(text)

@@ -11,9 +11,8 @@ from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas.bus import connect
-from pas.cli import client_url
 from pas.client import PasClient
-from pas.commands import open_client
+from pas.cliutil import client_url, open_client
 from pas.config import PasConfig
 from pas.errors import BadRequest, NotFound, PasError
 
