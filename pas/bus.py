@@ -43,10 +43,10 @@ from nats.js.kv import KeyValue
 
 from pas import subjects as S
 from pas import tracing, wire
-from pas.config import PasConfig
 from pas.errors import Unavailable
 
 if TYPE_CHECKING:
+    from pas.config import PasConfig  # pydantic stays out of the client commands (pas.configdoc)
     from pas.usage import RunLLM  # pas.usage imports this module
 
 log = logging.getLogger("pas.bus")

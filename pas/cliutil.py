@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pas.client import PasClient
     from pas.config import PasConfig
+    from pas.configdoc import ClientConfig
 
 
-def client_url(cfg: PasConfig) -> str:
+def client_url(cfg: PasConfig | ClientConfig) -> str:
     n = cfg.settings.nats
     return n.url or f"nats://{n.host}:{n.port if n.port > 0 else 4222}"
 
 
-async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
+async def open_client(cfg: PasConfig | ClientConfig, user: str = "client") -> PasClient:
     """A client connection as this PAS NATS user (its credentials from the creds dir, if any)."""
     from pas import auth
     from pas.client import PasClient
