@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from typing import TYPE_CHECKING, Any
 
-from pas.errors import Retry
+from pas.errors import BudgetExceeded, Cancelled, Retry
 
 if TYPE_CHECKING:
     from pas.config import PasConfig
@@ -168,6 +168,9 @@ def _hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: An
             yield sp
         except Retry as e:  # asked to come back later (nak with a delay): not a failure
             sp.set_attribute("pas.retry_delay_s", e.delay_s)
+            raise
+        except (Cancelled, BudgetExceeded) as e:  # the work ends here, as it should (pas.service.settle)
+            sp.set_attribute("pas.outcome", type(e).__name__)
             raise
         except BaseException as e:
             sp.record_exception(e)
