@@ -229,9 +229,12 @@ class WorkLoop:
         self._task = self.spawn(self._run())
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
-        if self._task:
+        # Cancel until the loop has ended: on Python 3.11 a cancel can be lost inside nats-py
+        # (next_msg's inner wait_for returns a reply that arrived at the same moment), and the loop
+        # would run on, holding its agent's stop for the stack's whole 15 s stop timeout.
+        while self._task is not None and not self._task.done():
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=0.2)
         if self._running:
             await asyncio.wait(self._running, timeout=drain_timeout_s)
 
