@@ -14,8 +14,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from pas import subjects as S
+from pas import tracing, wire
 from pas.bus import connect
-from pas import wire
 from pas.errors import BadRequest, Conflict, NotFound, PasError, PayloadTooLarge, Unavailable
 
 
@@ -82,6 +82,7 @@ class PasClient:
     async def request(self, subject: str, body: Any = None, headers: dict[str, str] | None = None,
                       timeout_s: float | None = None) -> Any:
         data = body if isinstance(body, bytes) else (wire.encode(body) if body is not None else b"{}")
+        headers = tracing.inject(headers)  # the caller's span, when its process traces (the HTTP adapter)
         try:
             msg = await self.nc.request(subject, data, timeout=timeout_s or self.timeout_s, headers=headers)
         except NoRespondersError:
