@@ -82,7 +82,7 @@ async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.Run
     """Record a decision on a waiting run: approved (back to running, minus the dropped tasks) or
     rejected (the run ends). 404 unknown run, 409 not waiting, 400 unknown task id to drop."""
     if approve and d.drop:
-        planned = {t for j in await bus.kv_values(S.KV_TREE, f"{d.run_id}.job.*", wire.JobRecord) for t in j.tasks}
+        planned = {t for j in await bus.kv_values(S.KV_TREE, S.jobs_of(d.run_id), wire.JobRecord) for t in j.tasks}
         unknown = sorted(set(d.drop) - planned)
         if unknown:
             raise BadRequest(f"run {d.run_id!r} has no task(s) {unknown}", detail={"unknown": unknown})
@@ -135,7 +135,7 @@ async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:
     if got is None:
         raise NotFound(f"no run {run_id!r}")
     run = got[0]
-    jobs: list[wire.JobRecord] = await bus.kv_values(S.KV_TREE, f"{run_id}.job.*", wire.JobRecord)
+    jobs: list[wire.JobRecord] = await bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
     status = {t.task_id: t.status for t in await R.tasks_of(bus, run_id)}
     order = {lane: i for i, lane in enumerate(S.LANES)}
     jobs.sort(key=lambda j: (order.get(j.lane, 99), j.job_id))

@@ -45,6 +45,7 @@ from pas import subjects as S
 from pas import wire
 from pas.config import PasConfig
 from pas.errors import Unavailable
+from pas.streams import read_raw
 
 log = logging.getLogger("pas.bus")
 T = TypeVar("T")
@@ -427,45 +428,27 @@ class Bus:
     async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
         acknowledged write supersedes (a task's "running"). Same connection, so order is kept."""
-        await self.nc.publish(f"$KV.{bucket}.{key}", wire.encode(obj))
+        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj))
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter).
 
-        Reads exactly the consumer's pending count from a last-per-subject pull consumer, then
-        deletes it (nats-py's KV watch can report "done" before values arrive under load, and
+        Reads exactly the pending count of a last-per-subject consumer (pas.streams.read_raw), which
+        is then deleted (nats-py's KV watch can report "done" before values arrive under load, and
         leaves its consumer behind). Retried as a whole through an election."""
         return await self.retry(f"read {bucket}/{pattern}", lambda: self._kv_values(bucket, pattern, typ))
 
     async def _kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
-        stream = f"KV_{bucket}"
-        subject = f"$KV.{bucket}.{pattern}"
-        name = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique consumer name
-        cc = ConsumerConfig(name=name, filter_subject=subject, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                            ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=10.0,
-                            num_replicas=1)
         out: list[Any] = []
         try:
-            info = await self.js.add_consumer(stream, cc)
+            async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
+                                    last_per_subject=True, batch=256, inactive_s=10.0):
+                op = (m.headers or {}).get("KV-Operation")
+                if op in ("DEL", "PURGE") or not m.data:
+                    continue
+                out.append(wire.decode(m.data, typ))
         except NotFoundError:
             return out
-        psub = await self.js.pull_subscribe_bind(durable=None, stream=stream, name=name)  # type: ignore[call-arg]
-        try:
-            left = info.num_pending
-            while left > 0:
-                msgs = await psub.fetch(min(left, 256), timeout=5)
-                for m in msgs:
-                    left -= 1
-                    op = (m.headers or {}).get("KV-Operation")
-                    if op in ("DEL", "PURGE") or not m.data:
-                        continue
-                    out.append(wire.decode(m.data, typ))
-        finally:
-            try:
-                await psub.unsubscribe()
-                await self.js.delete_consumer(stream, name)
-            except Exception:  # noqa: BLE001 - it expires by itself (inactive_threshold)
-                pass
         return out
 
     async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:

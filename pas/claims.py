@@ -54,7 +54,7 @@ def describe(c: Claim) -> str:
 
 async def holder_alive(nc: Any, c: Claim) -> bool:
     try:
-        await nc.request(f"$SRV.PING.{c.agent}.{c.instance}", b"", timeout=PING_TIMEOUT_S)
+        await nc.request(S.srv_ping(c.agent, c.instance), b"", timeout=PING_TIMEOUT_S)
     except NoRespondersError:
         return False
     except NatsTimeout:

@@ -125,7 +125,7 @@ class PasClient:
         async def cb(m: Any) -> None:
             await q.put(m)
 
-        sub = await self.nc.subscribe(f"pas.run.{run_id}.>", cb=cb)
+        sub = await self.nc.subscribe(S.run_events(run_id), cb=cb)
         try:
             while True:
                 m = await q.get()

@@ -217,8 +217,8 @@ async def follow_run(client: PasClient, run_id: str, timeout_s: float, out: Any 
 
     async def printer() -> None:
         async for subject, body in client.events(run_id):
-            parts = subject.split(".")
-            kind = parts[3] if len(parts) > 3 else "?"
+            ev = S.parse_run(subject)
+            kind = ev.kind if ev else "?"
             if kind == "task":
                 print(f"  [{time.monotonic() - t0:6.2f}s] task {body.get('task_id'):<14} {body.get('status'):<10} "
                       f"{body.get('programmer') or '':<9} {body.get('lane')}", file=out, flush=True)

@@ -66,11 +66,7 @@ class CommsLog:
 
 
 def filter_subject(run_id: str | None = None, agent: str | None = None, msg_type: str | None = None) -> str:
-    return "pas.comms.{}.{}.{}".format(
-        S.token(run_id) if run_id else "*",
-        S.token(agent) if agent else "*",
-        S.token(msg_type) if msg_type else "*",
-    )
+    return S.comms_filter(run_id, agent, msg_type)
 
 
 async def read(
@@ -87,9 +83,9 @@ async def read(
     """Entries in order. `agent` matches the sender or the receiver.
 
     Without follow, stops after the entries that existed when it started; with follow, tails
-    (pas.replay.source.read_raw: an ephemeral pull consumer, pulled in batches).
+    (pas.streams.read_raw: an ephemeral pull consumer, pulled in batches).
     """
-    from pas.replay.source import read_raw
+    from pas.streams import read_raw
 
     async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, follow=follow,
                             idle_timeout_s=idle_timeout_s, batch=batch):

@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from pas import subjects as S
 from pas.service import WorkLoop
 
 log = logging.getLogger("pas.priority")
@@ -85,8 +86,7 @@ class BandedWorkLoop(WorkLoop):
             m = await sub.next_msg(timeout=self.fetch_timeout_s)
             if not _status(m):
                 return m
-        await self.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durables[i]}", NO_WAIT,
-                              reply=sub.subject)
+        await self.nc.publish(S.js_next(self.stream, self.durables[i]), NO_WAIT, reply=sub.subject)
         m = await sub.next_msg(timeout=self.fetch_timeout_s)
         return None if _status(m) else m  # 404 no messages, 408, 409: nothing in this band now
 

@@ -65,16 +65,7 @@ class Divergence(msgspec.Struct):
     action: str
 
 
-def spec_key(run_id: str) -> str:
-    return f"{run_id}.rerun"
-
-
-def divergence_key(run_id: str) -> str:
-    return f"{run_id}.divergence"
-
-
-def forked_key(run_id: str) -> str:
-    return f"{run_id}.forked"
+spec_key, divergence_key, forked_key = S.rerun_key, S.divergence_key, S.forked_key
 
 
 def role_key(agent: str) -> str:
@@ -174,7 +165,7 @@ class Replayer:
         """The lane (and, for a programmer, the task it is running: its KV record) of a call."""
         if role_key(agent) != "prog":
             return {"lane": lane_of(agent), "task_id": None}
-        tasks = await self.bus.kv_values(S.KV_TREE, f"{run_id}.task.*", wire.TaskRecord)
+        tasks = await self.bus.kv_values(S.KV_TREE, S.tasks_of(run_id), wire.TaskRecord)
         t = next((t for t in tasks if t.programmer == agent and t.status == "running"), None)
         return {"lane": t.lane if t else None, "task_id": t.task_id if t else None}
 
@@ -258,9 +249,9 @@ def apply_sets(job: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 async def prepare(bus: Any, parent: str, new_run: str, *, on_diverge: str = "stop", from_step: str | None = None,
                   models: dict[str, str] | None = None, sets: list[str] | None = None) -> dict[str, Any]:
     """Store the spec and return the job to submit (the parent's request, under the new id)."""
-    got = await bus.kv_get(S.KV_TREE, f"{parent}.request", wire.JobSubmit)
+    got = await bus.kv_get(S.KV_TREE, S.request_key(parent), wire.JobSubmit)
     if got is None:
-        raise KeyError(f"run {parent!r}: no request in KV pas_tree (unknown run, or aged out)")
+        raise KeyError(f"run {parent!r}: no request in KV {S.KV_TREE} (unknown run, or aged out)")
     calls = await recorded_calls(bus.js, parent)
     spec = RerunSpec(parent, on_diverge, from_step, dict(models or {}), calls)
     await bus.kv[S.KV_TREE].put(spec_key(new_run), msgspec.json.encode(spec))

@@ -34,8 +34,7 @@ class RunUsage(msgspec.Struct):
     unknown_cost_calls: int = 0
 
 
-def usage_key(run_id: str) -> str:
-    return f"{run_id}.usage"
+usage_key = S.usage_key
 
 
 async def get_usage(bus: Bus, run_id: str) -> tuple[RunUsage, int]:

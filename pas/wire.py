@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct, field
 
-Lane = Literal["code", "models", "data", "devsecops", "docs"]
+from pas.subjects import Lane as Lane  # the one definition of the lanes, re-exported
+
 Executor = Literal["command", "echo", "llm", "aider"]
 AgentStatusValue = Literal[
     "ok", "degraded", "down", "queued", "running", "blocked", "waiting_approval", "paused", "error", "done"

@@ -108,12 +108,12 @@ class EventHub:
             self.broadcast("alert", d)
 
     async def _on_run(self, msg: Msg) -> None:
-        parts = msg.subject.split(".")
-        if len(parts) < 4 or parts[3] not in RUN_KINDS:
+        ev = S.parse_run(msg.subject)
+        if ev is None or ev.kind not in RUN_KINDS:
             return  # done.* and cancel: internal hand-offs, already visible as status changes
         d = self._json(msg)
         if isinstance(d, dict):
-            self.broadcast("run", {"kind": parts[3], "run_id": parts[2], "data": d})
+            self.broadcast("run", {"kind": ev.kind, "run_id": ev.run_id, "data": d})
 
     async def _on_comms(self, msg: Msg) -> None:
         d = self._json(msg)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from pas import wire
 
-Lane = Literal["code", "models", "data", "devsecops", "docs"]
+Lane = wire.Lane
 Executor = Literal["command", "echo", "llm", "aider"]
 RunIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Path1k = Annotated[str, StringConstraints(max_length=1024)]

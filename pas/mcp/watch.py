@@ -22,8 +22,8 @@ OnEvent = Callable[[int, str], Awaitable[None]]
 def describe(subject: str, body: dict[str, Any]) -> str | None:
     """One line for an event: "task t-3 completed (code)", "lane docs running", "run completed";
     None for the tiers' internal done.* hand-offs (they repeat what the task/job/lane event said)."""
-    parts = subject.split(".")
-    kind = parts[3] if len(parts) > 3 else "?"
+    ev = S.parse_run(subject)
+    kind = ev.kind if ev else "?"
     if kind == "done":
         return None
     status = body.get("status", "?")
@@ -35,7 +35,7 @@ def describe(subject: str, body: dict[str, Any]) -> str | None:
         return f"job {body.get('job_id')} {status} ({body.get('lane')})"
     if kind == "status":
         return f"run {status}" + (f": {body['message']}" if body.get("message") else "")
-    return f"{'.'.join(parts[3:])} {status}"
+    return f"{'.'.join((kind, *ev.rest)) if ev else '?'} {status}"
 
 
 def is_run_end(subject: str, body: dict[str, Any], run_id: str) -> bool:
@@ -58,7 +58,7 @@ class RunWatch:
             if isinstance(body, dict):
                 self.queue.put_nowait((m.subject, body))
 
-        self.sub = await self.client.nc.subscribe(f"pas.run.{S.token(self.run_id)}.>", cb=cb)
+        self.sub = await self.client.nc.subscribe(S.run_events(S.token(self.run_id)), cb=cb)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

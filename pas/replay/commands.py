@@ -34,7 +34,7 @@ async def replay(args: argparse.Namespace, cfg: PasConfig) -> int:
         if args.speed is not None:
             n = await live.republish(js, args.run_id, args.speed)
             if not n:
-                raise PasError(f"run {args.run_id}: nothing in PAS_EVENTS or PAS_COMMS")
+                raise PasError(f"run {args.run_id}: nothing in {S.STREAM_EVENTS} or {S.STREAM_COMMS}")
             print(f"pas: re-published {n} messages of {args.run_id} on {S.replay(args.run_id, '>')}")
             return 0
         if args.follow:
@@ -42,7 +42,7 @@ async def replay(args: argparse.Namespace, cfg: PasConfig) -> int:
         else:
             tl = await timeline.build(js, args.run_id)
         if tl.get("submitted_at") is None:
-            raise PasError(f"run {args.run_id}: nothing in PAS_EVENTS or PAS_COMMS")
+            raise PasError(f"run {args.run_id}: nothing in {S.STREAM_EVENTS} or {S.STREAM_COMMS}")
         if args.html:
             Path(args.html).write_text(html.render(tl), encoding="utf-8")
             print(f"pas: wrote {args.html}", file=sys.stderr)

@@ -22,14 +22,14 @@ from nats.js import JetStreamContext
 
 from pas import subjects as S
 from pas.replay import timeline
-from pas.replay.source import Raw, comms_subject, events_subject, read_raw
+from pas.streams import Raw, read_raw
 
 
 def replay_subject(run_id: str, original: str) -> str:
-    head = f"{S.PREFIX}.run.{S.token(run_id)}."
-    if original.startswith(head):
-        return S.replay(run_id, "run." + original[len(head):])
-    head = f"{S.PREFIX}.comms.{S.token(run_id)}."
+    run = S.parse_run(original)
+    if run is not None:
+        return S.replay(run_id, ".".join(("run", run.kind, *run.rest)))
+    head = S.comms_run(run_id)[:-1]  # pas.comms.<run>.
     return S.replay(run_id, "comms." + original[len(head):])
 
 
@@ -62,8 +62,8 @@ async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) 
         async for m in read_raw(js, stream, subject, follow=True, stop=stop):
             queue.put_nowait(m)
 
-    pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, events_subject(run_id))),
-             asyncio.create_task(pump(S.STREAM_COMMS, comms_subject(run_id)))]
+    pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, S.run_events(S.token(run_id)))),
+             asyncio.create_task(pump(S.STREAM_COMMS, S.comms_run(run_id)))]
     msgs: list[Raw] = []
     shown: set[tuple[str, int]] = set()
     tl: dict[str, Any] = {}

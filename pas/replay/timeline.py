@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 
 from pas import subjects as S
 from pas import wire
-from pas.replay.source import Raw, comms_subject, events_subject, read_raw
+from pas.streams import Raw, read_raw
 
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded", "timeout", "rejected"}
 TIERS = ("client", "gateway", "root", "architect", "director", "manager", "programmer", "llm", "other")
@@ -34,8 +34,8 @@ def tier_of(agent: str) -> str:
 
 async def collect(js: JetStreamContext, run_id: str) -> list[Raw]:
     """Every message of the run in both streams."""
-    out = [m async for m in read_raw(js, S.STREAM_EVENTS, events_subject(run_id))]
-    out += [m async for m in read_raw(js, S.STREAM_COMMS, comms_subject(run_id))]
+    out = [m async for m in read_raw(js, S.STREAM_EVENTS, S.run_events(S.token(run_id)))]
+    out += [m async for m in read_raw(js, S.STREAM_COMMS, S.comms_run(run_id))]
     return out
 
 

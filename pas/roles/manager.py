@@ -43,7 +43,7 @@ class ManagerRole(Role):
     async def submit(self, card: wire.JobCard, call: Call) -> dict[str, str]:
         """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
         if card.approval:
-            raise BadRequest("approval mode needs a run: submit the job through pas.gateway.submit")
+            raise BadRequest(f"approval mode needs a run: submit the job through {S.GATEWAY_SUBMIT}")
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
@@ -79,7 +79,7 @@ class ManagerRole(Role):
                                   instruction=spec.instruction[:2000], command=spec.command)
             # Create-if-absent without a round trip: the store refuses it if the key exists already
             # (a redelivered job card), and the programmer copes with a record it cannot find.
-            await self.bus.nc.publish(f"$KV.{S.KV_TREE}.{R.task_key(card.run_id, task_id)}", wire.encode(rec),
+            await self.bus.nc.publish(S.kv_subject(S.KV_TREE, R.task_key(card.run_id, task_id)), wire.encode(rec),
                                       headers={"Nats-Expected-Last-Subject-Sequence": "0"})
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:

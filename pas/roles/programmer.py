@@ -105,7 +105,10 @@ class ProgrammerRole(Role):
         return self._runs_seen[run_id]
 
     async def _on_cancel(self, msg: Msg) -> None:
-        run_id = msg.subject.split(".")[2]
+        parsed = S.parse_run(msg.subject)
+        if parsed is None:
+            return
+        run_id = parsed.run_id
         self._runs_seen[run_id] = True
         for key, t in list(self.running.items()):
             if key.startswith(run_id + "."):
