@@ -16,15 +16,16 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Literal, Mapping
 
-from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
+from pas import programs
+from pas.edit_loop import git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
+from pas.programs import run_git
 from pas.sandbox import Box, handed_over
 
 OUTPUT_CAP = 64 * 1024
@@ -54,13 +55,7 @@ class AiderResult:
 
 def find_binary(binary: str) -> str | None:
     """The aider executable: a path, a name on PATH, or ~/.local/bin/<name> (uv tool's default)."""
-    if os.sep in binary:
-        return binary if os.access(binary, os.X_OK) and Path(binary).is_file() else None
-    found = shutil.which(binary)
-    if found:
-        return found
-    local = Path.home() / ".local" / "bin" / binary
-    return str(local) if os.access(local, os.X_OK) else None
+    return programs.find_binary(binary, after=(Path.home() / ".local" / "bin",))
 
 
 def model_metadata(model: str) -> dict[str, dict[str, object]]:

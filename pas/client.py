@@ -14,18 +14,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from pas import subjects as S
-from pas.bus import connect
 from pas import wire
-from pas.errors import BadRequest, Conflict, NotFound, PasError, PayloadTooLarge, Unavailable
-
-
-class GatewayTimeout(PasError):
-    code = 504
-    error = "timeout"
-
-
-_BY_CODE: dict[int, type[PasError]] = {400: BadRequest, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
-                                       503: Unavailable, 504: GatewayTimeout}
+from pas.connection import connect
+from pas.errors import GatewayTimeout as GatewayTimeout
+from pas.errors import Unavailable, from_code
 
 
 def raise_for(msg: Any) -> None:
@@ -38,10 +30,7 @@ def raise_for(msg: Any) -> None:
     except ValueError:
         body = {}
     n = int(code) if str(code).isdigit() else 500
-    cls = _BY_CODE.get(n, PasError)
-    err = cls(body.get("message") or h.get("Nats-Service-Error") or "error", detail=body.get("detail"))
-    err.code = n
-    raise err
+    raise from_code(n, body.get("message") or h.get("Nats-Service-Error") or "error", body.get("detail"))
 
 
 def default_by() -> str:
@@ -62,7 +51,7 @@ class PasClient:
     @classmethod
     async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0, creds: Any = None,
                       **kw: Any) -> "PasClient":
-        """Connect with pas.bus.connect (waits up to connect_timeout_s, then Unavailable); creds: a
+        """Connect with pas.connection.connect (waits up to connect_timeout_s, then Unavailable); creds: a
         pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
         from pas.auth import connect_kw
 

