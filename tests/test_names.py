@@ -89,7 +89,7 @@ def lane_lists(path: Path) -> list[int]:
         elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
             elts = node.elts
         names = {e.value for e in elts if isinstance(e, ast.Constant)}
-        if set(S.LANES) <= names:
+        if set(S.LANES) <= names and isinstance(node, ast.expr):
             out.add(node.lineno)
     return sorted(out)
 
