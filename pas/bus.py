@@ -102,53 +102,22 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
 
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
     s = cfg.settings
-    reps = s.nats.replicas
+
+    def stream(name: str, description: str, subjects: list[str], **kw: Any) -> StreamConfig:
+        return StreamConfig(name=name, description=description, subjects=subjects, storage=StorageType.FILE,
+                            num_replicas=s.nats.replicas, duplicate_window=s.work.dedupe_window_s, **kw)
+
+    aged: dict[str, Any] = {"retention": RetentionPolicy.LIMITS, "max_age": s.comms.max_age_days * 86400}
+    capped: dict[str, Any] = {**aged, "max_bytes": s.comms.max_bytes, "discard": DiscardPolicy.OLD}
     return [
-        StreamConfig(
-            name=S.STREAM_COMMS,
-            description="PAS comms log: one entry per message between agents",
-            subjects=[S.COMMS_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_age=s.comms.max_age_days * 86400,
-            max_bytes=s.comms.max_bytes,
-            discard=DiscardPolicy.OLD,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-        ),
-        StreamConfig(
-            name=S.STREAM_WORK,
-            description="PAS work queues between tiers (one consumer per tier/lane)",
-            subjects=[S.WORK_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.WORK_QUEUE,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-        ),
-        StreamConfig(
-            name=S.STREAM_EVENTS,
-            description="PAS run/task state changes, completions and agent alerts",
-            subjects=[S.EVENTS_ALL, S.ALERT_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_age=s.comms.max_age_days * 86400,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-        ),
-        StreamConfig(
-            name=S.STREAM_RECORDINGS,
-            description="PAS model exchanges: request, reply, model, tokens, cost, latency (pas.recording)",
-            subjects=[S.RECORDINGS_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_age=s.comms.max_age_days * 86400,
-            max_bytes=s.comms.max_bytes,
-            discard=DiscardPolicy.OLD,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-            compression=StoreCompression.S2,
-            allow_direct=True,
-        ),
+        stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents", [S.COMMS_ALL], **capped),
+        stream(S.STREAM_WORK, "PAS work queues between tiers (one consumer per tier/lane)", [S.WORK_ALL],
+               retention=RetentionPolicy.WORK_QUEUE),
+        stream(S.STREAM_EVENTS, "PAS run/task state changes, completions and agent alerts",
+               [S.EVENTS_ALL, S.ALERT_ALL], **aged),
+        stream(S.STREAM_RECORDINGS,
+               "PAS model exchanges: request, reply, model, tokens, cost, latency (pas.recording)",
+               [S.RECORDINGS_ALL], **capped, compression=StoreCompression.S2, allow_direct=True),
     ]
 
 

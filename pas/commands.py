@@ -15,7 +15,7 @@ from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas import wire
-from pas.bus import connect
+from pas.connection import connect
 from pas.cli import client_url, install_stop_signals, parse_since
 from pas.client import PasClient
 from pas.config import PasConfig, find_config_dir
@@ -85,6 +85,21 @@ async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
                                    creds=auth.user_creds(cfg, user))
 
 
+async def open_nc(cfg: PasConfig, user: str = "client") -> Any:
+    """A bare NATS connection as this PAS NATS user (pas agents, pas log, pas replay read streams and KV)."""
+    return await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
+                         **auth.connect_kw(auth.user_creds(cfg, user)))
+
+
+async def open_bus(cfg: PasConfig, user: str = "client") -> Any:
+    """A pas.bus.Bus as this PAS NATS user that provisions nothing (pas rerun, pas diff)."""
+    from pas.bus import Bus
+
+    cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
+    return await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
+                          **auth.connect_kw(auth.user_creds(cfg, user)))
+
+
 def _age(ts: Any) -> str:
     from datetime import datetime, timezone
 
@@ -107,8 +122,7 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
 
 
 async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                       **auth.connect_kw(auth.user_creds(cfg, "client")))
+    nc = await open_nc(cfg)
     try:
         js = nc.jetstream()
         states: dict[str, wire.AgentState] = {}
@@ -154,8 +168,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                       **auth.connect_kw(auth.user_creds(cfg, "client")))
+    nc = await open_nc(cfg)
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
                                       since=parse_since(args.since), follow=args.follow):

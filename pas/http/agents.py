@@ -20,12 +20,12 @@ an agent's internal error 502; every error body is JSON with `detail`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import JSONResponse
 
-from pas import __version__
+from pas import __version__, wire
 from pas import subjects as S
 from pas.config import AgentConfig
 from pas.errors import BadRequest
@@ -96,13 +96,8 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
         return await ctx.backend.submit(body.to_wire(), idempotency_key)
 
     @app.get("/runs", summary=f"Recent runs, newest first ({S.GATEWAY_RUNS})", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000),
-                   status: Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled",
-                                   "rejected"] | None = None) -> Any:
-        q: dict[str, Any] = {"limit": limit}
-        if status:
-            q["status"] = status
-        return await ctx.backend.request(S.GATEWAY_RUNS, q)
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
+        return await ctx.backend.runs(limit, status)
 
     @app.get("/runs/{run_id}", summary=f"One run with its tasks ({S.GATEWAY_STATUS})",
              responses={**ERRORS, **NOT_FOUND})

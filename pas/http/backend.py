@@ -93,6 +93,13 @@ class Backend:
             headers = {"Nats-Msg-Id": key}
         return await self.request(S.GATEWAY_SUBMIT, job, headers=headers)
 
+    async def runs(self, limit: int, status: str | None = None) -> Any:
+        """pas.gateway.runs: the newest `limit` runs, optionally only those with one status."""
+        q: dict[str, Any] = {"limit": limit}
+        if status:
+            q["status"] = status
+        return await self.request(S.GATEWAY_RUNS, q)
+
     async def run_status(self, run_id: str) -> dict[str, Any]:
         st = await self.request(S.GATEWAY_STATUS, {"run_id": run_id})
         # Legacy names: completed_at and duration_s.

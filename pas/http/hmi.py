@@ -5,13 +5,13 @@ ports do (set_model, cancel, submit)."""
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from pas import __version__
+from pas import __version__, wire
 from pas import subjects as S
 from pas.errors import NotFound
 from pas.http.approval import approval_routes
@@ -76,13 +76,8 @@ def hmi_app(ctx: Ctx) -> FastAPI:
         return await b.request(S.ctl(agent_id, "set_model"), body.to_wire())
 
     @app.get("/api/runs", summary=f"Recent runs ({S.GATEWAY_RUNS})", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000),
-                   status: Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled",
-                                   "rejected"] | None = None) -> Any:
-        q: dict[str, Any] = {"limit": limit}
-        if status:
-            q["status"] = status
-        return await b.request(S.GATEWAY_RUNS, q)
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
+        return await b.runs(limit, status)
 
     @app.get("/api/runs/{run_id}", summary=f"One run: status, lanes (KV {S.KV_TREE}) and tasks",
              responses={**ERRORS, 404: {"model": ErrorOut}})
