@@ -103,3 +103,25 @@ def test_lanes_are_defined_once() -> None:
     from pas.http import models
 
     assert wire.Lane is S.Lane and models.Lane is S.Lane
+
+
+def test_tree_keys_are_the_documented_ones() -> None:
+    """The pas_tree row of subjects.md lists exactly the keys pas.subjects builds."""
+    doc = (PAS.parent / "subjects.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith(f"| `{S.KV_TREE}` |"))
+    documented = set(re.findall(r"`(<run_id>[^`]*)`", row.split("|")[2]))
+    r = "<run_id>"
+    built = {S.plan_key(r), S.lane_key(r, "<lane>"), S.job_key(r, "<job_id>"), S.task_key(r, "<task_id>"),
+             *(r + suffix for suffix in S.SIDE_KEYS)}
+    assert documented == built
+
+
+def test_parsers_read_what_the_builders_build() -> None:
+    ev = S.parse_run(S.done_task("r-1", "code", "t-3"))
+    assert ev == S.RunSubject("r-1", "done", ("task", "code", "t-3"))
+    assert S.parse_run(S.run_status("r-1")) == S.RunSubject("r-1", "status", ())
+    assert S.parse_run(S.heartbeat("prog-001")) is None
+    assert S.parse_kv(S.kv_subject(S.KV_TREE, S.task_key("r-1", "t-3"))) == (S.KV_TREE, "r-1.task.t-3")
+    assert S.parse_kv(S.run_status("r-1")) is None
+    assert S.parse_js_ack("$JS.ACK.PAS_WORK.root.1.42.7.1700000000000000000.0") == (42, 1700000000000000000)
+    assert S.parse_js_ack("_INBOX.x.y") is None
