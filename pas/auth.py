@@ -144,7 +144,8 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
                    # every exchange recorded; a rerun reads recordings, notes a divergence, cancels on it
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
                                            (S.js_api("STREAM", "MSG", "GET", S.STREAM_RECORDINGS),)),
-                   kv_write(S.KV_TREE, S.divergence_key("*")), kv_write(S.KV_TREE, S.forked_key("*")), S.GATEWAY_CANCEL])
+                   kv_write(S.KV_TREE, S.divergence_key("*")), kv_write(S.KV_TREE, S.forked_key("*")),
+                   S.GATEWAY_CANCEL])
     if user == "gateway":
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
                    S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
@@ -209,7 +210,8 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
              kv_read(S.KV_TREE), S.js_api("STREAM", "INFO", "*"), read_stream(S.STREAM_EVENTS)],  # + timelines
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              f"{S.inbox_prefix('adapter')}.>"])
-    out["admin"] = Perms().add(pub=[S.CTL_ALL, S.JS_API_ALL, S.SRV_ALL], sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
+    out["admin"] = Perms().add(pub=[S.CTL_ALL, S.JS_API_ALL, S.SRV_ALL],
+                               sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
     return {u: out[u] for u in USERS}
 
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -38,8 +38,9 @@ def _meta(reply: str) -> tuple[int, datetime]:
     got = S.parse_js_ack(reply)
     if got is None:
         return 0, datetime.now(UTC)
-    seq, ts_ns = got
-    return seq, datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
+    seq, ts_ns = got  # floored to the microsecond, exactly (a float would round some up)
+    secs, ns = divmod(ts_ns, 1_000_000_000)
+    return seq, datetime.fromtimestamp(secs, tz=UTC) + timedelta(microseconds=ns // 1000)
 
 
 def _deliver(since: datetime | None, start_seq: int | None, last_per_subject: bool) -> dict[str, Any]:
