@@ -1,5 +1,6 @@
 """The one agent runtime. Every agent of the topology is an instance of Agent configured by its
-AgentConfig entry; role behaviour is plugged in from pas.roles (one module per role).
+AgentConfig entry; role behaviour is plugged in by the caller (pas.roles.new_agent picks the class
+from pas.roles, one module per role; this module imports no role).
 
 Each agent is a NATS micro service named after its id, so `nats micro ls/info/stats/ping` see
 it; it answers `health` and `status` on pas.<role>.<id>.{health,status}, publishes heartbeats on
@@ -85,21 +86,12 @@ class Role:
         busy = sum(w.in_flight for w in self.agent.loops)
         return ("running" if busy else "ok", None, 0.0, f"{busy} in flight" if busy else "")
 
-    async def status(self, ref: "StatusRef") -> Any:
+    async def status(self, ref: wire.StatusRef) -> Any:
         raise NotFound(f"{self.me.id} keeps no status for {ref.id!r}")
 
 
-class StatusRef(wire.Struct, forbid_unknown_fields=True):
-    id: str | None = None
-
-
-class SetModel(wire.Struct, forbid_unknown_fields=True):
-    primary: str | None = None
-    backup: str | None = None
-
-
 class Agent:
-    def __init__(self, bus: Bus, cfg: AgentConfig, comms: CommsLog) -> None:
+    def __init__(self, bus: Bus, cfg: AgentConfig, comms: CommsLog, role_class: type[Role]) -> None:
         self.bus = bus
         self.cfg = cfg
         self.comms = comms
@@ -109,7 +101,7 @@ class Agent:
         self.loops: list[WorkLoop] = []
         self.service: Service | None = None
         self._hb: asyncio.Task[Any] | None = None
-        self.role = _role_class(cfg.role)(self)
+        self.role = role_class(self)
         self._errors: dict[str, tuple[int, str]] = {}
         self._claim_rev = 0
 
@@ -149,8 +141,8 @@ class Agent:
             raise
         specs = [
             EndpointSpec("health", self.subject("health"), self._health, wire.Empty),
-            EndpointSpec("status", self.subject("status"), self._status, StatusRef),
-            EndpointSpec("set_model", S.ctl(c.id, "set_model"), self._set_model, SetModel),
+            EndpointSpec("status", self.subject("status"), self._status, wire.StatusRef),
+            EndpointSpec("set_model", S.ctl(c.id, "set_model"), self._set_model, wire.SetModel),
             *self.role.endpoints(),
         ]
         for spec in specs:
@@ -237,12 +229,12 @@ class Agent:
             handled=sum(w.handled for w in self.loops),
         )
 
-    async def _status(self, ref: StatusRef, call: Call) -> Any:
+    async def _status(self, ref: wire.StatusRef, call: Call) -> Any:
         if ref.id is None:
             return await self._health(wire.Empty(), call)
         return await self.role.status(ref)
 
-    async def _set_model(self, req: SetModel, call: Call) -> dict[str, Any]:
+    async def _set_model(self, req: wire.SetModel, call: Call) -> dict[str, Any]:
         from pas.errors import BadRequest
 
         models = self.bus.cfg.models
@@ -280,9 +272,3 @@ class Agent:
             "client", self.id, "ERROR", f"rejected input on {subject}: {err.message}",
             status=err.error, metadata={"subject": subject, "bytes": len(data), "preview": preview, "code": err.code},
         )
-
-
-def _role_class(role: str) -> type[Role]:
-    from pas.roles import ROLE_CLASSES
-
-    return ROLE_CLASSES[role]

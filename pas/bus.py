@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -48,6 +48,9 @@ from pas.connection import AuthRefused as AuthRefused
 from pas.connection import connect as connect
 from pas.connection import split_servers as split_servers
 from pas.streams import read_raw
+
+if TYPE_CHECKING:
+    from pas.usage import RunLLM  # pas.usage imports this module
 
 log = logging.getLogger("pas.bus")
 T = TypeVar("T")
@@ -228,7 +231,7 @@ class Bus:
     js: JetStreamContext
     cfg: PasConfig
     kv: dict[str, KeyValue] = field(default_factory=dict)
-    llm: Any = None  # pas.usage.RunLLM, set by the Stack
+    llm: RunLLM | None = None  # the LLM router of this process's agents, set by the Stack
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per-key locks for CAS updates
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -244,6 +247,12 @@ class Bus:
         for kc in kv_specs(cfg):
             bus.kv[kc.bucket] = await js.key_value(kc.bucket)
         return bus
+
+    def router(self) -> RunLLM:
+        """The LLM router; Unavailable in a process that has none (a Bus opened without a Stack)."""
+        if self.llm is None:
+            raise Unavailable("no LLM router in this process")
+        return self.llm
 
     def spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
         """create_task that keeps a reference until the task ends (nats-py/asyncio gotcha)."""

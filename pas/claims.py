@@ -20,7 +20,7 @@ import asyncio
 import os
 import socket
 import sys
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -29,6 +29,12 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from pas import subjects as S
 from pas import wire
 from pas.errors import Conflict
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+    from pas.bus import Bus
 
 PING_TIMEOUT_S = 2.0
 
@@ -52,7 +58,7 @@ def describe(c: Claim) -> str:
     return f"pid {c.pid} on {c.host} since {c.since[:19]} ({c.cmd})"
 
 
-async def holder_alive(nc: Any, c: Claim) -> bool:
+async def holder_alive(nc: Client, c: Claim) -> bool:
     try:
         await nc.request(S.srv_ping(c.agent, c.instance), b"", timeout=PING_TIMEOUT_S)
     except NoRespondersError:
@@ -62,7 +68,7 @@ async def holder_alive(nc: Any, c: Claim) -> bool:
     return True
 
 
-async def _current(kv: Any, agent_id: str) -> tuple[Claim, int] | None:
+async def _current(kv: KeyValue, agent_id: str) -> tuple[Claim, int] | None:
     try:
         e = await kv.get(agent_id)
     except KeyNotFoundError:
@@ -72,12 +78,12 @@ async def _current(kv: Any, agent_id: str) -> tuple[Claim, int] | None:
     return wire.decode(e.value, Claim), e.revision or 0
 
 
-async def holder(bus: Any, agent_id: str) -> Claim | None:
+async def holder(bus: Bus, agent_id: str) -> Claim | None:
     cur = await _current(bus.kv[S.KV_CLAIMS], agent_id)
     return cur[0] if cur else None
 
 
-async def live_claims(bus: Any, ids: Iterable[str]) -> list[Claim]:
+async def live_claims(bus: Bus, ids: Iterable[str]) -> list[Claim]:
     """Claims of these ids whose holder still answers (checked concurrently)."""
     kv = bus.kv[S.KV_CLAIMS]
 
@@ -97,7 +103,7 @@ def refusal(claims: list[Claim]) -> Conflict:
                     f"with --only/--except", detail={"agents": sorted(c.agent for c in claims)})
 
 
-async def claim(bus: Any, mine: Claim) -> int:
+async def claim(bus: Bus, mine: Claim) -> int:
     """Claim mine.agent for this instance; Conflict if a live instance holds it. Returns the revision."""
     kv = bus.kv[S.KV_CLAIMS]
     data = wire.encode(mine)
@@ -120,7 +126,7 @@ async def claim(bus: Any, mine: Claim) -> int:
     raise refusal([cur[0]] if cur else [mine])
 
 
-async def release(bus: Any, agent_id: str, revision: int) -> None:
+async def release(bus: Bus, agent_id: str, revision: int) -> None:
     """Drop our claim (only if it is still ours)."""
     try:
         await bus.kv[S.KV_CLAIMS].delete(agent_id, last=revision)

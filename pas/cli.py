@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
-from datetime import datetime, timedelta, timezone
 
 from pas import subjects as S
 from pas.auth import USERS
@@ -187,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_eval_parser(sub, _common)
 
-    bn = sub.add_parser("bench", help="benchmarks: PAS against raw NATS and the HTTP design")
-    bn.add_argument("--quick", action="store_true", help="a reduced run (under 2 minutes)")
+    bn = sub.add_parser("bench", help="benchmarks (from a checkout: benchmarks/): PAS against raw NATS and HTTP")
+    bn.add_argument("--quick", action="store_true", help="a reduced run (a few minutes)")
     bn.add_argument("--json", help="write figures to this JSON file")
     bn.add_argument("--markdown", help="regenerate this markdown report (e.g. BENCHMARKS.md)")
     return ap
@@ -211,20 +209,13 @@ def load(args: argparse.Namespace) -> PasConfig:
     return cfg
 
 
-def client_url(cfg: PasConfig) -> str:
-    n = cfg.settings.nats
-    return n.url or f"nats://{n.host}:{n.port if n.port > 0 else 4222}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.cmd == "bench":
-            from pas.bench.cli import main as bench_main
-
-            return bench_main(args)
+            return bench(args)
         from pas import commands
 
         if args.cmd == "init":  # needs no config: it writes one
@@ -246,23 +237,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def parse_since(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
-    dt = datetime.fromisoformat(text)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+def bench(args: argparse.Namespace) -> int:
+    """`pas bench`: the harness lives beside the package, in the checkout's benchmarks/ (not in a wheel)."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "benchmarks" / "cli.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))  # `pas` run from anywhere, pas imported from a checkout
+    try:
+        from benchmarks.cli import run_bench
+    except ImportError as e:
+        if e.name not in ("benchmarks", "benchmarks.cli"):
+            raise
+        print("pas: `pas bench` runs the benchmark harness in benchmarks/ of a PAS checkout, which this "
+              f"installation ({checkout}) does not have: run it from a checkout (`pas bench` or "
+              "`python -m benchmarks` there)", file=sys.stderr)
+        return 2
+    return run_bench(args)
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-
-
-__all__ = ["main", "build_parser", "client_url", "parse_since", "install_stop_signals"]
+__all__ = ["bench", "build_parser", "main"]

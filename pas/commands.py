@@ -11,13 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pas import auth
+from pas import auth, wire
 from pas import comms as comms_mod
 from pas import subjects as S
-from pas import wire
-from pas.connection import connect
-from pas.cli import client_url, install_stop_signals, parse_since
-from pas.client import PasClient
+from pas.cliutil import (
+    client_url,
+    follow_run,
+    install_stop_signals,
+    open_client,
+    open_nc,
+    parse_since,
+    result_table,
+    wire_run_id,
+)
 from pas.config import PasConfig, find_config_dir
 from pas.errors import BadRequest, PasError
 from pas.redact import redact
@@ -76,28 +82,6 @@ async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
         print("pas: stopped during start-up", file=sys.stderr, flush=True)
         return None
     return task.result()
-
-
-async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
-    """A client connection as this PAS NATS user (its credentials from the creds dir, if any)."""
-    n = cfg.settings.nats
-    return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s,
-                                   creds=auth.user_creds(cfg, user))
-
-
-async def open_nc(cfg: PasConfig, user: str = "client") -> Any:
-    """A bare NATS connection as this PAS NATS user (pas agents, pas log, pas replay read streams and KV)."""
-    return await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                         **auth.connect_kw(auth.user_creds(cfg, user)))
-
-
-async def open_bus(cfg: PasConfig, user: str = "client") -> Any:
-    """A pas.bus.Bus as this PAS NATS user that provisions nothing (pas rerun, pas diff)."""
-    from pas.bus import Bus
-
-    cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
-    return await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
-                          **auth.connect_kw(auth.user_creds(cfg, user)))
 
 
 def _age(ts: Any) -> str:
@@ -224,59 +208,6 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
-async def follow_run(client: PasClient, run_id: str, timeout_s: float, out: Any = sys.stdout) -> dict[str, Any]:
-    """Print live progress per lane and task until the run ends; return the final status."""
-    t0 = time.monotonic()
-
-    async def printer() -> None:
-        async for subject, body in client.events(run_id):
-            ev = S.parse_run(subject)
-            kind = ev.kind if ev else "?"
-            if kind == "task":
-                print(f"  [{time.monotonic() - t0:6.2f}s] task {body.get('task_id'):<14} {body.get('status'):<10} "
-                      f"{body.get('programmer') or '':<9} {body.get('lane')}", file=out, flush=True)
-            elif kind in ("lane", "status"):
-                what = f"lane {body.get('lane')}" if kind == "lane" else "run"
-                print(f"  [{time.monotonic() - t0:6.2f}s] {what:<19} {body.get('status')}", file=out, flush=True)
-
-    task = asyncio.ensure_future(printer())
-    try:
-        return await client.wait(run_id, timeout_s=timeout_s)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-def result_table(st: dict[str, Any]) -> str:
-    lines = [f"run {st['run_id']} {st['status'].upper()}  ({st['title']})",
-             f"{'TASK':<16}{'LANE':<11}{'STATUS':<11}{'EXIT':>5} {'TRIES':>5}  {'PROGRAMMER':<11}{'SECS':>6}  COMMAND"]
-    from datetime import datetime
-
-    for t in st["tasks"]:
-        secs = "-"
-        if t.get("started_at") and t.get("finished_at"):
-            d = datetime.fromisoformat(t["finished_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
-                t["started_at"].replace("Z", "+00:00"))
-            secs = f"{d.total_seconds():.2f}"
-        code = "-" if t.get("exit_code") is None else str(t["exit_code"])
-        lines.append(f"{t['task_id']:<16}{t['lane']:<11}{t['status']:<11}{code:>5} {t['attempts']:>5}  "
-                     f"{t.get('programmer') or '-':<11}{secs:>6}  {t.get('command') or t['instruction'][:40]}")
-        if t["status"] != "completed" and (t.get("error") or t.get("output")):
-            lines.append(f"{'':16}-> {(t.get('error') or '')} {(t.get('output') or '').strip()[-300:]}")
-    envs: dict[str, list[str]] = {}
-    for t in st["tasks"]:
-        if t.get("env"):
-            envs.setdefault(t["env"], []).append(t["task_id"])
-    for env, ids in envs.items():
-        which = "every task" if len(envs) == 1 and len(ids) == len(st["tasks"]) else ", ".join(ids)
-        lines.append(f"environment of {which}: {env}")
-    if st.get("result_branch"):
-        lines.append(f"result: {st['result_branch']} (the completed tasks' branches, merged in task order)")
-    for c in st.get("conflicts") or []:
-        lines.append(f"conflict: {c}")
-    return "\n".join(lines)
-
-
 async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
     job = _job_from_args(args)
     async with await open_client(cfg) as client:
@@ -289,12 +220,6 @@ async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
         st = await follow_run(client, reply["run_id"], args.timeout)
         print(result_table(st))
         return 0 if st["status"] == "completed" else 1
-
-
-def wire_run_id() -> str:
-    from pas.roles.gateway import new_run_id
-
-    return new_run_id()
 
 
 async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:

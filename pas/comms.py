@@ -8,7 +8,7 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -17,15 +17,18 @@ from pas import subjects as S
 from pas import wire
 from pas.redact import redact, redact_obj
 
+if TYPE_CHECKING:
+    from pas.bus import Bus
+
 
 class CommsLog:
     """With a Bus, every entry is stored for sure (its ack is checked in the background and the
     publish retried through an election or failover); with a bare connection, a plain publish."""
 
-    def __init__(self, nc: Client, preview_chars: int = 2000, bus: Any = None) -> None:
+    def __init__(self, nc: Client, preview_chars: int = 2000, bus: Bus | None = None) -> None:
         self.nc = nc
         self.preview_chars = preview_chars
-        self.bus = bus  # pas.bus.Bus
+        self.bus = bus
 
     async def log(
         self,

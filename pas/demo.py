@@ -26,9 +26,8 @@ from typing import Any
 from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
-from pas.cli import install_stop_signals
 from pas.client import PasClient
-from pas.commands import follow_run, result_table, wire_run_id
+from pas.cliutil import follow_run, install_stop_signals, result_table, wire_run_id
 from pas.config import PasConfig
 from pas.errors import PasError
 from pas.stack import Stack

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Awaitable, Callable, Iterable, Literal
 
 from pas.errors import BudgetExceeded, CommandRefused
-from pas.llm import BudgetTracker, LLMClient, LLMUnavailable
+from pas.llm import BudgetTracker, Completer, LLMUnavailable
 from pas.policy import resolve_in
 from pas.programs import run_git
 
@@ -269,7 +269,7 @@ def _tail(s: str) -> str:
 
 
 async def run_llm_edit(
-    llm: LLMClient,
+    llm: Completer,
     *,
     agent: str,
     primary: str,

@@ -23,7 +23,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Mapping
+from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol
 
 from pydantic import ValidationError
 
@@ -240,6 +240,13 @@ def _cost(lite: Any, resp: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return c if c >= 0 else None
+
+
+class Completer(Protocol):
+    """What planners and the edit loop call: LLMClient, or pas.usage.RunLLM (the same with run budgets)."""
+
+    async def complete(self, *, agent: str, primary: str, backup: str | None, messages: list[dict[str, Any]],
+                       run_id: str | None = None, max_tokens: int | None = None) -> LLMResult: ...
 
 
 class LLMClient:

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from pas.llm import LLMClient, LLMUnavailable
+from pas.llm import Completer, LLMUnavailable
 from pas.wire import Lane, TaskSpec
 
 MAX_TASKS_PER_JOB = 10
@@ -234,7 +234,7 @@ def manager_messages(lane: str, goal: str, tasks: list[TaskSpec], max_tasks: int
 
 # ---- driver --------------------------------------------------------------------------------
 async def _ask(
-    llm: LLMClient,
+    llm: Completer,
     agent: str,
     primary: str,
     backup: str | None,
@@ -283,7 +283,7 @@ def _no_model(meta: PlanMeta, primary: str | None) -> bool:
 
 
 async def plan_architect(
-    llm: LLMClient,
+    llm: Completer,
     agent: str,
     primary: str | None,
     backup: str | None,
@@ -306,7 +306,7 @@ async def plan_architect(
 
 
 async def plan_director(
-    llm: LLMClient,
+    llm: Completer,
     agent: str,
     primary: str | None,
     backup: str | None,
@@ -336,7 +336,7 @@ def _explicit(t: TaskSpec) -> bool:
 
 
 async def plan_manager(
-    llm: LLMClient,
+    llm: Completer,
     agent: str,
     primary: str | None,
     backup: str | None,

@@ -21,7 +21,7 @@ import difflib
 import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.js.errors import KeyNotFoundError
@@ -30,6 +30,10 @@ from pas import recording
 from pas import subjects as S
 from pas import wire
 from pas.llm import LLMResult, LLMUnavailable
+
+if TYPE_CHECKING:
+    from pas.bus import Bus
+    from pas.comms import CommsLog
 
 log = logging.getLogger("pas.rerun")
 
@@ -110,7 +114,7 @@ def first_difference(expected: list[dict[str, Any]], got: list[dict[str, Any]]) 
 class Replayer:
     """The answer from the recording, or None for a live call (RunLLM calls it first)."""
 
-    def __init__(self, bus: Any, comms: Any) -> None:
+    def __init__(self, bus: Bus, comms: CommsLog) -> None:
         self.bus, self.comms = bus, comms
         self.specs: dict[str, RerunSpec | None] = {}
         self.used: dict[str, set[int]] = {}
@@ -246,7 +250,7 @@ def apply_sets(job: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return job
 
 
-async def prepare(bus: Any, parent: str, new_run: str, *, on_diverge: str = "stop", from_step: str | None = None,
+async def prepare(bus: Bus, parent: str, new_run: str, *, on_diverge: str = "stop", from_step: str | None = None,
                   models: dict[str, str] | None = None, sets: list[str] | None = None) -> dict[str, Any]:
     """Store the spec and return the job to submit (the parent's request, under the new id)."""
     got = await bus.kv_get(S.KV_TREE, S.request_key(parent), wire.JobSubmit)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pas import auth, claims
 from pas.agent import Agent
@@ -17,8 +17,12 @@ from pas.bus import Bus, connect, provision
 from pas.comms import CommsLog
 from pas.config import PasConfig
 from pas.redact import register_env
+from pas.roles import new_agent
 from pas.sandbox import Box
 from pas.server import EmbeddedServer
+
+if TYPE_CHECKING:
+    from pas.http.adapter import AdapterHandle  # optional: imported when the adapter starts
 
 log = logging.getLogger("pas.stack")
 
@@ -45,7 +49,7 @@ class Stack:
         self.creds: dict[str, auth.Creds] = {}
         self.agents: list[Agent] = []
         self.http = http
-        self.http_server: Any = None
+        self.http_server: AdapterHandle | None = None
         self.name = name
 
     def check_sandbox(self) -> None:
@@ -105,7 +109,7 @@ class Stack:
             # The monitor first, so it hears every agent's first heartbeat.
             for a in sorted(selected, key=lambda a: a.role != "monitor"):
                 bus = self.buses[self._user(a)]
-                agent = Agent(bus, a, bus.llm.comms)
+                agent = new_agent(bus, a, bus.router().comms)
                 await agent.load_model_override()
                 await agent.start()
                 self.agents.append(agent)

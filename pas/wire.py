@@ -88,6 +88,34 @@ class RunRef(Base):
     run_id: RunId
 
 
+class StatusRef(Struct, forbid_unknown_fields=True):
+    """Body of pas.<role>.<id>.status: the id of what to report (a run, a lane); none = the agent."""
+
+    id: str | None = None
+
+
+class SetModel(Struct, forbid_unknown_fields=True):
+    """Body of pas.ctl.<id>.set_model: switch an agent's primary and/or backup model profile."""
+
+    primary: str | None = None
+    backup: str | None = None
+
+
+class ExecuteRequest(Base):
+    """Body of pas.prog.execute / pas.prog.<id>.execute: run one task now and reply with the result."""
+
+    instruction: str
+    executor: Executor | None = None
+    command: str | None = None
+    files: list[str] = []
+    acceptance: str | None = None
+    repo: str | None = None
+    env: str | None = None
+    run_id: str = "adhoc"
+    job_id: str = "adhoc"
+    timeout_s: float = 300.0
+
+
 class Decision(Base):
     """Body of pas.gateway.approve / pas.gateway.reject."""
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from pas.bench import report, run
-from pas.bench.stats import Figure, Summary, percentile, ratio
+from benchmarks import report, run
+from benchmarks.stats import Figure, Summary, percentile, ratio
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +95,7 @@ async def test_quick_floors_and_reports(tmp_path) -> None:
     table = report.render_table(ctx.figures)
     for name in by_name:
         assert name in table
-    machine = report.machine_info("python -m pas.bench --quick")
+    machine = report.machine_info("python -m benchmarks --quick")
     assert machine["cpu_count"] >= 1 and machine["nats_server"].startswith("v")
     out = report.write_json(tmp_path / "b.json", ctx.figures, machine, details=ctx.details)
     data = json.loads(out.read_text())
@@ -103,3 +107,14 @@ async def test_quick_floors_and_reports(tmp_path) -> None:
     md = report.write_markdown(tmp_path / "BENCHMARKS.md", ctx.figures, machine, notes_path=notes).read_text()
     assert "| core_chain.p50 |" in md and "## Machine" in md and "the finding" in md
     assert md.count("What limits each figure") == 1
+
+
+def test_pas_bench_without_the_checkout_says_so(tmp_path: Path) -> None:
+    """An installation without benchmarks/ beside the package (a wheel): a clear message, exit 2."""
+    import pas
+
+    shutil.copytree(Path(pas.__file__).parent, tmp_path / "pas", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "pas", "bench", "--quick"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert "benchmarks/ of a PAS checkout" in proc.stderr and "python -m benchmarks" in proc.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from pas.bench.run import Sizes
+from benchmarks.run import Sizes
 
-pytestmark = pytest.mark.slow
+# the quick run takes minutes: at default settings a killed programmer's task alone waits out the ack deadline
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = Sizes.for_mode(True)
@@ -25,7 +27,7 @@ QUICK = Sizes.for_mode(True)
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "quick.json"
     proc = subprocess.run([sys.executable, "-m", "pas", "bench", "--quick", "--json", str(out)],
-                          cwd=str(ROOT), capture_output=True, text=True, timeout=240)
+                          cwd=str(ROOT), capture_output=True, text=True, timeout=880)
     # 0: every target met, 1: some target missed (a measurement, not a test failure), 2: a producer broke
     assert proc.returncode in (0, 1), f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     assert out.is_file(), proc.stderr[-3000:]
@@ -49,15 +51,18 @@ def test_no_producer_failed_and_table_printed(quick_report: dict[str, Any]) -> N
     assert quick_report["machine"]["mode"] == "quick"
     assert quick_report["machine"]["command"].startswith("pas bench --quick")
     out = quick_report["_stdout"]
-    for name in ("core_chain.p50", "pas.latency.p50", "pas.throughput.tasks_per_s", "pas.comms.replay_per_s"):
+    for name in ("core_chain.p50", "pas.latency.p50", "pas.latency_up.p50", "pas.throughput.tasks_per_s",
+                 "pas.throughput_1lane.tasks_per_s", "pas.comms.replay_per_s", "pas.cli.agents_s"):
         assert name in out
 
 
 def test_every_figure_present_with_target_and_verdict(quick_report: dict[str, Any]) -> None:
     by = figs(quick_report)
-    targeted = ["pas.latency.p50", "pas.throughput.tasks_per_s", "pas.parallel.efficiency",
-                "pas.failover.kill_to_done_s", "pas.failover.kill_to_alert_s", "pas.footprint.rss_mb",
-                "pas.footprint.startup_s", "pas.comms.replay_per_s"]
+    targeted = ["pas.latency.p50", "pas.latency_up.p50", "pas.throughput.tasks_per_s",
+                "pas.throughput_1lane.tasks_per_s", "pas.parallel.efficiency", "pas.failover.kill_to_done_s",
+                "pas.failover.kill_to_alert_s", "pas.failover_default.kill_to_running_s", "pas.footprint.rss_mb",
+                "pas.footprint.startup_s", "pas.comms.replay_per_s", "pas.cli.agents_s", "pas.cli.status_s",
+                "pas.cli.runs_s"]
     for name in targeted:
         assert name in by, sorted(by)
         f = by[name]
@@ -70,6 +75,8 @@ def test_every_figure_present_with_target_and_verdict(quick_report: dict[str, An
 def test_floors_of_the_same_run_are_referenced(quick_report: dict[str, Any]) -> None:
     by = figs(quick_report)
     for name, floor in (("pas.latency.p50", "js_chain.p50"), ("pas.latency.p99", "js_chain.p99"),
+                        ("pas.latency_up.p50", "js_chain.p50"), ("pas.latency_up.p50.vs_core", "core_chain.p50"),
+                        ("pas.throughput_1lane.tasks_per_s", "workqueue_raw.tasks_per_s"),
                         ("pas.latency.p50.vs_core", "core_chain.p50"), ("pas.latency.p50.vs_http", "http_chain.p50"),
                         ("pas.throughput.tasks_per_s", "workqueue_raw.tasks_per_s")):
         f = by[name]
@@ -87,6 +94,44 @@ def test_latency_counts_and_order(quick_report: dict[str, Any]) -> None:
     assert s["n"] == QUICK.latency_n and 0 < s["min"] <= s["p50"] <= s["p99"] <= s["max"]
     stages = [label for label, _ in d["stages_ms_median"]]
     assert stages[-1] == "status:completed" and "task:running" in stages and "done.plan:completed" in stages
+
+
+def test_latency_of_pas_up_as_a_process(quick_report: dict[str, Any]) -> None:
+    d = quick_report["details"]["pas.latency_up"]
+    assert d["n"] == QUICK.latency_n and d["errors"] == 0 and d["http_adapter"] is True
+    s = d["latency_s"]
+    assert s["n"] == QUICK.latency_n and 0 < s["min"] <= s["p50"] <= s["p99"] <= s["max"]
+    assert d["pas_up_cpu"]["nats_server_cpu_s"] > 0  # the meter read the `pas up` process, not this one
+
+
+def test_throughput_one_job_one_lane(quick_report: dict[str, Any]) -> None:
+    d = quick_report["details"]["pas.throughput_1lane"]
+    assert d["tasks"] == QUICK.tp1_tasks == d["completed"] and d["tasks_per_job"] == [QUICK.tp1_tasks]
+    assert d["run_statuses"] == ["completed"] and not d["hung_runs"]
+    assert sum(d["per_programmer"].values()) == QUICK.tp1_tasks
+    f = figs(quick_report)["pas.throughput_1lane.tasks_per_s"]
+    assert f["value"] == pytest.approx(d["tasks"] / d["elapsed_s"])
+
+
+def test_failover_at_default_settings(quick_report: dict[str, Any]) -> None:
+    d = quick_report["details"]["pas.failover_default"]
+    assert d["settings"] == "defaults" and len(d["trials"]) == QUICK.failover_default_trials
+    for t in d["trials"]:
+        assert t["status"] == "completed" and t["taken_by"].startswith("prog-") and t["taken_by"] != "prog-001"
+        assert 0 < t["kill_to_redelivered_s"] <= t["kill_to_done_s"] and t["kill_to_alert_s"] > 0
+    f = figs(quick_report)["pas.failover_default.kill_to_running_s"]
+    assert f["value"] == max(t["kill_to_redelivered_s"] for t in d["trials"])
+
+
+def test_cli_commands_against_the_bare_script(quick_report: dict[str, Any]) -> None:
+    d = quick_report["details"]["pas.cli"]
+    by = figs(quick_report)
+    assert sorted(d["seconds"]) == ["agents", "runs", "status"]
+    for name, t in d["seconds"].items():
+        assert len(t["pas"]) == len(t["floor"]) == QUICK.cli_n and all(x > 0 for x in t["pas"] + t["floor"])
+        f = by[f"pas.cli.{name}_s"]
+        assert f["value"] == statistics.median(t["pas"]) and f["floor_value"] == statistics.median(t["floor"])
+        assert f["ratio"] == pytest.approx(f["value"] / f["floor_value"])
 
 
 def test_throughput_every_task_completed_once(quick_report: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ from pas.config import PasConfig
 from pas.errors import PasError
 from pas.http import models as M
 from pas.http.adapter import port_plan, start_adapter
-from pas.roles.programmer import ExecuteRequest
 from pas import wire
 from pas.server import EmbeddedServer
 from pas.stack import Stack
@@ -361,7 +360,7 @@ async def test_openapi_per_port(http: Http) -> None:
 
 def test_http_models_mirror_the_wire_types() -> None:
     pairs = [(M.TaskIn, wire.TaskSpec), (M.BudgetIn, wire.Budget), (M.JobSubmitIn, wire.JobSubmit),
-             (M.JobCardIn, wire.JobCard), (M.ExecuteIn, ExecuteRequest)]
+             (M.JobCardIn, wire.JobCard), (M.ExecuteIn, wire.ExecuteRequest)]
     for model, struct in pairs:
         wire_fields = {f.name for f in msgspec.structs.fields(struct)}
         assert set(model.model_fields) - {"task"} == wire_fields, model.__name__
@@ -371,7 +370,7 @@ def test_http_models_mirror_the_wire_types() -> None:
     pd = M.PrimeDirectivesIn(title="t", description="d", repo_root="/r", budget_cost_usd_max=1)
     assert wire.decode(json.dumps(pd.to_wire()).encode(), wire.JobSubmit).repo == "/r"
     ex = M.ExecuteIn(task="do", timeout_s=20)
-    assert wire.decode(json.dumps(ex.to_wire()).encode(), ExecuteRequest).instruction == "do"
+    assert wire.decode(json.dumps(ex.to_wire()).encode(), wire.ExecuteRequest).instruction == "do"
 
 
 # ---- the HMI's JSON API and live events ------------------------------------------------------

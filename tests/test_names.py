@@ -3,8 +3,7 @@ pas/subjects.py (which builds and parses them all, and which subjects.md documen
 
 A walk over the syntax tree of every module: every string constant, including the constant parts of
 f-strings, is checked. Exempt: docstrings (and other bare string statements, which are documentation)
-and the name given to logging.getLogger (a logger, not a subject). pas/bench is the benchmark harness,
-which measures raw NATS on its own subjects and is moving out of the package."""
+and the name given to logging.getLogger (a logger, not a subject)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from pas import subjects as S
 
 PAS = Path(S.__file__).parent
 EXCLUDED = {PAS / "subjects.py"}
-EXCLUDED_DIRS = {PAS / "bench"}
 
 _heads = "|".join(map(re.escape, S.HEADS))
 _assets = [S.STREAM_COMMS, S.STREAM_WORK, S.STREAM_EVENTS, S.STREAM_RECORDINGS,
@@ -52,8 +50,7 @@ def offenders(path: Path) -> list[str]:
 
 
 def modules() -> list[Path]:
-    return sorted(p for p in PAS.rglob("*.py")
-                  if p not in EXCLUDED and not any(d in p.parents for d in EXCLUDED_DIRS))
+    return sorted(p for p in PAS.rglob("*.py") if p not in EXCLUDED)
 
 
 def test_no_subject_literal_outside_subjects_py() -> None:

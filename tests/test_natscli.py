@@ -313,7 +313,7 @@ async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
     """The three `nats bench` floors on a server of their own: figures from the CLI's CSV, its streams gone."""
     import nats
 
-    from pas.bench import natsbench, run
+    from benchmarks import natsbench, run
     from pas.server import EmbeddedServer
     from tests.natscli_support import natscli
 

@@ -47,10 +47,10 @@ async def test_killed_programmer_task_is_redelivered(nats_server: Any, client: A
         await wait_for(running_on_001, 20)
         busy.kill()
         # another programmer, in this process, takes the task after the ack deadline
-        from pas.agent import Agent
+        from pas.roles import new_agent
         from pas.comms import CommsLog
 
-        other = Agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
         await other.start()
         try:
             final = await client.wait("fo1", timeout_s=60)
@@ -106,10 +106,10 @@ async def test_task_fails_after_max_attempts(nats_server: Any, client: Any, pas_
 
         await wait_for(running, 20)
         busy.kill()
-        from pas.agent import Agent
+        from pas.roles import new_agent
         from pas.comms import CommsLog
 
-        other = Agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
         await other.start()
         try:
             final = await client.wait("ma1", timeout_s=60)

@@ -19,7 +19,7 @@ import pytest
 from pas import comms
 from pas import repoenv
 from pas.aider import run_aider
-from pas.commands import result_table
+from pas.cliutil import result_table
 from pas.errors import BadRequest
 from pas.stack import Stack
 from tests.conftest import make_cfg

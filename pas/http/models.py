@@ -160,7 +160,7 @@ class DecisionIn(In):
 
 
 class ExecuteIn(In):
-    """Programmer POST /execute (pas.roles.programmer.ExecuteRequest); legacy `task` = instruction."""
+    """Programmer POST /execute (pas.wire.ExecuteRequest); legacy `task` = instruction."""
 
     instruction: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     task: str | None = Field(None, min_length=1, max_length=MAX_TEXT, description="legacy name of instruction")

@@ -20,7 +20,7 @@ from pas import subjects as S
 from pas import wire
 from pas.client import PasClient
 from pas.errors import BadRequest, NotFound, PasError
-from pas.executors import git
+from pas.programs import git
 from pas.http.backend import Backend
 from pas.mcp.watch import OnEvent, RunWatch
 
@@ -137,7 +137,7 @@ def parse(args: dict[str, Any], typ: type[Any]) -> Any:
 
 
 def parse_since(text: str | None) -> datetime | None:
-    from pas.cli import parse_since as cli_parse
+    from pas.cliutil import parse_since as cli_parse
 
     try:
         return cli_parse(text)

@@ -10,7 +10,7 @@ from pathlib import Path
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas.client import PasClient
-from pas.commands import open_bus, open_client, open_nc
+from pas.cliutil import open_bus, open_client, open_nc
 from pas.config import PasConfig
 from pas.errors import BadRequest, NotFound, PasError
 

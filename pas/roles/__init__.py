@@ -1,7 +1,14 @@
-"""Role behaviour, one module per role. An agent's `role` in configs/agents.yaml picks the class."""
+"""Role behaviour, one module per role. An agent's `role` in configs/agents.yaml picks the class.
+
+pas.agent (the runtime) imports no role: new_agent() hands it the class, so the imports go one way.
+"""
 
 from __future__ import annotations
 
+from pas.agent import Agent, Role
+from pas.bus import Bus
+from pas.comms import CommsLog
+from pas.config import AgentConfig
 from pas.roles.architect import ArchitectRole
 from pas.roles.director import DirectorRole
 from pas.roles.gateway import GatewayRole
@@ -10,7 +17,7 @@ from pas.roles.monitor import MonitorRole
 from pas.roles.programmer import ProgrammerRole
 from pas.roles.root import RootRole
 
-ROLE_CLASSES = {
+ROLE_CLASSES: dict[str, type[Role]] = {
     "gateway": GatewayRole,
     "root": RootRole,
     "architect": ArchitectRole,
@@ -19,3 +26,8 @@ ROLE_CLASSES = {
     "prog": ProgrammerRole,
     "monitor": MonitorRole,
 }
+
+
+def new_agent(bus: Bus, cfg: AgentConfig, comms: CommsLog) -> Agent:
+    """The agent `cfg` describes, with the behaviour of its role."""
+    return Agent(bus, cfg, comms, ROLE_CLASSES[cfg.role])

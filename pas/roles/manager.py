@@ -10,7 +10,7 @@ from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
-from pas.agent import EndpointSpec, Role, StatusRef, WorkSpec
+from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.planner import plan_manager
 from pas.errors import BadRequest, NotFound
 from pas.service import Call
@@ -177,7 +177,7 @@ class ManagerRole(Role):
         await R.emit(self.bus, S.done_job(ev.run_id, self.lane, job.job_id), jev,
                      msg_id=f"{ev.run_id}:done:job:{job.job_id}")
 
-    async def status(self, ref: StatusRef):  # type: ignore[no-untyped-def]
+    async def status(self, ref: wire.StatusRef):  # type: ignore[no-untyped-def]
         run_id, _, job_id = (ref.id or "").partition(":")
         got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) if job_id else None
         if got is None:

@@ -36,21 +36,6 @@ async def _none() -> None:
     return None
 
 
-class ExecuteRequest(wire.Base):
-    """Body of pas.prog.execute / pas.prog.<id>.execute: run one task now and reply with the result."""
-
-    instruction: str
-    executor: wire.Executor | None = None
-    command: str | None = None
-    files: list[str] = []
-    acceptance: str | None = None
-    repo: str | None = None
-    env: str | None = None
-    run_id: str = "adhoc"
-    job_id: str = "adhoc"
-    timeout_s: float = 300.0
-
-
 class ProgrammerRole(Role):
     description = "PAS Programmer: runs atomic tasks in its own workspace"
 
@@ -67,8 +52,9 @@ class ProgrammerRole(Role):
 
     def endpoints(self) -> list[EndpointSpec]:
         return [
-            EndpointSpec("execute", S.agent_endpoint("prog", self.me.id, "execute"), self.execute, ExecuteRequest),
-            EndpointSpec("pool_execute", S.PROG_EXECUTE, self.execute, ExecuteRequest, queue_group="prog"),
+            EndpointSpec("execute", S.agent_endpoint("prog", self.me.id, "execute"), self.execute,
+                         wire.ExecuteRequest),
+            EndpointSpec("pool_execute", S.PROG_EXECUTE, self.execute, wire.ExecuteRequest, queue_group="prog"),
         ]
 
     def work(self) -> list[WorkSpec]:
@@ -244,7 +230,7 @@ class ProgrammerRole(Role):
         from pas.edit_loop import run_llm_edit
         from pas.usage import BUDGET_EXCEEDED
 
-        llm = self.bus.llm
+        llm = self.bus.router()
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
 
         async def acceptance(command: str, workdir: Path) -> tuple[int, str]:
@@ -273,10 +259,10 @@ class ProgrammerRole(Role):
     async def _aider(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
         from pas.aider import run_aider
 
-        budget = await self.bus.llm.task_budget(work.run_id)
+        budget = await self.bus.router().task_budget(work.run_id)
         if budget.exceeded:
             return ExecResult(status="budget_exceeded", error="budget exceeded: no further LLM calls for this run")
-        prof = self.bus.llm.profiles[self.agent.model]
+        prof = self.bus.router().profiles[self.agent.model or ""]
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
                               instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s,
@@ -286,7 +272,7 @@ class ProgrammerRole(Role):
                           error=res.error or "", tokens=0, cost_usd=None)
 
     # ---- direct execution (legacy POST /execute) ----------------------------------------------
-    async def execute(self, req: ExecuteRequest, call: Call) -> dict[str, Any]:
+    async def execute(self, req: wire.ExecuteRequest, call: Call) -> dict[str, Any]:
         spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
                              files=req.files, acceptance=req.acceptance)
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",

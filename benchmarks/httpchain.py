@@ -1,6 +1,6 @@
 """The HTTP floor: one hop of a FastAPI/uvicorn/httpx request chain, and a launcher for N hops.
 
-Each hop is its own process (`python -m pas.bench.httpchain --port P [--next URL]`), so the
+Each hop is its own process (`python -m benchmarks.httpchain --port P [--next URL]`), so the
 chain reflects N services rather than one event loop. POST /hop forwards the body to --next
 (httpx, keep-alive) and returns the downstream reply; the last hop echoes the body.
 
@@ -21,14 +21,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response  # module level: FastAPI resolves the annotations here
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- the child: one hop ------------------------------------------------------------------
@@ -88,7 +89,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pas.bench.httpchain", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.httpchain", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="port to listen on (ignored with --fd)")
     ap.add_argument("--fd", type=int, default=None, help="an inherited listening socket to serve on")
@@ -134,11 +135,11 @@ class HttpChain:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
             self._tmp = tempfile.TemporaryDirectory(prefix="pas-httpchain-")
             for i, s in enumerate(socks):
-                cmd = [sys.executable, "-m", "pas.bench.httpchain", "--host", self.host,
+                cmd = [sys.executable, "-m", "benchmarks.httpchain", "--host", self.host,
                        "--port", str(self.ports[i]), "--fd", str(s.fileno()), "--watch-stdin"]
                 if i + 1 < self.hops:
                     cmd += ["--next", self.hop_url(i + 1)]
-                log = open(Path(self._tmp.name) / f"hop{i + 1}.log", "wb")
+                log = open(Path(self._tmp.name) / f"hop{i + 1}.log", "wb")  # noqa: SIM115 - closed in stop()
                 self._logs.append(log)
                 self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log,
                                                    pass_fds=(s.fileno(),), env=env, cwd=str(REPO_ROOT)))
@@ -205,7 +206,7 @@ class HttpChain:
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
 
-    async def __aenter__(self) -> "HttpChain":
+    async def __aenter__(self) -> HttpChain:
         try:
             await self.start()
         except BaseException:

@@ -1,7 +1,11 @@
-"""`pas bench [--quick] [--json FILE] [--markdown FILE]`: the floors, then every PAS figure.
+"""`pas bench` / `python -m benchmarks` [--quick] [--json FILE] [--markdown FILE]: the floors, then every
+PAS figure.
 
 Prints the table; --json writes the figures, machine and details; --markdown regenerates a
-BENCHMARKS.md-style report (with benchmarks/NOTES.md). Nothing is written unless asked.
+BENCHMARKS.md-style report (with benchmarks/NOTES.md). Nothing is written unless asked. The full
+regeneration of the committed report, from the checkout's root:
+
+    pas bench --json benchmarks/full.json --markdown BENCHMARKS.md
 
 Exit status: 0 every target met, 1 some target missed, 2 a producer failed to run.
 """
@@ -16,11 +20,29 @@ import sys
 import time
 from typing import Any
 
-from pas.bench import report, run
+from benchmarks import report, run
+
+
+def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="PAS benchmarks: transport floors and PAS figures against them")
+    add_arguments(ap)
+    ap.add_argument("--with", dest="modules", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers extra producers); repeatable")
+    ap.add_argument("--floors-only", action="store_true", help="skip the PAS figures")
+    ap.add_argument("--notes", metavar="FILE", default=None,
+                    help="notes for the markdown report (default: benchmarks/NOTES.md)")
+    return ap
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options `pas bench` has too (pas.cli declares the same three without importing this)."""
+    ap.add_argument("--quick", action="store_true", help="a reduced run (a few minutes)")
+    ap.add_argument("--json", help="write figures to this JSON file")
+    ap.add_argument("--markdown", help="regenerate this markdown report (e.g. BENCHMARKS.md)")
 
 
 def command_line(args: argparse.Namespace) -> str:
-    parts = ["pas bench"]
+    parts = [getattr(args, "prog", "pas bench")]
     if getattr(args, "quick", False):
         parts.append("--quick")
     if getattr(args, "json", None):
@@ -46,7 +68,8 @@ def _loadavg() -> str:
 def _busy_s() -> float:
     """CPU seconds (all CPUs, non-idle) the whole machine has used since boot."""
     try:
-        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
         return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
     except (OSError, ValueError, IndexError):
         return float("nan")
@@ -61,27 +84,35 @@ def _ours_s() -> float:
 
 
 def _commit() -> str:
-    """The measured runtime: short commit, "+modified" when files under pas/ (not pas/bench) differ."""
+    """The measured runtime: short commit, "+modified" when files under pas/ differ from it."""
     import subprocess
 
     root = report.REPO_ROOT
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pas", ":(exclude)pas/bench"], cwd=root, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pas"], cwd=root, capture_output=True,
                                text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + ("+modified" if dirty else "")
 
 
-def main(args: argparse.Namespace) -> int:
-    for mod in run.DEFAULT_PRODUCER_MODULES:
+def main(argv: list[str] | None = None) -> int:
+    """python -m benchmarks ..."""
+    args = build_parser().parse_args(argv)
+    args.prog = "python -m benchmarks"
+    return run_bench(args)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Measure, print, write what was asked; `pas bench` calls this with its parsed arguments."""
+    for mod in (*run.DEFAULT_PRODUCER_MODULES, *getattr(args, "modules", [])):
         importlib.import_module(mod)
     quick = bool(getattr(args, "quick", False))
     load0, commit = _loadavg(), _commit()
     busy0, ours0, t0 = _busy_s(), _ours_s(), time.monotonic()
-    ctx = asyncio.run(run.run_all(quick))
+    ctx = asyncio.run(run.run_all(quick, producers=[] if getattr(args, "floors_only", False) else None))
     other = (_busy_s() - busy0) - (_ours_s() - ours0)
     wall = time.monotonic() - t0
     machine = report.machine_info(command_line(args))
@@ -89,12 +120,14 @@ def main(args: argparse.Namespace) -> int:
     machine["pas_commit"] = commit
     machine["loadavg_1m"] = f"{load0} before, {_loadavg()} after"
     # CPU used meanwhile by processes that are not this benchmark: how disturbed the run was
-    machine["other_processes_cpu"] = f"{max(other, 0.0):.1f} CPU-s in {wall:.0f} s ({max(other, 0.0) / wall:.0%} of one CPU)"
+    other = max(other, 0.0)
+    machine["other_processes_cpu"] = f"{other:.1f} CPU-s in {wall:.0f} s ({other / wall:.0%} of one CPU)"
     print(report.render_table(ctx.figures), flush=True)
     if getattr(args, "json", None):
         p = report.write_json(args.json, ctx.figures, machine, details=ctx.details)
         print(f"pas bench: wrote {p}", file=sys.stderr)
     if getattr(args, "markdown", None):
-        p = report.write_markdown(args.markdown, ctx.figures, machine)
+        notes = getattr(args, "notes", None) or report.DEFAULT_NOTES
+        p = report.write_markdown(args.markdown, ctx.figures, machine, notes_path=notes)
         print(f"pas bench: wrote {p}", file=sys.stderr)
     return exit_code(ctx.figures)

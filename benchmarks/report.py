@@ -9,13 +9,14 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from pas.bench.stats import Figure
+from benchmarks.stats import Figure
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NOTES = REPO_ROOT / "benchmarks" / "NOTES.md"
 NOTES_HEADING = "What limits each figure / profile-driven fixes"
 
@@ -60,8 +61,9 @@ def render_table(figures: Sequence[Figure]) -> str:
     numeric = {1, 4, 5}
     lines = []
     for k, r in enumerate(rows):
-        cells = [(c.rjust(w) if i in numeric and k else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells + [r[-1]]).rstrip())
+        cells = [(c.rjust(w) if i in numeric and k else c.ljust(w))
+                 for i, (c, w) in enumerate(zip(r, widths, strict=False))]
+        lines.append("  ".join([*cells, r[-1]]).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 4)
     return "\n".join(lines)
@@ -108,7 +110,7 @@ def _nats_server_version() -> str:
         out = subprocess.run([find_binary(), "--version"], capture_output=True, text=True, timeout=10)
         text = (out.stdout or out.stderr).strip()
         return text.removeprefix("nats-server:").strip() or "unknown"
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"unknown ({e})"
 
 
@@ -120,7 +122,7 @@ def _version(dist: str) -> str:
 
 
 def _natscli_version() -> str:
-    from pas.bench.natsbench import NATSCLI_VERSION, find_natscli
+    from benchmarks.natsbench import NATSCLI_VERSION, find_natscli
 
     path, why = find_natscli()
     return f"{NATSCLI_VERSION} ({path})" if path else why
@@ -143,7 +145,7 @@ def machine_info(command: str | None = None) -> dict[str, Any]:
         "nats_py": _version("nats-py"),
         "natscli": _natscli_version(),
         "http_stack": f"fastapi {_version('fastapi')}, uvicorn {_version('uvicorn')}, httpx {_version('httpx')}",
-        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "date": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
     }
 
@@ -227,7 +229,7 @@ def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], notes: s
     out = [
         "# PAS benchmarks",
         "",
-        f"Produced by `{m.get('command', 'python -m pas.bench')}` on {m.get('date', '?')}.",
+        f"Produced by `{m.get('command', 'python -m benchmarks')}` on {m.get('date', '?')}.",
         "Floors are the bare transports with no PAS code in the path; every PAS figure names the",
         "floor it is compared with, and ratio = value / floor value (same unit).",
         "",
@@ -272,11 +274,11 @@ def write_markdown(path: str | Path, figures: Sequence[Figure], machine: dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m pas.bench.report RESULTS.json [BENCHMARKS.md]: re-render a saved run (e.g. after
+    """python -m benchmarks.report RESULTS.json [BENCHMARKS.md]: re-render a saved run (e.g. after
     editing benchmarks/NOTES.md) without measuring again; prints the table when no .md is given."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or len(args) > 2:
-        print("usage: python -m pas.bench.report RESULTS.json [OUT.md]", file=sys.stderr)
+        print("usage: python -m benchmarks.report RESULTS.json [OUT.md]", file=sys.stderr)
         return 2
     figures, machine = load_json(args[0])
     if len(args) == 2:

@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pas.bench import floors
-from pas.bench.run import BenchContext, register, register_floor
-from pas.bench.stats import Figure
+from benchmarks import floors
+from benchmarks.run import BenchContext, register, register_floor
+from benchmarks.stats import Figure
 from pas.server import EmbeddedServer
 
 NATSCLI_VERSION = "v0.5.0"
@@ -139,7 +139,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
             proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             await proc.wait()
 
@@ -154,7 +154,7 @@ async def pubsub(nb: NatsBench, monitor: str, n: int) -> tuple[Row, Row]:
         pub = await nb.run("pub", "pub", subject, "--msgs", str(n), "--size", SIZE)
         try:
             await asyncio.wait_for(sub.wait(), TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RuntimeError(f"nats bench sub did not receive all {n} messages (slow consumer?)") from None
         if sub.returncode != 0 or not out.is_file():
             err = (await sub.stderr.read()).decode()[-500:] if sub.stderr else ""
@@ -258,8 +258,10 @@ async def natsbench_compare(ctx: BenchContext) -> list[Figure]:
     pairs = [("core_chain.p50", f"{hops} x natsbench.reqrep.p50", chain, "ms"),
              ("js_chain.p50", f"{hops} x (natsbench.reqrep.p50 + natsbench.js_pub_sync.p50)", chain_js, "ms"),
              ("pas.latency.p50", f"{hops} x (natsbench.reqrep.p50 + natsbench.js_pub_sync.p50)", chain_js, "ms"),
+             ("pas.latency_up.p50", f"{hops} x (natsbench.reqrep.p50 + natsbench.js_pub_sync.p50)", chain_js, "ms"),
              ("workqueue_raw.publish_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "msgs/s"),
-             ("pas.throughput.tasks_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "tasks/s")]
+             ("pas.throughput.tasks_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "tasks/s"),
+             ("pas.throughput_1lane.tasks_per_s", "natsbench.js_pub_async.msgs_per_s", js_async, "tasks/s")]
     for name, floor_name, floor_value, unit in pairs:
         v = ctx.value(name)
         if v is not None:

@@ -6,8 +6,9 @@ Latencies are kept in seconds everywhere; the Figure carries the display unit.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -79,7 +80,7 @@ class Summary:
     mean: float
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> "Summary":
+    def of(cls, values: Iterable[float]) -> Summary:
         v = list(values)
         if not v:
             nan = math.nan
@@ -131,7 +132,7 @@ class Figure:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Figure":
+    def from_dict(cls, d: dict[str, Any]) -> Figure:
         value = d.get("value")
         return cls(
             name=d["name"],

@@ -2,7 +2,7 @@
 
 A producer is `async def producer(ctx: BenchContext) -> list[Figure]`. Register one with
 
-    from pas.bench.run import register
+    from benchmarks.run import register
 
     @register("pas.latency")          # or register(fn), or register(fn, name="...")
     async def pas_latency(ctx):
@@ -17,32 +17,34 @@ Producers run in registration order, after the floors, against one shared Embedd
 how big to go; ctx.details[name] = {...} lands in the JSON report. A producer that raises
 becomes one failed Figure carrying the error; the other producers still run.
 
-Modules that register producers are imported by `python -m pas.bench --with MODULE`, or listed
+Modules that register producers are imported by `python -m benchmarks --with MODULE`, or listed
 in DEFAULT_PRODUCER_MODULES below.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
-import importlib
 import math
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
-from pas.bench import floors
-from pas.bench.stats import Figure, Summary, ms, rate
+from benchmarks import floors
+from benchmarks.stats import Figure, Summary, ms, rate
 from pas.server import EmbeddedServer
 
 # modules imported by main() before running, so their @register calls take effect
-DEFAULT_PRODUCER_MODULES: tuple[str, ...] = ("pas.bench.pas_figures", "pas.bench.natsbench")
+# (one module per figure, in the order they run; natsbench last: it compares against all of them)
+DEFAULT_PRODUCER_MODULES: tuple[str, ...] = tuple(
+    f"benchmarks.{m}" for m in ("fig_latency", "fig_throughput", "fig_parallel", "fig_failover", "fig_footprint",
+                                "fig_comms", "fig_cli", "natsbench"))
 
 
 @dataclass(frozen=True)
@@ -51,29 +53,33 @@ class Sizes:
     chain_n: int = 300
     wq_n: int = 10000
     wq_workers: int = 10
-    # PAS figures (pas.bench.pas_figures)
-    latency_n: int = 300  # sequential 1-task echo jobs
+    # PAS figures (benchmarks/fig_*.py)
+    latency_n: int = 300  # sequential 1-task echo jobs (each start mode)
     latency_warmup: int = 20
     latency_traced: int = 20  # extra jobs traced per stage (pas.run.<run>.>), not in the figure
     tp_tasks: int = 10000  # echo tasks through the pool
     tp_jobs: int = 5  # ... split over this many jobs (runs)
+    tp1_tasks: int = 2000  # echo tasks in one job, one lane
     parallel_tasks: int = 20  # `sleep 1` tasks on the 10 programmers
     failover_trials: int = 3
+    failover_default_trials: int = 3  # at default settings (ack wait, heartbeats)
+    cli_n: int = 10  # calls of each read-only CLI command (and of its bare nats-py script)
     footprint_trials: int = 3
     comms_n: int = 50000  # comms entries written, then replayed
     comms_reads: int = 3
-    # `nats bench` floors (pas.bench.natsbench)
+    # `nats bench` floors (benchmarks.natsbench)
     nb_pubsub_n: int = 400_000  # x 128 B stays under the server's 64 MB pending limit per client: no slow consumer
     nb_reqrep_n: int = 20_000
     nb_js_async_n: int = 100_000
     nb_js_sync_n: int = 10_000
 
     @classmethod
-    def for_mode(cls, quick: bool) -> "Sizes":
+    def for_mode(cls, quick: bool) -> Sizes:
         if not quick:
             return cls()
         return cls(chain_n=30, wq_n=1000, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
-                   failover_trials=1, footprint_trials=1, comms_n=5000, comms_reads=1,
+                   tp1_tasks=1000, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=3,
+                   comms_n=5000, comms_reads=1,
                    nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
 
 
@@ -111,7 +117,7 @@ class BenchContext:
         for srv in reversed(self._servers):
             try:
                 srv.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 srv.kill()
         self._servers.clear()
 
@@ -134,10 +140,9 @@ def register(fn_or_name: Producer | str | None = None, *, name: str | None = Non
     Registering a name again replaces the earlier producer (keeps its position)."""
 
     def add(fn: Producer, pname: str | None) -> Producer:
-        pname = pname or getattr(fn, "__name__", repr(fn))
-        entry = Registered(pname, fn)
+        entry = Registered(pname or str(getattr(fn, "__name__", repr(fn))), fn)
         for i, r in enumerate(PRODUCERS):
-            if r.name == pname:
+            if r.name == entry.name:
                 PRODUCERS[i] = entry
                 return fn
         PRODUCERS.append(entry)
@@ -231,7 +236,7 @@ async def _run_producer(ctx: BenchContext, reg: Registered, log: Callable[[str],
     log(f"[bench] {reg.name} ...")
     try:
         figs = list(await reg.fn(ctx))
-    except Exception as e:  # noqa: BLE001 - one broken producer must not sink the report
+    except Exception as e:
         traceback.print_exc(file=sys.stderr)
         figs = [Figure(name=reg.name, value=math.nan, unit="", target="runs", passed=False,
                        note=f"error: {type(e).__name__}: {e}")]
@@ -265,33 +270,3 @@ async def run_floors(quick: bool) -> list[Figure]:
     """Only the floors, on a server of their own."""
     ctx = await run_all(quick, producers=[], include_floors=True)
     return ctx.figures
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pas.bench import report
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="python -m pas.bench",
-                                 description="PAS benchmarks: transport floors and PAS figures against them")
-    ap.add_argument("--quick", action="store_true", help="small sizes (chains n=30, work queue n=1000)")
-    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    ap.add_argument("--markdown", metavar="FILE", help="also write a BENCHMARKS.md-style report")
-    ap.add_argument("--with", dest="modules", action="append", default=[], metavar="MODULE",
-                    help="import MODULE first (it registers extra producers); repeatable")
-    ap.add_argument("--floors-only", action="store_true", help="skip the registered extra producers")
-    ap.add_argument("--notes", metavar="FILE", default=None,
-                    help="notes for the markdown report (default: benchmarks/NOTES.md)")
-    args = ap.parse_args(argv)
-
-    for mod in (*DEFAULT_PRODUCER_MODULES, *args.modules):
-        importlib.import_module(mod)
-    command = " ".join(["python -m pas.bench", *argv])
-    ctx = asyncio.run(run_all(args.quick, producers=[] if args.floors_only else None))
-    machine = report.machine_info(command)
-    print(report.render_table(ctx.figures))
-    if args.json:
-        report.write_json(args.json, ctx.figures, machine, details=ctx.details)
-    if args.markdown:
-        notes = Path(args.notes) if args.notes else report.DEFAULT_NOTES
-        report.write_markdown(args.markdown, ctx.figures, machine, notes_path=notes)
-    return 1 if any(f.passed is False for f in ctx.figures) else 0

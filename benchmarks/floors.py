@@ -1,7 +1,7 @@
 """Benchmark floors: what the bare transports cost, with no PAS code in the path.
 
 Each function takes the URL of a running nats-server (the caller starts an EmbeddedServer) and
-returns raw measurements (seconds, counts); pas.bench.run turns them into Figures. Every
+returns raw measurements (seconds, counts); benchmarks.run turns them into Figures. Every
 function removes the subscriptions, streams and consumers it created, whatever happens.
 
 - core_chain:    a 6-hop core-NATS request chain (A1 -> ... -> A6, each hop replies after the
@@ -24,15 +24,15 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from pas.bench.httpchain import HttpChain
+from benchmarks.httpchain import HttpChain
 
 REQUEST_TIMEOUT_S = 10.0
 DEFAULT_WARMUP = 20
@@ -116,7 +116,7 @@ async def _nats_chain(url: str, kind: str, hops: int, n: int, warmup: int, paylo
                         else:
                             reply = await nc.request(nxt, msg.data, timeout=REQUEST_TIMEOUT_S)
                             await msg.respond(reply.data)
-                    except Exception as e:  # noqa: BLE001 - reported to the caller as an error reply
+                    except Exception as e:
                         await msg.respond(b"ERR " + type(e).__name__.encode())
 
                 return handler
@@ -134,7 +134,7 @@ async def _nats_chain(url: str, kind: str, hops: int, n: int, warmup: int, paylo
             try:
                 reply = await driver.request(subjects[0], payload, timeout=REQUEST_TIMEOUT_S * hops)
                 ok = reply.data == payload
-            except Exception:  # noqa: BLE001
+            except Exception:
                 ok = False
             dt = time.perf_counter() - t0
             if j >= warmup:
@@ -322,7 +322,7 @@ async def workqueue_raw(url: str, n: int = 10000, workers: int = 10, *, batch: i
     finally:
         stop.set()
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=5.0)
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,132 @@
+"""What the `pas` command modules share (pas.commands, pas.demo, pas.replay.commands, pas.mcp.tools):
+the client connection, --since parsing, stop signals, and showing a run in a terminal.
+
+It imports nothing of the CLI (pas.cli parses arguments and imports pas.commands; nothing imports
+pas.cli back), and only light modules at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pas.subjects import parse_run
+
+if TYPE_CHECKING:
+    from pas.bus import Bus
+    from pas.client import PasClient
+    from pas.config import PasConfig
+
+
+def client_url(cfg: PasConfig) -> str:
+    n = cfg.settings.nats
+    return n.url or f"nats://{n.host}:{n.port if n.port > 0 else 4222}"
+
+
+async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
+    """A client connection as this PAS NATS user (its credentials from the creds dir, if any)."""
+    from pas import auth
+    from pas.client import PasClient
+
+    n = cfg.settings.nats
+    return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s,
+                                   creds=auth.user_creds(cfg, user))
+
+
+async def open_nc(cfg: PasConfig, user: str = "client") -> Any:
+    """A bare NATS connection as this PAS NATS user (pas agents, pas log, pas replay read streams and KV)."""
+    from pas import auth
+    from pas.connection import connect
+
+    return await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
+                         **auth.connect_kw(auth.user_creds(cfg, user)))
+
+
+async def open_bus(cfg: PasConfig, user: str = "client") -> Bus:
+    """A pas.bus.Bus as this PAS NATS user that provisions nothing (pas rerun, pas diff)."""
+    from pas import auth
+    from pas.bus import Bus
+
+    cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
+    return await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
+                          **auth.connect_kw(auth.user_creds(cfg, user)))
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+def wire_run_id() -> str:
+    from pas.roles.gateway import new_run_id
+
+    return new_run_id()
+
+
+async def follow_run(client: PasClient, run_id: str, timeout_s: float, out: Any = sys.stdout) -> dict[str, Any]:
+    """Print live progress per lane and task until the run ends; return the final status."""
+    t0 = time.monotonic()
+
+    async def printer() -> None:
+        async for subject, body in client.events(run_id):
+            ev = parse_run(subject)
+            kind = ev.kind if ev else "?"
+            if kind == "task":
+                print(f"  [{time.monotonic() - t0:6.2f}s] task {body.get('task_id'):<14} {body.get('status'):<10} "
+                      f"{body.get('programmer') or '':<9} {body.get('lane')}", file=out, flush=True)
+            elif kind in ("lane", "status"):
+                what = f"lane {body.get('lane')}" if kind == "lane" else "run"
+                print(f"  [{time.monotonic() - t0:6.2f}s] {what:<19} {body.get('status')}", file=out, flush=True)
+
+    task = asyncio.ensure_future(printer())
+    try:
+        return await client.wait(run_id, timeout_s=timeout_s)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def result_table(st: dict[str, Any]) -> str:
+    lines = [f"run {st['run_id']} {st['status'].upper()}  ({st['title']})",
+             f"{'TASK':<16}{'LANE':<11}{'STATUS':<11}{'EXIT':>5} {'TRIES':>5}  {'PROGRAMMER':<11}{'SECS':>6}  COMMAND"]
+    for t in st["tasks"]:
+        secs = "-"
+        if t.get("started_at") and t.get("finished_at"):
+            d = datetime.fromisoformat(t["finished_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
+                t["started_at"].replace("Z", "+00:00"))
+            secs = f"{d.total_seconds():.2f}"
+        code = "-" if t.get("exit_code") is None else str(t["exit_code"])
+        lines.append(f"{t['task_id']:<16}{t['lane']:<11}{t['status']:<11}{code:>5} {t['attempts']:>5}  "
+                     f"{t.get('programmer') or '-':<11}{secs:>6}  {t.get('command') or t['instruction'][:40]}")
+        if t["status"] != "completed" and (t.get("error") or t.get("output")):
+            lines.append(f"{'':16}-> {(t.get('error') or '')} {(t.get('output') or '').strip()[-300:]}")
+    envs: dict[str, list[str]] = {}
+    for t in st["tasks"]:
+        if t.get("env"):
+            envs.setdefault(t["env"], []).append(t["task_id"])
+    for env, ids in envs.items():
+        which = "every task" if len(envs) == 1 and len(ids) == len(st["tasks"]) else ", ".join(ids)
+        lines.append(f"environment of {which}: {env}")
+    if st.get("result_branch"):
+        lines.append(f"result: {st['result_branch']} (the completed tasks' branches, merged in task order)")
+    for c in st.get("conflicts") or []:
+        lines.append(f"conflict: {c}")
+    return "\n".join(lines)

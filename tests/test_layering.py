@@ -1,0 +1,266 @@
+"""Layering, checked from the source with the standard library's `ast`:
+
+- no import cycle among the modules of `pas` and `benchmarks`, counting EVERY import statement (at
+  module level and inside functions; only `if TYPE_CHECKING:` blocks are skipped, as they never run);
+- every msgspec Struct that travels on NATS is defined in pas/wire.py: a Struct defined anywhere else
+  in `pas` is listed below with why it is not a wire type, and no other module decodes it or serves
+  it on an endpoint or work queue.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("pas", "benchmarks")
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    is_package: bool
+    tree: ast.Module
+    imports: dict[str, int] = field(default_factory=dict)  # imported module -> first line
+
+
+def _modules(root: Path, packages: tuple[str, ...]) -> dict[str, Module]:
+    mods: dict[str, Module] = {}
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            is_package = parts[-1] == "__init__"
+            if is_package:
+                parts.pop()
+            name = ".".join(parts)
+            mods[name] = Module(name, path, is_package, ast.parse(path.read_text(), str(path)))
+    return mods
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_nodes(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement under node, except the bodies of `if TYPE_CHECKING:`."""
+    out: list[ast.Import | ast.ImportFrom] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for other in child.orelse:
+                out += _import_nodes(other) if not isinstance(other, (ast.Import, ast.ImportFrom)) else [other]
+            continue
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            out.append(child)
+        out += _import_nodes(child)
+    return out
+
+
+def _resolve(name: str, mods: dict[str, Module]) -> str | None:
+    """The module `name` refers to: itself, or its longest prefix that is a module of ours."""
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Module]:
+    """Every module of `packages` under root, with the modules of those packages it imports."""
+    mods = _modules(root, packages)
+    for m in mods.values():
+        for node in _import_nodes(m.tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                if node.level:  # relative: from the package this module is in
+                    base = m.name.split(".") if m.is_package else m.name.split(".")[:-1]
+                    base = base[:len(base) - (node.level - 1)]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                # `from pkg import mod` imports pkg.mod; `from mod import name` imports mod
+                targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in mods else source for a in node.names]
+            for t in targets:
+                if t.split(".")[0] not in packages:
+                    continue
+                dep = _resolve(t, mods)
+                if dep is not None and dep != m.name:
+                    m.imports.setdefault(dep, node.lineno)
+    return mods
+
+
+def find_cycles(mods: dict[str, Module]) -> list[list[str]]:
+    """One cycle (a -> b -> ... -> a) per strongly connected component of more than one module."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    comps: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in mods[v].imports:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(comp)
+
+    for v in sorted(mods):
+        if v not in index:
+            visit(v)
+    cycles = []
+    for comp in comps:  # a shortest way back to the start, inside the component
+        start = min(comp)
+        paths = {start: [start]}
+        todo = [start]
+        cycle: list[str] | None = None
+        while todo and cycle is None:
+            v = todo.pop(0)
+            for w in sorted(mods[v].imports):
+                if w == start:
+                    cycle = paths[v] + [start]
+                    break
+                if w in comp and w not in paths:
+                    paths[w] = paths[v] + [w]
+                    todo.append(w)
+        cycles.append(cycle or sorted(comp))
+    return cycles
+
+
+def describe(cycle: list[str], mods: dict[str, Module]) -> str:
+    hops = [f"{a} (line {mods[a].imports[b]}) -> {b}" for a, b in itertools.pairwise(cycle) if b in mods[a].imports]
+    return " ; ".join(hops) or " -> ".join(cycle)
+
+
+def test_no_import_cycles() -> None:
+    mods = import_graph()
+    assert "pas.agent" in mods and "pas.cli" in mods and "benchmarks" in mods  # the walk found the packages
+    cycles = find_cycles(mods)
+    assert not cycles, "import cycles:\n" + "\n".join(describe(c, mods) for c in cycles)
+
+
+def test_the_checker_sees_imports_inside_functions_and_skips_type_checking(tmp_path: Path) -> None:
+    """The checker itself, on a package written here: a cycle closed by a function-level import is
+    found and named with its line; one that exists only under `if TYPE_CHECKING:` is not."""
+    src = {
+        "__init__": "",
+        "a": "from pkg import b\n",
+        "b": "import os\n\n\ndef f():\n    from pkg.c import g\n    return g\n",
+        "c": "import pkg.a\n\ng = 1\n",
+        "d": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import e\n",
+        "e": "from . import d\n",
+    }
+    (tmp_path / "pkg").mkdir()
+    for name, text in src.items():
+        (tmp_path / "pkg" / f"{name}.py").write_text(text)
+    mods = import_graph(tmp_path, ("pkg",))
+    assert mods["pkg.e"].imports == {"pkg.d": 1} and mods["pkg.d"].imports == {}
+    cycles = find_cycles(mods)
+    assert cycles == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
+    assert describe(cycles[0], mods) == "pkg.a (line 1) -> pkg.b ; pkg.b (line 5) -> pkg.c ; pkg.c (line 1) -> pkg.a"
+
+
+# ---- wire types ------------------------------------------------------------------------------
+# Structs defined outside pas/wire.py, and why none of them is a message on NATS. Each is encoded and
+# decoded only by its home module (checked below).
+NOT_WIRE = {
+    "pas.claims.Claim": "the agent-id claim record in KV, read and written only by pas.claims",
+    "pas.usage.RunUsage": "a run's token/cost counter in KV, read and written only by pas.usage",
+    "pas.recording.Recording": "an LLM call in PAS_RECORDINGS, stored and loaded only by pas.recording",
+    "pas.rerun.RecordedCall": "part of RerunSpec",
+    "pas.rerun.RerunSpec": "a rerun's recorded calls in KV, read and written only by pas.rerun",
+    "pas.rerun.Divergence": "a rerun's divergence report, built and logged only by pas.rerun",
+    "pas.planner.LanePlan": "the JSON a model answers the architect with (validated in pas.planner)",
+    "pas.planner.ArchitectPlan": "the JSON a model answers the architect with (validated in pas.planner)",
+    "pas.planner.JobPlan": "the JSON a model answers a director with (validated in pas.planner)",
+    "pas.planner.DirectorPlan": "the JSON a model answers a director with (validated in pas.planner)",
+    "pas.planner.ManagerPlan": "the JSON a model answers a manager with (validated in pas.planner)",
+    "pas.mcp.tools.Args": "MCP tool arguments (JSON-RPC over stdio/HTTP, not NATS)",
+}
+# calls through which a struct type goes onto or comes off NATS
+WIRE_CALLS = {"EndpointSpec", "WorkSpec", "endpoint", "decode", "kv_get", "kv_values"}
+
+
+def _struct_classes(mods: dict[str, Module]) -> dict[str, str]:
+    """'module.Class' -> module, for every class deriving from a Struct (msgspec's, or wire's bases)."""
+    out: dict[str, str] = {}
+    for m in mods.values():
+        if not m.name.startswith("pas"):
+            continue
+        for node in ast.walk(m.tree):
+            if isinstance(node, ast.ClassDef):
+                bases = {ast.unparse(b) for b in node.bases}
+                if bases & {"Struct", "msgspec.Struct", "wire.Struct", "wire.Base", "Base"}:
+                    out[f"{m.name}.{node.name}"] = m.name
+    return out
+
+
+def _call_name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def test_wire_structs_live_in_wire_py() -> None:
+    mods = import_graph()
+    structs = _struct_classes(mods)
+    outside = {name for name, mod in structs.items() if mod != "pas.wire"}
+    assert "pas.wire.ExecuteRequest" in structs and "pas.wire.StatusRef" in structs and "pas.wire.SetModel" in structs
+    unlisted = sorted(outside - set(NOT_WIRE))
+    assert not unlisted, (f"Structs defined outside pas/wire.py: {unlisted}. A message on NATS belongs in "
+                          "pas/wire.py; anything else goes into NOT_WIRE here with the reason")
+    stale = sorted(set(NOT_WIRE) - outside)
+    assert not stale, f"NOT_WIRE lists structs that no longer exist: {stale}"
+
+    # no module but its home decodes a NOT_WIRE struct, or serves it on an endpoint / work queue
+    short = {name.rpartition(".")[2]: name for name in NOT_WIRE}
+    misuse = []
+    for m in mods.values():
+        for node in ast.walk(m.tree):
+            if not (isinstance(node, ast.Call) and _call_name(node) in WIRE_CALLS):
+                continue
+            for arg in [*node.args, *(k.value for k in node.keywords)]:
+                for sub in ast.walk(arg):
+                    ident = (sub.attr if isinstance(sub, ast.Attribute) else
+                             sub.id if isinstance(sub, ast.Name) else None)
+                    full = short.get(ident or "")
+                    if full and not full.startswith(m.name + "."):
+                        misuse.append(f"{m.path.relative_to(ROOT)}:{node.lineno} {_call_name(node)}(... {ident} ...)")
+    assert not misuse, f"structs that are not wire types used on the wire outside their module: {misuse}"
+
+
+def test_the_cycles_of_issue_11_stay_broken() -> None:
+    """By name: the runtime imports no role, and no module imports the CLI (only `python -m pas`)."""
+    mods = import_graph()
+    assert not [d for d in mods["pas.agent"].imports if d.startswith("pas.roles")]
+    assert "pas.agent" in mods["pas.roles"].imports
+    assert sorted(m.name for m in mods.values() if "pas.cli" in m.imports) == ["pas.__main__"]
+    assert "pas.commands" not in mods["pas.cliutil"].imports
+
+
+def test_the_benchmark_harness_is_split_by_figure() -> None:
+    """The harness lives beside the package, one module per figure, none over ~400 lines."""
+    assert not (ROOT / "pas" / "bench").exists()
+    from benchmarks import run
+
+    figure_modules = [m for m in run.DEFAULT_PRODUCER_MODULES if m.startswith("benchmarks.fig_")]
+    assert len(figure_modules) >= 7 and all((ROOT / (m.replace(".", "/") + ".py")).is_file() for m in figure_modules)
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (ROOT / "benchmarks").glob("*.py")}
+    assert not {name: n for name, n in sizes.items() if n > 400}, sizes
