@@ -47,6 +47,7 @@ from pas.connection import CREDS_HINT as CREDS_HINT
 from pas.connection import AuthRefused as AuthRefused
 from pas.connection import connect as connect
 from pas.connection import split_servers as split_servers
+from pas.errors import Unavailable
 from pas.streams import read_raw
 
 if TYPE_CHECKING:

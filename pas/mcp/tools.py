@@ -20,9 +20,9 @@ from pas import subjects as S
 from pas import wire
 from pas.client import PasClient
 from pas.errors import BadRequest, NotFound, PasError
-from pas.programs import git
 from pas.http.backend import Backend
 from pas.mcp.watch import OnEvent, RunWatch
+from pas.programs import git
 
 DIFF_MAX_CHARS = 200_000
 WAIT_DEFAULT_S = 600.0
