@@ -21,17 +21,21 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pas import subjects as S
 from pas import wire
-from pas.config import TIER_OF_ROLE, PasConfig
+from pas.configdoc import TIER_OF_ROLE
 from pas.errors import PasError
 from pas.redact import register_value
 
 AGENT_USERS = tuple(TIER_OF_ROLE.values())  # gateway root architect director manager programmer monitor
 USERS = ("client", *AGENT_USERS, "adapter", "admin")
 ROLE_OF_USER = {user: role for role, user in TIER_OF_ROLE.items()}
+
+if TYPE_CHECKING:  # the client commands load no pydantic (pas.configdoc)
+    from pas.config import PasConfig
+    from pas.configdoc import ClientConfig
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
 
 
 # ---- credentials ---------------------------------------------------------------------------
-def creds_dir(cfg: PasConfig, data_dir: str | Path | None = None) -> Path:
+def creds_dir(cfg: PasConfig | ClientConfig, data_dir: str | Path | None = None) -> Path:
     """settings.nats.creds_dir (--creds-dir, else $PAS_CREDS_DIR, else pas.yaml), else <data dir>/creds."""
     if cfg.settings.nats.creds_dir:
         return Path(cfg.settings.nats.creds_dir)
@@ -260,7 +264,7 @@ def load_creds(directory: Path) -> dict[str, Creds]:
     return out
 
 
-def user_creds(cfg: PasConfig, user: str, data_dir: str | Path | None = None) -> Creds | None:
+def user_creds(cfg: PasConfig | ClientConfig, user: str, data_dir: str | Path | None = None) -> Creds | None:
     """The credentials `pas` uses as `user`, or None if none are stored (a server without auth)."""
     if cfg.settings.nats.auth == "off":
         return None

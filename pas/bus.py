@@ -42,7 +42,6 @@ from nats.js.kv import KeyValue
 
 from pas import subjects as S
 from pas import wire
-from pas.config import PasConfig
 from pas.connection import CREDS_HINT as CREDS_HINT
 from pas.connection import AuthRefused as AuthRefused
 from pas.connection import connect as connect
@@ -51,6 +50,7 @@ from pas.errors import Unavailable
 from pas.streams import read_raw
 
 if TYPE_CHECKING:
+    from pas.config import PasConfig  # pydantic stays out of the client commands (pas.configdoc)
     from pas.usage import RunLLM  # pas.usage imports this module
 
 log = logging.getLogger("pas.bus")

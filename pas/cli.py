@@ -7,11 +7,20 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pas import subjects as S
 from pas.auth import USERS
-from pas.config import PasConfig, load_config
+from pas.configdoc import ClientConfig, client_config
 from pas.errors import ConfigError, PasError
+
+if TYPE_CHECKING:
+    from pas.config import PasConfig
+
+CLIENT_COMMANDS = frozenset({"agents", "log", "status", "runs", "plan", "submit", "cancel", "approve", "reject",
+                             "model", "creds"})
+"""Commands that only talk to NATS as a client: they read the config's client view (pas.configdoc), so they
+import neither pydantic nor the runtime."""
 
 
 def _common(p: argparse.ArgumentParser, long_set: bool = True) -> None:
@@ -192,9 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load(args: argparse.Namespace) -> PasConfig:
+def load(args: argparse.Namespace) -> PasConfig | ClientConfig:
+    """The config of this command: the client view for CLIENT_COMMANDS, else the whole validated config."""
     overrides = list(getattr(args, "overrides", []) or [])
-    cfg = load_config(getattr(args, "config_dir", None), overrides, getattr(args, "agent_files", None))
+    if args.cmd in CLIENT_COMMANDS:
+        cfg: PasConfig | ClientConfig = client_config(getattr(args, "config_dir", None), overrides,
+                                                      getattr(args, "agent_files", None))
+    else:
+        from pas.config import load_config
+
+        cfg = load_config(getattr(args, "config_dir", None), overrides, getattr(args, "agent_files", None))
     if getattr(args, "nats_url", None):
         cfg.settings.nats.url = args.nats_url
     if getattr(args, "creds_dir", None):

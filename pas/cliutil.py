@@ -20,14 +20,15 @@ if TYPE_CHECKING:
     from pas.bus import Bus
     from pas.client import PasClient
     from pas.config import PasConfig
+    from pas.configdoc import ClientConfig
 
 
-def client_url(cfg: PasConfig) -> str:
+def client_url(cfg: PasConfig | ClientConfig) -> str:
     n = cfg.settings.nats
     return n.url or f"nats://{n.host}:{n.port if n.port > 0 else 4222}"
 
 
-async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
+async def open_client(cfg: PasConfig | ClientConfig, user: str = "client") -> PasClient:
     """A client connection as this PAS NATS user (its credentials from the creds dir, if any)."""
     from pas import auth
     from pas.client import PasClient
@@ -37,7 +38,7 @@ async def open_client(cfg: PasConfig, user: str = "client") -> PasClient:
                                    creds=auth.user_creds(cfg, user))
 
 
-async def open_nc(cfg: PasConfig, user: str = "client") -> Any:
+async def open_nc(cfg: PasConfig | ClientConfig, user: str = "client") -> Any:
     """A bare NATS connection as this PAS NATS user (pas agents, pas log, pas replay read streams and KV)."""
     from pas import auth
     from pas.connection import connect

@@ -9,25 +9,19 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pas import auth, wire
 from pas import comms as comms_mod
 from pas import subjects as S
-from pas.cliutil import (
-    client_url,
-    follow_run,
-    install_stop_signals,
-    open_client,
-    open_nc,
-    parse_since,
-    result_table,
-    wire_run_id,
-)
-from pas.config import PasConfig, find_config_dir
+from pas.cliutil import client_url, follow_run, install_stop_signals, open_client, open_nc, parse_since
+from pas.cliutil import result_table, wire_run_id
+from pas.configdoc import ClientConfig, find_config_dir
 from pas.errors import BadRequest, PasError
 from pas.redact import redact
-from pas.stack import Stack
+
+if TYPE_CHECKING:  # the client commands (pas.cli.CLIENT_COMMANDS) get a ClientConfig and import no pydantic
+    from pas.config import PasConfig
 
 
 def http_available() -> bool:
@@ -39,6 +33,8 @@ def http_available() -> bool:
 
 
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.stack import Stack
+
     if args.nats_port is not None:
         cfg.settings.nats.port = args.nats_port
     if args.data_dir:
@@ -105,7 +101,7 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
     return switched or (a.model if a else None) or "-"
 
 
-async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
     nc = await open_nc(cfg)
     try:
         js = nc.jetstream()
@@ -151,7 +147,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: PasConfig) -> int:
     return 0
 
 
-async def cmd_log(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_log(args: argparse.Namespace, cfg: ClientConfig) -> int:
     nc = await open_nc(cfg)
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
@@ -208,7 +204,7 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
-async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_submit(args: argparse.Namespace, cfg: ClientConfig) -> int:
     job = _job_from_args(args)
     async with await open_client(cfg) as client:
         if args.wait and "run_id" not in job:
@@ -222,14 +218,14 @@ async def cmd_submit(args: argparse.Namespace, cfg: PasConfig) -> int:
         return 0 if st["status"] == "completed" else 1
 
 
-async def cmd_status(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_status(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
         st = await client.status(args.run_id)
     print(json.dumps(st, indent=2) if args.json else result_table(st))
     return 0
 
 
-async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_runs(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
         res = await client.runs(args.limit, args.status)
     if args.json:
@@ -240,7 +236,7 @@ async def cmd_runs(args: argparse.Namespace, cfg: PasConfig) -> int:
     return 0
 
 
-async def cmd_cancel(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_cancel(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
         res = await client.cancel(args.run_id)
     print(f"{res['run_id']} {res['status']}")
@@ -266,28 +262,28 @@ def plan_text(plan: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def cmd_plan(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_plan(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
         plan = await client.plan(args.run_id)
     print(json.dumps(plan, indent=2) if args.json else plan_text(plan))
     return 0
 
 
-async def cmd_approve(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_approve(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
         res = await client.approve(args.run_id, by=args.by, drop=args.drop, reason=args.reason)
     print(f"{res['run_id']} {res['status']}" + (f" (dropped {', '.join(args.drop)})" if args.drop else ""))
     return 0
 
 
-async def cmd_reject(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_reject(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
         res = await client.reject(args.run_id, reason=args.reason, by=args.by)
     print(f"{res['run_id']} {res['status']}")
     return 0
 
 
-async def cmd_model(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_model(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg, "admin") as client:  # models are changed by admin only
         body = {"backup" if args.backup else "primary": args.profile}
         res = await client.request(S.ctl(args.agent, "set_model"), body)
@@ -357,7 +353,7 @@ async def cmd_init(args: argparse.Namespace, cfg: PasConfig | None) -> int:
 
 
 # ---- NATS users ----------------------------------------------------------------------------
-async def cmd_creds(args: argparse.Namespace, cfg: PasConfig) -> int:
+async def cmd_creds(args: argparse.Namespace, cfg: ClientConfig) -> int:
     if args.data_dir:
         cfg.settings.nats.data_dir = args.data_dir
     where = auth.creds_dir(cfg)

@@ -10,36 +10,34 @@ PAS_NATS_URL for the server URL, PAS_CREDS_DIR for the NATS users' credentials.
 Which directory (find_config_dir): --config-dir > $PAS_CONFIG_DIR > ./configs in the working
 directory if it exists > the defaults shipped inside the package (pas/defaults, identical to the
 repository's configs/; `pas init` copies them out for editing).
+
+Reading the files (precedence, overlays, overrides, environment) is pas.configdoc's, which also gives
+the client commands a light view (settings.nats, the agents' names) that needs no pydantic.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pas.configdoc import (
+    CONFIG_FILES,
+    PACKAGED_CONFIG_DIR,
+    TIER_OF_ROLE,
+    ClientNats,
+    Role,
+    find_config_dir,
+    merge_agent_files,
+    read_doc,
+)
 from pas.errors import ConfigError
 from pas.subjects import LANES, ROLES
 
-PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "defaults"
-"""The default configs, shipped in the package (wheel included); configs/ in the source tree is a copy."""
 DEFAULT_CONFIG_DIR = PACKAGED_CONFIG_DIR
-CONFIG_FILES = ("pas.yaml", "models.yaml", "agents.yaml")
-
-Role = Literal["gateway", "root", "architect", "dir", "mgr", "prog", "monitor"]
-TIER_OF_ROLE = {
-    "gateway": "gateway",
-    "root": "root",
-    "architect": "architect",
-    "dir": "director",
-    "mgr": "manager",
-    "prog": "programmer",
-    "monitor": "monitor",
-}
+_N = ClientNats()  # the defaults of the keys the client commands read (pas.configdoc)
 
 
 class Strict(BaseModel):
@@ -47,33 +45,33 @@ class Strict(BaseModel):
 
 
 class NatsConfig(Strict):
-    url: str | None = None
+    url: str | None = _N.url
     """An existing server to use; None starts the embedded nats-server."""
-    host: str = "127.0.0.1"
+    host: str = _N.host
     """Address the embedded server listens on."""
-    port: int = 4222
+    port: int = _N.port
     """Port of the embedded server (-1 picks a free one)."""
-    data_dir: str = ".pas"
+    data_dir: str = _N.data_dir
     """Where the embedded server stores JetStream (relative to the working directory)."""
     sync_interval: str = "2m"
     """JetStream fsync interval. "always" loses nothing on power failure at a throughput cost."""
-    request_timeout_s: float = 5.0
+    request_timeout_s: float = _N.request_timeout_s
     """Timeout of request/reply calls made by the CLI and the HTTP adapter."""
     replicas: int = 1
     """Stream and KV replicas (3 on a cluster)."""
-    connect_timeout_s: float = 30.0
+    connect_timeout_s: float = _N.connect_timeout_s
     """`pas up` and `pas http` wait this long for the server at start-up, then exit non-zero."""
-    client_connect_timeout_s: float = 5.0
+    client_connect_timeout_s: float = _N.client_connect_timeout_s
     """The client commands (submit, status, agents, log, ...) wait this long for the server."""
     js_retry_s: float = 60.0
     """How long a JetStream write (publish, KV put, ack) is retried while the cluster is electing a
     leader or the connection moves to another node, before the handler gives up on it."""
     ping_interval_s: float = 3.0
     """Client pings; a server that misses two is treated as gone and the client moves to another."""
-    auth: Literal["on", "off"] = "on"
+    auth: Literal["on", "off"] = _N.auth
     """Least-privilege NATS users (pas/auth.py): the embedded server requires them and every PAS process
     connects as its role's user. With an external server, credentials are used when found in creds_dir."""
-    creds_dir: str | None = None
+    creds_dir: str | None = _N.creds_dir
     """Where the users' credentials are (one <user>.json each, mode 0600); None: <data_dir>/creds.
     PAS_CREDS_DIR and --creds-dir set it."""
 
@@ -291,28 +289,6 @@ class PasConfig(Strict):
         return out
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
-
-
-def _set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    cur: Any = doc
-    for p in parts[:-1]:
-        if isinstance(cur, list):
-            cur = next((a for a in cur if isinstance(a, dict) and a.get("id") == p), None)
-            if cur is None:
-                raise ConfigError(f"override {key!r}: no agent {p!r}")
-            continue
-        cur = cur.setdefault(p, {})
-    if isinstance(cur, list):
-        raise ConfigError(f"override {key!r}: cannot set a whole agent")
-    cur[parts[-1]] = value
-
-
 def _describe(e: ValidationError, doc: dict[str, Any]) -> str:
     lines = []
     for err in e.errors():
@@ -332,71 +308,11 @@ def _describe(e: ValidationError, doc: dict[str, Any]) -> str:
     return "; ".join(lines)
 
 
-def merge_agent_files(doc: dict[str, Any], files: list[str | Path]) -> None:
-    """Overlay topology files (`pas up --agents FILE`), each shaped like agents.yaml: an entry with
-    a new id is appended; an entry with an existing id changes only the keys it gives."""
-    agents = doc.setdefault("agents", [])
-    for f in files:
-        p = Path(f)
-        if not p.is_file():
-            raise ConfigError(f"agents file {p} does not exist")
-        data = _read_yaml(p)
-        if not isinstance(data, dict) or set(data) != {"agents"} or not isinstance(data["agents"], list):
-            raise ConfigError(f"{p}: expected a single top-level key 'agents' holding a list of agents")
-        by_id = {a.get("id"): a for a in agents if isinstance(a, dict)}
-        for i, entry in enumerate(data["agents"]):
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-                raise ConfigError(f"{p}: agents[{i}]: expected a mapping with an 'id'")
-            if entry["id"] in by_id:
-                by_id[entry["id"]].update(entry)
-            else:
-                agents.append(dict(entry))
-                by_id[entry["id"]] = agents[-1]
-
-
-def find_config_dir(config_dir: str | Path | None = None) -> tuple[Path, str]:
-    """The config directory to use and why: --config-dir, then $PAS_CONFIG_DIR, then ./configs in
-    the working directory if it exists, then the packaged defaults."""
-    if config_dir:
-        return Path(config_dir), "--config-dir"
-    env = os.environ.get("PAS_CONFIG_DIR")
-    if env:
-        return Path(env), "PAS_CONFIG_DIR"
-    local = Path("configs")
-    if local.is_dir():
-        return local.resolve(), "./configs in the working directory"
-    return PACKAGED_CONFIG_DIR, "the defaults shipped with pas"
-
-
 def load_config(config_dir: str | Path | None = None, overrides: list[str] | None = None,
                 agent_files: list[str | Path] | None = None) -> PasConfig:
     """Load {pas,models,agents}.yaml from find_config_dir(config_dir), merge overlay agent files,
     apply `key=value` overrides, validate."""
-    d, _ = find_config_dir(config_dir)
-    if not d.is_dir():
-        raise ConfigError(f"config directory {d} does not exist")
-    doc: dict[str, Any] = {"settings": {}, "models": {}, "agents": []}
-    files = {"pas.yaml": "settings", "models.yaml": "models", "agents.yaml": "agents"}
-    for name, key in files.items():
-        p = d / name
-        if p.exists():
-            data = _read_yaml(p)
-            if not isinstance(data, dict) or set(data) - {key}:
-                unknown = sorted(set(data) - {key}) if isinstance(data, dict) else data
-                raise ConfigError(f"{p}: expected a single top-level key {key!r}, found {unknown!r}")
-            doc[key] = data.get(key) or doc[key]
-    merge_agent_files(doc, list(agent_files or []))
-    for ov in overrides or []:
-        if "=" not in ov:
-            raise ConfigError(f"override {ov!r}: expected key=value")
-        k, v = ov.split("=", 1)
-        _set_dotted(doc, k.strip(), yaml.safe_load(v))
-    env_url = os.environ.get("PAS_NATS_URL")
-    if env_url:
-        doc.setdefault("settings", {}).setdefault("nats", {})["url"] = env_url
-    env_creds = os.environ.get("PAS_CREDS_DIR")
-    if env_creds:
-        doc.setdefault("settings", {}).setdefault("nats", {})["creds_dir"] = env_creds
+    d, doc = read_doc(config_dir, overrides, agent_files)
     try:
         return PasConfig.model_validate(doc)
     except ValidationError as e:

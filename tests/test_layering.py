@@ -182,6 +182,10 @@ def test_the_checker_sees_imports_inside_functions_and_skips_type_checking(tmp_p
 # Structs defined outside pas/wire.py, and why none of them is a message on NATS. Each is encoded and
 # decoded only by its home module (checked below).
 NOT_WIRE = {
+    "pas.configdoc.ClientNats": "the client commands' view of the config files (YAML), never on NATS",
+    "pas.configdoc.ClientSettings": "part of ClientConfig",
+    "pas.configdoc.ClientAgent": "part of ClientConfig",
+    "pas.configdoc.ClientConfig": "the client commands' view of the config files (YAML), never on NATS",
     "pas.claims.Claim": "the agent-id claim record in KV, read and written only by pas.claims",
     "pas.usage.RunUsage": "a run's token/cost counter in KV, read and written only by pas.usage",
     "pas.recording.Recording": "an LLM call in PAS_RECORDINGS, stored and loaded only by pas.recording",

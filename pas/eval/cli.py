@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pas.config import PasConfig
 from pas.errors import PasError
+
+if TYPE_CHECKING:
+    from pas.config import PasConfig
 
 CHEAP_PRICES = (0.15, 0.60)
 """USD per million input/output tokens used for the estimate (gpt-4o-mini's list price)."""
