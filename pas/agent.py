@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, TypeVar
 
+from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.service import EndpointStats, Service
 
-from pas import __version__
-from pas import claims
+from pas import __version__, claims, wire
 from pas import subjects as S
-from pas import wire
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import AgentConfig
 from pas.errors import NotFound, PasError
-from pas.service import Call, WorkLoop, endpoint
+from pas.service import Call, WorkCtx, WorkLoop, decode_body, endpoint
 
-if TYPE_CHECKING:
-    from nats.aio.msg import Msg
+T = TypeVar("T")
 
 log = logging.getLogger("pas.agent")
 
@@ -47,7 +46,8 @@ class WorkSpec:
     stream: str
     durable: str
     typ: type[Any]
-    handler: Callable[[Any, "Msg"], Awaitable[None]]
+    handler: Callable[[Any, WorkCtx], Awaitable[None]]
+    """`async def handler(item: typ, ctx: WorkCtx) -> None`; outcomes are exceptions (pas.service)."""
     concurrency: int
     ack_wait_s: float
     bands: tuple[str, ...] = ()
@@ -63,7 +63,7 @@ class Role:
 
     description = "PAS agent"
 
-    def __init__(self, agent: "Agent") -> None:
+    def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.bus = agent.bus
         self.cfg = agent.bus.cfg
@@ -103,6 +103,7 @@ class Agent:
         self._hb: asyncio.Task[Any] | None = None
         self.role = role_class(self)
         self._errors: dict[str, tuple[int, str]] = {}
+        self._subs: list[Any] = []
         self._claim_rev = 0
 
     @property
@@ -148,8 +149,9 @@ class Agent:
         for spec in specs:
             await self._add_endpoint(spec)
         for ws in self.role.work():
-            kw: dict[str, Any] = dict(concurrency=ws.concurrency, ack_wait_s=ws.ack_wait_s, spawn=self.bus.spawn,
-                                      on_bad_input=self._bad_input, name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
+            kw: dict[str, Any] = {"bus": self.bus, "comms": self.comms, "agent_id": c.id,
+                                  "concurrency": ws.concurrency, "ack_wait_s": ws.ack_wait_s, "spawn": self.bus.spawn,
+                                  "on_bad_input": self._bad_input, "name": f"{c.id}:{ws.durable}", "ack": self.bus.ack}
             if ws.bands:
                 from pas.priority import BandedWorkLoop
 
@@ -169,14 +171,38 @@ class Agent:
             self._hb.cancel()
         await asyncio.gather(*(loop.stop() for loop in self.loops), return_exceptions=True)
         await self.role.stop()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        self._subs.clear()
         if self.service:
             try:
                 await self.service.stop()
-            except Exception:  # noqa: BLE001 - connection already gone
+            except Exception:
                 pass
         if self._claim_rev:
             await claims.release(self.bus, self.id, self._claim_rev)
             self._claim_rev = 0
+
+    async def listen(self, subject: str, typ: type[T], cb: Callable[[T], Awaitable[None]]) -> None:
+        """A core subscription for the role (heartbeats, cancels), typed like a work handler: cb gets
+        the decoded struct; a malformed message is logged and dropped; nothing kills the agent.
+        Unsubscribed when the agent stops."""
+
+        async def on(msg: Msg) -> None:
+            try:
+                item = decode_body(msg.data, typ)
+            except PasError as e:
+                log.warning("%s: ignoring a bad message on %s: %s", self.id, msg.subject, e.message)
+                return
+            try:
+                await cb(item)
+            except Exception:
+                log.exception("%s: handling %s failed", self.id, msg.subject)
+
+        self._subs.append(await self.bus.nc.subscribe(subject, cb=on))
 
     async def _add_endpoint(self, spec: EndpointSpec) -> None:
         assert self.service is not None
@@ -185,8 +211,8 @@ class Agent:
         def on_error(text: str) -> None:
             ep = holder.get("ep")
             if ep is not None:
-                ep._num_errors += 1  # noqa: SLF001 - keep micro STATS truthful
-                ep._last_error = text  # noqa: SLF001
+                ep._num_errors += 1
+                ep._last_error = text
 
         await self.service.add_endpoint(
             name=spec.name,
@@ -195,7 +221,7 @@ class Agent:
             handler=endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input),
             metadata={"agent": self.id},
         )
-        holder["ep"] = self.service._endpoints[-1]  # noqa: SLF001
+        holder["ep"] = self.service._endpoints[-1]
 
     def _stats_data(self, ep: EndpointStats) -> dict[str, Any]:
         return {
@@ -215,13 +241,13 @@ class Agent:
                 await self.bus.publish(S.heartbeat(self.id), hb)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - a missed beat is what the monitor is for
+            except Exception as e:
                 log.warning("%s: heartbeat failed: %r", self.id, e)
             await asyncio.sleep(interval)
 
     # ---- built-in endpoints ----------------------------------------------------------------
     async def _health(self, _: wire.Empty, call: Call) -> wire.AgentHealth:
-        status, *_ = self.role.beat()
+        status = self.role.beat()[0]
         return wire.AgentHealth(
             agent=self.id, role=self.cfg.role, tier=self.cfg.tier, lane=self.cfg.lane,
             parent=self.cfg.parent, status=status, model=self.model, backup_model=self.backup_model,
@@ -259,7 +285,7 @@ class Agent:
     async def load_model_override(self) -> None:
         try:
             e = await self.bus.kv[S.KV_MODELS].get(self.id)
-        except Exception:  # noqa: BLE001 - no override stored
+        except Exception:
             return
         if e.value:
             d = wire.decode(e.value, dict)

@@ -14,9 +14,6 @@ All of the wait lives in KV and streams, none in memory, so it survives a restar
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Awaitable, Callable
-
-from nats.js.errors import KeyWrongLastSequenceError
 
 from pas import runs as R
 from pas import subjects as S
@@ -43,27 +40,6 @@ async def plan_complete(bus: Bus, run_id: str) -> bool:
     return True
 
 
-async def _update_run(bus: Bus, run_id: str,
-                      change: Callable[[wire.RunRecord], Awaitable[bool] | bool]) -> wire.RunRecord | None:
-    """Compare-and-set on the run record: change() edits it and says whether to write; None if not."""
-    for _ in range(50):
-        got = await R.get_run(bus, run_id)
-        if got is None:
-            return None
-        run, rev = got
-        ok = change(run)
-        if not isinstance(ok, bool):
-            ok = await ok
-        if not ok:
-            return None
-        try:
-            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
-            return run
-        except KeyWrongLastSequenceError:
-            continue
-    return None
-
-
 async def request_approval(bus: Bus, run_id: str, timeout_s: float) -> wire.RunRecord | None:
     """running -> waiting_approval, once: the run if this caller made the change, else None."""
 
@@ -75,7 +51,7 @@ async def request_approval(bus: Bus, run_id: str, timeout_s: float) -> wire.RunR
         run.approval = wire.Approval(requested_at=t, deadline=t + timedelta(seconds=timeout_s))
         return True
 
-    return await _update_run(bus, run_id, change)
+    return await R.update_run(bus, run_id, change)
 
 
 async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.RunRecord:
@@ -103,7 +79,7 @@ async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.Run
             run.message = f"rejected by {by}" + (f": {d.reason}" if d.reason else "")
         return True
 
-    run = await _update_run(bus, d.run_id, change)
+    run = await R.update_run(bus, d.run_id, change)
     if run is not None:
         return run
     if "status" not in state:
@@ -127,7 +103,7 @@ async def announce(bus: Bus, run: wire.RunRecord) -> None:
         r.approval.released = True
         return True
 
-    await _update_run(bus, run.run_id, change)
+    await R.update_run(bus, run.run_id, change)
 
 
 async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:

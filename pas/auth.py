@@ -94,8 +94,9 @@ def read_stream(stream: str) -> Grant:
 
 
 def kv_read(bucket: str, key: str = ">") -> Grant:
-    """Get keys and, for key=">", list the bucket. A direct get names the key in its subject; a bucket
-    without allow_direct (what PAS provisions) is read with STREAM.MSG.GET, which names no key."""
+    """Get keys and, for key=">", list the bucket. A direct get (what PAS provisions on a single server)
+    names the key in its subject; a bucket without allow_direct (PAS on a cluster) is read with
+    STREAM.MSG.GET, which names no key."""
     stream = S.kv_stream(bucket)
     subs = [S.js_api("DIRECT", "GET", stream, S.kv_subject(bucket, key)), S.js_api("STREAM", "MSG", "GET", stream)]
     if key == ">":
@@ -143,6 +144,12 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
         p.add(pub=[kv_read(S.KV_TREE)])
     if user in ("architect", "director", "manager"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])
+    if user in ("director", "manager", "programmer"):
+        # pas.runs.child_done: whoever records a parent's last child finishes the parent, up the tree
+        # (a programmer its task's job, lane and plan; a manager at approval; a director a cancelled lane).
+        p.add(pub=[kv_write(S.KV_TREE, S.job_key("*", "*")), kv_write(S.KV_TREE, S.lane_key("*", "*")),
+                   kv_write(S.KV_TREE, S.plan_key("*")),
+                   S.run_job("*", "*"), S.run_lane("*", "*"), S.done_plan("*")])
     if user in LLM_USERS:
         p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), kv_write(S.KV_BREAKERS, ">"),
                    # every exchange recorded; a rerun reads recordings, notes a divergence, cancels on it
@@ -154,29 +161,22 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
                    S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
-                   S.WORK_ROOT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
+                   S.WORK_ARCHITECT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
                    kv_write(S.KV_TREE, S.request_key("*")), kv_write(S.KV_IDEMPOTENCY, "*"), kv_read(S.KV_IDEMPOTENCY)])
     elif user == "root":
-        p.add(pub=[consume(S.STREAM_WORK, S.CONSUMER_ROOT), consume(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE),
-                   S.WORK_ARCHITECT, S.run_status("*"), kv_write(S.KV_RUNS, "*")])
+        p.add(pub=[consume(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE), S.run_status("*"), kv_write(S.KV_RUNS, "*")])
     elif user == "architect":
-        p.add(pub=[consume(S.STREAM_WORK, S.CONSUMER_ARCHITECT), consume(S.STREAM_EVENTS, S.CONSUMER_ARCH_DONE),
-                   *[S.work_dir(lane) for lane in _lanes(cfg, "dir")], S.done_plan("*"),
-                   kv_write(S.KV_TREE, S.plan_key("*"))])
+        p.add(pub=[consume(S.STREAM_WORK, S.CONSUMER_ARCHITECT), S.run_status("*"),  # the run starts
+                   *[S.work_dir(lane) for lane in _lanes(cfg, "dir")], kv_write(S.KV_TREE, S.plan_key("*"))])
     elif user == "director":
         for lane in _lanes(cfg, "dir"):
             p.add(pub=[consume(S.STREAM_WORK, S.consumer_dir(lane)),
-                       consume(S.STREAM_EVENTS, S.consumer_dir_done(lane)),
-                       S.work_mgr(lane), S.run_lane("*", lane), S.done_lane("*", lane),
-                       kv_write(S.KV_TREE, S.lane_key("*", lane))])
+                       S.work_mgr(lane), kv_write(S.KV_TREE, S.lane_key("*", lane))])
     elif user == "manager":
         for lane in _lanes(cfg, "mgr"):
             p.add(sub=[S.lane_submit("mgr", lane)],
                   pub=[consume(S.STREAM_WORK, S.consumer_mgr(lane)),
-                       consume(S.STREAM_EVENTS, S.consumer_mgr_done(lane)),
-                       consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)),
-                       S.work_mgr(lane), S.done_job("*", lane, "*"),
-                       S.done_task("*", lane, "*")])  # a task dropped at approval ends skipped
+                       consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)), S.work_mgr(lane)])
         # Approval mode: the manager completing a plan moves the run to waiting_approval.
         p.add(pub=[S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"), S.run_task("*", "*"),
                    kv_write(S.KV_TREE, S.job_key("*", "*")), kv_write(S.KV_TREE, S.task_key("*", "*"))])
@@ -184,7 +184,6 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
         p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.priority)
               pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
-                   S.done_task("*", "*", "*"),
                    kv_write(S.KV_TREE, S.task_key("*", "*"))])
     elif user == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],

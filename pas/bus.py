@@ -142,20 +142,16 @@ def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
         )
 
     out: list[tuple[str, ConsumerConfig]] = [
-        (S.STREAM_WORK, c(S.CONSUMER_ROOT, S.WORK_ROOT, w.ack_wait_s)),
         (S.STREAM_WORK, c(S.CONSUMER_ARCHITECT, S.WORK_ARCHITECT, w.ack_wait_s)),
         # No max_deliver on the pool: the programmer itself fails a task past pool.max_deliver
         # attempts, so a task is never silently dropped by JetStream and its run always ends.
         *[(S.STREAM_WORK, c(S.consumer_prog(b), S.work_prog(b), p.ack_wait_s)) for b in wire.PRIORITIES],
         (S.STREAM_WORK, c(S.CONSUMER_APPROVAL, S.WORK_APPROVAL, w.ack_wait_s)),
-        (S.STREAM_EVENTS, c(S.CONSUMER_ARCH_DONE, S.DONE_LANE_FILTER, w.ack_wait_s)),
         (S.STREAM_EVENTS, c(S.CONSUMER_ROOT_DONE, S.DONE_PLAN_FILTER, w.ack_wait_s)),
     ]
     for lane in S.LANES:
         out.append((S.STREAM_WORK, c(S.consumer_dir(lane), S.work_dir(lane), w.ack_wait_s)))
         out.append((S.STREAM_WORK, c(S.consumer_mgr(lane), S.work_mgr(lane), w.ack_wait_s)))
-        out.append((S.STREAM_EVENTS, c(S.consumer_dir_done(lane), S.DONE_JOB_FILTER.format(lane=lane), w.ack_wait_s)))
-        out.append((S.STREAM_EVENTS, c(S.consumer_mgr_done(lane), S.DONE_TASK_FILTER.format(lane=lane), w.ack_wait_s)))
         out.append((S.STREAM_EVENTS, c(S.consumer_mgr_release(lane), S.RELEASE_FILTER.format(lane=lane),
                                        w.ack_wait_s)))
     return out
@@ -163,21 +159,25 @@ def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
 
 def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
     reps = cfg.settings.nats.replicas
+    # Direct gets (no JetStream API round through the leader's API handler) on a single server. With
+    # replicas every replica answers them, a lagging one with an older value: a redelivered task could
+    # miss its own result and run again. Clusters read from the leader.
+    direct = reps == 1
     return [
-        KeyValueConfig(bucket=S.KV_AGENTS, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_AGENTS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> last heartbeat and alive/dead state"),
-        KeyValueConfig(bucket=S.KV_RUNS, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_RUNS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="run id -> run record"),
-        KeyValueConfig(bucket=S.KV_TREE, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_TREE, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
-        KeyValueConfig(bucket=S.KV_IDEMPOTENCY, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_IDEMPOTENCY, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        ttl=cfg.settings.work.dedupe_window_s,
                        description="hash of an idempotency key -> run id (dedupe window)"),
-        KeyValueConfig(bucket=S.KV_MODELS, history=5, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_MODELS, direct=direct, history=5, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> live model override"),
-        KeyValueConfig(bucket=S.KV_BREAKERS, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_BREAKERS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="model profile -> circuit-breaker state"),
-        KeyValueConfig(bucket=S.KV_CLAIMS, history=1, storage=StorageType.FILE, replicas=reps,
+        KeyValueConfig(bucket=S.KV_CLAIMS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
                        description="agent id -> the one live instance that holds it"),
     ]
 
@@ -194,8 +194,11 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
     async def ensure_kv(kc: KeyValueConfig) -> None:
         try:
             await js.create_key_value(kc)
-        except BadRequestError:
-            pass  # exists with other settings: keep it (its data is what matters)
+        except BadRequestError:  # exists with other settings: keep it (its data is what matters),
+            si = await js.stream_info(f"KV_{kc.bucket}")  # but read it with direct gets (a store from
+            if kc.direct and not si.config.allow_direct:  # before they were turned on)
+                si.config.allow_direct = True
+                await js.update_stream(si.config)
 
     async def ensure_consumer(stream: str, cc: ConsumerConfig) -> None:
         try:

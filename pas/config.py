@@ -100,8 +100,9 @@ class CommsConfig(Strict):
 class PoolConfig(Strict):
     capacity: int = 1
     """Tasks one programmer runs at a time."""
-    ack_wait_s: float = 30.0
-    """A task not acked or marked in-progress for this long is redelivered to another programmer."""
+    ack_wait_s: float = 6.0
+    """A task not acked or marked in-progress for this long is redelivered to another programmer. A
+    running task is marked every ack_wait_s/3, so only a dead programmer's task waits this out."""
     max_deliver: int = 5
     """Attempts per task: a task delivered more often than this (its programmers keep dying) fails."""
     task_timeout_s: float = 900.0

@@ -309,6 +309,9 @@ async def run_llm_edit(
                 break
         try:
             reply = await llm.complete(agent=agent, primary=primary, backup=backup, messages=messages, run_id=run_id)
+        except BudgetExceeded as e:  # the run's budget, as pas.usage sees it across every tier
+            res.status, res.error = "budget_exceeded", e.message
+            break
         except LLMUnavailable as e:
             res.error = e.message
             break

@@ -62,8 +62,25 @@ class Retry(PasError):
 
 
 class BudgetExceeded(PasError):
+    """A run's token or cost budget is used up: no further model calls for it. A task that meets
+    it ends `budget_exceeded` (its work item is acked, not retried)."""
+
     code = 402
     error = "budget_exceeded"
+
+
+class Cancelled(PasError):
+    """The run was cancelled: the work item is acked (nothing to redo), a task ends `cancelled`."""
+
+    code = 409
+    error = "cancelled"
+
+
+class BadInput(BadRequest):
+    """A work item that can never be handled (undecodable, or naming what does not exist): it is
+    terminated and logged as an ERROR comms entry, never redelivered."""
+
+    error = "bad_input"
 
 
 class CommandRefused(PasError):

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+from pas.errors import BudgetExceeded
 from pas.llm import Completer, LLMUnavailable
 from pas.wire import Lane, TaskSpec
 
@@ -252,6 +253,10 @@ async def _ask(
         except LLMUnavailable as e:
             meta.errors.extend(e.errors)
             meta.degraded, meta.reason = True, f"llm unavailable: {'; '.join(e.errors)}"[:1000]
+            return None
+        except BudgetExceeded as e:  # no budget left for planning: the offline planner does it
+            meta.errors.append(e.message)
+            meta.degraded, meta.reason = True, e.message[:1000]
             return None
         meta.profile, meta.model_used = res.profile, res.model_used
         meta.failed_over = meta.failed_over or res.failed_over

@@ -7,7 +7,8 @@ process can die and any other can carry on. One key per task keeps writes O(1) p
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from nats.js.errors import KeyWrongLastSequenceError
 
@@ -22,13 +23,35 @@ from pas.subjects import plan_key as plan_key
 from pas.subjects import request_key as request_key
 from pas.subjects import task_key as task_key
 
+if TYPE_CHECKING:
+    from pas.service import WorkCtx
+
 
 async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
     return await bus.kv_get(S.KV_RUNS, run_id, wire.RunRecord)
 
 
-async def put_run(bus: Bus, run: wire.RunRecord) -> None:
-    await bus.kv_put(S.KV_RUNS, run.run_id, run)
+async def update_run(bus: Bus, run_id: str, change: Callable[[wire.RunRecord], Awaitable[bool] | bool],
+                     read: tuple[wire.RunRecord, int] | None = None) -> wire.RunRecord | None:
+    """The one way pas_runs is written after the run's creation: compare-and-set. change() edits the
+    record and says whether to write; it is called again on a lost race. `read`: the record and
+    revision the caller has just read (saves the first read). The run if this caller wrote it, else
+    None (no such run, or change() declined)."""
+    while True:
+        got, read = read or await get_run(bus, run_id), None
+        if got is None:
+            return None
+        run, rev = got
+        ok = change(run)
+        if not isinstance(ok, bool):
+            ok = await ok
+        if not ok:
+            return None
+        try:
+            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
+            return run
+        except KeyWrongLastSequenceError:
+            continue  # another writer (or our own write whose ack was lost): read again
 
 
 async def is_cancelled(bus: Bus, run_id: str) -> bool:
@@ -105,44 +128,33 @@ async def list_runs(bus: Bus, limit: int = 50, status: str | None = None) -> lis
 
 
 async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | None = None) -> None:
-    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen).
-    Compare-and-set, so a concurrent note from another tier is not lost (a few tries)."""
-    for attempt in range(5):
-        got = await get_run(bus, run_id)
-        if got is None:
-            return
-        run, rev = got
+    """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen),
+    by compare-and-set, so a concurrent note from another tier is not lost."""
+
+    def change(run: wire.RunRecord) -> bool:
         if reason:
             run.degraded = True
             run.message = (run.message + "; " if run.message else "") + f"degraded: {reason}"[:500]
         if lanes is not None:
             run.lanes = lanes
-        try:
-            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
-            return
-        except KeyWrongLastSequenceError:
-            continue
-    await put_run(bus, run)  # still contended after 5 tries: last writer wins
+        return True
+
+    await update_run(bus, run_id, change)
 
 
-async def finish_node(bus: Bus, key: str, record: Any, revision: int) -> bool:
-    """Move a plan/lane/job record to its terminal state with compare-and-set: exactly one of the
-    handlers that see the last child finish wins (and reports up); the others return False."""
-    try:
-        await bus.kv_update(S.KV_TREE, key, wire.encode(record), revision)
-    except KeyWrongLastSequenceError:
-        return False
-    return True
+Read: TypeAlias = "asyncio.Task[tuple[Any, int] | None]"
 
 
-async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
-                            children: str) -> tuple[Any, bool] | None:
+async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
+                            first: Read | None = None) -> tuple[Any, bool, Read | None] | None:
     """Note that one child (task of a job, job of a lane) finished, with compare-and-set on the
     parent's record: O(1) reads per completion however many children there are. Returns
-    (record, finished_now); finished_now is True for exactly one caller, the one whose update
-    completed the set. None if the record does not exist."""
+    (record, finished_now, ahead); finished_now is True for exactly one caller, the one whose update
+    completed the set. None if the record does not exist. `first`: the parent's record, being read
+    already; `ahead`: when this update finishes the parent, the read of the grandparent's record,
+    started alongside the update (one round trip per tier instead of two)."""
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, key, typ, child, status, children)
+        return await _record(bus, key, typ, child, status, children, first)
 
 
 def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
@@ -153,21 +165,107 @@ def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str,
-                  children: str) -> tuple[Any, bool] | None:
+def read_ahead(bus: Bus, ev: wire.RunEvent) -> Read:
+    """Start reading the record of the parent of the child ev announces."""
+    key, _ = _parent_key(ev)
+    return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, _PARENT[ev.kind][0]))
+
+
+async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
+                  first: Read | None) -> tuple[Any, bool, Read | None] | None:
     while True:
-        got = await bus.kv_get(S.KV_TREE, key, typ)
+        got, first = (await first if first is not None else await bus.kv_get(S.KV_TREE, key, typ)), None
         if got is None:
             return None
         rec, rev = got
         if rec.status != "running":
-            return rec, False  # finished before (a redelivery): the caller re-announces
+            return rec, False, None  # finished before (a redelivery): the caller re-announces
         rec.done[child] = status
         total = getattr(rec, children)
+        ahead = None
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
+            up = _up(rec)
+            if up is not None:
+                ahead = read_ahead(bus, up)
         try:
             await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev)
         except KeyWrongLastSequenceError:
+            if ahead is not None:
+                ahead.cancel()
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
-        return rec, rec.status != "running"
+        return rec, rec.status != "running", ahead
+
+
+def _up(rec: Any) -> wire.RunEvent | None:
+    """The event a finished job or lane record will send up (for read_ahead), None for a plan."""
+    if isinstance(rec, wire.JobRecord):
+        return event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
+    if isinstance(rec, wire.LaneRecord):
+        return event(rec.run_id, "lane", rec.status, rec.director, lane=rec.lane)
+    return None
+
+
+# ---- a parent finishes when its last child does: task -> job -> lane -> plan ------------------
+_PARENT: dict[str, tuple[type[Any], str]] = {
+    "task": (wire.JobRecord, "tasks"), "job": (wire.LaneRecord, "jobs"), "lane": (wire.PlanRecord, "lanes")}
+
+
+def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
+    """(parent record key, child id) of the child ev announces."""
+    if ev.kind == "task":
+        return job_key(ev.run_id, ev.job_id or ""), ev.task_id or ""
+    if ev.kind == "job":
+        return lane_key(ev.run_id, ev.lane or ""), ev.job_id or ""
+    return plan_key(ev.run_id), ev.lane or ""
+
+
+async def child_done(ctx: WorkCtx, ev: wire.RunEvent, first: Read | None = None) -> None:
+    """A child (task, job or lane, as ev says) reached a terminal status: note it in its parent's
+    record (compare-and-set, O(1) reads), and when it was the last child, finish the parent in this
+    same handler and go up: job -> lane -> plan. A finished plan is announced on done.plan, where
+    root ends the run. Safe to repeat (a redelivery after a crash): a parent already finished is
+    walked through again, and the announcements carry message ids. `first`: read_ahead(ev), if
+    the caller started it."""
+    while ev.kind in _PARENT:
+        typ, children = _PARENT[ev.kind]
+        key, child = _parent_key(ev)
+        res = await record_child_done(ctx.bus, key, typ, child, ev.status, children, first)
+        if res is None or res[0].status == "running":
+            return  # no such parent, or it still has children running
+        parent, now, first = res
+        ev = await _finished(ctx, parent, now)
+
+
+async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
+    """Log and announce a parent that just finished (`now`) or, on a redelivery, had finished."""
+    again = now or ctx.redelivered
+    if isinstance(rec, wire.JobRecord):
+        ev = event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
+        if now:
+            done = sum(1 for s in rec.done.values() if s == "completed")
+            await ctx.log(f"dir-{rec.lane}", "RESPONSE", f"job {rec.job_id} {rec.status}: {done}/{len(rec.tasks)} "
+                          "tasks completed", rec.status, sender=rec.manager)
+        if again:
+            await ctx.publish(S.run_job(rec.run_id, rec.job_id), ev)
+        return ev
+    if isinstance(rec, wire.LaneRecord):
+        return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
+    plan: wire.PlanRecord = rec
+    summary = ", ".join(f"{lane}={plan.done.get(lane, '?')}" for lane in plan.lanes)
+    ev = event(plan.run_id, "plan", plan.status, plan.architect, message=summary)
+    if now:
+        await ctx.log("root", "RESPONSE", f"all lanes done: {summary}", plan.status, sender=plan.architect)
+    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=f"{plan.run_id}:done:plan")  # root ends the run
+    return ev
+
+
+async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True,
+                        again: bool = True) -> wire.RunEvent:
+    ev = event(lane.run_id, "lane", lane.status, lane.director, lane=lane.lane, message=message)
+    if now:
+        await ctx.log("architect", "RESPONSE", f"lane {lane.lane} {lane.status}: {message}", lane.status,
+                      sender=lane.director)
+    if again:
+        await ctx.publish(S.run_lane(lane.run_id, lane.lane), ev)
+    return ev

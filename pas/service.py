@@ -4,7 +4,12 @@
   and validates JSON into T, answers errors with the micro error headers (Nats-Service-Error,
   Nats-Service-Error-Code) plus a JSON ErrorBody, logs bad input (python log + comms ERROR entry),
   and never lets an exception kill the agent.
-- WorkLoop: a pull consumer loop with a concurrency limit; handler outcome -> ack / nak / term.
+- WorkLoop: a pull consumer loop with a concurrency limit. Every work handler is
+  `async def handler(item: T, ctx: WorkCtx) -> None`: T is the decoded wire struct, ctx the run,
+  the delivery attempt, the message headers (trace context), in_progress() and typed ways to
+  publish and log. No handler sees a nats Msg. Outcomes are exceptions, settled in one place
+  (settle()): return -> ack; Retry -> nak(delay); Cancelled, BudgetExceeded -> ack (the work is
+  over); BadInput and other PasErrors -> term + ERROR comms entry; anything else -> nak(1 s).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from nats.aio.msg import Msg
@@ -23,7 +29,20 @@ from nats.micro.request import Request
 
 from pas import wire
 from pas.bus import transient
-from pas.errors import BadRequest, PasError, PayloadTooLarge, Retry, Unavailable, is_bad_input
+from pas.errors import (
+    BadRequest,
+    BudgetExceeded,
+    Cancelled,
+    PasError,
+    PayloadTooLarge,
+    Retry,
+    Unavailable,
+    is_bad_input,
+)
+
+if TYPE_CHECKING:
+    from pas.bus import Bus
+    from pas.comms import CommsLog
 
 log = logging.getLogger("pas.service")
 
@@ -71,7 +90,7 @@ def endpoint(
     """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS."""
 
     async def handle(req: Request) -> None:
-        msg: Msg = req._msg  # noqa: SLF001 - the reply subject is needed to honour plain publishes
+        msg: Msg = req._msg
         call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
         try:
             body = decode_body(req.data, req_type)
@@ -81,7 +100,7 @@ def endpoint(
             return
         except PasError as e:
             err = e
-        except Exception as e:  # noqa: BLE001 - no payload may kill an agent
+        except Exception as e:
             if transient(e):  # JetStream still unavailable after the retries: try again later
                 log.warning("handler %s: JetStream unavailable: %r", req.subject, e)
                 err = Unavailable(f"JetStream unavailable, try again: {type(e).__name__}")
@@ -94,25 +113,84 @@ def endpoint(
             if on_bad_input is not None:
                 try:
                     await on_bad_input(req.subject, req.data, err)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("logging bad input failed")
         if call.reply:
             try:
                 await req.respond_error(str(err.code), err.message[:1000], data=error_body(err))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not send error reply on %s", req.subject)
 
     return handle
 
 
-WorkHandler = Callable[[Any, Msg], Awaitable[None]]
+@dataclass
+class WorkCtx:
+    """What a work handler gets besides its item: whose run, which attempt, the message headers
+    (trace context travels there: `traceparent`), a keepalive, and typed ways to publish and log."""
+
+    run_id: str
+    attempt: int
+    """JetStream's delivery count: 1 the first time, more on a redelivery (a crash, a nak)."""
+    headers: dict[str, str]
+    subject: str
+    agent_id: str
+    bus: Bus
+    comms: CommsLog
+    _msg: Msg = field(repr=False)
+
+    @property
+    def redelivered(self) -> bool:
+        """Only a redelivery can find its own earlier work in KV: first deliveries skip the reads."""
+        return self.attempt > 1
+
+    async def in_progress(self) -> None:
+        """Push the ack deadline back (the loop already does this every ack_wait/3)."""
+        await self._msg.in_progress()
+
+    async def publish(self, subject: str, obj: Any) -> None:
+        """A progress event for watchers: captured by its stream without a round trip."""
+        await self.bus.publish(subject, obj)
+
+    async def emit(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
+        """Something others act on: stored and acknowledged before the handler goes on;
+        msg_id makes a re-emit (a redelivery) a no-op within the duplicate window."""
+        await self.bus.publish_js(subject, obj, msg_id=msg_id)
+
+    async def log(self, to: str, kind: str, text: str, status: str = "", *, sender: str | None = None,
+                  **kw: Any) -> None:
+        """A comms log entry of this run, from this agent (or `sender`, for a record it owns)."""
+        await self.comms.log(sender or self.agent_id, to, kind, text, self.run_id or None, status, **kw)
+
+
+WorkHandler = Callable[[Any, WorkCtx], Awaitable[None]]
+Settle = Literal["ack", "nak", "term"]
+
+
+def settle(e: BaseException | None) -> tuple[Settle, float]:
+    """A handler's outcome -> what happens to its message (and the nak delay): the one mapping."""
+    if e is None or isinstance(e, (Cancelled, BudgetExceeded)):
+        return "ack", 0.0
+    if isinstance(e, Retry):
+        return "nak", e.delay_s
+    if isinstance(e, PasError):
+        return "term", 0.0
+    return "nak", 1.0
+
+
+def task_status(e: BaseException) -> str:
+    """A task's terminal status from the exception that ended it: the other half of the mapping."""
+    if isinstance(e, Cancelled):
+        return "cancelled"
+    if isinstance(e, BudgetExceeded):
+        return "budget_exceeded"
+    return "failed"
 
 
 class WorkLoop:
     """Fetch from a durable pull consumer and run handlers concurrently (at most `concurrency`).
 
-    Outcome mapping: return -> ack; Retry -> nak(delay); PasError (bad data) -> term + log;
-    other exceptions -> nak(1s) so another attempt (or agent) can take it. While a handler runs,
+    Outcomes are settled by settle() (see the module docstring). While a handler runs,
     the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents.
     Handlers retry their own JetStream writes (pas.bus.retry_js); the ack is retried the same way.
     """
@@ -125,6 +203,9 @@ class WorkLoop:
         typ: type[Any],
         handler: WorkHandler,
         *,
+        bus: Bus,
+        comms: CommsLog,
+        agent_id: str,
         concurrency: int,
         ack_wait_s: float,
         spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
@@ -135,6 +216,7 @@ class WorkLoop:
     ) -> None:
         self.js, self.stream, self.durable, self.typ = js, stream, durable, typ
         self.handler = handler
+        self.bus, self.comms, self.agent_id = bus, comms, agent_id
         self.concurrency = max(1, concurrency)
         self.ack_wait_s = ack_wait_s
         self.spawn = spawn
@@ -172,9 +254,9 @@ class WorkLoop:
                     free = self.concurrency - self.in_flight
                 try:
                     msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
-                except (NatsTimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeoutError):
                     msgs = []  # nothing to do (or a pull lost on the way): ask again
-                except Exception as e:  # noqa: BLE001 - connection trouble: back off, retry
+                except Exception as e:
                     failures += 1
                     if failing_since is None:
                         failing_since = time.monotonic()
@@ -193,7 +275,7 @@ class WorkLoop:
         finally:
             try:
                 await psub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     async def _keepalive(self, m: Msg) -> None:
@@ -205,43 +287,47 @@ class WorkLoop:
             await asyncio.sleep(period)
             try:
                 await m.in_progress()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("%s: in-progress mark on %s failed (%r); trying again in %.1fs",
                             self.name, m.subject, e, period)
+
+    def _ctx(self, m: Msg, body: Any) -> WorkCtx:
+        md = m.metadata if m.reply else None
+        return WorkCtx(run_id=getattr(body, "run_id", "") or "", attempt=md.num_delivered if md else 1,
+                       headers=dict(m.headers or {}), subject=m.subject, agent_id=self.agent_id, bus=self.bus,
+                       comms=self.comms, _msg=m)
 
     async def _handle(self, m: Msg) -> None:
         keep = self.spawn(self._keepalive(m))
         try:
+            outcome: BaseException | None = None
             try:
                 body = decode_body(m.data, self.typ)
-            except PasError as e:
-                self.errors += 1
-                log.warning("%s: dropping bad work item on %s: %s", self.name, m.subject, e.message)
-                if self.on_bad_input:
-                    await self.on_bad_input(m.subject, m.data, e)
-                await m.term()
-                return
-            try:
-                await self.handler(body, m)
+                await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
                 self.handled += 1
-                await self.ack(m)
-            except Retry as e:
-                await m.nak(delay=e.delay_s)
-            except PasError as e:
-                self.errors += 1
-                log.warning("%s: work item on %s failed for good: %s", self.name, m.subject, e.message)
-                if self.on_bad_input:
-                    await self.on_bad_input(m.subject, m.data, e)
-                await m.term()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception as e:
+                outcome = e
+            how, delay = settle(outcome)
+            if how == "ack":
+                await self.ack(m)
+            elif how == "nak":
+                if not isinstance(outcome, Retry):
+                    self.errors += 1
+                    log.error("%s: handler failed on %s; will be redelivered", self.name, m.subject,
+                              exc_info=outcome)
+                await m.nak(delay=delay)
+            else:
+                assert isinstance(outcome, PasError)
                 self.errors += 1
-                log.exception("%s: handler failed on %s; will be redelivered", self.name, m.subject)
-                await m.nak(delay=1.0)
+                log.warning("%s: work item on %s dropped for good: %s", self.name, m.subject, outcome.message)
+                if self.on_bad_input:
+                    await self.on_bad_input(m.subject, m.data, outcome)
+                await m.term()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - ack/nak on a closed connection: redelivery covers it
+        except Exception:
             log.warning("%s: could not settle message on %s", self.name, m.subject)
         finally:
             keep.cancel()

@@ -120,11 +120,9 @@ SIDE_KEYS = tuple(f("") for f in (request_key, usage_key, rerun_key, divergence_
 """Key suffixes (.request, .usage, ...) of the records that events cannot rebuild (pas replay --rebuild)."""
 
 # ---- durable consumers (all pull, explicit ack) --------------------------------------------
-CONSUMER_ROOT = "root"  # pas.work.root
 CONSUMER_ARCHITECT = "architect"  # pas.work.architect
 CONSUMER_APPROVAL = "gateway-approval"  # pas.work.approval (approval deadlines, gateway)
 CONSUMER_ROOT_DONE = "root-done"  # pas.run.*.done.plan
-CONSUMER_ARCH_DONE = "architect-done"  # pas.run.*.done.lane.*
 
 
 def consumer_dir(lane: str) -> str:
@@ -133,14 +131,6 @@ def consumer_dir(lane: str) -> str:
 
 def consumer_mgr(lane: str) -> str:
     return f"mgr-{lane}"  # pas.work.mgr.<lane>
-
-
-def consumer_dir_done(lane: str) -> str:
-    return f"dir-{lane}-done"  # pas.run.*.done.job.<lane>
-
-
-def consumer_mgr_done(lane: str) -> str:
-    return f"mgr-{lane}-done"  # pas.run.*.done.task.<lane>
 
 
 def consumer_mgr_release(lane: str) -> str:
@@ -218,7 +208,6 @@ def comms_run(run_id: str) -> str:
 
 # ---- work queues ---------------------------------------------------------------------------
 WORK_ALL = "pas.work.>"
-WORK_ROOT = "pas.work.root"
 WORK_ARCHITECT = "pas.work.architect"
 WORK_PROG_ALL = "pas.work.prog.*"  # every band (the programmers' wake-up subscription)
 WORK_APPROVAL = "pas.work.approval"  # one item per run waiting for approval: its deadline timer
@@ -275,21 +264,6 @@ def run_lane(run_id: str, lane: str) -> str:
     return f"{PREFIX}.run.{run_id}.lane.{lane}"
 
 
-def done_task(run_id: str, lane: str, task_id: str) -> str:
-    """A task reached a terminal state: consumed by the lane's managers (mgr-<lane>-done)."""
-    return f"{PREFIX}.run.{run_id}.done.task.{lane}.{task_id}"
-
-
-def done_job(run_id: str, lane: str, job_id: str) -> str:
-    """A job card finished: consumed by the lane's director (dir-<lane>-done)."""
-    return f"{PREFIX}.run.{run_id}.done.job.{lane}.{job_id}"
-
-
-def done_lane(run_id: str, lane: str) -> str:
-    """A lane finished: consumed by the architect (architect-done)."""
-    return f"{PREFIX}.run.{run_id}.done.lane.{lane}"
-
-
 def done_plan(run_id: str) -> str:
     """Every lane finished: consumed by root (root-done), which ends the run."""
     return f"{PREFIX}.run.{run_id}.done.plan"
@@ -301,9 +275,6 @@ def run_release(run_id: str, lane: str) -> str:
 
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
-DONE_TASK_FILTER = "pas.run.*.done.task.{lane}.*"
-DONE_JOB_FILTER = "pas.run.*.done.job.{lane}.*"
-DONE_LANE_FILTER = "pas.run.*.done.lane.*"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"
 
 # ---- recordings of model exchanges (pas.recording) ------------------------------------------

@@ -20,7 +20,8 @@ from pas import subjects as S
 from pas import wire
 from pas.bus import Bus
 from pas.comms import CommsLog
-from pas.llm import BudgetTracker, CallRecord, LLMClient, LLMResult, LLMUnavailable, apply_env_overrides
+from pas.errors import BudgetExceeded
+from pas.llm import BudgetTracker, CallRecord, LLMClient, LLMResult, apply_env_overrides
 
 log = logging.getLogger("pas.usage")
 
@@ -98,7 +99,8 @@ class RunLLM:
             if tokens_left <= 0 or cost_left <= 0:
                 await self.comms.log(agent, "llm", "LLM", f"{BUDGET_EXCEEDED}: no further LLM calls for this run",
                                      run_id, "budget_exceeded")
-                raise LLMUnavailable(f"{BUDGET_EXCEEDED} for run {run_id}", [BUDGET_EXCEEDED])
+                raise BudgetExceeded(f"{BUDGET_EXCEEDED} for run {run_id}: no further LLM calls",
+                                     detail={"tokens_left": tokens_left, "cost_usd_left": cost_left})
         if not self._imported:
             # litellm's import takes seconds of CPU: do it off the event loop, once.
             from pas.llm import _lite

@@ -176,6 +176,8 @@ class RunRecord(Base):
     """pas/<run>/result: the completed tasks' branches merged in task order (pas.integrate)."""
     conflicts: list[str] = []
     """Task branches that did not merge into result_branch, with the files (a conflict fails the run)."""
+    repo: str | None = None
+    """The job's repository (as submitted): root integrates there without reading the request."""
 
 
 class PlanRecord(Base):
@@ -185,6 +187,7 @@ class PlanRecord(Base):
     lanes: list[str]
     architect: str
     status: str = "running"
+    done: dict[str, str] = {}  # lane -> terminal status, filled by compare-and-set as lanes finish
 
 
 class LaneRecord(Base):

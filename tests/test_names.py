@@ -114,8 +114,8 @@ def test_tree_keys_are_the_documented_ones() -> None:
 
 
 def test_parsers_read_what_the_builders_build() -> None:
-    ev = S.parse_run(S.done_task("r-1", "code", "t-3"))
-    assert ev == S.RunSubject("r-1", "done", ("task", "code", "t-3"))
+    assert S.parse_run(S.run_task("r-1", "t-3")) == S.RunSubject("r-1", "task", ("t-3",))
+    assert S.parse_run(S.done_plan("r-1")) == S.RunSubject("r-1", "done", ("plan",))
     assert S.parse_run(S.run_status("r-1")) == S.RunSubject("r-1", "status", ())
     assert S.parse_run(S.heartbeat("prog-001")) is None
     assert S.parse_kv(S.kv_subject(S.KV_TREE, S.task_key("r-1", "t-3"))) == (S.KV_TREE, "r-1.task.t-3")

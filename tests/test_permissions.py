@@ -101,7 +101,7 @@ async def test_programmer_cannot_submit_to_the_gateway(secured: Stack, caplog: A
         await client.close()
 
 
-@pytest.mark.parametrize("subject", [S.work_prog(20), S.WORK_ROOT, S.work_mgr("code")])
+@pytest.mark.parametrize("subject", [S.work_prog(20), S.WORK_ARCHITECT, S.work_mgr("code")])
 async def test_programmer_cannot_publish_work(secured: Stack, caplog: Any, subject: str) -> None:
     caplog.set_level(logging.WARNING, "pas.bus")
     before = await stream_count(secured, S.STREAM_WORK)
@@ -130,9 +130,10 @@ async def test_programmer_cannot_publish_control(secured: Stack, caplog: Any) ->
 async def test_programmer_cannot_write_another_roles_kv_keys(secured: Stack, caplog: Any) -> None:
     caplog.set_level(logging.WARNING, "pas.bus")
     nc = await as_user(secured, "programmer")
-    job_key, run_key = f"$KV.{S.KV_TREE}.r-x.job.code-1", f"$KV.{S.KV_RUNS}.r-x"
+    # (job, lane and plan records it may write: it finishes them when it records their last child)
+    request_key, run_key = f"$KV.{S.KV_TREE}.r-x.request", f"$KV.{S.KV_RUNS}.r-x"
     try:
-        for subject in (job_key, run_key):
+        for subject in (request_key, run_key):
             await nc.publish(subject, b'{"forged":true}')
             await refused(secured, caplog, "programmer", subject)
         # its own keys (task records) it may write: the rule is narrow, not a blanket refusal
@@ -142,11 +143,11 @@ async def test_programmer_cannot_write_another_roles_kv_keys(secured: Stack, cap
         await nc.close()
     assert secured.bus is not None
     assert await secured.buses["gateway"].kv_get(S.KV_RUNS, "r-x", dict) is None
-    assert await secured.buses["manager"].kv_get(S.KV_TREE, "r-x.job.code-1", dict) is None
+    assert await secured.buses["manager"].kv_get(S.KV_TREE, "r-x.request", dict) is None
     assert (await secured.buses["manager"].kv_get(S.KV_TREE, "r-x.task.t-1", dict))[0] == {"ok": True}
 
 
-@pytest.mark.parametrize("subject", [S.done_task("r-1", "code", "code-1-01"), S.done_plan("r-1")])
+@pytest.mark.parametrize("subject", [S.run_task("r-1", "code-1-01"), S.done_plan("r-1")])
 async def test_client_cannot_forge_done_events(secured: Stack, caplog: Any, subject: str) -> None:
     caplog.set_level(logging.WARNING, "pas.bus")
     before = await stream_count(secured, S.STREAM_EVENTS)

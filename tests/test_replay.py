@@ -54,7 +54,7 @@ def check_timeline(tl: dict[str, Any]) -> None:
     assert {"client", "gateway", "root", "architect", "director", "manager", "programmer"} <= {s["tier"] for s in steps}
     kinds = [(s["tier"], s["kind"], s["status"]) for s in steps]
     # causal order across tiers: submit, run running, plan, lane, tasks, run completed
-    order = [kinds.index(("gateway", "run", "queued")), kinds.index(("root", "run", "running")),
+    order = [kinds.index(("gateway", "run", "queued")), kinds.index(("architect", "run", "running")),
              kinds.index(("director", "lane", "running")), kinds.index(("director", "lane", "completed")),
              kinds.index(("root", "run", "completed"))]
     assert order == sorted(order), kinds

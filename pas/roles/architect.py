@@ -1,8 +1,9 @@
-"""Architect: splits a run into lanes and hands each lane to its Director."""
+"""Architect: starts a run, splits it into lanes and hands each lane to its Director. The lanes
+report back without a hop of their own (pas.runs.child_done finishes the plan)."""
 
 from __future__ import annotations
 
-from nats.aio.msg import Msg
+import asyncio
 
 from pas import runs as R
 from pas import subjects as S
@@ -10,6 +11,7 @@ from pas import wire
 from pas.agent import Role, WorkSpec
 from pas.errors import PasError
 from pas.planner import plan_architect
+from pas.service import WorkCtx
 
 
 class ArchitectRole(Role):
@@ -19,20 +21,33 @@ class ArchitectRole(Role):
         w = self.cfg.settings.work
         return [
             WorkSpec(S.STREAM_WORK, S.CONSUMER_ARCHITECT, wire.RunRef, self.plan, w.handler_concurrency, w.ack_wait_s),
-            WorkSpec(S.STREAM_EVENTS, S.CONSUMER_ARCH_DONE, wire.RunEvent, self.lane_done, w.handler_concurrency, w.ack_wait_s),
         ]
 
-    async def plan(self, ref: wire.RunRef, msg: Msg) -> None:
-        got = await R.get_run(self.bus, ref.run_id)
-        if got is None or got[0].status in wire.TERMINAL_RUN:
-            return
-        run = got[0]
-        req = await self.bus.kv_get(S.KV_TREE, R.request_key(run.run_id), wire.JobSubmit)
+    async def plan(self, ref: wire.RunRef, ctx: WorkCtx) -> None:
+        def start(run: wire.RunRecord) -> bool:
+            if run.status != "queued":
+                return False
+            run.status, run.started_at = "running", wire.now()
+            return True
+
+        run, req = await asyncio.gather(R.update_run(self.bus, ref.run_id, start),
+                                        self.bus.kv_get(S.KV_TREE, R.request_key(ref.run_id), wire.JobSubmit))
+        if run is not None:
+            await ctx.publish(S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
+        else:  # not queued: a redelivery (go on planning), or over, or no such run
+            got = await R.get_run(self.bus, ref.run_id)
+            if got is None or got[0].status in wire.TERMINAL_RUN:
+                return
+            run = got[0]
         if req is None:
             raise PasError(f"run {run.run_id}: its request is missing from KV")
         job = req[0]
-        lanes, briefs = run.lanes, {lane: job.goal or job.title for lane in run.lanes}
-        if not job.tasks and job.goal and self.bus.llm is not None:
+        lanes, briefs = run.lanes, dict.fromkeys(run.lanes, job.goal or job.title)
+        # Only a redelivery can find its own plan (and the lanes finished since): it stands.
+        old = await self.bus.kv_get(S.KV_TREE, R.plan_key(run.run_id), wire.PlanRecord) if ctx.redelivered else None
+        if old is not None:
+            lanes = old[0].lanes
+        elif not job.tasks and job.goal and self.bus.llm is not None:
             # Plan lanes with the model; explicit tasks already name their lanes.
             plan, meta = await plan_architect(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
                                               job.goal, self.cfg.lanes(), run.run_id, requested=job.lanes)
@@ -41,37 +56,13 @@ class ArchitectRole(Role):
             briefs = {lp.lane: lp.brief or job.goal for lp in plan.lanes}
             if meta.degraded or lanes != run.lanes:
                 await R.mark_degraded(self.bus, run.run_id, meta.reason if meta.degraded else "", lanes)
-        await self.bus.kv_put(S.KV_TREE, R.plan_key(run.run_id),
-                              wire.PlanRecord(run_id=run.run_id, lanes=lanes, architect=self.me.id))
+        if old is None:
+            await self.bus.kv_put(S.KV_TREE, R.plan_key(run.run_id),
+                                  wire.PlanRecord(run_id=run.run_id, lanes=lanes, architect=self.me.id))
         for lane in lanes:
             tasks = [t for t in job.tasks or [] if t.lane == lane]
-            work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,  # type: ignore[arg-type]
+            work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,
                                  brief=briefs.get(lane) or job.goal or job.title, tasks=tasks, repo=job.repo,
                                  env=job.env, priority=job.priority, approval=job.approval_mode)
-            await self.agent.comms.log(self.me.id, f"dir-{lane}", "CMD",
-                                       f"lane {lane}: {len(tasks)} task(s)", run.run_id, "running")
+            await ctx.log(f"dir-{lane}", "CMD", f"lane {lane}: {len(tasks)} task(s)", "running")
             await self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}")
-
-    async def lane_done(self, ev: wire.RunEvent, msg: Msg) -> None:
-        got = await self.bus.kv_get(S.KV_TREE, R.plan_key(ev.run_id), wire.PlanRecord)
-        if got is None:
-            return
-        plan, rev = got
-        summary = ""
-        if plan.status == "running":
-            statuses = []
-            for lane in plan.lanes:
-                lr = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, lane), wire.LaneRecord)
-                if lr is None or lr[0].status == "running":
-                    return  # not every lane is done yet
-                statuses.append(lr[0].status)
-            plan.status = R.rollup(statuses)
-            if not await R.finish_node(self.bus, R.plan_key(ev.run_id), plan, rev):
-                return  # another handler saw the last lane finish at the same moment: it reports
-            summary = ", ".join(f"{lane}={s}" for lane, s in zip(plan.lanes, statuses))
-            await self.agent.comms.log(self.me.id, "root", "RESPONSE", f"all lanes done: {summary}",
-                                       ev.run_id, plan.status)
-        # Announce (again, on a redelivery after a crash): deduplicated by the message id.
-        await R.emit(self.bus, S.done_plan(ev.run_id),
-                     R.event(ev.run_id, "plan", plan.status, self.me.id, message=summary),
-                     msg_id=f"{ev.run_id}:done:plan")

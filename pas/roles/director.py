@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from nats.aio.msg import Msg
-
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role, WorkSpec
 from pas.planner import deterministic_director, plan_director
+from pas.service import WorkCtx
 
 
 def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
@@ -30,17 +29,18 @@ class DirectorRole(Role):
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
         return [
-            WorkSpec(S.STREAM_WORK, S.consumer_dir(self.lane), wire.LaneWork, self.split, w.handler_concurrency, w.ack_wait_s),
-            WorkSpec(S.STREAM_EVENTS, S.consumer_dir_done(self.lane), wire.RunEvent, self.job_done,
-                     w.handler_concurrency, w.ack_wait_s),
+            WorkSpec(S.STREAM_WORK, S.consumer_dir(self.lane), wire.LaneWork, self.split, w.handler_concurrency,
+                     w.ack_wait_s),
         ]
 
-    async def split(self, work: wire.LaneWork, msg: Msg) -> None:
-        if await R.is_cancelled(self.bus, work.run_id):
-            return await self._finish(work.run_id, "cancelled", "run cancelled before planning")
+    async def split(self, work: wire.LaneWork, ctx: WorkCtx) -> None:
+        cancelled = asyncio.ensure_future(R.is_cancelled(self.bus, work.run_id))
         max_tasks = self.cfg.settings.work.max_tasks_per_job
-        if not work.tasks and self.bus.llm is not None:
-            plan, meta = await plan_director(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
+        plan_with_model = not work.tasks and self.bus.llm is not None
+        if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
+            return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
+        if plan_with_model:
+            plan, meta = await plan_director(self.bus.router(), self.me.id, self.agent.model, self.agent.backup_model,
                                              self.lane, work.goal, work.brief, [], work.run_id, max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
             if meta.degraded:
@@ -49,12 +49,14 @@ class DirectorRole(Role):
             chunks = job_cards(work, max_tasks)
         job_ids = [f"{self.lane}-{i + 1}" for i in range(len(chunks))]
         existing = None
-        if msg is not None and msg.metadata and msg.metadata.num_delivered > 1:
+        if ctx.redelivered:  # only a redelivery can find its own earlier plan
             existing = await self.bus.kv_get(S.KV_TREE, R.lane_key(work.run_id, self.lane), wire.LaneRecord)
-        if existing is None:
-            await self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
-                                  wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id,
-                                                  jobs=job_ids))
+        if existing is None:  # the cancel check's read and this write in one round trip
+            lane = wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids)
+            stop, _ = await asyncio.gather(cancelled, self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
+                                                                      lane))
+            if stop:  # _finish replaces the record just written
+                return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         elif existing[0].jobs != job_ids:
             return  # a redelivery whose (model) plan differs: the first plan's job cards stand
         await R.notify(self.bus, S.run_lane(work.run_id, self.lane),
@@ -64,35 +66,11 @@ class DirectorRole(Role):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
                                 repo=work.repo, env=work.env, parent_id=work.run_id, submitted_by=self.me.id,
                                 priority=work.priority, approval=work.approval)
-            await self.agent.comms.log(self.me.id, f"mgr-{self.lane}", "CMD",
-                                       f"job {job_id}: {len(tasks)} task(s)", work.run_id, "queued")
+            await ctx.log(f"mgr-{self.lane}", "CMD", f"job {job_id}: {len(tasks)} task(s)", "queued")
             pending.append(self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}"))
         await asyncio.gather(*pending)  # one round trip for all the lane's job cards
 
-    async def job_done(self, ev: wire.RunEvent, msg: Msg) -> None:
-        if not ev.job_id:
-            return
-        res = await R.record_child_done(self.bus, R.lane_key(ev.run_id, self.lane), wire.LaneRecord, ev.job_id,
-                                        ev.status, "jobs")
-        if res is None:
-            return
-        lane, finished_now = res
-        if lane.status == "running":
-            return  # other jobs of the lane are still running
-        message = f"{len(lane.jobs)} job(s)"
-        if finished_now:
-            await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {lane.status}: "
-                                       f"{message}", ev.run_id, lane.status)
-        await self._announce(lane, message)
-
-    async def _finish(self, run_id: str, status: str, message: str) -> None:
+    async def _finish(self, ctx: WorkCtx, run_id: str, status: str, message: str) -> None:
         lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[], status=status)
         await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
-        await self.agent.comms.log(self.me.id, "architect", "RESPONSE", f"lane {self.lane} {status}: {message}",
-                                   run_id, status)
-        await self._announce(lane, message)
-
-    async def _announce(self, lane: wire.LaneRecord, message: str) -> None:
-        ev = R.event(lane.run_id, "lane", lane.status, self.me.id, lane=self.lane, message=message)
-        await R.notify(self.bus, S.run_lane(lane.run_id, self.lane), ev)
-        await R.emit(self.bus, S.done_lane(lane.run_id, self.lane), ev, msg_id=f"{lane.run_id}:done:lane:{self.lane}")
+        await R.child_done(ctx, await R.lane_finished(ctx, lane, message))

@@ -6,7 +6,6 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from nats.aio.msg import Msg
 from nats.js.errors import KeyWrongLastSequenceError
 
 from pas import approval as A
@@ -14,11 +13,10 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import BadRequest, Conflict, NotFound, Retry
+from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
 from pas.policy import check_command, check_inside
 from pas.repoenv import EnvError, check_job_env
-from pas.service import Call
-from pas.errors import CommandRefused
+from pas.service import Call, WorkCtx
 
 
 def new_run_id() -> str:
@@ -96,7 +94,7 @@ class GatewayRole(Role):
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
-                             priority=job.priority, approval_mode=job.approval_mode)
+                             priority=job.priority, approval_mode=job.approval_mode, repo=job.repo)
         try:  # the job, kept once; create-if-absent, so an existing run's request is never replaced
             await self.bus.kv[S.KV_TREE].create(R.request_key(run_id), wire.encode(job))
         except KeyWrongLastSequenceError:
@@ -108,8 +106,9 @@ class GatewayRole(Role):
         await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                    metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
-        await self.bus.publish_js(S.WORK_ROOT, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:root")
-        await self.agent.comms.log(self.me.id, "root", "CMD", f"register run {run_id}", run_id, "queued")
+        # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
+        await self.bus.publish_js(S.WORK_ARCHITECT, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:architect")
+        await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued")
         return wire.SubmitReply(run_id=run_id, status="queued")
 
     async def run_status(self, ref: wire.RunRef, call: Call) -> wire.RunStatus:
@@ -122,16 +121,20 @@ class GatewayRole(Role):
         return wire.RunsReply(runs=await R.list_runs(self.bus, q.limit, q.status))
 
     async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
-        got = await R.get_run(self.bus, ref.run_id)
-        if got is None:
-            raise NotFound(f"no run {ref.run_id!r}")
-        run, rev = got
-        if run.status in wire.TERMINAL_RUN:
-            raise Conflict(f"run {ref.run_id!r} already {run.status}")
-        run.status = "cancelled"
-        run.finished_at = wire.now()
-        run.message = "cancelled by request"
-        await R.put_run(self.bus, run)
+        seen: list[str] = []
+
+        def change(run: wire.RunRecord) -> bool:
+            seen.append(run.status)
+            if run.status in wire.TERMINAL_RUN:
+                return False
+            run.status, run.finished_at, run.message = "cancelled", wire.now(), "cancelled by request"
+            return True
+
+        run = await R.update_run(self.bus, ref.run_id, change)
+        if run is None:
+            if not seen:
+                raise NotFound(f"no run {ref.run_id!r}")
+            raise Conflict(f"run {ref.run_id!r} already {seen[-1]}")
         await self.bus.publish_js(S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
         await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id,
                                                                   message="cancelled by request"))
@@ -178,7 +181,7 @@ class GatewayRole(Role):
                            R.event(run.run_id, "run", "running", self.me.id, message="plan approved"))
         await A.announce(self.bus, run)
 
-    async def approval_timer(self, ref: wire.RunRef, msg: Msg) -> None:
+    async def approval_timer(self, ref: wire.RunRef, ctx: WorkCtx) -> None:
         """pas.work.approval: held until the run's deadline (nak with delay), so the timeout
         survives restarts; it also finishes a decision whose announcement a crash cut short."""
         got = await R.get_run(self.bus, ref.run_id)
@@ -205,7 +208,7 @@ class GatewayRole(Role):
                                                                     "reason": A.TIMED_OUT})
         await self._announce_decision(run)
 
-    async def status(self, ref):  # type: ignore[no-untyped-def]
+    async def status(self, ref: wire.StatusRef) -> wire.RunStatus:
         if not ref.id or not S.ID_RE.match(ref.id):
             raise NotFound(f"no run {ref.id!r}")
         return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-
-from nats.aio.msg import Msg
+from collections.abc import Awaitable
 
 from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.planner import plan_manager
 from pas.errors import BadRequest, NotFound
-from pas.service import Call
+from pas.planner import plan_manager
+from pas.service import Call, WorkCtx
 
 
 class ManagerRole(Role):
@@ -34,8 +33,6 @@ class ManagerRole(Role):
         return [
             WorkSpec(S.STREAM_WORK, S.consumer_mgr(self.lane), wire.JobCard, self.decompose, w.handler_concurrency,
                      w.ack_wait_s),
-            WorkSpec(S.STREAM_EVENTS, S.consumer_mgr_done(self.lane), wire.RunEvent, self.task_done,
-                     w.handler_concurrency, w.ack_wait_s),
             WorkSpec(S.STREAM_EVENTS, S.consumer_mgr_release(self.lane), wire.RunEvent, self.release,
                      w.handler_concurrency, w.ack_wait_s),
         ]
@@ -47,10 +44,9 @@ class ManagerRole(Role):
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
-    async def decompose(self, card: wire.JobCard, msg: Msg) -> None:
-        redelivered = bool(msg is not None and msg.metadata and msg.metadata.num_delivered > 1)
+    async def decompose(self, card: wire.JobCard, ctx: WorkCtx) -> None:
         existing = (await self.bus.kv_get(S.KV_TREE, R.job_key(card.run_id, card.job_id), wire.JobRecord)
-                    if redelivered else None)  # only a redelivery can find its own earlier plan
+                    if ctx.redelivered else None)  # only a redelivery can find its own earlier plan
         tasks = card.tasks
         if self.bus.llm is not None and existing is None:
             plan, meta = await plan_manager(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
@@ -70,8 +66,7 @@ class ManagerRole(Role):
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                                  manager=self.me.id, tasks=task_ids, specs=card.tasks,
                                                  repo=card.repo, env=card.env, priority=card.priority))
-        await self.agent.comms.log(self.me.id, card.submitted_by or f"dir-{self.lane}", "RESPONSE",
-                                   f"accepted job {card.job_id}", card.run_id, "running")
+        await ctx.log(card.submitted_by or f"dir-{self.lane}", "RESPONSE", f"accepted job {card.job_id}", "running")
         pending = []
         for task_id, spec in zip(task_ids, card.tasks):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
@@ -84,8 +79,8 @@ class ManagerRole(Role):
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:
                 continue  # held: published when the run is approved (self.release)
-            await self.agent.comms.log(self.me.id, "prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}",
-                                       card.run_id, "queued", metadata={"executor": rec.executor})
+            await ctx.log("prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}", "queued",
+                          metadata={"executor": rec.executor})
             pending.append(self._publish_task(card.run_id, card.job_id, task_id, spec, self.me.id, card.repo,
                                               card.env, card.priority))
         await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
@@ -93,7 +88,7 @@ class ManagerRole(Role):
             await self._maybe_wait_for_approval(card.run_id)
 
     def _publish_task(self, run_id: str, job_id: str, task_id: str, spec: wire.TaskSpec, manager: str,
-                      repo: str | None, env: str | None, priority: int):  # type: ignore[no-untyped-def]
+                      repo: str | None, env: str | None, priority: int) -> Awaitable[None]:
         work = wire.TaskWork(run_id=run_id, job_id=job_id, task_id=task_id, lane=self.lane, manager=manager,
                              spec=spec, repo=repo, env=env, timeout_s=self.cfg.settings.pool.task_timeout_s,
                              priority=priority)
@@ -116,7 +111,7 @@ class ManagerRole(Role):
         await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
                                    run_id, "waiting_approval")
 
-    async def release(self, ev: wire.RunEvent, msg: Msg) -> None:
+    async def release(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
         """The decision on a run's plan, for this lane: publish the approved tasks, mark the dropped
         (or, on rejection, all) held tasks skipped. Idempotent: only tasks still queued are touched."""
         got = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
@@ -136,8 +131,11 @@ class ManagerRole(Role):
                 rec = tasks.get(task_id) or wire.TaskRecord(
                     task_id=task_id, run_id=ev.run_id, job_id=job_id, lane=self.lane, manager=job.manager,
                     executor=wire.effective_executor(spec), instruction=spec.instruction[:2000], command=spec.command)
-                if rec.status != "queued":
-                    continue  # released before (a redelivery of this decision)
+                if rec.status != "queued":  # released before (a redelivery of this decision)
+                    if rec.status == "skipped" and ctx.redelivered:  # its job may not have heard
+                        await R.child_done(ctx, R.event(ev.run_id, "task", "skipped" if approved else "rejected",
+                                                        self.me.id, lane=self.lane, job_id=job_id, task_id=task_id))
+                    continue
                 if approved and task_id not in dropped:
                     await self.agent.comms.log(self.me.id, "prog-pool", "CMD",
                                                f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
@@ -150,34 +148,11 @@ class ManagerRole(Role):
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
                 await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
-                await R.emit(self.bus, S.done_task(ev.run_id, self.lane, task_id),
-                             R.event(ev.run_id, "task", "skipped" if approved else "rejected", self.me.id,
-                                     lane=self.lane, job_id=job_id, task_id=task_id),
-                             msg_id=f"{ev.run_id}:done:task:{task_id}")
+                await R.child_done(ctx, R.event(ev.run_id, "task", "skipped" if approved else "rejected", self.me.id,
+                                                lane=self.lane, job_id=job_id, task_id=task_id))
         await asyncio.gather(*pending)
 
-    async def task_done(self, ev: wire.RunEvent, msg: Msg) -> None:
-        if not ev.job_id or not ev.task_id:
-            return
-        res = await R.record_child_done(self.bus, R.job_key(ev.run_id, ev.job_id), wire.JobRecord, ev.task_id,
-                                        ev.status, "tasks")
-        if res is None:
-            return
-        job, finished_now = res
-        if job.status == "running":
-            return  # other tasks of the job are still running
-        if finished_now:
-            done = sum(1 for s in job.done.values() if s == "completed")
-            await self.agent.comms.log(self.me.id, f"dir-{self.lane}", "RESPONSE",
-                                       f"job {job.job_id} {job.status}: {done}/{len(job.tasks)} tasks completed",
-                                       ev.run_id, job.status)
-        # Announce (again, on a redelivery after a crash): deduplicated by the message id.
-        jev = R.event(ev.run_id, "job", job.status, self.me.id, lane=self.lane, job_id=job.job_id)
-        await R.notify(self.bus, S.run_job(ev.run_id, job.job_id), jev)
-        await R.emit(self.bus, S.done_job(ev.run_id, self.lane, job.job_id), jev,
-                     msg_id=f"{ev.run_id}:done:job:{job.job_id}")
-
-    async def status(self, ref: wire.StatusRef):  # type: ignore[no-untyped-def]
+    async def status(self, ref: wire.StatusRef) -> wire.JobRecord:
         run_id, _, job_id = (ref.id or "").partition(":")
         got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) if job_id else None
         if got is None:

@@ -8,8 +8,6 @@ import logging
 import time
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from pas import subjects as S
 from pas import wire
 from pas.agent import Role
@@ -27,7 +25,6 @@ class MonitorRole(Role):
         self.deadline = hb.interval_s * hb.missed_beats + hb.interval_s * 0.1
         self.last: dict[str, float] = {}  # agent -> monotonic time of last beat
         self.state: dict[str, wire.AgentState] = {}
-        self._sub: Any = None
         self._scan: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
@@ -36,24 +33,14 @@ class MonitorRole(Role):
             self.state[st.agent] = st
             # Give every known agent a full deadline from now before judging it.
             self.last[st.agent] = started
-        self._sub = await self.bus.nc.subscribe(S.HEARTBEAT_ALL, cb=self._on_beat)
+        await self.agent.listen(S.HEARTBEAT_ALL, wire.Heartbeat, self._on_beat)
         self._scan = self.bus.spawn(self._scan_loop())
 
     async def stop(self) -> None:
         if self._scan:
             self._scan.cancel()
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001
-                pass
 
-    async def _on_beat(self, msg: Msg) -> None:
-        try:
-            hb = wire.decode(msg.data, wire.Heartbeat)
-        except Exception:  # noqa: BLE001 - a malformed beat is logged and ignored
-            log.warning("bad heartbeat on %s: %r", msg.subject, msg.data[:200])
-            return
+    async def _on_beat(self, hb: wire.Heartbeat) -> None:
         self.last[hb.agent] = time.monotonic()
         prev = self.state.get(hb.agent)
         st = wire.AgentState(agent=hb.agent, state="alive", last_beat=hb.ts, status=hb.status, run_id=hb.run_id,
@@ -80,7 +67,7 @@ class MonitorRole(Role):
                 try:
                     await self.bus.kv_put(S.KV_AGENTS, agent, st)
                     await self._alert(agent, "dead", st.last_beat, now - t)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.warning("could not record %s dead: %r", agent, e)
 
     async def _alert(self, agent: str, kind: str, last_beat: Any, missed_s: float) -> None:

@@ -14,20 +14,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import PasError
+from pas.errors import BudgetExceeded, PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
 from pas.policy import check_command
 from pas.redact import redact
 from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
 from pas.sandbox import Box
-from pas.service import Call
+from pas.service import Call, WorkCtx, task_status
 
 log = logging.getLogger("pas.programmer")
 
@@ -45,7 +43,6 @@ class ProgrammerRole(Role):
         self.running: dict[str, asyncio.Task[Any]] = {}  # task key -> task
         self.current_run: str | None = None
         self.scratch = Path(tempfile.gettempdir()) / "pas-scratch" / self.me.id
-        self._cancel_sub: Any = None
         self._cancelled: set[str] = set()  # task keys cancelled because their run was cancelled
         self._runs_seen: dict[str, bool] = {}  # run id -> cancelled?
         self.box = Box.from_policy(self.cfg.settings.policy)
@@ -66,14 +63,7 @@ class ProgrammerRole(Role):
 
     async def start(self) -> None:
         await asyncio.to_thread(self.box.problem)  # probe bwrap once, off the event loop
-        self._cancel_sub = await self.bus.nc.subscribe(S.RUN_CANCEL_ALL, cb=self._on_cancel)
-
-    async def stop(self) -> None:
-        if self._cancel_sub is not None:
-            try:
-                await self._cancel_sub.unsubscribe()
-            except Exception:  # noqa: BLE001
-                pass
+        await self.agent.listen(S.RUN_CANCEL_ALL, wire.RunEvent, self._on_cancel)
 
     def beat(self) -> tuple[str, str | None, float, str]:
         n = len(self.running)
@@ -90,11 +80,8 @@ class ProgrammerRole(Role):
             self._runs_seen[run_id] = await R.is_cancelled(self.bus, run_id)
         return self._runs_seen[run_id]
 
-    async def _on_cancel(self, msg: Msg) -> None:
-        parsed = S.parse_run(msg.subject)
-        if parsed is None:
-            return
-        run_id = parsed.run_id
+    async def _on_cancel(self, ev: wire.RunEvent) -> None:
+        run_id = ev.run_id
         self._runs_seen[run_id] = True
         for key, t in list(self.running.items()):
             if key.startswith(run_id + "."):
@@ -102,9 +89,9 @@ class ProgrammerRole(Role):
                 t.cancel()
 
     # ---- the pool ------------------------------------------------------------------------
-    async def run_task(self, work: wire.TaskWork, msg: Msg) -> None:
+    async def run_task(self, work: wire.TaskWork, ctx: WorkCtx) -> None:
         key = R.task_key(work.run_id, work.task_id)
-        first = bool(msg.metadata and msg.metadata.num_delivered == 1)
+        first = not ctx.redelivered
         # Only a redelivery can find a record with a result or an earlier attempt in it.
         got, cancelled = await asyncio.gather(
             self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord) if not first else _none(),
@@ -113,26 +100,26 @@ class ProgrammerRole(Role):
             task_id=work.task_id, run_id=work.run_id, job_id=work.job_id, lane=work.lane, manager=work.manager,
             executor=wire.effective_executor(work.spec), instruction=work.spec.instruction[:2000],
             command=work.spec.command)
-        if rec.status in wire.TERMINAL_TASK:
-            return await self._announce(rec)  # a replay: the result exists; make sure it went up
-        rec.attempts = msg.metadata.num_delivered if msg.metadata else rec.attempts + 1
+        if rec.status in wire.TERMINAL_TASK:  # a replay: the result exists; make sure it went up
+            return await R.child_done(ctx, self._done_event(rec))
+        rec.attempts = ctx.attempt
         rec.programmer = self.me.id
         limit = self.cfg.settings.pool.max_deliver
         if rec.attempts > limit:
             rec.status, rec.finished_at = "failed", wire.now()
             rec.error = f"gave up after {limit} attempts (its programmers died or timed out each time)"
-            return await self._finish(rec)
+            return await self._finish(ctx, rec)
         if cancelled:
             rec.status, rec.error, rec.finished_at = "cancelled", "run cancelled", wire.now()
-            return await self._finish(rec)
+            return await self._finish(ctx, rec)
         rec.status, rec.started_at = "running", wire.now()
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
         await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
-        await self.agent.comms.log(work.manager, self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})",
-                                   work.run_id, "running", metadata={"executor": rec.executor, "env": rec.env,
-                                                                     "sandbox": self.box.mode})
+        await ctx.log(self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
+                      sender=work.manager,
+                      metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t
@@ -145,7 +132,7 @@ class ProgrammerRole(Role):
         finally:
             self.running.pop(key, None)
             self._cancelled.discard(key)
-        rec.status = result.status  # type: ignore[assignment]
+        rec.status = result.status
         rec.exit_code = result.exit_code
         rec.output = redact(result.output[-wire.MAX_OUTPUT:])
         rec.error = redact(result.error)
@@ -153,24 +140,26 @@ class ProgrammerRole(Role):
         rec.branch = result.extra.get("branch")
         rec.diff_stat = result.extra.get("diff_stat")
         rec.finished_at = wire.now()
-        await self._finish(rec)
+        await self._finish(ctx, rec)
 
-    async def _finish(self, rec: wire.TaskRecord) -> None:
-        # The record and the done event go out together: the manager counts the event's status, the
-        # status view reads the record; a crash in between leaves the work unacked, so it is redone.
+    def _done_event(self, rec: wire.TaskRecord) -> wire.RunEvent:
+        return R.event(rec.run_id, "task", rec.status, rec.programmer or self.me.id, lane=rec.lane,
+                       job_id=rec.job_id, task_id=rec.task_id)
+
+    async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
+        """The result, published once (the record, to its key and as the task's event), then the
+        job is told in this same handler (pas.runs.child_done: the last task finishes the job, the
+        last job the lane, ...). A crash before the ack leaves the work to be redelivered, and
+        the redelivery only re-announces (the record is terminal)."""
+        ev = self._done_event(rec)
+        job = R.read_ahead(self.bus, ev)  # the job's record, read while the result is stored
         await asyncio.gather(self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec),
-                             self._announce(rec))
-        await self.agent.comms.log(self.me.id, rec.manager, "RESPONSE",
-                                   f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
-                                   rec.run_id, rec.status,
-                                   tokens=rec.tokens or None, cost_usd=rec.cost_usd,
-                                   metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env})
-
-    async def _announce(self, rec: wire.TaskRecord) -> None:
-        await self.bus.publish(S.run_task(rec.run_id, rec.task_id), rec)
-        ev = R.event(rec.run_id, "task", rec.status, self.me.id, lane=rec.lane, job_id=rec.job_id, task_id=rec.task_id)
-        await R.emit(self.bus, S.done_task(rec.run_id, rec.lane, rec.task_id), ev,
-                     msg_id=f"{rec.run_id}:done:task:{rec.task_id}")
+                             ctx.publish(S.run_task(rec.run_id, rec.task_id), rec),
+                             ctx.log(rec.manager, "RESPONSE",
+                                     f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
+                                     rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
+                                     metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}))
+        await R.child_done(ctx, ev, job)
 
     def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
         """The environment the task runs in (pas.repoenv); a string is why none could be chosen;
@@ -194,7 +183,10 @@ class ProgrammerRole(Role):
         except PasError as e:
             return ExecResult(status="failed", error=f"workspace: {e.message}")
         try:
-            result = await self._dispatch(executor, work, ws.path, renv)
+            try:
+                result = await self._dispatch(executor, work, ws.path, renv)
+            except BudgetExceeded as e:
+                result = ExecResult(status=task_status(e), error=e.message)
             if ws.branch:
                 result.extra["branch"] = ws.branch
                 try:
@@ -228,7 +220,6 @@ class ProgrammerRole(Role):
 
     async def _llm(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
         from pas.edit_loop import run_llm_edit
-        from pas.usage import BUDGET_EXCEEDED
 
         llm = self.bus.router()
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
@@ -240,15 +231,14 @@ class ProgrammerRole(Role):
             return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
 
         budget = await llm.task_budget(work.run_id)
+        assert self.agent.model  # _dispatch checked
         res = await run_llm_edit(
             llm, agent=self.me.id, primary=self.agent.model, backup=self.agent.backup_model, workdir=cwd,
             instruction=work.spec.instruction, files=work.spec.files, acceptance=work.spec.acceptance,
             run_acceptance=acceptance, max_fix_iterations=self.cfg.settings.llm.max_fix_iterations,
             run_id=work.run_id, budget=budget, allowed_globs=policy.filesystem_allowlist or None,
         )
-        status = res.status
-        if status == "failed" and BUDGET_EXCEEDED in (res.error or ""):
-            status = "budget_exceeded"
+        status = res.status  # a BudgetExceeded met by the loop ends it budget_exceeded
         out = res.diff
         if res.acceptance_exit is not None:
             out += f"\n--- acceptance `{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
@@ -260,8 +250,7 @@ class ProgrammerRole(Role):
         from pas.aider import run_aider
 
         budget = await self.bus.router().task_budget(work.run_id)
-        if budget.exceeded:
-            return ExecResult(status="budget_exceeded", error="budget exceeded: no further LLM calls for this run")
+        budget.check()  # BudgetExceeded: the task ends budget_exceeded (_execute)
         prof = self.bus.router().profiles[self.agent.model or ""]
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
@@ -284,4 +273,4 @@ class ProgrammerRole(Role):
         return {"status": "success" if r.status == "completed" else ("timeout" if r.status == "timeout" else "error"),
                 "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
                 "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,
-                "artifacts": {k: v for k, v in r.extra.items()}, "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}
+                "artifacts": dict(r.extra), "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from nats.aio.msg import Msg
+import msgspec
 
 from pas import runs as R
 from pas import subjects as S
@@ -14,61 +14,55 @@ from pas import wire
 from pas.agent import Role, WorkSpec
 from pas.errors import PasError
 from pas.integrate import integrate
+from pas.service import WorkCtx
 
 log = logging.getLogger("pas.root")
 
 
 class RootRole(Role):
-    description = "PAS Root: registers runs and ends them"
+    description = "PAS Root: ends runs (integrates their branches, records the final status)"
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
-        return [
-            WorkSpec(S.STREAM_WORK, S.CONSUMER_ROOT, wire.RunRef, self.start_run, w.handler_concurrency, w.ack_wait_s),
-            WorkSpec(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE, wire.RunEvent, self.end_run, w.handler_concurrency, w.ack_wait_s),
-        ]
+        return [WorkSpec(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE, wire.RunEvent, self.end_run, w.handler_concurrency,
+                         w.ack_wait_s)]
 
-    async def start_run(self, ref: wire.RunRef, msg: Msg) -> None:
-        got = await R.get_run(self.bus, ref.run_id)
-        if got is None:
-            return  # nothing to start (expired or foreign message)
-        run, _ = got
-        if run.status in wire.TERMINAL_RUN:
-            return
-        if run.status == "queued":
-            run.status = "running"
-            run.started_at = wire.now()
-            await R.put_run(self.bus, run)
-            await R.notify(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
-        await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run.run_id}: {run.title}",
-                                   run.run_id, "running")
-        await self.bus.publish_js(S.WORK_ARCHITECT, ref, msg_id=f"{run.run_id}:architect")
-
-    async def end_run(self, ev: wire.RunEvent, msg: Msg) -> None:
+    async def end_run(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
         got = await R.get_run(self.bus, ev.run_id)
         if got is None:
             return
-        run, _ = got
+        run, rev = got
         if run.status in wire.TERMINAL_RUN:
+            if ctx.redelivered and run.finished_at is not None:  # we may have died before announcing it
+                await self._announce(ctx, run, ev.message)
             return
-        run.status = "completed" if ev.status == "completed" else ("cancelled" if ev.status == "cancelled" else "failed")
-        run.finished_at = wire.now()
-        run.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
-        if run.status != "cancelled":
-            await self._integrate(run)
-        await R.put_run(self.bus, run)
-        await R.emit(self.bus, S.run_status(run.run_id),
-                     R.event(run.run_id, "run", run.status, self.me.id,
-                             message=run.message if run.conflicts else ev.message),
-                     msg_id=f"{run.run_id}:status:final")
-        await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"run {run.run_id} {run.status}",
-                                   run.run_id, run.status)
+        end = msgspec.structs.replace(run)  # the ending, worked out on a copy; `run` stays as read
+        end.status = ev.status if ev.status in ("completed", "cancelled") else "failed"  # type: ignore[assignment]
+        end.finished_at = wire.now()
+        end.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
+        if end.status != "cancelled":
+            await self._integrate(end)
+
+        def change(r: wire.RunRecord) -> bool:
+            if r.status in wire.TERMINAL_RUN:
+                return False  # cancelled or rejected meanwhile: that stands
+            r.status, r.finished_at, r.message = end.status, end.finished_at, end.message
+            r.result_branch, r.conflicts = end.result_branch, end.conflicts
+            return True
+
+        if await R.update_run(self.bus, run.run_id, change, (run, rev)) is not None:
+            await self._announce(ctx, end, ev.message)
+
+    async def _announce(self, ctx: WorkCtx, run: wire.RunRecord, message: str) -> None:
+        await ctx.emit(S.run_status(run.run_id), R.event(run.run_id, "run", run.status, self.me.id,
+                                                          message=run.message if run.conflicts else message),
+                       msg_id=f"{run.run_id}:status:final")
+        await ctx.log("gateway", "STATUS", f"run {run.run_id} {run.status}", run.status)
 
     async def _integrate(self, run: wire.RunRecord) -> None:
         """Merge the completed tasks' branches into pas/<run>/result (pas.integrate), when the run
         has a repository on this machine and some task changed files. A conflict fails the run."""
-        req = await self.bus.kv_get(S.KV_TREE, R.request_key(run.run_id), wire.JobSubmit)
-        repo = req[0].repo if req else None
+        repo = run.repo
         if not repo:
             return
         tasks = await R.tasks_of(self.bus, run.run_id)
