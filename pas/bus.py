@@ -41,7 +41,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from pas import subjects as S
-from pas import wire
+from pas import tracing, wire
 from pas.connection import CREDS_HINT as CREDS_HINT
 from pas.connection import AuthRefused as AuthRefused
 from pas.connection import connect as connect
@@ -340,7 +340,7 @@ class Bus:
 
     async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
         """Store obj in its stream and wait for the ack (retried: msg_id makes a retry a no-op)."""
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        headers = tracing.inject({"Nats-Msg-Id": msg_id} if msg_id else None)
         data = wire.encode(obj)
         await self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers))
 
@@ -349,7 +349,7 @@ class Bus:
         background and, if it does not come (an election, a failover), the publish is retried with
         the same message id. For the comms log: every entry is kept, in order unless retried."""
         msg_id = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique message id
-        headers = {"Nats-Msg-Id": msg_id}
+        headers = tracing.inject({"Nats-Msg-Id": msg_id}) or {}
         try:
             # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.
             fut = await self.js.publish_async(subject, data, headers=dict(headers))
@@ -378,4 +378,4 @@ class Bus:
         fut.add_done_callback(on_done)
 
     async def publish(self, subject: str, obj: Any) -> None:
-        await self.nc.publish(subject, wire.encode(obj))
+        await self.nc.publish(subject, wire.encode(obj), headers=tracing.inject(None))

@@ -14,7 +14,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from pas import subjects as S
-from pas import wire
+from pas import tracing, wire
 from pas.connection import connect
 from pas.errors import GatewayTimeout as GatewayTimeout
 from pas.errors import Unavailable, from_code
@@ -71,6 +71,7 @@ class PasClient:
     async def request(self, subject: str, body: Any = None, headers: dict[str, str] | None = None,
                       timeout_s: float | None = None) -> Any:
         data = body if isinstance(body, bytes) else (wire.encode(body) if body is not None else b"{}")
+        headers = tracing.inject(headers)  # the caller's span, when its process traces (the HTTP adapter)
         try:
             msg = await self.nc.request(subject, data, timeout=timeout_s or self.timeout_s, headers=headers)
         except NoRespondersError:

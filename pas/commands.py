@@ -56,7 +56,9 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     web = f", HTTP adapter and HMI on {stack.http_server.url()}" if stack.http_server else ", no HTTP adapter"
     print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}{web}); Ctrl-C to stop", flush=True)
     if args.ready_file:
-        Path(args.ready_file).write_text(stack.url or "")
+        ready = Path(args.ready_file)  # written whole, then renamed: a watcher never reads it half-written
+        ready.with_name(ready.name + ".tmp").write_text(stack.url or "")
+        ready.with_name(ready.name + ".tmp").replace(ready)
     try:
         await stop.wait()
     finally:

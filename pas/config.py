@@ -221,6 +221,20 @@ class LlmConfig(Strict):
     max_cost_per_job_usd: float = 2.5
 
 
+class TracingConfig(Strict):
+    enabled: bool = False
+    """OpenTelemetry spans for every hop, task command and model call, the trace context carried in
+    NATS headers (traceparent). Also on when OTEL_TRACES_EXPORTER (not "none") or an OTLP endpoint
+    variable is set (pas/tracing.py)."""
+    exporter: Literal["otlp", "console"] = "otlp"
+    """otlp: OTLP over HTTP/protobuf; console: each span printed as JSON. OTEL_TRACES_EXPORTER overrides."""
+    endpoint: str | None = None
+    """OTLP/HTTP collector, e.g. http://localhost:4318 (/v1/traces is added to a bare host:port); None:
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318."""
+    service_name: str = "pas"
+    """service.name of the spans; OTEL_SERVICE_NAME overrides."""
+
+
 class Settings(Strict):
     nats: NatsConfig = Field(default_factory=NatsConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
@@ -230,6 +244,7 @@ class Settings(Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
 class PasConfig(Strict):

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from pas import tracing
 from pas.errors import CommandRefused, PasError
 from pas.policy import check_command
 from pas.programs import git as git
+from pas.redact import redact
 from pas.repoenv import RepoEnv
 from pas.sandbox import Box, handed_over
 
@@ -44,7 +46,19 @@ async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int
                    env: Mapping[str, str] | None = None, kill_bytes: int | None = None) -> ExecResult:
     """Run argv (no shell, already resolved: see pas.repoenv) in the sandbox `box`, in its own
     process group, with the allowlisted part of `env` (default: PAS's environment); kill it on
-    timeout, cancel, or output beyond kill_bytes (the output kept is capped at output_cap)."""
+    timeout, cancel, or output beyond kill_bytes (the output kept is capped at output_cap).
+    With tracing on, in a span "command <program>" (pas.tracing)."""
+    on = tracing.enabled()
+    attrs = {"process.command_line": redact(" ".join(argv))[:500], "pas.sandbox": box.mode} if on else None
+    with tracing.span(f"command {Path(argv[0]).name if argv else ''}", attrs) as sp:
+        r = await _run_argv(argv, cwd, timeout_s, output_cap, box=box, env=env, kill_bytes=kill_bytes)
+        tracing.annotate(sp, {"process.exit.code": r.exit_code, "pas.status": r.status},
+                         error=None if r.status == "completed" else (r.error or r.status))
+        return r
+
+
+async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int, *, box: Box,
+                    env: Mapping[str, str] | None = None, kill_bytes: int | None = None) -> ExecResult:
     launch = box.launch(argv, cwd, source_env=env)
     async with handed_over(launch):
         try:

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol
 
 from pydantic import ValidationError
 
+from pas import tracing
 from pas.config import ModelProfile
 from pas.errors import BudgetExceeded, ConfigError, Unavailable
 from pas.redact import redact
@@ -310,7 +311,7 @@ class LLMClient:
                 raise _AttemptFailed(err)
         lite = _lite()
         try:
-            resp = await asyncio.wait_for(lite.acompletion(**kwargs), prof.timeout_s + 1.0)
+            resp = await _call(lite, kwargs, prof.timeout_s + 1.0, agent, name, run_id)
             choice = resp.choices[0]
             text = choice.message.content
             usage = getattr(resp, "usage", None)
@@ -376,6 +377,25 @@ class LLMClient:
 
 class _AttemptFailed(Exception):
     pass
+
+
+async def _call(lite: Any, kwargs: dict[str, Any], timeout_s: float, agent: str, profile: str,
+                run_id: str | None) -> Any:
+    """One litellm call; with tracing on, in a span "chat <model>" whose traceparent the request carries."""
+    if not tracing.enabled():
+        return await asyncio.wait_for(lite.acompletion(**kwargs), timeout_s)
+    with tracing.span(f"chat {kwargs['model']}", {
+        "gen_ai.operation.name": "chat", "gen_ai.request.model": kwargs["model"],
+        "gen_ai.request.max_tokens": kwargs.get("max_tokens"), "gen_ai.request.temperature": kwargs.get("temperature"),
+        "pas.agent": agent, "pas.model_profile": profile, "pas.run_id": run_id,
+    }) as sp:
+        kwargs = {**kwargs, "extra_headers": tracing.inject(dict(kwargs.get("extra_headers") or {}))}
+        resp = await asyncio.wait_for(lite.acompletion(**kwargs), timeout_s)
+        usage = getattr(resp, "usage", None)
+        tracing.annotate(sp, {"gen_ai.response.model": getattr(resp, "model", None),
+                              "gen_ai.usage.input_tokens": getattr(usage, "prompt_tokens", None),
+                              "gen_ai.usage.output_tokens": getattr(usage, "completion_tokens", None)})
+        return resp
 
 
 # ---- budgets -------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class EmbeddedServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            self._close_pipe()
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -125,11 +126,17 @@ class EmbeddedServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._close_pipe()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()  # else an unclosed-file ResourceWarning when the Popen is collected
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)

@@ -27,7 +27,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.micro.request import Request
 
-from pas import wire
+from pas import tracing, wire
 from pas.bus import transient
 from pas.errors import (
     BadRequest,
@@ -94,7 +94,8 @@ def endpoint(
         call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
         try:
             body = decode_body(req.data, req_type)
-            result = await handler(body, call)
+            with tracing.hop(req.headers, handler, req.subject, body, "server"):
+                result = await handler(body, call)
             if call.reply:
                 await req.respond(wire.encode(result) if result is not None else b"{}")
             return
@@ -237,9 +238,12 @@ class WorkLoop:
         self._task = self.spawn(self._run())
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
-        if self._task:
+        # Cancel until the loop has ended: on Python 3.11 a cancel can be lost inside nats-py
+        # (next_msg's inner wait_for returns a reply that arrived at the same moment), and the loop
+        # would run on, holding its agent's stop for the stack's whole 15 s stop timeout.
+        while self._task is not None and not self._task.done():
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=0.2)
         if self._running:
             await asyncio.wait(self._running, timeout=drain_timeout_s)
 
@@ -303,7 +307,8 @@ class WorkLoop:
             outcome: BaseException | None = None
             try:
                 body = decode_body(m.data, self.typ)
-                await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
+                with tracing.hop(m.headers, self.handler, m.subject, body, msg=m):
+                    await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
                 self.handled += 1
             except asyncio.CancelledError:
                 raise

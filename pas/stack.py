@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pas import auth, claims
+from pas import auth, claims, tracing
 from pas.agent import Agent
 from pas.bus import Bus, connect, provision
 from pas.comms import CommsLog
@@ -83,6 +83,7 @@ class Stack:
 
     async def _start(self, socks: dict[str, Any] | None) -> None:
         await asyncio.to_thread(self.check_sandbox)
+        tracing.setup(self.cfg)
         n = self.cfg.settings.nats
         cdir = auth.creds_dir(self.cfg, self.data_dir)
         if not self.url:

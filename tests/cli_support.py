@@ -40,6 +40,17 @@ def run_pas(*args: str, timeout: float = 60, **env: str) -> subprocess.Completed
                           env=cli_env(**env), stdin=subprocess.DEVNULL)
 
 
+def run_pas_all(*argvs: list[str], timeout: float = 60) -> list[subprocess.CompletedProcess[str]]:
+    """Independent `pas` commands at the same time (each as run_pas would), results in order."""
+    procs = [subprocess.Popen(pas_argv(["pas", *a]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cli_env(), stdin=subprocess.DEVNULL) for a in argvs]
+    out = []
+    for a, proc in zip(argvs, procs, strict=True):
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(a, proc.returncode, stdout, stderr))
+    return out
+
+
 class PasCommand:
     """A long-running `pas ...` (its own session, output in a log file)."""
 
@@ -103,4 +114,4 @@ def commands(block: str) -> list[list[str]]:
     return [argv for line in block.splitlines() if (argv := shlex.split(line, comments=True))]
 
 
-__all__ = ["PasCommand", "run_pas", "readme_block", "commands", "dead_port", "cli_env"]
+__all__ = ["PasCommand", "cli_env", "commands", "dead_port", "readme_block", "run_pas", "run_pas_all"]

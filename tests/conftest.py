@@ -19,6 +19,7 @@ from pas.client import PasClient
 from pas.config import PasConfig, load_config
 from pas.server import EmbeddedServer
 from pas.stack import Stack
+from tests.shared_server import SharedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # The JSON schemas the `nats` CLI validates $SRV replies against (copied from shared/reference).
@@ -31,17 +32,33 @@ FAST = [
     "settings.work.ack_wait_s=2",
 ]
 
-pytest_plugins = ["tests.fakellm"]
+pytest_plugins = ["tests.fakellm", "tests.module_stack"]
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServer]:
+    shared = SharedServer(tmp_path_factory.mktemp("nats-shared"))
+    try:
+        yield shared
+    finally:
+        shared.stop()
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer(tmp_path / "nats", port=-1)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def nats_server(shared_server: SharedServer) -> EmbeddedServer:
+    """The session's nats-server (one per session; a test that stops, kills, clusters or secures a
+    server starts its own EmbeddedServer). After every test that used it, the teardown hook below
+    checks the test left no connection open and deletes every stream, KV bucket and consumer."""
+    return shared_server.use()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    res = yield  # every function-scoped fixture (stacks, clients, `pas up` processes) is torn down
+    shared = SharedServer.current
+    if shared is not None and shared.dirty:
+        shared.reset()  # raises, failing this test's teardown, when the test left the server in use
+    return res
 
 
 def make_cfg(*extra: str) -> PasConfig:
@@ -93,10 +110,10 @@ class PasProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> "PasProcess":
-        fh = self.log.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=str(self.log.parent), start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with self.log.open("ab") as fh:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=str(self.log.parent), start_new_session=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout_s
         while not self.ready.exists():
             if self.proc.poll() is not None:

@@ -84,8 +84,9 @@ class CliSub:
     def __post_init__(self) -> None:
         def pump() -> None:
             assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.lines.put(line.rstrip("\n"))
+            with self.proc.stdout:  # closed at the end of the output (no unclosed-file warning)
+                for line in self.proc.stdout:
+                    self.lines.put(line.rstrip("\n"))
             self.lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -132,6 +133,8 @@ class CliSub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 @dataclass

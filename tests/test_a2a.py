@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from a2a.client import ClientConfig, create_client
 from a2a.helpers.proto_helpers import get_data_parts, new_data_part
 from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
@@ -22,13 +24,17 @@ from pas.stack import Stack
 from tests.http_support import http_cfg
 from tests.mcp_support import ALLOW, job, make_repo
 
+# The tests send messages that become runs of their own: one stack and adapter for the module, on
+# the module's own server, in the module's event loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-@pytest.fixture
-async def gateway(nats_server: EmbeddedServer) -> AsyncIterator[AdapterHandle]:
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway(module_server: EmbeddedServer) -> AsyncIterator[AdapterHandle]:
     cfg = http_cfg(ALLOW)  # architect and directors without a model: goals are planned offline
-    st = Stack(cfg, url=nats_server.url, http=False)
+    st = Stack(cfg, url=module_server.url, http=False)
     await st.start()
-    adapter = await start_adapter(cfg, nats_server.url, token="")
+    adapter = await start_adapter(cfg, module_server.url, token="")
     try:
         yield adapter
     finally:

@@ -4,17 +4,19 @@ nats-server accepts that file with each node's environment; every `pas` command 
 
 from __future__ import annotations
 
-import re
+import json
 import os
+import re
 import shutil
-import sys
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pas import subjects as S
 from pas.cli import build_parser
 from pas.server import find_binary
 from tests.cluster import CLUSTER_CONF
@@ -75,8 +77,8 @@ def test_nats_server_accepts_the_config_with_each_nodes_environment(tmp_path: Pa
         port = s.getsockname()[1]
         s.close()
         env.update(PAS_STORE_DIR=str(tmp_path / n), PAS_CLIENT_PORT=str(port))
-        p = subprocess.run([find_binary(), "-c", str(conf_dir / "cluster-auth.conf"), "-t"], env=env, capture_output=True,
-                           text=True, timeout=30)
+        p = subprocess.run([find_binary(), "-c", str(conf_dir / "cluster-auth.conf"), "-t"], env=env,
+                           capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -96,17 +98,35 @@ def test_pas_services_command_lines_parse_and_use_r3() -> None:
     assert p.returncode == 0, p.stderr
 
 
-async def test_multi_server_url_fails_over_to_a_live_server(stack: Any) -> None:
-    """A list of URLs whose first server is down: the client uses the next and PAS answers."""
+async def test_multi_server_url_fails_over_to_a_live_server(nats_server: Any, tmp_path: Path,
+                                                            monkeypatch: Any) -> None:
+    """The compose services get every node in PAS_NATS_URL. With the first node down, the agents
+    (as pas-core starts them, from that variable) and a client both connect to the next one: every
+    agent answers there, and a job with a task in each of two lanes completes."""
     from pas.client import PasClient
+    from pas.stack import Stack
+    from tests.conftest import make_cfg
 
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     dead = s.getsockname()[1]
     s.close()
-    c = await PasClient.connect(f"nats://127.0.0.1:{dead},{stack.url}", timeout_s=10)
-    try:
-        assert c.nc.connected_url is not None and c.nc.connected_url.port != dead
-        assert (await c.runs())["runs"] == []
-    finally:
-        await c.close()
+    urls = f"nats://127.0.0.1:{dead},{nats_server.url}"
+    monkeypatch.setenv("PAS_NATS_URL", urls)
+    monkeypatch.setenv("PAS_CREDS_DIR", str(tmp_path / "creds"))  # none: the test server has no users
+    cfg = make_cfg()
+    assert cfg.settings.nats.url == urls
+    async with Stack(cfg) as st:
+        assert st.server is None and st.buses  # no embedded server: the agents use the listed ones
+        for b in st.buses.values():
+            assert b.nc.connected_url is not None and b.nc.connected_url.port != dead
+        async with await PasClient.connect(cfg.settings.nats.url, timeout_s=10) as c:
+            assert c.nc.connected_url is not None and c.nc.connected_url.port != dead
+            for a in cfg.agents:
+                r = await c.nc.request(S.agent_endpoint(a.role, a.id, "health"), b"", timeout=5)
+                assert json.loads(r.data)["agent"] == a.id
+            await c.submit({"title": "over the node list", "run_id": "compose-1",
+                            "tasks": [{"lane": "code", "instruction": "a", "executor": "echo"},
+                                      {"lane": "docs", "instruction": "b", "executor": "echo"}]})
+            st_run = await c.wait("compose-1", timeout_s=30)
+            assert st_run["status"] == "completed", st_run

@@ -37,6 +37,9 @@ def clean_env(cache: Path, wheelhouse: Path) -> dict[str, str]:
     env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if d and d != own_bin)
     env["XDG_CACHE_HOME"] = str(cache)  # the demo's venv cache starts cold ...
     env.update(PIP_FIND_LINKS=str(wheelhouse), PIP_NO_INDEX="1")
+    # No byte-compiling of every installed file (litellm alone is thousands): what runs compiles
+    # on first import, as it would from a source checkout. The install itself is unchanged.
+    env["PIP_NO_COMPILE"] = "1"
     return env
 
 

@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator
 import httpx
 import msgspec
 import pytest
+import pytest_asyncio
 
 from pas.client import PasClient
 from pas.config import PasConfig
@@ -27,7 +28,7 @@ from pas.http.adapter import port_plan, start_adapter
 from pas import wire
 from pas.server import EmbeddedServer
 from pas.stack import Stack
-from tests.conftest import fast_args, make_cfg
+from tests.conftest import fast_args, make_cfg, wait_for
 from tests.http_support import all_free, free_port_offset, fuzz_operation, http_cfg, poll
 
 ECHO = {"lane": "code", "instruction": "echo hello", "command": "echo hello", "executor": "command"}
@@ -67,15 +68,28 @@ def hcfg() -> PasConfig:
     return http_cfg()
 
 
+# The tests marked `shared` only read and submit runs of their own: they share one stack with the
+# adapter on the module's own server, in the module's event loop. A test that changes an agent's
+# model (own_http) or starts agents of its own keeps its own stack.
+shared = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def http(module_server: EmbeddedServer) -> AsyncIterator[Http]:
+    async with _http(http_cfg(), module_server.url) as h:
+        yield h
+
+
 @pytest.fixture
-async def http(nats_server: EmbeddedServer, hcfg: PasConfig) -> AsyncIterator[Http]:
+async def own_http(nats_server: EmbeddedServer, hcfg: PasConfig) -> AsyncIterator[Http]:
     async with _http(hcfg, nats_server.url) as h:
         yield h
 
 
 # ---- every agent: /health, /status/{id} ------------------------------------------------------
-async def test_health_of_a_manager_is_live(http: Http, hcfg: PasConfig) -> None:
-    assert http.h.ports["mgr-code-01"] == 6141 + hcfg.settings.http.port_offset
+@shared
+async def test_health_of_a_manager_is_live(http: Http) -> None:
+    assert http.h.ports["mgr-code-01"] == 6141 + http.stack.cfg.settings.http.port_offset
 
     async def get() -> httpx.Response:
         return await http.c.get(http.u("mgr-code-01", "/health"))
@@ -109,6 +123,7 @@ async def test_health_503_when_the_agent_does_not_answer(nats_server: EmbeddedSe
         assert r.status_code == 503 and r.json()["beat_age_s"] >= 1
 
 
+@shared
 async def test_status_endpoints(http: Http) -> None:
     r = await http.c.post(http.u("mgr-code-02", "/submit"),
                           json={"job_id": "j1", "run_id": "adhoc-1", "tasks": [{"lane": "code", "instruction": "hi",
@@ -133,6 +148,7 @@ async def test_status_endpoints(http: Http) -> None:
 
 
 # ---- gateway ---------------------------------------------------------------------------------
+@shared
 async def test_prime_directives_run_completes(http: Http) -> None:
     body = {"title": "legacy directive", "description": "say hello", "entry_files": ["src/app.py"],
             "budget_tokens_max": 1000, "budget_cost_usd_max": 0.5}
@@ -151,6 +167,7 @@ async def test_prime_directives_run_completes(http: Http) -> None:
     assert r.status_code == 409 and r.json()["detail"] == f"run {run_id!r} already completed"
 
 
+@shared
 async def test_idempotency_key_returns_the_same_run(http: Http) -> None:
     body = {"title": "once", "goal": "only once"}
     h = {"Idempotency-Key": "key-42"}
@@ -165,6 +182,7 @@ async def test_idempotency_key_returns_the_same_run(http: Http) -> None:
     assert r.status_code == 422
 
 
+@shared
 async def test_submit_runs_list_and_filters(http: Http) -> None:
     r = await http.c.post(http.u("gateway", "/submit"),
                           json={"title": "two tasks", "run_id": "r-http-1", "tasks": [ECHO, {**ECHO, "lane": "docs"}]})
@@ -181,6 +199,7 @@ async def test_submit_runs_list_and_filters(http: Http) -> None:
         assert (await http.c.get(http.u("gateway", "/runs"), params=bad)).status_code == 422
 
 
+@shared
 async def test_bad_bodies_are_4xx(http: Http) -> None:
     url = http.u("gateway", "/submit")
     for body in ({}, {"title": ""}, {"title": "x", "extra": 1}, {"title": "x", "lanes": ["nope"]},
@@ -215,6 +234,7 @@ async def test_bad_bodies_are_4xx(http: Http) -> None:
     assert r.status_code == 422  # a simple (preflight-free) cross-site form post cannot carry JSON
 
 
+@shared
 async def test_unknown_run_and_cancel(http: Http) -> None:
     r = await http.c.get(http.u("gateway", "/runs/no-such-run"))
     assert r.status_code == 404 and r.json() == {"detail": "no run 'no-such-run'", "error": "not_found", "info": None}
@@ -235,6 +255,7 @@ async def test_unknown_run_and_cancel(http: Http) -> None:
 
 
 # ---- architect, directors, managers, programmers ---------------------------------------------
+@shared
 async def test_architect_and_director_submit(http: Http) -> None:
     r = await http.c.post(http.u("architect", "/submit"),
                           json={"title": "prd", "prd": "build it", "entry_files": ["a.py"]})
@@ -253,6 +274,7 @@ async def test_architect_and_director_submit(http: Http) -> None:
     assert r.status_code == 400
 
 
+@shared
 async def test_manager_submit_errors(http: Http) -> None:
     url = http.u("mgr-docs-01", "/submit")
     card = {"job_id": "j9", "run_id": "adhoc-9", "tasks": [{**ECHO, "lane": "docs"}]}
@@ -265,6 +287,7 @@ async def test_manager_submit_errors(http: Http) -> None:
     assert r.status_code == 200 and r.json()["status"] == "queued"
 
 
+@shared
 async def test_programmer_execute(http: Http) -> None:
     url = http.u("prog-003", "/execute")
     r = await http.c.post(url, json={"task": "echo hi", "executor": "command", "command": "echo hi", "timeout_s": 30})
@@ -346,6 +369,7 @@ async def test_port_in_use_fails_start_up_naming_the_agent(hcfg: PasConfig) -> N
         socket.create_server((hcfg.settings.http.host, port)).close()
 
 
+@shared
 async def test_openapi_per_port(http: Http) -> None:
     r = await http.c.get(http.u("gateway", "/docs"))
     assert r.status_code == 200 and "swagger" in r.text.lower()
@@ -374,7 +398,8 @@ def test_http_models_mirror_the_wire_types() -> None:
 
 
 # ---- the HMI's JSON API and live events ------------------------------------------------------
-async def test_hmi_api(http: Http) -> None:
+async def test_hmi_api(own_http: Http) -> None:
+    http = own_http
     hmi = lambda path: http.u("hmi", path)  # noqa: E731
     page = await http.c.get(hmi("/"))
     assert page.status_code == 200 and 'data-testid="tree"' in page.text
@@ -425,7 +450,8 @@ async def test_hmi_api(http: Http) -> None:
     assert (await http.c.get(hmi("/api/comms"), params={"limit": 0})).status_code == 422
 
 
-async def test_hmi_events_stream(http: Http) -> None:
+async def test_hmi_events_stream(own_http: Http) -> None:
+    http = own_http
     seen: list[tuple[str, Any]] = []
 
     async def until(pred: Any, lines: Any) -> None:
@@ -471,6 +497,7 @@ async def fuzz_http(nats_server: EmbeddedServer) -> AsyncIterator[Http]:
         yield h
 
 
+@shared
 async def test_fuzz_covers_every_gateway_operation(http: Http) -> None:
     paths = (await http.c.get(http.u("gateway", "/openapi.json"))).json()["paths"]
     assert {(m.upper(), p) for p, ops in paths.items() for m in ops} == set(GATEWAY_OPS)
@@ -505,6 +532,7 @@ FUZZ_TARGETS = [*((name, "/openapi.json", ops) for name, ops in AGENT_OPS.items(
                 ("hmi", "/api/openapi.json", HMI_OPS)]
 
 
+@shared
 async def test_fuzz_covers_every_operation_of_the_other_ports(http: Http) -> None:
     for name, spec, ops in FUZZ_TARGETS:
         paths = (await http.c.get(http.u(name, spec))).json()["paths"]
@@ -618,7 +646,8 @@ async def test_pas_http_alone_against_a_running_stack(stack: Stack, client: PasC
             assert run_id in [x["run_id"] for x in r.json()["runs"]]
             r = await c.get(f"http://{host}:{6141 + off}/health")  # the stack's agent, through the new process
             assert r.status_code == 200 and r.json()["state"] == "alive"
-        assert "pas http: serving" in log.read_text()
+        # printed once start-up returns, which may be just after the ports began answering
+        await wait_for(lambda: "pas http: serving" in log.read_text(), 10)
     finally:
         code = await asyncio.to_thread(_stop, proc)
     assert code == 0, log.read_text()[-3000:]

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import jsonschema
 import pytest
 
-from pas import comms
+from pas import comms, wire
 from pas import subjects as S
 from tests.conftest import SCHEMAS, wait_for
+from tests.module_stack import module_stack
+
+# The tests only ask the agents and submit runs of their own: one stack for the module.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+stack, nc, client = module_stack()
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -123,8 +129,28 @@ async def test_plain_publish_without_reply_is_served(stack: Any, nc: Any, client
     assert len(await collect(nc, "$SRV.PING", 26)) >= 26
 
 
-@pytest.mark.parametrize("subject", ["pas.hb.prog-001"])
-async def test_malformed_heartbeat_is_ignored(stack: Any, nc: Any, subject: str) -> None:
-    await nc.publish(subject, b"{broken")
+async def test_malformed_heartbeat_is_ignored(stack: Any, nc: Any, caplog: Any) -> None:
+    """A broken beat reaches the monitor's heartbeat subscription, which logs and drops it; the
+    agent's state is untouched and the beats that follow are still taken by _on_beat."""
+    caplog.set_level(logging.WARNING, logger="pas")
+    monitor = next(a for a in stack.agents if a.id == "monitor").role
+    await wait_for(lambda: monitor.state.get("prog-001"), 10)  # prog-001's own beats are being taken
+    await nc.publish(S.heartbeat("prog-001"), b"{broken")
+
+    def dropped() -> bool:  # logged by the monitor agent's typed subscription (Agent.listen)
+        return any(r.getMessage().startswith("monitor: ignoring a bad message on " + S.heartbeat("prog-001"))
+                   for r in caplog.records)
+
+    await wait_for(dropped, 10)
+    assert monitor.state["prog-001"].state == "alive"
+    # The next beat on the same connection comes after the broken one: taken and stored in KV.
+    beat = wire.Heartbeat(agent="hb-probe", ts=wire.now(), message="after the broken beat")
+    await nc.publish(S.heartbeat("hb-probe"), wire.encode(beat))
+
+    async def stored() -> Any:
+        got = await stack.bus.kv_get(S.KV_AGENTS, "hb-probe", wire.AgentState)
+        return got and got[0].message == "after the broken beat" and got[0].state == "alive"
+
+    await wait_for(stored, 10)
     r = await nc.request("pas.monitor.monitor.health", b"", timeout=2)
     assert json.loads(r.data)["agent"] == "monitor"

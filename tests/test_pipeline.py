@@ -16,8 +16,14 @@ from pas import comms
 from pas.demo import SAMPLE
 from pas import subjects as S
 from pas.errors import BadRequest, Conflict, NotFound
+from pas.client import PasClient
 from pas.stack import Stack
 from tests.conftest import ROOT, make_cfg
+from tests.module_stack import module_stack
+
+# Every test but the worktree one (its own stack and config) submits runs of its own to one stack.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+stack, nc, client = module_stack()
 
 JS_DIR = ROOT / "tests" / "js"
 
@@ -35,11 +41,11 @@ def make_repo(tmp: Path) -> Path:
     return repo
 
 
-async def test_js_client_job_completes_through_every_tier(stack: Any, nats_server: Any) -> None:
+async def test_js_client_job_completes_through_every_tier(stack: Any) -> None:
     node = shutil.which("node")
     assert node and (JS_DIR / "node_modules" / "@nats-io" / "transport-node").exists(), "run scripts/setup.sh --dev"
     job = {"title": "from node", "tasks": [task("code", "echo from-node"), task("docs", "true")]}
-    p = await asyncio.create_subprocess_exec(node, str(JS_DIR / "submit.mjs"), nats_server.url, "js-run-1",
+    p = await asyncio.create_subprocess_exec(node, str(JS_DIR / "submit.mjs"), stack.url, "js-run-1",
                                              json.dumps(job), stdout=asyncio.subprocess.PIPE,
                                              stderr=asyncio.subprocess.PIPE, cwd=str(JS_DIR))
     out, err = await asyncio.wait_for(p.communicate(), 90)
@@ -147,10 +153,10 @@ async def test_status_404_runs_and_cancel(stack: Any, client: Any) -> None:
     assert [r["run_id"] for r in runs] == ["c1"]
 
 
-async def test_worktree_per_task_with_branch_and_diff(nats_server: Any, client: Any, tmp_path: Path) -> None:
+async def test_worktree_per_task_with_branch_and_diff(nats_server: Any, tmp_path: Path) -> None:
     cfg = make_cfg('settings.policy.command_allowlist=["touch *", "git status*", "python -m pytest*"]')
     repo = make_repo(tmp_path)
-    async with Stack(cfg, url=nats_server.url):
+    async with Stack(cfg, url=nats_server.url), await PasClient.connect(nats_server.url, timeout_s=10) as client:
         # The sample project needs pytest: this job names its environment (the test's interpreter).
         await client.submit({"title": "wt", "run_id": "wt1", "repo": str(repo), "env": sys.executable, "tasks": [
             task("code", "touch a.txt"), task("code", "touch b.txt"), task("docs", "git status --short"),

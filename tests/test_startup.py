@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from pas.server import EmbeddedServer
-from tests.cli_support import PasCommand, dead_port, run_pas
+from tests.cli_support import PasCommand, dead_port, run_pas, run_pas_all
 from tests.conftest import fast_args, make_cfg
 from tests.http_support import free_port_offset
 
@@ -64,31 +64,32 @@ def test_http_against_nothing_fails() -> None:
 
 def test_client_commands_against_nothing_fail_fast() -> None:
     url = f"nats://127.0.0.1:{dead_port()}"
+    others = (["agents"], ["log", "--run", "r-1"], ["status", "r-1"], ["submit", "t", "--task", "code:true"],
+              ["cancel", "r-1"], ["model", "set", "prog-001", "gpt-4o"])
     t0 = time.monotonic()
     p = run_pas("runs", "--nats-url", url)  # default client_connect_timeout_s: 5 s
     took = time.monotonic() - t0
     _gave_up(p, url, "5")
     assert took < 25, took
-    for args in (["agents"], ["log", "--run", "r-1"], ["status", "r-1"], ["submit", "t", "--task", "code:true"],
-                 ["cancel", "r-1"], ["model", "set", "prog-001", "gpt-4o"]):
-        p = run_pas(*args, "--nats-url", url, "--connect-timeout", "0.5")
+    for p in run_pas_all(*([*a, "--nats-url", url, "--connect-timeout", "0.5"] for a in others)):
         _gave_up(p, url, "0.5")
 
 
 def test_nats_port_with_a_url_is_refused() -> None:
+    p, q = run_pas_all(["up", "--nats-port", "4333", "--nats-url", "nats://127.0.0.1:4444"],
+                       ["up", "--http", "--no-http"])
+    assert p.returncode == 2 and "but --nats-url (nats://127.0.0.1:4444)" in p.stderr
+    assert q.returncode == 2 and "not allowed with argument" in q.stderr
     p = run_pas("up", "--nats-port", "4333", PAS_NATS_URL="nats://127.0.0.1:4444")
     assert p.returncode == 2
     assert "pas: config error: --nats-port 4333 sets the port of the embedded nats-server, but PAS_NATS_URL " \
            "(nats://127.0.0.1:4444) means no embedded server is started" in p.stderr
-    p = run_pas("up", "--nats-port", "4333", "--nats-url", "nats://127.0.0.1:4444")
-    assert p.returncode == 2 and "but --nats-url (nats://127.0.0.1:4444)" in p.stderr
-    p = run_pas("up", "--http", "--no-http")
-    assert p.returncode == 2 and "not allowed with argument" in p.stderr
 
 
 def test_ctrl_c_while_waiting_stops_at_once(tmp_path: Path) -> None:
     url = f"nats://127.0.0.1:{dead_port()}"
-    for cmd in (["up", "--only", "prog-001"], ["http", "-c", f"settings.http.port_offset={free_port_offset(make_cfg())}"]):
+    off = free_port_offset(make_cfg())
+    for cmd in (["up", "--only", "prog-001"], ["http", "-c", f"settings.http.port_offset={off}"]):
         p = PasCommand(["pas", *cmd, "--nats-url", url, "--connect-timeout", "300"], tmp_path, cmd[0])
         try:
             p.wait_for_line(rf"waiting for NATS at {url} ")

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
+from pas import tracing
 from pas.config import PasConfig
 from pas.errors import PasError
 from pas.portowner import port_owner
@@ -102,7 +103,8 @@ class PortDispatch:
                 return await _json(send, 413, {"detail": f"request body larger than {self.limit} bytes",
                                                "error": "payload_too_large"})
             receive = _replay(body, receive)
-        await app(scope, receive, send)
+        with tracing.http_request(scope):
+            await app(scope, receive, send)
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | None:
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
@@ -208,6 +210,7 @@ async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
     background."""
     h = cfg.settings.http
     plan = port_plan(cfg)
+    tracing.setup(cfg)
     socks = socks if socks is not None else bind(h.host, plan)
     backend: Backend | None = None
     hub: EventHub | None = None

@@ -11,6 +11,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
+from pas import tracing
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
@@ -83,6 +84,7 @@ class GatewayRole(Role):
         lanes = self.validate(job)
         key = call.headers.get("Nats-Msg-Id") or call.headers.get("Idempotency-Key") or job.idempotency_key
         run_id = job.run_id or new_run_id()
+        tracing.tag({"pas.run_id": run_id})
         if key:
             h = hashlib.sha256(key.encode()).hexdigest()[:40]
             try:
