@@ -18,9 +18,10 @@ import os
 import re
 import signal
 import tempfile
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Literal, Mapping
+from typing import Literal
 
 from pas import programs
 from pas.edit_loop import git_diff, safe_path, untracked_files
@@ -248,7 +249,8 @@ async def run_aider(
     res = AiderResult("failed", code, output, diff, "", replied)
     if timed_out:
         res.status = "timeout"
-        res.error = ("aider was stopped" if stopped else f"aider timed out after {timeout_s:g}s") + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
+        res.error = ("aider was stopped" if stopped else f"aider timed out after {timeout_s:g}s") \
+            + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
     elif code != 0:
         res.error = f"aider exited with code {code}" + (f": {why}" if why else "")
     elif not replied:
@@ -260,4 +262,4 @@ async def run_aider(
     return res
 
 
-__all__ = ["run_aider", "AiderResult", "find_binary", "model_metadata"]
+__all__ = ["AiderResult", "find_binary", "model_metadata", "run_aider"]

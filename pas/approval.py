@@ -119,5 +119,5 @@ async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:
         run_id=run.run_id, title=run.title, status=run.status, lanes=run.lanes,
         jobs=[wire.PlanJob(job_id=j.job_id, lane=j.lane, manager=j.manager,
                            tasks=[wire.PlanTask(task_id=t, status=status.get(t, "queued"), spec=s)
-                                  for t, s in zip(j.tasks, j.specs)]) for j in jobs],
+                                  for t, s in zip(j.tasks, j.specs, strict=False)]) for j in jobs],
         complete=await plan_complete(bus, run_id), approval_mode=run.approval_mode, approval=run.approval)

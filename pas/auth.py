@@ -68,7 +68,7 @@ class Perms:
     doc_publish: list[str] = field(default_factory=list)
     doc_subscribe: list[str] = field(default_factory=list)
 
-    def add(self, pub: list[Rule] | tuple[Rule, ...] = (), sub: list[Rule] | tuple[Rule, ...] = ()) -> "Perms":
+    def add(self, pub: list[Rule] | tuple[Rule, ...] = (), sub: list[Rule] | tuple[Rule, ...] = ()) -> Perms:
         for rules, subjects, doc in ((pub, self.publish, self.doc_publish), (sub, self.subscribe, self.doc_subscribe)):
             for r in rules:
                 label, subs = (r.label, r.subjects) if isinstance(r, Grant) else (f"`{r}`", (r,))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
-from nats.errors import StaleConnectionError
+from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError, StaleConnectionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -89,7 +89,7 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S * min(attempt, 2)):  # no task per call, unlike wait_for
                 return await op()
-        except Exception as e:  # noqa: BLE001 - only transient errors are retried
+        except Exception as e:
             if not transient(e):
                 raise
             spent = time.monotonic() - start
@@ -241,7 +241,7 @@ class Bus:
 
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
-                   **kw: Any) -> "Bus":
+                   **kw: Any) -> Bus:
         nc = await connect(url, name=name, connect_timeout_s=cfg.settings.nats.connect_timeout_s,
                            ping_interval_s=cfg.settings.nats.ping_interval_s, **kw)
         js = nc.jetstream(timeout=10)
@@ -280,7 +280,7 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:  # noqa: BLE001 - closing anyway
+            except Exception:
                 await self.nc.close()
 
     # ---- KV helpers ------------------------------------------------------------------------
@@ -348,12 +348,12 @@ class Bus:
         """Store data in its stream without waiting on the hot path: the ack is checked in the
         background and, if it does not come (an election, a failover), the publish is retried with
         the same message id. For the comms log: every entry is kept, in order unless retried."""
-        msg_id = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique message id
+        msg_id = self.nc._nuid.next().decode()
         headers = tracing.inject({"Nats-Msg-Id": msg_id}) or {}
         try:
             # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.
             fut = await self.js.publish_async(subject, data, headers=dict(headers))
-        except Exception as e:  # noqa: BLE001 - not even sent: retry in the background
+        except Exception as e:
             log.warning("publish %s: not sent (%r); retrying", subject, e)
             self.spawn(self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers)))
             return
@@ -369,7 +369,7 @@ class Bus:
 
         timer = asyncio.get_running_loop().call_later(CONFIRM_TIMEOUT_S, on_timeout)
 
-        def on_done(f: "asyncio.Future[Any]") -> None:
+        def on_done(f: asyncio.Future[Any]) -> None:
             timer.cancel()
             if not f.cancelled() and f.exception() is not None:
                 log.warning("publish %s: %r; retrying", subject, f.exception())

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.aio.client import Client as NC
 from nats.errors import NoRespondersError
@@ -39,7 +40,7 @@ def default_by() -> str:
 
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in this environment
+    except Exception:
         return "anonymous"
 
 
@@ -50,7 +51,7 @@ class PasClient:
 
     @classmethod
     async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0, creds: Any = None,
-                      **kw: Any) -> "PasClient":
+                      **kw: Any) -> PasClient:
         """Connect with pas.connection.connect (waits up to connect_timeout_s, then Unavailable); creds: a
         pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
         from pas.auth import connect_kw
@@ -62,7 +63,7 @@ class PasClient:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def __aenter__(self) -> "PasClient":
+    async def __aenter__(self) -> PasClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -153,7 +154,7 @@ class PasClient:
                     raise GatewayTimeout(f"run {run_id} still {st['status']} after {timeout_s}s")
                 try:
                     await asyncio.wait_for(done.wait(), min(poll_s, left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             await sub.unsubscribe()

@@ -29,9 +29,10 @@ model, at most ``max_fix_iterations`` times after the first reply.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Awaitable, Callable, Iterable, Literal
+from typing import Literal
 
 from pas.errors import BudgetExceeded, CommandRefused
 from pas.llm import BudgetTracker, Completer, LLMUnavailable
@@ -363,6 +364,15 @@ async def run_llm_edit(
 
 
 __all__ = [
-    "run_llm_edit", "EditResult", "EDIT_FORMAT", "parse_edits", "apply_edits", "safe_path",
-    "git_diff", "untracked_files", "run_git", "Block", "EditFormatError",
+    "EDIT_FORMAT",
+    "Block",
+    "EditFormatError",
+    "EditResult",
+    "apply_edits",
+    "git_diff",
+    "parse_edits",
+    "run_git",
+    "run_llm_edit",
+    "safe_path",
+    "untracked_files",
 ]

@@ -18,9 +18,9 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from pas import tracing
 from pas.errors import CommandRefused, PasError
@@ -76,7 +76,7 @@ async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: in
                 _kill_group(proc)
                 await _reap(proc)
             await asyncio.wait_for(proc.wait(), timeout=max(1.0, timeout_s))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _kill_group(proc)
             await _reap(proc)
             return ExecResult(status="timeout", output=out.text(), exit_code=proc.returncode,
@@ -91,7 +91,7 @@ async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: in
                           error=f"killed: output over {kill_bytes} bytes")
     if code == 0:
         return ExecResult(status="completed", output=text, exit_code=0)
-    return ExecResult(status="failed", output=text, exit_code=code, error=failure(code, text))
+    return ExecResult(status="failed", output=text, exit_code=code, error=failure(-1 if code is None else code, text))
 
 
 def failure(code: int, output: str) -> str:

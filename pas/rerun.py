@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from nats.js.errors import KeyNotFoundError
 
-from pas import recording
+from pas import recording, wire
 from pas import subjects as S
-from pas import wire
 from pas.llm import LLMResult, LLMUnavailable
 
 if TYPE_CHECKING:
@@ -176,7 +175,7 @@ class Replayer:
     async def _mark_forked(self, run_id: str, agent: str) -> None:
         try:
             await self.bus.kv[S.KV_TREE].create(forked_key(run_id), json.dumps({"agent": agent}).encode())
-        except Exception:  # noqa: BLE001 - already marked
+        except Exception:
             pass
 
     async def _forked(self, run_id: str) -> bool:
@@ -206,14 +205,14 @@ class Replayer:
         text = f"{DIVERGED} at {where}: message {idx} ({role}) differs; {action}"
         try:
             await self.bus.kv[S.KV_TREE].create(divergence_key(run_id), msgspec.json.encode(d))
-        except Exception as e:  # noqa: BLE001 - one is recorded already (create: the first wins)
+        except Exception as e:
             log.debug("divergence of %s not stored: %r", run_id, e)
         await self.comms.log(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
                              metadata={"divergence": msgspec.to_builtins(d)})
         if action == "stop":
             try:
                 await self.bus.nc.request(S.GATEWAY_CANCEL, json.dumps({"run_id": run_id}).encode(), timeout=10)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("could not cancel diverged rerun %s: %r", run_id, e)
             raise LLMUnavailable(text, [text])
 

@@ -6,7 +6,7 @@ decoded, validated structs (see pas.service); bad input never reaches business c
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -39,7 +39,7 @@ MAX_OUTPUT = 16 * 1024  # task output kept in status (capped)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(Struct, forbid_unknown_fields=True, omit_defaults=False):

@@ -38,8 +38,8 @@ IDEM = Header(None, alias="Idempotency-Key", max_length=256,
               description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
 # Ids end up in KV keys: only what a key may hold (the gateway's are run ids; managers' <run>:<job>).
 REF_PATTERN = {False: r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_-]{1,64})?$", True: r"^[A-Za-z0-9_-]{1,64}$"}
-NOT_FOUND = {404: {"model": ErrorOut, "description": "no such run"}}
-CONFLICT = {409: {"model": ErrorOut, "description": "the run already ended"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such run"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "the run already ended"}}
 
 
 def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:

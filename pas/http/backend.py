@@ -5,7 +5,7 @@ lane records), plus a bounded tail of the comms log."""
 from __future__ import annotations
 
 import collections
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -32,7 +32,7 @@ def iso(ts: datetime | None) -> str | None:
 def age_s(ts: datetime | None) -> float | None:
     if ts is None:
         return None
-    return round((datetime.now(timezone.utc) - ts).total_seconds(), 3)
+    return round((datetime.now(UTC) - ts).total_seconds(), 3)
 
 
 def _parse_ts(text: Any) -> datetime | None:
@@ -51,7 +51,7 @@ class Backend:
         self.client = PasClient(bus.nc, cfg.settings.nats.request_timeout_s)
 
     @classmethod
-    async def open(cls, cfg: PasConfig, url: str, creds: Any = None) -> "Backend":
+    async def open(cls, cfg: PasConfig, url: str, creds: Any = None) -> Backend:
         """As the `adapter` user when creds are given (it provisions nothing then: `pas up` did, as admin)."""
         from pas.auth import connect_kw
 
@@ -59,7 +59,7 @@ class Backend:
             bus = await Bus.open(url, cfg, name="pas-http", do_provision=creds is None, **connect_kw(creds))
         except PasError:
             raise
-        except Exception as e:  # noqa: BLE001 - no server, or JetStream missing
+        except Exception as e:
             raise Unavailable(f"HTTP adapter cannot reach NATS at {url}: {e!r}") from None
         return cls(cfg, bus)
 
@@ -176,7 +176,7 @@ class Backend:
         try:
             st = await self.agent_state(a.id)
             ov = None if reply else await self.model_override(a.id)
-        except Exception:  # noqa: BLE001 - KV unreadable: answer from config
+        except Exception:
             st, ov = None, None
         body = {"agent": a.id, **self.agent_row(a, st, ov)}
         del body["model_editable"]
@@ -215,7 +215,7 @@ class Backend:
         async for m in read_raw(js, S.STREAM_COMMS, subj, start_seq=start, batch=500, idle_timeout_s=1.0):
             try:
                 e = wire.decode(m.data, wire.CommsEntry)
-            except Exception:  # noqa: BLE001 - a foreign message: skip it
+            except Exception:
                 continue
             if agent and agent not in (e.from_agent, e.to_agent):
                 continue

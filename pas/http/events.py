@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -68,7 +69,7 @@ class EventHub:
         for sub in self._subs:
             try:
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already gone
+            except Exception:
                 pass
         for c in list(self.clients):
             self._put(c, _CLOSE, force=True)
@@ -148,7 +149,7 @@ class EventHub:
                     yield sse("resync", {"reason": "client too slow; reload state"})
                 try:
                     item = await asyncio.wait_for(c.queue.get(), self.ping_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield ": ping\n\n"
                     continue
                 if item is _CLOSE:

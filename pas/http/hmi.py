@@ -112,7 +112,7 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     @app.get("/api/comms", summary=f"Recent comms log entries (stream {S.STREAM_COMMS}), oldest first")
     async def comms(run: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
                     agent: str | None = Query(None, max_length=64),
-                    type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),  # noqa: A002
+                    type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),
                     limit: int = Query(200, ge=1, le=2000)) -> dict[str, Any]:
         return {"entries": await b.comms_tail(run_id=run, agent=agent, msg_type=type, limit=limit)}
 

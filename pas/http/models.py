@@ -175,7 +175,7 @@ class ExecuteIn(In):
     timeout_s: float = Field(300.0, ge=10, le=3600)
 
     @model_validator(mode="after")
-    def _one_instruction(self) -> "ExecuteIn":
+    def _one_instruction(self) -> ExecuteIn:
         if (self.instruction is None) == (self.task is None):
             raise ValueError("give exactly one of instruction and task")
         return self

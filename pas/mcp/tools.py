@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
@@ -266,7 +267,7 @@ class Ops:
         else:
             states, overrides = await b.agent_states(), await b.model_overrides()
             rows = [b.agent_row(x, states.get(x.id), overrides.get(x.id)) for x in b.cfg.agents]
-        return {"agents": rows, "at": datetime.now(timezone.utc).isoformat()}
+        return {"agents": rows, "at": datetime.now(UTC).isoformat()}
 
 
 @dataclass(frozen=True)

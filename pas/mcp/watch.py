@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pas import subjects as S
 from pas import wire
@@ -49,7 +50,7 @@ class RunWatch:
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.sub: Any = None
 
-    async def __aenter__(self) -> "RunWatch":
+    async def __aenter__(self) -> RunWatch:
         async def cb(m: Any) -> None:
             try:
                 body = json.loads(m.data)
@@ -65,7 +66,7 @@ class RunWatch:
         if self.sub is not None:
             try:
                 await self.sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already closed
+            except Exception:
                 pass
 
     async def until_done(self, timeout_s: float, on_event: OnEvent | None = None) -> dict[str, Any]:
@@ -85,7 +86,7 @@ class RunWatch:
             left = deadline - loop.time()
             try:
                 subject, body = await asyncio.wait_for(self.queue.get(), max(left, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise GatewayTimeout(f"run {self.run_id} has not ended after {timeout_s:g}s "
                                      f"(it goes on; wait again with wait_run)") from None
             line = describe(subject, body)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nats.js import JetStreamContext
 
@@ -35,7 +36,7 @@ def replay_subject(run_id: str, original: str) -> str:
 
 async def republish(js: JetStreamContext, run_id: str, speed: float,
                     sleep: Callable[[float], Any] = asyncio.sleep) -> int:
-    nc = js._nc  # noqa: SLF001
+    nc = js._nc
     msgs = sorted(await timeline.collect(js, run_id), key=lambda m: (m.stored, m.stream, m.seq))
     if not msgs:
         return 0
@@ -85,7 +86,7 @@ async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) 
                 try:  # the root's closing comms entry may trail the terminal event by a moment
                     msgs.append(await asyncio.wait_for(queue.get(), 1.0))
                     continue
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return tl
     finally:
         stop.set()

@@ -50,7 +50,7 @@ async def derive(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]]
                     lane["jobs"].sort()
                 continue
             ev = wire.decode(m.data, wire.RunEvent)
-        except Exception:  # noqa: BLE001 - not ours
+        except Exception:
             continue
         if rest[0] == "status" and ev.kind == "run":
             run["status"] = ev.status
@@ -76,7 +76,7 @@ def _plain(v: Any) -> Any:
 
 async def kv_tree(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]]:
     """What KV holds for the run (latest value per key; deleted keys left out)."""
-    held: dict[str, dict[str, Any]] = {}
+    held: dict[str, dict[str, Any] | None] = {}
     try:
         async for m in read_raw(js, S.kv_stream(S.KV_RUNS), S.kv_subject(S.KV_RUNS, run_id)):
             held[run_id] = _value(m)
@@ -84,7 +84,7 @@ async def kv_tree(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]
             bucket_key = S.parse_kv(m.subject)
             if bucket_key is not None:
                 held[bucket_key[1]] = _value(m)
-    except Exception as e:  # noqa: BLE001 - no bucket yet: nothing held
+    except Exception as e:
         if "not found" not in str(e).lower():
             raise
     return {k: v for k, v in held.items() if v is not None}

@@ -10,8 +10,9 @@ the comms `LLM` entries (their time is when the reply came, so a call starts at 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from nats.js import JetStreamContext
 
@@ -50,7 +51,7 @@ def decode(m: Raw) -> tuple[datetime, dict[str, Any]] | None:
             return (t.finished_at or t.started_at or m.stored), {**_fields(t), "kind": "taskrec"}
         ev = wire.decode(m.data, wire.RunEvent)
         return ev.ts, _fields(ev)
-    except Exception:  # noqa: BLE001 - a foreign message on our subject: skipped
+    except Exception:
         return None
 
 

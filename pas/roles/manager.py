@@ -68,7 +68,7 @@ class ManagerRole(Role):
                                                  repo=card.repo, env=card.env, priority=card.priority))
         await ctx.log(card.submitted_by or f"dir-{self.lane}", "RESPONSE", f"accepted job {card.job_id}", "running")
         pending = []
-        for task_id, spec in zip(task_ids, card.tasks):
+        for task_id, spec in zip(task_ids, card.tasks, strict=False):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                   manager=self.me.id, executor=wire.effective_executor(spec),
                                   instruction=spec.instruction[:2000], command=spec.command)
@@ -127,7 +127,7 @@ class ManagerRole(Role):
             if jr is None:
                 continue
             job = jr[0]
-            for task_id, spec in zip(job.tasks, job.specs):
+            for task_id, spec in zip(job.tasks, job.specs, strict=False):
                 rec = tasks.get(task_id) or wire.TaskRecord(
                     task_id=task_id, run_id=ev.run_id, job_id=job_id, lane=self.lane, manager=job.manager,
                     executor=wire.effective_executor(spec), instruction=spec.instruction[:2000], command=spec.command)
