@@ -139,7 +139,7 @@ class HttpChain:
                        "--port", str(self.ports[i]), "--fd", str(s.fileno()), "--watch-stdin"]
                 if i + 1 < self.hops:
                     cmd += ["--next", self.hop_url(i + 1)]
-                log = open(Path(self._tmp.name) / f"hop{i + 1}.log", "wb")  # noqa: SIM115 - closed in stop()
+                log = open(Path(self._tmp.name) / f"hop{i + 1}.log", "wb")
                 self._logs.append(log)
                 self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=log,
                                                    pass_fds=(s.fileno(),), env=env, cwd=str(REPO_ROOT)))

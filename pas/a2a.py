@@ -29,6 +29,7 @@ from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_CURRENT, 
 from starlette.applications import Starlette
 
 from pas import __version__
+from pas import subjects as S
 from pas.client import PasClient
 from pas.errors import PasError
 from pas.mcp.watch import RunWatch
@@ -55,8 +56,8 @@ def agent_card(rpc_url: str) -> AgentCard:
         default_output_modes=["text/plain", "application/json"],
         skills=[AgentSkill(
             id="run-software-job", name="run a software job",
-            description="Plan and run a software job across lanes (code, models, data, devsecops, docs): send "
-                        "the goal as text, or a data part with the pas.gateway.submit body (title, goal, repo, "
+            description=f"Plan and run a software job across lanes ({', '.join(S.LANES)}): send "
+                        f"the goal as text, or a data part with the {S.GATEWAY_SUBMIT} body (title, goal, repo, "
                         "lanes, tasks, budget). Streams run and task progress; the final run status (tasks, "
                         "outputs, branches, usage) is the artifact.",
             tags=["software", "agents", "swarm", "git"],

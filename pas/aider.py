@@ -16,15 +16,17 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import tempfile
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Literal, Mapping
+from typing import Literal
 
-from pas.edit_loop import run_git, git_diff, safe_path, untracked_files
+from pas import programs
+from pas.edit_loop import git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
+from pas.programs import run_git
 from pas.sandbox import Box, handed_over
 
 OUTPUT_CAP = 64 * 1024
@@ -54,13 +56,7 @@ class AiderResult:
 
 def find_binary(binary: str) -> str | None:
     """The aider executable: a path, a name on PATH, or ~/.local/bin/<name> (uv tool's default)."""
-    if os.sep in binary:
-        return binary if os.access(binary, os.X_OK) and Path(binary).is_file() else None
-    found = shutil.which(binary)
-    if found:
-        return found
-    local = Path.home() / ".local" / "bin" / binary
-    return str(local) if os.access(local, os.X_OK) else None
+    return programs.find_binary(binary, after=(Path.home() / ".local" / "bin",))
 
 
 def model_metadata(model: str) -> dict[str, dict[str, object]]:
@@ -253,7 +249,8 @@ async def run_aider(
     res = AiderResult("failed", code, output, diff, "", replied)
     if timed_out:
         res.status = "timeout"
-        res.error = ("aider was stopped" if stopped else f"aider timed out after {timeout_s:g}s") + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
+        res.error = ("aider was stopped" if stopped else f"aider timed out after {timeout_s:g}s") \
+            + ("" if replied else ", no reply from the model") + (f": {why}" if why else "")
     elif code != 0:
         res.error = f"aider exited with code {code}" + (f": {why}" if why else "")
     elif not replied:
@@ -265,4 +262,4 @@ async def run_aider(
     return res
 
 
-__all__ = ["run_aider", "AiderResult", "find_binary", "model_metadata"]
+__all__ = ["AiderResult", "find_binary", "model_metadata", "run_aider"]

@@ -58,7 +58,7 @@ async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.Run
     """Record a decision on a waiting run: approved (back to running, minus the dropped tasks) or
     rejected (the run ends). 404 unknown run, 409 not waiting, 400 unknown task id to drop."""
     if approve and d.drop:
-        planned = {t for j in await bus.kv_values(S.KV_TREE, f"{d.run_id}.job.*", wire.JobRecord) for t in j.tasks}
+        planned = {t for j in await bus.kv_values(S.KV_TREE, S.jobs_of(d.run_id), wire.JobRecord) for t in j.tasks}
         unknown = sorted(set(d.drop) - planned)
         if unknown:
             raise BadRequest(f"run {d.run_id!r} has no task(s) {unknown}", detail={"unknown": unknown})
@@ -111,7 +111,7 @@ async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:
     if got is None:
         raise NotFound(f"no run {run_id!r}")
     run = got[0]
-    jobs: list[wire.JobRecord] = await bus.kv_values(S.KV_TREE, f"{run_id}.job.*", wire.JobRecord)
+    jobs: list[wire.JobRecord] = await bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
     status = {t.task_id: t.status for t in await R.tasks_of(bus, run_id)}
     order = {lane: i for i, lane in enumerate(S.LANES)}
     jobs.sort(key=lambda j: (order.get(j.lane, 99), j.job_id))
@@ -119,5 +119,5 @@ async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:
         run_id=run.run_id, title=run.title, status=run.status, lanes=run.lanes,
         jobs=[wire.PlanJob(job_id=j.job_id, lane=j.lane, manager=j.manager,
                            tasks=[wire.PlanTask(task_id=t, status=status.get(t, "queued"), spec=s)
-                                  for t, s in zip(j.tasks, j.specs)]) for j in jobs],
+                                  for t, s in zip(j.tasks, j.specs, strict=False)]) for j in jobs],
         complete=await plan_complete(bus, run_id), approval_mode=run.approval_mode, approval=run.approval)

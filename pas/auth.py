@@ -32,7 +32,6 @@ from pas.redact import register_value
 AGENT_USERS = tuple(TIER_OF_ROLE.values())  # gateway root architect director manager programmer monitor
 USERS = ("client", *AGENT_USERS, "adapter", "admin")
 ROLE_OF_USER = {user: role for role, user in TIER_OF_ROLE.items()}
-API = "$JS.API"
 
 if TYPE_CHECKING:  # the client commands load no pydantic (pas.configdoc)
     from pas.config import PasConfig
@@ -46,7 +45,7 @@ class Creds:
 
     @property
     def inbox_prefix(self) -> str:
-        return f"_INBOX.{self.user}"
+        return S.inbox_prefix(self.user)
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Perms:
     doc_publish: list[str] = field(default_factory=list)
     doc_subscribe: list[str] = field(default_factory=list)
 
-    def add(self, pub: list[Rule] | tuple[Rule, ...] = (), sub: list[Rule] | tuple[Rule, ...] = ()) -> "Perms":
+    def add(self, pub: list[Rule] | tuple[Rule, ...] = (), sub: list[Rule] | tuple[Rule, ...] = ()) -> Perms:
         for rules, subjects, doc in ((pub, self.publish, self.doc_publish), (sub, self.subscribe, self.doc_subscribe)):
             for r in rules:
                 label, subs = (r.label, r.subjects) if isinstance(r, Grant) else (f"`{r}`", (r,))
@@ -83,23 +82,23 @@ class Perms:
 def consume(stream: str, durable: str) -> Grant:
     """Pull from one durable consumer and ack/nak/in-progress its messages."""
     return Grant(f"consume `{stream}`/`{durable}`",
-                 (f"{API}.CONSUMER.MSG.NEXT.{stream}.{durable}", f"$JS.ACK.{stream}.{durable}.>"))
+                 (S.js_next(stream, durable), S.js_acks(stream, durable)))
 
 
 def read_stream(stream: str) -> Grant:
     """Read a stream through short-lived consumers of one's own (pas log, KV listings)."""
     return Grant(f"read `{stream}`",
-                 (f"{API}.STREAM.INFO.{stream}", f"{API}.CONSUMER.CREATE.{stream}", f"{API}.CONSUMER.CREATE.{stream}.>",
-                  f"{API}.CONSUMER.INFO.{stream}.*", f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
-                  f"{API}.CONSUMER.DELETE.{stream}.*"))
+                 (S.js_api("STREAM", "INFO", stream), S.js_api("CONSUMER", "CREATE", stream),
+                  S.js_api("CONSUMER", "CREATE", stream, ">"), S.js_api("CONSUMER", "INFO", stream, "*"),
+                  S.js_next(stream, "*"), S.js_api("CONSUMER", "DELETE", stream, "*")))
 
 
 def kv_read(bucket: str, key: str = ">") -> Grant:
     """Get keys and, for key=">", list the bucket. A direct get (what PAS provisions on a single server)
     names the key in its subject; a bucket without allow_direct (PAS on a cluster) is read with
     STREAM.MSG.GET, which names no key."""
-    stream = f"KV_{bucket}"
-    subs = [f"{API}.DIRECT.GET.{stream}.$KV.{bucket}.{key}", f"{API}.STREAM.MSG.GET.{stream}"]
+    stream = S.kv_stream(bucket)
+    subs = [S.js_api("DIRECT", "GET", stream, S.kv_subject(bucket, key)), S.js_api("STREAM", "MSG", "GET", stream)]
     if key == ">":
         subs += read_stream(stream).subjects
         return Grant(f"read KV `{bucket}`", tuple(subs))
@@ -107,7 +106,7 @@ def kv_read(bucket: str, key: str = ">") -> Grant:
 
 
 def kv_write(bucket: str, key: str) -> str:
-    return f"$KV.{bucket}.{key}"
+    return S.kv_subject(bucket, key)
 
 
 def _lanes(cfg: PasConfig, role: str) -> list[str]:
@@ -125,11 +124,11 @@ def _agent_common(cfg: PasConfig, user: str) -> Perms:
     wildcards, not the topology's list: a process may add ids with a --agents overlay."""
     role = ROLE_OF_USER[user]
     p = Perms(allow_responses=MAX_REPLIES)
-    p.add(sub=["$SRV.>", f"_INBOX.{user}.>", S.agent_endpoint(role, "*", "health"),
+    p.add(sub=[S.SRV_ALL, f"{S.inbox_prefix(user)}.>", S.agent_endpoint(role, "*", "health"),
                S.agent_endpoint(role, "*", "status"), S.ctl("*", "set_model")],
-          pub=[S.COMMS_ALL, f"{API}.STREAM.INFO.*", S.heartbeat("*"), S.ctl("*", "model_changed"),
+          pub=[S.COMMS_ALL, S.js_api("STREAM", "INFO", "*"), S.heartbeat("*"), S.ctl("*", "model_changed"),
                kv_write(S.KV_MODELS, "*"), kv_read(S.KV_MODELS, "*"),
-               kv_write(S.KV_CLAIMS, "*"), kv_read(S.KV_CLAIMS, "*"), "$SRV.PING.>"])
+               kv_write(S.KV_CLAIMS, "*"), kv_read(S.KV_CLAIMS, "*"), S.SRV_PING_ALL])
     return p
 
 
@@ -148,29 +147,31 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
     if user in ("director", "manager", "programmer"):
         # pas.runs.child_done: whoever records a parent's last child finishes the parent, up the tree
         # (a programmer its task's job, lane and plan; a manager at approval; a director a cancelled lane).
-        p.add(pub=[kv_write(S.KV_TREE, "*.job.*"), kv_write(S.KV_TREE, "*.lane.*"), kv_write(S.KV_TREE, "*.plan"),
+        p.add(pub=[kv_write(S.KV_TREE, S.job_key("*", "*")), kv_write(S.KV_TREE, S.lane_key("*", "*")),
+                   kv_write(S.KV_TREE, S.plan_key("*")),
                    S.run_job("*", "*"), S.run_lane("*", "*"), S.done_plan("*")])
     if user in LLM_USERS:
-        p.add(pub=[kv_write(S.KV_TREE, "*.usage"), kv_write(S.KV_BREAKERS, ">"),
+        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), kv_write(S.KV_BREAKERS, ">"),
                    # every exchange recorded; a rerun reads recordings, notes a divergence, cancels on it
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
-                                           (f"{API}.STREAM.MSG.GET.{S.STREAM_RECORDINGS}",)),
-                   kv_write(S.KV_TREE, "*.divergence"), kv_write(S.KV_TREE, "*.forked"), S.GATEWAY_CANCEL])
+                                           (S.js_api("STREAM", "MSG", "GET", S.STREAM_RECORDINGS),)),
+                   kv_write(S.KV_TREE, S.divergence_key("*")), kv_write(S.KV_TREE, S.forked_key("*")),
+                   S.GATEWAY_CANCEL])
     if user == "gateway":
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
                    S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
                    S.WORK_ARCHITECT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
-                   kv_write(S.KV_TREE, "*.request"), kv_write(S.KV_IDEMPOTENCY, "*"), kv_read(S.KV_IDEMPOTENCY)])
+                   kv_write(S.KV_TREE, S.request_key("*")), kv_write(S.KV_IDEMPOTENCY, "*"), kv_read(S.KV_IDEMPOTENCY)])
     elif user == "root":
         p.add(pub=[consume(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE), S.run_status("*"), kv_write(S.KV_RUNS, "*")])
     elif user == "architect":
         p.add(pub=[consume(S.STREAM_WORK, S.CONSUMER_ARCHITECT), S.run_status("*"),  # the run starts
-                   *[S.work_dir(lane) for lane in _lanes(cfg, "dir")], kv_write(S.KV_TREE, "*.plan")])
+                   *[S.work_dir(lane) for lane in _lanes(cfg, "dir")], kv_write(S.KV_TREE, S.plan_key("*"))])
     elif user == "director":
         for lane in _lanes(cfg, "dir"):
             p.add(pub=[consume(S.STREAM_WORK, S.consumer_dir(lane)),
-                       S.work_mgr(lane), kv_write(S.KV_TREE, f"*.lane.{lane}")])
+                       S.work_mgr(lane), kv_write(S.KV_TREE, S.lane_key("*", lane))])
     elif user == "manager":
         for lane in _lanes(cfg, "mgr"):
             p.add(sub=[S.lane_submit("mgr", lane)],
@@ -178,12 +179,12 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
                        consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)), S.work_mgr(lane)])
         # Approval mode: the manager completing a plan moves the run to waiting_approval.
         p.add(pub=[S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"), S.run_task("*", "*"),
-                   kv_write(S.KV_TREE, "*.job.*"), kv_write(S.KV_TREE, "*.task.*")])
+                   kv_write(S.KV_TREE, S.job_key("*", "*")), kv_write(S.KV_TREE, S.task_key("*", "*"))])
     elif user == "programmer":
         p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.priority)
               pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
-                   kv_write(S.KV_TREE, "*.task.*")])
+                   kv_write(S.KV_TREE, S.task_key("*", "*"))])
     elif user == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
               pub=[S.alert_agent("*"), kv_write(S.KV_AGENTS, "*"), kv_read(S.KV_AGENTS)])
@@ -193,7 +194,7 @@ def _role_rules(cfg: PasConfig, user: str) -> Perms:
 # Requests any client may make: the gateway's endpoints, every agent's health/status, micro discovery.
 REQUESTS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
             S.GATEWAY_APPROVE, S.GATEWAY_REJECT,
-            S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), "$SRV.>")
+            S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), S.SRV_ALL)
 
 
 def permissions(cfg: PasConfig) -> dict[str, Perms]:
@@ -201,18 +202,19 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
     out = {u: _role_rules(cfg, u) for u in AGENT_USERS}
     out["client"] = Perms().add(
         pub=[*REQUESTS, read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
-             kv_read(S.KV_BREAKERS), f"{API}.STREAM.INFO.*", "$JS.FC.>",
+             kv_read(S.KV_BREAKERS), S.js_api("STREAM", "INFO", "*"), S.JS_FLOW_CONTROL_ALL,
              # pas replay (PAS_EVENTS, --rebuild against KV, --speed), pas rerun (its spec, its comms entry), pas diff
              read_stream(S.STREAM_EVENTS), kv_read(S.KV_RUNS), kv_read(S.KV_TREE), S.REPLAY_ALL,
-             kv_write(S.KV_TREE, "*.rerun"), "pas.comms.*.client.*"],
-        sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, "_INBOX.client.>"])
+             kv_write(S.KV_TREE, S.rerun_key("*")), S.comms_filter(from_agent="client")],
+        sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, f"{S.inbox_prefix('client')}.>"])
     out["adapter"] = Perms().add(
         pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
              S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
-             kv_read(S.KV_TREE), f"{API}.STREAM.INFO.*", read_stream(S.STREAM_EVENTS)],  # + timelines
+             kv_read(S.KV_TREE), S.js_api("STREAM", "INFO", "*"), read_stream(S.STREAM_EVENTS)],  # + timelines
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
-             "_INBOX.adapter.>"])
-    out["admin"] = Perms().add(pub=["pas.ctl.>", f"{API}.>", "$SRV.>"], sub=["pas.ctl.>", "_INBOX.admin.>"])
+             f"{S.inbox_prefix('adapter')}.>"])
+    out["admin"] = Perms().add(pub=[S.CTL_ALL, S.JS_API_ALL, S.SRV_ALL],
+                               sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
     return {u: out[u] for u in USERS}
 
 
@@ -311,7 +313,7 @@ def _generalise(label: str) -> str:
         parts = subject.split(".")
         for i, tok in enumerate(parts):
             m = re.fullmatch(r"(dir|mgr)-([a-z]+)(-done)?", tok)
-            if tok in S.LANES and parts[0] != "_INBOX":
+            if tok in S.LANES and parts[0] != S.INBOX_HEAD:
                 parts[i] = "<lane>"
             elif m and m.group(2) in S.LANES:
                 parts[i] = f"{m.group(1)}-<lane>{m.group(3) or ''}"

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nats.aio.client import Client
-from nats.errors import AuthorizationError
 from nats.aio.msg import Msg
-from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError
-from nats.errors import StaleConnectionError
+from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError, StaleConnectionError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -43,7 +42,12 @@ from nats.js.kv import KeyValue
 
 from pas import subjects as S
 from pas import tracing, wire
+from pas.connection import CREDS_HINT as CREDS_HINT
+from pas.connection import AuthRefused as AuthRefused
+from pas.connection import connect as connect
+from pas.connection import split_servers as split_servers
 from pas.errors import Unavailable
+from pas.streams import read_raw
 
 if TYPE_CHECKING:
     from pas.config import PasConfig  # pydantic stays out of the client commands (pas.configdoc)
@@ -85,7 +89,7 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
         try:
             async with asyncio.timeout(ATTEMPT_TIMEOUT_S * min(attempt, 2)):  # no task per call, unlike wait_for
                 return await op()
-        except Exception as e:  # noqa: BLE001 - only transient errors are retried
+        except Exception as e:
             if not transient(e):
                 raise
             spent = time.monotonic() - start
@@ -100,152 +104,24 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
         delay = min(delay * 2, 0.5)
 
 
-def split_servers(url: str) -> list[str]:
-    """"nats://a:4222,nats://b:4222" -> the server list."""
-    return [u.strip() for u in url.split(",") if u.strip()]
-
-
-CREDS_HINT = ("PAS reads credentials from --creds-dir, $PAS_CREDS_DIR, settings.nats.creds_dir or "
-              "<data_dir>/creds (default .pas/creds, written by `pas up`): run `pas` where `pas up` runs, or point "
-              "one of those at that directory. A server you run yourself needs the users of `pas nats-config`.")
-
-
-class AuthRefused(Unavailable):
-    """The server refused who we are (or that we said nobody): waiting will not help."""
-
-
-def on_nats_error(user: str | None) -> Any:
-    """nats-py's error callback once connected: a refused publish/subscribe is logged at WARNING with
-    its subject (and the PAS user), anything else as before."""
-
-    async def _err(e: Exception) -> None:
-        text = str(e)
-        if "permissions violation" in text.lower():  # nats-py lowercases the server's -ERR text
-            log.warning("NATS refused %s: %s", user or "this connection", text.removeprefix("nats: "))
-        else:
-            log.warning("nats: %s", e)
-
-    return _err
-
-
-async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0,
-                  ping_interval_s: float = 3.0, **kw: Any) -> Client:
-    """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
-
-    Until the first connection is made, every failed attempt is retried; the wait is logged at
-    WARNING with the URL (first failure at once, then every 5 s), and after connect_timeout_s it
-    gives up with Unavailable naming the URL and the last error. A refused authorization fails at
-    once. Once connected, reconnects are retried forever. Extra keywords (user, password, tls, ...)
-    go to nats.connect unchanged."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    state: dict[str, Any] = {"connected": False, "last": None, "logged": None}
-    fatal: asyncio.Future[BaseException] = loop.create_future()
-    report = kw.pop("error_cb", None) or on_nats_error(kw.get("user"))
-
-    async def _err(e: Exception) -> None:
-        if state["connected"]:
-            await report(e)
-            return
-        state["last"] = e
-        if _refused(e):
-            if not fatal.done():
-                fatal.set_result(e)
-            return
-        now = loop.time()
-        if state["logged"] is None or now - state["logged"] >= 5.0:
-            state["logged"] = now
-            log.warning("waiting for NATS at %s (%s); giving up in %.0fs", url, _reason(e),
-                        max(0.0, connect_timeout_s - (now - t0)))
-
-    nc = Client()
-    # ping_interval: a silent (frozen, cut off) server is left after 2 missed pings.
-    opts: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
-                            "ping_interval": ping_interval_s, "max_outstanding_pings": 2,
-                            "connect_timeout": min(2.0, max(connect_timeout_s, 0.1)), **kw}
-    attempt = asyncio.ensure_future(nc.connect(servers=split_servers(url), name=name, error_cb=_err, **opts))
-    done, _ = await asyncio.wait([attempt, fatal], timeout=connect_timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    if attempt in done and attempt.exception() is None:
-        state["connected"] = True
-        if state["logged"] is not None:
-            log.warning("connected to NATS at %s after %.1fs", url, loop.time() - t0)
-        return nc
-    attempt.cancel()
-    await asyncio.gather(attempt, return_exceptions=True)
-    try:
-        await nc.close()
-    except Exception:  # noqa: BLE001 - never connected
-        pass
-    err = fatal.result() if fatal.done() else (attempt.exception() if attempt.done() and not attempt.cancelled()
-                                                else state["last"])
-    if err is not None and _refused(err):
-        who = f"user {kw['user']!r}" if kw.get("user") else "no credentials were given"
-        raise AuthRefused(f"NATS at {url} refused the credentials ({_reason(err)}; {who}). {CREDS_HINT}")
-    raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
-                      f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
-
-
-def _refused(e: BaseException) -> bool:
-    """The server refused who we are: waiting will not help."""
-    return isinstance(e, AuthorizationError) or "authorization violation" in str(e).lower()
-
-
-def _reason(e: BaseException | None) -> str:
-    if e is None:
-        return "no answer"
-    text = str(e) or type(e).__name__
-    return text if isinstance(e, OSError) else f"{type(e).__name__}: {text}".rstrip(": ")
-
-
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
     s = cfg.settings
-    reps = s.nats.replicas
+
+    def stream(name: str, description: str, subjects: list[str], **kw: Any) -> StreamConfig:
+        return StreamConfig(name=name, description=description, subjects=subjects, storage=StorageType.FILE,
+                            num_replicas=s.nats.replicas, duplicate_window=s.work.dedupe_window_s, **kw)
+
+    aged: dict[str, Any] = {"retention": RetentionPolicy.LIMITS, "max_age": s.comms.max_age_days * 86400}
+    capped: dict[str, Any] = {**aged, "max_bytes": s.comms.max_bytes, "discard": DiscardPolicy.OLD}
     return [
-        StreamConfig(
-            name=S.STREAM_COMMS,
-            description="PAS comms log: one entry per message between agents",
-            subjects=[S.COMMS_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_age=s.comms.max_age_days * 86400,
-            max_bytes=s.comms.max_bytes,
-            discard=DiscardPolicy.OLD,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-        ),
-        StreamConfig(
-            name=S.STREAM_WORK,
-            description="PAS work queues between tiers (one consumer per tier/lane)",
-            subjects=[S.WORK_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.WORK_QUEUE,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-        ),
-        StreamConfig(
-            name=S.STREAM_EVENTS,
-            description="PAS run/task state changes, completions and agent alerts",
-            subjects=[S.EVENTS_ALL, S.ALERT_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_age=s.comms.max_age_days * 86400,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-        ),
-        StreamConfig(
-            name=S.STREAM_RECORDINGS,
-            description="PAS model exchanges: request, reply, model, tokens, cost, latency (pas.recording)",
-            subjects=[S.RECORDINGS_ALL],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_age=s.comms.max_age_days * 86400,
-            max_bytes=s.comms.max_bytes,
-            discard=DiscardPolicy.OLD,
-            num_replicas=reps,
-            duplicate_window=s.work.dedupe_window_s,
-            compression=StoreCompression.S2,
-            allow_direct=True,
-        ),
+        stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents", [S.COMMS_ALL], **capped),
+        stream(S.STREAM_WORK, "PAS work queues between tiers (one consumer per tier/lane)", [S.WORK_ALL],
+               retention=RetentionPolicy.WORK_QUEUE),
+        stream(S.STREAM_EVENTS, "PAS run/task state changes, completions and agent alerts",
+               [S.EVENTS_ALL, S.ALERT_ALL], **aged),
+        stream(S.STREAM_RECORDINGS,
+               "PAS model exchanges: request, reply, model, tokens, cost, latency (pas.recording)",
+               [S.RECORDINGS_ALL], **capped, compression=StoreCompression.S2, allow_direct=True),
     ]
 
 
@@ -365,7 +241,7 @@ class Bus:
 
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
-                   **kw: Any) -> "Bus":
+                   **kw: Any) -> Bus:
         nc = await connect(url, name=name, connect_timeout_s=cfg.settings.nats.connect_timeout_s,
                            ping_interval_s=cfg.settings.nats.ping_interval_s, **kw)
         js = nc.jetstream(timeout=10)
@@ -404,7 +280,7 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:  # noqa: BLE001 - closing anyway
+            except Exception:
                 await self.nc.close()
 
     # ---- KV helpers ------------------------------------------------------------------------
@@ -439,45 +315,27 @@ class Bus:
     async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
         acknowledged write supersedes (a task's "running"). Same connection, so order is kept."""
-        await self.nc.publish(f"$KV.{bucket}.{key}", wire.encode(obj))
+        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj))
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter).
 
-        Reads exactly the consumer's pending count from a last-per-subject pull consumer, then
-        deletes it (nats-py's KV watch can report "done" before values arrive under load, and
+        Reads exactly the pending count of a last-per-subject consumer (pas.streams.read_raw), which
+        is then deleted (nats-py's KV watch can report "done" before values arrive under load, and
         leaves its consumer behind). Retried as a whole through an election."""
         return await self.retry(f"read {bucket}/{pattern}", lambda: self._kv_values(bucket, pattern, typ))
 
     async def _kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
-        stream = f"KV_{bucket}"
-        subject = f"$KV.{bucket}.{pattern}"
-        name = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique consumer name
-        cc = ConsumerConfig(name=name, filter_subject=subject, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                            ack_policy=AckPolicy.NONE, mem_storage=True, inactive_threshold=10.0,
-                            num_replicas=1)
         out: list[Any] = []
         try:
-            info = await self.js.add_consumer(stream, cc)
+            async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
+                                    last_per_subject=True, batch=256, inactive_s=10.0):
+                op = (m.headers or {}).get("KV-Operation")
+                if op in ("DEL", "PURGE") or not m.data:
+                    continue
+                out.append(wire.decode(m.data, typ))
         except NotFoundError:
             return out
-        psub = await self.js.pull_subscribe_bind(durable=None, stream=stream, name=name)  # type: ignore[call-arg]
-        try:
-            left = info.num_pending
-            while left > 0:
-                msgs = await psub.fetch(min(left, 256), timeout=5)
-                for m in msgs:
-                    left -= 1
-                    op = (m.headers or {}).get("KV-Operation")
-                    if op in ("DEL", "PURGE") or not m.data:
-                        continue
-                    out.append(wire.decode(m.data, typ))
-        finally:
-            try:
-                await psub.unsubscribe()
-                await self.js.delete_consumer(stream, name)
-            except Exception:  # noqa: BLE001 - it expires by itself (inactive_threshold)
-                pass
         return out
 
     async def publish_js(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
@@ -490,12 +348,12 @@ class Bus:
         """Store data in its stream without waiting on the hot path: the ack is checked in the
         background and, if it does not come (an election, a failover), the publish is retried with
         the same message id. For the comms log: every entry is kept, in order unless retried."""
-        msg_id = self.nc._nuid.next().decode()  # noqa: SLF001 - a unique message id
+        msg_id = self.nc._nuid.next().decode()
         headers = tracing.inject({"Nats-Msg-Id": msg_id}) or {}
         try:
             # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.
             fut = await self.js.publish_async(subject, data, headers=dict(headers))
-        except Exception as e:  # noqa: BLE001 - not even sent: retry in the background
+        except Exception as e:
             log.warning("publish %s: not sent (%r); retrying", subject, e)
             self.spawn(self.retry(f"publish {subject}", lambda: self.js.publish(subject, data, headers=headers)))
             return
@@ -511,7 +369,7 @@ class Bus:
 
         timer = asyncio.get_running_loop().call_later(CONFIRM_TIMEOUT_S, on_timeout)
 
-        def on_done(f: "asyncio.Future[Any]") -> None:
+        def on_done(f: asyncio.Future[Any]) -> None:
             timer.cancel()
             if not f.cancelled() and f.exception() is not None:
                 log.warning("publish %s: %r; retrying", subject, f.exception())

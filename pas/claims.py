@@ -20,7 +20,8 @@ import asyncio
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -60,7 +61,7 @@ def describe(c: Claim) -> str:
 
 async def holder_alive(nc: Client, c: Claim) -> bool:
     try:
-        await nc.request(f"$SRV.PING.{c.agent}.{c.instance}", b"", timeout=PING_TIMEOUT_S)
+        await nc.request(S.srv_ping(c.agent, c.instance), b"", timeout=PING_TIMEOUT_S)
     except NoRespondersError:
         return False
     except NatsTimeout:
@@ -130,5 +131,5 @@ async def release(bus: Bus, agent_id: str, revision: int) -> None:
     """Drop our claim (only if it is still ours)."""
     try:
         await bus.kv[S.KV_CLAIMS].delete(agent_id, last=revision)
-    except Exception:  # noqa: BLE001 - taken over, or the connection is gone: the ping rule covers it
+    except Exception:
         pass

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from pas import subjects as S
 from pas.auth import USERS
 from pas.configdoc import ClientConfig, client_config
 from pas.errors import ConfigError, PasError
@@ -68,14 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--follow", "-f", action="store_true")
     lg.add_argument("--json", action="store_true")
 
-    rp = sub.add_parser("replay", help="a run's timeline rebuilt from JetStream (PAS_EVENTS, PAS_COMMS; never KV)")
+    rp = sub.add_parser("replay", help=f"a run's timeline rebuilt from JetStream "
+                        f"({S.STREAM_EVENTS}, {S.STREAM_COMMS}; never KV)")
     _common(rp)
     rp.add_argument("run_id")
     rp.add_argument("--json", action="store_true", help="the timeline as JSON")
     rp.add_argument("--html", metavar="FILE", help="write one self-contained page with a Gantt chart")
     rp.add_argument("--follow", "-f", action="store_true", help="print steps as they happen until the run ends")
     rp.add_argument("--speed", type=float, metavar="X", help="re-publish the run's messages on "
-                    "pas.replay.<run>.> with the original gaps divided by X (0 = no waiting)")
+                    f"{S.REPLAY_ALL[:-1]}<run>.> with the original gaps divided by X (0 = no waiting)")
     rp.add_argument("--rebuild", action="store_true", help="re-derive the KV run tree from the events and "
                     "compare it with KV (exit 1 on differences)")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.aio.client import Client as NC
 from nats.errors import NoRespondersError
@@ -15,17 +16,9 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from pas import subjects as S
 from pas import tracing, wire
-from pas.bus import connect
-from pas.errors import BadRequest, Conflict, NotFound, PasError, PayloadTooLarge, Unavailable
-
-
-class GatewayTimeout(PasError):
-    code = 504
-    error = "timeout"
-
-
-_BY_CODE: dict[int, type[PasError]] = {400: BadRequest, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
-                                       503: Unavailable, 504: GatewayTimeout}
+from pas.connection import connect
+from pas.errors import GatewayTimeout as GatewayTimeout
+from pas.errors import Unavailable, from_code
 
 
 def raise_for(msg: Any) -> None:
@@ -38,10 +31,7 @@ def raise_for(msg: Any) -> None:
     except ValueError:
         body = {}
     n = int(code) if str(code).isdigit() else 500
-    cls = _BY_CODE.get(n, PasError)
-    err = cls(body.get("message") or h.get("Nats-Service-Error") or "error", detail=body.get("detail"))
-    err.code = n
-    raise err
+    raise from_code(n, body.get("message") or h.get("Nats-Service-Error") or "error", body.get("detail"))
 
 
 def default_by() -> str:
@@ -50,7 +40,7 @@ def default_by() -> str:
 
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in this environment
+    except Exception:
         return "anonymous"
 
 
@@ -61,8 +51,8 @@ class PasClient:
 
     @classmethod
     async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0, creds: Any = None,
-                      **kw: Any) -> "PasClient":
-        """Connect with pas.bus.connect (waits up to connect_timeout_s, then Unavailable); creds: a
+                      **kw: Any) -> PasClient:
+        """Connect with pas.connection.connect (waits up to connect_timeout_s, then Unavailable); creds: a
         pas.auth.Creds (the `client` user, or `admin` for control requests), or None."""
         from pas.auth import connect_kw
 
@@ -73,7 +63,7 @@ class PasClient:
         if not self.nc.is_closed:
             await self.nc.close()
 
-    async def __aenter__(self) -> "PasClient":
+    async def __aenter__(self) -> PasClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -126,7 +116,7 @@ class PasClient:
         async def cb(m: Any) -> None:
             await q.put(m)
 
-        sub = await self.nc.subscribe(f"pas.run.{run_id}.>", cb=cb)
+        sub = await self.nc.subscribe(S.run_events(run_id), cb=cb)
         try:
             while True:
                 m = await q.get()
@@ -164,7 +154,7 @@ class PasClient:
                     raise GatewayTimeout(f"run {run_id} still {st['status']} after {timeout_s}s")
                 try:
                     await asyncio.wait_for(done.wait(), min(poll_s, left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             await sub.unsubscribe()

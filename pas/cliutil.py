@@ -14,7 +14,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pas.subjects import parse_run
+
 if TYPE_CHECKING:
+    from pas.bus import Bus
     from pas.client import PasClient
     from pas.config import PasConfig
     from pas.configdoc import ClientConfig
@@ -33,6 +36,25 @@ async def open_client(cfg: PasConfig | ClientConfig, user: str = "client") -> Pa
     n = cfg.settings.nats
     return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s,
                                    creds=auth.user_creds(cfg, user))
+
+
+async def open_nc(cfg: PasConfig | ClientConfig, user: str = "client") -> Any:
+    """A bare NATS connection as this PAS NATS user (pas agents, pas log, pas replay read streams and KV)."""
+    from pas import auth
+    from pas.connection import connect
+
+    return await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
+                         **auth.connect_kw(auth.user_creds(cfg, user)))
+
+
+async def open_bus(cfg: PasConfig, user: str = "client") -> Bus:
+    """A pas.bus.Bus as this PAS NATS user that provisions nothing (pas rerun, pas diff)."""
+    from pas import auth
+    from pas.bus import Bus
+
+    cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
+    return await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
+                          **auth.connect_kw(auth.user_creds(cfg, user)))
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -66,8 +88,8 @@ async def follow_run(client: PasClient, run_id: str, timeout_s: float, out: Any 
 
     async def printer() -> None:
         async for subject, body in client.events(run_id):
-            parts = subject.split(".")
-            kind = parts[3] if len(parts) > 3 else "?"
+            ev = parse_run(subject)
+            kind = ev.kind if ev else "?"
             if kind == "task":
                 print(f"  [{time.monotonic() - t0:6.2f}s] task {body.get('task_id'):<14} {body.get('status'):<10} "
                       f"{body.get('programmer') or '':<9} {body.get('lane')}", file=out, flush=True)

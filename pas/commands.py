@@ -8,15 +8,23 @@ import json
 import shutil
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pas import auth, wire
 from pas import comms as comms_mod
 from pas import subjects as S
-from pas.bus import connect
-from pas.cliutil import client_url, follow_run, install_stop_signals, open_client, parse_since, result_table
-from pas.cliutil import wire_run_id
+from pas.cliutil import (
+    client_url,
+    follow_run,
+    install_stop_signals,
+    open_client,
+    open_nc,
+    parse_since,
+    result_table,
+    wire_run_id,
+)
 from pas.configdoc import ClientConfig, find_config_dir
 from pas.errors import BadRequest, PasError
 from pas.redact import redact
@@ -84,11 +92,11 @@ async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
 
 
 def _age(ts: Any) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if ts is None:
         return "-"
-    secs = (datetime.now(timezone.utc) - ts).total_seconds()
+    secs = (datetime.now(UTC) - ts).total_seconds()
     return f"{secs:.1f}s"
 
 
@@ -105,8 +113,7 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
 
 
 async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                       **auth.connect_kw(auth.user_creds(cfg, "client")))
+    nc = await open_nc(cfg)
     try:
         js = nc.jetstream()
         states: dict[str, wire.AgentState] = {}
@@ -119,8 +126,8 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
                 for key in await kv.keys():
                     e = await kv.get(key)
                     if e.value:
-                        into[key] = wire.decode(e.value, typ)  # type: ignore[index]
-            except Exception:  # noqa: BLE001 - bucket empty or missing
+                        into[key] = wire.decode(e.value, typ)
+            except Exception:
                 pass
         rows = []
         ids = [a.id for a in cfg.agents] + sorted(set(states) - {a.id for a in cfg.agents})
@@ -152,8 +159,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
 
 
 async def cmd_log(args: argparse.Namespace, cfg: ClientConfig) -> int:
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                       **auth.connect_kw(auth.user_creds(cfg, "client")))
+    nc = await open_nc(cfg)
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
                                       since=parse_since(args.since), follow=args.follow):

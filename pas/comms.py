@@ -7,8 +7,9 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -69,11 +70,7 @@ class CommsLog:
 
 
 def filter_subject(run_id: str | None = None, agent: str | None = None, msg_type: str | None = None) -> str:
-    return "pas.comms.{}.{}.{}".format(
-        S.token(run_id) if run_id else "*",
-        S.token(agent) if agent else "*",
-        S.token(msg_type) if msg_type else "*",
-    )
+    return S.comms_filter(run_id, agent, msg_type)
 
 
 async def read(
@@ -90,15 +87,15 @@ async def read(
     """Entries in order. `agent` matches the sender or the receiver.
 
     Without follow, stops after the entries that existed when it started; with follow, tails
-    (pas.replay.source.read_raw: an ephemeral pull consumer, pulled in batches).
+    (pas.streams.read_raw: an ephemeral pull consumer, pulled in batches).
     """
-    from pas.replay.source import read_raw
+    from pas.streams import read_raw
 
     async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, follow=follow,
                             idle_timeout_s=idle_timeout_s, batch=batch):
         try:
             e = wire.decode(m.data, wire.CommsEntry)
-        except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it
+        except Exception:
             continue
         if agent and agent not in (e.from_agent, e.to_agent):
             continue

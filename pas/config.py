@@ -253,7 +253,7 @@ class PasConfig(Strict):
     agents: list[AgentConfig]
 
     @model_validator(mode="after")
-    def _check_topology(self) -> "PasConfig":
+    def _check_topology(self) -> PasConfig:
         seen: dict[str, AgentConfig] = {}
         ports: dict[int, str] = {}
         reserved = {self.settings.http.hmi_port: "hmi"}
@@ -336,5 +336,15 @@ def load_config(config_dir: str | Path | None = None, overrides: list[str] | Non
         raise ConfigError(f"invalid config in {where}: {_describe(e, doc)}") from None
 
 
-__all__ = ["PasConfig", "AgentConfig", "Settings", "ModelProfile", "load_config", "merge_agent_files",
-           "find_config_dir", "PACKAGED_CONFIG_DIR", "CONFIG_FILES", "ROLES"]
+__all__ = [
+    "CONFIG_FILES",
+    "PACKAGED_CONFIG_DIR",
+    "ROLES",
+    "AgentConfig",
+    "ModelProfile",
+    "PasConfig",
+    "Settings",
+    "find_config_dir",
+    "load_config",
+    "merge_agent_files",
+]

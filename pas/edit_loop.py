@@ -28,14 +28,16 @@ model, at most ``max_fix_iterations`` times after the first reply.
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Awaitable, Callable, Iterable, Literal
+from typing import Literal
 
 from pas.errors import BudgetExceeded, CommandRefused
 from pas.llm import BudgetTracker, Completer, LLMUnavailable
+from pas.policy import resolve_in
+from pas.programs import run_git
 
 RunAcceptance = Callable[[str, Path], Awaitable[tuple[int, str]]]
 FILE_CAP = 64 * 1024
@@ -184,11 +186,10 @@ def safe_path(workdir: Path, rel: str, allowed_globs: list[str] | None = None) -
         raise CommandRefused(f"path {rel!r} refused: '..' leaves the worktree")
     if any(part == ".git" for part in p.parts):
         raise CommandRefused(f"path {rel!r} refused: inside .git")
-    root = workdir.resolve()
-    target = (root / p).resolve()
-    if target != root and root not in target.parents:
+    target = resolve_in(workdir, p)
+    if target is None:
         raise CommandRefused(f"path {rel!r} refused: resolves outside the worktree (symlink)")
-    if target == root:
+    if target == workdir.resolve():
         raise CommandRefused(f"path {rel!r} refused: the worktree itself")
     if allowed_globs and not _glob_ok(p.as_posix(), allowed_globs):
         raise CommandRefused(f"path {rel!r} refused: not on the filesystem allowlist")
@@ -228,18 +229,6 @@ def apply_edits(workdir: Path, blocks: list[Block], allowed_globs: list[str] | N
 
 
 # ---- git -----------------------------------------------------------------------------------
-async def run_git(workdir: Path, *args: str) -> tuple[int, str]:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git", "-C", str(workdir), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as e:
-        return 127, str(e)
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace") + err.decode(errors="replace")
-
-
 async def untracked_files(workdir: Path) -> set[str]:
     rc, out = await run_git(workdir, "ls-files", "--others", "--exclude-standard", "-z")
     return set(filter(None, out.split("\0"))) if rc == 0 else set()
@@ -375,6 +364,15 @@ async def run_llm_edit(
 
 
 __all__ = [
-    "run_llm_edit", "EditResult", "EDIT_FORMAT", "parse_edits", "apply_edits", "safe_path",
-    "git_diff", "untracked_files", "run_git", "Block", "EditFormatError",
+    "EDIT_FORMAT",
+    "Block",
+    "EditFormatError",
+    "EditResult",
+    "apply_edits",
+    "git_diff",
+    "parse_edits",
+    "run_git",
+    "run_llm_edit",
+    "safe_path",
+    "untracked_files",
 ]

@@ -88,3 +88,37 @@ class CommandRefused(PasError):
 
     code = 403
     error = "refused"
+
+
+class GatewayTimeout(PasError):
+    """No reply within the request timeout."""
+
+    code = 504
+    error = "timeout"
+
+
+# ---- the one error-code table --------------------------------------------------------------
+# An error reply carries the code (Nats-Service-Error-Code); each party reads it from here:
+#   the client raises the class of the code (pas.client.raise_for),
+#   the service logs 400/413 as bad input (pas.service.endpoint),
+#   the HTTP adapter answers with the code when it is one of HTTP_PASS_THROUGH, else 502.
+BY_CODE: dict[int, type[PasError]] = {c.code: c for c in (BadRequest, NotFound, Conflict, PayloadTooLarge,
+                                                          Unavailable, GatewayTimeout)}
+BAD_INPUT_CODES = frozenset({BadRequest.code, PayloadTooLarge.code})
+HTTP_PASS_THROUGH = frozenset({400, 401, 402, 403, 404, 409, 413, 422, 503, 504})
+HTTP_BAD_GATEWAY = 502
+
+
+def from_code(code: int, message: str, detail: Any = None) -> PasError:
+    """The exception for an error reply's code (PasError with that code when no class has it)."""
+    err = BY_CODE.get(code, PasError)(message, detail=detail)
+    err.code = code
+    return err
+
+
+def is_bad_input(e: PasError) -> bool:
+    return e.code in BAD_INPUT_CODES
+
+
+def http_status(e: PasError) -> int:
+    return e.code if e.code in HTTP_PASS_THROUGH else HTTP_BAD_GATEWAY

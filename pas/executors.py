@@ -18,13 +18,14 @@ import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from pas import tracing
 from pas.errors import CommandRefused, PasError
 from pas.policy import check_command
+from pas.programs import git as git
 from pas.redact import redact
 from pas.repoenv import RepoEnv
 from pas.sandbox import Box, handed_over
@@ -75,7 +76,7 @@ async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: in
                 _kill_group(proc)
                 await _reap(proc)
             await asyncio.wait_for(proc.wait(), timeout=max(1.0, timeout_s))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             _kill_group(proc)
             await _reap(proc)
             return ExecResult(status="timeout", output=out.text(), exit_code=proc.returncode,
@@ -90,7 +91,7 @@ async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: in
                           error=f"killed: output over {kill_bytes} bytes")
     if code == 0:
         return ExecResult(status="completed", output=text, exit_code=0)
-    return ExecResult(status="failed", output=text, exit_code=code, error=failure(code, text))
+    return ExecResult(status="failed", output=text, exit_code=code, error=failure(-1 if code is None else code, text))
 
 
 def failure(code: int, output: str) -> str:
@@ -170,19 +171,6 @@ async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: 
 
 # ---- workspaces ----------------------------------------------------------------------------
 _repo_locks: dict[str, asyncio.Lock] = {}
-
-
-async def git(*args: str, cwd: Path, check: bool = True) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
-    )
-    out, _ = await proc.communicate()
-    text = out.decode(errors="replace")
-    if check and proc.returncode != 0:
-        raise PasError(f"git {' '.join(args)} failed ({proc.returncode}): {text.strip()[:500]}")
-    return text
 
 
 @dataclass

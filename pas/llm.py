@@ -22,8 +22,9 @@ import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -426,7 +427,7 @@ class BudgetTracker:
     def charge_result(self, res: LLMResult | CallRecord) -> None:
         self.charge(res.tokens, res.cost_usd)
 
-    def merge(self, other: "BudgetTracker") -> None:
+    def merge(self, other: BudgetTracker) -> None:
         """Add another tracker's usage (e.g. a task's) to this one."""
         self.calls += other.calls
         self.tokens += other.tokens
@@ -464,12 +465,12 @@ class BudgetTracker:
 
 
 __all__ = [
+    "BudgetTracker",
+    "CallRecord",
+    "CircuitBreaker",
     "LLMClient",
     "LLMResult",
-    "CallRecord",
     "LLMUnavailable",
-    "BudgetTracker",
-    "CircuitBreaker",
     "apply_env_overrides",
     "env_key",
 ]

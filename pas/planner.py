@@ -268,10 +268,8 @@ async def _ask(
         except (ValueError, TypeError, RecursionError) as e:  # PlanInvalid and anything odd
             why = f"{e}" + (" (reply truncated at max_tokens)" if res.finish_reason == "length" else "")
             meta.errors.append(f"invalid plan (attempt {attempt}): {why}"[:1000])
-            msgs = msgs + [
-                {"role": "assistant", "content": _clip(res.text)},
-                {"role": "user", "content": f"That reply was rejected: {why}. {_JSON_ONLY}"},
-            ]
+            msgs = [*msgs, {"role": "assistant", "content": _clip(res.text)},
+                    {"role": "user", "content": f"That reply was rejected: {why}. {_JSON_ONLY}"}]
             continue
         meta.source = "llm"
         return plan
@@ -372,8 +370,21 @@ async def plan_manager(
 
 
 __all__ = [
-    "ArchitectPlan", "LanePlan", "DirectorPlan", "JobPlan", "ManagerPlan", "PlanMeta", "PlanInvalid",
-    "plan_architect", "plan_director", "plan_manager",
-    "deterministic_architect", "deterministic_director", "deterministic_manager",
-    "extract_json", "parse_architect", "parse_director", "parse_manager",
+    "ArchitectPlan",
+    "DirectorPlan",
+    "JobPlan",
+    "LanePlan",
+    "ManagerPlan",
+    "PlanInvalid",
+    "PlanMeta",
+    "deterministic_architect",
+    "deterministic_director",
+    "deterministic_manager",
+    "extract_json",
+    "parse_architect",
+    "parse_director",
+    "parse_manager",
+    "plan_architect",
+    "plan_director",
+    "plan_manager",
 ]

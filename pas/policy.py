@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from pas.errors import CommandRefused
 
@@ -90,16 +90,24 @@ def check_path_arg(arg: str, workdir: Path) -> None:
     check_inside(value, workdir)
 
 
+def resolve_in(root: Path, path: str | PurePath) -> Path | None:
+    """The one path check: path resolved against root (symlinks followed), or None when it lands
+    outside root. Used for command arguments (check_inside) and for the files an edit writes
+    (pas.edit_loop.safe_path)."""
+    root_r = root.resolve()
+    p = Path(path)
+    target = (p if p.is_absolute() else root_r / p).resolve()
+    return target if target == root_r or root_r in target.parents else None
+
+
 def check_inside(path: str, root: Path) -> Path:
     """Resolve path against root; refuse anything that lands outside it (.., absolute, symlinks)."""
     if "\0" in path:
         raise CommandRefused(f"path {path!r} contains a NUL character")
-    root_r = root.resolve()
     try:
-        p = Path(os.path.expanduser(path))
-        target = (p if p.is_absolute() else root_r / p).resolve()
+        target = resolve_in(root, os.path.expanduser(path))
     except (ValueError, OSError) as e:
         raise CommandRefused(f"path {path!r} cannot be resolved: {e}") from None
-    if target != root_r and root_r not in target.parents:
+    if target is None:
         raise CommandRefused(f"path {path!r} escapes the workspace {root}")
     return target

@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from pas import subjects as S
 from pas.service import WorkLoop
 
 log = logging.getLogger("pas.priority")
@@ -85,8 +86,7 @@ class BandedWorkLoop(WorkLoop):
             m = await sub.next_msg(timeout=self.fetch_timeout_s)
             if not _status(m):
                 return m
-        await self.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durables[i]}", NO_WAIT,
-                              reply=sub.subject)
+        await self.nc.publish(S.js_next(self.stream, self.durables[i]), NO_WAIT, reply=sub.subject)
         m = await sub.next_msg(timeout=self.fetch_timeout_s)
         return None if _status(m) else m  # 404 no messages, 408, 409: nothing in this band now
 
@@ -119,14 +119,14 @@ class BandedWorkLoop(WorkLoop):
                 self._wake.clear()  # a publish from now on wakes the wait below
                 try:
                     m = await self._next()
-                except (NatsTimeoutError, asyncio.TimeoutError, NoRespondersError) as e:
+                except (TimeoutError, NatsTimeoutError, NoRespondersError) as e:
                     m = None
                     if failing_since is None:
                         failing_since = time.monotonic()
                         log.warning("%s: pull failed: %r; retrying", self.name, e)
                     await asyncio.sleep(0.5)
                     continue
-                except Exception as e:  # noqa: BLE001 - connection trouble: back off, retry
+                except Exception as e:
                     log.warning("%s: pull failed: %r; retrying in 0.5 s", self.name, e)
                     await asyncio.sleep(0.5)
                     continue
@@ -134,7 +134,7 @@ class BandedWorkLoop(WorkLoop):
                 if m is None:
                     try:
                         await asyncio.wait_for(self._wake.wait(), 0.5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                     continue
                 self.in_flight += 1
@@ -145,7 +145,7 @@ class BandedWorkLoop(WorkLoop):
             for s in (sub, *self._inboxes):
                 try:
                     await s.unsubscribe()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
 
 

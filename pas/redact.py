@@ -88,4 +88,4 @@ def redact_obj(obj: object) -> object:
     return obj
 
 
-__all__ = ["redact", "redact_obj", "register_env", "register_value", "is_secret_name"]
+__all__ = ["is_secret_name", "redact", "redact_obj", "register_env", "register_value"]

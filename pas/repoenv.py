@@ -23,9 +23,9 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from pas.errors import PasError
 
@@ -178,4 +178,4 @@ def resolve(repo: str | Path | None, job_env: str | None = None, config_env: str
     return RepoEnv("path", f"python3 on PATH: {py}{own}", py, (), env)
 
 
-__all__ = ["RepoEnv", "EnvError", "resolve", "check_job_env"]
+__all__ = ["EnvError", "RepoEnv", "check_job_env", "resolve"]

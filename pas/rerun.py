@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from nats.js.errors import KeyNotFoundError
 
-from pas import recording
+from pas import recording, wire
 from pas import subjects as S
-from pas import wire
 from pas.llm import LLMResult, LLMUnavailable
 
 if TYPE_CHECKING:
@@ -69,16 +68,7 @@ class Divergence(msgspec.Struct):
     action: str
 
 
-def spec_key(run_id: str) -> str:
-    return f"{run_id}.rerun"
-
-
-def divergence_key(run_id: str) -> str:
-    return f"{run_id}.divergence"
-
-
-def forked_key(run_id: str) -> str:
-    return f"{run_id}.forked"
+spec_key, divergence_key, forked_key = S.rerun_key, S.divergence_key, S.forked_key
 
 
 def role_key(agent: str) -> str:
@@ -178,14 +168,14 @@ class Replayer:
         """The lane (and, for a programmer, the task it is running: its KV record) of a call."""
         if role_key(agent) != "prog":
             return {"lane": lane_of(agent), "task_id": None}
-        tasks = await self.bus.kv_values(S.KV_TREE, f"{run_id}.task.*", wire.TaskRecord)
+        tasks = await self.bus.kv_values(S.KV_TREE, S.tasks_of(run_id), wire.TaskRecord)
         t = next((t for t in tasks if t.programmer == agent and t.status == "running"), None)
         return {"lane": t.lane if t else None, "task_id": t.task_id if t else None}
 
     async def _mark_forked(self, run_id: str, agent: str) -> None:
         try:
             await self.bus.kv[S.KV_TREE].create(forked_key(run_id), json.dumps({"agent": agent}).encode())
-        except Exception:  # noqa: BLE001 - already marked
+        except Exception:
             pass
 
     async def _forked(self, run_id: str) -> bool:
@@ -215,14 +205,14 @@ class Replayer:
         text = f"{DIVERGED} at {where}: message {idx} ({role}) differs; {action}"
         try:
             await self.bus.kv[S.KV_TREE].create(divergence_key(run_id), msgspec.json.encode(d))
-        except Exception as e:  # noqa: BLE001 - one is recorded already (create: the first wins)
+        except Exception as e:
             log.debug("divergence of %s not stored: %r", run_id, e)
         await self.comms.log(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
                              metadata={"divergence": msgspec.to_builtins(d)})
         if action == "stop":
             try:
                 await self.bus.nc.request(S.GATEWAY_CANCEL, json.dumps({"run_id": run_id}).encode(), timeout=10)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.warning("could not cancel diverged rerun %s: %r", run_id, e)
             raise LLMUnavailable(text, [text])
 
@@ -262,9 +252,9 @@ def apply_sets(job: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 async def prepare(bus: Bus, parent: str, new_run: str, *, on_diverge: str = "stop", from_step: str | None = None,
                   models: dict[str, str] | None = None, sets: list[str] | None = None) -> dict[str, Any]:
     """Store the spec and return the job to submit (the parent's request, under the new id)."""
-    got = await bus.kv_get(S.KV_TREE, f"{parent}.request", wire.JobSubmit)
+    got = await bus.kv_get(S.KV_TREE, S.request_key(parent), wire.JobSubmit)
     if got is None:
-        raise KeyError(f"run {parent!r}: no request in KV pas_tree (unknown run, or aged out)")
+        raise KeyError(f"run {parent!r}: no request in KV {S.KV_TREE} (unknown run, or aged out)")
     calls = await recorded_calls(bus.js, parent)
     spec = RerunSpec(parent, on_diverge, from_step, dict(models or {}), calls)
     await bus.kv[S.KV_TREE].put(spec_key(new_run), msgspec.json.encode(spec))

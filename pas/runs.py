@@ -16,28 +16,15 @@ from pas import subjects as S
 from pas import wire
 from pas.bus import Bus
 
+# The KV keys are built in pas.subjects; re-exported because the roles use them as R.task_key, ...
+from pas.subjects import job_key as job_key
+from pas.subjects import lane_key as lane_key
+from pas.subjects import plan_key as plan_key
+from pas.subjects import request_key as request_key
+from pas.subjects import task_key as task_key
+
 if TYPE_CHECKING:
     from pas.service import WorkCtx
-
-
-def plan_key(run_id: str) -> str:
-    return f"{run_id}.plan"
-
-
-def lane_key(run_id: str, lane: str) -> str:
-    return f"{run_id}.lane.{lane}"
-
-
-def job_key(run_id: str, job_id: str) -> str:
-    return f"{run_id}.job.{job_id}"
-
-
-def request_key(run_id: str) -> str:
-    return f"{run_id}.request"
-
-
-def task_key(run_id: str, task_id: str) -> str:
-    return f"{run_id}.task.{task_id}"
 
 
 async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
@@ -98,7 +85,7 @@ def rollup(statuses: list[str]) -> str:
 
 
 async def tasks_of(bus: Bus, run_id: str) -> list[wire.TaskRecord]:
-    return await bus.kv_values(S.KV_TREE, f"{run_id}.task.*", wire.TaskRecord)
+    return await bus.kv_values(S.KV_TREE, S.tasks_of(run_id), wire.TaskRecord)
 
 
 async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:

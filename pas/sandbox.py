@@ -29,9 +29,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 log = logging.getLogger("pas.sandbox")
 
@@ -246,7 +247,7 @@ class Box:
     ro: tuple[str, ...] = ()
 
     @classmethod
-    def from_policy(cls, policy: Any) -> "Box":
+    def from_policy(cls, policy: Any) -> Box:
         lim = Limits(cpu_s=policy.sandbox_cpu_s, memory_mb=policy.sandbox_memory_mb, nproc=policy.sandbox_nproc,
                      file_mb=policy.sandbox_file_mb, tmp_mb=policy.sandbox_tmp_mb)
         return cls(mode=policy.sandbox, limits=lim, passthrough=tuple(policy.sandbox_env), bwrap=policy.sandbox_bwrap,
@@ -301,12 +302,16 @@ async def handed_over(launch: Launch) -> AsyncIterator[None]:
         return
     paths = [p.resolve() for p in launch.rw]
     uid = launch.uid
-    await asyncio.to_thread(lambda: [_chown_tree(p, uid, uid, True) for p in paths])
+
+    def chown_all(owner: int, group: int, to_task: bool) -> None:
+        for p in paths:
+            _chown_tree(p, owner, group, to_task)
+
+    await asyncio.to_thread(chown_all, uid, uid, True)
     try:
         yield
     finally:
-        me, grp = os.geteuid(), os.getegid()
-        await asyncio.to_thread(lambda: [_chown_tree(p, me, grp, False) for p in paths])
+        await asyncio.to_thread(chown_all, os.geteuid(), os.getegid(), False)
 
 
-__all__ = ["Box", "Limits", "Launch", "wrap", "clean_env", "handed_over", "repo_of", "runtime_paths"]
+__all__ = ["Box", "Launch", "Limits", "clean_env", "handed_over", "repo_of", "runtime_paths", "wrap"]

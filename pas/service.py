@@ -29,7 +29,16 @@ from nats.micro.request import Request
 
 from pas import tracing, wire
 from pas.bus import transient
-from pas.errors import BadRequest, BudgetExceeded, Cancelled, PasError, PayloadTooLarge, Retry, Unavailable
+from pas.errors import (
+    BadRequest,
+    BudgetExceeded,
+    Cancelled,
+    PasError,
+    PayloadTooLarge,
+    Retry,
+    Unavailable,
+    is_bad_input,
+)
 
 if TYPE_CHECKING:
     from pas.bus import Bus
@@ -100,7 +109,7 @@ def endpoint(
                 log.exception("handler %s failed", req.subject)
                 err = PasError(f"internal error: {e!r}")
         on_error(f"{err.code} {err.message}"[:500])
-        if err.code in (400, 413):
+        if is_bad_input(err):
             log.warning("bad input on %s: %s (%d bytes: %r)", req.subject, err.message, len(req.data), req.data[:200])
             if on_bad_input is not None:
                 try:

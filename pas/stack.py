@@ -67,7 +67,7 @@ class Stack:
             log.warning("no sandbox: %s. command/llm/aider tasks will be REFUSED until it works "
                         "(or settings.policy.sandbox: off is set)", problem)
 
-    async def start(self) -> "Stack":
+    async def start(self) -> Stack:
         socks = None
         if self.http:  # bind first: a busy port fails start-up before anything joins the bus
             from pas.http.adapter import bind_ports  # the HTTP adapter is optional
@@ -161,7 +161,7 @@ class Stack:
             try:
                 await self.check_claims()
                 return
-            except Exception as e:  # noqa: BLE001 - retried, then given up loudly
+            except Exception as e:
                 log.warning("checking agent claims after a reconnect failed (%r); retrying in 1s", e)
                 await asyncio.sleep(1.0)
         log.error("could not check agent claims after a reconnect; duplicates are possible until restart")
@@ -185,7 +185,7 @@ class Stack:
             await self.http_server.stop()
             self.http_server = None
         if self.agents:
-            done, pending = await asyncio.wait([asyncio.ensure_future(a.stop()) for a in self.agents], timeout=15)
+            _done, pending = await asyncio.wait([asyncio.ensure_future(a.stop()) for a in self.agents], timeout=15)
             if pending:
                 log.warning("%d agent(s) did not stop within 15s; closing anyway", len(pending))
                 for t in pending:
@@ -194,7 +194,7 @@ class Stack:
         for bus in self.buses.values():
             try:
                 await asyncio.wait_for(bus.close(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("closing the NATS connection took over 15s; closed forcibly")
                 await bus.nc.close()
         self.buses = {}
@@ -203,7 +203,7 @@ class Stack:
             await self.server.astop()
             self.server = None
 
-    async def __aenter__(self) -> "Stack":
+    async def __aenter__(self) -> Stack:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -15,17 +15,27 @@ The subject tree is role-first so that each role's permissions are a few wildcar
     pas.run.<run_id>.>                 run and task state changes (stream PAS_EVENTS)
     pas.rec.<sha256>                   recorded model exchanges (stream PAS_RECORDINGS)
     pas.replay.<run_id>.>              a past run's events re-published by `pas replay --speed` (core NATS)
+
+Also here: the keys of KV pas_tree (<run>.plan, <run>.task.<task>, ...), the JetStream and KV API
+subjects ($JS.API..., $JS.ACK..., $KV.<bucket>.<key>), micro discovery ($SRV...) and per-user inbox
+prefixes, and the parsers for the subjects PAS reads back (parse_run, parse_kv, parse_js_ack).
+tests/test_names.py fails on a subject string literal anywhere else in pas/.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Literal, NamedTuple, get_args
 
 PREFIX = "pas"
 
 # Roles, as they appear in subjects. Role names are config values too (AgentConfig.role).
 ROLES = ("gateway", "root", "architect", "dir", "mgr", "prog", "monitor")
-LANES = ("code", "models", "data", "devsecops", "docs")
+Lane = Literal["code", "models", "data", "devsecops", "docs"]
+"""The lanes: defined here once (wire.Lane, the HTTP models, config validation and LANES derive from it)."""
+LANES: tuple[str, ...] = get_args(Lane)
+HEADS = (*ROLES, "hb", "alert", "ctl", "comms", "work", "run", "rec", "replay")
+"""The first token after pas. of every subject PAS uses."""
 
 # ---- streams -------------------------------------------------------------------------------
 STREAM_COMMS = "PAS_COMMS"
@@ -41,6 +51,73 @@ KV_IDEMPOTENCY = "pas_idem"  # key: sha of idempotency key -> run id (TTL = dedu
 KV_MODELS = "pas_models"  # key: agent id -> live model override
 KV_BREAKERS = "pas_breakers"  # key: model profile -> circuit-breaker state
 KV_CLAIMS = "pas_claims"  # key: agent id -> the live instance that holds it (pas.claims)
+
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream that holds a KV bucket (KV_<bucket>)."""
+    return f"KV_{bucket}"
+
+
+# ---- keys of KV pas_tree (one run's records; <run> is a run id) -----------------------------
+def plan_key(run_id: str) -> str:
+    return f"{run_id}.plan"
+
+
+def lane_key(run_id: str, lane: str) -> str:
+    return f"{run_id}.lane.{lane}"
+
+
+def job_key(run_id: str, job_id: str) -> str:
+    return f"{run_id}.job.{job_id}"
+
+
+def task_key(run_id: str, task_id: str) -> str:
+    return f"{run_id}.task.{task_id}"
+
+
+def request_key(run_id: str) -> str:
+    """The submitted JobSubmit (what `pas rerun` resubmits)."""
+    return f"{run_id}.request"
+
+
+def usage_key(run_id: str) -> str:
+    """The run's LLM usage (pas.usage)."""
+    return f"{run_id}.usage"
+
+
+def rerun_key(run_id: str) -> str:
+    """A rerun's spec (pas.rerun)."""
+    return f"{run_id}.rerun"
+
+
+def divergence_key(run_id: str) -> str:
+    """The first divergence of a rerun from its recordings (pas.rerun)."""
+    return f"{run_id}.divergence"
+
+
+def forked_key(run_id: str) -> str:
+    """A rerun that went past its recordings to the model (pas.rerun)."""
+    return f"{run_id}.forked"
+
+
+def jobs_of(run_id: str) -> str:
+    """Key filter: every job record of a run."""
+    return job_key(run_id, "*")
+
+
+def tasks_of(run_id: str) -> str:
+    """Key filter: every task record of a run."""
+    return task_key(run_id, "*")
+
+
+def run_keys(run_id: str) -> str:
+    """Key filter: every record of a run."""
+    return f"{run_id}.>"
+
+
+SIDE_KEYS = tuple(f("") for f in (request_key, usage_key, rerun_key, divergence_key, forked_key))
+"""Key suffixes (.request, .usage, ...) of the records that events cannot rebuild (pas replay --rebuild)."""
 
 # ---- durable consumers (all pull, explicit ack) --------------------------------------------
 CONSUMER_ARCHITECT = "architect"  # pas.work.architect
@@ -104,6 +181,8 @@ def ctl(agent_id: str, verb: str) -> str:
     return f"{PREFIX}.ctl.{agent_id}.{verb}"
 
 
+CTL_ALL = "pas.ctl.>"
+
 
 # ---- comms log -----------------------------------------------------------------------------
 NO_RUN = "_"  # run-id token for entries outside any run
@@ -114,6 +193,18 @@ def comms(run_id: str | None, from_agent: str, msg_type: str) -> str:
 
 
 COMMS_ALL = "pas.comms.>"
+
+
+def comms_filter(run_id: str | None = None, from_agent: str | None = None, msg_type: str | None = None) -> str:
+    """Comms entries of one run / sender / type (None: any)."""
+    return (f"{PREFIX}.comms.{token(run_id) if run_id else '*'}.{token(from_agent) if from_agent else '*'}."
+            f"{token(msg_type) if msg_type else '*'}")
+
+
+def comms_run(run_id: str) -> str:
+    """Every comms entry of one run."""
+    return f"{PREFIX}.comms.{token(run_id)}.>"
+
 
 # ---- work queues ---------------------------------------------------------------------------
 WORK_ALL = "pas.work.>"
@@ -137,6 +228,16 @@ def work_mgr(lane: str) -> str:
 
 # ---- run events ----------------------------------------------------------------------------
 EVENTS_ALL = "pas.run.>"
+
+
+def run_events(run_id: str) -> str:
+    """Every state change of one run (what `pas submit --wait` and the MCP/A2A watchers subscribe to)."""
+    return f"{PREFIX}.run.{run_id}.>"
+
+
+def run_tasks(run_id: str) -> str:
+    """Every task state change of one run."""
+    return f"{PREFIX}.run.{run_id}.task.>"
 
 
 def run_status(run_id: str) -> str:
@@ -192,6 +293,88 @@ REPLAY_ALL = "pas.replay.>"
 def replay(run_id: str, rest: str) -> str:
     """pas.replay.<run>.run.<...> / .comms.<from>.<type> / .end: a past run re-published (core NATS)."""
     return f"{PREFIX}.replay.{token(run_id)}.{rest}"
+
+
+# ---- NATS and JetStream API subjects -------------------------------------------------------
+JS_API = "$JS.API"
+JS_API_ALL = "$JS.API.>"
+JS_FLOW_CONTROL_ALL = "$JS.FC.>"  # flow-control replies of ordered consumers
+SRV_ALL = "$SRV.>"  # micro discovery: PING, INFO, STATS
+SRV_PING_ALL = "$SRV.PING.>"
+
+
+def js_api(*parts: str) -> str:
+    """$JS.API.<parts...>: e.g. js_api("STREAM", "INFO", stream)."""
+    return ".".join((JS_API, *parts))
+
+
+def js_next(stream: str, consumer: str) -> str:
+    """The pull request subject of a consumer ($JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>)."""
+    return js_api("CONSUMER", "MSG", "NEXT", stream, consumer)
+
+
+def js_acks(stream: str, consumer: str) -> str:
+    """Every ack/nak/in-progress reply subject of a consumer's messages."""
+    return f"$JS.ACK.{stream}.{consumer}.>"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV value is stored on ($KV.<bucket>.<key>; key may hold wildcards)."""
+    return f"$KV.{bucket}.{key}"
+
+
+def srv_ping(service: str, instance: str) -> str:
+    """Ping one instance of a micro service ($SRV.PING.<name>.<id>)."""
+    return f"$SRV.PING.{service}.{instance}"
+
+
+def inbox_prefix(user: str) -> str:
+    """A PAS user's own inbox prefix (its permissions allow replies only there)."""
+    return f"_INBOX.{user}"
+
+
+INBOX_HEAD = inbox_prefix("")[:-1]
+
+
+# ---- parsing subjects PAS reads back -------------------------------------------------------
+class RunSubject(NamedTuple):
+    """pas.run.<run_id>.<kind>[.<rest>...]: kind is status, cancel, task, job, lane, release, done."""
+
+    run_id: str
+    kind: str
+    rest: tuple[str, ...]
+
+
+def parse_run(subject: str) -> RunSubject | None:
+    """Split a run event subject (pas.run.r-1.task.t-3 -> ("r-1", "task", ("t-3",))); None if it is not one."""
+    parts = subject.split(".")
+    if len(parts) < 4 or parts[0] != PREFIX or parts[1] != "run":
+        return None
+    return RunSubject(parts[2], parts[3], tuple(parts[4:]))
+
+
+def parse_kv(subject: str) -> tuple[str, str] | None:
+    """$KV.<bucket>.<key> -> (bucket, key); None if it is not a KV subject."""
+    head, _, rest = subject.partition(".")
+    bucket, _, key = rest.partition(".")
+    if head != "$KV" or not bucket or not key:
+        return None
+    return bucket, key
+
+
+def parse_js_ack(reply: str) -> tuple[int, int] | None:
+    """(stream sequence, stored-at ns) from a JetStream message's reply subject, None if it is not one.
+
+    $JS.ACK.<stream>.<consumer>.<delivered>.<stream_seq>.<consumer_seq>.<ts_ns>.<pending>; v2 adds
+    <domain>.<account hash> after ACK and a random token at the end."""
+    parts = reply.split(".")
+    if parts[:2] != ["$JS", "ACK"] or len(parts) not in (9, 12):
+        return None
+    i = 5 if len(parts) == 9 else 7
+    try:
+        return int(parts[i]), int(parts[i + 2])
+    except ValueError:
+        return None
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -35,8 +35,7 @@ class RunUsage(msgspec.Struct):
     unknown_cost_calls: int = 0
 
 
-def usage_key(run_id: str) -> str:
-    return f"{run_id}.usage"
+usage_key = S.usage_key
 
 
 async def get_usage(bus: Bus, run_id: str) -> tuple[RunUsage, int]:
@@ -125,7 +124,7 @@ class RunLLM:
                 doc["open_until"] = time.time() + st["open_until"] - self.client.clock()  # wall clock
             try:
                 await self.bus.kv[S.KV_BREAKERS].put(p or "", wire.encode(doc))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.debug("breaker state not published: %r", e)
 
     async def task_budget(self, run_id: str) -> BudgetTracker:
@@ -153,7 +152,7 @@ class RunLLM:
                                "prompt_key": recording.prompt_key(rec.request["messages"], rec.run_id)}
         try:
             out["recording_seq"], out["recording_bytes"] = await recording.store(self.bus.js, r)
-        except Exception as e:  # noqa: BLE001 - a lost recording must not fail the call (e.g. > max payload)
+        except Exception as e:
             log.warning("exchange of %s not recorded: %r", rec.agent, e)
             out["recording_error"] = repr(e)[:300]
         return out
@@ -176,5 +175,5 @@ class RunLLM:
         if rec.run_id:
             try:
                 await charge(self.bus, rec.run_id, rec.tokens, rec.cost_usd)
-            except Exception as e:  # noqa: BLE001 - accounting trouble must not fail the call
+            except Exception as e:
                 log.warning("could not charge run %s: %r", rec.run_id, e)

@@ -6,13 +6,14 @@ decoded, validated structs (see pas.service); bad input never reaches business c
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
 
-Lane = Literal["code", "models", "data", "devsecops", "docs"]
+from pas.subjects import Lane as Lane  # the one definition of the lanes, re-exported
+
 Executor = Literal["command", "echo", "llm", "aider"]
 AgentStatusValue = Literal[
     "ok", "degraded", "down", "queued", "running", "blocked", "waiting_approval", "paused", "error", "done"
@@ -38,7 +39,7 @@ MAX_OUTPUT = 16 * 1024  # task output kept in status (capped)
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(Struct, forbid_unknown_fields=True, omit_defaults=False):

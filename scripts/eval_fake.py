@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pas.cli import main  # noqa: E402
-from pas.eval.tasks import load_tasks  # noqa: E402
-from tests.eval_oracle import Oracle  # noqa: E402
-from tests.fakellm import API_KEY_ENV, get_server  # noqa: E402
+from pas.cli import main
+from pas.eval.tasks import load_tasks
+from tests.eval_oracle import Oracle
+from tests.fakellm import API_KEY_ENV, get_server
 
 SCENARIOS = {"fix-clamp": "wrong", "fix-roman": "wrong", "feat-textutil": "wrong", "tests-kv": "wrong",
              "docs-docstrings": "wrong", "trap-default-port": "conflict"}

@@ -83,7 +83,7 @@ class Cluster:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
 
-    def start(self, timeout_s: float = 30.0) -> "Cluster":
+    def start(self, timeout_s: float = 30.0) -> Cluster:
         for n in self.nodes:
             self.start_node(n)
         self.wait_healthy(self.nodes, timeout_s)
@@ -166,7 +166,7 @@ class Cluster:
                         else f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
                 try:
                     await nc.request(subj, json.dumps({"placement": {"preferred": target.name}}).encode(), timeout=5)
-                except Exception:  # noqa: BLE001 - asked again on the next round
+                except Exception:
                     pass
             await asyncio.sleep(0.5)
 

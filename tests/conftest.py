@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import nats
 import pytest
@@ -109,7 +110,7 @@ class PasProcess:
         self.args = [sys.executable, "-m", "pas", "up", "--no-http", "--ready-file", str(self.ready), *args]
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 30.0) -> "PasProcess":
+    def start(self, timeout_s: float = 30.0) -> PasProcess:
         with self.log.open("ab") as fh:  # the child has its own copy of the descriptor
             self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          cwd=str(self.log.parent), start_new_session=True,

@@ -69,7 +69,14 @@ def subject_matches(pattern: str, subject: str) -> bool:
 def least_user(words: list[str]) -> str:
     """The first of client, adapter, admin whose NATS permissions (pas.auth) allow this pub/req/sub."""
     verb = words[1]
-    subject = next((w for w in words[2:] if not w.startswith("-")), "")
+    rest = iter(words[2:])
+    subject = ""
+    for w in rest:
+        if w in ("-H", "--header", "-s", "--server", "--creds", "--context"):
+            next(rest, None)  # the option's value is not the subject
+        elif not w.startswith("-"):
+            subject = w
+            break
     if verb not in ("pub", "req", "request", "sub"):
         return "client"
     perms = auth.permissions(make_cfg())

@@ -22,15 +22,16 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from pas import auth
 from pas.server import EmbeddedServer
 from tests.conftest import PasProcess, fast_args, make_cfg
-from pas import auth
 
 NATSCLI_VERSION = "v0.5.0"
 TERMINAL = {"completed", "failed", "cancelled", "rejected", "budget_exceeded"}
@@ -77,7 +78,7 @@ class CliSub:
     """`nats sub ...` running; messages parsed from its pretty output ("[#n] Received on "subj"", headers, body)."""
 
     proc: subprocess.Popen[str]
-    lines: "queue.Queue[str | None]" = field(default_factory=queue.Queue)
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
     msgs: list[tuple[str, str]] = field(default_factory=list)
     out: list[str] = field(default_factory=list)
 
@@ -175,7 +176,7 @@ class PasUnderCli:
         self.creds_dir = tmp / "creds"
         self.shells: dict[str, Shell] = {}
 
-    def start(self) -> "PasUnderCli":
+    def start(self) -> PasUnderCli:
         self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir))
         self.url = self.server.start()
         ports = json.loads(next((self.tmp / "nats" / "ports").glob("*.ports")).read_text())

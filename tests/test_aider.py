@@ -34,11 +34,11 @@ def make_repo(path: Path) -> Path:
 
 
 def aider_args(fake: FakeLLM, repo: Path, model: str, timeout_s: float = 300.0) -> dict[str, object]:
-    return dict(
-        binary=AIDER or "aider", workdir=repo, model=f"openai/{model}", api_base=fake.api_base,
-        api_key_env=API_KEY_ENV, instruction="fix add() so it adds", files=["calc.py"],
-        timeout_s=timeout_s, edit_format="whole", map_tokens=0,
-    )
+    return {
+        "binary": AIDER or "aider", "workdir": repo, "model": f"openai/{model}", "api_base": fake.api_base,
+        "api_key_env": API_KEY_ENV, "instruction": "fix add() so it adds", "files": ["calc.py"],
+        "timeout_s": timeout_s, "edit_format": "whole", "map_tokens": 0,
+    }
 
 
 async def test_missing_binary_is_a_failure(tmp_path: Path) -> None:

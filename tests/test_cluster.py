@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from pas import comms
+from pas import comms, wire
 from pas import subjects as S
-from pas import wire
 from pas.bus import retry_js
 from pas.client import PasClient
 from tests.cluster import Cluster, Node

@@ -79,7 +79,7 @@ def test_bad_topology_names_the_entry(tmp_path: Path, mutate, expected: str) -> 
 
 def test_unknown_settings_key_and_override(tmp_path: Path) -> None:
     d = copy_configs(tmp_path)
-    with pytest.raises(ConfigError, match="settings.heartbeat.intervall_s: unknown key"):
+    with pytest.raises(ConfigError, match=r"settings\.heartbeat\.intervall_s: unknown key"):
         load_config(d, ["settings.heartbeat.intervall_s=3"])
     cfg = load_config(d, ["settings.heartbeat.interval_s=3", "models.gpt-4o.api_base=http://127.0.0.1:9/v1",
                           "agents.prog-001.model=gpt-4o"])

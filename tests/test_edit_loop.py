@@ -70,10 +70,10 @@ def llm(fake: FakeLLM) -> LLMClient:
 
 
 async def edit(fake: FakeLLM, repo: Path, **kw: object) -> object:
-    args: dict[str, object] = dict(
-        agent="prog-001", primary="coder", backup=None, workdir=repo, instruction="make add() add",
-        files=["calc.py"], acceptance=ACCEPT, run_acceptance=run_acceptance, run_id="r1",
-    )
+    args: dict[str, object] = {
+        "agent": "prog-001", "primary": "coder", "backup": None, "workdir": repo, "instruction": "make add() add",
+        "files": ["calc.py"], "acceptance": ACCEPT, "run_acceptance": run_acceptance, "run_id": "r1",
+    }
     args.update(kw)
     return await run_llm_edit(llm(fake), **args)  # type: ignore[arg-type]
 
@@ -141,7 +141,7 @@ async def test_path_escapes_refused_and_fed_back(fake_llm: FakeLLM, repo: Path, 
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "abs.txt").exists()
     assert list(outside.iterdir()) == [] and not (repo / ".git/hooks/pre-commit").exists()
     assert res.diff == ""
-    for req, why in zip(fake_llm.requests[1:], ["'..'", "absolute", "symlink"]):
+    for req, why in zip(fake_llm.requests[1:], ["'..'", "absolute", "symlink"], strict=False):
         assert "could not be applied" in req.messages[-1]["content"] and why in req.messages[-1]["content"]
 
 

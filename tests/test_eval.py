@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from pas.integrate import checkout, integrate
+from pas.errors import PasError
 from pas.eval.report import estimate_cost, render_html, summarize, table
 from pas.eval.runner import EvalOptions, run_eval
 from pas.eval.tasks import CATEGORIES, load_tasks, make_repo, run_hidden
-from pas.errors import PasError
+from pas.integrate import checkout, integrate
 from pas.stack import Stack
 from tests.conftest import make_cfg
 from tests.eval_oracle import Oracle
@@ -51,7 +51,7 @@ def test_task_set_is_sound(tmp_path: Path) -> None:
 def test_bad_task_dir_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "task.yaml").write_text("goal: x\ncategory: nope\n")
-    with pytest.raises(PasError, match="broken: task.yaml missing"):
+    with pytest.raises(PasError, match=r"broken: task\.yaml missing"):
         load_tasks(tmp_path)
     with pytest.raises(PasError, match="no task in"):
         load_tasks(tmp_path, "zzz*")
@@ -112,8 +112,8 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
         ("trap-default-port", "swarm"): False, ("trap-default-port", "solo"): True,  # solo: no parallel branches
     }
     conflict = got[("trap-default-port", "swarm")]
-    assert conflict.reason == ("merge conflict: task code-1-03 conflicts in defaults.py (branch pas/%s/code-1-03)"
-                               % conflict.run_id), conflict.reason
+    assert conflict.reason == (f"merge conflict: task code-1-03 conflicts in defaults.py "
+                               f"(branch pas/{conflict.run_id}/code-1-03)"), conflict.reason
     assert conflict.run_status == "failed" and conflict.merged == 2  # the swarm's root failed the run
     # tests-kv's wrong edit passes the visible acceptance (the swarm says completed); the hidden tests fail it
     kv = got[("tests-kv", "solo")]
@@ -144,7 +144,7 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
     log = subprocess.run([sys.executable, "-m", "pas", "log", "--run", conflict.run_id, "--nats-url",
                           nats_server.url], capture_output=True, text=True, timeout=60)
     assert "verdict FAIL: merge conflict" in log.stdout, log.stdout[-2000:] + log.stderr[-2000:]
-    assert "integrated 2 task branch(es) into pas/%s/result; merge conflict" % conflict.run_id in log.stdout
+    assert f"integrated 2 task branch(es) into pas/{conflict.run_id}/result; merge conflict" in log.stdout
     async with Stack(make_cfg(), url=nats_server.url, only=["gateway"]):  # `pas status` asks the gateway
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pas", "status", conflict.run_id,
                                                     "--nats-url", nats_server.url, stdout=asyncio.subprocess.PIPE,

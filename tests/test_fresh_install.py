@@ -18,8 +18,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -80,7 +80,7 @@ def test_readme_demo_on_a_fresh_clone(fresh: tuple[Path, dict[str, str]]) -> Non
 
 
 def test_wheel_installs_and_runs_from_another_directory(fresh: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
-    clone, env = fresh
+    _clone, env = fresh
     venv, elsewhere = tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
     t0 = time.monotonic()

@@ -49,7 +49,7 @@ async def test_heartbeats_alerts_and_recovery(nats_server: Any, nc: Any, pas_pro
         # every agent beats within one interval (plus start-up slack of the subscription)
         while len(beats) < 26 and time.monotonic() - t0 < INTERVAL * 1.5:
             await asyncio.sleep(0.05)
-        assert set(beats) == {a.id for a in cfg.agents}, sorted(set(a.id for a in cfg.agents) - set(beats))
+        assert set(beats) == {a.id for a in cfg.agents}, sorted({a.id for a in cfg.agents} - set(beats))
 
         # wait until the monitor has seen prog-010 alive, then kill its process
         async def monitor_sees_alive() -> bool:

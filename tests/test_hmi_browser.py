@@ -10,9 +10,10 @@ import contextlib
 import re
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -95,7 +96,7 @@ async def test_page_shows_every_agent_alive(hmi: Hmi) -> None:
 async def test_log_is_in_time_order_not_arrival_order(hmi: Hmi) -> None:
     """Entries from several processes reach the stream out of order; the log shows them by time."""
     await hmi.open()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for label, ts in (("later", now), ("earlier", now - timedelta(seconds=1))):
         entry = CommsEntry(ts=ts, from_agent="prog-001", to_agent="mgr-code-01", msg_type="STATUS",
                            message=f"{label} entry", run_id="r-order")
@@ -313,7 +314,7 @@ async def test_comms_log_filters(hmi: Hmi) -> None:
 
 def cells(headers: list[str], texts: list[str]) -> dict[str, str]:
     assert len(headers) == len(texts), (headers, texts)
-    return dict(zip(headers, texts))
+    return dict(zip(headers, texts, strict=False))
 
 
 async def test_run_view_columns_of_a_completed_run(nats_server: EmbeddedServer, fake_llm: FakeLLM) -> None:

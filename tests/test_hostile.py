@@ -46,7 +46,7 @@ LIMITS = [
 
 
 def hostile_overrides() -> list[str]:
-    allow = make_cfg().settings.policy.command_allowlist + ["python probe.py*"]
+    allow = [*make_cfg().settings.policy.command_allowlist, "python probe.py*"]
     return [*LIMITS, f"settings.policy.command_allowlist={json.dumps(allow)}"]
 
 
@@ -109,7 +109,7 @@ async def test_connect_to_nats_port_from_git(stack: Any, client: Any, nats_serve
 async def test_read_pas_process_environ(nats_server: Any, client: Any, pas_procs: Any, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAS_HOSTILE_API_KEY", SECRET)  # in the PAS process's initial environment
-    pas = pas_procs("--nats-url", nats_server.url, *fast_args(), *sum((["-c", o] for o in hostile_overrides()), []))
+    pas = pas_procs("--nats-url", nats_server.url, *fast_args(), *[a for o in hostile_overrides() for a in ("-c", o)])
     repo = plant(tmp_path, nats_server.url, pas_pid=pas.proc.pid)
     t = await probe_blocked(client, repo, "h-environ", "environ", "no visible /proc/*/environ holds the secret")
     assert SECRET not in t["output"]

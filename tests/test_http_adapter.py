@@ -12,20 +12,21 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
 import pytest_asyncio
 
+from pas import wire
 from pas.client import PasClient
 from pas.config import PasConfig
 from pas.errors import PasError
 from pas.http import models as M
 from pas.http.adapter import port_plan, start_adapter
-from pas import wire
 from pas.server import EmbeddedServer
 from pas.stack import Stack
 from tests.conftest import fast_args, make_cfg, wait_for
@@ -509,7 +510,7 @@ async def test_gateway_openapi_fuzz_no_5xx(fuzz_http: Http) -> None:
     for method, path in GATEWAY_OPS:
         try:
             await asyncio.to_thread(fuzz_operation, fuzz_http.u("gateway"), method, path, 30)
-        except Exception as e:  # noqa: BLE001 - collect, so one report names every failing operation
+        except Exception as e:
             failures[f"{method} {path}"] = str(e)[:3000]
     assert not failures, json.dumps(failures, indent=1)
 
@@ -549,7 +550,7 @@ async def test_agent_ports_and_hmi_openapi_fuzz_no_5xx(fuzz_http: Http) -> None:
             key = f"{name}: {method} {path}"
             try:
                 calls[key] = await asyncio.to_thread(fuzz_operation, fuzz_http.u(name), method, path, 10, spec)
-            except Exception as e:  # noqa: BLE001 - collect, so one report names every failing operation
+            except Exception as e:
                 failures[key] = str(e)[:3000]
     assert not failures, json.dumps(failures, indent=1)
     # Cases were really sent: every operation got positive ones; those with a body or a path
@@ -601,7 +602,7 @@ def test_pas_up_serves_the_shifted_ports(tmp_path: Path) -> None:
             deadline = time.monotonic() + 15
             while True:  # the first beat lands within a heartbeat interval (1 s here)
                 r = c.get(url)
-                if r.status_code == 200 and r.json().get("beat_age_s") is not None or time.monotonic() > deadline:
+                if (r.status_code == 200 and r.json().get("beat_age_s") is not None) or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             assert r.status_code == 200, r.text

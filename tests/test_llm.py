@@ -158,7 +158,7 @@ async def test_breaker_opens_after_three_failures_and_closes_after_cooldown(fake
     client, records = make_client(fake_llm, clock)
     fake_llm.default("spare-model", Reply("backup answer"))
     fake_llm.script("main-model", Fail(500), Fail(500), Fail(500))
-    for i in range(3):
+    for _i in range(3):
         res = await client.complete(agent="a", primary="main", backup="spare", messages=MSG)
         assert res.failed_over
         clock.t += 60  # three failures within ten minutes

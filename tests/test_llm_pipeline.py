@@ -136,7 +136,8 @@ async def test_budget_stops_llm_calls(nats_server: Any, client: Any, fake_llm: A
     cfg = swarm_cfg(fake_llm, **{f"prog_{i:03d}": "pp" for i in range(1, 11)})
     repo = make_repo(tmp_path)
     async with Stack(cfg, url=nats_server.url):
-        await client.submit({"title": "budget", "run_id": "llm5", "repo": str(repo), "env": sys.executable, "budget": {"tokens_max": 50},
+        await client.submit({"title": "budget", "run_id": "llm5", "repo": str(repo), "env": sys.executable,
+                             "budget": {"tokens_max": 50},
                              "tasks": [{"lane": "code", "instruction": "x", "executor": "llm",
                                         "files": ["src/calc/__init__.py"],
                                         "acceptance": "python -m pytest -q -p no:cacheprovider tests"}]})
@@ -166,8 +167,8 @@ async def test_breaker_opens_and_shows_in_pas_agents(nats_server: Any, client: A
     arch = next(r for r in rows if r["agent"] == "architect")
     assert arch["model"] == "pa" and arch["breaker"].startswith("open"), arch  # the model in use, its breaker
     assert len(fake_llm.requests_for("pa")) == 3  # the 4th run skipped the open circuit
-    from pas.bus import connect
     from pas import subjects as S
+    from pas.bus import connect
 
     nc = await connect(nats_server.url)
     try:
@@ -183,8 +184,9 @@ async def test_set_model_live(stack: Any, client: Any) -> None:
     assert r["model"] == "gpt-4o" and r["previous"]["model"] == "qwen-coder-7b"
     h = await client.request("pas.prog.prog-003.health", {})
     assert h["model"] == "gpt-4o"
-    from pas.errors import BadRequest
     import pytest
+
+    from pas.errors import BadRequest
 
     with pytest.raises(BadRequest):
         await client.request("pas.ctl.prog-003.set_model", {"primary": "nope"})

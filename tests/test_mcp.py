@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import httpx
 import httpx2
@@ -41,9 +41,8 @@ async def test_mcp_over_stdio(mcp_stack: Stack, nats_server: EmbeddedServer, tmp
     params = StdioServerParameters(command=sys.executable, args=["-m", "pas", "mcp", "--nats-url", nats_server.url],
                                    env=env, cwd=str(tmp_path))
     with (tmp_path / "mcp-stderr.log").open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write) as session:
-                await scenario(session, repo, "mcp-stdio-1")
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await scenario(session, repo, "mcp-stdio-1")
 
 
 async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedServer, tmp_path: Path,
@@ -53,17 +52,16 @@ async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedS
     adapter = await start_adapter(cfg, nats_server.url, token="")
     try:
         url = adapter.url("gateway") + "/mcp"
-        async with streamable_http_client(url) as (read, write):
-            async with ClientSession(read, write) as session:
-                await scenario(session, repo, "mcp-http-1")
-                # A diff longer than the cap is cut, each task's alike, and says so (the server is in-process).
-                monkeypatch.setattr(tools, "DIFF_MAX_CHARS", 40)
-                cut = data(await session.call_tool("run_diff", {"run_id": "mcp-http-1", "repo": str(repo),
-                                                                "per_task": True}))
-                by_lane = {d["task_id"].split("-")[0]: d["diff"] for d in cut["diffs"]}
-                assert by_lane["code"].endswith("\n[... diff truncated at 20 characters]"), by_lane
-                assert len(by_lane["code"]) == 20 + len("\n[... diff truncated at 20 characters]")
-                assert by_lane["docs"] == ""
+        async with streamable_http_client(url) as (read, write), ClientSession(read, write) as session:
+            await scenario(session, repo, "mcp-http-1")
+            # A diff longer than the cap is cut, each task's alike, and says so (the server is in-process).
+            monkeypatch.setattr(tools, "DIFF_MAX_CHARS", 40)
+            cut = data(await session.call_tool("run_diff", {"run_id": "mcp-http-1", "repo": str(repo),
+                                                            "per_task": True}))
+            by_lane = {d["task_id"].split("-")[0]: d["diff"] for d in cut["diffs"]}
+            assert by_lane["code"].endswith("\n[... diff truncated at 20 characters]"), by_lane
+            assert len(by_lane["code"]) == 20 + len("\n[... diff truncated at 20 characters]")
+            assert by_lane["docs"] == ""
         # The gateway's own endpoints are still served on that port.
         async with httpx.AsyncClient() as h:
             r = await h.get(adapter.url("gateway") + "/runs")
@@ -106,26 +104,25 @@ async def test_stdio_server_without_nats_answers_with_tool_errors(tmp_path: Path
     params = StdioServerParameters(command=sys.executable, env=env, cwd=str(tmp_path),
                                    args=["-m", "pas", "mcp", "--nats-url", url, "--connect-timeout", "1"])
     with (tmp_path / "mcp-stderr.log").open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                assert len((await session.list_tools()).tools) == len(tools.TOOLS)
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            assert len((await session.list_tools()).tools) == len(tools.TOOLS)
+            res = await session.call_tool("list_runs", {})
+            assert res.is_error, res
+            assert res.content[0].text.startswith("unavailable (503): cannot reach NATS at " + url)
+            assert (await session.call_tool("agents", {})).is_error
+            port = int(url.rsplit(":", 1)[1])
+            back = EmbeddedServer(tmp_path / "back", port=port)  # the same port, now served
+            back.start()
+            try:
                 res = await session.call_tool("list_runs", {})
-                assert res.is_error, res
-                assert res.content[0].text.startswith("unavailable (503): cannot reach NATS at " + url)
-                assert (await session.call_tool("agents", {})).is_error
-                port = int(url.rsplit(":", 1)[1])
-                back = EmbeddedServer(tmp_path / "back", port=port)  # the same port, now served
-                back.start()
-                try:
-                    res = await session.call_tool("list_runs", {})
-                    # Connected now; no gateway runs on this bare server, and the tool says that.
-                    assert res.is_error and res.content[0].text.startswith("unavailable (503): no agent answers "
-                                                                           "on pas.gateway.runs"), res
-                    agents = await session.call_tool("agents", {})
-                    assert not agents.is_error and agents.structured_content["agents"], agents
-                finally:
-                    back.stop()
+                # Connected now; no gateway runs on this bare server, and the tool says that.
+                assert res.is_error and res.content[0].text.startswith("unavailable (503): no agent answers "
+                                                                       "on pas.gateway.runs"), res
+                agents = await session.call_tool("agents", {})
+                assert not agents.is_error and agents.structured_content["agents"], agents
+            finally:
+                back.stop()
 
 
 async def test_with_nats_users_on_it_connects_as_client(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from pas import comms
-from pas.demo import SAMPLE
 from pas import subjects as S
-from pas.errors import BadRequest, Conflict, NotFound
 from pas.client import PasClient
+from pas.demo import SAMPLE
+from pas.errors import BadRequest, Conflict, NotFound
 from pas.stack import Stack
 from tests.conftest import ROOT, make_cfg
 from tests.module_stack import module_stack
@@ -187,7 +187,7 @@ async def test_task_events_published(stack: Any, client: Any, nc: Any) -> None:
     while True:
         try:
             m = await sub.next_msg(timeout=0.5)
-        except Exception:  # noqa: BLE001 - no more events
+        except Exception:
             break
         seen.append((m.subject, json.loads(m.data).get("status")))
     subjects = [s for s, _ in seen]

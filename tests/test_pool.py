@@ -6,7 +6,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pas import subjects as S
 from pas.stack import Stack
 from tests.conftest import fast_args, make_cfg, wait_for
 
@@ -47,8 +46,8 @@ async def test_killed_programmer_task_is_redelivered(nats_server: Any, client: A
         await wait_for(running_on_001, 20)
         busy.kill()
         # another programmer, in this process, takes the task after the ack deadline
-        from pas.roles import new_agent
         from pas.comms import CommsLog
+        from pas.roles import new_agent
 
         other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
         await other.start()
@@ -103,8 +102,8 @@ async def test_task_fails_after_max_attempts(nats_server: Any, client: Any, pas_
 
         await wait_for(running, 20)
         busy.kill()
-        from pas.roles import new_agent
         from pas.comms import CommsLog
+        from pas.roles import new_agent
 
         other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
         await other.start()

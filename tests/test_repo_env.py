@@ -6,8 +6,8 @@ own environment does not have, so a task can only pass if it really ran there. N
 
 from __future__ import annotations
 
-import json
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from pas import comms
-from pas import repoenv
+from pas import comms, repoenv
 from pas.aider import run_aider
 from pas.cliutil import result_table
 from pas.errors import BadRequest

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pas import recording
+from pas import recording, wire
 from pas import subjects as S
-from pas import wire
 from pas.stack import Stack
 from tests.fakellm import Fail, Reply
 from tests.test_llm_pipeline import EDIT_OK, llm_entries, swarm_cfg
@@ -36,7 +35,7 @@ async def test_every_exchange_is_recorded(nats_server: Any, client: Any, fake_ll
     assert res["status"] == "completed"
     sent = fake_llm.requests
     assert len(entries) == len(recs) == len(sent) == 3
-    for e, r, req in zip(entries, recs, sent):
+    for e, r, req in zip(entries, recs, sent, strict=False):
         # the comms entry points to its recording; the address is the sha256 of the canonical request
         assert e.metadata["recording"] == r.request_sha == recording.sha256(r.request)
         assert r.request["messages"] == req.messages and r.request["model"] == f"openai/{req.model}"

@@ -89,7 +89,7 @@ async def main(args: argparse.Namespace, cfg: PasConfig) -> int:
     print(table(results))
     est = estimate_cost(results, price_in, price_out)
     if any(m["cost_usd"] is None for m in summarize(results)["modes"].values()):
-        print("\nESTIMATE (costs unknown for this model): at $%.2f/$%.2f per million tokens in/out: %s" % (
+        print("\nESTIMATE (costs unknown for this model): at ${:.2f}/${:.2f} per million tokens in/out: {}".format(
             price_in, price_out, ", ".join(f"{m} ${v:.4f} per task" for m, v in est["per_task_usd"].items())))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({**summarize(results), "cost_estimate": est}, indent=1))

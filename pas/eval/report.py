@@ -61,7 +61,7 @@ def table(results: list[Outcome]) -> str:
         rows.append((o.task, o.mode, str(o.repeat), "PASS" if o.passed else "FAIL", str(o.tokens), _cost(o.cost_usd),
                      f"{o.wall_s:.1f}", _calls(o.llm_calls), o.reason[:90]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
     lines.append("")
     s = summarize(results)["modes"]
     lines.append("mode   pass rate (mean ± sd, min-max over repeats)  runs  tokens    cost        "

@@ -20,16 +20,17 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pas import comms
 from pas.client import GatewayTimeout, PasClient
 from pas.config import PasConfig
 from pas.errors import PasError
-from pas.integrate import checkout
 from pas.eval.tasks import EvalTask, make_repo, run_hidden
+from pas.integrate import checkout
 from pas.stack import Stack
 
 MODES = ("swarm", "solo")
@@ -120,7 +121,7 @@ class Harness:
         self.stack = Stack(cfg, url=url, data_dir=data_dir, name=f"pas-eval-{mode}")
         self.client: PasClient | None = None
 
-    async def __aenter__(self) -> "Harness":
+    async def __aenter__(self) -> Harness:
         await self.stack.start()
         # A client like any other (the `client` NATS user when the server has users).
         self.client = await PasClient.connect(self.url, self.cfg.settings.nats.request_timeout_s,
@@ -218,7 +219,7 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
             async with Harness(configs[mode], url, mode, opts, workdir, data_dir) as h:
                 gate = asyncio.Semaphore(max(1, opts.parallel))
 
-                async def one(task: EvalTask, rep: int, h: Harness = h) -> Outcome:
+                async def one(task: EvalTask, rep: int, h: Harness = h, gate: asyncio.Semaphore = gate) -> Outcome:
                     async with gate:
                         o = await h.run(task, rep)
                     if progress:

@@ -25,8 +25,9 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -34,12 +35,12 @@ import uvicorn
 from pas import tracing
 from pas.config import PasConfig
 from pas.errors import PasError
-from pas.portowner import port_owner
 from pas.http.agents import agent_app
 from pas.http.backend import Backend
 from pas.http.common import Ctx
 from pas.http.events import EventHub
 from pas.http.hmi import hmi_app
+from pas.portowner import port_owner
 
 log = logging.getLogger("pas.http")
 
@@ -91,7 +92,7 @@ class PortDispatch:
         if scope["type"] not in ("http", "websocket"):
             return
         server = scope.get("server") or (None, None)
-        app = self.apps.get(server[1])
+        app = self.apps.get(server[1]) if isinstance(server[1], int) else None
         if app is None:
             return await _json(send, 404, {"detail": f"nothing is served on port {server[1]}"})
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
@@ -191,7 +192,7 @@ class AdapterHandle:
         self.server.should_exit = True
         try:
             await asyncio.wait_for(asyncio.shield(self.task), 10.0)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+        except (TimeoutError, Exception):
             self.server.force_exit = True
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)

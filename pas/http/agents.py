@@ -20,12 +20,12 @@ an agent's internal error 502; every error body is JSON with `detail`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import JSONResponse
 
-from pas import __version__
+from pas import __version__, wire
 from pas import subjects as S
 from pas.config import AgentConfig
 from pas.errors import BadRequest
@@ -38,8 +38,8 @@ IDEM = Header(None, alias="Idempotency-Key", max_length=256,
               description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
 # Ids end up in KV keys: only what a key may hold (the gateway's are run ids; managers' <run>:<job>).
 REF_PATTERN = {False: r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_-]{1,64})?$", True: r"^[A-Za-z0-9_-]{1,64}$"}
-NOT_FOUND = {404: {"model": ErrorOut, "description": "no such run"}}
-CONFLICT = {409: {"model": ErrorOut, "description": "the run already ended"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such run"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "the run already ended"}}
 
 
 def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:
@@ -86,7 +86,7 @@ def _common_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
     write = token_check(ctx)
 
-    @app.post("/submit", summary="Submit a job (pas.gateway.submit)", dependencies=[write], responses=WRITE_ERRORS)
+    @app.post("/submit", summary=f"Submit a job ({S.GATEWAY_SUBMIT})", dependencies=[write], responses=WRITE_ERRORS)
     async def submit(job: JobSubmitIn, idempotency_key: str | None = IDEM) -> Any:
         return await ctx.backend.submit(job.to_wire(), idempotency_key)
 
@@ -95,26 +95,22 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
     async def prime_directives(body: PrimeDirectivesIn, idempotency_key: str | None = IDEM) -> Any:
         return await ctx.backend.submit(body.to_wire(), idempotency_key)
 
-    @app.get("/runs", summary="Recent runs, newest first (pas.gateway.runs)", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000),
-                   status: Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled",
-                                   "rejected"] | None = None) -> Any:
-        q: dict[str, Any] = {"limit": limit}
-        if status:
-            q["status"] = status
-        return await ctx.backend.request(S.GATEWAY_RUNS, q)
+    @app.get("/runs", summary=f"Recent runs, newest first ({S.GATEWAY_RUNS})", responses=ERRORS)
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
+        return await ctx.backend.runs(limit, status)
 
-    @app.get("/runs/{run_id}", summary="One run with its tasks (pas.gateway.status)",
+    @app.get("/runs/{run_id}", summary=f"One run with its tasks ({S.GATEWAY_STATUS})",
              responses={**ERRORS, **NOT_FOUND})
     async def run(run_id: str = RUN_ID) -> Any:
         return await ctx.backend.run_status(run_id)
 
-    @app.get("/runs/{run_id}/timeline", summary="The run's timeline from PAS_EVENTS and PAS_COMMS (pas replay)",
+    @app.get("/runs/{run_id}/timeline",
+             summary=f"The run's timeline from {S.STREAM_EVENTS} and {S.STREAM_COMMS} (pas replay)",
              responses={**ERRORS, **NOT_FOUND})
     async def timeline(run_id: str = RUN_ID) -> Any:
         return await ctx.backend.timeline(run_id)
 
-    @app.post("/runs/{run_id}/cancel", summary="Cancel a run at every tier (pas.gateway.cancel)",
+    @app.post("/runs/{run_id}/cancel", summary=f"Cancel a run at every tier ({S.GATEWAY_CANCEL})",
               dependencies=[write], responses={**WRITE_ERRORS, **NOT_FOUND, **CONFLICT})
     async def cancel(run_id: str = RUN_ID) -> Any:
         return await ctx.backend.request(S.GATEWAY_CANCEL, {"run_id": run_id})
@@ -123,7 +119,7 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
 
 
 def _architect_routes(ctx: Ctx, app: FastAPI) -> None:
-    @app.post("/submit", summary="Submit a job to the architect (through pas.gateway.submit)",
+    @app.post("/submit", summary=f"Submit a job to the architect (through {S.GATEWAY_SUBMIT})",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
     async def submit(job: ArchitectSubmitIn, idempotency_key: str | None = IDEM) -> Any:
         return await ctx.backend.submit(job.to_wire(), idempotency_key)
@@ -132,7 +128,7 @@ def _architect_routes(ctx: Ctx, app: FastAPI) -> None:
 def _director_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
     lane = a.lane
 
-    @app.post("/submit", summary=f"Submit a job to lane {lane} (pas.gateway.submit with lanes=[{lane}])",
+    @app.post("/submit", summary=f"Submit a job to lane {lane} ({S.GATEWAY_SUBMIT} with lanes=[{lane}])",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
     async def submit(job: JobSubmitIn, idempotency_key: str | None = IDEM) -> Any:
         if job.lanes and job.lanes != [lane]:
@@ -146,7 +142,7 @@ def _director_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 def _manager_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
     lane = a.lane or ""
 
-    @app.post("/submit", summary=f"Queue a job card for the {lane} managers (pas.mgr.{lane}.submit)",
+    @app.post("/submit", summary=f"Queue a job card for the {lane} managers ({S.lane_submit('mgr', lane)})",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
     async def submit(card: JobCardIn) -> Any:
         if card.lane not in (None, lane):
@@ -160,7 +156,8 @@ def _manager_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 
 
 def _programmer_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
-    @app.post("/execute", summary=f"Run one task now on {a.id} and wait for the result (pas.prog.{a.id}.execute)",
+    @app.post("/execute", summary=f"Run one task now on {a.id} and wait for the result "
+              f"({S.agent_endpoint('prog', a.id, 'execute')})",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
     async def execute(req: ExecuteIn) -> Any:
         return await ctx.backend.request(S.agent_endpoint("prog", a.id, "execute"), req.to_wire(),

@@ -24,20 +24,20 @@ def _by(body: DecisionIn | None, request: Request) -> str:
 def approval_routes(ctx: Ctx, app: FastAPI, prefix: str, write: Any) -> None:
     """GET {prefix}/runs/{id}/plan, POST {prefix}/runs/{id}/approve, POST {prefix}/runs/{id}/reject."""
 
-    @app.get(prefix + "/runs/{run_id}/plan", summary="The whole plan of a run (pas.gateway.plan)",
+    @app.get(prefix + "/runs/{run_id}/plan", summary=f"The whole plan of a run ({S.GATEWAY_PLAN})",
              responses={**ERRORS, 404: {"model": ErrorOut}})
     async def plan(run_id: str = RUN_ID) -> Any:
         return await ctx.backend.request(S.GATEWAY_PLAN, {"run_id": run_id})
 
     @app.post(prefix + "/runs/{run_id}/approve", summary="Approve a waiting plan, optionally dropping tasks "
-              "(pas.gateway.approve)", dependencies=[write], responses=DECIDE_ERRORS)
+              f"({S.GATEWAY_APPROVE})", dependencies=[write], responses=DECIDE_ERRORS)
     async def approve(request: Request, body: DecisionIn | None = None, run_id: str = RUN_ID) -> Any:
         d = body or DecisionIn()
         return await ctx.backend.request(S.GATEWAY_APPROVE, {"run_id": run_id, "by": _by(d, request),
                                                              "drop": d.drop, "reason": d.reason})
 
     @app.post(prefix + "/runs/{run_id}/reject", summary="Reject a waiting plan: the run ends rejected "
-              "(pas.gateway.reject)", dependencies=[write], responses=DECIDE_ERRORS)
+              f"({S.GATEWAY_REJECT})", dependencies=[write], responses=DECIDE_ERRORS)
     async def reject(request: Request, body: DecisionIn | None = None, run_id: str = RUN_ID) -> Any:
         d = body or DecisionIn()
         return await ctx.backend.request(S.GATEWAY_REJECT, {"run_id": run_id, "by": _by(d, request),

@@ -4,14 +4,12 @@ lane records), plus a bounded tail of the comms log."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from nats.errors import Error as NatsError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from pas import comms as comms_mod
 from pas import runs as R
@@ -21,6 +19,7 @@ from pas.bus import Bus
 from pas.client import PasClient
 from pas.config import AgentConfig, PasConfig
 from pas.errors import BadRequest, NotFound, PasError, Unavailable
+from pas.streams import read_raw
 
 HEALTH_TIMEOUT_S = 2.0  # an agent's health reply is in-memory: 2 s of silence means it is not there
 COMMS_SCAN_MAX = 20000  # entries examined at most by one comms tail
@@ -33,7 +32,7 @@ def iso(ts: datetime | None) -> str | None:
 def age_s(ts: datetime | None) -> float | None:
     if ts is None:
         return None
-    return round((datetime.now(timezone.utc) - ts).total_seconds(), 3)
+    return round((datetime.now(UTC) - ts).total_seconds(), 3)
 
 
 def _parse_ts(text: Any) -> datetime | None:
@@ -52,7 +51,7 @@ class Backend:
         self.client = PasClient(bus.nc, cfg.settings.nats.request_timeout_s)
 
     @classmethod
-    async def open(cls, cfg: PasConfig, url: str, creds: Any = None) -> "Backend":
+    async def open(cls, cfg: PasConfig, url: str, creds: Any = None) -> Backend:
         """As the `adapter` user when creds are given (it provisions nothing then: `pas up` did, as admin)."""
         from pas.auth import connect_kw
 
@@ -60,7 +59,7 @@ class Backend:
             bus = await Bus.open(url, cfg, name="pas-http", do_provision=creds is None, **connect_kw(creds))
         except PasError:
             raise
-        except Exception as e:  # noqa: BLE001 - no server, or JetStream missing
+        except Exception as e:
             raise Unavailable(f"HTTP adapter cannot reach NATS at {url}: {e!r}") from None
         return cls(cfg, bus)
 
@@ -94,6 +93,13 @@ class Backend:
             headers = {"Nats-Msg-Id": key}
         return await self.request(S.GATEWAY_SUBMIT, job, headers=headers)
 
+    async def runs(self, limit: int, status: str | None = None) -> Any:
+        """pas.gateway.runs: the newest `limit` runs, optionally only those with one status."""
+        q: dict[str, Any] = {"limit": limit}
+        if status:
+            q["status"] = status
+        return await self.request(S.GATEWAY_RUNS, q)
+
     async def run_status(self, run_id: str) -> dict[str, Any]:
         st = await self.request(S.GATEWAY_STATUS, {"run_id": run_id})
         # Legacy names: completed_at and duration_s.
@@ -121,7 +127,7 @@ class Backend:
 
         tl = await timeline.build(self.bus.js, run_id)
         if tl["submitted_at"] is None:
-            raise NotFound(f"run {run_id!r}: nothing in PAS_EVENTS or PAS_COMMS")
+            raise NotFound(f"run {run_id!r}: nothing in {S.STREAM_EVENTS} or {S.STREAM_COMMS}")
         return tl
 
     async def agent_states(self) -> dict[str, wire.AgentState]:
@@ -170,7 +176,7 @@ class Backend:
         try:
             st = await self.agent_state(a.id)
             ov = None if reply else await self.model_override(a.id)
-        except Exception:  # noqa: BLE001 - KV unreadable: answer from config
+        except Exception:
             st, ov = None, None
         body = {"agent": a.id, **self.agent_row(a, st, ov)}
         del body["model_editable"]
@@ -206,29 +212,12 @@ class Backend:
         scan = limit if not (agent or msg_type) else min(limit * 20, COMMS_SCAN_MAX)
         start = max(first, last - scan + 1)
         subj = comms_mod.filter_subject(None, None, msg_type)
-        cc = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
-                            filter_subject=subj, ack_policy=AckPolicy.NONE, mem_storage=True,
-                            inactive_threshold=30.0)
-        psub = await js.pull_subscribe(subj, durable=None, stream=S.STREAM_COMMS, config=cc)
-        try:
-            pending = (await psub.consumer_info()).num_pending
-            while pending > 0:
-                try:
-                    msgs = await psub.fetch(min(pending, 500), timeout=1.0)
-                except (asyncio.TimeoutError, TimeoutError):
-                    break
-                pending -= len(msgs)
-                for m in msgs:
-                    try:
-                        e = wire.decode(m.data, wire.CommsEntry)
-                    except Exception:  # noqa: BLE001 - a foreign message: skip it
-                        continue
-                    if agent and agent not in (e.from_agent, e.to_agent):
-                        continue
-                    out.append(e)
-        finally:
+        async for m in read_raw(js, S.STREAM_COMMS, subj, start_seq=start, batch=500, idle_timeout_s=1.0):
             try:
-                await psub.unsubscribe()
-            except Exception:  # noqa: BLE001
-                pass
+                e = wire.decode(m.data, wire.CommsEntry)
+            except Exception:
+                continue
+            if agent and agent not in (e.from_agent, e.to_agent):
+                continue
+            out.append(e)
         return [wire.to_builtins(e) for e in out]

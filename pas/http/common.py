@@ -13,12 +13,9 @@ from nats.errors import Error as NatsError
 from pydantic import BaseModel
 
 from pas.config import PasConfig
-from pas.errors import PasError
+from pas.errors import PasError, http_status
 from pas.http.backend import Backend
 from pas.http.events import EventHub
-
-# NATS error codes passed through as HTTP status codes; anything else from an agent is a 502.
-PASS_THROUGH = {400, 401, 402, 403, 404, 409, 413, 422, 503, 504}
 
 
 class ErrorOut(BaseModel):
@@ -45,8 +42,7 @@ class Ctx:
 
 
 def error_response(e: PasError) -> JSONResponse:
-    code = e.code if e.code in PASS_THROUGH else 502
-    return JSONResponse({"detail": e.message, "error": e.error, "info": e.detail}, status_code=code)
+    return JSONResponse({"detail": e.message, "error": e.error, "info": e.detail}, status_code=http_status(e))
 
 
 def install_errors(app: FastAPI) -> None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -68,7 +69,7 @@ class EventHub:
         for sub in self._subs:
             try:
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already gone
+            except Exception:
                 pass
         for c in list(self.clients):
             self._put(c, _CLOSE, force=True)
@@ -108,12 +109,12 @@ class EventHub:
             self.broadcast("alert", d)
 
     async def _on_run(self, msg: Msg) -> None:
-        parts = msg.subject.split(".")
-        if len(parts) < 4 or parts[3] not in RUN_KINDS:
+        ev = S.parse_run(msg.subject)
+        if ev is None or ev.kind not in RUN_KINDS:
             return  # done.* and cancel: internal hand-offs, already visible as status changes
         d = self._json(msg)
         if isinstance(d, dict):
-            self.broadcast("run", {"kind": parts[3], "run_id": parts[2], "data": d})
+            self.broadcast("run", {"kind": ev.kind, "run_id": ev.run_id, "data": d})
 
     async def _on_comms(self, msg: Msg) -> None:
         d = self._json(msg)
@@ -148,7 +149,7 @@ class EventHub:
                     yield sse("resync", {"reason": "client too slow; reload state"})
                 try:
                     item = await asyncio.wait_for(c.queue.get(), self.ping_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     yield ": ping\n\n"
                     continue
                 if item is _CLOSE:

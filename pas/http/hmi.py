@@ -5,13 +5,13 @@ ports do (set_model, cancel, submit)."""
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from pas import __version__
+from pas import __version__, wire
 from pas import subjects as S
 from pas.errors import NotFound
 from pas.http.approval import approval_routes
@@ -67,28 +67,24 @@ def hmi_app(ctx: Ctx) -> FastAPI:
                        for a in cfg.agents},
         }
 
-    @app.post("/api/agents/{agent_id}/model", summary="Switch an agent's model live (pas.ctl.<id>.set_model)",
+    @app.post("/api/agents/{agent_id}/model",
+              summary=f"Switch an agent's model live ({S.ctl('<id>', 'set_model')})",
               dependencies=[write], responses={**WRITE_ERRORS, 404: {"model": ErrorOut}})
     async def set_model(body: SetModelIn, agent_id: str = AGENT_ID) -> Any:
         if not any(a.id == agent_id for a in cfg.agents):
             raise NotFound(f"no agent {agent_id!r} in the topology")
         return await b.request(S.ctl(agent_id, "set_model"), body.to_wire())
 
-    @app.get("/api/runs", summary="Recent runs (pas.gateway.runs)", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000),
-                   status: Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled",
-                                   "rejected"] | None = None) -> Any:
-        q: dict[str, Any] = {"limit": limit}
-        if status:
-            q["status"] = status
-        return await b.request(S.GATEWAY_RUNS, q)
+    @app.get("/api/runs", summary=f"Recent runs ({S.GATEWAY_RUNS})", responses=ERRORS)
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
+        return await b.runs(limit, status)
 
-    @app.get("/api/runs/{run_id}", summary="One run: status, lanes (KV pas_tree) and tasks",
+    @app.get("/api/runs/{run_id}", summary=f"One run: status, lanes (KV {S.KV_TREE}) and tasks",
              responses={**ERRORS, 404: {"model": ErrorOut}})
     async def run(run_id: str = RUN_ID) -> Any:
         return await b.run_detail(run_id)
 
-    @app.get("/api/runs/{run_id}/timeline", summary="The run's timeline from PAS_EVENTS and PAS_COMMS "
+    @app.get("/api/runs/{run_id}/timeline", summary=f"The run's timeline from {S.STREAM_EVENTS} and {S.STREAM_COMMS} "
              "(what `pas replay --json` prints)", responses={**ERRORS, 404: {"model": ErrorOut}})
     async def timeline(run_id: str = RUN_ID) -> Any:
         return await b.timeline(run_id)
@@ -100,23 +96,23 @@ def hmi_app(ctx: Ctx) -> FastAPI:
 
         return HTMLResponse(render(await b.timeline(run_id)), headers=NO_CACHE)
 
-    @app.post("/api/runs/{run_id}/cancel", summary="Cancel a run (pas.gateway.cancel)", dependencies=[write],
+    @app.post("/api/runs/{run_id}/cancel", summary=f"Cancel a run ({S.GATEWAY_CANCEL})", dependencies=[write],
               responses={**WRITE_ERRORS, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
     async def cancel(run_id: str = RUN_ID) -> Any:
         return await b.request(S.GATEWAY_CANCEL, {"run_id": run_id})
 
     approval_routes(ctx, app, "/api", write)  # /api/runs/{id}/plan, /approve, /reject
 
-    @app.post("/api/submit", summary="Submit a job (pas.gateway.submit)", dependencies=[write],
+    @app.post("/api/submit", summary=f"Submit a job ({S.GATEWAY_SUBMIT})", dependencies=[write],
               responses=WRITE_ERRORS)
     async def submit(job: JobSubmitIn,
                      idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=256)) -> Any:
         return await b.submit(job.to_wire(), idempotency_key)
 
-    @app.get("/api/comms", summary="Recent comms log entries (stream PAS_COMMS), oldest first")
+    @app.get("/api/comms", summary=f"Recent comms log entries (stream {S.STREAM_COMMS}), oldest first")
     async def comms(run: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
                     agent: str | None = Query(None, max_length=64),
-                    type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),  # noqa: A002
+                    type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),
                     limit: int = Query(200, ge=1, le=2000)) -> dict[str, Any]:
         return {"entries": await b.comms_tail(run_id=run, agent=agent, msg_type=type, limit=limit)}
 

@@ -2,7 +2,8 @@
 extra="forbid" and limits, so a bad body is a 422 before anything reaches NATS.
 
 Each model's `to_wire()` gives the dict sent on NATS; the agent validates it again with msgspec.
-tests/test_http_adapter.py checks these fields against the wire structs so the two cannot drift.
+tests/test_http_models.py checks every field (name, type, default, limits) against the wire structs
+through the JSON Schema of each, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from pas import wire
 
-Lane = Literal["code", "models", "data", "devsecops", "docs"]
-Executor = Literal["command", "echo", "llm", "aider"]
+Lane = wire.Lane
+Executor = wire.Executor
 RunIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Path1k = Annotated[str, StringConstraints(max_length=1024)]
 MAX_TEXT = wire.MAX_TEXT
@@ -174,7 +175,7 @@ class ExecuteIn(In):
     timeout_s: float = Field(300.0, ge=10, le=3600)
 
     @model_validator(mode="after")
-    def _one_instruction(self) -> "ExecuteIn":
+    def _one_instruction(self) -> ExecuteIn:
         if (self.instruction is None) == (self.task is None):
             raise ValueError("give exactly one of instruction and task")
         return self

@@ -61,7 +61,7 @@ class McpHttp:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 5.0)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - a session that will not end
+            except (TimeoutError, Exception):
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
 

@@ -58,7 +58,7 @@ def build_server(ops: Ops) -> Server[Any]:
         except PasError as e:
             log.warning("mcp tool %s: %s %s", tool.name, e.error, e.message)
             return tool_error(f"{e.error} ({e.code}): {e.message}")
-        except Exception as e:  # noqa: BLE001 - NATS gone mid-call, a foreign reply ...: an error, not a crash
+        except Exception as e:
             log.exception("mcp tool %s failed", tool.name)
             return tool_error(f"internal: {type(e).__name__}: {e}")
         return types.CallToolResult(content=[types.TextContent(text=json.dumps(result, indent=1, default=str))],

@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
 
 from pas import comms as comms_mod
+from pas import subjects as S
 from pas import wire
 from pas.client import PasClient
 from pas.errors import BadRequest, NotFound, PasError
-from pas.executors import git
 from pas.http.backend import Backend
 from pas.mcp.watch import OnEvent, RunWatch
+from pas.programs import git
 
 DIFF_MAX_CHARS = 200_000
 WAIT_DEFAULT_S = 600.0
@@ -265,7 +267,7 @@ class Ops:
         else:
             states, overrides = await b.agent_states(), await b.model_overrides()
             rows = [b.agent_row(x, states.get(x.id), overrides.get(x.id)) for x in b.cfg.agents]
-        return {"agents": rows, "at": datetime.now(timezone.utc).isoformat()}
+        return {"agents": rows, "at": datetime.now(UTC).isoformat()}
 
 
 @dataclass(frozen=True)
@@ -279,28 +281,30 @@ class Tool:
 
 TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("submit_job",
-         "Hand a software job to the PAS swarm (pas.gateway.submit). Give a title and either a goal (the "
+         f"Hand a software job to the PAS swarm ({S.GATEWAY_SUBMIT}). Give a title and either a goal (the "
          "architect plans lanes and tasks) or explicit tasks (lane + instruction, optionally an allow-listed "
          "command). `repo` is a git repository: each task works in its own worktree on branch "
          "pas/<run_id>/<task_id>. Returns the run id at once, or with wait=true the final run status, "
          "sending progress notifications as lanes and tasks change.",
          schema(wire.JobSubmit, SubmitExtra), Ops.submit_job, read_only=False),
     Tool("wait_run",
-         "Wait until a run ends, with a progress notification per run event (pas.run.<run_id>.>); returns "
+         f"Wait until a run ends, with a progress notification per run event ({S.run_events('<run_id>')}); "
+         "returns "
          "the final status (tasks, outputs, usage).",
          schema(WaitArgs), Ops.wait_run),
     Tool("run_status", "Status of one run: its tasks with status, output, branch and diff stat, and usage "
-                       "(pas.gateway.status).", schema(wire.RunRef), Ops.run_status),
-    Tool("list_runs", "Recent runs, newest first, optionally only those with one status (pas.gateway.runs).",
+                       f"({S.GATEWAY_STATUS}).", schema(wire.RunRef), Ops.run_status),
+    Tool("list_runs", f"Recent runs, newest first, optionally only those with one status ({S.GATEWAY_RUNS}).",
          schema(wire.RunsQuery), Ops.list_runs),
-    Tool("cancel_run", "Cancel a run at every tier (pas.gateway.cancel); an ended run gives a conflict error.",
+    Tool("cancel_run", f"Cancel a run at every tier ({S.GATEWAY_CANCEL}); an ended run gives a conflict error.",
          schema(wire.RunRef), Ops.cancel_run, read_only=False),
-    Tool("approve_run", "Approve the plan of a run submitted with approval_mode (pas.gateway.approve): its held "
+    Tool("approve_run", f"Approve the plan of a run submitted with approval_mode ({S.GATEWAY_APPROVE}): its held "
                         "tasks run; `drop` removes task ids from the plan (they end skipped).",
          schema(wire.Decision), Ops.approve_run, read_only=False),
-    Tool("reject_run", "Reject the plan of a run submitted with approval_mode (pas.gateway.reject): the run ends "
+    Tool("reject_run", f"Reject the plan of a run submitted with approval_mode ({S.GATEWAY_REJECT}): the run ends "
                        "rejected, with `reason`.", schema(wire.Decision), Ops.reject_run, read_only=False),
-    Tool("run_log", "Read the comms log (stream PAS_COMMS), like `pas log`: every message between agents, "
+    Tool("run_log", f"Read the comms log (stream {S.STREAM_COMMS}), like `pas log`: every message between "
+                    "agents, "
                     "filtered by run, agent, message type and time.", schema(LogArgs), Ops.run_log),
     Tool("run_diff", "The changes a run made, in its repository: `git diff <base>...<branch>` of the run's "
                      "merged result pas/<run_id>/result (with the conflicts, if any), of one task's branch "

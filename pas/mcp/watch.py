@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pas import subjects as S
 from pas import wire
@@ -22,8 +23,8 @@ OnEvent = Callable[[int, str], Awaitable[None]]
 def describe(subject: str, body: dict[str, Any]) -> str | None:
     """One line for an event: "task t-3 completed (code)", "lane docs running", "run completed";
     None for the tiers' internal done.* hand-offs (they repeat what the task/job/lane event said)."""
-    parts = subject.split(".")
-    kind = parts[3] if len(parts) > 3 else "?"
+    ev = S.parse_run(subject)
+    kind = ev.kind if ev else "?"
     if kind == "done":
         return None
     status = body.get("status", "?")
@@ -35,7 +36,7 @@ def describe(subject: str, body: dict[str, Any]) -> str | None:
         return f"job {body.get('job_id')} {status} ({body.get('lane')})"
     if kind == "status":
         return f"run {status}" + (f": {body['message']}" if body.get("message") else "")
-    return f"{'.'.join(parts[3:])} {status}"
+    return f"{'.'.join((kind, *ev.rest)) if ev else '?'} {status}"
 
 
 def is_run_end(subject: str, body: dict[str, Any], run_id: str) -> bool:
@@ -49,7 +50,7 @@ class RunWatch:
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.sub: Any = None
 
-    async def __aenter__(self) -> "RunWatch":
+    async def __aenter__(self) -> RunWatch:
         async def cb(m: Any) -> None:
             try:
                 body = json.loads(m.data)
@@ -58,14 +59,14 @@ class RunWatch:
             if isinstance(body, dict):
                 self.queue.put_nowait((m.subject, body))
 
-        self.sub = await self.client.nc.subscribe(f"pas.run.{S.token(self.run_id)}.>", cb=cb)
+        self.sub = await self.client.nc.subscribe(S.run_events(S.token(self.run_id)), cb=cb)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         if self.sub is not None:
             try:
                 await self.sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already closed
+            except Exception:
                 pass
 
     async def until_done(self, timeout_s: float, on_event: OnEvent | None = None) -> dict[str, Any]:
@@ -85,7 +86,7 @@ class RunWatch:
             left = deadline - loop.time()
             try:
                 subject, body = await asyncio.wait_for(self.queue.get(), max(left, 0.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise GatewayTimeout(f"run {self.run_id} has not ended after {timeout_s:g}s "
                                      f"(it goes on; wait again with wait_run)") from None
             line = describe(subject, body)

@@ -7,12 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from pas import auth
 from pas import comms as comms_mod
 from pas import subjects as S
-from pas.bus import connect
 from pas.client import PasClient
-from pas.cliutil import client_url, open_client
+from pas.cliutil import open_bus, open_client, open_nc
 from pas.config import PasConfig
 from pas.errors import BadRequest, NotFound, PasError
 
@@ -22,8 +20,7 @@ async def replay(args: argparse.Namespace, cfg: PasConfig) -> int:
 
     if args.speed is not None and args.speed < 0:
         raise BadRequest("--speed must be >= 0")
-    nc = await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                       **auth.connect_kw(auth.user_creds(cfg, "client")))
+    nc = await open_nc(cfg)
     js = nc.jetstream()
     try:
         if args.rebuild:
@@ -33,7 +30,7 @@ async def replay(args: argparse.Namespace, cfg: PasConfig) -> int:
         if args.speed is not None:
             n = await live.republish(js, args.run_id, args.speed)
             if not n:
-                raise PasError(f"run {args.run_id}: nothing in PAS_EVENTS or PAS_COMMS")
+                raise PasError(f"run {args.run_id}: nothing in {S.STREAM_EVENTS} or {S.STREAM_COMMS}")
             print(f"pas: re-published {n} messages of {args.run_id} on {S.replay(args.run_id, '>')}")
             return 0
         if args.follow:
@@ -41,7 +38,7 @@ async def replay(args: argparse.Namespace, cfg: PasConfig) -> int:
         else:
             tl = await timeline.build(js, args.run_id)
         if tl.get("submitted_at") is None:
-            raise PasError(f"run {args.run_id}: nothing in PAS_EVENTS or PAS_COMMS")
+            raise PasError(f"run {args.run_id}: nothing in {S.STREAM_EVENTS} or {S.STREAM_COMMS}")
         if args.html:
             Path(args.html).write_text(html.render(tl), encoding="utf-8")
             print(f"pas: wrote {args.html}", file=sys.stderr)
@@ -56,7 +53,6 @@ async def replay(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
     from pas import rerun as rerun_mod
-    from pas.bus import Bus
 
     models = {}
     for m in args.models:
@@ -65,9 +61,7 @@ async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
             raise BadRequest(f"--model {m!r}: expected AGENT=PROFILE")
         # the profile is the agents' to resolve (their models.yaml): an unknown one fails that call, logged
         models[agent] = prof
-    cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
-    bus = await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
-                         **auth.connect_kw(auth.user_creds(cfg, "client")))
+    bus = await open_bus(cfg)
     client = await open_client(cfg)
     try:
         new = args.new_run_id or await _free_rerun_id(client, args.run_id)
@@ -106,12 +100,9 @@ async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
 
 
 async def diff(args: argparse.Namespace, cfg: PasConfig) -> int:
-    from pas.bus import Bus
     from pas.replay import diff as diff_mod
 
-    cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
-    bus = await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
-                         **auth.connect_kw(auth.user_creds(cfg, "client")))
+    bus = await open_bus(cfg)
     client = await open_client(cfg)
     try:
         d = diff_mod.compare(await diff_mod.side(bus, client, args.run_a), await diff_mod.side(bus, client, args.run_b))

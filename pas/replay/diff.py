@@ -25,9 +25,9 @@ async def _git_show(repo: str, branch: str) -> str:
 
 async def side(bus: Any, client: Any, run_id: str) -> dict[str, Any]:
     st = await client.status(run_id)
-    req = await bus.kv_get(S.KV_TREE, f"{run_id}.request", wire.JobSubmit)
-    plan = await bus.kv_get(S.KV_TREE, f"{run_id}.plan", wire.PlanRecord)
-    jobs = await bus.kv_values(S.KV_TREE, f"{run_id}.job.*", wire.JobRecord)
+    req = await bus.kv_get(S.KV_TREE, S.request_key(run_id), wire.JobSubmit)
+    plan = await bus.kv_get(S.KV_TREE, S.plan_key(run_id), wire.PlanRecord)
+    jobs = await bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
     repo = req[0].repo if req else None
     tasks = {}
     for t in st["tasks"]:

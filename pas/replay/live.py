@@ -16,26 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from nats.js import JetStreamContext
 
 from pas import subjects as S
 from pas.replay import timeline
-from pas.replay.source import Raw, comms_subject, events_subject, read_raw
+from pas.streams import Raw, read_raw
 
 
 def replay_subject(run_id: str, original: str) -> str:
-    head = f"{S.PREFIX}.run.{S.token(run_id)}."
-    if original.startswith(head):
-        return S.replay(run_id, "run." + original[len(head):])
-    head = f"{S.PREFIX}.comms.{S.token(run_id)}."
+    run = S.parse_run(original)
+    if run is not None:
+        return S.replay(run_id, ".".join(("run", run.kind, *run.rest)))
+    head = S.comms_run(run_id)[:-1]  # pas.comms.<run>.
     return S.replay(run_id, "comms." + original[len(head):])
 
 
 async def republish(js: JetStreamContext, run_id: str, speed: float,
                     sleep: Callable[[float], Any] = asyncio.sleep) -> int:
-    nc = js._nc  # noqa: SLF001
+    nc = js._nc
     msgs = sorted(await timeline.collect(js, run_id), key=lambda m: (m.stored, m.stream, m.seq))
     if not msgs:
         return 0
@@ -62,8 +63,8 @@ async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) 
         async for m in read_raw(js, stream, subject, follow=True, stop=stop):
             queue.put_nowait(m)
 
-    pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, events_subject(run_id))),
-             asyncio.create_task(pump(S.STREAM_COMMS, comms_subject(run_id)))]
+    pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, S.run_events(S.token(run_id)))),
+             asyncio.create_task(pump(S.STREAM_COMMS, S.comms_run(run_id)))]
     msgs: list[Raw] = []
     shown: set[tuple[str, int]] = set()
     tl: dict[str, Any] = {}
@@ -85,7 +86,7 @@ async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) 
                 try:  # the root's closing comms entry may trail the terminal event by a moment
                     msgs.append(await asyncio.wait_for(queue.get(), 1.0))
                     continue
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return tl
     finally:
         stop.set()

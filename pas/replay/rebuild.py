@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 
 from pas import subjects as S
 from pas import wire
-from pas.replay.source import events_subject, read_raw
+from pas.streams import read_raw
 
 TASK_FIELDS = ("task_id", "job_id", "lane", "manager", "executor", "instruction", "status", "programmer",
                "command", "exit_code", "attempts", "branch", "diff_stat", "tokens")
@@ -29,41 +29,44 @@ async def derive(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]]
     tree: dict[str, dict[str, Any]] = {}
     run: dict[str, Any] = {"status": "unknown", "lanes": []}
     tree[run_id] = run
-    async for m in read_raw(js, S.STREAM_EVENTS, events_subject(run_id)):
-        rest = m.subject.split(".")[3:]  # after pas.run.<run>
+    async for m in read_raw(js, S.STREAM_EVENTS, S.run_events(S.token(run_id))):
+        parsed = S.parse_run(m.subject)
+        if parsed is None:
+            continue
+        rest = [parsed.kind, *parsed.rest]
         try:
             if rest[0] == "task":
                 t = wire.decode(m.data, wire.TaskRecord)
-                tree[f"{run_id}.task.{t.task_id}"] = {f: _plain(getattr(t, f)) for f in TASK_FIELDS}
-                job = tree.setdefault(f"{run_id}.job.{t.job_id}", {"manager": t.manager, "tasks": [],
+                tree[S.task_key(run_id, t.task_id)] = {f: _plain(getattr(t, f)) for f in TASK_FIELDS}
+                job = tree.setdefault(S.job_key(run_id, t.job_id), {"manager": t.manager, "tasks": [],
                                                                     "status": "running"})
                 if t.task_id not in job["tasks"]:
                     job["tasks"].append(t.task_id)
                     job["tasks"].sort()
-                lane = tree.setdefault(f"{run_id}.lane.{t.lane}", {"director": f"dir-{t.lane}", "jobs": [],
+                lane = tree.setdefault(S.lane_key(run_id, t.lane), {"director": f"dir-{t.lane}", "jobs": [],
                                                                    "status": "running"})
                 if t.job_id not in lane["jobs"]:
                     lane["jobs"].append(t.job_id)
                     lane["jobs"].sort()
                 continue
             ev = wire.decode(m.data, wire.RunEvent)
-        except Exception:  # noqa: BLE001 - not ours
+        except Exception:
             continue
         if rest[0] == "status" and ev.kind == "run":
             run["status"] = ev.status
         elif rest[0] == "lane" and ev.lane:
-            lane = tree.setdefault(f"{run_id}.lane.{ev.lane}", {"director": ev.agent, "jobs": [], "status": ""})
+            lane = tree.setdefault(S.lane_key(run_id, ev.lane), {"director": ev.agent, "jobs": [], "status": ""})
             lane["director"], lane["status"] = ev.agent, ev.status
             if ev.lane not in run["lanes"]:
                 run["lanes"].append(ev.lane)
         elif rest[0] == "job" and ev.job_id:
-            job = tree.setdefault(f"{run_id}.job.{ev.job_id}", {"manager": ev.agent, "tasks": [], "status": ""})
+            job = tree.setdefault(S.job_key(run_id, ev.job_id), {"manager": ev.agent, "tasks": [], "status": ""})
             job["manager"], job["status"] = ev.agent, ev.status
         elif rest[:2] == ["done", "plan"]:
-            tree[f"{run_id}.plan"] = {"architect": ev.agent, "status": ev.status}
+            tree[S.plan_key(run_id)] = {"architect": ev.agent, "status": ev.status}
     run["lanes"].sort()
-    if f"{run_id}.plan" in tree:
-        tree[f"{run_id}.plan"]["lanes"] = list(run["lanes"])
+    if S.plan_key(run_id) in tree:
+        tree[S.plan_key(run_id)]["lanes"] = list(run["lanes"])
     return tree
 
 
@@ -73,13 +76,15 @@ def _plain(v: Any) -> Any:
 
 async def kv_tree(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]]:
     """What KV holds for the run (latest value per key; deleted keys left out)."""
-    held: dict[str, dict[str, Any]] = {}
+    held: dict[str, dict[str, Any] | None] = {}
     try:
-        async for m in read_raw(js, f"KV_{S.KV_RUNS}", f"$KV.{S.KV_RUNS}.{run_id}"):
+        async for m in read_raw(js, S.kv_stream(S.KV_RUNS), S.kv_subject(S.KV_RUNS, run_id)):
             held[run_id] = _value(m)
-        async for m in read_raw(js, f"KV_{S.KV_TREE}", f"$KV.{S.KV_TREE}.{run_id}.>"):
-            held[m.subject[len(f"$KV.{S.KV_TREE}."):]] = _value(m)
-    except Exception as e:  # noqa: BLE001 - no bucket yet: nothing held
+        async for m in read_raw(js, S.kv_stream(S.KV_TREE), S.kv_subject(S.KV_TREE, S.run_keys(run_id))):
+            bucket_key = S.parse_kv(m.subject)
+            if bucket_key is not None:
+                held[bucket_key[1]] = _value(m)
+    except Exception as e:
         if "not found" not in str(e).lower():
             raise
     return {k: v for k, v in held.items() if v is not None}
@@ -112,7 +117,7 @@ def _normal(key: str, run_id: str, v: dict[str, Any]) -> dict[str, Any]:
 async def compare(js: JetStreamContext, run_id: str) -> dict[str, Any]:
     derived = await derive(js, run_id)
     held = {k: v for k, v in (await kv_tree(js, run_id)).items()
-            if not k.endswith((".request", ".usage", ".rerun", ".divergence", ".forked"))}
+            if not k.endswith(S.SIDE_KEYS)}
     diffs: list[dict[str, Any]] = []
     for key in sorted(set(derived) | set(held)):
         if key not in held:
@@ -130,7 +135,8 @@ async def compare(js: JetStreamContext, run_id: str) -> dict[str, Any]:
 
 
 def format_text(rep: dict[str, Any]) -> str:
-    out = [f"run {rep['run_id']}: {rep['keys_derived']} keys derived from PAS_EVENTS, {rep['keys_in_kv']} in KV: "
+    out = [f"run {rep['run_id']}: {rep['keys_derived']} keys derived from {S.STREAM_EVENTS}, "
+           f"{rep['keys_in_kv']} in KV: "
            + ("identical" if rep["same"] else f"{len(rep['differences'])} difference(s)")]
     for d in rep["differences"]:
         if "field" in d:

@@ -10,14 +10,15 @@ the comms `LLM` entries (their time is when the reply came, so a call starts at 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from nats.js import JetStreamContext
 
 from pas import subjects as S
 from pas import wire
-from pas.replay.source import Raw, comms_subject, events_subject, read_raw
+from pas.streams import Raw, read_raw
 
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded", "timeout", "rejected"}
 TIERS = ("client", "gateway", "root", "architect", "director", "manager", "programmer", "llm", "other")
@@ -34,8 +35,8 @@ def tier_of(agent: str) -> str:
 
 async def collect(js: JetStreamContext, run_id: str) -> list[Raw]:
     """Every message of the run in both streams."""
-    out = [m async for m in read_raw(js, S.STREAM_EVENTS, events_subject(run_id))]
-    out += [m async for m in read_raw(js, S.STREAM_COMMS, comms_subject(run_id))]
+    out = [m async for m in read_raw(js, S.STREAM_EVENTS, S.run_events(S.token(run_id)))]
+    out += [m async for m in read_raw(js, S.STREAM_COMMS, S.comms_run(run_id))]
     return out
 
 
@@ -50,7 +51,7 @@ def decode(m: Raw) -> tuple[datetime, dict[str, Any]] | None:
             return (t.finished_at or t.started_at or m.stored), {**_fields(t), "kind": "taskrec"}
         ev = wire.decode(m.data, wire.RunEvent)
         return ev.ts, _fields(ev)
-    except Exception:  # noqa: BLE001 - a foreign message on our subject: skipped
+    except Exception:
         return None
 
 

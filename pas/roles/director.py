@@ -62,7 +62,7 @@ class DirectorRole(Role):
         await R.notify(self.bus, S.run_lane(work.run_id, self.lane),
                        R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
         pending = []
-        for job_id, tasks in zip(job_ids, chunks):
+        for job_id, tasks in zip(job_ids, chunks, strict=False):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
                                 repo=work.repo, env=work.env, parent_id=work.run_id, submitted_by=self.me.id,
                                 priority=work.priority, approval=work.approval)

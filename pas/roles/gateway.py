@@ -11,8 +11,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from pas import approval as A
 from pas import runs as R
 from pas import subjects as S
-from pas import tracing
-from pas import wire
+from pas import tracing, wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
 from pas.policy import check_command, check_inside

@@ -40,7 +40,7 @@ class ManagerRole(Role):
     async def submit(self, card: wire.JobCard, call: Call) -> dict[str, str]:
         """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
         if card.approval:
-            raise BadRequest("approval mode needs a run: submit the job through pas.gateway.submit")
+            raise BadRequest(f"approval mode needs a run: submit the job through {S.GATEWAY_SUBMIT}")
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
@@ -68,13 +68,13 @@ class ManagerRole(Role):
                                                  repo=card.repo, env=card.env, priority=card.priority))
         await ctx.log(card.submitted_by or f"dir-{self.lane}", "RESPONSE", f"accepted job {card.job_id}", "running")
         pending = []
-        for task_id, spec in zip(task_ids, card.tasks):
+        for task_id, spec in zip(task_ids, card.tasks, strict=False):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                   manager=self.me.id, executor=wire.effective_executor(spec),
                                   instruction=spec.instruction[:2000], command=spec.command)
             # Create-if-absent without a round trip: the store refuses it if the key exists already
             # (a redelivered job card), and the programmer copes with a record it cannot find.
-            await self.bus.nc.publish(f"$KV.{S.KV_TREE}.{R.task_key(card.run_id, task_id)}", wire.encode(rec),
+            await self.bus.nc.publish(S.kv_subject(S.KV_TREE, R.task_key(card.run_id, task_id)), wire.encode(rec),
                                       headers={"Nats-Expected-Last-Subject-Sequence": "0"})
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:
@@ -127,7 +127,7 @@ class ManagerRole(Role):
             if jr is None:
                 continue
             job = jr[0]
-            for task_id, spec in zip(job.tasks, job.specs):
+            for task_id, spec in zip(job.tasks, job.specs, strict=False):
                 rec = tasks.get(task_id) or wire.TaskRecord(
                     task_id=task_id, run_id=ev.run_id, job_id=job_id, lane=self.lane, manager=job.manager,
                     executor=wire.effective_executor(spec), instruction=spec.instruction[:2000], command=spec.command)
