@@ -32,7 +32,10 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.slow
 
 N_TASKS = 30
-R3 = ["-c", "settings.nats.replicas=3", "-c", "settings.heartbeat.interval_s=1"]
+# The pool's default 6 s ack wait is shorter than a Raft election (4-9 s): a task running while its
+# consumer's leader moves would be delivered again and run twice. These tests prove "runs once" with
+# the ack wait a cluster deployment should use (30 s; the compose file and README say so).
+R3 = ["-c", "settings.nats.replicas=3", "-c", "settings.heartbeat.interval_s=1", "-c", "settings.pool.ack_wait_s=30"]
 LANES = list(S.LANES)
 
 
