@@ -13,9 +13,18 @@ The rule, per programmer, each time it has a free slot:
 2. aging: after `pool.priority_burst` tasks in a row from one band, first try the bands below it
    (a different one first each time), so waiting low-priority work gets a task through at least
    once every burst+1 tasks and is never starved by a stream of high-priority work.
-A band found empty is skipped until a publish to it is seen on `pas.work.prog.*` (a core subscription)
-or 0.5 s pass (redeliveries publish nothing), so a task costs one pull, not one per band. When every
-band is empty the loop sleeps until such a publish wakes it, or 0.5 s.
+
+Waking without a herd. The programmers of one process (one connection) share a `Bands`: ONE core
+subscription to `pas.work.prog.*` for all of them, what is known of each band, and the queue of
+idle programmers. A band is skipped while it is known empty: a pull sent at time t found it empty
+(a 404, or a task whose metadata says 0 pending behind it) and no publish to it was seen since,
+for at most 0.5 s (redeliveries publish nothing). A publish marks its band and wakes ONE idle
+programmer of the process (the one idle longest), which pulls; a pull that leaves a band marked
+(more pending, or a publish seen while it was on its way) wakes one more. A programmer whose slot
+frees pulls at once only the bands not known empty (usually none), and never goes idle while a band
+is marked. A task thus costs one pull in a process with idle programmers, instead of one per
+programmer; the 0.5 s recheck is made by whichever idle programmer comes first, not by each.
+Programmers in K processes make at most K pulls per task (each process wakes one of its own).
 """
 
 from __future__ import annotations
@@ -24,12 +33,12 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.subscription import Subscription
 
 from pas import subjects as S
 from pas.service import WorkLoop
@@ -37,6 +46,87 @@ from pas.service import WorkLoop
 log = logging.getLogger("pas.priority")
 NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()
 RECHECK_S = 0.5
+"""How long a band found empty is believed empty without a publish to it (redeliveries publish nothing)."""
+
+
+class Bands:
+    """What the pool's loops on one connection know about the bands, and the idle ones waiting.
+
+    Times are time.monotonic(). A band is *marked* when a publish to it (or work pending in it) was
+    seen after the last pull that found it empty was sent: someone should pull it. Stamping "empty"
+    with the pull's send time, not its answer's, keeps a publish the server took after that pull
+    marked, whatever order this process handles the two messages in."""
+
+    def __init__(self, subjects: list[str], wake_subject: str) -> None:
+        self.band_of = {s: i for i, s in enumerate(subjects)}
+        self.wake_subject = wake_subject
+        self.seen_at = [0.0] * len(subjects)  # last publish seen / work reported pending, per band
+        self.empty_at = [0.0] * len(subjects)  # when the last pull that found the band empty was sent
+        self.idle: dict[asyncio.Event, None] = {}  # idle loops' wake-ups, the longest idle first
+        self.users = 0
+        self.published = 0  # publishes seen (for tests and stats)
+        self._sub: Subscription | None = None
+        self._lock = asyncio.Lock()
+
+    async def join(self, nc: Client) -> None:
+        async with self._lock:
+            if self._sub is None:
+                self._sub = await nc.subscribe(self.wake_subject, cb=self._on_publish)
+            self.users += 1
+
+    async def leave(self) -> None:
+        async with self._lock:
+            self.users -= 1
+            if self.users > 0 or self._sub is None:
+                return
+            sub, self._sub = self._sub, None
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass
+
+    async def _on_publish(self, msg: Msg) -> None:
+        i = self.band_of.get(msg.subject)
+        if i is not None:
+            self.published += 1
+            self.seen_at[i] = time.monotonic()
+            self.wake_one()
+
+    def wake_one(self) -> None:
+        """Wake the loop idle longest, if any (no message: they share this process)."""
+        for ev in self.idle:
+            del self.idle[ev]
+            ev.set()
+            return
+
+    def marked(self, i: int) -> bool:
+        return self.seen_at[i] > self.empty_at[i]
+
+    def any_marked(self) -> bool:
+        return any(self.marked(i) for i in range(len(self.seen_at)))
+
+    def known_empty(self, i: int, now: float) -> bool:
+        return not self.marked(i) and now - self.empty_at[i] < RECHECK_S
+
+    def found(self, i: int, sent_at: float, m: Msg | None) -> None:
+        """Record what a pull of band i sent at sent_at found (None: nothing)."""
+        pending = m.metadata.num_pending if m is not None else 0
+        if pending:
+            self.seen_at[i] = max(self.seen_at[i], time.monotonic())
+        else:
+            self.empty_at[i] = max(self.empty_at[i], sent_at)
+
+
+_shared: weakref.WeakKeyDictionary[Client, dict[tuple[str, ...], Bands]] = weakref.WeakKeyDictionary()
+
+
+def shared_bands(nc: Client, subjects: list[str], wake_subject: str) -> Bands:
+    """The Bands of these band subjects on this connection (one per process and pool)."""
+    per_nc = _shared.setdefault(nc, {})
+    key = (wake_subject, *subjects)
+    if key not in per_nc:
+        per_nc[key] = Bands(subjects, wake_subject)  # holds no reference to nc: the entry goes with it
+    return per_nc[key]
 
 
 class BandedWorkLoop(WorkLoop):
@@ -47,18 +137,13 @@ class BandedWorkLoop(WorkLoop):
         super().__init__(durable=durables[0], **kw)
         self.nc = nc
         self.durables = durables
-        self.band_of = {s: i for i, s in enumerate(subjects)}  # band subject -> index in durables
-        self.wake_subject = wake_subject
+        self.bands = shared_bands(nc, subjects, wake_subject)
         self.burst = max(1, burst)
         self.streak_band: int | None = None  # index of the band the current streak is from
         self.streak = 0
         self.turn = 0  # which lower band gets the next aging pick first
-        self._wake = asyncio.Event()
+        self.pulls = 0  # pull requests sent (stats)
         self._inboxes: list[Any] = []
-        # A band found empty is not asked again until a publish to it is seen (or RECHECK_S passes,
-        # for redeliveries, which publish nothing): one pull per task instead of one per band.
-        self._empty_at = [0.0] * len(durables)
-        self._woke_at = [0.0] * len(durables)
 
     def order(self) -> list[int]:
         """Band indexes to try, in order, for the next pick."""
@@ -86,67 +171,76 @@ class BandedWorkLoop(WorkLoop):
             m = await sub.next_msg(timeout=self.fetch_timeout_s)
             if not _status(m):
                 return m
+        self.pulls += 1
         await self.nc.publish(S.js_next(self.stream, self.durables[i]), NO_WAIT, reply=sub.subject)
         m = await sub.next_msg(timeout=self.fetch_timeout_s)
         return None if _status(m) else m  # 404 no messages, 408, 409: nothing in this band now
 
     async def _next(self) -> Msg | None:
+        b = self.bands
         for i in self.order():
             now = time.monotonic()
-            if self._empty_at[i] > self._woke_at[i] and now - self._empty_at[i] < RECHECK_S:
-                continue  # empty a moment ago, and nothing published to it since
+            if b.known_empty(i, now):
+                continue
+            if not b.marked(i):  # a recheck (nothing seen, the belief aged): the others skip it meanwhile
+                b.empty_at[i] = now
             m = await self._pull(i)
+            b.found(i, now, m)
             if m is not None:
                 self._picked(i)
                 return m
-            self._empty_at[i] = time.monotonic()
         return None
 
-    async def _run(self) -> None:
-        async def woke(msg: Msg) -> None:
-            i = self.band_of.get(msg.subject)
-            if i is not None:
-                self._woke_at[i] = time.monotonic()
-            self._wake.set()
-
-        sub = await self.nc.subscribe(self.wake_subject, cb=woke)
-        self._inboxes = [await self.nc.subscribe(self.nc.new_inbox()) for _ in self.durables]
-        failing_since: float | None = None
+    async def _idle(self) -> None:
+        """Wait for a publish (or a loop leaving work behind) to wake this loop, or RECHECK_S."""
+        ev = asyncio.Event()
+        self.bands.idle[ev] = None
+        timer = asyncio.get_running_loop().call_later(RECHECK_S, ev.set)
         try:
-            while True:
-                async with self._slot:
-                    await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
-                self._wake.clear()  # a publish from now on wakes the wait below
-                try:
-                    m = await self._next()
-                except (TimeoutError, NatsTimeoutError, NoRespondersError) as e:
-                    m = None
-                    if failing_since is None:
-                        failing_since = time.monotonic()
-                        log.warning("%s: pull failed: %r; retrying", self.name, e)
-                    await asyncio.sleep(0.5)
-                    continue
-                except Exception as e:
-                    log.warning("%s: pull failed: %r; retrying in 0.5 s", self.name, e)
-                    await asyncio.sleep(0.5)
-                    continue
-                failing_since = None
-                if m is None:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
-                    except TimeoutError:
-                        pass
-                    continue
-                self.in_flight += 1
-                t = self.spawn(self._handle(m))
-                self._running.add(t)
-                t.add_done_callback(self._running.discard)
+            await ev.wait()
         finally:
-            for s in (sub, *self._inboxes):
+            timer.cancel()
+            self.bands.idle.pop(ev, None)
+
+    async def _run(self) -> None:
+        await self.bands.join(self.nc)
+        try:
+            self._inboxes = [await self.nc.subscribe(self.nc.new_inbox()) for _ in self.durables]
+            await self._loop()
+        finally:
+            for s in self._inboxes:
                 try:
                     await s.unsubscribe()
                 except Exception:
                     pass
+            await self.bands.leave()
+
+    async def _loop(self) -> None:
+        failing_since: float | None = None
+        while True:
+            async with self._slot:
+                await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
+            try:
+                m = await self._next()
+            except Exception as e:  # timeouts, no responders, a connection moving to another node
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("%s: pull failed: %r; retrying every 0.5 s", self.name, e)
+                await asyncio.sleep(0.5)
+                continue
+            if failing_since is not None:
+                log.warning("%s: pulls no longer failing after %.1f s", self.name, time.monotonic() - failing_since)
+                failing_since = None
+            if m is None:
+                if not self.bands.any_marked():  # a publish seen while this loop pulled: pull again
+                    await self._idle()
+                continue
+            self.in_flight += 1
+            t = self.spawn(self._handle(m))
+            self._running.add(t)
+            t.add_done_callback(self._running.discard)
+            if self.bands.any_marked():  # work left behind: one more idle loop pulls
+                self.bands.wake_one()
 
 
 def _status(m: Msg) -> bool:

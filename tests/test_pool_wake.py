@@ -1,0 +1,87 @@
+"""Waking the programmer pool without a herd (pas.priority.Bands), through a real nats-server: a task
+costs about one pull request, not one per programmer, and a burst of tasks still starts at once on
+every programmer. The 0.5 s recheck (the safety net for redeliveries, which publish nothing) is set
+to a minute here, so nothing these tests see can come from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pas import priority, wire
+from pas import subjects as S
+from pas.client import PasClient
+from pas.stack import Stack
+from tests.conftest import wait_for
+from tests.test_priority import GATED, pool_cfg, tasks
+
+PROGRAMMERS = 10  # the default topology's pool
+
+
+@pytest.fixture
+def no_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(priority, "RECHECK_S", 60.0)
+
+
+async def echo_job(client: PasClient, run_id: str) -> None:
+    await client.submit({"title": "wake", "run_id": run_id, "tasks": [
+        {"lane": "code", "instruction": "hi", "executor": "echo"}]})
+    assert (await client.wait(run_id, timeout_s=60, poll_s=0.05))["status"] == "completed"
+
+
+async def test_a_task_costs_about_one_pull_not_one_per_programmer(no_recheck: None, stack: Stack, client: PasClient,
+                                                                  nc: Any) -> None:
+    await echo_job(client, "warm")  # every programmer has made its first pulls
+    pulls: list[str] = []
+
+    async def count(m: Any) -> None:
+        if m.subject.rsplit(".", 1)[1] in bands:
+            pulls.append(m.subject)
+
+    bands = {S.consumer_prog(b) for b in wire.PRIORITIES}
+    sub = await nc.subscribe(S.js_next(S.STREAM_WORK, "*"), cb=count)
+    await nc.flush()
+    jobs = 10
+    for i in range(jobs):
+        await echo_job(client, f"wake{i}")
+    await nc.flush()
+    await sub.unsubscribe()
+    assert pulls, "no pull request seen: the counting subscription is wrong"
+    # The old wake-up sent one pull per idle programmer per publish (10 here), and another wave after.
+    assert len(pulls) <= 2 * jobs, f"{len(pulls)} pull requests for {jobs} one-task jobs: {pulls}"
+
+
+async def test_a_burst_starts_on_every_programmer_at_once(no_recheck: None, nats_server: Any, client: PasClient,
+                                                          tmp_path: Path) -> None:
+    gate = tmp_path / "gate" / "go"
+    st = Stack(pool_cfg(gate), url=nats_server.url)
+    await st.start()
+    running: dict[str, str] = {}  # task id -> programmer, from the "running" task events
+    finished: set[str] = set()
+
+    async def on_task(m: Any) -> None:
+        rec = json.loads(m.data)
+        if rec["status"] == "running":
+            running[rec["task_id"]] = rec["programmer"]
+        elif rec["status"] in wire.TERMINAL_TASK:
+            finished.add(rec["task_id"])
+
+    sub = await client.nc.subscribe(S.run_tasks("burst"), cb=on_task)
+    try:
+        await client.submit({"title": "burst", "run_id": "burst", "tasks": tasks(20, GATED.format(gate=gate))})
+        # Ten start, one on each programmer, with no recheck to fall back on: each publish woke one.
+        await wait_for(lambda: len(running) >= PROGRAMMERS, 30)
+        assert len(set(running.values())) == PROGRAMMERS, running
+        assert len(running) == PROGRAMMERS and not finished  # capacity 1 each: the other ten wait
+        gate.touch()
+        # Each programmer that finishes pulls the backlog at once.
+        st_run = await client.wait("burst", timeout_s=60, poll_s=0.1)
+        assert st_run["status"] == "completed"
+        assert len(st_run["tasks"]) == 20 and all(t["attempts"] == 1 for t in st_run["tasks"])
+        await wait_for(lambda: len(running) == 20, 10)
+    finally:
+        await sub.unsubscribe()
+        await st.stop()
