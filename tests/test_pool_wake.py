@@ -15,7 +15,7 @@ from pas import priority, wire
 from pas import subjects as S
 from pas.client import PasClient
 from pas.stack import Stack
-from tests.conftest import wait_for
+from tests.conftest import make_cfg, wait_for
 from tests.test_priority import GATED, pool_cfg, tasks
 
 PROGRAMMERS = 10  # the default topology's pool
@@ -32,8 +32,8 @@ async def echo_job(client: PasClient, run_id: str) -> None:
     assert (await client.wait(run_id, timeout_s=60, poll_s=0.05))["status"] == "completed"
 
 
-async def test_a_task_costs_about_one_pull_not_one_per_programmer(no_recheck: None, stack: Stack, client: PasClient,
-                                                                  nc: Any) -> None:
+async def count_pulls(nc: Any, client: PasClient, jobs: int) -> list[str]:
+    """The pull requests to the pool's consumers while `jobs` one-task jobs run one after another."""
     await echo_job(client, "warm")  # every programmer has made its first pulls
     pulls: list[str] = []
 
@@ -44,12 +44,18 @@ async def test_a_task_costs_about_one_pull_not_one_per_programmer(no_recheck: No
     bands = {S.consumer_prog(b) for b in wire.PRIORITIES}
     sub = await nc.subscribe(S.js_next(S.STREAM_WORK, "*"), cb=count)
     await nc.flush()
-    jobs = 10
     for i in range(jobs):
         await echo_job(client, f"wake{i}")
     await nc.flush()
     await sub.unsubscribe()
     assert pulls, "no pull request seen: the counting subscription is wrong"
+    return pulls
+
+
+async def test_a_task_costs_about_one_pull_not_one_per_programmer(no_recheck: None, stack: Stack, client: PasClient,
+                                                                  nc: Any) -> None:
+    jobs = 10
+    pulls = await count_pulls(nc, client, jobs)
     # The old wake-up sent one pull per idle programmer per publish (10 here), and another wave after.
     assert len(pulls) <= 2 * jobs, f"{len(pulls)} pull requests for {jobs} one-task jobs: {pulls}"
 
@@ -85,3 +91,22 @@ async def test_a_burst_starts_on_every_programmer_at_once(no_recheck: None, nats
     finally:
         await sub.unsubscribe()
         await st.stop()
+
+
+async def test_two_processes_pull_at_most_once_each_per_task(no_recheck: None, nats_server: Any, client: PasClient,
+                                                             nc: Any) -> None:
+    """Programmers on two connections (two processes): each connection wakes one of its own."""
+    half = ["prog-00[6-9]", "prog-010"]
+    a = Stack(make_cfg(), url=nats_server.url, exclude=half, name="a")
+    b = Stack(make_cfg(), url=nats_server.url, only=half, name="b")
+    await a.start()
+    try:
+        await b.start()
+        try:
+            jobs = 10
+            pulls = await count_pulls(nc, client, jobs)
+            assert len(pulls) <= 3 * jobs, f"{len(pulls)} pull requests for {jobs} one-task jobs: {pulls}"
+        finally:
+            await b.stop()
+    finally:
+        await a.stop()
