@@ -192,10 +192,12 @@ class BandedWorkLoop(WorkLoop):
         return None
 
     async def _idle(self) -> None:
-        """Wait for a publish (or a loop leaving work behind) to wake this loop, or RECHECK_S."""
+        """Wait for a publish (or a loop leaving work behind) to wake this loop, or for the oldest
+        "empty" to age out (at most RECHECK_S): whichever idle loop wakes first then rechecks."""
         ev = asyncio.Event()
         self.bands.idle[ev] = None
-        timer = asyncio.get_running_loop().call_later(RECHECK_S, ev.set)
+        ages_out = min(self.bands.empty_at) + RECHECK_S - time.monotonic()
+        timer = asyncio.get_running_loop().call_later(min(RECHECK_S, max(0.01, ages_out)), ev.set)
         try:
             await ev.wait()
         finally:
