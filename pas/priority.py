@@ -64,7 +64,6 @@ class Bands:
         self.empty_at = [0.0] * len(subjects)  # when the last pull that found the band empty was sent
         self.idle: dict[asyncio.Event, None] = {}  # idle loops' wake-ups, the longest idle first
         self.users = 0
-        self.published = 0  # publishes seen (for tests and stats)
         self._sub: Subscription | None = None
         self._lock = asyncio.Lock()
 
@@ -88,7 +87,6 @@ class Bands:
     async def _on_publish(self, msg: Msg) -> None:
         i = self.band_of.get(msg.subject)
         if i is not None:
-            self.published += 1
             self.seen_at[i] = time.monotonic()
             self.wake_one()
 
