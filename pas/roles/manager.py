@@ -62,7 +62,7 @@ class ManagerRole(Role):
                             priority=card.priority, approval=card.approval)
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         if existing is None:  # a redelivery keeps its record (and the completions noted in it)
-            await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
+            await R.put_parent(self.bus, R.job_key(card.run_id, card.job_id),
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                                  manager=self.me.id, tasks=task_ids, specs=card.tasks,
                                                  repo=card.repo, env=card.env, priority=card.priority))
