@@ -214,9 +214,12 @@ def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
 async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
                   first: Read | None) -> tuple[Any, bool, Read | None] | None:
     while True:
-        if first is None:
-            first = _read(bus, key, typ)
-        got, first = await first, None
+        # Under the lock, this process's own last write is newer than a read started before it.
+        if (got := _cached(bus, key, typ)) is None:
+            got = await (first if first is not None else _read(bus, key, typ))
+        elif first is not None:
+            first.cancel()  # not needed (a no-op when it came from the cache too)
+        first = None
         if got is None:
             return None
         rec, rev = got

@@ -79,10 +79,12 @@ class ManagerRole(Role):
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:
                 continue  # held: published when the run is approved (self.release)
-            await ctx.log("prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}", "queued",
-                          metadata={"executor": rec.executor})
             pending.append(self._publish_task(card.run_id, card.job_id, task_id, spec, self.me.id, card.repo,
                                               card.env, card.priority))
+        if pending:  # one entry for the job's hand-over to the pool (each programmer logs the task it runs)
+            await ctx.log("prog-pool", "CMD", f"job {card.job_id}: {len(pending)} task(s) queued: " + "; ".join(
+                f"{t}: {spec.instruction[:200]}" for t, spec in zip(task_ids, card.tasks, strict=False)), "queued",
+                metadata={"tasks": task_ids, "executors": [wire.effective_executor(t) for t in card.tasks]})
         await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
         if card.approval:
             await self._maybe_wait_for_approval(card.run_id)
