@@ -156,6 +156,7 @@ class Stack:
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
+            self.bus.records.clear()  # a cancel may have gone unheard while cut off (pas.runs cache)
             self.bus.spawn(self._check_after_reconnect())
 
     async def _check_after_reconnect(self) -> None:
