@@ -198,6 +198,10 @@ class BandedWorkLoop(WorkLoop):
         timer = asyncio.get_running_loop().call_later(min(RECHECK_S, max(0.01, ages_out)), ev.set)
         try:
             await ev.wait()
+        except asyncio.CancelledError:
+            if ev.is_set() and ev not in self.bands.idle:  # woken as this loop stops: pass the wake on
+                self.bands.wake_one()
+            raise
         finally:
             timer.cancel()
             self.bands.idle.pop(ev, None)

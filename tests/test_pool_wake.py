@@ -5,7 +5,9 @@ to a minute here, so nothing these tests see can come from it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,20 @@ async def test_two_processes_pull_at_most_once_each_per_task(no_recheck: None, n
             await b.stop()
     finally:
         await a.stop()
+
+
+async def test_a_publish_the_server_took_after_a_pull_keeps_its_band_marked() -> None:
+    """The rule that makes one shared subscription enough (pas.priority.Bands): "empty" is stamped
+    with the pull's send time, so a publish handled before that pull's 404 still marks the band, and
+    each publish wakes one idle loop, the one idle longest."""
+    bands = priority.Bands([S.work_prog(b) for b in wire.PRIORITIES], S.WORK_PROG_ALL)
+    sent = time.monotonic() - 0.001  # the pull went out a moment before
+    bands.seen_at[2] = time.monotonic()  # the publish: seen while the pull was on its way
+    bands.found(2, sent, None)  # then the pull's answer: nothing
+    assert bands.marked(2) and bands.any_marked() and not bands.known_empty(2, time.monotonic())
+    bands.found(2, time.monotonic(), None)  # a pull sent after it: the band is empty now
+    assert not bands.any_marked() and bands.known_empty(2, time.monotonic())
+    first, second = asyncio.Event(), asyncio.Event()
+    bands.idle[first] = bands.idle[second] = None
+    bands.wake_one()
+    assert first.is_set() and not second.is_set() and list(bands.idle) == [second]
