@@ -5,22 +5,25 @@ hands each delivery on at once: no request per delivery, no no-wait probe, no 40
 
 - Never more asked for than there are free slots: `outstanding` (messages requested, not yet
   delivered or released by a status) + the handlers running <= the slots, so a loop never holds
-  work it cannot start while another agent of the same consumer idles.
+  work it cannot start while another agent of the same consumer idles. (A delivery is always
+  handed on, even past the slots: only a request given up as lost that was alive after all can
+  cause that.)
 - Ask again when more than half of the free slots have nothing asked for them (the outstanding
   count dropped to half): a steady stream costs one pull per ~limit/2 deliveries.
 - Each request expires after `expires_s` (a pull lives at the consumer leader and is lost silently
   with it, or with our server): the server then answers 408 with how many were not delivered
   (Nats-Pending-Messages), and the slots are asked for again. An idle loop costs one pull and one
   408 per `expires_s`. No idle heartbeats: they would cost more messages than the expiry does, and
-  a request that gets no answer at all by `expires_s` + a grace counts as lost.
+  a request that gets no answer at all by `expires_s` + a grace (half of it, at least 0.5 s) counts
+  as lost and is asked again at once.
 - Each request's reply subject is `<inbox>.<generation>.<batch>`, so a status names the request it
   ends. 100 (idle heartbeat): the consumer is alive. 408, and a 409 that carries
   Nats-Pending-Messages: that many are no longer outstanding. 503 (no responders: no consumer
   leader, no consumer), 400 and 409 "Exceeded MaxWaiting": the request was never served (its whole
   batch). Any other status (409 Leadership Change, Consumer Deleted, Server Shutdown): every
   request is gone; a new generation starts (late statuses of the old one are ignored).
-- Failures (503, 4xx other than 408/409, a consumer deleted, a lost request, a publish that
-  raised) are logged once ("fetch failed ...; retrying every 0.5 s") and retried every 0.5 s; the
+- Failures (503, 400, a 409 other than a leadership change or one with a count, a lost request, a
+  publish that raised) are logged once ("fetch failed ...; retrying") and retried every 0.5 s; the
   first answer after them logs "fetch no longer failing, after N failed attempts in T s".
 """
 
@@ -66,7 +69,7 @@ class PullFeed:
         self.subject = S.js_next(stream, durable)
         self.deliver, self.free = deliver, free
         self.expires_s = expires_s
-        self.grace_s = max(0.5, expires_s / 4)  # the 408 of an idle request is this late at most
+        self.grace_s = max(0.5, expires_s / 2)  # a 408 later than this: the request is lost
         self.outstanding = 0
         self.pulls = 0  # requests sent, for tests and stats
         self._gen = 0
@@ -90,7 +93,7 @@ class PullFeed:
                     if self._sub.pending_msgs:  # answers queued, not yet seen: the event loop is behind
                         await asyncio.sleep(0.05)
                         continue
-                    self._failed(f"no answer to a pull in {now - self._last_pull:.1f} s (request lost)")
+                    self._failed(f"no answer to a pull in {now - self._last_pull:.1f} s (request lost)", backoff=False)
                     self._new_generation()
                 await self.top_up()
         finally:
@@ -164,12 +167,15 @@ class PullFeed:
         self._gen += 1
         self.outstanding = 0
 
-    def _failed(self, why: str) -> None:
+    def _failed(self, why: str, backoff: bool = True) -> None:
+        """Logged once until an answer comes; the next pull waits RETRY_S (a lost request, which
+        already took expires + grace, is asked again at once)."""
         self._failures += 1
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            log.warning("%s: fetch failed: %s; retrying every %.1f s", self.name, why, RETRY_S)
-        self._retry_at = time.monotonic() + RETRY_S
+            log.warning("%s: fetch failed: %s; retrying (every %.1f s while it fails)", self.name, why, RETRY_S)
+        if backoff:
+            self._retry_at = time.monotonic() + RETRY_S
         self._changed.set()
 
     def _recovered(self) -> None:
