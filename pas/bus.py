@@ -237,6 +237,9 @@ class Bus:
     kv: dict[str, KeyValue] = field(default_factory=dict)
     llm: RunLLM | None = None  # the LLM router of this process's agents, set by the Stack
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per-key locks for CAS updates
+    # Parent records (job, lane, plan) as this process last wrote them: (encoded, revision), a read
+    # saved before a compare-and-set, which still checks the revision (pas.runs.remember).
+    records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod

@@ -27,6 +27,44 @@ if TYPE_CHECKING:
     from pas.service import WorkCtx
 
 
+# ---- records as this process last wrote them -------------------------------------------------
+# Before each compare-and-set a record must be read; in one process (`pas up`, a Stack) it is
+# nearly always the record this process has just written (the gateway's new run, the manager's
+# job, the last sibling's update). Kept here, encoded and with its revision, it saves that read.
+# Nothing is decided from it alone: the compare-and-set checks the revision, a lost race drops the
+# entry and reads the store; only records still queued or running are kept (a finished one is
+# always read); a reconnect drops them all (pas.stack), as a cancel might have gone unheard.
+CACHED_RECORDS = 20000
+LIVE = ("queued", "running")
+
+
+def run_entry(run_id: str) -> str:
+    """The cache entry of a pas_runs record (pas_tree keys are used as they are: they never clash)."""
+    return f"{S.KV_RUNS}:{run_id}"
+
+
+def remember(bus: Bus, key: str, rec: Any, rev: int) -> None:
+    """The record just written at key (revision rev), for the next compare-and-set."""
+    if getattr(rec, "status", "") not in LIVE or not rev:
+        bus.records.pop(key, None)
+        return
+    if len(bus.records) >= CACHED_RECORDS:
+        bus.records.clear()
+    bus.records[key] = (wire.encode(rec), rev)
+
+
+async def put_parent(bus: Bus, key: str, rec: Any) -> int:
+    """Write a parent's record (a job, lane or plan) and remember it for its children's updates."""
+    rev = await bus.kv_put(S.KV_TREE, key, rec)
+    remember(bus, key, rec, rev)
+    return rev
+
+
+def _cached(bus: Bus, key: str, typ: type[Any]) -> tuple[Any, int] | None:
+    got = bus.records.get(key)
+    return (wire.decode(got[0], typ), got[1]) if got is not None else None
+
+
 async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
     return await bus.kv_get(S.KV_RUNS, run_id, wire.RunRecord)
 
@@ -38,7 +76,7 @@ async def update_run(bus: Bus, run_id: str, change: Callable[[wire.RunRecord], A
     revision the caller has just read (saves the first read). The run if this caller wrote it, else
     None (no such run, or change() declined)."""
     while True:
-        got, read = read or await get_run(bus, run_id), None
+        got, read = read or _cached(bus, run_entry(run_id), wire.RunRecord) or await get_run(bus, run_id), None
         if got is None:
             return None
         run, rev = got
@@ -48,10 +86,22 @@ async def update_run(bus: Bus, run_id: str, change: Callable[[wire.RunRecord], A
         if not ok:
             return None
         try:
-            await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev)
+            remember(bus, run_entry(run_id), run, await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev))
             return run
         except KeyWrongLastSequenceError:
+            bus.records.pop(run_entry(run_id), None)
             continue  # another writer (or our own write whose ack was lost): read again
+
+
+def cached_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
+    """The run as this process last wrote it (None if it did not, or it has ended). For a first
+    look that a compare-and-set or a cancel event corrects (the cache above); replies read the store."""
+    return _cached(bus, run_entry(run_id), wire.RunRecord)
+
+
+async def known_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
+    """cached_run(), else the stored record."""
+    return cached_run(bus, run_id) or await get_run(bus, run_id)
 
 
 async def is_cancelled(bus: Bus, run_id: str) -> bool:
@@ -142,7 +192,7 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
     await update_run(bus, run_id, change)
 
 
-Read: TypeAlias = "asyncio.Task[tuple[Any, int] | None]"
+Read: TypeAlias = "asyncio.Future[tuple[Any, int] | None]"
 
 
 async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
@@ -166,15 +216,29 @@ def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
 
 
 def read_ahead(bus: Bus, ev: wire.RunEvent) -> Read:
-    """Start reading the record of the parent of the child ev announces."""
+    """Start reading the record of the parent of the child ev announces (from this process's
+    last write of it, when there is one: no round trip)."""
     key, _ = _parent_key(ev)
-    return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, _PARENT[ev.kind][0]))
+    return _read(bus, key, _PARENT[ev.kind][0])
+
+
+def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
+    if (got := _cached(bus, key, typ)) is not None:
+        done: Read = asyncio.get_running_loop().create_future()
+        done.set_result(got)
+        return done
+    return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, typ))
 
 
 async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
                   first: Read | None) -> tuple[Any, bool, Read | None] | None:
     while True:
-        got, first = (await first if first is not None else await bus.kv_get(S.KV_TREE, key, typ)), None
+        # Under the lock, this process's own last write is newer than a read started before it.
+        if (got := _cached(bus, key, typ)) is None:
+            got = await (first if first is not None else _read(bus, key, typ))
+        elif first is not None:
+            first.cancel()  # not needed (a no-op when it came from the cache too)
+        first = None
         if got is None:
             return None
         rec, rev = got
@@ -191,8 +255,9 @@ async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, c
             elif len(total) == 1:  # a one-lane plan: no sibling can race it, so announce it alongside
                 ahead = bus.spawn(_emit_plan(bus, rec))
         try:
-            await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev)
+            remember(bus, key, rec, await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev))
         except KeyWrongLastSequenceError:
+            bus.records.pop(key, None)  # another process wrote it (or our cached copy is old): read the store
             if ahead is not None and up is not None:
                 ahead.cancel()  # (a plan's announcement stands: the same message id, re-sent below)
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again

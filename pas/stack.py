@@ -148,12 +148,15 @@ class Stack:
             bus = await Bus.open(self.url, self.cfg, name=f"{self.name}-{user}" if user else self.name,
                                  do_provision=not self.creds, reconnected_cb=self._reconnected,
                                  **auth.connect_kw(self.creds.get(user)))
+            if self.bus is not None:  # one process, one view: the roles share CAS locks and cached parents
+                bus.locks, bus.records = self.bus.locks, self.bus.records
             self.buses[user] = bus
             self.bus = self.bus or bus
             bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
+            self.bus.records.clear()  # a cancel may have gone unheard while cut off (pas.runs cache)
             self.bus.spawn(self._check_after_reconnect())
 
     async def _check_after_reconnect(self) -> None:

@@ -180,6 +180,20 @@ class RunRecord(Base):
     """The job's repository (as submitted): root integrates there without reading the request."""
 
 
+class PlanWork(Base):
+    """pas.work.architect: a run to start. The gateway sends the run record it has just created,
+    with its revision, and the job (when under CARRY_BYTES), so the architect starts the run by
+    compare-and-set without reading either back; a redelivery reads them from KV."""
+
+    run_id: RunId
+    run: RunRecord | None = None
+    rev: int = 0
+    job: JobSubmit | None = None
+
+
+CARRY_BYTES = 64 * 1024
+
+
 class PlanRecord(Base):
     """KV pas_tree[<run>.plan]: the lanes the architect opened."""
 

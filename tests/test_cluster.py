@@ -139,8 +139,8 @@ async def check_exactly_once(client: PasClient, run_id: str, st: dict[str, Any])
                                  and e.msg_type == "CMD" and e.message.startswith("run task "))
         got["answered"] = Counter(e.message.split()[1] for e in entries
                                   if e.from_agent.startswith("prog-") and e.msg_type == "RESPONSE")
-        got["handed"] = Counter(e.message.split()[1].rstrip(":") for e in entries if e.from_agent.startswith("mgr-")
-                                and e.msg_type == "CMD" and e.to_agent == "prog-pool")
+        got["handed"] = Counter(t for e in entries if e.from_agent.startswith("mgr-")  # one entry per job card
+                                and e.msg_type == "CMD" and e.to_agent == "prog-pool" for t in e.metadata["tasks"])
         return all(set(c) >= ids for c in got.values())
 
     try:

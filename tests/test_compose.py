@@ -89,6 +89,8 @@ def test_pas_services_command_lines_parse_and_use_r3() -> None:
         args = build_parser().parse_args(svc["command"])  # the same argv `pas` gets in the container
         assert args.cmd in ("up", "http")
         assert "settings.nats.replicas=3" in args.overrides
+        if args.cmd == "up":  # agents: an ack wait longer than a Raft election (README, cluster section)
+            assert "settings.pool.ack_wait_s=30" in args.overrides
         assert svc["environment"]["PAS_NATS_URL"] == ",".join(f"nats://{n}:4222" for n in NODES)
         assert svc["environment"]["PAS_CREDS_DIR"] == "/creds" and "pas-creds:/creds:ro" in svc["volumes"]
     assert (ROOT / "Dockerfile").exists()

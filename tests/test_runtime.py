@@ -91,9 +91,30 @@ async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: A
                                                                        "executor": "echo"}]})
     assert (await client.wait("hop0", timeout_s=60))["status"] == "completed"
     before = await delivered()
+    reads: list[str] = []
+
+    async def on_read(m: Any) -> None:
+        reads.append(m.subject)
+
+    ended = asyncio.Event()
+
+    async def on_status(m: Any) -> None:
+        if wire.decode(m.data, wire.RunEvent).status in wire.TERMINAL_RUN:
+            ended.set()
+
+    sub = await nc.subscribe(S.js_api("DIRECT", "GET", ">"), cb=on_read)
+    status = await nc.subscribe(S.run_status("hop1"), cb=on_status)
+    await nc.flush()
     await client.submit({"title": "count", "run_id": "hop1", "tasks": [{"lane": "code", "instruction": "hi",
                                                                         "executor": "echo"}]})
+    await asyncio.wait_for(ended.wait(), 60)
+    await sub.unsubscribe()
+    await status.unsubscribe()
     st = await client.wait("hop1", timeout_s=60)
+    # The architect starts the run from what the gateway sent (no read of the run or the request);
+    # the run and the parents are updated from the records this process wrote, by compare-and-set
+    # (no read of run, job, lane or plan); the programmer's "cancelled?" is the run as written here.
+    assert not [r for r in reads if "hop1" in r], reads
     assert st["status"] == "completed" and st["tasks"][0]["output"] == "hi"
     await wait_for(lambda: delivered_is(delivered, before + 5), 10)
     # The parents' records were finished by compare-and-set, each with its one child noted done.
@@ -246,3 +267,65 @@ async def test_a_one_lane_plan_is_announced_alongside_its_write_and_once(nats_se
         await sub.unsubscribe()
     finally:
         await bus.close()
+
+
+async def test_a_cached_parent_record_is_checked_by_its_revision(nats_server: Any) -> None:
+    """A process keeps the parent records it wrote to save a read before the next child's
+    compare-and-set; when another process updated the record meanwhile, the revision no longer
+    matches, the entry is dropped and the store read: no completion is lost."""
+    cfg = make_cfg()
+    here, there = (await Bus.open(nats_server.url, cfg, name="rt-cache-a"),
+                   await Bus.open(nats_server.url, cfg, name="rt-cache-b"))
+    try:
+        run, key = "cache1", "cache1.job.code-1"
+        await R.put_parent(here, key, wire.JobRecord(run_id=run, job_id="code-1", lane="code", manager="m",
+                                                     tasks=["code-1-01", "code-1-02"]))
+        assert key in here.records and key not in there.records
+        one = await R.record_child_done(there, key, wire.JobRecord, "code-1-01", "completed", "tasks")
+        assert one is not None and one[0].status == "running"
+        two = await R.record_child_done(here, key, wire.JobRecord, "code-1-02", "failed", "tasks")
+        assert two is not None and two[1] is True  # this update finished the job
+        got = await here.kv_get(S.KV_TREE, key, wire.JobRecord)
+        assert got is not None and got[0].status == "failed"
+        assert got[0].done == {"code-1-01": "completed", "code-1-02": "failed"}
+        assert key not in here.records  # a finished parent is not kept
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_a_cached_run_loses_to_a_cancel_from_another_process(nats_server: Any) -> None:
+    """The run as this process wrote it is only a first guess: a cancel written by another process
+    changes the revision, so this process's next compare-and-set reads the store and sees it."""
+    cfg = make_cfg()
+    here, there = (await Bus.open(nats_server.url, cfg, name="rt-run-a"),
+                   await Bus.open(nats_server.url, cfg, name="rt-run-b"))
+    try:
+        run = wire.RunRecord(run_id="cached1", title="t", status="running", created_at=wire.now())
+        rev = await here.kv_put(S.KV_RUNS, run.run_id, run)
+        R.remember(here, R.run_entry(run.run_id), run, rev)
+        got = R.cached_run(here, run.run_id)
+        assert got is not None and got[0].status == "running" and got[1] == rev
+
+        def cancel(r: wire.RunRecord) -> bool:
+            r.status = "cancelled"
+            return True
+
+        assert await R.update_run(there, run.run_id, cancel) is not None
+        seen: list[str] = []
+
+        def finish(r: wire.RunRecord) -> bool:
+            seen.append(r.status)
+            if r.status != "running":
+                return False  # cancelled meanwhile: that stands
+            r.status = "completed"
+            return True
+
+        assert await R.update_run(here, run.run_id, finish) is None
+        assert seen == ["running", "cancelled"]  # the cached guess, then the store after the lost race
+        stored = await here.kv_get(S.KV_RUNS, run.run_id, wire.RunRecord)
+        assert stored is not None and stored[0].status == "cancelled"
+        assert R.cached_run(here, run.run_id) is None
+    finally:
+        await here.close()
+        await there.close()

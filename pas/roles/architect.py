@@ -4,6 +4,7 @@ report back without a hop of their own (pas.runs.child_done finishes the plan)."
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from pas import runs as R
 from pas import subjects as S
@@ -24,23 +25,30 @@ class ArchitectRole(Role):
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
         return [
-            WorkSpec(S.STREAM_WORK, S.CONSUMER_ARCHITECT, wire.RunRef, self.plan, w.handler_concurrency, w.ack_wait_s),
+            WorkSpec(S.STREAM_WORK, S.CONSUMER_ARCHITECT, wire.PlanWork, self.plan, w.handler_concurrency,
+                     w.ack_wait_s),
         ]
 
-    async def plan(self, ref: wire.RunRef, ctx: WorkCtx) -> None:
+    async def plan(self, ref: wire.PlanWork, ctx: WorkCtx) -> None:
         def start(run: wire.RunRecord) -> bool:
             if run.status != "queued":
                 return False
             run.status, run.started_at = "running", wire.now()
             return True
 
-        got, req = await asyncio.gather(R.get_run(self.bus, ref.run_id),
-                                        self.bus.kv_get(S.KV_TREE, R.request_key(ref.run_id), wire.JobSubmit))
+        got: tuple[wire.RunRecord, int] | None
+        req: tuple[Any, int] | None
+        if ref.run is not None and ref.job is not None and not ctx.redelivered:
+            got, req = (ref.run, ref.rev), (ref.job, 0)  # as the gateway created them (the update checks)
+        else:
+            got, req = await asyncio.gather(R.get_run(self.bus, ref.run_id),
+                                            self.bus.kv_get(S.KV_TREE, R.request_key(ref.run_id), wire.JobSubmit))
         if got is None or got[0].status in wire.TERMINAL_RUN:
             return  # no such run, or over (cancelled while queued)
         if req is None:
             raise PasError(f"run {ref.run_id}: its request is missing from KV")
-        job, lanes = req[0], got[0].lanes
+        job: Any = req[0]  # a JobSubmit
+        lanes: list[Any] = got[0].lanes
         briefs = dict.fromkeys(lanes, job.goal or job.title)
         with_model = not job.tasks and bool(job.goal) and self.bus.llm is not None
         # Only a redelivery can find its own plan (and the lanes finished since): it stands.
@@ -52,7 +60,7 @@ class ArchitectRole(Role):
         # record: one round trip. The plan is written before any lane is handed out, so a lane
         # always finds it when it finishes.
         run, _ = await asyncio.gather(R.update_run(self.bus, ref.run_id, start, got),
-                                      self.bus.kv_put(S.KV_TREE, R.plan_key(ref.run_id), plan) if plan else _none())
+                                      R.put_parent(self.bus, R.plan_key(ref.run_id), plan) if plan else _none())
         if run is not None:
             await ctx.publish(S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
         else:  # not queued: a redelivery (go on planning), or over
@@ -69,7 +77,7 @@ class ArchitectRole(Role):
             briefs = {x.lane: x.brief or job.goal for x in lp.lanes}
             if meta.degraded or lanes != run.lanes:
                 await R.mark_degraded(self.bus, run.run_id, meta.reason if meta.degraded else "", lanes)
-            await self.bus.kv_put(S.KV_TREE, R.plan_key(run.run_id), self._plan_record(run.run_id, lanes))
+            await R.put_parent(self.bus, R.plan_key(run.run_id), self._plan_record(run.run_id, lanes))
         pending = []
         for lane in lanes:
             tasks = [t for t in job.tasks or [] if t.lane == lane]

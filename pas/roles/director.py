@@ -18,6 +18,12 @@ def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
     return [j.tasks for j in plan.jobs]
 
 
+def _false() -> asyncio.Future[bool]:
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    done.set_result(False)
+    return done
+
+
 class DirectorRole(Role):
     description = "PAS Director: hands a lane's work to its Managers"
 
@@ -34,9 +40,13 @@ class DirectorRole(Role):
         ]
 
     async def split(self, work: wire.LaneWork, ctx: WorkCtx) -> None:
-        cancelled = asyncio.ensure_future(R.is_cancelled(self.bus, work.run_id))
         max_tasks = self.cfg.settings.work.max_tasks_per_job
         plan_with_model = not work.tasks and self.bus.llm is not None
+        # The architect started the run a moment ago. Asked again before a model call (it costs) and
+        # on a redelivery; otherwise a lane cut short by a cancel ends at its tasks: every programmer
+        # checks the run before its first task of it, and hears the cancel while running one.
+        cancelled: asyncio.Future[bool] = (asyncio.ensure_future(R.is_cancelled(self.bus, work.run_id))
+                                           if plan_with_model or ctx.redelivered else _false())
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
             return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         if plan_with_model:
@@ -53,7 +63,7 @@ class DirectorRole(Role):
             existing = await self.bus.kv_get(S.KV_TREE, R.lane_key(work.run_id, self.lane), wire.LaneRecord)
         if existing is None:  # the cancel check's read and this write in one round trip
             lane = wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids)
-            stop, _ = await asyncio.gather(cancelled, self.bus.kv_put(S.KV_TREE, R.lane_key(work.run_id, self.lane),
+            stop, _ = await asyncio.gather(cancelled, R.put_parent(self.bus, R.lane_key(work.run_id, self.lane),
                                                                       lane))
             if stop:  # _finish replaces the record just written
                 return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
@@ -72,5 +82,5 @@ class DirectorRole(Role):
 
     async def _finish(self, ctx: WorkCtx, run_id: str, status: str, message: str) -> None:
         lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[], status=status)
-        await self.bus.kv_put(S.KV_TREE, R.lane_key(run_id, self.lane), lane)
+        await R.put_parent(self.bus, R.lane_key(run_id, self.lane), lane)
         await R.child_done(ctx, await R.lane_finished(ctx, lane, message))

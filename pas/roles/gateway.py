@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from pathlib import Path
@@ -96,19 +97,28 @@ class GatewayRole(Role):
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
                              priority=job.priority, approval_mode=job.approval_mode, repo=job.repo)
-        try:  # the job, kept once; create-if-absent, so an existing run's request is never replaced
-            await self.bus.kv[S.KV_TREE].create(R.request_key(run_id), wire.encode(job))
-        except KeyWrongLastSequenceError:
-            raise Conflict(f"run {run_id!r} already exists") from None
-        try:
-            await self.bus.kv[S.KV_RUNS].create(run_id, wire.encode(run))
-        except KeyWrongLastSequenceError:
-            raise Conflict(f"run {run_id!r} already exists") from None
+        # The job, kept once, and the run: both create-if-absent (an existing run's request is never
+        # replaced), in one round trip.
+        body = wire.encode(job)
+        stored = await asyncio.gather(self.bus.kv[S.KV_TREE].create(R.request_key(run_id), body),
+                                      self.bus.kv[S.KV_RUNS].create(run_id, wire.encode(run)), return_exceptions=True)
+        for res in stored:
+            if isinstance(res, BaseException) and not isinstance(res, KeyWrongLastSequenceError):
+                raise res
+        if isinstance(stored[0], KeyWrongLastSequenceError):
+            if not isinstance(stored[1], BaseException):  # a request without its run was there: leave it be
+                await self.bus.kv[S.KV_RUNS].delete(run_id, last=stored[1])
+            raise Conflict(f"run {run_id!r} already exists")
+        if isinstance(stored[1], BaseException):
+            raise Conflict(f"run {run_id!r} already exists")
+        R.remember(self.bus, R.run_entry(run_id), run, stored[1])
         await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                    metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
-        await self.bus.publish_js(S.WORK_ARCHITECT, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:architect")
+        # The run and the job go along, so the architect reads neither back.
+        work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
+        await self.bus.publish_js(S.WORK_ARCHITECT, work, msg_id=f"{run_id}:architect")
         await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued")
         return wire.SubmitReply(run_id=run_id, status="queued")
 

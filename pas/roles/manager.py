@@ -62,7 +62,7 @@ class ManagerRole(Role):
                             priority=card.priority, approval=card.approval)
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         if existing is None:  # a redelivery keeps its record (and the completions noted in it)
-            await self.bus.kv_put(S.KV_TREE, R.job_key(card.run_id, card.job_id),
+            await R.put_parent(self.bus, R.job_key(card.run_id, card.job_id),
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                                  manager=self.me.id, tasks=task_ids, specs=card.tasks,
                                                  repo=card.repo, env=card.env, priority=card.priority))
@@ -79,10 +79,12 @@ class ManagerRole(Role):
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:
                 continue  # held: published when the run is approved (self.release)
-            await ctx.log("prog-pool", "CMD", f"task {task_id}: {spec.instruction[:200]}", "queued",
-                          metadata={"executor": rec.executor})
             pending.append(self._publish_task(card.run_id, card.job_id, task_id, spec, self.me.id, card.repo,
                                               card.env, card.priority))
+        if pending:  # one entry for the job's hand-over to the pool (each programmer logs the task it runs)
+            await ctx.log("prog-pool", "CMD", f"job {card.job_id}: {len(pending)} task(s) queued: " + "; ".join(
+                f"{t}: {spec.instruction[:200]}" for t, spec in zip(task_ids, card.tasks, strict=False)), "queued",
+                metadata={"tasks": task_ids, "executors": [wire.effective_executor(t) for t in card.tasks]})
         await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
         if card.approval:
             await self._maybe_wait_for_approval(card.run_id)

@@ -72,12 +72,15 @@ class ProgrammerRole(Role):
         return "ok", None, 0.0, "idle"
 
     async def _cancelled_run(self, run_id: str) -> bool:
-        """Was this run cancelled? KV once per run; after that the cancel subscription (live since
-        start) keeps the answer current, so a big run costs one lookup, not one per task."""
+        """Was this run cancelled? Looked up once per run; after that the cancel subscription (live
+        since start) keeps the answer current, so a big run costs one lookup, not one per task."""
         if run_id not in self._runs_seen:
             if len(self._runs_seen) > 10000:
                 self._runs_seen.clear()
-            self._runs_seen[run_id] = await R.is_cancelled(self.bus, run_id)
+            # This process's own last write of the run, when it made one (written after the cancel
+            # subscription started, so a later cancel is heard), else the stored record.
+            got = await R.known_run(self.bus, run_id)
+            self._runs_seen[run_id] = got is not None and got[0].status == "cancelled"
         return self._runs_seen[run_id]
 
     async def _on_cancel(self, ev: wire.RunEvent) -> None:

@@ -28,7 +28,9 @@ class RootRole(Role):
                          w.ack_wait_s)]
 
     async def end_run(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
-        got = await R.get_run(self.bus, ev.run_id)
+        got = R.cached_run(self.bus, ev.run_id)  # the ending is a compare-and-set: it checks
+        if got is None or got[0].repo:  # integration acts on the repository: from the stored record only
+            got = await R.get_run(self.bus, ev.run_id)
         if got is None:
             return
         run, rev = got
