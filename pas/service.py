@@ -267,18 +267,37 @@ class WorkLoop:
         self._running.add(t)
         t.add_done_callback(self._running.discard)
 
-    async def _keepalive(self, m: Msg) -> None:
-        """Mark the message in progress every ack_wait/3 for as long as its handler runs. A failed
-        mark (connection moving to another node) is logged and the next one tried: a keepalive that
-        stopped would let the work be redelivered to a second agent while this one still runs it."""
+    def _keep(self, m: Msg) -> Callable[[], None]:
+        """Mark the message in progress every ack_wait/3 for as long as its handler runs; returns
+        the stopper. Until the first mark is due this is a timer, not a task: most handlers end
+        well before it."""
         period = max(0.2, self.ack_wait_s / 3)
+        task: asyncio.Task[Any] | None = None
+
+        def due() -> None:
+            nonlocal task
+            task = self.spawn(self._keepalive(m, period))
+
+        timer = asyncio.get_running_loop().call_later(period, due)
+
+        def stop() -> None:
+            timer.cancel()
+            if task is not None:
+                task.cancel()
+
+        return stop
+
+    async def _keepalive(self, m: Msg, period: float) -> None:
+        """A failed mark (connection moving to another node) is logged and the next one tried: a
+        keepalive that stopped would let the work be redelivered to a second agent while this one
+        still runs it."""
         while True:
-            await asyncio.sleep(period)
             try:
                 await m.in_progress()
             except Exception as e:
                 log.warning("%s: in-progress mark on %s failed (%r); trying again in %.1fs",
                             self.name, m.subject, e, period)
+            await asyncio.sleep(period)
 
     def _ctx(self, m: Msg, body: Any) -> WorkCtx:
         md = m.metadata if m.reply else None
@@ -287,7 +306,7 @@ class WorkLoop:
                        comms=self.comms, _msg=m)
 
     async def _handle(self, m: Msg) -> None:
-        keep = self.spawn(self._keepalive(m))
+        stop_keeping = self._keep(m)
         try:
             outcome: BaseException | None = None
             try:
@@ -320,7 +339,7 @@ class WorkLoop:
         except Exception:
             log.warning("%s: could not settle message on %s", self.name, m.subject)
         finally:
-            keep.cancel()
+            stop_keeping()
             async with self._slot:
                 self.in_flight -= 1
                 self._slot.notify_all()
