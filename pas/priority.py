@@ -239,10 +239,7 @@ class BandedWorkLoop(WorkLoop):
                 if not self.bands.any_marked():  # a publish seen while this loop pulled: pull again
                     await self._idle()
                 continue
-            self.in_flight += 1
-            t = self.spawn(self._handle(m))
-            self._running.add(t)
-            t.add_done_callback(self._running.discard)
+            self._start(m)
             if self.bands.any_marked():  # work left behind: one more idle loop pulls
                 self.bands.wake_one()
 
