@@ -140,7 +140,6 @@ class BandedWorkLoop(WorkLoop):
         self.streak_band: int | None = None  # index of the band the current streak is from
         self.streak = 0
         self.turn = 0  # which lower band gets the next aging pick first
-        self.pulls = 0  # pull requests sent (stats)
         self._inboxes: list[Any] = []
 
     def order(self) -> list[int]:
@@ -169,7 +168,6 @@ class BandedWorkLoop(WorkLoop):
             m = await sub.next_msg(timeout=self.fetch_timeout_s)
             if not _status(m):
                 return m
-        self.pulls += 1
         await self.nc.publish(S.js_next(self.stream, self.durables[i]), NO_WAIT, reply=sub.subject)
         m = await sub.next_msg(timeout=self.fetch_timeout_s)
         return None if _status(m) else m  # 404 no messages, 408, 409: nothing in this band now
@@ -236,7 +234,7 @@ class BandedWorkLoop(WorkLoop):
                 log.warning("%s: pulls no longer failing after %.1f s", self.name, time.monotonic() - failing_since)
                 failing_since = None
             if m is None:
-                if not self.bands.any_marked():  # a publish seen while this loop pulled: pull again
+                if not self.bands.any_marked():  # (marked: a publish came while this loop pulled: pull again)
                     await self._idle()
                 continue
             self._start(m)
