@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from pas.budget import BudgetTracker
 from pas.errors import BudgetExceeded, CommandRefused
-from pas.llm import BudgetTracker, Completer, LLMUnavailable
+from pas.llm import Completer, LLMUnavailable
 from pas.policy import resolve_in
 from pas.programs import run_git
 
