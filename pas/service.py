@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.micro.request import Request
 
@@ -39,6 +37,7 @@ from pas.errors import (
     Unavailable,
     is_bad_input,
 )
+from pas.pull import PullFeed
 
 if TYPE_CHECKING:
     from pas.bus import Bus
@@ -189,7 +188,8 @@ def task_status(e: BaseException) -> str:
 
 
 class WorkLoop:
-    """Fetch from a durable pull consumer and run handlers concurrently (at most `concurrency`).
+    """Take work from a durable pull consumer and run handlers concurrently (at most `concurrency`),
+    with pull requests kept outstanding for the free slots (pas.pull.PullFeed), never for more.
 
     Outcomes are settled by settle() (see the module docstring). While a handler runs,
     the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents.
@@ -225,7 +225,7 @@ class WorkLoop:
         self.name = name or durable
         self.ack = ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
         # A pull request lives at the consumer's leader, reached through our server: if either dies,
-        # the request is lost silently; a short expiry bounds how long this loop waits on a dead one.
+        # the request is lost silently; its expiry (this) bounds how long this loop waits on a dead one.
         self.fetch_timeout_s = fetch_timeout_s
         self.in_flight = 0
         self.handled = 0
@@ -233,6 +233,7 @@ class WorkLoop:
         self._slot = asyncio.Condition()
         self._task: asyncio.Task[Any] | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self._feed: PullFeed | None = None
 
     def start(self) -> None:
         self._task = self.spawn(self._run())
@@ -248,52 +249,55 @@ class WorkLoop:
             await asyncio.wait(self._running, timeout=drain_timeout_s)
 
     async def _run(self) -> None:
-        psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-        failing_since: float | None = None  # fetches failing (consumer leader lost, reconnecting)
-        failures = 0
+        """Pull requests stay outstanding (pas.pull.PullFeed): a delivery starts its handler from the
+        inbox callback, a finished handler asks for more when half the free slots are unasked for."""
+        self._feed = PullFeed(self.bus.nc, self.stream, self.durable, deliver=self._start, free=self._free,
+                              expires_s=self.fetch_timeout_s, name=self.name)
         try:
-            while True:
-                async with self._slot:
-                    await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
-                    free = self.concurrency - self.in_flight
-                try:
-                    msgs = await psub.fetch(min(free, 64), timeout=self.fetch_timeout_s)
-                except (TimeoutError, NatsTimeoutError):
-                    msgs = []  # nothing to do (or a pull lost on the way): ask again
-                except Exception as e:
-                    failures += 1
-                    if failing_since is None:
-                        failing_since = time.monotonic()
-                        log.warning("%s: fetch failed: %r; retrying every 0.5 s", self.name, e)
-                    await asyncio.sleep(0.5)
-                    continue
-                if failing_since is not None:
-                    log.warning("%s: fetch no longer failing, after %d failed attempts in %.1f s",
-                                self.name, failures, time.monotonic() - failing_since)
-                    failing_since, failures = None, 0
-                for m in msgs:
-                    self.in_flight += 1
-                    t = self.spawn(self._handle(m))
-                    self._running.add(t)
-                    t.add_done_callback(self._running.discard)
+            await self._feed.run()
         finally:
-            try:
-                await psub.unsubscribe()
-            except Exception:
-                pass
+            self._feed = None
 
-    async def _keepalive(self, m: Msg) -> None:
-        """Mark the message in progress every ack_wait/3 for as long as its handler runs. A failed
-        mark (connection moving to another node) is logged and the next one tried: a keepalive that
-        stopped would let the work be redelivered to a second agent while this one still runs it."""
+    def _free(self) -> int:
+        return self.concurrency - self.in_flight
+
+    def _start(self, m: Msg) -> None:
+        self.in_flight += 1
+        t = self.spawn(self._handle(m))
+        self._running.add(t)
+        t.add_done_callback(self._running.discard)
+
+    def _keep(self, m: Msg) -> Callable[[], None]:
+        """Mark the message in progress every ack_wait/3 for as long as its handler runs; returns
+        the stopper. Until the first mark is due this is a timer, not a task: most handlers end
+        well before it."""
         period = max(0.2, self.ack_wait_s / 3)
+        task: asyncio.Task[Any] | None = None
+
+        def due() -> None:
+            nonlocal task
+            task = self.spawn(self._keepalive(m, period))
+
+        timer = asyncio.get_running_loop().call_later(period, due)
+
+        def stop() -> None:
+            timer.cancel()
+            if task is not None:
+                task.cancel()
+
+        return stop
+
+    async def _keepalive(self, m: Msg, period: float) -> None:
+        """A failed mark (connection moving to another node) is logged and the next one tried: a
+        keepalive that stopped would let the work be redelivered to a second agent while this one
+        still runs it."""
         while True:
-            await asyncio.sleep(period)
             try:
                 await m.in_progress()
             except Exception as e:
                 log.warning("%s: in-progress mark on %s failed (%r); trying again in %.1fs",
                             self.name, m.subject, e, period)
+            await asyncio.sleep(period)
 
     def _ctx(self, m: Msg, body: Any) -> WorkCtx:
         md = m.metadata if m.reply else None
@@ -302,7 +306,7 @@ class WorkLoop:
                        comms=self.comms, _msg=m)
 
     async def _handle(self, m: Msg) -> None:
-        keep = self.spawn(self._keepalive(m))
+        stop_keeping = self._keep(m)
         try:
             outcome: BaseException | None = None
             try:
@@ -335,7 +339,9 @@ class WorkLoop:
         except Exception:
             log.warning("%s: could not settle message on %s", self.name, m.subject)
         finally:
-            keep.cancel()
+            stop_keeping()
             async with self._slot:
                 self.in_flight -= 1
                 self._slot.notify_all()
+            if self._feed is not None:
+                await self._feed.top_up()

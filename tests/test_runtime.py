@@ -329,3 +329,44 @@ async def test_a_cached_run_loses_to_a_cancel_from_another_process(nats_server: 
     finally:
         await here.close()
         await there.close()
+
+
+async def test_a_long_handler_keeps_its_message_past_the_ack_wait(nats_server: Any) -> None:
+    """A handler running three ack waits long is marked in progress (a timer arms the first mark):
+    the message is not delivered again, and a handler that ends quickly sends no mark at all."""
+    cfg = make_cfg()
+    bus = await Bus.open(nats_server.url, cfg, name="rt-keep")
+    try:
+        await bus.js.add_stream(StreamConfig(name="RTK", subjects=["rtk.>"]))
+        await bus.js.add_consumer("RTK", ConsumerConfig(durable_name="rtk", ack_wait=1))
+        attempts: list[tuple[str, int]] = []
+        marks: list[str] = []
+
+        async def on_mark(m: Any) -> None:
+            if m.data == b"+WPI":
+                marks.append(m.subject)
+
+        mark_sub = await bus.nc.subscribe(S.js_acks("RTK", "rtk"), cb=on_mark)
+
+        async def handler(ref: wire.RunRef, ctx: WorkCtx) -> None:
+            attempts.append((ref.run_id, ctx.attempt))
+            if ref.run_id == "long":
+                await asyncio.sleep(3.0)
+
+        loop = WorkLoop(bus.js, "RTK", "rtk", wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
+                        concurrency=2, ack_wait_s=1, spawn=bus.spawn)
+        loop.start()
+        try:
+            await bus.js.publish("rtk.quick", b'{"run_id":"quick"}')
+            await wait_for(lambda: loop.handled == 1, 10)
+            assert marks == []  # ended before its first mark was due
+            await bus.js.publish("rtk.long", b'{"run_id":"long"}')
+            await wait_for(lambda: loop.handled == 2, 15)
+            info = await bus.js.consumer_info("RTK", "rtk")
+        finally:
+            await loop.stop()
+            await mark_sub.unsubscribe()
+        assert attempts == [("quick", 1), ("long", 1)], attempts
+        assert len(marks) >= 3 and info.num_redelivered == 0 and info.num_ack_pending == 0
+    finally:
+        await bus.close()

@@ -6,8 +6,10 @@
     pas.comms.>                   -> "comms"  (one CommsEntry)
     pas.ctl.*.model_changed       -> "model"  (the change an agent announces after set_model)
 
-One subscription per kind for the whole adapter, whatever the number of browsers. A browser whose
-queue overflows gets a "resync" event (it reloads its state over /api) instead of a stalled stream.
+One subscription per kind for the whole adapter, whatever the number of browsers. Runs and comms
+are subscribed only while at least one browser listens: with none, a job costs the adapter no
+message. A browser whose queue overflows gets a "resync" event (it reloads its state over /api)
+instead of a stalled stream.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class EventHub:
         self.clients: set[SseClient] = set()
         self._beats: dict[str, Any] = {}
         self._subs: list[Any] = []
+        self.live: list[Any] = []  # the runs and comms subscriptions, held while a browser listens
+        self._follow_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[Any] | None = None
         self.closed = False
 
@@ -55,17 +60,32 @@ class EventHub:
         self._subs = [
             await self.nc.subscribe(S.HEARTBEAT_ALL, cb=self._on_beat),
             await self.nc.subscribe(S.alert_agent("*"), cb=self._on_alert),
-            await self.nc.subscribe(S.EVENTS_ALL, cb=self._on_run),
-            await self.nc.subscribe(S.COMMS_ALL, cb=self._on_comms),
             await self.nc.subscribe(S.ctl("*", "model_changed"), cb=self._on_model),
         ]
         self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def follow(self) -> None:
+        """Hold the runs and comms subscriptions while there are browsers, drop them when the last
+        one leaves."""
+        async with self._follow_lock:
+            if self.clients and not self.live and not self.closed:
+                self.live = [await self.nc.subscribe(S.EVENTS_ALL, cb=self._on_run),
+                             await self.nc.subscribe(S.COMMS_ALL, cb=self._on_comms)]
+                await self.nc.flush()  # live at the server before the browser hears "hello"
+            elif (not self.clients or self.closed) and self.live:
+                subs, self.live = self.live, []
+                for sub in subs:
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:
+                        pass
 
     async def close(self) -> None:
         self.closed = True
         if self._flusher:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.follow()
         for sub in self._subs:
             try:
                 await sub.unsubscribe()
@@ -139,6 +159,7 @@ class EventHub:
         c = SseClient()
         self.clients.add(c)
         try:
+            await self.follow()
             yield "retry: 1000\n\n"  # EventSource reconnects after 1 s, never faster
             yield sse("hello", hello)
             while not self.closed:
@@ -157,3 +178,7 @@ class EventHub:
                 yield item
         finally:
             self.clients.discard(c)
+            if not self.clients:  # (a task: a generator being closed may not wait)
+                t = asyncio.ensure_future(self.follow())
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)

@@ -66,7 +66,6 @@ class ManagerRole(Role):
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                                  manager=self.me.id, tasks=task_ids, specs=card.tasks,
                                                  repo=card.repo, env=card.env, priority=card.priority))
-        await ctx.log(card.submitted_by or f"dir-{self.lane}", "RESPONSE", f"accepted job {card.job_id}", "running")
         pending = []
         for task_id, spec in zip(task_ids, card.tasks, strict=False):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
