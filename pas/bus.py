@@ -238,6 +238,8 @@ class Bus:
     # Parent records (job, lane, plan) as this process last wrote them: (encoded, revision), a read
     # saved before a compare-and-set, which still checks the revision (pas.runs.remember).
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    # Completions waiting to be written with a sibling's compare-and-set (pas.runs.record_children_done).
+    carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
