@@ -28,6 +28,9 @@ import nats
 from nats.js.errors import BucketNotFoundError, NoKeysError
 
 BUCKETS = ("pas_agents", "pas_models", "pas_breakers")
+STATUS = "pas.gateway.status"
+RUNS = "pas.gateway.runs"
+"""Written out, not imported (tests/test_names.py checks them against pas.subjects)."""
 
 
 def connect_options(creds: str | None) -> dict[str, Any]:
@@ -81,9 +84,9 @@ async def main(argv: list[str] | None = None) -> int:
         if args.cmd == "agents":
             out = await agents(nc)
         elif args.cmd == "status":
-            out = await request(nc, "pas.gateway.status", {"run_id": args.run_id}, args.timeout)
+            out = await request(nc, STATUS, {"run_id": args.run_id}, args.timeout)
         else:
-            out = await request(nc, "pas.gateway.runs", {"limit": args.limit}, args.timeout)
+            out = await request(nc, RUNS, {"limit": args.limit}, args.timeout)
     except Exception as e:  # a yardstick: say what failed, exit 1
         print(f"cli_bare: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from benchmarks.pas_common import TERMINAL, RunWatch, connect, echo_task, nc_sta
 from benchmarks.procs import ChildPas, CpuMeter, free_port_offset, lost_port_race
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, Summary, ms
+from pas import subjects as S
 from pas.client import PasClient
 from pas.config import load_config
 
@@ -87,7 +88,7 @@ async def _traced_job(client: PasClient, run_id: str, job: dict[str, Any]) -> li
         if m.subject.endswith(".status") and body.get("status") in TERMINAL and not done.done():
             done.set_result(None)
 
-    sub = await nc.subscribe(f"pas.run.{run_id}.>", cb=cb)
+    sub = await nc.subscribe(S.run_events(run_id), cb=cb)
     await nc.flush()
     try:
         t0 = time.perf_counter()

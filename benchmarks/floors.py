@@ -90,6 +90,23 @@ async def _close_all(conns: list[NATS]) -> None:
 Hook = Callable[[Msg], Awaitable[None]]
 
 
+async def _timed_jobs(run: ChainRun, job: Callable[[], Awaitable[bool]]) -> None:
+    """Run `job` run.warmup + run.n times, one after another; keep the latency of each of the last n
+    (a False answer counts as an error) and their wall time."""
+    started = 0.0
+    for j in range(run.warmup + run.n):
+        if j == run.warmup:
+            started = time.perf_counter()
+        t0 = time.perf_counter()
+        ok = await job()
+        dt = time.perf_counter() - t0
+        if j >= run.warmup:
+            run.latencies_s.append(dt)
+            if not ok:
+                run.errors += 1
+    run.wall_s = time.perf_counter() - started
+
+
 async def _nats_chain(url: str, kind: str, hops: int, n: int, warmup: int, payload_bytes: int,
                       make_hook: Callable[[int, NATS], Awaitable[Hook | None]] | None = None) -> ChainRun:
     if hops < 1 or n < 1:
@@ -126,22 +143,15 @@ async def _nats_chain(url: str, kind: str, hops: int, n: int, warmup: int, paylo
         driver = await _connect(url, f"bench-{kind}-driver")
         conns.append(driver)
         payload = _payload(payload_bytes)
-        started = 0.0
-        for j in range(warmup + n):
-            if j == warmup:
-                started = time.perf_counter()
-            t0 = time.perf_counter()
+
+        async def job() -> bool:
             try:
                 reply = await driver.request(subjects[0], payload, timeout=REQUEST_TIMEOUT_S * hops)
-                ok = reply.data == payload
             except Exception:
-                ok = False
-            dt = time.perf_counter() - t0
-            if j >= warmup:
-                run.latencies_s.append(dt)
-                if not ok:
-                    run.errors += 1
-        run.wall_s = time.perf_counter() - started
+                return False
+            return reply.data == payload
+
+        await _timed_jobs(run, job)
         return run
     finally:
         for sub in subs:
@@ -202,22 +212,15 @@ async def http_chain(hops: int = 6, n: int = 300, *, warmup: int = DEFAULT_WARMU
         url = await chain.start()
         payload = _payload(payload_bytes)
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S * hops) as client:
-            started = 0.0
-            for j in range(warmup + n):
-                if j == warmup:
-                    started = time.perf_counter()
-                t0 = time.perf_counter()
+
+            async def job() -> bool:
                 try:
                     r = await client.post(url, content=payload)
-                    ok = r.status_code == 200 and r.content == payload
                 except httpx.HTTPError:
-                    ok = False
-                dt = time.perf_counter() - t0
-                if j >= warmup:
-                    run.latencies_s.append(dt)
-                    if not ok:
-                        run.errors += 1
-            run.wall_s = time.perf_counter() - started
+                    return False
+                return r.status_code == 200 and r.content == payload
+
+            await _timed_jobs(run, job)
         return run
     finally:
         chain.stop()  # synchronous on purpose: runs even if this task is being cancelled

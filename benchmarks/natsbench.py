@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import json
 import math
 import os
@@ -27,12 +28,13 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import floors
-from benchmarks.run import BenchContext, register, register_floor
+from benchmarks.run import BenchContext, Producer, register, register_floor
 from benchmarks.stats import Figure
 from pas.server import EmbeddedServer
 
@@ -189,19 +191,29 @@ def _skipped(name: str, why: str) -> list[Figure]:
     return [Figure(name=name, value=math.nan, unit="", target="floor", passed=None, note=f"skipped: {why}")]
 
 
-def _setup(ctx: BenchContext) -> tuple[NatsBench | None, str]:
-    binary, why = find_natscli()
-    if binary is None:
-        return None, why
-    return NatsBench(binary, ctx.url, ctx.data_dir), ""
+Measure = Callable[[BenchContext, NatsBench, str], Awaitable[list[Figure]]]
 
 
-@register_floor
-async def _floor_natsbench_pubsub(ctx: BenchContext) -> list[Figure]:
-    nb, why = _setup(ctx)
-    monitor = monitor_url(ctx.server)
-    if nb is None or monitor is None:
-        return _skipped("natsbench.pubsub", why or "the server has no monitoring port")
+def _natscli_floor(name: str, *, monitor: bool = True) -> Callable[[Measure], Producer]:
+    """Register a floor measured with natscli on the benchmark's server, given the server's monitoring
+    URL (with `monitor`; else ""). Without either, the figure `name` is reported as skipped, with why."""
+
+    def wrap(measure: Measure) -> Producer:
+        @functools.wraps(measure)
+        async def floor(ctx: BenchContext) -> list[Figure]:
+            binary, why = find_natscli()
+            url = monitor_url(ctx.server) if monitor else ""
+            if binary is None or url is None:
+                return _skipped(name, why or "the server has no monitoring port")
+            return await measure(ctx, NatsBench(binary, ctx.url, ctx.data_dir), url)
+
+        return register_floor(floor)
+
+    return wrap
+
+
+@_natscli_floor("natsbench.pubsub")
+async def _floor_natsbench_pubsub(ctx: BenchContext, nb: NatsBench, monitor: str) -> list[Figure]:
     n = ctx.sizes.nb_pubsub_n
     sub, pub = await pubsub(nb, monitor, n)
     ctx.details["natsbench.pubsub"] = {"n": n, "size": SIZE, "sub": asdict(sub), "pub": asdict(pub)}
@@ -210,12 +222,8 @@ async def _floor_natsbench_pubsub(ctx: BenchContext) -> list[Figure]:
             Figure("natsbench.pubsub.pub_per_s", pub.msgs_per_s, "msgs/s", target="floor", note=note)]
 
 
-@register_floor
-async def _floor_natsbench_reqrep(ctx: BenchContext) -> list[Figure]:
-    nb, why = _setup(ctx)
-    monitor = monitor_url(ctx.server)
-    if nb is None or monitor is None:
-        return _skipped("natsbench.reqrep", why or "the server has no monitoring port")
+@_natscli_floor("natsbench.reqrep")
+async def _floor_natsbench_reqrep(ctx: BenchContext, nb: NatsBench, monitor: str) -> list[Figure]:
     n = ctx.sizes.nb_reqrep_n
     row = await reqrep(nb, monitor, n)
     ctx.details["natsbench.reqrep"] = {"n": n, "size": SIZE, **asdict(row)}
@@ -225,11 +233,8 @@ async def _floor_natsbench_reqrep(ctx: BenchContext) -> list[Figure]:
             Figure("natsbench.reqrep.p99", row.p99_us / 1000, "ms", target="floor", note=note)]
 
 
-@register_floor
-async def _floor_natsbench_js_pub(ctx: BenchContext) -> list[Figure]:
-    nb, why = _setup(ctx)
-    if nb is None:
-        return _skipped("natsbench.js_pub", why)
+@_natscli_floor("natsbench.js_pub", monitor=False)
+async def _floor_natsbench_js_pub(ctx: BenchContext, nb: NatsBench, _monitor: str) -> list[Figure]:
     n_async, n_sync = ctx.sizes.nb_js_async_n, ctx.sizes.nb_js_sync_n
     a = await js_pub(nb, "async", n_async)
     s = await js_pub(nb, "sync", n_sync)

@@ -163,22 +163,20 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
     # replicas every replica answers them, a lagging one with an older value: a redelivered task could
     # miss its own result and run again. Clusters read from the leader.
     direct = reps == 1
+
+    def kv(bucket: str, description: str, *, history: int = 1, ttl: float | None = None) -> KeyValueConfig:
+        return KeyValueConfig(bucket=bucket, description=description, history=history, ttl=ttl, direct=direct,
+                              storage=StorageType.FILE, replicas=reps)
+
     return [
-        KeyValueConfig(bucket=S.KV_AGENTS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
-                       description="agent id -> last heartbeat and alive/dead state"),
-        KeyValueConfig(bucket=S.KV_RUNS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
-                       description="run id -> run record"),
-        KeyValueConfig(bucket=S.KV_TREE, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
-                       description="<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
-        KeyValueConfig(bucket=S.KV_IDEMPOTENCY, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
-                       ttl=cfg.settings.work.dedupe_window_s,
-                       description="hash of an idempotency key -> run id (dedupe window)"),
-        KeyValueConfig(bucket=S.KV_MODELS, direct=direct, history=5, storage=StorageType.FILE, replicas=reps,
-                       description="agent id -> live model override"),
-        KeyValueConfig(bucket=S.KV_BREAKERS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
-                       description="model profile -> circuit-breaker state"),
-        KeyValueConfig(bucket=S.KV_CLAIMS, direct=direct, history=1, storage=StorageType.FILE, replicas=reps,
-                       description="agent id -> the one live instance that holds it"),
+        kv(S.KV_AGENTS, "agent id -> last heartbeat and alive/dead state"),
+        kv(S.KV_RUNS, "run id -> run record"),
+        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
+        kv(S.KV_IDEMPOTENCY, "hash of an idempotency key -> run id (dedupe window)",
+           ttl=cfg.settings.work.dedupe_window_s),
+        kv(S.KV_MODELS, "agent id -> live model override", history=5),
+        kv(S.KV_BREAKERS, "model profile -> circuit-breaker state"),
+        kv(S.KV_CLAIMS, "agent id -> the one live instance that holds it"),
     ]
 
 
@@ -240,6 +238,8 @@ class Bus:
     # Parent records (job, lane, plan) as this process last wrote them: (encoded, revision), a read
     # saved before a compare-and-set, which still checks the revision (pas.runs.remember).
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    # Completions waiting to be written with a sibling's compare-and-set (pas.runs.record_children_done).
+    carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod

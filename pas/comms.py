@@ -80,19 +80,21 @@ async def read(
     agent: str | None = None,
     msg_type: str | None = None,
     since: datetime | None = None,
+    start_seq: int | None = None,
     follow: bool = False,
     idle_timeout_s: float = 0.5,
     batch: int = 1000,
 ) -> AsyncIterator[wire.CommsEntry]:
-    """Entries in order. `agent` matches the sender or the receiver.
+    """Entries in order, all of them or those from a time (`since`) or a stream sequence (`start_seq`) on.
+    `agent` matches the sender or the receiver; an entry that does not decode is skipped.
 
     Without follow, stops after the entries that existed when it started; with follow, tails
     (pas.streams.read_raw: an ephemeral pull consumer, pulled in batches).
     """
     from pas.streams import read_raw
 
-    async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, follow=follow,
-                            idle_timeout_s=idle_timeout_s, batch=batch):
+    async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, start_seq=start_seq,
+                            follow=follow, idle_timeout_s=idle_timeout_s, batch=batch):
         try:
             e = wire.decode(m.data, wire.CommsEntry)
         except Exception:

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from pas.budget import BudgetTracker
 from pas.errors import BudgetExceeded, CommandRefused
-from pas.llm import BudgetTracker, Completer, LLMUnavailable
+from pas.llm import Completer, LLMUnavailable
 from pas.policy import resolve_in
 from pas.programs import run_git
 
@@ -102,6 +103,20 @@ _OPEN = {"FILE:": ("file", "<<<<<<< CONTENT"), "EDIT:": ("edit", "<<<<<<< SEARCH
 _MARKERS = ("<<<<<<<", "=======", ">>>>>>>")
 
 
+def _until(lines: list[str], i: int, end: str, block: str, section: str = "") -> tuple[list[str], int]:
+    """lines[i:] up to the line `end`, and the index of that line. In an EDIT's SEARCH or REPLACE
+    (`section`) another marker is an error; a FILE's content is taken as it is."""
+    body: list[str] = []
+    while i < len(lines) and lines[i].rstrip() != end:
+        if section and lines[i].rstrip().startswith(_MARKERS):
+            raise EditFormatError(f"{block}: unexpected {lines[i].rstrip()!r} in {section}")
+        body.append(lines[i])
+        i += 1
+    if i >= len(lines):
+        raise EditFormatError(f"{block}: no {end!r} (reply truncated?)")
+    return body, i
+
+
 def parse_edits(text: str) -> list[Block]:
     """Parse a reply into blocks (see the module docstring); EditFormatError on any violation."""
     lines = text.replace("\r\n", "\n").split("\n")
@@ -122,31 +137,12 @@ def parse_edits(text: str) -> list[Block]:
         if i + 1 >= len(lines) or lines[i + 1].rstrip() != opener:
             raise EditFormatError(f"line {i + 2}: expected {opener!r} after {line!r}")
         i += 2
-        body: list[str] = []
         if kind == "file":
-            while i < len(lines) and lines[i].rstrip() != ">>>>>>> END":
-                body.append(lines[i])
-                i += 1
-            if i >= len(lines):
-                raise EditFormatError(f"FILE {path}: no '>>>>>>> END' (reply truncated?)")
+            body, i = _until(lines, i, ">>>>>>> END", f"FILE {path}")
             blocks.append(Block("file", path, content="\n".join(body) + ("\n" if body else "")))
         else:
-            while i < len(lines) and lines[i].rstrip() != "=======":
-                if lines[i].rstrip().startswith(_MARKERS):
-                    raise EditFormatError(f"EDIT {path}: unexpected {lines[i].rstrip()!r} in SEARCH")
-                body.append(lines[i])
-                i += 1
-            if i >= len(lines):
-                raise EditFormatError(f"EDIT {path}: no '=======' (reply truncated?)")
-            i += 1
-            repl: list[str] = []
-            while i < len(lines) and lines[i].rstrip() != ">>>>>>> REPLACE":
-                if lines[i].rstrip().startswith(_MARKERS):
-                    raise EditFormatError(f"EDIT {path}: unexpected {lines[i].rstrip()!r} in REPLACE")
-                repl.append(lines[i])
-                i += 1
-            if i >= len(lines):
-                raise EditFormatError(f"EDIT {path}: no '>>>>>>> REPLACE' (reply truncated?)")
+            body, i = _until(lines, i, "=======", f"EDIT {path}", "SEARCH")
+            repl, i = _until(lines, i + 1, ">>>>>>> REPLACE", f"EDIT {path}", "REPLACE")
             if not any(s.strip() for s in body):
                 raise EditFormatError(f"EDIT {path}: empty SEARCH (use FILE: to create a file)")
             blocks.append(Block("edit", path, search=body, replace=repl))

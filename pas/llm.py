@@ -1,5 +1,6 @@
 """The LLM layer: one client for every model call PAS makes, with failover, a circuit breaker,
-usage accounting and budgets.
+usage accounting and budgets. Its parts live beside it and are re-exported here: the profiles'
+environment overrides (pas.modelenv), the breaker (pas.breaker) and the budgets (pas.budget).
 
 This is the only module that imports litellm, and it does so lazily (the import costs seconds);
 ``LITELLM_LOCAL_MODEL_COST_MAP`` is set first so that litellm never fetches its price list.
@@ -21,20 +22,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
-
-from pydantic import ValidationError
+from typing import Any, Protocol
 
 from pas import tracing
+from pas.breaker import CircuitBreaker
+from pas.budget import BudgetTracker
 from pas.config import ModelProfile
-from pas.errors import BudgetExceeded, ConfigError, Unavailable
+from pas.errors import Unavailable
+from pas.modelenv import apply_env_overrides, env_key
 from pas.redact import redact
-
-ENV_PREFIX = "PAS_MODEL_"
-"""Environment overrides: PAS_MODEL_<PROFILE>_<FIELD>, profile upper-cased with - and . as _."""
 
 
 class LLMUnavailable(Unavailable):
@@ -100,112 +98,6 @@ class LLMResult:
 
 
 OnCall = Callable[[CallRecord], Awaitable[None]]
-BreakerStateName = Literal["closed", "open", "half_open"]
-
-
-# ---- profiles ------------------------------------------------------------------------------
-def env_key(profile: str, field_name: str) -> str:
-    """PAS_MODEL_GEMINI_FLASH_API_BASE for ("gemini-flash", "api_base")."""
-    norm = "".join(c if c.isalnum() else "_" for c in profile).upper()
-    return f"{ENV_PREFIX}{norm}_{field_name.upper()}"
-
-
-def apply_env_overrides(
-    profiles: Mapping[str, ModelProfile], environ: Mapping[str, str] | None = None
-) -> dict[str, ModelProfile]:
-    """Return new profiles with PAS_MODEL_<PROFILE>_<FIELD> variables applied (inputs untouched).
-
-    Values are validated like the YAML ones; an empty value sets an optional field to None.
-    An invalid value raises ConfigError naming the variable.
-    """
-    env = os.environ if environ is None else environ
-    out: dict[str, ModelProfile] = {}
-    for name, prof in profiles.items():
-        data = prof.model_dump()
-        changed: list[str] = []
-        for fname, finfo in ModelProfile.model_fields.items():
-            key = env_key(name, fname)
-            if key not in env:
-                continue
-            raw = env[key]
-            data[fname] = None if raw == "" and not finfo.is_required() else raw
-            changed.append(key)
-        if not changed:
-            out[name] = prof
-            continue
-        try:
-            out[name] = ModelProfile.model_validate(data)
-        except ValidationError as e:
-            raise ConfigError(f"model profile {name!r} from {', '.join(changed)}: {e}") from None
-    return out
-
-
-# ---- circuit breaker -----------------------------------------------------------------------
-class _Breaker:
-    def __init__(self) -> None:
-        self.failures: deque[float] = deque()
-        self.open_until: float | None = None
-        self.half_open = False
-
-
-class CircuitBreaker:
-    """Per-profile breaker: `failures` failures within `window_s` open it for `cooldown_s`.
-
-    While open the profile is skipped. After the cooldown it is half-open: the next call is tried;
-    success closes it (failures forgotten), failure opens it again for another cooldown.
-    """
-
-    def __init__(
-        self, failures: int, window_s: float, cooldown_s: float, clock: Callable[[], float]
-    ) -> None:
-        self.threshold = failures
-        self.window_s = window_s
-        self.cooldown_s = cooldown_s
-        self.clock = clock
-        self._b: dict[str, _Breaker] = {}
-
-    def _get(self, key: str) -> _Breaker:
-        return self._b.setdefault(key, _Breaker())
-
-    def _prune(self, b: _Breaker, now: float) -> None:
-        while b.failures and b.failures[0] <= now - self.window_s:
-            b.failures.popleft()
-
-    def allow(self, key: str) -> bool:
-        b = self._get(key)
-        now = self.clock()
-        if b.open_until is not None:
-            if now < b.open_until:
-                return False
-            b.open_until = None
-            b.half_open = True
-        return True
-
-    def success(self, key: str) -> None:
-        b = self._get(key)
-        b.failures.clear()
-        b.half_open = False
-        b.open_until = None
-
-    def failure(self, key: str) -> None:
-        b = self._get(key)
-        now = self.clock()
-        b.failures.append(now)
-        self._prune(b, now)
-        if b.half_open or len(b.failures) >= self.threshold:
-            b.open_until = now + self.cooldown_s
-            b.half_open = False
-
-    def state(self, key: str) -> dict[str, Any]:
-        b = self._get(key)
-        now = self.clock()
-        self._prune(b, now)
-        st: BreakerStateName = "closed"
-        if b.open_until is not None:
-            st = "open" if now < b.open_until else "half_open"
-        elif b.half_open:
-            st = "half_open"
-        return {"state": st, "failures": len(b.failures), "open_until": b.open_until}
 
 
 # ---- client --------------------------------------------------------------------------------
@@ -397,71 +289,6 @@ async def _call(lite: Any, kwargs: dict[str, Any], timeout_s: float, agent: str,
                               "gen_ai.usage.input_tokens": getattr(usage, "prompt_tokens", None),
                               "gen_ai.usage.output_tokens": getattr(usage, "completion_tokens", None)})
         return resp
-
-
-# ---- budgets -------------------------------------------------------------------------------
-class BudgetTracker:
-    """Token and cost budget of one unit of work (a run, a job), in memory.
-
-    A limit of None is unlimited. The budget is exceeded once usage reaches a limit (so a limit of
-    0 allows nothing). Calls whose cost is unknown add no cost; they are counted in
-    `unknown_cost_calls` so a report can say the cost total is a lower bound.
-    """
-
-    def __init__(self, tokens_max: int | None = None, cost_usd_max: float | None = None) -> None:
-        self.tokens_max = tokens_max
-        self.cost_usd_max = cost_usd_max
-        self.tokens = 0
-        self.cost_usd = 0.0
-        self.unknown_cost_calls = 0
-        self.calls = 0
-
-    def charge(self, tokens: int, cost_usd: float | None) -> None:
-        self.calls += 1
-        self.tokens += max(0, int(tokens))
-        if cost_usd is None:
-            self.unknown_cost_calls += 1
-        else:
-            self.cost_usd += max(0.0, float(cost_usd))
-
-    def charge_result(self, res: LLMResult | CallRecord) -> None:
-        self.charge(res.tokens, res.cost_usd)
-
-    def merge(self, other: BudgetTracker) -> None:
-        """Add another tracker's usage (e.g. a task's) to this one."""
-        self.calls += other.calls
-        self.tokens += other.tokens
-        self.cost_usd += other.cost_usd
-        self.unknown_cost_calls += other.unknown_cost_calls
-
-    @property
-    def exceeded(self) -> bool:
-        if self.tokens_max is not None and self.tokens >= self.tokens_max:
-            return True
-        return self.cost_usd_max is not None and self.cost_usd >= self.cost_usd_max
-
-    def remaining_tokens(self) -> int | None:
-        return None if self.tokens_max is None else max(0, self.tokens_max - self.tokens)
-
-    def check(self) -> None:
-        """Raise BudgetExceeded when the budget is used up."""
-        if self.exceeded:
-            raise BudgetExceeded(
-                f"budget exceeded: {self.tokens} tokens (max {self.tokens_max}), "
-                f"${self.cost_usd:.4f} (max {self.cost_usd_max})",
-                detail=self.snapshot(),
-            )
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "tokens": self.tokens,
-            "cost_usd": self.cost_usd,
-            "cost_known": self.unknown_cost_calls == 0,
-            "unknown_cost_calls": self.unknown_cost_calls,
-            "calls": self.calls,
-            "tokens_max": self.tokens_max,
-            "cost_usd_max": self.cost_usd_max,
-        }
 
 
 __all__ = [

@@ -204,7 +204,37 @@ async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, stat
     already; `ahead`: when this update finishes the parent, the read of the grandparent's record,
     started alongside the update (one round trip per tier instead of two)."""
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, key, typ, child, status, children, first)
+        return await _record(bus, key, typ, {child: status}, children, first)
+
+
+async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
+                               first: Read | None = None) -> tuple[Any, bool, Read | None] | None:
+    """record_child_done, where siblings finishing in this process at the same time share one
+    compare-and-set: while one sibling's write is in flight, the next ones wait for the lock, and
+    the first of them to get it writes them all (group commit). The one whose write it was gets the
+    result; the others get None: they have nothing more to do (the writer goes up if the parent
+    finished). Not for a redelivery, which may have to re-announce (record_child_done)."""
+    waiting = bus.carried.setdefault(key, {})
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting[child] = (status, mine)
+    async with _parent_lock(bus, key):
+        if mine.done():  # a sibling's write carried this completion
+            if first is not None:
+                first.cancel()
+            mine.result()  # (raises what that write raised: this completion is then retried)
+            return None
+        batch = bus.carried.pop(key, {})
+        try:
+            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children, first)
+        except BaseException as e:
+            for _, fut in batch.values():
+                if fut is not mine and not fut.done():
+                    fut.set_exception(e if isinstance(e, Exception) else RuntimeError("the sibling's write stopped"))
+            raise
+        for _, fut in batch.values():
+            if fut is not mine and not fut.done():
+                fut.set_result(None)
+        return res
 
 
 def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
@@ -230,7 +260,7 @@ def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
     return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, typ))
 
 
-async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
+async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], children: str,
                   first: Read | None) -> tuple[Any, bool, Read | None] | None:
     while True:
         # Under the lock, this process's own last write is newer than a read started before it.
@@ -244,7 +274,7 @@ async def _record(bus: Bus, key: str, typ: type[Any], child: str, status: str, c
         rec, rev = got
         if rec.status != "running":
             return rec, False, None  # finished before (a redelivery): the caller re-announces
-        rec.done[child] = status
+        rec.done.update(done)
         total = getattr(rec, children)
         ahead, up = None, None
         if all(c in rec.done for c in total):
@@ -301,7 +331,8 @@ async def child_done(ctx: WorkCtx, ev: wire.RunEvent, first: Read | None = None)
     while ev.kind in _PARENT:
         typ, children = _PARENT[ev.kind]
         key, child = _parent_key(ev)
-        res = await record_child_done(ctx.bus, key, typ, child, ev.status, children, first)
+        record = record_child_done if ctx.redelivered else record_children_done
+        res = await record(ctx.bus, key, typ, child, ev.status, children, first)
         if res is None or res[0].status == "running":
             return  # no such parent, or it still has children running
         parent, now, first = res

@@ -149,7 +149,7 @@ class Stack:
                                  do_provision=not self.creds, reconnected_cb=self._reconnected,
                                  **auth.connect_kw(self.creds.get(user)))
             if self.bus is not None:  # one process, one view: the roles share CAS locks and cached parents
-                bus.locks, bus.records = self.bus.locks, self.bus.records
+                bus.locks, bus.records, bus.carried = self.bus.locks, self.bus.records, self.bus.carried
             self.buses[user] = bus
             self.bus = self.bus or bus
             bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))

@@ -18,10 +18,12 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from pas import subjects as S
 from pas import wire
+from pas.budget import BudgetTracker
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.errors import BudgetExceeded
-from pas.llm import BudgetTracker, CallRecord, LLMClient, LLMResult, apply_env_overrides
+from pas.llm import CallRecord, LLMClient, LLMResult
+from pas.modelenv import apply_env_overrides
 
 log = logging.getLogger("pas.usage")
 

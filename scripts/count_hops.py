@@ -19,6 +19,7 @@ from typing import Any
 
 import nats
 
+from pas import subjects as S
 from pas import wire
 from pas.client import PasClient
 from pas.config import load_config
@@ -44,7 +45,7 @@ async def one_job(nc: Any, client: PasClient, run_id: str) -> None:
         if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
             done.set()
 
-    sub = await nc.subscribe(f"pas.run.{run_id}.status", cb=cb)
+    sub = await nc.subscribe(S.run_status(run_id), cb=cb)
     await client.submit({"title": "count", "run_id": run_id, "tasks": [
         {"lane": "code", "instruction": "hi", "executor": "echo"}]})
     await asyncio.wait_for(done.wait(), 60)
@@ -72,7 +73,7 @@ async def main(jobs: int) -> None:
                     await client.wait("warm", timeout_s=60)
                     await asyncio.sleep(0.5)
                     d0, w0, t0 = await totals(js)
-                    sub = await nc.subscribe("$JS.API.>", cb=on_api)
+                    sub = await nc.subscribe(S.JS_API_ALL, cb=on_api)
                     await nc.flush()
                     started = time.monotonic()
                     for i in range(jobs):

@@ -109,6 +109,19 @@ async def test_quick_floors_and_reports(tmp_path) -> None:
     assert md.count("What limits each figure") == 1
 
 
+async def test_natsbench_floors_without_a_monitoring_port_report_skipped(tmp_path: Path) -> None:
+    """The `nats bench` floors that read the server's monitoring port report themselves skipped, with
+    why, when the server has none (natscli installed or not): never a failure, never a number."""
+    from benchmarks import natsbench  # noqa: F401  (registers the floors)
+
+    ctx = run.BenchContext(url="nats://127.0.0.1:1", quick=True, data_dir=tmp_path, sizes=run.Sizes.for_mode(True))
+    for name in ("natsbench_pubsub", "natsbench_reqrep"):
+        producer = next(r.fn for r in run.FLOOR_PRODUCERS if r.name == name)
+        (fig,) = await producer(ctx)
+        assert fig.name == name.replace("_", ".", 1) and math.isnan(fig.value) and fig.passed is None
+        assert fig.note and fig.note.startswith("skipped: "), fig.note
+    assert not ctx.details  # nothing was measured
+
 def test_pas_bench_without_the_checkout_says_so(tmp_path: Path) -> None:
     """An installation without benchmarks/ beside the package (a wheel): a clear message, exit 2."""
     import pas

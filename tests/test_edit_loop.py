@@ -179,10 +179,15 @@ def test_parse_edits_strict() -> None:
         "=======\n": "outside a block",
         "EDIT: a.py\n<<<<<<< SEARCH\n\n=======\ny\n>>>>>>> REPLACE\n": "empty SEARCH",
         "FILE:\n<<<<<<< CONTENT\nx\n>>>>>>> END\n": "without a path",
+        "EDIT: a.py\n<<<<<<< SEARCH\nx\n": "EDIT a.py: no '=======' \\(reply truncated",
+        "EDIT: a.py\n<<<<<<< SEARCH\n<<<<<<< SEARCH\n=======\ny\n>>>>>>> REPLACE\n": "unexpected '<<<<<<< SEARCH' in SEARCH",
+        "EDIT: a.py\n<<<<<<< SEARCH\nx\n=======\n>>>>>>> END\n>>>>>>> REPLACE\n": "unexpected '>>>>>>> END' in REPLACE",
     }
     for text, why in bad.items():
         with pytest.raises(EditFormatError, match=why):
             parse_edits(text)
+    # a FILE's content is taken as it is, markers included (a file may hold them)
+    assert parse_edits("FILE: m.txt\n<<<<<<< CONTENT\n=======\n>>>>>>> END\n")[0].content == "=======\n"
 
 
 def test_apply_edits_all_or_nothing(tmp_path: Path) -> None:

@@ -1,9 +1,14 @@
 """Names in one place: no subject, API subject, stream or bucket name is spelt out in pas/ outside
-pas/subjects.py (which builds and parses them all, and which subjects.md documents).
+pas/subjects.py (which builds and parses them all, and which subjects.md documents), nor in the
+benchmarks and scripts that drive PAS (benchmarks/, scripts/).
 
 A walk over the syntax tree of every module: every string constant, including the constant parts of
 f-strings, is checked. Exempt: docstrings (and other bare string statements, which are documentation)
-and the name given to logging.getLogger (a logger, not a subject)."""
+and the name given to logging.getLogger (a logger, not a subject). In benchmarks/ and scripts/ also
+the figures' words: a figure's name (Figure's first argument, a producer's registered name, e.g. the
+figure "pas.comms") and prose (a constant with a space, e.g. a figure's note: a name never has one).
+benchmarks/cli_bare.py writes its names out on purpose (a bare nats-py script, importing nothing of
+pas); they are checked against pas.subjects instead."""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from pathlib import Path
 from pas import subjects as S
 
 PAS = Path(S.__file__).parent
+ROOT = PAS.parent
 EXCLUDED = {PAS / "subjects.py"}
+BARE = ROOT / "benchmarks" / "cli_bare.py"
 
 _heads = "|".join(map(re.escape, S.HEADS))
 _assets = [S.STREAM_COMMS, S.STREAM_WORK, S.STREAM_EVENTS, S.STREAM_RECORDINGS,
@@ -24,8 +31,9 @@ NAME_RE = re.compile(
     rf"|(?<![\w.])(?:KV_)?(?:{'|'.join(map(re.escape, _assets))})(?!\w)")
 
 
-def _exempt(tree: ast.AST) -> set[int]:
-    """ids of the string nodes that are documentation or logger names."""
+def _exempt(tree: ast.AST, figures: frozenset[str] | None) -> set[int]:
+    """ids of the string nodes that are documentation or logger names; with `figures` (the registered
+    figure names), also those that are a figure's name or prose."""
     out: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -33,18 +41,27 @@ def _exempt(tree: ast.AST) -> set[int]:
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "getLogger"
               and node.args and isinstance(node.args[0], ast.Constant)):
             out.add(id(node.args[0]))
+        elif figures is None:
+            continue
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Figure":
+            name = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)
+            if name is not None:
+                out.update(id(c) for c in ast.walk(name) if isinstance(c, ast.Constant))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                node.value in figures or any(c.isspace() for c in node.value)):
+            out.add(id(node))
     return out
 
 
-def offenders(path: Path) -> list[str]:
+def offenders(path: Path, figures: frozenset[str] | None = None) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
-    skip = _exempt(tree)
+    skip = _exempt(tree, figures)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
             m = NAME_RE.search(node.value)
             if m:
-                where = path.relative_to(PAS.parent) if PAS.parent in path.parents else path
+                where = path.relative_to(ROOT) if ROOT in path.parents else path
                 found.append(f"{where}:{node.lineno}: {m.group(0)!r} in {node.value[:60]!r}")
     return found
 
@@ -53,10 +70,42 @@ def modules() -> list[Path]:
     return sorted(p for p in PAS.rglob("*.py") if p not in EXCLUDED)
 
 
+def drivers() -> list[Path]:
+    """The benchmarks and scripts, which drive PAS over NATS."""
+    return sorted(p for d in ("benchmarks", "scripts") for p in (ROOT / d).rglob("*.py") if p != BARE)
+
+
+def figure_names() -> frozenset[str]:
+    """The names the benchmark producers register under (importing each registers it)."""
+    import importlib
+
+    from benchmarks import run
+
+    for m in run.DEFAULT_PRODUCER_MODULES:
+        importlib.import_module(m)
+    return frozenset(r.name for r in (*run.PRODUCERS, *run.FLOOR_PRODUCERS))
+
+
 def test_no_subject_literal_outside_subjects_py() -> None:
     bad = [line for p in modules() for line in offenders(p)]
     assert not bad, "subject/stream/bucket names spelt out outside pas/subjects.py (use its builders):\n" + \
         "\n".join(bad)
+
+
+def test_no_subject_literal_in_benchmarks_and_scripts() -> None:
+    figures = figure_names()
+    assert "pas.comms" in figures and len(drivers()) > 10  # the registry and the walk found what they look for
+    bad = [line for p in drivers() for line in offenders(p, figures)]
+    assert not bad, "PAS names spelt out in benchmarks/ or scripts/ (use pas.subjects):\n" + "\n".join(bad)
+
+
+def test_the_bare_cli_script_names_what_pas_names() -> None:
+    """benchmarks/cli_bare.py spells its names out on purpose; they are PAS's names."""
+    from benchmarks import cli_bare
+
+    assert offenders(BARE), "cli_bare.py no longer spells names out: scan it with the others"
+    assert cli_bare.BUCKETS == (S.KV_AGENTS, S.KV_MODELS, S.KV_BREAKERS)
+    assert (cli_bare.STATUS, cli_bare.RUNS) == (S.GATEWAY_STATUS, S.GATEWAY_RUNS)
 
 
 def test_the_check_sees_names(tmp_path: Path) -> None:
@@ -74,6 +123,21 @@ def test_the_check_sees_names(tmp_path: Path) -> None:
                    'g = "KV_pas_tree"\n')
     lines = sorted(int(x.split(":")[1]) for x in offenders(src))
     assert lines == [4, 5, 6, 10]
+
+
+def test_the_check_of_the_benchmarks_spares_only_figure_words(tmp_path: Path) -> None:
+    """In benchmarks/: a figure's name and prose are exempt; a subject built by hand is not, nor a
+    registered figure name's extension used elsewhere than as a figure's name."""
+    src = tmp_path / "fig.py"
+    src.write_text('@register("pas.comms")\n'
+                   'async def f(ctx):\n'
+                   '    ctx.details["pas.comms"] = {}\n'
+                   '    note = f"read back with pas.comms.read(js), {n} entries"\n'
+                   '    sub = await nc.subscribe(f"pas.run.{run_id}.>")\n'
+                   '    x = "pas.comms.r1.gateway.LOG"\n'
+                   '    return [Figure("pas.comms.replay_per_s", 1.0, "entries/s", note=note)]\n')
+    lines = sorted(int(x.split(":")[1]) for x in offenders(src, frozenset({"pas.comms"})))
+    assert lines == [5, 6]
 
 
 def lane_lists(path: Path) -> list[int]:

@@ -370,3 +370,26 @@ async def test_a_long_handler_keeps_its_message_past_the_ack_wait(nats_server: A
         assert len(marks) >= 3 and info.num_redelivered == 0 and info.num_ack_pending == 0
     finally:
         await bus.close()
+
+
+async def test_siblings_finishing_together_share_one_write(nats_server: Any) -> None:
+    """Ten tasks of one job finishing at once in one process: while the first one's compare-and-set
+    is in flight, the other nine wait, and one write carries them all (group commit). Every
+    completion is recorded, and exactly one caller finishes the job."""
+    cfg = make_cfg()
+    bus = await Bus.open(nats_server.url, cfg, name="rt-group")
+    try:
+        key = "group1.job.code-1"
+        tasks = [f"code-1-{i:02d}" for i in range(1, 11)]
+        rev0 = await R.put_parent(bus, key, wire.JobRecord(run_id="group1", job_id="code-1", lane="code",
+                                                           manager="m", tasks=tasks))
+        results = await asyncio.gather(*(R.record_children_done(bus, key, wire.JobRecord, t, "completed", "tasks")
+                                         for t in tasks))
+        writers = [r for r in results if r is not None]
+        assert sum(1 for r in writers if r[1]) == 1  # one caller finished the job
+        got = await bus.kv_get(S.KV_TREE, key, wire.JobRecord)
+        assert got is not None and got[0].status == "completed" and sorted(got[0].done) == tasks
+        assert got[1] - rev0 == 2  # two writes for ten tasks (nothing else writes to the bucket meanwhile)
+        assert not bus.carried.get(key)
+    finally:
+        await bus.close()

@@ -17,8 +17,11 @@ DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "the run is not waiting for approval"}}
 
 
-def _by(body: DecisionIn | None, request: Request) -> str:
-    return (body.by if body else None) or f"http:{request.client.host if request.client else 'unknown'}"
+def _decision(run_id: str, body: DecisionIn | None, request: Request) -> dict[str, Any]:
+    """The gateway's Decision for a POST: who decides defaults to the caller's address."""
+    d = body or DecisionIn()
+    by = d.by or f"http:{request.client.host if request.client else 'unknown'}"
+    return {"run_id": run_id, "by": by, "drop": d.drop, "reason": d.reason}
 
 
 def approval_routes(ctx: Ctx, app: FastAPI, prefix: str, write: Any) -> None:
@@ -32,13 +35,9 @@ def approval_routes(ctx: Ctx, app: FastAPI, prefix: str, write: Any) -> None:
     @app.post(prefix + "/runs/{run_id}/approve", summary="Approve a waiting plan, optionally dropping tasks "
               f"({S.GATEWAY_APPROVE})", dependencies=[write], responses=DECIDE_ERRORS)
     async def approve(request: Request, body: DecisionIn | None = None, run_id: str = RUN_ID) -> Any:
-        d = body or DecisionIn()
-        return await ctx.backend.request(S.GATEWAY_APPROVE, {"run_id": run_id, "by": _by(d, request),
-                                                             "drop": d.drop, "reason": d.reason})
+        return await ctx.backend.request(S.GATEWAY_APPROVE, _decision(run_id, body, request))
 
     @app.post(prefix + "/runs/{run_id}/reject", summary="Reject a waiting plan: the run ends rejected "
               f"({S.GATEWAY_REJECT})", dependencies=[write], responses=DECIDE_ERRORS)
     async def reject(request: Request, body: DecisionIn | None = None, run_id: str = RUN_ID) -> Any:
-        d = body or DecisionIn()
-        return await ctx.backend.request(S.GATEWAY_REJECT, {"run_id": run_id, "by": _by(d, request),
-                                                            "drop": d.drop, "reason": d.reason})
+        return await ctx.backend.request(S.GATEWAY_REJECT, _decision(run_id, body, request))

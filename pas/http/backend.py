@@ -19,7 +19,6 @@ from pas.bus import Bus
 from pas.client import PasClient
 from pas.config import AgentConfig, PasConfig
 from pas.errors import BadRequest, NotFound, PasError, Unavailable
-from pas.streams import read_raw
 
 HEALTH_TIMEOUT_S = 2.0  # an agent's health reply is in-memory: 2 s of silence means it is not there
 COMMS_SCAN_MAX = 20000  # entries examined at most by one comms tail
@@ -201,23 +200,14 @@ class Backend:
         """
         out: collections.deque[wire.CommsEntry] = collections.deque(maxlen=limit)
         js = self.bus.js
-        if run_id:
-            async for e in comms_mod.read(js, run_id=run_id, agent=agent, msg_type=msg_type, idle_timeout_s=0.5):
-                out.append(e)
-            return [wire.to_builtins(e) for e in out]
-        info = await js.stream_info(S.STREAM_COMMS)
-        last, first = info.state.last_seq or 0, info.state.first_seq or 0
-        if last == 0 or info.state.messages == 0:
-            return []
-        scan = limit if not (agent or msg_type) else min(limit * 20, COMMS_SCAN_MAX)
-        start = max(first, last - scan + 1)
-        subj = comms_mod.filter_subject(None, None, msg_type)
-        async for m in read_raw(js, S.STREAM_COMMS, subj, start_seq=start, batch=500, idle_timeout_s=1.0):
-            try:
-                e = wire.decode(m.data, wire.CommsEntry)
-            except Exception:
-                continue
-            if agent and agent not in (e.from_agent, e.to_agent):
-                continue
+        start: int | None = None
+        if not run_id:
+            info = await js.stream_info(S.STREAM_COMMS)
+            last, first = info.state.last_seq or 0, info.state.first_seq or 0
+            if last == 0 or info.state.messages == 0:
+                return []
+            scan = limit if not (agent or msg_type) else min(limit * 20, COMMS_SCAN_MAX)
+            start = max(first, last - scan + 1)
+        async for e in comms_mod.read(js, run_id=run_id, agent=agent, msg_type=msg_type, start_seq=start):
             out.append(e)
         return [wire.to_builtins(e) for e in out]

@@ -93,7 +93,7 @@ def schema(*types: type[Any]) -> dict[str, Any]:
     return out
 
 
-# Descriptions of the wire types' fields, for the assistants reading the schemas (wire.py keeps none).
+# Descriptions of the wire types' fields, for the assistants reading the schemas (pas.wire keeps none).
 FIELD_DOCS: dict[str, dict[str, str]] = {
     "JobSubmit": {
         "title": "short name of the job",

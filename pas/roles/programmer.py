@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ class ProgrammerRole(Role):
         self.capacity = self.me.capacity or self.cfg.settings.pool.capacity
         self.running: dict[str, asyncio.Task[Any]] = {}  # task key -> task
         self.current_run: str | None = None
-        self.scratch = Path(tempfile.gettempdir()) / "pas-scratch" / self.me.id
+        # Per process: two processes running the same agent ids (two stacks on one machine) must not
+        # clear each other's task directories.
+        self.scratch = Path(tempfile.gettempdir()) / "pas-scratch" / f"{self.me.id}-{os.getpid()}"
         self._cancelled: set[str] = set()  # task keys cancelled because their run was cancelled
         self._runs_seen: dict[str, bool] = {}  # run id -> cancelled?
         self.box = Box.from_policy(self.cfg.settings.policy)

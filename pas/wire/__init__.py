@@ -1,0 +1,84 @@
+"""Wire types: every message PAS puts on NATS, as msgspec structs, JSON on the wire.
+
+A person can publish any of these with `nats pub` and read them with `nats sub`. Handlers receive
+decoded, validated structs (see pas.service); bad input never reaches business code.
+
+Every struct that travels on NATS is defined in this package (tests/test_layering.py checks it), one
+module a kind, each building only on the ones before it:
+
+- pas.wire.base: status values, limits, priorities, the Base struct, the JSON codecs;
+- pas.wire.requests: what clients send (a job and its tasks, the request endpoints' bodies);
+- pas.wire.records: the KV records (a run, its plan, lanes, jobs and tasks; an agent's state);
+- pas.wire.work: the work items, one a tier;
+- pas.wire.replies: replies, events, heartbeats, alerts, agent health, comms entries, error bodies.
+
+Callers use the package: `from pas import wire`, then `wire.RunRecord`.
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+from pas.subjects import Lane  # the one definition of the lanes, re-exported
+from pas.wire.base import (
+    MAX_OUTPUT,
+    MAX_TEXT,
+    PRIORITIES,
+    TERMINAL_RUN,
+    TERMINAL_TASK,
+    AgentStatusValue,
+    Base,
+    Executor,
+    RunId,
+    RunStatusValue,
+    TaskStatusValue,
+    Text,
+    Title,
+    band,
+    decode,
+    encode,
+    now,
+    to_builtins,
+)
+from pas.wire.records import AgentState, Approval, JobRecord, LaneRecord, PlanRecord, RunRecord, TaskRecord
+from pas.wire.replies import (
+    AgentHealth,
+    Alert,
+    CommsEntry,
+    Empty,
+    ErrorBody,
+    Heartbeat,
+    PlanJob,
+    PlanTask,
+    PlanView,
+    RunEvent,
+    RunsReply,
+    RunStatus,
+    RunSummary,
+    SubmitReply,
+    Usage,
+)
+from pas.wire.requests import (
+    Budget,
+    Decision,
+    ExecuteRequest,
+    JobSubmit,
+    RunRef,
+    RunsQuery,
+    SetModel,
+    StatusRef,
+    TaskSpec,
+    effective_executor,
+)
+from pas.wire.work import CARRY_BYTES, JobCard, LaneWork, PlanWork, TaskWork
+
+__all__ = [
+    "CARRY_BYTES", "MAX_OUTPUT", "MAX_TEXT", "PRIORITIES", "TERMINAL_RUN", "TERMINAL_TASK",
+    "AgentHealth", "AgentState", "AgentStatusValue", "Alert", "Approval", "Base", "Budget", "CommsEntry",
+    "Decision", "Empty", "ErrorBody", "ExecuteRequest", "Executor", "Heartbeat", "JobCard", "JobRecord",
+    "JobSubmit", "Lane", "LaneRecord", "LaneWork", "PlanJob", "PlanRecord", "PlanTask", "PlanView", "PlanWork",
+    "RunEvent", "RunId", "RunRecord", "RunRef", "RunStatus", "RunStatusValue", "RunSummary", "RunsQuery",
+    "RunsReply", "SetModel", "StatusRef", "Struct", "SubmitReply", "TaskRecord", "TaskSpec", "TaskStatusValue",
+    "TaskWork", "Text", "Title", "Usage",
+    "band", "decode", "effective_executor", "encode", "now", "to_builtins",
+]

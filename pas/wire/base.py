@@ -1,0 +1,58 @@
+"""The ground the wire types stand on: status values, limits, priorities, the Base struct and the
+JSON codecs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Executor = Literal["command", "echo", "llm", "aider"]
+AgentStatusValue = Literal[
+    "ok", "degraded", "down", "queued", "running", "blocked", "waiting_approval", "paused", "error", "done"
+]
+RunStatusValue = Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled", "rejected"]
+TaskStatusValue = Literal[
+    "queued", "running", "completed", "failed", "cancelled", "timeout", "budget_exceeded", "skipped"
+]
+TERMINAL_TASK = frozenset({"completed", "failed", "cancelled", "timeout", "budget_exceeded", "skipped"})
+TERMINAL_RUN = frozenset({"completed", "failed", "cancelled", "rejected"})
+PRIORITIES = (20, 10, 5, 1)  # the priority bands of the programmer pool, highest first
+
+
+def band(priority: int) -> int:
+    """The pool band of a priority: the highest band not above it (7 -> 5; below 1 -> 1)."""
+    return next((b for b in PRIORITIES if priority >= b), PRIORITIES[-1])
+
+
+RunId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Title = Annotated[str, Meta(min_length=1, max_length=500)]
+MAX_TEXT = 64 * 1024  # instructions, goals: 64 KiB
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+MAX_OUTPUT = 16 * 1024  # task output kept in status (capped)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(Struct, forbid_unknown_fields=True, omit_defaults=False):
+    pass
+
+
+# ---- codecs --------------------------------------------------------------------------------
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode(data: bytes, typ: type[Any]) -> Any:
+    return msgspec.json.decode(data, type=typ)
+
+
+def to_builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)
