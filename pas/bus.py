@@ -332,7 +332,7 @@ class Bus:
         out: list[Any] = []
         try:
             async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
-                                    last_per_subject=True, batch=256, inactive_s=10.0):
+                                    last_per_subject=True, batch=256, inactive_s=10.0, complete=True):
                 op = (m.headers or {}).get("KV-Operation")
                 if op in ("DEL", "PURGE") or not m.data:
                     continue

@@ -193,10 +193,12 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
 
 
 Read: TypeAlias = "asyncio.Future[tuple[Any, int] | None]"
+Announce: TypeAlias = "Callable[[wire.PlanRecord], Awaitable[None]]"
 
 
 async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
-                            first: Read | None = None) -> tuple[Any, bool, Read | None] | None:
+                            first: Read | None = None, announce: Announce | None = None
+                            ) -> tuple[Any, bool, Read | None] | None:
     """Note that one child (task of a job, job of a lane) finished, with compare-and-set on the
     parent's record: O(1) reads per completion however many children there are. Returns
     (record, finished_now, ahead); finished_now is True for exactly one caller, the one whose update
@@ -204,11 +206,12 @@ async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, stat
     already; `ahead`: when this update finishes the parent, the read of the grandparent's record,
     started alongside the update (one round trip per tier instead of two)."""
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, key, typ, {child: status}, children, first)
+        return await _record(bus, key, typ, {child: status}, children, first, announce)
 
 
 async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
-                               first: Read | None = None) -> tuple[Any, bool, Read | None] | None:
+                               first: Read | None = None, announce: Announce | None = None
+                               ) -> tuple[Any, bool, Read | None] | None:
     """record_child_done, where siblings finishing in this process at the same time share one
     compare-and-set: while one sibling's write is in flight, the next ones wait for the lock, and
     the first of them to get it writes them all (group commit). The one whose write it was gets the
@@ -225,7 +228,7 @@ async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, s
             return None
         batch = bus.carried.pop(key, {})
         try:
-            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children, first)
+            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children, first, announce)
         except BaseException as e:
             for _, fut in batch.values():
                 if fut is not mine and not fut.done():
@@ -261,7 +264,7 @@ def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
 
 
 async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], children: str,
-                  first: Read | None) -> tuple[Any, bool, Read | None] | None:
+                  first: Read | None, announce: Announce | None = None) -> tuple[Any, bool, Read | None] | None:
     while True:
         # Under the lock, this process's own last write is newer than a read started before it.
         if (got := _cached(bus, key, typ)) is None:
@@ -283,7 +286,7 @@ async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], chil
             if up is not None:
                 ahead = read_ahead(bus, up)
             elif len(total) == 1:  # a one-lane plan: no sibling can race it, so announce it alongside
-                ahead = bus.spawn(_emit_plan(bus, rec))
+                ahead = bus.spawn(announce(rec) if announce is not None else _emit_plan(bus, rec))
         try:
             remember(bus, key, rec, await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev))
         except KeyWrongLastSequenceError:
@@ -332,7 +335,8 @@ async def child_done(ctx: WorkCtx, ev: wire.RunEvent, first: Read | None = None)
         typ, children = _PARENT[ev.kind]
         key, child = _parent_key(ev)
         record = record_child_done if ctx.redelivered else record_children_done
-        res = await record(ctx.bus, key, typ, child, ev.status, children, first)
+        res = await record(ctx.bus, key, typ, child, ev.status, children, first,
+                           lambda plan: _announce_plan(ctx, plan))
         if res is None or res[0].status == "running":
             return  # no such parent, or it still has children running
         parent, now, first = res
@@ -359,11 +363,19 @@ async def _finished(ctx: WorkCtx, rec: Any, now: bool, announced: bool = False) 
         return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
     plan: wire.PlanRecord = rec
     ev = plan_event(plan)
-    if now:
+    if now and not announced:  # (an announced plan logged its entry before done.plan: _announce_plan)
         await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status, sender=plan.architect)
     if not announced:
         await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
     return ev
+
+
+async def _announce_plan(ctx: WorkCtx, plan: wire.PlanRecord) -> None:
+    """A one-lane plan's ending, sent while its record is written: the architect's entry first, then
+    done.plan, so root's STATUS entry (logged once done.plan arrives) stays the run's last."""
+    ev = plan_event(plan)
+    await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status, sender=plan.architect)
+    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))
 
 
 def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:

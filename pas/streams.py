@@ -53,12 +53,18 @@ def _deliver(since: datetime | None, start_seq: int | None, last_per_subject: bo
     return {"deliver_policy": DeliverPolicy.ALL}
 
 
+class IncompleteRead(asyncio.TimeoutError):
+    """A read that had to see every message ended short (a pull answered with a status while a
+    cluster node restarts or a leader moves): a timeout, so pas.bus.retry_js tries it again."""
+
+
 async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: bool = False,
                    since: datetime | None = None, start_seq: int | None = None, last_per_subject: bool = False,
                    stop: asyncio.Event | None = None, idle_timeout_s: float = 0.5, batch: int = 1000,
-                   inactive_s: float = 30.0) -> AsyncIterator[Raw]:
+                   inactive_s: float = 30.0, complete: bool = False) -> AsyncIterator[Raw]:
     """The messages of `stream` on `subject`: all of them, those stored since a time or from a sequence
-    on, or the last one per subject (a KV bucket's current values)."""
+    on, or the last one per subject (a KV bucket's current values). `complete` (without follow):
+    every message pending when the read began, or IncompleteRead, never a silent part."""
     nc = js._nc
     name = nc._nuid.next().decode()
     cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=inactive_s,
@@ -95,6 +101,8 @@ async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: b
                 seq, stored = _meta(m.reply or "")
                 yield Raw(stream, seq, m.subject, m.data, stored, m.headers)
             if not follow and got == 0:
+                if complete and remaining > 0:
+                    raise IncompleteRead(f"read of {stream} {subject} ended {remaining} message(s) short")
                 return
     finally:
         try:

@@ -117,6 +117,12 @@ async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: A
     assert not [r for r in reads if "hop1" in r], reads
     assert st["status"] == "completed" and st["tasks"][0]["output"] == "hi"
     await wait_for(lambda: delivered_is(delivered, before + 5), 10)
+    # Root's STATUS is the run's last comms entry, in stream order and by time: every other entry
+    # (the plan's "all lanes done" included) is logged before done.plan is sent.
+    entries = [e async for e in comms.read(js, run_id="hop1")]
+    assert (entries[-1].from_agent, entries[-1].msg_type) == ("root", "STATUS"), [e.message for e in entries]
+    assert max(entries, key=lambda e: e.ts) is entries[-1]
+    assert any(e.message.startswith("all lanes done") for e in entries)
     # The parents' records were finished by compare-and-set, each with its one child noted done.
     plan = await stack.bus.kv_get(S.KV_TREE, "hop1.plan", wire.PlanRecord)
     job = await stack.bus.kv_get(S.KV_TREE, "hop1.job.code-1", wire.JobRecord)

@@ -8,9 +8,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from nats.js.api import StreamConfig
 
-from pas.streams import read_raw
+from pas.streams import IncompleteRead, read_raw
 from tests.conftest import wait_for
 
 
@@ -54,3 +55,27 @@ async def test_follow_tails_until_stopped(nc: Any) -> None:
     stop.set()
     await asyncio.wait_for(task, 10)
     assert (await js.stream_info(stream)).state.consumer_count == 0
+
+
+async def test_a_complete_read_that_ends_short_raises_instead_of_returning_part(nc: Any) -> None:
+    """What a cluster does to a read while a node restarts (a pull answered with a status, nothing
+    delivered), done here by purging the stream mid-read: a plain read returns the part it got; a
+    complete one (Bus.kv_values: status replies, run lists) raises IncompleteRead, a timeout, which
+    pas.bus.retry_js tries again."""
+    js, stream, subj = await _stream(nc)
+    for i in range(3):
+        await js.publish(f"{subj}.k{i}", str(i).encode())
+    for complete in (False, True):
+        reader = read_raw(js, stream, f"{subj}.>", batch=1, complete=complete)
+        first = await anext(reader)
+        assert first.data == b"0"
+        await js.purge_stream(stream)
+        if complete:
+            with pytest.raises(IncompleteRead, match="2 message"):
+                await anext(reader)
+            assert isinstance(IncompleteRead("x"), TimeoutError)  # pas.bus.transient: retried
+        else:
+            assert [m async for m in reader] == []  # the silent part a status reply must never be
+        await reader.aclose()
+        for i in range(3):
+            await js.publish(f"{subj}.k{i}", str(i).encode())
