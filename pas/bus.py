@@ -235,8 +235,8 @@ class Bus:
     kv: dict[str, KeyValue] = field(default_factory=dict)
     llm: RunLLM | None = None  # the LLM router of this process's agents, set by the Stack
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per-key locks for CAS updates
-    # Parent records (job, lane, plan) as this process last wrote them: (encoded, revision), a read
-    # saved before a compare-and-set, which still checks the revision (pas.runs.remember).
+    # Records (run, job, lane, plan) as this process last wrote them: (encoded, revision), a read
+    # saved before a compare-and-set, which still checks the revision (pas.lastwrite).
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     # Completions waiting to be written with a sibling's compare-and-set (pas.runs.record_children_done).
     carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)

@@ -15,6 +15,12 @@ from nats.js.errors import KeyWrongLastSequenceError
 from pas import subjects as S
 from pas import wire
 from pas.bus import Bus
+from pas.lastwrite import cached, run_entry, update
+
+# Re-exported for the roles (R.put_parent, ...): the records this process wrote are in pas.lastwrite.
+from pas.lastwrite import cached_run as cached_run
+from pas.lastwrite import put_parent as put_parent
+from pas.lastwrite import remember_run as remember_run
 
 # The KV keys are built in pas.subjects; re-exported because the roles use them as R.task_key, ...
 from pas.subjects import job_key as job_key
@@ -25,44 +31,6 @@ from pas.subjects import task_key as task_key
 
 if TYPE_CHECKING:
     from pas.service import WorkCtx
-
-
-# ---- records as this process last wrote them -------------------------------------------------
-# Before each compare-and-set a record must be read; in one process (`pas up`, a Stack) it is
-# nearly always the record this process has just written (the gateway's new run, the manager's
-# job, the last sibling's update). Kept here, encoded and with its revision, it saves that read.
-# Nothing is decided from it alone: the compare-and-set checks the revision, a lost race drops the
-# entry and reads the store; only records still queued or running are kept (a finished one is
-# always read); a reconnect drops them all (pas.stack), as a cancel might have gone unheard.
-CACHED_RECORDS = 20000
-LIVE = ("queued", "running")
-
-
-def run_entry(run_id: str) -> str:
-    """The cache entry of a pas_runs record (pas_tree keys are used as they are: they never clash)."""
-    return f"{S.KV_RUNS}:{run_id}"
-
-
-def remember(bus: Bus, key: str, rec: Any, rev: int) -> None:
-    """The record just written at key (revision rev), for the next compare-and-set."""
-    if getattr(rec, "status", "") not in LIVE or not rev:
-        bus.records.pop(key, None)
-        return
-    if len(bus.records) >= CACHED_RECORDS:
-        bus.records.clear()
-    bus.records[key] = (wire.encode(rec), rev)
-
-
-async def put_parent(bus: Bus, key: str, rec: Any) -> int:
-    """Write a parent's record (a job, lane or plan) and remember it for its children's updates."""
-    rev = await bus.kv_put(S.KV_TREE, key, rec)
-    remember(bus, key, rec, rev)
-    return rev
-
-
-def _cached(bus: Bus, key: str, typ: type[Any]) -> tuple[Any, int] | None:
-    got = bus.records.get(key)
-    return (wire.decode(got[0], typ), got[1]) if got is not None else None
 
 
 async def get_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
@@ -76,7 +44,7 @@ async def update_run(bus: Bus, run_id: str, change: Callable[[wire.RunRecord], A
     revision the caller has just read (saves the first read). The run if this caller wrote it, else
     None (no such run, or change() declined)."""
     while True:
-        got, read = read or _cached(bus, run_entry(run_id), wire.RunRecord) or await get_run(bus, run_id), None
+        got, read = read or cached_run(bus, run_id) or await get_run(bus, run_id), None
         if got is None:
             return None
         run, rev = got
@@ -86,17 +54,10 @@ async def update_run(bus: Bus, run_id: str, change: Callable[[wire.RunRecord], A
         if not ok:
             return None
         try:
-            remember(bus, run_entry(run_id), run, await bus.kv_update(S.KV_RUNS, run_id, wire.encode(run), rev))
+            await update(bus, S.KV_RUNS, run_id, run_entry(run_id), run, rev)
             return run
         except KeyWrongLastSequenceError:
-            bus.records.pop(run_entry(run_id), None)
             continue  # another writer (or our own write whose ack was lost): read again
-
-
-def cached_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
-    """The run as this process last wrote it (None if it did not, or it has ended). For a first
-    look that a compare-and-set or a cancel event corrects (the cache above); replies read the store."""
-    return _cached(bus, run_entry(run_id), wire.RunRecord)
 
 
 async def known_run(bus: Bus, run_id: str) -> tuple[wire.RunRecord, int] | None:
@@ -256,7 +217,7 @@ def read_ahead(bus: Bus, ev: wire.RunEvent) -> Read:
 
 
 def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
-    if (got := _cached(bus, key, typ)) is not None:
+    if (got := cached(bus, key, typ)) is not None:
         done: Read = asyncio.get_running_loop().create_future()
         done.set_result(got)
         return done
@@ -267,7 +228,7 @@ async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], chil
                   first: Read | None, announce: Announce | None = None) -> tuple[Any, bool, Read | None] | None:
     while True:
         # Under the lock, this process's own last write is newer than a read started before it.
-        if (got := _cached(bus, key, typ)) is None:
+        if (got := cached(bus, key, typ)) is None:
             got = await (first if first is not None else _read(bus, key, typ))
         elif first is not None:
             first.cancel()  # not needed (a no-op when it came from the cache too)
@@ -288,9 +249,8 @@ async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], chil
             elif len(total) == 1:  # a one-lane plan: no sibling can race it, so announce it alongside
                 ahead = bus.spawn(announce(rec) if announce is not None else _emit_plan(bus, rec))
         try:
-            remember(bus, key, rec, await bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev))
+            await update(bus, S.KV_TREE, key, key, rec, rev)
         except KeyWrongLastSequenceError:
-            bus.records.pop(key, None)  # another process wrote it (or our cached copy is old): read the store
             if ahead is not None and up is not None:
                 ahead.cancel()  # (a plan's announcement stands: the same message id, re-sent below)
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again

@@ -309,7 +309,7 @@ async def test_a_cached_run_loses_to_a_cancel_from_another_process(nats_server: 
     try:
         run = wire.RunRecord(run_id="cached1", title="t", status="running", created_at=wire.now())
         rev = await here.kv_put(S.KV_RUNS, run.run_id, run)
-        R.remember(here, R.run_entry(run.run_id), run, rev)
+        R.remember_run(here, run, rev)
         got = R.cached_run(here, run.run_id)
         assert got is not None and got[0].status == "running" and got[1] == rev
 

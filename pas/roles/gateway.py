@@ -111,7 +111,7 @@ class GatewayRole(Role):
             raise Conflict(f"run {run_id!r} already exists")
         if isinstance(stored[1], BaseException):
             raise Conflict(f"run {run_id!r} already exists")
-        R.remember(self.bus, R.run_entry(run_id), run, stored[1])
+        R.remember_run(self.bus, run, stored[1])
         await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                    metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
