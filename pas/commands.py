@@ -17,6 +17,7 @@ from pas import comms as comms_mod
 from pas import subjects as S
 from pas.cliutil import (
     client_url,
+    columns,
     follow_run,
     install_stop_signals,
     open_client,
@@ -42,6 +43,12 @@ def http_available() -> bool:
 
 
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas import llm
+
+    # litellm's import takes seconds: start it now, in a thread, if an agent here can call a model, so
+    # that the first call does not wait for it (a missing key fails without it).
+    if llm.callable_profiles(cfg.select(args.only or None, args.exclude or None), llm.apply_env_overrides(cfg.models)):
+        llm.preload()
     from pas.stack import Stack
 
     if args.nats_port is not None:
@@ -242,8 +249,9 @@ async def cmd_runs(args: argparse.Namespace, cfg: ClientConfig) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        for r in res["runs"]:
-            print(f"{r['run_id']:<32}{r['status']:<11}{r['created_at']:<30}{r['title']}")
+        rows = [[r["run_id"], r["status"], r["created_at"], r["title"]] for r in res["runs"]]
+        for line in columns([["RUN", "STATUS", "CREATED", "TITLE"], *rows]):
+            print(line)
     return 0
 
 
@@ -258,7 +266,7 @@ def plan_text(plan: dict[str, Any]) -> str:
     lines = [f"run {plan['run_id']}  {plan['status']}  {plan['title']}"]
     a = plan.get("approval")
     if a:
-        who = f" by {a['decided_by']}" if a.get("decided_by") else ""
+        who = f" by {wire.decider(a['decided_by'])}" if a.get("decided_by") else ""
         lines.append(f"approval: {a['status']}{who}; deadline {a.get('deadline') or '-'}"
                      + (f"; dropped {', '.join(a['dropped'])}" if a.get("dropped") else "")
                      + (f"; reason: {a['reason']}" if a.get("reason") else ""))

@@ -40,7 +40,16 @@ from pas.wire.base import (
     now,
     to_builtins,
 )
-from pas.wire.records import AgentState, Approval, JobRecord, LaneRecord, PlanRecord, RunRecord, TaskRecord
+from pas.wire.records import (
+    AgentState,
+    Approval,
+    JobRecord,
+    LaneRecord,
+    PlanRecord,
+    RunRecord,
+    TaskRecord,
+    decider,
+)
 from pas.wire.replies import (
     AgentHealth,
     Alert,
@@ -80,5 +89,5 @@ __all__ = [
     "RunEvent", "RunId", "RunRecord", "RunRef", "RunStatus", "RunStatusValue", "RunSummary", "RunsQuery",
     "RunsReply", "SetModel", "StatusRef", "Struct", "SubmitReply", "TaskRecord", "TaskSpec", "TaskStatusValue",
     "TaskWork", "Text", "Title", "Usage",
-    "band", "decode", "effective_executor", "encode", "now", "to_builtins",
+    "band", "decider", "decode", "effective_executor", "encode", "now", "to_builtins",
 ]
