@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -165,13 +166,46 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
     return 0
 
 
+LOG_QUIET_S = 0.5
+"""`pas log --follow --run R` reads on this long after R ended: the entries its end writes (root's last STATUS)."""
+
+
+async def _stop_when_ended(nc: Any, run_id: str, stop: asyncio.Event, timeout_s: float) -> None:
+    """Set `stop` LOG_QUIET_S after the run is terminal (its status event, or already ended)."""
+    ended = asyncio.Event()
+
+    async def on_status(m: Any) -> None:
+        with contextlib.suppress(ValueError):
+            if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
+                ended.set()
+
+    sub = await nc.subscribe(S.run_status(run_id), cb=on_status)
+    try:
+        with contextlib.suppress(Exception):  # an unknown run may start later: then its events tell
+            reply = json.loads((await nc.request(S.GATEWAY_STATUS, json.dumps({"run_id": run_id}).encode(),
+                                                 timeout=timeout_s)).data)
+            if reply.get("status") in wire.TERMINAL_RUN:
+                ended.set()
+        await ended.wait()
+        await asyncio.sleep(LOG_QUIET_S)
+        stop.set()
+    finally:
+        await sub.unsubscribe()
+
+
 async def cmd_log(args: argparse.Namespace, cfg: ClientConfig) -> int:
     nc = await open_nc(cfg)
+    stop = asyncio.Event()
+    watcher = asyncio.ensure_future(
+        _stop_when_ended(nc, args.run, stop, cfg.settings.nats.request_timeout_s)) if args.follow and args.run else None
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
-                                      since=parse_since(args.since), follow=args.follow):
+                                      since=parse_since(args.since), follow=args.follow, stop=stop):
             print(redact(json.dumps(wire.to_builtins(e))) if args.json else comms_mod.format_entry(e), flush=True)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         await nc.close()
     return 0
 
