@@ -331,7 +331,12 @@ async def plan_director(
         llm, agent, primary or "", backup, director_messages(lane, goal, brief, max_tasks_per_job),
         run_id, lambda t: parse_director(t, lane, max_tasks_per_job), meta,
     )
-    return plan or deterministic_director(lane, goal or brief, tasks, max_tasks_per_job), meta
+    if plan is not None:
+        return plan, meta
+    # No model planned this lane: its one echo task says so (the run ends `completed`, marked degraded,
+    # having only echoed the goal, and a reader of its tasks must not take that for the work done).
+    return deterministic_director(lane, f"not planned (no model answered; see the run's degraded reason): "
+                                        f"{goal or brief}", tasks, max_tasks_per_job), meta
 
 
 def _explicit(t: TaskSpec) -> bool:

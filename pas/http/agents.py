@@ -31,6 +31,7 @@ from pas.config import AgentConfig
 from pas.errors import BadRequest
 from pas.http.approval import approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
+from pas.http.docs import offline_docs
 from pas.http.models import ArchitectSubmitIn, ExecuteIn, JobCardIn, JobSubmitIn, PrimeDirectivesIn
 
 RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
@@ -44,9 +45,10 @@ CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "descripti
 
 def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:
     where = f"{a.tier}{', lane ' + a.lane if a.lane else ''}"
-    app = FastAPI(title=f"PAS {a.id}", version=__version__,
+    app = FastAPI(title=f"PAS {a.id}", version=__version__, docs_url=None, redoc_url=None,
                   description=f"HTTP adapter for agent **{a.id}** ({where}). Every endpoint is a NATS request "
                               f"underneath; errors carry a JSON `detail`.")
+    offline_docs(app, "/docs", "/docs-assets")
     install_errors(app)
     _common_routes(ctx, app, a)
     if a.role == "gateway":

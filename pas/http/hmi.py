@@ -16,6 +16,7 @@ from pas import subjects as S
 from pas.errors import NotFound
 from pas.http.approval import approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
+from pas.http.docs import offline_docs
 from pas.http.models import JobSubmitIn, SetModelIn
 
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
@@ -25,8 +26,9 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 def hmi_app(ctx: Ctx) -> FastAPI:
-    app = FastAPI(title="PAS HMI", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json",
+    app = FastAPI(title="PAS HMI", version=__version__, docs_url=None, openapi_url="/api/openapi.json",
                   redoc_url=None, description="Dashboard API: agents, runs, comms log, models; live events over SSE.")
+    offline_docs(app, "/api/docs", "/api/docs-assets")
     install_errors(app)
     write = token_check(ctx)
     b = ctx.backend
