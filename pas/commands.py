@@ -414,7 +414,10 @@ async def cmd_creds(args: argparse.Namespace, cfg: ClientConfig) -> int:
     if creds is None:
         raise PasError(f"no credentials for {args.role!r} in {where}: `pas up` writes them for its embedded server "
                        f"(or `pas nats-config` for a server of your own); see --creds-dir / PAS_CREDS_DIR")
-    print(auth.cli_context(client_url(cfg), creds), end="")
+    from pas import natscli
+
+    url = client_url(cfg)
+    print(natscli.shell_lines(url, creds, natscli.save_context(url, creds)), end="")
     return 0
 
 
