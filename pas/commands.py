@@ -46,10 +46,12 @@ def http_available() -> bool:
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     from pas import llm
 
-    # litellm's import takes seconds: start it now, in a thread, if an agent here can call a model, so
-    # that the first call does not wait for it (a missing key fails without it).
-    if llm.callable_profiles(cfg.select(args.only or None, args.exclude or None), llm.apply_env_overrides(cfg.models)):
-        llm.preload()
+    # litellm's import takes seconds: start it now, in a thread, if an agent here can call a model (a missing
+    # key fails without it). When a planner can, `pas up` says it is up only once it is loaded, so that the
+    # first job's planning does not wait for it (pas bench: pas.first_call).
+    selected, profiles = cfg.select(args.only or None, args.exclude or None), llm.apply_env_overrides(cfg.models)
+    loading = llm.preload() if llm.callable_profiles(selected, profiles) else None
+    planners = llm.callable_profiles([a for a in selected if a.role in llm.PLANNING_ROLES], profiles)
     from pas.stack import Stack
 
     if args.nats_port is not None:
@@ -67,6 +69,12 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     print(f"pas: config from {cdir} ({why})", flush=True)
     if not await unless_stopped(stack.start(), stop):
         return 130
+    if loading is not None and planners and not loading.done():
+        print(f"pas: loading litellm for the planners' models ({', '.join(planners)})", flush=True)
+        try:
+            await unless_stopped(asyncio.wrap_future(loading), stop)
+        except Exception as e:  # the calls will fail with it: say so now, and serve the rest
+            print(f"pas: litellm could not be imported: {e!r}", file=sys.stderr, flush=True)
     where = "embedded nats-server" if stack.server else "existing server"
     if stack.creds:
         where += f", NATS users on, credentials in {auth.creds_dir(cfg, stack.data_dir)}"

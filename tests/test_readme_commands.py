@@ -313,7 +313,7 @@ def _prime(r: Reader, cmd: str, rid: str) -> None:
     new = _curl_json(r, cmd, rid)["run_id"]
     st = r.wait(new)  # no model key: not planned, and it says so
     assert st["status"] == "completed" and st["degraded"] and "missing API key" in st["message"], st
-    assert st["tasks"] and all(t["output"].startswith("not planned (no model answered") for t in st["tasks"]), st
+    assert st["tasks"] and all(t["output"].startswith("not planned by a model") for t in st["tasks"]), st
     text = r.ok(f"pas status {new}")
     assert f"run {new} COMPLETED (degraded)" in text and "\ndegraded: " in text, text
 
