@@ -212,6 +212,9 @@ class HttpConfig(Strict):
     """Added to every agent port and to hmi_port (run a second stack, or tests, on a free range)."""
     request_limit_bytes: int = 2 * 1024 * 1024
     """Request bodies larger than this are refused with 413."""
+    cors_origins: list[str] = []
+    """Browser origins (e.g. http://localhost:3000) allowed to call every port, writes included:
+    CORS headers and preflights (pas.http.legacy). None by default: only the ports' own pages."""
 
 
 class LlmConfig(Strict):

@@ -173,6 +173,9 @@ class ExecuteIn(In):
     run_id: str = Field("adhoc", max_length=64)
     job_id: str = Field("adhoc", max_length=64)
     timeout_s: float = Field(300.0, ge=10, le=3600)
+    model: str | None = Field(None, min_length=1, max_length=128,
+                              description="model profile: this programmer's primary (default) or its backup")
+    budget_usd: float | None = Field(None, ge=0, le=10**6, description="cost cap of this task (llm tasks)")
 
     @model_validator(mode="after")
     def _one_instruction(self) -> ExecuteIn:
