@@ -46,7 +46,8 @@ ROLE_NAMES = {"gateway": "gateway", "root": "root", "architect": "architect", "d
 """PAS role -> the original's agent_metadata.role."""
 STATES = {"queued": "planning", "waiting_approval": "awaiting_approval", "completed": "completed"}
 """PAS status -> the original's `state` (running: "planning" until the agent's plan is stored, then
-"executing"; every other end -- failed, cancelled, rejected, timeout, budget_exceeded -- "failed")."""
+"executing", then "validating" once its part is done while Root integrates and ends the run; every
+other end -- failed, cancelled, rejected, timeout, budget_exceeded -- "failed")."""
 RunStatusFilter = Literal["queued", "running", "waiting_approval", "completed", "failed", "cancelled", "rejected",
                           "error"]
 """GET /runs?status=: PAS's statuses plus the original's "error" (= failed)."""
@@ -129,6 +130,18 @@ def state_of(status: str, planned: bool = True) -> str:
     return STATES.get(status, "failed")
 
 
+def part_state(part: str | None, run: str) -> str:
+    """The state of a lane's or job's part of a run: its own status (None: not planned yet) while
+    the run goes on -- "validating" once it ended, as the run is integrated -- then the run's."""
+    if run == "waiting_approval":
+        return STATES[run]
+    if part is None:
+        return state_of(run, run in wire.TERMINAL_RUN)
+    if run in wire.TERMINAL_RUN:
+        return state_of(part if part != "completed" else run)
+    return "validating" if part in wire.TERMINAL_TASK | wire.TERMINAL_RUN else state_of(part)
+
+
 def _times(st: dict[str, Any]) -> dict[str, Any]:
     return {"started_at": st.get("started_at"), "completed_at": st.get("completed_at"),
             "duration_s": st.get("duration_s")}
@@ -150,26 +163,29 @@ async def status(ctx: Ctx, a: AgentConfig, ref: str) -> dict[str, Any]:
     base = {"run_id": ref, "status": st["status"], "message": st.get("message", ""), **_times(st)}
     if a.role in ("root", "architect"):
         recs = {lane: await _lane(backend, ref, lane) for lane in st.get("lanes") or []}
-        lanes = {LANE_NAMES[lane]: {"state": state_of(rec.status) if rec else state_of(st["status"], False),
+        lanes = {LANE_NAMES[lane]: {"state": part_state(rec.status if rec else None, st["status"]),
                                     "director": rec.director if rec else None} for lane, rec in recs.items()}
-        return {**base, "state": state_of(st["status"], any(recs.values())), "lanes": lanes}
+        ended = bool(recs) and all(r is not None and r.status != "running" for r in recs.values())
+        state = "validating" if ended and st["status"] == "running" else state_of(st["status"], any(recs.values()))
+        return {**base, "state": state, "lanes": lanes}
     lane = a.lane or ""
     if lane not in (st.get("lanes") or []):
         raise NotFound(f"run {ref!r} has no {LANE_NAMES.get(lane, lane)} lane: {a.id} keeps no job card {ref!r}")
     jobs = [j for j in await _jobs(backend, ref) if j.lane == lane]
-    run_ended = st["status"] in wire.TERMINAL_RUN
     if a.role == "dir":
         rec = await _lane(backend, ref, lane)
-        state = state_of(rec.status if rec else st["status"], rec is not None or run_ended)
-        return {**base, "job_card_id": ref, "lane": LANE_NAMES[lane], "state": state,
-                "managers": {j.manager: state_of(j.status) for j in jobs}}
+        return {**base, "job_card_id": ref, "lane": LANE_NAMES[lane],
+                "state": part_state(rec.status if rec else None, st["status"]),
+                "managers": {j.manager: part_state(j.status, st["status"]) for j in jobs}}
     mine = {t for j in jobs for t in j.tasks}
     tasks = [t for t in st.get("tasks") or [] if t["task_id"] in mine]
-    if jobs and all(j.status in wire.TERMINAL_TASK | wire.TERMINAL_RUN for j in jobs):
-        status_ = "completed" if all(j.status == "completed" for j in jobs) else "failed"
+    if not jobs:
+        part = None
+    elif any(j.status == "running" for j in jobs):
+        part = "running"
     else:
-        status_ = st["status"] if run_ended else "running"
-    return {**base, "job_card_id": ref, "lane": LANE_NAMES[lane], "state": state_of(status_, bool(jobs) or run_ended),
+        part = "completed" if all(j.status == "completed" for j in jobs) else "failed"
+    return {**base, "job_card_id": ref, "lane": LANE_NAMES[lane], "state": part_state(part, st["status"]),
             "managers": sorted({j.manager for j in jobs}),
             "programmers": {t["task_id"]: t.get("programmer") for t in tasks},
             "artifacts": {t["task_id"]: t.get("branch") for t in tasks if t.get("branch")},
@@ -183,19 +199,22 @@ async def architect_submit(ctx: Ctx, job: LegacyArchitectIn, idempotency_key: st
     reply = await ctx.backend.submit(job.to_wire(), idempotency_key)
     run_id = reply["run_id"]
     watch_deadline(ctx, run_id, job.budget)
-    plan = await _wait_plan(ctx.backend, run_id)
     mode = "human" if job.approval_mode in (True, "human") else "auto"
+    plan = await _wait_plan(ctx.backend, run_id, "waiting_approval" if mode == "human" else None)
     return {**reply, "message": "plan ready: approve or reject it on the gateway (POST /runs/{id}/approve)"
             if mode == "human" and plan["complete"] else f"run {plan['status']}", "plan": _plan_out(ctx.cfg, plan, mode)}
 
 
-async def _wait_plan(backend: Backend, run_id: str) -> dict[str, Any]:
+async def _wait_plan(backend: Backend, run_id: str, status: str | None) -> dict[str, Any]:
+    """The plan once complete (and, in approval mode, once the run waits for the decision)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PLAN_WAIT_S
     while True:
         plan: dict[str, Any] = await backend.request(S.GATEWAY_PLAN, {"run_id": run_id})
-        if plan["complete"] or plan["status"] in wire.TERMINAL_RUN or loop.time() > deadline:
-            return plan
+        ready = plan["complete"] and (status is None or plan["status"] == status)
+        if ready or plan["status"] in wire.TERMINAL_RUN or loop.time() > deadline:
+            # The view reads the jobs before it checks completeness: read again, after, for them all.
+            return await backend.request(S.GATEWAY_PLAN, {"run_id": run_id}) if plan["complete"] else plan
         await asyncio.sleep(POLL_S)
 
 
@@ -224,6 +243,12 @@ async def card_submit(ctx: Ctx, a: AgentConfig, body: LegacyCardBody) -> dict[st
     card_id = card.card_id
     role = ROLE_NAMES[a.role]
     job = card.to_job(a.lane or "", a.id, role, card_id)
+    if card.llm_config is not None:
+        wanted = card.llm_config.litellm_name()
+        raise BadRequest(f"job_card.llm_config: PAS picks each programmer's model from its topology (agents.yaml), "
+                         f"so a job card cannot; leave llm_config out, or run the task with POST /execute on a "
+                         f"programmer that has {wanted!r}: {_who_has(ctx.cfg, wanted)}",
+                         detail={"field": "job_card.llm_config", "programmers": _holders(ctx.cfg, wanted)})
     try:
         reply = await ctx.backend.submit(job)
         duplicate = bool(reply.get("duplicate"))
@@ -299,20 +324,36 @@ async def _model_for(ctx: Ctx, a: AgentConfig, req: LegacyExecuteIn) -> str | No
     wanted = req.requested_model()
     chosen = req.model or primary
     if wanted is not None:
-        named = {k for k, p in ctx.cfg.models.items() if wanted in (k, p.model)}
-        chosen = next((m for m in (primary, backup) if m in named), None)
+        chosen = next((m for m in (primary, backup) if m in _profiles(ctx.cfg, wanted)), None)
         if chosen is None:
-            have = [f"{p.id} (port {p.port})" for p in ctx.cfg.by_role("prog")
-                    if {p.model, p.backup_model} & named]
             raise BadRequest(f"llm_model: {wanted!r} is not {a.id}'s primary ({primary}) or backup ({backup}); "
-                             + (f"programmers that have it: {', '.join(have)}" if have else
-                                "no programmer has it (models.yaml profiles: " + ", ".join(sorted(ctx.cfg.models))
-                                + ")"), detail={"field": "llm_model", "programmers": have})
+                             f"{_who_has(ctx.cfg, wanted)}",
+                             detail={"field": "llm_model", "programmers": _holders(ctx.cfg, wanted)})
         if req.model is not None and req.model != chosen:
             raise BadRequest(f"model {req.model!r} and llm_model {wanted!r} disagree", detail={"field": "model"})
     if req.llm_params is not None:
         _check_params(ctx.cfg, chosen, req)
     return chosen if wanted is not None or req.model is not None else None
+
+
+def _profiles(cfg: PasConfig, wanted: str) -> set[str]:
+    """The model profiles a name means: a profile's own name, or its litellm model string."""
+    return {k for k, p in cfg.models.items() if wanted in (k, p.model)}
+
+
+def _holders(cfg: PasConfig, wanted: str) -> list[str]:
+    """Programmers whose primary or backup profile is `wanted` (per the topology)."""
+    named = _profiles(cfg, wanted)
+    return [p.id for p in cfg.by_role("prog") if {p.model, p.backup_model} & named]
+
+
+def _who_has(cfg: PasConfig, wanted: str) -> str:
+    off = cfg.settings.http.port_offset
+    have = [f"{p} (port {port + off})" for p in _holders(cfg, wanted) if (port := cfg.agent(p).port) is not None]
+    if have:
+        return "programmers that have it: " + ", ".join(have)
+    return "no programmer has it (models.yaml profiles: " + ", ".join(
+        f"{k} = {p.model}" for k, p in sorted(cfg.models.items())) + ")"
 
 
 def _check_params(cfg: PasConfig, profile: str | None, req: LegacyExecuteIn) -> None:

@@ -118,6 +118,14 @@ class LlmConfigIn(In):
     model: str = Field(min_length=1, max_length=200)
     max_tokens: int | None = Field(None, ge=1, le=10**6)
 
+    def litellm_name(self) -> str:
+        return litellm_name(self.provider, self.model)
+
+
+def litellm_name(provider: str | None, model: str) -> str:
+    """"provider/model" as litellm names it (the original sent the two apart)."""
+    return f"{provider}/{model}" if provider and "/" not in model else model
+
 
 class LegacyJobCard(In):
     """A job card as the original Architect, Directors and its tests sent it ({"job_card": {...}}).
@@ -178,18 +186,14 @@ class LegacyJobCard(In):
         return "\n\n".join(parts)
 
     def to_job(self, lane: str, agent_id: str, want_role: str, card_id: str) -> dict[str, Any]:
-        """The JobSubmit (gateway) body of this card for `lane`; 400 when it names another lane or role."""
+        """The JobSubmit (gateway) body of this card for `lane`; 400 when it names another lane or
+        role. (`llm_config` is the caller's to refuse: it needs the topology.)"""
         if self.lane is not None and lane_of(self.lane) != lane:
             raise BadRequest(f"job_card.lane: {agent_id} takes lane {LANE_NAMES[lane]!r}, not {self.lane!r}",
                              detail={"field": "job_card.lane"})
         if self.role is not None and self.role != want_role:
             raise BadRequest(f"job_card.role: {agent_id} is a {want_role}, not a {self.role}",
                              detail={"field": "job_card.role"})
-        if self.llm_config is not None:
-            raise BadRequest(f"job_card.llm_config: PAS picks each programmer's model from its topology "
-                             f"(agents.yaml); leave llm_config out, or run the task on a programmer that has "
-                             f"{self.llm_config.model!r} with POST /execute on its port",
-                             detail={"field": "job_card.llm_config"})
         first = (self.task or self.description or self.goal or "").strip().splitlines()[0][:200]
         d: dict[str, Any] = {"run_id": card_id, "title": first or card_id, "goal": self._goal(), "lanes": [lane],
                              "priority": self._priority()}
@@ -234,14 +238,11 @@ class LegacyExecuteIn(ExecuteIn):
     job_id: str | None = Field(None, max_length=64)  # type: ignore[assignment]
 
     def requested_model(self) -> str | None:
-        """"provider/model" as litellm names it (the original sent the two apart)."""
         if self.llm_model is None:
             if self.llm_provider is not None:
                 raise BadRequest("llm_provider without llm_model", detail={"field": "llm_model"})
             return None
-        if self.llm_provider and "/" not in self.llm_model:
-            return f"{self.llm_provider}/{self.llm_model}"
-        return self.llm_model
+        return litellm_name(self.llm_provider, self.llm_model)
 
     def to_wire(self) -> dict[str, Any]:
         d = super().to_wire()
