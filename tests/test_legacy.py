@@ -36,6 +36,7 @@ from tests.test_llm_pipeline import EDIT_OK
 from tests.test_pipeline import make_repo
 
 shared = pytest.mark.asyncio(loop_scope="module")
+ORIGIN = "http://legacy-hmi.test:5173"  # where the original's HMI pages are served from, in these tests
 POLL_S = 0.3  # the originals poll every 3-10 s; the loops are theirs, the interval is shortened
 
 
@@ -405,12 +406,15 @@ async def test_health_names_and_metadata_of_every_agent(http: Http) -> None:
     assert (names["mgr-devsecops-01"], names["prog-010"]) == ("Manager-DevSecOps-01", "Programmer-010")
     arch = (await http.c.get(http.u("architect", "/health"))).json()["agent_metadata"]
     assert arch["role"] == "architect" and arch["children"] == [f"dir-{x}" for x in S.LANES]
+    # No CORS by default (settings.http.cors_origins: none): browsers of other origins get nothing.
+    r = await http.c.options(http.u("gateway", "/prime_directives"), headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in r.headers and r.status_code == 405
+    r = await http.c.get(http.u("gateway", "/health"), headers={"Origin": ORIGIN})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
 
 
 # ---- Manager -> Programmer POST /execute, acceptance results, CORS (a stack with a fake LLM) -----
-ORIGIN = "http://legacy-hmi.test:5173"
-
-
 def _branches(repo: Path) -> list[str]:
     out = subprocess.run(["git", "branch", "--list", "pas/*", "--format=%(refname:short)"], cwd=repo,
                          capture_output=True, text=True, check=True).stdout
@@ -503,12 +507,3 @@ async def test_cors_origins(nats_server: EmbeddedServer, fake_cfg: PasConfig) ->
         r = await http.c.post(http.u("gateway", "/prime_directives"), json={"title": "x"},
                               headers={"Origin": "http://evil.test"})
         assert r.status_code == 403
-
-
-async def test_no_cors_by_default(nats_server: EmbeddedServer) -> None:
-    async with _http(http_cfg(), nats_server.url) as http:
-        r = await http.c.options(http.u("gateway", "/prime_directives"), headers={
-            "Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
-        assert "access-control-allow-origin" not in r.headers and r.status_code == 405
-        r = await http.c.get(http.u("gateway", "/health"), headers={"Origin": ORIGIN})
-        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
