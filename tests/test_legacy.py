@@ -27,7 +27,6 @@ import pytest_asyncio
 
 from pas import subjects as S
 from pas.config import PasConfig
-from pas.http.legacy import service_name
 from tests.fakellm import Reply
 from tests.http_support import http_cfg
 from tests.shared_server import EmbeddedServer
@@ -36,6 +35,15 @@ from tests.test_llm_pipeline import EDIT_OK
 from tests.test_pipeline import make_repo
 
 shared = pytest.mark.asyncio(loop_scope="module")
+LANE_NAMES = {"code": "Code", "models": "Models", "data": "Data", "devsecops": "DevSecOps", "docs": "Docs"}
+
+
+def original_name(agent_id: str, role: str, lane: str | None) -> str:
+    """The original's service names (its services' /health): Manager-Code-01, Programmer-001, ..."""
+    n = agent_id.rsplit("-", 1)[-1]
+    return {"gateway": "PAS Gateway", "root": "PAS Root", "architect": "Architect", "monitor": "Heartbeat Monitor",
+            "dir": f"Director-{LANE_NAMES.get(lane or '')}", "mgr": f"Manager-{LANE_NAMES.get(lane or '')}-{n}",
+            "prog": f"Programmer-{n}"}[role]
 ORIGIN = "http://legacy-hmi.test:5173"  # where the original's HMI pages are served from, in these tests
 POLL_S = 0.3  # the originals poll every 3-10 s; the loops are theirs, the interval is shortened
 
@@ -400,10 +408,11 @@ async def test_health_names_and_metadata_of_every_agent(http: Http) -> None:
     for a in cfg.agents:
         h = (await http.c.get(http.u(a.id, "/health"))).json()
         meta = h["agent_metadata"]
-        assert h["service"] == service_name(a) and meta["parent"] == a.parent and meta["tier"] == a.tier
+        assert h["service"] == original_name(a.id, a.role, a.lane) and meta["parent"] == a.parent
+        assert meta["tier"] == a.tier
         assert meta["children"] == [c.id for c in cfg.agents if c.parent == a.id]
-    names = {a.id: service_name(a) for a in cfg.agents}
-    assert (names["mgr-devsecops-01"], names["prog-010"]) == ("Manager-DevSecOps-01", "Programmer-010")
+    for agent, name in (("mgr-devsecops-01", "Manager-DevSecOps-01"), ("prog-010", "Programmer-010")):
+        assert (await http.c.get(http.u(agent, "/health"))).json()["service"] == name
     arch = (await http.c.get(http.u("architect", "/health"))).json()["agent_metadata"]
     assert arch["role"] == "architect" and arch["children"] == [f"dir-{x}" for x in S.LANES]
     # No CORS by default (settings.http.cors_origins: none): browsers of other origins get nothing.
@@ -486,6 +495,33 @@ async def test_manager_execute_body(nats_server: EmbeddedServer, fake_llm: Any, 
         assert art["tasks"]["code-1-01"]["branch"] == f"pas/{run_id}/code-1-01"
         assert "extra.py" in art["tasks"]["code-1-01"]["diff_stat"]
         assert st["actuals"]["tokens_used"] == 260 and st["actuals"]["cost_known"] in (True, False)
+
+
+async def test_protected_paths(nats_server: EmbeddedServer, fake_llm: Any, fake_cfg: PasConfig,
+                               tmp_path: Path) -> None:
+    """The Architect's policy.protected_paths (services/pas/architect/app.py's PrimeDirective): a task
+    whose branch changes one is left out of the result and fails the run, naming task and path."""
+    repo = make_repo(tmp_path)
+    fake_llm.default("pp", Reply(EDIT_OK, prompt_tokens=20, completion_tokens=10))  # edits __init__, adds extra.py
+    task = {"lane": "code", "instruction": "add a double() helper", "executor": "llm",
+            "files": ["src/calc/__init__.py"]}
+    async with _http(fake_cfg, nats_server.url) as http:
+        runs = {}
+        for name, protected in (("guarded", ["src/calc/extra.py"]), ("open", ["docs/", "*.key"])):
+            r = await http.c.post(http.u("architect", "/submit"), json={
+                "run_id": f"{name}-{int(time.time())}", "prd": "add a helper", "title": name, "repo": str(repo),
+                "env": sys.executable, "tasks": [task], "budget": {}, "approval_mode": "auto",
+                "policy": {"require_cross_vendor_review": False, "protected_paths": protected}}, timeout=120)
+            assert r.status_code == 200, r.text
+            runs[name] = await http.run_done(r.json()["run_id"], 120)
+    guarded, ok = runs["guarded"], runs["open"]
+    assert guarded["tasks"][0]["status"] == "completed" and guarded["status"] == "failed"
+    why = f"task code-1-01 changed protected path(s) src/calc/extra.py (branch pas/{guarded['run_id']}/code-1-01)"
+    assert guarded["conflicts"] == [why] and why in guarded["message"]
+    merged = subprocess.run(["git", "log", "--format=%s", guarded["artifacts"]["result_branch"]], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout
+    assert "integrate task code-1-01" not in merged
+    assert ok["status"] == "completed" and ok["conflicts"] == [] and ok["result_branch"] == f"pas/{ok['run_id']}/result"
 
 
 async def test_cors_origins(nats_server: EmbeddedServer, fake_cfg: PasConfig) -> None:

@@ -30,21 +30,21 @@ def lane_of(name: str) -> str | None:
 
 
 class LegacyPolicyIn(In):
-    """The original Architect's `policy`. PAS has no cross-vendor review and does not check paths
-    after a task, so either asked for is refused rather than ignored."""
+    """The original Architect's `policy`: protected_paths become the job's (a task branch touching
+    one fails the run); PAS has no cross-vendor review, so asking for one is refused."""
 
     require_cross_vendor_review: bool = False
     protected_paths: list[Path1k] = Field(default_factory=list, max_length=200)
 
-    def refuse_unsupported(self) -> None:
+    def job_fields(self, repo: str | None) -> dict[str, Any]:
+        """What the policy adds to the JobSubmit (400 for what PAS cannot do)."""
         if self.require_cross_vendor_review:
             raise BadRequest("policy.require_cross_vendor_review: PAS has no cross-vendor review; send false or "
                              "leave it out", detail={"field": "policy.require_cross_vendor_review"})
-        if self.protected_paths:
-            raise BadRequest(f"policy.protected_paths: PAS cannot guarantee that tasks leave {self.protected_paths} "
-                             "untouched; leave it out (results land on the branch pas/<run>/result, never in "
-                             "your working tree, so review the diff before merging)",
+        if self.protected_paths and not repo:
+            raise BadRequest("policy.protected_paths needs `repo`: without a repository no task's change is kept",
                              detail={"field": "policy.protected_paths"})
+        return {"protected_paths": self.protected_paths} if self.protected_paths else {}
 
 
 class LegacyBudgetIn(In):
@@ -90,10 +90,10 @@ class LegacyArchitectIn(ArchitectSubmitIn):
     approval_mode: bool | Literal["auto", "human"] = False  # type: ignore[assignment]
 
     def to_wire(self) -> dict[str, Any]:
-        if self.policy is not None:
-            self.policy.refuse_unsupported()
         d = super().to_wire()
         d.pop("policy", None)
+        if self.policy is not None:
+            d.update(self.policy.job_fields(self.repo))
         d["approval_mode"] = self.approval_mode in (True, "human")
         if self.budget is not None:
             d["budget"] = self.budget.to_wire()

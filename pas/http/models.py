@@ -80,6 +80,8 @@ class JobSubmitIn(In):
     priority: Literal[1, 5, 10, 20] = 5
     approval_mode: bool = False
     idempotency_key: str | None = Field(None, max_length=256)
+    protected_paths: list[Path1k] = Field(default_factory=list, max_length=200,
+                                          description="paths no task may change (globs; dir/ for a tree)")
 
     def to_wire(self) -> dict[str, Any]:
         d = super().to_wire()
