@@ -54,7 +54,6 @@ RunStatusFilter = Literal["queued", "running", "waiting_approval", "completed", 
 PLAN_WAIT_S = 45.0  # Architect /submit waits this long for the plan (the original's callers allow 60 s)
 POLL_S = 0.1
 OUTPUT_TAIL = 2000  # characters of an acceptance command's output in acceptance_results
-ACCEPTANCE_MARK = "\n--- acceptance `"  # how a programmer appends the acceptance run to a task's output
 
 
 # ---- /health -------------------------------------------------------------------------------
@@ -93,7 +92,7 @@ async def _jobs(backend: Backend, run_id: str) -> list[wire.JobRecord]:
 
 
 def _acceptance_tail(output: str) -> str:
-    at = output.rfind(ACCEPTANCE_MARK)
+    at = output.rfind(wire.ACCEPTANCE_MARK)
     return (output[at + 1:] if at >= 0 else output)[-OUTPUT_TAIL:]
 
 

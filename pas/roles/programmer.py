@@ -272,7 +272,7 @@ class ProgrammerRole(Role):
         status = res.status  # a BudgetExceeded met by the loop ends it budget_exceeded
         out = res.diff
         if res.acceptance_exit is not None:
-            out += f"\n--- acceptance `{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
+            out += f"{wire.ACCEPTANCE_MARK}{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
         return ExecResult(status=status, output=out, exit_code=res.acceptance_exit, tokens=res.tokens,
                           cost_usd=res.cost_usd, error=res.error or "",
                           extra={"iterations": str(res.iterations), "model": res.model_used or ""})

@@ -91,6 +91,10 @@ class JobRecord(Base):
     priority: int = 5
 
 
+ACCEPTANCE_MARK = "\n--- acceptance `"
+"""Where an llm task's output shows its acceptance run: <diff><MARK><command>` exit <code>\n<output>."""
+
+
 class TaskRecord(Base):
     """KV pas_tree[<run>.task.<task>] and the body of pas.run.<run>.task.<task> events."""
 
