@@ -206,15 +206,15 @@ class AgentConfig(Strict):
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
     """Address the HTTP adapter binds (every agent port and the HMI)."""
+    cors_origins: list[str] = []
+    """Browser origins (e.g. http://localhost:3000) allowed to call every port, writes included:
+    CORS headers and preflights (pas.http.legacy). None by default: only the ports' own pages."""
     hmi_port: int = 6101
     monitor_port: int = 6109
     port_offset: int = 0
     """Added to every agent port and to hmi_port (run a second stack, or tests, on a free range)."""
     request_limit_bytes: int = 2 * 1024 * 1024
     """Request bodies larger than this are refused with 413."""
-    cors_origins: list[str] = []
-    """Browser origins (e.g. http://localhost:3000) allowed to call every port, writes included:
-    CORS headers and preflights (pas.http.legacy). None by default: only the ports' own pages."""
 
 
 class LlmConfig(Strict):

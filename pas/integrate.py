@@ -97,7 +97,6 @@ def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD",
     tasks = sorted(tasks, key=lambda t: task_order(str(t["task_id"])))
     tmp = Path(tempfile.mkdtemp(prefix="pas-integrate-"))
     wt = tmp / "wt"
-    base = _git(repo, "rev-parse", "--verify", base + "^{commit}").stdout.strip()
     _git(repo, "worktree", "add", "-q", "-B", result.branch, str(wt), base)
     try:
         for t in tasks:
@@ -106,7 +105,8 @@ def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD",
                 result.skipped.append(t["task_id"])
                 continue
             if protected:
-                changed = _git(wt, "diff", "--no-ext-diff", "--name-only", "-z", f"{base}...{branch}").stdout
+                # HEAD...branch: what the branch changed since it left the base (HEAD is base + merges)
+                changed = _git(wt, "diff", "--no-ext-diff", "--name-only", "-z", f"HEAD...{branch}").stdout
                 touched = [f for f in changed.split("\0") if f and is_protected(f, protected)]
                 if touched:
                     result.refused.append(Refused(t["task_id"], branch, touched))

@@ -38,6 +38,7 @@ from pas.http.legacy_models import (
     LegacyCardBody,
     LegacyExecuteIn,
 )
+from pas.wire.records import ACCEPTANCE_MARK
 
 log = logging.getLogger("pas.http.legacy")
 
@@ -92,7 +93,7 @@ async def _jobs(backend: Backend, run_id: str) -> list[wire.JobRecord]:
 
 
 def _acceptance_tail(output: str) -> str:
-    at = output.rfind(wire.ACCEPTANCE_MARK)
+    at = output.rfind(ACCEPTANCE_MARK)
     return (output[at + 1:] if at >= 0 else output)[-OUTPUT_TAIL:]
 
 

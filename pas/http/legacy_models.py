@@ -234,8 +234,8 @@ class LegacyExecuteIn(ExecuteIn):
     llm_params: LlmParamsIn | None = Field(None, description="must match the model profile's values")
     parent_log_id: int | None = Field(None, description="informational, as there")
     dry_run: bool = Field(False, description="check the request and the programmer, run nothing")
-    run_id: str | None = Field(None, max_length=64)  # type: ignore[assignment]
-    job_id: str | None = Field(None, max_length=64)  # type: ignore[assignment]
+    run_id: RunIdStr | None = None  # type: ignore[assignment]  # the original sent null for "none"
+    job_id: RunIdStr | None = None  # type: ignore[assignment]
 
     def requested_model(self) -> str | None:
         if self.llm_model is None:

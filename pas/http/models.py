@@ -170,14 +170,14 @@ class ExecuteIn(In):
     command: str | None = Field(None, max_length=4096)
     files: list[Path1k] = Field(default_factory=list, max_length=200)
     acceptance: str | None = Field(None, max_length=4096)
+    model: str | None = Field(None, min_length=1, max_length=128,
+                              description="model profile: this programmer's primary (default) or its backup")
+    budget_usd: float | None = Field(None, ge=0, le=10**6, description="cost cap of this task (llm tasks)")
     repo: str | None = Field(None, max_length=4096)
     env: str | None = Field(None, max_length=4096)
     run_id: str = Field("adhoc", max_length=64)
     job_id: str = Field("adhoc", max_length=64)
     timeout_s: float = Field(300.0, ge=10, le=3600)
-    model: str | None = Field(None, min_length=1, max_length=128,
-                              description="model profile: this programmer's primary (default) or its backup")
-    budget_usd: float | None = Field(None, ge=0, le=10**6, description="cost cap of this task (llm tasks)")
 
     @model_validator(mode="after")
     def _one_instruction(self) -> ExecuteIn:

@@ -28,6 +28,7 @@ from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
 from pas.sandbox import Box
 from pas.service import Call, WorkCtx, task_status
+from pas.wire.records import ACCEPTANCE_MARK
 
 log = logging.getLogger("pas.programmer")
 
@@ -272,7 +273,7 @@ class ProgrammerRole(Role):
         status = res.status  # a BudgetExceeded met by the loop ends it budget_exceeded
         out = res.diff
         if res.acceptance_exit is not None:
-            out += f"{wire.ACCEPTANCE_MARK}{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
+            out += f"{ACCEPTANCE_MARK}{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
         return ExecResult(status=status, output=out, exit_code=res.acceptance_exit, tokens=res.tokens,
                           cost_usd=res.cost_usd, error=res.error or "",
                           extra={"iterations": str(res.iterations), "model": res.model_used or ""})

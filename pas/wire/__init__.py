@@ -40,7 +40,7 @@ from pas.wire.base import (
     now,
     to_builtins,
 )
-from pas.wire.records import ACCEPTANCE_MARK, AgentState, Approval, JobRecord, LaneRecord, PlanRecord, RunRecord, TaskRecord
+from pas.wire.records import AgentState, Approval, JobRecord, LaneRecord, PlanRecord, RunRecord, TaskRecord
 from pas.wire.replies import (
     AgentHealth,
     Alert,
@@ -73,7 +73,7 @@ from pas.wire.requests import (
 from pas.wire.work import CARRY_BYTES, JobCard, LaneWork, PlanWork, TaskWork
 
 __all__ = [
-    "ACCEPTANCE_MARK", "CARRY_BYTES", "MAX_OUTPUT", "MAX_TEXT", "PRIORITIES", "TERMINAL_RUN", "TERMINAL_TASK",
+    "CARRY_BYTES", "MAX_OUTPUT", "MAX_TEXT", "PRIORITIES", "TERMINAL_RUN", "TERMINAL_TASK",
     "AgentHealth", "AgentState", "AgentStatusValue", "Alert", "Approval", "Base", "Budget", "CommsEntry",
     "Decision", "Empty", "ErrorBody", "ExecuteRequest", "Executor", "Heartbeat", "JobCard", "JobRecord",
     "JobSubmit", "Lane", "LaneRecord", "LaneWork", "PlanJob", "PlanRecord", "PlanTask", "PlanView", "PlanWork",

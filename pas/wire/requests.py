@@ -73,15 +73,15 @@ class ExecuteRequest(Base):
     command: str | None = None
     files: list[str] = []
     acceptance: str | None = None
+    model: str | None = None
+    """The model profile to use: this programmer's primary (the default) or its backup."""
+    budget_usd: Annotated[float, Meta(ge=0)] | None = None
+    """A cost cap for this one task, below the per-job cap (llm tasks: aider reports no cost)."""
     repo: str | None = None
     env: str | None = None
     run_id: str = "adhoc"
     job_id: str = "adhoc"
     timeout_s: float = 300.0
-    model: str | None = None
-    """The model profile to use: this programmer's primary (the default) or its backup."""
-    budget_usd: Annotated[float, Meta(ge=0)] | None = None
-    """A cost cap for this one task, below the per-job cap (llm tasks: aider reports no cost)."""
 
 
 class StatusRef(Struct, forbid_unknown_fields=True):
