@@ -36,6 +36,8 @@ class RunRecord(Base):
     created_at: datetime
     lanes: list[str] = []
     budget: Budget = field(default_factory=Budget)
+    protected_paths: list[str] = []
+    """The job's protected paths: root leaves out (and fails the run for) a task branch touching one."""
     goal: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -50,8 +52,6 @@ class RunRecord(Base):
     """Task branches that did not merge into result_branch, with the files (a conflict fails the run)."""
     repo: str | None = None
     """The job's repository (as submitted): root integrates there without reading the request."""
-    protected_paths: list[str] = []
-    """The job's protected paths: root leaves out (and fails the run for) a task branch touching one."""
 
 
 class PlanRecord(Base):
