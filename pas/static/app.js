@@ -121,12 +121,12 @@ async function loadAll() {
 
 /* ?trace=1 (pas bench): when each task state and comms entry reached the page and when it was painted. */
 function hmiTrace() {
-  const t = { received: new Map(), painted: new Map(), comms: new Map() };
+  const t = { received: new Map(), painted: new Map(), commsAt: new Map() };
   t.task = (runId, rec) => { const k = `${runId}/${rec.task_id}/${rec.status}`; if (!t.received.has(k)) t.received.set(k, Date.now() + S.clockOffset); };
   t.shown = (rec) => { const k = `${rec.run_id}/${rec.task_id}/${rec.status}`; if (!t.painted.has(k)) t.painted.set(k, Date.now() + S.clockOffset); };
-  t.comms = (e) => { if (!t.comms.has(e.seq)) t.comms.set(e.seq, [e.run_id, Date.now() + S.clockOffset]); };
+  t.comms = (e) => { if (!t.commsAt.has(e.seq)) t.commsAt.set(e.seq, [e.run_id, Date.now() + S.clockOffset]); };
   t.dump = () => ({ received: Object.fromEntries(t.received), painted: Object.fromEntries(t.painted),
-    comms: Object.fromEntries(t.comms), gaps: S.gaps, lag_ms: S.lagMs });
+    comms: Object.fromEntries(t.commsAt), gaps: S.gaps, lag_ms: S.lagMs });
   return t;
 }
 
