@@ -83,3 +83,59 @@ async def _same(got: Any, want: dict[str, list[str]]) -> bool:
 
 async def _covers(got: Any, want: set[int]) -> bool:
     return want <= await got
+
+
+VISIBLE_ROWS_JS = """() => {
+  const wrap = document.getElementById('rv-tasks-wrap').getBoundingClientRect();
+  return [...document.querySelectorAll('#rv-tasks tr.task')].filter(r => {
+    const b = r.getBoundingClientRect();
+    return b.top >= wrap.top && b.bottom <= Math.min(wrap.bottom, window.innerHeight);
+  }).length;
+}"""
+
+
+async def test_run_by_url_approval_in_view_and_counts_of_unopened_runs(nats_server: EmbeddedServer) -> None:
+    """Issue 20, point 6, at 1400x900."""
+    async with hmi_on(http_cfg(), nats_server.url) as hmi:
+        page, client = hmi.page, hmi.client
+        await page.set_viewport_size({"width": 1400, "height": 900})
+
+        async def status(run: str) -> str:
+            return str((await client.status(run))["status"])
+        await client.submit({"title": "three", "run_id": "u-a", "tasks": [echo("docs", f"a{i}") for i in range(3)]})
+        await wait_for(lambda: _is(status("u-a"), "completed"), 30, 0.2)
+        await client.submit({"title": "approve me", "run_id": "u-b", "approval_mode": True,
+                             "tasks": [echo("code", f"b{i}") for i in range(40)]})
+        await wait_for(lambda: _is(status("u-b"), "waiting_approval"), 30, 0.2)
+
+        await hmi.open()  # a fresh page: the newest run (u-b) in view, u-a never opened
+        await expect(page.get_by_test_id("run-u-a").locator("td").nth(3)).to_have_text("3/3")
+        await expect(page.get_by_test_id("run-u-b").locator("td").nth(3)).to_have_text("0/40")
+        await expect(page.get_by_test_id("lane-code")).to_have_attribute("data-status", "waiting")
+        approve = page.get_by_test_id("approve-u-b")
+        await expect(approve).to_be_in_viewport(ratio=1)
+        await expect(page.get_by_test_id("reject-u-b")).to_be_in_viewport(ratio=1)
+
+        # The user's choice is kept in the URL, through a newer run and a reload of the state.
+        await page.get_by_test_id("run-u-a").click()
+        await expect(page).to_have_url(hmi.url + "/#/runs/u-a")
+        await client.submit({"title": "newer", "run_id": "u-c", "tasks": [echo("data", "c")]})
+        await expect(page.get_by_test_id("run-u-c")).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+        await page.evaluate("loadAll()")  # what a reconnect of the event stream does
+        await expect(page.locator("#rv-title")).to_have_text("u-a — three")
+        await page.reload()
+        await expect(page.locator("#rv-title")).to_have_text("u-a — three", timeout=WAIT_MS)
+        await page.goto(hmi.url + "/?run=u-b")
+        await expect(page.locator("#rv-title")).to_have_text("u-b — approve me", timeout=WAIT_MS)
+
+        await page.get_by_test_id("approve-u-b").click()
+        await expect(page.get_by_test_id("run-view-status")).to_have_attribute("data-status", "completed",
+                                                                              timeout=60_000)
+        await expect(page.get_by_test_id("run-u-b").locator("td").nth(3)).to_have_text("40/40")
+        assert await page.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight")
+        rows = await page.evaluate(VISIBLE_ROWS_JS)
+        assert rows >= 15, f"only {rows} task rows in view at 1400x900"
+
+
+async def _is(got: Any, want: str) -> bool:
+    return bool(await got == want)

@@ -11,7 +11,7 @@ const RANK = { queued: 0, running: 1, waiting_approval: 1.5 };
 const rank = (s) => (s in RANK ? RANK[s] : 2);
 const newer = (old, fresh) => (old && rank(old) > rank(fresh) ? old : fresh);
 const ended = (s) => rank(s) >= 2;
-const TASK_ROW_H = 22;
+const TASK_ROW_H = 20;
 
 /* ---------- task bookkeeping: one map per run, ids kept sorted, done counted as states arrive ---------- */
 function runTasks(runId) {
