@@ -7,12 +7,12 @@
 const LOG_ROW_H = 18;
 const GAP_FILL_MAX = 2000;
 
-function logMatches(e) {
+/* The filters' current values, read once per use (not once per entry). */
+function logFilter() {
   const run = $("f-run").value, agent = $("f-agent").value, type = $("f-type").value;
-  if (run && e.run_id !== run) return false;
-  if (agent && e.from_agent !== agent && e.to_agent !== agent) return false;
-  if (type && e.msg_type !== type) return false;
-  return true;
+  if (!run && !agent && !type) return null;
+  return (e) => (!run || e.run_id === run) && (!agent || e.from_agent === agent || e.to_agent === agent)
+    && (!type || e.msg_type === type);
 }
 
 /* The text of each cell of an entry's row (also what tests compare against the API). */
@@ -94,7 +94,10 @@ async function fillGap(from, to) {
 }
 
 function renderLog() {
-  if (!S.logShown) S.logShown = S.log.filter(logMatches);
+  if (!S.logShown) {
+    const match = logFilter();
+    S.logShown = match ? S.log.filter(match) : S.log;
+  }
   const shown = S.logShown;
   logView.set(shown.length, (i) => shown[i]);
   logView.render();
