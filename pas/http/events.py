@@ -48,6 +48,7 @@ log = logging.getLogger("pas.http.events")
 RUN_KINDS = {"status", "lane", "job", "task"}
 COMMS_BACKLOG = 2000  # unsent comms entries kept per client; the page refills older ones by sequence
 MISC_BACKLOG = 1000   # alerts and model changes (rare) kept per client
+LIVE_TEXT = 300  # characters of a task's texts sent live (the page shows one line; a run's detail has more)
 _RANK = {"queued": 0, "running": 1, "waiting_approval": 1.5}
 
 
@@ -71,6 +72,16 @@ class State:
         """Records only move forward (queued -> running -> terminal); an approval moves a run
         from waiting_approval back to running."""
         return _rank(self.status) >= _rank(old.status) or self.message == "plan approved"
+
+
+def _trim(t: wire.TaskRecord) -> None:
+    """Keep what one row of the run view shows: a job of 2,000 tasks sends 6,000 states to every page."""
+    t.instruction, t.error = t.instruction[:LIVE_TEXT], t.error[:LIVE_TEXT]
+    t.output = t.output[-LIVE_TEXT:]
+    if t.command is not None:
+        t.command = t.command[:LIVE_TEXT]
+    if t.diff_stat is not None:
+        t.diff_stat = t.diff_stat[:LIVE_TEXT]
 
 
 def _merge(into: dict[tuple[str, ...], State], new: dict[tuple[str, ...], State]) -> None:
@@ -228,6 +239,8 @@ class EventHub:
             self.stats.skipped += 1
             log.warning("HMI skips a bad %s event on %s: %s", ev.kind, msg.subject, e)
             return
+        if isinstance(body, wire.TaskRecord):
+            _trim(body)
         data = wire.encode(body).decode()
         text = f'{{"kind":{json.dumps(ev.kind)},"run_id":{json.dumps(ev.run_id)},"data":{data}}}'
         state = State(body.status, getattr(body, "message", ""), text)
@@ -246,6 +259,7 @@ class EventHub:
             log.warning("HMI skips bad comms entry %s #%d: %s", S.STREAM_COMMS, seq, err)
             return
         self.stats.comms += 1
+        e.metadata = {}  # the log shows none of it; pas log and the timeline do
         self._comms.append(wire.encode(e).decode()[:-1] + f',"seq":{seq}}}')
         self._received()
 

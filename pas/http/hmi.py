@@ -89,11 +89,6 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     async def run(run_id: str = RUN_ID) -> Any:
         return await b.run_detail(run_id)
 
-    @app.get("/api/runs/{run_id}/counts", summary="done/total of the run's tasks as its managers planned them",
-             responses=ERRORS)
-    async def counts(run_id: str = RUN_ID) -> dict[str, int]:
-        return (await b.task_counts([run_id])).get(run_id) or {"done": 0, "total": 0}
-
     @app.get("/api/runs/{run_id}/timeline", summary=f"The run's timeline from {S.STREAM_EVENTS} and {S.STREAM_COMMS} "
              "(what `pas replay --json` prints)", responses={**ERRORS, 404: {"model": ErrorOut}})
     async def timeline(run_id: str = RUN_ID) -> Any:

@@ -26,7 +26,6 @@ function onRunItem(ev) {
     S.lanes.get(runId).set(data.lane, newer(S.lanes.get(runId).get(data.lane), data.status));
   } else if (kind === "task") {
     if (!putTask(runId, data)) return;
-    if (data.status === "queued") refreshCounts(runId);
   } else {
     return;
   }

@@ -38,7 +38,7 @@ const logView = new VirtualRows({
     return row;
   },
   fill: (row, e) => {
-    const cells = logCells(e);
+    const cells = e.cells_ || (e.cells_ = logCells(e));  // a row shows another entry as the log grows
     row.className = "log-entry " + e.msg_type;
     setData(row, "run", e.run_id || "");
     setData(row, "type", e.msg_type);

@@ -39,25 +39,13 @@ function putTask(runId, rec) {
   return true;
 }
 
-/* done/total of the tasks as planned (the job records), or as heard of when that is more. */
+/* done/total of the tasks as planned: the job records' counts (GET /api/runs, a run's detail), or the
+   tasks heard of when that is more (each task is announced "queued" as its job is planned). */
 function taskCounts(runId) {
   const planned = S.counts.get(runId), t = S.tasks.get(runId);
   const total = Math.max(planned ? planned.total : 0, t ? t.order.length : 0);
   if (!total) return "";
   return `${Math.max(planned ? planned.done : 0, t ? t.done : 0)}/${total}`;
-}
-
-/* The planned total, read again (at most once a second per run) when tasks appear beyond it. */
-const countsAsked = new Map();
-function refreshCounts(runId) {
-  const planned = S.counts.get(runId), t = S.tasks.get(runId);
-  if (planned && t && t.order.length <= planned.total) return;
-  const now = Date.now();
-  if (now - (countsAsked.get(runId) || 0) < 1000) return;
-  countsAsked.set(runId, now);
-  api(`/api/runs/${encodeURIComponent(runId)}/counts`).then((c) => {
-    if (c) { S.counts.set(runId, c); markDirty("runs"); }
-  }).catch(() => {});
 }
 
 /* ---------- runs table: rows updated in place ---------- */
