@@ -10,12 +10,16 @@ and a 20-task job beside it. Correctness only (the timings are `pas bench`'s hmi
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from playwright.async_api import expect
 
+from pas import subjects as S
 from pas.comms import read_numbered
 from pas.server import EmbeddedServer
+from pas.wire import CommsEntry
 from tests.conftest import wait_for
 from tests.http_support import http_cfg
 from tests.test_hmi_browser import WAIT_MS, echo, hmi_on
@@ -135,6 +139,25 @@ async def test_run_by_url_approval_in_view_and_counts_of_unopened_runs(nats_serv
         assert await page.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight")
         rows = await page.evaluate(VISIBLE_ROWS_JS)
         assert rows >= 15, f"only {rows} task rows in view at 1400x900"
+
+        # Issue 22: a long comms line shows in full on hover; "behind by N s" replaces "live" while
+        # what the page shows is older than a second (the page's clock made to run 5 s ahead of the
+        # adapter's), and "live" comes back when it is not.
+        conn, line = page.get_by_test_id("conn"), "x" * 3000
+
+        async def say(text: str) -> None:
+            entry = CommsEntry(ts=datetime.now(UTC), from_agent="gateway", to_agent="root", msg_type="STATUS",
+                               message=text, run_id="u-b")
+            await client.nc.jetstream().publish(S.comms("u-b", "gateway", "STATUS"), msgspec.json.encode(entry))
+        await page.evaluate("S.clockOffset += 5000")
+        await say(line)
+        await expect(conn).to_have_attribute("data-state", "behind", timeout=WAIT_MS)
+        await expect(conn).to_contain_text("behind by 5.")
+        await expect(page.get_by_test_id("log").locator(f'.msg[title="{line}"]')).to_have_count(1)
+        await page.evaluate("S.clockOffset -= 5000")
+        await say("caught up")
+        await expect(conn).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        await expect(conn).to_have_text("live")
 
 
 async def _is(got: Any, want: str) -> bool:
