@@ -5,7 +5,7 @@
    only when its value changed). */
 "use strict";
 
-const MARGIN_ROWS = 10;
+const MARGIN_ROWS = 4;
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
@@ -30,6 +30,7 @@ class VirtualRows {
     this.top.className = this.bottom.className = "vspacer";
     holder.replaceChildren(this.top, this.bottom);
     this.rows = [];
+    this.first = 0;  // the index rows[0] shows
     this.count = 0;
     this.itemAt = () => null;
     this.scrollTop = 0;
@@ -47,7 +48,7 @@ class VirtualRows {
     }).observe(scroller);
   }
 
-  viewH() { return Math.max(this.height, this.rowH * 20); }
+  viewH() { return this.height || this.rowH * 20; }
 
   set(count, itemAt) {
     this.count = count;
@@ -65,6 +66,15 @@ class VirtualRows {
   render() {
     const [first, last] = this.window();
     const n = last - first;
+    // A window that moved by a few rows (a log growing at its end) moves those rows across instead
+    // of rewriting every row: the others keep showing the same items, and fill() changes nothing.
+    const shift = first - this.first;
+    if (shift > 0 && shift < this.rows.length) {
+      for (let i = 0; i < shift; i++) { const r = this.rows.shift(); this.holder.insertBefore(r, this.bottom); this.rows.push(r); }
+    } else if (shift < 0 && -shift < this.rows.length) {
+      for (let i = 0; i < -shift; i++) { const r = this.rows.pop(); this.holder.insertBefore(r, this.top.nextSibling); this.rows.unshift(r); }
+    }
+    this.first = first;
     while (this.rows.length < n) {
       const row = this.make();
       this.holder.insertBefore(row, this.bottom);
