@@ -5,7 +5,7 @@
    only when its value changed). */
 "use strict";
 
-const MARGIN_ROWS = 4;
+const MARGIN_ROWS = 10;
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
@@ -48,7 +48,7 @@ class VirtualRows {
     }).observe(scroller);
   }
 
-  viewH() { return this.height || this.rowH * 20; }
+  viewH() { return Math.max(this.height, this.rowH * 20); }
 
   set(count, itemAt) {
     this.count = count;
