@@ -30,6 +30,7 @@ from pas.client import PasClient
 from pas.cliutil import follow_run, install_stop_signals, result_table, wire_run_id
 from pas.config import PasConfig
 from pas.errors import PasError
+from pas.policy import repo_roots
 from pas.stack import Stack
 
 SAMPLE = Path(__file__).resolve().parent / "defaults" / "sample_project"
@@ -118,6 +119,8 @@ async def run_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pas-demo-"))
     data_dir = Path(args.data_dir) if args.data_dir else tmp / "nats"
     repo = await asyncio.to_thread(prepare_sample_repo, tmp)
+    # The demo is the operator here: the sample repository it made is one a job may name.
+    cfg.settings.policy.repo_roots = [*(str(r) for r in repo_roots(cfg.settings.policy.repo_roots)), str(tmp)]
     stack = Stack(cfg, data_dir=data_dir, http=False)
     print(f"pas demo: starting nats-server and {len(cfg.agents)} agents ...", flush=True)
     t0 = time.monotonic()

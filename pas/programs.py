@@ -11,6 +11,16 @@ from pathlib import Path
 from pas.errors import PasError
 
 
+def is_elf(p: Path) -> bool:
+    """Is p (after symlinks) a native executable? The check that tells an interpreter from a script
+    named like one (`#!/bin/sh` in a file called python3)."""
+    try:
+        with p.resolve().open("rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except (OSError, RuntimeError):
+        return False
+
+
 def _runnable(p: Path) -> bool:
     return p.is_file() and os.access(p, os.X_OK)
 

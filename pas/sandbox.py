@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pas.programs import is_elf
+
 log = logging.getLogger("pas.sandbox")
 
 SETPRIV = "/usr/bin/setpriv"
@@ -97,14 +99,6 @@ def clean_env(extra: Mapping[str, str] | None = None, passthrough: tuple[str, ..
     return env
 
 
-def _is_elf(p: Path) -> bool:
-    try:
-        with p.open("rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
 def runtime_paths(exe: str | None) -> list[Path]:
     """What running `exe` needs outside /usr: the file itself, its virtualenv and the interpreter
     the venv points at, or an interpreter's own prefix. Never a whole bin/'s parent such as ~/.local."""
@@ -126,7 +120,7 @@ def runtime_paths(exe: str | None) -> list[Path]:
                 break
     if p.parent.name == "shims":
         out.append(p.parent.parent)  # a version manager's shim (pyenv, rbenv, asdf) runs its whole root
-    if real.name.startswith("python") and real.parent.name == "bin" and _is_elf(real):
+    if real.name.startswith("python") and real.parent.name == "bin" and is_elf(real):
         out.append(real.parent.parent)  # an interpreter outside /usr (pyenv, /opt/python3.11) needs its stdlib
     return out
 

@@ -29,15 +29,15 @@ from pas import __version__, wire
 from pas import subjects as S
 from pas.config import AgentConfig
 from pas.errors import BadRequest
-from pas.http.approval import approval_routes
+from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import ArchitectSubmitIn, ExecuteIn, JobCardIn, JobSubmitIn, PrimeDirectivesIn
+from pas.ids import ID_PATTERN
 
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
 IDEM = Header(None, alias="Idempotency-Key", max_length=256,
               description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
 # Ids end up in KV keys: only what a key may hold (the gateway's are run ids; managers' <run>:<job>).
-REF_PATTERN = {False: r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_-]{1,64})?$", True: r"^[A-Za-z0-9_-]{1,64}$"}
+REF_PATTERN = {False: f"^{ID_PATTERN[1:-1]}(:{ID_PATTERN[1:-1]})?$", True: ID_PATTERN}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such run"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "the run already ended"}}
 

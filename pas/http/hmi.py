@@ -14,12 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from pas import __version__, wire
 from pas import subjects as S
 from pas.errors import NotFound
-from pas.http.approval import approval_routes
+from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import JobSubmitIn, SetModelIn
 
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 AGENT_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 NO_CACHE = {"Cache-Control": "no-cache"}
 

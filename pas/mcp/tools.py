@@ -46,7 +46,7 @@ class SubmitExtra(Args):
 
 
 class LogArgs(Args):
-    run_id: Annotated[str | None, Meta(description="entries of this run")] = None
+    run_id: Annotated[wire.RunId | None, Meta(description="entries of this run")] = None
     agent: Annotated[str | None, Meta(description="entries sent or received by this agent")] = None
     msg_type: Annotated[str | None, Meta(description="CMD, STATUS, RESPONSE, ERROR, LLM ...")] = None
     since: Annotated[str | None, Meta(description="ISO time, or a duration such as 10m, 2h, 1d")] = None
@@ -55,7 +55,7 @@ class LogArgs(Args):
 
 class DiffArgs(Args):
     run_id: wire.RunId
-    task_id: Annotated[str | None, Meta(description="one task's branch; default: the run's merged result "
+    task_id: Annotated[wire.TaskId | None, Meta(description="one task's branch; default: the run's merged result "
                                                     "(pas/<run_id>/result) once it exists, else every task's")] = None
     per_task: Annotated[bool, Meta(description="every task's branch even when the run has a merged result")] = False
     repo: Annotated[str | None, Meta(description="the run's git repository; default: the repo this server "

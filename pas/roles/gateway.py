@@ -15,8 +15,8 @@ from pas import subjects as S
 from pas import tracing, wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
-from pas.policy import check_command, check_inside
-from pas.repoenv import EnvError, check_job_env
+from pas.ids import is_id
+from pas.policy import admit, check_command, check_inside, repo_roots
 from pas.service import Call, WorkCtx
 
 
@@ -53,16 +53,8 @@ class GatewayRole(Role):
         for lane in lanes:
             if not self.cfg.by_role("dir", lane) or not self.cfg.by_role("mgr", lane):
                 raise BadRequest(f"lane {lane!r} has no director or manager in this topology")
-        repo = None
-        if job.repo:
-            repo = Path(job.repo)
-            if not (repo / ".git").exists():
-                raise BadRequest(f"repo {job.repo!r} is not a git repository")
-        if job.env:
-            try:
-                check_job_env(job.env)
-            except EnvError as e:
-                raise BadRequest(e.message) from None
+        job.repo = admit(job.repo, job.env, repo_roots(self.cfg.settings.policy.repo_roots))
+        repo = Path(job.repo) if job.repo else None
         allow = self.cfg.settings.policy.command_allowlist
         # Without a repo, tasks run in a scratch directory: paths are checked against a stand-in root.
         root = repo or Path("/pas-scratch-root")
@@ -220,6 +212,6 @@ class GatewayRole(Role):
         await self._announce_decision(run)
 
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:
-        if not ref.id or not S.ID_RE.match(ref.id):
+        if not is_id(ref.id):
             raise NotFound(f"no run {ref.id!r}")
         return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))

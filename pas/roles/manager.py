@@ -12,6 +12,7 @@ from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, NotFound
 from pas.planner import plan_manager
+from pas.policy import admit, repo_roots
 from pas.service import Call, WorkCtx
 
 
@@ -41,6 +42,7 @@ class ManagerRole(Role):
         """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
         if card.approval:
             raise BadRequest(f"approval mode needs a run: submit the job through {S.GATEWAY_SUBMIT}")
+        card.repo = admit(card.repo, card.env, repo_roots(self.cfg.settings.policy.repo_roots))
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 

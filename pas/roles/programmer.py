@@ -21,7 +21,7 @@ from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BudgetExceeded, PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
-from pas.policy import check_command
+from pas.policy import admit, check_command, repo_roots
 from pas.redact import redact
 from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
@@ -270,8 +270,11 @@ class ProgrammerRole(Role):
     async def execute(self, req: wire.ExecuteRequest, call: Call) -> dict[str, Any]:
         spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
                              files=req.files, acceptance=req.acceptance)
+        # The request is an edge like the gateway: the same repository and environment rules
+        # (pas.policy.admit; the ids are checked by the wire type).
+        repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
-                             manager="", spec=spec, repo=req.repo, env=req.env, timeout_s=req.timeout_s)
+                             manager="", spec=spec, repo=repo, env=req.env, timeout_s=req.timeout_s)
         renv = self._repo_env(work)
         r = await self._execute(work, renv)
         if renv is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct
 
 from pas.subjects import Lane
-from pas.wire.base import MAX_TEXT, Base, Executor, RunId, RunStatusValue, Text, Title
+from pas.wire.base import MAX_TEXT, Base, Executor, JobId, RunId, RunStatusValue, TaskId, Text, Title
 
 
 class TaskSpec(Base):
@@ -57,7 +57,7 @@ class Decision(Base):
     run_id: RunId
     by: Annotated[str, Meta(max_length=200)] | None = None
     """Who decides (a person, a tool); the gateway records "anonymous" when absent."""
-    drop: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=10000)] = []
+    drop: Annotated[list[TaskId], Meta(max_length=10000)] = []
     """Approve only: task ids removed from the plan (they end `skipped`)."""
     reason: Annotated[str, Meta(max_length=2000)] = ""
 
@@ -72,8 +72,8 @@ class ExecuteRequest(Base):
     acceptance: str | None = None
     repo: str | None = None
     env: str | None = None
-    run_id: str = "adhoc"
-    job_id: str = "adhoc"
+    run_id: RunId = "adhoc"
+    job_id: JobId = "adhoc"
     timeout_s: float = 300.0
 
 
