@@ -14,6 +14,7 @@ from pas.auth import USERS
 from pas.configdoc import ClientConfig, client_config
 from pas.errors import ConfigError, PasError
 from pas.ids import ID_RULE, is_id
+from pas.textsafe import terminal
 
 if TYPE_CHECKING:
     from pas.config import PasConfig
@@ -235,6 +236,8 @@ def load(args: argparse.Namespace) -> PasConfig | ClientConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Task output, comms entries, run titles: whatever reaches the terminal passes textsafe.clean.
+    sys.stdout, sys.stderr = terminal(sys.stdout), terminal(sys.stderr)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pas import auth
+from pas import auth, gitsafe
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas.client import PasClient
@@ -86,10 +86,10 @@ def prepare_sample_repo(dest: Path, with_env: bool = True) -> Path:
     """Copy the sample project into dest/sample_project, commit it, and link its .venv."""
     repo = dest / "sample_project"
     shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".venv"))
-    env_git = ["git", "-c", "user.name=PAS demo", "-c", "user.email=demo@localhost"]
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*env_git, "commit", "-q", "-m", "sample project"], cwd=repo, check=True)
+    gitsafe.run(repo, "init", "-q", "-b", "main")
+    gitsafe.run(repo, "add", "-A")
+    gitsafe.run(repo, "-c", "user.name=PAS demo", "-c", "user.email=demo@localhost", "commit", "-q", "-m",
+                "sample project")
     if with_env:
         (repo / ".venv").symlink_to(sample_env(repo / "requirements.txt"), target_is_directory=True)
     return repo

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pas.errors import PasError
+from pas import gitsafe
 
 GIT_ID = ["-c", "user.name=PAS integrate", "-c", "user.email=pas@localhost"]
 
@@ -52,11 +52,9 @@ class Integration:
         return "merge conflict: " + "; ".join(str(c) for c in self.conflicts) if self.conflicts else ""
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(["git", *GIT_ID, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if check and p.returncode != 0:
-        raise PasError(f"git {' '.join(args)} failed: {(p.stdout + p.stderr).strip()[:500]}")
-    return p
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """PAS's hardened git (pas.gitsafe) with PAS's identity for the merge commits."""
+    return gitsafe.run(cwd, *GIT_ID, *args, check=check)
 
 
 def task_order(task_id: str) -> tuple[int, int, int, str]:
@@ -83,12 +81,12 @@ def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD") ->
             if t.get("status") != "completed" or not branch:
                 result.skipped.append(t["task_id"])
                 continue
-            p = _git(wt, "merge", "--no-ff", "--no-edit", "-m", f"pas: integrate task {t['task_id']}", branch,
-                     check=False)
+            p = _git(wt, "merge", "--no-ff", "--no-edit", "--no-verify", "-m", f"pas: integrate task {t['task_id']}",
+                     branch, check=False)
             if p.returncode == 0:
                 result.merged.append(t["task_id"])
                 continue
-            files = _git(wt, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
+            files = _git(wt, "diff", "--name-only", "--diff-filter=U", check=False).stdout.decode(errors="replace").split()
             _git(wt, "merge", "--abort", check=False)
             result.conflicts.append(Conflict(t["task_id"], branch, files))
     finally:
@@ -100,9 +98,6 @@ def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD") ->
 def checkout(repo: Path, branch: str, dest: Path) -> Path:
     """A plain copy of `branch`'s files at dest (git archive: no .git, nothing untracked)."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", branch], cwd=repo, capture_output=True,
-                             stdin=subprocess.DEVNULL)
-    if archive.returncode != 0:
-        raise PasError(f"git archive {branch} failed: {archive.stderr.decode(errors='replace')[:300]}")
+    archive = gitsafe.run(repo, "archive", "--format=tar", branch)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest

@@ -212,6 +212,6 @@ class GatewayRole(Role):
         await self._announce_decision(run)
 
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:
-        if not is_id(ref.id):
+        if ref.id is None or not is_id(ref.id):
             raise NotFound(f"no run {ref.id!r}")
         return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))

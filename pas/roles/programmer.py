@@ -27,6 +27,7 @@ from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
 from pas.sandbox import Box
 from pas.service import Call, WorkCtx, task_status
+from pas.textsafe import cap
 
 log = logging.getLogger("pas.programmer")
 
@@ -140,11 +141,11 @@ class ProgrammerRole(Role):
             self._cancelled.discard(key)
         rec.status = result.status
         rec.exit_code = result.exit_code
-        rec.output = redact(result.output[-wire.MAX_OUTPUT:])
-        rec.error = redact(result.error)
+        rec.output = cap(redact(result.output), wire.MAX_OUTPUT, tail=True)
+        rec.error = cap(redact(result.error), wire.MAX_ERROR)
         rec.tokens, rec.cost_usd = result.tokens, result.cost_usd
         rec.branch = result.extra.get("branch")
-        rec.diff_stat = result.extra.get("diff_stat")
+        rec.diff_stat = result.extra.get("diff_stat")  # bounded by Workspace.finish
         rec.finished_at = wire.now()
         await self._finish(ctx, rec)
 
@@ -197,8 +198,10 @@ class ProgrammerRole(Role):
                 result.extra["branch"] = ws.branch
                 try:
                     result.extra["diff_stat"] = await ws.finish(work.task_id) or ""
-                except PasError as e:
-                    result.extra["diff_stat"] = f"(could not commit: {e.message})"
+                except PasError as e:  # the work is not on the branch: the task did not complete
+                    result.extra["diff_stat"] = ""
+                    why = f"could not commit the task's work (worktree kept at {ws.path}): {e.message}"
+                    result.status, result.error = "failed", why + (f"; {result.error}" if result.error else "")
             return result
         finally:
             await ws.remove()

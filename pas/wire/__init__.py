@@ -21,6 +21,7 @@ from msgspec import Struct
 
 from pas.subjects import Lane  # the one definition of the lanes, re-exported
 from pas.wire.base import (
+    MAX_ERROR,
     MAX_OUTPUT,
     MAX_TEXT,
     PRIORITIES,
@@ -76,7 +77,7 @@ from pas.wire.work import CARRY_BYTES, JobCard, LaneWork, PlanWork, TaskWork
 
 __all__ = [
     "CARRY_BYTES",
-    "MAX_OUTPUT",
+    "MAX_ERROR", "MAX_OUTPUT",
     "MAX_TEXT",
     "PRIORITIES",
     "TERMINAL_RUN",

@@ -36,6 +36,7 @@ Title = Annotated[str, Meta(min_length=1, max_length=500)]
 MAX_TEXT = 64 * 1024  # instructions, goals: 64 KiB
 Text = Annotated[str, Meta(max_length=MAX_TEXT)]
 MAX_OUTPUT = 16 * 1024  # task output kept in status (capped)
+MAX_ERROR = 4 * 1024  # a task's error (the reason), capped
 
 
 def now() -> datetime:
