@@ -33,6 +33,12 @@ def run_id(value: str) -> str:
     return value
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def _common(p: argparse.ArgumentParser, long_set: bool = True) -> None:
     p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: $PAS_CONFIG_DIR, "
                    "else ./configs if it exists, else the defaults shipped with pas)")
@@ -135,10 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(st)
     st.add_argument("run_id", type=run_id)
     st.add_argument("--json", action="store_true")
+    st.add_argument("--page", type=_positive, metavar="N",
+                    help="only page N of the tasks (100 a page; default: every task)")
 
     rs = sub.add_parser("runs", help="recent runs")
     _common(rs)
-    rs.add_argument("--limit", type=int, default=20)
+    rs.add_argument("--limit", type=int, default=20, help="at most this many runs (1-1000)")
+    rs.add_argument("--offset", type=int, default=0, help="skip this many of the newest runs (the next page)")
     rs.add_argument("--status")
     rs.add_argument("--json", action="store_true")
 

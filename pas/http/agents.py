@@ -96,13 +96,16 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
         return await ctx.backend.submit(body.to_wire(), idempotency_key)
 
     @app.get("/runs", summary=f"Recent runs, newest first ({S.GATEWAY_RUNS})", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
-        return await ctx.backend.runs(limit, status)
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None,
+                   offset: int = Query(0, ge=0, description="skip this many of the newest (the reply's next_offset)")
+                   ) -> Any:
+        return await ctx.backend.runs(limit, status, offset)
 
-    @app.get("/runs/{run_id}", summary=f"One run with its tasks ({S.GATEWAY_STATUS})",
-             responses={**ERRORS, **NOT_FOUND})
-    async def run(run_id: str = RUN_ID) -> Any:
-        return await ctx.backend.run_status(run_id)
+    @app.get("/runs/{run_id}", summary=f"One run with a page of its tasks ({S.GATEWAY_STATUS}): next_offset "
+                                       "says where the next page starts", responses={**ERRORS, **NOT_FOUND})
+    async def run(run_id: str = RUN_ID, offset: int = Query(0, ge=0), limit: int | None = Query(None, ge=1, le=100000)
+                  ) -> Any:
+        return await ctx.backend.run_status(run_id, offset, limit)
 
     @app.get("/runs/{run_id}/timeline",
              summary=f"The run's timeline from {S.STREAM_EVENTS} and {S.STREAM_COMMS} (pas replay)",

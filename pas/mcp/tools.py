@@ -191,7 +191,7 @@ class Ops:
 
     async def list_runs(self, args: dict[str, Any], progress: OnEvent) -> Any:
         q = parse(args, wire.RunsQuery)
-        return await (await self.pas()).runs(q.limit, q.status)
+        return await (await self.pas()).runs(q.limit, q.status, q.offset)
 
     async def cancel_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
         return await (await self.pas()).cancel(parse(args, wire.RunRef).run_id)

@@ -35,7 +35,7 @@ class GatewayRole(Role):
     def endpoints(self) -> list[EndpointSpec]:
         return [
             EndpointSpec("submit", S.GATEWAY_SUBMIT, self.submit, wire.JobSubmit),
-            EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.RunRef),
+            EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.StatusQuery),
             EndpointSpec("runs", S.GATEWAY_RUNS, self.runs, wire.RunsQuery),
             EndpointSpec("cancel", S.GATEWAY_CANCEL, self.cancel, wire.RunRef),
             EndpointSpec("plan", S.GATEWAY_PLAN, self.plan, wire.RunRef),
@@ -114,14 +114,14 @@ class GatewayRole(Role):
         await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued")
         return wire.SubmitReply(run_id=run_id, status="queued")
 
-    async def run_status(self, ref: wire.RunRef, call: Call) -> wire.RunStatus:
-        view = await R.run_view(self.bus, ref.run_id)
+    async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:
+        view = await R.run_view(self.bus, q.run_id, q.offset, q.limit)
         if view is None:
-            raise NotFound(f"no run {ref.run_id!r}")
+            raise NotFound(f"no run {q.run_id!r}")
         return view
 
     async def runs(self, q: wire.RunsQuery, call: Call) -> wire.RunsReply:
-        return wire.RunsReply(runs=await R.list_runs(self.bus, q.limit, q.status))
+        return await R.list_runs(self.bus, q.limit, q.status, q.offset)
 
     async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
         seen: list[str] = []
@@ -214,4 +214,4 @@ class GatewayRole(Role):
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:
         if ref.id is None or not is_id(ref.id):
             raise NotFound(f"no run {ref.id!r}")
-        return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))
+        return await self.run_status(wire.StatusQuery(run_id=ref.id), Call("", {}, ""))

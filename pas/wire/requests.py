@@ -46,9 +46,21 @@ class RunRef(Base):
     run_id: RunId
 
 
+class StatusQuery(Base):
+    """Body of pas.gateway.status: a run, and which of its tasks (in task id order). The reply holds
+    the tasks from `offset`, at most `limit` (default: as many as fit in one NATS message), and says
+    where the next page starts (RunStatus.next_offset)."""
+
+    run_id: RunId
+    offset: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=100000)] | None = None
+
+
 class RunsQuery(Base):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 50
     status: RunStatusValue | None = None
+    offset: Annotated[int, Meta(ge=0)] = 0
+    """Skip this many of the newest runs (pages past the first `limit`)."""
 
 
 class Decision(Base):
