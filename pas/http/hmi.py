@@ -17,6 +17,7 @@ from pas.errors import NotFound
 from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import JobSubmitIn, SetModelIn
+from pas.ids import ID_PATTERN
 
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
 AGENT_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -109,7 +110,7 @@ def hmi_app(ctx: Ctx) -> FastAPI:
         return await b.submit(job.to_wire(), idempotency_key)
 
     @app.get("/api/comms", summary=f"Recent comms log entries (stream {S.STREAM_COMMS}), oldest first")
-    async def comms(run: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    async def comms(run: str | None = Query(None, pattern=ID_PATTERN),
                     agent: str | None = Query(None, max_length=64),
                     type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),
                     limit: int = Query(200, ge=1, le=2000)) -> dict[str, Any]:

@@ -138,7 +138,7 @@ class ArchitectSubmitIn(JobSubmitIn):
 class JobCardIn(In):
     """Manager POST /submit (wire.JobCard). `lane` defaults to the manager's lane."""
 
-    job_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    job_id: RunIdStr
     run_id: RunIdStr
     lane: Lane | None = None
     tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_TASKS)

@@ -18,7 +18,6 @@ import msgspec
 from msgspec import Meta, Struct
 
 from pas import comms as comms_mod
-from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.client import PasClient
@@ -223,7 +222,8 @@ class Ops:
                              "the one its record names", detail={"field": "repo"})
         a = parse(args, DiffArgs)
         st = await (await self.pas()).status(a.run_id)
-        got = await R.get_run((await self.ready()).bus, a.run_id)  # the repository the gateway admitted
+        # The job as the gateway stored it, with the repository it admitted (pas.policy.admit).
+        got = await (await self.ready()).bus.kv_get(S.KV_TREE, S.request_key(a.run_id), wire.JobSubmit)
         repo = got[0].repo if got else None
         if not repo:
             raise BadRequest(f"run {a.run_id} has no repository (it was submitted without `repo`)")
