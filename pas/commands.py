@@ -42,6 +42,7 @@ def http_available() -> bool:
 
 
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.policy import repo_roots
     from pas.stack import Stack
 
     if args.nats_port is not None:
@@ -57,6 +58,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     install_stop_signals(stop)
     cdir, why = find_config_dir(args.config_dir)
     print(f"pas: config from {cdir} ({why})", flush=True)
+    print(f"pas: jobs may name repositories under {', '.join(map(str, repo_roots(cfg.settings.policy.repo_roots)))} "
+          "(settings.policy.repo_roots)", flush=True)
     if not await unless_stopped(stack.start(), stop):
         return 130
     where = "embedded nats-server" if stack.server else "existing server"

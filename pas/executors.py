@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pas import tracing
 from pas.errors import CommandRefused, PasError
 from pas.gitsafe import git, nested_repos, run_git
 from pas.policy import check_command
+from pas.programs import remove_tree
 from pas.redact import redact
 from pas.repoenv import RepoEnv
 from pas.sandbox import Box, handed_over
@@ -203,7 +203,7 @@ class Workspace:
 
     async def remove(self) -> None:
         if self.repo is None:
-            shutil.rmtree(self.path, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, self.path)
         # Worktrees stay: the branch and its files are the task's result. `git worktree prune`
         # after deleting .pas/worktrees cleans them up.
 
@@ -215,7 +215,7 @@ def worktree_dir(repo: Path, run_id: str, task_id: str) -> Path:
 async def open_workspace(repo: str | None, run_id: str, task_id: str, scratch_root: Path) -> Workspace:
     if not repo:
         p = scratch_root / run_id / task_id
-        shutil.rmtree(p, ignore_errors=True)
+        await asyncio.to_thread(remove_tree, p)
         p.mkdir(parents=True, exist_ok=True)
         return Workspace(path=p)
     root = Path(repo).resolve()
@@ -232,7 +232,7 @@ async def open_workspace(repo: str | None, run_id: str, task_id: str, scratch_ro
                 f.write("\n.pas/\n")
         if path.exists():  # an earlier attempt of this task on this machine: start clean
             await git("worktree", "remove", "--force", str(path), cwd=root, check=False)
-            shutil.rmtree(path, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, path)
         await git("worktree", "prune", cwd=root, check=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):

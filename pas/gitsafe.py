@@ -106,24 +106,14 @@ async def git(*args: str, cwd: Path, check: bool = True) -> str:
 
 def nested_repos(worktree: Path, limit: int = 20) -> list[str]:
     """Paths (relative to worktree) of the git repositories a task made inside it: directories
-    holding a `.git` (file or directory), found without following symlinks and without recursion
-    (depth does not matter); at most `limit`."""
-    root = Path(worktree)
-    found: list[str] = []
-    stack = [root]
-    while stack and len(found) < limit:
-        d = stack.pop()
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for e in entries:
-            if e.name == ".git" and d != root:
-                found.append(os.path.relpath(d, root))
-            elif e.name != ".git" and e.is_dir(follow_symlinks=False):
-                stack.append(Path(e.path))
-    return sorted(found)
+    holding a `.git` (file or directory), at most `limit`. Found by find(1), which never follows
+    a symlink and walks any depth (it descends by relative paths: no PATH_MAX, no recursion limit)."""
+    p = subprocess.run(["find", ".", "-mindepth", "2", "-name", ".git", "-prune", "-print0"], cwd=worktree,
+                       capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    found = [os.path.dirname(x.decode(errors="replace"))[2:] for x in p.stdout.split(b"\0") if x]
+    if p.returncode != 0 and not found:
+        raise PasError(f"cannot look for nested repositories: {_text(p.stderr).strip()[:300]}")
+    return sorted(found)[:limit]
 
 
 __all__ = ["command", "environment", "git", "nested_repos", "run", "run_git"]

@@ -14,13 +14,13 @@ fails a run that would otherwise have completed.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pas import gitsafe
+from pas.programs import remove_tree
 
 GIT_ID = ["-c", "user.name=PAS integrate", "-c", "user.email=pas@localhost"]
 
@@ -91,7 +91,7 @@ def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD") ->
             result.conflicts.append(Conflict(t["task_id"], branch, files))
     finally:
         _git(repo, "worktree", "remove", "--force", str(wt), check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     return result
 
 

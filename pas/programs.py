@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,3 +36,11 @@ def find_binary(name: str, *, before: Iterable[Path] = (), after: Iterable[Path]
     if found:
         return found
     return next((str(d / name) for d in after if _runnable(d / name)), None)
+
+
+def remove_tree(path: Path) -> None:
+    """`rm -rf path`: whatever a task left there, at any depth (coreutils walks without recursion
+    and never follows a symlink; Python 3.11's shutil.rmtree dies of RecursionError on deep trees).
+    Errors are ignored, as with rmtree(ignore_errors=True)."""
+    subprocess.run(["rm", "-rf", "--", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)

@@ -16,7 +16,6 @@ from pas.agent import Agent
 from pas.bus import Bus, connect, provision
 from pas.comms import CommsLog
 from pas.config import PasConfig
-from pas.policy import repo_roots
 from pas.redact import register_env
 from pas.roles import new_agent
 from pas.sandbox import Box
@@ -84,8 +83,6 @@ class Stack:
 
     async def _start(self, socks: dict[str, Any] | None) -> None:
         await asyncio.to_thread(self.check_sandbox)
-        log.info("jobs may name repositories under: %s (settings.policy.repo_roots)",
-                 ", ".join(map(str, repo_roots(self.cfg.settings.policy.repo_roots))))
         tracing.setup(self.cfg)
         n = self.cfg.settings.nats
         cdir = auth.creds_dir(self.cfg, self.data_dir)

@@ -68,20 +68,24 @@ def cap(text: str, max_bytes: int, *, tail: bool = False) -> str:
 
 
 def bounded_stat(stat: str, max_files: int = 50, max_bytes: int = 8192) -> str:
-    """A `git diff --stat[-count]` output with at most max_files file lines, then "... N more files"
-    and git's summary line, and at most max_bytes in all."""
+    """A `git diff --stat[-count]` output cut to at most max_files file lines and max_bytes in all,
+    always ending with "... N more files" (when some were left out) and git's summary line."""
     lines = [ln for ln in stat.strip("\n").splitlines() if ln.strip() and ln.strip() != "..."]
     if not lines:
         return ""
-    summary = lines[-1] if re.search(r"\d+ files? changed", lines[-1]) else ""
-    files = lines[:-1] if summary else lines
-    total = int(m.group(1)) if (m := re.search(r"(\d+) files? changed", summary)) else len(files)
-    out = files[:max_files]
-    if total > len(out):
-        out.append(f" ... {total - len(out)} more files")
-    if summary:
-        out.append(summary)
-    return cap("\n".join(out), max_bytes)
+    m = re.search(r"(\d+) files? changed", lines[-1])
+    summary, files = (lines[-1][:1000], lines[:-1]) if m else ("", lines)
+    total = int(m.group(1)) if m else len(files)
+    kept: list[str] = []
+    room = max_bytes - len(summary.encode()) - 40  # the "... N more files" line
+    for ln in files[:max_files]:
+        ln = ln[:1000]
+        room -= len(ln.encode()) + 1
+        if room < 0:
+            break
+        kept.append(ln)
+    more = [f" ... {total - len(kept)} more files"] if total > len(kept) else []
+    return "\n".join([*kept, *more, *([summary] if summary else [])])
 
 
 __all__ = ["bounded_stat", "cap", "clean", "terminal"]

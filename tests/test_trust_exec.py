@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from pas.errors import BadRequest
 from pas.executors import worktree_dir
 from pas.http.backend import Backend
 from pas.mcp.tools import Ops
+from pas.programs import remove_tree
 from pas.sandbox import _chown_tree
 from pas.server import EmbeddedServer
 from pas.textsafe import clean
@@ -60,6 +62,16 @@ async def h(module_server: EmbeddedServer) -> AsyncIterator[Http]:
 async def client(h: Http) -> AsyncIterator[PasClient]:
     async with await PasClient.connect(h.stack.url or "", timeout_s=30) as c:
         yield c
+
+
+@pytest.fixture
+def big_tmp(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, removed afterwards by rm -rf: a 1,500-deep tree kills the RecursionError-prone
+    shutil.rmtree with which pytest cleans old temporary directories (in every later session)."""
+    try:
+        yield tmp_path
+    finally:
+        remove_tree(tmp_path)
 
 
 @pytest.fixture
@@ -145,6 +157,11 @@ async def test_repo_outside_roots_env_script_and_traversing_ids_refused(h: Http,
     assert r.status_code == 400 and "repo" in r.text and "repo_roots" in r.text, r.text
     r = await h.c.post(h.u("gateway", "/prime_directives"), json={"title": "x", "goal": "g", "repo_root": str(foreign)})
     assert r.status_code == 400 and "repo_roots" in r.text, r.text
+    card = {"job_id": "j1", "run_id": "te-card", "tasks": [{"lane": "code", "instruction": "hi", "executor": "echo"}]}
+    r = await h.c.post(h.u("mgr-code-02", "/submit"), json={**card, "repo": str(link)})  # a lane's direct submit
+    assert r.status_code == 400 and "repo_roots" in r.text, r.text
+    r = await h.c.post(h.u("mgr-code-02", "/submit"), json={**card, "job_id": "../j"})
+    assert r.status_code == 422 and "job_id" in r.text, r.text
     prog = next(a.id for a in h.stack.cfg.agents if a.role == "prog")
     made = Path(tempfile.gettempdir()) / "pas-te-escape"
     for run_id in ("../../../../tmp/pas-te-escape", str(made), "a/b", ".."):
@@ -226,7 +243,8 @@ async def test_commit_that_fails_fails_the_task_and_is_not_integrated(h: Http, c
     await still_serving(client, "te-attrs")
 
 
-async def test_1500_nested_directories(h: Http, client: PasClient, tmp_path: Path) -> None:
+async def test_1500_nested_directories(h: Http, client: PasClient, big_tmp: Path) -> None:
+    tmp_path = big_tmp
     repo, _ = plant(tmp_path, depth=1500)
     st = await attack(client, repo, "te-deep", "python probe.py deep_dirs")
     [t] = st["tasks"]
@@ -246,13 +264,16 @@ async def test_1500_nested_directories(h: Http, client: PasClient, tmp_path: Pat
 
 
 # ---- point 4: bounded where stored, clean where shown ----------------------------------------
-async def test_60000_long_file_names_leave_a_readable_status(h: Http, client: PasClient, tmp_path: Path) -> None:
+async def test_60000_long_file_names_leave_a_readable_status(h: Http, client: PasClient, big_tmp: Path) -> None:
+    tmp_path = big_tmp
     repo, _ = plant(tmp_path, names=60000)
     st = await attack(client, repo, "te-names", "python probe.py many_names", "python probe.py many_names")
     assert [t["status"] for t in st["tasks"]] == ["completed", "completed"], [t["error"] for t in st["tasks"]]
     for t in st["tasks"]:
-        assert "... 59950 more files" in t["diff_stat"] and "60000 files changed" in t["diff_stat"], t["diff_stat"]
-        assert len(t["diff_stat"].encode()) <= 8192
+        *listed, more, summary = t["diff_stat"].splitlines()
+        m = re.fullmatch(r" \.\.\. (\d+) more files", more)
+        assert m and len(listed) + int(m.group(1)) == 60000 and "60000 files changed" in summary, t["diff_stat"][-300:]
+        assert 0 < len(listed) <= 50 and len(t["diff_stat"].encode()) <= 8192
     p = pas(h, "status", "te-names")
     assert p.returncode == 0 and "MaxPayload" not in p.stdout + p.stderr and "more files" in p.stdout, p.stderr
     p = pas(h, "status", "te-names", "--page", "1")
