@@ -114,8 +114,9 @@ async def still_serving(client: PasClient, run_id: str) -> None:
     assert nxt["status"] == "completed" and "still serving" in nxt["tasks"][0]["output"], nxt
 
 
-def pas(h: Http, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run_pas(*args, "--nats-url", h.stack.url or "", timeout=timeout)
+async def pas(h: Http, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`pas ARGS` in its own process, off the event loop (the stack under test runs on it)."""
+    return await asyncio.to_thread(run_pas, *args, "--nats-url", h.stack.url or "", timeout=timeout)
 
 
 def no_terminal_controls(text: str) -> None:
@@ -190,7 +191,7 @@ async def test_repo_outside_roots_env_script_and_traversing_ids_refused(h: Http,
         await backend.close()
 
     # CLI: the id is checked before anything is sent.
-    p = pas(h, "status", "../../x")
+    p = await pas(h, "status", "../../x")
     assert p.returncode == 2 and "invalid id" in p.stderr, p.stderr
 
     ok = await attack(client, inside, "te-inside", "echo inside")
@@ -274,9 +275,9 @@ async def test_60000_long_file_names_leave_a_readable_status(h: Http, client: Pa
         m = re.fullmatch(r" \.\.\. (\d+) more files", more)
         assert m and len(listed) + int(m.group(1)) == 60000 and "60000 files changed" in summary, t["diff_stat"][-300:]
         assert 0 < len(listed) <= 50 and len(t["diff_stat"].encode()) <= 8192
-    p = pas(h, "status", "te-names")
+    p = await pas(h, "status", "te-names")
     assert p.returncode == 0 and "MaxPayload" not in p.stdout + p.stderr and "more files" in p.stdout, p.stderr
-    p = pas(h, "status", "te-names", "--page", "1")
+    p = await pas(h, "status", "te-names", "--page", "1")
     assert p.returncode == 0 and "tasks 1-2 of 2 (page 1)" in p.stdout, p.stdout[-500:]
     page = await client.status_page("te-names", 1, 1)
     assert [t["task_id"] for t in page["tasks"]] == [st["tasks"][1]["task_id"]]
@@ -308,7 +309,7 @@ async def test_status_pages_fit_max_payload_by_construction(h: Http, client: Pas
     assert [t["task_id"] for t in whole["tasks"]] == [f"code-1-{i:04d}" for i in range(1000)]
     r = await h.c.get(h.u("gateway", "/runs/te-big"))
     assert r.status_code == 200 and r.json()["next_offset"] == first["next_offset"], r.text[:300]
-    p = pas(h, "status", "te-big", "--page", "10")
+    p = await pas(h, "status", "te-big", "--page", "10")
     assert p.returncode == 0 and "tasks 901-1000 of 1000 (page 10)" in p.stdout, p.stdout[-300:]
 
 
@@ -326,9 +327,9 @@ async def test_runs_page_past_1000(h: Http, client: PasClient) -> None:
     assert rest["runs"][-1]["run_id"] == "te-old-0000"  # the oldest, last
     r = await h.c.get(h.u("gateway", "/runs"), params={"offset": 1000, "limit": 1000})
     assert r.status_code == 200 and r.json()["runs"] == rest["runs"]
-    p = pas(h, "runs", "--offset", "1000", "--limit", "1000")
+    p = await pas(h, "runs", "--offset", "1000", "--limit", "1000")
     assert p.returncode == 0 and "te-old-0000" in p.stdout
-    p = pas(h, "runs", "--limit", "3")
+    p = await pas(h, "runs", "--limit", "3")
     assert p.returncode == 0 and "pas runs --offset 3" in p.stdout, p.stdout
 
 
@@ -338,11 +339,11 @@ async def test_no_raw_escape_reaches_the_terminal(h: Http, client: PasClient, tm
     [t] = st["tasks"]
     assert t["status"] == "failed" and "\x1b]52;" in t["output"], t  # stored as the task wrote it ...
     outputs = {
-        "status": pas(h, "status", "te-esc"),
-        "log": pas(h, "log", "--run", "te-esc"),
-        "replay": pas(h, "replay", "te-esc"),
-        "runs": pas(h, "runs"),
-        "submit --wait": pas(h, "submit", "esc again", "--run-id", "te-esc2", "--repo", str(repo),
+        "status": await pas(h, "status", "te-esc"),
+        "log": await pas(h, "log", "--run", "te-esc"),
+        "replay": await pas(h, "replay", "te-esc"),
+        "runs": await pas(h, "runs"),
+        "submit --wait": await pas(h, "submit", "esc again", "--run-id", "te-esc2", "--repo", str(repo),
                              "--task", "code:python probe.py terminal_escapes", "--wait"),
     }
     for name, p in outputs.items():  # ... and shown without anything a terminal would act on
@@ -354,9 +355,9 @@ async def test_no_raw_escape_reaches_the_terminal(h: Http, client: PasClient, tm
     await still_serving(client, "te-esc")
 
 
-def test_cli_cleans_every_write() -> None:
+async def test_cli_cleans_every_write() -> None:
     """The print boundary itself: a `pas` process whose output carries escapes writes none."""
     code = ("import sys; from pas.textsafe import terminal; sys.stdout = terminal(sys.stdout); "
             "print('x\\x1b]52;c;eA==\\x07y\\x1b[2J'); sys.stdout.write('\\x1b]0;t\\x07z\\n')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out == "xy\nz\n"
+    p = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout == "xy\nz\n", p

@@ -284,5 +284,6 @@ class ProgrammerRole(Role):
             r.extra["env"] = renv if isinstance(renv, str) else renv.description
         return {"status": "success" if r.status == "completed" else ("timeout" if r.status == "timeout" else "error"),
                 "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
-                "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,
+                "output": cap(redact(r.output), wire.MAX_OUTPUT, tail=True),
+                "error": cap(redact(r.error), wire.MAX_ERROR) or None,
                 "artifacts": dict(r.extra), "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}
