@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
+from nats.js.errors import KeyNotFoundError
 
 from pas import comms as comms_mod
 from pas import subjects as S
@@ -222,9 +223,7 @@ class Ops:
                              "the one its record names", detail={"field": "repo"})
         a = parse(args, DiffArgs)
         st = await (await self.pas()).status(a.run_id)
-        # The job as the gateway stored it, with the repository it admitted (pas.policy.admit).
-        got = await (await self.ready()).bus.kv_get(S.KV_TREE, S.request_key(a.run_id), wire.JobSubmit)
-        repo = got[0].repo if got else None
+        repo = await self._run_repo(a.run_id)
         if not repo:
             raise BadRequest(f"run {a.run_id} has no repository (it was submitted without `repo`)")
         root = Path(repo)
@@ -254,6 +253,16 @@ class Ops:
                     d["diff"] = d["diff"][:share] + f"\n[... diff truncated at {share} characters]"
         return {"run_id": a.run_id, "repo": str(root), "base": a.base, "result_branch": st.get("result_branch"),
                 "conflicts": st.get("conflicts", []), "diffs": diffs}
+
+    async def _run_repo(self, run_id: str) -> str | None:
+        """The repository of a run: the job as the gateway stored it, with the path it admitted
+        (pas.policy.admit). Read through a bucket handle of its own (`pas mcp` binds none)."""
+        kv = await (await self.ready()).bus.js.key_value(S.KV_TREE)
+        try:
+            e = await kv.get(S.request_key(run_id))
+        except KeyNotFoundError:
+            return None
+        return wire.decode(e.value, wire.JobSubmit).repo if e.value else None
 
     async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, AgentsArgs)
