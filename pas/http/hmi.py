@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from pas import __version__, wire
 from pas import subjects as S
 from pas.errors import NotFound
+from pas.http import legacy
 from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import JobSubmitIn, SetModelIn
@@ -28,6 +29,7 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     app = FastAPI(title="PAS HMI", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json",
                   redoc_url=None, description="Dashboard API: agents, runs, comms log, models; live events over SSE.")
     install_errors(app)
+    legacy.install_cors(app, ctx.cfg)
     write = token_check(ctx)
     b = ctx.backend
     cfg = ctx.cfg

@@ -55,6 +55,8 @@ class GatewayRole(Role):
                 raise BadRequest(f"lane {lane!r} has no director or manager in this topology")
         job.repo = admit(job.repo, job.env, repo_roots(self.cfg.settings.policy.repo_roots))
         repo = Path(job.repo) if job.repo else None
+        if repo is None and job.protected_paths:
+            raise BadRequest("protected_paths needs a repo: without one, tasks change nothing that is kept")
         allow = self.cfg.settings.policy.command_allowlist
         # Without a repo, tasks run in a scratch directory: paths are checked against a stand-in root.
         root = repo or Path("/pas-scratch-root")
@@ -88,7 +90,8 @@ class GatewayRole(Role):
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
-                             priority=job.priority, approval_mode=job.approval_mode, repo=job.repo)
+                             priority=job.priority, approval_mode=job.approval_mode, repo=job.repo,
+                             protected_paths=job.protected_paths)
         # The job, kept once, and the run: both create-if-absent (an existing run's request is never
         # replaced), in one round trip.
         body = wire.encode(job)
