@@ -240,7 +240,16 @@ class Bus:
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     # Completions waiting to be written with a sibling's compare-and-set (pas.runs.record_children_done).
     carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
+    # Other things one per process (the programmers' wake-up subscription: pas.priority).
+    local: dict[Any, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def share(self, first: Bus) -> None:
+        """Share the per-process state of `first` (another agent's bus of this process): CAS locks,
+        records this process wrote, carried completions, the model breakers."""
+        self.locks, self.records, self.carried, self.local = first.locks, first.records, first.carried, first.local
+        if self.llm is not None and first.llm is not None:
+            self.llm.client.breaker = first.llm.client.breaker
 
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,

@@ -380,7 +380,7 @@ async def cmd_nats_config(args: argparse.Namespace, cfg: PasConfig) -> int:
     if args.data_dir:
         cfg.settings.nats.data_dir = args.data_dir
     where = auth.creds_dir(cfg)
-    creds = auth.ensure_creds(where)  # generated once; PAS processes read them from the same place
+    creds = auth.ensure_creds(where, auth.users(cfg))  # generated once; PAS processes read them from the same place
     print(f"# PAS NATS users for the topology in {args.config_dir or 'configs/'} (pas nats-config);\n"
           f"# passwords are in {where}. Save as pas-auth.conf and add `include ./pas-auth.conf` to every\n"
           f"# server's config; start PAS with --creds-dir {where} (or PAS_CREDS_DIR).")

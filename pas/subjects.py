@@ -157,6 +157,16 @@ def lane_submit(role: str, lane: str) -> str:
     return f"{PREFIX}.{role}.{lane}.submit"
 
 
+def child_done(role: str, lane: str) -> str:
+    """pas.mgr.<lane>.done (a task ended: its job's managers note it), pas.dir.<lane>.done (a job ended: the
+    lane's director notes it), pas.architect.lanes.done (lane = "lanes": the architect notes a lane): the
+    completion walk goes up to the owner of each record (queue group <role>-<lane>)."""
+    return f"{PREFIX}.{role}.{lane}.done"
+
+
+ARCHITECT_DONE = child_done("architect", "lanes")
+
+
 def agent_endpoint(role: str, agent_id: str, endpoint: str) -> str:
     """pas.<role>.<agent_id>.<endpoint>: health, status, and execute for programmers."""
     return f"{PREFIX}.{role}.{agent_id}.{endpoint}"

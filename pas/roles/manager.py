@@ -26,7 +26,8 @@ class ManagerRole(Role):
     def endpoints(self) -> list[EndpointSpec]:
         # Lane-level: shared by the lane's managers as one queue group.
         return [EndpointSpec("submit", S.lane_submit("mgr", self.lane), self.submit, wire.JobCard,
-                             queue_group=f"mgr-{self.lane}")]
+                             queue_group=f"mgr-{self.lane}"),
+                self.child_done_endpoint(S.child_done("mgr", self.lane), f"mgr-{self.lane}")]  # job records
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work

@@ -44,6 +44,7 @@ from pas.wire.records import AgentState, Approval, JobRecord, LaneRecord, PlanRe
 from pas.wire.replies import (
     AgentHealth,
     Alert,
+    ChildDone,
     CommsEntry,
     Empty,
     ErrorBody,
@@ -74,7 +75,7 @@ from pas.wire.work import CARRY_BYTES, JobCard, LaneWork, PlanWork, TaskWork
 
 __all__ = [
     "CARRY_BYTES", "MAX_OUTPUT", "MAX_TEXT", "PRIORITIES", "TERMINAL_RUN", "TERMINAL_TASK",
-    "AgentHealth", "AgentState", "AgentStatusValue", "Alert", "Approval", "Base", "Budget", "CommsEntry",
+    "AgentHealth", "AgentState", "AgentStatusValue", "Alert", "Approval", "Base", "Budget", "ChildDone", "CommsEntry",
     "Decision", "Empty", "ErrorBody", "ExecuteRequest", "Executor", "Heartbeat", "JobCard", "JobRecord",
     "JobSubmit", "Lane", "LaneRecord", "LaneWork", "PlanJob", "PlanRecord", "PlanTask", "PlanView", "PlanWork",
     "RunEvent", "RunId", "RunRecord", "RunRef", "RunStatus", "RunStatusValue", "RunSummary", "RunsQuery",
