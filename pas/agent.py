@@ -310,10 +310,18 @@ class Agent:
             e = await self.bus.kv[S.KV_MODELS].get(self.id)
         except Exception:
             return
-        if e.value:
+        if not e.value:
+            return
+        try:
             d = wire.decode(e.value, dict)
-            self.model = d.get("model", self.model)
-            self.backup_model = d.get("backup_model", self.backup_model)
+            model, backup = d.get("model", self.model), d.get("backup_model", self.backup_model)
+            for p in (model, backup):
+                if p is not None and p not in self.bus.cfg.models:
+                    raise ValueError(f"{p!r} is not a profile of models.yaml")
+        except Exception as err:
+            log.warning("%s: ignoring its stored model override (KV %s): %s", self.id, S.KV_MODELS, err)
+            return
+        self.model, self.backup_model = model, backup
 
     async def _bad_input(self, subject: str, data: bytes, err: PasError) -> None:
         preview = data[:500].decode(errors="replace")

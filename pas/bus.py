@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError, StaleConnectionError
@@ -345,7 +346,10 @@ class Bus:
                 op = (m.headers or {}).get("KV-Operation")
                 if op in ("DEL", "PURGE") or not m.data:
                     continue
-                out.append(wire.decode(m.data, typ))
+                try:
+                    out.append(wire.decode(m.data, typ))
+                except msgspec.MsgspecError as e:  # written by someone else than PAS: never fails the view
+                    log.warning("%s: skipped %s: not a valid %s (%s)", bucket, m.subject, typ.__name__, e)
         except NotFoundError:
             return out
         return out

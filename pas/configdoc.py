@@ -172,6 +172,8 @@ class ClientConfig(msgspec.Struct):
 
     settings: ClientSettings = msgspec.field(default_factory=ClientSettings)
     agents: list[ClientAgent] = msgspec.field(default_factory=list)
+    models: dict[str, Any] = msgspec.field(default_factory=dict)
+    """models.yaml's profiles (only their names are read: a stored model override must name one)."""
 
 
 def _where(path: str, doc: dict[str, Any]) -> str:

@@ -160,25 +160,20 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
 
 
 Read: TypeAlias = "asyncio.Future[tuple[Any, int] | None]"
-Announce: TypeAlias = "Callable[[wire.PlanRecord], Awaitable[None]]"
 
 
-async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
-                            first: Read | None = None, announce: Announce | None = None
-                            ) -> tuple[Any, bool, Read | None] | None:
+async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
+                            children: str) -> tuple[Any, bool] | None:
     """Note that one child (task of a job, job of a lane) finished, with compare-and-set on the
     parent's record: O(1) reads per completion however many children there are. Returns
-    (record, finished_now, ahead); finished_now is True for exactly one caller, the one whose update
-    completed the set. None if the record does not exist. `first`: the parent's record, being read
-    already; `ahead`: when this update finishes a one-lane plan, its done.plan announcement, sent
-    alongside the update (no sibling can race it)."""
+    (record, finished_now); finished_now is True for exactly one caller, the one whose update
+    completed the set. None if the record does not exist."""
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, key, typ, {child: status}, children, first, announce)
+        return await _record(bus, key, typ, {child: status}, children)
 
 
-async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
-                               first: Read | None = None, announce: Announce | None = None
-                               ) -> tuple[Any, bool, Read | None] | None:
+async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
+                               children: str) -> tuple[Any, bool] | None:
     """record_child_done, where siblings finishing in this process at the same time share one
     compare-and-set: while one sibling's write is in flight, the next ones wait for the lock, and
     the first of them to get it writes them all (group commit). The one whose write it was gets the
@@ -189,13 +184,11 @@ async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, s
     waiting[child] = (status, mine)
     async with _parent_lock(bus, key):
         if mine.done():  # a sibling's write carried this completion
-            if first is not None:
-                first.cancel()
             mine.result()  # (raises what that write raised: this completion is then retried)
             return None
         batch = bus.carried.pop(key, {})
         try:
-            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children, first, announce)
+            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children)
         except BaseException as e:
             for _, fut in batch.values():
                 if fut is not mine and not fut.done():
@@ -215,7 +208,8 @@ def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
+def read_record(bus: Bus, key: str, typ: type[Any]) -> Read:
+    """A pas_tree record as this process last wrote it (pas.lastwrite), else its read from the store."""
     if (got := cached(bus, key, typ)) is not None:
         done: Read = asyncio.get_running_loop().create_future()
         done.set_result(got)
@@ -223,38 +217,24 @@ def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
     return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, typ))
 
 
-async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], children: str,
-                  first: Read | None, announce: Announce | None = None) -> tuple[Any, bool, Read | None] | None:
+async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], children: str) -> tuple[Any, bool] | None:
     while True:
-        # Under the lock, this process's own last write is newer than a read started before it.
-        if (got := cached(bus, key, typ)) is None:
-            got = await (first if first is not None else _read(bus, key, typ))
-        elif first is not None:
-            first.cancel()  # not needed (a no-op when it came from the cache too)
-        first = None
+        # Under the lock, this process's own last write is newer than any read.
+        got = cached(bus, key, typ) or await bus.kv_get(S.KV_TREE, key, typ)
         if got is None:
             return None
         rec, rev = got
         if rec.status != "running":
-            return rec, False, None  # finished before (a redelivery): the caller re-announces
+            return rec, False  # finished before (a redelivery): the caller re-announces
         rec.done.update(done)
         total = getattr(rec, children)
-        ahead = None
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
-            if isinstance(rec, wire.PlanRecord) and len(total) == 1:
-                # a one-lane plan: no sibling can race it, so announce it alongside its write
-                ahead = bus.spawn(announce(rec) if announce is not None else _emit_plan(bus, rec))
         try:
             await update(bus, S.KV_TREE, key, key, rec, rev)
         except KeyWrongLastSequenceError:
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
-            # (a plan's announcement stands: the same message id, re-sent below)
-        except BaseException:
-            if ahead is not None:
-                ahead.cancel()
-            raise
-        return rec, rec.status != "running", ahead
+        return rec, rec.status != "running"
 
 
 # ---- a parent finishes when its last child does: task -> job -> lane -> plan ------------------
@@ -310,22 +290,19 @@ async def note_child_done(ctx: WorkCtx, done: wire.ChildDone) -> None:
     typ, children = _PARENT[ev.kind]
     key, child = _parent_key(ev)
     record = record_child_done if done.redelivered else record_children_done
-    res = await record(ctx.bus, key, typ, child, ev.status, children, None, lambda plan: _announce_plan(ctx, plan))
+    res = await record(ctx.bus, key, typ, child, ev.status, children)
     if res is None or res[0].status == "running":
-        return  # no such parent, or it still has children running
-    parent, now, ahead = res
-    announced = isinstance(parent, wire.PlanRecord) and ahead is not None
-    if announced:
-        assert ahead is not None
-        await ahead  # done.plan, sent alongside the plan's write (a one-lane plan)
-    up = await _finished(ctx, parent, now or done.redelivered, announced)
+        return  # no such parent, or it still has children running (or a sibling's write carried this one)
+    parent, now = res
+    up = await _finished(ctx, parent, now)  # (ctx.redelivered: a repeated walk, announced again)
     if up.kind in _PARENT:
         await child_done(ctx, up)
 
 
-async def _finished(ctx: WorkCtx, rec: Any, now: bool, announced: bool = False) -> wire.RunEvent:
+async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
     """Log and announce a parent that just finished (`now`) or, on a repeated walk, had finished. The
-    owner logs as itself (pas.auth grants each agent its own comms subjects only)."""
+    owner logs as itself (pas.auth grants each agent its own comms subjects only). A plan's entry is
+    logged before done.plan goes, so root's STATUS entry stays the run's last."""
     again = now or ctx.redelivered
     if isinstance(rec, wire.JobRecord):
         ev = event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
@@ -340,19 +317,10 @@ async def _finished(ctx: WorkCtx, rec: Any, now: bool, announced: bool = False) 
         return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
     plan: wire.PlanRecord = rec
     ev = plan_event(plan)
-    if now and not announced:  # (an announced plan logged its entry before done.plan: _announce_plan)
+    if now:
         await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status)
-    if not announced:
-        await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
+    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
     return ev
-
-
-async def _announce_plan(ctx: WorkCtx, plan: wire.PlanRecord) -> None:
-    """A one-lane plan's ending, sent while its record is written: the architect's entry first, then
-    done.plan, so root's STATUS entry (logged once done.plan arrives) stays the run's last."""
-    ev = plan_event(plan)
-    await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status)
-    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))
 
 
 def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:
@@ -362,11 +330,6 @@ def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:
 
 def plan_done_id(run_id: str) -> str:
     return f"{run_id}:done:plan"
-
-
-async def _emit_plan(bus: Bus, plan: wire.PlanRecord) -> None:
-    """done.plan, sent while the plan's own record is being written (one-lane plans)."""
-    await bus.publish_js(S.done_plan(plan.run_id), plan_event(plan), msg_id=plan_done_id(plan.run_id))
 
 
 async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True,

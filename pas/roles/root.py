@@ -31,7 +31,8 @@ class RootRole(Role):
         """done.plan says a plan finished; the plan record (the architect's alone) says whether it did and
         how: a forged or early done.plan ends nothing."""
         got = R.cached_run(self.bus, told.run_id)  # the ending is a compare-and-set: it checks
-        plan = asyncio.ensure_future(self.bus.kv_get(S.KV_TREE, R.plan_key(told.run_id), wire.PlanRecord))
+        key = R.plan_key(told.run_id)  # as this process's architect wrote it, else the store
+        plan = R.read_record(self.bus, key, wire.PlanRecord)
         if got is None or got[0].repo:  # integration acts on the repository: from the stored record only
             got = await R.get_run(self.bus, told.run_id)
         stored = await plan
