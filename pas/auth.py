@@ -367,7 +367,10 @@ def table_rows(cfg: PasConfig) -> list[tuple[str, str, str]]:
     first: dict[str, AgentConfig] = {}
     for a in cfg.agents:
         first.setdefault(a.role, a)
-    who = [("client", "`client`", ""), *((a.id, f"each `{a.role}` agent", a.id) for a in first.values()),
+    # (an id that is also its role's name, `gateway`, stays as it is: it names the role's subjects too)
+    who = [("client", "`client`", ""),
+           *((a.id, f"`{a.id}`" if a.id == a.role else f"each `{a.role}` agent", "" if a.id == a.role else a.id)
+             for a in first.values()),
            ("adapter", "`adapter`", ""), ("admin", "`admin`", "")]
     rows = []
     for user, label, agent_id in who:
