@@ -185,7 +185,7 @@ class PasUnderCli:
         xdg.mkdir(exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PAS_CREDS"))}
         self.base_env = {**base, "XDG_CONFIG_HOME": str(xdg)}
-        for user in auth.USERS:
+        for user in auth.users(make_cfg()):
             out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
                                   "--nats-url", self.url], capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
