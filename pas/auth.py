@@ -32,6 +32,9 @@ from pas.redact import register_value
 
 SERVICE_USERS = ("client", "adapter", "admin")
 """The users that are not agents; no agent id may take one of these names (pas.config refuses it)."""
+OWN_RUNS_ONLY = ("client",)
+"""Users that may cancel, approve or reject only the runs they submitted (pas.roles.gateway); `adapter`
+(the HTTP adapter's token holders) and `admin` act on all runs."""
 
 if TYPE_CHECKING:  # the client commands load no pydantic (pas.configdoc)
     from pas.config import AgentConfig, PasConfig
@@ -184,7 +187,7 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
         # it relays clients' commands to the log as the `by` they name (pas.gateway.approve, ...)
         p.add(pub=[S.comms_filter(msg_type="CMD")])
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
-                   S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
+                   S.GATEWAY_APPROVE, S.GATEWAY_REJECT, *(S.gateway_as("*", a) for a in S.AS_ACTIONS)],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
                    S.WORK_ARCHITECT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
                    kv_write(S.KV_TREE, S.request_key("*")), kv_write(S.KV_IDEMPOTENCY, "*"), kv_read(S.KV_IDEMPOTENCY)])
@@ -216,29 +219,36 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     return p
 
 
-# Requests any client may make: the gateway's endpoints, every agent's health/status, micro discovery.
-REQUESTS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
-            S.GATEWAY_APPROVE, S.GATEWAY_REJECT,
-            S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), S.SRV_ALL)
+# Requests any client may make: reads of the gateway, every agent's health/status, micro discovery; and
+# the gateway's actions on runs under its own name (pas.gateway.as.<user>.*).
+READS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_PLAN,
+         S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), S.SRV_ALL)
+
+
+def requests(user: str) -> tuple[str, ...]:
+    """What `user` may ask: READS, its own pas.gateway.as.<user>.* and, unless it may act only on its own
+    runs (OWN_RUNS_ONLY), the anonymous cancel, approve and reject too."""
+    anonymous = () if user in OWN_RUNS_ONLY else (S.GATEWAY_CANCEL, S.GATEWAY_APPROVE, S.GATEWAY_REJECT)
+    return (*READS, *anonymous, *(S.gateway_as(user, a) for a in S.AS_ACTIONS))
 
 
 def permissions(cfg: PasConfig) -> dict[str, Perms]:
     """user -> its permissions, for this topology (one user per agent id)."""
     out = {a.id: agent_perms(cfg, a) for a in cfg.agents}
     out["client"] = Perms().add(
-        pub=[*REQUESTS, read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
+        pub=[*requests("client"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_BREAKERS), S.js_api("STREAM", "INFO", "*"), S.JS_FLOW_CONTROL_ALL,
              # pas replay (PAS_EVENTS, --rebuild against KV, --speed), pas rerun (its spec, its comms entry), pas diff
              read_stream(S.STREAM_EVENTS), kv_read(S.KV_RUNS), kv_read(S.KV_TREE), S.REPLAY_ALL,
              kv_write(S.KV_TREE, S.rerun_key("*")), S.comms_filter(from_agent="client")],
         sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, f"{S.inbox_prefix('client')}.>"])
     out["adapter"] = Perms().add(
-        pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
+        pub=[*requests("adapter"), S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
              S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_TREE), S.js_api("STREAM", "INFO", "*"), read_stream(S.STREAM_EVENTS)],  # + timelines
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              f"{S.inbox_prefix('adapter')}.>"])
-    out["admin"] = Perms().add(pub=[S.CTL_ALL, S.JS_API_ALL, S.SRV_ALL, S.JS_FLOW_CONTROL_ALL],
+    out["admin"] = Perms().add(pub=[*requests("admin"), S.CTL_ALL, S.JS_API_ALL, S.JS_FLOW_CONTROL_ALL],
                                sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
     return {u: out[u] for u in users(cfg)}
 

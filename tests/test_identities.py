@@ -253,3 +253,39 @@ async def test_a_bad_llm_entry_does_not_break_the_timeline(up: Stack, caplog: An
     raw = Raw(stream=S.STREAM_EVENTS, seq=1, subject=S.run_status("tl-1"), data=bad_event,
                        stored=datetime.now(UTC))
     assert timeline.decode(raw) is None  # a status that is not one is never shown
+
+
+async def test_client_cancels_and_decides_only_its_own_runs(up: Stack) -> None:
+    """A run records the NATS user that submitted it (pas.gateway.as.<user>.submit): `client` may cancel,
+    approve or reject its own runs only; `adapter` and `admin` act on all."""
+    from pas.errors import Forbidden
+
+    mine = await running(up, "own-1")  # submitted by `client`
+    other = await PasClient.connect(up.url or "", 10, creds=up.creds["adapter"])
+    admin = await PasClient.connect(up.url or "", 10, creds=up.creds["admin"])
+    try:
+        await other.submit({"title": "someone else's", "run_id": "own-2", "tasks": [SLEEP]})
+        await other.submit({"title": "held", "run_id": "own-3", "approval_mode": True, "tasks": [ECHO]})
+        await wait_for(lambda: _status_is(other, "own-3", "waiting_approval"), timeout_s=30)
+        for act in (lambda: mine.cancel("own-2"), lambda: mine.approve("own-3"), lambda: mine.reject("own-3")):
+            with pytest.raises(Forbidden) as e:
+                await act()
+            assert e.value.code == 403 and "was not submitted by 'client'" in e.value.message
+        assert (await other.status("own-2"))["status"] == "running"
+        assert (await other.status("own-3"))["status"] == "waiting_approval"
+        assert (await mine.cancel("own-1"))["status"] == "cancelled"  # its own
+        assert (await admin.cancel("own-2"))["status"] == "cancelled"  # admin: any run
+        assert (await other.approve("own-3", by="ana"))["status"] == "running"  # adapter: any run
+        assert (await other.wait("own-3", timeout_s=60))["status"] == "completed"
+        assert up.bus is not None
+        runs = {r: (await up.bus.kv_get(S.KV_RUNS, r, wire.RunRecord)) for r in ("own-1", "own-2")}
+        assert {r: got[0].submitted_by for r, got in runs.items() if got} == {"own-1": "client", "own-2": "adapter"}
+    finally:
+        await mine.close()
+        await other.close()
+        await admin.close()
+    await a_job_completes(up, "after-5")
+
+
+async def _status_is(client: PasClient, run_id: str, status: str) -> bool:
+    return bool((await client.status(run_id))["status"] == status)
