@@ -24,6 +24,7 @@ from pas import subjects as S
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import AgentConfig
+from pas.configdoc import check_model_override
 from pas.errors import NotFound, PasError
 from pas.service import Call, WorkCtx, WorkLoop, decode_body, endpoint
 
@@ -313,11 +314,8 @@ class Agent:
         if not e.value:
             return
         try:
-            d = wire.decode(e.value, dict)
+            d = check_model_override(wire.decode(e.value, dict), self.bus.cfg.models, self.id)
             model, backup = d.get("model", self.model), d.get("backup_model", self.backup_model)
-            for p in (model, backup):
-                if p is not None and p not in self.bus.cfg.models:
-                    raise ValueError(f"{p!r} is not a profile of models.yaml")
         except Exception as err:
             log.warning("%s: ignoring its stored model override (KV %s): %s", self.id, S.KV_MODELS, err)
             return

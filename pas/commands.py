@@ -26,7 +26,7 @@ from pas.cliutil import (
     result_table,
     wire_run_id,
 )
-from pas.configdoc import ClientConfig, find_config_dir
+from pas.configdoc import ClientConfig, check_model_override, find_config_dir
 from pas.errors import BadRequest, PasError
 from pas.redact import redact
 
@@ -123,10 +123,7 @@ def _checked(bucket: str, key: str, value: Any, cfg: ClientConfig) -> Any:
     """A KV value `pas agents` shows, checked: a model override names profiles of models.yaml, a breaker
     has a known state and opens for less than a day. ValueError otherwise."""
     if bucket == S.KV_MODELS:
-        for which in ("model", "backup_model"):
-            p = value.get(which)
-            if p is not None and (not isinstance(p, str) or (cfg.models and p not in cfg.models)):
-                raise ValueError(f"{which} {p!r} is not a profile of models.yaml")
+        check_model_override(value, cfg.models, key)
     elif bucket == S.KV_BREAKERS:
         until, ts = value.get("open_until"), value.get("ts")
         if value.get("state") not in BREAKER_STATES:

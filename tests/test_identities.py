@@ -8,6 +8,7 @@ completes afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -289,3 +290,38 @@ async def test_client_cancels_and_decides_only_its_own_runs(up: Stack) -> None:
 
 async def _status_is(client: PasClient, run_id: str, status: str) -> bool:
     return bool((await client.status(run_id))["status"] == status)
+
+
+async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any) -> None:
+    """A programmer may write its own model key and any profile's breaker; what it writes there is
+    checked where it is read: a profile not in models.yaml, or a breaker open for a year, is skipped
+    with a WARNING (the agent keeps its model, `pas agents` shows no breaker), and nothing fails."""
+    import sys
+    import time
+
+    caplog.set_level(logging.WARNING, "pas.agent")
+    prog = next(a for a in up.agents if a.id == "prog-001")
+    profile = prog.model
+    assert profile is not None
+    nc = await as_user(up, "prog-001")
+    try:
+        js = nc.jetstream()
+        await js.publish(S.kv_subject(S.KV_MODELS, "prog-001"), b'{"agent": "prog-001", "model": "no-such-profile"}')
+        year = json.dumps({"state": "open", "failures": 3, "open_until": time.time() + 31535889, "ts": time.time()})
+        await js.publish(S.kv_subject(S.KV_BREAKERS, profile), year.encode())
+    finally:
+        await nc.close()
+    await prog.load_model_override()
+    assert prog.model == profile
+    assert any("ignoring its stored model override" in r.getMessage() and "no-such-profile" in r.getMessage()
+               for r in caplog.records)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pas", "agents", "--json", "--nats-url", up.url or "", "--creds-dir",
+        str(Path(up.data_dir) / "creds"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)  # (the agents answer from this event loop)
+    assert proc.returncode == 0, err.decode()
+    row = next(r for r in json.loads(out) if r["agent"] == "prog-001")
+    assert row["model"] == profile and row["breaker"] == "-", row
+    assert f"skipped KV {S.KV_MODELS} key prog-001" in err.decode()
+    assert f"skipped KV {S.KV_BREAKERS} key {profile}" in err.decode()
+    await a_job_completes(up, "after-6")
