@@ -177,7 +177,7 @@ class PasUnderCli:
         self.shells: dict[str, Shell] = {}
 
     def start(self) -> PasUnderCli:
-        self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir))
+        self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir, auth.users(make_cfg())))
         self.url = self.server.start()
         ports = json.loads(next((self.tmp / "nats" / "ports").glob("*.ports")).read_text())
         self.monitor = ports["monitoring"][0]
