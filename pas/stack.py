@@ -54,6 +54,7 @@ class Stack:
         self.http = http
         self.http_server: AdapterHandle | None = None
         self.name = name
+        self._checking: asyncio.Task[Any] | None = None
 
     def check_sandbox(self) -> None:
         """Say at start when tasks will run unsandboxed or be refused (settings.policy.sandbox)."""
@@ -165,7 +166,8 @@ class Stack:
     async def _reconnected(self) -> None:
         if self.bus is not None:
             self.bus.records.clear()  # a cancel may have gone unheard while cut off (pas.runs cache)
-            self.bus.spawn(self._check_after_reconnect())
+            if self._checking is None or self._checking.done():  # one check for all the agents' connections
+                self._checking = self.bus.spawn(self._check_after_reconnect())
 
     async def _check_after_reconnect(self) -> None:
         for _ in range(10):  # JetStream may still be electing a leader right after a reconnect
