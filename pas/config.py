@@ -206,6 +206,9 @@ class AgentConfig(Strict):
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
     """Address the HTTP adapter binds (every agent port and the HMI)."""
+    cors_origins: list[str] = []
+    """Browser origins (e.g. http://localhost:3000) allowed to call every port, writes included:
+    CORS headers and preflights (pas.http.legacy). None by default: only the ports' own pages."""
     hmi_port: int = 6101
     monitor_port: int = 6109
     port_offset: int = 0

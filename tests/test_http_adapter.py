@@ -263,8 +263,8 @@ async def test_architect_and_director_submit(http: Http) -> None:
     assert r.status_code == 200, r.text
     st = await http.run_done(r.json()["run_id"])
     assert st["status"] == "completed" and st["tasks"][0]["output"] == "build it\n\nEntry files: a.py"
-    r = await http.c.post(http.u("architect", "/submit"), json={"title": "p", "policy": {}})
-    assert r.status_code == 422
+    r = await http.c.post(http.u("architect", "/submit"), json={"title": "p", "policy": {"bogus": 1}})
+    assert r.status_code == 422 and "bogus" in r.text
     r = await http.c.post(http.u("dir-docs", "/submit"), json={"title": "docs only", "goal": "write docs"})
     assert r.status_code == 200
     st = await http.run_done(r.json()["run_id"])
@@ -300,8 +300,10 @@ async def test_programmer_execute(http: Http) -> None:
     r = await http.c.post(url, json={"instruction": "x", "command": "false", "executor": "command"})
     assert r.status_code in (200, 403) and (r.status_code == 403 or r.json()["status"] == "error")
     for bad in ({"task": "a", "instruction": "b"}, {}, {"instruction": "x", "timeout_s": 5},
-                {"instruction": "x", "timeout_s": 7200}, {"instruction": "x", "llm_model": "gpt"}):
+                {"instruction": "x", "timeout_s": 7200}, {"instruction": "x", "llm_params": {"seed": 1}}):
         assert (await http.c.post(url, json=bad)).status_code == 422, bad
+    r = await http.c.post(url, json={"instruction": "x", "llm_model": "gpt"})  # a model no programmer has
+    assert r.status_code == 400 and r.json()["info"]["field"] == "llm_model"
 
 
 # ---- no responders, timeouts, auth -----------------------------------------------------------
@@ -472,14 +474,19 @@ async def test_hmi_events_stream(own_http: Http) -> None:
         run_id = (await http.c.post(http.u("gateway", "/submit"), json={"title": "live", "tasks": [ECHO]})).json()["run_id"]
         await http.c.post(http.u("hmi", "/api/agents/prog-002/model"), json={"primary": "gpt-4o"})
 
+        def items() -> list[dict[str, Any]]:  # run states arrive in batches ("runs": {t, items})
+            return [it for k, d in seen if k == "runs" for it in d["items"]]
+
         def done() -> bool:
             kinds = {k for k, _ in seen}
-            final = any(k == "run" and d["kind"] == "status" and d["run_id"] == run_id and d["data"]["status"] == "completed"
-                        for k, d in seen)
+            final = any(it["kind"] == "status" and it["run_id"] == run_id and it["data"]["status"] == "completed"
+                        for it in items())
             return final and {"beats", "comms", "model"} <= kinds
         await asyncio.wait_for(until(done, lines), 10)
-    tasks = [d["data"] for k, d in seen if k == "run" and d["kind"] == "task"]
+    tasks = [it["data"] for it in items() if it["kind"] == "task"]
     assert tasks and tasks[-1]["status"] == "completed" and tasks[-1]["run_id"] == run_id
+    entries = [e for k, d in seen if k == "comms" for e in d["entries"]]
+    assert entries and all(isinstance(e["seq"], int) for e in entries)
     assert any(k == "model" and d["agent"] == "prog-002" and d["model"] == "gpt-4o" for k, d in seen)
     beats = next(d for k, d in seen if k == "beats")
     assert all(set(b) == {"ts", "status", "run_id", "message"} for b in beats.values())

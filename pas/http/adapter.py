@@ -84,9 +84,10 @@ def bind(host: str, plan: dict[str, int]) -> dict[str, socket.socket]:
 class PortDispatch:
     """ASGI app: picks the per-port app by the local port; caps request bodies (413)."""
 
-    def __init__(self, apps: dict[int, Any], limit: int) -> None:
+    def __init__(self, apps: dict[int, Any], limit: int, origins: frozenset[str] = frozenset()) -> None:
         self.apps = apps
         self.limit = limit
+        self.origins = origins  # settings.http.cors_origins: browser origins allowed to write too
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -96,7 +97,7 @@ class PortDispatch:
         if app is None:
             return await _json(send, 404, {"detail": f"nothing is served on port {server[1]}"})
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
-            if not _same_origin(scope):
+            if not _same_origin(scope, self.origins):
                 return await _json(send, 403, {"detail": "cross-origin write refused (Origin is not this host)",
                                                "error": "refused"})
             body = await self._read_body(scope, receive)
@@ -128,13 +129,16 @@ class PortDispatch:
         return None if too_big else b"".join(chunks)
 
 
-def _same_origin(scope: dict[str, Any]) -> bool:
-    """A browser names the page that sent a write in Origin: only this host:port's own pages may
-    write (no CSRF from other sites; the body-less cancel would otherwise be a simple form post).
+def _same_origin(scope: dict[str, Any], allowed: frozenset[str] = frozenset()) -> bool:
+    """A browser names the page that sent a write in Origin: only this host:port's own pages, and
+    the origins configured in settings.http.cors_origins, may write (no CSRF from other sites; the
+    body-less cancel would otherwise be a simple form post).
     Clients that send no Origin (curl, scripts) are not browsers and are let through."""
     headers = dict(scope.get("headers") or [])
     origin = headers.get(b"origin")
     if origin is None:
+        return True
+    if origin.decode("latin-1").rstrip("/") in allowed:
         return True
     return urlsplit(origin.decode("latin-1")).netloc == headers.get(b"host", b"").decode("latin-1")
 
@@ -225,7 +229,8 @@ async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
         apps: dict[int, Any] = {plan[a.id]: agent_app(ctx, a) for a in cfg.agents if a.id in plan}
         apps[plan[HMI]] = hmi_app(ctx)
         mcp = await _mount_mcp_a2a(ctx, apps, plan)
-        config = uvicorn.Config(PortDispatch(apps, h.request_limit_bytes), lifespan="off", log_config=None,
+        config = uvicorn.Config(PortDispatch(apps, h.request_limit_bytes,
+                                             frozenset(o.rstrip("/") for o in h.cors_origins)), lifespan="off", log_config=None,
                                 log_level="warning", access_log=False, ws="none", server_header=False,
                                 timeout_graceful_shutdown=3)
         server = _Server(config)

@@ -80,6 +80,8 @@ class JobSubmitIn(In):
     priority: Literal[1, 5, 10, 20] = 5
     approval_mode: bool = False
     idempotency_key: str | None = Field(None, max_length=256)
+    protected_paths: list[Path1k] = Field(default_factory=list, max_length=200,
+                                          description="paths no task may change (globs; dir/ for a tree)")
 
     def to_wire(self) -> dict[str, Any]:
         d = super().to_wire()
@@ -168,6 +170,9 @@ class ExecuteIn(In):
     command: str | None = Field(None, max_length=4096)
     files: list[Path1k] = Field(default_factory=list, max_length=200)
     acceptance: str | None = Field(None, max_length=4096)
+    model: str | None = Field(None, min_length=1, max_length=128,
+                              description="model profile: this programmer's primary (default) or its backup")
+    budget_usd: float | None = Field(None, ge=0, le=10**6, description="cost cap of this task (llm tasks)")
     repo: str | None = Field(None, max_length=4096)
     env: str | None = Field(None, max_length=4096)
     run_id: str = Field("adhoc", max_length=64)

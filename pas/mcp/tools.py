@@ -109,6 +109,8 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "approval_mode": "hold the planned tasks until approve_run (or reject_run): the run waits in "
                          "waiting_approval",
         "idempotency_key": "the same key within the dedupe window returns the same run",
+        "protected_paths": "paths no task may change (globs; dir/ for a tree): a task branch touching one is "
+                           "left out of the result and fails the run; needs `repo`",
     },
     "TaskSpec": {
         "lane": "the lane whose manager and programmers run the task",

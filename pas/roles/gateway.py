@@ -72,6 +72,8 @@ class GatewayRole(Role):
             repo = Path(job.repo)
             if not (repo / ".git").exists():
                 raise BadRequest(f"repo {job.repo!r} is not a git repository")
+        elif job.protected_paths:
+            raise BadRequest("protected_paths needs a repo: without one, tasks change nothing that is kept")
         if job.env:
             try:
                 check_job_env(job.env)
@@ -111,7 +113,7 @@ class GatewayRole(Role):
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
                              priority=job.priority, approval_mode=job.approval_mode, repo=job.repo,
-                             submitted_by=S.requester(call.subject))
+                             protected_paths=job.protected_paths, submitted_by=S.requester(call.subject))
         # The job, kept once, and the run: both create-if-absent (an existing run's request is never
         # replaced), in one round trip.
         body = wire.encode(job)

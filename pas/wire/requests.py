@@ -40,6 +40,9 @@ class JobSubmit(Base):
     priority: Literal[1, 5, 10, 20] = 5
     approval_mode: bool = False
     idempotency_key: Annotated[str, Meta(max_length=256)] | None = None
+    protected_paths: Annotated[list[Annotated[str, Meta(max_length=1024)]], Meta(max_length=200)] = []
+    """Paths (globs; "dir/" for a tree) no task may change: a task branch that does is left out of
+    the result and fails the run, naming task and path (pas.integrate). Needs `repo`."""
 
 
 class RunRef(Base):
@@ -70,6 +73,10 @@ class ExecuteRequest(Base):
     command: str | None = None
     files: list[str] = []
     acceptance: str | None = None
+    model: str | None = None
+    """The model profile to use: this programmer's primary (the default) or its backup."""
+    budget_usd: Annotated[float, Meta(ge=0)] | None = None
+    """A cost cap for this one task, below the per-job cap (llm tasks: aider reports no cost)."""
     repo: str | None = None
     env: str | None = None
     run_id: str = "adhoc"
