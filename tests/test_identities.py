@@ -325,3 +325,22 @@ async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any
     assert f"skipped KV {S.KV_MODELS} key prog-001" in err.decode()
     assert f"skipped KV {S.KV_BREAKERS} key {profile}" in err.decode()
     await a_job_completes(up, "after-6")
+
+
+async def test_a_garbage_task_record_does_not_break_the_status(up: Stack, caplog: Any) -> None:
+    """Task records are the pool's (any programmer may write one): a record that is not a TaskRecord is
+    skipped, with a WARNING naming its key, by every view that lists a run's tasks."""
+    caplog.set_level(logging.WARNING, "pas.bus")
+    await a_job_completes(up, "garbage-1")
+    nc = await as_user(up, "prog-001")
+    try:
+        await nc.jetstream().publish(S.kv_subject(S.KV_TREE, S.task_key("garbage-1", "x-99")), b'{"status": 7}')
+    finally:
+        await nc.close()
+    client = await client_of(up)
+    try:
+        st = await client.status("garbage-1")
+    finally:
+        await client.close()
+    assert st["status"] == "completed" and [t["task_id"] for t in st["tasks"]] == ["code-1-01"]
+    assert any("skipped" in r.getMessage() and "garbage-1.task.x-99" in r.getMessage() for r in caplog.records)
