@@ -56,7 +56,6 @@ def forged(run_id: str) -> dict[str, tuple[str, str, bytes]]:
         "ev-job": ("", S.run_job(run_id, "code-1"), ev("job", lane=X, job_id=X)),
         "ev-task": ("", S.run_task(run_id, "code-1-01"), wire.encode(task)),
         "comms-submit": ("", S.comms(run_id, "client", "CMD"), entry("client", f"submit {X}")),
-        # (on the subject its body names: a comms entry whose sender differs from its subject's is not shown)
         "comms": ("", S.comms(run_id, X, "CMD"), entry(X, X)),
     }
 
