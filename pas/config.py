@@ -139,6 +139,9 @@ class PolicyConfig(Strict):
     """Glob patterns; a task's command must match one (matched against the whole command line)."""
     filesystem_allowlist: list[str] = Field(default_factory=list)
     """Globs of files an LLM or aider task may edit inside its worktree."""
+    repo_roots: list[str] = Field(default_factory=list)
+    """Directories a job's repository must be in (after symlinks; pas.policy.admit). Empty: the
+    directory `pas up` started in. `pas up` logs them at start."""
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     """auto/bwrap (also on/true): every process a task starts runs in bubblewrap (see pas/sandbox.py);
     without a working bwrap, command/llm/aider tasks are refused. off (also false): no sandbox, a

@@ -16,14 +16,14 @@ fails a run that would otherwise have completed.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from pas.errors import PasError
+from pas import gitsafe
+from pas.programs import remove_tree
 
 GIT_ID = ["-c", "user.name=PAS integrate", "-c", "user.email=pas@localhost"]
 
@@ -71,11 +71,9 @@ class Integration:
         return "; ".join(parts)
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(["git", *GIT_ID, *args], cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if check and p.returncode != 0:
-        raise PasError(f"git {' '.join(args)} failed: {(p.stdout + p.stderr).strip()[:500]}")
-    return p
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """PAS's hardened git (pas.gitsafe) with PAS's identity for the merge commits."""
+    return gitsafe.run(cwd, *GIT_ID, *args, check=check)
 
 
 def task_order(task_id: str) -> tuple[int, int, int, str]:
@@ -106,31 +104,28 @@ def integrate(repo: Path, run_id: str, tasks: list[dict], base: str = "HEAD",
                 continue
             if protected:
                 # HEAD...branch: what the branch changed since it left the base (HEAD is base + merges)
-                changed = _git(wt, "diff", "--no-ext-diff", "--name-only", "-z", f"HEAD...{branch}").stdout
+                changed = _git(wt, "diff", "--name-only", "-z", f"HEAD...{branch}").stdout.decode(errors="replace")
                 touched = [f for f in changed.split("\0") if f and is_protected(f, protected)]
                 if touched:
                     result.refused.append(Refused(t["task_id"], branch, touched))
                     continue
-            p = _git(wt, "merge", "--no-ff", "--no-edit", "-m", f"pas: integrate task {t['task_id']}", branch,
-                     check=False)
+            p = _git(wt, "merge", "--no-ff", "--no-edit", "--no-verify", "-m", f"pas: integrate task {t['task_id']}",
+                     branch, check=False)
             if p.returncode == 0:
                 result.merged.append(t["task_id"])
                 continue
-            files = _git(wt, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
+            files = _git(wt, "diff", "--name-only", "--diff-filter=U", check=False).stdout.decode(errors="replace").split()
             _git(wt, "merge", "--abort", check=False)
             result.conflicts.append(Conflict(t["task_id"], branch, files))
     finally:
         _git(repo, "worktree", "remove", "--force", str(wt), check=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     return result
 
 
 def checkout(repo: Path, branch: str, dest: Path) -> Path:
     """A plain copy of `branch`'s files at dest (git archive: no .git, nothing untracked)."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", branch], cwd=repo, capture_output=True,
-                             stdin=subprocess.DEVNULL)
-    if archive.returncode != 0:
-        raise PasError(f"git archive {branch} failed: {archive.stderr.decode(errors='replace')[:300]}")
+    archive = gitsafe.run(repo, "archive", "--format=tar", branch)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest

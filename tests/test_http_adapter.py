@@ -215,8 +215,10 @@ async def test_bad_bodies_are_4xx(http: Http) -> None:
     # Valid shape, refused by the gateway itself: 400 with its reason.
     r = await http.c.post(url, json={"title": "x", "tasks": [{**ECHO, "command": "rm -rf /"}]})
     assert r.status_code == 400 and r.json()["error"] == "bad_request" and "tasks[0]" in r.json()["detail"]
-    r = await http.c.post(url, json={"title": "x", "repo": "/nonexistent/repo"})
+    r = await http.c.post(url, json={"title": "x", "repo": "/tmp/pas-nonexistent/repo"})
     assert r.status_code == 400 and "git" in r.json()["detail"]
+    r = await http.c.post(url, json={"title": "x", "repo": "/nonexistent/repo"})
+    assert r.status_code == 400 and "repo_roots" in r.json()["detail"]
     r = await http.c.post(http.u("gateway", "/prime_directives"), json={"title": "x", "repo_root": "/nonexistent"})
     assert r.status_code == 400
     r = await http.c.post(http.u("gateway", "/prime_directives"), json={"description": "no title"})

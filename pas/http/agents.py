@@ -32,16 +32,16 @@ from pas import subjects as S
 from pas.config import AgentConfig
 from pas.errors import BadRequest
 from pas.http import legacy
-from pas.http.approval import approval_routes
+from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.legacy_models import LegacyArchitectIn, LegacyCardBody, LegacyExecuteIn
 from pas.http.models import JobCardIn, JobSubmitIn, PrimeDirectivesIn
+from pas.ids import ID_PATTERN
 
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
 IDEM = Header(None, alias="Idempotency-Key", max_length=256,
               description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
 # Ids end up in KV keys: only what a key may hold (the gateway's are run ids; managers' <run>:<job>).
-REF_PATTERN = {False: r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_-]{1,64})?$", True: r"^[A-Za-z0-9_-]{1,64}$"}
+REF_PATTERN = {False: f"^{ID_PATTERN[1:-1]}(:{ID_PATTERN[1:-1]})?$", True: ID_PATTERN}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such run"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "the run already ended"}}
 LEGACY_STATUS_ROLES = ("root", "architect", "dir", "mgr")  # /status/{id} with the original's `state`
@@ -115,13 +115,16 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
         return await ctx.backend.submit(body.to_wire(), idempotency_key)
 
     @app.get("/runs", summary=f"Recent runs, newest first ({S.GATEWAY_RUNS})", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000), status: legacy.RunStatusFilter | None = None) -> Any:
-        return await ctx.backend.runs(limit, legacy.runs_filter(status))
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: legacy.RunStatusFilter | None = None,
+                   offset: int = Query(0, ge=0, description="skip this many of the newest (the reply's next_offset)")
+                   ) -> Any:
+        return await ctx.backend.runs(limit, legacy.runs_filter(status), offset)
 
-    @app.get("/runs/{run_id}", summary=f"One run with its tasks ({S.GATEWAY_STATUS})",
-             responses={**ERRORS, **NOT_FOUND})
-    async def run(run_id: str = RUN_ID) -> Any:
-        return await legacy.run_view(ctx.backend, run_id)
+    @app.get("/runs/{run_id}", summary=f"One run with a page of its tasks ({S.GATEWAY_STATUS}): next_offset "
+                                       "says where the next page starts", responses={**ERRORS, **NOT_FOUND})
+    async def run(run_id: str = RUN_ID, offset: int = Query(0, ge=0), limit: int | None = Query(None, ge=1, le=100000)
+                  ) -> Any:
+        return await legacy.run_view(ctx.backend, run_id, offset, limit)
 
     @app.get("/runs/{run_id}/timeline",
              summary=f"The run's timeline from {S.STREAM_EVENTS} and {S.STREAM_COMMS} (pas replay)",

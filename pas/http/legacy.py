@@ -97,9 +97,10 @@ def _acceptance_tail(output: str) -> str:
     return (output[at + 1:] if at >= 0 else output)[-OUTPUT_TAIL:]
 
 
-async def run_view(backend: Backend, run_id: str) -> dict[str, Any]:
-    """The run status plus the original's artifacts, actuals and acceptance_results."""
-    st = await backend.run_status(run_id)
+async def run_view(backend: Backend, run_id: str, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+    """The run status (a page of its tasks: pas.runs.run_view) plus the original's artifacts, actuals
+    and acceptance_results."""
+    st = await backend.run_status(run_id, offset, limit)
     specs = {tid: spec for j in await _jobs(backend, run_id) for tid, spec in zip(j.tasks, j.specs, strict=False)}
     tasks = st.get("tasks") or []
     st["artifacts"] = {

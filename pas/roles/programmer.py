@@ -22,12 +22,13 @@ from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, BudgetExceeded, PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
-from pas.policy import check_command
+from pas.policy import admit, check_command, repo_roots
 from pas.redact import redact
 from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
 from pas.sandbox import Box
 from pas.service import Call, WorkCtx, task_status
+from pas.textsafe import cap
 from pas.wire.records import ACCEPTANCE_MARK
 
 log = logging.getLogger("pas.programmer")
@@ -160,11 +161,11 @@ class ProgrammerRole(Role):
             self._cancelled.discard(key)
         rec.status = result.status
         rec.exit_code = result.exit_code
-        rec.output = redact(result.output[-wire.MAX_OUTPUT:])
-        rec.error = redact(result.error)
+        rec.output = cap(redact(result.output), wire.MAX_OUTPUT, tail=True)
+        rec.error = cap(redact(result.error), wire.MAX_ERROR)
         rec.tokens, rec.cost_usd = result.tokens, result.cost_usd
         rec.branch = result.extra.get("branch")
-        rec.diff_stat = result.extra.get("diff_stat")
+        rec.diff_stat = result.extra.get("diff_stat")  # bounded by Workspace.finish
         rec.finished_at = wire.now()
         await self._finish(ctx, rec)
 
@@ -217,8 +218,10 @@ class ProgrammerRole(Role):
                 result.extra["branch"] = ws.branch
                 try:
                     result.extra["diff_stat"] = await ws.finish(work.task_id) or ""
-                except PasError as e:
-                    result.extra["diff_stat"] = f"(could not commit: {e.message})"
+                except PasError as e:  # the work is not on the branch: the task did not complete
+                    result.extra["diff_stat"] = ""
+                    why = f"could not commit the task's work (worktree kept at {ws.path}): {e.message}"
+                    result.status, result.error = "failed", why + (f"; {result.error}" if result.error else "")
             return result
         finally:
             await ws.remove()
@@ -295,15 +298,19 @@ class ProgrammerRole(Role):
         direct = self._direct(req)
         spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
                              files=req.files, acceptance=req.acceptance)
+        # The request is an edge like the gateway: the same repository and environment rules
+        # (pas.policy.admit; the ids are checked by the wire type).
+        repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
-                             manager="", spec=spec, repo=req.repo, env=req.env, timeout_s=req.timeout_s)
+                             manager="", spec=spec, repo=repo, env=req.env, timeout_s=req.timeout_s)
         renv = self._repo_env(work)
         r = await self._execute(work, renv, direct)
         if renv is not None:
             r.extra["env"] = renv if isinstance(renv, str) else renv.description
         return {"status": EXECUTE_STATUS.get(r.status, "error"),
                 "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
-                "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,
+                "output": cap(redact(r.output), wire.MAX_OUTPUT, tail=True),
+                "error": cap(redact(r.error), wire.MAX_ERROR) or None,
                 "artifacts": dict(r.extra), "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}
 
     def _direct(self, req: wire.ExecuteRequest) -> Direct:

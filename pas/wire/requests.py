@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct
 
 from pas.subjects import Lane
-from pas.wire.base import MAX_TEXT, Base, Executor, RunId, RunStatusValue, Text, Title
+from pas.wire.base import MAX_TEXT, Base, Executor, JobId, RunId, RunStatusValue, TaskId, Text, Title
 
 
 class TaskSpec(Base):
@@ -49,9 +49,21 @@ class RunRef(Base):
     run_id: RunId
 
 
+class StatusQuery(Base):
+    """Body of pas.gateway.status: a run, and which of its tasks (in task id order). The reply holds
+    the tasks from `offset`, at most `limit` (default: as many as fit in one NATS message), and says
+    where the next page starts (RunStatus.next_offset)."""
+
+    run_id: RunId
+    offset: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=100000)] | None = None
+
+
 class RunsQuery(Base):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 50
     status: RunStatusValue | None = None
+    offset: Annotated[int, Meta(ge=0)] = 0
+    """Skip this many of the newest runs (pages past the first `limit`)."""
 
 
 class Decision(Base):
@@ -60,7 +72,7 @@ class Decision(Base):
     run_id: RunId
     by: Annotated[str, Meta(max_length=200)] | None = None
     """Who decides (a person, a tool); the gateway records "anonymous" when absent."""
-    drop: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=10000)] = []
+    drop: Annotated[list[TaskId], Meta(max_length=10000)] = []
     """Approve only: task ids removed from the plan (they end `skipped`)."""
     reason: Annotated[str, Meta(max_length=2000)] = ""
 
@@ -79,8 +91,8 @@ class ExecuteRequest(Base):
     """A cost cap for this one task, below the per-job cap (llm tasks: aider reports no cost)."""
     repo: str | None = None
     env: str | None = None
-    run_id: str = "adhoc"
-    job_id: str = "adhoc"
+    run_id: RunId = "adhoc"
+    job_id: JobId = "adhoc"
     timeout_s: float = 300.0
 
 
