@@ -24,6 +24,7 @@ from pas import subjects as S
 from pas.bus import Bus
 from pas.comms import CommsLog
 from pas.config import AgentConfig
+from pas.configdoc import check_model_override
 from pas.errors import NotFound, PasError
 from pas.service import Call, WorkCtx, WorkLoop, decode_body, endpoint
 
@@ -39,6 +40,8 @@ class EndpointSpec:
     handler: Callable[[Any, Call], Awaitable[Any]]
     req_type: type[Any]
     queue_group: str | None = None
+    concurrent: bool = False
+    """Handle each request in a task of its own (nats-py runs one subscription's callbacks one at a time)."""
 
 
 @dataclass
@@ -88,6 +91,20 @@ class Role:
 
     async def status(self, ref: wire.StatusRef) -> Any:
         raise NotFound(f"{self.me.id} keeps no status for {ref.id!r}")
+
+    def child_done_endpoint(self, subject: str, queue_group: str) -> EndpointSpec:
+        """The endpoint where this role, the owner of a record (job, lane or plan), hears that a child of it
+        ended and walks the completion up (pas.runs.note_child_done)."""
+        return EndpointSpec("done", subject, self._child_done, wire.ChildDone, queue_group=queue_group,
+                            concurrent=True)
+
+    async def _child_done(self, done: wire.ChildDone, call: Call) -> dict[str, Any]:
+        from pas import runs  # (pas.runs imports this module's neighbours; roles use it, the runtime not)
+
+        ctx = WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers=call.headers,
+                      subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms)
+        await runs.note_child_done(ctx, done)
+        return {}
 
 
 class Agent:
@@ -228,11 +245,18 @@ class Agent:
                 ep._num_errors += 1
                 ep._last_error = text
 
+        handle = endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input)
+        if spec.concurrent:
+            serial = handle
+
+            async def handle(req: Any) -> None:
+                self.bus.spawn(serial(req))
+
         await self.service.add_endpoint(
             name=spec.name,
             subject=spec.subject,
             queue_group=spec.queue_group,
-            handler=endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input),
+            handler=handle,
             metadata={"agent": self.id},
         )
         holder["ep"] = self.service._endpoints[-1]
@@ -292,7 +316,7 @@ class Agent:
                   "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
         await self.bus.kv_put(S.KV_MODELS, self.id, change)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
-        await self.comms.log("ctl", self.id, "CMD", f"set_model primary={self.model} backup={self.backup_model}",
+        await self.comms.log(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
                              status="ok", metadata=change)
         return change
 
@@ -301,14 +325,19 @@ class Agent:
             e = await self.bus.kv[S.KV_MODELS].get(self.id)
         except Exception:
             return
-        if e.value:
-            d = wire.decode(e.value, dict)
-            self.model = d.get("model", self.model)
-            self.backup_model = d.get("backup_model", self.backup_model)
+        if not e.value:
+            return
+        try:
+            d = check_model_override(wire.decode(e.value, dict), self.bus.cfg.models, self.id)
+            model, backup = d.get("model", self.model), d.get("backup_model", self.backup_model)
+        except Exception as err:
+            log.warning("%s: ignoring its stored model override (KV %s): %s", self.id, S.KV_MODELS, err)
+            return
+        self.model, self.backup_model = model, backup
 
     async def _bad_input(self, subject: str, data: bytes, err: PasError) -> None:
         preview = data[:500].decode(errors="replace")
         await self.comms.log(
-            "client", self.id, "ERROR", f"rejected input on {subject}: {err.message}",
+            self.id, "client", "ERROR", f"rejected input on {subject}: {err.message}",
             status=err.error, metadata={"subject": subject, "bytes": len(data), "preview": preview, "code": err.code},
         )

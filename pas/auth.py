@@ -1,13 +1,15 @@
 """Least-privilege NATS users, generated from the topology.
 
-One NATS user per role (`client`, the seven agent tiers, `adapter`, `admin`), each allowed to publish
-and subscribe only the subjects its role uses (subjects.md, "Permissions") plus the JetStream API
-calls on its own consumers and buckets. Every user has its own inbox prefix (`_INBOX.<user>`), so
-no user can read another's replies.
+One NATS user per agent id (topology plus --agents overlays) and three service users (`client`,
+`adapter`, `admin`). An agent may publish and subscribe only what its role uses (subjects.md,
+"Permissions") and, where a subject or key names an agent, only its own id: heartbeat, claim, model
+key, comms entries, endpoints. Records are granted to their owners (task: programmers, job: managers,
+lane: its director, plan: the architect). Every user has its own inbox prefix (`_INBOX.<user>`), so no
+user can read another's replies.
 
-    creds = ensure_creds(creds_dir)           # passwords, generated once, files 0600
-    server_block(cfg, creds)                  # `authorization { users = [...] }` for nats-server
-    connect_kw(creds["programmer"])           # user=, password=, inbox_prefix= for nats.connect
+    creds = ensure_creds(creds_dir, users(cfg))   # passwords, generated once, files 0600
+    server_block(cfg, creds)                      # `authorization { users = [...] }` for nats-server
+    connect_kw(creds["prog-001"])                 # user=, password=, inbox_prefix= for nats.connect
 
 Where `pas` finds credentials: --creds-dir, else $PAS_CREDS_DIR, else settings.nats.creds_dir, else
 <settings.nats.data_dir>/creds (what `pas up` writes for its embedded server).
@@ -25,17 +27,23 @@ from typing import TYPE_CHECKING, Any
 
 from pas import subjects as S
 from pas import wire
-from pas.configdoc import TIER_OF_ROLE
 from pas.errors import PasError
 from pas.redact import register_value
 
-AGENT_USERS = tuple(TIER_OF_ROLE.values())  # gateway root architect director manager programmer monitor
-USERS = ("client", *AGENT_USERS, "adapter", "admin")
-ROLE_OF_USER = {user: role for role, user in TIER_OF_ROLE.items()}
+SERVICE_USERS = ("client", "adapter", "admin")
+"""The users that are not agents; no agent id may take one of these names (pas.config refuses it)."""
+OWN_RUNS_ONLY = ("client",)
+"""Users that may cancel, approve or reject only the runs they submitted (pas.roles.gateway); `adapter`
+(the HTTP adapter's token holders) and `admin` act on all runs."""
 
 if TYPE_CHECKING:  # the client commands load no pydantic (pas.configdoc)
-    from pas.config import PasConfig
+    from pas.config import AgentConfig, PasConfig
     from pas.configdoc import ClientConfig
+
+
+def users(cfg: PasConfig) -> tuple[str, ...]:
+    """Every NATS user of this topology (with its --agents overlays): client, one per agent id, adapter, admin."""
+    return ("client", *(a.id for a in cfg.agents), "adapter", "admin")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class Grant:
 
     label: str
     subjects: tuple[str, ...]
+    deny: tuple[str, ...] = ()
+    """Subjects refused although `subjects` cover them (PAS's durable consumers under a reader's wildcard)."""
 
 
 Rule = str | Grant
@@ -67,12 +77,15 @@ class Perms:
     """Replies allowed per request received (0: none)."""
     doc_publish: list[str] = field(default_factory=list)
     doc_subscribe: list[str] = field(default_factory=list)
+    deny_publish: list[str] = field(default_factory=list)
 
     def add(self, pub: list[Rule] | tuple[Rule, ...] = (), sub: list[Rule] | tuple[Rule, ...] = ()) -> Perms:
         for rules, subjects, doc in ((pub, self.publish, self.doc_publish), (sub, self.subscribe, self.doc_subscribe)):
             for r in rules:
                 label, subs = (r.label, r.subjects) if isinstance(r, Grant) else (f"`{r}`", (r,))
                 subjects += [x for x in subs if x not in subjects]
+                if isinstance(r, Grant):
+                    self.deny_publish += [x for x in r.deny if x not in self.deny_publish]
                 if label not in doc:
                     doc.append(label)
         return self
@@ -85,12 +98,28 @@ def consume(stream: str, durable: str) -> Grant:
                  (S.js_next(stream, durable), S.js_acks(stream, durable)))
 
 
+def pas_durables(stream: str) -> list[str]:
+    """PAS's durable consumers on a stream (every lane's, whether the topology has it or not)."""
+    if stream == S.STREAM_EVENTS:
+        return [S.CONSUMER_ROOT_DONE, *(S.consumer_mgr_release(lane) for lane in S.LANES)]
+    if stream == S.STREAM_WORK:
+        return [S.CONSUMER_ARCHITECT, S.CONSUMER_APPROVAL, *(S.consumer_dir(lane) for lane in S.LANES),
+                *(S.consumer_mgr(lane) for lane in S.LANES), *(S.consumer_prog(b) for b in wire.PRIORITIES)]
+    return []
+
+
 def read_stream(stream: str) -> Grant:
-    """Read a stream through short-lived consumers of one's own (pas log, KV listings)."""
+    """Read a stream through short-lived consumers of one's own (pas log, KV listings). Their names are the
+    server's, hence the wildcards; PAS's own durables on the stream are denied by name, so a reader can
+    neither pull from one (stealing its deliveries) nor delete or redefine it."""
+    deny = []
+    for d in pas_durables(stream):
+        deny += [S.js_next(stream, d), S.js_acks(stream, d), S.js_api("CONSUMER", "DELETE", stream, d),
+                 S.js_api("CONSUMER", "CREATE", stream, d), S.js_api("CONSUMER", "CREATE", stream, d, ">")]
     return Grant(f"read `{stream}`",
                  (S.js_api("STREAM", "INFO", stream), S.js_api("CONSUMER", "CREATE", stream),
                   S.js_api("CONSUMER", "CREATE", stream, ">"), S.js_api("CONSUMER", "INFO", stream, "*"),
-                  S.js_next(stream, "*"), S.js_api("CONSUMER", "DELETE", stream, "*")))
+                  S.js_next(stream, "*"), S.js_api("CONSUMER", "DELETE", stream, "*")), tuple(deny))
 
 
 def kv_read(bucket: str, key: str = ">") -> Grant:
@@ -113,95 +142,101 @@ def _lanes(cfg: PasConfig, role: str) -> list[str]:
     return [lane for lane in S.LANES if any(a.lane == lane for a in cfg.by_role(role))]
 
 
-# ---- per-role rules ------------------------------------------------------------------------
+# ---- per-agent rules -----------------------------------------------------------------------
 MAX_REPLIES = 1000
-"""Replies one connection may send per request it receives. A $SRV.PING is answered by every agent on
-the connection (a process runs many agents of a role, more with a --agents overlay)."""
+"""Replies one connection may send per request it receives (a $SRV.PING, a request to a queue group)."""
 
 
-def _agent_common(cfg: PasConfig, user: str) -> Perms:
-    """What the agent runtime (pas.agent.Agent, pas.claims) does for every agent of a role. Agent ids are
-    wildcards, not the topology's list: a process may add ids with a --agents overlay."""
-    role = ROLE_OF_USER[user]
+def _agent_common(cfg: PasConfig, a: AgentConfig) -> Perms:
+    """What the agent runtime (pas.agent.Agent, pas.claims) does, for this agent id only: its heartbeat,
+    claim, model key, comms entries (as sender), micro endpoints and discovery."""
     p = Perms(allow_responses=MAX_REPLIES)
-    p.add(sub=[S.SRV_ALL, f"{S.inbox_prefix(user)}.>", S.agent_endpoint(role, "*", "health"),
-               S.agent_endpoint(role, "*", "status"), S.ctl("*", "set_model")],
-          pub=[S.COMMS_ALL, S.js_api("STREAM", "INFO", "*"), S.heartbeat("*"), S.ctl("*", "model_changed"),
-               kv_write(S.KV_MODELS, "*"), kv_read(S.KV_MODELS, "*"),
-               kv_write(S.KV_CLAIMS, "*"), kv_read(S.KV_CLAIMS, "*"), S.SRV_PING_ALL])
+    p.add(sub=[S.SRV_ALL, f"{S.inbox_prefix(a.id)}.>", S.agent_endpoint(a.role, a.id, "health"),
+               S.agent_endpoint(a.role, a.id, "status"), S.ctl(a.id, "set_model")],
+          pub=[S.comms_filter(from_agent=a.id), S.js_api("STREAM", "INFO", "*"), S.heartbeat(a.id),
+               S.ctl(a.id, "model_changed"), kv_write(S.KV_MODELS, a.id), kv_read(S.KV_MODELS, a.id),
+               kv_write(S.KV_CLAIMS, a.id), kv_read(S.KV_CLAIMS, a.id), S.srv_ping(a.id, "*")])
     return p
 
 
-LLM_USERS = ("architect", "director", "manager", "programmer")  # they call models: usage and breakers
+LLM_ROLES = ("architect", "dir", "mgr", "prog")  # they call models: usage, breakers, recordings
 
 
-def _role_rules(cfg: PasConfig, user: str) -> Perms:
-    p = _agent_common(cfg, user)
-    run_readers = ("gateway", "root", "architect", "director", "manager", "programmer")
-    if user in run_readers:
-        p.add(pub=[kv_read(S.KV_RUNS)])
-    if user in ("gateway", "root", "architect", "director", "manager", "programmer"):  # root: integration
-        p.add(pub=[kv_read(S.KV_TREE)])
-    if user in ("architect", "director", "manager"):  # runs.mark_degraded notes a fallback on the run
+def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
+    """The rights of one agent id. The completion walk goes up by owner (pas.runs): a programmer writes task
+    records and tells the job's managers (pas.mgr.<lane>.done); a manager writes job records and tells the
+    lane's director (pas.dir.<lane>.done); a director writes its lane's record and tells the architect
+    (pas.architect.lanes.done); only the architect writes plan records and publishes done.plan."""
+    p = _agent_common(cfg, a)
+    role, lane = a.role, a.lane or ""
+    if role in ("gateway", "root", "architect", "dir", "mgr", "prog"):
+        p.add(pub=[kv_read(S.KV_RUNS), kv_read(S.KV_TREE)])
+    if role in ("architect", "dir", "mgr"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])
-    if user in ("director", "manager", "programmer"):
-        # pas.runs.child_done: whoever records a parent's last child finishes the parent, up the tree
-        # (a programmer its task's job, lane and plan; a manager at approval; a director a cancelled lane).
-        p.add(pub=[kv_write(S.KV_TREE, S.job_key("*", "*")), kv_write(S.KV_TREE, S.lane_key("*", "*")),
-                   kv_write(S.KV_TREE, S.plan_key("*")),
-                   S.run_job("*", "*"), S.run_lane("*", "*"), S.done_plan("*")])
-    if user in LLM_USERS:
-        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), kv_write(S.KV_BREAKERS, ">"),
-                   # every exchange recorded; a rerun reads recordings, notes a divergence, cancels on it
+    if role in LLM_ROLES:
+        breakers = Grant(f"`{S.kv_subject(S.KV_BREAKERS, '<profile>')}` (each profile of models.yaml)",
+                         tuple(kv_write(S.KV_BREAKERS, m) for m in cfg.models))
+        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), breakers,
+                   # every exchange recorded; a rerun reads recordings, notes a divergence
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
                                            (S.js_api("STREAM", "MSG", "GET", S.STREAM_RECORDINGS),)),
-                   kv_write(S.KV_TREE, S.divergence_key("*")), kv_write(S.KV_TREE, S.forked_key("*")),
-                   S.GATEWAY_CANCEL])
-    if user == "gateway":
+                   kv_write(S.KV_TREE, S.divergence_key("*")), kv_write(S.KV_TREE, S.forked_key("*"))])
+    if role in ("architect", "dir", "mgr"):
+        p.add(pub=[S.GATEWAY_CANCEL])  # a diverged rerun is cancelled (pas.rerun)
+    if role == "gateway":
+        # it relays clients' commands to the log as the `by` they name (pas.gateway.approve, ...)
+        p.add(pub=[S.comms_filter(msg_type="CMD")])
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
-                   S.GATEWAY_APPROVE, S.GATEWAY_REJECT],
+                   S.GATEWAY_APPROVE, S.GATEWAY_REJECT, *(S.gateway_as("*", a) for a in S.AS_ACTIONS)],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
                    S.WORK_ARCHITECT, S.run_status("*"), S.run_cancel("*"), kv_write(S.KV_RUNS, "*"),
                    kv_write(S.KV_TREE, S.request_key("*")), kv_write(S.KV_IDEMPOTENCY, "*"), kv_read(S.KV_IDEMPOTENCY)])
-    elif user == "root":
+    elif role == "root":
         p.add(pub=[consume(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE), S.run_status("*"), kv_write(S.KV_RUNS, "*")])
-    elif user == "architect":
-        p.add(pub=[consume(S.STREAM_WORK, S.CONSUMER_ARCHITECT), S.run_status("*"),  # the run starts
-                   *[S.work_dir(lane) for lane in _lanes(cfg, "dir")], kv_write(S.KV_TREE, S.plan_key("*"))])
-    elif user == "director":
-        for lane in _lanes(cfg, "dir"):
-            p.add(pub=[consume(S.STREAM_WORK, S.consumer_dir(lane)),
-                       S.work_mgr(lane), kv_write(S.KV_TREE, S.lane_key("*", lane))])
-    elif user == "manager":
-        for lane in _lanes(cfg, "mgr"):
-            p.add(sub=[S.lane_submit("mgr", lane)],
-                  pub=[consume(S.STREAM_WORK, S.consumer_mgr(lane)),
-                       consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)), S.work_mgr(lane)])
-        # Approval mode: the manager completing a plan moves the run to waiting_approval.
-        p.add(pub=[S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"), S.run_task("*", "*"),
-                   kv_write(S.KV_TREE, S.job_key("*", "*")), kv_write(S.KV_TREE, S.task_key("*", "*"))])
-    elif user == "programmer":
-        p.add(sub=[S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
+    elif role == "architect":
+        p.add(sub=[S.ARCHITECT_DONE],
+              pub=[consume(S.STREAM_WORK, S.CONSUMER_ARCHITECT), S.run_status("*"),  # the run starts
+                   *[S.work_dir(x) for x in _lanes(cfg, "dir")], kv_write(S.KV_TREE, S.plan_key("*")),
+                   S.done_plan("*")])
+    elif role == "dir":
+        p.add(sub=[S.child_done("dir", lane)],
+              pub=[consume(S.STREAM_WORK, S.consumer_dir(lane)), S.work_mgr(lane),
+                   kv_write(S.KV_TREE, S.lane_key("*", lane)), S.run_lane("*", lane), S.ARCHITECT_DONE])
+    elif role == "mgr":
+        p.add(sub=[S.lane_submit("mgr", lane), S.child_done("mgr", lane)],
+              pub=[consume(S.STREAM_WORK, S.consumer_mgr(lane)), consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)),
+                   S.work_mgr(lane), S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"),
+                   S.run_task("*", "*"), kv_write(S.KV_TREE, S.job_key("*", "*")),
+                   kv_write(S.KV_TREE, S.task_key("*", "*")), S.child_done("dir", lane)])
+    elif role == "prog":
+        p.add(sub=[S.agent_endpoint("prog", a.id, "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.priority)
               pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
-                   kv_write(S.KV_TREE, S.task_key("*", "*"))])
-    elif user == "monitor":
+                   kv_write(S.KV_TREE, S.task_key("*", "*")), S.child_done("mgr", "*")])
+    elif role == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
               pub=[S.alert_agent("*"), kv_write(S.KV_AGENTS, "*"), kv_read(S.KV_AGENTS)])
     return p
 
 
-# Requests any client may make: the gateway's endpoints, every agent's health/status, micro discovery.
-REQUESTS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
-            S.GATEWAY_APPROVE, S.GATEWAY_REJECT,
-            S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), S.SRV_ALL)
+# Requests any client may make: reads of the gateway, every agent's health/status, micro discovery; and
+# the gateway's actions on runs under its own name (pas.gateway.as.<user>.*).
+READS = (S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_PLAN,
+         S.agent_endpoint("*", "*", "health"), S.agent_endpoint("*", "*", "status"), S.SRV_ALL)
+
+
+def requests(user: str) -> tuple[str, ...]:
+    """What `user` may ask: READS, its own pas.gateway.as.<user>.* and, unless it may act only on its own
+    runs (OWN_RUNS_ONLY), the anonymous cancel, approve and reject too."""
+    anonymous = () if user in OWN_RUNS_ONLY else (S.GATEWAY_CANCEL, S.GATEWAY_APPROVE, S.GATEWAY_REJECT)
+    return (*READS, *anonymous, *(S.gateway_as(user, a) for a in S.AS_ACTIONS))
 
 
 def permissions(cfg: PasConfig) -> dict[str, Perms]:
-    """user -> its permissions, for this topology."""
-    out = {u: _role_rules(cfg, u) for u in AGENT_USERS}
+    """user -> its permissions, for this topology (one user per agent id)."""
+    out = {a.id: agent_perms(cfg, a) for a in cfg.agents}
     out["client"] = Perms().add(
-        pub=[*REQUESTS, read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
+        pub=[*requests("client"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_BREAKERS), S.js_api("STREAM", "INFO", "*"), S.JS_FLOW_CONTROL_ALL,
              # pas replay (PAS_EVENTS, --rebuild against KV, --speed), pas rerun (its spec, its comms entry), pas diff
              read_stream(S.STREAM_EVENTS), kv_read(S.KV_RUNS), kv_read(S.KV_TREE), S.REPLAY_ALL,
@@ -210,14 +245,14 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
              S.js_acks(S.STREAM_COMMS, "*")],
         sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, f"{S.inbox_prefix('client')}.>"])
     out["adapter"] = Perms().add(
-        pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
+        pub=[*requests("adapter"), S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
              S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_TREE), S.js_api("STREAM", "INFO", "*"), read_stream(S.STREAM_EVENTS)],  # + timelines
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              f"{S.inbox_prefix('adapter')}.>"])
-    out["admin"] = Perms().add(pub=[S.CTL_ALL, S.JS_API_ALL, S.SRV_ALL],
+    out["admin"] = Perms().add(pub=[*requests("admin"), S.CTL_ALL, S.JS_API_ALL, S.JS_FLOW_CONTROL_ALL],
                                sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
-    return {u: out[u] for u in USERS}
+    return {u: out[u] for u in users(cfg)}
 
 
 # ---- credentials ---------------------------------------------------------------------------
@@ -235,12 +270,13 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def ensure_creds(directory: Path) -> dict[str, Creds]:
-    """Every user's credentials: read from directory/<user>.json, generated once if missing (0600)."""
+def ensure_creds(directory: Path, names: tuple[str, ...] | list[str]) -> dict[str, Creds]:
+    """The credentials of these users (users(cfg)): read from directory/<user>.json, generated once if
+    missing (0600). A user added later (a new agent id) gets its file then; the others keep theirs."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     out = load_creds(directory)
-    for user in USERS:
+    for user in names:
         if user not in out:
             out[user] = Creds(user, secrets.token_urlsafe(24))
             _write_private(directory / f"{user}.json",
@@ -250,11 +286,12 @@ def ensure_creds(directory: Path) -> dict[str, Creds]:
 
 
 def load_creds(directory: Path) -> dict[str, Creds]:
+    """Every <user>.json in directory."""
     out: dict[str, Creds] = {}
     if not directory.is_dir():
         return out
-    for user in USERS:
-        p = directory / f"{user}.json"
+    for p in sorted(directory.glob("*.json")):
+        user = p.stem
         if p.is_file():
             try:
                 d = json.loads(p.read_text())
@@ -263,6 +300,13 @@ def load_creds(directory: Path) -> dict[str, Creds]:
             except (OSError, ValueError, KeyError) as e:
                 raise PasError(f"credentials file {p} is unreadable: {e}") from None
     return out
+
+
+def missing_user(user: str, where: Path) -> PasError:
+    """An agent id with no NATS user: the server's users were made for a topology without it."""
+    return PasError(f"no NATS user for agent {user!r} in {where}: each agent id is a user of the server, listed "
+                    "when the server's users are made. Give its --agents overlay to the `pas up` that starts the "
+                    "server (or to `pas nats-config`, then reload that server)")
 
 
 def user_creds(cfg: PasConfig | ClientConfig, user: str, data_dir: str | Path | None = None) -> Creds | None:
@@ -283,11 +327,12 @@ def server_block(cfg: PasConfig, creds: dict[str, Creds]) -> str:
     """The `authorization { users = [...] }` block for nats-server (JSON values are valid NATS conf)."""
     perms = permissions(cfg)
     lines = ["authorization {", "  users = ["]
-    for user in USERS:
-        p = perms[user]
+    for user, p in perms.items():
+        publish: dict[str, list[str]] = {"allow": p.publish}
+        if p.deny_publish:
+            publish["deny"] = p.deny_publish
         entry: dict[str, Any] = {"user": user, "password": creds[user].password,
-                                 "permissions": {"publish": {"allow": p.publish},
-                                                 "subscribe": {"allow": p.subscribe}}}
+                                 "permissions": {"publish": publish, "subscribe": {"allow": p.subscribe}}}
         if p.allow_responses:
             entry["permissions"]["allow_responses"] = {"max": p.allow_responses}
         lines.append("    " + json.dumps(entry) + ",")
@@ -295,14 +340,17 @@ def server_block(cfg: PasConfig, creds: dict[str, Creds]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _generalise(label: str) -> str:
-    """The topology's lanes in a rule, shown as <lane> (dir-code -> dir-<lane>)."""
+def _generalise(label: str, agent_id: str = "") -> str:
+    """The topology's lanes in a rule, shown as <lane> (dir-code -> dir-<lane>), and the agent's own id in a
+    subject as <agent_id>."""
 
     def one(subject: str) -> str:
         parts = subject.split(".")
         for i, tok in enumerate(parts):
             m = re.fullmatch(r"(dir|mgr)-([a-z]+)(-done)?", tok)
-            if tok in S.LANES and parts[0] != S.INBOX_HEAD:
+            if agent_id and tok == agent_id and len(parts) > 1:
+                parts[i] = "<agent_id>"
+            elif tok in S.LANES and parts[0] != S.INBOX_HEAD:
                 parts[i] = "<lane>"
             elif m and m.group(2) in S.LANES:
                 parts[i] = f"{m.group(1)}-<lane>{m.group(3) or ''}"
@@ -312,18 +360,29 @@ def _generalise(label: str) -> str:
 
 
 def table_rows(cfg: PasConfig) -> list[tuple[str, str, str]]:
-    """(user, publish, subscribe) rows of subjects.md's permissions table."""
+    """(user, publish, subscribe) rows of subjects.md's permissions table: the service users, and one row per
+    role for its agents (each agent id is a user of its own; the row shows the first one's rights)."""
+    perms = permissions(cfg)
+    first: dict[str, AgentConfig] = {}
+    for a in cfg.agents:
+        first.setdefault(a.role, a)
+    # (an id that is also its role's name, `gateway`, stays as it is: it names the role's subjects too)
+    who = [("client", "`client`", ""),
+           *((a.id, f"`{a.id}`" if a.id == a.role else f"each `{a.role}` agent", "" if a.id == a.role else a.id)
+             for a in first.values()),
+           ("adapter", "`adapter`", ""), ("admin", "`admin`", "")]
     rows = []
-    for user, p in permissions(cfg).items():
-        pub = list(dict.fromkeys(_generalise(x) for x in p.doc_publish))
-        sub = list(dict.fromkeys(_generalise(x) for x in p.doc_subscribe))
-        rows.append((user, ", ".join(pub), ", ".join(sub) + (", replies" if p.allow_responses else "")))
+    for user, label, agent_id in who:
+        p = perms[user]
+        pub = list(dict.fromkeys(_generalise(x, agent_id) for x in p.doc_publish))
+        sub = list(dict.fromkeys(_generalise(x, agent_id) for x in p.doc_subscribe))
+        rows.append((label, ", ".join(pub), ", ".join(sub) + (", replies" if p.allow_responses else "")))
     return rows
 
 
 def table_markdown(cfg: PasConfig) -> str:
     lines = ["| user | publish | subscribe |", "|---|---|---|"]
-    lines += [f"| `{u}` | {pub} | {sub} |" for u, pub, sub in table_rows(cfg)]
+    lines += [f"| {u} | {pub} | {sub} |" for u, pub, sub in table_rows(cfg)]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionReconnectingError, NoRespondersError, OutboundBufferLimitError, StaleConnectionError
@@ -240,7 +241,16 @@ class Bus:
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     # Completions waiting to be written with a sibling's compare-and-set (pas.runs.record_children_done).
     carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
+    # Other things one per process (the programmers' wake-up subscription: pas.priority).
+    local: dict[Any, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def share(self, first: Bus) -> None:
+        """Share the per-process state of `first` (another agent's bus of this process): CAS locks,
+        records this process wrote, carried completions, the model breakers."""
+        self.locks, self.records, self.carried, self.local = first.locks, first.records, first.carried, first.local
+        if self.llm is not None and first.llm is not None:
+            self.llm.client.breaker = first.llm.client.breaker
 
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
@@ -336,7 +346,10 @@ class Bus:
                 op = (m.headers or {}).get("KV-Operation")
                 if op in ("DEL", "PURGE") or not m.data:
                     continue
-                out.append(wire.decode(m.data, typ))
+                try:
+                    out.append(wire.decode(m.data, typ))
+                except msgspec.MsgspecError as e:  # written by someone else than PAS: never fails the view
+                    log.warning("%s: skipped %s: not a valid %s (%s)", bucket, m.subject, typ.__name__, e)
         except NotFoundError:
             return out
         return out

@@ -10,7 +10,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from pas import subjects as S
-from pas.auth import USERS
 from pas.configdoc import ClientConfig, client_config
 from pas.errors import ConfigError, PasError
 from pas.ids import ID_RULE, is_id
@@ -203,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     cr = sub.add_parser("creds", help="save a `nats` CLI context for one PAS NATS user and print the "
                                         "shell lines that select it (eval \"$(pas creds client)\")")
     _common(cr)
-    cr.add_argument("role", choices=USERS, help="the PAS NATS user")
+    cr.add_argument("role", help="the PAS NATS user: client, adapter, admin or an agent id (prog-001, ...)")
     cr.add_argument("--data-dir", help="the data dir of `pas up` (its creds/ subdirectory)")
 
     nc = sub.add_parser("nats-config", help="print the nats-server `authorization` block of PAS's users")

@@ -48,6 +48,12 @@ class PasClient:
     def __init__(self, nc: NC, timeout_s: float = 5.0) -> None:
         self.nc = nc
         self.timeout_s = timeout_s
+        self.user: str | None = nc.options.get("user")
+        """The NATS user: submit, cancel, approve and reject go to pas.gateway.as.<user>.* (the gateway
+        knows who asks); without one (a server without users), to the anonymous subjects."""
+
+    def _as(self, action: str, anonymous: str) -> str:
+        return S.gateway_as(self.user, action) if self.user else anonymous
 
     @classmethod
     async def connect(cls, url: str, timeout_s: float = 5.0, *, connect_timeout_s: float = 5.0, creds: Any = None,
@@ -84,7 +90,7 @@ class PasClient:
 
     async def submit(self, job: dict[str, Any] | wire.JobSubmit, msg_id: str | None = None) -> dict[str, Any]:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        return await self.request(S.GATEWAY_SUBMIT, job, headers=headers)
+        return await self.request(self._as("submit", S.GATEWAY_SUBMIT), job, headers=headers)
 
     async def status_page(self, run_id: str, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
         """The run with one page of its tasks (pas.wire.StatusQuery): next_offset says where the next starts."""
@@ -110,18 +116,19 @@ class PasClient:
         return await self.request(S.GATEWAY_RUNS, q)
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
-        return await self.request(S.GATEWAY_CANCEL, {"run_id": run_id})
+        return await self.request(self._as("cancel", S.GATEWAY_CANCEL), {"run_id": run_id})
 
     async def plan(self, run_id: str) -> dict[str, Any]:
         return await self.request(S.GATEWAY_PLAN, {"run_id": run_id})
 
     async def approve(self, run_id: str, by: str | None = None, drop: list[str] | None = None,
                       reason: str = "") -> dict[str, Any]:
-        return await self.request(S.GATEWAY_APPROVE, {"run_id": run_id, "by": by or default_by(),
+        return await self.request(self._as("approve", S.GATEWAY_APPROVE), {"run_id": run_id, "by": by or default_by(),
                                                       "drop": list(drop or []), "reason": reason})
 
     async def reject(self, run_id: str, reason: str = "", by: str | None = None) -> dict[str, Any]:
-        return await self.request(S.GATEWAY_REJECT, {"run_id": run_id, "by": by or default_by(), "reason": reason})
+        return await self.request(self._as("reject", S.GATEWAY_REJECT),
+                                  {"run_id": run_id, "by": by or default_by(), "reason": reason})
 
     async def events(self, run_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Live (subject, body) of pas.run.<run_id>.> — subscribe before submitting to miss nothing."""

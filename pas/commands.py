@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import shutil
 import sys
 import time
@@ -27,12 +28,14 @@ from pas.cliutil import (
     result_table,
     wire_run_id,
 )
-from pas.configdoc import ClientConfig, find_config_dir
+from pas.configdoc import ClientConfig, check_model_override, find_config_dir
 from pas.errors import BadRequest, PasError
 from pas.redact import redact
 
 if TYPE_CHECKING:  # the client commands (pas.cli.CLIENT_COMMANDS) get a ClientConfig and import no pydantic
     from pas.config import PasConfig
+
+log = logging.getLogger("pas.cli")
 
 
 def http_available() -> bool:
@@ -131,6 +134,25 @@ def _model_in_use(st: wire.AgentState | None, override: dict[str, Any], a: Any) 
     return switched or (a.model if a else None) or "-"
 
 
+BREAKER_STATES = ("closed", "open", "half_open")
+MAX_BREAKER_OPEN_S = 86400.0  # a breaker opens for its cooldown (minutes): a day or more is not PAS's
+
+
+def _checked(bucket: str, key: str, value: Any, cfg: ClientConfig) -> Any:
+    """A KV value `pas agents` shows, checked: a model override names profiles of models.yaml, a breaker
+    has a known state and opens for less than a day. ValueError otherwise."""
+    if bucket == S.KV_MODELS:
+        check_model_override(value, cfg.models, key)
+    elif bucket == S.KV_BREAKERS:
+        until, ts = value.get("open_until"), value.get("ts")
+        if value.get("state") not in BREAKER_STATES:
+            raise ValueError(f"unknown breaker state {value.get('state')!r}")
+        if until is not None and (not isinstance(until, (int, float)) or not isinstance(ts, (int, float))
+                                  or until - ts > MAX_BREAKER_OPEN_S):
+            raise ValueError(f"open_until {until!r} is not a time within a day of ts {ts!r}")
+    return value
+
+
 async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
     nc = await open_nc(cfg)
     try:
@@ -142,12 +164,16 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
                                   (S.KV_BREAKERS, breakers, dict)):
             try:
                 kv = await js.key_value(bucket)
-                for key in await kv.keys():
+                keys = await kv.keys()
+            except Exception:
+                continue  # no such bucket (yet), or nothing in it
+            for key in keys:
+                try:
                     e = await kv.get(key)
                     if e.value:
-                        into[key] = wire.decode(e.value, typ)
-            except Exception:
-                pass
+                        into[key] = _checked(bucket, key, wire.decode(e.value, typ), cfg)
+                except Exception as err:  # written by someone else than PAS: shown as unknown, never fatal
+                    log.warning("pas agents: skipped KV %s key %s: %s", bucket, key, err)
         rows = []
         ids = [a.id for a in cfg.agents] + sorted(set(states) - {a.id for a in cfg.agents})
         for aid in ids:
@@ -450,7 +476,7 @@ async def cmd_nats_config(args: argparse.Namespace, cfg: PasConfig) -> int:
     if args.data_dir:
         cfg.settings.nats.data_dir = args.data_dir
     where = auth.creds_dir(cfg)
-    creds = auth.ensure_creds(where)  # generated once; PAS processes read them from the same place
+    creds = auth.ensure_creds(where, auth.users(cfg))  # generated once; PAS processes read them from the same place
     print(f"# PAS NATS users for the topology in {args.config_dir or 'configs/'} (pas nats-config);\n"
           f"# passwords are in {where}. Save as pas-auth.conf and add `include ./pas-auth.conf` to every\n"
           f"# server's config; start PAS with --creds-dir {where} (or PAS_CREDS_DIR).")

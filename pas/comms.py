@@ -8,6 +8,7 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,16 @@ from pas.redact import redact, redact_obj
 
 if TYPE_CHECKING:
     from pas.bus import Bus
+
+log = logging.getLogger("pas.comms")
+
+
+def check(subject: str, e: wire.CommsEntry) -> None:
+    """An entry says who sent it where NATS checked it (the subject: each agent may publish only its own
+    pas.comms.*.<agent_id>.*) and again in its body: they must agree. ValueError if not."""
+    if S.comms(e.run_id, e.from_agent, e.msg_type) != subject:
+        raise ValueError(f"its body (from {e.from_agent!r}, run {e.run_id!r}, {e.msg_type}) does not match "
+                         f"its subject")
 
 
 class CommsLog:
@@ -119,7 +130,9 @@ async def read_numbered(
                             follow=follow, stop=stop, idle_timeout_s=idle_timeout_s, batch=batch):
         try:
             e = wire.decode(m.data, wire.CommsEntry)
-        except Exception:
+            check(m.subject, e)
+        except Exception as err:
+            log.warning("comms log: skipped entry %d (%s): not a valid CommsEntry (%s)", m.seq, m.subject, err)
             continue
         if agent and agent not in (e.from_agent, e.to_agent):
             continue

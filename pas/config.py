@@ -69,8 +69,8 @@ class NatsConfig(Strict):
     ping_interval_s: float = 3.0
     """Client pings; a server that misses two is treated as gone and the client moves to another."""
     auth: Literal["on", "off"] = _N.auth
-    """Least-privilege NATS users (pas/auth.py): the embedded server requires them and every PAS process
-    connects as its role's user. With an external server, credentials are used when found in creds_dir."""
+    """Least-privilege NATS users (pas/auth.py): the embedded server requires them and every agent
+    connects as its own user (one per agent id). With an external server, credentials are used when found in creds_dir."""
     creds_dir: str | None = _N.creds_dir
     """Where the users' credentials are (one <user>.json each, mode 0600); None: <data_dir>/creds.
     PAS_CREDS_DIR and --creds-dir set it."""
@@ -266,6 +266,8 @@ class PasConfig(Strict):
         for a in self.agents:
             if a.id in seen:
                 raise ValueError(f"agent {a.id!r}: duplicate id")
+            if a.id in ("client", "adapter", "admin"):  # pas.auth.SERVICE_USERS: each agent id is a NATS user
+                raise ValueError(f"agent {a.id!r}: the id is the name of a NATS service user; choose another")
             seen[a.id] = a
             if a.port is not None:
                 other = ports.get(a.port) or reserved.get(a.port)

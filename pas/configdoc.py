@@ -172,6 +172,23 @@ class ClientConfig(msgspec.Struct):
 
     settings: ClientSettings = msgspec.field(default_factory=ClientSettings)
     agents: list[ClientAgent] = msgspec.field(default_factory=list)
+    models: dict[str, Any] = msgspec.field(default_factory=dict)
+    """models.yaml's profiles (only their names are read: a stored model override must name one)."""
+
+
+def check_model_override(value: Any, profiles: Any, agent_id: str | None = None) -> dict[str, Any]:
+    """A stored model override (KV pas_models), checked where it is read: a dict whose model and
+    backup_model are profiles of models.yaml (`profiles`; empty: not known here) and whose `agent` is the
+    key's (`agent_id`, when known). ValueError otherwise."""
+    if not isinstance(value, dict):
+        raise ValueError("not an object")
+    if agent_id is not None and value.get("agent", agent_id) != agent_id:
+        raise ValueError(f"names agent {value.get('agent')!r}, not {agent_id!r}")
+    for which in ("model", "backup_model"):
+        p = value.get(which)
+        if p is not None and (not isinstance(p, str) or (profiles and p not in profiles)):
+            raise ValueError(f"{which} {p!r} is not a profile of models.yaml")
+    return value
 
 
 def _where(path: str, doc: dict[str, Any]) -> str:

@@ -90,6 +90,13 @@ class CommandRefused(PasError):
     error = "refused"
 
 
+class Forbidden(PasError):
+    """The requester may not act on this (a run another identity submitted)."""
+
+    code = 403
+    error = "forbidden"
+
+
 class GatewayTimeout(PasError):
     """No reply within the request timeout."""
 
@@ -102,7 +109,7 @@ class GatewayTimeout(PasError):
 #   the client raises the class of the code (pas.client.raise_for),
 #   the service logs 400/413 as bad input (pas.service.endpoint),
 #   the HTTP adapter answers with the code when it is one of HTTP_PASS_THROUGH, else 502.
-BY_CODE: dict[int, type[PasError]] = {c.code: c for c in (BadRequest, NotFound, Conflict, PayloadTooLarge,
+BY_CODE: dict[int, type[PasError]] = {c.code: c for c in (BadRequest, Forbidden, NotFound, Conflict, PayloadTooLarge,
                                                           Unavailable, GatewayTimeout)}
 BAD_INPUT_CODES = frozenset({BadRequest.code, PayloadTooLarge.code})
 HTTP_PASS_THROUGH = frozenset({400, 401, 402, 403, 404, 409, 413, 422, 503, 504})

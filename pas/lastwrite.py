@@ -5,8 +5,9 @@ always the record this process has just written (the gateway's new run, the mana
 sibling's update). Kept here (`Bus.records`, shared by a Stack's buses), encoded and with its
 revision, it saves that read. Nothing is decided from it alone: the compare-and-set checks the
 revision, a lost race drops the entry and reads the store; only records still queued or running are
-kept (a finished one is always read); a reconnect drops them all (pas.stack), as a cancel might have
-gone unheard.
+kept (a finished one is always read), and finished plans, which nothing writes again: root checks a
+done.plan against the plan as this process's architect wrote it (pas.roles.root). A reconnect drops
+them all (pas.stack), as a cancel might have gone unheard.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def run_entry(run_id: str) -> str:
 
 def remember(bus: Bus, entry: str, rec: Any, rev: int) -> None:
     """The record just written (revision rev), for the next compare-and-set."""
-    if getattr(rec, "status", "") not in LIVE or not rev:
+    if (getattr(rec, "status", "") not in LIVE and not isinstance(rec, wire.PlanRecord)) or not rev:
         bus.records.pop(entry, None)
         return
     if len(bus.records) >= CACHED_RECORDS:

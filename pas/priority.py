@@ -33,7 +33,6 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from typing import Any
 
 from nats.aio.client import Client
@@ -115,16 +114,14 @@ class Bands:
             self.empty_at[i] = max(self.empty_at[i], sent_at)
 
 
-_shared: weakref.WeakKeyDictionary[Client, dict[tuple[str, ...], Bands]] = weakref.WeakKeyDictionary()
-
-
-def shared_bands(nc: Client, subjects: list[str], wake_subject: str) -> Bands:
-    """The Bands of these band subjects on this connection (one per process and pool)."""
-    per_nc = _shared.setdefault(nc, {})
-    key = (wake_subject, *subjects)
-    if key not in per_nc:
-        per_nc[key] = Bands(subjects, wake_subject)  # holds no reference to nc: the entry goes with it
-    return per_nc[key]
+def shared_bands(local: dict[Any, Any], subjects: list[str], wake_subject: str) -> Bands:
+    """The Bands of these band subjects in this process (`local`: pas.bus.Bus.local, shared by a process's
+    buses, one per agent): one per process and pool, whichever connection subscribes."""
+    key = ("bands", wake_subject, *subjects)
+    if key not in local:
+        local[key] = Bands(subjects, wake_subject)
+    bands: Bands = local[key]
+    return bands
 
 
 class BandedWorkLoop(WorkLoop):
@@ -135,7 +132,7 @@ class BandedWorkLoop(WorkLoop):
         super().__init__(durable=durables[0], **kw)
         self.nc = nc
         self.durables = durables
-        self.bands = shared_bands(nc, subjects, wake_subject)
+        self.bands = shared_bands(self.bus.local, subjects, wake_subject)
         self.burst = max(1, burst)
         self.streak_band: int | None = None  # index of the band the current streak is from
         self.streak = 0

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyWrongLastSequenceError
 
 from pas import subjects as S
-from pas import wire
+from pas import tracing, wire
 from pas.bus import Bus
+from pas.client import raise_for
+from pas.errors import BadRequest, Retry
 from pas.lastwrite import cached, run_entry, update
 
 # Re-exported for the roles (R.put_parent, ...): the records this process wrote are in pas.lastwrite.
@@ -82,7 +86,9 @@ async def notify(bus: Bus, subject: str, ev: wire.RunEvent) -> None:
 
 
 def event(run_id: str, kind: str, status: str, agent: str, **kw: Any) -> wire.RunEvent:
-    return wire.RunEvent(run_id=run_id, kind=kind, status=status, ts=wire.now(), agent=agent, **kw)
+    """A RunEvent; kind and status come from PAS's own records here (checked where events are read)."""
+    return wire.RunEvent(run_id=run_id, kind=cast(Any, kind), status=cast(Any, status), ts=wire.now(), agent=agent,
+                         **kw)
 
 
 def rollup(statuses: list[str]) -> str:
@@ -188,25 +194,20 @@ async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | N
 
 
 Read: TypeAlias = "asyncio.Future[tuple[Any, int] | None]"
-Announce: TypeAlias = "Callable[[wire.PlanRecord], Awaitable[None]]"
 
 
-async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
-                            first: Read | None = None, announce: Announce | None = None
-                            ) -> tuple[Any, bool, Read | None] | None:
+async def record_child_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
+                            children: str) -> tuple[Any, bool] | None:
     """Note that one child (task of a job, job of a lane) finished, with compare-and-set on the
     parent's record: O(1) reads per completion however many children there are. Returns
-    (record, finished_now, ahead); finished_now is True for exactly one caller, the one whose update
-    completed the set. None if the record does not exist. `first`: the parent's record, being read
-    already; `ahead`: when this update finishes the parent, the read of the grandparent's record,
-    started alongside the update (one round trip per tier instead of two)."""
+    (record, finished_now); finished_now is True for exactly one caller, the one whose update
+    completed the set. None if the record does not exist."""
     async with _parent_lock(bus, key):  # siblings in this process take turns; other processes retry CAS
-        return await _record(bus, key, typ, {child: status}, children, first, announce)
+        return await _record(bus, key, typ, {child: status}, children)
 
 
-async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, status: str, children: str,
-                               first: Read | None = None, announce: Announce | None = None
-                               ) -> tuple[Any, bool, Read | None] | None:
+async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, status: str,
+                               children: str) -> tuple[Any, bool] | None:
     """record_child_done, where siblings finishing in this process at the same time share one
     compare-and-set: while one sibling's write is in flight, the next ones wait for the lock, and
     the first of them to get it writes them all (group commit). The one whose write it was gets the
@@ -217,13 +218,11 @@ async def record_children_done(bus: Bus, key: str, typ: type[Any], child: str, s
     waiting[child] = (status, mine)
     async with _parent_lock(bus, key):
         if mine.done():  # a sibling's write carried this completion
-            if first is not None:
-                first.cancel()
             mine.result()  # (raises what that write raised: this completion is then retried)
             return None
         batch = bus.carried.pop(key, {})
         try:
-            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children, first, announce)
+            res = await _record(bus, key, typ, {c: st for c, (st, _) in batch.items()}, children)
         except BaseException as e:
             for _, fut in batch.values():
                 if fut is not mine and not fut.done():
@@ -243,14 +242,8 @@ def _parent_lock(bus: Bus, key: str) -> asyncio.Lock:
     return locks.setdefault(key, asyncio.Lock())
 
 
-def read_ahead(bus: Bus, ev: wire.RunEvent) -> Read:
-    """Start reading the record of the parent of the child ev announces (from this process's
-    last write of it, when there is one: no round trip)."""
-    key, _ = _parent_key(ev)
-    return _read(bus, key, _PARENT[ev.kind][0])
-
-
-def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
+def read_record(bus: Bus, key: str, typ: type[Any]) -> Read:
+    """A pas_tree record as this process last wrote it (pas.lastwrite), else its read from the store."""
     if (got := cached(bus, key, typ)) is not None:
         done: Read = asyncio.get_running_loop().create_future()
         done.set_result(got)
@@ -258,50 +251,24 @@ def _read(bus: Bus, key: str, typ: type[Any]) -> Read:
     return asyncio.ensure_future(bus.kv_get(S.KV_TREE, key, typ))
 
 
-async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], children: str,
-                  first: Read | None, announce: Announce | None = None) -> tuple[Any, bool, Read | None] | None:
+async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], children: str) -> tuple[Any, bool] | None:
     while True:
-        # Under the lock, this process's own last write is newer than a read started before it.
-        if (got := cached(bus, key, typ)) is None:
-            got = await (first if first is not None else _read(bus, key, typ))
-        elif first is not None:
-            first.cancel()  # not needed (a no-op when it came from the cache too)
-        first = None
+        # Under the lock, this process's own last write is newer than any read.
+        got = cached(bus, key, typ) or await bus.kv_get(S.KV_TREE, key, typ)
         if got is None:
             return None
         rec, rev = got
         if rec.status != "running":
-            return rec, False, None  # finished before (a redelivery): the caller re-announces
+            return rec, False  # finished before (a redelivery): the caller re-announces
         rec.done.update(done)
         total = getattr(rec, children)
-        ahead, up = None, None
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
-            up = _up(rec)
-            if up is not None:
-                ahead = read_ahead(bus, up)
-            elif len(total) == 1:  # a one-lane plan: no sibling can race it, so announce it alongside
-                ahead = bus.spawn(announce(rec) if announce is not None else _emit_plan(bus, rec))
         try:
             await update(bus, S.KV_TREE, key, key, rec, rev)
         except KeyWrongLastSequenceError:
-            if ahead is not None and up is not None:
-                ahead.cancel()  # (a plan's announcement stands: the same message id, re-sent below)
             continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
-        except BaseException:
-            if ahead is not None:
-                ahead.cancel()
-            raise
-        return rec, rec.status != "running", ahead
-
-
-def _up(rec: Any) -> wire.RunEvent | None:
-    """The event a finished job or lane record will send up (for read_ahead), None for a plan."""
-    if isinstance(rec, wire.JobRecord):
-        return event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
-    if isinstance(rec, wire.LaneRecord):
-        return event(rec.run_id, "lane", rec.status, rec.director, lane=rec.lane)
-    return None
+        return rec, rec.status != "running"
 
 
 # ---- a parent finishes when its last child does: task -> job -> lane -> plan ------------------
@@ -318,38 +285,65 @@ def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
     return plan_key(ev.run_id), ev.lane or ""
 
 
-async def child_done(ctx: WorkCtx, ev: wire.RunEvent, first: Read | None = None) -> None:
-    """A child (task, job or lane, as ev says) reached a terminal status: note it in its parent's
-    record (compare-and-set, O(1) reads), and when it was the last child, finish the parent in this
-    same handler and go up: job -> lane -> plan. A finished plan is announced on done.plan, where
-    root ends the run. Safe to repeat (a redelivery after a crash): a parent already finished is
-    walked through again, and the announcements carry message ids. `first`: read_ahead(ev), if
-    the caller started it."""
-    while ev.kind in _PARENT:
-        typ, children = _PARENT[ev.kind]
-        key, child = _parent_key(ev)
-        record = record_child_done if ctx.redelivered else record_children_done
-        res = await record(ctx.bus, key, typ, child, ev.status, children, first,
-                           lambda plan: _announce_plan(ctx, plan))
-        if res is None or res[0].status == "running":
-            return  # no such parent, or it still has children running
-        parent, now, first = res
-        announced = isinstance(parent, wire.PlanRecord) and first is not None
-        if announced:
-            assert first is not None
-            await first  # done.plan, sent alongside the plan's write (a one-lane plan)
-        ev = await _finished(ctx, parent, now, announced)
+def owner_subject(ev: wire.RunEvent) -> str:
+    """Where the owner of the parent of the child ev announces listens: a task's job is its lane's managers',
+    a job's lane its director's, a lane's plan the architect's."""
+    if ev.kind == "task":
+        return S.child_done("mgr", ev.lane or "")
+    if ev.kind == "job":
+        return S.child_done("dir", ev.lane or "")
+    return S.ARCHITECT_DONE
 
 
-async def _finished(ctx: WorkCtx, rec: Any, now: bool, announced: bool = False) -> wire.RunEvent:
-    """Log and announce a parent that just finished (`now`) or, on a redelivery, had finished."""
+async def child_done(ctx: WorkCtx, ev: wire.RunEvent) -> None:
+    """A child (task, job or lane, as ev says) reached a terminal status: tell the owner of its parent's
+    record, which notes it there (note_child_done) and, when it was the last child, finishes the parent
+    and tells the next owner up: job -> lane -> plan -> done.plan. Each record is written by its owner
+    only (pas.auth). Returns when the whole walk above is done, so the caller's work item is settled
+    only then: a walk cut short (an owner down, a timeout) is retried by the item's redelivery."""
+    body = wire.encode(wire.ChildDone(event=ev, redelivered=ctx.redelivered))
+    subject = owner_subject(ev)
+    try:
+        reply = await ctx.bus.nc.request(subject, body, timeout=ctx.bus.cfg.settings.work.ack_wait_s,
+                                         headers=tracing.inject(None))
+    except (NoRespondersError, NatsTimeoutError) as e:
+        raise Retry(f"{subject}: {type(e).__name__}: the owner of the {ev.kind}'s parent did not answer",
+                    delay_s=2.0) from None
+    raise_for(reply)
+
+
+async def note_child_done(ctx: WorkCtx, done: wire.ChildDone) -> None:
+    """The owner's half of child_done: note the child in the parent's record (compare-and-set, O(1) reads;
+    siblings finishing together in this process share one write) and, if that finished the parent,
+    announce it and tell the next owner up. A parent found finished already (a repeated walk) is
+    announced again and the walk goes on: every announcement carries a message id or is a watcher's
+    event, and a finished record is never finished twice."""
+    ev = done.event
+    if ev.kind not in _PARENT:
+        raise BadRequest(f"no parent record for a {ev.kind!r} event")
+    typ, children = _PARENT[ev.kind]
+    key, child = _parent_key(ev)
+    record = record_child_done if done.redelivered else record_children_done
+    res = await record(ctx.bus, key, typ, child, ev.status, children)
+    if res is None or res[0].status == "running":
+        return  # no such parent, or it still has children running (or a sibling's write carried this one)
+    parent, now = res
+    up = await _finished(ctx, parent, now)  # (ctx.redelivered: a repeated walk, announced again)
+    if up.kind in _PARENT:
+        await child_done(ctx, up)
+
+
+async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
+    """Log and announce a parent that just finished (`now`) or, on a repeated walk, had finished. The
+    owner logs as itself (pas.auth grants each agent its own comms subjects only). A plan's entry is
+    logged before done.plan goes, so root's STATUS entry stays the run's last."""
     again = now or ctx.redelivered
     if isinstance(rec, wire.JobRecord):
         ev = event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
         if now:
             done = sum(1 for s in rec.done.values() if s == "completed")
             await ctx.log(f"dir-{rec.lane}", "RESPONSE", f"job {rec.job_id} {rec.status}: {done}/{len(rec.tasks)} "
-                          "tasks completed", rec.status, sender=rec.manager)
+                          "tasks completed", rec.status)
         if again:
             await ctx.publish(S.run_job(rec.run_id, rec.job_id), ev)
         return ev
@@ -357,19 +351,10 @@ async def _finished(ctx: WorkCtx, rec: Any, now: bool, announced: bool = False) 
         return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
     plan: wire.PlanRecord = rec
     ev = plan_event(plan)
-    if now and not announced:  # (an announced plan logged its entry before done.plan: _announce_plan)
-        await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status, sender=plan.architect)
-    if not announced:
-        await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
+    if now:
+        await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status)
+    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
     return ev
-
-
-async def _announce_plan(ctx: WorkCtx, plan: wire.PlanRecord) -> None:
-    """A one-lane plan's ending, sent while its record is written: the architect's entry first, then
-    done.plan, so root's STATUS entry (logged once done.plan arrives) stays the run's last."""
-    ev = plan_event(plan)
-    await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status, sender=plan.architect)
-    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))
 
 
 def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:
@@ -381,17 +366,11 @@ def plan_done_id(run_id: str) -> str:
     return f"{run_id}:done:plan"
 
 
-async def _emit_plan(bus: Bus, plan: wire.PlanRecord) -> None:
-    """done.plan, sent while the plan's own record is being written (one-lane plans)."""
-    await bus.publish_js(S.done_plan(plan.run_id), plan_event(plan), msg_id=plan_done_id(plan.run_id))
-
-
 async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True,
                         again: bool = True) -> wire.RunEvent:
     ev = event(lane.run_id, "lane", lane.status, lane.director, lane=lane.lane, message=message)
     if now:
-        await ctx.log("architect", "RESPONSE", f"lane {lane.lane} {lane.status}: {message}", lane.status,
-                      sender=lane.director)
+        await ctx.log("architect", "RESPONSE", f"lane {lane.lane} {lane.status}: {message}", lane.status)
     if again:
         await ctx.publish(S.run_lane(lane.run_id, lane.lane), ev)
     return ev

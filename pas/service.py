@@ -137,7 +137,8 @@ class WorkCtx:
     agent_id: str
     bus: Bus
     comms: CommsLog
-    _msg: Msg = field(repr=False)
+    _msg: Msg | None = field(default=None, repr=False)
+    """The work item (None: a walk handed up by request, pas.runs.note_child_done, has none to keep alive)."""
 
     @property
     def redelivered(self) -> bool:
@@ -146,7 +147,8 @@ class WorkCtx:
 
     async def in_progress(self) -> None:
         """Push the ack deadline back (the loop already does this every ack_wait/3)."""
-        await self._msg.in_progress()
+        if self._msg is not None:
+            await self._msg.in_progress()
 
     async def publish(self, subject: str, obj: Any) -> None:
         """A progress event for watchers: captured by its stream without a round trip."""

@@ -1,8 +1,11 @@
 """A PAS process: optionally the embedded nats-server, the bus, and a selection of agents.
 
 With NATS users (pas.auth; on by default for the embedded server) the process provisions streams,
-consumers and KV buckets as `admin`, then opens one Bus (one connection) per role present, and each
-agent acts as its role's user. Without them, every agent shares one Bus, which provisions."""
+consumers and KV buckets as `admin`, then opens one Bus (one connection) per agent, as that agent's own
+user: a connection can hold one identity, and an identity per agent is what keeps one agent's stolen
+credentials from speaking for another. The buses share what is per process (CAS locks, the records
+this process wrote, the programmers' wake-up subscription, the model breakers). Without NATS users,
+every agent shares one Bus, which provisions."""
 
 from __future__ import annotations
 
@@ -59,12 +62,13 @@ class Stack:
         self.data_dir = Path(data_dir or cfg.settings.nats.data_dir)
         self.server: EmbeddedServer | None = None
         self.bus: Bus | None = None  # the first role's bus (the only one without NATS users)
-        self.buses: dict[str, Bus] = {}  # user ("" without NATS users) -> its bus
+        self.buses: dict[str, Bus] = {}  # agent id ("" without NATS users) -> its bus
         self.creds: dict[str, auth.Creds] = {}
         self.agents: list[Agent] = []
         self.http = http
         self.http_server: AdapterHandle | None = None
         self.name = name
+        self._checking: asyncio.Task[Any] | None = None
 
     def check_sandbox(self) -> None:
         """Say at start when tasks will run unsandboxed or be refused (settings.policy.sandbox)."""
@@ -103,7 +107,7 @@ class Stack:
         if not self.url:
             block = ""
             if n.auth == "on":
-                self.creds = auth.ensure_creds(cdir)
+                self.creds = auth.ensure_creds(cdir, auth.users(self.cfg))
                 block = auth.server_block(self.cfg, self.creds)
             self.server = EmbeddedServer(self.data_dir, port=n.port, host=n.host, sync_interval=n.sync_interval,
                                          auth_block=block)
@@ -115,9 +119,9 @@ class Stack:
             self.creds = auth.load_creds(cdir)  # an external server: its users, if we were given them
         try:
             selected = self.cfg.select(self.only, self.exclude)
-            await self._open_buses([a.tier for a in selected])
+            await self._open_buses([self._user(a) for a in selected])
             live = []
-            for user, bus in self.buses.items():  # each role checks its own ids (its rights cover no others)
+            for user, bus in self.buses.items():  # each agent checks its own id (its rights cover no other)
                 live += await claims.live_claims(bus, [a.id for a in selected if self._user(a) == user])
             if live:
                 raise claims.refusal(live)
@@ -140,7 +144,7 @@ class Stack:
             raise
 
     def _user(self, a: Any) -> str:
-        return a.tier if self.creds else ""
+        return a.id if self.creds else ""
 
     async def _open_buses(self, users: list[str]) -> None:
         from pas.usage import RunLLM  # litellm itself is imported lazily, on the first call
@@ -159,19 +163,25 @@ class Stack:
         else:
             groups = [""]
         for user in groups:
-            bus = await Bus.open(self.url, self.cfg, name=f"{self.name}-{user}" if user else self.name,
-                                 do_provision=not self.creds, reconnected_cb=self._reconnected,
-                                 **auth.connect_kw(self.creds.get(user)))
-            if self.bus is not None:  # one process, one view: the roles share CAS locks and cached parents
-                bus.locks, bus.records, bus.carried = self.bus.locks, self.bus.records, self.bus.carried
+            if user and user not in self.creds:
+                raise auth.missing_user(user, auth.creds_dir(self.cfg, self.data_dir))
+        buses = await asyncio.gather(*(
+            Bus.open(self.url, self.cfg, name=f"{self.name}-{user}" if user else self.name,
+                     do_provision=not self.creds, reconnected_cb=self._reconnected,
+                     **auth.connect_kw(self.creds.get(user)))
+            for user in groups))
+        for user, bus in zip(groups, buses, strict=True):
+            bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))
+            if self.bus is not None:  # one process, one view: its agents share CAS locks, cached parents, ...
+                bus.share(self.bus)
             self.buses[user] = bus
             self.bus = self.bus or bus
-            bus.llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
             self.bus.records.clear()  # a cancel may have gone unheard while cut off (pas.runs cache)
-            self.bus.spawn(self._check_after_reconnect())
+            if self._checking is None or self._checking.done():  # one check for all the agents' connections
+                self._checking = self.bus.spawn(self._check_after_reconnect())
 
     async def _check_after_reconnect(self) -> None:
         for _ in range(10):  # JetStream may still be electing a leader right after a reconnect

@@ -150,11 +150,36 @@ GATEWAY_PLAN = "pas.gateway.plan"
 GATEWAY_APPROVE = "pas.gateway.approve"
 GATEWAY_REJECT = "pas.gateway.reject"
 PROG_EXECUTE = "pas.prog.execute"
+AS_ACTIONS = ("submit", "cancel", "approve", "reject")
+"""The gateway's requests that act on a run, also offered per requester (gateway_as)."""
+
+
+def gateway_as(user: str, action: str) -> str:
+    """pas.gateway.as.<user>.<action>: the gateway's request as a NATS user, who alone may publish it
+    (pas.auth): the gateway knows who asks, records who submitted a run, and lets `client` act only on
+    the runs it submitted."""
+    return f"{PREFIX}.gateway.as.{user}.{action}"
+
+
+def requester(subject: str) -> str | None:
+    """The user of a pas.gateway.as.<user>.<action> subject; None for any other (the anonymous ones)."""
+    parts = subject.split(".")
+    return parts[3] if len(parts) == 5 and parts[:3] == [PREFIX, "gateway", "as"] else None
 
 
 def lane_submit(role: str, lane: str) -> str:
     """pas.dir.<lane>.submit / pas.mgr.<lane>.submit: shared by the lane's agents (queue group)."""
     return f"{PREFIX}.{role}.{lane}.submit"
+
+
+def child_done(role: str, lane: str) -> str:
+    """pas.mgr.<lane>.done (a task ended: its job's managers note it), pas.dir.<lane>.done (a job ended: the
+    lane's director notes it), pas.architect.lanes.done (lane = "lanes": the architect notes a lane): the
+    completion walk goes up to the owner of each record (queue group <role>-<lane>)."""
+    return f"{PREFIX}.{role}.{lane}.done"
+
+
+ARCHITECT_DONE = child_done("architect", "lanes")
 
 
 def agent_endpoint(role: str, agent_id: str, endpoint: str) -> str:

@@ -1,7 +1,8 @@
 """Count what one 1-task echo job costs the bus, against a fresh nats-server and in-process agents
-at default settings: queue deliveries (sum of every durable consumer's delivered count), stream
-writes (sum of every stream's last sequence, KV buckets included), KV reads (direct gets and
-$JS.API.STREAM.MSG.GET requests seen on the bus) and JetStream API requests by kind.
+at default settings: messages the server received (its /varz in_msgs, the counting's own requests
+included), queue deliveries (sum of every durable consumer's delivered count), stream writes (sum of
+every stream's last sequence, KV buckets included), KV reads (direct gets and $JS.API.STREAM.MSG.GET
+requests seen on the bus) and JetStream API requests by kind.
 
     PYTHONPATH=. python scripts/count_hops.py [--jobs N]
 """
@@ -14,6 +15,7 @@ import collections
 import json
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,12 @@ async def totals(js: Any) -> tuple[int, dict[str, int], int]:
     return delivered, writes, sum(writes.values())
 
 
+def in_msgs(varz: str) -> int:
+    """Messages the server has received so far."""
+    with urllib.request.urlopen(varz, timeout=5) as r:
+        return int(json.load(r)["in_msgs"])
+
+
 async def one_job(nc: Any, client: PasClient, run_id: str) -> None:
     """Submit and wait for the terminal status event only (no status requests: they read KV too)."""
     done = asyncio.Event()
@@ -54,8 +62,10 @@ async def one_job(nc: Any, client: PasClient, run_id: str) -> None:
 
 async def main(jobs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        srv = EmbeddedServer(Path(tmp) / "nats", port=-1)
+        srv = EmbeddedServer(Path(tmp) / "nats", port=-1, extra_args=["-m", "-1"])
         srv.start()
+        ports = json.loads(next((Path(tmp) / "nats" / "ports").glob("*.ports")).read_text())
+        varz = f"{ports['monitoring'][0]}/varz"
         try:
             cfg = load_config()
             async with Stack(cfg, url=srv.url) as _st:
@@ -73,6 +83,7 @@ async def main(jobs: int) -> None:
                     await client.wait("warm", timeout_s=60)
                     await asyncio.sleep(0.5)
                     d0, w0, t0 = await totals(js)
+                    m0 = in_msgs(varz)
                     sub = await nc.subscribe(S.JS_API_ALL, cb=on_api)
                     await nc.flush()
                     started = time.monotonic()
@@ -83,10 +94,12 @@ async def main(jobs: int) -> None:
                     await sub.unsubscribe()
                     await nc.flush()
                     d1, w1, t1 = await totals(js)
+                    m1 = in_msgs(varz)
                 await nc.close()
             # The counting (consumer/stream info) requests are our own: taken out below.
             reads = api["DIRECT.GET"] + api["STREAM.MSG"]
             print(f"per 1-task job ({jobs} job(s), {took / jobs * 1000:.1f} ms each, incl. client waits):")
+            print(f"  messages in:      {(m1 - m0) / jobs:g}")
             print(f"  queue deliveries: {(d1 - d0) / jobs:g}")
             print(f"  stream writes:    {(t1 - t0) / jobs:g}  " + ", ".join(
                 f"{k}={(w1[k] - w0.get(k, 0)) / jobs:g}" for k in sorted(w1) if w1[k] != w0.get(k, 0)))

@@ -174,7 +174,7 @@ class PasUnderCli:
         self.shells: dict[str, Shell] = {}
 
     def start(self) -> PasUnderCli:
-        self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir))
+        self.server.auth_block = auth.server_block(make_cfg(), auth.ensure_creds(self.creds_dir, auth.users(make_cfg())))
         self.url = self.server.start()
         ports = json.loads(next((self.tmp / "nats" / "ports").glob("*.ports")).read_text())
         self.monitor = ports["monitoring"][0]
@@ -182,7 +182,7 @@ class PasUnderCli:
         xdg.mkdir(exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PAS_CREDS"))}
         self.base_env = {**base, "XDG_CONFIG_HOME": str(xdg)}
-        for user in auth.USERS:
+        for user in auth.users(make_cfg()):
             out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
                                   "--nats-url", self.url], capture_output=True, text=True, timeout=60,
                                  env=self.base_env)  # its natscli context goes to the test's XDG_CONFIG_HOME

@@ -304,7 +304,7 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
         await client.submit({"title": "secured reject", "run_id": "sa2", "approval_mode": True, "tasks": code})
         await waiting(client, "sa2")
         # A programmer may not decide: the server refuses its publish, and the run keeps waiting.
-        prog = await connect(st.url or "", name="test-programmer", **auth.connect_kw(st.creds["programmer"]))
+        prog = await connect(st.url or "", name="test-programmer", **auth.connect_kw(st.creds["prog-001"]))
         try:
             await prog.publish(S.GATEWAY_APPROVE, b'{"run_id":"sa2","by":"prog"}')
             await prog.flush()
@@ -321,7 +321,7 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
         await client.close()
         await st.stop()
     violations = [line for line in server_log.read_text().splitlines() if "Violation" in line]
-    assert len(violations) == 1 and 'user:programmer" - Publish Violation' in violations[0], violations
+    assert len(violations) == 1 and 'user:prog-001" - Publish Violation' in violations[0], violations
 
 
 async def _skipped(client: PasClient, run_id: str, n: int) -> bool:

@@ -4,7 +4,7 @@ The core agents are attached to node 1, the programmer pool to node 2, the test'
 Each test breaks one node while a job of 30 `sleep 1` command tasks runs on the 10 programmers,
 brings it back, and checks:
 - the run completes and every task completed exactly once: one done event per task in PAS_EVENTS,
-  one `completed` record per task, one "run task" CMD per task to a programmer (it ran once);
+  one `completed` record per task, one "run task" CMD per task from a programmer (it ran once);
 - PAS_COMMS holds every entry of every task: the manager's CMD handing it to the pool, the
   programmer's CMD starting it and its RESPONSE with the result;
 - the returning node catches up: its replica of every stream has the others' last sequence.
@@ -135,7 +135,7 @@ async def check_exactly_once(client: PasClient, run_id: str, st: dict[str, Any])
         # A read through a cluster that is still missing a node can end early (a pull answered with
         # a status): read again, within a bound, until every task's entries are there.
         entries = [e async for e in comms.read(client.nc.jetstream(timeout=10), run_id=run_id)]
-        got["started"] = Counter(e.message.split()[2] for e in entries if e.to_agent.startswith("prog-")
+        got["started"] = Counter(e.message.split()[2] for e in entries if e.from_agent.startswith("prog-")
                                  and e.msg_type == "CMD" and e.message.startswith("run task "))
         got["answered"] = Counter(e.message.split()[1] for e in entries
                                   if e.from_agent.startswith("prog-") and e.msg_type == "RESPONSE")

@@ -69,7 +69,7 @@ def test_nats_server_accepts_the_config_with_each_nodes_environment(tmp_path: Pa
                               + os.environ.get("PATH", "")})
     assert gen.returncode == 0, gen.stderr
     assert "authorization" in (conf_dir / "auth" / "pas-auth.conf").read_text()
-    assert {p.stem for p in (tmp_path / "creds").glob("*.json")} >= {"client", "programmer", "admin"}
+    assert {p.stem for p in (tmp_path / "creds").glob("*.json")} >= {"client", "prog-001", "gateway", "admin"}
     for n in NODES:
         env = {k: str(v) for k, v in services[n]["environment"].items()}
         s = socket.socket()

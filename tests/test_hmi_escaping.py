@@ -36,11 +36,14 @@ def forged(run_id: str) -> dict[str, tuple[str, str, bytes]]:
     job = wire.JobRecord(run_id=run_id, job_id="code-1", lane=X, manager=X, tasks=["code-1-01", X], status=X,
                          done={X: X}, repo=X, env=X)
 
+    # A run event's status is one of PAS's (a reader skips any other), and a comms entry's sender and type
+    # are those of its subject (a reader skips it otherwise): markup goes in every other field.
     def ev(kind: str, **kw: Any) -> bytes:
-        return wire.encode(wire.RunEvent(run_id=run_id, kind=kind, status=X, ts=ts, agent=X, message=X, **kw))
+        return wire.encode(wire.RunEvent(run_id=run_id, kind=kind, status="running", ts=ts, agent=X, message=X,
+                                         **kw))
 
     def entry(from_agent: str, message: str) -> bytes:
-        return wire.encode(wire.CommsEntry(ts=ts, from_agent=from_agent, to_agent=X, msg_type=X, message=message,
+        return wire.encode(wire.CommsEntry(ts=ts, from_agent=from_agent, to_agent=X, msg_type="CMD", message=message,
                                            run_id=run_id, status=X, llm_model=X, metadata={X: X}))
 
     return {
@@ -53,7 +56,7 @@ def forged(run_id: str) -> dict[str, tuple[str, str, bytes]]:
         "ev-job": ("", S.run_job(run_id, "code-1"), ev("job", lane=X, job_id=X)),
         "ev-task": ("", S.run_task(run_id, "code-1-01"), wire.encode(task)),
         "comms-submit": ("", S.comms(run_id, "client", "CMD"), entry("client", f"submit {X}")),
-        "comms": ("", S.comms(run_id, "x", "CMD"), entry(X, X)),
+        "comms": ("", S.comms(run_id, X, "CMD"), entry(X, X)),
     }
 
 
@@ -89,7 +92,7 @@ async def test_markup_in_every_field_stays_text(nats_server: EmbeddedServer) -> 
                      ).to_have_count(1, timeout=WAIT_MS)
         await no_markup(page)
         # A live event, after the page loaded: the hub forwards it, the page writes it as text.
-        await js.publish(S.comms(RUN, "x", "CMD"), forged(RUN)["comms"][2])
+        await js.publish(*forged(RUN)["comms"][1:])
         await expect(page.get_by_test_id("log").get_by_test_id("log-entry").filter(has_text=f"{X} → {X}")
                      ).to_have_count(2, timeout=WAIT_MS)
         await page.get_by_test_id(f"run-{real}").click()

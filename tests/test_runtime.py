@@ -76,8 +76,9 @@ async def test_work_loop_hands_typed_items_and_a_context(nats_server: Any) -> No
 
 
 async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: Any) -> None:
-    """architect, director, manager, programmer, root: the job, its lane and its plan finish in the
-    programmer's handler, and no tier forwards without working."""
+    """architect, director, manager, programmer, root: no tier forwards without working. The job, its
+    lane and its plan are finished by their owners (manager, director, architect), told by request, not
+    by a work item: no delivery of their own."""
     js = nc.jetstream()
 
     async def delivered() -> int:
@@ -187,11 +188,31 @@ async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
         await sub.unsubscribe()
 
 
+async def serve_owners(bus: Bus) -> Any:
+    """What the managers', directors' and architect's `done` endpoints do (pas.agent.Role.child_done_endpoint),
+    for a walk tested without agents: each pas.<role>.<lane>.done request is noted by note_child_done, which
+    tells the next owner up the same way."""
+
+    async def note(m: Any) -> None:
+        done = wire.decode(m.data, wire.ChildDone)
+        ctx = WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers={}, subject=m.subject,
+                      agent_id="owner", bus=bus, comms=CommsLog(bus.nc))
+        await R.note_child_done(ctx, done)
+        await m.respond(b"{}")
+
+    async def on(m: Any) -> None:
+        bus.spawn(note(m))  # concurrently, as the endpoints do (siblings share a write)
+
+    return await bus.nc.subscribe(S.child_done("*", "*"), cb=on)
+
+
 async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(nats_server: Any) -> None:
-    """child_done walks task -> job -> lane -> plan by compare-and-set; reported again (a redelivery
-    after a crash), it finishes nothing twice and re-announces the plan under the same message id."""
+    """child_done walks task -> job -> lane -> plan by compare-and-set, each level by the owner of its
+    record; reported again (a redelivery after a crash), it finishes nothing twice and re-announces the
+    plan under the same message id."""
     cfg = make_cfg()
     bus = await Bus.open(nats_server.url, cfg, name="rt-rollup")
+    owners = await serve_owners(bus)
     try:
         run = "roll1"
         await bus.kv_put(S.KV_TREE, f"{run}.plan", wire.PlanRecord(run_id=run, lanes=["code", "docs"], architect="a"))
@@ -232,15 +253,17 @@ async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(n
         assert sorted(e.message for e in jobs) == ["job code-1 failed: 1/2 tasks completed",
                                                    "job docs-1 completed: 2/2 tasks completed"]
     finally:
+        await owners.unsubscribe()
         await bus.close()
 
 
-async def test_a_one_lane_plan_is_announced_alongside_its_write_and_once(nats_server: Any) -> None:
-    """A one-lane plan sends done.plan while its own record is written (no sibling lane can race it).
-    The same last completion reported twice at once (a redelivery racing the first delivery) and
-    once more later still finishes the plan once, stores done.plan once, with the lane's status."""
+async def test_a_one_lane_plan_is_announced_once(nats_server: Any) -> None:
+    """The same last completion of a one-lane plan reported twice at once (a redelivery racing the
+    first delivery) and once more later still finishes the plan once, stores done.plan once, with the
+    lane's status."""
     cfg = make_cfg()
     bus = await Bus.open(nats_server.url, cfg, name="rt-onelane")
+    owners = await serve_owners(bus)
     try:
         run = "one1"
         await bus.kv_put(S.KV_TREE, f"{run}.plan", wire.PlanRecord(run_id=run, lanes=["code"], architect="a"))
@@ -272,6 +295,7 @@ async def test_a_one_lane_plan_is_announced_alongside_its_write_and_once(nats_se
         assert [e.message for e in ends] == ["all lanes done: code=failed"]  # finished once
         await sub.unsubscribe()
     finally:
+        await owners.unsubscribe()
         await bus.close()
 
 

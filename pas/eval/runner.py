@@ -209,7 +209,7 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
 
         data_dir, block = workdir / "nats", ""
         if cfg.settings.nats.auth == "on":
-            block = auth.server_block(cfg, auth.ensure_creds(auth.creds_dir(cfg, data_dir)))
+            block = auth.server_block(cfg, auth.ensure_creds(auth.creds_dir(cfg, data_dir), auth.users(cfg)))
         server = EmbeddedServer(data_dir, port=-1, auth_block=block)
         await asyncio.to_thread(server.start)
         url = server.url

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,10 @@ from pas import wire
 from pas.bus import Bus
 from pas.client import PasClient
 from pas.config import AgentConfig, PasConfig
+from pas.configdoc import check_model_override
 from pas.errors import BadRequest, NotFound, PasError, Unavailable
+
+log = logging.getLogger("pas.http")
 
 HEALTH_TIMEOUT_S = 2.0  # an agent's health reply is in-memory: 2 s of silence means it is not there
 COMMS_SCAN_MAX = 20000  # entries examined at most by one comms tail
@@ -144,11 +148,20 @@ class Backend:
 
     async def model_overrides(self) -> dict[str, dict[str, Any]]:
         rows = await self.bus.kv_values(S.KV_MODELS, ">", dict)
-        return {r["agent"]: r for r in rows if isinstance(r, dict) and "agent" in r}
+        return {r["agent"]: r for r in rows if isinstance(r, dict) and "agent" in r and self._model_ok(r, r["agent"])}
 
     async def model_override(self, agent_id: str) -> dict[str, Any] | None:
         got = await self.bus.kv_get(S.KV_MODELS, agent_id, dict)
-        return got[0] if got else None
+        return got[0] if got and self._model_ok(got[0], agent_id) else None
+
+    def _model_ok(self, value: Any, agent_id: str) -> bool:
+        """A stored model override the HMI may show (pas.configdoc.check_model_override), else a WARNING."""
+        try:
+            check_model_override(value, self.cfg.models, agent_id)
+            return True
+        except ValueError as e:
+            log.warning("KV %s: skipped the model override of %s: %s", S.KV_MODELS, agent_id, e)
+            return False
 
     def llm_model(self, profile: str | None) -> str | None:
         p = self.cfg.models.get(profile or "")

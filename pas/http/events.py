@@ -41,6 +41,7 @@ from nats.aio.msg import Msg
 
 from pas import subjects as S
 from pas import wire
+from pas.comms import check as check_entry
 from pas.streams import read_raw
 
 log = logging.getLogger("pas.http.events")
@@ -175,7 +176,7 @@ class EventHub:
                 try:
                     async for m in read_raw(self.js, S.STREAM_COMMS, S.COMMS_ALL, follow=True,
                                             start_seq=self._comms_next, stop=stop, inactive_s=10.0):
-                        self._on_comms(m.seq, m.data)
+                        self._on_comms(m.seq, m.subject, m.data)
                     return
                 except Exception as e:  # a leader election, a restart: read on from where we were
                     log.warning("reading %s for the HMI: %r; again", S.STREAM_COMMS, e)
@@ -250,11 +251,12 @@ class EventHub:
             self._runs[key] = state
         self._received()
 
-    def _on_comms(self, seq: int, data: bytes) -> None:
+    def _on_comms(self, seq: int, subject: str, data: bytes) -> None:
         self._comms_next = max(self._comms_next, seq + 1)
         try:
             e = wire.decode(data, wire.CommsEntry)
-        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            check_entry(subject, e)  # the sender NATS checked (the subject) is the one it names
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
             self.stats.skipped += 1
             log.warning("HMI skips bad comms entry %s #%d: %s", S.STREAM_COMMS, seq, err)
             return

@@ -10,15 +10,18 @@ the comms `LLM` entries (their time is when the reply came, so a call starts at 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
 
+from pas import comms, wire
 from pas import subjects as S
-from pas import wire
 from pas.streams import Raw, read_raw
+
+log = logging.getLogger("pas.replay")
 
 TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded", "timeout", "rejected"}
 TIERS = ("client", "gateway", "root", "architect", "director", "manager", "programmer", "llm", "other")
@@ -40,18 +43,25 @@ async def collect(js: JetStreamContext, run_id: str) -> list[Raw]:
     return out
 
 
+def skipped(m: Raw, why: object) -> None:
+    log.warning("run timeline: skipped %s message %d (%s): %s", m.stream, m.seq, m.subject, why)
+
+
 def decode(m: Raw) -> tuple[datetime, dict[str, Any]] | None:
-    """(time, body as a dict) of one message; None for a body that is not ours."""
+    """(time, body as a dict) of one message; None (and a WARNING naming it) for a body that is not
+    a valid one: no stored message can make a timeline fail."""
     try:
         if m.stream == S.STREAM_COMMS:
             e = wire.decode(m.data, wire.CommsEntry)
+            comms.check(m.subject, e)
             return e.ts, _fields(e)
         if ".task." in m.subject and ".done." not in m.subject:
             t = wire.decode(m.data, wire.TaskRecord)
             return (t.finished_at or t.started_at or m.stored), {**_fields(t), "kind": "taskrec"}
         ev = wire.decode(m.data, wire.RunEvent)
         return ev.ts, _fields(ev)
-    except Exception:
+    except Exception as e:
+        skipped(m, e)
         return None
 
 
@@ -85,7 +95,10 @@ def build_from(run_id: str, msgs: Iterable[Raw]) -> dict[str, Any]:
     for ts, m, b in rows:
         t = _rel(ts, t0)
         if m.stream == S.STREAM_COMMS:
-            _comms_step(tl, t, b, m.seq)
+            try:
+                _comms_step(tl, t, b, m.seq)
+            except (ValueError, TypeError) as e:
+                skipped(m, e)
             continue
         kind = b.get("kind", "")
         if kind == "taskrec":
@@ -127,8 +140,27 @@ def build_from(run_id: str, msgs: Iterable[Raw]) -> dict[str, Any]:
     return tl
 
 
+def _llm_call(t: float, agent: str, b: dict[str, Any]) -> dict[str, Any]:
+    """An LLM call from its comms entry; ValueError/TypeError for numbers that are not numbers."""
+    md = b["metadata"]
+    try:
+        lat = float(md.get("latency_s") or 0.0)
+    except (TypeError, ValueError):
+        raise ValueError(f"latency_s {md.get('latency_s')!r} is not a number") from None
+    if not 0.0 <= lat < 1e6:
+        raise ValueError(f"latency_s {lat!r} is out of range")
+    return {"t": t, "start_t": round(max(0.0, t - lat), 4), "agent": agent, "tier": tier_of(agent),
+            "profile": str(md.get("profile")), "model": b.get("llm_model"), "tokens_in": int(md.get("tokens_in") or 0),
+            "tokens_out": int(md.get("tokens_out") or 0), "tokens": b.get("tokens") or 0, "cost_usd": b.get("cost_usd"),
+            "latency_s": lat, "ok": bool(md.get("ok")), "error": md.get("error"),
+            "recording": md.get("recording"), "replayed": bool(md.get("replayed")), "failover": False}
+
+
 def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> None:
+    """One comms entry: a step, and an LLM call for an LLM entry (checked first: a bad one adds nothing)."""
     agent = b["from_agent"]
+    llm = b["msg_type"] == "LLM" and "profile" in b.get("metadata", {})
+    call = _llm_call(t, agent, b) if llm else None
     if b["msg_type"] == "CMD" and agent == "client" and not tl["title"] and b["message"].startswith("submit "):
         tl["title"] = b["message"][len("submit "):].strip("'\"")
     if b["msg_type"] == "CMD" and agent == "client" and b.get("metadata", {}).get("parent"):
@@ -136,15 +168,8 @@ def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> No
     tl["steps"].append({"t": t, "tier": tier_of(agent), "agent": agent, "kind": f"comms.{b['msg_type']}",
                         "id": b["to_agent"], "status": b.get("status", ""), "subject": "", "comms_seq": seq,
                         "text": f"{agent} -> {b['to_agent']}: {b['message'][:300]}"})
-    if b["msg_type"] != "LLM" or "profile" not in b.get("metadata", {}):
+    if call is None:
         return
-    md = b["metadata"]
-    lat = float(md.get("latency_s") or 0.0)
-    call = {"t": t, "start_t": round(max(0.0, t - lat), 4), "agent": agent, "tier": tier_of(agent),
-            "profile": md.get("profile"), "model": b.get("llm_model"), "tokens_in": md.get("tokens_in", 0),
-            "tokens_out": md.get("tokens_out", 0), "tokens": b.get("tokens") or 0, "cost_usd": b.get("cost_usd"),
-            "latency_s": lat, "ok": bool(md.get("ok")), "error": md.get("error"),
-            "recording": md.get("recording"), "replayed": bool(md.get("replayed")), "failover": False}
     calls = tl["llm_calls"]
     prev = next((c for c in reversed(calls) if c["agent"] == agent), None)
     if "backup" in md:  # the call says whether it went to the backup profile (every failover, even a failed one)

@@ -1,5 +1,6 @@
-"""Architect: starts a run, splits it into lanes and hands each lane to its Director. The lanes
-report back without a hop of their own (pas.runs.child_done finishes the plan)."""
+"""Architect: starts a run, splits it into lanes and hands each lane to its Director. A finished lane
+is reported by its director on pas.architect.lanes.done; the architect, the plan record's only writer,
+notes it and announces the finished plan (pas.runs.note_child_done)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
-from pas.agent import Role, WorkSpec
+from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import PasError
 from pas.planner import plan_architect
 from pas.service import WorkCtx
@@ -21,6 +22,9 @@ async def _none() -> None:
 
 class ArchitectRole(Role):
     description = "PAS Architect: splits a job into lanes"
+
+    def endpoints(self) -> list[EndpointSpec]:
+        return [self.child_done_endpoint(S.ARCHITECT_DONE, "architect")]  # plan records
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work

@@ -7,7 +7,7 @@ import asyncio
 from pas import runs as R
 from pas import subjects as S
 from pas import wire
-from pas.agent import Role, WorkSpec
+from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.planner import deterministic_director, plan_director
 from pas.service import WorkCtx
 
@@ -31,6 +31,9 @@ class DirectorRole(Role):
     def lane(self) -> str:
         assert self.me.lane
         return self.me.lane
+
+    def endpoints(self) -> list[EndpointSpec]:
+        return [self.child_done_endpoint(S.child_done("dir", self.lane), f"dir-{self.lane}")]  # lane records
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work

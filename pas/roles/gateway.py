@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
 from pas import approval as A
+from pas import auth, tracing, wire
 from pas import runs as R
 from pas import subjects as S
-from pas import tracing, wire
 from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
+from pas.errors import BadRequest, CommandRefused, Conflict, Forbidden, NotFound, Retry
 from pas.ids import is_id
 from pas.policy import admit, check_command, check_inside, repo_roots
 from pas.service import Call, WorkCtx
@@ -33,15 +35,27 @@ class GatewayRole(Role):
     description = "PAS Gateway: submit jobs, query and cancel runs"
 
     def endpoints(self) -> list[EndpointSpec]:
+        acting: list[tuple[str, str, Callable[[Any, Call], Awaitable[Any]], type[Any]]] = [
+                  ("submit", S.GATEWAY_SUBMIT, self.submit, wire.JobSubmit),
+                  ("cancel", S.GATEWAY_CANCEL, self.cancel, wire.RunRef),
+                  ("approve", S.GATEWAY_APPROVE, self.approve, wire.Decision),
+                  ("reject", S.GATEWAY_REJECT, self.reject, wire.Decision)]
         return [
-            EndpointSpec("submit", S.GATEWAY_SUBMIT, self.submit, wire.JobSubmit),
             EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.StatusQuery),
             EndpointSpec("runs", S.GATEWAY_RUNS, self.runs, wire.RunsQuery),
-            EndpointSpec("cancel", S.GATEWAY_CANCEL, self.cancel, wire.RunRef),
             EndpointSpec("plan", S.GATEWAY_PLAN, self.plan, wire.RunRef),
-            EndpointSpec("approve", S.GATEWAY_APPROVE, self.approve, wire.Decision),
-            EndpointSpec("reject", S.GATEWAY_REJECT, self.reject, wire.Decision),
+            *(EndpointSpec(name, subject, handler, typ) for name, subject, handler, typ in acting),
+            # the same, as the NATS user that alone may publish the subject (pas.auth)
+            *(EndpointSpec(f"{name}_as", S.gateway_as("*", name), handler, typ) for name, _, handler, typ in acting),
         ]
+
+    @staticmethod
+    def may_act(run: wire.RunRecord, call: Call) -> None:
+        """Cancel, approve, reject: a user of auth.OWN_RUNS_ONLY only on the runs it submitted."""
+        who = S.requester(call.subject)
+        if who in auth.OWN_RUNS_ONLY and run.submitted_by != who:
+            raise Forbidden(f"run {run.run_id!r} was not submitted by {who!r}: it may act only on its own runs",
+                            detail={"submitted_by": run.submitted_by})
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
@@ -91,7 +105,7 @@ class GatewayRole(Role):
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
                              priority=job.priority, approval_mode=job.approval_mode, repo=job.repo,
-                             protected_paths=job.protected_paths)
+                             protected_paths=job.protected_paths, submitted_by=S.requester(call.subject))
         # The job, kept once, and the run: both create-if-absent (an existing run's request is never
         # replaced), in one round trip.
         body = wire.encode(job)
@@ -130,6 +144,7 @@ class GatewayRole(Role):
         seen: list[str] = []
 
         def change(run: wire.RunRecord) -> bool:
+            self.may_act(run, call)
             seen.append(run.status)
             if run.status in wire.TERMINAL_RUN:
                 return False
@@ -153,14 +168,17 @@ class GatewayRole(Role):
         return await A.plan_view(self.bus, ref.run_id)
 
     async def approve(self, d: wire.Decision, call: Call) -> wire.RunSummary:
-        return await self._decide(d, True)
+        return await self._decide(d, True, call)
 
     async def reject(self, d: wire.Decision, call: Call) -> wire.RunSummary:
         if d.drop:
             raise BadRequest("drop is for approve; reject rejects the whole plan")
-        return await self._decide(d, False)
+        return await self._decide(d, False, call)
 
-    async def _decide(self, d: wire.Decision, approve: bool) -> wire.RunSummary:
+    async def _decide(self, d: wire.Decision, approve: bool, call: Call) -> wire.RunSummary:
+        got = await R.get_run(self.bus, d.run_id)
+        if got is not None:  # (an unknown run: A.decide says so)
+            self.may_act(got[0], call)
         by = d.by or "anonymous"
         run = await A.decide(self.bus, d, approve, by)
         assert run.approval is not None

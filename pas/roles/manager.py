@@ -28,7 +28,8 @@ class ManagerRole(Role):
     def endpoints(self) -> list[EndpointSpec]:
         # Lane-level: shared by the lane's managers as one queue group.
         return [EndpointSpec("submit", S.lane_submit("mgr", self.lane), self.submit, wire.JobCard,
-                             queue_group=f"mgr-{self.lane}")]
+                             queue_group=f"mgr-{self.lane}"),
+                self.child_done_endpoint(S.child_done("mgr", self.lane), f"mgr-{self.lane}")]  # job records
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
@@ -137,8 +138,7 @@ class ManagerRole(Role):
                     executor=wire.effective_executor(spec), instruction=spec.instruction[:2000], command=spec.command)
                 if rec.status != "queued":  # released before (a redelivery of this decision)
                     if rec.status == "skipped" and ctx.redelivered:  # its job may not have heard
-                        await R.child_done(ctx, R.event(ev.run_id, "task", "skipped" if approved else "rejected",
-                                                        self.me.id, lane=self.lane, job_id=job_id, task_id=task_id))
+                        await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
                     continue
                 if approved and task_id not in dropped:
                     await self.agent.comms.log(self.me.id, "prog-pool", "CMD",
@@ -153,9 +153,15 @@ class ManagerRole(Role):
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
                 await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
-                await R.child_done(ctx, R.event(ev.run_id, "task", "skipped" if approved else "rejected", self.me.id,
-                                                lane=self.lane, job_id=job_id, task_id=task_id))
+                await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
         await asyncio.gather(*pending)
+
+    async def _skipped(self, ctx: WorkCtx, run_id: str, job_id: str, task_id: str, approved: bool) -> None:
+        """A held task that will not run, noted in its job here (a manager owns job records: no request to
+        the lane's managers, pas.runs.child_done), then up the usual way."""
+        ev = R.event(run_id, "task", "skipped" if approved else "rejected", self.me.id, lane=self.lane, job_id=job_id,
+                     task_id=task_id)
+        await R.note_child_done(ctx, wire.ChildDone(event=ev, redelivered=ctx.redelivered))
 
     async def status(self, ref: wire.StatusRef) -> wire.JobRecord:
         run_id, _, job_id = (ref.id or "").partition(":")

@@ -145,8 +145,7 @@ class ProgrammerRole(Role):
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
         await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
-        await ctx.log(self.me.id, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
-                      sender=work.manager,
+        await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
                       metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
@@ -176,18 +175,17 @@ class ProgrammerRole(Role):
 
     async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
         """The result, published once (the record, to its key and as the task's event), then the
-        job is told in this same handler (pas.runs.child_done: the last task finishes the job, the
-        last job the lane, ...). A crash before the ack leaves the work to be redelivered, and
-        the redelivery only re-announces (the record is terminal)."""
+        job's managers are told in this same handler (pas.runs.child_done: they note it in the job's
+        record, which only they write, and walk on up). A crash before the ack leaves the work to be
+        redelivered, and the redelivery only re-announces (the record is terminal)."""
         ev = self._done_event(rec)
-        job = R.read_ahead(self.bus, ev)  # the job's record, read while the result is stored
         await asyncio.gather(self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec),
                              ctx.publish(S.run_task(rec.run_id, rec.task_id), rec),
                              ctx.log(rec.manager, "RESPONSE",
                                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                      rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
                                      metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}))
-        await R.child_done(ctx, ev, job)
+        await R.child_done(ctx, ev)
 
     def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
         """The environment the task runs in (pas.repoenv); a string is why none could be chosen;

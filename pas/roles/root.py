@@ -27,19 +27,29 @@ class RootRole(Role):
         return [WorkSpec(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE, wire.RunEvent, self.end_run, w.handler_concurrency,
                          w.ack_wait_s)]
 
-    async def end_run(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
-        got = R.cached_run(self.bus, ev.run_id)  # the ending is a compare-and-set: it checks
+    async def end_run(self, told: wire.RunEvent, ctx: WorkCtx) -> None:
+        """done.plan says a plan finished; the plan record (the architect's alone) says whether it did and
+        how: a forged or early done.plan ends nothing."""
+        got = R.cached_run(self.bus, told.run_id)  # the ending is a compare-and-set: it checks
+        key = R.plan_key(told.run_id)  # as this process's architect wrote it, else the store
+        plan = R.read_record(self.bus, key, wire.PlanRecord)
         if got is None or got[0].repo:  # integration acts on the repository: from the stored record only
-            got = await R.get_run(self.bus, ev.run_id)
+            got = await R.get_run(self.bus, told.run_id)
+        stored = await plan
         if got is None:
             return
+        if stored is None or stored[0].status == "running":
+            log.warning("done.plan for run %s ignored: its plan record is %s", told.run_id,
+                        "missing" if stored is None else "still running")
+            return
+        ev = R.plan_event(stored[0])
         run, rev = got
         if run.status in wire.TERMINAL_RUN:
             if ctx.redelivered and run.finished_at is not None:  # we may have died before announcing it
                 await self._announce(ctx, run, ev.message)
             return
         end = msgspec.structs.replace(run)  # the ending, worked out on a copy; `run` stays as read
-        end.status = ev.status if ev.status in ("completed", "cancelled") else "failed"  # type: ignore[assignment]
+        end.status = ev.status if ev.status in ("completed", "cancelled") else "failed"
         end.finished_at = wire.now()
         end.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
         if end.status != "cancelled":

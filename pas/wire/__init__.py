@@ -56,6 +56,7 @@ from pas.wire.records import (
 from pas.wire.replies import (
     AgentHealth,
     Alert,
+    ChildDone,
     CommsEntry,
     Empty,
     ErrorBody,
@@ -99,6 +100,7 @@ __all__ = [
     "Approval",
     "Base",
     "Budget",
+    "ChildDone",
     "CommsEntry",
     "Decision",
     "Empty",

@@ -19,6 +19,11 @@ RunStatusValue = Literal["queued", "running", "waiting_approval", "completed", "
 TaskStatusValue = Literal[
     "queued", "running", "completed", "failed", "cancelled", "timeout", "budget_exceeded", "skipped"
 ]
+EventStatusValue = Literal[
+    "queued", "running", "waiting_approval", "completed", "failed", "cancelled", "rejected", "timeout",
+    "budget_exceeded", "skipped", "pending", "approved"]
+"""Every status a RunEvent may carry: anything else is refused where it is read (pas.replay, the HMI)."""
+EventKind = Literal["run", "lane", "job", "task", "plan", "approval"]
 TERMINAL_TASK = frozenset({"completed", "failed", "cancelled", "timeout", "budget_exceeded", "skipped"})
 TERMINAL_RUN = frozenset({"completed", "failed", "cancelled", "rejected"})
 PRIORITIES = (20, 10, 5, 1)  # the priority bands of the programmer pool, highest first

@@ -60,6 +60,8 @@ class RunRecord(Base):
     """Task branches that did not merge into result_branch, with the files (a conflict fails the run)."""
     repo: str | None = None
     """The job's repository (as submitted): root integrates there without reading the request."""
+    submitted_by: str | None = None
+    """The NATS user that submitted it on pas.gateway.as.<user>.submit (None: on pas.gateway.submit)."""
 
 
 class PlanRecord(Base):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
-from pas.wire.base import AgentStatusValue, Base, RunStatusValue
+from pas.wire.base import AgentStatusValue, Base, EventKind, EventStatusValue, RunStatusValue
 from pas.wire.records import Approval, TaskRecord
 from pas.wire.requests import TaskSpec
 
@@ -99,14 +99,24 @@ class RunEvent(Base):
     """Body of pas.run.<run>.status / .lane.<lane> / .job.<job> / .done.* events."""
 
     run_id: str
-    kind: str  # run | lane | job | task | plan
-    status: str
+    kind: EventKind
+    status: EventStatusValue
     ts: datetime
     lane: str | None = None
     job_id: str | None = None
     task_id: str | None = None
     agent: str = ""
     message: str = ""
+
+
+class ChildDone(Base):
+    """Body of pas.mgr.<lane>.done, pas.dir.<lane>.done, pas.architect.lanes.done: a task, job or lane
+    ended; the owner of its parent's record notes it and goes on up (pas.runs.note_child_done).
+    `redelivered`: the walk is a repeat (the child's work item came again), so finished parents are
+    announced again."""
+
+    event: RunEvent
+    redelivered: bool = False
 
 
 class Heartbeat(Base):

@@ -1,0 +1,346 @@
+"""One NATS identity per agent id, records granted to their owners (pas/auth.py), and readers that skip
+what they cannot trust — against the real embedded server with its users on, as `pas up` starts it.
+
+Each attack is made with the credentials a compromised process would hold (a programmer's: what an
+aider process can read; the `client` user's), is refused by the server (its log names the user and
+subject) or ignored by the reader that meets it (a WARNING names the entry), and a normal job still
+completes afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import KeyNotFoundError
+
+from pas import auth, comms, wire
+from pas import subjects as S
+from pas.bus import connect
+from pas.client import PasClient
+from pas.replay import timeline
+from pas.stack import Stack
+from pas.streams import Raw
+from tests.conftest import make_cfg, wait_for
+
+AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
+SLEEP = {"lane": "code", "instruction": "sleep 30", "command": "sleep 30", "executor": "command"}
+ECHO = {"lane": "code", "instruction": "echo ok", "command": "echo ok", "executor": "command"}
+
+
+@pytest.fixture
+async def up(tmp_path: Path) -> AsyncIterator[Stack]:
+    st = Stack(make_cfg("settings.nats.port=-1"), only=AGENTS, data_dir=tmp_path / "data")
+    await st.start()
+    try:
+        yield st
+    finally:
+        await st.stop()
+
+
+async def as_user(st: Stack, user: str) -> Any:
+    return await connect(st.url or "", name=f"attacker-{user}", **auth.connect_kw(st.creds[user]))
+
+
+async def violation(st: Stack, user: str, subject: str) -> None:
+    """The server refused `user` publishing `subject` (its log says so)."""
+    assert st.server is not None and st.server.log_path is not None
+    log_path = st.server.log_path
+    await wait_for(lambda: f'user:{user}" - Publish Violation - Subject "{subject}"' in log_path.read_text(),
+                   timeout_s=10)
+
+
+async def stored(st: Stack, bucket: str, key: str) -> bytes | None:
+    """A KV value as `admin` reads it (None: no such key)."""
+    nc = await as_user(st, "admin")
+    try:
+        return (await (await nc.jetstream().key_value(bucket)).get(key)).value
+    except KeyNotFoundError:
+        return None
+    finally:
+        await nc.close()
+
+
+async def client_of(st: Stack) -> PasClient:
+    return await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
+
+
+async def a_job_completes(st: Stack, run_id: str) -> None:
+    client = await client_of(st)
+    try:
+        await client.submit({"title": "after", "run_id": run_id, "tasks": [ECHO]})
+        res = await client.wait(run_id, timeout_s=60)
+    finally:
+        await client.close()
+    assert res["status"] == "completed" and res["tasks"][0]["output"] == "ok\n", res
+
+
+async def running(st: Stack, run_id: str) -> PasClient:
+    client = await client_of(st)
+    await client.submit({"title": "victim", "run_id": run_id, "tasks": [SLEEP]})
+    await wait_for(lambda: _task_running(client, run_id), timeout_s=30)
+    return client
+
+
+async def _task_running(client: PasClient, run_id: str) -> bool:
+    st = await client.status(run_id)
+    return bool(st["tasks"]) and st["tasks"][0]["status"] == "running"
+
+
+def test_each_agent_has_its_own_user_and_grants() -> None:
+    """The generated rules: an agent's own subjects carry its id; only the owner of a record writes it."""
+    cfg = make_cfg()
+    perms = auth.permissions(cfg)
+    assert set(perms) == {"client", "adapter", "admin", *(a.id for a in cfg.agents)}
+    prog = perms["prog-001"].publish
+    assert S.heartbeat("prog-001") in prog and S.heartbeat("*") not in prog
+    assert S.comms_filter(from_agent="prog-001") in prog and S.COMMS_ALL not in prog
+    assert S.kv_subject(S.KV_CLAIMS, "prog-001") in prog and S.kv_subject(S.KV_MODELS, "prog-001") in prog
+    assert S.kv_subject(S.KV_TREE, S.task_key("*", "*")) in prog
+    for theirs in (S.job_key("*", "*"), S.lane_key("*", "*"), S.plan_key("*")):
+        assert S.kv_subject(S.KV_TREE, theirs) not in prog
+    assert S.done_plan("*") not in prog and S.GATEWAY_CANCEL not in prog
+    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
+            S.done_plan("*"): "architect", S.kv_subject(S.KV_TREE, S.lane_key("*", "code")): "dir-code"}
+    for subject, owner in only.items():
+        assert {u for u, p in perms.items() if subject in p.publish and u != "admin"} == {
+            a.id for a in cfg.agents if a.id.startswith(owner)}, subject
+    assert S.JS_FLOW_CONTROL_ALL in perms["admin"].publish  # admin's ordered consumers get flow control
+    assert S.js_next(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE) in perms["client"].deny_publish
+
+
+async def test_programmer_cannot_end_freeze_cancel_or_remodel_another_run(up: Stack) -> None:
+    """A programmer's credentials against a running run: done.plan, its job record, the gateway's
+    cancel and another agent's model are all refused; the run goes on and completes normally."""
+    victim = await running(up, "victim-1")
+    nc = await as_user(up, "prog-001")
+    try:
+        forged = wire.encode(wire.RunEvent(run_id="victim-1", kind="plan", status="completed", ts=wire.now()))
+        await nc.publish(S.done_plan("victim-1"), forged)
+        await violation(up, "prog-001", S.done_plan("victim-1"))
+        job = S.kv_subject(S.KV_TREE, S.job_key("victim-1", "code-1"))
+        await nc.publish(job, b'{"forged": true}')
+        await violation(up, "prog-001", job)
+        await nc.publish(S.GATEWAY_CANCEL, json.dumps({"run_id": "victim-1"}).encode(), reply=nc.new_inbox())
+        await violation(up, "prog-001", S.GATEWAY_CANCEL)
+        other_model = S.kv_subject(S.KV_MODELS, "prog-002")
+        await nc.publish(other_model, b'{"model": "gpt-4o"}')
+        await violation(up, "prog-001", other_model)
+        await nc.flush()
+        st = await victim.status("victim-1")
+        assert st["status"] == "running" and st["tasks"][0]["status"] == "running"
+        assert up.bus is not None
+        job_rec = await up.bus.kv_get(S.KV_TREE, S.job_key("victim-1", "code-1"), wire.JobRecord)
+        assert job_rec is not None and job_rec[0].status == "running" and job_rec[0].done == {}
+        assert await stored(up, S.KV_MODELS, "prog-002") is None
+        assert (await victim.cancel("victim-1"))["status"] == "cancelled"
+        assert (await victim.wait("victim-1", timeout_s=30))["status"] == "cancelled"
+    finally:
+        await nc.close()
+        await victim.close()
+    await a_job_completes(up, "after-1")
+
+
+async def test_a_forged_done_plan_of_a_running_plan_ends_nothing(up: Stack, caplog: Any) -> None:
+    """Even from a user that may publish done.plan (the architect's), root checks the plan record: a
+    plan still running is not ended by being told it is."""
+    caplog.set_level(logging.WARNING, "pas.root")
+    victim = await running(up, "victim-2")
+    nc = await as_user(up, "architect")
+    try:
+        forged = wire.RunEvent(run_id="victim-2", kind="plan", status="completed", ts=wire.now(), message="code=completed")
+        await nc.jetstream().publish(S.done_plan("victim-2"), wire.encode(forged))
+        await wait_for(lambda: any("done.plan for run victim-2 ignored" in r.getMessage() for r in caplog.records),
+                       timeout_s=20)
+        assert (await victim.status("victim-2"))["status"] == "running"
+        await victim.cancel("victim-2")
+    finally:
+        await nc.close()
+        await victim.close()
+    await a_job_completes(up, "after-2")
+
+
+async def test_programmer_cannot_speak_for_another_agent(up: Stack, caplog: Any) -> None:
+    """Heartbeats, claims and comms entries carry an agent id: a programmer may use only its own, and
+    an entry whose body names another sender than its subject is skipped by every reader."""
+    caplog.set_level(logging.WARNING)
+    nc = await as_user(up, "prog-001")
+    try:
+        hb = wire.Heartbeat(agent="prog-999", ts=wire.now(), status="ok")
+        for subject in (S.heartbeat("prog-999"), S.heartbeat("prog-002")):
+            await nc.publish(subject, wire.encode(hb))
+            await violation(up, "prog-001", subject)
+        claim = S.kv_subject(S.KV_CLAIMS, "mgr-code-02")
+        await nc.publish(claim, b'{"agent": "mgr-code-02", "instance": "x", "host": "h", "pid": 1}')
+        await violation(up, "prog-001", claim)
+        forged = wire.CommsEntry(ts=wire.now(), from_agent="root", to_agent="gateway", msg_type="STATUS",
+                                 message="run r-x completed", run_id="r-x")
+        await nc.publish(S.comms("r-x", "root", "STATUS"), wire.encode(forged))
+        await violation(up, "prog-001", S.comms("r-x", "root", "STATUS"))
+        # its own subject, another sender in the body: stored (the subject is its own), never shown
+        await nc.jetstream().publish(S.comms("r-x", "prog-001", "STATUS"), wire.encode(forged))
+    finally:
+        await nc.close()
+    client = await client_of(up)
+    try:
+        seen = [e async for e in comms.read(client.nc.jetstream(), run_id="r-x")]
+        assert seen == []
+        assert any("skipped entry" in r.getMessage() and "does not match" in r.getMessage() for r in caplog.records)
+        agents = await wait_for(lambda: _alive(client), timeout_s=20)
+        assert "prog-999" not in agents
+    finally:
+        await client.close()
+    assert await stored(up, S.KV_CLAIMS, "mgr-code-02") is None
+    await a_job_completes(up, "after-3")
+
+
+async def _alive(client: PasClient) -> set[str] | None:
+    kv = await client.nc.jetstream().key_value(S.KV_AGENTS)
+    ids = set(await kv.keys())
+    return ids if set(AGENTS) <= ids else None
+
+
+async def test_client_cannot_steal_from_or_delete_pas_consumers(up: Stack) -> None:
+    """`client` reads streams through consumers of its own; PAS's durables are denied to it by name."""
+    client = await client_of(up)
+    nc = client.nc
+    try:
+        pull = S.js_next(S.STREAM_EVENTS, S.CONSUMER_ROOT_DONE)
+        with pytest.raises((NoRespondersError, NatsTimeoutError)):
+            await nc.request(pull, b'{"batch": 1, "expires": 500000000}', timeout=2)
+        await violation(up, "client", pull)
+        for durable in (S.CONSUMER_ROOT_DONE, S.consumer_mgr_release("code")):
+            delete = S.js_api("CONSUMER", "DELETE", S.STREAM_EVENTS, durable)
+            with pytest.raises((NoRespondersError, NatsTimeoutError)):
+                await nc.request(delete, b"", timeout=2)
+            await violation(up, "client", delete)
+        admin = await as_user(up, "admin")
+        try:
+            names = {c.name for c in await admin.jetstream().consumers_info(S.STREAM_EVENTS)}
+        finally:
+            await admin.close()
+        assert {S.CONSUMER_ROOT_DONE, S.consumer_mgr_release("code")} <= names
+        # reading the same stream through its own consumer still works (pas log, pas replay)
+        assert [e async for e in comms.read(nc.jetstream(), run_id="nothing")] == []
+    finally:
+        await client.close()
+    await a_job_completes(up, "after-4")
+
+
+async def test_a_bad_llm_entry_does_not_break_the_timeline(up: Stack, caplog: Any) -> None:
+    """An LLM comms entry with latency_s "abc" (and a run event with a status that is not one) in a run:
+    the timeline is still built, the entry is skipped with a WARNING naming it."""
+    caplog.set_level(logging.WARNING, "pas.replay")
+    await a_job_completes(up, "tl-1")
+    client = await client_of(up)
+    try:
+        bad = wire.CommsEntry(ts=datetime.now(UTC), from_agent="client", to_agent="llm", msg_type="LLM",
+                              message="x", run_id="tl-1", metadata={"profile": "p", "latency_s": "abc"})
+        ack = await client.nc.jetstream().publish(S.comms("tl-1", "client", "LLM"), wire.encode(bad))
+        tl = await timeline.build(client.nc.jetstream(), "tl-1")
+    finally:
+        await client.close()
+    assert tl["status"] == "completed" and tl["llm_calls"] == [] and tl["tasks"][0]["status"] == "completed"
+    assert any(f"message {ack.seq}" in r.getMessage() and "latency_s" in r.getMessage() for r in caplog.records)
+    bad_event = json.dumps({"run_id": "tl-1", "kind": "run", "status": "<img src=x onerror=alert(1)>",
+                            "ts": wire.now().isoformat()}).encode()
+    raw = Raw(stream=S.STREAM_EVENTS, seq=1, subject=S.run_status("tl-1"), data=bad_event,
+                       stored=datetime.now(UTC))
+    assert timeline.decode(raw) is None  # a status that is not one is never shown
+
+
+async def test_client_cancels_and_decides_only_its_own_runs(up: Stack) -> None:
+    """A run records the NATS user that submitted it (pas.gateway.as.<user>.submit): `client` may cancel,
+    approve or reject its own runs only; `adapter` and `admin` act on all."""
+    from pas.errors import Forbidden
+
+    mine = await running(up, "own-1")  # submitted by `client`
+    other = await PasClient.connect(up.url or "", 10, creds=up.creds["adapter"])
+    admin = await PasClient.connect(up.url or "", 10, creds=up.creds["admin"])
+    try:
+        await other.submit({"title": "someone else's", "run_id": "own-2", "tasks": [SLEEP]})
+        await other.submit({"title": "held", "run_id": "own-3", "approval_mode": True, "tasks": [ECHO]})
+        await wait_for(lambda: _status_is(other, "own-3", "waiting_approval"), timeout_s=30)
+        for act in (lambda: mine.cancel("own-2"), lambda: mine.approve("own-3"), lambda: mine.reject("own-3")):
+            with pytest.raises(Forbidden) as e:
+                await act()
+            assert e.value.code == 403 and "was not submitted by 'client'" in e.value.message
+        assert (await other.status("own-2"))["status"] == "running"
+        assert (await other.status("own-3"))["status"] == "waiting_approval"
+        assert (await mine.cancel("own-1"))["status"] == "cancelled"  # its own
+        assert (await admin.cancel("own-2"))["status"] == "cancelled"  # admin: any run
+        assert (await other.approve("own-3", by="ana"))["status"] == "running"  # adapter: any run
+        assert (await other.wait("own-3", timeout_s=60))["status"] == "completed"
+        assert up.bus is not None
+        runs = {r: (await up.bus.kv_get(S.KV_RUNS, r, wire.RunRecord)) for r in ("own-1", "own-2")}
+        assert {r: got[0].submitted_by for r, got in runs.items() if got} == {"own-1": "client", "own-2": "adapter"}
+    finally:
+        await mine.close()
+        await other.close()
+        await admin.close()
+    await a_job_completes(up, "after-5")
+
+
+async def _status_is(client: PasClient, run_id: str, status: str) -> bool:
+    return bool((await client.status(run_id))["status"] == status)
+
+
+async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any) -> None:
+    """A programmer may write its own model key and any profile's breaker; what it writes there is
+    checked where it is read: a profile not in models.yaml, or a breaker open for a year, is skipped
+    with a WARNING (the agent keeps its model, `pas agents` shows no breaker), and nothing fails."""
+    import sys
+    import time
+
+    caplog.set_level(logging.WARNING, "pas.agent")
+    prog = next(a for a in up.agents if a.id == "prog-001")
+    profile = prog.model
+    assert profile is not None
+    nc = await as_user(up, "prog-001")
+    try:
+        js = nc.jetstream()
+        await js.publish(S.kv_subject(S.KV_MODELS, "prog-001"), b'{"agent": "prog-001", "model": "no-such-profile"}')
+        year = json.dumps({"state": "open", "failures": 3, "open_until": time.time() + 31535889, "ts": time.time()})
+        await js.publish(S.kv_subject(S.KV_BREAKERS, profile), year.encode())
+    finally:
+        await nc.close()
+    await prog.load_model_override()
+    assert prog.model == profile
+    assert any("ignoring its stored model override" in r.getMessage() and "no-such-profile" in r.getMessage()
+               for r in caplog.records)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pas", "agents", "--json", "--nats-url", up.url or "", "--creds-dir",
+        str(Path(up.data_dir) / "creds"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)  # (the agents answer from this event loop)
+    assert proc.returncode == 0, err.decode()
+    row = next(r for r in json.loads(out) if r["agent"] == "prog-001")
+    assert row["model"] == profile and row["breaker"] == "-", row
+    assert f"skipped KV {S.KV_MODELS} key prog-001" in err.decode()
+    assert f"skipped KV {S.KV_BREAKERS} key {profile}" in err.decode()
+    await a_job_completes(up, "after-6")
+
+
+async def test_a_garbage_task_record_does_not_break_the_status(up: Stack, caplog: Any) -> None:
+    """Task records are the pool's (any programmer may write one): a record that is not a TaskRecord is
+    skipped, with a WARNING naming its key, by every view that lists a run's tasks."""
+    caplog.set_level(logging.WARNING, "pas.bus")
+    await a_job_completes(up, "garbage-1")
+    nc = await as_user(up, "prog-001")
+    try:
+        await nc.jetstream().publish(S.kv_subject(S.KV_TREE, S.task_key("garbage-1", "x-99")), b'{"status": 7}')
+    finally:
+        await nc.close()
+    client = await client_of(up)
+    try:
+        st = await client.status("garbage-1")
+    finally:
+        await client.close()
+    assert st["status"] == "completed" and [t["task_id"] for t in st["tasks"]] == ["code-1-01"]
+    assert any("skipped" in r.getMessage() and "garbage-1.task.x-99" in r.getMessage() for r in caplog.records)
