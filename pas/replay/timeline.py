@@ -172,6 +172,7 @@ def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> No
         return
     calls = tl["llm_calls"]
     prev = next((c for c in reversed(calls) if c["agent"] == agent), None)
+    md = b.get("metadata", {})
     if "backup" in md:  # the call says whether it went to the backup profile (every failover, even a failed one)
         call["failover"] = bool(md["backup"])
     else:  # recorded before calls said so: an answer from another profile right after a failure
