@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     ht = sub.add_parser("http", help="run only the port-based HTTP adapter and HMI against an existing NATS")
     _common(ht)
 
+    lo = sub.add_parser("login", help="print a new one-time login link for the HMI (asks the running HTTP adapter)")
+    _common(lo)
+    lo.add_argument("--data-dir", help="the data dir of `pas up` (its creds/ subdirectory holds the HTTP token)")
+
     mc = sub.add_parser("mcp", help="serve PAS's MCP tools over stdio, for coding assistants "
                                     "(`claude mcp add pas -- pas mcp`)")
     _common(mc)

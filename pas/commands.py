@@ -64,6 +64,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         where += f", NATS users on, credentials in {auth.creds_dir(cfg, stack.data_dir)}"
     web = f", HTTP adapter and HMI on {stack.http_server.url()}" if stack.http_server else ", no HTTP adapter"
     print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}{web}); Ctrl-C to stop", flush=True)
+    if stack.http_server:
+        print(login_message(stack.http_server), flush=True)
     if args.ready_file:
         ready = Path(args.ready_file)  # written whole, then renamed: a watcher never reads it half-written
         ready.with_name(ready.name + ".tmp").write_text(stack.url or "")
@@ -74,6 +76,15 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         print("pas: stopping", flush=True)
         await stack.stop()
     return 0
+
+
+def login_message(adapter: Any) -> str:
+    """What `pas up` and `pas http` say about reaching the adapter (pas.http.adapter.AdapterHandle)."""
+    if not adapter.gate.required:
+        return f"pas: HTTP auth is OFF (settings.http.auth): every port is open; HMI at {adapter.login_url()}"
+    return (f"pas: open the HMI with this one-time login link: {adapter.login_url()}\n"
+            f"pas: HTTP clients send `Authorization: Bearer {adapter.gate.token_hint}`"
+            + ("; this OS user's loopback connections need no token" if adapter.gate.trust_same_user else ""))
 
 
 async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
@@ -312,12 +323,34 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
     server = await unless_stopped(start_adapter(cfg, client_url(cfg), creds=auth.user_creds(cfg, "adapter")), stop)
     if server is None:
         return 130
-    h = cfg.settings.http
-    print(f"pas http: serving agent ports and the HMI on http://{h.host}:{h.hmi_port + h.port_offset}/", flush=True)
+    print(f"pas http: serving agent ports and the HMI on {server.url()}/", flush=True)
+    print(login_message(server), flush=True)
     try:
         await stop.wait()
     finally:
         await server.stop()
+    return 0
+
+
+async def cmd_login(args: argparse.Namespace, cfg: PasConfig) -> int:
+    """A new one-time HMI login link from the running adapter: asked with the token from the creds dir
+    (or PAS_HTTP_TOKEN), else as this OS user's loopback connection."""
+    import httpx
+
+    from pas.http.trust import browser_host, stored_token
+
+    h = cfg.settings.http
+    url = f"http://{browser_host(h.host)}:{h.hmi_port + h.port_offset}/login/code"
+    token = stored_token(auth.creds_dir(cfg, args.data_dir))
+    try:
+        async with httpx.AsyncClient(timeout=cfg.settings.nats.client_connect_timeout_s) as c:
+            r = await c.post(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    except httpx.HTTPError as e:
+        raise PasError(f"no HTTP adapter at {url} ({e!r}): is `pas up` running (with the same "
+                       "settings.http.port_offset)?") from None
+    if r.status_code != 200:
+        raise PasError(f"the HTTP adapter at {url} refused: {r.status_code} {r.text[:300]}")
+    print(r.json()["url"])
     return 0
 
 
