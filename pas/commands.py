@@ -226,12 +226,38 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
+SUBMIT_TRIES = 3
+"""`pas submit` asks this often when the gateway does not reply in time, always with the same key."""
+
+
+async def submit_once(client: Any, job: dict[str, Any], key: str) -> dict[str, Any]:
+    """Submit with an idempotency key (Nats-Msg-Id), retried on a timeout with the same key: a run that
+    was created although its reply was lost comes back (duplicate: true) instead of a second run."""
+    from pas.errors import GatewayTimeout
+
+    tries = 1
+    while True:
+        try:
+            return await client.submit(job, msg_id=key)
+        except GatewayTimeout as e:
+            if tries == SUBMIT_TRIES:
+                raise GatewayTimeout(f"{e.message} ({SUBMIT_TRIES} tries); the run may exist: submitting again "
+                                     f"with --idempotency-key {key} returns it rather than a second run") from None
+            print(f"pas: {e.message}; asking again with the same idempotency key", file=sys.stderr, flush=True)
+            tries += 1
+
+
 async def cmd_submit(args: argparse.Namespace, cfg: ClientConfig) -> int:
+    import uuid
+
     job = _job_from_args(args)
+    key = args.idempotency_key or f"pas-submit-{uuid.uuid4().hex}"
     async with await open_client(cfg) as client:
         if args.wait and "run_id" not in job:
             job["run_id"] = wire_run_id()
-        reply = await client.submit(job, msg_id=args.idempotency_key)
+        reply = await submit_once(client, job, key)
+        if reply.get("duplicate"):
+            print(f"pas: already submitted with idempotency key {key}: the same run", file=sys.stderr, flush=True)
         print(reply["run_id"], flush=True)
         if not args.wait:
             return 0
