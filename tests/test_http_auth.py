@@ -181,6 +181,7 @@ async def test_hmi_in_chromium_through_the_login_link(stack: Any, tmp_path: Path
             page = await browser.new_page()
             r = await page.goto(a.url("hmi") + "/")
             assert r is not None and r.status == 401
+            await expect(page.locator("body")).to_contain_text("one-time login link")
             await page.goto(a.login_url())
             assert page.url == a.url("hmi") + "/"
             await expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "live", timeout=15000)

@@ -121,6 +121,8 @@ class PortDispatch:
             status, why, headers = refusal
             log.info("HTTP %s %s from %s: %d %s", scope.get("method"), scope.get("path"), _peer(scope), status,
                      why["detail"])
+            if status == 401 and b"text/html" in dict(scope.get("headers") or []).get(b"accept", b""):
+                return await _respond(send, 401, LOGIN_PAGE, b"text/html; charset=utf-8", headers)
             return await _json(send, status, why, headers)
         if scope["type"] == "http" and scope["method"] in WRITES:
             body = await self._read_body(scope, receive)
@@ -208,10 +210,19 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
+LOGIN_PAGE = (b"<!doctype html><title>PAS: log in</title><p>This PAS is closed to other users and sites. "
+              b"Open the one-time login link that <code>pas up</code> printed, or run <code>pas login</code> "
+              b"where PAS runs for a new one.")
+"""What a browser navigating to a closed port sees instead of the JSON 401."""
+
+
 async def _json(send: Any, status: int, body: dict[str, Any], headers: list[Any] | None = None) -> None:
-    data = json.dumps(body).encode()
+    await _respond(send, status, json.dumps(body).encode(), b"application/json", headers)
+
+
+async def _respond(send: Any, status: int, data: bytes, content_type: bytes, headers: list[Any] | None = None) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": data})
 
