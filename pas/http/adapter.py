@@ -45,7 +45,7 @@ from pas.http.backend import Backend
 from pas.http.common import Ctx
 from pas.http.events import EventHub
 from pas.http.hmi import hmi_app
-from pas.http.trust import LOOPBACK_NAMES, Gate, browser_host, http_token
+from pas.http.trust import Gate, browser_host, http_token
 from pas.portowner import port_owner
 
 log = logging.getLogger("pas.http")
@@ -97,12 +97,12 @@ class PortDispatch:
     """ASGI app in front of every port: the gate (Host 421, caps 503, Origin 403 on writes, auth 401;
     pas.http.trust), then the per-port app picked by the local port, with request bodies capped (413)."""
 
-    def __init__(self, apps: dict[int, Any], limit: int, gate: Gate | None = None, *, public: dict[int, frozenset[str]]
-                 | None = None, max_connections: int = 0, max_sse: int = 0) -> None:
+    def __init__(self, apps: dict[int, Any], limit: int, gate: Gate, *, public: dict[int, frozenset[str]],
+                 max_connections: int, max_sse: int) -> None:
         self.apps = apps
         self.limit = limit
-        self.gate = gate or Gate(token=None, allowed_hosts=frozenset(LOOPBACK_NAMES))
-        self.public = public or {}
+        self.gate = gate
+        self.public = public
         """Per port, the paths served without authorization (/health; the HMI's /login)."""
         self.max_connections, self.max_sse = max_connections, max_sse
         self.connections: Any = ()  # uvicorn's set of open connections, once the server exists
@@ -146,11 +146,11 @@ class PortDispatch:
             return 421, {"detail": f"Host {host!r} is not served here (allowed: {', '.join(sorted(g.allowed_hosts))}; "
                                    "add names with settings.http.allowed_hosts)", "error": "misdirected"}, []
         close = [(b"connection", b"close")]
-        if self.max_connections and len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections:
             return 503, {"detail": f"too many open connections ({len(self.connections)}; at most "
                                    f"settings.http.max_connections={self.max_connections})",
                          "error": "unavailable"}, close
-        if self.max_sse and _is_stream(scope) and self.streams >= self.max_sse:
+        if _is_stream(scope) and self.streams >= self.max_sse:
             return 503, {"detail": f"too many open event streams ({self.streams}; at most "
                                    f"settings.http.max_sse={self.max_sse})", "error": "unavailable"}, close
         if scope["type"] == "http" and scope["method"] in WRITES and not g.origin_ok(scope):
@@ -236,8 +236,8 @@ class _Server(uvicorn.Server):
 
 
 class _IdleClosingH11(H11Protocol):
-    """uvicorn's h11 protocol, with its keep-alive timeout also started when a connection opens: a
-    socket that never sends a request is closed after settings.http (uvicorn) timeout_keep_alive, so
+    """uvicorn's h11 protocol, with its keep-alive timeout (timeout_keep_alive, 5 s) also started when a
+    connection opens, not only after a response: a socket that never sends a request is closed then, so
     idle connections cannot pile up until the process runs out of file descriptors."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -269,8 +269,8 @@ class AdapterHandle:
     hub: EventHub
     server: _Server
     task: asyncio.Task[Any]
+    gate: Gate
     mcp: Any = None  # pas.mcp.http.McpHttp: MCP and A2A on the gateway's port
-    gate: Gate = field(default_factory=lambda: Gate(token=None, allowed_hosts=LOOPBACK_NAMES))
     _stopped: bool = field(default=False)
 
     def url(self, name: str = HMI) -> str:

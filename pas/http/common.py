@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -19,7 +19,7 @@ from pas.config import PasConfig
 from pas.errors import PasError, http_status
 from pas.http.backend import Backend
 from pas.http.events import EventHub
-from pas.http.trust import LOOPBACK_NAMES, Gate
+from pas.http.trust import Gate
 
 log = logging.getLogger("pas.http")
 
@@ -44,7 +44,7 @@ class Ctx:
     cfg: PasConfig
     backend: Backend
     hub: EventHub
-    gate: Gate = field(default_factory=lambda: Gate(token=None, allowed_hosts=LOOPBACK_NAMES))
+    gate: Gate
     """Who may call (pas.http.trust); the adapter's PortDispatch applies it before any app runs."""
 
 
