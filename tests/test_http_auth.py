@@ -29,7 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from pas.client import PasClient
 from pas.http.adapter import AdapterHandle, start_adapter
-from pas.http.trust import http_token, peer_uid, stored_token
+from pas.http.trust import MAX_CODES, http_token, peer_uid, stored_token
 from pas.server import EmbeddedServer
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg, poll
 from tests.module_stack import module_stack
@@ -167,6 +167,10 @@ async def test_login_link_sets_a_strict_httponly_cookie(stack: Any, tmp_path: Pa
         fresh = r.json()["url"]
         c.cookies.clear()
         assert fresh.startswith(a.url("hmi") + "/login?code=") and (await c.get(fresh)).status_code == 303
+        forgotten = a.login_url()  # unused links do not pile up: the oldest goes after MAX_CODES newer ones
+        for _ in range(MAX_CODES):
+            a.gate.mint_code()
+        assert (await c.get(forgotten)).status_code == 401
 
 
 @shared

@@ -35,6 +35,8 @@ log = logging.getLogger("pas.http")
 TOKEN_FILE = "http-token"
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+MAX_CODES = 32
+"""One-time login codes kept unused at once (each `pas login` makes one)."""
 ESTABLISHED = "01"  # the st column of /proc/net/tcp
 SAME_SITE = frozenset({"none", "same-origin"})
 """Sec-Fetch-Site values of a request the user made (typed URL, bookmark) or a page of this origin made."""
@@ -143,8 +145,8 @@ class Gate:
     """How a shell gets the token, for messages: `$(cat <creds dir>/http-token)` or `$PAS_HTTP_TOKEN`."""
     cookie_name: str = "pas_hmi"
     uid: int = field(default_factory=os.getuid)
-    codes: set[str] = field(default_factory=set)
-    """One-time login codes not used yet (pas up prints one)."""
+    codes: list[str] = field(default_factory=list)
+    """One-time login codes not used yet (pas up prints one), oldest first, at most MAX_CODES."""
 
     @classmethod
     def from_config(cls, cfg: Any, token: str | None, token_hint: str = "$PAS_HTTP_TOKEN") -> Gate:
@@ -217,7 +219,7 @@ class Gate:
     # ---- the HMI's login -----------------------------------------------------------------
     def mint_code(self) -> str:
         code = secrets.token_urlsafe(16)
-        self.codes.add(code)
+        self.codes = [*self.codes[-(MAX_CODES - 1):], code]  # a forgotten link expires after MAX_CODES newer ones
         register_value(code)
         return code
 
@@ -229,7 +231,7 @@ class Gate:
             return True
         for c in list(self.codes):  # compare each in constant time
             if code is not None and hmac.compare_digest(code.encode(), c.encode()):
-                self.codes.discard(c)
+                self.codes.remove(c)
                 return True
         return False
 
