@@ -23,7 +23,7 @@ import os
 import secrets
 import struct
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -211,7 +211,7 @@ class Gate:
         jar: SimpleCookie = SimpleCookie()
         try:
             jar.load(raw)
-        except Exception:  # a malformed Cookie header is no login
+        except CookieError:  # a malformed Cookie header is no login
             return None
         morsel = jar.get(self.cookie_name)
         return morsel.value if morsel is not None else None
@@ -220,7 +220,6 @@ class Gate:
     def mint_code(self) -> str:
         code = secrets.token_urlsafe(16)
         self.codes = [*self.codes[-(MAX_CODES - 1):], code]  # a forgotten link expires after MAX_CODES newer ones
-        register_value(code)
         return code
 
     def redeem(self, code: str | None, token: str | None) -> bool:
