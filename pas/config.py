@@ -217,8 +217,8 @@ class HttpConfig(Strict):
     login cookie, or a loopback connection from PAS's own OS user (trust_same_user). off: open to anyone who
     reaches the port, as before (a WARNING at start)."""
     trust_same_user: bool = True
-    """A loopback connection whose socket belongs to the OS user running PAS (the kernel's /proc/net/tcp
-    says whose it is), with a loopback Host, no foreign Origin and no cross-site Sec-Fetch-Site, needs no
+    """A loopback connection whose socket belongs to the OS user running PAS (the kernel says whose it is:
+    a sock_diag lookup), with a loopback Host, no foreign Origin and no cross-site Sec-Fetch-Site, needs no
     token: the original HTTP PAS's clients and the user's own browser work unchanged."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """Host header names accepted besides localhost, 127.0.0.1, [::1] and a specific bind host; any other

@@ -279,9 +279,9 @@ async def test_same_user_from_another_site_needs_the_token(stack: Any, tmp_path:
         assert r.status_code == 200, r.text
 
 
-def test_peer_uid_reads_the_kernel_table() -> None:
+def test_peer_uid_asks_the_kernel() -> None:
     """The uid of the client end of a loopback connection, for IPv4, IPv6 and an IPv4 client of a
-    dual-stack socket; another user's socket has its uid."""
+    dual-stack socket; another user's socket has its uid; a connection that is not there has none."""
     cases = [(socket.AF_INET, "127.0.0.1", "127.0.0.1", False), (socket.AF_INET6, "::1", "::1", False),
              (socket.AF_INET6, "::", "127.0.0.1", True)]
     for family, bind, connect_to, dual in cases:
@@ -291,6 +291,7 @@ def test_peer_uid_reads_the_kernel_table() -> None:
                 conn, addr = srv.accept()
                 with conn:
                     assert peer_uid(addr[:2], conn.getsockname()[:2]) == os.getuid(), (bind, connect_to)
+    assert peer_uid(("127.0.0.1", 1), ("127.0.0.1", 2)) is None
     _need_root()
     with socket.create_server(("127.0.0.1", 0)) as srv:  # a client of another uid: python run through setpriv
         port = srv.getsockname()[1]
