@@ -7,7 +7,7 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,24 @@ async def read(
     Without follow, stops after the entries that existed when it started; with follow, tails
     (pas.streams.read_raw: an ephemeral pull consumer, pulled in batches).
     """
+    async for _, e in read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type, since=since,
+                                    start_seq=start_seq, follow=follow, idle_timeout_s=idle_timeout_s, batch=batch):
+        yield e
+
+
+async def read_numbered(
+    js: JetStreamContext,
+    *,
+    run_id: str | None = None,
+    agent: str | None = None,
+    msg_type: str | None = None,
+    since: datetime | None = None,
+    start_seq: int | None = None,
+    follow: bool = False,
+    idle_timeout_s: float = 0.5,
+    batch: int = 1000,
+) -> AsyncGenerator[tuple[int, wire.CommsEntry], None]:
+    """read(), each entry with its PAS_COMMS sequence (the HMI fills gaps in its live log by it)."""
     from pas.streams import read_raw
 
     async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, start_seq=start_seq,
@@ -101,7 +119,7 @@ async def read(
             continue
         if agent and agent not in (e.from_agent, e.to_agent):
             continue
-        yield e
+        yield m.seq, e
 
 
 def format_entry(e: wire.CommsEntry) -> str:

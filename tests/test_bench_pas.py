@@ -62,12 +62,15 @@ def test_every_figure_present_with_target_and_verdict(quick_report: dict[str, An
                 "pas.throughput_1lane.tasks_per_s", "pas.parallel.efficiency", "pas.failover.kill_to_done_s",
                 "pas.failover.kill_to_alert_s", "pas.failover_default.kill_to_running_s", "pas.footprint.rss_mb",
                 "pas.footprint.startup_s", "pas.comms.replay_per_s", "pas.cli.agents_s", "pas.cli.status_s",
-                "pas.cli.runs_s"]
+                "pas.cli.runs_s", "hmi.task_lag.p95", "hmi.evaluate.p95", "hmi.renderer_mb", "hmi.throughput_ratio",
+                "hmi.hub_ratio"]
     for name in targeted:
         assert name in by, sorted(by)
         f = by[name]
         assert positive(f), f
         assert f["target"] and isinstance(f["passed"], bool), f
+    # The dashboard's correctness is not a matter of timing: nothing of the small job goes missing.
+    assert by["hmi.missing"]["value"] == 0 and by["hmi.missing"]["passed"] is True, by["hmi.missing"]
     for name in ("pas.latency.p99", "pas.parallel.makespan_s", "pas.latency.p50.vs_core", "pas.latency.p50.vs_http"):
         assert name in by and positive(by[name])
 

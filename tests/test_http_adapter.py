@@ -448,14 +448,19 @@ async def test_hmi_events_stream(own_http: Http) -> None:
         run_id = (await http.c.post(http.u("gateway", "/submit"), json={"title": "live", "tasks": [ECHO]})).json()["run_id"]
         await http.c.post(http.u("hmi", "/api/agents/prog-002/model"), json={"primary": "gpt-4o"})
 
+        def items() -> list[dict[str, Any]]:  # run states arrive in batches ("runs": {t, items})
+            return [it for k, d in seen if k == "runs" for it in d["items"]]
+
         def done() -> bool:
             kinds = {k for k, _ in seen}
-            final = any(k == "run" and d["kind"] == "status" and d["run_id"] == run_id and d["data"]["status"] == "completed"
-                        for k, d in seen)
+            final = any(it["kind"] == "status" and it["run_id"] == run_id and it["data"]["status"] == "completed"
+                        for it in items())
             return final and {"beats", "comms", "model"} <= kinds
         await asyncio.wait_for(until(done, lines), 10)
-    tasks = [d["data"] for k, d in seen if k == "run" and d["kind"] == "task"]
+    tasks = [it["data"] for it in items() if it["kind"] == "task"]
     assert tasks and tasks[-1]["status"] == "completed" and tasks[-1]["run_id"] == run_id
+    entries = [e for k, d in seen if k == "comms" for e in d["entries"]]
+    assert entries and all(isinstance(e["seq"], int) for e in entries)
     assert any(k == "model" and d["agent"] == "prog-002" and d["model"] == "gpt-4o" for k, d in seen)
     beats = next(d for k, d in seen if k == "beats")
     assert all(set(b) == {"ts", "status", "run_id", "message"} for b in beats.values())

@@ -5,6 +5,7 @@ lane records), plus a bounded tail of the comms log."""
 from __future__ import annotations
 
 import collections
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,6 +118,7 @@ class Backend:
             lanes.append({"lane": lane, "status": rec.status if rec else "queued",
                           "director": rec.director if rec else None, "jobs": rec.jobs if rec else []})
         st["lane_states"] = lanes
+        st["task_counts"] = (await self.task_counts([run_id])).get(run_id)
         return st
 
     # ---- KV views --------------------------------------------------------------------------
@@ -192,22 +194,46 @@ class Backend:
 
     # ---- comms log -------------------------------------------------------------------------
     async def comms_tail(self, *, run_id: str | None = None, agent: str | None = None,
-                         msg_type: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """The last `limit` entries matching the filters.
+                         msg_type: str | None = None, limit: int = 200,
+                         start_seq: int | None = None) -> list[dict[str, Any]]:
+        """The last `limit` entries matching the filters, each with its stream sequence (`seq`); with
+        start_seq, the first `limit` entries from that sequence on instead (the HMI fills a gap in
+        its live log so).
 
         With a run: every entry of that run is examined (pas.comms.<run>.> is a narrow filter).
         Without: only the newest entries of the stream (at most COMMS_SCAN_MAX) are examined.
         """
-        out: collections.deque[wire.CommsEntry] = collections.deque(maxlen=limit)
+        out: collections.deque[tuple[int, wire.CommsEntry]] = collections.deque(
+            maxlen=None if start_seq is not None else limit)
         js = self.bus.js
-        start: int | None = None
-        if not run_id:
+        start = start_seq
+        if not run_id and start is None:
             info = await js.stream_info(S.STREAM_COMMS)
             last, first = info.state.last_seq or 0, info.state.first_seq or 0
             if last == 0 or info.state.messages == 0:
                 return []
             scan = limit if not (agent or msg_type) else min(limit * 20, COMMS_SCAN_MAX)
             start = max(first, last - scan + 1)
-        async for e in comms_mod.read(js, run_id=run_id, agent=agent, msg_type=msg_type, start_seq=start):
-            out.append(e)
-        return [wire.to_builtins(e) for e in out]
+        async with contextlib.aclosing(comms_mod.read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type,
+                                                               start_seq=start)) as entries:
+            async for got in entries:
+                out.append(got)
+                if start_seq is not None and len(out) >= limit:
+                    break
+        return [{**wire.to_builtins(e), "seq": seq} for seq, e in out]
+
+    async def task_counts(self, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        """run -> {done, total}: the tasks its managers planned and how many have ended, from the job
+        records (KV pas_tree <run>.job.*), one read for all the runs."""
+        want = set(run_ids)
+        out: dict[str, dict[str, int]] = {}
+        pattern = S.job_key(run_ids[0] if len(run_ids) == 1 else "*", "*")
+        for rec in await self.bus.kv_values(S.KV_TREE, pattern, dict):
+            run = rec.get("run_id") if isinstance(rec, dict) else None
+            tasks, done = (rec.get("tasks"), rec.get("done")) if run in want else (None, None)
+            if not isinstance(run, str) or not isinstance(tasks, list) or not isinstance(done, dict):
+                continue
+            c = out.setdefault(run, {"done": 0, "total": 0})
+            c["total"] += len(tasks)
+            c["done"] += len(done)
+        return out

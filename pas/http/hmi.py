@@ -93,7 +93,12 @@ def hmi_app(ctx: Ctx) -> FastAPI:
 
     @app.get("/api/runs", summary=f"Recent runs ({S.GATEWAY_RUNS})", responses=ERRORS)
     async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
-        return await b.runs(limit, status)
+        """Each run with `tasks`: {done, total} of the tasks planned (absent before planning)."""
+        got = await b.runs(limit, status)
+        counts = await b.task_counts([r["run_id"] for r in got["runs"]])
+        for r in got["runs"]:
+            r["tasks"] = counts.get(r["run_id"])
+        return got
 
     @app.get("/api/runs/{run_id}", summary=f"One run: status, lanes (KV {S.KV_TREE}) and tasks",
              responses={**ERRORS, 404: {"model": ErrorOut}})
@@ -125,14 +130,18 @@ def hmi_app(ctx: Ctx) -> FastAPI:
                      idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=256)) -> Any:
         return await b.submit(job.to_wire(), idempotency_key)
 
-    @app.get("/api/comms", summary=f"Recent comms log entries (stream {S.STREAM_COMMS}), oldest first")
+    @app.get("/api/comms", summary=f"Recent comms log entries (stream {S.STREAM_COMMS}), oldest first, "
+             "each with its stream sequence `seq`")
     async def comms(run: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
                     agent: str | None = Query(None, max_length=64),
                     type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),
-                    limit: int = Query(200, ge=1, le=2000)) -> dict[str, Any]:
-        return {"entries": await b.comms_tail(run_id=run, agent=agent, msg_type=type, limit=limit)}
+                    limit: int = Query(200, ge=1, le=2000),
+                    start_seq: int | None = Query(None, ge=1, le=2**63 - 1, description=(
+                        "the first `limit` entries from this stream sequence on, instead of the last"))) -> dict[str, Any]:
+        return {"entries": await b.comms_tail(run_id=run, agent=agent, msg_type=type, limit=limit,
+                                              start_seq=start_seq)}
 
-    @app.get("/api/events", summary="Server-sent events: beats, alert, run, comms, model, resync")
+    @app.get("/api/events", summary="Server-sent events: hello, beats, alert, runs, comms, model (pas.http.events)")
     async def events() -> StreamingResponse:
         hello = {"agents": len(cfg.agents), "heartbeat_interval_s": cfg.settings.heartbeat.interval_s}
         return StreamingResponse(ctx.hub.stream(hello), media_type="text/event-stream",

@@ -1,7 +1,10 @@
 """The timeline as one self-contained HTML page: a Gantt chart in inline SVG, inline CSS, no script
 from anywhere (no CDN). Rows: the run, each lane, each job, each task (queued then running segments,
 coloured by outcome), each LLM call; the critical path is outlined. Every bar carries data-*
-attributes (kind, id, status, start, end) so a browser test can check what was drawn."""
+attributes (kind, id, status, start, end) so a browser test can check what was drawn.
+
+Every value that came from the bus (ids, titles, statuses, agents, models, errors) is escaped where it
+is written (_e), in text and in attributes alike: a run event whose status is markup stays text."""
 
 from __future__ import annotations
 
@@ -55,6 +58,16 @@ def _rows(tl: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _e(v: Any) -> str:
+    """Text or attribute value, escaped (quotes included)."""
+    return html.escape(str(v), quote=True)
+
+
+def _num(v: Any) -> str:
+    """A number from the timeline as text; anything else (a forged body) as 0."""
+    return repr(float(v)) if isinstance(v, (int, float)) else "0.0"
+
+
 def _cost(v: float | None) -> str:
     return "unknown" if v is None else f"${v:.6f}"
 
@@ -72,32 +85,32 @@ def render(tl: dict[str, Any]) -> str:
                      f'<text x="{x:.1f}" y="{TOP - 16}" text-anchor="middle">{span * k / 10:.2f}s</text>')
     for i, row in enumerate(rows):
         y = TOP + i * ROW_H
-        parts.append(f'<text class="label" x="4" y="{y + BAR_H - 2}">{html.escape(row["label"][:48])}</text>')
+        parts.append(f'<text class="label" x="4" y="{y + BAR_H - 2}">{_e(row["label"][:48])}</text>')
         for b in row["bars"]:
             x = LABEL_W + max(0.0, b["start"]) * scale
             w = max(1.0, (b["end"] - max(0.0, b["start"])) * scale)
             cls = "bar crit" if b.get("crit") else "bar"
             tip = f'{b["kind"]} {b["id"]} {b["status"]} {b["start"]:.3f}s..{b["end"]:.3f}s'
-            parts.append(f'<rect class="{cls}" data-kind="{b["kind"]}" data-id="{html.escape(b["id"])}" '
-                         f'data-status="{b["status"]}" data-start="{b["start"]}" data-end="{b["end"]}" '
-                         f'x="{x:.2f}" y="{y}" width="{w:.2f}" height="{BAR_H}" fill="{b["colour"]}">'
-                         f'<title>{html.escape(tip)}</title></rect>')
+            parts.append(f'<rect class="{cls}" data-kind="{_e(b["kind"])}" data-id="{_e(b["id"])}" '
+                         f'data-status="{_e(b["status"])}" data-start="{_num(b["start"])}" data-end="{_num(b["end"])}" '
+                         f'x="{x:.2f}" y="{y}" width="{w:.2f}" height="{BAR_H}" fill="{_e(b["colour"])}">'
+                         f'<title>{_e(tip)}</title></rect>')
     parts.append("</svg>")
     tot = tl["totals"]
     legend = "".join(f'<span><i style="background:{c}"></i>{k}</span>' for k, c in COLOURS.items())
     calls = "".join(
-        f"<tr><td>{c['t']:.3f}</td><td>{html.escape(c['agent'])}</td><td>{html.escape(str(c['profile']))}</td>"
-        f"<td>{html.escape(str(c['model']))}</td><td>{c['tokens']}</td>"
-        f"<td>{_cost(c['cost_usd'])}</td>"
+        f"<tr><td>{c['t']:.3f}</td><td>{_e(c['agent'])}</td><td>{_e(c['profile'])}</td>"
+        f"<td>{_e(c['model'])}</td><td>{_e(c['tokens'])}</td>"
+        f"<td>{_e(_cost(c['cost_usd']))}</td>"
         f"<td>{c['latency_s'] * 1000:.0f} ms</td><td>{'failover' if c['failover'] else ''}"
-        f"{'' if c['ok'] else html.escape(' failed: ' + str(c['error']))}</td></tr>" for c in tl["llm_calls"])
-    crit = " → ".join(f"{p['kind']} {html.escape(str(p['id']))}" for p in tl["critical_path"]) or "-"
-    data = json.dumps(tl).replace("</", "<\\/")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>PAS replay {html.escape(tl['run_id'])}"
+        f"{'' if c['ok'] else _e(' failed: ' + str(c['error']))}</td></tr>" for c in tl["llm_calls"])
+    crit = " → ".join(f"{_e(p['kind'])} {_e(p['id'])}" for p in tl["critical_path"]) or "-"
+    data = json.dumps(tl, default=str).replace("<", "\\u003c")  # no "</script>" or "<!--" inside the script
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>PAS replay {_e(tl['run_id'])}"
             f"</title><style>{CSS}</style></head><body>"
-            f"<h1>Run {html.escape(tl['run_id'])} · {html.escape(tl['title'])} · "
-            f"<span id='run-status'>{tl['status']}</span></h1>"
-            f"<div class='meta'>submitted {tl['submitted_at']} · {tl['duration_s']:.3f}s · {len(tl['tasks'])} tasks · "
+            f"<h1>Run {_e(tl['run_id'])} · {_e(tl['title'])} · "
+            f"<span id='run-status'>{_e(tl['status'])}</span></h1>"
+            f"<div class='meta'>submitted {_e(tl['submitted_at'])} · {tl['duration_s']:.3f}s · {len(tl['tasks'])} tasks · "
             f"{tot['llm_calls']} LLM calls · {tot['tokens']} tokens · ${tot['cost_usd']:.6f} "
             f"({tot['unknown_cost_calls']} unknown) · {tot['failovers']} failovers</div>"
             f"<div class='legend'>{legend}</div><div>critical path: <b id='critical-path'>{crit}</b></div>"

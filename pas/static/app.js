@@ -1,115 +1,43 @@
-/* PAS HMI: plain JS, no build step. State comes from /api once, then live over SSE (/api/events).
-   The only timer is a 1 s local redraw of beat ages; nothing polls the server. */
+/* PAS HMI: plain JS, no build step. State comes from /api once, then live over SSE (/api/events):
+   batches of coalesced run states and comms entries (pas.http.events). The only timer is a 1 s
+   local redraw of beat ages and of the lag indicator; nothing polls the server. */
 "use strict";
 
-const TIERS = ["gateway", "root", "architect", "director", "manager", "programmer", "monitor"];
-const MSG_TYPES = ["CMD", "STATUS", "RESPONSE", "HEARTBEAT", "ERROR", "LLM", "EVENT"];
-const LIVE_RUN = new Set(["queued", "running", "waiting_approval"]);
-const MAX_LOG = 500;
-const MAX_RUNS = 100;
-
-const S = {
-  config: { heartbeat_interval_s: 5, missed_beats: 2 },
-  agents: new Map(),   // id -> row (from /api/agents, updated by events)
-  els: new Map(),      // id -> {row, status, age, select, note}
-  profiles: {},
-  runs: new Map(),     // run_id -> summary {run_id, title, status, created_at, finished_at}
-  tasks: new Map(),    // run_id -> Map(task_id -> TaskRecord)
-  lanes: new Map(),    // run_id -> Map(lane -> status)
-  selected: null,      // run id shown in the run view
-  pinned: false,       // the user picked a run: do not follow the newest
-  detail: null,        // the selected run's detail
-  logBuffer: null,     // live comms entries held while the log reloads
-  token: sessionStorage.getItem("pas-token") || "",
-};
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") e.className = v;
-    else if (k === "text") e.textContent = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid);
-  return e;
-}
-
-function toast(text, err) {
-  const t = $("toast");
-  t.textContent = text;
-  t.className = "toast" + (err ? " err" : "");
-  t.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
-}
-
-async function api(path, opts) {
-  const o = Object.assign({ headers: {} }, opts || {});
-  if (o.body !== undefined && typeof o.body !== "string") {
-    o.body = JSON.stringify(o.body);
-    o.headers["Content-Type"] = "application/json";
-  }
-  if (o.method && o.method !== "GET" && S.token) o.headers["Authorization"] = "Bearer " + S.token;
-  const r = await fetch(path, o);
-  let body = null;
-  try { body = await r.json(); } catch (e) { body = null; }
-  if (r.status === 401) $("token-form").hidden = false;
-  if (!r.ok) {
-    const d = body && body.detail;
-    const msg = typeof d === "string" ? d : JSON.stringify(d || body || r.statusText);
-    const err = new Error(`${r.status}: ${msg}`);
-    err.status = r.status;
-    throw err;
-  }
-  return body;
-}
-
 /* ---------- live events ---------- */
-function onRunEvent(ev) {
+function onRunItem(ev) {
   const { kind, run_id: runId, data } = ev;
   const known = S.runs.get(runId);
   if (kind === "status") {
     if (!known) {
       S.runs.set(runId, { run_id: runId, title: "", status: data.status, created_at: data.ts });
-      fetchRun(runId).then(() => { renderRuns(); if (runId === S.selected) renderRunView(); });
       if (!S.pinned) S.selected = runId;
+      fetchRun(runId);
     } else {
       known.status = data.message === "plan approved" && known.status === "waiting_approval"
         ? data.status : newer(known.status, data.status);
       if (data.status === "running" && !known.started_at) known.started_at = data.ts;
       if (["completed", "failed", "cancelled", "rejected"].includes(data.status)) {
         known.finished_at = data.ts;
-        if (runId === S.selected) fetchRun(runId).then(scheduleRender);  // once: final usage and lanes
+        if (runId === S.selected) fetchRun(runId);  // once: final usage and lanes
       }
     }
   } else if (kind === "lane") {
     if (!S.lanes.has(runId)) S.lanes.set(runId, new Map());
     S.lanes.get(runId).set(data.lane, newer(S.lanes.get(runId).get(data.lane), data.status));
   } else if (kind === "task") {
-    if (!S.tasks.has(runId)) S.tasks.set(runId, new Map());
-    const o = S.tasks.get(runId).get(data.task_id);
-    if (!o || rank(o.status) <= rank(data.status)) S.tasks.get(runId).set(data.task_id, data);
+    if (!putTask(runId, data)) return;
   } else {
     return;
   }
-  scheduleRender();
-}
-
-let renderPending = false;
-function scheduleRender() {
-  if (renderPending) return;
-  renderPending = true;
-  requestAnimationFrame(() => { renderPending = false; renderRuns(); renderRunView(); });
+  markDirty("runs");
+  if (runId === S.selected) markDirty("view");
 }
 
 function connect() {
   const es = new EventSource("/api/events");
-  es.onopen = () => { $("conn").dataset.state = "live"; $("conn").textContent = "live"; loadAll(); };
-  es.onerror = () => { $("conn").dataset.state = "reconnecting"; $("conn").textContent = "reconnecting…"; };
+  es.onopen = () => { setData($("conn"), "state", "live"); setText($("conn"), "live"); loadAll(); };
+  es.onerror = () => { setData($("conn"), "state", "reconnecting"); setText($("conn"), "reconnecting…"); };
+  es.addEventListener("hello", (m) => { S.clockOffset = JSON.parse(m.data).now - Date.now(); });
   es.addEventListener("beats", (m) => {
     const beats = JSON.parse(m.data);
     for (const [id, b] of Object.entries(beats)) {
@@ -138,15 +66,21 @@ function connect() {
     showModelChange(ch, "event");
     paintAgent(ch.agent);
   });
-  es.addEventListener("run", (m) => onRunEvent(JSON.parse(m.data)));
-  es.addEventListener("comms", (m) => {
-    if ($("f-pause").checked) return;
-    const e = JSON.parse(m.data);
-    if (S.logBuffer) S.logBuffer.push(e); else appendLog([e]);
+  es.addEventListener("runs", (m) => {
+    const batch = JSON.parse(m.data);
+    received(batch.t);
+    batch.items.forEach(onRunItem);
+    markDirty();
   });
-  es.addEventListener("resync", () => loadAll());
+  es.addEventListener("comms", (m) => {
+    const batch = JSON.parse(m.data);
+    received(batch.t);
+    if (!$("f-pause").checked) onComms(batch.entries);
+    markDirty();
+  });
 }
 
+/* Everything from /api: on the first connection and after a reconnect (nothing missed stays missed). */
 async function loadAll() {
   const started = Date.now();
   try {
@@ -167,20 +101,39 @@ async function loadAll() {
     fa.replaceChildren(el("option", { value: "", text: "all agents" }),
       ...agents.agents.map((a) => el("option", { value: a.id, text: a.id })));
     fa.value = cur;
-    for (const r of runs.runs) S.runs.set(r.run_id, Object.assign(S.runs.get(r.run_id) || {}, r));
-    if (!S.selected && runs.runs.length) S.selected = runs.runs[0].run_id;
+    for (const r of runs.runs) {
+      const known = S.runs.get(r.run_id);
+      const status = known ? newer(known.status, r.status) : r.status;
+      S.runs.set(r.run_id, Object.assign(known || {}, r, { status }));
+      if (r.tasks) S.counts.set(r.run_id, r.tasks);
+    }
+    const chosen = runFromUrl();
+    if (chosen) { S.pinned = true; S.selected = chosen; }
+    else if (!S.pinned && runs.runs.length) S.selected = runs.runs[0].run_id;
     if (S.selected) await fetchRun(S.selected);
-    renderRuns();
-    renderRunView();
+    markDirty("runs", "view");
     await reloadLog();
   } catch (err) {
     toast("loading state: " + err.message, true);
   }
 }
 
+/* ?trace=1 (pas bench): when each task state and comms entry reached the page and when it was painted. */
+function hmiTrace() {
+  const t = { received: new Map(), painted: new Map(), commsAt: new Map() };
+  t.task = (runId, rec) => { const k = `${runId}/${rec.task_id}/${rec.status}`; if (!t.received.has(k)) t.received.set(k, Date.now() + S.clockOffset); };
+  t.shown = (rec) => { const k = `${rec.run_id}/${rec.task_id}/${rec.status}`; if (!t.painted.has(k)) t.painted.set(k, Date.now() + S.clockOffset); };
+  t.comms = (e) => { if (!t.commsAt.has(e.seq)) t.commsAt.set(e.seq, [e.run_id, Date.now() + S.clockOffset]); };
+  t.dump = () => ({ received: Object.fromEntries(t.received), painted: Object.fromEntries(t.painted),
+    comms: Object.fromEntries(t.commsAt), gaps: S.gaps, lag_ms: S.lagMs });
+  return t;
+}
+
 function init() {
+  if (new URLSearchParams(location.search).get("trace") === "1") S.trace = hmiTrace();
   $("f-type").append(...MSG_TYPES.map((t) => el("option", { value: t, text: t })));
   for (const id of ["f-run", "f-agent", "f-type"]) $(id).addEventListener("change", reloadLog);
+  $("f-pause").addEventListener("change", () => { if (!$("f-pause").checked) markDirty("log"); });
   const lane = $("submit-lane");
   ["code", "models", "data", "devsecops", "docs"].forEach((l) => lane.append(el("option", { value: l, text: l })));
   $("submit-form").addEventListener("submit", async (ev) => {
@@ -205,7 +158,8 @@ function init() {
     $("token-form").hidden = true;
     toast("token set for this tab");
   });
-  setInterval(() => { for (const id of S.agents.keys()) paintAgent(id); }, 1000);  // local redraw only
+  window.addEventListener("hashchange", () => { const id = runFromUrl(); if (id) selectRun(id, true); });
+  setInterval(() => { for (const id of S.agents.keys()) paintAgent(id); showLag(); }, 1000);  // local redraw only
   connect();
 }
 

@@ -1,0 +1,121 @@
+/* PAS HMI core, loaded first: the state S, DOM and API helpers, and the one render per animation
+   frame (events only change S and mark what is dirty; views.js, runs.js and log.js draw it). */
+"use strict";
+
+const TIERS = ["gateway", "root", "architect", "director", "manager", "programmer", "monitor"];
+const MSG_TYPES = ["CMD", "STATUS", "RESPONSE", "HEARTBEAT", "ERROR", "LLM", "EVENT"];
+const LIVE_RUN = new Set(["queued", "running", "waiting_approval"]);
+const MAX_LOG = 5000;
+const MAX_RUNS = 100;
+const LAG_WARN_MS = 1000;
+
+const S = {
+  config: { heartbeat_interval_s: 5, missed_beats: 2 },
+  agents: new Map(),   // id -> row (from /api/agents, updated by events)
+  els: new Map(),      // id -> {row, status, age, select, note}
+  profiles: {},
+  runs: new Map(),     // run_id -> summary {run_id, title, status, created_at, finished_at}
+  tasks: new Map(),    // run_id -> {byId: Map(task_id -> TaskRecord), order: [task_id sorted], done}
+  counts: new Map(),   // run_id -> {done, total} of the tasks as planned (job records)
+  lanes: new Map(),    // run_id -> Map(lane -> status)
+  selected: null,      // run id shown in the run view
+  pinned: false,       // the user picked a run (or the URL named one): do not follow the newest
+  detail: null,        // the selected run's detail
+  log: [],             // comms entries in time order (log.js)
+  logKeys: new Set(),
+  logShown: null,      // S.log through the filters (null: compute again)
+  logBuffer: null,     // live comms entries held while the log reloads
+  liveSeq: null,       // the last PAS_COMMS sequence the live stream brought
+  gaps: 0,             // holes in the live comms filled from PAS_COMMS
+  clockOffset: 0,      // server clock minus ours (ms), from "hello"
+  oldest: null,        // server time (ms) the oldest unrendered item reached the adapter
+  lagMs: 0,            // how far behind the bus the last render was
+  renderedAt: 0,
+  trace: null,         // ?trace=1: per-item arrival and paint times, for pas bench (hmiTrace)
+  token: sessionStorage.getItem("pas-token") || "",
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid);
+  return e;
+}
+
+function toast(text, err) {
+  const t = $("toast");
+  t.textContent = text;
+  t.className = "toast" + (err ? " err" : "");
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+async function api(path, opts) {
+  const o = Object.assign({ headers: {} }, opts || {});
+  if (o.body !== undefined && typeof o.body !== "string") {
+    o.body = JSON.stringify(o.body);
+    o.headers["Content-Type"] = "application/json";
+  }
+  if (o.method && o.method !== "GET" && S.token) o.headers["Authorization"] = "Bearer " + S.token;
+  const r = await fetch(path, o);
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  if (r.status === 401) $("token-form").hidden = false;
+  if (!r.ok) {
+    const d = body && body.detail;
+    const msg = typeof d === "string" ? d : JSON.stringify(d || body || r.statusText);
+    const err = new Error(`${r.status}: ${msg}`);
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+/* ---------- rendering: once per animation frame, only what changed ---------- */
+const dirty = { runs: false, view: false, log: false };
+let framePending = false;
+
+function markDirty(...what) {
+  for (const w of what) dirty[w] = true;
+  if (framePending) return;
+  framePending = true;
+  requestAnimationFrame(render);
+}
+
+function render() {
+  framePending = false;
+  if (dirty.runs) { dirty.runs = false; renderRuns(); }
+  if (dirty.view) { dirty.view = false; renderRunView(); }
+  if (dirty.log) { dirty.log = false; renderLog(); }
+  if (S.oldest !== null) {
+    S.lagMs = Date.now() + S.clockOffset - S.oldest;
+    S.oldest = null;
+    S.renderedAt = Date.now();
+    showLag();
+  }
+}
+
+/* "live", or "behind by N s" while what the page shows is more than a second older than the bus. */
+function showLag() {
+  const c = $("conn");
+  if (c.dataset.state === "connecting" || c.dataset.state === "reconnecting") return;
+  const idle = Date.now() - S.renderedAt > 2000 && S.oldest === null;
+  const behind = !idle && S.lagMs > LAG_WARN_MS;
+  setData(c, "state", behind ? "behind" : "live");
+  setData(c, "lag", String(Math.round(behind ? S.lagMs : 0)));
+  setText(c, behind ? `behind by ${(S.lagMs / 1000).toFixed(1)} s` : "live");
+}
+
+function received(t) {
+  if (typeof t === "number" && (S.oldest === null || t < S.oldest)) S.oldest = t;
+}
+

@@ -1,0 +1,92 @@
+/* Virtualised rows for long lists (a 2,000-task run view, the comms log): only the rows in view,
+   plus a margin, exist in the DOM. Rows have one fixed height (CSS), so the window is computed from
+   the scroll position the scroll and resize listeners cached, never by measuring the DOM: a render
+   writes and never reads layout. Rows are reused and updated in place (setText/setData change a node
+   only when its value changed). */
+"use strict";
+
+const MARGIN_ROWS = 10;
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setData(node, key, value) {
+  if (node.dataset[key] !== value) node.dataset[key] = value;
+}
+
+function setTitle(node, text) {
+  if (node.title !== text) node.title = text;
+}
+
+class VirtualRows {
+  /* scroller: the element that scrolls; holder: where rows go (tbody, or the scroller itself);
+     make(): a new empty row; fill(row, item): show item in row; spacer(): an empty filler element;
+     stick: follow the end while the user is at the end (a log). */
+  constructor({ scroller, holder, rowH, make, fill, spacer, stick }) {
+    Object.assign(this, { scroller, holder, rowH, make, fill, stick: !!stick });
+    this.top = spacer();
+    this.bottom = spacer();
+    this.top.className = this.bottom.className = "vspacer";
+    holder.replaceChildren(this.top, this.bottom);
+    this.rows = [];
+    this.first = 0;  // the index rows[0] shows
+    this.count = 0;
+    this.itemAt = () => null;
+    this.scrollTop = 0;
+    this.height = 0;
+    this.atEnd = true;
+    this.onchange = null;  // called when scrolling or resizing needs a render
+    scroller.addEventListener("scroll", () => {
+      this.scrollTop = scroller.scrollTop;
+      this.atEnd = this.scrollTop + this.viewH() >= this.count * this.rowH - this.rowH * 1.5;
+      if (this.onchange) this.onchange();
+    }, { passive: true });
+    new ResizeObserver((entries) => {
+      this.height = entries[entries.length - 1].contentRect.height;
+      if (this.onchange) this.onchange();
+    }).observe(scroller);
+  }
+
+  viewH() { return Math.max(this.height, this.rowH * 20); }
+
+  set(count, itemAt) {
+    this.count = count;
+    this.itemAt = itemAt;
+  }
+
+  /* The first and last index in the DOM. */
+  window() {
+    const top = this.stick && this.atEnd ? Math.max(0, this.count * this.rowH - this.viewH()) : this.scrollTop;
+    const first = Math.max(0, Math.floor(top / this.rowH) - MARGIN_ROWS);
+    const last = Math.min(this.count, Math.ceil((top + this.viewH()) / this.rowH) + MARGIN_ROWS);
+    return [first, Math.max(first, last)];
+  }
+
+  render() {
+    const [first, last] = this.window();
+    const n = last - first;
+    // A window that moved by a few rows (a log growing at its end) moves those rows across instead
+    // of rewriting every row: the others keep showing the same items, and fill() changes nothing.
+    const shift = first - this.first;
+    if (shift > 0 && shift < this.rows.length) {
+      for (let i = 0; i < shift; i++) { const r = this.rows.shift(); this.holder.insertBefore(r, this.bottom); this.rows.push(r); }
+    } else if (shift < 0 && -shift < this.rows.length) {
+      for (let i = 0; i < -shift; i++) { const r = this.rows.pop(); this.holder.insertBefore(r, this.top.nextSibling); this.rows.unshift(r); }
+    }
+    this.first = first;
+    while (this.rows.length < n) {
+      const row = this.make();
+      this.holder.insertBefore(row, this.bottom);
+      this.rows.push(row);
+    }
+    while (this.rows.length > n) this.rows.pop().remove();
+    for (let i = 0; i < n; i++) this.fill(this.rows[i], this.itemAt(first + i));
+    const topH = first * this.rowH + "px", bottomH = (this.count - last) * this.rowH + "px";
+    if (this.top.style.height !== topH) this.top.style.height = topH;
+    if (this.bottom.style.height !== bottomH) this.bottom.style.height = bottomH;
+    if (this.stick && this.atEnd && this.count * this.rowH > this.viewH()) {
+      this.scroller.scrollTop = this.count * this.rowH;  // one write per frame, not one per line
+    }
+  }
+}

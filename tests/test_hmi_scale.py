@@ -1,0 +1,164 @@
+"""The HMI under a big job (issue 22), in Chromium against the real stack: a 300-task one-lane job
+and a 20-task job beside it. Correctness only (the timings are `pas bench`'s hmi figure):
+- the final state of every task of both runs reaches the page, and every comms entry of the small
+  run (by PAS_COMMS sequence), none missing;
+- the adapter's backlog for the browser stays bounded by the number of objects, not events;
+- the run view holds only the rows in view (virtualised), while the page knows all 300 tasks;
+- the run the URL names stays in view while a newer run starts, and the counts read done/total of
+  the tasks as planned.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from playwright.async_api import expect
+
+from pas import subjects as S
+from pas.comms import read_numbered
+from pas.server import EmbeddedServer
+from pas.wire import CommsEntry
+from tests.conftest import wait_for
+from tests.http_support import http_cfg
+from tests.test_hmi_browser import WAIT_MS, echo, hmi_on
+
+BIG, SMALL = 300, 20
+PAGE_STATE_JS = """runs => Object.fromEntries(runs.map(r => {
+  const t = S.tasks.get(r);
+  return [r, t ? [...t.byId.values()].filter(x => x.status === 'completed').map(x => x.task_id) : []];
+}))"""
+
+
+async def test_every_final_state_reaches_the_page_of_a_big_job(nats_server: EmbeddedServer) -> None:
+    async with hmi_on(http_cfg(), nats_server.url) as hmi:
+        page = hmi.page
+        await page.goto(hmi.url + "/?trace=1#/runs/big")  # a run that does not exist yet
+        await expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        await hmi.client.submit({"title": "big", "run_id": "big",
+                                 "tasks": [echo("code", f"b{i}") for i in range(BIG)]})
+        await hmi.client.submit({"title": "small", "run_id": "small",
+                                 "tasks": [echo("docs", f"s{i}") for i in range(SMALL)]})
+        for run, n in (("big", BIG), ("small", SMALL)):
+            row = page.get_by_test_id(f"run-{run}")
+            await expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
+            await expect(row.locator("td").nth(3)).to_have_text(f"{n}/{n}")
+
+        # Every task's final state, as the gateway has it, is on the page.
+        want = {r: sorted(t["task_id"] for t in (await hmi.client.status(r))["tasks"]) for r in ("big", "small")}
+        assert [len(want["big"]), len(want["small"])] == [BIG, SMALL]
+
+        async def page_state() -> dict[str, list[str]]:
+            got: dict[str, list[str]] = await page.evaluate(PAGE_STATE_JS, ["big", "small"])
+            return {r: sorted(v) for r, v in got.items()}
+        await wait_for(lambda: _same(page_state(), want), 20, 0.2)
+
+        # Every comms entry of the small run reached the page (live, or refilled by sequence).
+        js = hmi.client.nc.jetstream()
+        seqs = {seq async for seq, _ in read_numbered(js, run_id="small")}
+        assert len(seqs) >= SMALL
+
+        async def comms_seen() -> set[int]:
+            trace: dict[str, Any] = await page.evaluate("S.trace.dump()")
+            return {int(k) for k, (run, _) in trace["comms"].items() if run == "small"}
+        await wait_for(lambda: _covers(comms_seen(), seqs), 20, 0.2)
+
+        # Coalescing: the adapter never held more for this browser than one state per object.
+        assert hmi.stack.http_server is not None
+        hub = hmi.stack.http_server.hub
+        [client] = hub.clients
+        assert 0 < client.max_backlog <= BIG + SMALL + 100, client.max_backlog  # tasks, jobs, lanes, runs
+        assert hub.stats.run_states_sent <= hub.stats.run_events
+
+        # The URL's run stayed in view; only the rows in view exist in the DOM.
+        await expect(page.locator("#rv-title")).to_have_text("big — big")
+        rows = await page.locator("#rv-tasks tr.task").count()
+        assert 0 < rows <= 80, rows
+        await expect(page.get_by_test_id("task-code-1-01")).to_have_attribute("data-status", "completed")
+        await page.locator("#rv-tasks-wrap").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+        await expect(page.get_by_test_id(f"task-{want['big'][-1]}")).to_have_attribute("data-status", "completed")
+        assert await page.locator("#rv-tasks tr.task").count() <= 80
+
+
+async def _same(got: Any, want: dict[str, list[str]]) -> bool:
+    return bool(await got == want)
+
+
+async def _covers(got: Any, want: set[int]) -> bool:
+    return want <= await got
+
+
+VISIBLE_ROWS_JS = """() => {
+  const wrap = document.getElementById('rv-tasks-wrap').getBoundingClientRect();
+  return [...document.querySelectorAll('#rv-tasks tr.task')].filter(r => {
+    const b = r.getBoundingClientRect();
+    return b.top >= wrap.top && b.bottom <= Math.min(wrap.bottom, window.innerHeight);
+  }).length;
+}"""
+
+
+async def test_run_by_url_approval_in_view_and_counts_of_unopened_runs(nats_server: EmbeddedServer) -> None:
+    """Issue 20, point 6, at 1400x900."""
+    async with hmi_on(http_cfg(), nats_server.url) as hmi:
+        page, client = hmi.page, hmi.client
+        await page.set_viewport_size({"width": 1400, "height": 900})
+
+        async def status(run: str) -> str:
+            return str((await client.status(run))["status"])
+        await client.submit({"title": "three", "run_id": "u-a", "tasks": [echo("docs", f"a{i}") for i in range(3)]})
+        await wait_for(lambda: _is(status("u-a"), "completed"), 30, 0.2)
+        await client.submit({"title": "approve me", "run_id": "u-b", "approval_mode": True,
+                             "tasks": [echo("code", f"b{i}") for i in range(40)]})
+        await wait_for(lambda: _is(status("u-b"), "waiting_approval"), 30, 0.2)
+
+        await hmi.open()  # a fresh page: the newest run (u-b) in view, u-a never opened
+        await expect(page.get_by_test_id("run-u-a").locator("td").nth(3)).to_have_text("3/3")
+        await expect(page.get_by_test_id("run-u-b").locator("td").nth(3)).to_have_text("0/40")
+        await expect(page.get_by_test_id("lane-code")).to_have_attribute("data-status", "waiting")
+        approve = page.get_by_test_id("approve-u-b")
+        await expect(approve).to_be_in_viewport(ratio=1)
+        await expect(page.get_by_test_id("reject-u-b")).to_be_in_viewport(ratio=1)
+
+        # The user's choice is kept in the URL, through a newer run and a reload of the state.
+        await page.get_by_test_id("run-u-a").click()
+        await expect(page).to_have_url(hmi.url + "/#/runs/u-a")
+        await client.submit({"title": "newer", "run_id": "u-c", "tasks": [echo("data", "c")]})
+        await expect(page.get_by_test_id("run-u-c")).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+        await page.evaluate("loadAll()")  # what a reconnect of the event stream does
+        await expect(page.locator("#rv-title")).to_have_text("u-a — three")
+        await page.reload()
+        await expect(page.locator("#rv-title")).to_have_text("u-a — three", timeout=WAIT_MS)
+        await page.goto(hmi.url + "/?run=u-b")
+        await expect(page.locator("#rv-title")).to_have_text("u-b — approve me", timeout=WAIT_MS)
+
+        await page.get_by_test_id("approve-u-b").click()
+        await expect(page.get_by_test_id("run-view-status")).to_have_attribute("data-status", "completed",
+                                                                              timeout=60_000)
+        await expect(page.get_by_test_id("run-u-b").locator("td").nth(3)).to_have_text("40/40")
+        assert await page.evaluate("document.scrollingElement.scrollHeight <= window.innerHeight")
+        rows = await page.evaluate(VISIBLE_ROWS_JS)
+        assert rows >= 15, f"only {rows} task rows in view at 1400x900"
+
+        # Issue 22: a long comms line shows in full on hover; "behind by N s" replaces "live" while
+        # what the page shows is older than a second (the page's clock made to run 5 s ahead of the
+        # adapter's), and "live" comes back when it is not.
+        conn, line = page.get_by_test_id("conn"), "x" * 3000
+
+        async def say(text: str) -> None:
+            entry = CommsEntry(ts=datetime.now(UTC), from_agent="gateway", to_agent="root", msg_type="STATUS",
+                               message=text, run_id="u-b")
+            await client.nc.jetstream().publish(S.comms("u-b", "gateway", "STATUS"), msgspec.json.encode(entry))
+        await page.evaluate("S.clockOffset += 5000")
+        await say(line)
+        await expect(conn).to_have_attribute("data-state", "behind", timeout=WAIT_MS)
+        await expect(conn).to_contain_text("behind by 5.")
+        await expect(page.get_by_test_id("log").locator(f'.msg[title="{line}"]')).to_have_count(1)
+        await page.evaluate("S.clockOffset -= 5000")
+        await say("caught up")
+        await expect(conn).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        await expect(conn).to_have_text("live")
+
+
+async def _is(got: Any, want: str) -> bool:
+    return bool(await got == want)
