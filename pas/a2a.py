@@ -32,6 +32,7 @@ from pas import __version__
 from pas import subjects as S
 from pas.client import PasClient
 from pas.errors import PasError
+from pas.ids import check_id
 from pas.mcp.watch import RunWatch
 
 log = logging.getLogger("pas.a2a")
@@ -93,7 +94,7 @@ class PasExecutor(AgentExecutor):
             return new_text_message(text, context_id=context_id, task_id=task_id)
 
         try:
-            job = {**job_from(context), "run_id": task_id}
+            job = {**job_from(context), "run_id": check_id(task_id, "taskId")}  # the run's id (pas.ids)
             async with RunWatch(self.client, task_id) as watch:
                 await self.client.submit(job)
                 await up.start_work(say(f"PAS run {task_id} submitted: {job['title']}"))

@@ -26,7 +26,7 @@ from typing import Literal
 from pas import programs
 from pas.edit_loop import git_diff, safe_path, untracked_files
 from pas.errors import CommandRefused
-from pas.programs import run_git
+from pas.gitsafe import run_git
 from pas.sandbox import Box, handed_over
 
 OUTPUT_CAP = 64 * 1024

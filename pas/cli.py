@@ -13,6 +13,8 @@ from pas import subjects as S
 from pas.auth import USERS
 from pas.configdoc import ClientConfig, client_config
 from pas.errors import ConfigError, PasError
+from pas.ids import ID_RULE, is_id
+from pas.textsafe import terminal
 
 if TYPE_CHECKING:
     from pas.config import PasConfig
@@ -61,6 +63,20 @@ def since(text: str) -> str:
     return text
 
 
+def run_id(value: str) -> str:
+    """argparse type of every run/task id argument: the one id rule (pas.ids), checked before anything
+    is sent."""
+    if not is_id(value):
+        raise argparse.ArgumentTypeError(f"invalid id {value!r} ({ID_RULE})")
+    return value
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def _common(p: argparse.ArgumentParser, long_set: bool = True) -> None:
     p.add_argument("--config-dir", help="directory with pas.yaml, models.yaml, agents.yaml (default: $PAS_CONFIG_DIR, "
                    "else ./configs if it exists, else the defaults shipped with pas)")
@@ -100,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("log", help="read the comms log")
     _common(lg)
-    lg.add_argument("--run")
+    lg.add_argument("--run", type=run_id)
     lg.add_argument("--agent", help="entries sent or received by this agent")
     lg.add_argument("--type", dest="msg_type", help="CMD, STATUS, RESPONSE, ERROR, LLM ...")
     lg.add_argument("--since", type=since, help="ISO time, or a duration such as 10m, 2h, 1d")
@@ -110,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help=f"a run's timeline rebuilt from JetStream "
                         f"({S.STREAM_EVENTS}, {S.STREAM_COMMS}; never KV)")
     _common(rp)
-    rp.add_argument("run_id")
+    rp.add_argument("run_id", type=run_id)
     rp.add_argument("--json", action="store_true", help="the timeline as JSON")
     rp.add_argument("--html", metavar="FILE", help="write one self-contained page with a Gantt chart")
     rp.add_argument("--follow", "-f", action="store_true", help="print steps as they happen until the run ends")
@@ -121,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rr = sub.add_parser("rerun", help="re-run a run from its recorded model replies (0 tokens); --from forks it")
     _common(rr, long_set=False)
-    rr.add_argument("run_id", help="the parent run")
-    rr.add_argument("--run-id", dest="new_run_id", help="id of the new run (default: <parent>-r<N>)")
+    rr.add_argument("run_id", type=run_id, help="the parent run")
+    rr.add_argument("--run-id", dest="new_run_id", type=run_id, help="id of the new run (default: <parent>-r<N>)")
     rr.add_argument("--on-diverge", choices=["stop", "live"], default="stop",
                     help="a prompt with no recording: cancel the run (stop, default) or call the model (live)")
     rr.add_argument("--from", dest="from_step", metavar="STEP",
@@ -137,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     df = sub.add_parser("diff", help="compare two runs: plans, task outcomes, diffs, tokens, cost")
     _common(df)
-    df.add_argument("run_a")
-    df.add_argument("run_b")
+    df.add_argument("run_a", type=run_id)
+    df.add_argument("run_b", type=run_id)
     df.add_argument("--json", action="store_true")
 
     sm = sub.add_parser("submit", help="submit a job; prints the run id")
@@ -151,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--repo", help="git repository the tasks work in (one worktree per task)")
     sm.add_argument("--env", help="Python environment of the tasks when the repo has no .venv: a venv or conda "
                     "directory, or an interpreter (default: settings.pool.env, else python3 on PATH)")
-    sm.add_argument("--run-id")
+    sm.add_argument("--run-id", type=run_id)
     sm.add_argument("--priority", type=int, choices=[1, 5, 10, 20], help="the pool serves higher first (default 5)")
     sm.add_argument("--approval", action="store_true",
                     help="approval mode: the run waits in waiting_approval after planning (pas plan/approve/reject)")
@@ -162,37 +178,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="status of a run")
     _common(st)
-    st.add_argument("run_id")
+    st.add_argument("run_id", type=run_id)
     st.add_argument("--json", action="store_true")
+    st.add_argument("--page", type=_positive, metavar="N",
+                    help="only page N of the tasks (100 a page; default: every task)")
 
     rs = sub.add_parser("runs", help="recent runs")
     _common(rs)
-    rs.add_argument("--limit", type=int, default=20)
+    rs.add_argument("--limit", type=int, default=20, help="at most this many runs (1-1000)")
+    rs.add_argument("--offset", type=int, default=0, help="skip this many of the newest runs (the next page)")
     rs.add_argument("--status")
     rs.add_argument("--json", action="store_true")
 
     pl = sub.add_parser("plan", help="the whole plan of a run: every job and task, and its approval state")
     _common(pl)
-    pl.add_argument("run_id")
+    pl.add_argument("run_id", type=run_id)
     pl.add_argument("--json", action="store_true")
 
     ap_ = sub.add_parser("approve", help="approve a run waiting for approval (optionally without some tasks)")
     _common(ap_)
-    ap_.add_argument("run_id")
-    ap_.add_argument("--drop", action="append", default=[], metavar="TASK_ID",
+    ap_.add_argument("run_id", type=run_id)
+    ap_.add_argument("--drop", type=run_id, action="append", default=[], metavar="TASK_ID",
                      help="remove this task from the plan (repeatable); it ends skipped")
     ap_.add_argument("--by", help="who decides (default: your user name)")
     ap_.add_argument("--reason", default="")
 
     rj = sub.add_parser("reject", help="reject a run waiting for approval: it ends rejected")
     _common(rj)
-    rj.add_argument("run_id")
+    rj.add_argument("run_id", type=run_id)
     rj.add_argument("--reason", default="", help="why (kept in the run and the comms log)")
     rj.add_argument("--by", help="who decides (default: your user name)")
 
     cn = sub.add_parser("cancel", help="cancel a run at every tier")
     _common(cn)
-    cn.add_argument("run_id")
+    cn.add_argument("run_id", type=run_id)
 
     dm = sub.add_parser("demo", help="start the embedded stack and run a sample job across 3 lanes")
     _common(dm)
@@ -269,6 +288,8 @@ def load(args: argparse.Namespace) -> PasConfig | ClientConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Task output, comms entries, run titles: whatever reaches the terminal passes textsafe.clean.
+    sys.stdout, sys.stderr = terminal(sys.stdout), terminal(sys.stderr)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

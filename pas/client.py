@@ -86,11 +86,25 @@ class PasClient:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         return await self.request(S.GATEWAY_SUBMIT, job, headers=headers)
 
-    async def status(self, run_id: str) -> dict[str, Any]:
-        return await self.request(S.GATEWAY_STATUS, {"run_id": run_id})
+    async def status_page(self, run_id: str, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The run with one page of its tasks (pas.wire.StatusQuery): next_offset says where the next starts."""
+        q: dict[str, Any] = {"run_id": run_id, "offset": offset}
+        if limit is not None:
+            q["limit"] = limit
+        return await self.request(S.GATEWAY_STATUS, q)
 
-    async def runs(self, limit: int = 50, status: str | None = None) -> dict[str, Any]:
-        q: dict[str, Any] = {"limit": limit}
+    async def status(self, run_id: str, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The run with its tasks from offset (every one, or at most limit): as many replies as it
+        takes joined (each reply fits in one NATS message)."""
+        st = await self.status_page(run_id, offset, limit)
+        while st.get("next_offset") is not None and (limit is None or len(st["tasks"]) < limit):
+            more = await self.status_page(run_id, st["next_offset"], None if limit is None else limit - len(st["tasks"]))
+            st["tasks"] += more["tasks"]
+            st["next_offset"] = more.get("next_offset")
+        return st
+
+    async def runs(self, limit: int = 50, status: str | None = None, offset: int = 0) -> dict[str, Any]:
+        q: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             q["status"] = status
         return await self.request(S.GATEWAY_RUNS, q)

@@ -42,6 +42,7 @@ def http_available() -> bool:
 
 
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.policy import repo_roots
     from pas.stack import Stack
 
     if args.nats_port is not None:
@@ -57,6 +58,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     install_stop_signals(stop)
     cdir, why = find_config_dir(args.config_dir)
     print(f"pas: config from {cdir} ({why})", flush=True)
+    print(f"pas: jobs may name repositories under {', '.join(map(str, repo_roots(cfg.settings.policy.repo_roots)))} "
+          "(settings.policy.repo_roots)", flush=True)
     if not await unless_stopped(stack.start(), stop):
         return 130
     where = "embedded nats-server" if stack.server else "existing server"
@@ -266,21 +269,35 @@ async def cmd_submit(args: argparse.Namespace, cfg: ClientConfig) -> int:
         return 0 if st["status"] == "completed" else 1
 
 
+STATUS_PAGE = 100
+"""Tasks per page of `pas status --page N`."""
+
+
 async def cmd_status(args: argparse.Namespace, cfg: ClientConfig) -> int:
+    page = args.page
     async with await open_client(cfg) as client:
-        st = await client.status(args.run_id)
+        if page is None:
+            st = await client.status(args.run_id)
+        else:
+            st = await client.status(args.run_id, (page - 1) * STATUS_PAGE, STATUS_PAGE)
     print(json.dumps(st, indent=2) if args.json else result_table(st))
+    if page is not None and not args.json:
+        first, total = st.get("offset", 0), st.get("tasks_total", len(st["tasks"]))
+        more = f"; next: pas status {args.run_id} --page {page + 1}" if st.get("next_offset") is not None else ""
+        print(f"tasks {min(first + 1, total)}-{first + len(st['tasks'])} of {total} (page {page}){more}")
     return 0
 
 
 async def cmd_runs(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg) as client:
-        res = await client.runs(args.limit, args.status)
+        res = await client.runs(args.limit, args.status, args.offset)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         for r in res["runs"]:
             print(f"{r['run_id']:<32}{r['status']:<11}{r['created_at']:<30}{r['title']}")
+        if res.get("next_offset") is not None:
+            print(f"... {res['total'] - res['next_offset']} older run(s): pas runs --offset {res['next_offset']}")
     return 0
 
 

@@ -139,6 +139,9 @@ class PolicyConfig(Strict):
     """Glob patterns; a task's command must match one (matched against the whole command line)."""
     filesystem_allowlist: list[str] = Field(default_factory=list)
     """Globs of files an LLM or aider task may edit inside its worktree."""
+    repo_roots: list[str] = Field(default_factory=list)
+    """Directories a job's repository must be in (after symlinks; pas.policy.admit). Empty: the
+    directory `pas up` started in. `pas up` logs them at start."""
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     """auto/bwrap (also on/true): every process a task starts runs in bubblewrap (see pas/sandbox.py);
     without a working bwrap, command/llm/aider tasks are refused. off (also false): no sandbox, a
@@ -206,6 +209,9 @@ class AgentConfig(Strict):
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
     """Address the HTTP adapter binds (every agent port and the HMI)."""
+    cors_origins: list[str] = []
+    """Browser origins (e.g. http://localhost:3000) allowed to call every port, writes included:
+    CORS headers and preflights (pas.http.legacy). None by default: only the ports' own pages."""
     hmi_port: int = 6101
     monitor_port: int = 6109
     port_offset: int = 0

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pas import auth
+from pas import auth, gitsafe
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas.client import PasClient
 from pas.cliutil import follow_run, install_stop_signals, result_table, wire_run_id
 from pas.config import PasConfig
 from pas.errors import PasError
+from pas.policy import repo_roots
 from pas.stack import Stack
 
 SAMPLE = Path(__file__).resolve().parent / "defaults" / "sample_project"
@@ -85,10 +86,10 @@ def prepare_sample_repo(dest: Path, with_env: bool = True) -> Path:
     """Copy the sample project into dest/sample_project, commit it, and link its .venv."""
     repo = dest / "sample_project"
     shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".venv"))
-    env_git = ["git", "-c", "user.name=PAS demo", "-c", "user.email=demo@localhost"]
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*env_git, "commit", "-q", "-m", "sample project"], cwd=repo, check=True)
+    gitsafe.run(repo, "init", "-q", "-b", "main")
+    gitsafe.run(repo, "add", "-A")
+    gitsafe.run(repo, "-c", "user.name=PAS demo", "-c", "user.email=demo@localhost", "commit", "-q", "-m",
+                "sample project")
     if with_env:
         (repo / ".venv").symlink_to(sample_env(repo / "requirements.txt"), target_is_directory=True)
     return repo
@@ -118,6 +119,8 @@ async def run_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pas-demo-"))
     data_dir = Path(args.data_dir) if args.data_dir else tmp / "nats"
     repo = await asyncio.to_thread(prepare_sample_repo, tmp)
+    # The demo is the operator here: the sample repository it made is one a job may name.
+    cfg.settings.policy.repo_roots = [*(str(r) for r in repo_roots(cfg.settings.policy.repo_roots)), str(tmp)]
     stack = Stack(cfg, data_dir=data_dir, http=False)
     print(f"pas demo: starting nats-server and {len(cfg.agents)} agents ...", flush=True)
     t0 = time.monotonic()

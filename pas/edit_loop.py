@@ -36,9 +36,9 @@ from typing import Literal
 
 from pas.budget import BudgetTracker
 from pas.errors import BudgetExceeded, CommandRefused
+from pas.gitsafe import run_git
 from pas.llm import Completer, LLMUnavailable
 from pas.policy import resolve_in
-from pas.programs import run_git
 
 RunAcceptance = Callable[[str, Path], Awaitable[tuple[int, str]]]
 FILE_CAP = 64 * 1024

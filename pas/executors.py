@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,11 +23,13 @@ from pathlib import Path
 
 from pas import tracing
 from pas.errors import CommandRefused, PasError
+from pas.gitsafe import git, nested_repos, run_git
 from pas.policy import check_command
-from pas.programs import git as git
+from pas.programs import remove_tree
 from pas.redact import redact
 from pas.repoenv import RepoEnv
 from pas.sandbox import Box, handed_over
+from pas.textsafe import bounded_stat
 
 
 @dataclass
@@ -170,6 +171,8 @@ async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: 
 
 
 # ---- workspaces ----------------------------------------------------------------------------
+STAT_FILES = 50
+"""Files listed in a task's diff stat; the rest are counted ("... N more files")."""
 _repo_locks: dict[str, asyncio.Lock] = {}
 
 
@@ -180,22 +183,27 @@ class Workspace:
     branch: str | None = None
 
     async def finish(self, task_id: str) -> str | None:
-        """Commit what the task changed on its branch; return the diff stat (None without a repo)."""
+        """Commit what the task changed on its branch (PAS's hardened git, pas.gitsafe); return the
+        diff stat, bounded (None without a repo). PasError when the work cannot be committed: the
+        task then fails with the reason, and its worktree stays for a look."""
         if self.repo is None:
             return None
+        nested = await asyncio.to_thread(nested_repos, self.path)
+        if nested:  # `git add` would record a gitlink and read the nested repository
+            raise PasError(f"the task made nested git repositories ({', '.join(nested)}): PAS does not commit "
+                           "them; remove them or make them plain directories")
         await git("add", "-A", cwd=self.path)
-        # Never look inside nested repositories the task made: git would run their config
-        # (core.fsmonitor, filters) outside the sandbox.
-        status = await git("status", "--porcelain", "--ignore-submodules=all", cwd=self.path)
-        if status.strip():
-            await git("-c", "user.name=PAS", "-c", "user.email=pas@localhost", "commit", "-q", "-m",
-                      f"pas: task {task_id}", cwd=self.path)
-            return (await git("diff", "--stat", "--ignore-submodules=all", "HEAD~1", "HEAD", cwd=self.path)).strip()
-        return ""
+        if (await run_git(self.path, "diff", "--cached", "--quiet", "--ignore-submodules=all"))[0] == 0:
+            return ""  # nothing staged
+        await git("-c", "user.name=PAS", "-c", "user.email=pas@localhost", "commit", "-q", "--no-verify", "-m",
+                  f"pas: task {task_id}", cwd=self.path)
+        stat = await git("diff", "--stat=200", f"--stat-count={STAT_FILES}", "--ignore-submodules=all", "HEAD~1",
+                         "HEAD", cwd=self.path)
+        return bounded_stat(stat)
 
     async def remove(self) -> None:
         if self.repo is None:
-            shutil.rmtree(self.path, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, self.path)
         # Worktrees stay: the branch and its files are the task's result. `git worktree prune`
         # after deleting .pas/worktrees cleans them up.
 
@@ -207,7 +215,7 @@ def worktree_dir(repo: Path, run_id: str, task_id: str) -> Path:
 async def open_workspace(repo: str | None, run_id: str, task_id: str, scratch_root: Path) -> Workspace:
     if not repo:
         p = scratch_root / run_id / task_id
-        shutil.rmtree(p, ignore_errors=True)
+        await asyncio.to_thread(remove_tree, p)
         p.mkdir(parents=True, exist_ok=True)
         return Workspace(path=p)
     root = Path(repo).resolve()
@@ -224,7 +232,7 @@ async def open_workspace(repo: str | None, run_id: str, task_id: str, scratch_ro
                 f.write("\n.pas/\n")
         if path.exists():  # an earlier attempt of this task on this machine: start clean
             await git("worktree", "remove", "--force", str(path), cwd=root, check=False)
-            shutil.rmtree(path, ignore_errors=True)
+            await asyncio.to_thread(remove_tree, path)
         await git("worktree", "prune", cwd=root, check=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):

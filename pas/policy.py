@@ -1,4 +1,10 @@
-"""Command and path policy: what a `command` task may run, and where.
+"""Command and path policy: what a `command` task may run, and where; which repository and
+environment a job may name.
+
+A job's repository must resolve (symlinks followed) under settings.policy.repo_roots (default: the
+directory `pas up` started in) and its env must be a real interpreter (pas.repoenv.check_job_env):
+`admit` checks both where a job comes in (the gateway, a manager's direct submit, a programmer's
+execute) and answers 400 naming the field.
 
 Commands run WITHOUT a shell: the command line is split with shlex, matched against the
 allowlist globs (configs/pas.yaml settings.policy.command_allowlist), and every argument that
@@ -10,9 +16,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import shlex
+from collections.abc import Iterable
 from pathlib import Path, PurePath
 
-from pas.errors import CommandRefused
+from pas.errors import BadRequest, CommandRefused
+from pas.repoenv import EnvError, check_job_env
 
 SHELL_OPERATORS = {"|", "||", "&", "&&", ";", ">", ">>", "<", "<<", "2>", "2>&1"}
 SHELL_PUNCTUATION = ";&|<>()"
@@ -111,3 +119,39 @@ def check_inside(path: str, root: Path) -> Path:
     if target is None:
         raise CommandRefused(f"path {path!r} escapes the workspace {root}")
     return target
+
+
+def repo_roots(configured: Iterable[str]) -> list[Path]:
+    """settings.policy.repo_roots resolved (symlinks followed); empty: the directory this process
+    (`pas up`) started in."""
+    return [Path(os.path.expanduser(r)).resolve() for r in configured] or [Path.cwd().resolve()]
+
+
+def check_repo(repo: str, roots: list[Path]) -> Path:
+    """The repository a job names, resolved, if it is a git repository under one of `roots`; else
+    BadRequest naming `repo`."""
+    bad = {"field": "repo", "repo_roots": [str(r) for r in roots]}
+    if "\0" in repo:
+        raise BadRequest("repo: contains a NUL character", detail=bad)
+    try:
+        path = Path(os.path.expanduser(repo)).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, a name too long
+        raise BadRequest(f"repo {repo!r} cannot be resolved: {e}", detail=bad) from None
+    if not any(path == r or r in path.parents for r in roots):
+        raise BadRequest(f"repo {repo!r} ({path}) is outside settings.policy.repo_roots "
+                         f"({', '.join(map(str, roots))})", detail=bad)
+    if not (path / ".git").exists():
+        raise BadRequest(f"repo {repo!r} is not a git repository", detail=bad)
+    return path
+
+
+def admit(repo: str | None, env: str | None, roots: list[Path]) -> str | None:
+    """Where a job may act: its repository (returned resolved, so later steps use the path that
+    was checked) and its environment. BadRequest naming `repo` or `env`."""
+    path = check_repo(repo, roots) if repo else None
+    if env:
+        try:
+            check_job_env(env, path)
+        except EnvError as e:
+            raise BadRequest(e.message, detail={"field": "env"}) from None
+    return str(path) if path else None

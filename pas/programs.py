@@ -1,14 +1,23 @@
-"""Outside programs PAS runs itself: finding a binary (nats-server, aider) and running git."""
+"""Outside programs PAS runs itself: finding a binary (nats-server, aider), telling a native binary
+from a script. PAS's git is pas.gitsafe."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from pas.errors import PasError
+
+def is_elf(p: Path) -> bool:
+    """Is p (after symlinks) a native executable? The check that tells an interpreter from a script
+    named like one (`#!/bin/sh` in a file called python3)."""
+    try:
+        with p.resolve().open("rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except (OSError, RuntimeError):
+        return False
 
 
 def _runnable(p: Path) -> bool:
@@ -29,24 +38,9 @@ def find_binary(name: str, *, before: Iterable[Path] = (), after: Iterable[Path]
     return next((str(d / name) for d in after if _runnable(d / name)), None)
 
 
-async def run_git(cwd: Path, *args: str) -> tuple[int, str]:
-    """`git -C cwd args...` with stdin closed and no terminal prompt: (exit code, stdout then stderr);
-    127 if git cannot be started."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            "git", "-C", str(cwd), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
-        )
-    except OSError as e:
-        return 127, str(e)
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace") + err.decode(errors="replace")
-
-
-async def git(*args: str, cwd: Path, check: bool = True) -> str:
-    """run_git's output; with check, a non-zero exit raises PasError with git's message."""
-    rc, text = await run_git(cwd, *args)
-    if check and rc != 0:
-        raise PasError(f"git {' '.join(args)} failed ({rc}): {text.strip()[:500]}")
-    return text
+def remove_tree(path: Path) -> None:
+    """`rm -rf path`: whatever a task left there, at any depth (coreutils walks without recursion
+    and never follows a symlink; Python 3.11's shutil.rmtree dies of RecursionError on deep trees).
+    Errors are ignored, as with rmtree(ignore_errors=True)."""
+    subprocess.run(["rm", "-rf", "--", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)

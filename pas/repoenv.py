@@ -8,7 +8,9 @@ Resolution, first match wins:
 2. an explicit setting: the job's ``env`` field, else ``settings.pool.env``. Its forms:
    - a directory with ``bin/python`` (a virtualenv or a conda prefix), absolute or relative to the
      repository root;
-   - an interpreter (an executable file named ``python*``);
+   - an interpreter: an executable named ``python*`` that is, after symlinks, a native (ELF) binary
+     named ``python*``; a directory's ``bin/python`` must be one too: never a script that merely
+     carries the name (``check_interpreter``);
    - ``settings.pool.env`` only (the operator's choice, not a job's: it wraps every command): a
      command prefix such as ``uv run`` or ``conda run -p /opt/env``;
 3. the first ``python3`` on PATH (PAS's own virtualenv is left out of the search).
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pas.errors import PasError
+from pas.programs import is_elf
 
 VENV_NAMES = (".venv", "venv")
 PYTHON_NAMES = ("python", "python3")
@@ -93,12 +96,27 @@ def _is_own(python: str | Path) -> bool:
     return os.path.realpath(Path(python).parent) == os.path.realpath(Path(sys.executable).parent)
 
 
-def _from_dir(d: Path, env: dict[str, str], how: str) -> RepoEnv:
+def check_interpreter(p: Path, how: str) -> None:
+    """A real interpreter: named python*, and after symlinks a native binary named python*. A
+    script called python3 (`#!/bin/sh ...`) would run whatever it says as every task's Python."""
+    real = p.resolve()
+    if not (p.name.startswith("python") and real.name.startswith("python") and is_elf(real)):
+        raise EnvError(f"{how}: {str(p)!r} is not a Python interpreter (expected a native binary named python*, "
+                       f"not a script; it resolves to {str(real)!r})")
+
+
+def _dir_python(d: Path, how: str) -> Path:
     py = d / "bin" / "python"
     if not os.access(py, os.X_OK):
         py = d / "bin" / "python3"
     if not os.access(py, os.X_OK):
         raise EnvError(f"environment {str(d)!r} ({how}) has no bin/python")
+    check_interpreter(py, how)
+    return py
+
+
+def _from_dir(d: Path, env: dict[str, str], how: str) -> RepoEnv:
+    py = _dir_python(d, how)
     if (d / "conda-meta").is_dir():
         kind, env["CONDA_PREFIX"] = "prefix", str(d)
     else:
@@ -111,12 +129,26 @@ def _looks_like_path(raw: str) -> bool:
     return bool(raw) and not any(c.isspace() for c in raw) and ("/" in raw or raw.startswith((".", "~")))
 
 
-def check_job_env(value: str) -> None:
-    """A job's env must be a path (a venv/conda directory or an interpreter): a job may choose an
-    interpreter, never wrap commands in a program of its choice. Raises EnvError."""
-    if not _looks_like_path(value.strip()):
+def check_job_env(value: str, root: Path | None = None) -> None:
+    """A job's env must be a path (a venv/conda directory or an interpreter, relative paths against
+    the repository `root`) naming a real interpreter: a job may choose an interpreter, never wrap
+    commands in a program of its choice. Raises EnvError."""
+    raw = value.strip()
+    if not _looks_like_path(raw):
         raise EnvError(f"env {value!r}: a job's env must be a path to a venv or conda directory or to an "
                        "interpreter (command prefixes such as 'uv run' belong in settings.pool.env)")
+    p = Path(os.path.expanduser(raw))
+    if root is not None and not p.is_absolute():
+        p = root / p
+    try:
+        if p.is_dir():
+            _dir_python(p, f"env {value!r}")
+        elif p.is_file():
+            check_interpreter(p, f"env {value!r}")
+        else:
+            raise EnvError(f"env {value!r}: no such environment directory or interpreter")
+    except OSError as e:
+        raise EnvError(f"env {value!r}: {e.strerror or e}") from None
 
 
 def _explicit(value: str, root: Path | None, env: dict[str, str], how: str, allow_runner: bool) -> RepoEnv:
@@ -138,8 +170,7 @@ def _explicit(value: str, root: Path | None, env: dict[str, str], how: str, allo
             return _from_dir(p, env, how)
         if not (p.is_file() and os.access(p, os.X_OK)):
             raise EnvError(f"{how}: {raw!r} is neither an environment directory nor an executable")
-        if not p.name.startswith("python"):
-            raise EnvError(f"{how}: {raw!r} is not a Python interpreter (expected a file named python*)")
+        check_interpreter(p, how)
         own = " (PAS's own interpreter, chosen explicitly)" if _is_own(str(p)) else ""
         return RepoEnv("interpreter", f"interpreter {p} ({how}){own}", str(p), (), _with_bin(env, p.parent))
     exe = shutil.which(words[0], path=env["PATH"])
@@ -178,4 +209,4 @@ def resolve(repo: str | Path | None, job_env: str | None = None, config_env: str
     return RepoEnv("path", f"python3 on PATH: {py}{own}", py, (), env)
 
 
-__all__ = ["EnvError", "RepoEnv", "check_job_env", "resolve"]
+__all__ = ["EnvError", "RepoEnv", "check_interpreter", "check_job_env", "resolve"]

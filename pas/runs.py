@@ -99,43 +99,77 @@ async def tasks_of(bus: Bus, run_id: str) -> list[wire.TaskRecord]:
     return await bus.kv_values(S.KV_TREE, S.tasks_of(run_id), wire.TaskRecord)
 
 
-async def run_view(bus: Bus, run_id: str) -> wire.RunStatus | None:
+REPLY_HEADROOM = 64 * 1024
+"""What a reply leaves free of the server's max_payload (headers, the service envelope)."""
+
+
+def reply_budget(bus: Bus) -> int:
+    """Bytes a status or runs reply may use: the connection's max_payload less the headroom."""
+    return max(REPLY_HEADROOM, int(bus.nc.max_payload or 1024 * 1024) - REPLY_HEADROOM)
+
+
+def fitting(items: list[Any], budget: int) -> int:
+    """How many of items, from the first, fit in budget bytes encoded (at least one: every record
+    is bounded where it is stored, so one always fits; a page never stalls)."""
+    used = 0
+    for n, item in enumerate(items):
+        used += len(wire.encode(item)) + 1
+        if used > budget and n:
+            return n
+    return len(items)
+
+
+async def run_view(bus: Bus, run_id: str, offset: int = 0, limit: int | None = None) -> wire.RunStatus | None:
+    """The run with a page of its tasks (task id order, from offset, at most limit): the page is
+    cut where the reply would pass max_payload, and next_offset says where the rest starts."""
     got = await get_run(bus, run_id)
     if got is None:
         return None
     run, _ = got
     tasks = await tasks_of(bus, run_id)
     tasks.sort(key=lambda t: t.task_id)
-    # Keep the reply well under NATS's max payload (1 MB by default) however many tasks a run has:
-    # each task's output is capped, tighter for big runs (the full output is in its KV record).
-    cap = wire.MAX_OUTPUT if len(tasks) <= 50 else max(200, 600_000 // len(tasks))
-    for t in tasks:
+    page = tasks[offset:offset + limit if limit else None]
+    # Outputs are capped tighter for big pages (the full output is in each task's KV record), so a
+    # big run usually fits in one reply; the cut below makes sure any page does.
+    cap = wire.MAX_OUTPUT if len(page) <= 50 else max(200, 600_000 // len(page))
+    for t in page:
         if len(t.output) > cap:
             t.output = "..." + t.output[-cap:]
     from pas.usage import get_usage
 
     used, _ = await get_usage(bus, run_id)  # every LLM call of the run, at every tier
     unknown = used.unknown_cost_calls + sum(1 for t in tasks if t.cost_usd is None)  # aider tasks
-    return wire.RunStatus(
+    conflicts = [c[:1000] for c in run.conflicts[:50]]
+    if len(run.conflicts) > len(conflicts):
+        conflicts.append(f"... {len(run.conflicts) - len(conflicts)} more conflicts")
+    view = wire.RunStatus(
         run_id=run.run_id, title=run.title, status=run.status, created_at=run.created_at,
-        started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=tasks,
+        started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=[],
         usage=wire.Usage(tokens=used.tokens, cost_usd=round(used.cost_usd, 8), llm_calls=used.calls,
                          unknown_cost_calls=unknown),
-        message=run.message, degraded=run.degraded, priority=run.priority, approval=run.approval,
-        result_branch=run.result_branch, conflicts=run.conflicts,
+        message=run.message[:8192], degraded=run.degraded, priority=run.priority, approval=run.approval,
+        result_branch=run.result_branch, conflicts=conflicts, tasks_total=len(tasks), offset=offset,
     )
+    view.tasks = page[:fitting(page, reply_budget(bus) - len(wire.encode(view)))]
+    end = offset + len(view.tasks)
+    view.next_offset = end if end < len(tasks) else None
+    return view
 
 
-async def list_runs(bus: Bus, limit: int = 50, status: str | None = None) -> list[wire.RunSummary]:
+async def list_runs(bus: Bus, limit: int = 50, status: str | None = None, offset: int = 0) -> wire.RunsReply:
+    """The newest runs (optionally with one status), a page of at most `limit` from `offset`."""
     runs: list[wire.RunRecord] = await bus.kv_values(S.KV_RUNS, ">", wire.RunRecord)
     if status:
         runs = [r for r in runs if r.status == status]
     runs.sort(key=lambda r: r.created_at, reverse=True)
-    return [
+    page = [
         wire.RunSummary(run_id=r.run_id, title=r.title, status=r.status, created_at=r.created_at,
                         finished_at=r.finished_at)
-        for r in runs[:limit]
+        for r in runs[offset:offset + limit]
     ]
+    page = page[:fitting(page, reply_budget(bus))]
+    end = offset + len(page)
+    return wire.RunsReply(runs=page, total=len(runs), next_offset=end if end < len(runs) else None)
 
 
 async def mark_degraded(bus: Bus, run_id: str, reason: str, lanes: list[str] | None = None) -> None:

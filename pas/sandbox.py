@@ -9,8 +9,9 @@ is killed), a scrubbed environment, and limits on CPU time, address space, proce
 
 When PAS runs as root, bwrap sets the namespaces up as root and the task then runs under a fresh
 unprivileged uid (setpriv): root is exempt from RLIMIT_NPROC, so only a non-root uid makes the
-process limit hold. The workspace is handed to that uid for the run and taken back afterwards
-(``handed_over``). As an ordinary user, bwrap adds a user namespace and the task keeps the user's
+process limit hold. The workspace is handed to that uid for the run (``handed_over``) and stays
+its: PAS's git reads it as root (pas.gitsafe), so nothing walks back over what the task wrote.
+As an ordinary user, bwrap adds a user namespace and the task keeps the user's
 uid, counted in that namespace alone.
 
 API: ``Box.from_policy(settings.policy)``; ``box.problem()`` says why the sandbox cannot run (None
@@ -33,6 +34,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pas.programs import is_elf
 
 log = logging.getLogger("pas.sandbox")
 
@@ -97,14 +100,6 @@ def clean_env(extra: Mapping[str, str] | None = None, passthrough: tuple[str, ..
     return env
 
 
-def _is_elf(p: Path) -> bool:
-    try:
-        with p.open("rb") as f:
-            return f.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
 def runtime_paths(exe: str | None) -> list[Path]:
     """What running `exe` needs outside /usr: the file itself, its virtualenv and the interpreter
     the venv points at, or an interpreter's own prefix. Never a whole bin/'s parent such as ~/.local."""
@@ -126,7 +121,7 @@ def runtime_paths(exe: str | None) -> list[Path]:
                 break
     if p.parent.name == "shims":
         out.append(p.parent.parent)  # a version manager's shim (pyenv, rbenv, asdf) runs its whole root
-    if real.name.startswith("python") and real.parent.name == "bin" and _is_elf(real):
+    if real.name.startswith("python") and real.parent.name == "bin" and is_elf(real):
         out.append(real.parent.parent)  # an interpreter outside /usr (pyenv, /opt/python3.11) needs its stdlib
     return out
 
@@ -277,41 +272,40 @@ class Box:
                            bwrap=found), env, uid, [workdir, *(rw or [])])
 
 
-def _chown_tree(root: Path, uid: int, gid: int, keep_git: bool) -> None:
-    """lchown root and everything under it (symlinks themselves, never their targets); with
-    keep_git, the workspace's .git (PAS's, read-only in the sandbox) is left alone."""
-    os.lchown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into symlinked dirs
-        if keep_git and dirpath == str(root):
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            filenames = [f for f in filenames if f != ".git"]
-        for name in (*dirnames, *filenames):
-            try:
-                os.lchown(os.path.join(dirpath, name), uid, gid)
-            except OSError:
-                pass
+def _chown_tree(root: Path, uid: int) -> None:
+    """lchown root and everything under it to uid (symlinks themselves, never their targets; no
+    recursion, so depth does not matter), except the workspace's .git (PAS's, read-only in the
+    sandbox)."""
+    os.lchown(root, uid, uid)
+    stack = [str(root)]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            if e.name == ".git" and d == str(root):
+                continue
+            with contextlib.suppress(OSError):
+                os.lchown(e.path, uid, uid)
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
 
 
 @contextlib.asynccontextmanager
 async def handed_over(launch: Launch) -> AsyncIterator[None]:
-    """While the block runs, the launch's writable paths belong to its uid (root mode only); then
-    they are PAS's again (chown by root also clears any set-uid bit the task put on a file).
-    Leave the block only once the task's process is gone (its pid namespace dies with it)."""
-    if launch.uid is None:
-        yield
-        return
-    paths = [p.resolve() for p in launch.rw]
-    uid = launch.uid
+    """While the block runs, the launch's writable paths belong to its uid (root mode only).
 
-    def chown_all(owner: int, group: int, to_task: bool) -> None:
-        for p in paths:
-            _chown_tree(p, owner, group, to_task)
-
-    await asyncio.to_thread(chown_all, uid, uid, True)
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(chown_all, os.geteuid(), os.getegid(), False)
+    They are not handed back afterwards: PAS's own steps on them (its git, pas.gitsafe) read them
+    as root and never need them to be PAS's, so no walk runs over what the task wrote, with PAS's
+    rights, after it. (A later launch in the same workspace hands it on to its own uid.) Leave
+    the block only once the task's process is gone (its pid namespace dies with it)."""
+    if launch.uid is not None:
+        for p in launch.rw:
+            await asyncio.to_thread(_chown_tree, p.resolve(), launch.uid)
+    yield
 
 
 __all__ = ["Box", "Launch", "Limits", "clean_env", "handed_over", "repo_of", "runtime_paths", "wrap"]

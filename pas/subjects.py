@@ -379,7 +379,6 @@ def parse_js_ack(reply: str) -> tuple[int, int] | None:
 
 # ---- helpers -------------------------------------------------------------------------------
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_-]")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def token(value: str) -> str:

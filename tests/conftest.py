@@ -4,10 +4,12 @@ a PAS stack on it (in-process), and helpers to run `pas` in separate processes."
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,11 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # The JSON schemas the `nats` CLI validates $SRV replies against (copied from shared/reference).
 SCHEMAS = ROOT / "tests" / "nats-micro-schemas"
 
-# Fast settings for tests: 1 s heartbeats, short ack deadlines so redelivery is observable.
+# Tests make their repositories in temporary directories (pytest's tmp_path) or use this checkout.
+REPO_ROOTS = [tempfile.gettempdir(), str(ROOT)]
+# Fast settings for tests: 1 s heartbeats, short ack deadlines so redelivery is observable; the
+# repositories tests make are allowed (settings.policy.repo_roots, pas.policy.admit).
 FAST = [
     "settings.heartbeat.interval_s=1",
     "settings.pool.ack_wait_s=2",
     "settings.work.ack_wait_s=2",
+    f"settings.policy.repo_roots={json.dumps(REPO_ROOTS)}",
 ]
 
 pytest_plugins = ["tests.fakellm", "tests.module_stack"]

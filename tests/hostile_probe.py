@@ -123,6 +123,58 @@ def nested_repo() -> None:
     print("planted nested/.git with core.fsmonitor", flush=True)
 
 
+def nested_ext_diff() -> None:
+    """A nested repository whose config names an external diff, a textconv and an fsmonitor that
+    leave a mark outside: PAS's git must never run them (its commit, run_diff, integration)."""
+    os.makedirs("nested", exist_ok=True)
+    subprocess.run(["git", "init", "-q", "nested"], check=True)
+    mark = f"touch {P['outside']}/pwned-by-nested-git; false #"
+    for key in ("diff.external", "diff.x.textconv", "core.fsmonitor"):
+        subprocess.run(["git", "-C", "nested", "config", key, mark], check=True)
+    open("nested/.gitattributes", "w").write("* diff=x\n")
+    open("nested/file.txt", "w").write("x\n")
+    subprocess.run(["git", "-C", "nested", "add", "-A"], check=True)
+    subprocess.run(["git", "-C", "nested", "commit", "-q", "-m", "i"], check=True)
+    open("nested/file.txt", "a").write("changed\n")
+    open("changed.txt", "w").write("x\n")
+    print("planted nested/.git with diff.external", flush=True)
+
+
+def bad_attributes() -> None:
+    """An attribute git cannot honour: PAS's commit fails, and the task must fail with the reason."""
+    open(".gitattributes", "w").write("* working-tree-encoding=bogus\n")
+    open("changed.txt", "w").write("lost work?\n")
+    print("wrote .gitattributes with working-tree-encoding=bogus", flush=True)
+
+
+def deep_dirs() -> None:
+    """P['depth'] nested directories (a recursive walk over them dies of RecursionError)."""
+    here = os.getcwd()
+    for _ in range(P["depth"]):
+        os.mkdir("d")
+        os.chdir("d")
+    open("deep.txt", "w").write("bottom\n")
+    os.chdir(here)
+    print(f"made {P['depth']} nested directories", flush=True)
+
+
+def many_names() -> None:
+    """P['names'] files with long names: the task's diff stat alone would pass NATS's max_payload."""
+    os.makedirs("many", exist_ok=True)
+    for i in range(P["names"]):
+        open(f"many/{i:06d}-" + "n" * 200, "w").close()
+    print(f"made {P['names']} files with long names", flush=True)
+
+
+def terminal_escapes() -> None:
+    """Output that would act on the terminal of whoever reads it: an OSC 52 clipboard write, a window
+    title, clear-screen and cursor moves, a C1 CSI."""
+    sys.stdout.write("before \x1b]52;c;cHduZWQ=\x07 \x1b]0;pwned-title\x1b\\ \x1b[2J\x1b[H\x9b31m after\n")
+    sys.stdout.flush()
+    sys.stderr.write("err \x1b]52;c;cHduZWQ=\x07\n")
+    sys.exit(1)
+
+
 def daemon() -> None:
     """Double fork: a grandchild in its own session, holding a lock, outlives the task."""
     r, w = os.pipe()
@@ -144,6 +196,8 @@ def daemon() -> None:
 ATTACKS = {
     "nats": nats, "git_nats": git_nats, "environ": environ, "leak_key": leak_key, "fork_bomb": fork_bomb,
     "memory_hog": memory_hog, "flood": flood, "daemon": daemon, "nested_repo": nested_repo,
+    "nested_ext_diff": nested_ext_diff, "bad_attributes": bad_attributes, "deep_dirs": deep_dirs,
+    "many_names": many_names, "terminal_escapes": terminal_escapes,
     "ssh": lambda: read(P["ssh_key"]), "data_dir": lambda: read(P["data_dir"]),
     "other_worktree": lambda: read(P["other_worktree"]), "write_outside": lambda: write(P["outside"] + "/pwned"),
     "write_symlink": lambda: write("escape/pwned-by-symlink"),

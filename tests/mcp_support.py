@@ -92,7 +92,7 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
 
     # Submit without waiting, then wait_run. The task waits for a marker file that the test writes
     # on wait_run's first notification (sent once it is subscribed): the run ends after that, so
-    # its events must come as notifications. run_diff finds the repo this server submitted with.
+    # its events must come as notifications. run_diff finds the repo in the run's record.
     reply = data(await session.call_tool("submit_job", {
         "title": "second", "repo": str(repo),
         "tasks": [{"lane": "docs", "instruction": "wait for the marker", "command": WAIT_CMD}]}))
@@ -118,19 +118,19 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     assert any(e["msg_type"] == "STATUS" and "completed" in e["message"] for e in log["entries"])
 
     # By default the run's merged result (Root merged the changed task branches into pas/<run>/result).
-    merged = data(await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo)}))
+    merged = data(await session.call_tool("run_diff", {"run_id": run_id}))
     assert merged["result_branch"] == final["result_branch"] == f"pas/{run_id}/result" and merged["conflicts"] == []
     [res] = merged["diffs"]
     assert res["task_id"] is None and res["branch"] == f"pas/{run_id}/result"
     assert "+written by a PAS task" in res["diff"] and "NOTES.md" in res["diff"]
-    diff = data(await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo), "per_task": True}))
+    diff = data(await session.call_tool("run_diff", {"run_id": run_id, "per_task": True}))
     by_task = {d["task_id"]: d for d in diff["diffs"]}
     assert len(by_task) == 2
     code_task = next(t["task_id"] for t in final["tasks"] if t["lane"] == "code")
     assert "+written by a PAS task" in by_task[code_task]["diff"]
     assert "NOTES.md" in by_task[code_task]["diff"]
     assert by_task[code_task]["branch"] == f"pas/{run_id}/{code_task}"
-    one = data(await session.call_tool("run_diff", {"run_id": run_id, "task_id": code_task, "repo": str(repo)}))
+    one = data(await session.call_tool("run_diff", {"run_id": run_id, "task_id": code_task}))
     assert [d["task_id"] for d in one["diffs"]] == [code_task]
 
     agents = data(await session.call_tool("agents", {}))
@@ -168,8 +168,10 @@ async def scenario(session: Any, repo: Path, run_id: str) -> None:
     assert extra.is_error and "unknown field" in extra.content[0].text, extra.content[0].text
     again = await session.call_tool("cancel_run", {"run_id": run_id})
     assert again.is_error and "(409)" in again.content[0].text, again.content[0].text
-    inject = await session.call_tool("run_diff", {"run_id": run_id, "repo": str(repo), "base": "--output=x"})
+    inject = await session.call_tool("run_diff", {"run_id": run_id, "base": "--output=x"})
     assert inject.is_error and "base" in inject.content[0].text and not (repo / "x").exists(), inject
+    named = await session.call_tool("run_diff", {"run_id": run_id, "repo": "/"})  # never a path the caller names
+    assert named.is_error and "`repo` is not an argument" in named.content[0].text, named.content[0].text
     unknown = await session.call_tool("no_such_tool", {})
     assert unknown.is_error
     assert data(await session.call_tool("run_status", {"run_id": run_id}))["status"] == "completed"

@@ -215,8 +215,10 @@ async def test_bad_bodies_are_4xx(http: Http) -> None:
     # Valid shape, refused by the gateway itself: 400 with its reason.
     r = await http.c.post(url, json={"title": "x", "tasks": [{**ECHO, "command": "rm -rf /"}]})
     assert r.status_code == 400 and r.json()["error"] == "bad_request" and "tasks[0]" in r.json()["detail"]
-    r = await http.c.post(url, json={"title": "x", "repo": "/nonexistent/repo"})
+    r = await http.c.post(url, json={"title": "x", "repo": "/tmp/pas-nonexistent/repo"})
     assert r.status_code == 400 and "git" in r.json()["detail"]
+    r = await http.c.post(url, json={"title": "x", "repo": "/nonexistent/repo"})
+    assert r.status_code == 400 and "repo_roots" in r.json()["detail"]
     r = await http.c.post(http.u("gateway", "/prime_directives"), json={"title": "x", "repo_root": "/nonexistent"})
     assert r.status_code == 400
     r = await http.c.post(http.u("gateway", "/prime_directives"), json={"description": "no title"})
@@ -263,8 +265,8 @@ async def test_architect_and_director_submit(http: Http) -> None:
     assert r.status_code == 200, r.text
     st = await http.run_done(r.json()["run_id"])
     assert st["status"] == "completed" and st["tasks"][0]["output"] == "build it\n\nEntry files: a.py"
-    r = await http.c.post(http.u("architect", "/submit"), json={"title": "p", "policy": {}})
-    assert r.status_code == 422
+    r = await http.c.post(http.u("architect", "/submit"), json={"title": "p", "policy": {"bogus": 1}})
+    assert r.status_code == 422 and "bogus" in r.text
     r = await http.c.post(http.u("dir-docs", "/submit"), json={"title": "docs only", "goal": "write docs"})
     assert r.status_code == 200
     st = await http.run_done(r.json()["run_id"])
@@ -300,8 +302,10 @@ async def test_programmer_execute(http: Http) -> None:
     r = await http.c.post(url, json={"instruction": "x", "command": "false", "executor": "command"})
     assert r.status_code in (200, 403) and (r.status_code == 403 or r.json()["status"] == "error")
     for bad in ({"task": "a", "instruction": "b"}, {}, {"instruction": "x", "timeout_s": 5},
-                {"instruction": "x", "timeout_s": 7200}, {"instruction": "x", "llm_model": "gpt"}):
+                {"instruction": "x", "timeout_s": 7200}, {"instruction": "x", "llm_params": {"seed": 1}}):
         assert (await http.c.post(url, json=bad)).status_code == 422, bad
+    r = await http.c.post(url, json={"instruction": "x", "llm_model": "gpt"})  # a model no programmer has
+    assert r.status_code == 400 and r.json()["info"]["field"] == "llm_model"
 
 
 # ---- no responders, timeouts, auth -----------------------------------------------------------

@@ -56,7 +56,7 @@ async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedS
             await scenario(session, repo, "mcp-http-1")
             # A diff longer than the cap is cut, each task's alike, and says so (the server is in-process).
             monkeypatch.setattr(tools, "DIFF_MAX_CHARS", 40)
-            cut = data(await session.call_tool("run_diff", {"run_id": "mcp-http-1", "repo": str(repo),
+            cut = data(await session.call_tool("run_diff", {"run_id": "mcp-http-1",
                                                             "per_task": True}))
             by_lane = {d["task_id"].split("-")[0]: d["diff"] for d in cut["diffs"]}
             assert by_lane["code"].endswith("\n[... diff truncated at 20 characters]"), by_lane

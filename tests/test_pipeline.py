@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,11 @@ async def test_idempotent_submission(stack: Any, client: Any) -> None:
          "instruction"),
         ({"title": "x", "tasks": [task("code", "echo a && rm -rf /")]}, "shell operators"),
         ({"title": "x", "run_id": "bad id with spaces"}, "run_id"),
-        ({"title": "x", "repo": "/nonexistent/repo"}, "not a git repository"),
+        ({"title": "x", "repo": f"{tempfile.gettempdir()}/pas-no-such-repo"}, "not a git repository"),
+        ({"title": "x", "repo": "/nonexistent/repo"}, "outside settings.policy.repo_roots"),
     ],
     ids=["unknown-lane", "empty-title", "not-allowlisted", "path-escape", "file-escape", "1mb-instruction",
-         "shell-operator", "bad-run-id", "bad-repo"],
+         "shell-operator", "bad-run-id", "bad-repo", "repo-outside-roots"],
 )
 async def test_bad_jobs_get_structured_errors(stack: Any, client: Any, job: dict[str, Any], fragment: str) -> None:
     with pytest.raises(BadRequest) as e:

@@ -31,6 +31,7 @@ from pas.config import PasConfig
 from pas.errors import PasError
 from pas.eval.tasks import EvalTask, make_repo, run_hidden
 from pas.integrate import checkout
+from pas.policy import repo_roots
 from pas.stack import Stack
 
 MODES = ("swarm", "solo")
@@ -197,6 +198,8 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
     configs = {mode: mode_config(cfg, mode, opts.profile, opts.programmers) for mode in opts.modes}
     workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="pas-eval-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    for c in configs.values():  # the harness makes the task repositories: jobs may name them
+        c.settings.policy.repo_roots = [*map(str, repo_roots(c.settings.policy.repo_roots)), str(workdir)]
     if progress:
         progress(f"repositories (task branches, pas/<run>/result) in {workdir}")
     server, data_dir = None, None

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from pas import gitsafe
 from pas.errors import PasError
 
 CATEGORIES = ("fix", "feature", "docs", "tests", "data", "trap")
@@ -111,10 +112,7 @@ def load_tasks(root: Path | None = None, pattern: str = "*") -> list[EvalTask]:
 
 
 def _git(repo: Path, *args: str) -> str:
-    p = subprocess.run(["git", *GIT_ID, *args], cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        raise PasError(f"git {' '.join(args)} in {repo} failed: {(p.stdout + p.stderr).strip()[:500]}")
-    return p.stdout
+    return gitsafe.run(repo, *GIT_ID, *args).stdout.decode(errors="replace")
 
 
 def make_repo(task: EvalTask, dest: Path) -> Path:

@@ -1,12 +1,13 @@
 """One FastAPI app per agent port: the legacy per-agent HTTP endpoints, each a NATS request.
 
-    every agent    GET /health, GET /status/{id}, GET /
+    every agent    GET /health, GET /status/{id}, GET /   (+ the original's fields: pas.http.legacy)
     gateway        POST /submit, POST /prime_directives, GET /runs, GET /runs/{run_id},
                    POST /runs/{run_id}/cancel, GET /runs/{run_id}/plan,
                    POST /runs/{run_id}/approve, POST /runs/{run_id}/reject (pas.http.approval)
-    architect      POST /submit          -> pas.gateway.submit
+    architect      POST /submit          -> pas.gateway.submit, then replies with the plan
     director       POST /submit          -> pas.gateway.submit with lanes=[its lane]
     manager        POST /submit (JobCard) -> pas.mgr.<lane>.submit (any manager of the lane takes it)
+    director, manager  POST /submit {"job_card": ...} (the original's) -> a run of the lane
     programmer     POST /execute         -> pas.prog.<id>.execute (this programmer)
 
 GET /health answers 200 (state "alive") when the agent replies to pas.<role>.<id>.health within 2 s,
@@ -20,26 +21,41 @@ an agent's internal error 502; every error body is JSON with `detail`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Query
+from fastapi import Body, FastAPI, Header, Path, Query
 from fastapi.responses import JSONResponse
+from pydantic import Discriminator, Tag
 
-from pas import __version__, wire
+from pas import __version__
 from pas import subjects as S
 from pas.config import AgentConfig
 from pas.errors import BadRequest
-from pas.http.approval import approval_routes
+from pas.http import legacy
+from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
-from pas.http.models import ArchitectSubmitIn, ExecuteIn, JobCardIn, JobSubmitIn, PrimeDirectivesIn
+from pas.http.legacy_models import LegacyArchitectIn, LegacyCardBody, LegacyExecuteIn
+from pas.http.models import JobCardIn, JobSubmitIn, PrimeDirectivesIn
+from pas.ids import ID_PATTERN
 
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
 IDEM = Header(None, alias="Idempotency-Key", max_length=256,
               description="same key within the dedupe window -> same run (passed as Nats-Msg-Id)")
 # Ids end up in KV keys: only what a key may hold (the gateway's are run ids; managers' <run>:<job>).
-REF_PATTERN = {False: r"^[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_-]{1,64})?$", True: r"^[A-Za-z0-9_-]{1,64}$"}
+REF_PATTERN = {False: f"^{ID_PATTERN[1:-1]}(:{ID_PATTERN[1:-1]})?$", True: ID_PATTERN}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "no such run"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "the run already ended"}}
+LEGACY_STATUS_ROLES = ("root", "architect", "dir", "mgr")  # /status/{id} with the original's `state`
+
+
+def _shape(v: Any) -> str:
+    return "legacy" if isinstance(v, dict) and "job_card" in v else "pas"
+
+
+# PAS's body or the original's {"job_card": ...} (told apart by that key, so errors name one shape's fields)
+DirectorBody = Annotated[Annotated[JobSubmitIn, Tag("pas")] | Annotated[LegacyCardBody, Tag("legacy")],
+                         Discriminator(_shape), Body()]
+ManagerBody = Annotated[Annotated[JobCardIn, Tag("pas")] | Annotated[LegacyCardBody, Tag("legacy")],
+                        Discriminator(_shape), Body()]
 
 
 def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:
@@ -48,6 +64,7 @@ def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:
                   description=f"HTTP adapter for agent **{a.id}** ({where}). Every endpoint is a NATS request "
                               f"underneath; errors carry a JSON `detail`.")
     install_errors(app)
+    legacy.install_cors(app, ctx.cfg)
     _common_routes(ctx, app, a)
     if a.role == "gateway":
         _gateway_routes(ctx, app)
@@ -74,12 +91,14 @@ def _common_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
                                              "(state dead or unknown)"}})
     async def health() -> JSONResponse:
         code, body = await ctx.backend.health(a)
-        return JSONResponse(body, status_code=code)
+        return JSONResponse({**legacy.health_fields(ctx.cfg, a), **body}, status_code=code)
 
     @app.get("/status/{ref}", summary="Status of something this agent keeps (pas.<role>.<id>.status)",
              responses={**ERRORS, 404: {"model": ErrorOut, "description": "the agent keeps nothing by that id"}})
     async def status(ref: str = Path(pattern=REF_PATTERN[a.role == "gateway"],
                                      description="run id, or <run_id>:<job_id> for a manager")) -> Any:
+        if a.role in LEGACY_STATUS_ROLES:
+            return await legacy.status(ctx, a, ref)
         return await ctx.backend.request(S.agent_endpoint(a.role, a.id, "status"), {"id": ref})
 
 
@@ -96,13 +115,16 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
         return await ctx.backend.submit(body.to_wire(), idempotency_key)
 
     @app.get("/runs", summary=f"Recent runs, newest first ({S.GATEWAY_RUNS})", responses=ERRORS)
-    async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:
-        return await ctx.backend.runs(limit, status)
+    async def runs(limit: int = Query(50, ge=1, le=1000), status: legacy.RunStatusFilter | None = None,
+                   offset: int = Query(0, ge=0, description="skip this many of the newest (the reply's next_offset)")
+                   ) -> Any:
+        return await ctx.backend.runs(limit, legacy.runs_filter(status), offset)
 
-    @app.get("/runs/{run_id}", summary=f"One run with its tasks ({S.GATEWAY_STATUS})",
-             responses={**ERRORS, **NOT_FOUND})
-    async def run(run_id: str = RUN_ID) -> Any:
-        return await ctx.backend.run_status(run_id)
+    @app.get("/runs/{run_id}", summary=f"One run with a page of its tasks ({S.GATEWAY_STATUS}): next_offset "
+                                       "says where the next page starts", responses={**ERRORS, **NOT_FOUND})
+    async def run(run_id: str = RUN_ID, offset: int = Query(0, ge=0), limit: int | None = Query(None, ge=1, le=100000)
+                  ) -> Any:
+        return await legacy.run_view(ctx.backend, run_id, offset, limit)
 
     @app.get("/runs/{run_id}/timeline",
              summary=f"The run's timeline from {S.STREAM_EVENTS} and {S.STREAM_COMMS} (pas replay)",
@@ -119,10 +141,10 @@ def _gateway_routes(ctx: Ctx, app: FastAPI) -> None:
 
 
 def _architect_routes(ctx: Ctx, app: FastAPI) -> None:
-    @app.post("/submit", summary=f"Submit a job to the architect (through {S.GATEWAY_SUBMIT})",
+    @app.post("/submit", summary=f"Submit a job to the architect (through {S.GATEWAY_SUBMIT}); replies with the plan",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
-    async def submit(job: ArchitectSubmitIn, idempotency_key: str | None = IDEM) -> Any:
-        return await ctx.backend.submit(job.to_wire(), idempotency_key)
+    async def submit(job: LegacyArchitectIn, idempotency_key: str | None = IDEM) -> Any:
+        return await legacy.architect_submit(ctx, job, idempotency_key)
 
 
 def _director_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
@@ -130,7 +152,9 @@ def _director_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 
     @app.post("/submit", summary=f"Submit a job to lane {lane} ({S.GATEWAY_SUBMIT} with lanes=[{lane}])",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
-    async def submit(job: JobSubmitIn, idempotency_key: str | None = IDEM) -> Any:
+    async def submit(job: DirectorBody, idempotency_key: str | None = IDEM) -> Any:
+        if isinstance(job, LegacyCardBody):
+            return await legacy.card_submit(ctx, a, job)
         if job.lanes and job.lanes != [lane]:
             raise BadRequest(f"director {a.id} takes lane {lane!r} only, not {job.lanes}")
         other = sorted({t.lane for t in job.tasks or [] if t.lane != lane})
@@ -144,7 +168,9 @@ def _manager_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
 
     @app.post("/submit", summary=f"Queue a job card for the {lane} managers ({S.lane_submit('mgr', lane)})",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
-    async def submit(card: JobCardIn) -> Any:
+    async def submit(card: ManagerBody) -> Any:
+        if isinstance(card, LegacyCardBody):
+            return await legacy.card_submit(ctx, a, card)
         if card.lane not in (None, lane):
             raise BadRequest(f"manager {a.id} takes lane {lane!r} job cards only, not {card.lane!r}")
         other = sorted({t.lane for t in card.tasks if t.lane != lane})
@@ -159,6 +185,5 @@ def _programmer_routes(ctx: Ctx, app: FastAPI, a: AgentConfig) -> None:
     @app.post("/execute", summary=f"Run one task now on {a.id} and wait for the result "
               f"({S.agent_endpoint('prog', a.id, 'execute')})",
               dependencies=[token_check(ctx)], responses=WRITE_ERRORS)
-    async def execute(req: ExecuteIn) -> Any:
-        return await ctx.backend.request(S.agent_endpoint("prog", a.id, "execute"), req.to_wire(),
-                                         timeout_s=req.timeout_s + 15.0)
+    async def execute(req: LegacyExecuteIn) -> Any:
+        return await legacy.execute(ctx, a, req)

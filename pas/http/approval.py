@@ -10,8 +10,9 @@ from fastapi import FastAPI, Path, Request
 from pas import subjects as S
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut
 from pas.http.models import DecisionIn
+from pas.ids import ID_PATTERN
 
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="run id")
+RUN_ID = Path(pattern=ID_PATTERN, description="run id (pas.ids)")
 DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
     **WRITE_ERRORS, 404: {"model": ErrorOut, "description": "no such run"},
     409: {"model": ErrorOut, "description": "the run is not waiting for approval"}}

@@ -93,15 +93,19 @@ class Backend:
             headers = {"Nats-Msg-Id": key}
         return await self.request(S.GATEWAY_SUBMIT, job, headers=headers)
 
-    async def runs(self, limit: int, status: str | None = None) -> Any:
-        """pas.gateway.runs: the newest `limit` runs, optionally only those with one status."""
-        q: dict[str, Any] = {"limit": limit}
+    async def runs(self, limit: int, status: str | None = None, offset: int = 0) -> Any:
+        """pas.gateway.runs: the newest `limit` runs from `offset`, optionally only those with one status."""
+        q: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             q["status"] = status
         return await self.request(S.GATEWAY_RUNS, q)
 
-    async def run_status(self, run_id: str) -> dict[str, Any]:
-        st = await self.request(S.GATEWAY_STATUS, {"run_id": run_id})
+    async def run_status(self, run_id: str, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The run with one page of its tasks (from offset; by default as many as one reply holds)."""
+        q: dict[str, Any] = {"run_id": run_id, "offset": offset}
+        if limit is not None:
+            q["limit"] = limit
+        st = await self.request(S.GATEWAY_STATUS, q)
         # Legacy names: completed_at and duration_s.
         st["completed_at"] = st.get("finished_at")
         start, end = _parse_ts(st.get("started_at") or st.get("created_at")), _parse_ts(st.get("finished_at"))

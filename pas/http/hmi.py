@@ -14,12 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from pas import __version__, wire
 from pas import subjects as S
 from pas.errors import NotFound
-from pas.http.approval import approval_routes
+from pas.http import legacy
+from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.http.models import JobSubmitIn, SetModelIn
+from pas.ids import ID_PATTERN
 
 STATIC = FsPath(__file__).resolve().parent.parent / "static"
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 AGENT_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")
 NO_CACHE = {"Cache-Control": "no-cache"}
 
@@ -28,6 +29,7 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     app = FastAPI(title="PAS HMI", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json",
                   redoc_url=None, description="Dashboard API: agents, runs, comms log, models; live events over SSE.")
     install_errors(app)
+    legacy.install_cors(app, ctx.cfg)
     write = token_check(ctx)
     b = ctx.backend
     cfg = ctx.cfg
@@ -132,7 +134,7 @@ def hmi_app(ctx: Ctx) -> FastAPI:
 
     @app.get("/api/comms", summary=f"Recent comms log entries (stream {S.STREAM_COMMS}), oldest first, "
              "each with its stream sequence `seq`")
-    async def comms(run: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    async def comms(run: str | None = Query(None, pattern=ID_PATTERN),
                     agent: str | None = Query(None, max_length=64),
                     type: str | None = Query(None, pattern=r"^[A-Za-z0-9_-]{1,32}$"),
                     limit: int = Query(200, ge=1, le=2000),

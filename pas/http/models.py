@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pas import wire
+from pas.ids import ID_PATTERN
 
 Lane = wire.Lane
 Executor = wire.Executor
-RunIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+RunIdStr = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Path1k = Annotated[str, StringConstraints(max_length=1024)]
 MAX_TEXT = wire.MAX_TEXT
 MAX_TASKS = 1000  # per HTTP request (the body limit caps it anyway)
@@ -80,6 +81,8 @@ class JobSubmitIn(In):
     priority: Literal[1, 5, 10, 20] = 5
     approval_mode: bool = False
     idempotency_key: str | None = Field(None, max_length=256)
+    protected_paths: list[Path1k] = Field(default_factory=list, max_length=200,
+                                          description="paths no task may change (globs; dir/ for a tree)")
 
     def to_wire(self) -> dict[str, Any]:
         d = super().to_wire()
@@ -137,7 +140,7 @@ class ArchitectSubmitIn(JobSubmitIn):
 class JobCardIn(In):
     """Manager POST /submit (wire.JobCard). `lane` defaults to the manager's lane."""
 
-    job_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    job_id: RunIdStr
     run_id: RunIdStr
     lane: Lane | None = None
     tasks: list[TaskIn] = Field(min_length=1, max_length=MAX_TASKS)
@@ -154,7 +157,7 @@ class DecisionIn(In):
     """Body of POST /runs/{run_id}/approve and /reject (wire.Decision without run_id)."""
 
     by: str | None = Field(None, max_length=200, description="who decides (default: http:<client address>)")
-    drop: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
+    drop: list[RunIdStr] = Field(
         default_factory=list, max_length=10000, description="approve only: task ids removed from the plan")
     reason: str = Field("", max_length=2000)
 
@@ -168,10 +171,13 @@ class ExecuteIn(In):
     command: str | None = Field(None, max_length=4096)
     files: list[Path1k] = Field(default_factory=list, max_length=200)
     acceptance: str | None = Field(None, max_length=4096)
+    model: str | None = Field(None, min_length=1, max_length=128,
+                              description="model profile: this programmer's primary (default) or its backup")
+    budget_usd: float | None = Field(None, ge=0, le=10**6, description="cost cap of this task (llm tasks)")
     repo: str | None = Field(None, max_length=4096)
     env: str | None = Field(None, max_length=4096)
-    run_id: str = Field("adhoc", max_length=64)
-    job_id: str = Field("adhoc", max_length=64)
+    run_id: RunIdStr = "adhoc"
+    job_id: RunIdStr = "adhoc"
     timeout_s: float = Field(300.0, ge=10, le=3600)
 
     @model_validator(mode="after")

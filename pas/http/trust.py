@@ -148,6 +148,8 @@ class Gate:
     """None: settings.http.auth is off (every request is authorized)."""
     allowed_hosts: frozenset[str]
     trust_same_user: bool = True
+    cors_origins: frozenset[str] = frozenset()
+    """settings.http.cors_origins: browser origins the user allowed to call every port, writes included."""
     token_hint: str = "$PAS_HTTP_TOKEN"
     """How a shell gets the token, for messages: `$(cat <creds dir>/http-token)` or `$PAS_HTTP_TOKEN`."""
     cookie_name: str = "pas_hmi"
@@ -163,6 +165,7 @@ class Gate:
             hosts.add(browser_host(h.host).lower())
         return cls(token=token if h.auth == "on" else None, allowed_hosts=frozenset(hosts),
                    trust_same_user=h.trust_same_user, token_hint=token_hint,
+                   cors_origins=frozenset(o.rstrip("/") for o in h.cors_origins),
                    cookie_name=f"pas_hmi_{h.hmi_port + h.port_offset}")
 
     @property
@@ -181,10 +184,14 @@ class Gate:
         return host is None or _hostname(host) in self.allowed_hosts  # no Host: not a browser, not rebinding
 
     def origin_ok(self, scope: dict[str, Any]) -> bool:
-        """A browser names the page that sent a request in Origin: only this host:port's own pages pass
-        (clients that send no Origin, curl and scripts, are not browsers)."""
+        """A browser names the page that sent a request in Origin: only this host:port's own pages and
+        settings.http.cors_origins pass (clients that send no Origin, curl and scripts, are not browsers)."""
         origin = _header(scope, b"origin")
-        return origin is None or urlsplit(origin).netloc.lower() == (_header(scope, b"host") or "").lower()
+        return origin is None or self._configured(origin) or \
+            urlsplit(origin).netloc.lower() == (_header(scope, b"host") or "").lower()
+
+    def _configured(self, origin: str | None) -> bool:
+        return origin is not None and origin.rstrip("/") in self.cors_origins
 
     def authorized(self, scope: dict[str, Any]) -> bool:
         if self.token is None:
@@ -207,7 +214,8 @@ class Gate:
         if host is None or _hostname(host) not in LOOPBACK_NAMES or not self.origin_ok(scope):
             return False
         fetch_site = _header(scope, b"sec-fetch-site")
-        if fetch_site is not None and fetch_site.lower() not in SAME_SITE:
+        if fetch_site is not None and fetch_site.lower() not in SAME_SITE \
+                and not self._configured(_header(scope, b"origin")):  # a page the user allowed (cors_origins)
             return False
         return peer_uid((client[0], client[1]), (server[0], server[1])) == self.uid
 

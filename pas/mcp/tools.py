@@ -1,7 +1,8 @@
 """The MCP tools of PAS: name, description, JSON schema (from the msgspec wire types) and what
 each does. Every tool is a NATS request to the subjects the CLI and the HTTP adapter use, or a
-read of the same streams and buckets (`pas log`, `pas agents`); run_diff runs `git diff` in the
-repo the run worked in. Errors are PasError; the server turns them into MCP tool errors."""
+read of the same streams and buckets (`pas log`, `pas agents`); run_diff runs PAS's hardened
+`git diff` (pas.gitsafe) in the repository the run's record names, never one the caller names.
+Errors are PasError; the server turns them into MCP tool errors."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
+from nats.js.errors import KeyNotFoundError
 
 from pas import comms as comms_mod
 from pas import subjects as S
 from pas import wire
 from pas.client import PasClient
 from pas.errors import BadRequest, NotFound, PasError
+from pas.gitsafe import git
 from pas.http.backend import Backend
 from pas.mcp.watch import OnEvent, RunWatch
-from pas.programs import git
 
 DIFF_MAX_CHARS = 200_000
 WAIT_DEFAULT_S = 600.0
@@ -46,7 +48,7 @@ class SubmitExtra(Args):
 
 
 class LogArgs(Args):
-    run_id: Annotated[str | None, Meta(description="entries of this run")] = None
+    run_id: Annotated[wire.RunId | None, Meta(description="entries of this run")] = None
     agent: Annotated[str | None, Meta(description="entries sent or received by this agent")] = None
     msg_type: Annotated[str | None, Meta(description="CMD, STATUS, RESPONSE, ERROR, LLM ...")] = None
     since: Annotated[str | None, Meta(description="ISO time, or a duration such as 10m, 2h, 1d")] = None
@@ -55,11 +57,9 @@ class LogArgs(Args):
 
 class DiffArgs(Args):
     run_id: wire.RunId
-    task_id: Annotated[str | None, Meta(description="one task's branch; default: the run's merged result "
+    task_id: Annotated[wire.TaskId | None, Meta(description="one task's branch; default: the run's merged result "
                                                     "(pas/<run_id>/result) once it exists, else every task's")] = None
     per_task: Annotated[bool, Meta(description="every task's branch even when the run has a merged result")] = False
-    repo: Annotated[str | None, Meta(description="the run's git repository; default: the repo this server "
-                                                 "submitted the run with")] = None
     base: Annotated[str, Meta(max_length=256, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./~^@{}-]*$",
                               description="a revision: diff from its merge base with the task branch")] = "HEAD"
 
@@ -109,6 +109,8 @@ FIELD_DOCS: dict[str, dict[str, str]] = {
         "approval_mode": "hold the planned tasks until approve_run (or reject_run): the run waits in "
                          "waiting_approval",
         "idempotency_key": "the same key within the dedupe window returns the same run",
+        "protected_paths": "paths no task may change (globs; dir/ for a tree): a task branch touching one is "
+                           "left out of the result and fails the run; needs `repo`",
     },
     "TaskSpec": {
         "lane": "the lane whose manager and programmers run the task",
@@ -155,7 +157,6 @@ class Ops:
         self.backend = backend
         self._opener = opener
         self._lock = asyncio.Lock()
-        self.repos: dict[str, str] = {}  # run id -> repo, for the runs submitted here
 
     async def ready(self) -> Backend:
         async with self._lock:
@@ -173,21 +174,14 @@ class Ops:
         if isinstance(job.get("repo"), str) and job["repo"]:
             job["repo"] = str(Path(job["repo"]).expanduser().resolve())
         if not extra.wait:
-            reply = await (await self.pas()).submit(job)
-            self._remember(reply["run_id"], job)
-            return reply
+            return await (await self.pas()).submit(job)
         if not job.get("run_id"):
             from pas.roles.gateway import new_run_id
 
             job["run_id"] = new_run_id()
         async with RunWatch(await self.pas(), job["run_id"]) as w:
-            reply = await (await self.pas()).submit(job)
-            self._remember(reply["run_id"], job)
+            await (await self.pas()).submit(job)
             return await w.until_done(extra.timeout_s, progress)
-
-    def _remember(self, run_id: str, job: dict[str, Any]) -> None:
-        if isinstance(job.get("repo"), str):
-            self.repos[run_id] = job["repo"]
 
     async def wait_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, WaitArgs)
@@ -199,7 +193,7 @@ class Ops:
 
     async def list_runs(self, args: dict[str, Any], progress: OnEvent) -> Any:
         q = parse(args, wire.RunsQuery)
-        return await (await self.pas()).runs(q.limit, q.status)
+        return await (await self.pas()).runs(q.limit, q.status, q.offset)
 
     async def cancel_run(self, args: dict[str, Any], progress: OnEvent) -> Any:
         return await (await self.pas()).cancel(parse(args, wire.RunRef).run_id)
@@ -226,14 +220,17 @@ class Ops:
         return {"entries": entries, "count": len(entries)}
 
     async def run_diff(self, args: dict[str, Any], progress: OnEvent) -> Any:
+        if "repo" in args:
+            raise BadRequest("run_diff: `repo` is not an argument: the diff runs in the run's own repository, "
+                             "the one its record names", detail={"field": "repo"})
         a = parse(args, DiffArgs)
         st = await (await self.pas()).status(a.run_id)
-        repo = a.repo or self.repos.get(a.run_id)
+        repo = await self._run_repo(a.run_id)
         if not repo:
-            raise BadRequest(f"run_diff: give `repo`, the git repository run {a.run_id} worked in")
-        root = Path(repo).expanduser().resolve()
+            raise BadRequest(f"run {a.run_id} has no repository (it was submitted without `repo`)")
+        root = Path(repo)
         if not (root / ".git").exists():
-            raise BadRequest(f"repo {str(root)!r} is not a git repository")
+            raise BadRequest(f"the repository of run {a.run_id}, {repo!r}, is not a git repository on this machine")
         tasks = [t for t in st["tasks"] if a.task_id in (None, t["task_id"])]
         if a.task_id and not tasks:
             raise NotFound(f"run {a.run_id} has no task {a.task_id!r}")
@@ -258,6 +255,16 @@ class Ops:
                     d["diff"] = d["diff"][:share] + f"\n[... diff truncated at {share} characters]"
         return {"run_id": a.run_id, "repo": str(root), "base": a.base, "result_branch": st.get("result_branch"),
                 "conflicts": st.get("conflicts", []), "diffs": diffs}
+
+    async def _run_repo(self, run_id: str) -> str | None:
+        """The repository of a run: the job as the gateway stored it, with the path it admitted
+        (pas.policy.admit). Read through a bucket handle of its own (`pas mcp` binds none)."""
+        kv = await (await self.ready()).bus.js.key_value(S.KV_TREE)
+        try:
+            e = await kv.get(S.request_key(run_id))
+        except KeyNotFoundError:
+            return None
+        return wire.decode(e.value, wire.JobSubmit).repo if e.value else None
 
     async def agents(self, args: dict[str, Any], progress: OnEvent) -> Any:
         a = parse(args, AgentsArgs)

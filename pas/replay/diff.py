@@ -8,19 +8,18 @@ and usage come from the gateway's status; diffs from the task branches in the ru
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+from pathlib import Path
 from typing import Any
 
 from pas import subjects as S
 from pas import wire
+from pas.gitsafe import run_git
 
 
 async def _git_show(repo: str, branch: str) -> str:
-    proc = await asyncio.create_subprocess_exec("git", "show", "--format=", "--no-color", branch, cwd=repo,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate()
-    return out.decode(errors="replace") if proc.returncode == 0 else ""
+    rc, out = await run_git(Path(repo), "show", "--format=", "--no-color", "--end-of-options", branch)
+    return out if rc == 0 else ""
 
 
 async def side(bus: Any, client: Any, run_id: str) -> dict[str, Any]:

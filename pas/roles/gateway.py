@@ -15,8 +15,8 @@ from pas import subjects as S
 from pas import tracing, wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, CommandRefused, Conflict, NotFound, Retry
-from pas.policy import check_command, check_inside
-from pas.repoenv import EnvError, check_job_env
+from pas.ids import is_id
+from pas.policy import admit, check_command, check_inside, repo_roots
 from pas.service import Call, WorkCtx
 
 
@@ -35,7 +35,7 @@ class GatewayRole(Role):
     def endpoints(self) -> list[EndpointSpec]:
         return [
             EndpointSpec("submit", S.GATEWAY_SUBMIT, self.submit, wire.JobSubmit),
-            EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.RunRef),
+            EndpointSpec("run_status", S.GATEWAY_STATUS, self.run_status, wire.StatusQuery),
             EndpointSpec("runs", S.GATEWAY_RUNS, self.runs, wire.RunsQuery),
             EndpointSpec("cancel", S.GATEWAY_CANCEL, self.cancel, wire.RunRef),
             EndpointSpec("plan", S.GATEWAY_PLAN, self.plan, wire.RunRef),
@@ -53,16 +53,10 @@ class GatewayRole(Role):
         for lane in lanes:
             if not self.cfg.by_role("dir", lane) or not self.cfg.by_role("mgr", lane):
                 raise BadRequest(f"lane {lane!r} has no director or manager in this topology")
-        repo = None
-        if job.repo:
-            repo = Path(job.repo)
-            if not (repo / ".git").exists():
-                raise BadRequest(f"repo {job.repo!r} is not a git repository")
-        if job.env:
-            try:
-                check_job_env(job.env)
-            except EnvError as e:
-                raise BadRequest(e.message) from None
+        job.repo = admit(job.repo, job.env, repo_roots(self.cfg.settings.policy.repo_roots))
+        repo = Path(job.repo) if job.repo else None
+        if repo is None and job.protected_paths:
+            raise BadRequest("protected_paths needs a repo: without one, tasks change nothing that is kept")
         allow = self.cfg.settings.policy.command_allowlist
         # Without a repo, tasks run in a scratch directory: paths are checked against a stand-in root.
         root = repo or Path("/pas-scratch-root")
@@ -96,7 +90,8 @@ class GatewayRole(Role):
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
-                             priority=job.priority, approval_mode=job.approval_mode, repo=job.repo)
+                             priority=job.priority, approval_mode=job.approval_mode, repo=job.repo,
+                             protected_paths=job.protected_paths)
         # The job, kept once, and the run: both create-if-absent (an existing run's request is never
         # replaced), in one round trip.
         body = wire.encode(job)
@@ -122,14 +117,14 @@ class GatewayRole(Role):
         await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued")
         return wire.SubmitReply(run_id=run_id, status="queued")
 
-    async def run_status(self, ref: wire.RunRef, call: Call) -> wire.RunStatus:
-        view = await R.run_view(self.bus, ref.run_id)
+    async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:
+        view = await R.run_view(self.bus, q.run_id, q.offset, q.limit)
         if view is None:
-            raise NotFound(f"no run {ref.run_id!r}")
+            raise NotFound(f"no run {q.run_id!r}")
         return view
 
     async def runs(self, q: wire.RunsQuery, call: Call) -> wire.RunsReply:
-        return wire.RunsReply(runs=await R.list_runs(self.bus, q.limit, q.status))
+        return await R.list_runs(self.bus, q.limit, q.status, q.offset)
 
     async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
         seen: list[str] = []
@@ -220,6 +215,6 @@ class GatewayRole(Role):
         await self._announce_decision(run)
 
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:
-        if not ref.id or not S.ID_RE.match(ref.id):
+        if ref.id is None or not is_id(ref.id):
             raise NotFound(f"no run {ref.id!r}")
-        return await self.run_status(wire.RunRef(run_id=ref.id), Call("", {}, ""))
+        return await self.run_status(wire.StatusQuery(run_id=ref.id), Call("", {}, ""))

@@ -11,7 +11,9 @@ from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
 from pas.errors import BadRequest, NotFound
+from pas.ids import ID_RULE, is_id
 from pas.planner import plan_manager
+from pas.policy import admit, repo_roots
 from pas.service import Call, WorkCtx
 
 
@@ -41,6 +43,7 @@ class ManagerRole(Role):
         """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
         if card.approval:
             raise BadRequest(f"approval mode needs a run: submit the job through {S.GATEWAY_SUBMIT}")
+        card.repo = admit(card.repo, card.env, repo_roots(self.cfg.settings.policy.repo_roots))
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
@@ -155,7 +158,9 @@ class ManagerRole(Role):
 
     async def status(self, ref: wire.StatusRef) -> wire.JobRecord:
         run_id, _, job_id = (ref.id or "").partition(":")
-        got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) if job_id else None
+        if not (is_id(run_id) and is_id(job_id)):  # they become a KV key: never a wildcard or a dot
+            raise BadRequest(f"id {ref.id!r}: expected <run_id>:<job_id> ({ID_RULE})", detail={"field": "id"})
+        got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord)
         if got is None:
             raise NotFound(f"no job {ref.id!r} (use <run_id>:<job_id>)")
         return got[0]

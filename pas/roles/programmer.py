@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,41 @@ from pas import runs as R
 from pas import subjects as S
 from pas import wire
 from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import BudgetExceeded, PasError
+from pas.errors import BadRequest, BudgetExceeded, PasError
 from pas.executors import ExecResult, open_workspace, run_argv, run_command
-from pas.policy import check_command
+from pas.policy import admit, check_command, repo_roots
 from pas.redact import redact
 from pas.repoenv import EnvError, RepoEnv
 from pas.repoenv import resolve as resolve_env
 from pas.sandbox import Box
 from pas.service import Call, WorkCtx, task_status
+from pas.textsafe import cap
+from pas.wire.records import ACCEPTANCE_MARK
 
 log = logging.getLogger("pas.programmer")
 
 
 async def _none() -> None:
     return None
+
+
+@dataclass(frozen=True)
+class Direct:
+    """What a direct request (POST /execute) may choose for its one task: which of the programmer's
+    two profiles leads, and a cost cap below the per-job one."""
+
+    model: str | None = None
+    cost_cap: float | None = None
+
+    def models(self, primary: str | None, backup: str | None) -> tuple[str, str | None]:
+        """(primary, backup) for this task: the chosen profile first, the other one as its backup."""
+        assert primary  # _dispatch checked that the programmer has a model
+        if self.model is None or self.model == primary:
+            return primary, backup
+        return self.model, primary
+
+
+NO_DIRECT = Direct()
 
 
 class ProgrammerRole(Role):
@@ -140,11 +162,11 @@ class ProgrammerRole(Role):
             self._cancelled.discard(key)
         rec.status = result.status
         rec.exit_code = result.exit_code
-        rec.output = redact(result.output[-wire.MAX_OUTPUT:])
-        rec.error = redact(result.error)
+        rec.output = cap(redact(result.output), wire.MAX_OUTPUT, tail=True)
+        rec.error = cap(redact(result.error), wire.MAX_ERROR)
         rec.tokens, rec.cost_usd = result.tokens, result.cost_usd
         rec.branch = result.extra.get("branch")
-        rec.diff_stat = result.extra.get("diff_stat")
+        rec.diff_stat = result.extra.get("diff_stat")  # bounded by Workspace.finish
         rec.finished_at = wire.now()
         await self._finish(ctx, rec)
 
@@ -177,7 +199,8 @@ class ProgrammerRole(Role):
         except EnvError as e:
             return f"unusable environment: {e.message}"
 
-    async def _execute(self, work: wire.TaskWork, renv: RepoEnv | str | None) -> ExecResult:
+    async def _execute(self, work: wire.TaskWork, renv: RepoEnv | str | None,
+                       direct: Direct = NO_DIRECT) -> ExecResult:
         spec = work.spec
         executor = wire.effective_executor(spec)
         if executor == "echo":
@@ -190,20 +213,23 @@ class ProgrammerRole(Role):
             return ExecResult(status="failed", error=f"workspace: {e.message}")
         try:
             try:
-                result = await self._dispatch(executor, work, ws.path, renv)
+                result = await self._dispatch(executor, work, ws.path, renv, direct)
             except BudgetExceeded as e:
                 result = ExecResult(status=task_status(e), error=e.message)
             if ws.branch:
                 result.extra["branch"] = ws.branch
                 try:
                     result.extra["diff_stat"] = await ws.finish(work.task_id) or ""
-                except PasError as e:
-                    result.extra["diff_stat"] = f"(could not commit: {e.message})"
+                except PasError as e:  # the work is not on the branch: the task did not complete
+                    result.extra["diff_stat"] = ""
+                    why = f"could not commit the task's work (worktree kept at {ws.path}): {e.message}"
+                    result.status, result.error = "failed", why + (f"; {result.error}" if result.error else "")
             return result
         finally:
             await ws.remove()
 
-    async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
+    async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path, renv: RepoEnv,
+                        direct: Direct) -> ExecResult:
         spec = work.spec
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
         problem = self.box.problem()
@@ -219,12 +245,12 @@ class ProgrammerRole(Role):
         if not self.agent.model:
             return ExecResult(status="failed", error=f"executor {executor!r} needs a model; {self.me.id} has none")
         if executor == "llm":
-            return await self._llm(work, cwd, renv)
+            return await self._llm(work, cwd, renv, direct)
         if executor == "aider":
-            return await self._aider(work, cwd, renv)
+            return await self._aider(work, cwd, renv, direct)
         return ExecResult(status="failed", error=f"unknown executor {executor!r}")
 
-    async def _llm(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
+    async def _llm(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv, direct: Direct) -> ExecResult:
         from pas.edit_loop import run_llm_edit
 
         llm = self.bus.router()
@@ -237,9 +263,12 @@ class ProgrammerRole(Role):
             return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
 
         budget = await llm.task_budget(work.run_id)
-        assert self.agent.model  # _dispatch checked
+        if direct.cost_cap is not None:
+            budget.cost_usd_max = (direct.cost_cap if budget.cost_usd_max is None
+                                   else min(budget.cost_usd_max, direct.cost_cap))
+        primary, backup = direct.models(self.agent.model, self.agent.backup_model)
         res = await run_llm_edit(
-            llm, agent=self.me.id, primary=self.agent.model, backup=self.agent.backup_model, workdir=cwd,
+            llm, agent=self.me.id, primary=primary, backup=backup, workdir=cwd,
             instruction=work.spec.instruction, files=work.spec.files, acceptance=work.spec.acceptance,
             run_acceptance=acceptance, max_fix_iterations=self.cfg.settings.llm.max_fix_iterations,
             run_id=work.run_id, budget=budget, allowed_globs=policy.filesystem_allowlist or None,
@@ -247,17 +276,17 @@ class ProgrammerRole(Role):
         status = res.status  # a BudgetExceeded met by the loop ends it budget_exceeded
         out = res.diff
         if res.acceptance_exit is not None:
-            out += f"\n--- acceptance `{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
+            out += f"{ACCEPTANCE_MARK}{work.spec.acceptance}` exit {res.acceptance_exit}\n{res.acceptance_output}"
         return ExecResult(status=status, output=out, exit_code=res.acceptance_exit, tokens=res.tokens,
                           cost_usd=res.cost_usd, error=res.error or "",
                           extra={"iterations": str(res.iterations), "model": res.model_used or ""})
 
-    async def _aider(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv) -> ExecResult:
+    async def _aider(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv, direct: Direct) -> ExecResult:
         from pas.aider import run_aider
 
         budget = await self.bus.router().task_budget(work.run_id)
         budget.check()  # BudgetExceeded: the task ends budget_exceeded (_execute)
-        prof = self.bus.router().profiles[self.agent.model or ""]
+        prof = self.bus.router().profiles[direct.models(self.agent.model, self.agent.backup_model)[0]]
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
                               instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s,
@@ -268,15 +297,35 @@ class ProgrammerRole(Role):
 
     # ---- direct execution (legacy POST /execute) ----------------------------------------------
     async def execute(self, req: wire.ExecuteRequest, call: Call) -> dict[str, Any]:
+        direct = self._direct(req)
         spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
                              files=req.files, acceptance=req.acceptance)
+        # The request is an edge like the gateway: the same repository and environment rules
+        # (pas.policy.admit; the ids are checked by the wire type).
+        repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
-                             manager="", spec=spec, repo=req.repo, env=req.env, timeout_s=req.timeout_s)
+                             manager="", spec=spec, repo=repo, env=req.env, timeout_s=req.timeout_s)
         renv = self._repo_env(work)
-        r = await self._execute(work, renv)
+        r = await self._execute(work, renv, direct)
         if renv is not None:
             r.extra["env"] = renv if isinstance(renv, str) else renv.description
-        return {"status": "success" if r.status == "completed" else ("timeout" if r.status == "timeout" else "error"),
+        return {"status": EXECUTE_STATUS.get(r.status, "error"),
                 "run_id": req.run_id, "job_id": req.job_id, "programmer": self.me.id, "exit_code": r.exit_code,
-                "output": r.output[-wire.MAX_OUTPUT:], "error": r.error or None,
+                "output": cap(redact(r.output), wire.MAX_OUTPUT, tail=True),
+                "error": cap(redact(r.error), wire.MAX_ERROR) or None,
                 "artifacts": dict(r.extra), "metrics": {"tokens": r.tokens, "cost_usd": r.cost_usd}}
+
+    def _direct(self, req: wire.ExecuteRequest) -> Direct:
+        """The model and cost cap a direct request asks for: only this programmer's own profiles."""
+        mine = [m for m in (self.agent.model, self.agent.backup_model) if m]
+        if req.model is not None and req.model not in mine:
+            raise BadRequest(f"model {req.model!r} is not {self.me.id}'s primary or backup ({', '.join(mine)})")
+        if req.budget_usd is not None and wire.effective_executor(
+                wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor,
+                              command=req.command)) == "aider":
+            raise BadRequest("budget_usd cannot cap an aider task: aider reports no cost to PAS")
+        return Direct(model=req.model, cost_cap=req.budget_usd)
+
+
+EXECUTE_STATUS = {"completed": "success", "timeout": "timeout", "budget_exceeded": "budget_exceeded"}
+"""A direct execution's status in the original's words (success|error|timeout|budget_exceeded)."""

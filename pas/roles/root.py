@@ -76,18 +76,18 @@ class RootRole(Role):
         try:
             res = await asyncio.to_thread(integrate, Path(repo), run.run_id,
                                           [{"task_id": t.task_id, "status": t.status, "branch": t.branch}
-                                           for t in tasks])
+                                           for t in tasks], protected=run.protected_paths)
         except PasError as e:
             log.warning("run %s: integration failed: %s", run.run_id, e.message)
             run.message += f"; integration failed: {e.message}"
             return
-        run.result_branch, run.conflicts = res.branch, [str(c) for c in res.conflicts]
+        run.result_branch, run.conflicts = res.branch, [str(c) for c in res.conflicts + res.refused]
         text = f"integrated {len(res.merged)} task branch(es) into {res.branch}"
-        if res.conflicts:
+        if not res.ok:
             text += f"; {res.reason()}"
             if run.status == "completed":
                 run.status = "failed"
             run.message = res.reason() + (f"; {run.message}" if run.message else "")
         await self.agent.comms.log(self.me.id, "gateway", "RESPONSE", text, run.run_id,
-                                   "conflict" if res.conflicts else "ok",
+                                   "conflict" if not res.ok else "ok",
                                    metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts})

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from pas.ids import ID_PATTERN
+
 Executor = Literal["command", "echo", "llm", "aider"]
 AgentStatusValue = Literal[
     "ok", "degraded", "down", "queued", "running", "blocked", "waiting_approval", "paused", "error", "done"
@@ -27,11 +29,14 @@ def band(priority: int) -> int:
     return next((b for b in PRIORITIES if priority >= b), PRIORITIES[-1])
 
 
-RunId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+RunId = Annotated[str, Meta(pattern=ID_PATTERN, description="a run id (pas.ids)")]
+JobId = Annotated[str, Meta(pattern=ID_PATTERN, description="a job id (pas.ids)")]
+TaskId = Annotated[str, Meta(pattern=ID_PATTERN, description="a task id (pas.ids)")]
 Title = Annotated[str, Meta(min_length=1, max_length=500)]
 MAX_TEXT = 64 * 1024  # instructions, goals: 64 KiB
 Text = Annotated[str, Meta(max_length=MAX_TEXT)]
 MAX_OUTPUT = 16 * 1024  # task output kept in status (capped)
+MAX_ERROR = 4 * 1024  # a task's error (the reason), capped
 
 
 def now() -> datetime:

@@ -36,6 +36,8 @@ class RunRecord(Base):
     created_at: datetime
     lanes: list[str] = []
     budget: Budget = field(default_factory=Budget)
+    protected_paths: list[str] = []
+    """The job's protected paths: root leaves out (and fails the run for) a task branch touching one."""
     goal: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -87,6 +89,10 @@ class JobRecord(Base):
     repo: str | None = None
     env: str | None = None
     priority: int = 5
+
+
+ACCEPTANCE_MARK = "\n--- acceptance `"
+"""Where an llm task's output shows its acceptance run: <diff><MARK><command>` exit <code>\n<output>."""
 
 
 class TaskRecord(Base):

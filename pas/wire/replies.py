@@ -45,6 +45,11 @@ class RunStatus(Base):
     approval: Approval | None = None
     result_branch: str | None = None
     conflicts: list[str] = []
+    tasks_total: int = 0
+    """How many tasks the run has; `tasks` holds those from `offset` (a page)."""
+    offset: int = 0
+    next_offset: int | None = None
+    """Where the next page of tasks starts; None when this reply reaches the last task."""
 
 
 class PlanTask(Base):
@@ -84,6 +89,10 @@ class RunSummary(Base):
 
 class RunsReply(Base):
     runs: list[RunSummary]
+    total: int = 0
+    """How many runs match (the status filter); `runs` are those from the query's offset."""
+    next_offset: int | None = None
+    """The offset of the next page of runs; None when this one reaches the oldest."""
 
 
 class RunEvent(Base):

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct
 
 from pas.subjects import Lane
-from pas.wire.base import MAX_TEXT, Base, Executor, RunId, RunStatusValue, Text, Title
+from pas.wire.base import MAX_TEXT, Base, Executor, JobId, RunId, RunStatusValue, TaskId, Text, Title
 
 
 class TaskSpec(Base):
@@ -42,15 +42,30 @@ class JobSubmit(Base):
     priority: Literal[1, 5, 10, 20] = 5
     approval_mode: bool = False
     idempotency_key: Annotated[str, Meta(max_length=256)] | None = None
+    protected_paths: Annotated[list[Annotated[str, Meta(max_length=1024)]], Meta(max_length=200)] = []
+    """Paths (globs; "dir/" for a tree) no task may change: a task branch that does is left out of
+    the result and fails the run, naming task and path (pas.integrate). Needs `repo`."""
 
 
 class RunRef(Base):
     run_id: RunId
 
 
+class StatusQuery(Base):
+    """Body of pas.gateway.status: a run, and which of its tasks (in task id order). The reply holds
+    the tasks from `offset`, at most `limit` (default: as many as fit in one NATS message), and says
+    where the next page starts (RunStatus.next_offset)."""
+
+    run_id: RunId
+    offset: Annotated[int, Meta(ge=0)] = 0
+    limit: Annotated[int, Meta(ge=1, le=100000)] | None = None
+
+
 class RunsQuery(Base):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 50
     status: RunStatusValue | None = None
+    offset: Annotated[int, Meta(ge=0)] = 0
+    """Skip this many of the newest runs (pages past the first `limit`)."""
 
 
 class Decision(Base):
@@ -59,7 +74,7 @@ class Decision(Base):
     run_id: RunId
     by: Annotated[str, Meta(max_length=200)] | None = None
     """Who decides (a person, a tool); the gateway records "anonymous" when absent."""
-    drop: Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=10000)] = []
+    drop: Annotated[list[TaskId], Meta(max_length=10000)] = []
     """Approve only: task ids removed from the plan (they end `skipped`)."""
     reason: Annotated[str, Meta(max_length=2000)] = ""
 
@@ -72,10 +87,14 @@ class ExecuteRequest(Base):
     command: str | None = None
     files: list[str] = []
     acceptance: str | None = None
+    model: str | None = None
+    """The model profile to use: this programmer's primary (the default) or its backup."""
+    budget_usd: Annotated[float, Meta(ge=0, le=10**6)] | None = None
+    """A cost cap for this one task, below the per-job cap (llm tasks: aider reports no cost)."""
     repo: str | None = None
     env: str | None = None
-    run_id: str = "adhoc"
-    job_id: str = "adhoc"
+    run_id: RunId = "adhoc"
+    job_id: JobId = "adhoc"
     timeout_s: Annotated[float, Meta(ge=1, le=86400)] = 300.0
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from msgspec import Meta
 
 from pas.subjects import Lane
-from pas.wire.base import Base, RunId
+from pas.wire.base import Base, JobId, RunId
 from pas.wire.records import RunRecord
 from pas.wire.requests import JobSubmit, TaskSpec
 
@@ -44,8 +44,8 @@ class LaneWork(Base):
 class JobCard(Base):
     """Work item on pas.work.mgr.<lane> (and body of pas.mgr.<lane>.submit)."""
 
-    job_id: str
-    run_id: str
+    job_id: JobId
+    run_id: RunId
     lane: Lane
     tasks: list[TaskSpec]
     goal: str = ""
