@@ -18,8 +18,9 @@ from pas.config import PasConfig
 class ChildPas:
     """`python -m pas up ...` in its own process group (so SIGKILL takes it alone)."""
 
-    def __init__(self, args: list[str], workdir: Path, name: str) -> None:
+    def __init__(self, args: list[str], workdir: Path, name: str, env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.ready = workdir / f"{name}.ready"
         self.log = workdir / f"{name}.log"
         self.ready.unlink(missing_ok=True)
@@ -32,8 +33,7 @@ class ChildPas:
         fh = self.log.open("ab")
         self.t_start = time.perf_counter()
         self.proc = subprocess.Popen(self.args, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=str(self.cwd), start_new_session=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     cwd=str(self.cwd), start_new_session=True, env=self.env)
         fh.close()
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:

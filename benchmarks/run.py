@@ -44,7 +44,7 @@ from pas.server import EmbeddedServer
 # (one module per figure, in the order they run; natsbench last: it compares against all of them)
 DEFAULT_PRODUCER_MODULES: tuple[str, ...] = tuple(
     f"benchmarks.{m}" for m in ("fig_latency", "fig_throughput", "fig_parallel", "fig_failover", "fig_footprint",
-                                "fig_comms", "fig_cli", "fig_hmi", "natsbench"))
+                                "fig_comms", "fig_cli", "fig_firstcall", "fig_hmi", "natsbench"))
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Sizes:
     failover_trials: int = 3
     failover_default_trials: int = 3  # at default settings (ack wait, heartbeats)
     cli_n: int = 10  # calls of each read-only CLI command (and of its bare nats-py script)
+    first_call_n: int = 10  # planning calls after the first one of a fresh `pas up`
     footprint_trials: int = 3
     comms_n: int = 50000  # comms entries written, then replayed
     comms_reads: int = 3
@@ -81,7 +82,7 @@ class Sizes:
             return cls()
         return cls(chain_n=30, wq_n=1000, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
                    tp1_tasks=1000, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=3,
-                   comms_n=5000, comms_reads=1, hmi_tasks=500,
+                   first_call_n=3, comms_n=5000, comms_reads=1, hmi_tasks=500,
                    nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
 
 

@@ -15,6 +15,7 @@ data artifact. Cancelling the A2A task cancels the run.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -27,6 +28,7 @@ from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
 from a2a.utils.constants import PROTOCOL_VERSION_0_3, PROTOCOL_VERSION_CURRENT, TransportProtocol
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from pas import __version__
 from pas import subjects as S
@@ -121,6 +123,70 @@ class PasExecutor(AgentExecutor):
         await up.cancel()
 
 
+def whole_numbers(v: Any) -> Any:
+    """A JSON value with every float that is a whole number made an int (0.0 -> 0)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, dict):
+        return {k: whole_numbers(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [whole_numbers(x) for x in v]
+    return v
+
+
+def _whole_json(text: bytes) -> bytes:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return json.dumps(whole_numbers(value), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class WholeNumbers:
+    """ASGI middleware for the A2A replies. A data part is a protobuf Value, which holds every number as a
+    double, so the SDK prints a run status's integers as floats (`"exit_code": 0.0`); this writes whole
+    numbers as integers again, in JSON replies and in each `data:` line of a stream (SSE)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: list[Any] = []  # a JSON reply's start message, sent with its rewritten body (its length changes)
+        body = bytearray()
+        stream = False
+
+        async def send_fixed(msg: Any) -> None:
+            nonlocal stream
+            if msg["type"] == "http.response.start":
+                ctype = bytes(dict(msg.get("headers") or []).get(b"content-type", b""))
+                stream = ctype.startswith(b"text/event-stream")
+                if ctype.startswith(b"application/json"):
+                    held.append(msg)
+                    return
+            elif msg["type"] == "http.response.body" and held:
+                body.extend(msg.get("body", b""))
+                if msg.get("more_body"):
+                    return
+                fixed = _whole_json(bytes(body))
+                headers = [(k, v) for k, v in held[0].get("headers") or [] if k != b"content-length"]
+                await send({**held[0], "headers": [*headers, (b"content-length", str(len(fixed)).encode())]})
+                msg = {"type": "http.response.body", "body": fixed}
+            elif msg["type"] == "http.response.body" and stream and msg.get("body"):
+                msg = {**msg, "body": b"\n".join(_sse_line(ln) for ln in bytes(msg["body"]).split(b"\n"))}
+            await send(msg)
+
+        await self.app(scope, receive, send_fixed)
+
+
+def _sse_line(line: bytes) -> bytes:
+    if not line.startswith(b"data:"):
+        return line
+    cr = b"\r" if line.endswith(b"\r") else b""
+    return b"data: " + _whole_json(line[5:].strip()) + cr
+
+
 def a2a_app(client: PasClient, rpc_url: str) -> Starlette:
     """The card and the JSON-RPC endpoint (rpc_url's path) as one Starlette app."""
     from urllib.parse import urlsplit
@@ -131,4 +197,4 @@ def a2a_app(client: PasClient, rpc_url: str) -> Starlette:
     routes = [*create_agent_card_routes(card),  # A2A 1.0's path; the card carries the v0.3 fields too
               *create_agent_card_routes(card, card_url=LEGACY_CARD_PATH),
               *create_jsonrpc_routes(handler, urlsplit(rpc_url).path, enable_v0_3_compat=True)]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(WholeNumbers)])

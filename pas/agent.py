@@ -166,6 +166,20 @@ class Agent:
             loop.start()
         self._hb = self.bus.spawn(self._heartbeat_loop())
 
+    async def settle(self, timeout_s: float, quiet_s: float = 0.3) -> None:
+        """Wait (at most timeout_s) until this agent's work loops have held nothing for quiet_s: the work
+        already published to it (a run's done.plan, for root) is delivered at once by the outstanding pulls."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        idle_since = loop.time()
+        while loop.time() < deadline:
+            if any(w.in_flight for w in self.loops):
+                idle_since = loop.time()
+            elif loop.time() - idle_since >= quiet_s:
+                return
+            await asyncio.sleep(0.05)
+        log.warning("%s: still busy after %.0fs of draining; stopping anyway", self.id, timeout_s)
+
     async def stop(self) -> None:
         if self._hb:
             self._hb.cancel()

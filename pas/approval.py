@@ -76,7 +76,7 @@ async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.Run
         else:
             a.status = "rejected"
             run.status, run.finished_at = "rejected", a.decided_at
-            run.message = f"rejected by {by}" + (f": {d.reason}" if d.reason else "")
+            run.message = f"rejected by {wire.decider(by)}" + (f": {d.reason}" if d.reason else "")
         return True
 
     run = await R.update_run(bus, d.run_id, change)

@@ -205,7 +205,9 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
              kv_read(S.KV_BREAKERS), S.js_api("STREAM", "INFO", "*"), S.JS_FLOW_CONTROL_ALL,
              # pas replay (PAS_EVENTS, --rebuild against KV, --speed), pas rerun (its spec, its comms entry), pas diff
              read_stream(S.STREAM_EVENTS), kv_read(S.KV_RUNS), kv_read(S.KV_TREE), S.REPLAY_ALL,
-             kv_write(S.KV_TREE, S.rerun_key("*")), S.comms_filter(from_agent="client")],
+             kv_write(S.KV_TREE, S.rerun_key("*")), S.comms_filter(from_agent="client"),
+             # `nats stream view PAS_COMMS` acks what it shows (its own consumer: the log has no work consumers)
+             S.js_acks(S.STREAM_COMMS, "*")],
         sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, f"{S.inbox_prefix('client')}.>"])
     out["adapter"] = Perms().add(
         pub=[*REQUESTS, S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
@@ -291,19 +293,6 @@ def server_block(cfg: PasConfig, creds: dict[str, Creds]) -> str:
         lines.append("    " + json.dumps(entry) + ",")
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
-
-
-def cli_context(url: str, creds: Creds) -> str:
-    """Shell lines for `eval "$(pas creds USER)"`: natscli reads NATS_URL/NATS_USER/NATS_PASSWORD; it has no
-    variable for the inbox prefix, hence the alias (or save a context, as the last line says)."""
-    return (
-        f"export NATS_URL={url}\n"
-        f"export NATS_USER={creds.user}\n"
-        f"export NATS_PASSWORD={creds.password}\n"
-        f"alias nats='nats --inbox-prefix {creds.inbox_prefix}'\n"
-        f"# or once: nats context save pas-{creds.user} --select --server {url} --user {creds.user} "
-        f"--password {creds.password} --inbox-prefix {creds.inbox_prefix}\n"
-    )
 
 
 def _generalise(label: str) -> str:

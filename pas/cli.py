@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--backup", action="store_true")
     _common(ms)
 
-    cr = sub.add_parser("creds", help="print a `nats` CLI context (env and flags) for one PAS NATS user")
+    cr = sub.add_parser("creds", help="save a `nats` CLI context for one PAS NATS user and print the "
+                                        "shell lines that select it (eval \"$(pas creds client)\")")
     _common(cr)
     cr.add_argument("role", choices=USERS, help="the PAS NATS user")
     cr.add_argument("--data-dir", help="the data dir of `pas up` (its creds/ subdirectory)")

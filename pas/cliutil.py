@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from pas.config import PasConfig
     from pas.configdoc import ClientConfig
 
+CLIENT_TIMEOUT_SETTING = "settings.nats.client_connect_timeout_s"
+"""What bounds the client commands' wait for NATS: named when they give up (pas.connection.connect)."""
+
 
 def client_url(cfg: PasConfig | ClientConfig) -> str:
     n = cfg.settings.nats
@@ -35,7 +38,7 @@ async def open_client(cfg: PasConfig | ClientConfig, user: str = "client") -> Pa
 
     n = cfg.settings.nats
     return await PasClient.connect(client_url(cfg), n.request_timeout_s, connect_timeout_s=n.client_connect_timeout_s,
-                                   creds=auth.user_creds(cfg, user))
+                                   creds=auth.user_creds(cfg, user), timeout_setting=CLIENT_TIMEOUT_SETTING)
 
 
 async def open_nc(cfg: PasConfig | ClientConfig, user: str = "client") -> Any:
@@ -44,7 +47,7 @@ async def open_nc(cfg: PasConfig | ClientConfig, user: str = "client") -> Any:
     from pas.connection import connect
 
     return await connect(client_url(cfg), name="pas-cli", connect_timeout_s=cfg.settings.nats.client_connect_timeout_s,
-                         **auth.connect_kw(auth.user_creds(cfg, user)))
+                         timeout_setting=CLIENT_TIMEOUT_SETTING, **auth.connect_kw(auth.user_creds(cfg, user)))
 
 
 async def open_bus(cfg: PasConfig, user: str = "client") -> Bus:
@@ -54,7 +57,7 @@ async def open_bus(cfg: PasConfig, user: str = "client") -> Bus:
 
     cfg.settings.nats.connect_timeout_s = cfg.settings.nats.client_connect_timeout_s
     return await Bus.open(client_url(cfg), cfg, name="pas-cli", do_provision=False,
-                          **auth.connect_kw(auth.user_creds(cfg, user)))
+                          timeout_setting=CLIENT_TIMEOUT_SETTING, **auth.connect_kw(auth.user_creds(cfg, user)))
 
 
 MAX_SINCE_DAYS = 36_500
@@ -113,8 +116,35 @@ async def follow_run(client: PasClient, run_id: str, timeout_s: float, out: Any 
         await asyncio.gather(task, return_exceptions=True)
 
 
+def failure_text(error: str, output: str) -> str:
+    """A failed task's error and the tail of its output, without saying the same line twice: the error
+    already ends with the output's last line (pas.executors.failure)."""
+    out = output.strip().splitlines()
+    if out and error.endswith(out[-1].strip()[:200]):
+        out.pop()
+    tail = "\n".join(out).strip()[-300:]
+    return f"{error} {tail}".strip()
+
+
+def columns(rows: list[list[str]], gap: int = 2) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell (the last one left unpadded)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    return ["".join(c.ljust(w + gap) for c, w in zip(r, widths, strict=False)) + r[-1] for r in rows]
+
+
+def run_headline(st: dict[str, Any]) -> list[str]:
+    """`run ID STATUS  (title)`, then for a degraded run what degraded it (a fallback model or plan)."""
+    lines = [f"run {st['run_id']} {st['status'].upper()}{' (degraded)' if st.get('degraded') else ''}  "
+             f"({st['title']})"]
+    if st.get("degraded"):
+        reason = st.get("message") or ""
+        notes = [p.strip().removeprefix("degraded: ") for p in reason.split("; ") if p.strip().startswith("degraded")]
+        lines.append(f"degraded: {'; '.join(notes) or reason or 'a fallback was used'}")
+    return lines
+
+
 def result_table(st: dict[str, Any]) -> str:
-    lines = [f"run {st['run_id']} {st['status'].upper()}  ({st['title']})",
+    lines = [*run_headline(st),
              f"{'TASK':<16}{'LANE':<11}{'STATUS':<11}{'EXIT':>5} {'TRIES':>5}  {'PROGRAMMER':<11}{'SECS':>6}  COMMAND"]
     for t in st["tasks"]:
         secs = "-"
@@ -126,7 +156,7 @@ def result_table(st: dict[str, Any]) -> str:
         lines.append(f"{t['task_id']:<16}{t['lane']:<11}{t['status']:<11}{code:>5} {t['attempts']:>5}  "
                      f"{t.get('programmer') or '-':<11}{secs:>6}  {t.get('command') or t['instruction'][:40]}")
         if t["status"] != "completed" and (t.get("error") or t.get("output")):
-            lines.append(f"{'':16}-> {(t.get('error') or '')} {(t.get('output') or '').strip()[-300:]}")
+            lines.append(f"{'':16}-> {failure_text(t.get('error') or '', t.get('output') or '')}")
     envs: dict[str, list[str]] = {}
     for t in st["tasks"]:
         if t.get("env"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -17,6 +18,7 @@ from pas import comms as comms_mod
 from pas import subjects as S
 from pas.cliutil import (
     client_url,
+    columns,
     follow_run,
     install_stop_signals,
     open_client,
@@ -42,6 +44,14 @@ def http_available() -> bool:
 
 
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas import llm
+
+    # litellm's import takes seconds: start it now, in a thread, if an agent here can call a model (a missing
+    # key fails without it). When a planner can, `pas up` says it is up only once it is loaded, so that the
+    # first job's planning does not wait for it (pas bench: pas.first_call).
+    selected, profiles = cfg.select(args.only or None, args.exclude or None), llm.apply_env_overrides(cfg.models)
+    loading = llm.preload() if llm.callable_profiles(selected, profiles) else None
+    planners = llm.callable_profiles([a for a in selected if a.role in llm.PLANNING_ROLES], profiles)
     from pas.policy import repo_roots
     from pas.stack import Stack
 
@@ -62,6 +72,12 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
           "(settings.policy.repo_roots)", flush=True)
     if not await unless_stopped(stack.start(), stop):
         return 130
+    if loading is not None and planners and not loading.done():
+        print(f"pas: loading litellm for the planners' models ({', '.join(planners)})", flush=True)
+        try:
+            await unless_stopped(asyncio.wrap_future(loading), stop)
+        except Exception as e:  # the calls will fail with it: say so now, and serve the rest
+            print(f"pas: litellm could not be imported: {e!r}", file=sys.stderr, flush=True)
     where = "embedded nats-server" if stack.server else "existing server"
     if stack.creds:
         where += f", NATS users on, credentials in {auth.creds_dir(cfg, stack.data_dir)}"
@@ -172,13 +188,46 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
     return 0
 
 
+LOG_QUIET_S = 0.5
+"""`pas log --follow --run R` reads on this long after R ended: the entries its end writes (root's last STATUS)."""
+
+
+async def _stop_when_ended(nc: Any, run_id: str, stop: asyncio.Event, timeout_s: float) -> None:
+    """Set `stop` LOG_QUIET_S after the run is terminal (its status event, or already ended)."""
+    ended = asyncio.Event()
+
+    async def on_status(m: Any) -> None:
+        with contextlib.suppress(ValueError):
+            if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
+                ended.set()
+
+    sub = await nc.subscribe(S.run_status(run_id), cb=on_status)
+    try:
+        with contextlib.suppress(Exception):  # an unknown run may start later: then its events tell
+            reply = json.loads((await nc.request(S.GATEWAY_STATUS, json.dumps({"run_id": run_id}).encode(),
+                                                 timeout=timeout_s)).data)
+            if reply.get("status") in wire.TERMINAL_RUN:
+                ended.set()
+        await ended.wait()
+        await asyncio.sleep(LOG_QUIET_S)
+        stop.set()
+    finally:
+        await sub.unsubscribe()
+
+
 async def cmd_log(args: argparse.Namespace, cfg: ClientConfig) -> int:
     nc = await open_nc(cfg)
+    stop = asyncio.Event()
+    watcher = asyncio.ensure_future(
+        _stop_when_ended(nc, args.run, stop, cfg.settings.nats.request_timeout_s)) if args.follow and args.run else None
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
-                                      since=parse_since(args.since), follow=args.follow):
+                                      since=parse_since(args.since), follow=args.follow, stop=stop):
             print(redact(json.dumps(wire.to_builtins(e))) if args.json else comms_mod.format_entry(e), flush=True)
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         await nc.close()
     return 0
 
@@ -294,8 +343,9 @@ async def cmd_runs(args: argparse.Namespace, cfg: ClientConfig) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        for r in res["runs"]:
-            print(f"{r['run_id']:<32}{r['status']:<11}{r['created_at']:<30}{r['title']}")
+        rows = [[r["run_id"], r["status"], r["created_at"], r["title"]] for r in res["runs"]]
+        for line in columns([["RUN", "STATUS", "CREATED", "TITLE"], *rows]):
+            print(line)
         if res.get("next_offset") is not None:
             print(f"... {res['total'] - res['next_offset']} older run(s): pas runs --offset {res['next_offset']}")
     return 0
@@ -312,7 +362,7 @@ def plan_text(plan: dict[str, Any]) -> str:
     lines = [f"run {plan['run_id']}  {plan['status']}  {plan['title']}"]
     a = plan.get("approval")
     if a:
-        who = f" by {a['decided_by']}" if a.get("decided_by") else ""
+        who = f" by {wire.decider(a['decided_by'])}" if a.get("decided_by") else ""
         lines.append(f"approval: {a['status']}{who}; deadline {a.get('deadline') or '-'}"
                      + (f"; dropped {', '.join(a['dropped'])}" if a.get("dropped") else "")
                      + (f"; reason: {a['reason']}" if a.get("reason") else ""))
@@ -448,7 +498,10 @@ async def cmd_creds(args: argparse.Namespace, cfg: ClientConfig) -> int:
     if creds is None:
         raise PasError(f"no credentials for {args.role!r} in {where}: `pas up` writes them for its embedded server "
                        f"(or `pas nats-config` for a server of your own); see --creds-dir / PAS_CREDS_DIR")
-    print(auth.cli_context(client_url(cfg), creds), end="")
+    from pas import natscli
+
+    url = client_url(cfg)
+    print(natscli.shell_lines(url, creds, natscli.save_context(url, creds)), end="")
     return 0
 
 

@@ -7,6 +7,7 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -82,17 +83,19 @@ async def read(
     since: datetime | None = None,
     start_seq: int | None = None,
     follow: bool = False,
+    stop: asyncio.Event | None = None,
     idle_timeout_s: float = 0.5,
     batch: int = 1000,
 ) -> AsyncIterator[wire.CommsEntry]:
     """Entries in order, all of them or those from a time (`since`) or a stream sequence (`start_seq`) on.
     `agent` matches the sender or the receiver; an entry that does not decode is skipped.
 
-    Without follow, stops after the entries that existed when it started; with follow, tails
-    (pas.streams.read_raw: an ephemeral pull consumer, pulled in batches).
+    Without follow, stops after the entries that existed when it started; with follow, tails until
+    `stop` is set (pas.streams.read_raw: an ephemeral pull consumer, pulled in batches).
     """
     async for _, e in read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type, since=since,
-                                    start_seq=start_seq, follow=follow, idle_timeout_s=idle_timeout_s, batch=batch):
+                                    start_seq=start_seq, follow=follow, stop=stop, idle_timeout_s=idle_timeout_s,
+                                    batch=batch):
         yield e
 
 
@@ -105,6 +108,7 @@ async def read_numbered(
     since: datetime | None = None,
     start_seq: int | None = None,
     follow: bool = False,
+    stop: asyncio.Event | None = None,
     idle_timeout_s: float = 0.5,
     batch: int = 1000,
 ) -> AsyncGenerator[tuple[int, wire.CommsEntry], None]:
@@ -112,7 +116,7 @@ async def read_numbered(
     from pas.streams import read_raw
 
     async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, start_seq=start_seq,
-                            follow=follow, idle_timeout_s=idle_timeout_s, batch=batch):
+                            follow=follow, stop=stop, idle_timeout_s=idle_timeout_s, batch=batch):
         try:
             e = wire.decode(m.data, wire.CommsEntry)
         except Exception:

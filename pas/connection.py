@@ -89,14 +89,16 @@ def on_nats_error(user: str | None) -> Any:
 
 
 async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.0,
-                  ping_interval_s: float = 3.0, **kw: Any) -> Client:
+                  ping_interval_s: float = 3.0, timeout_setting: str = "settings.nats.connect_timeout_s",
+                  **kw: Any) -> Client:
     """The one way PAS connects to NATS (agents, the HTTP adapter, the CLI).
 
     Until the first connection is made, every failed attempt is retried; the wait is logged at
     WARNING with the URL (first failure at once, then every 5 s), and after connect_timeout_s it
     gives up with Unavailable naming the URL and the last error. A refused authorization fails at
     once. Once connected, reconnects are retried forever. Extra keywords (user, password, tls, ...)
-    go to nats.connect unchanged."""
+    go to nats.connect unchanged. `timeout_setting` is the setting the give-up message names (the
+    client commands wait settings.nats.client_connect_timeout_s)."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     state: dict[str, Any] = {"connected": False, "last": None, "logged": None}
@@ -144,7 +146,7 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
         who = f"user {kw['user']!r}" if kw.get("user") else "no credentials were given"
         raise AuthRefused(f"NATS at {url} refused the credentials ({_reason(err)}; {who}). {CREDS_HINT}")
     raise Unavailable(f"cannot reach NATS at {url} after {connect_timeout_s:g}s ({_reason(err)}); is nats-server "
-                      f"running there? (wait longer with --connect-timeout or settings.nats.connect_timeout_s)")
+                      f"running there? (wait longer with --connect-timeout or {timeout_setting})")
 
 
 def _refused(e: BaseException) -> bool:

@@ -27,6 +27,8 @@ from pas.llm import Completer, LLMUnavailable
 from pas.wire import Lane, TaskSpec
 
 MAX_TASKS_PER_JOB = 10
+NOT_PLANNED = "not planned by a model (see the run's degraded reason)"
+"""How the echo task of a lane no model could plan begins (then the goal)."""
 
 
 # ---- plans ---------------------------------------------------------------------------------
@@ -331,7 +333,11 @@ async def plan_director(
         llm, agent, primary or "", backup, director_messages(lane, goal, brief, max_tasks_per_job),
         run_id, lambda t: parse_director(t, lane, max_tasks_per_job), meta,
     )
-    return plan or deterministic_director(lane, goal or brief, tasks, max_tasks_per_job), meta
+    if plan is not None:
+        return plan, meta
+    # No model planned this lane: its one echo task says so (the run ends `completed`, marked degraded,
+    # having only echoed the goal, and a reader of its tasks must not take that for the work done).
+    return deterministic_director(lane, f"{NOT_PLANNED}: {goal or brief}", tasks, max_tasks_per_job), meta
 
 
 def _explicit(t: TaskSpec) -> bool:
@@ -370,6 +376,7 @@ async def plan_manager(
 
 
 __all__ = [
+    "NOT_PLANNED",
     "ArchitectPlan",
     "DirectorPlan",
     "JobPlan",

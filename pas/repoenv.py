@@ -121,8 +121,8 @@ def _from_dir(d: Path, env: dict[str, str], how: str) -> RepoEnv:
         kind, env["CONDA_PREFIX"] = "prefix", str(d)
     else:
         kind, env["VIRTUAL_ENV"] = "venv", str(d)
-    own = " (PAS's own environment, chosen explicitly)" if _is_own(py) else ""
-    return RepoEnv(kind, f"{kind} {d} ({how}){own}", str(py), (), _with_bin(env, d / "bin"))
+    own = "; also PAS's own environment" if _is_own(py) else ""
+    return RepoEnv(kind, f"{kind} {d} ({how}{own})", str(py), (), _with_bin(env, d / "bin"))
 
 
 def _looks_like_path(raw: str) -> bool:
@@ -171,8 +171,8 @@ def _explicit(value: str, root: Path | None, env: dict[str, str], how: str, allo
         if not (p.is_file() and os.access(p, os.X_OK)):
             raise EnvError(f"{how}: {raw!r} is neither an environment directory nor an executable")
         check_interpreter(p, how)
-        own = " (PAS's own interpreter, chosen explicitly)" if _is_own(str(p)) else ""
-        return RepoEnv("interpreter", f"interpreter {p} ({how}){own}", str(p), (), _with_bin(env, p.parent))
+        own = "; also PAS's own interpreter" if _is_own(str(p)) else ""
+        return RepoEnv("interpreter", f"interpreter {p} ({how}{own})", str(p), (), _with_bin(env, p.parent))
     exe = shutil.which(words[0], path=env["PATH"])
     if exe is None:
         raise EnvError(f"{how}: runner {words[0]!r} not found on PATH")

@@ -250,8 +250,9 @@ def apply_sets(job: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 
 
 async def prepare(bus: Bus, parent: str, new_run: str, *, on_diverge: str = "stop", from_step: str | None = None,
-                  models: dict[str, str] | None = None, sets: list[str] | None = None) -> dict[str, Any]:
-    """Store the spec and return the job to submit (the parent's request, under the new id)."""
+                  models: dict[str, str] | None = None, sets: list[str] | None = None
+                  ) -> tuple[dict[str, Any], RerunSpec]:
+    """Store the spec; return the job to submit (the parent's request, under the new id) and the spec."""
     got = await bus.kv_get(S.KV_TREE, S.request_key(parent), wire.JobSubmit)
     if got is None:
         raise KeyError(f"run {parent!r}: no request in KV {S.KV_TREE} (unknown run, or aged out)")
@@ -261,7 +262,7 @@ async def prepare(bus: Bus, parent: str, new_run: str, *, on_diverge: str = "sto
     job = wire.to_builtins(got[0])
     job.pop("idempotency_key", None)
     job["run_id"] = new_run
-    return apply_sets(job, sets or [])
+    return apply_sets(job, sets or []), spec
 
 
 async def divergence(bus: Any, run_id: str) -> dict[str, Any] | None:

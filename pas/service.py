@@ -247,6 +247,9 @@ class WorkLoop:
             await asyncio.wait({self._task}, timeout=0.2)
         if self._running:
             await asyncio.wait(self._running, timeout=drain_timeout_s)
+        if self._running:  # unacked: redelivered to another agent, or to this one's next start
+            log.warning("%s: stopping with %d work item(s) unfinished after %.0fs of draining; they will be "
+                        "redelivered", self.name, len(self._running), drain_timeout_s)
 
     async def _run(self) -> None:
         """Pull requests stay outstanding (pas.pull.PullFeed): a delivery starts its handler from the

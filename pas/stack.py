@@ -27,6 +27,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("pas.stack")
 
 
+ROOT_SETTLE_S = 10.0
+"""At most this long, PAS Root ends the runs whose plans completed while the other agents drained."""
+
+
+async def _stop_agents(agents: list[Agent]) -> None:
+    if not agents:
+        return
+    _done, pending = await asyncio.wait([asyncio.ensure_future(a.stop()) for a in agents], timeout=15)
+    if pending:
+        log.warning("%d agent(s) did not stop within 15s; closing anyway", len(pending))
+        for t in pending:
+            t.cancel()
+
+
 class Stack:
     def __init__(
         self,
@@ -184,15 +198,17 @@ class Stack:
         return lost
 
     async def stop(self) -> None:
+        """Drain, then close. Every agent but PAS Root stops first, each finishing the work it holds (up to
+        its loops' drain time; what is left is named and redelivered later). A task finished during that
+        drain may complete its run's plan: root, still consuming, ends that run, then stops too."""
         if self.http_server is not None:
             await self.http_server.stop()
             self.http_server = None
-        if self.agents:
-            _done, pending = await asyncio.wait([asyncio.ensure_future(a.stop()) for a in self.agents], timeout=15)
-            if pending:
-                log.warning("%d agent(s) did not stop within 15s; closing anyway", len(pending))
-                for t in pending:
-                    t.cancel()
+        last = [a for a in self.agents if a.cfg.role == "root"]
+        await _stop_agents([a for a in self.agents if a.cfg.role != "root"])
+        for a in last:
+            await a.settle(ROOT_SETTLE_S)
+        await _stop_agents(last)
         self.agents = []
         for bus in self.buses.values():
             try:

@@ -84,7 +84,6 @@ class RunLLM:
         self.comms = comms
         self.client = LLMClient(apply_env_overrides(bus.cfg.models), on_call=self._on_call)
         self.profiles = self.client.profiles
-        self._imported = False
         from pas.rerun import Replayer
 
         self.replayer = Replayer(bus, comms)  # `pas rerun`: recorded replies instead of live calls
@@ -103,12 +102,6 @@ class RunLLM:
                                      run_id, "budget_exceeded")
                 raise BudgetExceeded(f"{BUDGET_EXCEEDED} for run {run_id}: no further LLM calls",
                                      detail={"tokens_left": tokens_left, "cost_usd_left": cost_left})
-        if not self._imported:
-            # litellm's import takes seconds of CPU: do it off the event loop, once.
-            from pas.llm import _lite
-
-            await asyncio.to_thread(_lite)
-            self._imported = True
         try:
             return await self.client.complete(agent=agent, primary=primary, backup=backup, messages=messages,
                                               run_id=run_id, max_tokens=max_tokens)
@@ -172,6 +165,7 @@ class RunLLM:
             metadata={"profile": rec.profile, "model_requested": rec.model_requested, "model_used": rec.model_used,
                       "tokens_in": rec.tokens_in, "tokens_out": rec.tokens_out, "latency_s": round(rec.latency_s, 4),
                       "ok": rec.ok, "error": rec.error, "cost": "unknown" if rec.cost_usd is None else rec.cost_usd,
+                      "backup": rec.backup,
                       **recorded},
         )
         if rec.run_id:

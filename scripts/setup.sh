@@ -4,13 +4,31 @@
 #   scripts/setup.sh --dev    plus test tools: dev extras, Debian chromium, the JS client, aider, and (when Go
 #                             is present) the `nats` CLI, pinned, in $PAS_TOOLS_BIN (default ~/.local/share/pas/bin)
 # Both install Debian's bubblewrap: every process a task starts runs in it (pas/sandbox.py).
+# Each step that does work says so, with its time ("setup: ... (12s)"); a set-up with nothing to do prints nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+step() {  # step "what" command...: run it, then say how long it took (and its status if it failed)
+  local what=$1 t0=$SECONDS rc=0
+  shift
+  echo "setup: $what ..." >&2
+  "$@" || rc=$?
+  if [ "$rc" = 0 ]; then
+    echo "setup: $what: done in $((SECONDS - t0))s" >&2
+  else
+    echo "setup: $what: FAILED (exit $rc) after $((SECONDS - t0))s" >&2
+  fi
+  return "$rc"
+}
+# apt waits up to 10 minutes for the dpkg lock (another apt, unattended-upgrades) instead of failing at once.
+apt_install() {
+  local SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q "$@" >/dev/null
+}
 if ! command -v bwrap >/dev/null; then
   if command -v apt-get >/dev/null; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q bubblewrap >/dev/null
+    step "installing Debian's bubblewrap" apt_install bubblewrap
   else
     echo "setup: apt-get not found: install bubblewrap (bwrap) yourself, or PAS refuses command/llm/aider" \
          "tasks (unless settings.policy.sandbox: off)" >&2
@@ -18,37 +36,42 @@ if ! command -v bwrap >/dev/null; then
 fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+  step "creating .venv" "$PY" -m venv .venv
 fi
 # pip runs only when pyproject.toml changed since the last setup of this kind (a warm demo starts at once).
 mode=runtime; [ "${1:-}" = "--dev" ] && mode=dev
 stamp=".venv/.pas-setup-$mode-$(sha256sum pyproject.toml | cut -c1-16)"
 fresh=0; [ -f "$stamp" ] || fresh=1
 # uv installs the dependencies several times faster than pip (a cold quick start: ~10 s instead of ~70 s);
-# pip is the fallback when uv itself cannot be installed.
+# pip is the fallback when uv itself cannot be installed. Both write the bytecode at install (uv only when
+# asked): the first `pas up` then imports litellm in about half the time.
 pip_install() {
   if [ -x .venv/bin/uv ] || .venv/bin/python -m pip install -q uv >/dev/null 2>&1; then
-    .venv/bin/uv pip install -q --python .venv/bin/python "$@"
+    .venv/bin/uv pip install -q --compile-bytecode --python .venv/bin/python "$@"
   else
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q "$@"
   fi
 }
 if [ "${1:-}" = "--dev" ]; then
-  [ "$fresh" = 0 ] || pip_install -e '.[dev]'
+  [ "$fresh" = 0 ] || step "installing PAS and its dev extras into .venv" pip_install -e '.[dev]'
   # Browser tests: Debian's chromium, driven by Playwright with executable_path (never `playwright install`).
   # docker-compose (Debian's 1.29) only validates docker-compose.yml: there is no Docker engine in CI.
   missing=""
   [ -x /usr/bin/chromium ] || missing="$missing chromium"
   command -v docker-compose >/dev/null || missing="$missing docker-compose"
   if [ -n "$missing" ]; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing >/dev/null
+    # shellcheck disable=SC2086  # the list splits into package names
+    step "installing Debian's$missing" apt_install $missing
   fi
-  # An independent NATS client for compatibility tests: the official JS client.
+  # An independent NATS client for compatibility tests: the official JS client. `npm ci` runs only when
+  # package-lock.json changed since the last one (a stamp in node_modules): it can take minutes.
   if command -v npm >/dev/null; then
-    (cd tests/js && npm ci --no-audit --no-fund --silent)
+    js_stamp="tests/js/node_modules/.pas-lock-$(sha256sum tests/js/package-lock.json | cut -c1-16)"
+    if [ ! -f "$js_stamp" ]; then
+      step "installing the JS NATS client (npm ci)" sh -c 'cd tests/js && npm ci --no-audit --no-fund --silent'
+      touch "$js_stamp"
+    fi
   fi
   # The official `nats` CLI (natscli), pinned: tests run the README's and subjects.md's `nats` commands with it.
   # Built once into PAS_TOOLS_BIN (kept between runs and checkouts); without Go those tests report a skip.
@@ -59,7 +82,8 @@ if [ "${1:-}" = "--dev" ]; then
   if [ -n "$GO" ]; then
     if [ "$("$TOOLS_BIN/nats" --version 2>/dev/null)" != "$NATSCLI_VERSION" ]; then
       mkdir -p "$TOOLS_BIN"
-      GOBIN="$TOOLS_BIN" "$GO" install "github.com/nats-io/natscli/nats@$NATSCLI_VERSION" \
+      step "building natscli $NATSCLI_VERSION into $TOOLS_BIN" env GOBIN="$TOOLS_BIN" "$GO" install \
+        "github.com/nats-io/natscli/nats@$NATSCLI_VERSION" \
         || echo "setup: natscli $NATSCLI_VERSION could not be installed; the nats CLI tests will fail" >&2
     fi
   else
@@ -68,7 +92,8 @@ if [ "${1:-}" = "--dev" ]; then
   # aider pins an old litellm: it lives in its own tool environment, never in .venv.
   if ! command -v aider >/dev/null && [ ! -x "$HOME/.local/bin/aider" ]; then
     [ -x .venv/bin/uv ] || .venv/bin/pip install -q uv
-    .venv/bin/uv tool install -q aider-chat==0.86.2 || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
+    step "installing aider-chat 0.86.2 as a uv tool" .venv/bin/uv tool install -q aider-chat==0.86.2 \
+      || echo "setup: aider-chat could not be installed; aider tests will fail" >&2
   fi
   # aider's environment is read-only in the sandbox: compile its bytecode once, or every run
   # recompiles litellm (over 10 s).
@@ -77,6 +102,6 @@ if [ "${1:-}" = "--dev" ]; then
     "$AIDER_PY" -m compileall -q -j 0 "$("$AIDER_PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
   fi
 else
-  [ "$fresh" = 0 ] || pip_install -e .
+  [ "$fresh" = 0 ] || step "installing PAS into .venv" pip_install -e .
 fi
 rm -f .venv/.pas-setup-"$mode"-* && touch "$stamp"

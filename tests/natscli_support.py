@@ -140,26 +140,23 @@ class CliSub:
 
 @dataclass
 class Shell:
-    """What `eval "$(pas creds USER)"` leaves in a shell: NATS_* variables and a `nats` alias."""
+    """What `eval "$(pas creds USER)"` leaves in a shell: NATS_* variables (NATS_CONTEXT names the natscli
+    context `pas creds` saved, which carries the user's inbox prefix)."""
 
     env: dict[str, str]
-    alias: list[str]  # nats='nats --inbox-prefix ...' -> ["--inbox-prefix", "..."]
     printed: str  # the lines `pas creds USER` printed
 
 
 def eval_creds(printed: str, base: dict[str, str]) -> Shell:
     env = dict(base)
-    alias: list[str] = []
     for line in printed.splitlines():
         words = shlex.split(line, comments=True)
         if words[:1] == ["export"]:
             key, _, value = words[1].partition("=")
             env[key] = value
-        elif words[:1] == ["alias"] and words[1].startswith("nats="):
-            alias = shlex.split(words[1].removeprefix("nats="))[1:]
         elif words:
-            raise AssertionError(f"pas creds printed a line a shell would run: {line!r}")
-    return Shell(env, alias, printed)
+            raise AssertionError(f"pas creds printed a line other than an export: {line!r}")
+    return Shell(env, printed)
 
 
 class PasUnderCli:
@@ -187,7 +184,8 @@ class PasUnderCli:
         self.base_env = {**base, "XDG_CONFIG_HOME": str(xdg)}
         for user in auth.USERS:
             out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
-                                  "--nats-url", self.url], capture_output=True, text=True, timeout=60)
+                                  "--nats-url", self.url], capture_output=True, text=True, timeout=60,
+                                 env=self.base_env)  # its natscli context goes to the test's XDG_CONFIG_HOME
             assert out.returncode == 0, out.stderr
             self.shells[user] = eval_creds(out.stdout, self.base_env)
         self.spawn("main", "--except", "prog-010")
@@ -212,12 +210,12 @@ class PasUnderCli:
     def argv(self, cmd: str | list[str], user: str = "client", bare: bool = False) -> list[str]:
         args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
         assert args[0] == "nats", args
-        return [self.bin, *([] if bare else self.shell(user).alias), *args[1:]]
+        return [self.bin, *args[1:]]
 
     def nats(self, cmd: str | list[str], *, ok: bool = True, stdin: str | None = None, timeout_s: float = 30.0,
              user: str = "client", bare: bool = False, env: dict[str, str] | None = None
              ) -> subprocess.CompletedProcess[str]:
-        """Run one CLI command as `user` (its env and alias); bare: no alias, and env (default: no NATS_*)."""
+        """Run one CLI command as `user` (its env); bare: env (default: no NATS_*, so no context either)."""
         env = env or (self.base_env if bare else self.shell(user).env)
         r = subprocess.run(self.argv(cmd, user, bare), capture_output=True, text=True, input=stdin, env=env,
                            timeout=timeout_s,
@@ -262,9 +260,11 @@ class PasUnderCli:
                 raise AssertionError(f"nats sub {subjects} not subscribed within {timeout_s}s")
             time.sleep(0.05)
 
-    def pty_run(self, cmd: str | list[str], until: str, timeout_s: float = 30.0, user: str = "client") -> str:
+    def pty_run(self, cmd: str | list[str], until: str, timeout_s: float = 30.0, user: str = "client",
+                linger_s: float = 0.0) -> str:
         """Run an interactive command (`nats stream view` pages only on a terminal) on a pseudo-terminal;
-        read until `until` appears or it exits, then end it. Returns the output (ANSI codes removed)."""
+        read until `until` appears (and linger_s more: errors arrive after a page) or it exits, then end
+        it. Returns the output (ANSI codes removed)."""
         master, slave = pty.openpty()
         proc = subprocess.Popen(self.argv(cmd, user), stdin=slave, stdout=slave, stderr=slave,
                                 env=self.shell(user).env, start_new_session=True)
@@ -272,7 +272,11 @@ class PasUnderCli:
         buf = b""
         deadline = time.monotonic() + timeout_s
         try:
-            while until.encode() not in buf and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if until.encode() in buf:
+                    deadline = min(deadline, time.monotonic() + linger_s)
+                    if not linger_s:
+                        break
                 ready, _, _ = select.select([master], [], [], 0.2)
                 if ready:
                     try:

@@ -120,6 +120,12 @@ async def test_v03_message_send_stream_and_a_bad_job(gateway: AdapterHandle) -> 
                 if line.startswith("data:"):
                     events.append(json.loads(line[5:])["result"])
     assert ok["result"]["kind"] == "task" and ok["result"]["status"]["state"] == "completed", ok
+    # integers stay integers (a protobuf Value holds doubles: the SDK alone prints "exit_code": 0.0)
+    [final] = [p["data"] for a in ok["result"]["artifacts"] for p in a["parts"] if "data" in p]
+    assert [type(t["exit_code"]) for t in final["tasks"]] == [int] * len(final["tasks"]), final["tasks"]
+    assert type(final["usage"]["tokens"]) is int and type(final["tasks"][0]["attempts"]) is int, final
+    streamed = next(e for e in events if e["kind"] == "artifact-update")["artifact"]["parts"][0]["data"]
+    assert all(type(t["exit_code"]) is int for t in streamed["tasks"]), streamed["tasks"]
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "task" and "artifact-update" in kinds, kinds
     assert events[-1]["kind"] == "status-update" and events[-1]["status"]["state"] == "completed", events[-1]

@@ -75,6 +75,15 @@ def test_every_figure_present_with_target_and_verdict(quick_report: dict[str, An
         assert name in by and positive(by[name])
 
 
+def test_first_planning_call_of_a_fresh_pas_up(quick_report: dict[str, Any]) -> None:
+    """pas.first_call: the architect's first call right after `pas up` is ready, against the later ones."""
+    f = figs(quick_report)["pas.first_call.extra_s"]
+    lat = quick_report["details"]["pas.first_call"]["latency_s"]
+    assert len(lat) == 4 and all(x > 0 for x in lat), lat
+    assert f["value"] == lat[0] - sorted(lat[1:])[1] and f["target"] == "<= 1 s" and isinstance(f["passed"], bool)
+    assert "pas.first_call.extra_s" in quick_report["_stdout"]
+
+
 def test_floors_of_the_same_run_are_referenced(quick_report: dict[str, Any]) -> None:
     by = figs(quick_report)
     for name, floor in (("pas.latency.p50", "js_chain.p50"), ("pas.latency.p99", "js_chain.p99"),

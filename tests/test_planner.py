@@ -8,6 +8,7 @@ import pytest
 
 from pas.llm import LLMClient
 from pas.planner import (
+    NOT_PLANNED,
     ArchitectPlan,
     DirectorPlan,
     ManagerPlan,
@@ -150,7 +151,7 @@ async def test_director_plan_fills_lane_and_checks_cap(fake_llm: FakeLLM) -> Non
     p, meta = await plan_director(client(fake_llm), "dir-code", "p", None, "code", "the goal", "", [], "r", 2)
     assert meta.degraded and "not this lane" in meta.reason
     assert "more than 2" in meta.errors[0]
-    assert p.jobs[0].tasks == [TaskSpec(lane="code", instruction="the goal", executor="echo")]
+    assert p.jobs[0].tasks == [TaskSpec(lane="code", instruction=f"{NOT_PLANNED}: the goal", executor="echo")]
 
 
 async def test_director_rejects_unknown_task_fields(fake_llm: FakeLLM) -> None:

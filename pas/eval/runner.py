@@ -214,9 +214,9 @@ async def run_eval(cfg: PasConfig, tasks: list[EvalTask], opts: EvalOptions, url
         await asyncio.to_thread(server.start)
         url = server.url
     results: list[Outcome] = []
-    from pas.llm import _lite
+    from pas.llm import preload
 
-    await asyncio.to_thread(_lite)  # litellm's import costs seconds: not inside the first task's wall time
+    await asyncio.wrap_future(preload())  # litellm's import costs seconds: not inside the first task's wall time
     try:
         for mode in opts.modes:
             async with Harness(configs[mode], url, mode, opts, workdir, data_dir) as h:

@@ -34,6 +34,7 @@ from pas.errors import BadRequest
 from pas.http import legacy
 from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
+from pas.http.docs import offline_docs
 from pas.http.legacy_models import LegacyArchitectIn, LegacyCardBody, LegacyExecuteIn
 from pas.http.models import JobCardIn, JobSubmitIn, PrimeDirectivesIn
 from pas.ids import ID_PATTERN
@@ -60,9 +61,10 @@ ManagerBody = Annotated[Annotated[JobCardIn, Tag("pas")] | Annotated[LegacyCardB
 
 def agent_app(ctx: Ctx, a: AgentConfig) -> FastAPI:
     where = f"{a.tier}{', lane ' + a.lane if a.lane else ''}"
-    app = FastAPI(title=f"PAS {a.id}", version=__version__,
+    app = FastAPI(title=f"PAS {a.id}", version=__version__, docs_url=None, redoc_url=None,
                   description=f"HTTP adapter for agent **{a.id}** ({where}). Every endpoint is a NATS request "
                               f"underneath; errors carry a JSON `detail`.")
+    offline_docs(app, "/docs", "/docs-assets")
     install_errors(app)
     legacy.install_cors(app, ctx.cfg)
     _common_routes(ctx, app, a)

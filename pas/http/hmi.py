@@ -17,6 +17,7 @@ from pas.errors import NotFound
 from pas.http import legacy
 from pas.http.approval import RUN_ID, approval_routes
 from pas.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
+from pas.http.docs import offline_docs
 from pas.http.models import JobSubmitIn, SetModelIn
 from pas.ids import ID_PATTERN
 
@@ -26,8 +27,9 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 def hmi_app(ctx: Ctx) -> FastAPI:
-    app = FastAPI(title="PAS HMI", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json",
+    app = FastAPI(title="PAS HMI", version=__version__, docs_url=None, openapi_url="/api/openapi.json",
                   redoc_url=None, description="Dashboard API: agents, runs, comms log, models; live events over SSE.")
+    offline_docs(app, "/api/docs", "/api/docs-assets")
     install_errors(app)
     legacy.install_cors(app, ctx.cfg)
     write = token_check(ctx)

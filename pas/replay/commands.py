@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pas import comms as comms_mod
 from pas import subjects as S
@@ -66,8 +67,8 @@ async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
     try:
         new = args.new_run_id or await _free_rerun_id(client, args.run_id)
         try:
-            job = await rerun_mod.prepare(bus, args.run_id, new, on_diverge=args.on_diverge, from_step=args.from_step,
-                                      models=models, sets=args.sets)
+            job, spec = await rerun_mod.prepare(bus, args.run_id, new, on_diverge=args.on_diverge,
+                                                from_step=args.from_step, models=models, sets=args.sets)
         except (KeyError, ValueError) as e:
             raise BadRequest(str(e).strip("'\"")) from None
         await comms_mod.CommsLog(bus.nc).log("client", "gateway", "CMD", f"rerun of {args.run_id} as {new}"
@@ -75,6 +76,10 @@ async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
                                              metadata={"parent": args.run_id, "from": args.from_step, "models": models})
         await client.submit(job)
         print(f"pas: rerun of {args.run_id}: run {new}", file=sys.stderr, flush=True)
+        if not spec.calls:
+            print(f"pas: run {args.run_id} has no recorded model calls (no model answered it, or its recordings "
+                  f"aged out): nothing to replay, any model call of the rerun is a divergence", file=sys.stderr,
+                  flush=True)
         res = await client.wait(new, timeout_s=args.timeout)
         div = await rerun_mod.divergence(bus, new)
         llm = [e async for e in comms_mod.read(bus.js, run_id=new, msg_type="LLM")]
@@ -92,11 +97,21 @@ async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
         print(f"run {new} ({out['status']}): rerun of {args.run_id}, {replayed} replies replayed, "
               f"{out['live_calls']} live calls, {out['tokens']} tokens")
         if div:
-            exp = div.get("expected") or {}
-            print(f"diverged at {div['agent']} call {div['call']} (recorded: {exp.get('agent')} call "
-                  f"#{exp.get('index')}): message {div['message_index']} ({div['role']}) differs; {div['action']}")
-            print(div["diff"])
+            print(divergence_text(div, args.run_id, len(spec.calls)))
     return 0 if out["status"] == "completed" and not (div and div["action"] == "stop") else 1
+
+
+def divergence_text(div: dict[str, Any], parent: str, recorded: int) -> str:
+    """Where a rerun left its recordings: the call, the recorded call it should have been, the first
+    differing message and the diff; or, with nothing recorded to compare with, that."""
+    where = f"diverged at {div['agent']} call {div['call']}"
+    exp = div.get("expected")
+    if not recorded:
+        return f"{where}: run {parent} has no recordings to replay; {div['action']}"
+    if not exp:
+        return f"{where}: {div['diff']} (run {parent} has {recorded} recorded call(s)); {div['action']}"
+    return (f"{where} (recorded: {exp['agent']} call #{exp['index']}): message {div['message_index']} "
+            f"({div['role']}) differs; {div['action']}\n{div['diff']}")
 
 
 async def diff(args: argparse.Namespace, cfg: PasConfig) -> int:

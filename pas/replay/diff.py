@@ -51,9 +51,10 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         ta, tb = a["tasks"].get(t), b["tasks"].get(t)
         row: dict[str, Any] = {"task_id": t, "a": _outcome(ta), "b": _outcome(tb)}
         row["same_outcome"] = row["a"] == row["b"]
-        row["same_diff"] = (ta or {}).get("diff") == (tb or {}).get("diff")
+        da, db = (ta or {}).get("diff") or "", (tb or {}).get("diff") or ""  # a task one run lacks changed nothing
+        row["same_diff"] = da == db
         if not row["same_diff"]:
-            row["diff_a"], row["diff_b"] = (ta or {}).get("diff", ""), (tb or {}).get("diff", "")
+            row["diff_a"], row["diff_b"] = da, db
         tasks.append(row)
     plan_same = a["lanes"] == b["lanes"] and all(j["same"] for j in jobs.values())
     return {"a": a["run_id"], "b": b["run_id"], "status": [a["status"], b["status"]],
@@ -81,7 +82,9 @@ def format_text(d: dict[str, Any]) -> str:
         out.append(f"task {t['task_id']}: {a.get('status', '-')} vs {b.get('status', '-')}, "
                    f"diff {'same' if t['same_diff'] else 'different'} [{mark}]")
         if not t["same_diff"]:
-            out.append("  --- " + d["a"] + "\n" + _indent(t["diff_a"]) + "\n  +++ " + d["b"] + "\n" + _indent(t["diff_b"]))
+            for sign, run, text, rec in (("---", d["a"], t["diff_a"], a), ("+++", d["b"], t["diff_b"], b)):
+                out.append(f"  {sign} {run}" + (f"\n{_indent(text)}" if text else
+                                               " (no such task)" if not rec else " (the task changed nothing)"))
     out.append(f"tokens: {d['tokens'][0]} vs {d['tokens'][1]}; cost: ${d['cost_usd'][0]} vs ${d['cost_usd'][1]}; "
                f"llm calls: {d['llm_calls'][0]} vs {d['llm_calls'][1]}")
     return "\n".join(out)

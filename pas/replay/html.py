@@ -13,6 +13,9 @@ import json
 from typing import Any
 
 ROW_H, BAR_H, LABEL_W, CHART_W, TOP = 22, 14, 260, 900, 30
+LABEL_CHARS = 36
+"""What fits in LABEL_W at 11px: a longer label (a UUID run id) is cut in the middle, whole in its tooltip,
+and clipped to the label column besides, so it never runs into the bars."""
 COLOURS = {"completed": "#2e7d32", "failed": "#c62828", "cancelled": "#757575", "budget_exceeded": "#ef6c00",
            "timeout": "#ad1457", "running": "#1565c0", "queued": "#b0bec5", "llm-ok": "#6a1b9a",
            "llm-failed": "#e53935"}
@@ -58,6 +61,13 @@ def _rows(tl: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _fit(label: str) -> str:
+    if len(label) <= LABEL_CHARS:
+        return label
+    keep = LABEL_CHARS - 1
+    return f"{label[:keep - keep // 3]}…{label[-(keep // 3):]}"
+
+
 def _e(v: Any) -> str:
     """Text or attribute value, escaped (quotes included)."""
     return html.escape(str(v), quote=True)
@@ -78,14 +88,17 @@ def render(tl: dict[str, Any]) -> str:
     scale = CHART_W / span
     height = TOP + ROW_H * len(rows) + 10
     parts = [f'<svg id="gantt" xmlns="http://www.w3.org/2000/svg" width="{LABEL_W + CHART_W + 20}" '
-             f'height="{height}">']
+             f'height="{height}"><clipPath id="label-column"><rect x="0" y="0" width="{LABEL_W - 6}" '
+             f'height="{height}"/></clipPath>']
     for k in range(11):  # time grid, tenths of the run
         x = LABEL_W + CHART_W * k / 10
         parts.append(f'<line class="grid" x1="{x:.1f}" y1="{TOP - 12}" x2="{x:.1f}" y2="{height}"/>'
                      f'<text x="{x:.1f}" y="{TOP - 16}" text-anchor="middle">{span * k / 10:.2f}s</text>')
     for i, row in enumerate(rows):
         y = TOP + i * ROW_H
-        parts.append(f'<text class="label" x="4" y="{y + BAR_H - 2}">{_e(row["label"][:48])}</text>')
+        label = str(row["label"])
+        parts.append(f'<text class="label" x="4" y="{y + BAR_H - 2}" clip-path="url(#label-column)">'
+                     f'{_e(_fit(label))}<title>{_e(label)}</title></text>')
         for b in row["bars"]:
             x = LABEL_W + max(0.0, b["start"]) * scale
             w = max(1.0, (b["end"] - max(0.0, b["start"])) * scale)

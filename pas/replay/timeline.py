@@ -147,10 +147,13 @@ def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> No
             "recording": md.get("recording"), "replayed": bool(md.get("replayed")), "failover": False}
     calls = tl["llm_calls"]
     prev = next((c for c in reversed(calls) if c["agent"] == agent), None)
-    if call["ok"] and prev is not None and not prev["ok"] and prev["profile"] != call["profile"]:
-        call["failover"] = True
-        tl["failovers"].append({"t": t, "agent": agent, "from": prev["profile"], "to": call["profile"],
-                                "error": prev["error"]})
+    if "backup" in md:  # the call says whether it went to the backup profile (every failover, even a failed one)
+        call["failover"] = bool(md["backup"])
+    else:  # recorded before calls said so: an answer from another profile right after a failure
+        call["failover"] = bool(call["ok"] and prev is not None and not prev["ok"] and prev["profile"] != call["profile"])
+    if call["failover"]:  # no previous call: the primary's breaker was open, so it was not called
+        tl["failovers"].append({"t": t, "agent": agent, "from": prev["profile"] if prev else None,
+                                "to": call["profile"], "error": prev["error"] if prev else None})
         tl["totals"]["failovers"] += 1
     calls.append(call)
     tot = tl["totals"]

@@ -148,7 +148,8 @@ class ManagerRole(Role):
                                                       job.env, job.priority))
                     continue
                 rec.status, rec.finished_at = "skipped", wire.now()
-                rec.error = f"dropped from the plan by {ev.agent}" if approved else f"plan rejected by {ev.agent}"
+                who = wire.decider(ev.agent)
+                rec.error = f"dropped from the plan by {who}" if approved else f"plan rejected by {who}"
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
                 await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.

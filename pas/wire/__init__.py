@@ -43,7 +43,16 @@ from pas.wire.base import (
     now,
     to_builtins,
 )
-from pas.wire.records import AgentState, Approval, JobRecord, LaneRecord, PlanRecord, RunRecord, TaskRecord
+from pas.wire.records import (
+    AgentState,
+    Approval,
+    JobRecord,
+    LaneRecord,
+    PlanRecord,
+    RunRecord,
+    TaskRecord,
+    decider,
+)
 from pas.wire.replies import (
     AgentHealth,
     Alert,
@@ -131,6 +140,7 @@ __all__ = [
     "Title",
     "Usage",
     "band",
+    "decider",
     "decode",
     "effective_executor",
     "encode",

@@ -26,6 +26,14 @@ class Approval(Base):
     """Approved and the managers told to release the held tasks (pas.run.<run>.release.<lane>)."""
 
 
+def decider(by: str) -> str:
+    """Who decided, for messages: a bare name is a user's (the CLI sends the login name, so "rejected by
+    root" would read as PAS Root), `http:<addr>`, the gateway (a timeout) and `anonymous` say themselves."""
+    if by in ("gateway", "anonymous") or ":" in by:
+        return by
+    return f"user {by}"
+
+
 class RunRecord(Base):
     """KV pas_runs[<run_id>]: the run's own record, small (every tier reads it). The submitted job
     is kept once under pas_tree[<run>.request]; tasks live under their own keys."""

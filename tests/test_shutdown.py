@@ -1,0 +1,59 @@
+"""SIGTERM while a run is in hand: `pas up` drains, and a run whose last task ends during the drain is
+ended by PAS Root before the process exits (it used to wait for the next `pas up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from pas import subjects as S
+from pas.server import EmbeddedServer
+from tests.conftest import fast_args
+
+
+async def _run_record(url: str, run_id: str) -> dict[str, Any]:
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(S.KV_RUNS)
+        return json.loads((await kv.get(run_id)).value or b"{}")
+    finally:
+        await nc.close()
+
+
+async def _wait_task_running(url: str, run_id: str, timeout_s: float = 30) -> None:
+    nc = await nats.connect(url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reply = json.loads((await nc.request(S.GATEWAY_STATUS, json.dumps({"run_id": run_id}).encode(),
+                                                 timeout=5)).data)
+            if any(t["status"] == "running" for t in reply.get("tasks", [])):
+                return
+            assert time.monotonic() < deadline, reply
+            await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
+async def test_sigterm_during_a_run_lets_root_end_it(nats_server: EmbeddedServer, pas_procs: Any,
+                                                     tmp_path: Path) -> None:
+    up = pas_procs("--nats-url", nats_server.url, *fast_args(), name="drain")
+    nc = await nats.connect(nats_server.url)
+    try:
+        run_id = "drain-1"
+        body = {"run_id": run_id, "title": "drained", "tasks": [{"lane": "code", "instruction": "sleep 4",
+                                                                  "command": "sleep 4"}]}
+        await nc.request(S.GATEWAY_SUBMIT, json.dumps(body).encode(), timeout=10)
+    finally:
+        await nc.close()
+    await _wait_task_running(nats_server.url, run_id)
+    assert up.terminate(30) == 0  # SIGTERM; the task's 4 s fit in the drain
+    log = up.log.read_text()
+    run = await _run_record(nats_server.url, run_id)
+    assert run["status"] == "completed" and run["finished_at"], (run, log[-3000:])
+    assert "unfinished" not in log, log[-3000:]
