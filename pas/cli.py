@@ -24,6 +24,44 @@ CLIENT_COMMANDS = frozenset({"agents", "log", "status", "runs", "plan", "submit"
 import neither pydantic nor the runtime."""
 
 
+MAX_SECONDS = 10**7
+"""Durations given on the command line: finite, positive, at most about 4 months."""
+
+
+def seconds(text: str) -> float:
+    """argparse type of a duration in seconds: a number > 0 and <= MAX_SECONDS (never inf or nan)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < v <= MAX_SECONDS:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds > 0 and <= {MAX_SECONDS}")
+    return v
+
+
+def speed(text: str) -> float:
+    """argparse type of --speed: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0 and <= {MAX_SECONDS}")
+    return v
+
+
+def since(text: str) -> str:
+    """argparse type of --since: checked here (pas.cliutil.parse_since), passed on as given."""
+    from pas.cliutil import parse_since
+
+    try:
+        parse_since(text)
+    except (ValueError, OverflowError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO time or a duration such as 10m, 2h, 1d "
+                                         f"({e})") from None
+    return text
+
+
 def run_id(value: str) -> str:
     """argparse type of every run/task id argument: the one id rule (pas.ids), checked before anything
     is sent."""
@@ -47,7 +85,7 @@ def _common(p: argparse.ArgumentParser, long_set: bool = True) -> None:
     p.add_argument("--agents", dest="agent_files", action="append", default=[], metavar="FILE",
                    help="an overlay topology file shaped like agents.yaml: new ids are added, known ids "
                         "changed (repeatable)")
-    p.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--connect-timeout", type=seconds, metavar="SECONDS",
                    help="give up if NATS cannot be reached within this time (default: settings.nats."
                         "connect_timeout_s=30 for up/http, client_connect_timeout_s=5 for the client commands)")
     p.add_argument("--creds-dir", help="NATS users' credentials (also PAS_CREDS_DIR; default <data_dir>/creds)")
@@ -80,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--run", type=run_id)
     lg.add_argument("--agent", help="entries sent or received by this agent")
     lg.add_argument("--type", dest="msg_type", help="CMD, STATUS, RESPONSE, ERROR, LLM ...")
-    lg.add_argument("--since", help="ISO time, or a duration such as 10m, 2h, 1d")
+    lg.add_argument("--since", type=since, help="ISO time, or a duration such as 10m, 2h, 1d")
     lg.add_argument("--follow", "-f", action="store_true")
     lg.add_argument("--json", action="store_true")
 
@@ -91,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--json", action="store_true", help="the timeline as JSON")
     rp.add_argument("--html", metavar="FILE", help="write one self-contained page with a Gantt chart")
     rp.add_argument("--follow", "-f", action="store_true", help="print steps as they happen until the run ends")
-    rp.add_argument("--speed", type=float, metavar="X", help="re-publish the run's messages on "
+    rp.add_argument("--speed", type=speed, metavar="X", help="re-publish the run's messages on "
                     f"{S.REPLAY_ALL[:-1]}<run>.> with the original gaps divided by X (0 = no waiting)")
     rp.add_argument("--rebuild", action="store_true", help="re-derive the KV run tree from the events and "
                     "compare it with KV (exit 1 on differences)")
@@ -109,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the model profile of live calls by AGENT (an agent id or role[-lane]) (repeatable)")
     rr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="change the submitted job: goal=..., budget.tokens_max=1000 (JSON values) (repeatable)")
-    rr.add_argument("--timeout", type=float, default=3600.0)
+    rr.add_argument("--timeout", type=seconds, default=3600.0)
     rr.add_argument("--json", action="store_true")
 
     df = sub.add_parser("diff", help="compare two runs: plans, task outcomes, diffs, tokens, cost")
@@ -132,9 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--priority", type=int, choices=[1, 5, 10, 20], help="the pool serves higher first (default 5)")
     sm.add_argument("--approval", action="store_true",
                     help="approval mode: the run waits in waiting_approval after planning (pas plan/approve/reject)")
-    sm.add_argument("--idempotency-key")
+    sm.add_argument("--idempotency-key", help="the same key within settings.work.dedupe_window_s returns the same "
+                    "run (default: a new key per invocation, reused when a timeout makes pas submit ask again)")
     sm.add_argument("--wait", action="store_true", help="show progress until the run ends; exit 0 only if completed")
-    sm.add_argument("--timeout", type=float, default=3600.0, help="with --wait: give up after this many seconds")
+    sm.add_argument("--timeout", type=seconds, default=3600.0, help="with --wait: give up after this many seconds")
 
     st = sub.add_parser("status", help="status of a run")
     _common(st)
@@ -186,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ht = sub.add_parser("http", help="run only the port-based HTTP adapter and HMI against an existing NATS")
     _common(ht)
+
+    lo = sub.add_parser("login", help="print a new one-time login link for the HMI (asks the running HTTP adapter)")
+    _common(lo)
+    lo.add_argument("--data-dir", help="the data dir of `pas up` (its creds/ subdirectory holds the HTTP token)")
 
     mc = sub.add_parser("mcp", help="serve PAS's MCP tools over stdio, for coding assistants "
                                     "(`claude mcp add pas -- pas mcp`)")

@@ -60,12 +60,20 @@ async def open_bus(cfg: PasConfig, user: str = "client") -> Bus:
                           timeout_setting=CLIENT_TIMEOUT_SETTING, **auth.connect_kw(auth.user_creds(cfg, user)))
 
 
+MAX_SINCE_DAYS = 36_500
+"""A --since duration longer than 100 years is refused (further back than a datetime reaches, soon)."""
+
+
 def parse_since(text: str | None) -> datetime | None:
+    """An ISO time, or a duration back from now (10m, 2h, 1d); ValueError naming what is wrong."""
     if not text:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return datetime.now(UTC) - timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        seconds = float(text[:-1]) * units[text[-1]]
+        if seconds > MAX_SINCE_DAYS * 86400:
+            raise ValueError(f"{text!r} is longer than {MAX_SINCE_DAYS} days")
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     dt = datetime.fromisoformat(text)
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 

@@ -86,6 +86,8 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         where += f", NATS users on, credentials in {auth.creds_dir(cfg, stack.data_dir)}"
     web = f", HTTP adapter and HMI on {stack.http_server.url()}" if stack.http_server else ", no HTTP adapter"
     print(f"pas: {len(stack.agents)} agents up on {stack.url} ({where}{web}); Ctrl-C to stop", flush=True)
+    if stack.http_server:
+        print(login_message(stack.http_server), flush=True)
     if args.ready_file:
         ready = Path(args.ready_file)  # written whole, then renamed: a watcher never reads it half-written
         ready.with_name(ready.name + ".tmp").write_text(stack.url or "")
@@ -96,6 +98,15 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         print("pas: stopping", flush=True)
         await stack.stop()
     return 0
+
+
+def login_message(adapter: Any) -> str:
+    """What `pas up` and `pas http` say about reaching the adapter (pas.http.adapter.AdapterHandle)."""
+    if not adapter.gate.required:
+        return f"pas: HTTP auth is OFF (settings.http.auth): every port is open; HMI at {adapter.login_url()}"
+    return (f"pas: open the HMI with this one-time login link: {adapter.login_url()}\n"
+            f"pas: HTTP clients send `Authorization: Bearer {adapter.gate.token_hint}`"
+            + ("; this OS user's loopback connections need no token" if adapter.gate.trust_same_user else ""))
 
 
 async def unless_stopped(start: Any, stop: asyncio.Event) -> Any:
@@ -293,12 +304,38 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
+SUBMIT_TRIES = 3
+"""`pas submit` asks this often when the gateway does not reply in time, always with the same key."""
+
+
+async def submit_once(client: Any, job: dict[str, Any], key: str) -> dict[str, Any]:
+    """Submit with an idempotency key (Nats-Msg-Id), retried on a timeout with the same key: a run that
+    was created although its reply was lost comes back (duplicate: true) instead of a second run."""
+    from pas.errors import GatewayTimeout
+
+    tries = 1
+    while True:
+        try:
+            return await client.submit(job, msg_id=key)
+        except GatewayTimeout as e:
+            if tries == SUBMIT_TRIES:
+                raise GatewayTimeout(f"{e.message} ({SUBMIT_TRIES} tries); the run may exist: submitting again "
+                                     f"with --idempotency-key {key} returns it rather than a second run") from None
+            print(f"pas: {e.message}; asking again with the same idempotency key", file=sys.stderr, flush=True)
+            tries += 1
+
+
 async def cmd_submit(args: argparse.Namespace, cfg: ClientConfig) -> int:
+    import uuid
+
     job = _job_from_args(args)
+    key = args.idempotency_key or f"pas-submit-{uuid.uuid4().hex}"
     async with await open_client(cfg) as client:
         if args.wait and "run_id" not in job:
             job["run_id"] = wire_run_id()
-        reply = await client.submit(job, msg_id=args.idempotency_key)
+        reply = await submit_once(client, job, key)
+        if reply.get("duplicate"):
+            print(f"pas: already submitted with idempotency key {key}: the same run", file=sys.stderr, flush=True)
         print(reply["run_id"], flush=True)
         if not args.wait:
             return 0
@@ -405,12 +442,34 @@ async def cmd_http(args: argparse.Namespace, cfg: PasConfig) -> int:
     server = await unless_stopped(start_adapter(cfg, client_url(cfg), creds=auth.user_creds(cfg, "adapter")), stop)
     if server is None:
         return 130
-    h = cfg.settings.http
-    print(f"pas http: serving agent ports and the HMI on http://{h.host}:{h.hmi_port + h.port_offset}/", flush=True)
+    print(f"pas http: serving agent ports and the HMI on {server.url()}/", flush=True)
+    print(login_message(server), flush=True)
     try:
         await stop.wait()
     finally:
         await server.stop()
+    return 0
+
+
+async def cmd_login(args: argparse.Namespace, cfg: PasConfig) -> int:
+    """A new one-time HMI login link from the running adapter: asked with the token from the creds dir
+    (or PAS_HTTP_TOKEN), else as this OS user's loopback connection."""
+    import httpx
+
+    from pas.http.trust import browser_host, stored_token
+
+    h = cfg.settings.http
+    url = f"http://{browser_host(h.host)}:{h.hmi_port + h.port_offset}/login/code"
+    token = stored_token(auth.creds_dir(cfg, args.data_dir))
+    try:
+        async with httpx.AsyncClient(timeout=cfg.settings.nats.client_connect_timeout_s) as c:
+            r = await c.post(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    except httpx.HTTPError as e:
+        raise PasError(f"no HTTP adapter at {url} ({e!r}): is `pas up` running (with the same "
+                       "settings.http.port_offset)?") from None
+    if r.status_code != 200:
+        raise PasError(f"the HTTP adapter at {url} refused: {r.status_code} {r.text[:300]}")
+    print(r.json()["url"])
     return 0
 
 

@@ -218,6 +218,26 @@ class HttpConfig(Strict):
     """Added to every agent port and to hmi_port (run a second stack, or tests, on a free range)."""
     request_limit_bytes: int = 2 * 1024 * 1024
     """Request bodies larger than this are refused with 413."""
+    auth: Literal["on", "off"] = "on"
+    """on: every endpoint but /health needs the token (<creds dir>/http-token, or PAS_HTTP_TOKEN), the HMI's
+    login cookie, or a loopback connection from PAS's own OS user (trust_same_user). off: open to anyone who
+    reaches the port, as before (a WARNING at start)."""
+    trust_same_user: bool = True
+    """A loopback connection whose socket belongs to the OS user running PAS (the kernel says whose it is:
+    a sock_diag lookup), with a loopback Host, no foreign Origin and no cross-site Sec-Fetch-Site, needs no
+    token: the original HTTP PAS's clients and the user's own browser work unchanged."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host header names accepted besides localhost, 127.0.0.1, [::1] and a specific bind host; any other
+    Host gets 421 on every port (DNS rebinding)."""
+    max_connections: int = Field(512, ge=1, le=100_000)
+    """Open connections per adapter (all ports together); a request past it gets 503."""
+    max_sse: int = Field(64, ge=1, le=100_000)
+    """Open event streams (HMI /api/events, MCP and A2A streams) per adapter; past it 503."""
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _on_off(cls, v: Any) -> Any:
+        return ("on" if v else "off") if isinstance(v, bool) else v  # YAML reads on/off as booleans
 
 
 class LlmConfig(Strict):

@@ -137,8 +137,8 @@ class Stack:
             if self.http:
                 from pas.http.adapter import start_adapter  # the HTTP adapter is optional
 
-                self.http_server = await start_adapter(self.cfg, self.url, socks=socks,
-                                                       creds=self.creds.get("adapter"))
+                self.http_server = await start_adapter(self.cfg, self.url, socks=socks, creds=self.creds.get("adapter"),
+                                                       token_dir=auth.creds_dir(self.cfg, self.data_dir))
         except BaseException:
             await self.stop()
             raise

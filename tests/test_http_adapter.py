@@ -338,30 +338,6 @@ async def test_504_when_an_agent_hangs(nats_server: EmbeddedServer, nc: Any) -> 
         assert r.status_code == 504 and "within 0.3s" in r.json()["detail"]
 
 
-async def test_writes_need_the_token(nats_server: EmbeddedServer, hcfg: PasConfig,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAS_HTTP_TOKEN", "s3cret")
-    async with _http(hcfg, nats_server.url) as http:
-        ok = {"Authorization": "Bearer s3cret"}
-        for url, body in ((http.u("gateway", "/submit"), {"title": "t"}),
-                          (http.u("gateway", "/prime_directives"), {"title": "t"}),
-                          (http.u("gateway", "/runs/r-x/cancel"), None),
-                          (http.u("gateway", "/submit"), {"bad": "body"}),
-                          (http.u("prog-001", "/execute"), {"instruction": "x"}),
-                          (http.u("hmi", "/api/submit"), {"title": "t"}),
-                          (http.u("hmi", "/api/agents/prog-001/model"), {"primary": "gpt-4o"})):
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"}):
-                r = await http.c.post(url, json=body, headers=headers)
-                assert r.status_code == 401, (url, headers, r.text)
-                assert r.headers["www-authenticate"] == "Bearer"
-        r = await http.c.post(http.u("gateway", "/submit"), json={"title": "t"}, headers=ok)
-        assert r.status_code == 200
-        assert (await http.c.get(http.u("gateway", f"/runs/{r.json()['run_id']}"))).status_code == 200
-        assert (await http.c.get(http.u("hmi", "/api/config"))).json()["auth_required"] is True
-        r = await http.c.post(http.u("hmi", "/api/agents/prog-001/model"), json={"primary": "gpt-4o"}, headers=ok)
-        assert r.status_code == 200 and r.json()["model"] == "gpt-4o"
-
-
 async def test_port_in_use_fails_start_up_naming_the_agent(hcfg: PasConfig) -> None:
     plan = port_plan(hcfg)
     blocker = socket.create_server((hcfg.settings.http.host, plan["architect"]))
@@ -536,7 +512,7 @@ HMI_OPS = [("GET", "/health"), ("GET", "/api/config"), ("GET", "/api/agents"), (
            ("POST", "/api/runs/{run_id}/cancel"), ("POST", "/api/submit"), ("GET", "/api/comms"),
            ("GET", "/api/runs/{run_id}/timeline"), ("GET", "/api/runs/{run_id}/timeline.html"),
            ("GET", "/api/runs/{run_id}/plan"), ("POST", "/api/runs/{run_id}/approve"),
-           ("POST", "/api/runs/{run_id}/reject")]
+           ("POST", "/api/runs/{run_id}/reject"), ("POST", "/login/code")]
 HMI_SSE = ("GET", "/api/events")  # never ends: a fuzzer's request would hang; tested by test_hmi_events_stream
 FUZZ_TARGETS = [*((name, "/openapi.json", ops) for name, ops in AGENT_OPS.items()),
                 ("hmi", "/api/openapi.json", HMI_OPS)]
@@ -624,6 +600,19 @@ def test_pas_up_serves_the_shifted_ports(tmp_path: Path) -> None:
             assert r.status_code == 503 and r.json()["reachable"] is False
             hmi = c.get(f"http://{host}:{cfg.settings.http.hmi_port + off}/api/config")
             assert hmi.status_code == 200 and hmi.json()["heartbeat_interval_s"] == 1
+            # The one-time login link it printed logs a browser in; `pas login` makes another.
+            hmi_url = f"http://{host}:{cfg.settings.http.hmi_port + off}"
+            link = next(w for w in log.read_text().split() if w.startswith(f"{hmi_url}/login?code="))
+            r = c.get(link)
+            assert r.status_code == 303 and "HttpOnly; SameSite=Strict" in r.headers["set-cookie"]
+            assert c.get(link).status_code == 401  # used
+            assert f"Authorization: Bearer $(cat {(tmp_path / 'data' / 'creds' / 'http-token').resolve()})" \
+                in log.read_text()
+            login = subprocess.run([sys.executable, "-m", "pas", "login", "--data-dir", str(tmp_path / "data"),
+                                    "-c", f"settings.http.port_offset={off}"], capture_output=True, text=True,
+                                   cwd=tmp_path, env=_cli_env(), timeout=60)
+            assert login.returncode == 0 and login.stdout.startswith(f"{hmi_url}/login?code="), login.stderr
+            assert c.get(login.stdout.strip()).status_code == 303
     finally:
         code = _stop(proc)
     assert code == 0, log.read_text()[-3000:]

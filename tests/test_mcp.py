@@ -71,7 +71,7 @@ async def test_mcp_over_streamable_http(mcp_stack: Stack, nats_server: EmbeddedS
 
 
 async def test_mcp_http_needs_the_token_and_a_local_host_name(mcp_stack: Stack, nats_server: EmbeddedServer) -> None:
-    adapter = await start_adapter(http_cfg(), nats_server.url, token="s3cret")
+    adapter = await start_adapter(http_cfg("settings.http.trust_same_user=false"), nats_server.url, token="s3cret")
     try:
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
         hdrs = {"Accept": "application/json, text/event-stream"}
@@ -80,7 +80,7 @@ async def test_mcp_http_needs_the_token_and_a_local_host_name(mcp_stack: Stack, 
             assert r.status_code == 401 and r.json()["error"] == "unauthorized"
             r = await h.post(adapter.url("gateway") + "/a2a", json=body)
             assert r.status_code == 401
-            # A page on another name resolving here (DNS rebinding) is refused by the SDK's host check.
+            # A page on another name resolving here (DNS rebinding) is refused by the adapter's Host check.
             r = await h.post(adapter.url("gateway") + "/mcp", json=body,
                              headers={**hdrs, "Host": "rebound.example", "Authorization": "Bearer s3cret"})
             assert r.status_code == 421, r.text

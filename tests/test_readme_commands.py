@@ -327,6 +327,10 @@ def _curl_runs(r: Reader, cmd: str, rid: str) -> None:
     assert 0 < len(runs) <= 10 and {x["status"] for x in runs} == {"completed"}, runs
 
 
+def _curl_token(r: Reader, cmd: str, rid: str) -> None:
+    assert rid in [x["run_id"] for x in _curl_json(r, cmd, rid)["runs"]]
+
+
 def _curl_cancel(r: Reader, cmd: str, rid: str) -> None:
     running = r.running()
     assert _curl_json(r, cmd, running)["status"] == "cancelled"
@@ -446,6 +450,7 @@ RUN: dict[str, Callable[[Reader, str, str], None]] = {
     'pas reject RUN_ID --reason "too broad"': _reject,
     "pas model set mgr-code-01 claude-sonnet [--backup]": _model_set,
     "curl 127.0.0.1:6141/health": _curl_health,
+    'curl -H "Authorization: Bearer $(cat .pas/creds/http-token)" 127.0.0.1:6120/runs': _curl_token,
     "curl -X POST 127.0.0.1:6120/prime_directives -H 'Idempotency-Key: k2' -H 'content-type: application/json' -d "
     "'{\"title\":\"check\",\"goal\":\"run the tests\",\"repo_root\":\"/path/to/repo\"}'": _prime,
     "curl 127.0.0.1:6120/runs/RUN_ID": _curl_run,
@@ -500,6 +505,8 @@ ELSEWHERE: dict[str, str] = {
     "open http://127.0.0.1:6101/": "tests/test_hmi_browser.py::test_page_shows_every_agent_alive",
     'claude mcp add pas -- "$(command -v pas)" mcp --creds-dir "$PWD/.pas/creds"':
         "Claude Code: tests/test_mcp.py::test_with_nats_users_on_it_connects_as_client runs what it registers",
+    "pas login": "tests/test_http_adapter.py::test_pas_up_serves_the_shifted_ports (with the port offset of its "
+                 "pas up, which the README's command does not name)",
     "claude mcp add --transport http pas http://127.0.0.1:6120/mcp":
         "Claude Code: tests/test_mcp.py::test_mcp_over_streamable_http",
     'codex mcp add pas -- "$(command -v pas)" mcp --creds-dir "$PWD/.pas/creds"':

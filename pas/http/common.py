@@ -1,14 +1,17 @@
-"""What every HTTP app of the adapter shares: the context, error mapping, the write-token check."""
+"""What every HTTP app of the adapter shares: the context, error mapping, the bearer scheme in OpenAPI."""
 
 from __future__ import annotations
 
-import hmac
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from nats.errors import Error as NatsError
 from pydantic import BaseModel
 
@@ -16,6 +19,9 @@ from pas.config import PasConfig
 from pas.errors import PasError, http_status
 from pas.http.backend import Backend
 from pas.http.events import EventHub
+from pas.http.trust import Gate
+
+log = logging.getLogger("pas.http")
 
 
 class ErrorOut(BaseModel):
@@ -30,7 +36,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"model": ErrorOut, "description": "the agent did not reply in time"},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS, 401: {"model": ErrorOut, "description": "PAS_HTTP_TOKEN is set and the bearer token is missing or wrong"}}
+    **ERRORS, 401: {"model": ErrorOut, "description": "no token, login cookie or trusted same-user connection"}}
 
 
 @dataclass
@@ -38,7 +44,8 @@ class Ctx:
     cfg: PasConfig
     backend: Backend
     hub: EventHub
-    token: str | None = None
+    gate: Gate
+    """Who may call (pas.http.trust); the adapter's PortDispatch applies it before any app runs."""
 
 
 def error_response(e: PasError) -> JSONResponse:
@@ -55,21 +62,34 @@ def install_errors(app: FastAPI) -> None:
 
     app.add_exception_handler(PasError, on_pas)
     app.add_exception_handler(NatsError, on_nats)
+    app.add_exception_handler(RequestValidationError, on_invalid)
 
 
-_bearer = HTTPBearer(auto_error=False, description="needed for writes when PAS_HTTP_TOKEN is set")
+async def on_invalid(request: Request, e: Exception) -> JSONResponse:
+    """422 naming each bad field. The input echoed back may hold a number JSON cannot carry (1e400 is
+    parsed as infinity): it is shown as text, never a 500."""
+    assert isinstance(e, RequestValidationError)
+    errors = _finite(jsonable_encoder(e.errors()))
+    log.warning("HTTP %s %s: invalid %s", request.method, request.url.path,
+                ", ".join(".".join(str(x) for x in err.get("loc", ())) for err in errors)[:500])
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+_bearer = HTTPBearer(auto_error=False, description="the adapter's token (<creds dir>/http-token or PAS_HTTP_TOKEN)")
 
 
 def token_check(ctx: Ctx) -> Any:
-    """A FastAPI dependency: writes need `Authorization: Bearer <PAS_HTTP_TOKEN>` when it is set."""
-    from fastapi import Depends
-
-    async def check(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
-        if not ctx.token:
-            return
-        given = (creds.credentials if creds else "").encode()
-        if not hmac.compare_digest(given, ctx.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token (PAS_HTTP_TOKEN)",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    return Depends(check)
+    """A FastAPI dependency that declares the bearer scheme in each write's OpenAPI entry. The check
+    itself is the adapter's gate (pas.http.trust), run before any app, for reads and writes alike."""
+    del ctx  # the gate is the adapter's, not a route's
+    return Depends(_bearer)

@@ -315,7 +315,10 @@ class EventHub:
         c = SseClient()
         self.clients.add(c)
         try:
-            await self.follow()
+            # Shielded: a browser that leaves at once cancels this generator, and a NATS flush cancelled
+            # mid-way makes nats-py drop what it was reading (InvalidStateError on the PONG): other
+            # requests' replies on the adapter's connection were lost (504).
+            await asyncio.shield(self.follow())
             yield "retry: 1000\n\n"  # EventSource reconnects after 1 s, never faster
             yield sse("hello", {**hello, "now": time.time() * 1000})
             while not (self.closed or c.closed):

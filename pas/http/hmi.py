@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path as FsPath
 from typing import Any
 
-from fastapi import FastAPI, Header, Path, Query
-from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from pas import __version__, wire
@@ -45,6 +45,22 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     async def favicon() -> Response:
         return Response(status_code=204)
 
+    @app.get("/login", summary="Log a browser in: a one-time code (printed by `pas up`) or the token sets an "
+             "HttpOnly, SameSite=Strict cookie, then on to the dashboard", include_in_schema=False)
+    async def login(code: str | None = Query(None, max_length=200),
+                    token: str | None = Query(None, max_length=200)) -> Response:
+        if not ctx.gate.redeem(code, token):
+            return HTMLResponse("<!doctype html><title>PAS: login refused</title><p>This login link was used "
+                                "already or is wrong. Run <code>pas login</code> where PAS runs for a new one.",
+                                status_code=401, headers=NO_CACHE)
+        headers = {**NO_CACHE, "Set-Cookie": ctx.gate.set_cookie_header()} if ctx.gate.required else NO_CACHE
+        return RedirectResponse("/", status_code=303, headers=headers)  # the code leaves the address bar
+
+    @app.post("/login/code", summary="A new one-time login link for a browser (`pas login`)", dependencies=[write],
+              responses=WRITE_ERRORS)
+    async def login_code(request: Request) -> dict[str, str]:
+        return {"url": f"{request.base_url}login?code={ctx.gate.mint_code()}"}
+
     @app.get("/health", summary="The adapter itself")
     async def health() -> dict[str, Any]:
         return {"adapter": "pas-http", "version": __version__, "nats_connected": b.connected,
@@ -54,7 +70,7 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     async def config() -> dict[str, Any]:
         hb = cfg.settings.heartbeat
         return {"version": __version__, "heartbeat_interval_s": hb.interval_s, "missed_beats": hb.missed_beats,
-                "auth_required": bool(ctx.token), "lanes": list(S.LANES), "agents": len(cfg.agents)}
+                "auth_required": ctx.gate.required, "lanes": list(S.LANES), "agents": len(cfg.agents)}
 
     @app.get("/api/agents", summary="Every configured agent: config, live model and KV state")
     async def agents() -> dict[str, Any]:

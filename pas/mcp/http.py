@@ -6,38 +6,30 @@ and event loop, over the adapter's NATS connection:
     POST /a2a                                  A2A JSON-RPC: SendMessage / SendStreamingMessage
                                                (and the v0.3 names message/send, message/stream)
 
-Every other path goes to the gateway's own FastAPI app. With PAS_HTTP_TOKEN set, POSTs to /mcp and
-/a2a need `Authorization: Bearer <token>` like every other write of the adapter.
+Every other path goes to the gateway's own FastAPI app. Who may call is decided before any of this, by
+the adapter's gate for every port (pas.http.trust: Host allowlist, token, cookie or same-user
+connection, Origin on writes), so the MCP SDK's own Host/Origin check is not used: one allowlist.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 from typing import Any
 
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 
 from pas.mcp.server import build_server
 from pas.mcp.tools import Ops
 
 MCP_PATH = "/mcp"
 A2A_PATH = "/a2a"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class McpHttp:
     """The MCP session manager, run in a task of its own (its task group must enter and exit in one task)."""
 
-    def __init__(self, ops: Ops, host: str) -> None:
-        security = None
-        if host in LOOPBACK:  # refuse DNS rebinding: only loopback Host/Origin headers
-            security = TransportSecuritySettings(
-                enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-                allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
-        self.manager = StreamableHTTPSessionManager(app=build_server(ops), security_settings=security)
+    def __init__(self, ops: Ops) -> None:
+        self.manager = StreamableHTTPSessionManager(app=build_server(ops))
         self.app = StreamableHTTPASGIApp(self.manager)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[Any] | None = None
@@ -69,11 +61,10 @@ class McpHttp:
 class GatewayMounts:
     """ASGI: /mcp, /a2a and the agent card in front of the gateway's app."""
 
-    def __init__(self, gateway_app: Any, mcp: McpHttp, a2a_app: Any, token: str | None) -> None:
+    def __init__(self, gateway_app: Any, mcp: McpHttp, a2a_app: Any) -> None:
         self.gateway_app = gateway_app
         self.mcp = mcp
         self.a2a_app = a2a_app
-        self.token = token
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -82,26 +73,13 @@ class GatewayMounts:
         elif path == A2A_PATH or path.startswith("/.well-known/agent"):
             app = self.a2a_app
         else:
-            return await self.gateway_app(scope, receive, send)
-        if scope["type"] == "http" and scope["method"] == "POST" and not self._authorized(scope):
-            data = json.dumps({"detail": "missing or wrong bearer token (PAS_HTTP_TOKEN)", "error": "unauthorized"})
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
-            await send({"type": "http.response.body", "body": data.encode()})
-            return
+            app = self.gateway_app
         await app(scope, receive, send)
 
-    def _authorized(self, scope: dict[str, Any]) -> bool:
-        if not self.token:
-            return True
-        given = dict(scope.get("headers") or []).get(b"authorization", b"")
-        return hmac.compare_digest(given, b"Bearer " + self.token.encode())
 
-
-async def mount_on_gateway(gateway_app: Any, ops: Ops, host: str, base_url: str,
-                           token: str | None) -> tuple[GatewayMounts, McpHttp]:
+async def mount_on_gateway(gateway_app: Any, ops: Ops, base_url: str) -> tuple[GatewayMounts, McpHttp]:
     from pas.a2a import a2a_app
 
-    mcp = McpHttp(ops, host)
+    mcp = McpHttp(ops)
     await mcp.start()
-    return GatewayMounts(gateway_app, mcp, a2a_app(await ops.pas(), base_url + A2A_PATH), token), mcp
+    return GatewayMounts(gateway_app, mcp, a2a_app(await ops.pas(), base_url + A2A_PATH)), mcp

@@ -144,8 +144,8 @@ def parse_since(text: str | None) -> datetime | None:
 
     try:
         return cli_parse(text)
-    except ValueError:
-        raise BadRequest(f"since {text!r}: expected an ISO time or a duration such as 10m, 2h, 1d") from None
+    except ValueError as e:
+        raise BadRequest(f"since {text!r}: expected an ISO time or a duration such as 10m, 2h, 1d ({e})") from None
 
 
 class Ops:

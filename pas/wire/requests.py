@@ -21,8 +21,10 @@ class TaskSpec(Base):
 
 
 class Budget(Base):
-    tokens_max: Annotated[int, Meta(ge=0)] = 25000
-    cost_usd_max: Annotated[float, Meta(ge=0)] = 2.0
+    """Bounded, so a budget is a finite number everywhere it is stored and compared (1e400 is refused)."""
+
+    tokens_max: Annotated[int, Meta(ge=0, le=10**9)] = 25000
+    cost_usd_max: Annotated[float, Meta(ge=0, le=10**6)] = 2.0
 
 
 class JobSubmit(Base):
@@ -87,13 +89,13 @@ class ExecuteRequest(Base):
     acceptance: str | None = None
     model: str | None = None
     """The model profile to use: this programmer's primary (the default) or its backup."""
-    budget_usd: Annotated[float, Meta(ge=0)] | None = None
+    budget_usd: Annotated[float, Meta(ge=0, le=10**6)] | None = None
     """A cost cap for this one task, below the per-job cap (llm tasks: aider reports no cost)."""
     repo: str | None = None
     env: str | None = None
     run_id: RunId = "adhoc"
     job_id: JobId = "adhoc"
-    timeout_s: float = 300.0
+    timeout_s: Annotated[float, Meta(ge=1, le=86400)] = 300.0
 
 
 class StatusRef(Struct, forbid_unknown_fields=True):

@@ -3,6 +3,10 @@ director, a job card for its manager, a task for the programmer pool."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from msgspec import Meta
+
 from pas.subjects import Lane
 from pas.wire.base import Base, JobId, RunId
 from pas.wire.records import RunRecord
@@ -49,7 +53,7 @@ class JobCard(Base):
     env: str | None = None
     parent_id: str = ""
     submitted_by: str = ""
-    priority: int = 5
+    priority: Annotated[int, Meta(ge=1, le=20)] = 5
     approval: bool = False
     """Hold the tasks until the run is approved (the job's approval_mode)."""
 
