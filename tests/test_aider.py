@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pas import gitsafe
 from pas.aider import find_binary, run_aider
 from tests.fakellm import API_KEY_ENV, Fail, FakeLLM, Reply, fake_llm  # noqa: F401
 
@@ -77,9 +78,10 @@ async def test_aider_edits_file_through_fake_model(fake_llm: FakeLLM, tmp_path: 
     assert req.headers["authorization"] == "Bearer sk-fake-test-key"
     assert "fix add() so it adds" in req.text() and "return a - b" in req.text()
     # no aider litter in the worktree, nothing committed
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    # the worktree stays the task's (pas.gitsafe trusts the directory it works in; plain git would refuse it)
+    status = gitsafe.run(repo, "status", "--porcelain").stdout.decode()
     assert status.strip() == "M calc.py"
-    log = subprocess.run(["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True).stdout
+    log = gitsafe.run(repo, "log", "--oneline").stdout.decode()
     assert len(log.splitlines()) == 1
 
 
