@@ -34,6 +34,10 @@ ROOT_SETTLE_S = 10.0
 """At most this long, PAS Root ends the runs whose plans completed while the other agents drained."""
 
 
+STOP_ORDER = ("prog", "mgr", "dir", "architect")
+"""Roles stopped one tier at a time, bottom up, before the others and PAS Root (Stack.stop)."""
+
+
 async def _stop_agents(agents: list[Agent]) -> None:
     if not agents:
         return
@@ -208,14 +212,18 @@ class Stack:
         return lost
 
     async def stop(self) -> None:
-        """Drain, then close. Every agent but PAS Root stops first, each finishing the work it holds (up to
-        its loops' drain time; what is left is named and redelivered later). A task finished during that
-        drain may complete its run's plan: root, still consuming, ends that run, then stops too."""
+        """Drain, then close, from the bottom tier up: programmers, managers, directors, the architect, then
+        the rest, each finishing the work it holds (up to its loops' drain time; what is left is named and
+        redelivered later). A task finished during that drain is walked up to its owners (the manager finishes
+        the job, the director the lane, the architect the plan), so they are still serving while the tiers
+        below drain; root, still consuming, ends a run whose plan completed, then stops too."""
         if self.http_server is not None:
             await self.http_server.stop()
             self.http_server = None
+        for role in STOP_ORDER:
+            await _stop_agents([a for a in self.agents if a.cfg.role == role])
         last = [a for a in self.agents if a.cfg.role == "root"]
-        await _stop_agents([a for a in self.agents if a.cfg.role != "root"])
+        await _stop_agents([a for a in self.agents if a.cfg.role not in (*STOP_ORDER, "root")])
         for a in last:
             await a.settle(ROOT_SETTLE_S)
         await _stop_agents(last)
