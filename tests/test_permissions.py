@@ -25,6 +25,7 @@ from pas.bus import AuthRefused, connect
 from pas.client import PasClient
 from pas.stack import Stack
 from tests.conftest import make_cfg, wait_for
+from tests.natscli_support import eval_creds
 
 AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
 
@@ -325,11 +326,7 @@ async def test_pas_creds_gives_the_nats_cli_a_users_rights(secured: Stack, tmp_p
     creds_dir = tmp_path / "data" / "creds"
     p = cli("creds", "client", "--nats-url", secured.url or "", creds_dir=creds_dir)
     assert p.returncode == 0, p.stderr
-    env = dict(os.environ)
-    for line in p.stdout.splitlines():
-        if line.startswith("export "):
-            k, _, v = line.removeprefix("export ").partition("=")
-            env[k] = v
+    env = eval_creds(p.stdout, dict(os.environ)).env  # what `eval "$(pas creds client)"` sets
     assert env["NATS_USER"] == "client" and env["NATS_PASSWORD"] == secured.creds["client"].password
     nats_cli = shutil.which("nats")
     assert nats_cli, "the nats CLI (natscli) is installed by scripts/setup.sh --dev"
