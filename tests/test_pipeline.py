@@ -70,7 +70,9 @@ async def test_goal_without_tasks_is_one_task_per_lane(stack: Any, client: Any) 
     st = await client.wait("g1", timeout_s=30)
     assert st["status"] == "completed" and st["lanes"] == ["code", "data", "docs"]
     assert sorted(t["lane"] for t in st["tasks"]) == ["code", "data", "docs"]
-    assert all(t["executor"] == "echo" and t["output"] == "tidy up" for t in st["tasks"])
+    # no model planned them (no keys): each lane echoes the goal and says so
+    assert all(t["executor"] == "echo" and t["output"].startswith("not planned by a model")
+               and t["output"].endswith(": tidy up") for t in st["tasks"]), st["tasks"]
 
 
 async def test_idempotent_submission(stack: Any, client: Any) -> None:
@@ -170,7 +172,7 @@ async def test_worktree_per_task_with_branch_and_diff(nats_server: Any, tmp_path
     assert "b.txt" in t["code-1-02"]["diff_stat"] and "a.txt" not in t["code-1-02"]["diff_stat"]
     assert t["docs-1-01"]["diff_stat"] == ""
     assert "3 passed" in t["code-1-03"]["output"]
-    assert t["code-1-03"]["env"].startswith(f"interpreter {sys.executable} (job env)")
+    assert t["code-1-03"]["env"].startswith(f"interpreter {sys.executable} (job env")
     branches = subprocess.run(["git", "branch", "--list", "pas/wt1/*"], cwd=repo, capture_output=True,
                               text=True).stdout
     assert "pas/wt1/code-1-01" in branches and "pas/wt1/docs-1-01" in branches
