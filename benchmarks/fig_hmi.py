@@ -24,8 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.pas_common import RunWatch, echo_task, pas_stack
+from benchmarks.procs import free_port_offset
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, percentile
 from pas import subjects as S
@@ -45,28 +44,6 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 SMALL = 20
 PERF_METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "LayoutCount",
                 "RecalcStyleCount", "Nodes", "JSHeapUsedSize")
-
-
-def _free_offset() -> int:
-    """A port offset where every adapter port binds (below the ephemeral range)."""
-    from pas.http.adapter import port_plan
-
-    base = list(port_plan(load_config()).values())
-    for _ in range(200):
-        off = random.randrange(10000 - min(base), 32000 - max(base), 7)
-        try:
-            socks = []
-            for p in base:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p + off))
-            return off
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range for the HTTP adapter")
 
 
 def _jobs(tag: str, n: int) -> list[dict[str, Any]]:
@@ -218,7 +195,7 @@ async def _line(proc: asyncio.subprocess.Process, timeout_s: float) -> Any:
 @register("hmi")
 async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     n = ctx.sizes.hmi_tasks
-    offset = _free_offset()
+    offset = free_port_offset(load_config())
     bus: dict[str, float] = {}  # run/task/status -> when this process saw it (ms since the epoch)
 
     async def on_task(m: Any) -> None:
