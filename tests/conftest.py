@@ -18,6 +18,8 @@ from typing import Any
 import nats
 import pytest
 
+from pas import auth
+from pas.bus import connect
 from pas.client import PasClient
 from pas.config import PasConfig, load_config
 from pas.server import EmbeddedServer
@@ -185,3 +187,8 @@ async def wait_for(pred: Any, timeout_s: float = 20.0, interval_s: float = 0.05)
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(interval_s)
+
+
+async def as_user(st: Stack, user: str) -> Any:
+    """A connection to a stack's embedded server as one of its NATS users (an agent id, client, admin ...)."""
+    return await connect(st.url or "", name=f"test-{user}", **auth.connect_kw(st.creds[user]))

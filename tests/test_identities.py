@@ -23,12 +23,11 @@ from nats.js.errors import KeyNotFoundError
 
 from pas import auth, comms, wire
 from pas import subjects as S
-from pas.bus import connect
 from pas.client import PasClient
 from pas.replay import timeline
 from pas.stack import Stack
 from pas.streams import Raw
-from tests.conftest import make_cfg, wait_for
+from tests.conftest import as_user, make_cfg, wait_for
 
 AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
 SLEEP = {"lane": "code", "instruction": "sleep 30", "command": "sleep 30", "executor": "command"}
@@ -43,10 +42,6 @@ async def up(tmp_path: Path) -> AsyncIterator[Stack]:
         yield st
     finally:
         await st.stop()
-
-
-async def as_user(st: Stack, user: str) -> Any:
-    return await connect(st.url or "", name=f"attacker-{user}", **auth.connect_kw(st.creds[user]))
 
 
 async def violation(st: Stack, user: str, subject: str) -> None:

@@ -24,7 +24,7 @@ from pas import subjects as S
 from pas.bus import AuthRefused, connect
 from pas.client import PasClient
 from pas.stack import Stack
-from tests.conftest import make_cfg, wait_for
+from tests.conftest import as_user, make_cfg, wait_for
 from tests.natscli_support import eval_creds
 
 AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
@@ -41,10 +41,6 @@ async def secured(tmp_path: Path) -> AsyncIterator[Stack]:
         yield st
     finally:
         await st.stop()
-
-
-async def as_user(st: Stack, user: str) -> Any:
-    return await connect(st.url or "", name=f"test-{user}", **auth.connect_kw(st.creds[user]))
 
 
 async def refused(st: Stack, caplog: Any, user: str, subject: str) -> None:
