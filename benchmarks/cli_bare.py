@@ -30,7 +30,7 @@ from nats.js.errors import BucketNotFoundError, NoKeysError
 BUCKETS = ("pas_agents", "pas_models", "pas_breakers")
 STATUS = "pas.gateway.status"
 RUNS = "pas.gateway.runs"
-"""Written out, not imported (tests/test_names.py checks them against pas.subjects)."""
+"""Written out, not imported (tests/test_names.py checks them against pas.protocol.subjects)."""
 
 
 def connect_options(creds: str | None) -> dict[str, Any]:

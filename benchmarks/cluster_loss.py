@@ -41,8 +41,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pas import subjects as S  # noqa: E402
-from pas.client import PasClient  # noqa: E402
+from pas.protocol import subjects as S  # noqa: E402
+from pas.transport.client import PasClient  # noqa: E402
 from tests.cluster import Cluster, Node  # noqa: E402
 
 N_TASKS = 30

@@ -18,7 +18,7 @@ from benchmarks.pas_common import RunWatch, connect, echo_task, one_job
 from benchmarks.procs import ChildPas
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
-from pas.client import PasClient
+from pas.transport.client import PasClient
 
 TARGET_RATIO = 2.0
 RUN_ID = "cli-1"

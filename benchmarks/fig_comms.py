@@ -8,15 +8,15 @@ import time
 
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, rate
-from pas import subjects as S
-from pas.config import load_config
+from pas.config.model import load_config
+from pas.protocol import subjects as S
 
 
 # ---- 6. comms log replay -------------------------------------------------------------------
 @register("pas.comms")
 async def pas_comms(ctx: BenchContext) -> list[Figure]:
-    from pas import comms as comms_mod
-    from pas.bus import Bus
+    from pas.runtime import comms as comms_mod
+    from pas.transport.bus import Bus
 
     n = ctx.sizes.comms_n
     srv = await ctx.start_server("pas-comms")

@@ -19,11 +19,11 @@ from benchmarks.pas_common import cli_override_args, command_task, override_list
 from benchmarks.procs import ChildPas
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
-from pas import subjects as S
-from pas import wire
-from pas.client import PasClient
-from pas.comms import CommsLog
+from pas.protocol import subjects as S
+from pas.protocol import wire
 from pas.roles import new_agent
+from pas.runtime.comms import CommsLog
+from pas.transport.client import PasClient
 
 # Failover settings: short deadlines so a run takes seconds (reported with the figures).
 FAILOVER_SETTINGS: dict[str, Any] = {"settings.pool.ack_wait_s": 2, "settings.heartbeat.interval_s": 1}

@@ -25,8 +25,8 @@ from benchmarks.pas_common import RunWatch, connect, one_job
 from benchmarks.procs import ChildPas
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
-from pas import comms
-from pas.client import PasClient
+from pas.runtime import comms
+from pas.transport.client import PasClient
 
 TARGET_S = 1.0
 KEY_ENV = "PAS_BENCH_MODEL_KEY"

@@ -15,8 +15,8 @@ from benchmarks.pas_common import connect
 from benchmarks.procs import ChildPas, descendants, free_port_offset, lost_port_race, status_kb
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
-from pas import subjects as S
-from pas.config import load_config
+from pas.config.model import load_config
+from pas.protocol import subjects as S
 
 
 async def _all_healthy(nc: NATS, subjects: dict[str, str], pending: set[str]) -> None:
@@ -83,7 +83,7 @@ async def _retrying(ctx: BenchContext, url: str, nc: NATS, i: int, http: bool) -
 @register("pas.footprint")
 async def pas_footprint(ctx: BenchContext) -> list[Figure]:
     try:
-        import pas.http.adapter  # noqa: F401
+        import pas.surfaces.http.adapter  # noqa: F401
 
         variants = [True, False]
     except ImportError:

@@ -34,10 +34,10 @@ from benchmarks.pas_common import RunWatch, echo_task, pas_stack
 from benchmarks.procs import free_port_offset
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, percentile
-from pas import subjects as S
-from pas.client import PasClient
-from pas.comms import read_numbered
-from pas.config import load_config
+from pas.config.model import load_config
+from pas.protocol import subjects as S
+from pas.runtime.comms import read_numbered
+from pas.transport.client import PasClient
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]

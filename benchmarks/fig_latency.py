@@ -3,7 +3,7 @@ root -> architect -> director -> manager -> programmer and the done events back 
 sequential jobs, set against js_chain (target <= 2x), core_chain and http_chain of the same run.
 
 Two start modes, both measured from a client connection of this process, as users submit:
-- pas.latency       the agents in this process (pas.stack.Stack), no HTTP adapter;
+- pas.latency       the agents in this process (pas.surfaces.stack.Stack), no HTTP adapter;
 - pas.latency_up    `pas up` started as a separate process, as users start it, HTTP adapter on.
 """
 
@@ -19,9 +19,9 @@ from benchmarks.pas_common import TERMINAL, RunWatch, connect, echo_task, nc_sta
 from benchmarks.procs import ChildPas, CpuMeter, free_port_offset, lost_port_race
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, Summary, ms
-from pas import subjects as S
-from pas.client import PasClient
-from pas.config import load_config
+from pas.config.model import load_config
+from pas.protocol import subjects as S
+from pas.transport.client import PasClient
 
 JOB: dict[str, Any] = {"title": "latency", "tasks": [echo_task("code")]}
 

@@ -8,8 +8,8 @@ import json
 from benchmarks.pas_common import LANES, RunWatch, command_task, iso_ts, one_job, pas_stack, pct, run_tasks
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure
-from pas import subjects as S
-from pas.client import PasClient
+from pas.protocol import subjects as S
+from pas.transport.client import PasClient
 
 
 @register("pas.parallel")

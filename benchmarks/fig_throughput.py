@@ -31,8 +31,8 @@ from benchmarks.pas_common import (
 from benchmarks.procs import CpuMeter
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, rate
-from pas import subjects as S
-from pas.client import PasClient
+from pas.protocol import subjects as S
+from pas.transport.client import PasClient
 
 TARGET_RATIO = 0.5
 

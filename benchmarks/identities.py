@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.pas_common import RunWatch, echo_task, one_job
-from pas import auth
-from pas.client import PasClient
+from pas.transport import auth
+from pas.transport.client import PasClient
 
 ROOT = Path(__file__).resolve().parent.parent
 UP = re.compile(rb"^pas: (\d+) agents up on (\S+)", re.M)

@@ -36,7 +36,7 @@ from typing import Any
 from benchmarks import floors
 from benchmarks.run import BenchContext, Producer, register, register_floor
 from benchmarks.stats import Figure
-from pas.server import EmbeddedServer
+from pas.transport.server import EmbeddedServer
 
 NATSCLI_VERSION = "v0.5.0"
 TIMEOUT_S = 180.0

@@ -19,11 +19,11 @@ import nats
 from nats.aio.client import Client as NATS
 
 from benchmarks.run import BenchContext
-from pas import subjects as S
-from pas import wire
-from pas.client import PasClient
-from pas.config import load_config
-from pas.stack import Stack
+from pas.config.model import load_config
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
 
 TERMINAL = wire.TERMINAL_RUN
 LANES = S.LANES

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pas.config import PasConfig
+from pas.config.model import PasConfig
 
 
 class ChildPas:

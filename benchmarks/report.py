@@ -105,7 +105,7 @@ def _mem_total() -> str:
 
 def _nats_server_version() -> str:
     try:
-        from pas.server import find_binary
+        from pas.transport.server import find_binary
 
         out = subprocess.run([find_binary(), "--version"], capture_output=True, text=True, timeout=10)
         text = (out.stdout or out.stderr).strip()

@@ -38,7 +38,7 @@ from typing import Any
 
 from benchmarks import floors
 from benchmarks.stats import Figure, Summary, ms, rate
-from pas.server import EmbeddedServer
+from pas.transport.server import EmbeddedServer
 
 # modules imported by main() before running, so their @register calls take effect
 # (one module per figure, in the order they run; natsbench last: it compares against all of them)

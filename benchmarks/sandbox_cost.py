@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/sandbox_cost.py [N]
 
-Both go through pas.executors.run_argv (what a command task uses), in a small git worktree-sized
+Both go through pas.execution.executors.run_argv (what a command task uses), in a small git worktree-sized
 directory, alternating so that load on the machine hits both alike: "plain" is settings.policy.sandbox
 off (setpriv --pdeathsig, scrubbed environment), "sandboxed" is the default (bwrap + setpriv +
 prlimit, and, as root, the workspace handed to the task's uid and back). Prints medians, p90 and
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pas.executors import run_argv
-from pas.sandbox import Box
+from pas.execution.executors import run_argv
+from pas.execution.sandbox import Box
 
 
 async def once(box: Box, ws: Path) -> float:

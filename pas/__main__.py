@@ -1,3 +1,3 @@
-from pas.cli import main
+from pas.surfaces.cli import main
 
 raise SystemExit(main())

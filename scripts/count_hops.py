@@ -21,12 +21,12 @@ from typing import Any
 
 import nats
 
-from pas import subjects as S
-from pas import wire
-from pas.client import PasClient
-from pas.config import load_config
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.config.model import load_config
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 
 
 async def totals(js: Any) -> tuple[int, dict[str, int], int]:

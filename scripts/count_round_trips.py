@@ -23,10 +23,10 @@ import nats
 
 from benchmarks import floors
 from benchmarks.pas_common import RunWatch, echo_task, one_job
-from pas.client import PasClient
-from pas.config import load_config
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.config.model import load_config
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 
 JOB = {"title": "round trips", "tasks": [echo_task("code")]}
 

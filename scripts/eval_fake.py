@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pas.cli import main
-from pas.eval.tasks import load_tasks
+from pas.surfaces.cli import main
+from pas.surfaces.eval.tasks import load_tasks
 from tests.eval_oracle import Oracle
 from tests.fakellm import API_KEY_ENV, get_server
 

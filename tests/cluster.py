@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pas.server import find_binary
+from pas.transport.server import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_CONF = ROOT / "configs" / "nats" / "cluster.conf"

@@ -18,12 +18,12 @@ from typing import Any
 import nats
 import pytest
 
-from pas import auth
-from pas.bus import connect
-from pas.client import PasClient
-from pas.config import PasConfig, load_config
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.config.model import PasConfig, load_config
+from pas.surfaces.stack import Stack
+from pas.transport import auth
+from pas.transport.bus import connect
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 from tests.shared_server import SharedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ SCHEMAS = ROOT / "tests" / "nats-micro-schemas"
 # Tests make their repositories in temporary directories (pytest's tmp_path) or use this checkout.
 REPO_ROOTS = [tempfile.gettempdir(), str(ROOT)]
 # Fast settings for tests: 1 s heartbeats, short ack deadlines so redelivery is observable; the
-# repositories tests make are allowed (settings.policy.repo_roots, pas.policy.admit).
+# repositories tests make are allowed (settings.policy.repo_roots, pas.execution.policy.admit).
 FAST = [
     "settings.heartbeat.interval_s=1",
     "settings.pool.ack_wait_s=2",

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from pas.eval.tasks import EvalTask
+from pas.surfaces.eval.tasks import EvalTask
 from tests.fakellm import Dispatch, Fail, FakeLLM, Reply
 
 PART = re.compile(r"Part (\d+): write (\S+)")

@@ -167,7 +167,7 @@ class FakeLLM:
 
     def profile(self, name: str, **kw: Any) -> Any:
         """A ModelProfile for model `name` served here (litellm string openai/<name>)."""
-        from pas.config import ModelProfile
+        from pas.config.model import ModelProfile
 
         args: dict[str, Any] = {
             "model": f"openai/{name}",

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from pas.config import PasConfig
-from pas.http.adapter import port_plan
+from pas.config.model import PasConfig
+from pas.surfaces.http.adapter import port_plan
 from tests.conftest import make_cfg
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

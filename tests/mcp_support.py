@@ -10,8 +10,8 @@ from typing import Any
 
 import jsonschema
 
-from pas import wire
-from pas.mcp.tools import TOOLS
+from pas.protocol import wire
+from pas.surfaces.mcp.tools import TOOLS
 from tests.conftest import wait_for
 
 # A command task that changes a file in its worktree (the test's allowlist entry, via -c).

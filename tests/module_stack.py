@@ -21,9 +21,9 @@ import nats
 import pytest
 import pytest_asyncio
 
-from pas.client import PasClient
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 
 
 @pytest.fixture(scope="module")

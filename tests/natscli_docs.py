@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from pas import auth
+from pas.transport import auth
 from tests.conftest import ROOT, make_cfg
 
 DOCS = ("README.md", "subjects.md")
@@ -67,7 +67,7 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 def least_user(words: list[str]) -> str:
-    """The first of client, adapter, admin whose NATS permissions (pas.auth) allow this pub/req/sub."""
+    """The first of client, adapter, admin whose NATS permissions (pas.transport.auth) allow this pub/req/sub."""
     verb = words[1]
     rest = iter(words[2:])
     subject = ""

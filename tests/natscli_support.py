@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
-from pas import auth
-from pas.server import EmbeddedServer
+from pas.transport import auth
+from pas.transport.server import EmbeddedServer
 from tests.conftest import PasProcess, fast_args, make_cfg
 
 NATSCLI_VERSION = "v0.5.0"
@@ -162,7 +162,7 @@ def eval_creds(printed: str, base: dict[str, str]) -> Shell:
 class PasUnderCli:
     """nats-server + `pas up --except prog-010` + `pas up --only prog-010` (killable for alerts).
 
-    The server requires PAS's NATS users (pas.auth), as `pas up`'s embedded one does, and every CLI
+    The server requires PAS's NATS users (pas.transport.auth), as `pas up`'s embedded one does, and every CLI
     command runs as some user: in the shell `eval "$(pas creds USER)"` gives (client by default)."""
 
     def __init__(self, tmp: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import nats
 
-from pas.server import EmbeddedServer
+from pas.transport.server import EmbeddedServer
 
 DRAIN_S = 10.0
 

@@ -18,9 +18,9 @@ from a2a.client import ClientConfig, create_client
 from a2a.helpers.proto_helpers import get_data_parts, new_data_part
 from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
 
-from pas.http.adapter import AdapterHandle, start_adapter
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.surfaces.http.adapter import AdapterHandle, start_adapter
+from pas.surfaces.stack import Stack
+from pas.transport.server import EmbeddedServer
 from tests.http_support import http_cfg
 from tests.mcp_support import ALLOW, job, make_repo
 

@@ -1,4 +1,4 @@
-"""pas.aider: the real aider CLI against the fake model server.
+"""pas.execution.aider: the real aider CLI against the fake model server.
 
 aider lives outside the project venv (`uv tool install aider-chat`, binary in ~/.local/bin). Tests
 that run it are skipped only when the binary is absent; the missing-binary test always runs.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pas import gitsafe
-from pas.aider import find_binary, run_aider
+from pas.execution import gitsafe
+from pas.execution.aider import find_binary, run_aider
 from tests.fakellm import API_KEY_ENV, Fail, FakeLLM, Reply, fake_llm  # noqa: F401
 
 AIDER = find_binary(os.environ.get("PAS_AIDER_BINARY", "aider"))
@@ -78,7 +78,7 @@ async def test_aider_edits_file_through_fake_model(fake_llm: FakeLLM, tmp_path: 
     assert req.headers["authorization"] == "Bearer sk-fake-test-key"
     assert "fix add() so it adds" in req.text() and "return a - b" in req.text()
     # no aider litter in the worktree, nothing committed
-    # the worktree stays the task's (pas.gitsafe trusts the directory it works in; plain git would refuse it)
+    # the worktree stays the task's (pas.execution.gitsafe trusts the directory it works in; plain git would refuse it)
     status = gitsafe.run(repo, "status", "--porcelain").stdout.decode()
     assert status.strip() == "M calc.py"
     log = gitsafe.run(repo, "log", "--oneline").stdout.decode()

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pas import comms as comms_mod
-from pas.client import PasClient
-from pas.errors import BadRequest, Conflict, NotFound
-from pas.stack import Stack
+from pas.base.errors import BadRequest, Conflict, NotFound
+from pas.runtime import comms as comms_mod
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
 from tests.conftest import make_cfg, wait_for
 
 TASKS = [{"lane": "code", "instruction": "echo alpha", "command": "echo alpha", "executor": "command"},
@@ -279,9 +279,9 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
     """The embedded server as `pas up` starts it (NATS users on): every role's new subjects are granted
     (plan/approve/reject requests, pas.work.approval, release events, priority bands): no violation but
     the one provoked, a programmer trying to approve."""
-    from pas import auth
-    from pas import subjects as S
-    from pas.bus import connect
+    from pas.protocol import subjects as S
+    from pas.transport import auth
+    from pas.transport.bus import connect
 
     cfg = make_cfg("settings.nats.port=-1", "settings.work.approval_timeout_s=600")
     assert cfg.settings.nats.auth == "on"

@@ -1,7 +1,7 @@
 """The read-only `pas` commands stay light: they import neither pydantic nor the web, LLM or tracing stacks
-nor the agent runtime, and the config view they read (pas.configdoc) is the one `pas up` validates.
+nor the agent runtime, and the config view they read (pas.config.doc) is the one `pas up` validates.
 
-The import checks run the real command (`pas.cli.main`) in a fresh interpreter against `pas up` with NATS
+The import checks run the real command (`pas.surfaces.cli.main`) in a fresh interpreter against `pas up` with NATS
 users on, then read that interpreter's sys.modules. No timing here: the wall times are a benchmark
 (benchmarks/cli_bare.py is the bare nats-py yardstick)."""
 
@@ -17,20 +17,20 @@ from typing import Any
 import pytest
 import yaml
 
-from pas.config import PasConfig, load_config
-from pas.configdoc import ClientConfig, ClientNats, client_config
-from pas.errors import ConfigError
+from pas.base.errors import ConfigError
+from pas.config.doc import ClientConfig, ClientNats, client_config
+from pas.config.model import PasConfig, load_config
 
 HEAVY = ("pydantic", "pydantic_core", "fastapi", "starlette", "uvicorn", "litellm", "openai", "httpx",
          "opentelemetry")
 """Top-level packages a read-only command must not import."""
-RUNTIME = ("pas.config", "pas.stack", "pas.agent", "pas.roles", "pas.service", "pas.llm", "pas.http", "pas.server",
-           "pas.sandbox", "pas.bench", "benchmarks")
+RUNTIME = ("pas.config.model", "pas.surfaces.stack", "pas.runtime.agent", "pas.roles", "pas.runtime.service", "pas.llm.client",
+           "pas.surfaces.http", "pas.transport.server", "pas.execution.sandbox", "pas.bench", "benchmarks")
 """PAS modules a read-only command must not import (absent names pass: a module may be renamed)."""
 
 PROBE = """
 import json, sys
-from pas.cli import main
+from pas.surfaces.cli import main
 rc = main(sys.argv[1:])
 sys.stdout.flush()
 print("\\n" + json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
@@ -55,11 +55,11 @@ def probe(*argv: str, cwd: Path, **env: str) -> tuple[int, str, list[str]]:
 
 
 def test_importing_the_cli_and_building_its_parser_is_light(tmp_path: Path) -> None:
-    code = "import json, sys, pas.cli; pas.cli.build_parser(); print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, pas.surfaces.cli; pas.surfaces.cli.build_parser(); print(json.dumps(sorted(sys.modules)))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     modules = json.loads(p.stdout)
-    assert "pas.cli" in modules and "argparse" in modules
+    assert "pas.surfaces.cli" in modules and "argparse" in modules
     assert heavy_in(modules) == []
 
 
@@ -87,7 +87,7 @@ def test_read_only_commands_import_nothing_heavy(pas_procs: Any, tmp_path: Path)
     for name, (argv, check) in READ_ONLY.items():
         rc, out, modules = probe(*argv, "--nats-url", url, cwd=tmp_path, **env)
         assert rc == 0 and check(out), f"pas {name}: {out}"
-        assert "nats" in modules and "pas.configdoc" in modules  # the probe saw the real command's imports
+        assert "nats" in modules and "pas.config.doc" in modules  # the probe saw the real command's imports
         imported[name] = heavy_in(modules)
     assert imported == {name: [] for name in READ_ONLY}, imported
 
@@ -109,7 +109,7 @@ def _view(cfg: PasConfig | ClientConfig) -> tuple[Any, ...]:
 def test_client_config_reads_what_load_config_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Same directory precedence (--config-dir > PAS_CONFIG_DIR > ./configs > packaged), overrides, overlay
     files and environment variables; same defaults; the same bad values refused."""
-    from pas.config import PACKAGED_CONFIG_DIR, NatsConfig
+    from pas.config.model import PACKAGED_CONFIG_DIR, NatsConfig
 
     assert {f: getattr(NatsConfig(), f) for f in ClientNats.__struct_fields__} == {
         f: getattr(ClientNats(), f) for f in ClientNats.__struct_fields__}

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from pas import comms, wire
-from pas import subjects as S
-from pas.bus import retry_js
-from pas.client import PasClient
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import comms
+from pas.transport.bus import retry_js
+from pas.transport.client import PasClient
 from tests.cluster import Cluster, Node
 from tests.conftest import wait_for
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pas import auth
-from pas.client import PasClient
+from pas.transport import auth
+from pas.transport.client import PasClient
 from tests.conftest import fast_args
 
 

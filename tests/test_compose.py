@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from pas import subjects as S
-from pas.cli import build_parser
-from pas.server import find_binary
+from pas.protocol import subjects as S
+from pas.surfaces.cli import build_parser
+from pas.transport.server import find_binary
 from tests.cluster import CLUSTER_CONF
 from tests.conftest import ROOT
 
@@ -105,8 +105,8 @@ async def test_multi_server_url_fails_over_to_a_live_server(nats_server: Any, tm
     """The compose services get every node in PAS_NATS_URL. With the first node down, the agents
     (as pas-core starts them, from that variable) and a client both connect to the next one: every
     agent answers there, and a job with a task in each of two lanes completes."""
-    from pas.client import PasClient
-    from pas.stack import Stack
+    from pas.surfaces.stack import Stack
+    from pas.transport.client import PasClient
     from tests.conftest import make_cfg
 
     s = socket.socket()

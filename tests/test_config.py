@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pas.config import DEFAULT_CONFIG_DIR, load_config
-from pas.errors import ConfigError
+from pas.base.errors import ConfigError
+from pas.config.model import DEFAULT_CONFIG_DIR, load_config
 
 
 def test_shipped_configs_load() -> None:
@@ -104,8 +104,8 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_packaged_defaults_are_the_repository_configs() -> None:
     """configs/ (fixed by the design) is a copy of what the package ships."""
-    from pas.config import CONFIG_FILES, PACKAGED_CONFIG_DIR
-    from pas.demo import SAMPLE
+    from pas.config.model import CONFIG_FILES, PACKAGED_CONFIG_DIR
+    from pas.surfaces.demo import SAMPLE
     from tests.conftest import ROOT
 
     for f in CONFIG_FILES:
@@ -115,7 +115,7 @@ def test_packaged_defaults_are_the_repository_configs() -> None:
 
 
 def test_config_precedence_and_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pas.config import PACKAGED_CONFIG_DIR, find_config_dir
+    from pas.config.model import PACKAGED_CONFIG_DIR, find_config_dir
 
     def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pas", *args], cwd=cwd, capture_output=True, text=True,

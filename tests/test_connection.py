@@ -1,4 +1,4 @@
-"""pas.connection.Client: nats-py's client with a flusher that waits one turn of the event loop and
+"""pas.transport.connection.Client: nats-py's client with a flusher that waits one turn of the event loop and
 writes everything pending at once. A publish made in the turn after another goes out in the same
 socket write (nats-py's own flusher writes twice); order, flush() and request/reply are unchanged."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pas.connection import connect
+from pas.transport.connection import connect
 
 
 async def test_a_publish_of_the_next_turn_shares_the_socket_write(nats_server: Any) -> None:

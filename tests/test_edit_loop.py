@@ -1,4 +1,4 @@
-"""pas.edit_loop: the llm executor on a real git repo, a real acceptance command (pytest) and the
+"""pas.execution.edit_loop: the llm executor on a real git repo, a real acceptance command (pytest) and the
 fake model server."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pas.edit_loop import EditFormatError, apply_edits, parse_edits, run_llm_edit, safe_path
-from pas.errors import CommandRefused
-from pas.llm import BudgetTracker, LLMClient
+from pas.base.errors import CommandRefused
+from pas.execution.edit_loop import EditFormatError, apply_edits, parse_edits, run_llm_edit, safe_path
+from pas.llm.client import BudgetTracker, LLMClient
 from tests.fakellm import Fail, FakeLLM, Reply, fake_llm  # noqa: F401
 
 BUGGY = "def add(a, b):\n    return a - b\n"

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from pas.errors import PasError
-from pas.eval.report import estimate_cost, render_html, summarize, table
-from pas.eval.runner import EvalOptions, run_eval
-from pas.eval.tasks import CATEGORIES, load_tasks, make_repo, run_hidden
-from pas.integrate import checkout, integrate
-from pas.stack import Stack
+from pas.base.errors import PasError
+from pas.execution.integrate import checkout, integrate
+from pas.surfaces.eval.report import estimate_cost, render_html, summarize, table
+from pas.surfaces.eval.runner import EvalOptions, run_eval
+from pas.surfaces.eval.tasks import CATEGORIES, load_tasks, make_repo, run_hidden
+from pas.surfaces.stack import Stack
 from tests.conftest import make_cfg
 from tests.eval_oracle import Oracle
 
@@ -165,7 +165,7 @@ async def test_verdicts_swarm_and_solo(nats_server: Any, fake_llm: Any, tmp_path
 
 
 def test_summary_over_repeats() -> None:
-    from pas.eval.runner import Outcome
+    from pas.surfaces.eval.runner import Outcome
 
     def o(task: str, rep: int, passed: bool, cost: float | None) -> Outcome:
         return Outcome(task=task, category="fix", mode="solo", repeat=rep, run_id=f"r{rep}{task}", passed=passed,

@@ -1,4 +1,4 @@
-"""The HMI's event hub (pas.http.events) against a real nats-server with PAS's streams:
+"""The HMI's event hub (pas.surfaces.http.events) against a real nats-server with PAS's streams:
 - it follows runs and comms only while a browser listens: with none, a job costs the adapter no
   message; the first browser gets them live before its "hello", and they go when the last one leaves;
 - run states are coalesced per object: a client that does not read holds the latest state of each
@@ -18,13 +18,13 @@ from typing import Any
 import nats
 import pytest
 
-from pas import subjects as S
-from pas import wire
-from pas.bus import provision
-from pas.comms import read_numbered
-from pas.config import load_config
-from pas.http import events
-from pas.http.events import EventHub
+from pas.config.model import load_config
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime.comms import read_numbered
+from pas.surfaces.http import events
+from pas.surfaces.http.events import EventHub
+from pas.transport.bus import provision
 from tests.conftest import FAST, wait_for
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pas.replay.html import LABEL_W
+from pas.surfaces.replay.html import LABEL_W
 from tests.cli_support import cli_env, dead_port, pas_argv, run_pas
 from tests.http_support import BROWSER_ARGS, CHROMIUM
 from tests.module_stack import module_stack

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pas.config import load_config
+from pas.config.model import load_config
 from tests.conftest import ROOT
 from tests.http_support import free_port_offset
 

@@ -10,8 +10,8 @@ import sys
 import time
 from typing import Any
 
-from pas import subjects as S
-from pas.stack import Stack
+from pas.protocol import subjects as S
+from pas.surfaces.stack import Stack
 from tests.conftest import make_cfg
 
 INTERVAL = 2.0

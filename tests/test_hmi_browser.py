@@ -21,12 +21,12 @@ import msgspec
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from pas import subjects as S
-from pas.client import PasClient
-from pas.config import PasConfig
-from pas.server import EmbeddedServer
-from pas.stack import Stack
-from pas.wire import CommsEntry
+from pas.config.model import PasConfig
+from pas.protocol import subjects as S
+from pas.protocol.wire import CommsEntry
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 from tests.conftest import ROOT, fast_args, wait_for
 from tests.fakellm import FakeLLM, Reply
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg, poll

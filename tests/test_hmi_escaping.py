@@ -12,9 +12,9 @@ from typing import Any
 
 from playwright.async_api import Page, expect
 
-from pas import subjects as S
-from pas import wire
-from pas.server import EmbeddedServer
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.transport.server import EmbeddedServer
 from tests.http_support import http_cfg
 from tests.test_hmi_browser import WAIT_MS, hmi_on
 

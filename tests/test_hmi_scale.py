@@ -16,10 +16,10 @@ from typing import Any
 import msgspec
 from playwright.async_api import expect
 
-from pas import subjects as S
-from pas.comms import read_numbered
-from pas.server import EmbeddedServer
-from pas.wire import CommsEntry
+from pas.protocol import subjects as S
+from pas.protocol.wire import CommsEntry
+from pas.runtime.comms import read_numbered
+from pas.transport.server import EmbeddedServer
 from tests.conftest import wait_for
 from tests.http_support import http_cfg
 from tests.test_hmi_browser import WAIT_MS, echo, hmi_on

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from pas import comms
-from pas.config import PasConfig
-from pas.executors import worktree_dir
-from pas.stack import Stack
+from pas.config.model import PasConfig
+from pas.execution.executors import worktree_dir
+from pas.runtime import comms
+from pas.surfaces.stack import Stack
 from tests.conftest import fast_args, make_cfg
 from tests.fakellm import Reply
 from tests.test_pipeline import make_repo, task
@@ -164,7 +164,7 @@ async def test_nested_repo_config_run_by_pas_git(stack: Any, client: Any, nats_s
     repo = plant(tmp_path, nats_server.url)
     t = await attack(client, repo, "h-nested", "python probe.py nested_repo")
     assert "planted nested/.git" in t["output"], t
-    # PAS does not commit a nested repository (pas.gitsafe): the task fails and says why ...
+    # PAS does not commit a nested repository (pas.execution.gitsafe): the task fails and says why ...
     await assert_logged_and_serving(client, "h-nested", t, "nested git repositories (nested)")
     assert list((tmp_path / "outside").iterdir()) == []  # ... without running the nested repo's config
 

@@ -21,14 +21,14 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from pas import wire
-from pas.client import PasClient
-from pas.config import PasConfig
-from pas.errors import PasError
-from pas.http import models as M
-from pas.http.adapter import port_plan, start_adapter
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.base.errors import PasError
+from pas.config.model import PasConfig
+from pas.protocol import wire
+from pas.surfaces.http import models as M
+from pas.surfaces.http.adapter import port_plan, start_adapter
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 from tests.conftest import fast_args, make_cfg, wait_for
 from tests.http_support import all_free, free_port_offset, fuzz_operation, http_cfg, poll
 

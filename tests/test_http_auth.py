@@ -1,4 +1,4 @@
-"""Who may call the HTTP adapter (pas/http/trust.py, README "Who is trusted"), end to end: a real
+"""Who may call the HTTP adapter (pas/surfaces/http/trust.py, README "Who is trusted"), end to end: a real
 nats-server, the module's agents, adapters started per test on free ports, real HTTP (httpx, and curl
 run as another OS uid through setpriv), Chromium for the login link.
 
@@ -27,10 +27,10 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from pas.client import PasClient
-from pas.http.adapter import AdapterHandle, start_adapter
-from pas.http.trust import MAX_CODES, http_token, peer_uid, stored_token
-from pas.server import EmbeddedServer
+from pas.surfaces.http.adapter import AdapterHandle, start_adapter
+from pas.surfaces.http.trust import MAX_CODES, http_token, peer_uid, stored_token
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg, poll
 from tests.module_stack import module_stack
 

@@ -1,4 +1,4 @@
-"""The HTTP request models (pas/http/models.py) mirror the wire types field for field: same names,
+"""The HTTP request models (pas/surfaces/http/models.py) mirror the wire types field for field: same names,
 same types, same defaults, and limits never looser than the wire's. Checked through the JSON Schema
 each side publishes (pydantic's model_json_schema, msgspec.json.schema), so any field, type or limit
 that drifts fails here."""
@@ -11,10 +11,10 @@ import msgspec
 import pytest
 from pydantic import BaseModel
 
-from pas import wire
-from pas.http import models as M
+from pas.protocol import wire
+from pas.surfaces.http import models as M
 
-try:  # the wire type's home (it moves from the programmer role into pas.wire)
+try:  # the wire type's home (it moves from the programmer role into pas.protocol.wire)
     ExecuteRequest: Any = wire.ExecuteRequest  # type: ignore[attr-defined]
 except AttributeError:
     from pas.roles.programmer import ExecuteRequest

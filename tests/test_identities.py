@@ -1,4 +1,4 @@
-"""One NATS identity per agent id, records granted to their owners (pas/auth.py), and readers that skip
+"""One NATS identity per agent id, records granted to their owners (pas/transport/auth.py), and readers that skip
 what they cannot trust — against the real embedded server with its users on, as `pas up` starts it.
 
 Each attack is made with the credentials a compromised process would hold (a programmer's: what an
@@ -21,12 +21,14 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError
 
-from pas import auth, comms, wire
-from pas import subjects as S
-from pas.client import PasClient
-from pas.replay import timeline
-from pas.stack import Stack
-from pas.streams import Raw
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import comms
+from pas.surfaces.replay import timeline
+from pas.surfaces.stack import Stack
+from pas.transport import auth
+from pas.transport.client import PasClient
+from pas.transport.streams import Raw
 from tests.conftest import as_user, make_cfg, wait_for
 
 AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
@@ -254,7 +256,7 @@ async def test_a_bad_llm_entry_does_not_break_the_timeline(up: Stack, caplog: An
 async def test_client_cancels_and_decides_only_its_own_runs(up: Stack) -> None:
     """A run records the NATS user that submitted it (pas.gateway.as.<user>.submit): `client` may cancel,
     approve or reject its own runs only; `adapter` and `admin` act on all."""
-    from pas.errors import Forbidden
+    from pas.base.errors import Forbidden
 
     mine = await running(up, "own-1")  # submitted by `client`
     other = await PasClient.connect(up.url or "", 10, creds=up.creds["adapter"])

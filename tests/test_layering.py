@@ -2,7 +2,7 @@
 
 - no import cycle among the modules of `pas` and `benchmarks`, counting EVERY import statement (at
   module level and inside functions; only `if TYPE_CHECKING:` blocks are skipped, as they never run);
-- every msgspec Struct that travels on NATS is defined in the wire package, pas/wire/ (`pas.wire` and
+- every msgspec Struct that travels on NATS is defined in the wire package, pas/protocol/wire/ (`pas.protocol.wire` and
   its modules, one a kind of message): a Struct defined anywhere else in `pas` is listed below with why
   it is not a wire type, and no other module decodes it or serves it on an endpoint or work queue.
 """
@@ -46,17 +46,17 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _import_nodes(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement under node, except the bodies of `if TYPE_CHECKING:`."""
+def _import_nodes(node: ast.AST, type_checking: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement under node; the bodies of `if TYPE_CHECKING:` only when type_checking."""
     out: list[ast.Import | ast.ImportFrom] = []
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
+        if not type_checking and isinstance(child, ast.If) and _is_type_checking(child.test):
             for other in child.orelse:
                 out += _import_nodes(other) if not isinstance(other, (ast.Import, ast.ImportFrom)) else [other]
             continue
         if isinstance(child, (ast.Import, ast.ImportFrom)):
             out.append(child)
-        out += _import_nodes(child)
+        out += _import_nodes(child, type_checking)
     return out
 
 
@@ -67,11 +67,13 @@ def _resolve(name: str, mods: dict[str, Module]) -> str | None:
     return name or None
 
 
-def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Module]:
-    """Every module of `packages` under root, with the modules of those packages it imports."""
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES,
+                 type_checking: bool = False) -> dict[str, Module]:
+    """Every module of `packages` under root, with the modules of those packages it imports (with
+    type_checking, also what it imports only for annotations)."""
     mods = _modules(root, packages)
     for m in mods.values():
-        for node in _import_nodes(m.tree):
+        for node in _import_nodes(m.tree, type_checking):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -152,7 +154,7 @@ def describe(cycle: list[str], mods: dict[str, Module]) -> str:
 
 def test_no_import_cycles() -> None:
     mods = import_graph()
-    assert "pas.agent" in mods and "pas.cli" in mods and "benchmarks" in mods  # the walk found the packages
+    assert "pas.runtime.agent" in mods and "pas.surfaces.cli" in mods and "benchmarks" in mods  # the walk found the packages
     cycles = find_cycles(mods)
     assert not cycles, "import cycles:\n" + "\n".join(describe(c, mods) for c in cycles)
 
@@ -178,26 +180,94 @@ def test_the_checker_sees_imports_inside_functions_and_skips_type_checking(tmp_p
     assert describe(cycles[0], mods) == "pkg.a (line 1) -> pkg.b ; pkg.b (line 5) -> pkg.c ; pkg.c (line 1) -> pkg.a"
 
 
+# ---- layers -----------------------------------------------------------------------------------
+LAYERS = ("base", "protocol", "config", "transport", "llm", "execution", "runtime", "roles", "surfaces")
+"""pas/'s folders, lowest first: a module imports only from its own layer or the ones below it."""
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "pas" or len(parts) < 2:
+        return None
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else None
+
+
+def upward_imports(mods: dict[str, Module]) -> list[str]:
+    out = []
+    for m in mods.values():
+        low = layer_of(m.name)
+        if low is None:
+            continue
+        for dep, line in m.imports.items():
+            high = layer_of(dep)
+            if high is not None and high > low:
+                out.append(f"{m.path.relative_to(m.path.parents[len(m.name.split('.')) - 1])}:{line} "
+                           f"{m.name} ({LAYERS[low]}) imports {dep} ({LAYERS[high]})")
+    return sorted(out)
+
+
+def test_pas_top_level_is_its_layers() -> None:
+    """pas/ holds the layers, the package data (defaults) and the entry points: about ten entries, no
+    loose module beside them."""
+    entries = sorted(p.name for p in (ROOT / "pas").iterdir() if p.name != "__pycache__")
+    assert entries == sorted([*LAYERS, "defaults", "__init__.py", "__main__.py", "py.typed"]
+                             if (ROOT / "pas" / "py.typed").exists() else [*LAYERS, "defaults", "__init__.py", "__main__.py"])
+    for layer in LAYERS:
+        init = ROOT / "pas" / layer / "__init__.py"
+        assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), f"pas/{layer} says what it is"
+
+
+def test_no_layer_imports_a_higher_one() -> None:
+    """Direction, with every import counted: module level, inside functions, and under TYPE_CHECKING."""
+    mods = import_graph(type_checking=True)
+    assert layer_of("pas.transport.bus") == 3 and "pas.transport.bus" in mods
+    bad = upward_imports(mods)
+    assert not bad, "imports from a higher layer:\n" + "\n".join(bad)
+
+
+def test_the_layer_check_flags_an_upward_import_even_lazy_or_for_types(tmp_path: Path) -> None:
+    src = {
+        "pas/__init__.py": "",
+        "pas/base/__init__.py": "",
+        "pas/base/a.py": "def f():\n    from pas.runtime import r\n    return r\n",
+        "pas/transport/__init__.py": "",
+        "pas/transport/t.py": ("from typing import TYPE_CHECKING\nfrom pas.base import a\n"
+                               "if TYPE_CHECKING:\n    from pas.roles.x import X\n"),
+        "pas/runtime/__init__.py": "",
+        "pas/runtime/r.py": "from pas.transport import t\n",
+        "pas/roles/__init__.py": "",
+        "pas/roles/x.py": "X = 1\n",
+    }
+    for rel, text in src.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    bad = upward_imports(import_graph(tmp_path, ("pas",), type_checking=True))
+    assert [b.split(" ", 1)[1] for b in bad] == ["pas.base.a (base) imports pas.runtime.r (runtime)",
+                                                  "pas.transport.t (transport) imports pas.roles.x (roles)"]
+    assert upward_imports(import_graph(tmp_path, ("pas",))) == [
+        b for b in bad if "roles" not in b]  # without type_checking the TYPE_CHECKING import is not seen
+
+
 # ---- wire types ------------------------------------------------------------------------------
-# Structs defined outside pas/wire/, and why none of them is a message on NATS. Each is encoded and
+# Structs defined outside pas/protocol/wire/, and why none of them is a message on NATS. Each is encoded and
 # decoded only by its home module (checked below).
 NOT_WIRE = {
-    "pas.configdoc.ClientNats": "the client commands' view of the config files (YAML), never on NATS",
-    "pas.configdoc.ClientSettings": "part of ClientConfig",
-    "pas.configdoc.ClientAgent": "part of ClientConfig",
-    "pas.configdoc.ClientConfig": "the client commands' view of the config files (YAML), never on NATS",
-    "pas.claims.Claim": "the agent-id claim record in KV, read and written only by pas.claims",
-    "pas.usage.RunUsage": "a run's token/cost counter in KV, read and written only by pas.usage",
-    "pas.recording.Recording": "an LLM call in PAS_RECORDINGS, stored and loaded only by pas.recording",
-    "pas.rerun.RecordedCall": "part of RerunSpec",
-    "pas.rerun.RerunSpec": "a rerun's recorded calls in KV, read and written only by pas.rerun",
-    "pas.rerun.Divergence": "a rerun's divergence report, built and logged only by pas.rerun",
-    "pas.planner.LanePlan": "the JSON a model answers the architect with (validated in pas.planner)",
-    "pas.planner.ArchitectPlan": "the JSON a model answers the architect with (validated in pas.planner)",
-    "pas.planner.JobPlan": "the JSON a model answers a director with (validated in pas.planner)",
-    "pas.planner.DirectorPlan": "the JSON a model answers a director with (validated in pas.planner)",
-    "pas.planner.ManagerPlan": "the JSON a model answers a manager with (validated in pas.planner)",
-    "pas.mcp.tools.Args": "MCP tool arguments (JSON-RPC over stdio/HTTP, not NATS)",
+    "pas.config.doc.ClientNats": "the client commands' view of the config files (YAML), never on NATS",
+    "pas.config.doc.ClientSettings": "part of ClientConfig",
+    "pas.config.doc.ClientAgent": "part of ClientConfig",
+    "pas.config.doc.ClientConfig": "the client commands' view of the config files (YAML), never on NATS",
+    "pas.runtime.claims.Claim": "the agent-id claim record in KV, read and written only by pas.runtime.claims",
+    "pas.runtime.usage.RunUsage": "a run's token/cost counter in KV, read and written only by pas.runtime.usage",
+    "pas.llm.recording.Recording": "an LLM call in PAS_RECORDINGS, stored and loaded only by pas.llm.recording",
+    "pas.runtime.rerun.RecordedCall": "part of RerunSpec",
+    "pas.runtime.rerun.RerunSpec": "a rerun's recorded calls in KV, read and written only by pas.runtime.rerun",
+    "pas.runtime.rerun.Divergence": "a rerun's divergence report, built and logged only by pas.runtime.rerun",
+    "pas.llm.planner.LanePlan": "the JSON a model answers the architect with (validated in pas.llm.planner)",
+    "pas.llm.planner.ArchitectPlan": "the JSON a model answers the architect with (validated in pas.llm.planner)",
+    "pas.llm.planner.JobPlan": "the JSON a model answers a director with (validated in pas.llm.planner)",
+    "pas.llm.planner.DirectorPlan": "the JSON a model answers a director with (validated in pas.llm.planner)",
+    "pas.llm.planner.ManagerPlan": "the JSON a model answers a manager with (validated in pas.llm.planner)",
+    "pas.surfaces.mcp.tools.Args": "MCP tool arguments (JSON-RPC over stdio/HTTP, not NATS)",
 }
 # calls through which a struct type goes onto or comes off NATS
 WIRE_CALLS = {"EndpointSpec", "WorkSpec", "endpoint", "decode", "kv_get", "kv_values"}
@@ -217,11 +287,11 @@ def _struct_classes(mods: dict[str, Module]) -> dict[str, str]:
     return out
 
 
-WIRE = "pas.wire"
+WIRE = "pas.protocol.wire"
 
 
 def in_wire(module: str) -> bool:
-    """The wire package, pas/wire/: `pas.wire` itself and its modules (pas.wire.records, ...)."""
+    """The wire package, pas/protocol/wire/: `pas.protocol.wire` itself and its modules (pas.protocol.wire.records, ...)."""
     return module == WIRE or module.startswith(WIRE + ".")
 
 
@@ -241,8 +311,8 @@ def test_wire_structs_live_in_the_wire_package() -> None:
     in_package = {name.rpartition(".")[2] for name, mod in structs.items() if in_wire(mod)}
     assert {"ExecuteRequest", "StatusRef", "SetModel", "RunRecord", "TaskWork", "CommsEntry"} <= in_package
     unlisted = sorted(outside - set(NOT_WIRE))
-    assert not unlisted, (f"Structs defined outside pas/wire/: {unlisted}. A message on NATS belongs in "
-                          "the pas.wire package; anything else goes into NOT_WIRE here with the reason")
+    assert not unlisted, (f"Structs defined outside pas/protocol/wire/: {unlisted}. A message on NATS belongs in "
+                          "the pas.protocol.wire package; anything else goes into NOT_WIRE here with the reason")
     stale = sorted(set(NOT_WIRE) - outside)
     assert not stale, f"NOT_WIRE lists structs that no longer exist: {stale}"
 
@@ -268,11 +338,11 @@ def test_the_wire_check_flags_a_struct_outside_the_wire_package(tmp_path: Path) 
     in a role module, or in a module merely named like it (pas/wire_extra.py), is outside."""
     src = {
         "pas/__init__.py": "",
-        "pas/wire/__init__.py": "from pas.wire.records import Rec\n",
-        "pas/wire/records.py": "from msgspec import Struct\n\n\nclass Rec(Struct):\n    a: int\n",
+        "pas/protocol/wire/__init__.py": "from pas.protocol.wire.records import Rec\n",
+        "pas/protocol/wire/records.py": "from msgspec import Struct\n\n\nclass Rec(Struct):\n    a: int\n",
         "pas/roles/__init__.py": "",
         "pas/roles/worker.py": "import msgspec\n\n\nclass Order(msgspec.Struct):\n    a: int\n",
-        "pas/wire_extra.py": "from pas.wire import Base\n\n\nclass Extra(Base):\n    a: int\n",
+        "pas/wire_extra.py": "from pas.protocol.wire import Base\n\n\nclass Extra(Base):\n    a: int\n",
     }
     for rel, text in src.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -284,10 +354,10 @@ def test_the_wire_check_flags_a_struct_outside_the_wire_package(tmp_path: Path) 
 def test_the_cycles_of_issue_11_stay_broken() -> None:
     """By name: the runtime imports no role, and no module imports the CLI (only `python -m pas`)."""
     mods = import_graph()
-    assert not [d for d in mods["pas.agent"].imports if d.startswith("pas.roles")]
-    assert "pas.agent" in mods["pas.roles"].imports
-    assert sorted(m.name for m in mods.values() if "pas.cli" in m.imports) == ["pas.__main__"]
-    assert "pas.commands" not in mods["pas.cliutil"].imports
+    assert not [d for d in mods["pas.runtime.agent"].imports if d.startswith("pas.roles")]
+    assert "pas.runtime.agent" in mods["pas.roles"].imports
+    assert sorted(m.name for m in mods.values() if "pas.surfaces.cli" in m.imports) == ["pas.__main__"]
+    assert "pas.surfaces.commands" not in mods["pas.surfaces.cliutil"].imports
 
 
 def test_the_benchmark_harness_is_split_by_figure() -> None:

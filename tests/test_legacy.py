@@ -1,4 +1,4 @@
-"""The original HTTP PAS's clients against PAS (pas/http/legacy.py, README "Coming from the HTTP PAS").
+"""The original HTTP PAS's clients against PAS (pas/surfaces/http/legacy.py, README "Coming from the HTTP PAS").
 
 The original is TrentCarter/lnsp-phase-4, branch feature/aider-lco-p0. Its code is not vendored: each
 test below reproduces one of its clients -- the same requests, bodies, fields read and polling loop
@@ -25,8 +25,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from pas import subjects as S
-from pas.config import PasConfig
+from pas.config.model import PasConfig
+from pas.protocol import subjects as S
 from tests.fakellm import Reply
 from tests.http_support import http_cfg
 from tests.shared_server import EmbeddedServer

@@ -1,4 +1,4 @@
-"""pas.llm against a real HTTP server speaking the OpenAI protocol (tests/fakellm.py), through the
+"""pas.llm.client against a real HTTP server speaking the OpenAI protocol (tests/fakellm.py), through the
 real litellm client: failover, timeouts, usage and cost, the circuit breaker, env overrides, budgets."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pas.config import ModelProfile
-from pas.errors import BudgetExceeded, ConfigError
-from pas.llm import (
+from pas.base.errors import BudgetExceeded, ConfigError
+from pas.config.model import ModelProfile
+from pas.llm.client import (
     BudgetTracker,
     CallRecord,
     LLMClient,
@@ -264,7 +264,7 @@ def test_budget_tracker() -> None:
 
 def test_litellm_is_imported_lazily() -> None:
     code = (
-        "import sys, pas.llm, pas.planner, pas.edit_loop, pas.aider\n"
+        "import sys, pas.llm.client, pas.llm.planner, pas.execution.edit_loop, pas.execution.aider\n"
         "assert 'litellm' not in sys.modules, 'litellm imported at module import'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pas import comms
-from pas.errors import Unavailable
-from pas.stack import Stack
+from pas.base.errors import Unavailable
+from pas.runtime import comms
+from pas.surfaces.stack import Stack
 from tests.conftest import make_cfg, wait_for
 from tests.fakellm import Fail, Reply
 from tests.test_pipeline import make_repo
@@ -168,8 +168,8 @@ async def test_breaker_opens_and_shows_in_pas_agents(nats_server: Any, client: A
     arch = next(r for r in rows if r["agent"] == "architect")
     assert arch["model"] == "pa" and arch["breaker"].startswith("open"), arch  # the model in use, its breaker
     assert len(fake_llm.requests_for("pa")) == 3  # the 4th run skipped the open circuit
-    from pas import subjects as S
-    from pas.bus import connect
+    from pas.protocol import subjects as S
+    from pas.transport.bus import connect
 
     nc = await connect(nats_server.url)
     try:
@@ -187,7 +187,7 @@ async def test_set_model_live(stack: Any, client: Any) -> None:
     assert h["model"] == "gpt-4o"
     import pytest
 
-    from pas.errors import BadRequest
+    from pas.base.errors import BadRequest
 
     with pytest.raises(BadRequest):
         await client.request("pas.ctl.prog-003.set_model", {"primary": "nope"})

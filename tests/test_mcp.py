@@ -16,10 +16,10 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from pas.http.adapter import start_adapter
-from pas.mcp import tools
-from pas.server import EmbeddedServer
-from pas.stack import Stack
+from pas.surfaces.http.adapter import start_adapter
+from pas.surfaces.mcp import tools
+from pas.surfaces.stack import Stack
+from pas.transport.server import EmbeddedServer
 from tests.conftest import ROOT, make_cfg
 from tests.http_support import http_cfg
 from tests.mcp_support import ALLOW, data, job, make_repo, scenario

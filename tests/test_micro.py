@@ -11,8 +11,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pas import comms, wire
-from pas import subjects as S
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import comms
 from tests.conftest import SCHEMAS, wait_for
 from tests.module_stack import module_stack
 

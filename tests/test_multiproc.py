@@ -15,9 +15,9 @@ import httpx
 import pytest
 from nats.errors import NoRespondersError
 
-from pas import subjects as S
-from pas.config import load_config
-from pas.errors import ConfigError
+from pas.base.errors import ConfigError
+from pas.config.model import load_config
+from pas.protocol import subjects as S
 from tests.cli_support import PasCommand, commands, dead_port, readme_block, run_pas
 from tests.conftest import fast_args, make_cfg
 from tests.http_support import free_port_offset
@@ -189,8 +189,9 @@ async def test_busy_http_port_names_its_owner_and_starts_no_agent(nats_server: A
 
 async def test_an_agent_taken_over_while_disconnected_stops_here(nats_server: Any, nc: Any) -> None:
     """What a reconnect finds if a newcomer claimed the id while this process was cut off."""
-    from pas import claims, wire
-    from pas.stack import Stack
+    from pas.protocol import wire
+    from pas.runtime import claims
+    from pas.surfaces.stack import Stack
 
     async with Stack(make_cfg(), url=nats_server.url, only=["prog-005", "prog-006"]) as st:
         assert await st.check_claims() == []  # still ours: nothing changes
@@ -206,7 +207,7 @@ async def test_an_agent_taken_over_while_disconnected_stops_here(nats_server: An
 
 def test_port_owner_reads_proc(tmp_path: Path) -> None:
     """The owner lookup on a /proc-shaped tree: a listener's inode, then the fd that holds it."""
-    from pas.portowner import port_owner
+    from pas.base.portowner import port_owner
 
     proc = tmp_path / "proc"
     (proc / "net").mkdir(parents=True)

@@ -1,5 +1,5 @@
 """Names in one place: no subject, API subject, stream or bucket name is spelt out in pas/ outside
-pas/subjects.py (which builds and parses them all, and which subjects.md documents), nor in the
+pas/protocol/subjects.py (which builds and parses them all, and which subjects.md documents), nor in the
 benchmarks and scripts that drive PAS (benchmarks/, scripts/).
 
 A walk over the syntax tree of every module: every string constant, including the constant parts of
@@ -8,7 +8,7 @@ and the name given to logging.getLogger (a logger, not a subject). In benchmarks
 the figures' words: a figure's name (Figure's first argument, a producer's registered name, e.g. the
 figure "pas.comms") and prose (a constant with a space, e.g. a figure's note: a name never has one).
 benchmarks/cli_bare.py writes its names out on purpose (a bare nats-py script, importing nothing of
-pas); they are checked against pas.subjects instead."""
+pas); they are checked against pas.protocol.subjects instead."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import ast
 import re
 from pathlib import Path
 
-from pas import subjects as S
+from pas.protocol import subjects as S
 
-PAS = Path(S.__file__).parent
+PAS = Path(S.__file__).parents[1]
 ROOT = PAS.parent
-EXCLUDED = {PAS / "subjects.py"}
+EXCLUDED = {PAS / "protocol" / "subjects.py"}
 BARE = ROOT / "benchmarks" / "cli_bare.py"
 
 _heads = "|".join(map(re.escape, S.HEADS))
@@ -88,7 +88,7 @@ def figure_names() -> frozenset[str]:
 
 def test_no_subject_literal_outside_subjects_py() -> None:
     bad = [line for p in modules() for line in offenders(p)]
-    assert not bad, "subject/stream/bucket names spelt out outside pas/subjects.py (use its builders):\n" + \
+    assert not bad, "subject/stream/bucket names spelt out outside pas/protocol/subjects.py (use its builders):\n" + \
         "\n".join(bad)
 
 
@@ -96,7 +96,7 @@ def test_no_subject_literal_in_benchmarks_and_scripts() -> None:
     figures = figure_names()
     assert "pas.comms" in figures and len(drivers()) > 10  # the registry and the walk found what they look for
     bad = [line for p in drivers() for line in offenders(p, figures)]
-    assert not bad, "PAS names spelt out in benchmarks/ or scripts/ (use pas.subjects):\n" + "\n".join(bad)
+    assert not bad, "PAS names spelt out in benchmarks/ or scripts/ (use pas.protocol.subjects):\n" + "\n".join(bad)
 
 
 def test_the_bare_cli_script_names_what_pas_names() -> None:
@@ -119,7 +119,7 @@ def test_the_check_sees_names(tmp_path: Path) -> None:
                    'c = f"run {r} not in " "PAS_EVENTS"\n'
                    'd = f"x {y}.pas.work.root"\n'
                    'e = "pas.yaml"\n'
-                   'f = "pas.recording"\n'
+                   'f = "pas.llm.recording"\n'
                    'g = "KV_pas_tree"\n')
     lines = sorted(int(x.split(":")[1]) for x in offenders(src))
     assert lines == [4, 5, 6, 10]
@@ -158,16 +158,16 @@ def lane_lists(path: Path) -> list[int]:
 def test_lanes_are_defined_once() -> None:
     """subjects.Lane is the only list of lanes; wire, the HTTP models and config derive from it."""
     bad = [f"{p.relative_to(PAS.parent)}:{n}" for p in modules() for n in lane_lists(p)]
-    assert not bad, "lanes listed outside pas/subjects.py:\n" + "\n".join(bad)
-    assert lane_lists(PAS / "subjects.py"), "pas/subjects.py no longer defines the lanes"
-    from pas import wire
-    from pas.http import models
+    assert not bad, "lanes listed outside pas/protocol/subjects.py:\n" + "\n".join(bad)
+    assert lane_lists(PAS / "protocol" / "subjects.py"), "pas/protocol/subjects.py no longer defines the lanes"
+    from pas.protocol import wire
+    from pas.surfaces.http import models
 
     assert wire.Lane is S.Lane and models.Lane is S.Lane
 
 
 def test_tree_keys_are_the_documented_ones() -> None:
-    """The pas_tree row of subjects.md lists exactly the keys pas.subjects builds."""
+    """The pas_tree row of subjects.md lists exactly the keys pas.protocol.subjects builds."""
     doc = (PAS.parent / "subjects.md").read_text()
     row = next(line for line in doc.splitlines() if line.startswith(f"| `{S.KV_TREE}` |"))
     documented = set(re.findall(r"`(<run_id>[^`]*)`", row.split("|")[2]))

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pas import subjects as S
-from pas.config import load_config
+from pas.config.model import load_config
+from pas.protocol import subjects as S
 from tests.natscli_docs import doc_examples, doc_transcripts, least_user, normalise_transcript
 from tests.natscli_support import CliSub, PasUnderCli, job, new_run_id
 
@@ -315,7 +315,7 @@ async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
     import nats
 
     from benchmarks import natsbench, run
-    from pas.server import EmbeddedServer
+    from pas.transport.server import EmbeddedServer
     from tests.natscli_support import natscli
 
     natscli()  # skip only without Go; fail when Go is there and natscli is not

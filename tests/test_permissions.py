@@ -1,4 +1,4 @@
-"""Least-privilege NATS users (pas/auth.py) against the real embedded server with permissions on.
+"""Least-privilege NATS users (pas/transport/auth.py) against the real embedded server with permissions on.
 
 Each refusal test shows three things: the nats-server logs its permissions violation (with the real
 subject), PAS logs the violation its error callback received at WARNING (with the subject), and the
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from pas import auth
-from pas import subjects as S
-from pas.bus import AuthRefused, connect
-from pas.client import PasClient
-from pas.stack import Stack
+from pas.protocol import subjects as S
+from pas.surfaces.stack import Stack
+from pas.transport import auth
+from pas.transport.bus import AuthRefused, connect
+from pas.transport.client import PasClient
 from tests.conftest import as_user, make_cfg, wait_for
 from tests.natscli_support import eval_creds
 
@@ -204,7 +204,7 @@ async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: A
         assert st["tasks"][0]["output"] == "hi\n"
         health = await client.request(S.agent_endpoint("mgr", "mgr-code-01", "health"), {})
         assert health["handled"] >= 1
-        from pas import comms
+        from pas.runtime import comms
 
         entries = [e async for e in comms.read(client.nc.jetstream(), run_id="sec-1")]
         assert {"gateway", "root", "architect", "dir-code", "mgr-code-01"} <= {e.from_agent for e in entries}
@@ -346,7 +346,7 @@ async def test_pas_creds_gives_the_nats_cli_a_users_rights(secured: Stack, tmp_p
 
 def test_pas_nats_config_prints_the_same_rules(tmp_path: Path) -> None:
     """The block for an external server: a nats-server started with it enforces the same users."""
-    from pas.server import EmbeddedServer
+    from pas.transport.server import EmbeddedServer
 
     creds_dir = tmp_path / "creds"
     p = cli("nats-config", creds_dir=creds_dir)

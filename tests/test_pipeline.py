@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from pas import comms
-from pas import subjects as S
-from pas.client import PasClient
-from pas.demo import SAMPLE
-from pas.errors import BadRequest, Conflict, NotFound
-from pas.stack import Stack
+from pas.base.errors import BadRequest, Conflict, NotFound
+from pas.protocol import subjects as S
+from pas.runtime import comms
+from pas.surfaces.demo import SAMPLE
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
 from tests.conftest import ROOT, make_cfg
 from tests.module_stack import module_stack
 

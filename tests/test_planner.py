@@ -1,4 +1,4 @@
-"""pas.planner: model plans validated, bad replies retried once, then the deterministic planner."""
+"""pas.llm.planner: model plans validated, bad replies retried once, then the deterministic planner."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pas.llm import LLMClient
-from pas.planner import (
+from pas.llm.client import LLMClient
+from pas.llm.planner import (
     NOT_PLANNED,
     ArchitectPlan,
     DirectorPlan,
@@ -21,7 +21,7 @@ from pas.planner import (
     plan_director,
     plan_manager,
 )
-from pas.wire import TaskSpec
+from pas.protocol.wire import TaskSpec
 from tests.fakellm import Fail, FakeLLM, Reply, fake_llm  # noqa: F401
 
 LANES = ["code", "models", "data", "devsecops", "docs"]

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pas.stack import Stack
+from pas.surfaces.stack import Stack
 from tests.conftest import fast_args, make_cfg, wait_for
 
 
@@ -46,8 +46,8 @@ async def test_killed_programmer_task_is_redelivered(nats_server: Any, client: A
         await wait_for(running_on_001, 20)
         busy.kill()
         # another programmer, in this process, takes the task after the ack deadline
-        from pas.comms import CommsLog
         from pas.roles import new_agent
+        from pas.runtime.comms import CommsLog
 
         other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
         await other.start()
@@ -102,8 +102,8 @@ async def test_task_fails_after_max_attempts(nats_server: Any, client: Any, pas_
 
         await wait_for(running, 20)
         busy.kill()
-        from pas.comms import CommsLog
         from pas.roles import new_agent
+        from pas.runtime.comms import CommsLog
 
         other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
         await other.start()

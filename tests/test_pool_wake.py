@@ -1,4 +1,4 @@
-"""Waking the programmer pool without a herd (pas.priority.Bands), through a real nats-server: a task
+"""Waking the programmer pool without a herd (pas.runtime.priority.Bands), through a real nats-server: a task
 costs about one pull request, not one per programmer, and a burst of tasks still starts at once on
 every programmer. The 0.5 s recheck (the safety net for redeliveries, which publish nothing) is set
 to a minute here, so nothing these tests see can come from it."""
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from pas import priority, wire
-from pas import subjects as S
-from pas.client import PasClient
-from pas.stack import Stack
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import priority
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
 from tests.conftest import make_cfg, wait_for
 from tests.test_priority import GATED, pool_cfg, tasks
 
@@ -115,7 +116,7 @@ async def test_two_processes_pull_at_most_once_each_per_task(no_recheck: None, n
 
 
 async def test_a_publish_the_server_took_after_a_pull_keeps_its_band_marked() -> None:
-    """The rule that makes one shared subscription enough (pas.priority.Bands): "empty" is stamped
+    """The rule that makes one shared subscription enough (pas.runtime.priority.Bands): "empty" is stamped
     with the pull's send time, so a publish handled before that pull's 404 still marks the band, and
     each publish wakes one idle loop, the one idle longest."""
     bands = priority.Bands([S.work_prog(b) for b in wire.PRIORITIES], S.WORK_PROG_ALL)

@@ -11,10 +11,10 @@ from typing import Any
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from pas import subjects as S
-from pas.client import PasClient
-from pas.config import PasConfig
-from pas.stack import Stack
+from pas.config.model import PasConfig
+from pas.protocol import subjects as S
+from pas.surfaces.stack import Stack
+from pas.transport.client import PasClient
 from tests.conftest import make_cfg, wait_for
 
 GATED = "python -c \"import os,time; [time.sleep(0.02) for _ in iter(lambda: os.path.exists('{gate}'), True)]\""

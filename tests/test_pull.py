@@ -1,4 +1,4 @@
-"""Work loops keep pull requests outstanding (pas.pull.PullFeed): far fewer pulls than deliveries,
+"""Work loops keep pull requests outstanding (pas.transport.pull.PullFeed): far fewer pulls than deliveries,
 never more work held than free slots, and a lost pull (server killed and restarted, consumer deleted
 and re-created) is noticed and asked again, with the failure and the recovery logged."""
 
@@ -14,14 +14,14 @@ from typing import Any
 
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 
-from pas import subjects as S
-from pas import wire
-from pas.bus import Bus
-from pas.comms import CommsLog
-from pas.connection import connect
-from pas.pull import ended
-from pas.server import EmbeddedServer
-from pas.service import WorkCtx, WorkLoop
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime.comms import CommsLog
+from pas.runtime.service import WorkCtx, WorkLoop
+from pas.transport.bus import Bus
+from pas.transport.connection import connect
+from pas.transport.pull import ended
+from pas.transport.server import EmbeddedServer
 from tests.conftest import make_cfg, wait_for
 
 Handler = Callable[[wire.RunRef, WorkCtx], Awaitable[None]]
@@ -150,7 +150,7 @@ async def test_a_loop_holds_no_more_than_its_free_slots(nats_server: Any) -> Non
 async def test_a_loop_resumes_after_its_consumer_is_deleted_and_recreated(nats_server: Any, caplog: Any) -> None:
     """The waiting pull ends with 409 Consumer Deleted; pulls to the missing consumer get 503 (no
     responders), retried every 0.5 s; once the consumer is back, the next item is handled."""
-    caplog.set_level(logging.WARNING, logger="pas.pull")
+    caplog.set_level(logging.WARNING, logger="pas.transport.pull")
     seen: list[str] = []
 
     async def handler(ref: wire.RunRef, ctx: WorkCtx) -> None:
@@ -176,7 +176,7 @@ async def test_a_loop_resumes_after_its_pull_is_lost_with_the_server(tmp_path: P
     """SIGKILL the server while the loop's pull waits there, restart it on the same store and port:
     the pull is gone without an answer; the loop notices once it is overdue (expiry + grace), asks
     again, and handles an item published after the restart."""
-    caplog.set_level(logging.WARNING, logger="pas.pull")
+    caplog.set_level(logging.WARNING, logger="pas.transport.pull")
     srv = EmbeddedServer(tmp_path / "nats", port=-1)
     url = srv.start()
     seen: list[str] = []

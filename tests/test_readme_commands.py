@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pas.config import load_config
+from pas.config.model import load_config
 from tests.cli_support import dead_port
 from tests.conftest import ROOT
 from tests.http_support import BROWSER_ARGS, CHROMIUM, free_port_offset

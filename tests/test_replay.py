@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pas import subjects as S
-from pas.replay import live, timeline
-from pas.stack import Stack
+from pas.protocol import subjects as S
+from pas.surfaces.replay import live, timeline
+from pas.surfaces.stack import Stack
 from tests.conftest import ROOT
 from tests.fakellm import Fail, Reply
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg

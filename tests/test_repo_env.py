@@ -1,4 +1,4 @@
-"""Tasks run in the target repository's environment (pas.repoenv), never silently in PAS's own.
+"""Tasks run in the target repository's environment (pas.execution.repoenv), never silently in PAS's own.
 
 The repositories here get a real virtualenv (`python -m venv`) holding a tiny package that PAS's
 own environment does not have, so a task can only pass if it really ran there. No network.
@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from pas import comms, repoenv
-from pas.aider import run_aider
-from pas.cliutil import result_table
-from pas.errors import BadRequest
-from pas.stack import Stack
+from pas.base.errors import BadRequest
+from pas.execution import repoenv
+from pas.execution.aider import run_aider
+from pas.runtime import comms
+from pas.surfaces.cliutil import result_table
+from pas.surfaces.stack import Stack
 from tests.conftest import make_cfg
 
 PROBE = "pas_probe_pkg"

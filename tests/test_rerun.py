@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pas import recording, wire
-from pas import subjects as S
-from pas.stack import Stack
+from pas.llm import recording
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.surfaces.stack import Stack
 from tests.fakellm import Fail, Reply
 from tests.test_llm_pipeline import EDIT_OK, llm_entries, swarm_cfg
 from tests.test_pipeline import make_repo
@@ -156,7 +157,7 @@ async def test_fork_from_a_step_and_diff(nats_server: Any, client: Any, fake_llm
     fake_llm.default("pp2", Reply(EDIT_FORK, prompt_tokens=150, completion_tokens=50))
     st, repo = await planned_and_edited(nats_server, client, fake_llm, tmp_path)
     st.cfg.models["pp2"] = fake_llm.profile("pp2")
-    st.bus.llm.client.profiles["pp2"] = fake_llm.profile("pp2")  # the agents know the fork's model
+    st.llm.client.profiles["pp2"] = fake_llm.profile("pp2")  # the agents know the fork's model
     try:
         asked = len(fake_llm.requests)
         rc, out, err = await pas(nats_server.url, "rerun", "par1", "--run-id", "fork1", "--from", "task:code-1-01",
@@ -209,7 +210,7 @@ async def test_replay_rerun_diff_with_permissions_on(tmp_path: Path, fake_llm: A
     `client`, the timeline endpoint as `adapter`, with no permission violation."""
     import httpx
 
-    from pas.client import PasClient
+    from pas.transport.client import PasClient
     from tests.http_support import free_port_offset
 
     fake_llm.script("pa", Reply('{"lanes": [{"lane": "docs", "brief": "document the API"}]}'))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from nats.js.errors import BadRequestError, NoStreamResponseError
 
-from pas.bus import retry_js
+from pas.transport.bus import retry_js
 
 
 async def test_write_lands_once_the_stream_is_back(nc: Any, caplog: pytest.LogCaptureFixture) -> None:

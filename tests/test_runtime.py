@@ -9,16 +9,17 @@ from typing import Any
 
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from pas import comms, wire
-from pas import runs as R
-from pas import subjects as S
-from pas.bus import Bus
-from pas.comms import CommsLog
-from pas.config import load_config
-from pas.errors import BadInput, BudgetExceeded, Cancelled, Retry
+from pas.base.errors import BadInput, BudgetExceeded, Cancelled, Retry
+from pas.config.model import load_config
+from pas.protocol import subjects as S
+from pas.protocol import wire
 from pas.roles import new_agent
-from pas.service import WorkCtx, WorkLoop, settle, task_status
-from pas.stack import Stack
+from pas.runtime import comms
+from pas.runtime import runs as R
+from pas.runtime.comms import CommsLog
+from pas.runtime.service import WorkCtx, WorkLoop, settle, task_status
+from pas.surfaces.stack import Stack
+from pas.transport.bus import Bus
 from tests.conftest import make_cfg, wait_for
 
 

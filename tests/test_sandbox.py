@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from pas import comms
-from pas.executors import run_argv
-from pas.sandbox import Box, Limits, clean_env, wrap
-from pas.stack import Stack
+from pas.execution.executors import run_argv
+from pas.execution.sandbox import Box, Limits, clean_env, wrap
+from pas.runtime import comms
+from pas.surfaces.stack import Stack
 from tests.conftest import make_cfg
 from tests.test_pipeline import task
 
@@ -62,7 +62,7 @@ async def test_sandbox_off_warns_on_every_task(nats_server: Any, client: Any, ca
 
 
 async def test_workspace_stays_the_tasks_and_nothing_walks_back(tmp_path: Path) -> None:
-    """What the task wrote is never chowned back (PAS's git reads it as it is, pas.gitsafe): no walk
+    """What the task wrote is never chowned back (PAS's git reads it as it is, pas.execution.gitsafe): no walk
     with PAS's rights over the task's files after it."""
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pas import comms
-from pas.redact import redact, register_value
-from pas.stack import Stack
+from pas.base.redact import redact, register_value
+from pas.runtime import comms
+from pas.surfaces.stack import Stack
 from tests.conftest import ROOT, make_cfg
 from tests.fakellm import Fail
 from tests.test_pipeline import make_repo

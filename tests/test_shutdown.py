@@ -11,8 +11,8 @@ from typing import Any
 
 import nats
 
-from pas import subjects as S
-from pas.server import EmbeddedServer
+from pas.protocol import subjects as S
+from pas.transport.server import EmbeddedServer
 from tests.conftest import fast_args
 
 

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from pas.server import EmbeddedServer
+from pas.transport.server import EmbeddedServer
 from tests.cli_support import PasCommand, dead_port, run_pas, run_pas_all
 from tests.conftest import fast_args, make_cfg
 from tests.http_support import free_port_offset

@@ -1,4 +1,4 @@
-"""pas.streams.read_raw, the one stream reader (pas log, pas replay, the HTTP comms tail, Bus.kv_values),
+"""pas.transport.streams.read_raw, the one stream reader (pas log, pas replay, the HTTP comms tail, Bus.kv_values),
 against a real JetStream: every message in order with its sequence, from a sequence or a time on, the
 last per subject, and a tail that sees new messages until stopped. Its consumers are gone afterwards."""
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from nats.js.api import StreamConfig
 
-from pas.streams import IncompleteRead, read_raw
+from pas.transport.streams import IncompleteRead, read_raw
 from tests.conftest import wait_for
 
 

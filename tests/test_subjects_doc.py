@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pas import bus
-from pas import subjects as S
+from pas.protocol import subjects as S
+from pas.transport import bus
 from tests.conftest import ROOT
 
 DOC = (ROOT / "subjects.md").read_text()
@@ -99,7 +99,7 @@ def test_streams_consumers_buckets_documented(cfg: Any) -> None:
 
 
 def test_code_subjects_list_is_complete() -> None:
-    """Every subject constant and builder in pas.subjects is in code_subjects() (so in subjects.md)."""
+    """Every subject constant and builder in pas.protocol.subjects is in code_subjects() (so in subjects.md)."""
     import inspect
 
     from tests.conftest import make_cfg
@@ -126,16 +126,16 @@ def test_code_subjects_list_is_complete() -> None:
 
 
 def test_permissions_table_is_pas_auth() -> None:
-    """subjects.md's permissions table is exactly what pas/auth.py grants (python -m pas.auth)."""
-    from pas import auth
+    """subjects.md's permissions table is exactly what pas/transport/auth.py grants (python -m pas.transport.auth)."""
+    from pas.transport import auth
     from tests.conftest import make_cfg
 
-    assert auth.table_markdown(make_cfg()) == PERMS_TABLE, "subjects.md permissions table is stale: python -m pas.auth"
+    assert auth.table_markdown(make_cfg()) == PERMS_TABLE, "subjects.md permissions table is stale: python -m pas.transport.auth"
 
 
 def test_every_granted_pas_subject_is_documented() -> None:
     """Each pas.* subject a user may publish or subscribe is (a wildcard over) a documented subject."""
-    from pas import auth
+    from pas.transport import auth
     from tests.conftest import make_cfg
 
     cfg = make_cfg()

@@ -1,4 +1,4 @@
-"""Traces across tiers (pas.tracing): one run is one trace, its context carried in NATS headers from the
+"""Traces across tiers (pas.transport.tracing): one run is one trace, its context carried in NATS headers from the
 submit (or an HTTP request's traceparent) through every tier, the task command and the model call."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from pas import subjects as S
-from pas import tracing
-from pas.errors import Cancelled, Retry
-from pas.stack import Stack
+from pas.base.errors import Cancelled, Retry
+from pas.protocol import subjects as S
+from pas.surfaces.stack import Stack
+from pas.transport import tracing
 from tests.conftest import fast_args, make_cfg, wait_for
 from tests.fakellm import Reply
 from tests.http_support import http_cfg
@@ -254,8 +254,8 @@ async def stored_headers(js: Any, stream: str, subject: str) -> list[dict[str, s
 
 def test_off_imports_no_opentelemetry() -> None:
     """Tracing off costs no import: starting an agent process's modules loads no OpenTelemetry."""
-    code = ("import sys, pas.stack, pas.cli, pas.client, pas.llm, pas.executors\n"
-            "from pas import tracing\nfrom pas.config import load_config\n"
+    code = ("import sys, pas.surfaces.stack, pas.surfaces.cli, pas.transport.client, pas.llm.client, pas.execution.executors\n"
+            "from pas import tracing\nfrom pas.config.model import load_config\n"
             "assert not tracing.setup(load_config(), environ={})\n"
             "print([m for m in sys.modules if m.startswith('opentelemetry')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

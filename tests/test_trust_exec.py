@@ -24,17 +24,19 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from pas import comms, gitsafe, wire
-from pas import subjects as S
-from pas.client import PasClient
-from pas.errors import BadRequest
-from pas.executors import worktree_dir
-from pas.http.backend import Backend
-from pas.mcp.tools import Ops
-from pas.programs import remove_tree
-from pas.sandbox import _chown_tree
-from pas.server import EmbeddedServer
-from pas.textsafe import clean
+from pas.base.errors import BadRequest
+from pas.base.programs import remove_tree
+from pas.base.textsafe import clean
+from pas.execution import gitsafe
+from pas.execution.executors import worktree_dir
+from pas.execution.sandbox import _chown_tree
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import comms
+from pas.surfaces.http.backend import Backend
+from pas.surfaces.mcp.tools import Ops
+from pas.transport.client import PasClient
+from pas.transport.server import EmbeddedServer
 from tests.cli_support import run_pas
 from tests.conftest import make_cfg
 from tests.http_support import http_cfg
@@ -360,7 +362,7 @@ async def test_no_raw_escape_reaches_the_terminal(h: Http, client: PasClient, tm
 
 async def test_cli_cleans_every_write() -> None:
     """The print boundary itself: a `pas` process whose output carries escapes writes none."""
-    code = ("import sys; from pas.textsafe import terminal; sys.stdout = terminal(sys.stdout); "
+    code = ("import sys; from pas.base.textsafe import terminal; sys.stdout = terminal(sys.stdout); "
             "print('x\\x1b]52;c;eA==\\x07y\\x1b[2J'); sys.stdout.write('\\x1b]0;t\\x07z\\n')")
     p = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout == "xy\nz\n", p

@@ -5,10 +5,9 @@ pas.agent (the runtime) imports no role: new_agent() hands it the class, so the 
 
 from __future__ import annotations
 
-from pas.agent import Agent, Role
-from pas.bus import Bus
-from pas.comms import CommsLog
-from pas.config import AgentConfig
+from typing import TYPE_CHECKING
+
+from pas.config.model import AgentConfig
 from pas.roles.architect import ArchitectRole
 from pas.roles.director import DirectorRole
 from pas.roles.gateway import GatewayRole
@@ -16,6 +15,12 @@ from pas.roles.manager import ManagerRole
 from pas.roles.monitor import MonitorRole
 from pas.roles.programmer import ProgrammerRole
 from pas.roles.root import RootRole
+from pas.runtime.agent import Agent, Role
+from pas.runtime.comms import CommsLog
+from pas.transport.bus import Bus
+
+if TYPE_CHECKING:
+    from pas.runtime.usage import RunLLM
 
 ROLE_CLASSES: dict[str, type[Role]] = {
     "gateway": GatewayRole,
@@ -28,6 +33,6 @@ ROLE_CLASSES: dict[str, type[Role]] = {
 }
 
 
-def new_agent(bus: Bus, cfg: AgentConfig, comms: CommsLog) -> Agent:
+def new_agent(bus: Bus, cfg: AgentConfig, comms: CommsLog, llm: RunLLM | None = None) -> Agent:
     """The agent `cfg` describes, with the behaviour of its role."""
-    return Agent(bus, cfg, comms, ROLE_CLASSES[cfg.role])
+    return Agent(bus, cfg, comms, ROLE_CLASSES[cfg.role], llm)

@@ -1,19 +1,19 @@
 """Architect: starts a run, splits it into lanes and hands each lane to its Director. A finished lane
 is reported by its director on pas.architect.lanes.done; the architect, the plan record's only writer,
-notes it and announces the finished plan (pas.runs.note_child_done)."""
+notes it and announces the finished plan (pas.runtime.runs.note_child_done)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from pas import runs as R
-from pas import subjects as S
-from pas import wire
-from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import PasError
-from pas.planner import plan_architect
-from pas.service import WorkCtx
+from pas.base.errors import PasError
+from pas.llm.planner import plan_architect
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import runs as R
+from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.service import WorkCtx
 
 
 async def _none() -> None:
@@ -54,7 +54,7 @@ class ArchitectRole(Role):
         job: Any = req[0]  # a JobSubmit
         lanes: list[Any] = got[0].lanes
         briefs = dict.fromkeys(lanes, job.goal or job.title)
-        with_model = not job.tasks and bool(job.goal) and self.bus.llm is not None
+        with_model = not job.tasks and bool(job.goal) and self.agent.llm is not None
         # Only a redelivery can find its own plan (and the lanes finished since): it stands.
         old = await self.bus.kv_get(S.KV_TREE, R.plan_key(ref.run_id), wire.PlanRecord) if ctx.redelivered else None
         if old is not None:
@@ -74,7 +74,7 @@ class ArchitectRole(Role):
             run = got[0]
         if with_model and old is None:
             # Plan lanes with the model; explicit tasks already name their lanes.
-            lp, meta = await plan_architect(self.bus.router(), self.me.id, self.agent.model, self.agent.backup_model,
+            lp, meta = await plan_architect(self.agent.router(), self.me.id, self.agent.model, self.agent.backup_model,
                                             job.goal, self.cfg.lanes(), run.run_id, requested=job.lanes)
             chosen = {x.lane for x in lp.lanes}
             lanes = [lane for lane in S.LANES if lane in chosen] or lanes

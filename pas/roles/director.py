@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from pas import runs as R
-from pas import subjects as S
-from pas import wire
-from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.planner import deterministic_director, plan_director
-from pas.service import WorkCtx
+from pas.llm.planner import deterministic_director, plan_director
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import runs as R
+from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.service import WorkCtx
 
 
 def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
@@ -44,7 +44,7 @@ class DirectorRole(Role):
 
     async def split(self, work: wire.LaneWork, ctx: WorkCtx) -> None:
         max_tasks = self.cfg.settings.work.max_tasks_per_job
-        plan_with_model = not work.tasks and self.bus.llm is not None
+        plan_with_model = not work.tasks and self.agent.llm is not None
         # The architect started the run a moment ago. Asked again before a model call (it costs) and
         # on a redelivery; otherwise a lane cut short by a cancel ends at its tasks: every programmer
         # checks the run before its first task of it, and hears the cancel while running one.
@@ -53,7 +53,7 @@ class DirectorRole(Role):
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
             return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         if plan_with_model:
-            plan, meta = await plan_director(self.bus.router(), self.me.id, self.agent.model, self.agent.backup_model,
+            plan, meta = await plan_director(self.agent.router(), self.me.id, self.agent.model, self.agent.backup_model,
                                              self.lane, work.goal, work.brief, [], work.run_id, max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
             if meta.degraded:

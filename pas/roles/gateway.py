@@ -11,15 +11,16 @@ from typing import Any
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from pas import approval as A
-from pas import auth, tracing, wire
-from pas import runs as R
-from pas import subjects as S
-from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import BadRequest, CommandRefused, Conflict, Forbidden, NotFound, Retry
-from pas.ids import is_id
-from pas.policy import admit, check_command, check_inside, repo_roots
-from pas.service import Call, WorkCtx
+from pas.base.errors import BadRequest, CommandRefused, Conflict, Forbidden, NotFound, Retry
+from pas.execution.policy import admit, check_command, check_inside, repo_roots
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.protocol.ids import is_id
+from pas.runtime import approval as A
+from pas.runtime import runs as R
+from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.service import Call, WorkCtx
+from pas.transport import auth, tracing
 
 
 def new_run_id() -> str:
@@ -45,7 +46,7 @@ class GatewayRole(Role):
             EndpointSpec("runs", S.GATEWAY_RUNS, self.runs, wire.RunsQuery),
             EndpointSpec("plan", S.GATEWAY_PLAN, self.plan, wire.RunRef),
             *(EndpointSpec(name, subject, handler, typ) for name, subject, handler, typ in acting),
-            # the same, as the NATS user that alone may publish the subject (pas.auth)
+            # the same, as the NATS user that alone may publish the subject (pas.transport.auth)
             *(EndpointSpec(f"{name}_as", S.gateway_as("*", name), handler, typ) for name, _, handler, typ in acting),
         ]
 
@@ -163,7 +164,7 @@ class GatewayRole(Role):
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
 
-    # ---- approval mode (pas.approval) ---------------------------------------------------------
+    # ---- approval mode (pas.runtime.approval) ---------------------------------------------------------
     async def plan(self, ref: wire.RunRef, call: Call) -> wire.PlanView:
         return await A.plan_view(self.bus, ref.run_id)
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
-from pas import approval as A
-from pas import runs as R
-from pas import subjects as S
-from pas import wire
-from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import BadRequest, NotFound
-from pas.ids import ID_RULE, is_id
-from pas.planner import plan_manager
-from pas.policy import admit, repo_roots
-from pas.service import Call, WorkCtx
+from pas.base.errors import BadRequest, NotFound
+from pas.execution.policy import admit, repo_roots
+from pas.llm.planner import plan_manager
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.protocol.ids import ID_RULE, is_id
+from pas.runtime import approval as A
+from pas.runtime import runs as R
+from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.service import Call, WorkCtx
 
 
 class ManagerRole(Role):
@@ -52,8 +52,8 @@ class ManagerRole(Role):
         existing = (await self.bus.kv_get(S.KV_TREE, R.job_key(card.run_id, card.job_id), wire.JobRecord)
                     if ctx.redelivered else None)  # only a redelivery can find its own earlier plan
         tasks = card.tasks
-        if self.bus.llm is not None and existing is None:
-            plan, meta = await plan_manager(self.bus.llm, self.me.id, self.agent.model, self.agent.backup_model,
+        if self.agent.llm is not None and existing is None:
+            plan, meta = await plan_manager(self.agent.llm, self.me.id, self.agent.model, self.agent.backup_model,
                                             self.lane, card.goal, card.tasks, card.run_id,
                                             self.cfg.settings.work.max_tasks_per_job)
             tasks = plan.tasks or card.tasks
@@ -99,7 +99,7 @@ class ManagerRole(Role):
                              priority=priority)
         return self.bus.publish_js(S.work_prog(wire.band(priority)), work, msg_id=f"{run_id}:task:{task_id}")
 
-    # ---- approval mode (pas.approval) -------------------------------------------------------
+    # ---- approval mode (pas.runtime.approval) -------------------------------------------------------
     async def _maybe_wait_for_approval(self, run_id: str) -> None:
         """Every manager checks after storing its job; the last one to finish planning sees the
         whole plan and moves the run to waiting_approval (compare-and-set: exactly once)."""
@@ -158,7 +158,7 @@ class ManagerRole(Role):
 
     async def _skipped(self, ctx: WorkCtx, run_id: str, job_id: str, task_id: str, approved: bool) -> None:
         """A held task that will not run, noted in its job here (a manager owns job records: no request to
-        the lane's managers, pas.runs.child_done), then up the usual way."""
+        the lane's managers, pas.runtime.runs.child_done), then up the usual way."""
         ev = R.event(run_id, "task", "skipped" if approved else "rejected", self.me.id, lane=self.lane, job_id=job_id,
                      task_id=task_id)
         await R.note_child_done(ctx, wire.ChildDone(event=ev, redelivered=ctx.redelivered))

@@ -8,9 +8,9 @@ import logging
 import time
 from typing import Any
 
-from pas import subjects as S
-from pas import wire
-from pas.agent import Role
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime.agent import Role
 
 log = logging.getLogger("pas.monitor")
 

@@ -1,4 +1,4 @@
-"""Programmers: the pool. Each pulls tasks from pas.work.prog.<band> (pas.priority) when it has a free slot (so dispatch
+"""Programmers: the pool. Each pulls tasks from pas.work.prog.<band> (pas.runtime.priority) when it has a free slot (so dispatch
 is least-loaded by construction), runs them in the task's own workspace, and pushes the result up.
 
 A programmer that dies mid-task stops sending in-progress acks; after the ack deadline JetStream
@@ -16,20 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pas import runs as R
-from pas import subjects as S
-from pas import wire
-from pas.agent import EndpointSpec, Role, WorkSpec
-from pas.errors import BadRequest, BudgetExceeded, PasError
-from pas.executors import ExecResult, open_workspace, run_argv, run_command
-from pas.policy import admit, check_command, repo_roots
-from pas.redact import redact
-from pas.repoenv import EnvError, RepoEnv
-from pas.repoenv import resolve as resolve_env
-from pas.sandbox import Box
-from pas.service import Call, WorkCtx, task_status
-from pas.textsafe import cap
-from pas.wire.records import ACCEPTANCE_MARK
+from pas.base.errors import BadRequest, BudgetExceeded, PasError
+from pas.base.redact import redact
+from pas.base.textsafe import cap
+from pas.execution.executors import ExecResult, open_workspace, run_argv, run_command
+from pas.execution.policy import admit, check_command, repo_roots
+from pas.execution.repoenv import EnvError, RepoEnv
+from pas.execution.repoenv import resolve as resolve_env
+from pas.execution.sandbox import Box
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.protocol.wire.records import ACCEPTANCE_MARK
+from pas.runtime import runs as R
+from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.service import Call, WorkCtx, task_status
 
 log = logging.getLogger("pas.programmer")
 
@@ -81,7 +81,7 @@ class ProgrammerRole(Role):
 
     def work(self) -> list[WorkSpec]:
         p = self.cfg.settings.pool
-        bands = tuple(S.consumer_prog(b) for b in wire.PRIORITIES)  # highest first (pas.priority)
+        bands = tuple(S.consumer_prog(b) for b in wire.PRIORITIES)  # highest first (pas.runtime.priority)
         return [WorkSpec(S.STREAM_WORK, bands[0], wire.TaskWork, self.run_task, self.capacity, p.ack_wait_s,
                          bands=bands, band_subjects=tuple(S.work_prog(b) for b in wire.PRIORITIES),
                          wake_subject=S.WORK_PROG_ALL, burst=p.priority_burst)]
@@ -175,7 +175,7 @@ class ProgrammerRole(Role):
 
     async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
         """The result, published once (the record, to its key and as the task's event), then the
-        job's managers are told in this same handler (pas.runs.child_done: they note it in the job's
+        job's managers are told in this same handler (pas.runtime.runs.child_done: they note it in the job's
         record, which only they write, and walk on up). A crash before the ack leaves the work to be
         redelivered, and the redelivery only re-announces (the record is terminal)."""
         ev = self._done_event(rec)
@@ -188,7 +188,7 @@ class ProgrammerRole(Role):
         await R.child_done(ctx, ev)
 
     def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
-        """The environment the task runs in (pas.repoenv); a string is why none could be chosen;
+        """The environment the task runs in (pas.execution.repoenv); a string is why none could be chosen;
         None for echo tasks, which run nothing."""
         if wire.effective_executor(work.spec) == "echo":
             return None
@@ -249,9 +249,9 @@ class ProgrammerRole(Role):
         return ExecResult(status="failed", error=f"unknown executor {executor!r}")
 
     async def _llm(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv, direct: Direct) -> ExecResult:
-        from pas.edit_loop import run_llm_edit
+        from pas.execution.edit_loop import run_llm_edit
 
-        llm = self.bus.router()
+        llm = self.agent.router()
         pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
 
         async def acceptance(command: str, workdir: Path) -> tuple[int, str]:
@@ -280,11 +280,11 @@ class ProgrammerRole(Role):
                           extra={"iterations": str(res.iterations), "model": res.model_used or ""})
 
     async def _aider(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv, direct: Direct) -> ExecResult:
-        from pas.aider import run_aider
+        from pas.execution.aider import run_aider
 
-        budget = await self.bus.router().task_budget(work.run_id)
+        budget = await self.agent.router().task_budget(work.run_id)
         budget.check()  # BudgetExceeded: the task ends budget_exceeded (_execute)
-        prof = self.bus.router().profiles[direct.models(self.agent.model, self.agent.backup_model)[0]]
+        prof = self.agent.router().profiles[direct.models(self.agent.model, self.agent.backup_model)[0]]
         res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
                               api_base=prof.api_base, api_key_env=prof.api_key_env,
                               instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s,
@@ -299,7 +299,7 @@ class ProgrammerRole(Role):
         spec = wire.TaskSpec(lane="code", instruction=req.instruction, executor=req.executor, command=req.command,
                              files=req.files, acceptance=req.acceptance)
         # The request is an edge like the gateway: the same repository and environment rules
-        # (pas.policy.admit; the ids are checked by the wire type).
+        # (pas.execution.policy.admit; the ids are checked by the wire type).
         repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
                              manager="", spec=spec, repo=repo, env=req.env, timeout_s=req.timeout_s)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import msgspec
 
-from pas import runs as R
-from pas import subjects as S
-from pas import wire
-from pas.agent import Role, WorkSpec
-from pas.errors import PasError
-from pas.integrate import integrate
-from pas.service import WorkCtx
+from pas.base.errors import PasError
+from pas.execution.integrate import integrate
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime import runs as R
+from pas.runtime.agent import Role, WorkSpec
+from pas.runtime.service import WorkCtx
 
 log = logging.getLogger("pas.root")
 
@@ -72,7 +72,7 @@ class RootRole(Role):
         await ctx.log("gateway", "STATUS", f"run {run.run_id} {run.status}", run.status)
 
     async def _integrate(self, run: wire.RunRecord) -> None:
-        """Merge the completed tasks' branches into pas/<run>/result (pas.integrate), when the run
+        """Merge the completed tasks' branches into pas/<run>/result (pas.execution.integrate), when the run
         has a repository on this machine and some task changed files. A conflict fails the run."""
         repo = run.repo
         if not repo:

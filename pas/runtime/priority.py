@@ -1,0 +1,243 @@
+"""The programmer pool's priority bands: one JetStream work-queue subject and durable consumer per
+band (`pas.work.prog.<band>`, consumer `prog-<band>`, bands 20, 10, 5, 1), pulled highest first.
+
+Why subjects per band, not NATS 2.11+ consumer priority groups: priority groups (`overflow`,
+`pinned_client`, `prioritized`) choose which *client* gets the next message of one consumer; the
+messages themselves still come out in stream order. What PAS needs is the opposite: which *message*
+(task) goes next, whatever programmer asks. Separate subjects give that with nothing but plain pull
+consumers, each band's backlog is its consumer's pending count, and every band keeps the pool's
+at-least-once redelivery (ack wait, in-progress marks).
+
+The rule, per programmer, each time it has a free slot:
+1. try the bands from the highest down with a no-wait pull, take the first message there is;
+2. aging: after `pool.priority_burst` tasks in a row from one band, first try the bands below it
+   (a different one first each time), so waiting low-priority work gets a task through at least
+   once every burst+1 tasks and is never starved by a stream of high-priority work.
+
+Waking without a herd. The programmers of one process (one connection) share a `Bands`: ONE core
+subscription to `pas.work.prog.*` for all of them, what is known of each band, and the queue of
+idle programmers. A band is skipped while it is known empty: a pull sent at time t found it empty
+(a 404, or a task whose metadata says 0 pending behind it) and no publish to it was seen since,
+for at most 0.5 s (redeliveries publish nothing). A publish marks its band and wakes ONE idle
+programmer of the process (the one idle longest), which pulls; a pull that leaves a band marked
+(more pending, or a publish seen while it was on its way) wakes one more. A programmer whose slot
+frees pulls at once only the bands not known empty (usually none), and never goes idle while a band
+is marked. A task thus costs one pull in a process with idle programmers, instead of one per
+programmer; the 0.5 s recheck is made by whichever idle programmer comes first, not by each.
+Programmers in K processes make at most K pulls per task (each process wakes one of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from pas.protocol import subjects as S
+from pas.runtime.service import WorkLoop
+
+log = logging.getLogger("pas.runtime.priority")
+NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()
+RECHECK_S = 0.5
+"""How long a band found empty is believed empty without a publish to it (redeliveries publish nothing)."""
+
+
+class Bands:
+    """What the pool's loops on one connection know about the bands, and the idle ones waiting.
+
+    Times are time.monotonic(). A band is *marked* when a publish to it (or work pending in it) was
+    seen after the last pull that found it empty was sent: someone should pull it. Stamping "empty"
+    with the pull's send time, not its answer's, keeps a publish the server took after that pull
+    marked, whatever order this process handles the two messages in."""
+
+    def __init__(self, subjects: list[str], wake_subject: str) -> None:
+        self.band_of = {s: i for i, s in enumerate(subjects)}
+        self.wake_subject = wake_subject
+        self.seen_at = [0.0] * len(subjects)  # last publish seen / work reported pending, per band
+        self.empty_at = [0.0] * len(subjects)  # when the last pull that found the band empty was sent
+        self.idle: dict[asyncio.Event, None] = {}  # idle loops' wake-ups, the longest idle first
+        self.users = 0
+        self._sub: Subscription | None = None
+        self._lock = asyncio.Lock()
+
+    async def join(self, nc: Client) -> None:
+        async with self._lock:
+            if self._sub is None:
+                self._sub = await nc.subscribe(self.wake_subject, cb=self._on_publish)
+            self.users += 1
+
+    async def leave(self) -> None:
+        async with self._lock:
+            self.users -= 1
+            if self.users > 0 or self._sub is None:
+                return
+            sub, self._sub = self._sub, None
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass
+
+    async def _on_publish(self, msg: Msg) -> None:
+        i = self.band_of.get(msg.subject)
+        if i is not None:
+            self.seen_at[i] = time.monotonic()
+            self.wake_one()
+
+    def wake_one(self) -> None:
+        """Wake the loop idle longest, if any (no message: they share this process)."""
+        for ev in self.idle:
+            del self.idle[ev]
+            ev.set()
+            return
+
+    def marked(self, i: int) -> bool:
+        return self.seen_at[i] > self.empty_at[i]
+
+    def any_marked(self) -> bool:
+        return any(self.marked(i) for i in range(len(self.seen_at)))
+
+    def known_empty(self, i: int, now: float) -> bool:
+        return not self.marked(i) and now - self.empty_at[i] < RECHECK_S
+
+    def found(self, i: int, sent_at: float, m: Msg | None) -> None:
+        """Record what a pull of band i sent at sent_at found (None: nothing)."""
+        pending = m.metadata.num_pending if m is not None else 0
+        if pending:
+            self.seen_at[i] = max(self.seen_at[i], time.monotonic())
+        else:
+            self.empty_at[i] = max(self.empty_at[i], sent_at)
+
+
+def shared_bands(local: dict[Any, Any], subjects: list[str], wake_subject: str) -> Bands:
+    """The Bands of these band subjects in this process (`local`: pas.bus.Bus.local, shared by a process's
+    buses, one per agent): one per process and pool, whichever connection subscribes."""
+    key = ("bands", wake_subject, *subjects)
+    if key not in local:
+        local[key] = Bands(subjects, wake_subject)
+    bands: Bands = local[key]
+    return bands
+
+
+class BandedWorkLoop(WorkLoop):
+    """A WorkLoop over several durable consumers of one stream, highest priority first."""
+
+    def __init__(self, nc: Client, durables: list[str], subjects: list[str], wake_subject: str, burst: int,
+                 **kw: Any) -> None:
+        super().__init__(durable=durables[0], **kw)
+        self.nc = nc
+        self.durables = durables
+        self.bands = shared_bands(self.bus.local, subjects, wake_subject)
+        self.burst = max(1, burst)
+        self.streak_band: int | None = None  # index of the band the current streak is from
+        self.streak = 0
+        self.turn = 0  # which lower band gets the next aging pick first
+        self._inboxes: list[Any] = []
+
+    def order(self) -> list[int]:
+        """Band indexes to try, in order, for the next pick."""
+        top = list(range(len(self.durables)))
+        b = self.streak_band
+        if self.streak >= self.burst and b is not None and b < len(top) - 1:
+            lower = top[b + 1:]
+            k = self.turn % len(lower)
+            self.turn += 1
+            first = lower[k:] + lower[:k]
+            return first + [i for i in top if i not in first]
+        return top
+
+    def _picked(self, i: int) -> None:
+        if i == self.streak_band:
+            self.streak += 1
+        else:
+            self.streak_band, self.streak = i, 1
+
+    async def _pull(self, i: int) -> Msg | None:
+        """One no-wait pull from band i, answered on that band's own inbox (a JetStream delivery
+        keeps its stream subject, so nc.request's reply matching cannot be used)."""
+        sub = self._inboxes[i]
+        while sub.pending_msgs:  # the late answer of a pull that timed out: a task may be in it
+            m = await sub.next_msg(timeout=self.fetch_timeout_s)
+            if not _status(m):
+                return m
+        await self.nc.publish(S.js_next(self.stream, self.durables[i]), NO_WAIT, reply=sub.subject)
+        m = await sub.next_msg(timeout=self.fetch_timeout_s)
+        return None if _status(m) else m  # 404 no messages, 408, 409: nothing in this band now
+
+    async def _next(self) -> Msg | None:
+        b = self.bands
+        for i in self.order():
+            now = time.monotonic()
+            if b.known_empty(i, now):
+                continue
+            if not b.marked(i):  # a recheck (nothing seen, the belief aged): the others skip it meanwhile
+                b.empty_at[i] = now
+            m = await self._pull(i)
+            b.found(i, now, m)
+            if m is not None:
+                self._picked(i)
+                return m
+        return None
+
+    async def _idle(self) -> None:
+        """Wait for a publish (or a loop leaving work behind) to wake this loop, or for the oldest
+        "empty" to age out (at most RECHECK_S): whichever idle loop wakes first then rechecks."""
+        ev = asyncio.Event()
+        self.bands.idle[ev] = None
+        ages_out = min(self.bands.empty_at) + RECHECK_S - time.monotonic()
+        timer = asyncio.get_running_loop().call_later(min(RECHECK_S, max(0.01, ages_out)), ev.set)
+        try:
+            await ev.wait()
+        except asyncio.CancelledError:
+            if ev.is_set() and ev not in self.bands.idle:  # woken as this loop stops: pass the wake on
+                self.bands.wake_one()
+            raise
+        finally:
+            timer.cancel()
+            self.bands.idle.pop(ev, None)
+
+    async def _run(self) -> None:
+        await self.bands.join(self.nc)
+        try:
+            self._inboxes = [await self.nc.subscribe(self.nc.new_inbox()) for _ in self.durables]
+            await self._loop()
+        finally:
+            for s in self._inboxes:
+                try:
+                    await s.unsubscribe()
+                except Exception:
+                    pass
+            await self.bands.leave()
+
+    async def _loop(self) -> None:
+        failing_since: float | None = None
+        while True:
+            async with self._slot:
+                await self._slot.wait_for(lambda: self.in_flight < self.concurrency)
+            try:
+                m = await self._next()
+            except Exception as e:  # timeouts, no responders, a connection moving to another node
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("%s: pull failed: %r; retrying every 0.5 s", self.name, e)
+                await asyncio.sleep(0.5)
+                continue
+            if failing_since is not None:
+                log.warning("%s: pulls no longer failing after %.1f s", self.name, time.monotonic() - failing_since)
+                failing_since = None
+            if m is None:
+                if not self.bands.any_marked():  # (marked: a publish came while this loop pulled: pull again)
+                    await self._idle()
+                continue
+            self._start(m)
+            if self.bands.any_marked():  # work left behind: one more idle loop pulls
+                self.bands.wake_one()
+
+
+def _status(m: Msg) -> bool:
+    return bool((m.headers or {}).get("Status")) or not m.reply

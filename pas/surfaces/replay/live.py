@@ -1,0 +1,95 @@
+"""A run as it happens (`pas replay --follow`) and a past run happening again (`pas replay --speed X`).
+
+Re-publishing: every event and comms entry of the run, in the order the server stored them, on core
+NATS (no stream captures pas.replay.>, so nothing is stored twice and no agent acts on it):
+
+    pas.replay.<run_id>.run.<rest>          a PAS_EVENTS message of pas.run.<run_id>.<rest>
+    pas.replay.<run_id>.comms.<from>.<type> a PAS_COMMS entry of pas.comms.<run_id>.<from>.<type>
+    pas.replay.<run_id>.end                 {"run_id", "messages"}: the replay is over
+
+Each message keeps its body and gets headers Pas-Replay-Subject (the original subject),
+Pas-Replay-Seq (its stream sequence) and Pas-Replay-T (seconds after the first message). The gaps
+between messages are the original gaps divided by X (X=0: no waiting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from pas.protocol import subjects as S
+from pas.surfaces.replay import timeline
+from pas.transport.streams import Raw, read_raw
+
+
+def replay_subject(run_id: str, original: str) -> str:
+    run = S.parse_run(original)
+    if run is not None:
+        return S.replay(run_id, ".".join(("run", run.kind, *run.rest)))
+    head = S.comms_run(run_id)[:-1]  # pas.comms.<run>.
+    return S.replay(run_id, "comms." + original[len(head):])
+
+
+async def republish(js: JetStreamContext, run_id: str, speed: float,
+                    sleep: Callable[[float], Any] = asyncio.sleep) -> int:
+    nc = js._nc
+    msgs = sorted(await timeline.collect(js, run_id), key=lambda m: (m.stored, m.stream, m.seq))
+    if not msgs:
+        return 0
+    t0 = prev = msgs[0].stored
+    for m in msgs:
+        gap = (m.stored - prev).total_seconds()
+        if speed > 0 and gap > 0:
+            await sleep(gap / speed)
+        prev = m.stored
+        await nc.publish(replay_subject(run_id, m.subject), m.data, headers={
+            "Pas-Replay-Subject": m.subject, "Pas-Replay-Seq": str(m.seq),
+            "Pas-Replay-T": f"{(m.stored - t0).total_seconds():.6f}"})
+    await nc.publish(S.replay(run_id, "end"), json.dumps({"run_id": run_id, "messages": len(msgs)}).encode())
+    await nc.flush()
+    return len(msgs)
+
+
+async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) -> dict[str, Any]:
+    """Print each step as it arrives until the run ends; return the final timeline."""
+    stop = asyncio.Event()
+    queue: asyncio.Queue[Raw] = asyncio.Queue()
+
+    async def pump(stream: str, subject: str) -> None:
+        async for m in read_raw(js, stream, subject, follow=True, stop=stop):
+            queue.put_nowait(m)
+
+    pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, S.run_events(S.token(run_id)))),
+             asyncio.create_task(pump(S.STREAM_COMMS, S.comms_run(run_id)))]
+    msgs: list[Raw] = []
+    shown: set[tuple[str, int]] = set()
+    tl: dict[str, Any] = {}
+    try:
+        while True:
+            msgs.append(await queue.get())
+            while not queue.empty():
+                msgs.append(queue.get_nowait())
+            tl = timeline.build_from(run_id, msgs)
+            for s in tl["steps"]:
+                key = ("c", s["comms_seq"]) if "comms_seq" in s else ("e", s["seq"])
+                if key not in shown:
+                    shown.add(key)
+                    out(timeline.format_step(s))
+            if tl["status"] in timeline.TERMINAL and any(s["kind"] == "comms.STATUS" and s["agent"] == "root"
+                                                         for s in tl["steps"]):
+                return tl
+            if tl["status"] in timeline.TERMINAL:
+                try:  # the root's closing comms entry may trail the terminal event by a moment
+                    msgs.append(await asyncio.wait_for(queue.get(), 1.0))
+                    continue
+                except TimeoutError:
+                    return tl
+    finally:
+        stop.set()
+        for p in pumps:
+            p.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
