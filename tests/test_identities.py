@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -100,11 +101,11 @@ def test_each_agent_has_its_own_user_and_grants() -> None:
     assert S.heartbeat("prog-001") in prog and S.heartbeat("*") not in prog
     assert S.comms_filter(from_agent="prog-001") in prog and S.COMMS_ALL not in prog
     assert S.kv_subject(S.KV_CLAIMS, "prog-001") in prog and S.kv_subject(S.KV_MODELS, "prog-001") in prog
-    assert S.kv_subject(S.KV_TREE, S.task_key("*", "*")) in prog
-    for theirs in (S.job_key("*", "*"), S.lane_key("*", "*"), S.plan_key("*")):
+    assert S.task_done("*", "prog-001") in prog and S.task_done("*", "*") not in prog
+    for theirs in (S.task_key("*", "*"), S.job_key("*", "*"), S.lane_key("*", "*"), S.plan_key("*")):
         assert S.kv_subject(S.KV_TREE, theirs) not in prog
     assert S.done_plan("*") not in prog and S.GATEWAY_CANCEL not in prog
-    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
+    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.task_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
             S.done_plan("*"): "architect", S.kv_subject(S.KV_TREE, S.lane_key("*", "code")): "dir-code"}
     for subject, owner in only.items():
         assert {u for u, p in perms.items() if subject in p.publish and u != "admin"} == {
@@ -324,12 +325,53 @@ async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any
     await a_job_completes(up, "after-6")
 
 
+async def test_programmer_reports_only_the_tasks_it_holds(up: Stack, caplog: Any) -> None:
+    """Task records are the managers': with a programmer's credentials, writing another run's task record is
+    refused by the server, and a result or a start reported under its own id for a task another programmer
+    holds is refused by the managers with a WARNING; the holder's real result is what the run ends with."""
+    caplog.set_level(logging.WARNING, "pas.taskowner")
+    client = await client_of(up)
+    task = {"lane": "code", "instruction": "sleep 4", "command": "sleep 4", "executor": "command"}
+    await client.submit({"title": "victim", "run_id": "held-1", "tasks": [task]})
+    await wait_for(lambda: _task_running(client, "held-1"), timeout_s=30)
+    holder = (await client.status("held-1"))["tasks"][0]["programmer"]
+    attacker = "prog-002" if holder == "prog-001" else "prog-001"
+    nc = await as_user(up, attacker)
+    try:
+        forged = wire.TaskRecord(task_id="code-1-01", run_id="held-1", job_id="code-1", lane="code", manager="x",
+                                 executor="command", instruction="forged", status="failed", output="forged",
+                                 attempts=1, programmer=holder)
+        key = S.kv_subject(S.KV_TREE, S.task_key("held-1", "code-1-01"))
+        await nc.publish(key, wire.encode(forged))
+        await violation(up, attacker, key)
+        await nc.publish(S.task_done("code", holder), b"{}")  # another programmer's subject
+        await violation(up, attacker, S.task_done("code", holder))
+        started = msgspec.structs.replace(forged, status="running", output="")
+        await nc.publish(S.task_started("code", attacker), wire.encode(started))
+        ev = wire.RunEvent(run_id="held-1", kind="task", status="failed", ts=wire.now(), lane="code", job_id="code-1",
+                           task_id="code-1-01")
+        reply = await nc.request(S.task_done("code", attacker), wire.encode(wire.ChildDone(event=ev, task=forged)),
+                                 timeout=10)
+        assert (reply.headers or {}).get("Nats-Service-Error-Code") == "403", reply.headers
+        await wait_for(lambda: sum("ignored " + attacker + "'s start" in r.getMessage() or
+                                   "refused " + attacker + "'s result" in r.getMessage() for r in caplog.records) == 2,
+                       timeout_s=10)
+        res = await client.wait("held-1", timeout_s=60)
+    finally:
+        await nc.close()
+        await client.close()
+    t = res["tasks"][0]
+    assert res["status"] == "completed" and t["status"] == "completed" and t["output"] != "forged", res
+    assert t["programmer"] == holder and t["instruction"] == "sleep 4", t
+    await a_job_completes(up, "after-7")
+
+
 async def test_a_garbage_task_record_does_not_break_the_status(up: Stack, caplog: Any) -> None:
-    """Task records are the pool's (any programmer may write one): a record that is not a TaskRecord is
+    """A task record that is not a TaskRecord (written with the credentials of a manager, who owns them) is
     skipped, with a WARNING naming its key, by every view that lists a run's tasks."""
     caplog.set_level(logging.WARNING, "pas.bus")
     await a_job_completes(up, "garbage-1")
-    nc = await as_user(up, "prog-001")
+    nc = await as_user(up, "mgr-code-01")
     try:
         await nc.jetstream().publish(S.kv_subject(S.KV_TREE, S.task_key("garbage-1", "x-99")), b'{"status": 7}')
     finally:

@@ -192,7 +192,8 @@ async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
 async def serve_owners(bus: Bus) -> Any:
     """What the managers', directors' and architect's `done` endpoints do (pas.agent.Role.child_done_endpoint),
     for a walk tested without agents: each pas.<role>.<lane>.done request is noted by note_child_done, which
-    tells the next owner up the same way."""
+    tells the next owner up the same way (a task's, pas.mgr.<lane>.done.<programmer>, without the managers'
+    holder check: pas.runtime.taskowner, tested in test_identities)."""
 
     async def note(m: Any) -> None:
         done = wire.decode(m.data, wire.ChildDone)
@@ -204,7 +205,14 @@ async def serve_owners(bus: Bus) -> Any:
     async def on(m: Any) -> None:
         bus.spawn(note(m))  # concurrently, as the endpoints do (siblings share a write)
 
-    return await bus.nc.subscribe(S.child_done("*", "*"), cb=on)
+    subs = [await bus.nc.subscribe(subject, cb=on) for subject in (S.child_done("*", "*"), S.task_done("*", "*"))]
+
+    class Owners:
+        async def unsubscribe(self) -> None:
+            for sub in subs:
+                await sub.unsubscribe()
+
+    return Owners()
 
 
 async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(nats_server: Any) -> None:

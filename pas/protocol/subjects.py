@@ -182,6 +182,24 @@ def child_done(role: str, lane: str) -> str:
 ARCHITECT_DONE = child_done("architect", "lanes")
 
 
+def task_done(lane: str, programmer: str) -> str:
+    """pas.mgr.<lane>.done.<programmer>: a programmer's task ended; the lane's managers, who own task
+    records, check that the sender holds the task, store its result and note it in the job (queue group
+    mgr-<lane>). The last token is the sender: each programmer may publish only its own (pas.transport.auth)."""
+    return f"{child_done('mgr', lane)}.{programmer}"
+
+
+def task_started(lane: str, programmer: str) -> str:
+    """pas.mgr.<lane>.started.<programmer>: a programmer took a task; the lane's managers record it as the
+    task's holder (only the holder may report the result: task_done)."""
+    return f"{PREFIX}.mgr.{lane}.started.{programmer}"
+
+
+def sender(subject: str) -> str:
+    """The agent a task_done or task_started subject names as its sender (its last token)."""
+    return subject.rsplit(".", 1)[-1]
+
+
 def agent_endpoint(role: str, agent_id: str, endpoint: str) -> str:
     """pas.<role>.<agent_id>.<endpoint>: health, status, and execute for programmers."""
     return f"{PREFIX}.{role}.{agent_id}.{endpoint}"

@@ -13,6 +13,7 @@ from pas.protocol import wire
 from pas.protocol.ids import ID_RULE, is_id
 from pas.runtime import approval as A
 from pas.runtime import runs as R
+from pas.runtime import taskowner
 from pas.runtime.agent import EndpointSpec, Role, WorkSpec
 from pas.runtime.service import Call, WorkCtx
 
@@ -29,7 +30,24 @@ class ManagerRole(Role):
         # Lane-level: shared by the lane's managers as one queue group.
         return [EndpointSpec("submit", S.lane_submit("mgr", self.lane), self.submit, wire.JobCard,
                              queue_group=f"mgr-{self.lane}"),
-                self.child_done_endpoint(S.child_done("mgr", self.lane), f"mgr-{self.lane}")]  # job records
+                # task records: the programmers report, the managers check the holder and write (pas.runtime.taskowner)
+                EndpointSpec("task_started", S.task_started(self.lane, "*"), self.task_started, wire.TaskRecord,
+                             queue_group=f"mgr-{self.lane}", concurrent=True),
+                EndpointSpec("done", S.task_done(self.lane, "*"), self.task_done, wire.ChildDone,
+                             queue_group=f"mgr-{self.lane}", concurrent=True)]
+
+    async def task_started(self, rec: wire.TaskRecord, call: Call) -> None:
+        await taskowner.started(self.bus, rec, S.sender(call.subject), self.lane)
+
+    async def task_done(self, done: wire.ChildDone, call: Call) -> dict[str, str]:
+        """A programmer's result: stored if it holds the task (Forbidden otherwise), then noted in the job,
+        which this lane's managers own, and on up (pas.runtime.runs.note_child_done)."""
+        sender = S.sender(call.subject)
+        rec = await taskowner.finished(self.bus, done, sender, self.lane)
+        ev = R.event(rec.run_id, "task", rec.status, rec.programmer or sender, lane=rec.lane, job_id=rec.job_id,
+                     task_id=rec.task_id)
+        await R.note_child_done(self.walk_ctx(done, call), wire.ChildDone(event=ev, redelivered=done.redelivered))
+        return {}
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
@@ -79,6 +97,8 @@ class ManagerRole(Role):
             # (a redelivered job card), and the programmer copes with a record it cannot find.
             await self.bus.nc.publish(S.kv_subject(S.KV_TREE, R.task_key(card.run_id, task_id)), wire.encode(rec),
                                       headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+            if existing is None:
+                taskowner.remember(self.bus, R.task_key(card.run_id, task_id), rec)  # its holder is checked there
             await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:
                 continue  # held: published when the run is approved (self.release)
@@ -151,6 +171,7 @@ class ManagerRole(Role):
                 who = wire.decider(ev.agent)
                 rec.error = f"dropped from the plan by {who}" if approved else f"plan rejected by {who}"
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
+                taskowner.remember(self.bus, R.task_key(ev.run_id, task_id), rec)
                 await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
                 await self._skipped(ctx, ev.run_id, job_id, task_id, approved)

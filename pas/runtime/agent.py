@@ -106,10 +106,13 @@ class Role:
     async def _child_done(self, done: wire.ChildDone, call: Call) -> dict[str, Any]:
         from pas.runtime import runs  # (pas.runs imports this module's neighbours; roles use it, the runtime not)
 
-        ctx = WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers=call.headers,
-                      subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms)
-        await runs.note_child_done(ctx, done)
+        await runs.note_child_done(self.walk_ctx(done, call), done)
         return {}
+
+    def walk_ctx(self, done: wire.ChildDone, call: Call) -> WorkCtx:
+        """The context of a completion walk handed up by request (no work item of its own)."""
+        return WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers=call.headers,
+                       subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms)
 
 
 class Agent:

@@ -261,8 +261,8 @@ async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], chil
         rec, rev = got
         if rec.status != "running":
             return rec, False  # finished before (a redelivery): the caller re-announces
-        rec.done.update(done)
         total = getattr(rec, children)
+        rec.done.update({c: st for c, st in done.items() if c in total})  # (a child it does not have: no note)
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
         try:
@@ -286,24 +286,26 @@ def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
     return plan_key(ev.run_id), ev.lane or ""
 
 
-def owner_subject(ev: wire.RunEvent) -> str:
-    """Where the owner of the parent of the child ev announces listens: a task's job is its lane's managers',
-    a job's lane its director's, a lane's plan the architect's."""
+def owner_subject(ev: wire.RunEvent, sender: str) -> str:
+    """Where the owner of the parent of the child ev announces listens: a task's job (and the task's own
+    record) is its lane's managers', told by the programmer `sender` under its own id; a job's lane its
+    director's, a lane's plan the architect's."""
     if ev.kind == "task":
-        return S.child_done("mgr", ev.lane or "")
+        return S.task_done(ev.lane or "", sender)
     if ev.kind == "job":
         return S.child_done("dir", ev.lane or "")
     return S.ARCHITECT_DONE
 
 
-async def child_done(ctx: WorkCtx, ev: wire.RunEvent) -> None:
+async def child_done(ctx: WorkCtx, ev: wire.RunEvent, task: wire.TaskRecord | None = None) -> None:
     """A child (task, job or lane, as ev says) reached a terminal status: tell the owner of its parent's
     record, which notes it there (note_child_done) and, when it was the last child, finishes the parent
     and tells the next owner up: job -> lane -> plan -> done.plan. Each record is written by its owner
     only (pas.transport.auth). Returns when the whole walk above is done, so the caller's work item is settled
-    only then: a walk cut short (an owner down, a timeout) is retried by the item's redelivery."""
-    body = wire.encode(wire.ChildDone(event=ev, redelivered=ctx.redelivered))
-    subject = owner_subject(ev)
+    only then: a walk cut short (an owner down, a timeout) is retried by the item's redelivery. `task`: a
+    programmer's result, which the managers store (pas.runtime.taskowner)."""
+    body = wire.encode(wire.ChildDone(event=ev, redelivered=ctx.redelivered, task=task))
+    subject = owner_subject(ev, ctx.agent_id)
     try:
         reply = await ctx.bus.nc.request(subject, body, timeout=ctx.bus.cfg.settings.work.ack_wait_s,
                                          headers=tracing.inject(None))

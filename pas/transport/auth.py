@@ -3,8 +3,8 @@
 One NATS user per agent id (topology plus --agents overlays) and three service users (`client`,
 `adapter`, `admin`). An agent may publish and subscribe only what its role uses (subjects.md,
 "Permissions") and, where a subject or key names an agent, only its own id: heartbeat, claim, model
-key, comms entries, endpoints. Records are granted to their owners (task: programmers, job: managers,
-lane: its director, plan: the architect). Every user has its own inbox prefix (`_INBOX.<user>`), so no
+key, comms entries, endpoints. Records are granted to their owners (task and job: managers, who store a
+task's result only from the programmer holding it; lane: its director; plan: the architect). Every user has its own inbox prefix (`_INBOX.<user>`), so no
 user can read another's replies.
 
     creds = ensure_creds(creds_dir, users(cfg))   # passwords, generated once, files 0600
@@ -163,8 +163,9 @@ LLM_ROLES = ("architect", "dir", "mgr", "prog")  # they call models: usage, brea
 
 
 def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
-    """The rights of one agent id. The completion walk goes up by owner (pas.runtime.runs): a programmer writes task
-    records and tells the job's managers (pas.mgr.<lane>.done); a manager writes job records and tells the
+    """The rights of one agent id. The completion walk goes up by owner (pas.runtime.runs): a programmer tells the
+    job's managers (pas.mgr.<lane>.done.<its id>), who write the task record if it holds the task
+    (pas.runtime.taskowner); a manager writes job records and tells the
     lane's director (pas.dir.<lane>.done); a director writes its lane's record and tells the architect
     (pas.architect.lanes.done); only the architect writes plan records and publishes done.plan."""
     p = _agent_common(cfg, a)
@@ -203,7 +204,7 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
               pub=[consume(S.STREAM_WORK, S.consumer_dir(lane)), S.work_mgr(lane),
                    kv_write(S.KV_TREE, S.lane_key("*", lane)), S.run_lane("*", lane), S.ARCHITECT_DONE])
     elif role == "mgr":
-        p.add(sub=[S.lane_submit("mgr", lane), S.child_done("mgr", lane)],
+        p.add(sub=[S.lane_submit("mgr", lane), S.task_started(lane, "*"), S.task_done(lane, "*")],
               pub=[consume(S.STREAM_WORK, S.consumer_mgr(lane)), consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)),
                    S.work_mgr(lane), S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"),
                    S.run_task("*", "*"), kv_write(S.KV_TREE, S.job_key("*", "*")),
@@ -211,8 +212,10 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     elif role == "prog":
         p.add(sub=[S.agent_endpoint("prog", a.id, "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.runtime.priority)
+              # no task record: it tells the lane's managers, under its own id, what it took and what came
+              # of it; they write the record if it holds the task (pas.runtime.taskowner)
               pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
-                   kv_write(S.KV_TREE, S.task_key("*", "*")), S.child_done("mgr", "*")])
+                   S.task_started("*", a.id), S.task_done("*", a.id)])
     elif role == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
               pub=[S.alert_agent("*"), kv_write(S.KV_AGENTS, "*"), kv_read(S.KV_AGENTS)])
