@@ -72,7 +72,8 @@ async def test_plan_visible_then_approve_with_a_task_dropped(stack: Stack, clien
     entries = await comms(client.nc, "ap1")
     assert sorted(ran(entries)) == sorted(k for k in by_id if k != drop)  # the dropped task never ran
     decision = [e for e in entries if e.message.startswith("approve plan of ap1")]
-    assert len(decision) == 1 and decision[0].from_agent == "alice" and decision[0].metadata["by"] == "alice"
+    assert len(decision) == 1 and decision[0].metadata["by"] == "alice"
+    assert decision[0].from_agent == "anonymous"  # who asked (no NATS user here), never the `by` it states
     assert decision[0].metadata["dropped"] == [drop]
     # Order: waiting_approval announced before any programmer started a task.
     msgs = [e.message for e in entries]

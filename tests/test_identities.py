@@ -279,10 +279,22 @@ async def test_client_cancels_and_decides_only_its_own_runs(up: Stack) -> None:
         assert up.bus is not None
         runs = {r: (await up.bus.kv_get(S.KV_RUNS, r, wire.RunRecord)) for r in ("own-1", "own-2")}
         assert {r: got[0].submitted_by for r, got in runs.items() if got} == {"own-1": "client", "own-2": "adapter"}
+        # The comms entries of the commands name the NATS user that sent each one, never the `by` it states.
+        cmds = [(e.run_id, e.message.split()[0], e.from_agent) async for e in comms.read(mine.nc.jetstream())
+                if e.msg_type == "CMD" and e.to_agent == "gateway" and (e.run_id or "").startswith("own-")]
+        assert sorted(cmds) == [("own-1", "cancel", "client"), ("own-1", "submit", "client"),
+                                ("own-2", "cancel", "admin"), ("own-2", "submit", "adapter"),
+                                ("own-3", "approve", "adapter"), ("own-3", "submit", "adapter")], cmds
     finally:
         await mine.close()
         await other.close()
         await admin.close()
+    nc = await as_user(up, "gateway")  # what the gateway itself may log as a client's command: not `ana`
+    try:
+        await nc.publish(S.comms("own-3", "ana", "CMD"), b"{}")
+        await violation(up, "gateway", S.comms("own-3", "ana", "CMD"))
+    finally:
+        await nc.close()
     await a_job_completes(up, "after-5")
 
 
@@ -291,9 +303,10 @@ async def _status_is(client: PasClient, run_id: str, status: str) -> bool:
 
 
 async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any) -> None:
-    """A programmer may write its own model key and any profile's breaker; what it writes there is
-    checked where it is read: a profile not in models.yaml, or a breaker open for a year, is skipped
-    with a WARNING (the agent keeps its model, `pas agents` shows no breaker), and nothing fails."""
+    """A programmer may write its own breakers only (another agent's, or the old per-profile key, is refused by
+    the server); what it writes there is checked where it is read: a breaker open for a year, or one whose body
+    names another agent, is skipped with a WARNING (`pas agents` shows no breaker), and nothing fails. Model
+    overrides are admin's: a stored one naming a profile not in models.yaml is skipped the same way."""
     import sys
     import time
 
@@ -304,11 +317,23 @@ async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any
     nc = await as_user(up, "prog-001")
     try:
         js = nc.jetstream()
-        await js.publish(S.kv_subject(S.KV_MODELS, "prog-001"), b'{"agent": "prog-001", "model": "no-such-profile"}')
-        year = json.dumps({"state": "open", "failures": 3, "open_until": time.time() + 31535889, "ts": time.time()})
-        await js.publish(S.kv_subject(S.KV_BREAKERS, profile), year.encode())
+        year = {"state": "open", "failures": 3, "open_until": time.time() + 31535889, "ts": time.time(),
+                "agent": "prog-001", "profile": profile}
+        await js.publish(S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", profile)), json.dumps(year).encode())
+        other = next(m for m in up.cfg.models if m != profile)
+        hour = {**year, "open_until": time.time() + 3600, "agent": "prog-002", "profile": other}  # another's name
+        await js.publish(S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", other)), json.dumps(hour).encode())
+        for theirs in (S.breaker_key("prog-002", profile), profile):
+            await nc.publish(S.kv_subject(S.KV_BREAKERS, theirs), json.dumps(year).encode())
+            await violation(up, "prog-001", S.kv_subject(S.KV_BREAKERS, theirs))
     finally:
         await nc.close()
+    admin = await as_user(up, "admin")  # model overrides are admin's to write
+    try:
+        await admin.jetstream().publish(S.kv_subject(S.KV_MODELS, "prog-001"),
+                                        b'{"agent": "prog-001", "model": "no-such-profile"}')
+    finally:
+        await admin.close()
     await prog.load_model_override()
     assert prog.model == profile
     assert any("ignoring its stored model override" in r.getMessage() and "no-such-profile" in r.getMessage()
@@ -321,7 +346,10 @@ async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any
     row = next(r for r in json.loads(out) if r["agent"] == "prog-001")
     assert row["model"] == profile and row["breaker"] == "-", row
     assert f"skipped KV {S.KV_MODELS} key prog-001" in err.decode()
-    assert f"skipped KV {S.KV_BREAKERS} key {profile}" in err.decode()
+    assert f"skipped KV {S.KV_BREAKERS} key prog-001.{profile}" in err.decode()
+    assert f"skipped KV {S.KV_BREAKERS} key prog-001.{other}" in err.decode()
+    for key in (S.breaker_key("prog-002", profile), profile):
+        assert await stored(up, S.KV_BREAKERS, key) is None
     await a_job_completes(up, "after-6")
 
 

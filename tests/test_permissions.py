@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from pas.protocol import subjects as S
+from pas.protocol import wire
 from pas.surfaces.stack import Stack
 from pas.transport import auth
 from pas.transport.bus import AuthRefused, connect
@@ -181,12 +182,25 @@ async def test_manager_cannot_change_models_admin_can(secured: Stack, caplog: An
         await nc.close()
     prog1 = next(a for a in secured.agents if a.id == "prog-001")
     assert prog1.model == prog1.cfg.model
+    for agent in ("mgr-code-01", "prog-001"):  # model overrides are admin's: not even an agent's own
+        nc = await as_user(secured, agent)
+        try:
+            own = S.kv_subject(S.KV_MODELS, agent)
+            await nc.publish(own, b'{"model":"gpt-4o"}')
+            await refused(secured, caplog, agent, own)
+        finally:
+            await nc.close()
     admin = await PasClient.connect(secured.url or "", 10, creds=secured.creds["admin"])
     try:
-        res = await admin.request(subject, {"primary": "gpt-4o"})
+        res = await admin.set_model("prog-001", secured.cfg.models, primary="gpt-4o")
+        stored = await (await admin.nc.jetstream().key_value(S.KV_MODELS)).get("prog-001")
     finally:
         await admin.close()
     assert res["model"] == "gpt-4o" and prog1.model == "gpt-4o"
+    assert wire.decode(stored.value or b"", dict)["model"] == "gpt-4o"  # written by admin; the agent reads it
+    prog1.model = None
+    await prog1.load_model_override()
+    assert prog1.model == "gpt-4o"
 
 
 async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: Any) -> None:
@@ -235,7 +249,7 @@ async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fa
             await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "llm-sec"})
             res = await client.wait("llm-sec", timeout_s=60)
             breakers = await client.nc.jetstream().key_value(S.KV_BREAKERS)  # `pas agents` reads it as client
-            assert (await breakers.get("pa")).value  # written by the architect's connection
+            assert (await breakers.get(S.breaker_key("architect", "pa"))).value  # the architect's own key
         finally:
             await client.close()
     finally:
@@ -271,6 +285,8 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
             assert {"gateway", "root"} <= {e["from_agent"] for e in comms}
             r = await c.post(f"{hmi}/api/agents/prog-002/model", json={"primary": "gpt-4o"})
             assert r.status_code == 200 and r.json()["model"] == "gpt-4o", r.text
+            models = (await c.get(f"{hmi}/api/models")).json()  # the override, written by the adapter to KV
+            assert models["agents"]["prog-002"]["model"] == "gpt-4o", models
             mgr = f"http://{cfg.settings.http.host}:{ports['mgr-code-01']}"
             card = {"job_id": "card-1", "run_id": "http-2", "lane": "code",
                     "tasks": [{"lane": "code", "instruction": "x", "executor": "echo"}]}

@@ -49,7 +49,7 @@ KV_RUNS = "pas_runs"  # key: run id -> RunRecord
 KV_TREE = "pas_tree"  # key: <run>.plan | <run>.lane.<lane> | <run>.job.<job> | <run>.task.<task>
 KV_IDEMPOTENCY = "pas_idem"  # key: sha of idempotency key -> run id (TTL = dedupe window)
 KV_MODELS = "pas_models"  # key: agent id -> live model override
-KV_BREAKERS = "pas_breakers"  # key: model profile -> circuit-breaker state
+KV_BREAKERS = "pas_breakers"  # key: <agent_id>.<model profile> -> that agent's circuit-breaker state
 KV_CLAIMS = "pas_claims"  # key: agent id -> the live instance that holds it (pas.runtime.claims)
 
 
@@ -180,6 +180,12 @@ def child_done(role: str, lane: str) -> str:
 
 
 ARCHITECT_DONE = child_done("architect", "lanes")
+
+
+def breaker_key(agent_id: str, profile: str) -> str:
+    """pas_breakers[<agent_id>.<profile>]: the breaker state of a profile as one agent's calls found it; only
+    that agent may write it (pas.transport.auth), `pas agents` shows each agent's own."""
+    return f"{agent_id}.{profile}"
 
 
 def task_done(lane: str, programmer: str) -> str:

@@ -51,6 +51,13 @@ class GatewayRole(Role):
         ]
 
     @staticmethod
+    def identity(call: Call) -> str:
+        """Who asks, as the server authenticated it: the user of pas.gateway.as.<user>.*, else `anonymous`
+        (the plain subjects, which several users may publish). Comms entries of clients' commands name it,
+        never a `by` the client wrote."""
+        return S.requester(call.subject) or auth.ANONYMOUS
+
+    @staticmethod
     def may_act(run: wire.RunRecord, call: Call) -> None:
         """Cancel, approve, reject: a user of auth.OWN_RUNS_ONLY only on the runs it submitted."""
         who = S.requester(call.subject)
@@ -122,7 +129,7 @@ class GatewayRole(Role):
         if isinstance(stored[1], BaseException):
             raise Conflict(f"run {run_id!r} already exists")
         R.remember_run(self.bus, run, stored[1])
-        await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
+        await self.agent.comms.log(self.identity(call), self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                    metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
@@ -160,7 +167,8 @@ class GatewayRole(Role):
         await self.bus.publish_js(S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
         await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id,
                                                                   message="cancelled by request"))
-        await self.agent.comms.log("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled")
+        await self.agent.comms.log(self.identity(call), self.me.id, "CMD", f"cancel {run.run_id}", run.run_id,
+                                   "cancelled")
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
 
@@ -184,7 +192,8 @@ class GatewayRole(Role):
         run = await A.decide(self.bus, d, approve, by)
         assert run.approval is not None
         verb = "approve" if approve else "reject"
-        await self.agent.comms.log(by, self.me.id, "CMD", f"{verb} plan of {run.run_id}"
+        # The entry names who asked; `by` (what the request says, kept in the plan's record) is metadata.
+        await self.agent.comms.log(self.identity(call), self.me.id, "CMD", f"{verb} plan of {run.run_id}"
                                    + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
                                    + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
                                    metadata={"by": by, "decision": run.approval.status,

@@ -330,7 +330,7 @@ class Agent:
             self.backup_model = req.backup
         change = {"agent": self.id, "model": self.model, "backup_model": self.backup_model,
                   "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
-        await self.bus.kv_put(S.KV_MODELS, self.id, change)
+        # (stored in KV pas_models by whoever asked, admin or the HTTP adapter: an agent writes no override)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
         await self.comms.log(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
                              status="ok", metadata=change)

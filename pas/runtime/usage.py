@@ -3,7 +3,8 @@ its run, and the run's budget enforced before each call, whichever tier or proce
 
 Run usage lives in KV pas_tree[<run>.usage] (tokens, cost_usd, calls), updated with
 compare-and-set: LLM calls are seconds apart, so one small key per run does not contend.
-Circuit-breaker state is published to KV pas_breakers[<profile>] so `pas agents` can show it.
+Circuit-breaker state is published to KV pas_breakers[<agent_id>.<profile>], under the calling agent's own
+key (the only one it may write), so `pas agents` can show it.
 """
 
 from __future__ import annotations
@@ -106,19 +107,19 @@ class RunLLM:
             return await self.client.complete(agent=agent, primary=primary, backup=backup, messages=messages,
                                               run_id=run_id, max_tokens=max_tokens)
         finally:
-            await self._publish_breakers(primary, backup)
+            await self._publish_breakers(agent, primary, backup)
 
-    async def _publish_breakers(self, *profiles: str | None) -> None:
+    async def _publish_breakers(self, agent: str, *profiles: str | None) -> None:
         states = self.client.breaker_state()
         for p in profiles:
             st = states.get(p or "")
             if st is None:
                 continue
-            doc = {**st, "profile": p, "ts": time.time()}
+            doc = {**st, "agent": agent, "profile": p, "ts": time.time()}
             if st.get("open_until") is not None:
                 doc["open_until"] = time.time() + st["open_until"] - self.client.clock()  # wall clock
             try:
-                await self.bus.kv[S.KV_BREAKERS].put(p or "", wire.encode(doc))
+                await self.bus.kv[S.KV_BREAKERS].put(S.breaker_key(agent, p or ""), wire.encode(doc))
             except Exception as e:
                 log.debug("breaker state not published: %r", e)
 

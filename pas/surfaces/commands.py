@@ -156,6 +156,11 @@ def _checked(bucket: str, key: str, value: Any, cfg: ClientConfig) -> Any:
     if bucket == S.KV_MODELS:
         check_model_override(value, cfg.models, key)
     elif bucket == S.KV_BREAKERS:
+        agent, _, profile = key.partition(".")
+        if (value.get("agent"), value.get("profile")) != (agent, profile) or (cfg.models and profile not in cfg.models):
+            raise ValueError(f"not a breaker of {agent!r}'s profile {profile!r} (it says agent "
+                             f"{value.get('agent')!r}, profile {value.get('profile')!r}; models.yaml has "
+                             f"{', '.join(sorted(cfg.models))})")
         until, ts = value.get("open_until"), value.get("ts")
         if value.get("state") not in BREAKER_STATES:
             raise ValueError(f"unknown breaker state {value.get('state')!r}")
@@ -199,7 +204,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
                 "model": _model_in_use(st, m, a),
             })
             prof = rows[-1]["model"]
-            br = breakers.get(prof)
+            br = breakers.get(S.breaker_key(aid, prof))  # its own breaker: no agent writes another's
             rows[-1]["breaker"] = "-" if br is None else (
                 br["state"] + (f" {max(0.0, br['open_until'] - time.time()):.0f}s" if br.get("open_until") and
                                br["state"] == "open" else ""))
@@ -427,8 +432,8 @@ async def cmd_reject(args: argparse.Namespace, cfg: ClientConfig) -> int:
 
 async def cmd_model(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg, "admin") as client:  # models are changed by admin only
-        body = {"backup" if args.backup else "primary": args.profile}
-        res = await client.request(S.ctl(args.agent, "set_model"), body)
+        which = "backup" if args.backup else "primary"
+        res = await client.set_model(args.agent, cfg.models, **{which: args.profile})
     print(f"{res['agent']}: model={res['model']} backup={res['backup_model']}")
     return 0
 

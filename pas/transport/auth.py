@@ -32,6 +32,8 @@ from pas.protocol import wire
 
 SERVICE_USERS = ("client", "adapter", "admin")
 """The users that are not agents; no agent id may take one of these names (pas.config.model refuses it)."""
+ANONYMOUS = "anonymous"
+"""Who a comms entry of a client's command names when it came on a plain gateway subject (no user in it)."""
 OWN_RUNS_ONLY = ("client",)
 """Users that may cancel, approve or reject only the runs they submitted (pas.roles.gateway); `adapter`
 (the HTTP adapter's token holders) and `admin` act on all runs."""
@@ -149,12 +151,13 @@ MAX_REPLIES = 1000
 
 def _agent_common(cfg: PasConfig, a: AgentConfig) -> Perms:
     """What the agent runtime (pas.agent.Agent, pas.runtime.claims) does, for this agent id only: its heartbeat,
-    claim, model key, comms entries (as sender), micro endpoints and discovery."""
+    claim, comms entries (as sender), micro endpoints and discovery; it reads its model key (written by
+    admin or the HTTP adapter: pas.transport.client.PasClient.set_model)."""
     p = Perms(allow_responses=MAX_REPLIES)
     p.add(sub=[S.SRV_ALL, f"{S.inbox_prefix(a.id)}.>", S.agent_endpoint(a.role, a.id, "health"),
                S.agent_endpoint(a.role, a.id, "status"), S.ctl(a.id, "set_model")],
           pub=[S.comms_filter(from_agent=a.id), S.js_api("STREAM", "INFO", "*"), S.heartbeat(a.id),
-               S.ctl(a.id, "model_changed"), kv_write(S.KV_MODELS, a.id), kv_read(S.KV_MODELS, a.id),
+               S.ctl(a.id, "model_changed"), kv_read(S.KV_MODELS, a.id),  # overrides are admin's and the adapter's
                kv_write(S.KV_CLAIMS, a.id), kv_read(S.KV_CLAIMS, a.id), S.srv_ping(a.id, "*")])
     return p
 
@@ -175,9 +178,7 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     if role in ("architect", "dir", "mgr"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])
     if role in LLM_ROLES:
-        breakers = Grant(f"`{S.kv_subject(S.KV_BREAKERS, '<profile>')}` (each profile of models.yaml)",
-                         tuple(kv_write(S.KV_BREAKERS, m) for m in cfg.models))
-        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), breakers,
+        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), kv_write(S.KV_BREAKERS, S.breaker_key(a.id, ">")),
                    # every exchange recorded; a rerun reads recordings, notes a divergence
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
                                            (S.js_api("STREAM", "MSG", "GET", S.STREAM_RECORDINGS),)),
@@ -185,8 +186,8 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     if role in ("architect", "dir", "mgr"):
         p.add(pub=[S.GATEWAY_CANCEL])  # a diverged rerun is cancelled (pas.runtime.rerun)
     if role == "gateway":
-        # it relays clients' commands to the log as the `by` they name (pas.gateway.approve, ...)
-        p.add(pub=[S.comms_filter(msg_type="CMD")])
+        # it logs clients' commands as the user that sent them (pas.gateway.as.<user>.*), else `anonymous`
+        p.add(pub=[S.comms_filter(from_agent=u, msg_type="CMD") for u in (*SERVICE_USERS, ANONYMOUS)])
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
                    S.GATEWAY_APPROVE, S.GATEWAY_REJECT, *(S.gateway_as("*", a) for a in S.AS_ACTIONS)],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
@@ -249,11 +250,13 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
         sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, f"{S.inbox_prefix('client')}.>"])
     out["adapter"] = Perms().add(
         pub=[*requests("adapter"), S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
-             S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
+             S.ctl("*", "set_model"), kv_write(S.KV_MODELS, "*"),  # the HMI's model switch writes the override
+             read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_TREE), S.js_api("STREAM", "INFO", "*"), read_stream(S.STREAM_EVENTS)],  # + timelines
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              f"{S.inbox_prefix('adapter')}.>"])
-    out["admin"] = Perms().add(pub=[*requests("admin"), S.CTL_ALL, S.JS_API_ALL, S.JS_FLOW_CONTROL_ALL],
+    out["admin"] = Perms().add(pub=[*requests("admin"), S.CTL_ALL, S.JS_API_ALL, S.JS_FLOW_CONTROL_ALL,
+                                    kv_write(S.KV_MODELS, "*")],  # `pas model` writes the override
                                sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
     return {u: out[u] for u in users(cfg)}
 

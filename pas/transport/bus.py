@@ -175,7 +175,7 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
         kv(S.KV_IDEMPOTENCY, "hash of an idempotency key -> run id (dedupe window)",
            ttl=cfg.settings.work.dedupe_window_s),
         kv(S.KV_MODELS, "agent id -> live model override", history=5),
-        kv(S.KV_BREAKERS, "model profile -> circuit-breaker state"),
+        kv(S.KV_BREAKERS, "<agent_id>.<model profile> -> that agent's circuit-breaker state"),
         kv(S.KV_CLAIMS, "agent id -> the one live instance that holds it"),
     ]
 

@@ -89,6 +89,35 @@ class PasClient:
         raise_for(msg)
         return json.loads(msg.data) if msg.data else {}
 
+    async def set_model(self, agent_id: str, profiles: Any, primary: str | None = None,
+                        backup: str | None = None) -> dict[str, Any]:
+        """Switch an agent's model: the override is written here (KV pas_models, which only admin and the HTTP
+        adapter may write; agents only read it, at start and when told), merged with the agent's stored one
+        and checked against models.yaml's `profiles`; then the agent is told to take it live
+        (pas.ctl.<id>.set_model) and answers with the change. An agent that is down takes it at its start."""
+        from nats.js.errors import KeyNotFoundError
+
+        from pas.base.errors import BadRequest
+        from pas.config.doc import check_model_override
+
+        change = {k: v for k, v in (("model", primary), ("backup_model", backup)) if v is not None}
+        if not change:
+            raise BadRequest("give primary and/or backup")
+        for p in change.values():
+            if profiles and p not in profiles:
+                raise BadRequest(f"unknown model profile {p!r}", detail={"profiles": sorted(profiles)})
+        kv = await self.nc.jetstream(timeout=self.timeout_s).key_value(S.KV_MODELS)
+        try:
+            entry = await kv.get(agent_id)
+            stored = check_model_override(wire.decode(entry.value or b"{}", dict), profiles, agent_id)
+        except (KeyNotFoundError, ValueError):  # none yet, or one that cannot be trusted: replaced
+            stored = {}
+        doc = {"agent": agent_id, **{k: stored[k] for k in ("model", "backup_model") if k in stored}, **change,
+               "ts": wire.now().isoformat()}
+        await kv.put(agent_id, wire.encode(doc))
+        body = {"primary": primary, "backup": backup}
+        return dict(await self.request(S.ctl(agent_id, "set_model"), {k: v for k, v in body.items() if v}))
+
     async def submit(self, job: dict[str, Any] | wire.JobSubmit, msg_id: str | None = None) -> dict[str, Any]:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         return await self.request(self._as("submit", S.GATEWAY_SUBMIT), job, headers=headers)

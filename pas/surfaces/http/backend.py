@@ -88,6 +88,15 @@ class Backend:
         except NatsError as e:  # connection closed, reconnecting, ...
             raise Unavailable(f"NATS unavailable: {e!r}") from None
 
+    async def set_model(self, agent_id: str, profiles: Any, primary: str | None, backup: str | None) -> Any:
+        """As the `adapter` user, which may write KV pas_models (pas.transport.client.PasClient.set_model)."""
+        try:
+            return await self.client.set_model(agent_id, profiles, primary, backup)
+        except PasError:
+            raise
+        except NatsError as e:
+            raise Unavailable(f"NATS unavailable: {e!r}") from None
+
     async def submit(self, job: dict[str, Any], idempotency_key: str | None = None) -> Any:
         headers = None
         if idempotency_key is not None:
