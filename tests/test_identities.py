@@ -100,12 +100,15 @@ def test_each_agent_has_its_own_user_and_grants() -> None:
     prog = perms["prog-001"].publish
     assert S.heartbeat("prog-001") in prog and S.heartbeat("*") not in prog
     assert S.comms_filter(from_agent="prog-001") in prog and S.COMMS_ALL not in prog
-    assert S.kv_subject(S.KV_CLAIMS, "prog-001") in prog and S.kv_subject(S.KV_MODELS, "prog-001") in prog
+    assert S.kv_subject(S.KV_CLAIMS, "prog-001") in prog and S.kv_subject(S.KV_MODELS, "prog-001") not in prog
+    assert {u for u, p in perms.items() if S.kv_subject(S.KV_MODELS, "*") in p.publish} == {"adapter", "admin"}
+    assert S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", ">")) in prog
     assert S.task_done("*", "prog-001") in prog and S.task_done("*", "*") not in prog
     for theirs in (S.task_key("*", "*"), S.job_key("*", "*"), S.lane_key("*", "*"), S.plan_key("*")):
         assert S.kv_subject(S.KV_TREE, theirs) not in prog
     assert S.done_plan("*") not in prog and S.GATEWAY_CANCEL not in prog
-    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.task_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
+    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-",
+            S.kv_subject(S.KV_TREE, S.task_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
             S.done_plan("*"): "architect", S.kv_subject(S.KV_TREE, S.lane_key("*", "code")): "dir-code"}
     for subject, owner in only.items():
         assert {u for u, p in perms.items() if subject in p.publish and u != "admin"} == {

@@ -135,15 +135,20 @@ async def test_programmer_cannot_write_another_roles_kv_keys(secured: Stack, cap
         for subject in (request_key, run_key):
             await nc.publish(subject, b'{"forged":true}')
             await refused(secured, caplog, "prog-001", subject)
-        # its own keys (task records) it may write: the rule is narrow, not a blanket refusal
+        # the keys it owns it may write: the rule is narrow, not a blanket refusal
         js = nc.jetstream(timeout=5)
-        await js.publish(f"$KV.{S.KV_TREE}.r-x.task.t-1", b'{"ok":true}')
+        await js.publish(S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", "gpt-4o")), b'{"ok":true}')
     finally:
         await nc.close()
     assert secured.bus is not None
     assert await secured.buses["gateway"].kv_get(S.KV_RUNS, "r-x", dict) is None
     assert await secured.buses["mgr-code-01"].kv_get(S.KV_TREE, "r-x.request", dict) is None
-    assert (await secured.buses["mgr-code-01"].kv_get(S.KV_TREE, "r-x.task.t-1", dict))[0] == {"ok": True}
+    admin = await as_user(secured, "admin")
+    try:
+        breakers = await admin.jetstream().key_value(S.KV_BREAKERS)
+        assert (await breakers.get(S.breaker_key("prog-001", "gpt-4o"))).value == b'{"ok":true}'
+    finally:
+        await admin.close()
 
 
 @pytest.mark.parametrize("subject", [S.run_task("r-1", "code-1-01"), S.done_plan("r-1")])

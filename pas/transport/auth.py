@@ -3,9 +3,9 @@
 One NATS user per agent id (topology plus --agents overlays) and three service users (`client`,
 `adapter`, `admin`). An agent may publish and subscribe only what its role uses (subjects.md,
 "Permissions") and, where a subject or key names an agent, only its own id: heartbeat, claim, model
-key, comms entries, endpoints. Records are granted to their owners (task and job: managers, who store a
-task's result only from the programmer holding it; lane: its director; plan: the architect). Every user has its own inbox prefix (`_INBOX.<user>`), so no
-user can read another's replies.
+key, comms entries, breakers, endpoints. Records are granted to their owners (task and job: managers, who
+store a task's result only from the programmer holding it; lane: its director; plan: the architect). Every
+user has its own inbox prefix (`_INBOX.<user>`), so no user can read another's replies.
 
     creds = ensure_creds(creds_dir, users(cfg))   # passwords, generated once, files 0600
     server_block(cfg, creds)                      # `authorization { users = [...] }` for nats-server
