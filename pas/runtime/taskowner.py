@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 
+from nats.js.errors import KeyWrongLastSequenceError
+
 from pas.base.errors import BadRequest, Forbidden
 from pas.base.textsafe import cap
 from pas.protocol import subjects as S
@@ -43,12 +45,17 @@ def remember(bus: Bus, key: str, rec: wire.TaskRecord) -> None:
     bus.records[_entry(key)] = (wire.encode(rec), 0)
 
 
-async def stored(bus: Bus, key: str) -> wire.TaskRecord | None:
+def forget(bus: Bus, key: str) -> None:
+    bus.records.pop(_entry(key), None)
+
+
+async def stored(bus: Bus, key: str) -> tuple[wire.TaskRecord | None, int | None]:
+    """The task record as this process wrote it (revision None), else as stored (with its revision)."""
     got = bus.records.get(_entry(key))
     if got is not None:
-        return wire.decode(got[0], wire.TaskRecord)
+        return wire.decode(got[0], wire.TaskRecord), None
     read = await bus.kv_get(S.KV_TREE, key, wire.TaskRecord)
-    return read[0] if read else None
+    return (read[0], read[1]) if read else (None, None)
 
 
 def _refusal(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str, lane: str) -> str | None:
@@ -85,14 +92,25 @@ async def started(bus: Bus, rec: wire.TaskRecord, sender: str, lane: str) -> wir
     """A programmer took a task: record it as the holder (a progress write, not awaited by the store).
     None, with a WARNING, if it may not."""
     key = S.task_key(rec.run_id, rec.task_id)
-    prev = await stored(bus, key) if is_id(rec.run_id) and is_id(rec.task_id) else None
+    prev, rev = await stored(bus, key) if is_id(rec.run_id) and is_id(rec.task_id) else (None, None)
+    if prev is not None and prev.status in wire.TERMINAL_TASK and prev.programmer == sender:
+        return None  # its own result got here first (the two reports took different managers)
     why = _refusal(prev, rec, sender, lane) or (None if rec.status == "running" else f"status {rec.status!r}")
     if why:
         log.warning("ignored %s's start of task %s.%s: %s", sender, rec.run_id, rec.task_id, why)
         return None
     new = _merged(prev, rec, sender)
+    # Remembered before the write: a result handled meanwhile in this process finds the holder, and its
+    # write, later, wins. Read from the store (another process wrote it): written only over what was read.
     remember(bus, key, new)
-    await bus.kv_put_nowait(S.KV_TREE, key, new)
+    if rev is None:
+        await bus.kv_put_nowait(S.KV_TREE, key, new)
+        return new
+    try:
+        await bus.kv_update(S.KV_TREE, key, wire.encode(new), rev)
+    except KeyWrongLastSequenceError:  # the result was stored meanwhile: it stands
+        forget(bus, key)
+        return None
     return new
 
 
@@ -105,7 +123,7 @@ async def finished(bus: Bus, done: wire.ChildDone, sender: str, lane: str) -> wi
     if not (is_id(ev.run_id) and is_id(ev.task_id or "")):
         raise BadRequest(f"bad task ids run_id={ev.run_id!r} task_id={ev.task_id!r}", detail={"field": "event"})
     key = S.task_key(ev.run_id, ev.task_id or "")
-    prev = await stored(bus, key)
+    prev, _ = await stored(bus, key)
     if prev is not None and prev.status in wire.TERMINAL_TASK:
         return prev  # announced again: the stored result stands
     if rec is None or (rec.run_id, rec.task_id) != (ev.run_id, ev.task_id) or rec.status not in wire.TERMINAL_TASK:
@@ -115,6 +133,10 @@ async def finished(bus: Bus, done: wire.ChildDone, sender: str, lane: str) -> wi
         log.warning("refused %s's result of task %s.%s: %s", sender, rec.run_id, rec.task_id, why)
         raise Forbidden(f"task {rec.run_id}.{rec.task_id}: {why}")
     new = _merged(prev, rec, sender)
-    await bus.kv_put(S.KV_TREE, key, new)
-    remember(bus, key, new)
+    remember(bus, key, new)  # first: a start handled meanwhile in this process is not written over it
+    try:
+        await bus.kv_put(S.KV_TREE, key, new)
+    except BaseException:
+        forget(bus, key)  # not stored: the programmer's retry finds the store as it is
+        raise
     return new
