@@ -152,15 +152,15 @@ MAX_BREAKER_OPEN_S = 86400.0  # a breaker opens for its cooldown (minutes): a da
 
 def _checked(bucket: str, key: str, value: Any, cfg: ClientConfig) -> Any:
     """A KV value `pas agents` shows, checked: a model override names profiles of models.yaml, a breaker
-    has a known state and opens for less than a day. ValueError otherwise."""
+    names the agent and profile of its key, has a known state and opens for less than a day. ValueError
+    otherwise."""
     if bucket == S.KV_MODELS:
         check_model_override(value, cfg.models, key)
     elif bucket == S.KV_BREAKERS:
         agent, _, profile = key.partition(".")
-        if (value.get("agent"), value.get("profile")) != (agent, profile) or (cfg.models and profile not in cfg.models):
-            raise ValueError(f"not a breaker of {agent!r}'s profile {profile!r} (it says agent "
-                             f"{value.get('agent')!r}, profile {value.get('profile')!r}; models.yaml has "
-                             f"{', '.join(sorted(cfg.models))})")
+        if (value.get("agent"), value.get("profile")) != (agent, profile):
+            raise ValueError(f"not a breaker of {agent!r}'s profile {profile!r}: it says agent "
+                             f"{value.get('agent')!r}, profile {value.get('profile')!r}")
         until, ts = value.get("open_until"), value.get("ts")
         if value.get("state") not in BREAKER_STATES:
             raise ValueError(f"unknown breaker state {value.get('state')!r}")
