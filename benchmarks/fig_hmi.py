@@ -15,7 +15,8 @@ process of their own, as a user's browser does. Figures:
 - hmi.throughput_ratio      tasks/s with the pages open / without (>= 0.9);
 - hmi.hub_ratio             the same with plain SSE readers instead of browsers: the hub alone (>= 0.9).
 
-Needs /usr/bin/chromium and playwright (the dev extras); never `playwright install`.
+PAS_HMI_CHROME_TRACE=FILE writes a Chromium performance trace of the traced page during the job (open it
+in chrome://tracing or Perfetto). Needs /usr/bin/chromium and playwright (the dev extras); never `playwright install`.
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ async def browser_side(url: str, n_pages: int) -> None:
             cdp = await pages[0].context.new_cdp_session(pages[0])
             await cdp.send("Performance.enable")
             before = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+            chrome_trace = os.environ.get("PAS_HMI_CHROME_TRACE")  # a performance trace of the traced page
+            if chrome_trace:
+                await browser.start_tracing(page=pages[0], path=chrome_trace, screenshots=False)
             say({"ready": True})
             told = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
             samples: list[float] = []
@@ -117,6 +121,8 @@ async def browser_side(url: str, n_pages: int) -> None:
                 await asyncio.sleep(0.1)
             want = json.loads(told.result())
             after = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+            if chrome_trace:
+                await browser.stop_tracing()
             metrics = {k: round(after[k] - before.get(k, 0), 3) for k in PERF_METRICS if k in after}
             deadline = time.monotonic() + 30
             while True:  # the page may still be catching up when the runs end
