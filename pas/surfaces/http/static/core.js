@@ -1,5 +1,7 @@
 /* PAS HMI core, loaded first: the state S, DOM and API helpers, and the one render per animation
-   frame (events only change S and mark what is dirty; views.js, runs.js and log.js draw it). */
+   frame (events only change S and mark what is dirty; views.js, runs.js and log.js draw it). Nothing
+   touches the DOM between frames, so reading layout is never forced; a hidden page gets no frames
+   (and app.js closes its stream until it is visible again). */
 "use strict";
 
 const TIERS = ["gateway", "root", "architect", "director", "manager", "programmer", "monitor"];
@@ -81,7 +83,13 @@ async function api(path, opts) {
 }
 
 /* ---------- rendering: once per animation frame, only what changed ---------- */
-const dirty = { runs: false, view: false, log: false };
+const dirty = { agents: false, runs: false, view: false, log: false };
+const agentsDirty = new Set();  // agents whose row changed (beats, alerts) since the last render
+
+function agentChanged(id) {
+  agentsDirty.add(id);
+  markDirty("agents");
+}
 let framePending = false;
 
 function markDirty(...what) {
@@ -93,6 +101,12 @@ function markDirty(...what) {
 
 function render() {
   framePending = false;
+  if (dirty.agents) {
+    dirty.agents = false;
+    for (const id of agentsDirty) paintAgent(id);
+    agentsDirty.clear();
+    updateSummary();
+  }
   if (dirty.runs) { dirty.runs = false; renderRuns(); }
   if (dirty.view) { dirty.view = false; renderRunView(); }
   if (dirty.log) { dirty.log = false; renderLog(); }
@@ -107,7 +121,7 @@ function render() {
 /* "live", or "behind by N s" while what the page shows is more than a second older than the bus. */
 function showLag() {
   const c = $("conn");
-  if (c.dataset.state === "connecting" || c.dataset.state === "reconnecting") return;
+  if (["connecting", "reconnecting", "paused"].includes(c.dataset.state)) return;
   const idle = Date.now() - S.renderedAt > 2000 && S.oldest === null;
   const behind = !idle && S.lagMs > LAG_WARN_MS;
   setData(c, "state", behind ? "behind" : "live");

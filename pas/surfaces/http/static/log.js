@@ -70,12 +70,17 @@ function addLog(entries) {
   if (added) { S.logShown = null; markDirty("log"); }
 }
 
-/* Live entries, in stream order: a hole in the sequence is read back from PAS_COMMS. */
-function onComms(entries) {
+/* Live entries, in stream order: a hole in the sequence is read back from PAS_COMMS. upto (after the
+   adapter caught this page up instead of sending what it missed): the last sequence it has read. */
+function onComms(entries, upto) {
   for (const e of entries) {
     if (S.liveSeq !== null && e.seq > S.liveSeq + 1) fillGap(S.liveSeq + 1, e.seq - 1);
     if (S.liveSeq === null || e.seq > S.liveSeq) S.liveSeq = e.seq;
     if (S.trace) S.trace.comms(e);
+  }
+  if (typeof upto === "number" && S.liveSeq !== null && upto > S.liveSeq) {
+    fillGap(S.liveSeq + 1, upto);
+    S.liveSeq = upto;
   }
   if (S.logBuffer) S.logBuffer.push(...entries); else addLog(entries);
 }
