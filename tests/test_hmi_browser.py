@@ -216,22 +216,23 @@ async def test_cancel_button_cancels_a_running_run(hmi: Hmi) -> None:
 
 
 # The log holds only the rows in view (virtualised): scroll it from top to end, half a view at a time,
-# and read every row shown on the way (by PAS_COMMS sequence), then leave it at its end again.
+# and read every row shown on the way (by PAS_COMMS sequence), then leave it at its end again (it
+# scrolls from its end: scrollTop runs from minus its height to 0).
 ROWS_JS = """async log => {
   const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   const rows = new Map();
-  log.scrollTop = 0;
+  log.scrollTop = -log.scrollHeight;
   await frame();
   for (;;) {
     for (const e of log.querySelectorAll('[data-testid="log-entry"]')) rows.set(e.dataset.seq, {
       run: e.dataset.run, type: e.dataset.type, runText: e.querySelector('.run').textContent.trim(),
       typeText: e.querySelector('.type').textContent.trim(), who: e.querySelector('.who').textContent.trim(),
       msg: e.querySelector('.msg').textContent});
-    if (log.scrollTop + log.clientHeight >= log.scrollHeight - 1) break;
+    const before = log.scrollTop;
     log.scrollTop += log.clientHeight / 2;
+    if (log.scrollTop === before) break;
     await frame();
   }
-  log.scrollTop = log.scrollHeight;
   return [...rows.values()];
 }"""
 

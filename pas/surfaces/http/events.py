@@ -77,14 +77,19 @@ class State:
         return _rank(self.status) >= _rank(old.status) or self.message == "plan approved"
 
 
-def _trim(t: wire.TaskRecord) -> None:
-    """Keep what one row of the run view shows: a job of 2,000 tasks sends 6,000 states to every page."""
-    t.instruction, t.error = t.instruction[:LIVE_TEXT], t.error[:LIVE_TEXT]
-    t.output = t.output[-LIVE_TEXT:]
-    if t.command is not None:
-        t.command = t.command[:LIVE_TEXT]
-    if t.diff_stat is not None:
-        t.diff_stat = t.diff_stat[:LIVE_TEXT]
+# What one row of the run view shows: a job of 2,000 tasks sends 6,000 states to every page, and the
+# page parses each (a run's detail, GET /api/runs/<id>, has every field in full).
+LIVE_TASK_FIELDS = ("task_id", "run_id", "lane", "status", "programmer", "attempts", "started_at", "finished_at",
+                    "tokens", "cost_usd", "instruction", "command", "error")
+
+
+def _row(t: wire.TaskRecord) -> dict[str, Any]:
+    row = {k: getattr(t, k) for k in LIVE_TASK_FIELDS}
+    for k in ("instruction", "command", "error"):
+        if row[k] is not None:
+            row[k] = row[k][:LIVE_TEXT]
+    row["output"] = t.output[-LIVE_TEXT:]  # the row's hover text when there is no error
+    return row
 
 
 @dataclass(frozen=True)
@@ -253,9 +258,7 @@ class EventHub:
             self.stats.skipped += 1
             log.warning("HMI skips a bad %s event on %s: %s", ev.kind, msg.subject, e)
             return
-        if isinstance(body, wire.TaskRecord):
-            _trim(body)
-        data = wire.encode(body).decode()
+        data = wire.encode(_row(body) if isinstance(body, wire.TaskRecord) else body).decode()
         text = f'{{"kind":{json.dumps(ev.kind)},"run_id":{json.dumps(ev.run_id)},"data":{data}}}'
         state = State(body.status, getattr(body, "message", ""), text)
         key = (ev.run_id, ev.kind, *ev.rest)

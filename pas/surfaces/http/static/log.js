@@ -28,7 +28,7 @@ function logCells(e) {
 }
 
 const logView = new VirtualRows({
-  scroller: $("log"), holder: $("log"), rowH: LOG_ROW_H, stick: true,
+  scroller: $("log"), holder: $("log-rows"), rowH: LOG_ROW_H, stick: true,
   spacer: () => el("div"),
   make: () => {
     const parts = {};
@@ -123,7 +123,7 @@ async function reloadLog() {
     S.logKeys = new Set();
     addLog(r.entries.concat(buffer));
     S.logShown = null;
-    logView.atEnd = true;
+    logView.reset();
     if (S.liveSeq === null && !q.has("run") && !q.has("agent") && !q.has("type") && r.entries.length) {
       S.liveSeq = Math.max(...r.entries.map((e) => e.seq || 0));
     }

@@ -157,7 +157,7 @@ async function selectRun(runId, byUser) {
   if (S.selected !== runId) {
     S.selected = runId;
     S.detail = null;
-    taskView.scroller.scrollTop = 0;
+    taskView.reset();
   }
   markDirty("runs", "view");
   await fetchRun(runId);
