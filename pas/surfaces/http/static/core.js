@@ -82,7 +82,12 @@ async function api(path, opts) {
   return body;
 }
 
-/* ---------- rendering: once per animation frame, only what changed ---------- */
+/* ---------- rendering: once per animation frame, only what changed, at most every MIN_FRAME_MS ----------
+   Live data (a batch every 0.1 s) renders at most ~7 times a second: each render costs a layout and a
+   paint, and five pages open during a 2,000-task job took that CPU from PAS. A scroll or a resize
+   renders in the next frame (markNow), so scrolling stays smooth. */
+const MIN_FRAME_MS = 150;
+let lastRender = 0;
 const dirty = { agents: false, runs: false, view: false, log: false };
 const agentsDirty = new Set();  // agents whose row changed (beats, alerts) since the last render
 
@@ -96,11 +101,21 @@ function markDirty(...what) {
   for (const w of what) dirty[w] = true;
   if (framePending) return;
   framePending = true;
-  requestAnimationFrame(render);
+  const go = () => requestAnimationFrame(() => { framePending = false; render(); });
+  const wait = lastRender + MIN_FRAME_MS - performance.now();
+  if (wait > 0) setTimeout(go, wait); else go();
+}
+
+let nowPending = false;
+function markNow(what) {
+  dirty[what] = true;
+  if (nowPending) return;
+  nowPending = true;
+  requestAnimationFrame(() => { nowPending = false; render(); });
 }
 
 function render() {
-  framePending = false;
+  lastRender = performance.now();
   if (dirty.agents) {
     dirty.agents = false;
     for (const id of agentsDirty) paintAgent(id);

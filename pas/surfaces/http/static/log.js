@@ -47,7 +47,7 @@ const logView = new VirtualRows({
     setTitle(row.parts_.msg, cells.msg);  // the whole line on hover, however long
   },
 });
-logView.onchange = () => markDirty("log");
+logView.onchange = () => markNow("log");
 
 /* Entries come from several processes, so the stream's order is not the order things happened in
    (a programmer's RESPONSE can be stored after the run's completion). The log shows time order. */

@@ -197,7 +197,7 @@ const taskView = new VirtualRows({
     if (S.trace) S.trace.shown(t);
   },
 });
-taskView.onchange = () => markDirty("view");
+taskView.onchange = () => markNow("view");
 
 let lanesKey = "";
 function renderRunView() {
