@@ -253,6 +253,19 @@ def work_mgr(lane: str) -> str:
 
 # ---- run events ----------------------------------------------------------------------------
 EVENTS_ALL = "pas.run.>"
+"""Every run event: the records, fanned out by the server (below), and the commands PAS publishes."""
+
+# One write per fact: a record written to KV is its event. The server fans each write out twice,
+# both as pas.run.<run>.<rest>: live, republished by the bucket's stream (core NATS, for watchers),
+# and durably, sourced into PAS_EVENTS (a node loss loses none; readers of the past read that).
+RUNS_REPUBLISH = ("$KV.pas_runs.*", "pas.run.{{wildcard(1)}}.status")  # (src, dest): the run record
+TREE_REPUBLISH = ("$KV.pas_tree.*.>", "pas.run.{{wildcard(1)}}.>")  # every pas_tree record of the run
+TREE_EVENT_SOURCES = (("$KV.pas_tree.*.plan", "pas.run.{{wildcard(1)}}.plan"),
+                      *((f"$KV.pas_tree.*.{kind}.*", f"pas.run.{{{{wildcard(1)}}}}.{kind}.{{{{wildcard(2)}}}}")
+                        for kind in ("lane", "job", "task")))
+"""The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
+EVENTS_COMMANDS = ("pas.run.*.cancel", "pas.run.*.release.*", "pas.run.*.done.*")
+"""What PAS_EVENTS captures as published (besides the alerts): commands for agents, not state."""
 
 
 def run_events(run_id: str) -> str:
@@ -287,6 +300,11 @@ def run_job(run_id: str, job_id: str) -> str:
 
 def run_lane(run_id: str, lane: str) -> str:
     return f"{PREFIX}.run.{run_id}.lane.{lane}"
+
+
+def run_plan(run_id: str) -> str:
+    """The plan record's event (the architect's lanes and which of them finished)."""
+    return f"{PREFIX}.run.{run_id}.plan"
 
 
 def done_plan(run_id: str) -> str:
