@@ -45,6 +45,7 @@ class Counts:
     tasks: int
     ms: float = 0.0
     messages: float = 0.0
+    background: float = 0.0  # of messages: heartbeats and agent states, which come with time, not work
     deliveries: float = 0.0
     writes: float = 0.0
     by_stream: dict[str, float] = field(default_factory=dict)
@@ -54,7 +55,8 @@ class Counts:
     def lines(self, title: str) -> list[str]:
         reads = self.api.get("DIRECT.GET", 0) + self.api.get("STREAM.MSG", 0)
         out = [f"{title} ({self.jobs} job(s) of {self.tasks} task(s), {self.ms:.1f} ms each, incl. client waits):",
-               f"  messages in:      {self.messages:g}",
+               f"  messages in:      {self.messages:g}  (of which background: {self.background:g} heartbeats and "
+               "agent states)",
                f"  queue deliveries: {self.deliveries:g}",
                f"  stream writes:    {self.writes:g}  " + ", ".join(f"{k}={v:g}" for k, v in sorted(self.by_stream.items())),
                f"  KV reads:         {reads:g}",
@@ -151,7 +153,8 @@ async def stretch(nc: Any, js: Any, client: PasClient, varz: str, prefix: str, j
     d1, w1 = await totals(js)
     m1 = in_msgs(varz)
     by_stream = {k: (w1[k] - w0.get(k, 0)) / jobs for k in w1 if w1[k] != w0.get(k, 0)}
-    return Counts(jobs=jobs, tasks=tasks, ms=took / jobs * 1000, messages=(m1 - m0) / jobs,
+    background = sum(n for s, n in seen.items() if s.startswith((S.heartbeat(""), S.kv_subject(S.KV_AGENTS, ""))))
+    return Counts(jobs=jobs, tasks=tasks, ms=took / jobs * 1000, messages=(m1 - m0) / jobs, background=background / jobs,
                   deliveries=(d1 - d0) / jobs, writes=sum(by_stream.values()), by_stream=by_stream,
                   api={k: v / jobs for k, v in api.items()}, seen={k: v / jobs for k, v in seen.items()})
 
@@ -179,8 +182,9 @@ async def measure(jobs: int, lane_tasks: int = 0, cfg: PasConfig | None = None) 
 
 
 def per_task(small: Counts, lane: Counts) -> float:
-    """Messages per task of a lane beyond what its 1-task job costs."""
-    return (lane.messages - small.messages) / (lane.tasks - 1)
+    """Messages per task of a lane beyond what a 1-task job costs, background left out of both (a lane
+    job runs for seconds: its agents beat meanwhile, whatever the work)."""
+    return ((lane.messages - lane.background) - (small.messages - small.background)) / (lane.tasks - 1)
 
 
 async def main(jobs: int, lane_tasks: int, quiet: bool) -> None:

@@ -101,7 +101,8 @@ async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: A
     ended = asyncio.Event()
 
     async def on_status(m: Any) -> None:
-        if wire.decode(m.data, wire.RunEvent).status in wire.TERMINAL_RUN:
+        ev = wire.run_event(m.subject, m.data)
+        if ev is not None and ev.status in wire.TERMINAL_RUN:
             ended.set()
 
     sub = await nc.subscribe(S.js_api("DIRECT", "GET", ">"), cb=on_read)

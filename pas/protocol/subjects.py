@@ -255,15 +255,6 @@ def work_mgr(lane: str) -> str:
 EVENTS_ALL = "pas.run.>"
 """Every run event: the records, fanned out by the server (below), and the commands PAS publishes."""
 
-# One write per fact: a record written to KV is its event. The server fans each write out twice,
-# both as pas.run.<run>.<rest>: live, republished by the bucket's stream (core NATS, for watchers),
-# and durably, sourced into PAS_EVENTS (a node loss loses none; readers of the past read that).
-RUNS_REPUBLISH = ("$KV.pas_runs.*", "pas.run.{{wildcard(1)}}.status")  # (src, dest): the run record
-TREE_REPUBLISH = ("$KV.pas_tree.*.>", "pas.run.{{wildcard(1)}}.>")  # every pas_tree record of the run
-TREE_EVENT_SOURCES = (("$KV.pas_tree.*.plan", "pas.run.{{wildcard(1)}}.plan"),
-                      *((f"$KV.pas_tree.*.{kind}.*", f"pas.run.{{{{wildcard(1)}}}}.{kind}.{{{{wildcard(2)}}}}")
-                        for kind in ("lane", "job", "task")))
-"""The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
 EVENTS_COMMANDS = ("pas.run.*.cancel", "pas.run.*.release.*", "pas.run.*.done.*")
 """What PAS_EVENTS captures as published (besides the alerts): commands for agents, not state."""
 
@@ -316,6 +307,19 @@ def run_release(run_id: str, lane: str) -> str:
     """The approval decision for one lane: its managers release (or drop) the held tasks."""
     return f"{PREFIX}.run.{run_id}.release.{lane}"
 
+
+# One write per fact: a record written to KV is its event. The server fans each write out twice,
+# both as pas.run.<run>.<rest>: live, republished by the bucket's stream (core NATS, for watchers),
+# and durably, sourced into PAS_EVENTS (a node loss loses none; readers of the past read that).
+# Each is a (src, dest) subject transform.
+_W1, _W2 = "{{wildcard(1)}}", "{{wildcard(2)}}"
+RUNS_REPUBLISH = (f"$KV.{KV_RUNS}.*", run_status(_W1))  # the run record
+TREE_REPUBLISH = (f"$KV.{KV_TREE}.*.>", run_events(_W1))  # every pas_tree record of the run
+TREE_EVENT_SOURCES = ((f"$KV.{KV_TREE}.{plan_key('*')}", run_plan(_W1)),
+                      (f"$KV.{KV_TREE}.{lane_key('*', '*')}", run_lane(_W1, _W2)),
+                      (f"$KV.{KV_TREE}.{job_key('*', '*')}", run_job(_W1, _W2)),
+                      (f"$KV.{KV_TREE}.{task_key('*', '*')}", run_task(_W1, _W2)))
+"""The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"

@@ -27,13 +27,18 @@ _RECORDS: dict[str, type[Any]] = {"status": RunRecord, "plan": PlanRecord, "lane
 _COMMANDS = ("cancel", "release", "done")
 
 Record = RunRecord | PlanRecord | LaneRecord | JobRecord
+RUN_WRITERS = {"queued": "gateway", "running": "architect", "completed": "root", "failed": "root",
+               "cancelled": "gateway", "rejected": "gateway"}
+"""Who writes a run record with each status (the record does not name its writer): the agent of its event.
+(`running` after an approval is the gateway's, `waiting_approval` a manager's: no one agent id says it.)"""
 
 
 def record_event(rec: Record, ts: datetime | None = None) -> RunEvent:
     """The RunEvent a record's write stands for (ts: when it was written, else the record's own times)."""
     if isinstance(rec, RunRecord):
         when = ts or rec.finished_at or rec.started_at or rec.created_at
-        ev = RunEvent(run_id=rec.run_id, kind="run", status=rec.status, ts=when, message=rec.message)
+        ev = RunEvent(run_id=rec.run_id, kind="run", status=rec.status, ts=when, agent=RUN_WRITERS.get(rec.status, ""),
+                      message=rec.message)
     elif isinstance(rec, PlanRecord):
         summary = ", ".join(f"{lane}={rec.done.get(lane, '?')}" for lane in rec.lanes)
         ev = RunEvent(run_id=rec.run_id, kind="plan", status=_status(rec.status), ts=ts or now(),
