@@ -175,7 +175,7 @@ async def test_killed_programmer_task_moves_on_at_default_settings(nats_server: 
 async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
     """The terminal statuses published on the task's subject (its result is published once)."""
     js = nc.jetstream()
-    sub = await js.subscribe(S.run_task(run_id, task_id), ordered_consumer=True)
+    sub = await js.subscribe(S.run_task(run_id, task_id), stream=S.STREAM_EVENTS, ordered_consumer=True)
     out: list[str] = []
     try:
         while True:
