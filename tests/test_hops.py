@@ -3,7 +3,7 @@
 A run's state changes are its KV records; the server fans every write out (republished live, sourced
 into PAS_EVENTS). No client publishes a progress event any more, and the messages a job costs fell
 with it. The bounds below are what this design measures with margin for a loaded 2-core machine
-(before: 56-63 messages per 1-task job, 14.6-19 per task of a lane; now ~46 and ~12); issue 21's
+(before: 56-63 messages per 1-task job, 14.6-19 per task of a lane; now 46-48 and 11.7-11.9); issue 21's
 targets (40 and 8) need the comms log's per-hop entries and the child_done requests to go as well
 (BENCHMARKS.md, "One write per fact").
 """
