@@ -167,11 +167,8 @@ class PasClient:
         done = asyncio.Event()
 
         async def cb(m: Any) -> None:
-            try:
-                if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
-                    done.set()
-            except ValueError:
-                pass
+            if (ev := event_fields(m.subject, m.data)) is not None and ev["status"] in wire.TERMINAL_RUN:
+                done.set()
 
         sub = await self.nc.subscribe(S.run_status(run_id), cb=cb)
         try:
