@@ -143,9 +143,9 @@ class ProgrammerRole(Role):
         rec.status, rec.started_at = "running", wire.now()
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
-        # The lane's managers record this programmer as the task's holder (pas.runtime.taskowner).
+        # The lane's managers record this programmer as the task's holder and write the record (the server
+        # makes it the task's event): pas.runtime.taskowner.
         await self.bus.publish(S.task_started(work.lane, self.me.id), rec)
-        await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
         await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
                       metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
@@ -176,11 +176,11 @@ class ProgrammerRole(Role):
 
     async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
         """The result goes to the job's managers in this same handler (pas.runtime.runs.child_done): they own
-        the task and job records, store the result if this programmer holds the task, note it in the job
-        and walk on up. Its event and comms entry go meanwhile. A crash before the ack leaves the work to
-        be redelivered, and the redelivery only re-announces (the record is terminal)."""
-        await asyncio.gather(ctx.publish(S.run_task(rec.run_id, rec.task_id), rec),
-                             ctx.log(rec.manager, "RESPONSE",
+        the task and job records, store the result if this programmer holds the task (the server makes the
+        record the task's event), note it in the job and walk on up. Its comms entry goes meanwhile. A crash
+        before the ack leaves the work to be redelivered, and the redelivery only re-announces (the record
+        is terminal)."""
+        await asyncio.gather(ctx.log(rec.manager, "RESPONSE",
                                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                      rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
                                      metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}),

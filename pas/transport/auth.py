@@ -213,9 +213,9 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     elif role == "prog":
         p.add(sub=[S.agent_endpoint("prog", a.id, "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.runtime.priority)
-              # no task record: it tells the lane's managers, under its own id, what it took and what came
-              # of it; they write the record if it holds the task (pas.runtime.taskowner)
-              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
+              # no task record nor its event: it tells the lane's managers, under its own id, what it took and
+              # what came of it; they write the record if it holds the task (pas.runtime.taskowner)
+              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES],
                    S.task_started("*", a.id), S.task_done("*", a.id)])
     elif role == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
