@@ -137,7 +137,7 @@ class BandedWorkLoop(WorkLoop):
         self.streak_band: int | None = None  # index of the band the current streak is from
         self.streak = 0
         self.turn = 0  # which lower band gets the next aging pick first
-        self._inboxes: list[Any] = []
+        self._inboxes: list[Subscription] = []
 
     def order(self) -> list[int]:
         """Band indexes to try, in order, for the next pick."""

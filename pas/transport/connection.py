@@ -47,7 +47,7 @@ class Client(NatsClient):
                     self._pending = []
                     self._pending_data_size = 0
                     self.writes += 1
-                    await self._transport.drain()
+                    await self._transport.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it untyped
             except OSError as e:
                 await self._error_cb(e)
                 await self._process_op_err(e)

@@ -182,7 +182,9 @@ def span(name: str, attrs: Mapping[str, Any] | None = None) -> ContextManager[An
     """A span inside the current one (a task command, a model call); yields None when off."""
     if _tracer is None:
         return _NULL
-    return _tracer.start_as_current_span(name, attributes={k: v for k, v in (attrs or {}).items() if v is not None})
+    cm: ContextManager[Any] = _tracer.start_as_current_span(name, attributes={k: v for k, v in (attrs or {}).items()
+                                                                             if v is not None})
+    return cm
 
 
 def annotate(sp: Any, attrs: Mapping[str, Any], error: str | None = None) -> None:
@@ -219,6 +221,7 @@ def http_request(scope: Mapping[str, Any]) -> ContextManager[Any]:
 
     server = scope.get("server") or (None, None)
     attrs = {"http.request.method": method, "url.path": scope.get("path", ""), "server.port": server[1]}
-    return _tracer.start_as_current_span(f"{method} {scope.get('path', '')}", context=_propagator.extract(headers),
-                                         kind=SpanKind.SERVER,
-                                         attributes={k: v for k, v in attrs.items() if v is not None})
+    cm: ContextManager[Any] = _tracer.start_as_current_span(f"{method} {scope.get('path', '')}",
+                                                            context=_propagator.extract(headers), kind=SpanKind.SERVER,
+                                                            attributes={k: v for k, v in attrs.items() if v is not None})
+    return cm
