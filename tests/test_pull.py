@@ -17,7 +17,7 @@ from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import CommsLog
-from pas.runtime.service import WorkCtx, WorkLoop
+from pas.runtime.service import WorkCtx, WorkLoop, WorkLoopOptions
 from pas.transport.bus import Bus
 from pas.transport.connection import connect
 from pas.transport.pull import ended
@@ -29,9 +29,9 @@ Handler = Callable[[wire.RunRef, WorkCtx], Awaitable[None]]
 
 def work_loop(bus: Bus, stream: str, durable: str, handler: Handler, concurrency: int,
               fetch_timeout_s: float = 2.0) -> WorkLoop:
-    return WorkLoop(bus.js, stream, durable, wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                    concurrency=concurrency, ack_wait_s=10, spawn=bus.spawn, name=f"t:{durable}",
-                    fetch_timeout_s=fetch_timeout_s)
+    return WorkLoop(bus.js, stream, durable, wire.RunRef, handler,
+                    WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=concurrency,
+                                    ack_wait_s=10, name=f"t:{durable}", fetch_timeout_s=fetch_timeout_s))
 
 
 @asynccontextmanager

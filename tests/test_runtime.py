@@ -17,7 +17,7 @@ from pas.roles import new_agent
 from pas.runtime import comms
 from pas.runtime import runs as R
 from pas.runtime.comms import CommsLog
-from pas.runtime.service import WorkCtx, WorkLoop, settle, task_status
+from pas.runtime.service import WorkCtx, WorkLoop, WorkLoopOptions, settle, task_status
 from pas.surfaces.stack import Stack
 from pas.transport.bus import Bus
 from tests.conftest import make_cfg, wait_for
@@ -56,8 +56,9 @@ async def test_work_loop_hands_typed_items_and_a_context(nats_server: Any) -> No
         async def on_bad(subject: str, data: bytes, err: Any) -> None:
             bad.append(err.error)
 
-        loop = WorkLoop(bus.js, "RT", "rt", wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                        concurrency=4, ack_wait_s=5, spawn=bus.spawn, on_bad_input=on_bad)
+        loop = WorkLoop(bus.js, "RT", "rt", wire.RunRef, handler,
+                        WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=4, ack_wait_s=5,
+                                        on_bad_input=on_bad))
         loop.start()
         try:
             await bus.js.publish("rt.a", b'{"run_id":"retry"}', headers={"traceparent": "00-abc-def-01"})
@@ -384,8 +385,8 @@ async def test_a_long_handler_keeps_its_message_past_the_ack_wait(nats_server: A
             if ref.run_id == "long":
                 await asyncio.sleep(3.0)
 
-        loop = WorkLoop(bus.js, "RTK", "rtk", wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                        concurrency=2, ack_wait_s=1, spawn=bus.spawn)
+        loop = WorkLoop(bus.js, "RTK", "rtk", wire.RunRef, handler,
+                        WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=2, ack_wait_s=1))
         loop.start()
         try:
             await bus.js.publish("rtk.quick", b'{"run_id":"quick"}')

@@ -193,7 +193,7 @@ class ProgrammerRole(Role):
         if wire.effective_executor(work.spec) == "echo":
             return None
         try:
-            return resolve_env(work.repo, work.env, self.cfg.settings.pool.env)
+            return resolve_env(work.ctx.repo, work.ctx.env, self.cfg.settings.pool.env)
         except EnvError as e:
             return f"unusable environment: {e.message}"
 
@@ -206,7 +206,7 @@ class ProgrammerRole(Role):
         if not isinstance(renv, RepoEnv):
             return ExecResult(status="failed", error=str(renv or "no environment"))
         try:
-            ws = await open_workspace(work.repo, work.run_id, work.task_id, self.scratch)
+            ws = await open_workspace(work.ctx.repo, work.run_id, work.task_id, self.scratch)
         except PasError as e:
             return ExecResult(status="failed", error=f"workspace: {e.message}")
         try:
@@ -302,7 +302,7 @@ class ProgrammerRole(Role):
         # (pas.execution.policy.admit; the ids are checked by the wire type).
         repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
-                             manager="", spec=spec, repo=repo, env=req.env, timeout_s=req.timeout_s)
+                             manager="", spec=spec, ctx=wire.RunContext(repo=repo, env=req.env), timeout_s=req.timeout_s)
         renv = self._repo_env(work)
         r = await self._execute(work, renv, direct)
         if renv is not None:

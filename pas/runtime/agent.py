@@ -23,11 +23,12 @@ from pas import __version__
 from pas.base.errors import NotFound, PasError, Unavailable
 from pas.config.doc import check_model_override
 from pas.config.model import AgentConfig
+from pas.llm.planner import Planner
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import claims
 from pas.runtime.comms import CommsLog
-from pas.runtime.service import Call, WorkCtx, WorkLoop, decode_body, endpoint
+from pas.runtime.service import Call, WorkCtx, WorkLoop, WorkLoopOptions, decode_body, endpoint
 from pas.transport.bus import Bus
 
 if TYPE_CHECKING:
@@ -140,6 +141,10 @@ class Agent:
             raise Unavailable("no LLM router in this process")
         return self.llm
 
+    def planner(self, run_id: str | None) -> Planner:
+        """This agent's models asked through the router, for one run (pas.llm.planner)."""
+        return Planner(self.router(), self.cfg.id, self.model, self.backup_model, run_id)
+
     def subject(self, endpoint_name: str) -> str:
         return S.agent_endpoint(self.cfg.role, self.cfg.id, endpoint_name)
 
@@ -179,17 +184,17 @@ class Agent:
         for spec in specs:
             await self._add_endpoint(spec)
         for ws in self.role.work():
-            kw: dict[str, Any] = {"bus": self.bus, "comms": self.comms, "agent_id": c.id,
-                                  "concurrency": ws.concurrency, "ack_wait_s": ws.ack_wait_s, "spawn": self.bus.spawn,
-                                  "on_bad_input": self._bad_input, "name": f"{c.id}:{ws.durable}", "ack": self.bus.ack}
+            opts = WorkLoopOptions(bus=self.bus, comms=self.comms, agent_id=c.id, concurrency=ws.concurrency,
+                                   ack_wait_s=ws.ack_wait_s, on_bad_input=self._bad_input,
+                                   name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
             if ws.bands:
                 from pas.runtime.priority import BandedWorkLoop
 
                 loop: WorkLoop = BandedWorkLoop(self.bus.nc, list(ws.bands), list(ws.band_subjects), ws.wake_subject,
                                                 ws.burst, js=self.bus.js, stream=ws.stream, typ=ws.typ,
-                                                handler=ws.handler, **kw)
+                                                handler=ws.handler, opts=opts)
             else:
-                loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, **kw)
+                loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, opts)
             self.loops.append(loop)
         await self.role.start()
         for loop in self.loops:

@@ -190,6 +190,23 @@ def task_status(e: BaseException) -> str:
     return "failed"
 
 
+@dataclass(frozen=True)
+class WorkLoopOptions:
+    """How one agent runs a work loop: who it is (its bus, comms log, id) and its limits; what the
+    loop pulls (stream, durable consumer, item type, handler) is given beside it."""
+
+    bus: Bus
+    comms: CommsLog
+    agent_id: str
+    concurrency: int
+    ack_wait_s: float
+    spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]] | None = None  # default: bus.spawn
+    on_bad_input: OnBadInput | None = None
+    name: str = ""  # default: the durable's name
+    ack: Callable[[Msg], Awaitable[Any]] | None = None  # default: Msg.ack
+    fetch_timeout_s: float = 2.0
+
+
 class WorkLoop:
     """Take work from a durable pull consumer and run handlers concurrently (at most `concurrency`),
     with pull requests kept outstanding for the free slots (pas.transport.pull.PullFeed), never for more.
@@ -199,37 +216,20 @@ class WorkLoop:
     Handlers retry their own JetStream writes (pas.bus.retry_js); the ack is retried the same way.
     """
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        stream: str,
-        durable: str,
-        typ: type[Any],
-        handler: WorkHandler,
-        *,
-        bus: Bus,
-        comms: CommsLog,
-        agent_id: str,
-        concurrency: int,
-        ack_wait_s: float,
-        spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
-        on_bad_input: OnBadInput | None = None,
-        name: str = "",
-        ack: Callable[[Msg], Awaitable[Any]] | None = None,
-        fetch_timeout_s: float = 2.0,
-    ) -> None:
+    def __init__(self, js: JetStreamContext, stream: str, durable: str, typ: type[Any], handler: WorkHandler,
+                 opts: WorkLoopOptions) -> None:
         self.js, self.stream, self.durable, self.typ = js, stream, durable, typ
         self.handler = handler
-        self.bus, self.comms, self.agent_id = bus, comms, agent_id
-        self.concurrency = max(1, concurrency)
-        self.ack_wait_s = ack_wait_s
-        self.spawn = spawn
-        self.on_bad_input = on_bad_input
-        self.name = name or durable
-        self.ack = ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
+        self.bus, self.comms, self.agent_id = opts.bus, opts.comms, opts.agent_id
+        self.concurrency = max(1, opts.concurrency)
+        self.ack_wait_s = opts.ack_wait_s
+        self.spawn = opts.spawn or opts.bus.spawn
+        self.on_bad_input = opts.on_bad_input
+        self.name = opts.name or durable
+        self.ack = opts.ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
         # A pull request lives at the consumer's leader, reached through our server: if either dies,
         # the request is lost silently; its expiry (this) bounds how long this loop waits on a dead one.
-        self.fetch_timeout_s = fetch_timeout_s
+        self.fetch_timeout_s = opts.fetch_timeout_s
         self.in_flight = 0
         self.handled = 0
         self.errors = 0

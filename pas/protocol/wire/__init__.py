@@ -43,6 +43,7 @@ from pas.protocol.wire.base import (
     now,
     to_builtins,
 )
+from pas.protocol.wire.context import RunContext
 from pas.protocol.wire.records import (
     AgentState,
     Approval,
@@ -75,6 +76,7 @@ from pas.protocol.wire.requests import (
     Budget,
     Decision,
     ExecuteRequest,
+    JobCardSubmit,
     JobSubmit,
     RunRef,
     RunsQuery,
@@ -109,6 +111,7 @@ __all__ = [
     "Executor",
     "Heartbeat",
     "JobCard",
+    "JobCardSubmit",
     "JobId",
     "JobRecord",
     "JobSubmit",
@@ -120,6 +123,7 @@ __all__ = [
     "PlanTask",
     "PlanView",
     "PlanWork",
+    "RunContext",
     "RunEvent",
     "RunId",
     "RunRecord",
