@@ -23,7 +23,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from pas.base.errors import BudgetExceeded
-from pas.llm.client import Completer, LLMUnavailable
+from pas.llm.client import Asker, LLMUnavailable
 from pas.protocol.wire import Lane, TaskSpec
 
 MAX_TASKS_PER_JOB = 10
@@ -236,25 +236,13 @@ def manager_messages(lane: str, goal: str, tasks: list[TaskSpec], max_tasks: int
 
 
 # ---- driver --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Planner:
-    """Who asks which models, for which run: what every planning call of one agent carries."""
-
-    llm: Completer
-    agent: str
-    primary: str | None
-    backup: str | None
-    run_id: str | None = None
-
-
-async def _ask(who: Planner, messages: list[dict[str, str]], parse: Any, meta: PlanMeta) -> Any | None:
+async def _ask(who: Asker, messages: list[dict[str, str]], parse: Any, meta: PlanMeta) -> Any | None:
     """Ask, validate, retry once with the error. None means: use the deterministic planner."""
     msgs = list(messages)
     for attempt in (1, 2):
         meta.attempts = attempt
         try:
-            res = await who.llm.complete(agent=who.agent, primary=who.primary or "", backup=who.backup, messages=msgs,
-                                         run_id=who.run_id)
+            res = await who.complete(msgs)
         except LLMUnavailable as e:
             meta.errors.extend(e.errors)
             meta.degraded, meta.reason = True, f"llm unavailable: {'; '.join(e.errors)}"[:1000]
@@ -291,7 +279,7 @@ def _no_model(meta: PlanMeta, primary: str | None) -> bool:
 
 
 async def plan_architect(
-    who: Planner,
+    who: Asker,
     goal: str,
     lanes_allowed: list[str],
     requested: list[str] | None = None,
@@ -307,7 +295,7 @@ async def plan_architect(
 
 
 async def plan_director(
-    who: Planner,
+    who: Asker,
     lane: str,
     goal: str,
     brief: str,
@@ -335,7 +323,7 @@ def _explicit(t: TaskSpec) -> bool:
 
 
 async def plan_manager(
-    who: Planner,
+    who: Asker,
     lane: str,
     goal: str,
     tasks: list[TaskSpec],
@@ -368,7 +356,6 @@ __all__ = [
     "ManagerPlan",
     "PlanInvalid",
     "PlanMeta",
-    "Planner",
     "deterministic_architect",
     "deterministic_director",
     "deterministic_manager",

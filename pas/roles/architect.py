@@ -74,7 +74,7 @@ class ArchitectRole(Role):
             run = got[0]
         if with_model and old is None:
             # Plan lanes with the model; explicit tasks already name their lanes.
-            lp, meta = await plan_architect(self.agent.planner(run.run_id), job.goal, self.cfg.lanes(),
+            lp, meta = await plan_architect(self.agent.asker(run.run_id), job.goal, self.cfg.lanes(),
                                             requested=job.lanes)
             chosen = {x.lane for x in lp.lanes}
             lanes = [lane for lane in S.LANES if lane in chosen] or lanes

@@ -53,7 +53,7 @@ class DirectorRole(Role):
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
             return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         if plan_with_model:
-            plan, meta = await plan_director(self.agent.planner(work.run_id), self.lane, work.ctx.goal, work.brief, [],
+            plan, meta = await plan_director(self.agent.asker(work.run_id), self.lane, work.ctx.goal, work.brief, [],
                                              max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
             if meta.degraded:

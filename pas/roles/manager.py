@@ -57,7 +57,7 @@ class ManagerRole(Role):
                     if ctx.redelivered else None)  # only a redelivery can find its own earlier plan
         tasks = card.tasks
         if self.agent.llm is not None and existing is None:
-            plan, meta = await plan_manager(self.agent.planner(card.run_id), self.lane, card.ctx.goal, card.tasks,
+            plan, meta = await plan_manager(self.agent.asker(card.run_id), self.lane, card.ctx.goal, card.tasks,
                                             self.cfg.settings.work.max_tasks_per_job)
             tasks = plan.tasks or card.tasks
             if meta.degraded:

@@ -23,7 +23,7 @@ from pas import __version__
 from pas.base.errors import NotFound, PasError, Unavailable
 from pas.config.doc import check_model_override
 from pas.config.model import AgentConfig
-from pas.llm.planner import Planner
+from pas.llm.client import Asker
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import claims
@@ -141,9 +141,9 @@ class Agent:
             raise Unavailable("no LLM router in this process")
         return self.llm
 
-    def planner(self, run_id: str | None) -> Planner:
-        """This agent's models asked through the router, for one run (pas.llm.planner)."""
-        return Planner(self.router(), self.cfg.id, self.model, self.backup_model, run_id)
+    def asker(self, run_id: str | None) -> Asker:
+        """This agent's models asked through the router, for one run (the planners)."""
+        return Asker(self.router(), self.cfg.id, self.model, self.backup_model, run_id)
 
     def subject(self, endpoint_name: str) -> str:
         return S.agent_endpoint(self.cfg.role, self.cfg.id, endpoint_name)
