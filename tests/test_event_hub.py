@@ -25,6 +25,7 @@ from pas.runtime.comms import read_numbered
 from pas.surfaces.http import events
 from pas.surfaces.http.events import EventHub
 from pas.transport.bus import provision
+from pas.transport.streams import ReadOptions
 from tests.conftest import FAST, wait_for
 
 
@@ -145,6 +146,6 @@ async def test_comms_beyond_the_backlog_are_refilled_by_sequence(hub: tuple[Even
     assert event == "comms" and len(seqs) == 50 and seqs == list(range(seqs[0], seqs[0] + 50))
     # What the page fills the hole with: PAS_COMMS from the first sequence it missed.
     first = seqs[0] - 70
-    got = [(seq, e.message) async for seq, e in read_numbered(js, start_seq=first) if seq < seqs[0]]
+    got = [(seq, e.message) async for seq, e in read_numbered(js, how=ReadOptions(start_seq=first)) if seq < seqs[0]]
     assert [m for _, m in got] == [f"line {i}" for i in range(70)]
     await stream.aclose()

@@ -19,6 +19,7 @@ from pas.protocol.ids import is_id
 from pas.runtime import approval as A
 from pas.runtime import runs as R
 from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.comms import Entry
 from pas.runtime.service import Call, WorkCtx
 from pas.transport import auth, tracing
 
@@ -122,14 +123,14 @@ class GatewayRole(Role):
         if isinstance(stored[1], BaseException):
             raise Conflict(f"run {run_id!r} already exists")
         R.remember_run(self.bus, run, stored[1])
-        await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
-                                   metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
+        await self.agent.comms.log(Entry("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
+                                   metadata={"lanes": lanes, "tasks": len(job.tasks or [])}))
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
         # The run and the job go along, so the architect reads neither back.
         work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
         await self.bus.publish_js(S.WORK_ARCHITECT, work, msg_id=f"{run_id}:architect")
-        await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued")
+        await self.agent.comms.log(Entry(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued"))
         return wire.SubmitReply(run_id=run_id, status="queued")
 
     async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:
@@ -160,7 +161,7 @@ class GatewayRole(Role):
         await self.bus.publish_js(S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
         await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id,
                                                                   message="cancelled by request"))
-        await self.agent.comms.log("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled")
+        await self.agent.comms.log(Entry("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled"))
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
 
@@ -184,11 +185,11 @@ class GatewayRole(Role):
         run = await A.decide(self.bus, d, approve, by)
         assert run.approval is not None
         verb = "approve" if approve else "reject"
-        await self.agent.comms.log(by, self.me.id, "CMD", f"{verb} plan of {run.run_id}"
+        await self.agent.comms.log(Entry(by, self.me.id, "CMD", f"{verb} plan of {run.run_id}"
                                    + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
                                    + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
                                    metadata={"by": by, "decision": run.approval.status,
-                                             "dropped": run.approval.dropped, "reason": d.reason})
+                                             "dropped": run.approval.dropped, "reason": d.reason}))
         # Should this gateway die before the managers are told, the item makes another one finish it.
         await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run.run_id), msg_id=f"{run.run_id}:decided")
         await self._announce_decision(run)
@@ -228,9 +229,9 @@ class GatewayRole(Role):
             run = await A.decide(self.bus, wire.Decision(run_id=run.run_id, reason=A.TIMED_OUT), False, self.me.id)
         except (Conflict, NotFound):
             return  # decided at the same moment
-        await self.agent.comms.log(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",
+        await self.agent.comms.log(Entry(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",
                                    run.run_id, "rejected", metadata={"by": self.me.id, "decision": "rejected",
-                                                                    "reason": A.TIMED_OUT})
+                                                                    "reason": A.TIMED_OUT}))
         await self._announce_decision(run)
 
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:

@@ -14,6 +14,7 @@ from pas.protocol.ids import ID_RULE, is_id
 from pas.runtime import approval as A
 from pas.runtime import runs as R
 from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.comms import Entry
 from pas.runtime.service import Call, WorkCtx
 
 
@@ -112,8 +113,8 @@ class ManagerRole(Role):
         await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:approval")
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "waiting_approval", self.me.id,
                                                                message=f"plan ready; approval timeout {timeout:g}s"))
-        await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
-                                   run_id, "waiting_approval")
+        await self.agent.comms.log(Entry(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
+                                   run_id, "waiting_approval"))
 
     async def release(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
         """The decision on a run's plan, for this lane: publish the approved tasks, mark the dropped
@@ -140,9 +141,9 @@ class ManagerRole(Role):
                         await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
                     continue
                 if approved and task_id not in dropped:
-                    await self.agent.comms.log(self.me.id, "prog-pool", "CMD",
+                    await self.agent.comms.log(Entry(self.me.id, "prog-pool", "CMD",
                                                f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
-                                               metadata={"executor": rec.executor, "approved_by": ev.agent})
+                                               metadata={"executor": rec.executor, "approved_by": ev.agent}))
                     pending.append(self._publish_task(job.ctx, ev.run_id, job_id, task_id, spec, job.manager))
                     continue
                 rec.status, rec.finished_at = "skipped", wire.now()

@@ -27,7 +27,7 @@ from pas.llm.client import Asker
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import claims
-from pas.runtime.comms import CommsLog
+from pas.runtime.comms import CommsLog, Entry
 from pas.runtime.service import Call, WorkCtx, WorkLoop, WorkLoopOptions, decode_body, endpoint
 from pas.transport.bus import Bus
 
@@ -334,8 +334,8 @@ class Agent:
                   "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
         await self.bus.kv_put(S.KV_MODELS, self.id, change)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
-        await self.comms.log(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
-                             status="ok", metadata=change)
+        await self.comms.log(Entry(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
+                             status="ok", metadata=change))
         return change
 
     async def load_model_override(self) -> None:
@@ -355,7 +355,7 @@ class Agent:
 
     async def _bad_input(self, subject: str, data: bytes, err: PasError) -> None:
         preview = data[:500].decode(errors="replace")
-        await self.comms.log(
+        await self.comms.log(Entry(
             self.id, "client", "ERROR", f"rejected input on {subject}: {err.message}",
             status=err.error, metadata={"subject": subject, "bytes": len(data), "preview": preview, "code": err.code},
-        )
+        ))

@@ -35,7 +35,9 @@ from pas.base.errors import (
     Unavailable,
     is_bad_input,
 )
+from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.runtime.comms import Entry
 from pas.transport import tracing
 from pas.transport.bus import transient
 from pas.transport.pull import PullFeed
@@ -163,7 +165,7 @@ class WorkCtx:
     async def log(self, to: str, kind: str, text: str, status: str = "", *, sender: str | None = None,
                   **kw: Any) -> None:
         """A comms log entry of this run, from this agent (or `sender`, for a record it owns)."""
-        await self.comms.log(sender or self.agent_id, to, kind, text, self.run_id or None, status, **kw)
+        await self.comms.log(Entry(sender or self.agent_id, to, kind, text, self.run_id or None, status, **kw))
 
 
 WorkHandler = Callable[[Any, WorkCtx], Awaitable[None]]
@@ -257,7 +259,7 @@ class WorkLoop:
     async def _run(self) -> None:
         """Pull requests stay outstanding (pas.transport.pull.PullFeed): a delivery starts its handler from the
         inbox callback, a finished handler asks for more when half the free slots are unasked for."""
-        self._feed = PullFeed(self.bus.nc, self.stream, self.durable, deliver=self._start, free=self._free,
+        self._feed = PullFeed(self.bus.nc, S.js_next(self.stream, self.durable), deliver=self._start, free=self._free,
                               expires_s=self.fetch_timeout_s, name=self.name)
         try:
             await self._feed.run()

@@ -48,7 +48,7 @@ from pas.transport.connection import CREDS_HINT as CREDS_HINT
 from pas.transport.connection import AuthRefused as AuthRefused
 from pas.transport.connection import connect as connect
 from pas.transport.connection import split_servers as split_servers
-from pas.transport.streams import read_raw
+from pas.transport.streams import ReadOptions, read_raw
 
 if TYPE_CHECKING:
     from pas.config.model import PasConfig  # pydantic stays out of the client commands (pas.config.doc)
@@ -332,7 +332,7 @@ class Bus:
         out: list[Any] = []
         try:
             async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
-                                    last_per_subject=True, batch=256, inactive_s=10.0, complete=True):
+                                    ReadOptions(last_per_subject=True, batch=256, inactive_s=10.0, complete=True)):
                 op = (m.headers or {}).get("KV-Operation")
                 if op in ("DEL", "PURGE") or not m.data:
                     continue

@@ -38,8 +38,6 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from pas.protocol import subjects as S
-
 log = logging.getLogger("pas.transport.pull")
 
 RETRY_S = 0.5
@@ -59,14 +57,14 @@ def ended(status: str, description: str, pending: str | None, batch: int) -> tup
 
 
 class PullFeed:
-    """Keeps pull requests outstanding on stream/durable; `deliver` gets every message, `free()`
-    says how many more the owner can start now. Run with run() (until cancelled); call top_up()
-    when a slot is freed."""
+    """Keeps pull requests outstanding on a durable consumer (`subject`: its S.js_next(stream, durable));
+    `deliver` gets every message, `free()` says how many more the owner can start now. Run with run()
+    (until cancelled); call top_up() when a slot is freed."""
 
-    def __init__(self, nc: Client, stream: str, durable: str, *, deliver: Callable[[Msg], None],
-                 free: Callable[[], int], expires_s: float, name: str) -> None:
+    def __init__(self, nc: Client, subject: str, *, deliver: Callable[[Msg], None], free: Callable[[], int],
+                 expires_s: float, name: str) -> None:
         self.nc, self.name = nc, name
-        self.subject = S.js_next(stream, durable)
+        self.subject = subject
         self.deliver, self.free = deliver, free
         self.expires_s = expires_s
         self.grace_s = max(0.5, expires_s / 2)  # a 408 later than this: the request is lost

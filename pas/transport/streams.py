@@ -53,23 +53,41 @@ def _deliver(since: datetime | None, start_seq: int | None, last_per_subject: bo
     return {"deliver_policy": DeliverPolicy.ALL}
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a stream: where to start (all, `since` a time, from `start_seq`, or the last message
+    per subject), whether to tail it (`follow` until `stop` is set), the pull batch, how long an idle
+    consumer lives (`inactive_s`), and whether a short read is an error (`complete`, without follow)."""
+
+    follow: bool = False
+    since: datetime | None = None
+    start_seq: int | None = None
+    last_per_subject: bool = False
+    stop: asyncio.Event | None = None
+    idle_timeout_s: float = 0.5
+    batch: int = 1000
+    inactive_s: float = 30.0
+    complete: bool = False
+
+
+ALL = ReadOptions()
+
+
 class IncompleteRead(asyncio.TimeoutError):
     """A read that had to see every message ended short (a pull answered with a status while a
     cluster node restarts or a leader moves): a timeout, so pas.bus.retry_js tries it again."""
 
 
-async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: bool = False,
-                   since: datetime | None = None, start_seq: int | None = None, last_per_subject: bool = False,
-                   stop: asyncio.Event | None = None, idle_timeout_s: float = 0.5, batch: int = 1000,
-                   inactive_s: float = 30.0, complete: bool = False) -> AsyncIterator[Raw]:
+async def read_raw(js: JetStreamContext, stream: str, subject: str, how: ReadOptions = ALL) -> AsyncIterator[Raw]:
     """The messages of `stream` on `subject`: all of them, those stored since a time or from a sequence
-    on, or the last one per subject (a KV bucket's current values). `complete` (without follow):
+    on, or the last one per subject (a KV bucket's current values). `how.complete` (without follow):
     every message pending when the read began, or IncompleteRead, never a silent part."""
+    follow, stop, batch, complete = how.follow, how.stop, how.batch, how.complete
     nc = js._nc
     name = nc._nuid.next().decode()
-    cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=inactive_s,
+    cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=how.inactive_s,
                         ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
-                        **_deliver(since, start_seq, last_per_subject))
+                        **_deliver(how.since, how.start_seq, how.last_per_subject))
     info = await js.add_consumer(stream, cc)
     remaining = info.num_pending or 0
     if not follow and remaining == 0:
@@ -83,7 +101,7 @@ async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: b
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_msg)
     nxt = S.js_next(stream, name)
-    expires_s = 1.0 if follow else max(idle_timeout_s, 2.0)
+    expires_s = 1.0 if follow else max(how.idle_timeout_s, 2.0)
     try:
         while (follow and not (stop and stop.is_set())) or remaining > 0:
             want = batch if follow else min(batch, remaining)
