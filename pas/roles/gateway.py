@@ -124,7 +124,7 @@ class GatewayRole(Role):
             raise Conflict(f"run {run_id!r} already exists")
         R.remember_run(self.bus, run, stored[1])
         await self.agent.comms.log(Entry("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
-                                   metadata={"lanes": lanes, "tasks": len(job.tasks or [])}))
+                                         metadata={"lanes": lanes, "tasks": len(job.tasks or [])}))
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
         # The run and the job go along, so the architect reads neither back.
@@ -186,10 +186,10 @@ class GatewayRole(Role):
         assert run.approval is not None
         verb = "approve" if approve else "reject"
         await self.agent.comms.log(Entry(by, self.me.id, "CMD", f"{verb} plan of {run.run_id}"
-                                   + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
-                                   + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
-                                   metadata={"by": by, "decision": run.approval.status,
-                                             "dropped": run.approval.dropped, "reason": d.reason}))
+                                         + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
+                                         + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
+                                         metadata={"by": by, "decision": run.approval.status,
+                                                   "dropped": run.approval.dropped, "reason": d.reason}))
         # Should this gateway die before the managers are told, the item makes another one finish it.
         await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run.run_id), msg_id=f"{run.run_id}:decided")
         await self._announce_decision(run)
@@ -230,8 +230,8 @@ class GatewayRole(Role):
         except (Conflict, NotFound):
             return  # decided at the same moment
         await self.agent.comms.log(Entry(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",
-                                   run.run_id, "rejected", metadata={"by": self.me.id, "decision": "rejected",
-                                                                    "reason": A.TIMED_OUT}))
+                                         run.run_id, "rejected", metadata={"by": self.me.id, "decision": "rejected",
+                                                                          "reason": A.TIMED_OUT}))
         await self._announce_decision(run)
 
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:

@@ -114,7 +114,7 @@ class ManagerRole(Role):
         await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "waiting_approval", self.me.id,
                                                                message=f"plan ready; approval timeout {timeout:g}s"))
         await self.agent.comms.log(Entry(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
-                                   run_id, "waiting_approval"))
+                                         run_id, "waiting_approval"))
 
     async def release(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
         """The decision on a run's plan, for this lane: publish the approved tasks, mark the dropped
@@ -142,8 +142,8 @@ class ManagerRole(Role):
                     continue
                 if approved and task_id not in dropped:
                     await self.agent.comms.log(Entry(self.me.id, "prog-pool", "CMD",
-                                               f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
-                                               metadata={"executor": rec.executor, "approved_by": ev.agent}))
+                                                     f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
+                                                     metadata={"executor": rec.executor, "approved_by": ev.agent}))
                     pending.append(self._publish_task(job.ctx, ev.run_id, job_id, task_id, spec, job.manager))
                     continue
                 rec.status, rec.finished_at = "skipped", wire.now()

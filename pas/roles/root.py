@@ -100,5 +100,5 @@ class RootRole(Role):
                 run.status = "failed"
             run.message = res.reason() + (f"; {run.message}" if run.message else "")
         await self.agent.comms.log(Entry(self.me.id, "gateway", "RESPONSE", text, run.run_id,
-                                   "conflict" if not res.ok else "ok",
-                                   metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts}))
+                                         "conflict" if not res.ok else "ok",
+                                         metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts}))

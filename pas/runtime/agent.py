@@ -335,7 +335,7 @@ class Agent:
         await self.bus.kv_put(S.KV_MODELS, self.id, change)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
         await self.comms.log(Entry(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
-                             status="ok", metadata=change))
+                                   status="ok", metadata=change))
         return change
 
     async def load_model_override(self) -> None:

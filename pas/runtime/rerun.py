@@ -156,13 +156,13 @@ class Replayer:
         used.add(hit.index)
         rec = await recording.load(self.bus.js, hit.recording_seq)
         await self.comms.log(Entry(agent, "llm", "LLM", f"{rec.profile}: replayed recording {rec.request_sha[:12]} "
-                             f"(seq {hit.recording_seq}) of run {spec.parent}: 0 tokens", run_id, "ok",
-                             llm_model=rec.model_used, tokens=0, cost_usd=0.0,
-                             metadata={"profile": rec.profile, "model_requested": rec.model_requested,
-                                       "model_used": rec.model_used, "tokens_in": 0, "tokens_out": 0,
-                                       "latency_s": 0.0, "ok": True, "error": None, "cost": 0.0, "replayed": True,
-                                       "recording": rec.request_sha, "recording_seq": hit.recording_seq,
-                                       "prompt_key": key, "parent": spec.parent}))
+                                   f"(seq {hit.recording_seq}) of run {spec.parent}: 0 tokens", run_id, "ok",
+                                   llm_model=rec.model_used, tokens=0, cost_usd=0.0,
+                                   metadata={"profile": rec.profile, "model_requested": rec.model_requested,
+                                             "model_used": rec.model_used, "tokens_in": 0, "tokens_out": 0,
+                                             "latency_s": 0.0, "ok": True, "error": None, "cost": 0.0, "replayed": True,
+                                             "recording": rec.request_sha, "recording_seq": hit.recording_seq,
+                                             "prompt_key": key, "parent": spec.parent}))
         return LLMResult(rec.reply or "", rec.profile, rec.model_used or rec.model_requested, 0, 0, 0.0, 0.0,
                          False, [], rec.finish_reason), None
 
@@ -210,7 +210,7 @@ class Replayer:
         except Exception as e:
             log.debug("divergence of %s not stored: %r", run_id, e)
         await self.comms.log(Entry(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
-                             metadata={"divergence": msgspec.to_builtins(d)}))
+                                   metadata={"divergence": msgspec.to_builtins(d)}))
         if action == "stop":
             try:
                 await self.bus.nc.request(S.GATEWAY_CANCEL, json.dumps({"run_id": run_id}).encode(), timeout=10)

@@ -99,7 +99,7 @@ class RunLLM:
             tokens_left, cost_left = await remaining(self.bus, run_id)
             if tokens_left <= 0 or cost_left <= 0:
                 await self.comms.log(Entry(agent, "llm", "LLM", f"{BUDGET_EXCEEDED}: no further LLM calls for this run",
-                                     run_id, "budget_exceeded"))
+                                           run_id, "budget_exceeded"))
                 raise BudgetExceeded(f"{BUDGET_EXCEEDED} for run {run_id}: no further LLM calls",
                                      detail={"tokens_left": tokens_left, "cost_usd_left": cost_left})
         try:
