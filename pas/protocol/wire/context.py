@@ -9,7 +9,8 @@ from msgspec import Meta, Struct
 from pas.protocol.wire.requests import JobSubmit
 
 
-class RunContext(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=False):  # wire.Base's options, frozen
+# wire.Base's options, and frozen (a frozen struct cannot subclass the mutable Base): no tier can change it.
+class RunContext(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=False):
     """What the submitter decided for the whole run, carried unchanged in every work item below the
     architect (LaneWork, JobCard, TaskWork) and kept in the job record: set once where the work tree
     starts (the architect, from the request the gateway admitted; a manager, for a job card submitted
