@@ -20,7 +20,7 @@ from pas.runtime.comms import CommsLog
 from pas.runtime.service import WorkCtx, WorkLoop
 from pas.transport.bus import Bus
 from pas.transport.connection import connect
-from pas.transport.pull import ended
+from pas.transport.pull import Status, ended
 from pas.transport.server import EmbeddedServer
 from tests.conftest import make_cfg, wait_for
 
@@ -53,15 +53,17 @@ async def publish(bus: Bus, stream: str, run_id: str) -> None:
 
 def test_a_status_ends_its_request() -> None:
     """408 and a counted 409 release their rest; a refused request (no leader: 503, 400, over
-    max_waiting) its whole batch; a leadership change, a deleted consumer, a shutdown every request."""
-    assert ended("408", "Request Timeout", "3", 8) == (3, True)
-    assert ended("409", "Message Size Exceeds MaxBytes", "2", 8) == (2, True)
-    assert ended("503", "", None, 8) == (8, False)
-    assert ended("409", "Exceeded MaxWaiting", None, 8) == (8, False)
-    assert ended("400", "Bad Request", None, 8) == (8, False)
-    assert ended("409", "Leadership Change", None, 8) == (None, True)
-    assert ended("409", "Consumer Deleted", None, 8) == (None, False)
-    assert ended("409", "Server Shutdown", None, 8) == (None, False)
+    max_waiting) its whole batch; a no-wait 404 its whole batch; a leadership change, a deleted
+    consumer, a shutdown every request."""
+    assert ended(Status("408", "Request Timeout", 3), 8) == (3, True)
+    assert ended(Status("409", "Message Size Exceeds MaxBytes", 2), 8) == (2, True)
+    assert ended(Status("503"), 8) == (8, False)
+    assert ended(Status("409", "Exceeded MaxWaiting"), 8) == (8, False)
+    assert ended(Status("400", "Bad Request"), 8) == (8, False)
+    assert ended(Status("404", "No Messages"), 1) == (1, True)
+    assert ended(Status("409", "Leadership Change"), 8) == (None, True)
+    assert ended(Status("409", "Consumer Deleted"), 8) == (None, False)
+    assert ended(Status("409", "Server Shutdown"), 8) == (None, False)
 
 
 async def test_sequential_deliveries_need_far_fewer_pulls_than_deliveries(nats_server: Any, nc: Any) -> None:

@@ -48,6 +48,7 @@ from pas.transport.connection import CREDS_HINT as CREDS_HINT
 from pas.transport.connection import AuthRefused as AuthRefused
 from pas.transport.connection import connect as connect
 from pas.transport.connection import split_servers as split_servers
+from pas.transport.natscompat import unique_name
 from pas.transport.streams import read_raw
 
 if TYPE_CHECKING:
@@ -354,7 +355,7 @@ class Bus:
         """Store data in its stream without waiting on the hot path: the ack is checked in the
         background and, if it does not come (an election, a failover), the publish is retried with
         the same message id. For the comms log: every entry is kept, in order unless retried."""
-        msg_id = self.nc._nuid.next().decode()
+        msg_id = unique_name()
         headers = tracing.inject({"Nats-Msg-Id": msg_id}) or {}
         try:
             # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.
