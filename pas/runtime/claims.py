@@ -110,17 +110,19 @@ async def claim(bus: Bus, mine: Claim) -> int:
     data = wire.encode(mine)
     for _ in range(3):
         try:
-            return await kv.create(mine.agent, data)
+            return await bus.retry(f"claim {mine.agent}", lambda: kv.create(mine.agent, data))
         except KeyWrongLastSequenceError:
             pass
         cur = await _current(kv, mine.agent)
         if cur is None:
             continue  # released meanwhile: try to create again
         held, rev = cur
+        if held == mine:  # our own create, stored, its ack lost in a failover and retried
+            return rev
         if await holder_alive(bus.nc, held):
             raise refusal([held])
         try:
-            return await kv.update(mine.agent, data, last=rev)
+            return await bus.kv_update(S.KV_CLAIMS, mine.agent, data, rev)
         except KeyWrongLastSequenceError:
             continue  # someone else took it over first: look again
     cur = await _current(kv, mine.agent)
@@ -130,6 +132,6 @@ async def claim(bus: Bus, mine: Claim) -> int:
 async def release(bus: Bus, agent_id: str, revision: int) -> None:
     """Drop our claim (only if it is still ours)."""
     try:
-        await bus.kv[S.KV_CLAIMS].delete(agent_id, last=revision)
+        await bus.kv_delete(S.KV_CLAIMS, agent_id, last=revision)
     except Exception:
         pass

@@ -46,6 +46,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
