@@ -1,13 +1,15 @@
 """pas.bus.retry_js, the one retry policy for JetStream writes, against a real nats-server: a write
 to a stream that is not there yet (what a client sees during a leader election: no responders) is
 retried with logged, bounded backoff and lands once the stream is back; past the deadline the error
-is raised; errors that are not transient are raised at once."""
+is raised; errors that are not transient are raised at once. No KV write goes around it."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +62,30 @@ async def test_other_errors_are_not_retried(nc: Any) -> None:
     with pytest.raises(BadRequestError):
         await retry_js("publish one.x", bad, deadline_s=10)
     assert calls == 1
+
+
+def kv_writes_around_the_bus(root: Path) -> list[str]:
+    """`<x>.kv[<bucket>].put/create/update/delete/purge(...)` and a plain publish to a KV subject
+    (`publish(S.kv_subject(...))`) anywhere but pas/transport/bus.py: writes that skip retry_js."""
+    found = []
+    for f in sorted((root / "pas").rglob("*.py")):
+        if f.relative_to(root).as_posix() == "pas/transport/bus.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            target = node.func.value
+            direct = (node.func.attr in ("put", "create", "update", "delete", "purge")
+                      and isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute)
+                      and target.value.attr == "kv")
+            published = (node.func.attr == "publish" and node.args and isinstance(node.args[0], ast.Call)
+                         and isinstance(node.args[0].func, ast.Attribute) and node.args[0].func.attr == "kv_subject")
+            if direct or published:
+                found.append(f"{f.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_every_kv_write_goes_through_the_bus() -> None:
+    """KV writes go through Bus.kv_put / kv_create / kv_update / kv_delete (retry_js); the one write that
+    does not wait for its ack, Bus.kv_put_nowait (a progress state), lives in the bus too."""
+    assert kv_writes_around_the_bus(Path(__file__).resolve().parent.parent) == []
