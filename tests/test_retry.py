@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from nats.js.errors import BadRequestError, NoStreamResponseError
 
-from pas.transport.bus import retry_js
+from pas.protocol import subjects as S
+from pas.transport.bus import Bus, retry_js
+from tests.conftest import make_cfg
 
 
 async def test_write_lands_once_the_stream_is_back(nc: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -89,3 +91,18 @@ def test_every_kv_write_goes_through_the_bus() -> None:
     """KV writes go through Bus.kv_put / kv_create / kv_update / kv_delete (retry_js); the one write that
     does not wait for its ack, Bus.kv_put_nowait (a progress state), lives in the bus too."""
     assert kv_writes_around_the_bus(Path(__file__).resolve().parent.parent) == []
+
+
+async def test_kv_create_counts_its_own_stored_write_as_created(nats_server: Any) -> None:
+    """Bus.kv_create, retried through a failover, may find its own first attempt stored (the ack was
+    lost): a key holding exactly the value counts as created; another value means it exists."""
+    bus = await Bus.open(nats_server.url, make_cfg(), name="kv-create")
+    try:
+        first = await bus.kv_create(S.KV_TREE, "kvc.a", b"mine")
+        assert first is not None and first > 0
+        assert await bus.kv_create(S.KV_TREE, "kvc.a", b"mine") == first  # the retry of a stored create
+        assert await bus.kv_create(S.KV_TREE, "kvc.a", b"theirs") is None
+        await bus.kv_delete(S.KV_TREE, "kvc.a", last=first)
+        assert await bus.kv_create(S.KV_TREE, "kvc.a", b"theirs") is not None  # deleted: created anew
+    finally:
+        await bus.close()

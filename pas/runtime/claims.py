@@ -109,16 +109,13 @@ async def claim(bus: Bus, mine: Claim) -> int:
     kv = bus.kv[S.KV_CLAIMS]
     data = wire.encode(mine)
     for _ in range(3):
-        try:
-            return await bus.retry(f"claim {mine.agent}", lambda: kv.create(mine.agent, data))
-        except KeyWrongLastSequenceError:
-            pass
+        rev = await bus.kv_create(S.KV_CLAIMS, mine.agent, data)
+        if rev is not None:
+            return rev
         cur = await _current(kv, mine.agent)
         if cur is None:
             continue  # released meanwhile: try to create again
         held, rev = cur
-        if held == mine:  # our own create, stored, its ack lost in a failover and retried
-            return rev
         if await holder_alive(bus.nc, held):
             raise refusal([held])
         try:

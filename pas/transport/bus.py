@@ -312,13 +312,19 @@ class Bus:
         return await self.retry(f"put {bucket}/{key}", lambda: self.kv[bucket].put(key, data))
 
     async def kv_create(self, bucket: str, key: str, obj: Any) -> int | None:
-        """Create-if-absent: the revision, or None when the key exists (also when an earlier attempt
-        of this very write was stored but its ack was lost: create only where that is harmless)."""
+        """Create-if-absent: the revision, or None when the key holds something else. A key that
+        holds exactly this value counts as created: an earlier attempt of this very write, stored,
+        whose ack was lost in a failover (retried, the create finds it there)."""
         data = _bytes(obj)
         try:
             return await self.retry(f"create {bucket}/{key}", lambda: self.kv[bucket].create(key, data))
         except KeyWrongLastSequenceError:
+            pass
+        try:
+            e = await self.retry(f"get {bucket}/{key}", lambda: self.kv[bucket].get(key))
+        except KeyNotFoundError:
             return None
+        return (e.revision or None) if e.value == data else None
 
     async def kv_delete(self, bucket: str, key: str, last: int | None = None) -> None:
         """Delete (only at revision `last` when given: KeyWrongLastSequenceError otherwise)."""
