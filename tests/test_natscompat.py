@@ -79,7 +79,7 @@ async def test_flusher_override_replaces_the_one_nats_py_runs(nats_server: Any) 
         for i in range(50):
             await nc.publish("compat.flush", str(i).encode())
         await nc.flush()
-        await wait_for(lambda: len(seen) == 50, 10)
+        await wait_for(lambda: len(seen) == 50, 30)
         assert seen == [str(i).encode() for i in range(50)]
         assert 1 <= nc.writes < 50  # batched: fewer writes than publishes
     finally:

@@ -145,7 +145,8 @@ async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: A
     ended = asyncio.Event()
 
     async def on_status(m: Any) -> None:
-        if wire.decode(m.data, wire.RunEvent).status in wire.TERMINAL_RUN:
+        ev = wire.run_event(m.subject, m.data)
+        if ev is not None and ev.status in wire.TERMINAL_RUN:
             ended.set()
 
     sub = await nc.subscribe(S.js_api("DIRECT", "GET", ">"), cb=on_read)
@@ -218,7 +219,7 @@ async def test_killed_programmer_task_moves_on_at_default_settings(nats_server: 
 async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
     """The terminal statuses published on the task's subject (its result is published once)."""
     js = nc.jetstream()
-    sub = await js.subscribe(S.run_task(run_id, task_id), ordered_consumer=True)
+    sub = await js.subscribe(S.run_task(run_id, task_id), stream=S.STREAM_EVENTS, ordered_consumer=True)
     out: list[str] = []
     try:
         while True:

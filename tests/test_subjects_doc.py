@@ -48,7 +48,7 @@ def code_subjects(cfg: Any) -> set[str]:
         ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")),
         S.WORK_ARCHITECT, S.WORK_APPROVAL, ph(S.work_prog("PRIOX")), ph(S.work_dir(L)), ph(S.work_mgr(L)),
         ph(S.run_status(R)), ph(S.run_cancel(R)), ph(S.run_lane(R, L)), ph(S.run_job(R, J)), ph(S.run_task(R, T)),
-        ph(S.done_plan(R)),
+        ph(S.done_plan(R)), ph(S.run_plan(R)),
         ph(S.replay(R, "run.<rest>")), ph(S.replay(R, "comms.<from_agent>.<msg_type>")), ph(S.replay(R, "end")),
         S.recording("<request_sha>"), *(S.gateway_as("<user>", a) for a in S.AS_ACTIONS),
     }

@@ -253,6 +253,10 @@ def work_mgr(lane: str) -> str:
 
 # ---- run events ----------------------------------------------------------------------------
 EVENTS_ALL = "pas.run.>"
+"""Every run event: the records, fanned out by the server (below), and the commands PAS publishes."""
+
+EVENTS_COMMANDS = ("pas.run.*.cancel", "pas.run.*.release.*", "pas.run.*.done.*")
+"""What PAS_EVENTS captures as published (besides the alerts): commands for agents, not state."""
 
 
 def run_events(run_id: str) -> str:
@@ -289,6 +293,11 @@ def run_lane(run_id: str, lane: str) -> str:
     return f"{PREFIX}.run.{run_id}.lane.{lane}"
 
 
+def run_plan(run_id: str) -> str:
+    """The plan record's event (the architect's lanes and which of them finished)."""
+    return f"{PREFIX}.run.{run_id}.plan"
+
+
 def done_plan(run_id: str) -> str:
     """Every lane finished: consumed by root (root-done), which ends the run."""
     return f"{PREFIX}.run.{run_id}.done.plan"
@@ -298,6 +307,19 @@ def run_release(run_id: str, lane: str) -> str:
     """The approval decision for one lane: its managers release (or drop) the held tasks."""
     return f"{PREFIX}.run.{run_id}.release.{lane}"
 
+
+# One write per fact: a record written to KV is its event. The server fans each write out twice,
+# both as pas.run.<run>.<rest>: live, republished by the bucket's stream (core NATS, for watchers),
+# and durably, sourced into PAS_EVENTS (a node loss loses none; readers of the past read that).
+# Each is a (src, dest) subject transform.
+_W1, _W2 = "{{wildcard(1)}}", "{{wildcard(2)}}"
+RUNS_REPUBLISH = (f"$KV.{KV_RUNS}.*", run_status(_W1))  # the run record
+TREE_REPUBLISH = (f"$KV.{KV_TREE}.*.>", run_events(_W1))  # every pas_tree record of the run
+TREE_EVENT_SOURCES = ((f"$KV.{KV_TREE}.{plan_key('*')}", run_plan(_W1)),
+                      (f"$KV.{KV_TREE}.{lane_key('*', '*')}", run_lane(_W1, _W2)),
+                      (f"$KV.{KV_TREE}.{job_key('*', '*')}", run_job(_W1, _W2)),
+                      (f"$KV.{KV_TREE}.{task_key('*', '*')}", run_task(_W1, _W2)))
+"""The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"

@@ -65,9 +65,7 @@ class ArchitectRole(Role):
         # always finds it when it finishes.
         run, _ = await asyncio.gather(R.update_run(self.bus, ref.run_id, start, got),
                                       R.put_parent(self.bus, R.plan_key(ref.run_id), plan) if plan else _none())
-        if run is not None:
-            await ctx.publish(S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
-        else:  # not queued: a redelivery (go on planning), or over
+        if run is None:  # not queued: a redelivery (go on planning), or over
             got = await R.get_run(self.bus, ref.run_id)
             if got is None or got[0].status in wire.TERMINAL_RUN:
                 return

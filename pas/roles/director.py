@@ -72,8 +72,6 @@ class DirectorRole(Role):
                 return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         elif existing[0].jobs != job_ids:
             return  # a redelivery whose (model) plan differs: the first plan's job cards stand
-        await R.notify(self.bus, S.run_lane(work.run_id, self.lane),
-                       R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
         pending = []
         for job_id, tasks in zip(job_ids, chunks, strict=False):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,

@@ -117,7 +117,6 @@ class GatewayRole(Role):
         R.remember_run(self.bus, run, stored[1])
         await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                    metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
-        await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
         # The run and the job go along, so the architect reads neither back.
         work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
@@ -150,9 +149,7 @@ class GatewayRole(Role):
             if not seen:
                 raise NotFound(f"no run {ref.run_id!r}")
             raise Conflict(f"run {ref.run_id!r} already {seen[-1]}")
-        await self.bus.publish_js(S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
-        await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id,
-                                                                  message="cancelled by request"))
+        await R.emit(self.bus, S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
         await self.agent.comms.log("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled")
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
@@ -189,14 +186,8 @@ class GatewayRole(Role):
                                created_at=run.created_at, finished_at=run.finished_at)
 
     async def _announce_decision(self, run: wire.RunRecord) -> None:
+        """Tell the lanes' managers (the run record's write was the decision's event)."""
         assert run.approval is not None
-        if run.status == "rejected":
-            await R.emit(self.bus, S.run_status(run.run_id),
-                         R.event(run.run_id, "run", "rejected", self.me.id, message=run.message),
-                         msg_id=f"{run.run_id}:status:final")
-        else:
-            await R.notify(self.bus, S.run_status(run.run_id),
-                           R.event(run.run_id, "run", "running", self.me.id, message="plan approved"))
         await A.announce(self.bus, run)
 
     async def approval_timer(self, ref: wire.RunRef, ctx: WorkCtx) -> None:

@@ -79,7 +79,6 @@ class ManagerRole(Role):
             # refuses it if the key exists already (a redelivered job card, or the programmer was first:
             # it copes with a record it cannot find).
             creates.append(self.bus.kv_create(S.KV_TREE, R.task_key(card.run_id, task_id), rec))
-            await self.bus.publish(S.run_task(card.run_id, task_id), rec)
             if card.approval:
                 continue  # held: published when the run is approved (self.release)
             pending.append(self._publish_task(card.run_id, card.job_id, task_id, spec, self.me.id, card.repo,
@@ -111,8 +110,6 @@ class ManagerRole(Role):
             return  # another manager did it, or the run is no longer running
         # The deadline timer: held by the gateway's pas.work.approval consumer (survives restarts).
         await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:approval")
-        await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "waiting_approval", self.me.id,
-                                                               message=f"plan ready; approval timeout {timeout:g}s"))
         await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
                                    run_id, "waiting_approval")
 
@@ -151,7 +148,6 @@ class ManagerRole(Role):
                 who = wire.decider(ev.agent)
                 rec.error = f"dropped from the plan by {who}" if approved else f"plan rejected by {who}"
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
-                await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
                 await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
         await asyncio.gather(*pending)

@@ -144,7 +144,6 @@ class ProgrammerRole(Role):
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
-        await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
         await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
                       metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
@@ -174,13 +173,12 @@ class ProgrammerRole(Role):
                        job_id=rec.job_id, task_id=rec.task_id)
 
     async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
-        """The result, published once (the record, to its key and as the task's event), then the
+        """The result, written once (the record: the server makes it the task's event), then the
         job's managers are told in this same handler (pas.runtime.runs.child_done: they note it in the job's
         record, which only they write, and walk on up). A crash before the ack leaves the work to be
         redelivered, and the redelivery only re-announces (the record is terminal)."""
         ev = self._done_event(rec)
         await asyncio.gather(self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec),
-                             ctx.publish(S.run_task(rec.run_id, rec.task_id), rec),
                              ctx.log(rec.manager, "RESPONSE",
                                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                      rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,

@@ -154,10 +154,6 @@ class WorkCtx:
         if self._msg is not None:
             await self._msg.in_progress()
 
-    async def publish(self, subject: str, obj: Any) -> None:
-        """A progress event for watchers: captured by its stream without a round trip."""
-        await self.bus.publish(subject, obj)
-
     async def emit(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
         """Something others act on: stored and acknowledged before the handler goes on;
         msg_id makes a re-emit (a redelivery) a no-op within the duplicate window."""

@@ -32,6 +32,7 @@ from pas.surfaces.cliutil import (
     wire_run_id,
 )
 from pas.transport import auth
+from pas.transport.client import event_fields
 
 if TYPE_CHECKING:  # the client commands (pas.cli.CLIENT_COMMANDS) get a ClientConfig and import no pydantic
     from pas.config.model import PasConfig
@@ -224,9 +225,8 @@ async def _stop_when_ended(nc: Any, run_id: str, stop: asyncio.Event, timeout_s:
     ended = asyncio.Event()
 
     async def on_status(m: Any) -> None:
-        with contextlib.suppress(ValueError):
-            if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
-                ended.set()
+        if (ev := event_fields(m.subject, m.data)) is not None and ev["status"] in wire.TERMINAL_RUN:
+            ended.set()
 
     sub = await nc.subscribe(S.run_status(run_id), cb=on_status)
     try:

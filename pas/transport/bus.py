@@ -25,10 +25,13 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StoreCompression,
     StreamConfig,
+    StreamSource,
+    SubjectTransform,
 )
 from nats.js.errors import (
     APIError,
@@ -125,12 +128,23 @@ def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
         stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents", [S.COMMS_ALL], **capped),
         stream(S.STREAM_WORK, "PAS work queues between tiers (one consumer per tier/lane)", [S.WORK_ALL],
                retention=RetentionPolicy.WORK_QUEUE),
-        stream(S.STREAM_EVENTS, "PAS run/task state changes, completions and agent alerts",
-               [S.EVENTS_ALL, S.ALERT_ALL], **aged),
+        stream(S.STREAM_EVENTS, "PAS run records as events (sourced from KV), agent commands and alerts",
+               [*S.EVENTS_COMMANDS, S.ALERT_ALL], sources=event_sources(), **aged),
         stream(S.STREAM_RECORDINGS,
                "PAS model exchanges: request, reply, model, tokens, cost, latency (pas.llm.recording)",
                [S.RECORDINGS_ALL], **capped, compression=StoreCompression.S2, allow_direct=True),
     ]
+
+
+def event_sources() -> list[StreamSource]:
+    """PAS_EVENTS' copy of every run record write (pas_runs, and pas_tree's plan, lanes, jobs, tasks) as
+    pas.run.<run>.<rest>: written once by PAS (the record), fanned out by the server, as durable as the
+    record (a source resumes from its last sequence after a node loss or a restart)."""
+    def source(bucket: str, transforms: tuple[tuple[str, str], ...]) -> StreamSource:
+        return StreamSource(name=S.kv_stream(bucket),
+                            subject_transforms=[SubjectTransform(src=a, dest=b) for a, b in transforms])
+
+    return [source(S.KV_RUNS, (S.RUNS_REPUBLISH,)), source(S.KV_TREE, S.TREE_EVENT_SOURCES)]
 
 
 def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
@@ -172,14 +186,18 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
     # miss its own result and run again. Clusters read from the leader.
     direct = reps == 1
 
-    def kv(bucket: str, description: str, *, history: int = 1, ttl: float | None = None) -> KeyValueConfig:
+    def kv(bucket: str, description: str, *, history: int = 1, ttl: float | None = None,
+           republish: tuple[str, str] | None = None) -> KeyValueConfig:
         return KeyValueConfig(bucket=bucket, description=description, history=history, ttl=ttl, direct=direct,
-                              storage=StorageType.FILE, replicas=reps)
+                              storage=StorageType.FILE, replicas=reps,
+                              republish=RePublish(src=republish[0], dest=republish[1]) if republish else None)
 
+    # The run records' buckets republish every write as its live event (core NATS, for watchers:
+    # pas.protocol.subjects, "run events"); PAS_EVENTS sources the same writes durably.
     return [
         kv(S.KV_AGENTS, "agent id -> last heartbeat and alive/dead state"),
-        kv(S.KV_RUNS, "run id -> run record"),
-        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
+        kv(S.KV_RUNS, "run id -> run record", republish=S.RUNS_REPUBLISH),
+        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records", republish=S.TREE_REPUBLISH),
         kv(S.KV_IDEMPOTENCY, "hash of an idempotency key -> run id (dedupe window)",
            ttl=cfg.settings.work.dedupe_window_s),
         kv(S.KV_MODELS, "agent id -> live model override", history=5),
@@ -200,11 +218,13 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
     async def ensure_kv(kc: KeyValueConfig) -> None:
         try:
             await js.create_key_value(kc)
-        except BadRequestError:  # exists with other settings: keep it (its data is what matters),
-            si = await js.stream_info(f"KV_{kc.bucket}")  # but read it with direct gets (a store from
-            if kc.direct and not si.config.allow_direct:  # before they were turned on)
-                si.config.allow_direct = True
-                await js.update_stream(si.config)
+        except BadRequestError:  # exists with other settings: keep it (its data is what matters), but
+            si = await js.stream_info(S.kv_stream(kc.bucket))  # read it with direct gets and republish
+            old = si.config  # its writes (a store from before they were turned on)
+            if (kc.direct and not old.allow_direct) or (kc.republish and old.republish != kc.republish):
+                old.allow_direct = bool(old.allow_direct or kc.direct)
+                old.republish = kc.republish or old.republish
+                await js.update_stream(old)
 
     async def ensure_consumer(stream: str, cc: ConsumerConfig) -> None:
         try:
@@ -225,10 +245,10 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
                 log.warning("provision %s: not found while the cluster settles; retrying", what)
                 await asyncio.sleep(0.2)
 
+    for kc in kv_specs(cfg):  # first: PAS_EVENTS sources two of them
+        await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
     for sc in _stream_configs(cfg):
         await step(f"stream {sc.name}", lambda sc=sc: ensure_stream(sc))  # type: ignore[misc]
-    for kc in kv_specs(cfg):
-        await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
     for stream, cc in consumer_specs(cfg):
         await step(f"consumer {cc.durable_name}", lambda s=stream, c=cc: ensure_consumer(s, c))  # type: ignore[misc]
 

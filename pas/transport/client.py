@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from nats.aio.client import Client as NC
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -20,6 +22,8 @@ from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.transport import tracing
 from pas.transport.connection import connect
+
+log = logging.getLogger("pas.client")
 
 
 def raise_for(msg: Any) -> None:
@@ -44,6 +48,16 @@ def default_by() -> str:
     except Exception:
         return "anonymous"
 
+
+
+def event_fields(subject: str, data: bytes) -> dict[str, Any] | None:
+    """A run event's fields (pas.protocol.wire.run_event), None for no event or a bad body (logged)."""
+    try:
+        ev = wire.run_event(subject, data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        log.warning("skipped a bad event on %s: %s", subject, e)
+        return None
+    return None if ev is None else cast(dict[str, Any], wire.to_builtins(ev))
 
 class PasClient:
     def __init__(self, nc: NC, timeout_s: float = 5.0) -> None:
@@ -132,7 +146,8 @@ class PasClient:
                                   {"run_id": run_id, "by": by or default_by(), "reason": reason})
 
     async def events(self, run_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Live (subject, body) of pas.run.<run_id>.> — subscribe before submitting to miss nothing."""
+        """Live (subject, event) of pas.run.<run_id>.> — subscribe before submitting to miss nothing. The
+        event is a TaskRecord's or RunEvent's fields (pas.protocol.wire.events); bad bodies are skipped."""
         q: asyncio.Queue[Any] = asyncio.Queue()
 
         async def cb(m: Any) -> None:
@@ -142,10 +157,8 @@ class PasClient:
         try:
             while True:
                 m = await q.get()
-                try:
-                    yield m.subject, json.loads(m.data)
-                except ValueError:
-                    continue
+                if (body := event_fields(m.subject, m.data)) is not None:
+                    yield m.subject, body
         finally:
             await sub.unsubscribe()
 
@@ -154,11 +167,8 @@ class PasClient:
         done = asyncio.Event()
 
         async def cb(m: Any) -> None:
-            try:
-                if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
-                    done.set()
-            except ValueError:
-                pass
+            if (ev := event_fields(m.subject, m.data)) is not None and ev["status"] in wire.TERMINAL_RUN:
+                done.set()
 
         sub = await self.nc.subscribe(S.run_status(run_id), cb=cb)
         try:

@@ -235,11 +235,13 @@ class EventHub:
             return  # done.* and cancel: internal hand-offs, already visible as status changes
         self.stats.run_events += 1
         try:
-            body: Any = wire.decode(msg.data, wire.TaskRecord if ev.kind == "task" else wire.RunEvent)
+            body: Any = wire.run_event(msg.subject, msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.stats.skipped += 1
             log.warning("HMI skips a bad %s event on %s: %s", ev.kind, msg.subject, e)
             return
+        if body is None:
+            return  # a record's deletion
         if isinstance(body, wire.TaskRecord):
             _trim(body)
         data = wire.encode(body).decode()

@@ -56,11 +56,10 @@ def decode(m: Raw) -> tuple[datetime, dict[str, Any]] | None:
             e = wire.decode(m.data, wire.CommsEntry)
             comms.check(m.subject, e)
             return e.ts, _fields(e)
-        if ".task." in m.subject and ".done." not in m.subject:
-            t = wire.decode(m.data, wire.TaskRecord)
-            return (t.finished_at or t.started_at or m.stored), {**_fields(t), "kind": "taskrec"}
-        ev = wire.decode(m.data, wire.RunEvent)
-        return ev.ts, _fields(ev)
+        ev = wire.run_event(m.subject, m.data, m.stored)
+        if isinstance(ev, wire.TaskRecord):
+            return (ev.finished_at or ev.started_at or m.stored), {**_fields(ev), "kind": "taskrec"}
+        return None if ev is None else (ev.ts, _fields(ev))
     except Exception as e:
         skipped(m, e)
         return None
