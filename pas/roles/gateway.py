@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from nats.js.errors import KeyWrongLastSequenceError
-
 from pas.base.errors import BadRequest, CommandRefused, Conflict, Forbidden, NotFound, Retry
 from pas.execution.policy import admit, check_command, check_inside, repo_roots
 from pas.protocol import subjects as S
@@ -97,9 +95,7 @@ class GatewayRole(Role):
         tracing.tag({"pas.run_id": run_id})
         if key:
             h = hashlib.sha256(key.encode()).hexdigest()[:40]
-            try:
-                await self.bus.kv[S.KV_IDEMPOTENCY].create(h, run_id.encode())
-            except KeyWrongLastSequenceError:
+            if await self.bus.kv_create(S.KV_IDEMPOTENCY, h, run_id.encode()) is None:
                 e = await self.bus.kv[S.KV_IDEMPOTENCY].get(h)
                 existing = (e.value or b"").decode()
                 got = await R.get_run(self.bus, existing)
@@ -111,16 +107,13 @@ class GatewayRole(Role):
         # The job, kept once, and the run: both create-if-absent (an existing run's request is never
         # replaced), in one round trip.
         body = wire.encode(job)
-        stored = await asyncio.gather(self.bus.kv[S.KV_TREE].create(R.request_key(run_id), body),
-                                      self.bus.kv[S.KV_RUNS].create(run_id, wire.encode(run)), return_exceptions=True)
-        for res in stored:
-            if isinstance(res, BaseException) and not isinstance(res, KeyWrongLastSequenceError):
-                raise res
-        if isinstance(stored[0], KeyWrongLastSequenceError):
-            if not isinstance(stored[1], BaseException):  # a request without its run was there: leave it be
-                await self.bus.kv[S.KV_RUNS].delete(run_id, last=stored[1])
+        stored = await asyncio.gather(self.bus.kv_create(S.KV_TREE, R.request_key(run_id), body),
+                                      self.bus.kv_create(S.KV_RUNS, run_id, run))
+        if stored[0] is None:
+            if stored[1] is not None:  # a request without its run was there: leave it be
+                await self.bus.kv_delete(S.KV_RUNS, run_id, last=stored[1])
             raise Conflict(f"run {run_id!r} already exists")
-        if isinstance(stored[1], BaseException):
+        if stored[1] is None:
             raise Conflict(f"run {run_id!r} already exists")
         R.remember_run(self.bus, run, stored[1])
         await self.agent.comms.log(Entry("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",

@@ -72,15 +72,15 @@ class ManagerRole(Role):
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                                  manager=self.me.id, tasks=task_ids, specs=card.tasks,
                                                  ctx=card.ctx))
-        pending = []
+        pending, creates = [], []
         for task_id, spec in zip(task_ids, card.tasks, strict=False):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                   manager=self.me.id, executor=wire.effective_executor(spec),
                                   instruction=spec.instruction[:2000], command=spec.command)
-            # Create-if-absent without a round trip: the store refuses it if the key exists already
-            # (a redelivered job card), and the programmer copes with a record it cannot find.
-            await self.bus.nc.publish(S.kv_subject(S.KV_TREE, R.task_key(card.run_id, task_id)), wire.encode(rec),
-                                      headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+            # Create-if-absent, confirmed with the job's tasks below (one round trip for all): the store
+            # refuses it if the key exists already (a redelivered job card, or the programmer was first:
+            # it copes with a record it cannot find).
+            creates.append(self.bus.kv_create(S.KV_TREE, R.task_key(card.run_id, task_id), rec))
             if card.ctx.approval:
                 continue  # held: published when the run is approved (self.release)
             pending.append(self._publish_task(card.ctx, card.run_id, card.job_id, task_id, spec, self.me.id))
@@ -88,7 +88,7 @@ class ManagerRole(Role):
             await ctx.log("prog-pool", "CMD", f"job {card.job_id}: {len(pending)} task(s) queued: " + "; ".join(
                 f"{t}: {spec.instruction[:200]}" for t, spec in zip(task_ids, card.tasks, strict=False)), "queued",
                 metadata={"tasks": task_ids, "executors": [wire.effective_executor(t) for t in card.tasks]})
-        await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
+        await asyncio.gather(*creates, *pending)  # the job's tasks are stored in one round trip, not one each
         if card.ctx.approval:
             await self._maybe_wait_for_approval(card.run_id)
 

@@ -30,6 +30,7 @@ from pas.runtime import claims
 from pas.runtime.comms import CommsLog, Entry
 from pas.runtime.service import Call, WorkCtx, WorkLoop, WorkLoopOptions, decode_body, endpoint
 from pas.transport.bus import Bus
+from pas.transport.natscompat import count_error, last_endpoint
 
 if TYPE_CHECKING:
     from pas.runtime.usage import RunLLM  # imported by the Stack, never by an agent without models
@@ -260,8 +261,7 @@ class Agent:
         def on_error(text: str) -> None:
             ep = holder.get("ep")
             if ep is not None:
-                ep._num_errors += 1
-                ep._last_error = text
+                count_error(ep, text)
 
         handle = endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input)
         if spec.concurrent:
@@ -277,7 +277,7 @@ class Agent:
             handler=handle,
             metadata={"agent": self.id},
         )
-        holder["ep"] = self.service._endpoints[-1]
+        holder["ep"] = last_endpoint(self.service)
 
     def _stats_data(self, ep: EndpointStats) -> dict[str, Any]:
         return {

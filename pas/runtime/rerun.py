@@ -176,7 +176,7 @@ class Replayer:
 
     async def _mark_forked(self, run_id: str, agent: str) -> None:
         try:
-            await self.bus.kv[S.KV_TREE].create(forked_key(run_id), json.dumps({"agent": agent}).encode())
+            await self.bus.kv_create(S.KV_TREE, forked_key(run_id), {"agent": agent})
         except Exception:
             pass
 
@@ -206,7 +206,7 @@ class Replayer:
                                         f"{expected.recording_seq})" if expected else "")
         text = f"{DIVERGED} at {where}: message {idx} ({role}) differs; {action}"
         try:
-            await self.bus.kv[S.KV_TREE].create(divergence_key(run_id), msgspec.json.encode(d))
+            await self.bus.kv_create(S.KV_TREE, divergence_key(run_id), d)
         except Exception as e:
             log.debug("divergence of %s not stored: %r", run_id, e)
         await self.comms.log(Entry(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
@@ -260,7 +260,7 @@ async def prepare(bus: Bus, asked: RerunSpec, new_run: str, sets: list[str] | No
     if got is None:
         raise KeyError(f"run {parent!r}: no request in KV {S.KV_TREE} (unknown run, or aged out)")
     spec = msgspec.structs.replace(asked, calls=await recorded_calls(bus.js, parent))
-    await bus.kv[S.KV_TREE].put(spec_key(new_run), msgspec.json.encode(spec))
+    await bus.kv_put(S.KV_TREE, spec_key(new_run), spec)
     job = wire.to_builtins(got[0])
     job.pop("idempotency_key", None)
     job["run_id"] = new_run

@@ -8,8 +8,10 @@
   `async def handler(item: T, ctx: WorkCtx) -> None`: T is the decoded wire struct, ctx the run,
   the delivery attempt, the message headers (trace context), in_progress() and typed ways to
   publish and log. No handler sees a nats Msg. Outcomes are exceptions, settled in one place
-  (settle()): return -> ack; Retry -> nak(delay); Cancelled, BudgetExceeded -> ack (the work is
-  over); BadInput and other PasErrors -> term + ERROR comms entry; anything else -> nak(1 s).
+  (settle()): return -> ack; Unavailable ("try again": Retry, a model or JetStream not answering,
+  even after retry_js's retries) -> nak(its delay); BudgetExceeded -> ack (the work is over);
+  BadInput (a body that does not decode, or names nothing) and other PasErrors -> term + ERROR
+  comms entry; anything else (a bug) -> nak(1 s).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from nats.js import JetStreamContext
 from nats.micro.request import Request
 
 from pas.base.errors import (
+    BadInput,
     BadRequest,
     BudgetExceeded,
-    Cancelled,
     PasError,
     PayloadTooLarge,
     Retry,
@@ -40,6 +42,7 @@ from pas.protocol import wire
 from pas.runtime.comms import Entry
 from pas.transport import tracing
 from pas.transport.bus import transient
+from pas.transport.natscompat import reply_of
 from pas.transport.pull import PullFeed
 
 if TYPE_CHECKING:
@@ -92,8 +95,7 @@ def endpoint(
     """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS."""
 
     async def handle(req: Request) -> None:
-        msg: Msg = req._msg
-        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
+        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=reply_of(req))
         try:
             body = decode_body(req.data, req_type)
             with tracing.hop(req.headers, handler, req.subject, body, "server"):
@@ -104,9 +106,10 @@ def endpoint(
         except PasError as e:
             err = e
         except Exception as e:
-            if transient(e):  # JetStream still unavailable after the retries: try again later
-                log.warning("handler %s: JetStream unavailable: %r", req.subject, e)
-                err = Unavailable(f"JetStream unavailable, try again: {type(e).__name__}")
+            got = outcome_of(e)
+            if isinstance(got, PasError):  # JetStream still unavailable after the retries: try again later
+                log.warning("handler %s: %s", req.subject, got.message)
+                err = got
             else:
                 log.exception("handler %s failed", req.subject)
                 err = PasError(f"internal error: {e!r}")
@@ -170,19 +173,25 @@ Settle = Literal["ack", "nak", "term"]
 
 def settle(e: BaseException | None) -> tuple[Settle, float]:
     """A handler's outcome -> what happens to its message (and the nak delay): the one mapping."""
-    if e is None or isinstance(e, (Cancelled, BudgetExceeded)):
+    if e is None or isinstance(e, BudgetExceeded):
         return "ack", 0.0
-    if isinstance(e, Retry):
+    if isinstance(e, Unavailable):
         return "nak", e.delay_s
     if isinstance(e, PasError):
         return "term", 0.0
     return "nak", 1.0
 
 
+def outcome_of(e: Exception) -> Exception:
+    """JetStream still unavailable after retry_js's retries is an Unavailable (try again later), for
+    a work item as for a request (endpoint()); anything else stays what it is."""
+    if transient(e):
+        return Unavailable(f"JetStream unavailable, try again: {type(e).__name__}: {e}"[:500])
+    return e
+
+
 def task_status(e: BaseException) -> str:
     """A task's terminal status from the exception that ended it: the other half of the mapping."""
-    if isinstance(e, Cancelled):
-        return "cancelled"
     if isinstance(e, BudgetExceeded):
         return "budget_exceeded"
     return "failed"
@@ -309,24 +318,34 @@ class WorkLoop:
                        headers=dict(m.headers or {}), subject=m.subject, agent_id=self.agent_id, bus=self.bus,
                        comms=self.comms, _msg=m)
 
+    def _decode(self, data: bytes) -> Any:
+        """The work item, or BadInput: a body that does not decode never will (terminated, logged)."""
+        try:
+            return decode_body(data, self.typ)
+        except PasError as e:
+            raise BadInput(e.message, e.detail) from None
+
     async def _handle(self, m: Msg) -> None:
         stop_keeping = self._keep(m)
         try:
             outcome: BaseException | None = None
             try:
-                body = decode_body(m.data, self.typ)
+                body = self._decode(m.data)
                 with tracing.hop(m.headers, self.handler, m.subject, body, msg=m):
                     await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
                 self.handled += 1
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                outcome = e
+                outcome = outcome_of(e)
             how, delay = settle(outcome)
             if how == "ack":
                 await self.ack(m)
             elif how == "nak":
-                if not isinstance(outcome, Retry):
+                if isinstance(outcome, Unavailable) and not isinstance(outcome, Retry):
+                    self.errors += 1
+                    log.warning("%s: %s on %s; redelivered in %.1f s", self.name, outcome.message, m.subject, delay)
+                elif not isinstance(outcome, Retry):
                     self.errors += 1
                     log.error("%s: handler failed on %s; will be redelivered", self.name, m.subject,
                               exc_info=outcome)

@@ -118,7 +118,7 @@ class RunLLM:
             if st.get("open_until") is not None:
                 doc["open_until"] = time.time() + st["open_until"] - self.client.clock()  # wall clock
             try:
-                await self.bus.kv[S.KV_BREAKERS].put(p or "", wire.encode(doc))
+                await self.bus.kv_put(S.KV_BREAKERS, p or "", doc)
             except Exception as e:
                 log.debug("breaker state not published: %r", e)
 

@@ -3,7 +3,7 @@ message with its stream sequence and store time.
 
 Used for one run's events (`pas replay`), the comms log (`pas log`, pas.comms.read, the HTTP comms
 tail) and KV listings (Bus.kv_values). The consumer has no acks (no deliveries until asked, so its
-pending count is exact) and is pulled in batches on a plain callback subscription (nats-py's fetch()
+pending count is exact) and is pulled in batches (pas.transport.pull.Puller; nats-py's fetch()
 costs a task and a timer per message); without `follow` it stops after the messages that existed when
 it started, with `follow` it tails until `stop` is set. It is deleted when done, and expires by itself
 (inactive threshold) if the reader dies.
@@ -12,7 +12,6 @@ it started, with `follow` it tails until `stop` is set. It is deleted when done,
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from pas.protocol import subjects as S
+from pas.transport.natscompat import connection_of, unique_name
+from pas.transport.pull import Puller, Status
 
 
 @dataclass
@@ -83,8 +84,7 @@ async def read_raw(js: JetStreamContext, stream: str, subject: str, how: ReadOpt
     on, or the last one per subject (a KV bucket's current values). `how.complete` (without follow):
     every message pending when the read began, or IncompleteRead, never a silent part."""
     follow, stop, batch, complete = how.follow, how.stop, how.batch, how.complete
-    nc = js._nc
-    name = nc._nuid.next().decode()
+    name = unique_name()
     cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=how.inactive_s,
                         ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
                         **_deliver(how.since, how.start_seq, how.last_per_subject))
@@ -93,40 +93,29 @@ async def read_raw(js: JetStreamContext, stream: str, subject: str, how: ReadOpt
     if not follow and remaining == 0:
         await _delete(js, stream, name)
         return
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_msg(m: Any) -> None:
-        queue.put_nowait(m)
-
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=on_msg)
-    nxt = S.js_next(stream, name)
     expires_s = 1.0 if follow else max(how.idle_timeout_s, 2.0)
     try:
-        while (follow and not (stop and stop.is_set())) or remaining > 0:
-            want = batch if follow else min(batch, remaining)
-            await nc.publish(nxt, json.dumps({"batch": want, "expires": int(expires_s * 1e9)}).encode(), reply=inbox)
-            got = 0
-            while got < want:
-                try:
-                    m = queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), expires_s + 2)
-                except TimeoutError:
-                    break
-                if not m.data and m.headers and m.headers.get("Status"):
-                    break  # 404 / 408: nothing more for now
-                got += 1
-                remaining -= 1
-                seq, stored = _meta(m.reply or "")
-                yield Raw(stream, seq, m.subject, m.data, stored, m.headers)
-            if not follow and got == 0:
-                if complete and remaining > 0:
-                    raise IncompleteRead(f"read of {stream} {subject} ended {remaining} message(s) short")
-                return
+        async with Puller(connection_of(js), stream, name) as pull:
+            while (follow and not (stop and stop.is_set())) or remaining > 0:
+                want = batch if follow else min(batch, remaining)
+                await pull.request(want, expires_s=expires_s)
+                got = 0
+                while got < want:
+                    try:
+                        m = await pull.next(expires_s + 2)
+                    except TimeoutError:
+                        break
+                    if isinstance(m, Status):
+                        break  # 404 / 408: nothing more for now
+                    got += 1
+                    remaining -= 1
+                    seq, stored = _meta(m.reply or "")
+                    yield Raw(stream, seq, m.subject, m.data, stored, m.headers)
+                if not follow and got == 0:
+                    if complete and remaining > 0:
+                        raise IncompleteRead(f"read of {stream} {subject} ended {remaining} message(s) short")
+                    return
     finally:
-        try:
-            await sub.unsubscribe()
-        except Exception:
-            pass
         await _delete(js, stream, name)
 
 

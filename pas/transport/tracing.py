@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from typing import TYPE_CHECKING, Any
 
-from pas.base.errors import BudgetExceeded, Cancelled, Retry
+from pas.base.errors import BudgetExceeded, Retry
 
 if TYPE_CHECKING:
     from pas.config.model import PasConfig
@@ -169,7 +169,7 @@ def _hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: An
         except Retry as e:  # asked to come back later (nak with a delay): not a failure
             sp.set_attribute("pas.retry_delay_s", e.delay_s)
             raise
-        except (Cancelled, BudgetExceeded) as e:  # the work ends here, as it should (pas.runtime.service.settle)
+        except BudgetExceeded as e:  # the work ends here, as it should (pas.runtime.service.settle)
             sp.set_attribute("pas.outcome", type(e).__name__)
             raise
         except BaseException as e:

@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 
 from pas.protocol import subjects as S
 from pas.surfaces.replay import timeline
+from pas.transport.natscompat import connection_of
 from pas.transport.streams import Raw, ReadOptions, read_raw
 
 
@@ -36,7 +37,7 @@ def replay_subject(run_id: str, original: str) -> str:
 
 async def republish(js: JetStreamContext, run_id: str, speed: float,
                     sleep: Callable[[float], Any] = asyncio.sleep) -> int:
-    nc = js._nc
+    nc = connection_of(js)
     msgs = sorted(await timeline.collect(js, run_id), key=lambda m: (m.stored, m.stream, m.seq))
     if not msgs:
         return 0
