@@ -102,8 +102,9 @@ async def test_unavailable_work_is_redelivered_after_its_delay_and_then_succeeds
         async def on_bad(subject: str, data: bytes, err: Any) -> None:
             bad.append(err.error)
 
-        loop = WorkLoop(bus.js, "RTU", "rtu", wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                        concurrency=4, ack_wait_s=30, spawn=bus.spawn, on_bad_input=on_bad)
+        loop = WorkLoop(bus.js, "RTU", "rtu", wire.RunRef, handler,
+                        WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=4, ack_wait_s=30,
+                                        on_bad_input=on_bad))
         loop.start()
         try:
             await bus.js.publish("rtu.a", b'{"run_id":"model"}')
