@@ -255,7 +255,7 @@ async def stored_headers(js: Any, stream: str, subject: str) -> list[dict[str, s
 def test_off_imports_no_opentelemetry() -> None:
     """Tracing off costs no import: starting an agent process's modules loads no OpenTelemetry."""
     code = ("import sys, pas.surfaces.stack, pas.surfaces.cli, pas.transport.client, pas.llm.client, pas.execution.executors\n"
-            "from pas import tracing\nfrom pas.config.model import load_config\n"
+            "from pas.transport import tracing\nfrom pas.config.model import load_config\n"
             "assert not tracing.setup(load_config(), environ={})\n"
             "print([m for m in sys.modules if m.startswith('opentelemetry')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -327,9 +327,34 @@ class Bus:
     async def retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         return await retry_js(what, op, self.cfg.settings.nats.js_retry_s)
 
+    async def _kv_write(self, bucket: str, key: str, data: bytes, last: int | None = None) -> int:
+        """Put (last None) or compare-and-set at revision `last` (0: the key must not exist). Traced,
+        the write carries the span's traceparent, so the event the server derives from it (PAS_EVENTS
+        sources the buckets) stays in the run's trace: then it is published to the key's subject."""
+        headers = tracing.inject(None)
+        kv = self.kv[bucket]
+        if headers is None:
+            return await (kv.put(key, data) if last is None else kv.update(key, data, last=last))
+        if last is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+        try:
+            ack = await self.js.publish(S.kv_subject(bucket, key), data, headers=headers)
+        except APIError as e:
+            if e.err_code in (10071, 10164):  # wrong last sequence: what nats-py's KeyValue raises
+                raise KeyWrongLastSequenceError(description=e.description) from e
+            raise
+        return ack.seq
+
+    async def _kv_create(self, bucket: str, key: str, data: bytes) -> int:
+        try:
+            return await self._kv_write(bucket, key, data, last=0)
+        except KeyWrongLastSequenceError:
+            # the key exists, or was deleted: nats-py's create re-creates a deleted key (untraced)
+            return await self.kv[bucket].create(key, data)
+
     async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
         data = _bytes(obj)
-        return await self.retry(f"put {bucket}/{key}", lambda: self.kv[bucket].put(key, data))
+        return await self.retry(f"put {bucket}/{key}", lambda: self._kv_write(bucket, key, data))
 
     async def kv_create(self, bucket: str, key: str, obj: Any) -> int | None:
         """Create-if-absent: the revision, or None when the key holds something else. A key that
@@ -337,7 +362,7 @@ class Bus:
         whose ack was lost in a failover (retried, the create finds it there)."""
         data = _bytes(obj)
         try:
-            return await self.retry(f"create {bucket}/{key}", lambda: self.kv[bucket].create(key, data))
+            return await self.retry(f"create {bucket}/{key}", lambda: self._kv_create(bucket, key, data))
         except KeyWrongLastSequenceError:
             pass
         try:
@@ -353,7 +378,7 @@ class Bus:
     async def kv_update(self, bucket: str, key: str, data: bytes, last: int) -> int:
         """Compare-and-set. Raises KeyWrongLastSequenceError on a lost race, also when an earlier
         attempt of this very write was stored but its ack was lost: the caller reads again."""
-        return await self.retry(f"update {bucket}/{key}", lambda: self.kv[bucket].update(key, data, last=last))
+        return await self.retry(f"update {bucket}/{key}", lambda: self._kv_write(bucket, key, data, last))
 
     async def ack(self, m: Msg) -> None:
         """Acknowledge; retried while the connection is moving to another node. Not confirmed (a
@@ -367,7 +392,7 @@ class Bus:
         acknowledged write supersedes (a task's "running"). Same connection, so order is kept.
         The one KV write outside retry_js, on purpose: a retried progress state could land after
         the write that supersedes it; a lost one is harmless."""
-        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj))
+        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj), headers=tracing.inject(None))
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter).

@@ -13,7 +13,7 @@ module a kind, each building only on the ones before it:
 - pas.protocol.wire.replies: replies, events, heartbeats, alerts, agent health, comms entries, error bodies;
 - pas.protocol.wire.events: the one decoder of run events (a record written is its event).
 
-Callers use the package: `from pas import wire`, then `wire.RunRecord`.
+Callers use the package: `from pas.protocol import wire`, then `wire.RunRecord`.
 """
 
 from __future__ import annotations
