@@ -286,8 +286,8 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
 
     cfg = make_cfg("settings.nats.port=-1", "settings.work.approval_timeout_s=600")
     assert cfg.settings.nats.auth == "on"
-    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"],
-               data_dir=tmp_path / "data")
+    cfg.settings.nats.data_dir = str(tmp_path / "data")
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"])
     await st.start()
     assert st.server is not None and st.server.log_path is not None
     server_log = st.server.log_path

@@ -26,6 +26,7 @@ from pas.runtime.comms import read_numbered
 from pas.surfaces.http import events
 from pas.surfaces.http.events import EventHub
 from pas.transport.bus import provision
+from pas.transport.streams import ReadOptions
 from tests.conftest import FAST, wait_for
 
 
@@ -174,6 +175,6 @@ async def test_comms_a_caught_up_client_missed_are_refilled_by_sequence(
     assert event == "comms" and batch["entries"] == []
     # What the page fills the hole with: PAS_COMMS up to the last sequence the hub read.
     last = batch["upto"]
-    got = [(seq, e.message) async for seq, e in read_numbered(js, start_seq=last - 120) if seq <= last]
+    got = [(seq, e.message) async for seq, e in read_numbered(js, how=ReadOptions(start_seq=last - 120)) if seq <= last]
     assert [m for _, m in got][-120:] == [f"line {i}" for i in range(120)]
     await stream.aclose()

@@ -39,7 +39,7 @@ ECHO = {"lane": "code", "instruction": "echo ok", "command": "echo ok", "executo
 
 @pytest.fixture
 async def up(tmp_path: Path) -> AsyncIterator[Stack]:
-    st = Stack(make_cfg("settings.nats.port=-1"), only=AGENTS, data_dir=tmp_path / "data")
+    st = Stack(make_cfg("settings.nats.port=-1", f"settings.nats.data_dir={tmp_path / 'data'}"), only=AGENTS)
     await st.start()
     try:
         yield st

@@ -34,9 +34,9 @@ AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", 
 @pytest.fixture
 async def secured(tmp_path: Path) -> AsyncIterator[Stack]:
     """The embedded server as `pas up` starts it by default (NATS users on), with a few agents."""
-    cfg = make_cfg("settings.nats.port=-1")
+    cfg = make_cfg("settings.nats.port=-1", f"settings.nats.data_dir={tmp_path / 'data'}")
     assert cfg.settings.nats.auth == "on"  # the default
-    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data")
+    st = Stack(cfg, only=AGENTS)
     await st.start()
     try:
         yield st
@@ -244,9 +244,8 @@ async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fa
     from tests.test_llm_pipeline import failover_swarm
 
     cfg = failover_swarm(fake_llm)
-    cfg.settings.nats.port = -1
-    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
-               data_dir=tmp_path / "data")
+    cfg.settings.nats.port, cfg.settings.nats.data_dir = -1, str(tmp_path / "data")
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"])
     await st.start()
     try:
         client = await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
@@ -272,8 +271,8 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
 
     from tests.http_support import http_cfg, poll
 
-    cfg = http_cfg("settings.nats.port=-1")
-    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data", http=True)
+    cfg = http_cfg("settings.nats.port=-1", f"settings.nats.data_dir={tmp_path / 'data'}")
+    st = Stack(cfg, only=AGENTS, http=True)
     await st.start()
     try:
         ports = st.http_server.ports  # type: ignore[union-attr]
@@ -389,8 +388,8 @@ def test_pas_nats_config_prints_the_same_rules(tmp_path: Path) -> None:
 
 async def test_permissions_off_switch(tmp_path: Path) -> None:
     """settings.nats.auth=off: no users in the server config, anyone may connect, one shared bus."""
-    cfg = make_cfg("settings.nats.port=-1", "settings.nats.auth=off")
-    st = Stack(cfg, only=["monitor", "gateway"], data_dir=tmp_path / "data")
+    cfg = make_cfg("settings.nats.port=-1", "settings.nats.auth=off", f"settings.nats.data_dir={tmp_path / 'data'}")
+    st = Stack(cfg, only=["monitor", "gateway"])
     await st.start()
     try:
         assert "authorization" not in (tmp_path / "data" / "nats-server.conf").read_text()

@@ -14,6 +14,7 @@ from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import runs as R
 from pas.runtime.agent import Role, WorkSpec
+from pas.runtime.comms import Entry
 from pas.runtime.service import WorkCtx
 
 log = logging.getLogger("pas.root")
@@ -91,6 +92,6 @@ class RootRole(Role):
             if run.status == "completed":
                 run.status = "failed"
             run.message = res.reason() + (f"; {run.message}" if run.message else "")
-        await self.agent.comms.log(self.me.id, "gateway", "RESPONSE", text, run.run_id,
-                                   "conflict" if not res.ok else "ok",
-                                   metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts})
+        await self.agent.comms.log(Entry(self.me.id, "gateway", "RESPONSE", text, run.run_id,
+                                         "conflict" if not res.ok else "ok",
+                                         metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts}))

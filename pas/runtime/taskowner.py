@@ -79,7 +79,7 @@ def _refusal(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str, la
 
 def _merged(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str) -> wire.TaskRecord:
     """The managers' fields from the stored record, the reported ones from the programmer (bounded again)."""
-    out = wire.decode(wire.encode(prev or rec), wire.TaskRecord)
+    out: wire.TaskRecord = wire.decode(wire.encode(prev or rec), wire.TaskRecord)
     for name in REPORTED:
         setattr(out, name, getattr(rec, name))
     out.programmer = sender

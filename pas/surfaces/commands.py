@@ -33,6 +33,7 @@ from pas.surfaces.cliutil import (
 )
 from pas.transport import auth
 from pas.transport.client import event_fields
+from pas.transport.streams import ReadOptions
 
 if TYPE_CHECKING:  # the client commands (pas.cli.CLIENT_COMMANDS) get a ClientConfig and import no pydantic
     from pas.config.model import PasConfig
@@ -254,7 +255,7 @@ async def cmd_log(args: argparse.Namespace, cfg: ClientConfig) -> int:
         _stop_when_ended(nc, args.run, stop, cfg.settings.nats.request_timeout_s)) if args.follow and args.run else None
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
-                                      since=parse_since(args.since), follow=args.follow, stop=stop):
+                                      how=ReadOptions(since=parse_since(args.since), follow=args.follow, stop=stop)):
             print(redact(json.dumps(wire.to_builtins(e))) if args.json else comms_mod.format_entry(e), flush=True)
     finally:
         if watcher is not None:

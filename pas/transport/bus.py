@@ -38,6 +38,7 @@ from nats.js.errors import (
     BadRequestError,
     InvalidKeyError,
     KeyNotFoundError,
+    KeyWrongLastSequenceError,
     NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
@@ -51,7 +52,8 @@ from pas.transport.connection import CREDS_HINT as CREDS_HINT
 from pas.transport.connection import AuthRefused as AuthRefused
 from pas.transport.connection import connect as connect
 from pas.transport.connection import split_servers as split_servers
-from pas.transport.streams import read_raw
+from pas.transport.natscompat import unique_name
+from pas.transport.streams import ReadOptions, read_raw
 
 if TYPE_CHECKING:
     from pas.config.model import PasConfig  # pydantic stays out of the client commands (pas.config.doc)
@@ -80,7 +82,8 @@ def transient(e: BaseException) -> bool:
 async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float = 60.0) -> T:
     """Run a JetStream write, retrying transient unavailability with bounded exponential backoff.
 
-    The one retry policy of PAS: every publish to a stream, KV write and ack goes through here, so a
+    The one retry policy of PAS: every publish to a stream, KV write (Bus.kv_put, kv_create, kv_update,
+    kv_delete; the one exception is Bus.kv_put_nowait) and ack goes through here, so a
     leader election or a failover to another node delays a handler by seconds instead of failing it
     (and a finished task is never redone because its completion could not be stored). Each attempt
     is bounded; each failed attempt is logged (WARNING, with what and which attempt). Past deadline_s
@@ -105,6 +108,11 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
         await asyncio.sleep(delay)
         attempt += 1
         delay = min(delay * 2, 0.5)
+
+
+def _bytes(obj: Any) -> bytes:
+    """A KV value: bytes as they are, anything else encoded as wire JSON."""
+    return obj if isinstance(obj, bytes) else wire.encode(obj)
 
 
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
@@ -319,14 +327,58 @@ class Bus:
     async def retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         return await retry_js(what, op, self.cfg.settings.nats.js_retry_s)
 
+    async def _kv_write(self, bucket: str, key: str, data: bytes, last: int | None = None) -> int:
+        """Put (last None) or compare-and-set at revision `last` (0: the key must not exist). Traced,
+        the write carries the span's traceparent, so the event the server derives from it (PAS_EVENTS
+        sources the buckets) stays in the run's trace: then it is published to the key's subject."""
+        headers = tracing.inject(None)
+        kv = self.kv[bucket]
+        if headers is None:
+            return await (kv.put(key, data) if last is None else kv.update(key, data, last=last))
+        if last is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+        try:
+            ack = await self.js.publish(S.kv_subject(bucket, key), data, headers=headers)
+        except APIError as e:
+            if e.err_code in (10071, 10164):  # wrong last sequence: what nats-py's KeyValue raises
+                raise KeyWrongLastSequenceError(description=e.description) from e
+            raise
+        return ack.seq
+
+    async def _kv_create(self, bucket: str, key: str, data: bytes) -> int:
+        try:
+            return await self._kv_write(bucket, key, data, last=0)
+        except KeyWrongLastSequenceError:
+            # the key exists, or was deleted: nats-py's create re-creates a deleted key (untraced)
+            return await self.kv[bucket].create(key, data)
+
     async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
-        data = wire.encode(obj)
-        return await self.retry(f"put {bucket}/{key}", lambda: self.kv[bucket].put(key, data))
+        data = _bytes(obj)
+        return await self.retry(f"put {bucket}/{key}", lambda: self._kv_write(bucket, key, data))
+
+    async def kv_create(self, bucket: str, key: str, obj: Any) -> int | None:
+        """Create-if-absent: the revision, or None when the key holds something else. A key that
+        holds exactly this value counts as created: an earlier attempt of this very write, stored,
+        whose ack was lost in a failover (retried, the create finds it there)."""
+        data = _bytes(obj)
+        try:
+            return await self.retry(f"create {bucket}/{key}", lambda: self._kv_create(bucket, key, data))
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            e = await self.retry(f"get {bucket}/{key}", lambda: self.kv[bucket].get(key))
+        except KeyNotFoundError:
+            return None
+        return (e.revision or None) if e.value == data else None
+
+    async def kv_delete(self, bucket: str, key: str, last: int | None = None) -> None:
+        """Delete (only at revision `last` when given: KeyWrongLastSequenceError otherwise)."""
+        await self.retry(f"delete {bucket}/{key}", lambda: self.kv[bucket].delete(key, last=last))
 
     async def kv_update(self, bucket: str, key: str, data: bytes, last: int) -> int:
         """Compare-and-set. Raises KeyWrongLastSequenceError on a lost race, also when an earlier
         attempt of this very write was stored but its ack was lost: the caller reads again."""
-        return await self.retry(f"update {bucket}/{key}", lambda: self.kv[bucket].update(key, data, last=last))
+        return await self.retry(f"update {bucket}/{key}", lambda: self._kv_write(bucket, key, data, last))
 
     async def ack(self, m: Msg) -> None:
         """Acknowledge; retried while the connection is moving to another node. Not confirmed (a
@@ -337,8 +389,10 @@ class Bus:
 
     async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
-        acknowledged write supersedes (a task's "running"). Same connection, so order is kept."""
-        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj))
+        acknowledged write supersedes (a task's "running"). Same connection, so order is kept.
+        The one KV write outside retry_js, on purpose: a retried progress state could land after
+        the write that supersedes it; a lost one is harmless."""
+        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj), headers=tracing.inject(None))
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter).
@@ -352,7 +406,7 @@ class Bus:
         out: list[Any] = []
         try:
             async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
-                                    last_per_subject=True, batch=256, inactive_s=10.0, complete=True):
+                                    ReadOptions(last_per_subject=True, batch=256, inactive_s=10.0, complete=True)):
                 op = (m.headers or {}).get("KV-Operation")
                 if op in ("DEL", "PURGE") or not m.data:
                     continue
@@ -374,7 +428,7 @@ class Bus:
         """Store data in its stream without waiting on the hot path: the ack is checked in the
         background and, if it does not come (an election, a failover), the publish is retried with
         the same message id. For the comms log: every entry is kept, in order unless retried."""
-        msg_id = self.nc._nuid.next().decode()
+        msg_id = unique_name()
         headers = tracing.inject({"Nats-Msg-Id": msg_id}) or {}
         try:
             # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.

@@ -91,7 +91,8 @@ class PasClient:
         await self.close()
 
     async def request(self, subject: str, body: Any = None, headers: dict[str, str] | None = None,
-                      timeout_s: float | None = None) -> Any:
+                      timeout_s: float | None = None) -> dict[str, Any]:
+        """One request to an agent or the gateway; every PAS reply is a JSON object (or empty: {})."""
         data = body if isinstance(body, bytes) else (wire.encode(body) if body is not None else b"{}")
         headers = tracing.inject(headers)  # the caller's span, when its process traces (the HTTP adapter)
         try:
@@ -101,7 +102,8 @@ class PasClient:
         except NatsTimeout:
             raise GatewayTimeout(f"no reply on {subject} within {timeout_s or self.timeout_s}s") from None
         raise_for(msg)
-        return json.loads(msg.data) if msg.data else {}
+        reply: dict[str, Any] = json.loads(msg.data) if msg.data else {}
+        return reply
 
     async def set_model(self, agent_id: str, profiles: Any, primary: str | None = None,
                         backup: str | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pas.runtime import comms as comms_mod
 from pas.runtime import runs as R
 from pas.transport.bus import Bus
 from pas.transport.client import PasClient
+from pas.transport.streams import ReadOptions
 
 log = logging.getLogger("pas.surfaces.http")
 
@@ -241,7 +242,7 @@ class Backend:
             scan = limit if not (agent or msg_type) else min(limit * 20, COMMS_SCAN_MAX)
             start = max(first, last - scan + 1)
         async with contextlib.aclosing(comms_mod.read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type,
-                                                               start_seq=start)) as entries:
+                                                               how=ReadOptions(start_seq=start))) as entries:
             async for got in entries:
                 out.append(got)
                 if start_seq is not None and len(out) >= limit:

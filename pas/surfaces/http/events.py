@@ -44,7 +44,7 @@ from nats.aio.msg import Msg
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import check as check_entry
-from pas.transport.streams import read_raw
+from pas.transport.streams import ReadOptions, read_raw
 
 log = logging.getLogger("pas.surfaces.http.events")
 
@@ -191,8 +191,8 @@ class EventHub:
         async def tail() -> None:
             while not stop.is_set():
                 try:
-                    async for m in read_raw(self.js, S.STREAM_COMMS, S.COMMS_ALL, follow=True,
-                                            start_seq=self._comms_next, stop=stop, inactive_s=10.0):
+                    async for m in read_raw(self.js, S.STREAM_COMMS, S.COMMS_ALL,
+                                            ReadOptions(follow=True, start_seq=self._comms_next, stop=stop, inactive_s=10.0)):
                         self._on_comms(m.seq, m.subject, m.data)
                     return
                 except Exception as e:  # a leader election, a restart: read on from where we were
