@@ -102,9 +102,12 @@ class GatewayRole(Role):
         tracing.tag({"pas.run_id": run_id})
         if key:
             h = hashlib.sha256(key.encode()).hexdigest()[:40]
-            if await self.bus.kv_create(S.KV_IDEMPOTENCY, h, run_id.encode()) is None:
+            # "<run id> <nonce>": Bus.kv_create counts a key holding exactly its value as its own
+            # stored-but-unacknowledged attempt, so each submit attempt writes a value of its own
+            # (a second submit of the same run id must read as a duplicate, not as created).
+            if await self.bus.kv_create(S.KV_IDEMPOTENCY, h, f"{run_id} {secrets.token_hex(8)}".encode()) is None:
                 e = await self.bus.kv[S.KV_IDEMPOTENCY].get(h)
-                existing = (e.value or b"").decode()
+                existing = (e.value or b"").decode().split(" ")[0]
                 got = await R.get_run(self.bus, existing)
                 return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
