@@ -414,3 +414,55 @@ async def test_a_garbage_task_record_does_not_break_the_status(up: Stack, caplog
         await client.close()
     assert st["status"] == "completed" and [t["task_id"] for t in st["tasks"]] == ["code-1-01"]
     assert any("skipped" in r.getMessage() and "garbage-1.task.x-99" in r.getMessage() for r in caplog.records)
+
+
+async def test_programmer_cannot_raise_another_runs_usage(up: Stack, caplog: Any) -> None:
+    """Usage is one entry per agent (pas.runtime.usage): with a programmer's credentials, another agent's entry
+    and the old per-run key are refused by the server, and its own entry with a forged huge count, in a run
+    where it holds no task, is ignored with a WARNING: the run's reported usage and budget do not move. The
+    holder's and a manager's entries count."""
+    caplog.set_level(logging.WARNING, "pas.runtime.writers")
+    from pas.runtime import usage
+
+    victim = await running(up, "spent-1")
+    holder = (await victim.status("spent-1"))["tasks"][0]["programmer"]
+    attacker = "prog-002" if holder == "prog-001" else "prog-001"
+    assert up.bus is not None
+    budget = await usage.run_budget(up.bus, "spent-1")
+    nc = await as_user(up, attacker)
+    try:
+        huge = wire.encode(usage.RunUsage(tokens=10**12, cost_usd=1e9, calls=1))
+        for key in (S.usage_key("spent-1", holder), "spent-1.usage", S.usage_key("spent-1", "mgr-code-01")):
+            await nc.publish(S.kv_subject(S.KV_TREE, key), huge)
+            await violation(up, attacker, S.kv_subject(S.KV_TREE, key))
+        own = S.usage_key("spent-1", attacker)
+        await nc.publish(S.kv_subject(S.KV_TREE, own), huge)  # its own key: stored, but it holds no task here
+        await nc.flush()
+        await wait_for(lambda: _is_stored(up, own), timeout_s=10)
+        st = await victim.status("spent-1")
+        assert st["usage"]["tokens"] == 0 and st["usage"]["cost_usd"] == 0, st["usage"]
+        assert any(attacker in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
+        assert await usage.remaining(up.bus, "spent-1") == (budget.tokens_max, budget.cost_usd_max)
+        for agent, tokens in ((holder, 7), ("mgr-code-01", 5)):  # entries that count: summed
+            writer = await as_user(up, agent)
+            try:
+                await writer.publish(S.kv_subject(S.KV_TREE, S.usage_key("spent-1", agent)),
+                                     wire.encode(usage.RunUsage(tokens=tokens, cost_usd=0.5, calls=1)))
+                await writer.flush()
+            finally:
+                await writer.close()
+        await wait_for(lambda: _usage_is(victim, "spent-1", 12), timeout_s=10)
+        assert (await victim.cancel("spent-1"))["status"] == "cancelled"
+    finally:
+        await nc.close()
+        await victim.close()
+    await a_job_completes(up, "after-9")
+
+
+async def _is_stored(st: Stack, key: str) -> bool:
+    return await stored(st, S.KV_TREE, key) is not None
+
+
+async def _usage_is(client: PasClient, run_id: str, tokens: int) -> bool:
+    u = (await client.status(run_id))["usage"]
+    return bool(u["tokens"] == tokens and u["llm_calls"] == 2 and u["cost_usd"] == 1.0)

@@ -81,9 +81,14 @@ def request_key(run_id: str) -> str:
     return f"{run_id}.request"
 
 
-def usage_key(run_id: str) -> str:
-    """The run's LLM usage (pas.runtime.usage)."""
-    return f"{run_id}.usage"
+def usage_key(run_id: str, agent_id: str = "") -> str:
+    """One agent's LLM usage in the run (pas.runtime.usage); no agent: the suffix every such key starts with."""
+    return f"{run_id}.usage.{agent_id}" if agent_id else f"{run_id}.usage"
+
+
+def usages_of(run_id: str) -> str:
+    """Key filter: every agent's usage entry of a run."""
+    return usage_key(run_id, "*")
 
 
 def rerun_key(run_id: str) -> str:
@@ -91,14 +96,14 @@ def rerun_key(run_id: str) -> str:
     return f"{run_id}.rerun"
 
 
-def divergence_key(run_id: str) -> str:
-    """The first divergence of a rerun from its recordings (pas.runtime.rerun)."""
-    return f"{run_id}.divergence"
+def divergence_key(run_id: str, agent_id: str = "") -> str:
+    """An agent's first divergence of a rerun from its recordings (pas.runtime.rerun); no agent: the suffix."""
+    return f"{run_id}.divergence.{agent_id}" if agent_id else f"{run_id}.divergence"
 
 
-def forked_key(run_id: str) -> str:
-    """A rerun that went past its recordings to the model (pas.runtime.rerun)."""
-    return f"{run_id}.forked"
+def forked_key(run_id: str, agent_id: str = "") -> str:
+    """A rerun that went past its recordings to the model, noted by the agent that did (pas.runtime.rerun)."""
+    return f"{run_id}.forked.{agent_id}" if agent_id else f"{run_id}.forked"
 
 
 def jobs_of(run_id: str) -> str:
@@ -116,8 +121,13 @@ def run_keys(run_id: str) -> str:
     return f"{run_id}.>"
 
 
-SIDE_KEYS = tuple(f("") for f in (request_key, usage_key, rerun_key, divergence_key, forked_key))
-"""Key suffixes (.request, .usage, ...) of the records that events cannot rebuild (pas replay --rebuild)."""
+SIDE_KEYS = tuple(f("").lstrip(".") for f in (request_key, usage_key, rerun_key, divergence_key, forked_key))
+"""Kinds (request, usage, ...) of the records that events cannot rebuild (pas replay --rebuild)."""
+
+
+def is_side_key(key: str) -> bool:
+    """Whether a pas_tree key (<run>.<kind>[.<agent>]) is one of the SIDE_KEYS records."""
+    return key.split(".")[1:2] in ([k] for k in SIDE_KEYS)
 
 # ---- durable consumers (all pull, explicit ack) --------------------------------------------
 CONSUMER_ARCHITECT = "architect"  # pas.work.architect

@@ -31,6 +31,7 @@ from pas.llm.client import LLMResult, LLMUnavailable
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import Entry
+from pas.runtime.writers import agent_of, counted
 
 if TYPE_CHECKING:
     from pas.runtime.comms import CommsLog
@@ -176,16 +177,14 @@ class Replayer:
 
     async def _mark_forked(self, run_id: str, agent: str) -> None:
         try:
-            await self.bus.kv_create(S.KV_TREE, forked_key(run_id), {"agent": agent})
+            await self.bus.kv_create(S.KV_TREE, forked_key(run_id, agent), {"agent": agent})
         except Exception:
             pass
 
     async def _forked(self, run_id: str) -> bool:
-        try:
-            await self.bus.kv[S.KV_TREE].get(forked_key(run_id))
-        except KeyNotFoundError:
-            return False
-        return True
+        """Whether an agent whose note counts (pas.runtime.writers) went live at the fork."""
+        notes = await self.bus.kv_items(S.KV_TREE, forked_key(run_id, "*"), dict)
+        return bool(await counted(self.bus, run_id, [agent_of(k) for k, _ in notes], "forked"))
 
     async def _diverged(self, spec: RerunSpec, run_id: str, agent: str, n: int, messages: list[dict[str, Any]]) -> None:
         used = self.used.get(run_id, set())
@@ -206,7 +205,7 @@ class Replayer:
                                         f"{expected.recording_seq})" if expected else "")
         text = f"{DIVERGED} at {where}: message {idx} ({role}) differs; {action}"
         try:
-            await self.bus.kv_create(S.KV_TREE, divergence_key(run_id), d)
+            await self.bus.kv_create(S.KV_TREE, divergence_key(run_id, agent), d)
         except Exception as e:
             log.debug("divergence of %s not stored: %r", run_id, e)
         await self.comms.log(Entry(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
@@ -267,9 +266,8 @@ async def prepare(bus: Bus, asked: RerunSpec, new_run: str, sets: list[str] | No
     return apply_sets(job, sets or []), spec
 
 
-async def divergence(bus: Any, run_id: str) -> dict[str, Any] | None:
-    try:
-        e = await bus.kv[S.KV_TREE].get(divergence_key(run_id))
-    except KeyNotFoundError:
-        return None
-    return json.loads(e.value) if e.value else None
+async def divergence(bus: Bus, run_id: str) -> dict[str, Any] | None:
+    """The rerun's divergence: the first, by agent id, of the agents' notes that count (pas.runtime.writers)."""
+    notes = {agent_of(k): v for k, v in await bus.kv_items(S.KV_TREE, divergence_key(run_id, "*"), dict)}
+    ok = await counted(bus, run_id, notes, "divergence")
+    return next((notes[a] for a in sorted(ok)), None)

@@ -1,8 +1,9 @@
 """LLM wiring for a PAS process: one LLMClient, every call logged to the comms log and charged to
 its run, and the run's budget enforced before each call, whichever tier or process makes it.
 
-Run usage lives in KV pas_tree[<run>.usage] (tokens, cost_usd, calls), updated with
-compare-and-set: LLM calls are seconds apart, so one small key per run does not contend.
+Run usage lives in KV pas_tree[<run>.usage.<agent>], one entry per agent that called a model in the run,
+each written only by that agent with compare-and-set (one agent's calls are seconds apart). The run's usage
+is the sum of the entries that count (pas.runtime.writers: a programmer's only if it holds a task of the run).
 Circuit-breaker state is published to KV pas_breakers[<agent_id>.<profile>], under the calling agent's own
 key (the only one it may write), so `pas agents` can show it.
 """
@@ -15,7 +16,7 @@ import time
 from typing import Any
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 
 from pas.base.errors import BudgetExceeded
 from pas.llm.budget import BudgetTracker
@@ -24,6 +25,7 @@ from pas.llm.modelenv import apply_env_overrides
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import CommsLog, Entry
+from pas.runtime.writers import agent_of, counted
 from pas.transport.bus import Bus
 
 log = logging.getLogger("pas.runtime.usage")
@@ -38,20 +40,26 @@ class RunUsage(msgspec.Struct):
     unknown_cost_calls: int = 0
 
 
-usage_key = S.usage_key
-
-
 async def get_usage(bus: Bus, run_id: str) -> tuple[RunUsage, int]:
-    try:
-        e = await bus.kv[S.KV_TREE].get(usage_key(run_id))
-    except KeyNotFoundError:
-        return RunUsage(), 0
-    return (wire.decode(e.value, RunUsage) if e.value else RunUsage()), e.revision or 0
+    """The run's usage (the sum of its agents' entries that count) and how many entries counted."""
+    entries = {agent_of(key): u for key, u in await bus.kv_items(S.KV_TREE, S.usages_of(run_id), RunUsage)}
+    ok = await counted(bus, run_id, entries, "usage")
+    agents = {a: u for a, u in entries.items() if a in ok}
+    total = RunUsage()
+    for u in agents.values():
+        total.tokens += max(0, u.tokens)
+        total.calls += max(0, u.calls)
+        total.unknown_cost_calls += max(0, u.unknown_cost_calls)
+        total.cost_usd = round(total.cost_usd + max(0.0, u.cost_usd), 8)
+    return total, len(agents)
 
 
-async def charge(bus: Bus, run_id: str, tokens: int, cost_usd: float | None) -> RunUsage:
+async def charge(bus: Bus, run_id: str, agent: str, tokens: int, cost_usd: float | None) -> RunUsage:
+    """Add one call to agent's own usage entry of the run; that entry, updated."""
+    key = S.usage_key(run_id, agent)
     for _ in range(50):
-        u, rev = await get_usage(bus, run_id)
+        got = await bus.kv_get(S.KV_TREE, key, RunUsage)
+        u, rev = got if got is not None else (RunUsage(), 0)
         u.tokens += tokens
         u.calls += 1
         if cost_usd is None:
@@ -59,7 +67,7 @@ async def charge(bus: Bus, run_id: str, tokens: int, cost_usd: float | None) -> 
         else:
             u.cost_usd = round(u.cost_usd + cost_usd, 8)
         try:
-            await bus.kv_update(S.KV_TREE, usage_key(run_id), wire.encode(u), rev)  # rev 0: create
+            await bus.kv_update(S.KV_TREE, key, wire.encode(u), rev)  # rev 0: create
             return u
         except KeyWrongLastSequenceError:
             await asyncio.sleep(0.005)
@@ -171,6 +179,6 @@ class RunLLM:
         ))
         if rec.run_id:
             try:
-                await charge(self.bus, rec.run_id, rec.tokens, rec.cost_usd)
+                await charge(self.bus, rec.run_id, rec.agent, rec.tokens, rec.cost_usd)
             except Exception as e:
                 log.warning("could not charge run %s: %r", rec.run_id, e)

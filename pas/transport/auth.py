@@ -178,11 +178,12 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     if role in ("architect", "dir", "mgr"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])
     if role in LLM_ROLES:
-        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), kv_write(S.KV_BREAKERS, S.breaker_key(a.id, ">")),
+        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*", a.id)), kv_write(S.KV_BREAKERS, S.breaker_key(a.id, ">")),
                    # every exchange recorded; a rerun reads recordings, notes a divergence
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
                                            (S.js_api("STREAM", "MSG", "GET", S.STREAM_RECORDINGS),)),
-                   kv_write(S.KV_TREE, S.divergence_key("*")), kv_write(S.KV_TREE, S.forked_key("*"))])
+                   kv_write(S.KV_TREE, S.divergence_key("*", a.id)),
+                   kv_write(S.KV_TREE, S.forked_key("*", a.id))])
     if role in ("architect", "dir", "mgr"):
         p.add(pub=[S.GATEWAY_CANCEL])  # a diverged rerun is cancelled (pas.runtime.rerun)
     if role == "gateway":

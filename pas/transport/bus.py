@@ -400,10 +400,16 @@ class Bus:
         Reads exactly the pending count of a last-per-subject consumer (pas.transport.streams.read_raw), which
         is then deleted (nats-py's KV watch can report "done" before values arrive under load, and
         leaves its consumer behind). Retried as a whole through an election."""
-        return await self.retry(f"read {bucket}/{pattern}", lambda: self._kv_values(bucket, pattern, typ))
+        return [v for _, v in await self.kv_items(bucket, pattern, typ)]
 
-    async def _kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
-        out: list[Any] = []
+    async def kv_items(self, bucket: str, pattern: str, typ: type[Any]) -> list[tuple[str, Any]]:
+        """(key, latest value) of every key matching pattern, as kv_values reads them: for records whose key
+        says who wrote them (the grant is on the key, not on what the body claims)."""
+        return await self.retry(f"read {bucket}/{pattern}", lambda: self._kv_items(bucket, pattern, typ))
+
+    async def _kv_items(self, bucket: str, pattern: str, typ: type[Any]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        prefix = len(S.kv_subject(bucket, ""))
         try:
             async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
                                     ReadOptions(last_per_subject=True, batch=256, inactive_s=10.0, complete=True)):
@@ -411,7 +417,7 @@ class Bus:
                 if op in ("DEL", "PURGE") or not m.data:
                     continue
                 try:
-                    out.append(wire.decode(m.data, typ))
+                    out.append((m.subject[prefix:], wire.decode(m.data, typ)))
                 except msgspec.MsgspecError as e:  # written by someone else than PAS: never fails the view
                     log.warning("%s: skipped %s: not a valid %s (%s)", bucket, m.subject, typ.__name__, e)
         except NotFoundError:

@@ -119,7 +119,7 @@ def _normal(key: str, run_id: str, v: dict[str, Any]) -> dict[str, Any]:
 async def compare(js: JetStreamContext, run_id: str) -> dict[str, Any]:
     derived = await derive(js, run_id)
     held = {k: v for k, v in (await kv_tree(js, run_id)).items()
-            if not k.endswith(S.SIDE_KEYS)}
+            if not S.is_side_key(k)}
     diffs: list[dict[str, Any]] = []
     for key in sorted(set(derived) | set(held)):
         if key not in held:
