@@ -239,7 +239,7 @@ async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: A
 
 
 async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fake_llm: Any) -> None:
-    """Model calls as each tier's user: usage (pas_tree <run>.usage), breakers (pas_breakers) and the
+    """Model calls as each tier's user: usage (pas_tree <run>.usage.<agent>), breakers (pas_breakers) and the
     architect's lane choice (pas_runs) are written with no violation."""
     from tests.test_llm_pipeline import failover_swarm
 
