@@ -419,10 +419,10 @@ async def test_a_garbage_task_record_does_not_break_the_status(up: Stack, caplog
 async def test_programmer_cannot_raise_another_runs_usage(up: Stack, caplog: Any) -> None:
     """Usage is one entry per agent (pas.runtime.usage): with a programmer's credentials, another agent's entry
     and the old per-run key are refused by the server, and its own entry with a forged huge count, in a run
-    where it holds no task, is ignored with a WARNING: the run's reported usage and budget do not move. The
-    holder's and a manager's entries count."""
+    where it holds no task, is ignored with a WARNING: the run's reported usage and budget do not move; its
+    own rerun divergence note there is ignored alike. The holder's and a manager's usage entries count."""
     caplog.set_level(logging.WARNING, "pas.runtime.writers")
-    from pas.runtime import usage
+    from pas.runtime import rerun, usage
 
     victim = await running(up, "spent-1")
     holder = (await victim.status("spent-1"))["tasks"][0]["programmer"]
@@ -443,6 +443,13 @@ async def test_programmer_cannot_raise_another_runs_usage(up: Stack, caplog: Any
         assert st["usage"]["tokens"] == 0 and st["usage"]["cost_usd"] == 0, st["usage"]
         assert any(attacker in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
         assert await usage.remaining(up.bus, "spent-1") == (budget.tokens_max, budget.cost_usd_max)
+        for key in ("spent-1.divergence", "spent-1.forked", S.forked_key("spent-1", holder)):  # rerun notes alike
+            await nc.publish(S.kv_subject(S.KV_TREE, key), b'{"agent": "x"}')
+            await violation(up, attacker, S.kv_subject(S.KV_TREE, key))
+        note = S.divergence_key("spent-1", attacker)
+        await nc.publish(S.kv_subject(S.KV_TREE, note), b'{"agent": "forged"}')
+        await wait_for(lambda: _is_stored(up, note), timeout_s=10)
+        assert await rerun.divergence(up.bus, "spent-1") is None
         for agent, tokens in ((holder, 7), ("mgr-code-01", 5)):  # entries that count: summed
             writer = await as_user(up, agent)
             try:
