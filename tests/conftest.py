@@ -79,6 +79,8 @@ LONGEST_FIRST = [
     "test_fresh_install.py",
     "test_trust_exec.py",
     "test_legacy.py",
+    "test_cluster.py",
+    "test_comms_log.py",
 ]
 
 
