@@ -1,5 +1,5 @@
-"""`pas bench` / `python -m benchmarks` [--quick] [--json FILE] [--markdown FILE]: the floors, then every
-PAS figure.
+"""`pas bench` / `python -m benchmarks` [--quick] [--json FILE] [--markdown FILE] [--figure NAME]: the floors,
+then every PAS figure (or only the figures named).
 
 Prints the table; --json writes the figures, machine and details; --markdown regenerates a
 BENCHMARKS.md-style report (with benchmarks/NOTES.md). Nothing is written unless asked. The full
@@ -35,10 +35,12 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options `pas bench` has too (pas.cli declares the same three without importing this)."""
+    """The options `pas bench` has too (pas.surfaces.cli declares the same ones without importing this)."""
     ap.add_argument("--quick", action="store_true", help="a reduced run (a few minutes)")
     ap.add_argument("--json", help="write figures to this JSON file")
     ap.add_argument("--markdown", help="regenerate this markdown report (e.g. BENCHMARKS.md)")
+    ap.add_argument("--figure", dest="figures", action="append", default=[], metavar="NAME",
+                    help="run only this PAS figure (e.g. hmi), without the floors; repeatable")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -49,6 +51,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--json", str(args.json)]
     if getattr(args, "markdown", None):
         parts += ["--markdown", str(args.markdown)]
+    for name in getattr(args, "figures", None) or []:
+        parts += ["--figure", name]
     return " ".join(parts)
 
 
@@ -110,9 +114,19 @@ def run_bench(args: argparse.Namespace) -> int:
     for mod in (*run.DEFAULT_PRODUCER_MODULES, *getattr(args, "modules", [])):
         importlib.import_module(mod)
     quick = bool(getattr(args, "quick", False))
+    chosen = getattr(args, "figures", None) or []
+    unknown = sorted(set(chosen) - {r.name for r in run.PRODUCERS})
+    if unknown:
+        print(f"pas bench: no figure {', '.join(unknown)}; figures: {', '.join(r.name for r in run.PRODUCERS)}",
+              file=sys.stderr)
+        return 2
     load0, commit = _loadavg(), _commit()
     busy0, ours0, t0 = _busy_s(), _ours_s(), time.monotonic()
-    ctx = asyncio.run(run.run_all(quick, producers=[] if getattr(args, "floors_only", False) else None))
+    if chosen:  # one figure alone (e.g. the hmi figure re-measured on a quiet machine): no floors
+        ctx = asyncio.run(run.run_all(quick, producers=[r for r in run.PRODUCERS if r.name in chosen],
+                                      include_floors=False))
+    else:
+        ctx = asyncio.run(run.run_all(quick, producers=[] if getattr(args, "floors_only", False) else None))
     other = (_busy_s() - busy0) - (_ours_s() - ours0)
     wall = time.monotonic() - t0
     machine = report.machine_info(command_line(args))

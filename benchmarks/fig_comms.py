@@ -28,9 +28,9 @@ async def pas_comms(ctx: BenchContext) -> list[Figure]:
         types = ("CMD", "STATUS", "RESPONSE")
         t0 = time.perf_counter()
         for k in range(n):
-            await log.log(agents[k % len(agents)], agents[(k + 1) % len(agents)], types[k % 3],
+            await log.log(comms_mod.Entry(agents[k % len(agents)], agents[(k + 1) % len(agents)], types[k % 3],
                           f"task code-1-{k % 10:02d}: bench entry {k}", f"r-bench-{k // 100:05d}", "running",
-                          metadata={"k": k})
+                          metadata={"k": k}))
         await bus.nc.flush()
         deadline = time.monotonic() + 60
         stored = 0

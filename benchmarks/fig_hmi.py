@@ -15,7 +15,8 @@ process of their own, as a user's browser does. Figures:
 - hmi.throughput_ratio      tasks/s with the pages open / without (>= 0.9);
 - hmi.hub_ratio             the same with plain SSE readers instead of browsers: the hub alone (>= 0.9).
 
-Needs /usr/bin/chromium and playwright (the dev extras); never `playwright install`.
+PAS_HMI_CHROME_TRACE=FILE writes a Chromium performance trace of the traced page during the job (open it
+in chrome://tracing or Perfetto). Needs /usr/bin/chromium and playwright (the dev extras); never `playwright install`.
 """
 
 from __future__ import annotations
@@ -78,10 +79,19 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _renderer_mb(browser: Any) -> float:
+async def _renderers(browser: Any) -> list[dict[str, Any]]:
     cdp = await browser.new_browser_cdp_session()
     info = await cdp.send("SystemInfo.getProcessInfo")
-    return max((_rss_mb(p["id"]) for p in info["processInfo"] if p["type"] == "renderer"), default=0.0)
+    return [p for p in info["processInfo"] if p["type"] == "renderer"]
+
+
+async def _renderer_mb(browser: Any) -> float:
+    return max((_rss_mb(p["id"]) for p in await _renderers(browser)), default=0.0)
+
+
+async def _renderer_cpu_s(browser: Any) -> float:
+    """CPU seconds all the pages' renderers have used: what the browser takes from PAS."""
+    return sum(p["cpuTime"] for p in await _renderers(browser))
 
 
 async def browser_side(url: str, n_pages: int) -> None:
@@ -107,6 +117,10 @@ async def browser_side(url: str, n_pages: int) -> None:
             cdp = await pages[0].context.new_cdp_session(pages[0])
             await cdp.send("Performance.enable")
             before = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+            cpu0 = await _renderer_cpu_s(browser)
+            chrome_trace = os.environ.get("PAS_HMI_CHROME_TRACE")  # a performance trace of the traced page
+            if chrome_trace:
+                await browser.start_tracing(page=pages[0], path=chrome_trace, screenshots=False)
             say({"ready": True})
             told = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
             samples: list[float] = []
@@ -117,6 +131,9 @@ async def browser_side(url: str, n_pages: int) -> None:
                 await asyncio.sleep(0.1)
             want = json.loads(told.result())
             after = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+            cpu_s = await _renderer_cpu_s(browser) - cpu0
+            if chrome_trace:
+                await browser.stop_tracing()
             metrics = {k: round(after[k] - before.get(k, 0), 3) for k in PERF_METRICS if k in after}
             deadline = time.monotonic() + 30
             while True:  # the page may still be catching up when the runs end
@@ -126,7 +143,7 @@ async def browser_side(url: str, n_pages: int) -> None:
                 if missing == 0 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.5)
-            say({"samples": samples, "trace": trace, "missing": missing, "metrics": metrics,
+            say({"samples": samples, "trace": trace, "missing": missing, "metrics": metrics, "renderer_cpu_s": cpu_s,
                  "renderer_mb": await _renderer_mb(browser)})
         finally:
             await browser.close()
@@ -230,7 +247,7 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
                           "with_pages_s": with_s, "with_raw_readers_s": raw_s, "painted_rows_measured": len(lags),
                           "gaps_filled": trace["gaps"],
                           "evaluate_samples": len(samples), "small_comms": len(want_comms),
-                          "traced_page_metrics": side["metrics"]}
+                          "renderer_cpu_s": side["renderer_cpu_s"], "traced_page_metrics": side["metrics"]}
     shape = f"{n}-task one-lane job + {SMALL}-task job, {ctx.sizes.hmi_pages} pages (1400x900)"
     p95, mx = percentile(lags, 95), max(lags, default=float("nan"))
     ev95 = percentile(samples, 95)
@@ -245,7 +262,8 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
                note=f"{len(samples)} page.evaluate('1') during the job"),
         Figure("hmi.renderer_mb", side["renderer_mb"], "MB", target="<= 300 MB", passed=side["renderer_mb"] <= 300),
         Figure("hmi.throughput_ratio", ratio, "x", target=">= 0.9x", passed=ratio >= 0.9,
-               note=f"{n + SMALL} tasks in {with_s:.2f} s with the pages open, {bare_s:.2f} s without"),
+               note=f"{n + SMALL} tasks in {with_s:.2f} s with the pages open, {bare_s:.2f} s without; "
+                    f"the renderers used {side['renderer_cpu_s']:.1f} CPU-s"),
         Figure("hmi.hub_ratio", raw_ratio, "x", target=">= 0.9x", passed=raw_ratio >= 0.9,
                note=f"the hub alone: {ctx.sizes.hmi_pages} plain SSE readers (no browser), {raw_s:.2f} s"),
     ]

@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pas.execution.executors import run_argv
+from pas.execution.executors import Bounds, run_argv
 from pas.execution.sandbox import Box
 
 
 async def once(box: Box, ws: Path) -> float:
     t0 = time.perf_counter()
-    r = await run_argv(["true"], ws, 30, 4096, box=box)
+    r = await run_argv(["true"], ws, Bounds(30, 4096), box=box)
     dt = time.perf_counter() - t0
     assert r.status == "completed", r
     return dt * 1000

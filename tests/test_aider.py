@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pas.execution import gitsafe
-from pas.execution.aider import find_binary, run_aider
+from pas.execution.aider import AiderSetup, find_binary, run_aider
+from pas.execution.edit_loop import EditTask
 from tests.fakellm import API_KEY_ENV, Fail, FakeLLM, Reply, fake_llm  # noqa: F401
 
 AIDER = find_binary(os.environ.get("PAS_AIDER_BINARY", "aider"))
@@ -34,34 +35,22 @@ def make_repo(path: Path) -> Path:
     return path
 
 
-def aider_args(fake: FakeLLM, repo: Path, model: str, timeout_s: float = 300.0) -> dict[str, object]:
-    return {
-        "binary": AIDER or "aider", "workdir": repo, "model": f"openai/{model}", "api_base": fake.api_base,
-        "api_key_env": API_KEY_ENV, "instruction": "fix add() so it adds", "files": ["calc.py"],
-        "timeout_s": timeout_s, "edit_format": "whole", "map_tokens": 0,
-    }
+def aider_args(fake: FakeLLM, repo: Path, model: str, timeout_s: float = 300.0) -> tuple[AiderSetup, EditTask, float]:
+    return (AiderSetup(AIDER or "aider", f"openai/{model}", fake.api_base, API_KEY_ENV, edit_format="whole", map_tokens=0),
+            EditTask(repo, "fix add() so it adds", ["calc.py"]), timeout_s)
 
 
 async def test_missing_binary_is_a_failure(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r")
-    res = await run_aider(
-        binary=str(tmp_path / "no-such-aider"), workdir=repo, model="openai/x", api_base=None,
-        api_key_env=None, instruction="x", files=["calc.py"], timeout_s=5,
-    )
+    res = await run_aider(AiderSetup(str(tmp_path / "no-such-aider"), "openai/x"), EditTask(repo, "x", ["calc.py"]), 5)
     assert res.status == "failed" and "not found" in res.error and res.exit_code is None
-    res = await run_aider(
-        binary="definitely-not-aider-xyz", workdir=repo, model="openai/x", api_base=None,
-        api_key_env=None, instruction="x", files=["calc.py"], timeout_s=5,
-    )
+    res = await run_aider(AiderSetup("definitely-not-aider-xyz", "openai/x"), EditTask(repo, "x", ["calc.py"]), 5)
     assert res.status == "failed" and "not found" in res.error
 
 
 async def test_escaping_file_refused_before_running(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r")
-    res = await run_aider(
-        binary=AIDER or "/bin/true", workdir=repo, model="openai/x", api_base=None, api_key_env=None,
-        instruction="x", files=["../secret"], timeout_s=5,
-    )
+    res = await run_aider(AiderSetup(AIDER or "/bin/true", "openai/x"), EditTask(repo, "x", ["../secret"]), 5)
     assert res.status == "failed" and "refused" in res.error
 
 
@@ -69,7 +58,7 @@ async def test_escaping_file_refused_before_running(tmp_path: Path) -> None:
 async def test_aider_edits_file_through_fake_model(fake_llm: FakeLLM, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "r")
     fake_llm.script("aider-ok", Reply("Fixed the operator.\n\ncalc.py\n```\ndef add(a, b):\n    return a + b\n```\n"))
-    res = await run_aider(**aider_args(fake_llm, repo, "aider-ok"))  # type: ignore[arg-type]
+    res = await run_aider(*aider_args(fake_llm, repo, "aider-ok"))
     assert res.status == "completed", (res.error, res.output)
     assert res.exit_code == 0 and res.model_replied
     assert "-    return a - b\n+    return a + b" in res.diff
@@ -104,10 +93,10 @@ async def test_model_errors_and_no_change_are_failures(fake_llm: FakeLLM, tmp_pa
             await asyncio.sleep(0.05)
 
     r500, r401, rnoop = await asyncio.gather(
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=600),  # type: ignore[arg-type]
+        run_aider(*aider_args(fake_llm, make_repo(tmp_path / "a"), "aider-500", timeout_s=600),
                   stop=retried()),
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "b"), "aider-401", timeout_s=600)),  # type: ignore[arg-type]
-        run_aider(**aider_args(fake_llm, make_repo(tmp_path / "c"), "aider-noop", timeout_s=600)),  # type: ignore[arg-type]
+        run_aider(*aider_args(fake_llm, make_repo(tmp_path / "b"), "aider-401", timeout_s=600)),
+        run_aider(*aider_args(fake_llm, make_repo(tmp_path / "c"), "aider-noop", timeout_s=600)),
     )
     assert r500.status == "timeout" and not r500.model_replied and r500.diff == ""
     assert "aider was stopped" in r500.error

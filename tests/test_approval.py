@@ -72,7 +72,8 @@ async def test_plan_visible_then_approve_with_a_task_dropped(stack: Stack, clien
     entries = await comms(client.nc, "ap1")
     assert sorted(ran(entries)) == sorted(k for k in by_id if k != drop)  # the dropped task never ran
     decision = [e for e in entries if e.message.startswith("approve plan of ap1")]
-    assert len(decision) == 1 and decision[0].from_agent == "alice" and decision[0].metadata["by"] == "alice"
+    assert len(decision) == 1 and decision[0].metadata["by"] == "alice"
+    assert decision[0].from_agent == "anonymous"  # who asked (no NATS user here), never the `by` it states
     assert decision[0].metadata["dropped"] == [drop]
     # Order: waiting_approval announced before any programmer started a task.
     msgs = [e.message for e in entries]
@@ -285,8 +286,8 @@ async def test_approval_and_priority_with_permissions_on(tmp_path: Any) -> None:
 
     cfg = make_cfg("settings.nats.port=-1", "settings.work.approval_timeout_s=600")
     assert cfg.settings.nats.auth == "on"
-    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"],
-               data_dir=tmp_path / "data")
+    cfg.settings.nats.data_dir = str(tmp_path / "data")
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"])
     await st.start()
     assert st.server is not None and st.server.log_path is not None
     server_log = st.server.log_path

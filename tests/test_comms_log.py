@@ -103,7 +103,8 @@ async def test_log_follow_tails_new_entries(stack: Any, client: Any) -> None:
             assert line, (await proc.stderr.read()).decode() if proc.stderr else ""
             seen.append(json.loads(line))
         assert all(e["run_id"] == "tail-1" for e in seen)
-        assert seen[0]["from_agent"] == "client" and seen[0]["to_agent"] == "gateway"
+        # the submitter, as the gateway knows it: no NATS user here, so `anonymous`
+        assert seen[0]["from_agent"] == "anonymous" and seen[0]["to_agent"] == "gateway"
     finally:
         proc.kill()
         await proc.wait()

@@ -1,6 +1,7 @@
-"""pas.transport.connection.Client: nats-py's client with a flusher that waits one turn of the event loop and
-writes everything pending at once. A publish made in the turn after another goes out in the same
-socket write (nats-py's own flusher writes twice); order, flush() and request/reply are unchanged."""
+"""pas.transport.natscompat.Client (what pas.transport.connection.connect returns): nats-py's client with a
+flusher that waits one turn of the event loop and writes everything pending at once. A publish made in
+the turn after another goes out in the same socket write (nats-py's own flusher writes twice); order,
+flush() and request/reply are unchanged."""
 
 from __future__ import annotations
 

@@ -9,12 +9,21 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pas.base.errors import CommandRefused
-from pas.execution.edit_loop import EditFormatError, apply_edits, parse_edits, run_llm_edit, safe_path
-from pas.llm.client import BudgetTracker, LLMClient
+from pas.execution.edit_loop import (
+    EditFormatError,
+    EditResult,
+    EditTask,
+    apply_edits,
+    parse_edits,
+    run_llm_edit,
+    safe_path,
+)
+from pas.llm.client import Asker, BudgetTracker, LLMClient
 from tests.fakellm import Fail, FakeLLM, Reply, fake_llm  # noqa: F401
 
 BUGGY = "def add(a, b):\n    return a - b\n"
@@ -69,13 +78,10 @@ def llm(fake: FakeLLM) -> LLMClient:
     return LLMClient({"coder": fake.profile("coder"), "spare": fake.profile("coder-spare")})
 
 
-async def edit(fake: FakeLLM, repo: Path, **kw: object) -> object:
-    args: dict[str, object] = {
-        "agent": "prog-001", "primary": "coder", "backup": None, "workdir": repo, "instruction": "make add() add",
-        "files": ["calc.py"], "acceptance": ACCEPT, "run_acceptance": run_acceptance, "run_id": "r1",
-    }
-    args.update(kw)
-    return await run_llm_edit(llm(fake), **args)  # type: ignore[arg-type]
+async def edit(fake: FakeLLM, repo: Path, files: list[str] | None = None, acceptance: str | None = ACCEPT,
+               backup: str | None = None, **kw: Any) -> EditResult:
+    return await run_llm_edit(Asker(llm(fake), "prog-001", "coder", backup, "r1"),
+                              EditTask(repo, "make add() add", files or ["calc.py"], acceptance), run_acceptance, **kw)
 
 
 async def test_edit_passes_acceptance_and_reports_diff(fake_llm: FakeLLM, repo: Path) -> None:

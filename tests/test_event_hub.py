@@ -1,10 +1,11 @@
 """The HMI's event hub (pas.surfaces.http.events) against a real nats-server with PAS's streams:
 - it follows runs and comms only while a browser listens: with none, a job costs the adapter no
   message; the first browser gets them live before its "hello", and they go when the last one leaves;
-- run states are coalesced per object: a client that does not read holds the latest state of each
-  task, not every event, and then gets every final state in one batch;
-- comms entries carry their PAS_COMMS sequence; a client that falls further behind than the hub
-  keeps loses the oldest, and what it lost is readable from PAS_COMMS by that sequence;
+- each flush is encoded once, and the same bytes are queued for every client (no work per browser);
+- run states are coalesced per object: a client that does not read falls QUEUE_MAX chunks behind
+  and then gets one catch-up, the latest state of each task, not every event;
+- comms entries carry their PAS_COMMS sequence; a client caught up is told the last sequence read,
+  and what it missed is readable from PAS_COMMS by that sequence;
 - a body that does not validate is skipped, and the hub goes on.
 """
 
@@ -25,6 +26,7 @@ from pas.runtime.comms import read_numbered
 from pas.surfaces.http import events
 from pas.surfaces.http.events import EventHub
 from pas.transport.bus import provision
+from pas.transport.streams import ReadOptions
 from tests.conftest import FAST, wait_for
 
 
@@ -43,17 +45,17 @@ async def hub(nats_server: Any) -> AsyncIterator[tuple[EventHub, Any]]:
         await pub.close()
 
 
-def parse(chunk: str) -> list[tuple[str, Any]]:
+def parse(chunk: bytes) -> list[tuple[str, Any]]:
     """(event, data) of every SSE event in one chunk."""
     out = []
-    for block in chunk.strip().split("\n\n"):
+    for block in chunk.decode().strip().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
         if "event" in lines:
             out.append((lines["event"], json.loads(lines["data"])))
     return out
 
 
-async def next_events(stream: AsyncIterator[str], timeout_s: float = 5) -> list[tuple[str, Any]]:
+async def next_events(stream: AsyncIterator[bytes], timeout_s: float = 5) -> list[tuple[str, Any]]:
     while True:
         chunk = await asyncio.wait_for(anext(stream), timeout_s)
         got = parse(chunk)
@@ -81,8 +83,8 @@ async def test_runs_and_comms_are_followed_only_while_a_browser_listens(hub: tup
     assert h.live == [] and h.nc.stats["in_msgs"] == before
 
     stream = h.stream({"hi": 1})
-    assert await anext(stream) == "retry: 1000\n\n"
-    assert (await anext(stream)).startswith("event: hello")
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert (await anext(stream)).startswith(b"event: hello")
     assert len(h.live) == 2
     await pub.publish(S.comms("r1", "gateway", "CMD"), comms("r1", "seen"))
     [(event, batch)] = await next_events(stream)
@@ -97,54 +99,82 @@ async def test_runs_and_comms_are_followed_only_while_a_browser_listens(hub: tup
     assert h.nc.stats["in_msgs"] == before
 
 
-async def test_a_client_that_does_not_read_gets_the_latest_state_of_each_task(hub: tuple[EventHub, Any]) -> None:
-    """300 tasks x 3 states while the client reads nothing: the hub holds at most one state per
-    task for it, and then sends each task's final state, none missing."""
+async def test_one_encoded_chunk_per_flush_for_every_client(hub: tuple[EventHub, Any]) -> None:
     h, pub = hub
+    streams = [h.stream({}) for _ in range(3)]
+    for st in streams:
+        await anext(st)
+        await anext(st)
+    for i in range(50):
+        await pub.publish(S.run_task("r-3", f"t{i:02d}"), task("r-3", f"t{i:02d}", "running"))
+    await pub.flush()
+    await wait_for(lambda: h.stats.run_events == 50, 10)
+    h.flush()
+    queues = [c.queue for c in h.clients]
+    assert all(q for q in queues)
+    first = queues[0][-1].data
+    assert all(q[-1].data is first for q in queues)  # one bytes object, not one encoding per client
+    for st in streams:
+        got: set[str] = set()
+        while len(got) < 50:
+            for event, data in await next_events(st):
+                got |= {it["data"]["task_id"] for it in data["items"]} if event == "runs" else set()
+        await st.aclose()
+
+
+async def test_a_client_that_does_not_read_gets_the_latest_state_of_each_task(
+        hub: tuple[EventHub, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 tasks x 3 states while the client reads nothing: past QUEUE_MAX chunks it is queued no
+    more, and its next read is one catch-up with each task's final state, none missing."""
+    h, pub = hub
+    monkeypatch.setattr(events, "QUEUE_MAX", 2)
     stream = h.stream({})
     await anext(stream)
     await anext(stream)
     [client] = h.clients
-    for status in ("queued", "running", "completed"):
+    for n, status in enumerate(("queued", "running", "completed"), 1):
         for i in range(300):
             await pub.publish(S.run_task("r-big", f"t{i:03d}"), task("r-big", f"t{i:03d}", status))
+        await pub.flush()
+        await wait_for(lambda n=n: h.stats.run_events == 300 * n, 10)  # type: ignore[misc]
+        h.flush()
     await pub.publish(S.run_task("r-big", "t000"), task("r-big", "t000", "running"))  # late: must not win
     await pub.publish(S.run_task("r-big", "bad"), b'{"task_id": 1}')  # does not validate
     await pub.flush()
-    await wait_for(lambda: h.stats.run_events == 902, 10)
-    await wait_for(lambda: h.stats.skipped == 1, 10)
+    await wait_for(lambda: h.stats.run_events == 902 and h.stats.skipped == 1, 10)
     h.flush()
-    assert len(client.runs) == 300 and client.max_backlog <= 300  # bounded by objects, not events
+    assert client.behind_t is not None and not client.queue  # its queue stopped at QUEUE_MAX chunks
     final: dict[str, str] = {}
     while len(final) < 300 or any(s != "completed" for s in final.values()):
         for event, data in await next_events(stream):
             if event == "runs":
                 final.update({it["data"]["task_id"]: it["data"]["status"] for it in data["items"]})
     assert set(final) == {f"t{i:03d}" for i in range(300)} and set(final.values()) == {"completed"}
-    assert h.stats.run_states_sent <= 302  # not 900
+    assert client.catch_ups == 1 and client.max_catch_up == 300  # one state per task, not 900
     await stream.aclose()
 
 
-async def test_comms_beyond_the_backlog_are_refilled_by_sequence(hub: tuple[EventHub, Any],
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_comms_a_caught_up_client_missed_are_refilled_by_sequence(
+        hub: tuple[EventHub, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     h, pub = hub
-    monkeypatch.setattr(events, "COMMS_BACKLOG", 50)
+    monkeypatch.setattr(events, "QUEUE_MAX", 1)
     stream = h.stream({})
     await anext(stream)
     await anext(stream)
     [client] = h.clients
     js = pub.jetstream()
-    for i in range(120):
-        await js.publish(S.comms("r-c", "gateway", "CMD"), comms("r-c", f"line {i}"))
+    for part in range(2):
+        for i in range(60):
+            await js.publish(S.comms("r-c", "gateway", "CMD"), comms("r-c", f"line {part * 60 + i}"))
+        await wait_for(lambda part=part: h.stats.comms == 60 * (part + 1), 10)  # type: ignore[misc]
+        h.flush()
     await pub.publish(S.comms("r-c", "gateway", "CMD"), b"not json")  # skipped with a warning
-    await wait_for(lambda: h.stats.comms == 120 and h.stats.skipped == 1, 10)
-    h.flush()
-    assert client.comms_dropped == 70
+    await wait_for(lambda: h.stats.skipped == 1, 10)
+    assert client.behind_t is not None
     [(event, batch)] = await next_events(stream)
-    seqs = [e["seq"] for e in batch["entries"]]
-    assert event == "comms" and len(seqs) == 50 and seqs == list(range(seqs[0], seqs[0] + 50))
-    # What the page fills the hole with: PAS_COMMS from the first sequence it missed.
-    first = seqs[0] - 70
-    got = [(seq, e.message) async for seq, e in read_numbered(js, start_seq=first) if seq < seqs[0]]
-    assert [m for _, m in got] == [f"line {i}" for i in range(70)]
+    assert event == "comms" and batch["entries"] == []
+    # What the page fills the hole with: PAS_COMMS up to the last sequence the hub read.
+    last = batch["upto"]
+    got = [(seq, e.message) async for seq, e in read_numbered(js, how=ReadOptions(start_seq=last - 120)) if seq <= last]
+    assert [m for _, m in got][-120:] == [f"line {i}" for i in range(120)]
     await stream.aclose()

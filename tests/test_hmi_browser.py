@@ -172,9 +172,8 @@ async def test_killed_agent_turns_red(nats_server: EmbeddedServer, pas_procs: An
         await expect(page.get_by_test_id("summary")).to_contain_text("1 dead")
         color = await agent.locator(".dot").evaluate("e => getComputedStyle(e).backgroundColor")
         assert color == "rgb(208, 52, 44)"  # --dead
-        log = page.get_by_test_id("log")
-        await expect(log.locator(f'[data-run="{run_id}"]').last).to_contain_text(f"run {run_id} completed")
-        await expect(log.locator('[data-type="STATUS"]').last).to_contain_text("agent prog-010 dead")
+        await wait_for(lambda: log_shows(page, run_id, text=f"run {run_id} completed"), WAIT_MS / 1000, 0.2)
+        await wait_for(lambda: log_shows(page, type="STATUS", text="agent prog-010 dead"), WAIT_MS / 1000, 0.2)
         assert await hmi.not_reloaded()
         await agent.scroll_into_view_if_needed()
         ARTIFACTS.mkdir(exist_ok=True)
@@ -216,18 +215,40 @@ async def test_cancel_button_cancels_a_running_run(hmi: Hmi) -> None:
         assert r.status_code == 409  # already cancelled
 
 
-ROW_JS = """els => els.map(e => ({
-  run: e.dataset.run, type: e.dataset.type, runText: e.querySelector('.run').textContent.trim(),
-  typeText: e.querySelector('.type').textContent.trim(), who: e.querySelector('.who').textContent.trim(),
-  msg: e.querySelector('.msg').textContent}))"""
+# The log holds only the rows in view (virtualised): scroll it from top to end, half a view at a time,
+# and read every row shown on the way (by PAS_COMMS sequence), then leave it at its end again (it
+# scrolls from its end: scrollTop runs from minus its height to 0).
+ROWS_JS = """async log => {
+  const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const rows = new Map();
+  log.scrollTop = -log.scrollHeight;
+  await frame();
+  for (;;) {
+    for (const e of log.querySelectorAll('[data-testid="log-entry"]')) rows.set(e.dataset.seq, {
+      run: e.dataset.run, type: e.dataset.type, runText: e.querySelector('.run').textContent.trim(),
+      typeText: e.querySelector('.type').textContent.trim(), who: e.querySelector('.who').textContent.trim(),
+      msg: e.querySelector('.msg').textContent});
+    const before = log.scrollTop;
+    log.scrollTop += log.clientHeight / 2;
+    if (log.scrollTop === before) break;
+    await frame();
+  }
+  return [...rows.values()];
+}"""
 
 
 async def log_rows(page: Page) -> list[dict[str, str]]:
     """Every row of the comms log as shown: its attributes and the text of its cells."""
-    rows = await page.get_by_test_id("log").get_by_test_id("log-entry").evaluate_all(ROW_JS)
+    rows = await page.get_by_test_id("log").evaluate(ROWS_JS)
     for r in rows:
         r["from"], _, r["to"] = r["who"].partition(" → ")
     return rows
+
+
+async def log_shows(page: Page, run: str | None = None, type: str | None = None, text: str = "") -> bool:
+    """Some row of the comms log (anywhere in it, scrolled to) is of this run and type and holds text."""
+    return any((run is None or r["run"] == run) and (type is None or r["type"] == type) and text in r["msg"]
+               for r in await log_rows(page))
 
 
 def key(run: str | None, frm: str, to: str, typ: str, msg: str) -> tuple[str, ...]:
@@ -309,7 +330,7 @@ async def test_comms_log_filters(hmi: Hmi) -> None:
 
     # No filter: everything again, of every type.
     await f_type.select_option("")
-    await expect(log.locator(f'[data-run="{c}"][data-type="STATUS"]')).to_have_count(1, timeout=WAIT_MS)
+    await wait_for(lambda: log_shows(page, c, "STATUS"), WAIT_MS / 1000, 0.2)
 
 
 def cells(headers: list[str], texts: list[str]) -> dict[str, str]:

@@ -2,7 +2,7 @@
 and a 20-task job beside it. Correctness only (the timings are `pas bench`'s hmi figure):
 - the final state of every task of both runs reaches the page, and every comms entry of the small
   run (by PAS_COMMS sequence), none missing;
-- the adapter's backlog for the browser stays bounded by the number of objects, not events;
+- what the adapter sends the browser is coalesced: at most one state per object per flush or catch-up;
 - the run view holds only the rows in view (virtualised), while the page knows all 300 tasks;
 - the run the URL names stays in view while a newer run starts, and the counts read done/total of
   the tasks as planned.
@@ -64,12 +64,12 @@ async def test_every_final_state_reaches_the_page_of_a_big_job(nats_server: Embe
             return {int(k) for k, (run, _) in trace["comms"].items() if run == "small"}
         await wait_for(lambda: _covers(comms_seen(), seqs), 20, 0.2)
 
-        # Coalescing: the adapter never held more for this browser than one state per object.
+        # Coalescing: a catch-up (if the page fell behind) carried at most one state per object.
         assert hmi.stack.http_server is not None
         hub = hmi.stack.http_server.hub
         [client] = hub.clients
-        assert 0 < client.max_backlog <= BIG + SMALL + 100, client.max_backlog  # tasks, jobs, lanes, runs
-        assert hub.stats.run_states_sent <= hub.stats.run_events
+        assert client.max_catch_up <= BIG + SMALL + 100, client.max_catch_up  # tasks, jobs, lanes, runs
+        assert 0 < hub.stats.run_states_sent <= hub.stats.run_events
 
         # The URL's run stayed in view; only the rows in view exist in the DOM.
         await expect(page.locator("#rv-title")).to_have_text("big — big")
@@ -162,3 +162,54 @@ async def test_run_by_url_approval_in_view_and_counts_of_unopened_runs(nats_serv
 
 async def _is(got: Any, want: str) -> bool:
     return bool(await got == want)
+
+
+LOG_IN_VIEW_JS = """() => {
+  const box = document.getElementById('log').getBoundingClientRect();
+  return [...document.querySelectorAll('#log [data-testid="log-entry"]')].filter(r => {
+    const b = r.getBoundingClientRect();
+    return b.top >= box.top && b.bottom <= box.bottom;
+  }).sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+    .map(r => r.querySelector('.msg').textContent);
+}"""
+
+
+async def test_the_log_follows_its_end_and_keeps_what_the_user_reads(nats_server: EmbeddedServer) -> None:
+    """The comms log shows its newest line while the user is at its end; scrolled up, the lines they
+    read stay where they are while more arrive below."""
+    async with hmi_on(http_cfg(), nats_server.url) as hmi:
+        page, js = hmi.page, hmi.client.nc.jetstream()
+        await hmi.open()
+        await page.set_viewport_size({"width": 1400, "height": 900})
+
+        async def say(lines: range) -> None:
+            for i in lines:
+                entry = CommsEntry(ts=datetime.now(UTC), from_agent="gateway", to_agent="root", msg_type="STATUS",
+                                   message=f"line {i:03d}", run_id="lg")
+                await js.publish(S.comms("lg", "gateway", "STATUS"), msgspec.json.encode(entry))
+
+        async def in_view() -> list[str]:
+            got: list[str] = await page.evaluate(LOG_IN_VIEW_JS)
+            return got
+        await say(range(100))
+        await wait_for(lambda: _ends_with(in_view(), "line 099"), 20, 0.1)
+        await page.get_by_test_id("log").evaluate("e => { e.scrollTop = -10 * 18; }")  # the user scrolls up
+        await wait_for(lambda: _ends_with(in_view(), "line 089"), 10, 0.1)
+        read = await in_view()
+        await say(range(100, 130))
+        await wait_for(lambda: _has(page.evaluate("S.log.map(e => e.message)"), "line 129"), 20, 0.1)
+        await page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        assert await in_view() == read  # what the user reads did not move
+        await page.get_by_test_id("log").evaluate("e => { e.scrollTop = 0; }")  # back to the end
+        await wait_for(lambda: _ends_with(in_view(), "line 129"), 10, 0.1)
+        await say(range(130, 131))
+        await wait_for(lambda: _ends_with(in_view(), "line 130"), 10, 0.1)  # and it follows again
+
+
+async def _ends_with(got: Any, last: str) -> bool:
+    rows = await got
+    return bool(rows) and rows[-1] == last
+
+
+async def _has(got: Any, item: str) -> bool:
+    return item in await got

@@ -365,7 +365,7 @@ async def test_openapi_per_port(http: Http) -> None:
 
 def test_http_models_mirror_the_wire_types() -> None:
     pairs = [(M.TaskIn, wire.TaskSpec), (M.BudgetIn, wire.Budget), (M.JobSubmitIn, wire.JobSubmit),
-             (M.JobCardIn, wire.JobCard), (M.ExecuteIn, wire.ExecuteRequest)]
+             (M.JobCardIn, wire.JobCardSubmit), (M.ExecuteIn, wire.ExecuteRequest)]
     for model, struct in pairs:
         wire_fields = {f.name for f in msgspec.structs.fields(struct)}
         assert set(model.model_fields) - {"task"} == wire_fields, model.__name__

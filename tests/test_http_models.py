@@ -21,7 +21,7 @@ except AttributeError:
 
 PAIRS: list[tuple[type[BaseModel], Any]] = [
     (M.TaskIn, wire.TaskSpec), (M.BudgetIn, wire.Budget), (M.JobSubmitIn, wire.JobSubmit),
-    (M.JobCardIn, wire.JobCard), (M.ExecuteIn, ExecuteRequest), (M.DecisionIn, wire.Decision),
+    (M.JobCardIn, wire.JobCardSubmit), (M.ExecuteIn, ExecuteRequest), (M.DecisionIn, wire.Decision),
 ]
 NAMES = {m.__name__: s.__name__ for m, s in PAIRS}
 # HTTP-only fields, and fields the HTTP side may leave out because to_wire() fills them.
@@ -102,6 +102,6 @@ def test_what_the_adapter_sends_decodes_as_the_wire_type() -> None:
     got = wire.decode(msgspec.json.encode(job.to_wire()), wire.JobSubmit)
     assert (got.budget.tokens_max, got.priority, got.tasks[0].command) == (5, 10, "true")
     card = M.JobCardIn(job_id="j", run_id="r", tasks=[M.TaskIn(lane="docs", instruction="i")])
-    assert wire.decode(msgspec.json.encode({**card.to_wire(), "lane": "docs"}), wire.JobCard).job_id == "j"
+    assert wire.decode(msgspec.json.encode({**card.to_wire(), "lane": "docs"}), wire.JobCardSubmit).job_id == "j"
     ex = M.ExecuteIn(task="do", timeout_s=20)
     assert wire.decode(msgspec.json.encode(ex.to_wire()), ExecuteRequest).instruction == "do"

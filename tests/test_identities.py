@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -38,7 +39,7 @@ ECHO = {"lane": "code", "instruction": "echo ok", "command": "echo ok", "executo
 
 @pytest.fixture
 async def up(tmp_path: Path) -> AsyncIterator[Stack]:
-    st = Stack(make_cfg("settings.nats.port=-1"), only=AGENTS, data_dir=tmp_path / "data")
+    st = Stack(make_cfg("settings.nats.port=-1", f"settings.nats.data_dir={tmp_path / 'data'}"), only=AGENTS)
     await st.start()
     try:
         yield st
@@ -99,12 +100,15 @@ def test_each_agent_has_its_own_user_and_grants() -> None:
     prog = perms["prog-001"].publish
     assert S.heartbeat("prog-001") in prog and S.heartbeat("*") not in prog
     assert S.comms_filter(from_agent="prog-001") in prog and S.COMMS_ALL not in prog
-    assert S.kv_subject(S.KV_CLAIMS, "prog-001") in prog and S.kv_subject(S.KV_MODELS, "prog-001") in prog
-    assert S.kv_subject(S.KV_TREE, S.task_key("*", "*")) in prog
-    for theirs in (S.job_key("*", "*"), S.lane_key("*", "*"), S.plan_key("*")):
+    assert S.kv_subject(S.KV_CLAIMS, "prog-001") in prog and S.kv_subject(S.KV_MODELS, "prog-001") not in prog
+    assert {u for u, p in perms.items() if S.kv_subject(S.KV_MODELS, "*") in p.publish} == {"adapter", "admin"}
+    assert S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", ">")) in prog
+    assert S.task_done("*", "prog-001") in prog and S.task_done("*", "*") not in prog
+    for theirs in (S.task_key("*", "*"), S.job_key("*", "*"), S.lane_key("*", "*"), S.plan_key("*")):
         assert S.kv_subject(S.KV_TREE, theirs) not in prog
     assert S.done_plan("*") not in prog and S.GATEWAY_CANCEL not in prog
-    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
+    only = {S.kv_subject(S.KV_TREE, S.job_key("*", "*")): "mgr-",
+            S.kv_subject(S.KV_TREE, S.task_key("*", "*")): "mgr-", S.kv_subject(S.KV_TREE, S.plan_key("*")): "architect",
             S.done_plan("*"): "architect", S.kv_subject(S.KV_TREE, S.lane_key("*", "code")): "dir-code"}
     for subject, owner in only.items():
         assert {u for u, p in perms.items() if subject in p.publish and u != "admin"} == {
@@ -278,10 +282,22 @@ async def test_client_cancels_and_decides_only_its_own_runs(up: Stack) -> None:
         assert up.bus is not None
         runs = {r: (await up.bus.kv_get(S.KV_RUNS, r, wire.RunRecord)) for r in ("own-1", "own-2")}
         assert {r: got[0].submitted_by for r, got in runs.items() if got} == {"own-1": "client", "own-2": "adapter"}
+        # The comms entries of the commands name the NATS user that sent each one, never the `by` it states.
+        cmds = [(e.run_id, e.message.split()[0], e.from_agent) async for e in comms.read(mine.nc.jetstream())
+                if e.msg_type == "CMD" and e.to_agent == "gateway" and (e.run_id or "").startswith("own-")]
+        assert sorted(cmds) == [("own-1", "cancel", "client"), ("own-1", "submit", "client"),
+                                ("own-2", "cancel", "admin"), ("own-2", "submit", "adapter"),
+                                ("own-3", "approve", "adapter"), ("own-3", "submit", "adapter")], cmds
     finally:
         await mine.close()
         await other.close()
         await admin.close()
+    nc = await as_user(up, "gateway")  # what the gateway itself may log as a client's command: not `ana`
+    try:
+        await nc.publish(S.comms("own-3", "ana", "CMD"), b"{}")
+        await violation(up, "gateway", S.comms("own-3", "ana", "CMD"))
+    finally:
+        await nc.close()
     await a_job_completes(up, "after-5")
 
 
@@ -290,9 +306,10 @@ async def _status_is(client: PasClient, run_id: str, status: str) -> bool:
 
 
 async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any) -> None:
-    """A programmer may write its own model key and any profile's breaker; what it writes there is
-    checked where it is read: a profile not in models.yaml, or a breaker open for a year, is skipped
-    with a WARNING (the agent keeps its model, `pas agents` shows no breaker), and nothing fails."""
+    """A programmer may write its own breakers only (another agent's, or the old per-profile key, is refused by
+    the server); what it writes there is checked where it is read: a breaker open for a year, or one whose body
+    names another agent, is skipped with a WARNING (`pas agents` shows no breaker), and nothing fails. Model
+    overrides are admin's: a stored one naming a profile not in models.yaml is skipped the same way."""
     import sys
     import time
 
@@ -303,11 +320,23 @@ async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any
     nc = await as_user(up, "prog-001")
     try:
         js = nc.jetstream()
-        await js.publish(S.kv_subject(S.KV_MODELS, "prog-001"), b'{"agent": "prog-001", "model": "no-such-profile"}')
-        year = json.dumps({"state": "open", "failures": 3, "open_until": time.time() + 31535889, "ts": time.time()})
-        await js.publish(S.kv_subject(S.KV_BREAKERS, profile), year.encode())
+        year = {"state": "open", "failures": 3, "open_until": time.time() + 31535889, "ts": time.time(),
+                "agent": "prog-001", "profile": profile}
+        await js.publish(S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", profile)), json.dumps(year).encode())
+        other = next(m for m in up.cfg.models if m != profile)
+        hour = {**year, "open_until": time.time() + 3600, "agent": "prog-002", "profile": other}  # another's name
+        await js.publish(S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", other)), json.dumps(hour).encode())
+        for theirs in (S.breaker_key("prog-002", profile), profile):
+            await nc.publish(S.kv_subject(S.KV_BREAKERS, theirs), json.dumps(year).encode())
+            await violation(up, "prog-001", S.kv_subject(S.KV_BREAKERS, theirs))
     finally:
         await nc.close()
+    admin = await as_user(up, "admin")  # model overrides are admin's to write
+    try:
+        await admin.jetstream().publish(S.kv_subject(S.KV_MODELS, "prog-001"),
+                                        b'{"agent": "prog-001", "model": "no-such-profile"}')
+    finally:
+        await admin.close()
     await prog.load_model_override()
     assert prog.model == profile
     assert any("ignoring its stored model override" in r.getMessage() and "no-such-profile" in r.getMessage()
@@ -320,16 +349,60 @@ async def test_a_bad_model_override_or_breaker_is_skipped(up: Stack, caplog: Any
     row = next(r for r in json.loads(out) if r["agent"] == "prog-001")
     assert row["model"] == profile and row["breaker"] == "-", row
     assert f"skipped KV {S.KV_MODELS} key prog-001" in err.decode()
-    assert f"skipped KV {S.KV_BREAKERS} key {profile}" in err.decode()
+    assert f"skipped KV {S.KV_BREAKERS} key prog-001.{profile}" in err.decode()
+    assert f"skipped KV {S.KV_BREAKERS} key prog-001.{other}" in err.decode()
+    for key in (S.breaker_key("prog-002", profile), profile):
+        assert await stored(up, S.KV_BREAKERS, key) is None
     await a_job_completes(up, "after-6")
 
 
+async def test_programmer_reports_only_the_tasks_it_holds(up: Stack, caplog: Any) -> None:
+    """Task records are the managers': with a programmer's credentials, writing another run's task record is
+    refused by the server, and a result or a start reported under its own id for a task another programmer
+    holds is refused by the managers with a WARNING; the holder's real result is what the run ends with."""
+    caplog.set_level(logging.WARNING, "pas.taskowner")
+    client = await client_of(up)
+    task = {"lane": "code", "instruction": "sleep 4", "command": "sleep 4", "executor": "command"}
+    await client.submit({"title": "victim", "run_id": "held-1", "tasks": [task]})
+    await wait_for(lambda: _task_running(client, "held-1"), timeout_s=30)
+    holder = (await client.status("held-1"))["tasks"][0]["programmer"]
+    attacker = "prog-002" if holder == "prog-001" else "prog-001"
+    nc = await as_user(up, attacker)
+    try:
+        forged = wire.TaskRecord(task_id="code-1-01", run_id="held-1", job_id="code-1", lane="code", manager="x",
+                                 executor="command", instruction="forged", status="failed", output="forged",
+                                 attempts=1, programmer=holder)
+        key = S.kv_subject(S.KV_TREE, S.task_key("held-1", "code-1-01"))
+        await nc.publish(key, wire.encode(forged))
+        await violation(up, attacker, key)
+        await nc.publish(S.task_done("code", holder), b"{}")  # another programmer's subject
+        await violation(up, attacker, S.task_done("code", holder))
+        started = msgspec.structs.replace(forged, status="running", output="")
+        await nc.publish(S.task_started("code", attacker), wire.encode(started))
+        ev = wire.RunEvent(run_id="held-1", kind="task", status="failed", ts=wire.now(), lane="code", job_id="code-1",
+                           task_id="code-1-01")
+        reply = await nc.request(S.task_done("code", attacker), wire.encode(wire.ChildDone(event=ev, task=forged)),
+                                 timeout=10)
+        assert (reply.headers or {}).get("Nats-Service-Error-Code") == "403", reply.headers
+        await wait_for(lambda: sum("ignored " + attacker + "'s start" in r.getMessage() or
+                                   "refused " + attacker + "'s result" in r.getMessage() for r in caplog.records) == 2,
+                       timeout_s=10)
+        res = await client.wait("held-1", timeout_s=60)
+    finally:
+        await nc.close()
+        await client.close()
+    t = res["tasks"][0]
+    assert res["status"] == "completed" and t["status"] == "completed" and t["output"] != "forged", res
+    assert t["programmer"] == holder and t["instruction"] == "sleep 4", t
+    await a_job_completes(up, "after-7")
+
+
 async def test_a_garbage_task_record_does_not_break_the_status(up: Stack, caplog: Any) -> None:
-    """Task records are the pool's (any programmer may write one): a record that is not a TaskRecord is
+    """A task record that is not a TaskRecord (written with the credentials of a manager, who owns them) is
     skipped, with a WARNING naming its key, by every view that lists a run's tasks."""
     caplog.set_level(logging.WARNING, "pas.bus")
     await a_job_completes(up, "garbage-1")
-    nc = await as_user(up, "prog-001")
+    nc = await as_user(up, "mgr-code-01")
     try:
         await nc.jetstream().publish(S.kv_subject(S.KV_TREE, S.task_key("garbage-1", "x-99")), b'{"status": 7}')
     finally:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 from tests.conftest import ROOT
 
@@ -22,4 +25,38 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_is_clean() -> None:
     r = subprocess.run([*_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+STRICT_LAYERS = ["pas.transport.*", "pas.runtime.*"]
+
+
+def _strict_flags() -> set[str]:
+    """The flags `mypy --strict` turns on, read from this mypy's own --help (as config keys)."""
+    r = subprocess.run([*_tool("mypy"), "--help"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "1000"})
+    text = re.split(r"\n  --strict\s", r.stdout, maxsplit=1)[1].split("\n  --", 1)[0]
+    text = re.sub(r"-\n\s*", "-", text)  # argparse wraps inside a flag's name at a hyphen
+    flags = {f.replace("-", "_") for f in re.findall(r"--([a-z][a-z-]+)", text)}
+    assert {"disallow_untyped_defs", "warn_return_any"} <= flags, r.stdout
+    return flags
+
+
+def test_transport_and_runtime_are_mypy_strict() -> None:
+    """test_mypy_is_clean runs mypy with pyproject's config: its override must hold every flag of
+    --strict for the transport and runtime layers (the global section holds the ones mypy applies to all)."""
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    override = next((o for o in cfg.get("overrides", []) if o.get("module") == STRICT_LAYERS), None)
+    assert override is not None, f"no [[tool.mypy.overrides]] for {STRICT_LAYERS}"
+    on = {k for k, v in {**cfg, **override}.items() if v is True}
+    assert _strict_flags() - on == set()
+
+
+def test_ruff_limits_arguments_in_pas() -> None:
+    """ruff's too-many-arguments (PLR0913) is on with max-args 6 and nothing in pas/ is exempt."""
+    lint = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    assert "PLR0913" in lint["select"] and lint["pylint"]["max-args"] == 6
+    assert not any("PLR0913" in codes for path, codes in lint["per-file-ignores"].items() if path.startswith("pas"))
+    r = subprocess.run([*_tool("ruff"), "check", "--select", "PLR0913", "--output-format", "concise", "pas"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

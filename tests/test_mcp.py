@@ -132,8 +132,8 @@ async def test_with_nats_users_on_it_connects_as_client(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     cfg = http_cfg("settings.nats.port=-1", ALLOW)
     assert cfg.settings.nats.auth == "on"
-    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"],
-               data_dir=tmp_path / "data", http=True)
+    cfg.settings.nats.data_dir = str(tmp_path / "data")
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001"], http=True)
     await st.start()
     try:
         creds = tmp_path / "data" / "creds"

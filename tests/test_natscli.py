@@ -253,7 +253,8 @@ def test_stream_view_comms_shows_the_run(pas: PasUnderCli, done_run: str) -> Non
                       until="Next Page?")
     entries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert entries and all(e["run_id"] == done_run for e in entries), out
-    assert {"client", "gateway", "architect"} <= {e["from_agent"] for e in entries}, out
+    # submitted with `nats req pas.gateway.submit`: a subject any user may publish, so logged as `anonymous`
+    assert {"anonymous", "gateway", "architect"} <= {e["from_agent"] for e in entries}, out
 
 
 @pytest.mark.parametrize("stream", sorted(PAS_STREAMS))

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from pas.protocol import subjects as S
+from pas.protocol import wire
 from pas.surfaces.stack import Stack
 from pas.transport import auth
 from pas.transport.bus import AuthRefused, connect
@@ -33,9 +34,9 @@ AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", 
 @pytest.fixture
 async def secured(tmp_path: Path) -> AsyncIterator[Stack]:
     """The embedded server as `pas up` starts it by default (NATS users on), with a few agents."""
-    cfg = make_cfg("settings.nats.port=-1")
+    cfg = make_cfg("settings.nats.port=-1", f"settings.nats.data_dir={tmp_path / 'data'}")
     assert cfg.settings.nats.auth == "on"  # the default
-    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data")
+    st = Stack(cfg, only=AGENTS)
     await st.start()
     try:
         yield st
@@ -134,15 +135,20 @@ async def test_programmer_cannot_write_another_roles_kv_keys(secured: Stack, cap
         for subject in (request_key, run_key):
             await nc.publish(subject, b'{"forged":true}')
             await refused(secured, caplog, "prog-001", subject)
-        # its own keys (task records) it may write: the rule is narrow, not a blanket refusal
+        # the keys it owns it may write: the rule is narrow, not a blanket refusal
         js = nc.jetstream(timeout=5)
-        await js.publish(f"$KV.{S.KV_TREE}.r-x.task.t-1", b'{"ok":true}')
+        await js.publish(S.kv_subject(S.KV_BREAKERS, S.breaker_key("prog-001", "gpt-4o")), b'{"ok":true}')
     finally:
         await nc.close()
     assert secured.bus is not None
     assert await secured.buses["gateway"].kv_get(S.KV_RUNS, "r-x", dict) is None
     assert await secured.buses["mgr-code-01"].kv_get(S.KV_TREE, "r-x.request", dict) is None
-    assert (await secured.buses["mgr-code-01"].kv_get(S.KV_TREE, "r-x.task.t-1", dict))[0] == {"ok": True}
+    admin = await as_user(secured, "admin")
+    try:
+        breakers = await admin.jetstream().key_value(S.KV_BREAKERS)
+        assert (await breakers.get(S.breaker_key("prog-001", "gpt-4o"))).value == b'{"ok":true}'
+    finally:
+        await admin.close()
 
 
 @pytest.mark.parametrize("subject", [S.run_task("r-1", "code-1-01"), S.done_plan("r-1")])
@@ -181,12 +187,25 @@ async def test_manager_cannot_change_models_admin_can(secured: Stack, caplog: An
         await nc.close()
     prog1 = next(a for a in secured.agents if a.id == "prog-001")
     assert prog1.model == prog1.cfg.model
+    for agent in ("mgr-code-01", "prog-001"):  # model overrides are admin's: not even an agent's own
+        nc = await as_user(secured, agent)
+        try:
+            own = S.kv_subject(S.KV_MODELS, agent)
+            await nc.publish(own, b'{"model":"gpt-4o"}')
+            await refused(secured, caplog, agent, own)
+        finally:
+            await nc.close()
     admin = await PasClient.connect(secured.url or "", 10, creds=secured.creds["admin"])
     try:
-        res = await admin.request(subject, {"primary": "gpt-4o"})
+        res = await admin.set_model("prog-001", secured.cfg.models, primary="gpt-4o")
+        stored = await (await admin.nc.jetstream().key_value(S.KV_MODELS)).get("prog-001")
     finally:
         await admin.close()
     assert res["model"] == "gpt-4o" and prog1.model == "gpt-4o"
+    assert wire.decode(stored.value or b"", dict)["model"] == "gpt-4o"  # written by admin; the agent reads it
+    prog1.model = None
+    await prog1.load_model_override()
+    assert prog1.model == "gpt-4o"
 
 
 async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: Any) -> None:
@@ -225,9 +244,8 @@ async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fa
     from tests.test_llm_pipeline import failover_swarm
 
     cfg = failover_swarm(fake_llm)
-    cfg.settings.nats.port = -1
-    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
-               data_dir=tmp_path / "data")
+    cfg.settings.nats.port, cfg.settings.nats.data_dir = -1, str(tmp_path / "data")
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"])
     await st.start()
     try:
         client = await PasClient.connect(st.url or "", 10, creds=st.creds["client"])
@@ -235,7 +253,7 @@ async def test_llm_planning_at_every_tier_with_permissions_on(tmp_path: Path, fa
             await client.submit({"title": "docs", "goal": "Document the calc API", "run_id": "llm-sec"})
             res = await client.wait("llm-sec", timeout_s=60)
             breakers = await client.nc.jetstream().key_value(S.KV_BREAKERS)  # `pas agents` reads it as client
-            assert (await breakers.get("pa")).value  # written by the architect's connection
+            assert (await breakers.get(S.breaker_key("architect", "pa"))).value  # the architect's own key
         finally:
             await client.close()
     finally:
@@ -253,8 +271,8 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
 
     from tests.http_support import http_cfg, poll
 
-    cfg = http_cfg("settings.nats.port=-1")
-    st = Stack(cfg, only=AGENTS, data_dir=tmp_path / "data", http=True)
+    cfg = http_cfg("settings.nats.port=-1", f"settings.nats.data_dir={tmp_path / 'data'}")
+    st = Stack(cfg, only=AGENTS, http=True)
     await st.start()
     try:
         ports = st.http_server.ports  # type: ignore[union-attr]
@@ -271,6 +289,8 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
             assert {"gateway", "root"} <= {e["from_agent"] for e in comms}
             r = await c.post(f"{hmi}/api/agents/prog-002/model", json={"primary": "gpt-4o"})
             assert r.status_code == 200 and r.json()["model"] == "gpt-4o", r.text
+            models = (await c.get(f"{hmi}/api/models")).json()  # the override, written by the adapter to KV
+            assert models["agents"]["prog-002"]["model"] == "gpt-4o", models
             mgr = f"http://{cfg.settings.http.host}:{ports['mgr-code-01']}"
             card = {"job_id": "card-1", "run_id": "http-2", "lane": "code",
                     "tasks": [{"lane": "code", "instruction": "x", "executor": "echo"}]}
@@ -368,8 +388,8 @@ def test_pas_nats_config_prints_the_same_rules(tmp_path: Path) -> None:
 
 async def test_permissions_off_switch(tmp_path: Path) -> None:
     """settings.nats.auth=off: no users in the server config, anyone may connect, one shared bus."""
-    cfg = make_cfg("settings.nats.port=-1", "settings.nats.auth=off")
-    st = Stack(cfg, only=["monitor", "gateway"], data_dir=tmp_path / "data")
+    cfg = make_cfg("settings.nats.port=-1", "settings.nats.auth=off", f"settings.nats.data_dir={tmp_path / 'data'}")
+    st = Stack(cfg, only=["monitor", "gateway"])
     await st.start()
     try:
         assert "authorization" not in (tmp_path / "data" / "nats-server.conf").read_text()

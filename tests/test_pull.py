@@ -12,15 +12,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, RetentionPolicy, StreamConfig
 
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import CommsLog
-from pas.runtime.service import WorkCtx, WorkLoop
+from pas.runtime.service import WorkCtx, WorkLoop, WorkLoopOptions
 from pas.transport.bus import Bus
 from pas.transport.connection import connect
-from pas.transport.pull import ended
+from pas.transport.pull import Puller, Status, ended
 from pas.transport.server import EmbeddedServer
 from tests.conftest import make_cfg, wait_for
 
@@ -29,9 +30,9 @@ Handler = Callable[[wire.RunRef, WorkCtx], Awaitable[None]]
 
 def work_loop(bus: Bus, stream: str, durable: str, handler: Handler, concurrency: int,
               fetch_timeout_s: float = 2.0) -> WorkLoop:
-    return WorkLoop(bus.js, stream, durable, wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                    concurrency=concurrency, ack_wait_s=10, spawn=bus.spawn, name=f"t:{durable}",
-                    fetch_timeout_s=fetch_timeout_s)
+    return WorkLoop(bus.js, stream, durable, wire.RunRef, handler,
+                    WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=concurrency,
+                                    ack_wait_s=10, name=f"t:{durable}", fetch_timeout_s=fetch_timeout_s))
 
 
 @asynccontextmanager
@@ -53,15 +54,33 @@ async def publish(bus: Bus, stream: str, run_id: str) -> None:
 
 def test_a_status_ends_its_request() -> None:
     """408 and a counted 409 release their rest; a refused request (no leader: 503, 400, over
-    max_waiting) its whole batch; a leadership change, a deleted consumer, a shutdown every request."""
-    assert ended("408", "Request Timeout", "3", 8) == (3, True)
-    assert ended("409", "Message Size Exceeds MaxBytes", "2", 8) == (2, True)
-    assert ended("503", "", None, 8) == (8, False)
-    assert ended("409", "Exceeded MaxWaiting", None, 8) == (8, False)
-    assert ended("400", "Bad Request", None, 8) == (8, False)
-    assert ended("409", "Leadership Change", None, 8) == (None, True)
-    assert ended("409", "Consumer Deleted", None, 8) == (None, False)
-    assert ended("409", "Server Shutdown", None, 8) == (None, False)
+    max_waiting) its whole batch; a no-wait 404 its whole batch; a leadership change, a deleted
+    consumer, a shutdown every request."""
+    assert ended(Status("408", "Request Timeout", 3), 8) == (3, True)
+    assert ended(Status("409", "Message Size Exceeds MaxBytes", 2), 8) == (2, True)
+    assert ended(Status("503"), 8) == (8, False)
+    assert ended(Status("409", "Exceeded MaxWaiting"), 8) == (8, False)
+    assert ended(Status("400", "Bad Request"), 8) == (8, False)
+    assert ended(Status("404", "No Messages"), 1) == (1, True)
+    assert ended(Status("409", "Leadership Change"), 8) == (None, True)
+    assert ended(Status("409", "Consumer Deleted"), 8) == (None, False)
+    assert ended(Status("409", "Server Shutdown"), 8) == (None, False)
+
+
+async def test_a_puller_reads_deliveries_then_the_status_that_ends_its_request(nats_server: Any) -> None:
+    """The one-shot shape (stream reads, priority bands): a no-wait pull of an empty consumer ends with
+    404; a pull of 3 with 2 stored gets both, then the 408 of its expiry saying 1 was not delivered."""
+    async with queue(nats_server.url, "PULLONE", "one") as bus:
+        async with Puller(bus.nc, "PULLONE", "one") as pull:
+            await pull.request(1, no_wait=True)
+            assert await pull.next(5) == Status("404", "No Messages")
+            for run_id in ("a", "b"):
+                await publish(bus, "PULLONE", run_id)
+            await pull.request(3, expires_s=0.5)
+            got = [await pull.next(5) for _ in range(3)]
+            assert [wire.decode(m.data, wire.RunRef).run_id for m in got[:2] if isinstance(m, Msg)] == ["a", "b"]
+            assert got[2] == Status("408", "Request Timeout", 1) and ended(got[2], 3) == (1, True)
+            assert pull.buffered == 0
 
 
 async def test_sequential_deliveries_need_far_fewer_pulls_than_deliveries(nats_server: Any, nc: Any) -> None:

@@ -522,6 +522,8 @@ ELSEWHERE: dict[str, str] = {
     "pas bench --quick": "tests/test_bench_pas.py::test_no_producer_failed_and_table_printed",
     "pas bench --json benchmarks/full.json --markdown BENCHMARKS.md": "the full run takes about an hour: BENCHMARKS.md",
     "python -m benchmarks --quick": "tests/test_bench_pas.py::test_no_producer_failed_and_table_printed",
+    "pas bench --figure hmi --json hmi.json": "a 2,000-task job beside 5 Chromium pages, minutes: the figure "
+        "runs in tests/test_bench_pas.py (pas bench --quick), the option in tests/test_bench_cli.py",
     "pas eval --model gpt-4o-mini --mode both --json eval.json --html eval.html":
         "model keys: tests/test_eval.py::test_cli_end_to_end (a local model server)",
     "pas eval --tasks 'fix-*,feat-*' --mode swarm --model qwen-coder-7b --programmers 4 --repeat 3":

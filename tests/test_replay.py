@@ -17,7 +17,8 @@ import pytest
 from pas.protocol import subjects as S
 from pas.surfaces.replay import live, timeline
 from pas.surfaces.stack import Stack
-from tests.conftest import ROOT
+from pas.transport.streams import read_raw
+from tests.conftest import ROOT, wait_for
 from tests.fakellm import Fail, Reply
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg
 from tests.test_llm_pipeline import swarm_cfg
@@ -78,6 +79,15 @@ def check_timeline(tl: dict[str, Any]) -> None:
     assert path[2]["id"] == last["task_id"]
 
 
+async def wait_for_rebuild_identical(url: str) -> None:
+    """Until `pas replay --rebuild` finds KV and the events agree (a write reaches PAS_EVENTS a moment later)."""
+    async def same() -> bool:
+        rc, out, _ = await pas(url, "replay", RUN, "--rebuild")
+        return rc == 0 and "identical" in out
+
+    await wait_for(same, timeout_s=30, interval_s=0.2)
+
+
 async def delete_kv(st: Stack, run_id: str) -> int:
     js = st.bus.js
     n = 0
@@ -98,14 +108,17 @@ async def test_replay_without_kv_and_rebuild(nats_server: Any, client: Any, fake
         url = nats_server.url
         rc, out, err = await pas(url, "replay", RUN, "--rebuild")
         assert rc == 0 and "identical" in out, out + err
-        # a KV value that disagrees with the events is named, field by field
+        # a KV value that disagrees with the events is named, field by field. Every KV write is its own
+        # event (sourced into PAS_EVENTS), so only a lost event can make them differ: delete the task's last.
         task = res["tasks"][0]
-        kv = await st.bus.js.key_value(S.KV_TREE)
-        real = (await kv.get(f"{RUN}.task.{task['task_id']}")).value
-        await kv.put(f"{RUN}.task.{task['task_id']}", json.dumps({**json.loads(real), "status": "failed"}).encode())
+        js = st.bus.js
+        *before, last = [m async for m in read_raw(js, S.STREAM_EVENTS, S.run_task(RUN, task["task_id"]))]
+        said = json.loads(before[-1].data)["status"]  # running (queued, if the running write was replaced at once)
+        await js.delete_msg(S.STREAM_EVENTS, last.seq)
         rc, out, _ = await pas(url, "replay", RUN, "--rebuild")
-        assert rc == 1 and f"{RUN}.task.{task['task_id']}.status: events say 'completed', KV holds 'failed'" in out
-        await kv.put(f"{RUN}.task.{task['task_id']}", real)
+        assert rc == 1 and f"{RUN}.task.{task['task_id']}.status: events say '{said}', KV holds 'completed'" in out
+        await (await js.key_value(S.KV_TREE)).put(S.task_key(RUN, task["task_id"]), last.data)  # written again
+        await wait_for_rebuild_identical(url)
 
         rc, before, err = await pas(url, "replay", RUN, "--json")
         assert rc == 0, err

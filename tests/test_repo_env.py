@@ -18,7 +18,8 @@ import pytest
 
 from pas.base.errors import BadRequest
 from pas.execution import repoenv
-from pas.execution.aider import run_aider
+from pas.execution.aider import AiderSetup, run_aider
+from pas.execution.edit_loop import EditTask
 from pas.runtime import comms
 from pas.surfaces.cliutil import result_table
 from pas.surfaces.stack import Stack
@@ -187,8 +188,8 @@ async def test_aider_runs_in_the_repo_env(tmp_path: Path) -> None:
     fake_aider.write_text('#!/bin/sh\necho "VIRTUAL_ENV=$VIRTUAL_ENV"\nprobe-tool\n')
     fake_aider.chmod(0o755)
     renv = repoenv.resolve(repo)
-    res = await run_aider(binary=str(fake_aider), workdir=repo, model="openai/x", api_base=None, api_key_env=None,
-                          instruction="x", files=["calc.py"], timeout_s=60, base_env=renv.env)
+    res = await run_aider(AiderSetup(str(fake_aider), "openai/x"), EditTask(repo, "x", ["calc.py"]), 60,
+                          base_env=renv.env)
     assert f"VIRTUAL_ENV={venv}" in res.output and "probe-tool in aider-env" in res.output
     assert res.status == "failed" and "never got a reply" in res.error  # the stand-in talks to no model
 

@@ -218,8 +218,8 @@ async def test_replay_rerun_diff_with_permissions_on(tmp_path: Path, fake_llm: A
     cfg = swarm_cfg(fake_llm, architect="pa", dir_docs="pd")
     cfg.settings.nats.port = -1
     cfg.settings.http.port_offset = free_port_offset(cfg)
-    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"],
-               data_dir=tmp_path / "data", http=True)
+    cfg.settings.nats.data_dir = str(tmp_path / "data")
+    st = Stack(cfg, only=["monitor", "gateway", "root", "architect", "dir-docs", "mgr-docs-01", "prog-001"], http=True)
     await st.start()
     env = {"PAS_CREDS_DIR": str(tmp_path / "data" / "creds")}
     try:

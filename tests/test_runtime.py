@@ -5,11 +5,13 @@ settings."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from nats.errors import NoRespondersError
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from pas.base.errors import BadInput, BudgetExceeded, Cancelled, Retry
+from pas.base.errors import BadInput, BudgetExceeded, Retry, Unavailable
 from pas.config.model import load_config
 from pas.protocol import subjects as S
 from pas.protocol import wire
@@ -17,7 +19,7 @@ from pas.roles import new_agent
 from pas.runtime import comms
 from pas.runtime import runs as R
 from pas.runtime.comms import CommsLog
-from pas.runtime.service import WorkCtx, WorkLoop, settle, task_status
+from pas.runtime.service import WorkCtx, WorkLoop, WorkLoopOptions, settle, task_status
 from pas.surfaces.stack import Stack
 from pas.transport.bus import Bus
 from tests.conftest import make_cfg, wait_for
@@ -26,18 +28,19 @@ from tests.conftest import make_cfg, wait_for
 def test_outcomes_map_to_settlement_and_task_status() -> None:
     assert settle(None) == ("ack", 0.0)
     assert settle(Retry("later", delay_s=2.5)) == ("nak", 2.5)
-    assert settle(Cancelled("run cancelled"))[0] == "ack"
+    assert settle(Unavailable("no model answered")) == ("nak", Unavailable.delay_s)
+    assert settle(Unavailable("JetStream down", delay_s=0.3)) == ("nak", 0.3)
     assert settle(BudgetExceeded("no budget"))[0] == "ack"
     assert settle(BadInput("no such job"))[0] == "term"
     assert settle(RuntimeError("bug")) == ("nak", 1.0)
-    assert task_status(Cancelled("x")) == "cancelled"
     assert task_status(BudgetExceeded("x")) == "budget_exceeded"
     assert task_status(BadInput("x")) == "failed"
 
 
 async def test_work_loop_hands_typed_items_and_a_context(nats_server: Any) -> None:
     """A real stream and consumer: the handler gets the decoded struct and a WorkCtx (run, attempt,
-    headers); Retry is redelivered (attempt 2), BadInput is terminated and logged, never redelivered."""
+    headers); Retry is redelivered (attempt 2), BadInput (raised by the handler, or by the loop for a body
+    that does not decode) is terminated and logged, never redelivered."""
     cfg = make_cfg()
     bus = await Bus.open(nats_server.url, cfg, name="rt-test")
     try:
@@ -56,8 +59,9 @@ async def test_work_loop_hands_typed_items_and_a_context(nats_server: Any) -> No
         async def on_bad(subject: str, data: bytes, err: Any) -> None:
             bad.append(err.error)
 
-        loop = WorkLoop(bus.js, "RT", "rt", wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                        concurrency=4, ack_wait_s=5, spawn=bus.spawn, on_bad_input=on_bad)
+        loop = WorkLoop(bus.js, "RT", "rt", wire.RunRef, handler,
+                        WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=4, ack_wait_s=5,
+                                        on_bad_input=on_bad))
         loop.start()
         try:
             await bus.js.publish("rt.a", b'{"run_id":"retry"}', headers={"traceparent": "00-abc-def-01"})
@@ -70,8 +74,50 @@ async def test_work_loop_hands_typed_items_and_a_context(nats_server: Any) -> No
             await loop.stop()
         assert ("retry", "retry", 1, "00-abc-def-01") in seen and ("retry", "retry", 2, "00-abc-def-01") in seen
         assert [s for s in seen if s[0] == "bad"] == [("bad", "bad", 1, "")]  # terminated: once
-        assert sorted(bad) == ["bad_input", "bad_request"]
+        assert bad == ["bad_input", "bad_input"]
         assert info.num_pending == 0
+    finally:
+        await bus.close()
+
+
+async def test_unavailable_work_is_redelivered_after_its_delay_and_then_succeeds(nats_server: Any) -> None:
+    """Unavailable means "try again": the item is nak'ed with its delay, not terminated; so is a JetStream
+    error still transient after retry_js gave up (an Unavailable like the endpoints' 503). Both are
+    handled on the next attempt, and nothing is reported as bad input."""
+    cfg = make_cfg()
+    bus = await Bus.open(nats_server.url, cfg, name="rt-unavail")
+    try:
+        await bus.js.add_stream(StreamConfig(name="RTU", subjects=["rtu.>"]))
+        await bus.js.add_consumer("RTU", ConsumerConfig(durable_name="rtu", ack_wait=30))
+        attempts: dict[str, list[tuple[int, float]]] = {"model": [], "js": []}
+        bad: list[str] = []
+
+        async def handler(ref: wire.RunRef, ctx: WorkCtx) -> None:
+            attempts[ref.run_id].append((ctx.attempt, time.monotonic()))
+            if ctx.attempt == 1 and ref.run_id == "model":
+                raise Unavailable("no model answered", delay_s=0.7)
+            if ctx.attempt == 1 and ref.run_id == "js":
+                raise NoRespondersError()
+
+        async def on_bad(subject: str, data: bytes, err: Any) -> None:
+            bad.append(err.error)
+
+        loop = WorkLoop(bus.js, "RTU", "rtu", wire.RunRef, handler,
+                        WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=4, ack_wait_s=30,
+                                        on_bad_input=on_bad))
+        loop.start()
+        try:
+            await bus.js.publish("rtu.a", b'{"run_id":"model"}')
+            await bus.js.publish("rtu.b", b'{"run_id":"js"}')
+            await wait_for(lambda: loop.handled == 2, 20)
+            info = await bus.js.consumer_info("RTU", "rtu")
+        finally:
+            await loop.stop()
+        for run_id, delay in (("model", 0.7), ("js", Unavailable.delay_s)):
+            (first, t1), (second, t2) = attempts[run_id]
+            assert (first, second) == (1, 2), attempts
+            assert t2 - t1 >= delay * 0.9, (run_id, t2 - t1)
+        assert bad == [] and info.num_pending == 0 and info.num_ack_pending == 0
     finally:
         await bus.close()
 
@@ -101,7 +147,8 @@ async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: A
     ended = asyncio.Event()
 
     async def on_status(m: Any) -> None:
-        if wire.decode(m.data, wire.RunEvent).status in wire.TERMINAL_RUN:
+        ev = wire.run_event(m.subject, m.data)
+        if ev is not None and ev.status in wire.TERMINAL_RUN:
             ended.set()
 
     sub = await nc.subscribe(S.js_api("DIRECT", "GET", ">"), cb=on_read)
@@ -174,7 +221,7 @@ async def test_killed_programmer_task_moves_on_at_default_settings(nats_server: 
 async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
     """The terminal statuses published on the task's subject (its result is published once)."""
     js = nc.jetstream()
-    sub = await js.subscribe(S.run_task(run_id, task_id), ordered_consumer=True)
+    sub = await js.subscribe(S.run_task(run_id, task_id), stream=S.STREAM_EVENTS, ordered_consumer=True)
     out: list[str] = []
     try:
         while True:
@@ -192,7 +239,8 @@ async def task_results(nc: Any, run_id: str, task_id: str) -> list[str]:
 async def serve_owners(bus: Bus) -> Any:
     """What the managers', directors' and architect's `done` endpoints do (pas.agent.Role.child_done_endpoint),
     for a walk tested without agents: each pas.<role>.<lane>.done request is noted by note_child_done, which
-    tells the next owner up the same way."""
+    tells the next owner up the same way (a task's, pas.mgr.<lane>.done.<programmer>, without the managers'
+    holder check: pas.runtime.taskowner, tested in test_identities)."""
 
     async def note(m: Any) -> None:
         done = wire.decode(m.data, wire.ChildDone)
@@ -204,7 +252,14 @@ async def serve_owners(bus: Bus) -> Any:
     async def on(m: Any) -> None:
         bus.spawn(note(m))  # concurrently, as the endpoints do (siblings share a write)
 
-    return await bus.nc.subscribe(S.child_done("*", "*"), cb=on)
+    subs = [await bus.nc.subscribe(subject, cb=on) for subject in (S.child_done("*", "*"), S.task_done("*", "*"))]
+
+    class Owners:
+        async def unsubscribe(self) -> None:
+            for sub in subs:
+                await sub.unsubscribe()
+
+    return Owners()
 
 
 async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(nats_server: Any) -> None:
@@ -384,8 +439,8 @@ async def test_a_long_handler_keeps_its_message_past_the_ack_wait(nats_server: A
             if ref.run_id == "long":
                 await asyncio.sleep(3.0)
 
-        loop = WorkLoop(bus.js, "RTK", "rtk", wire.RunRef, handler, bus=bus, comms=CommsLog(bus.nc), agent_id="t",
-                        concurrency=2, ack_wait_s=1, spawn=bus.spawn)
+        loop = WorkLoop(bus.js, "RTK", "rtk", wire.RunRef, handler,
+                        WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=2, ack_wait_s=1))
         loop.start()
         try:
             await bus.js.publish("rtk.quick", b'{"run_id":"quick"}')

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pas.execution.executors import run_argv
+from pas.execution.executors import Bounds, run_argv
 from pas.execution.sandbox import Box, Limits, clean_env, wrap
 from pas.runtime import comms
 from pas.surfaces.stack import Stack
@@ -68,7 +68,7 @@ async def test_workspace_stays_the_tasks_and_nothing_walks_back(tmp_path: Path) 
     ws.mkdir()
     code = ("import os; open('made', 'w').write(str(os.getuid())); "
             "os.mkdir('sub'); open('sub/x', 'w').close()")
-    r = await run_argv([sys.executable, "-c", code], ws, 30, 4096, box=Box(), kill_bytes=None)
+    r = await run_argv([sys.executable, "-c", code], ws, Bounds(30, 4096), box=Box())
     assert r.status == "completed", r
     inside_uid = int((ws / "made").read_text())
     assert (inside_uid != 0) if os.geteuid() == 0 else (inside_uid == os.geteuid())  # never root inside
@@ -104,7 +104,7 @@ def test_unprivileged_user_gets_its_own_user_namespace() -> None:
     ws = Path(tempfile.mkdtemp(prefix="pas-sbx-user-"))
     try:
         ws.chmod(0o777)
-        argv = wrap(["/usr/bin/python3", "-c", FORKS], ws, {"PATH": "/usr/bin:/bin"}, limits=Limits(nproc=16), uid=None)
+        argv = wrap(["/usr/bin/python3", "-c", FORKS], ws, {"PATH": "/usr/bin:/bin"}, box=Box(limits=Limits(nproc=16)), uid=None)
         assert "--unshare-user" in argv and "--unshare-net" in argv
         r = subprocess.run([*argv_prefix, *argv], capture_output=True, text=True, timeout=60, cwd=ws,
                            env={"PATH": "/usr/bin:/bin"})
@@ -127,5 +127,5 @@ def test_executable_planted_in_the_workspace_picks_no_host_mounts(tmp_path: Path
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "venv").symlink_to(tmp_path / "venv")
-    argv = wrap(["venv/bin/python", "-V"], ws, {"PATH": "/usr/bin"}, limits=Limits(), uid=None)
+    argv = wrap(["venv/bin/python", "-V"], ws, {"PATH": "/usr/bin"}, box=Box(), uid=None)
     assert str(secret_dir) not in argv and str(tmp_path / "venv") not in argv

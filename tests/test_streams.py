@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from nats.js.api import StreamConfig
 
-from pas.transport.streams import IncompleteRead, read_raw
+from pas.transport.streams import IncompleteRead, ReadOptions, read_raw
 from tests.conftest import wait_for
 
 
@@ -26,14 +26,14 @@ async def test_reads_all_from_a_sequence_and_the_last_per_subject(nc: Any) -> No
     js, stream, subj = await _stream(nc)
     for i in range(7):
         await js.publish(f"{subj}.{'ab'[i % 2]}", str(i).encode())
-    got = [m async for m in read_raw(js, stream, f"{subj}.>", batch=3)]
+    got = [m async for m in read_raw(js, stream, f"{subj}.>", ReadOptions(batch=3))]
     assert [(m.seq, m.data) for m in got] == [(i + 1, str(i).encode()) for i in range(7)]
     assert [m.data for m in got if m.subject.endswith(".a")] == [b"0", b"2", b"4", b"6"]
-    from_5 = [m.seq async for m in read_raw(js, stream, f"{subj}.>", start_seq=5)]
+    from_5 = [m.seq async for m in read_raw(js, stream, f"{subj}.>", ReadOptions(start_seq=5))]
     assert from_5 == [5, 6, 7]
-    since = [m.seq async for m in read_raw(js, stream, f"{subj}.>", since=got[3].stored)]
+    since = [m.seq async for m in read_raw(js, stream, f"{subj}.>", ReadOptions(since=got[3].stored))]
     assert since == [4, 5, 6, 7]
-    last = {m.subject: m.data async for m in read_raw(js, stream, f"{subj}.>", last_per_subject=True)}
+    last = {m.subject: m.data async for m in read_raw(js, stream, f"{subj}.>", ReadOptions(last_per_subject=True))}
     assert last == {f"{subj}.a": b"6", f"{subj}.b": b"5"}
     assert [m async for m in read_raw(js, stream, f"{subj}.none")] == []
     assert (await js.stream_info(stream)).state.consumer_count == 0
@@ -45,7 +45,7 @@ async def test_follow_tails_until_stopped(nc: Any) -> None:
     stop, seen = asyncio.Event(), []
 
     async def tail() -> None:
-        async for m in read_raw(js, stream, f"{subj}.>", follow=True, stop=stop):
+        async for m in read_raw(js, stream, f"{subj}.>", ReadOptions(follow=True, stop=stop)):
             seen.append(m.data)
 
     task = asyncio.ensure_future(tail())
@@ -66,7 +66,7 @@ async def test_a_complete_read_that_ends_short_raises_instead_of_returning_part(
     for i in range(3):
         await js.publish(f"{subj}.k{i}", str(i).encode())
     for complete in (False, True):
-        reader = read_raw(js, stream, f"{subj}.>", batch=1, complete=complete)
+        reader = read_raw(js, stream, f"{subj}.>", ReadOptions(batch=1, complete=complete))
         first = await anext(reader)
         assert first.data == b"0"
         await js.purge_stream(stream)

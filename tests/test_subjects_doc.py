@@ -24,6 +24,8 @@ def generalise(subject: str, cfg: Any) -> str:
         return f"pas.{role}.<agent_id>.{parts[3]}"
     if len(parts) == 4 and parts[0] == "pas" and parts[2] in S.LANES:
         return f"pas.{parts[1]}.<lane>.{parts[3]}"
+    if len(parts) == 5 and parts[:2] == ["pas", "mgr"] and parts[2] in S.LANES and parts[4] == "*":
+        return f"pas.mgr.<lane>.{parts[3]}.<agent_id>"  # a programmer's report (pas.runtime.taskowner)
     if subject == S.gateway_as("*", parts[-1]):
         return S.gateway_as("<user>", parts[-1])
     return subject
@@ -43,12 +45,13 @@ def code_subjects(cfg: Any) -> set[str]:
         ph(S.agent_endpoint("ROLEX", A, "health")).replace("ROLEX", "<role>"),
         ph(S.agent_endpoint("ROLEX", A, "status")).replace("ROLEX", "<role>"),
         ph(S.agent_endpoint("prog", A, "execute")),
-        ph(S.lane_submit("mgr", L)), ph(S.child_done("mgr", L)), ph(S.child_done("dir", L)), S.ARCHITECT_DONE,
+        ph(S.lane_submit("mgr", L)), ph(S.task_done(L, A)), ph(S.task_started(L, A)), ph(S.child_done("dir", L)),
+        S.ARCHITECT_DONE,
         ph(S.ctl(A, "set_model")), ph(S.ctl(A, "model_changed")),
         ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")),
         S.WORK_ARCHITECT, S.WORK_APPROVAL, ph(S.work_prog("PRIOX")), ph(S.work_dir(L)), ph(S.work_mgr(L)),
         ph(S.run_status(R)), ph(S.run_cancel(R)), ph(S.run_lane(R, L)), ph(S.run_job(R, J)), ph(S.run_task(R, T)),
-        ph(S.done_plan(R)),
+        ph(S.done_plan(R)), ph(S.run_plan(R)),
         ph(S.replay(R, "run.<rest>")), ph(S.replay(R, "comms.<from_agent>.<msg_type>")), ph(S.replay(R, "end")),
         S.recording("<request_sha>"), *(S.gateway_as("<user>", a) for a in S.AS_ACTIONS),
     }

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from pas.base.errors import Cancelled, Retry
+from pas.base.errors import BudgetExceeded, Retry
 from pas.protocol import subjects as S
 from pas.surfaces.stack import Stack
 from pas.transport import tracing
@@ -209,7 +209,7 @@ async def test_off_by_default_no_spans_no_headers(nats_server: Any, client: Any,
 
 async def test_hop_outcomes_and_malformed_headers(spans: InMemorySpanExporter) -> None:
     """A malformed traceparent starts a new trace (bad input breaks nothing); a handler's failure marks
-    its span failed; a Retry (come back later) or Cancelled (the run was cancelled) does not."""
+    its span failed; a Retry (come back later) or BudgetExceeded (the run has no budget left) does not."""
 
     class Role:
         async def work(self, body: Any) -> None:
@@ -218,7 +218,7 @@ async def test_hop_outcomes_and_malformed_headers(spans: InMemorySpanExporter) -
             if body.run_id == "later":
                 raise Retry("not yet", delay_s=2.5)
             if body.run_id == "gone":
-                raise Cancelled("run cancelled")
+                raise BudgetExceeded("no budget left")
 
     class Body:
         def __init__(self, run_id: str) -> None:
@@ -227,7 +227,7 @@ async def test_hop_outcomes_and_malformed_headers(spans: InMemorySpanExporter) -
     handler = Role().work
     for run_id, headers in (("ok", {"traceparent": "00-not-a-trace-01"}), ("boom", None), ("later", {}),
                             ("gone", {})):
-        with contextlib.suppress(ValueError, Retry, Cancelled), tracing.hop(headers, handler, "pas.work.x",
+        with contextlib.suppress(ValueError, Retry, BudgetExceeded), tracing.hop(headers, handler, "pas.work.x",
                                                                             Body(run_id)):
             await handler(Body(run_id))
     got: dict[str, Any] = {run_of(s): s for s in spans.get_finished_spans()}
@@ -236,7 +236,7 @@ async def test_hop_outcomes_and_malformed_headers(spans: InMemorySpanExporter) -
     assert got["boom"].status.status_code == StatusCode.ERROR and "ValueError: boom" in got["boom"].status.description
     assert got["boom"].events[0].name == "exception"
     assert got["later"].status.status_code == StatusCode.UNSET and got["later"].attributes["pas.retry_delay_s"] == 2.5
-    assert got["gone"].status.status_code == StatusCode.UNSET and got["gone"].attributes["pas.outcome"] == "Cancelled"
+    assert got["gone"].status.status_code == StatusCode.UNSET and got["gone"].attributes["pas.outcome"] == "BudgetExceeded"
 
 
 async def stored_headers(js: Any, stream: str, subject: str) -> list[dict[str, str]]:
@@ -255,7 +255,7 @@ async def stored_headers(js: Any, stream: str, subject: str) -> list[dict[str, s
 def test_off_imports_no_opentelemetry() -> None:
     """Tracing off costs no import: starting an agent process's modules loads no OpenTelemetry."""
     code = ("import sys, pas.surfaces.stack, pas.surfaces.cli, pas.transport.client, pas.llm.client, pas.execution.executors\n"
-            "from pas import tracing\nfrom pas.config.model import load_config\n"
+            "from pas.transport import tracing\nfrom pas.config.model import load_config\n"
             "assert not tracing.setup(load_config(), environ={})\n"
             "print([m for m in sys.modules if m.startswith('opentelemetry')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -39,8 +39,17 @@ class PayloadTooLarge(PasError):
 
 
 class Unavailable(PasError):
+    """Not now, try again: a dependency (JetStream, a model, an agent) does not answer. A request
+    gets 503; a work item that meets it is nak'ed and redelivered after `delay_s` (never dropped)."""
+
     code = 503
     error = "unavailable"
+    delay_s = 2.0
+
+    def __init__(self, message: str, detail: Any = None, *, delay_s: float | None = None) -> None:
+        super().__init__(message, detail)
+        if delay_s is not None:
+            self.delay_s = delay_s
 
 
 class ConfigError(PasError):
@@ -50,15 +59,14 @@ class ConfigError(PasError):
     error = "config"
 
 
-class Retry(PasError):
-    """Work could not be done now; nak it with a delay so it is redelivered."""
+class Retry(Unavailable):
+    """Work that cannot be done yet, by design (an approval pending, a parent still being written):
+    nak'ed with its delay like any Unavailable, but not counted or logged as an error."""
 
-    code = 503
     error = "retry"
 
     def __init__(self, message: str = "retry", delay_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.delay_s = delay_s
+        super().__init__(message, delay_s=delay_s)
 
 
 class BudgetExceeded(PasError):
@@ -69,16 +77,10 @@ class BudgetExceeded(PasError):
     error = "budget_exceeded"
 
 
-class Cancelled(PasError):
-    """The run was cancelled: the work item is acked (nothing to redo), a task ends `cancelled`."""
-
-    code = 409
-    error = "cancelled"
-
-
 class BadInput(BadRequest):
     """A work item that can never be handled (undecodable, or naming what does not exist): it is
-    terminated and logged as an ERROR comms entry, never redelivered."""
+    terminated and logged as an ERROR comms entry, never redelivered (pas.runtime.service.WorkLoop
+    raises it for a body that does not decode)."""
 
     error = "bad_input"
 

@@ -286,7 +286,8 @@ class PasConfig(Strict):
         for a in self.agents:
             if a.id in seen:
                 raise ValueError(f"agent {a.id!r}: duplicate id")
-            if a.id in ("client", "adapter", "admin"):  # pas.transport.auth.SERVICE_USERS: each agent id is a NATS user
+            # pas.transport.auth.SERVICE_USERS and ANONYMOUS: each agent id is a NATS user and a comms sender
+            if a.id in ("client", "adapter", "admin", "anonymous"):
                 raise ValueError(f"agent {a.id!r}: the id is the name of a NATS service user; choose another")
             seen[a.id] = a
             if a.port is not None:

@@ -25,9 +25,9 @@ from typing import Literal
 
 from pas.base import programs
 from pas.base.errors import CommandRefused
-from pas.execution.edit_loop import git_diff, safe_path, untracked_files
+from pas.execution.edit_loop import EditTask, git_diff, safe_path, untracked_files
 from pas.execution.gitsafe import run_git
-from pas.execution.sandbox import Box, handed_over
+from pas.execution.sandbox import Box, Reach, handed_over
 
 OUTPUT_CAP = 64 * 1024
 """Characters of aider's output kept (the tail)."""
@@ -170,38 +170,43 @@ def _env(model: str, api_base: str | None, api_key_env: str | None) -> dict[str,
     return env
 
 
+@dataclass(frozen=True)
+class AiderSetup:
+    """Which aider runs with which model: the binary, a model profile's name, endpoint and key
+    variable, and aider's own options (edit_format: default aider's choice for the model;
+    map_tokens=0 turns the repo map off)."""
+
+    binary: str
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    edit_format: str | None = None
+    map_tokens: int | None = None
+
+
 async def run_aider(
-    *,
-    binary: str,
-    workdir: Path,
-    model: str,
-    api_base: str | None,
-    api_key_env: str | None,
-    instruction: str,
-    files: list[str],
+    setup: AiderSetup,
+    task: EditTask,
     timeout_s: float,
-    edit_format: str | None = None,
-    map_tokens: int | None = None,
+    *,
     base_env: Mapping[str, str] | None = None,
     stop: Awaitable[object] | None = None,
     box: Box | None = None,
 ) -> AiderResult:
-    """Run `aider --message instruction files...` in `workdir` and judge the outcome.
-
-    `edit_format` forces aider's edit format (default: aider's choice for the model);
-    `map_tokens=0` turns aider's repo map off. `base_env` is the environment aider runs in (the
+    """Run `aider --message <instruction> <files>...` in the task's workdir and judge the outcome
+    (its acceptance is not run here). `base_env` is the environment aider runs in (the
     repository's toolchain, pas.execution.repoenv; default PAS's), filtered by the sandbox's allowlist. `stop`,
     when it completes first, ends the run like the timeout does (a caller's deadline that is an
     event, not a clock). aider runs in the sandbox `box` (default: the default policy) with the
     network shared: it must reach its model (see README, threat model)."""
-    workdir = Path(workdir)
+    workdir, files, model = Path(task.workdir), task.files, setup.model
     box = box or Box()
     problem = box.problem()
     if problem:
         return AiderResult("failed", None, "", "", f"refused: no sandbox for aider: {problem}")
-    exe = find_binary(binary)
+    exe = find_binary(setup.binary)
     if exe is None:
-        return AiderResult("failed", None, "", "", f"aider binary not found: {binary!r}")
+        return AiderResult("failed", None, "", "", f"aider binary not found: {setup.binary!r}")
     try:
         for f in files:
             safe_path(workdir, f)
@@ -221,15 +226,15 @@ async def run_aider(
             "--no-restore-chat-history", "--no-suggest-shell-commands", "--no-detect-urls",
             f"--model-metadata-file={meta}", f"--llm-history-file={history}",
             f"--chat-history-file={t / 'chat.md'}", f"--input-history-file={t / 'input.txt'}",
-            f"--timeout={max(1.0, timeout_s):g}", f"--message={instruction}",
+            f"--timeout={max(1.0, timeout_s):g}", f"--message={task.instruction}",
         ]
-        if edit_format:
-            args.append(f"--edit-format={edit_format}")
-        if map_tokens is not None:
-            args.append(f"--map-tokens={map_tokens}")
+        if setup.edit_format:
+            args.append(f"--edit-format={setup.edit_format}")
+        if setup.map_tokens is not None:
+            args.append(f"--map-tokens={setup.map_tokens}")
         args += ["--", *files]
-        launch = box.launch(args, workdir, extra_env=_env(model, api_base, api_key_env), source_env=base_env,
-                            network=True, rw=[t])
+        launch = box.launch(args, workdir, extra_env=_env(model, setup.api_base, setup.api_key_env),
+                            source_env=base_env, reach=Reach(network=True, rw=(t,)))
         async with handed_over(launch):
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -262,4 +267,4 @@ async def run_aider(
     return res
 
 
-__all__ = ["AiderResult", "find_binary", "model_metadata", "run_aider"]
+__all__ = ["AiderResult", "AiderSetup", "find_binary", "model_metadata", "run_aider"]

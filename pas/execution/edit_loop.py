@@ -38,7 +38,7 @@ from pas.base.errors import BudgetExceeded, CommandRefused
 from pas.execution.gitsafe import run_git
 from pas.execution.policy import resolve_in
 from pas.llm.budget import BudgetTracker
-from pas.llm.client import Completer, LLMUnavailable
+from pas.llm.client import Asker, LLMUnavailable
 
 RunAcceptance = Callable[[str, Path], Awaitable[tuple[int, str]]]
 FILE_CAP = 64 * 1024
@@ -265,24 +265,27 @@ def _tail(s: str) -> str:
     return s if len(s) <= OUTPUT_CAP else "[... earlier output cut]\n" + s[-OUTPUT_CAP:]
 
 
+@dataclass(frozen=True)
+class EditTask:
+    """What to change, where, and how to know it is done: an llm or aider task in its worktree."""
+
+    workdir: Path
+    instruction: str
+    files: list[str]
+    acceptance: str | None = None
+    allowed_globs: list[str] | None = None  # what edits may touch (settings.policy.filesystem_allowlist)
+
+
 async def run_llm_edit(
-    llm: Completer,
-    *,
-    agent: str,
-    primary: str,
-    backup: str | None,
-    workdir: Path,
-    instruction: str,
-    files: list[str],
-    acceptance: str | None,
+    who: Asker,
+    task: EditTask,
     run_acceptance: RunAcceptance,
+    *,
     max_fix_iterations: int = 3,
-    run_id: str | None = None,
     budget: BudgetTracker | None = None,
-    allowed_globs: list[str] | None = None,
 ) -> EditResult:
     """Ask for edits, apply them, run acceptance, feed failures back (see the module docstring)."""
-    workdir = Path(workdir)
+    workdir, files, acceptance = Path(task.workdir), task.files, task.acceptance
     res = EditResult(status="failed", iterations=0, diff="")
     written: list[str] = []
     try:
@@ -290,12 +293,12 @@ async def run_llm_edit(
     except CommandRefused as e:
         res.error = e.message
         return res
-    task = f"Task:\n{instruction}\n\n"
+    asked = f"Task:\n{task.instruction}\n\n"
     if acceptance:
-        task += f"The task is done when this command exits 0: {acceptance}\n\n"
+        asked += f"The task is done when this command exits 0: {acceptance}\n\n"
     messages = [
         {"role": "system", "content": EDIT_FORMAT},
-        {"role": "user", "content": f"{task}Files:\n{shown}"},
+        {"role": "user", "content": f"{asked}Files:\n{shown}"},
     ]
     for _ in range(1 + max(0, max_fix_iterations)):
         if budget is not None:
@@ -305,7 +308,7 @@ async def run_llm_edit(
                 res.status, res.error = "budget_exceeded", e.message
                 break
         try:
-            reply = await llm.complete(agent=agent, primary=primary, backup=backup, messages=messages, run_id=run_id)
+            reply = await who.complete(messages)
         except BudgetExceeded as e:  # the run's budget, as pas.runtime.usage sees it across every tier
             res.status, res.error = "budget_exceeded", e.message
             break
@@ -321,7 +324,7 @@ async def run_llm_edit(
         messages.append({"role": "assistant", "content": reply.text})
         try:
             blocks = parse_edits(reply.text)
-            changed = apply_edits(workdir, blocks, allowed_globs)
+            changed = apply_edits(workdir, blocks, task.allowed_globs)
         except (EditFormatError, CommandRefused, OSError) as e:
             msg = e.message if isinstance(e, CommandRefused) else str(e)
             res.error = f"edits not applied: {msg}"
@@ -364,6 +367,7 @@ __all__ = [
     "Block",
     "EditFormatError",
     "EditResult",
+    "EditTask",
     "apply_edits",
     "git_diff",
     "parse_edits",

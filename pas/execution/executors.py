@@ -43,23 +43,34 @@ class ExecResult:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-async def run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int, *, box: Box,
-                   env: Mapping[str, str] | None = None, kill_bytes: int | None = None) -> ExecResult:
+@dataclass(frozen=True)
+class Bounds:
+    """How long a command may run, how much of its output is kept (output_cap) and past how many
+    bytes of output it is killed (kill_bytes; None: never)."""
+
+    timeout_s: float
+    output_cap: int
+    kill_bytes: int | None = None
+
+
+async def run_argv(argv: list[str], cwd: Path, bounds: Bounds, *, box: Box,
+                   env: Mapping[str, str] | None = None) -> ExecResult:
     """Run argv (no shell, already resolved: see pas.execution.repoenv) in the sandbox `box`, in its own
     process group, with the allowlisted part of `env` (default: PAS's environment); kill it on
-    timeout, cancel, or output beyond kill_bytes (the output kept is capped at output_cap).
+    timeout, cancel, or output beyond its bounds.
     With tracing on, in a span "command <program>" (pas.transport.tracing)."""
     on = tracing.enabled()
     attrs = {"process.command_line": redact(" ".join(argv))[:500], "pas.execution.sandbox": box.mode} if on else None
     with tracing.span(f"command {Path(argv[0]).name if argv else ''}", attrs) as sp:
-        r = await _run_argv(argv, cwd, timeout_s, output_cap, box=box, env=env, kill_bytes=kill_bytes)
+        r = await _run_argv(argv, cwd, bounds, box=box, env=env)
         tracing.annotate(sp, {"process.exit.code": r.exit_code, "pas.status": r.status},
                          error=None if r.status == "completed" else (r.error or r.status))
         return r
 
 
-async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: int, *, box: Box,
-                    env: Mapping[str, str] | None = None, kill_bytes: int | None = None) -> ExecResult:
+async def _run_argv(argv: list[str], cwd: Path, bounds: Bounds, *, box: Box,
+                    env: Mapping[str, str] | None = None) -> ExecResult:
+    timeout_s, kill_bytes = bounds.timeout_s, bounds.kill_bytes
     launch = box.launch(argv, cwd, source_env=env)
     async with handed_over(launch):
         try:
@@ -70,7 +81,7 @@ async def _run_argv(argv: list[str], cwd: Path, timeout_s: float, output_cap: in
             )
         except (OSError, ValueError) as e:  # not found, not executable, NUL in an argument ...
             return ExecResult(status="failed", error=f"cannot start {argv[0]!r}: {e}", exit_code=127)
-        out = Capped(output_cap)
+        out = Capped(bounds.output_cap)
         try:
             flooded = await asyncio.wait_for(out.read(proc.stdout, kill_bytes), timeout=timeout_s)
             if flooded:
@@ -159,15 +170,14 @@ async def _reap(proc: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(drain(), 5)
 
 
-async def run_command(command: str, allowlist: list[str], cwd: Path, timeout_s: float, output_cap: int,
-                      repo_env: RepoEnv, *, box: Box, kill_bytes: int | None = None) -> ExecResult:
+async def run_command(command: str, allowlist: list[str], cwd: Path, bounds: Bounds, repo_env: RepoEnv, *,
+                      box: Box) -> ExecResult:
     """Check `command` against the allowlist, then run it in the repository's environment, sandboxed."""
     try:
         argv = check_command(command, allowlist, cwd)
     except CommandRefused as e:
         return ExecResult(status="failed", error=e.message, exit_code=None)
-    return await run_argv(repo_env.argv(argv), cwd, timeout_s, output_cap, box=box, env=repo_env.env,
-                          kill_bytes=kill_bytes)
+    return await run_argv(repo_env.argv(argv), cwd, bounds, box=box, env=repo_env.env)
 
 
 # ---- workspaces ----------------------------------------------------------------------------

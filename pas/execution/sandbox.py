@@ -69,6 +69,19 @@ class Limits:
                 f"--fsize={self.file_mb * mb}", "--core=0", "--"]
 
 
+@dataclass(frozen=True)
+class Reach:
+    """What one sandboxed process may reach beyond its workdir: the network, more read-only paths
+    (besides the policy's), more writable ones (aider's scratch directory)."""
+
+    network: bool = False
+    ro: tuple[Path, ...] = ()
+    rw: tuple[Path, ...] = ()
+
+
+NO_REACH = Reach()
+
+
 @dataclass
 class Launch:
     argv: list[str]
@@ -139,16 +152,17 @@ def _covered(path: Path, by: list[Path]) -> bool:
     return any(path == b or b in path.parents for b in by)
 
 
-def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limits, uid: int | None = None,
-         network: bool = False, ro: list[Path] | None = None, rw: list[Path] | None = None,
-         bwrap: str = "bwrap") -> list[str]:
-    """bwrap + setpriv (as root) + prlimit around argv (see the module docstring)."""
+def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, box: Box, uid: int | None = None,
+         reach: Reach = NO_REACH) -> list[str]:
+    """bwrap + setpriv (as root) + prlimit around argv (see the module docstring), with the box's
+    limits and read-only paths."""
     workdir = workdir.resolve()
-    args = [bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    limits, ro, rw = box.limits, [*(Path(p) for p in box.ro), *reach.ro], reach.rw
+    args = [shutil.which(box.bwrap) or box.bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session"]
     if uid is None:
         args.append("--unshare-user")
-    if not network:
+    if not reach.network:
         args.append("--unshare-net")
     mounted: list[Path] = []
     for s in SYSTEM:
@@ -180,7 +194,7 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
     # An executable in the workspace is the task's (a planted symlink or pyvenv.cfg must not pick
     # host paths to mount); it is visible through the workspace anyway.
     mine = exe is not None and any(workdir == q or workdir in q.parents for q in (Path(exe), Path(exe).resolve()))
-    wanted = [*([] if mine else runtime_paths(exe)), *(ro or [])]
+    wanted = [*([] if mine else runtime_paths(exe)), *ro]
     for k in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         if env.get(k):
             wanted += [Path(env[k]), *runtime_paths(str(Path(env[k]) / "bin" / "python"))]
@@ -193,7 +207,7 @@ def wrap(argv: list[str], workdir: Path, env: Mapping[str, str], *, limits: Limi
     for p in sorted(paths, key=lambda x: len(x.parts)):
         if p.exists() and not _covered(p, mounted) and p != Path("/"):
             bind("--ro-bind", p)
-    for p in [workdir, *(x.resolve() for x in rw or [])]:
+    for p in [workdir, *(x.resolve() for x in rw)]:
         bind("--bind", p)
     git = workdir / ".git"
     if git.exists() and not git.is_symlink():
@@ -220,8 +234,8 @@ def _probe(bwrap: str, as_root: bool) -> str | None:
             _probe_cache[key] = f"{PRLIMIT} or {SETPRIV} missing (Debian's util-linux)"
         else:
             with tempfile.TemporaryDirectory(prefix="pas-sandbox-probe-") as tmp:
-                argv = wrap(["true"], Path(tmp), {"PATH": "/usr/bin:/bin"}, limits=Limits(),
-                            uid=UID_BASE if as_root else None, bwrap=found)
+                argv = wrap(["true"], Path(tmp), {"PATH": "/usr/bin:/bin"}, box=Box(bwrap=found),
+                            uid=UID_BASE if as_root else None)
                 try:
                     r = subprocess.run(argv, capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
                     err = None if r.returncode == 0 else (r.stderr.decode(errors="replace").strip() or f"exit {r.returncode}")
@@ -257,8 +271,7 @@ class Box:
         return None if self.off else _probe(self.bwrap, os.geteuid() == 0)
 
     def launch(self, argv: list[str], workdir: Path, *, extra_env: Mapping[str, str] | None = None,
-               source_env: Mapping[str, str] | None = None, network: bool = False,
-               rw: list[Path] | None = None, ro: list[Path] | None = None) -> Launch:
+               source_env: Mapping[str, str] | None = None, reach: Reach = NO_REACH) -> Launch:
         """What to execute for argv: `source_env` (default os.environ; e.g. the repository's
         environment from pas.execution.repoenv) is filtered through the allowlist, then `extra_env` is added."""
         env = clean_env(extra_env, self.passthrough, source_env)
@@ -266,10 +279,7 @@ class Box:
             pdeath = [SETPRIV, "--pdeathsig", "KILL", "--"] if os.path.exists(SETPRIV) else []
             return Launch([*pdeath, *argv], env)
         uid = UID_BASE + secrets.randbelow(UID_SPAN) if os.geteuid() == 0 else None
-        found = shutil.which(self.bwrap) or self.bwrap
-        extra_ro = [*(Path(p) for p in self.ro), *(ro or [])]
-        return Launch(wrap(argv, workdir, env, limits=self.limits, uid=uid, network=network, ro=extra_ro, rw=rw,
-                           bwrap=found), env, uid, [workdir, *(rw or [])])
+        return Launch(wrap(argv, workdir, env, box=self, uid=uid, reach=reach), env, uid, [workdir, *reach.rw])
 
 
 def _chown_tree(root: Path, uid: int) -> None:

@@ -205,6 +205,22 @@ class Completer(Protocol):
                        run_id: str | None = None, max_tokens: int | None = None) -> LLMResult: ...
 
 
+@dataclass(frozen=True)
+class Asker:
+    """Who asks which models, for which run: what every model call of one agent's step carries
+    (the planners, the edit loop), one value instead of five arguments."""
+
+    llm: Completer
+    agent: str
+    primary: str | None
+    backup: str | None = None
+    run_id: str | None = None
+
+    async def complete(self, messages: list[dict[str, Any]]) -> LLMResult:
+        return await self.llm.complete(agent=self.agent, primary=self.primary or "", backup=self.backup,
+                                       messages=messages, run_id=self.run_id)
+
+
 class LLMClient:
     """Calls model profiles by name with failover, a per-profile breaker and usage records."""
 
@@ -355,6 +371,7 @@ async def _call(lite: Any, kwargs: dict[str, Any], timeout_s: float, agent: str,
 
 
 __all__ = [
+    "Asker",
     "BudgetTracker",
     "CallRecord",
     "CircuitBreaker",

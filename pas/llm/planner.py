@@ -23,7 +23,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from pas.base.errors import BudgetExceeded
-from pas.llm.client import Completer, LLMUnavailable
+from pas.llm.client import Asker, LLMUnavailable
 from pas.protocol.wire import Lane, TaskSpec
 
 MAX_TASKS_PER_JOB = 10
@@ -236,22 +236,13 @@ def manager_messages(lane: str, goal: str, tasks: list[TaskSpec], max_tasks: int
 
 
 # ---- driver --------------------------------------------------------------------------------
-async def _ask(
-    llm: Completer,
-    agent: str,
-    primary: str,
-    backup: str | None,
-    messages: list[dict[str, str]],
-    run_id: str | None,
-    parse: Any,
-    meta: PlanMeta,
-) -> Any | None:
+async def _ask(who: Asker, messages: list[dict[str, str]], parse: Any, meta: PlanMeta) -> Any | None:
     """Ask, validate, retry once with the error. None means: use the deterministic planner."""
     msgs = list(messages)
     for attempt in (1, 2):
         meta.attempts = attempt
         try:
-            res = await llm.complete(agent=agent, primary=primary, backup=backup, messages=msgs, run_id=run_id)
+            res = await who.complete(msgs)
         except LLMUnavailable as e:
             meta.errors.extend(e.errors)
             meta.degraded, meta.reason = True, f"llm unavailable: {'; '.join(e.errors)}"[:1000]
@@ -288,38 +279,27 @@ def _no_model(meta: PlanMeta, primary: str | None) -> bool:
 
 
 async def plan_architect(
-    llm: Completer,
-    agent: str,
-    primary: str | None,
-    backup: str | None,
+    who: Asker,
     goal: str,
     lanes_allowed: list[str],
-    run_id: str | None,
     requested: list[str] | None = None,
 ) -> tuple[ArchitectPlan, PlanMeta]:
     """Lanes and briefs for a goal. `requested` (the submitter's lanes) narrows what may be chosen."""
     meta = PlanMeta()
     allowed = [ln for ln in lanes_allowed if not requested or ln in requested]
-    if not goal.strip() or _no_model(meta, primary):
+    if not goal.strip() or _no_model(meta, who.primary):
         meta.reason = meta.reason or "no goal"
         return deterministic_architect(goal, lanes_allowed, requested), meta
-    plan = await _ask(
-        llm, agent, primary or "", backup, architect_messages(goal, allowed), run_id,
-        lambda t: parse_architect(t, allowed), meta,
-    )
+    plan = await _ask(who, architect_messages(goal, allowed), lambda t: parse_architect(t, allowed), meta)
     return plan or deterministic_architect(goal, lanes_allowed, requested), meta
 
 
 async def plan_director(
-    llm: Completer,
-    agent: str,
-    primary: str | None,
-    backup: str | None,
+    who: Asker,
     lane: str,
     goal: str,
     brief: str,
     tasks: list[TaskSpec],
-    run_id: str | None,
     max_tasks_per_job: int = MAX_TASKS_PER_JOB,
 ) -> tuple[DirectorPlan, PlanMeta]:
     """Job cards for a lane: explicit tasks grouped as given, else planned from the brief."""
@@ -327,12 +307,10 @@ async def plan_director(
     if tasks:
         meta.reason = "explicit tasks"
         return deterministic_director(lane, goal, tasks, max_tasks_per_job), meta
-    if _no_model(meta, primary):
+    if _no_model(meta, who.primary):
         return deterministic_director(lane, goal or brief, tasks, max_tasks_per_job), meta
-    plan = await _ask(
-        llm, agent, primary or "", backup, director_messages(lane, goal, brief, max_tasks_per_job),
-        run_id, lambda t: parse_director(t, lane, max_tasks_per_job), meta,
-    )
+    plan = await _ask(who, director_messages(lane, goal, brief, max_tasks_per_job),
+                      lambda t: parse_director(t, lane, max_tasks_per_job), meta)
     if plan is not None:
         return plan, meta
     # No model planned this lane: its one echo task says so (the run ends `completed`, marked degraded,
@@ -345,14 +323,10 @@ def _explicit(t: TaskSpec) -> bool:
 
 
 async def plan_manager(
-    llm: Completer,
-    agent: str,
-    primary: str | None,
-    backup: str | None,
+    who: Asker,
     lane: str,
     goal: str,
     tasks: list[TaskSpec],
-    run_id: str | None,
     max_tasks_per_job: int = MAX_TASKS_PER_JOB,
 ) -> tuple[ManagerPlan, PlanMeta]:
     """Surgical decomposition of a job card's model tasks (llm/aider/unspecified executor) into at
@@ -364,12 +338,10 @@ async def plan_manager(
     if not vague:
         meta.reason = "explicit tasks" if tasks else "no tasks"
         return deterministic_manager(tasks), meta
-    if _no_model(meta, primary):
+    if _no_model(meta, who.primary):
         return deterministic_manager(tasks), meta
-    plan = await _ask(
-        llm, agent, primary or "", backup, manager_messages(lane, goal, vague, max_tasks_per_job),
-        run_id, lambda t: parse_manager(t, lane, max_tasks_per_job), meta,
-    )
+    plan = await _ask(who, manager_messages(lane, goal, vague, max_tasks_per_job),
+                      lambda t: parse_manager(t, lane, max_tasks_per_job), meta)
     if plan is None:
         return deterministic_manager(tasks), meta
     return ManagerPlan(explicit + plan.tasks), meta

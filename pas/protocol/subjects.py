@@ -49,7 +49,7 @@ KV_RUNS = "pas_runs"  # key: run id -> RunRecord
 KV_TREE = "pas_tree"  # key: <run>.plan | <run>.lane.<lane> | <run>.job.<job> | <run>.task.<task>
 KV_IDEMPOTENCY = "pas_idem"  # key: sha of idempotency key -> run id (TTL = dedupe window)
 KV_MODELS = "pas_models"  # key: agent id -> live model override
-KV_BREAKERS = "pas_breakers"  # key: model profile -> circuit-breaker state
+KV_BREAKERS = "pas_breakers"  # key: <agent_id>.<model profile> -> that agent's circuit-breaker state
 KV_CLAIMS = "pas_claims"  # key: agent id -> the live instance that holds it (pas.runtime.claims)
 
 
@@ -182,6 +182,30 @@ def child_done(role: str, lane: str) -> str:
 ARCHITECT_DONE = child_done("architect", "lanes")
 
 
+def breaker_key(agent_id: str, profile: str) -> str:
+    """pas_breakers[<agent_id>.<profile>]: the breaker state of a profile as one agent's calls found it; only
+    that agent may write it (pas.transport.auth), `pas agents` shows each agent's own."""
+    return f"{agent_id}.{profile}"
+
+
+def task_done(lane: str, programmer: str) -> str:
+    """pas.mgr.<lane>.done.<programmer>: a programmer's task ended; the lane's managers, who own task
+    records, check that the sender holds the task, store its result and note it in the job (queue group
+    mgr-<lane>). The last token is the sender: each programmer may publish only its own (pas.transport.auth)."""
+    return f"{child_done('mgr', lane)}.{programmer}"
+
+
+def task_started(lane: str, programmer: str) -> str:
+    """pas.mgr.<lane>.started.<programmer>: a programmer took a task; the lane's managers record it as the
+    task's holder (only the holder may report the result: task_done)."""
+    return f"{PREFIX}.mgr.{lane}.started.{programmer}"
+
+
+def sender(subject: str) -> str:
+    """The agent a task_done or task_started subject names as its sender (its last token)."""
+    return subject.rsplit(".", 1)[-1]
+
+
 def agent_endpoint(role: str, agent_id: str, endpoint: str) -> str:
     """pas.<role>.<agent_id>.<endpoint>: health, status, and execute for programmers."""
     return f"{PREFIX}.{role}.{agent_id}.{endpoint}"
@@ -253,6 +277,10 @@ def work_mgr(lane: str) -> str:
 
 # ---- run events ----------------------------------------------------------------------------
 EVENTS_ALL = "pas.run.>"
+"""Every run event: the records, fanned out by the server (below), and the commands PAS publishes."""
+
+EVENTS_COMMANDS = ("pas.run.*.cancel", "pas.run.*.release.*", "pas.run.*.done.*")
+"""What PAS_EVENTS captures as published (besides the alerts): commands for agents, not state."""
 
 
 def run_events(run_id: str) -> str:
@@ -289,6 +317,11 @@ def run_lane(run_id: str, lane: str) -> str:
     return f"{PREFIX}.run.{run_id}.lane.{lane}"
 
 
+def run_plan(run_id: str) -> str:
+    """The plan record's event (the architect's lanes and which of them finished)."""
+    return f"{PREFIX}.run.{run_id}.plan"
+
+
 def done_plan(run_id: str) -> str:
     """Every lane finished: consumed by root (root-done), which ends the run."""
     return f"{PREFIX}.run.{run_id}.done.plan"
@@ -298,6 +331,19 @@ def run_release(run_id: str, lane: str) -> str:
     """The approval decision for one lane: its managers release (or drop) the held tasks."""
     return f"{PREFIX}.run.{run_id}.release.{lane}"
 
+
+# One write per fact: a record written to KV is its event. The server fans each write out twice,
+# both as pas.run.<run>.<rest>: live, republished by the bucket's stream (core NATS, for watchers),
+# and durably, sourced into PAS_EVENTS (a node loss loses none; readers of the past read that).
+# Each is a (src, dest) subject transform.
+_W1, _W2 = "{{wildcard(1)}}", "{{wildcard(2)}}"
+RUNS_REPUBLISH = (f"$KV.{KV_RUNS}.*", run_status(_W1))  # the run record
+TREE_REPUBLISH = (f"$KV.{KV_TREE}.*.>", run_events(_W1))  # every pas_tree record of the run
+TREE_EVENT_SOURCES = ((f"$KV.{KV_TREE}.{plan_key('*')}", run_plan(_W1)),
+                      (f"$KV.{KV_TREE}.{lane_key('*', '*')}", run_lane(_W1, _W2)),
+                      (f"$KV.{KV_TREE}.{job_key('*', '*')}", run_job(_W1, _W2)),
+                      (f"$KV.{KV_TREE}.{task_key('*', '*')}", run_task(_W1, _W2)))
+"""The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"

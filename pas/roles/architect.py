@@ -65,17 +65,15 @@ class ArchitectRole(Role):
         # always finds it when it finishes.
         run, _ = await asyncio.gather(R.update_run(self.bus, ref.run_id, start, got),
                                       R.put_parent(self.bus, R.plan_key(ref.run_id), plan) if plan else _none())
-        if run is not None:
-            await ctx.publish(S.run_status(run.run_id), R.event(run.run_id, "run", "running", self.me.id))
-        else:  # not queued: a redelivery (go on planning), or over
+        if run is None:  # not queued: a redelivery (go on planning), or over
             got = await R.get_run(self.bus, ref.run_id)
             if got is None or got[0].status in wire.TERMINAL_RUN:
                 return
             run = got[0]
         if with_model and old is None:
             # Plan lanes with the model; explicit tasks already name their lanes.
-            lp, meta = await plan_architect(self.agent.router(), self.me.id, self.agent.model, self.agent.backup_model,
-                                            job.goal, self.cfg.lanes(), run.run_id, requested=job.lanes)
+            lp, meta = await plan_architect(self.agent.asker(run.run_id), job.goal, self.cfg.lanes(),
+                                            requested=job.lanes)
             chosen = {x.lane for x in lp.lanes}
             lanes = [lane for lane in S.LANES if lane in chosen] or lanes
             briefs = {x.lane: x.brief or job.goal for x in lp.lanes}
@@ -83,11 +81,11 @@ class ArchitectRole(Role):
                 await R.mark_degraded(self.bus, run.run_id, meta.reason if meta.degraded else "", lanes)
             await R.put_parent(self.bus, R.plan_key(run.run_id), self._plan_record(run.run_id, lanes))
         pending = []
+        run_ctx = wire.RunContext.of(job)  # set here, once: every tier below carries it unchanged
         for lane in lanes:
             tasks = [t for t in job.tasks or [] if t.lane == lane]
-            work = wire.LaneWork(run_id=run.run_id, lane=lane, goal=job.goal or job.title,
-                                 brief=briefs.get(lane) or job.goal or job.title, tasks=tasks, repo=job.repo,
-                                 env=job.env, priority=job.priority, approval=job.approval_mode)
+            work = wire.LaneWork(run_id=run.run_id, lane=lane, brief=briefs.get(lane) or run_ctx.goal, tasks=tasks,
+                                 ctx=run_ctx)
             await ctx.log(f"dir-{lane}", "CMD", f"lane {lane}: {len(tasks)} task(s)", "running")
             pending.append(self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}"))
         await asyncio.gather(*pending)  # one round trip for all the lanes

@@ -14,7 +14,7 @@ from pas.runtime.service import WorkCtx
 
 def job_cards(work: wire.LaneWork, max_tasks: int) -> list[list[wire.TaskSpec]]:
     """The offline plan: explicit tasks in chunks of max_tasks; a bare goal -> one echo task."""
-    plan = deterministic_director(work.lane, work.brief or work.goal, list(work.tasks), max_tasks)
+    plan = deterministic_director(work.lane, work.brief or work.ctx.goal, list(work.tasks), max_tasks)
     return [j.tasks for j in plan.jobs]
 
 
@@ -53,8 +53,8 @@ class DirectorRole(Role):
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
             return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         if plan_with_model:
-            plan, meta = await plan_director(self.agent.router(), self.me.id, self.agent.model, self.agent.backup_model,
-                                             self.lane, work.goal, work.brief, [], work.run_id, max_tasks)
+            plan, meta = await plan_director(self.agent.asker(work.run_id), self.lane, work.ctx.goal, work.brief, [],
+                                             max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
             if meta.degraded:
                 await R.mark_degraded(self.bus, work.run_id, f"{self.me.id}: {meta.reason}")
@@ -72,13 +72,10 @@ class DirectorRole(Role):
                 return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
         elif existing[0].jobs != job_ids:
             return  # a redelivery whose (model) plan differs: the first plan's job cards stand
-        await R.notify(self.bus, S.run_lane(work.run_id, self.lane),
-                       R.event(work.run_id, "lane", "running", self.me.id, lane=self.lane))
         pending = []
         for job_id, tasks in zip(job_ids, chunks, strict=False):
-            card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, goal=work.goal,
-                                repo=work.repo, env=work.env, parent_id=work.run_id, submitted_by=self.me.id,
-                                priority=work.priority, approval=work.approval)
+            card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, ctx=work.ctx,
+                                parent_id=work.run_id, submitted_by=self.me.id)
             await ctx.log(f"mgr-{self.lane}", "CMD", f"job {job_id}: {len(tasks)} task(s)", "queued")
             pending.append(self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}"))
         await asyncio.gather(*pending)  # one round trip for all the lane's job cards

@@ -9,8 +9,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from nats.js.errors import KeyWrongLastSequenceError
-
 from pas.base.errors import BadRequest, CommandRefused, Conflict, Forbidden, NotFound, Retry
 from pas.execution.policy import admit, check_command, check_inside, repo_roots
 from pas.protocol import subjects as S
@@ -19,6 +17,7 @@ from pas.protocol.ids import is_id
 from pas.runtime import approval as A
 from pas.runtime import runs as R
 from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.comms import Entry
 from pas.runtime.service import Call, WorkCtx
 from pas.transport import auth, tracing
 
@@ -49,6 +48,13 @@ class GatewayRole(Role):
             # the same, as the NATS user that alone may publish the subject (pas.transport.auth)
             *(EndpointSpec(f"{name}_as", S.gateway_as("*", name), handler, typ) for name, _, handler, typ in acting),
         ]
+
+    @staticmethod
+    def identity(call: Call) -> str:
+        """Who asks, as the server authenticated it: the user of pas.gateway.as.<user>.*, else `anonymous`
+        (the plain subjects, which several users may publish). Comms entries of clients' commands name it,
+        never a `by` the client wrote."""
+        return S.requester(call.subject) or auth.ANONYMOUS
 
     @staticmethod
     def may_act(run: wire.RunRecord, call: Call) -> None:
@@ -96,9 +102,7 @@ class GatewayRole(Role):
         tracing.tag({"pas.run_id": run_id})
         if key:
             h = hashlib.sha256(key.encode()).hexdigest()[:40]
-            try:
-                await self.bus.kv[S.KV_IDEMPOTENCY].create(h, run_id.encode())
-            except KeyWrongLastSequenceError:
+            if await self.bus.kv_create(S.KV_IDEMPOTENCY, h, run_id.encode()) is None:
                 e = await self.bus.kv[S.KV_IDEMPOTENCY].get(h)
                 existing = (e.value or b"").decode()
                 got = await R.get_run(self.bus, existing)
@@ -110,26 +114,22 @@ class GatewayRole(Role):
         # The job, kept once, and the run: both create-if-absent (an existing run's request is never
         # replaced), in one round trip.
         body = wire.encode(job)
-        stored = await asyncio.gather(self.bus.kv[S.KV_TREE].create(R.request_key(run_id), body),
-                                      self.bus.kv[S.KV_RUNS].create(run_id, wire.encode(run)), return_exceptions=True)
-        for res in stored:
-            if isinstance(res, BaseException) and not isinstance(res, KeyWrongLastSequenceError):
-                raise res
-        if isinstance(stored[0], KeyWrongLastSequenceError):
-            if not isinstance(stored[1], BaseException):  # a request without its run was there: leave it be
-                await self.bus.kv[S.KV_RUNS].delete(run_id, last=stored[1])
+        stored = await asyncio.gather(self.bus.kv_create(S.KV_TREE, R.request_key(run_id), body),
+                                      self.bus.kv_create(S.KV_RUNS, run_id, run))
+        if stored[0] is None:
+            if stored[1] is not None:  # a request without its run was there: leave it be
+                await self.bus.kv_delete(S.KV_RUNS, run_id, last=stored[1])
             raise Conflict(f"run {run_id!r} already exists")
-        if isinstance(stored[1], BaseException):
+        if stored[1] is None:
             raise Conflict(f"run {run_id!r} already exists")
         R.remember_run(self.bus, run, stored[1])
-        await self.agent.comms.log("client", self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
-                                   metadata={"lanes": lanes, "tasks": len(job.tasks or [])})
-        await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "queued", self.me.id))
+        await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
+                                         metadata={"lanes": lanes, "tasks": len(job.tasks or [])}))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
         # The run and the job go along, so the architect reads neither back.
         work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
         await self.bus.publish_js(S.WORK_ARCHITECT, work, msg_id=f"{run_id}:architect")
-        await self.agent.comms.log(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued")
+        await self.agent.comms.log(Entry(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued"))
         return wire.SubmitReply(run_id=run_id, status="queued")
 
     async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:
@@ -157,10 +157,8 @@ class GatewayRole(Role):
             if not seen:
                 raise NotFound(f"no run {ref.run_id!r}")
             raise Conflict(f"run {ref.run_id!r} already {seen[-1]}")
-        await self.bus.publish_js(S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
-        await R.emit(self.bus, S.run_status(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id,
-                                                                  message="cancelled by request"))
-        await self.agent.comms.log("client", self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled")
+        await R.emit(self.bus, S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
+        await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled"))
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
                                created_at=run.created_at, finished_at=run.finished_at)
 
@@ -184,11 +182,12 @@ class GatewayRole(Role):
         run = await A.decide(self.bus, d, approve, by)
         assert run.approval is not None
         verb = "approve" if approve else "reject"
-        await self.agent.comms.log(by, self.me.id, "CMD", f"{verb} plan of {run.run_id}"
-                                   + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
-                                   + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
-                                   metadata={"by": by, "decision": run.approval.status,
-                                             "dropped": run.approval.dropped, "reason": d.reason})
+        # The entry names who asked; `by` (what the request says, kept in the plan's record) is metadata.
+        await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"{verb} plan of {run.run_id}"
+                                         + (f" dropping {', '.join(run.approval.dropped)}" if run.approval.dropped else "")
+                                         + (f": {d.reason}" if d.reason else ""), run.run_id, run.approval.status,
+                                         metadata={"by": by, "decision": run.approval.status,
+                                                   "dropped": run.approval.dropped, "reason": d.reason}))
         # Should this gateway die before the managers are told, the item makes another one finish it.
         await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run.run_id), msg_id=f"{run.run_id}:decided")
         await self._announce_decision(run)
@@ -196,14 +195,8 @@ class GatewayRole(Role):
                                created_at=run.created_at, finished_at=run.finished_at)
 
     async def _announce_decision(self, run: wire.RunRecord) -> None:
+        """Tell the lanes' managers (the run record's write was the decision's event)."""
         assert run.approval is not None
-        if run.status == "rejected":
-            await R.emit(self.bus, S.run_status(run.run_id),
-                         R.event(run.run_id, "run", "rejected", self.me.id, message=run.message),
-                         msg_id=f"{run.run_id}:status:final")
-        else:
-            await R.notify(self.bus, S.run_status(run.run_id),
-                           R.event(run.run_id, "run", "running", self.me.id, message="plan approved"))
         await A.announce(self.bus, run)
 
     async def approval_timer(self, ref: wire.RunRef, ctx: WorkCtx) -> None:
@@ -228,9 +221,9 @@ class GatewayRole(Role):
             run = await A.decide(self.bus, wire.Decision(run_id=run.run_id, reason=A.TIMED_OUT), False, self.me.id)
         except (Conflict, NotFound):
             return  # decided at the same moment
-        await self.agent.comms.log(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",
-                                   run.run_id, "rejected", metadata={"by": self.me.id, "decision": "rejected",
-                                                                    "reason": A.TIMED_OUT})
+        await self.agent.comms.log(Entry(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",
+                                         run.run_id, "rejected", metadata={"by": self.me.id, "decision": "rejected",
+                                                                          "reason": A.TIMED_OUT}))
         await self._announce_decision(run)
 
     async def status(self, ref: wire.StatusRef) -> wire.RunStatus:

@@ -13,7 +13,9 @@ from pas.protocol import wire
 from pas.protocol.ids import ID_RULE, is_id
 from pas.runtime import approval as A
 from pas.runtime import runs as R
+from pas.runtime import taskowner
 from pas.runtime.agent import EndpointSpec, Role, WorkSpec
+from pas.runtime.comms import Entry
 from pas.runtime.service import Call, WorkCtx
 
 
@@ -27,9 +29,26 @@ class ManagerRole(Role):
 
     def endpoints(self) -> list[EndpointSpec]:
         # Lane-level: shared by the lane's managers as one queue group.
-        return [EndpointSpec("submit", S.lane_submit("mgr", self.lane), self.submit, wire.JobCard,
+        return [EndpointSpec("submit", S.lane_submit("mgr", self.lane), self.submit, wire.JobCardSubmit,
                              queue_group=f"mgr-{self.lane}"),
-                self.child_done_endpoint(S.child_done("mgr", self.lane), f"mgr-{self.lane}")]  # job records
+                # task records: the programmers report, the managers check the holder and write (pas.runtime.taskowner)
+                EndpointSpec("task_started", S.task_started(self.lane, "*"), self.task_started, wire.TaskRecord,
+                             queue_group=f"mgr-{self.lane}", concurrent=True),
+                EndpointSpec("done", S.task_done(self.lane, "*"), self.task_done, wire.ChildDone,
+                             queue_group=f"mgr-{self.lane}", concurrent=True)]
+
+    async def task_started(self, rec: wire.TaskRecord, call: Call) -> None:
+        await taskowner.started(self.bus, rec, S.sender(call.subject), self.lane)
+
+    async def task_done(self, done: wire.ChildDone, call: Call) -> dict[str, str]:
+        """A programmer's result: stored if it holds the task (Forbidden otherwise), then noted in the job,
+        which this lane's managers own, and on up (pas.runtime.runs.note_child_done)."""
+        sender = S.sender(call.subject)
+        rec = await taskowner.finished(self.bus, done, sender, self.lane)
+        ev = R.event(rec.run_id, "task", rec.status, rec.programmer or sender, lane=rec.lane, job_id=rec.job_id,
+                     task_id=rec.task_id)
+        await R.note_child_done(self.walk_ctx(done, call), wire.ChildDone(event=ev, redelivered=done.redelivered))
+        return {}
 
     def work(self) -> list[WorkSpec]:
         w = self.cfg.settings.work
@@ -40,11 +59,15 @@ class ManagerRole(Role):
                      w.handler_concurrency, w.ack_wait_s),
         ]
 
-    async def submit(self, card: wire.JobCard, call: Call) -> dict[str, str]:
-        """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue."""
-        if card.approval:
+    async def submit(self, req: wire.JobCardSubmit, call: Call) -> dict[str, str]:
+        """Direct submission of a job card (the legacy POST /submit): queued on the lane's work queue,
+        with the run context made here (there is no run above it)."""
+        if req.approval:
             raise BadRequest(f"approval mode needs a run: submit the job through {S.GATEWAY_SUBMIT}")
-        card.repo = admit(card.repo, card.env, repo_roots(self.cfg.settings.policy.repo_roots))
+        repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
+        card = wire.JobCard(job_id=req.job_id, run_id=req.run_id, lane=req.lane, tasks=req.tasks,
+                            ctx=wire.RunContext(goal=req.goal, repo=repo, env=req.env, priority=req.priority),
+                            parent_id=req.parent_id, submitted_by=req.submitted_by)
         await self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{card.run_id}:job:{card.job_id}")
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
@@ -53,51 +76,46 @@ class ManagerRole(Role):
                     if ctx.redelivered else None)  # only a redelivery can find its own earlier plan
         tasks = card.tasks
         if self.agent.llm is not None and existing is None:
-            plan, meta = await plan_manager(self.agent.llm, self.me.id, self.agent.model, self.agent.backup_model,
-                                            self.lane, card.goal, card.tasks, card.run_id,
+            plan, meta = await plan_manager(self.agent.asker(card.run_id), self.lane, card.ctx.goal, card.tasks,
                                             self.cfg.settings.work.max_tasks_per_job)
             tasks = plan.tasks or card.tasks
             if meta.degraded:
                 await R.mark_degraded(self.bus, card.run_id, f"{self.me.id}: {meta.reason}")
         elif existing is not None and existing[0].specs:
             tasks = existing[0].specs  # a redelivered job card: keep the plan made the first time
-        card = wire.JobCard(job_id=card.job_id, run_id=card.run_id, lane=card.lane, tasks=tasks, goal=card.goal,
-                            repo=card.repo, env=card.env, parent_id=card.parent_id, submitted_by=card.submitted_by,
-                            priority=card.priority, approval=card.approval)
+        card.tasks = tasks
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         if existing is None:  # a redelivery keeps its record (and the completions noted in it)
             await R.put_parent(self.bus, R.job_key(card.run_id, card.job_id),
                                   wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                                  manager=self.me.id, tasks=task_ids, specs=card.tasks,
-                                                 repo=card.repo, env=card.env, priority=card.priority))
-        pending = []
+                                                 ctx=card.ctx))
+        pending, creates = [], []
         for task_id, spec in zip(task_ids, card.tasks, strict=False):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
                                   manager=self.me.id, executor=wire.effective_executor(spec),
                                   instruction=spec.instruction[:2000], command=spec.command)
-            # Create-if-absent without a round trip: the store refuses it if the key exists already
-            # (a redelivered job card), and the programmer copes with a record it cannot find.
-            await self.bus.nc.publish(S.kv_subject(S.KV_TREE, R.task_key(card.run_id, task_id)), wire.encode(rec),
-                                      headers={"Nats-Expected-Last-Subject-Sequence": "0"})
-            await self.bus.publish(S.run_task(card.run_id, task_id), rec)
-            if card.approval:
+            # Create-if-absent, confirmed with the job's tasks below (one round trip for all): the store
+            # refuses it if the key exists already (a redelivered job card).
+            creates.append(self.bus.kv_create(S.KV_TREE, R.task_key(card.run_id, task_id), rec))
+            if existing is None:
+                taskowner.remember(self.bus, R.task_key(card.run_id, task_id), rec)  # its holder is checked there
+            if card.ctx.approval:
                 continue  # held: published when the run is approved (self.release)
-            pending.append(self._publish_task(card.run_id, card.job_id, task_id, spec, self.me.id, card.repo,
-                                              card.env, card.priority))
+            pending.append(self._publish_task(card.ctx, card.run_id, card.job_id, task_id, spec, self.me.id))
         if pending:  # one entry for the job's hand-over to the pool (each programmer logs the task it runs)
             await ctx.log("prog-pool", "CMD", f"job {card.job_id}: {len(pending)} task(s) queued: " + "; ".join(
                 f"{t}: {spec.instruction[:200]}" for t, spec in zip(task_ids, card.tasks, strict=False)), "queued",
                 metadata={"tasks": task_ids, "executors": [wire.effective_executor(t) for t in card.tasks]})
-        await asyncio.gather(*pending)  # the job's tasks are stored in one round trip, not one each
-        if card.approval:
+        await asyncio.gather(*creates, *pending)  # the job's tasks are stored in one round trip, not one each
+        if card.ctx.approval:
             await self._maybe_wait_for_approval(card.run_id)
 
-    def _publish_task(self, run_id: str, job_id: str, task_id: str, spec: wire.TaskSpec, manager: str,
-                      repo: str | None, env: str | None, priority: int) -> Awaitable[None]:
+    def _publish_task(self, run_ctx: wire.RunContext, run_id: str, job_id: str, task_id: str, spec: wire.TaskSpec,
+                      manager: str) -> Awaitable[None]:
         work = wire.TaskWork(run_id=run_id, job_id=job_id, task_id=task_id, lane=self.lane, manager=manager,
-                             spec=spec, repo=repo, env=env, timeout_s=self.cfg.settings.pool.task_timeout_s,
-                             priority=priority)
-        return self.bus.publish_js(S.work_prog(wire.band(priority)), work, msg_id=f"{run_id}:task:{task_id}")
+                             spec=spec, ctx=run_ctx, timeout_s=self.cfg.settings.pool.task_timeout_s)
+        return self.bus.publish_js(S.work_prog(wire.band(run_ctx.priority)), work, msg_id=f"{run_id}:task:{task_id}")
 
     # ---- approval mode (pas.runtime.approval) -------------------------------------------------------
     async def _maybe_wait_for_approval(self, run_id: str) -> None:
@@ -111,10 +129,8 @@ class ManagerRole(Role):
             return  # another manager did it, or the run is no longer running
         # The deadline timer: held by the gateway's pas.work.approval consumer (survives restarts).
         await self.bus.publish_js(S.WORK_APPROVAL, wire.RunRef(run_id=run_id), msg_id=f"{run_id}:approval")
-        await R.notify(self.bus, S.run_status(run_id), R.event(run_id, "run", "waiting_approval", self.me.id,
-                                                               message=f"plan ready; approval timeout {timeout:g}s"))
-        await self.agent.comms.log(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
-                                   run_id, "waiting_approval")
+        await self.agent.comms.log(Entry(self.me.id, "gateway", "STATUS", f"plan of {run_id} complete: waiting for approval",
+                                         run_id, "waiting_approval"))
 
     async def release(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
         """The decision on a run's plan, for this lane: publish the approved tasks, mark the dropped
@@ -141,17 +157,16 @@ class ManagerRole(Role):
                         await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
                     continue
                 if approved and task_id not in dropped:
-                    await self.agent.comms.log(self.me.id, "prog-pool", "CMD",
-                                               f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
-                                               metadata={"executor": rec.executor, "approved_by": ev.agent})
-                    pending.append(self._publish_task(ev.run_id, job_id, task_id, spec, job.manager, job.repo,
-                                                      job.env, job.priority))
+                    await self.agent.comms.log(Entry(self.me.id, "prog-pool", "CMD",
+                                                     f"task {task_id}: {spec.instruction[:200]}", ev.run_id, "queued",
+                                                     metadata={"executor": rec.executor, "approved_by": ev.agent}))
+                    pending.append(self._publish_task(job.ctx, ev.run_id, job_id, task_id, spec, job.manager))
                     continue
                 rec.status, rec.finished_at = "skipped", wire.now()
                 who = wire.decider(ev.agent)
                 rec.error = f"dropped from the plan by {who}" if approved else f"plan rejected by {who}"
                 await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
-                await self.bus.publish(S.run_task(ev.run_id, task_id), rec)
+                taskowner.remember(self.bus, R.task_key(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
                 await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
         await asyncio.gather(*pending)

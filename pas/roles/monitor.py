@@ -11,6 +11,7 @@ from typing import Any
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.agent import Role
+from pas.runtime.comms import Entry
 
 log = logging.getLogger("pas.monitor")
 
@@ -74,7 +75,7 @@ class MonitorRole(Role):
         alert = wire.Alert(agent=agent, kind=kind, ts=wire.now(), last_beat=last_beat, missed_s=round(missed_s, 3))  # type: ignore[arg-type]
         log.warning("agent %s %s", agent, kind)
         await self.bus.publish_js(S.alert_agent(agent), alert)
-        await self.agent.comms.log(self.me.id, agent, "STATUS", f"agent {agent} {kind}", None, kind)
+        await self.agent.comms.log(Entry(self.me.id, agent, "STATUS", f"agent {agent} {kind}", None, kind))
 
     def beat(self) -> tuple[str, str | None, float, str]:
         dead = sorted(a for a, s in self.state.items() if s.state == "dead")

@@ -19,11 +19,12 @@ from typing import Any
 from pas.base.errors import BadRequest, BudgetExceeded, PasError
 from pas.base.redact import redact
 from pas.base.textsafe import cap
-from pas.execution.executors import ExecResult, open_workspace, run_argv, run_command
+from pas.execution.executors import Bounds, ExecResult, open_workspace, run_argv, run_command
 from pas.execution.policy import admit, check_command, repo_roots
 from pas.execution.repoenv import EnvError, RepoEnv
 from pas.execution.repoenv import resolve as resolve_env
 from pas.execution.sandbox import Box
+from pas.llm.client import Asker
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.protocol.wire.records import ACCEPTANCE_MARK
@@ -143,8 +144,9 @@ class ProgrammerRole(Role):
         rec.status, rec.started_at = "running", wire.now()
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
-        await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
-        await self.bus.publish(S.run_task(work.run_id, work.task_id), rec)
+        # The lane's managers record this programmer as the task's holder and write the record (the server
+        # makes it the task's event): pas.runtime.taskowner.
+        await self.bus.publish(S.task_started(work.lane, self.me.id), rec)
         await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
                       metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
@@ -174,18 +176,16 @@ class ProgrammerRole(Role):
                        job_id=rec.job_id, task_id=rec.task_id)
 
     async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
-        """The result, published once (the record, to its key and as the task's event), then the
-        job's managers are told in this same handler (pas.runtime.runs.child_done: they note it in the job's
-        record, which only they write, and walk on up). A crash before the ack leaves the work to be
-        redelivered, and the redelivery only re-announces (the record is terminal)."""
-        ev = self._done_event(rec)
-        await asyncio.gather(self.bus.kv_put(S.KV_TREE, R.task_key(rec.run_id, rec.task_id), rec),
-                             ctx.publish(S.run_task(rec.run_id, rec.task_id), rec),
-                             ctx.log(rec.manager, "RESPONSE",
+        """The result goes to the job's managers in this same handler (pas.runtime.runs.child_done): they own
+        the task and job records, store the result if this programmer holds the task (the server makes the
+        record the task's event), note it in the job and walk on up. Its comms entry goes meanwhile. A crash
+        before the ack leaves the work to be redelivered, and the redelivery only re-announces (the record
+        is terminal)."""
+        await asyncio.gather(ctx.log(rec.manager, "RESPONSE",
                                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                      rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
-                                     metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}))
-        await R.child_done(ctx, ev)
+                                     metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}),
+                             R.child_done(ctx, self._done_event(rec), task=rec))
 
     def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
         """The environment the task runs in (pas.execution.repoenv); a string is why none could be chosen;
@@ -193,7 +193,7 @@ class ProgrammerRole(Role):
         if wire.effective_executor(work.spec) == "echo":
             return None
         try:
-            return resolve_env(work.repo, work.env, self.cfg.settings.pool.env)
+            return resolve_env(work.ctx.repo, work.ctx.env, self.cfg.settings.pool.env)
         except EnvError as e:
             return f"unusable environment: {e.message}"
 
@@ -206,7 +206,7 @@ class ProgrammerRole(Role):
         if not isinstance(renv, RepoEnv):
             return ExecResult(status="failed", error=str(renv or "no environment"))
         try:
-            ws = await open_workspace(work.repo, work.run_id, work.task_id, self.scratch)
+            ws = await open_workspace(work.ctx.repo, work.run_id, work.task_id, self.scratch)
         except PasError as e:
             return ExecResult(status="failed", error=f"workspace: {e.message}")
         try:
@@ -226,10 +226,14 @@ class ProgrammerRole(Role):
         finally:
             await ws.remove()
 
+    def _bounds(self, work: wire.TaskWork) -> Bounds:
+        pool = self.cfg.settings.pool
+        return Bounds(work.timeout_s, pool.output_cap_bytes, pool.output_kill_bytes)
+
     async def _dispatch(self, executor: str, work: wire.TaskWork, cwd: Path, renv: RepoEnv,
                         direct: Direct) -> ExecResult:
         spec = work.spec
-        pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
+        policy = self.cfg.settings.policy
         problem = self.box.problem()
         if problem:
             return ExecResult(status="failed", error=f"refused: no sandbox for {executor} tasks: {problem}; "
@@ -238,8 +242,7 @@ class ProgrammerRole(Role):
             log.warning("%s: task %s runs WITHOUT a sandbox (settings.policy.sandbox: off)", self.me.id, work.task_id)
         if executor == "command":
             return await run_command(spec.command or spec.instruction, policy.command_allowlist, cwd,
-                                     work.timeout_s, pool.output_cap_bytes, renv, box=self.box,
-                                     kill_bytes=pool.output_kill_bytes)
+                                     self._bounds(work), renv, box=self.box)
         if not self.agent.model:
             return ExecResult(status="failed", error=f"executor {executor!r} needs a model; {self.me.id} has none")
         if executor == "llm":
@@ -249,15 +252,14 @@ class ProgrammerRole(Role):
         return ExecResult(status="failed", error=f"unknown executor {executor!r}")
 
     async def _llm(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv, direct: Direct) -> ExecResult:
-        from pas.execution.edit_loop import run_llm_edit
+        from pas.execution.edit_loop import EditTask, run_llm_edit
 
         llm = self.agent.router()
-        pool, policy = self.cfg.settings.pool, self.cfg.settings.policy
+        policy = self.cfg.settings.policy
 
         async def acceptance(command: str, workdir: Path) -> tuple[int, str]:
             argv = check_command(command, policy.command_allowlist, workdir)  # raises CommandRefused
-            r = await run_argv(renv.argv(argv), workdir, work.timeout_s, pool.output_cap_bytes, box=self.box,
-                               env=renv.env, kill_bytes=pool.output_kill_bytes)
+            r = await run_argv(renv.argv(argv), workdir, self._bounds(work), box=self.box, env=renv.env)
             return (r.exit_code if r.exit_code is not None else -1), r.output + (f"\n{r.error}" if r.error else "")
 
         budget = await llm.task_budget(work.run_id)
@@ -266,10 +268,10 @@ class ProgrammerRole(Role):
                                    else min(budget.cost_usd_max, direct.cost_cap))
         primary, backup = direct.models(self.agent.model, self.agent.backup_model)
         res = await run_llm_edit(
-            llm, agent=self.me.id, primary=primary, backup=backup, workdir=cwd,
-            instruction=work.spec.instruction, files=work.spec.files, acceptance=work.spec.acceptance,
-            run_acceptance=acceptance, max_fix_iterations=self.cfg.settings.llm.max_fix_iterations,
-            run_id=work.run_id, budget=budget, allowed_globs=policy.filesystem_allowlist or None,
+            Asker(llm, self.me.id, primary, backup, work.run_id),
+            EditTask(cwd, work.spec.instruction, work.spec.files, work.spec.acceptance,
+                     policy.filesystem_allowlist or None),
+            acceptance, max_fix_iterations=self.cfg.settings.llm.max_fix_iterations, budget=budget,
         )
         status = res.status  # a BudgetExceeded met by the loop ends it budget_exceeded
         out = res.diff
@@ -280,14 +282,14 @@ class ProgrammerRole(Role):
                           extra={"iterations": str(res.iterations), "model": res.model_used or ""})
 
     async def _aider(self, work: wire.TaskWork, cwd: Path, renv: RepoEnv, direct: Direct) -> ExecResult:
-        from pas.execution.aider import run_aider
+        from pas.execution.aider import AiderSetup, run_aider
+        from pas.execution.edit_loop import EditTask
 
         budget = await self.agent.router().task_budget(work.run_id)
         budget.check()  # BudgetExceeded: the task ends budget_exceeded (_execute)
         prof = self.agent.router().profiles[direct.models(self.agent.model, self.agent.backup_model)[0]]
-        res = await run_aider(binary=self.cfg.settings.llm.aider_binary, workdir=cwd, model=prof.model,
-                              api_base=prof.api_base, api_key_env=prof.api_key_env,
-                              instruction=work.spec.instruction, files=work.spec.files, timeout_s=work.timeout_s,
+        res = await run_aider(AiderSetup(self.cfg.settings.llm.aider_binary, prof.model, prof.api_base, prof.api_key_env),
+                              EditTask(cwd, work.spec.instruction, work.spec.files), work.timeout_s,
                               base_env=renv.env, box=self.box)
         # aider does not report tokens or cost to PAS: recorded as unknown, never invented.
         return ExecResult(status=res.status, output=(res.diff + "\n" + res.output).strip(), exit_code=res.exit_code,
@@ -302,7 +304,7 @@ class ProgrammerRole(Role):
         # (pas.execution.policy.admit; the ids are checked by the wire type).
         repo = admit(req.repo, req.env, repo_roots(self.cfg.settings.policy.repo_roots))
         work = wire.TaskWork(run_id=req.run_id, job_id=req.job_id, task_id=f"x-{id(req):x}", lane="code",
-                             manager="", spec=spec, repo=repo, env=req.env, timeout_s=req.timeout_s)
+                             manager="", spec=spec, ctx=wire.RunContext(repo=repo, env=req.env), timeout_s=req.timeout_s)
         renv = self._repo_env(work)
         r = await self._execute(work, renv, direct)
         if renv is not None:

@@ -14,6 +14,7 @@ from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import runs as R
 from pas.runtime.agent import Role, WorkSpec
+from pas.runtime.comms import Entry
 from pas.runtime.service import WorkCtx
 
 log = logging.getLogger("pas.root")
@@ -45,9 +46,7 @@ class RootRole(Role):
         ev = R.plan_event(stored[0])
         run, rev = got
         if run.status in wire.TERMINAL_RUN:
-            if ctx.redelivered and run.finished_at is not None:  # we may have died before announcing it
-                await self._announce(ctx, run, ev.message)
-            return
+            return  # ended before (a redelivery): its record's write was its event
         end = msgspec.structs.replace(run)  # the ending, worked out on a copy; `run` stays as read
         end.status = ev.status if ev.status in ("completed", "cancelled") else "failed"
         end.finished_at = wire.now()
@@ -62,14 +61,9 @@ class RootRole(Role):
             r.result_branch, r.conflicts = end.result_branch, end.conflicts
             return True
 
+        # The ending's write is the run's terminal event (the server fans it out, pas.runtime.runs).
         if await R.update_run(self.bus, run.run_id, change, (run, rev)) is not None:
-            await self._announce(ctx, end, ev.message)
-
-    async def _announce(self, ctx: WorkCtx, run: wire.RunRecord, message: str) -> None:
-        await ctx.emit(S.run_status(run.run_id), R.event(run.run_id, "run", run.status, self.me.id,
-                                                          message=run.message if run.conflicts else message),
-                       msg_id=f"{run.run_id}:status:final")
-        await ctx.log("gateway", "STATUS", f"run {run.run_id} {run.status}", run.status)
+            await ctx.log("gateway", "STATUS", f"run {run.run_id} {end.status}", end.status)
 
     async def _integrate(self, run: wire.RunRecord) -> None:
         """Merge the completed tasks' branches into pas/<run>/result (pas.execution.integrate), when the run
@@ -98,6 +92,6 @@ class RootRole(Role):
             if run.status == "completed":
                 run.status = "failed"
             run.message = res.reason() + (f"; {run.message}" if run.message else "")
-        await self.agent.comms.log(self.me.id, "gateway", "RESPONSE", text, run.run_id,
-                                   "conflict" if not res.ok else "ok",
-                                   metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts})
+        await self.agent.comms.log(Entry(self.me.id, "gateway", "RESPONSE", text, run.run_id,
+                                         "conflict" if not res.ok else "ok",
+                                         metadata={"merged": res.merged, "skipped": res.skipped, "conflicts": run.conflicts}))

@@ -23,12 +23,14 @@ from pas import __version__
 from pas.base.errors import NotFound, PasError, Unavailable
 from pas.config.doc import check_model_override
 from pas.config.model import AgentConfig
+from pas.llm.client import Asker
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import claims
-from pas.runtime.comms import CommsLog
-from pas.runtime.service import Call, WorkCtx, WorkLoop, decode_body, endpoint
+from pas.runtime.comms import CommsLog, Entry
+from pas.runtime.service import Call, WorkCtx, WorkLoop, WorkLoopOptions, decode_body, endpoint
 from pas.transport.bus import Bus
+from pas.transport.natscompat import count_error, last_endpoint
 
 if TYPE_CHECKING:
     from pas.runtime.usage import RunLLM  # imported by the Stack, never by an agent without models
@@ -106,10 +108,13 @@ class Role:
     async def _child_done(self, done: wire.ChildDone, call: Call) -> dict[str, Any]:
         from pas.runtime import runs  # (pas.runs imports this module's neighbours; roles use it, the runtime not)
 
-        ctx = WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers=call.headers,
-                      subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms)
-        await runs.note_child_done(ctx, done)
+        await runs.note_child_done(self.walk_ctx(done, call), done)
         return {}
+
+    def walk_ctx(self, done: wire.ChildDone, call: Call) -> WorkCtx:
+        """The context of a completion walk handed up by request (no work item of its own)."""
+        return WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers=call.headers,
+                       subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms)
 
 
 class Agent:
@@ -139,6 +144,10 @@ class Agent:
         if self.llm is None:
             raise Unavailable("no LLM router in this process")
         return self.llm
+
+    def asker(self, run_id: str | None) -> Asker:
+        """This agent's models asked through the router, for one run (the planners)."""
+        return Asker(self.router(), self.cfg.id, self.model, self.backup_model, run_id)
 
     def subject(self, endpoint_name: str) -> str:
         return S.agent_endpoint(self.cfg.role, self.cfg.id, endpoint_name)
@@ -179,17 +188,17 @@ class Agent:
         for spec in specs:
             await self._add_endpoint(spec)
         for ws in self.role.work():
-            kw: dict[str, Any] = {"bus": self.bus, "comms": self.comms, "agent_id": c.id,
-                                  "concurrency": ws.concurrency, "ack_wait_s": ws.ack_wait_s, "spawn": self.bus.spawn,
-                                  "on_bad_input": self._bad_input, "name": f"{c.id}:{ws.durable}", "ack": self.bus.ack}
+            opts = WorkLoopOptions(bus=self.bus, comms=self.comms, agent_id=c.id, concurrency=ws.concurrency,
+                                   ack_wait_s=ws.ack_wait_s, on_bad_input=self._bad_input,
+                                   name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
             if ws.bands:
                 from pas.runtime.priority import BandedWorkLoop
 
                 loop: WorkLoop = BandedWorkLoop(self.bus.nc, list(ws.bands), list(ws.band_subjects), ws.wake_subject,
                                                 ws.burst, js=self.bus.js, stream=ws.stream, typ=ws.typ,
-                                                handler=ws.handler, **kw)
+                                                handler=ws.handler, opts=opts)
             else:
-                loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, **kw)
+                loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, opts)
             self.loops.append(loop)
         await self.role.start()
         for loop in self.loops:
@@ -255,8 +264,7 @@ class Agent:
         def on_error(text: str) -> None:
             ep = holder.get("ep")
             if ep is not None:
-                ep._num_errors += 1
-                ep._last_error = text
+                count_error(ep, text)
 
         handle = endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input)
         if spec.concurrent:
@@ -272,7 +280,7 @@ class Agent:
             handler=handle,
             metadata={"agent": self.id},
         )
-        holder["ep"] = self.service._endpoints[-1]
+        holder["ep"] = last_endpoint(self.service)
 
     def _stats_data(self, ep: EndpointStats) -> dict[str, Any]:
         return {
@@ -327,10 +335,10 @@ class Agent:
             self.backup_model = req.backup
         change = {"agent": self.id, "model": self.model, "backup_model": self.backup_model,
                   "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
-        await self.bus.kv_put(S.KV_MODELS, self.id, change)
+        # (stored in KV pas_models by whoever asked, admin or the HTTP adapter: an agent writes no override)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
-        await self.comms.log(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
-                             status="ok", metadata=change)
+        await self.comms.log(Entry(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
+                                   status="ok", metadata=change))
         return change
 
     async def load_model_override(self) -> None:
@@ -350,7 +358,7 @@ class Agent:
 
     async def _bad_input(self, subject: str, data: bytes, err: PasError) -> None:
         preview = data[:500].decode(errors="replace")
-        await self.comms.log(
+        await self.comms.log(Entry(
             self.id, "client", "ERROR", f"rejected input on {subject}: {err.message}",
             status=err.error, metadata={"subject": subject, "bytes": len(data), "preview": preview, "code": err.code},
-        )
+        ))

@@ -109,10 +109,9 @@ async def claim(bus: Bus, mine: Claim) -> int:
     kv = bus.kv[S.KV_CLAIMS]
     data = wire.encode(mine)
     for _ in range(3):
-        try:
-            return await kv.create(mine.agent, data)
-        except KeyWrongLastSequenceError:
-            pass
+        rev = await bus.kv_create(S.KV_CLAIMS, mine.agent, data)
+        if rev is not None:
+            return rev
         cur = await _current(kv, mine.agent)
         if cur is None:
             continue  # released meanwhile: try to create again
@@ -120,7 +119,7 @@ async def claim(bus: Bus, mine: Claim) -> int:
         if await holder_alive(bus.nc, held):
             raise refusal([held])
         try:
-            return await kv.update(mine.agent, data, last=rev)
+            return await bus.kv_update(S.KV_CLAIMS, mine.agent, data, rev)
         except KeyWrongLastSequenceError:
             continue  # someone else took it over first: look again
     cur = await _current(kv, mine.agent)
@@ -130,6 +129,6 @@ async def claim(bus: Bus, mine: Claim) -> int:
 async def release(bus: Bus, agent_id: str, revision: int) -> None:
     """Drop our claim (only if it is still ours)."""
     try:
-        await bus.kv[S.KV_CLAIMS].delete(agent_id, last=revision)
+        await bus.kv_delete(S.KV_CLAIMS, agent_id, last=revision)
     except Exception:
         pass

@@ -7,10 +7,9 @@ The call shape is the one the original design insisted on: log(from, to, type, m
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
@@ -19,6 +18,7 @@ from nats.js import JetStreamContext
 from pas.base.redact import redact, redact_obj
 from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.transport.streams import ALL, ReadOptions, read_raw
 
 if TYPE_CHECKING:
     from pas.transport.bus import Bus
@@ -34,6 +34,23 @@ def check(subject: str, e: wire.CommsEntry) -> None:
                          f"its subject")
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One comms log entry as an agent says it: who to whom, which kind (CMD, RESPONSE, STATUS, LLM,
+    ERROR), the text, the run and status it is about, and for a model call its model and spend."""
+
+    from_agent: str
+    to_agent: str
+    msg_type: str
+    message: str
+    run_id: str | None = None
+    status: str = ""
+    llm_model: str | None = None
+    tokens: int | None = None
+    cost_usd: float | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class CommsLog:
     """With a Bus, every entry is stored for sure (its ack is checked in the background and the
     publish retried through an election or failover); with a bare connection, a plain publish."""
@@ -43,38 +60,26 @@ class CommsLog:
         self.preview_chars = preview_chars
         self.bus = bus
 
-    async def log(
-        self,
-        from_agent: str,
-        to_agent: str,
-        msg_type: str,
-        message: str,
-        run_id: str | None = None,
-        status: str = "",
-        *,
-        llm_model: str | None = None,
-        tokens: int | None = None,
-        cost_usd: float | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        message = redact(message)
+    async def log(self, e: Entry) -> None:
+        """Store one entry: stamped, redacted, its message cut to preview_chars."""
+        message = redact(e.message)
         if len(message) > self.preview_chars:
             message = message[: self.preview_chars] + f"... [{len(message)} chars]"
         entry = wire.CommsEntry(
             ts=wire.now(),
-            from_agent=from_agent,
-            to_agent=to_agent,
-            msg_type=msg_type,
+            from_agent=e.from_agent,
+            to_agent=e.to_agent,
+            msg_type=e.msg_type,
             message=message,
-            run_id=run_id,
-            status=status,
-            llm_model=llm_model,
-            tokens=tokens,
-            cost_usd=cost_usd,
-            metadata=redact_obj(metadata) if metadata else {},  # type: ignore[arg-type]
+            run_id=e.run_id,
+            status=e.status,
+            llm_model=e.llm_model,
+            tokens=e.tokens,
+            cost_usd=e.cost_usd,
+            metadata=redact_obj(e.metadata) if e.metadata else {},  # type: ignore[arg-type]
         )
         # No round trip on the agent's hot path either way.
-        subject, data = S.comms(run_id, from_agent, msg_type), wire.encode(entry)
+        subject, data = S.comms(e.run_id, e.from_agent, e.msg_type), wire.encode(entry)
         if self.bus is not None:
             await self.bus.publish_js_nowait(subject, data)
         else:
@@ -91,22 +96,15 @@ async def read(
     run_id: str | None = None,
     agent: str | None = None,
     msg_type: str | None = None,
-    since: datetime | None = None,
-    start_seq: int | None = None,
-    follow: bool = False,
-    stop: asyncio.Event | None = None,
-    idle_timeout_s: float = 0.5,
-    batch: int = 1000,
+    how: ReadOptions = ALL,
 ) -> AsyncIterator[wire.CommsEntry]:
-    """Entries in order, all of them or those from a time (`since`) or a stream sequence (`start_seq`) on.
-    `agent` matches the sender or the receiver; an entry that does not decode is skipped.
+    """Entries in order, all of them or those from a time (`how.since`) or a stream sequence (`how.start_seq`)
+    on. `agent` matches the sender or the receiver; an entry that does not decode is skipped.
 
-    Without follow, stops after the entries that existed when it started; with follow, tails until
-    `stop` is set (pas.transport.streams.read_raw: an ephemeral pull consumer, pulled in batches).
+    Without `how.follow`, stops after the entries that existed when it started; with it, tails until
+    `how.stop` is set (pas.transport.streams.read_raw: an ephemeral pull consumer, pulled in batches).
     """
-    async for _, e in read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type, since=since,
-                                    start_seq=start_seq, follow=follow, stop=stop, idle_timeout_s=idle_timeout_s,
-                                    batch=batch):
+    async for _, e in read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type, how=how):
         yield e
 
 
@@ -116,18 +114,10 @@ async def read_numbered(
     run_id: str | None = None,
     agent: str | None = None,
     msg_type: str | None = None,
-    since: datetime | None = None,
-    start_seq: int | None = None,
-    follow: bool = False,
-    stop: asyncio.Event | None = None,
-    idle_timeout_s: float = 0.5,
-    batch: int = 1000,
+    how: ReadOptions = ALL,
 ) -> AsyncGenerator[tuple[int, wire.CommsEntry], None]:
     """read(), each entry with its PAS_COMMS sequence (the HMI fills gaps in its live log by it)."""
-    from pas.transport.streams import read_raw
-
-    async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), since=since, start_seq=start_seq,
-                            follow=follow, stop=stop, idle_timeout_s=idle_timeout_s, batch=batch):
+    async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), how):
         try:
             e = wire.decode(m.data, wire.CommsEntry)
             check(m.subject, e)

@@ -30,7 +30,7 @@ Programmers in K processes make at most K pulls per task (each process wakes one
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import time
 from typing import Any
@@ -39,11 +39,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from pas.protocol import subjects as S
 from pas.runtime.service import WorkLoop
+from pas.transport.pull import Puller, Status
 
 log = logging.getLogger("pas.runtime.priority")
-NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()
 RECHECK_S = 0.5
 """How long a band found empty is believed empty without a publish to it (redeliveries publish nothing)."""
 
@@ -137,7 +136,7 @@ class BandedWorkLoop(WorkLoop):
         self.streak_band: int | None = None  # index of the band the current streak is from
         self.streak = 0
         self.turn = 0  # which lower band gets the next aging pick first
-        self._inboxes: list[Any] = []
+        self._pullers: list[Puller] = []
 
     def order(self) -> list[int]:
         """Band indexes to try, in order, for the next pick."""
@@ -160,14 +159,14 @@ class BandedWorkLoop(WorkLoop):
     async def _pull(self, i: int) -> Msg | None:
         """One no-wait pull from band i, answered on that band's own inbox (a JetStream delivery
         keeps its stream subject, so nc.request's reply matching cannot be used)."""
-        sub = self._inboxes[i]
-        while sub.pending_msgs:  # the late answer of a pull that timed out: a task may be in it
-            m = await sub.next_msg(timeout=self.fetch_timeout_s)
-            if not _status(m):
+        pull = self._pullers[i]
+        while pull.buffered:  # the late answer of a pull that timed out: a task may be in it
+            m = await pull.next(self.fetch_timeout_s)
+            if not isinstance(m, Status):
                 return m
-        await self.nc.publish(S.js_next(self.stream, self.durables[i]), NO_WAIT, reply=sub.subject)
-        m = await sub.next_msg(timeout=self.fetch_timeout_s)
-        return None if _status(m) else m  # 404 no messages, 408, 409: nothing in this band now
+        await pull.request(1, no_wait=True)
+        m = await pull.next(self.fetch_timeout_s)
+        return None if isinstance(m, Status) else m  # 404 no messages, 408, 409: nothing in this band now
 
     async def _next(self) -> Msg | None:
         b = self.bands
@@ -204,14 +203,11 @@ class BandedWorkLoop(WorkLoop):
     async def _run(self) -> None:
         await self.bands.join(self.nc)
         try:
-            self._inboxes = [await self.nc.subscribe(self.nc.new_inbox()) for _ in self.durables]
-            await self._loop()
+            async with contextlib.AsyncExitStack() as stack:
+                self._pullers = [await stack.enter_async_context(Puller(self.nc, self.stream, d))
+                                 for d in self.durables]
+                await self._loop()
         finally:
-            for s in self._inboxes:
-                try:
-                    await s.unsubscribe()
-                except Exception:
-                    pass
             await self.bands.leave()
 
     async def _loop(self) -> None:
@@ -238,6 +234,3 @@ class BandedWorkLoop(WorkLoop):
             if self.bands.any_marked():  # work left behind: one more idle loop pulls
                 self.bands.wake_one()
 
-
-def _status(m: Msg) -> bool:
-    return bool((m.headers or {}).get("Status")) or not m.reply

@@ -30,6 +30,7 @@ from pas.llm import recording
 from pas.llm.client import LLMResult, LLMUnavailable
 from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.runtime.comms import Entry
 
 if TYPE_CHECKING:
     from pas.runtime.comms import CommsLog
@@ -154,14 +155,14 @@ class Replayer:
             return None, live
         used.add(hit.index)
         rec = await recording.load(self.bus.js, hit.recording_seq)
-        await self.comms.log(agent, "llm", "LLM", f"{rec.profile}: replayed recording {rec.request_sha[:12]} "
-                             f"(seq {hit.recording_seq}) of run {spec.parent}: 0 tokens", run_id, "ok",
-                             llm_model=rec.model_used, tokens=0, cost_usd=0.0,
-                             metadata={"profile": rec.profile, "model_requested": rec.model_requested,
-                                       "model_used": rec.model_used, "tokens_in": 0, "tokens_out": 0,
-                                       "latency_s": 0.0, "ok": True, "error": None, "cost": 0.0, "replayed": True,
-                                       "recording": rec.request_sha, "recording_seq": hit.recording_seq,
-                                       "prompt_key": key, "parent": spec.parent})
+        await self.comms.log(Entry(agent, "llm", "LLM", f"{rec.profile}: replayed recording {rec.request_sha[:12]} "
+                                   f"(seq {hit.recording_seq}) of run {spec.parent}: 0 tokens", run_id, "ok",
+                                   llm_model=rec.model_used, tokens=0, cost_usd=0.0,
+                                   metadata={"profile": rec.profile, "model_requested": rec.model_requested,
+                                             "model_used": rec.model_used, "tokens_in": 0, "tokens_out": 0,
+                                             "latency_s": 0.0, "ok": True, "error": None, "cost": 0.0, "replayed": True,
+                                             "recording": rec.request_sha, "recording_seq": hit.recording_seq,
+                                             "prompt_key": key, "parent": spec.parent}))
         return LLMResult(rec.reply or "", rec.profile, rec.model_used or rec.model_requested, 0, 0, 0.0, 0.0,
                          False, [], rec.finish_reason), None
 
@@ -175,7 +176,7 @@ class Replayer:
 
     async def _mark_forked(self, run_id: str, agent: str) -> None:
         try:
-            await self.bus.kv[S.KV_TREE].create(forked_key(run_id), json.dumps({"agent": agent}).encode())
+            await self.bus.kv_create(S.KV_TREE, forked_key(run_id), {"agent": agent})
         except Exception:
             pass
 
@@ -205,11 +206,11 @@ class Replayer:
                                         f"{expected.recording_seq})" if expected else "")
         text = f"{DIVERGED} at {where}: message {idx} ({role}) differs; {action}"
         try:
-            await self.bus.kv[S.KV_TREE].create(divergence_key(run_id), msgspec.json.encode(d))
+            await self.bus.kv_create(S.KV_TREE, divergence_key(run_id), d)
         except Exception as e:
             log.debug("divergence of %s not stored: %r", run_id, e)
-        await self.comms.log(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
-                             metadata={"divergence": msgspec.to_builtins(d)})
+        await self.comms.log(Entry(agent, "client", "ERROR", f"{text}\n{diff}", run_id, "diverged",
+                                   metadata={"divergence": msgspec.to_builtins(d)}))
         if action == "stop":
             try:
                 await self.bus.nc.request(S.GATEWAY_CANCEL, json.dumps({"run_id": run_id}).encode(), timeout=10)
@@ -250,16 +251,16 @@ def apply_sets(job: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return job
 
 
-async def prepare(bus: Bus, parent: str, new_run: str, *, on_diverge: str = "stop", from_step: str | None = None,
-                  models: dict[str, str] | None = None, sets: list[str] | None = None
+async def prepare(bus: Bus, asked: RerunSpec, new_run: str, sets: list[str] | None = None
                   ) -> tuple[dict[str, Any], RerunSpec]:
-    """Store the spec; return the job to submit (the parent's request, under the new id) and the spec."""
+    """Store the spec (`asked`, with the parent's recorded calls filled in); return the job to submit
+    (the parent's request, under the new id, with `sets` applied) and the spec."""
+    parent = asked.parent
     got = await bus.kv_get(S.KV_TREE, S.request_key(parent), wire.JobSubmit)
     if got is None:
         raise KeyError(f"run {parent!r}: no request in KV {S.KV_TREE} (unknown run, or aged out)")
-    calls = await recorded_calls(bus.js, parent)
-    spec = RerunSpec(parent, on_diverge, from_step, dict(models or {}), calls)
-    await bus.kv[S.KV_TREE].put(spec_key(new_run), msgspec.json.encode(spec))
+    spec = msgspec.structs.replace(asked, calls=await recorded_calls(bus.js, parent))
+    await bus.kv_put(S.KV_TREE, spec_key(new_run), spec)
     job = wire.to_builtins(got[0])
     job.pop("idempotency_key", None)
     job["run_id"] = new_run

@@ -1,7 +1,13 @@
-"""Run state: per-node records in KV (pas_runs, pas_tree) and the events that announce changes.
+"""Run state: per-node records in KV (pas_runs, pas_tree), written here and in pas.runtime.lastwrite.
 
 No run state lives only in memory: a run's view is derived from its keys on demand, so any
 process can die and any other can carry on. One key per task keeps writes O(1) per change.
+
+One write per fact: a record written is its own event. The server republishes every write of a run's
+records as pas.run.<run>.<rest> and sources it into PAS_EVENTS (pas.transport.bus), so nothing here
+publishes a progress event: the record writes (update_run, put_parent, the compare-and-sets of
+record_child_done, a task's put) are the one place events come from. What PAS still publishes on
+pas.run.> are commands for agents (emit): cancel, release, done.plan.
 """
 
 from __future__ import annotations
@@ -76,14 +82,9 @@ async def is_cancelled(bus: Bus, run_id: str) -> bool:
 
 
 async def emit(bus: Bus, subject: str, ev: wire.RunEvent, msg_id: str | None = None) -> None:
-    """An event others act on (done.*, terminal status): stored and acknowledged before we go on."""
+    """A command others act on (cancel, release, done.plan): stored and acknowledged before we go on.
+    Never a state change: those are the records' writes, fanned out by the server."""
     await bus.publish_js(subject, ev, msg_id=msg_id)
-
-
-async def notify(bus: Bus, subject: str, ev: wire.RunEvent) -> None:
-    """A progress event for watchers (queued, running, lane/job changes): captured by PAS_EVENTS
-    without a round trip; the KV records stay the truth."""
-    await bus.publish(subject, ev)
 
 
 def event(run_id: str, kind: str, status: str, agent: str, **kw: Any) -> wire.RunEvent:
@@ -261,8 +262,8 @@ async def _record(bus: Bus, key: str, typ: type[Any], done: dict[str, str], chil
         rec, rev = got
         if rec.status != "running":
             return rec, False  # finished before (a redelivery): the caller re-announces
-        rec.done.update(done)
         total = getattr(rec, children)
+        rec.done.update({c: st for c, st in done.items() if c in total})  # (a child it does not have: no note)
         if all(c in rec.done for c in total):
             rec.status = rollup([rec.done[c] for c in total])
         try:
@@ -286,24 +287,26 @@ def _parent_key(ev: wire.RunEvent) -> tuple[str, str]:
     return plan_key(ev.run_id), ev.lane or ""
 
 
-def owner_subject(ev: wire.RunEvent) -> str:
-    """Where the owner of the parent of the child ev announces listens: a task's job is its lane's managers',
-    a job's lane its director's, a lane's plan the architect's."""
+def owner_subject(ev: wire.RunEvent, sender: str) -> str:
+    """Where the owner of the parent of the child ev announces listens: a task's job (and the task's own
+    record) is its lane's managers', told by the programmer `sender` under its own id; a job's lane its
+    director's, a lane's plan the architect's."""
     if ev.kind == "task":
-        return S.child_done("mgr", ev.lane or "")
+        return S.task_done(ev.lane or "", sender)
     if ev.kind == "job":
         return S.child_done("dir", ev.lane or "")
     return S.ARCHITECT_DONE
 
 
-async def child_done(ctx: WorkCtx, ev: wire.RunEvent) -> None:
+async def child_done(ctx: WorkCtx, ev: wire.RunEvent, task: wire.TaskRecord | None = None) -> None:
     """A child (task, job or lane, as ev says) reached a terminal status: tell the owner of its parent's
     record, which notes it there (note_child_done) and, when it was the last child, finishes the parent
     and tells the next owner up: job -> lane -> plan -> done.plan. Each record is written by its owner
     only (pas.transport.auth). Returns when the whole walk above is done, so the caller's work item is settled
-    only then: a walk cut short (an owner down, a timeout) is retried by the item's redelivery."""
-    body = wire.encode(wire.ChildDone(event=ev, redelivered=ctx.redelivered))
-    subject = owner_subject(ev)
+    only then: a walk cut short (an owner down, a timeout) is retried by the item's redelivery. `task`: a
+    programmer's result, which the managers store (pas.runtime.taskowner)."""
+    body = wire.encode(wire.ChildDone(event=ev, redelivered=ctx.redelivered, task=task))
+    subject = owner_subject(ev, ctx.agent_id)
     try:
         reply = await ctx.bus.nc.request(subject, body, timeout=ctx.bus.cfg.settings.work.ack_wait_s,
                                          headers=tracing.inject(None))
@@ -335,21 +338,17 @@ async def note_child_done(ctx: WorkCtx, done: wire.ChildDone) -> None:
 
 
 async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
-    """Log and announce a parent that just finished (`now`) or, on a repeated walk, had finished. The
-    owner logs as itself (pas.transport.auth grants each agent its own comms subjects only). A plan's entry is
+    """Log a parent that just finished (`now`; its record's write was its event) and return its event
+    for the walk up. The owner logs as itself (pas.transport.auth grants each agent its own comms
+    subjects only). A finished plan is told to root by done.plan, also on a repeated walk; its entry is
     logged before done.plan goes, so root's STATUS entry stays the run's last."""
-    again = now or ctx.redelivered
     if isinstance(rec, wire.JobRecord):
-        ev = event(rec.run_id, "job", rec.status, rec.manager, lane=rec.lane, job_id=rec.job_id)
+        ev = wire.record_event(rec)
         if now:
-            done = sum(1 for s in rec.done.values() if s == "completed")
-            await ctx.log(f"dir-{rec.lane}", "RESPONSE", f"job {rec.job_id} {rec.status}: {done}/{len(rec.tasks)} "
-                          "tasks completed", rec.status)
-        if again:
-            await ctx.publish(S.run_job(rec.run_id, rec.job_id), ev)
+            await ctx.log(f"dir-{rec.lane}", "RESPONSE", f"job {rec.job_id} {rec.status}: {ev.message}", rec.status)
         return ev
     if isinstance(rec, wire.LaneRecord):
-        return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now, again)
+        return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now)
     plan: wire.PlanRecord = rec
     ev = plan_event(plan)
     if now:
@@ -359,19 +358,16 @@ async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
 
 
 def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:
-    summary = ", ".join(f"{lane}={plan.done.get(lane, '?')}" for lane in plan.lanes)
-    return event(plan.run_id, "plan", plan.status, plan.architect, message=summary)
+    return wire.record_event(plan)
 
 
 def plan_done_id(run_id: str) -> str:
     return f"{run_id}:done:plan"
 
 
-async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True,
-                        again: bool = True) -> wire.RunEvent:
-    ev = event(lane.run_id, "lane", lane.status, lane.director, lane=lane.lane, message=message)
+async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True) -> wire.RunEvent:
+    """The lane's event for the walk up (its record, written just before, is what watchers see)."""
+    ev = wire.record_event(lane)
     if now:
         await ctx.log("architect", "RESPONSE", f"lane {lane.lane} {lane.status}: {message}", lane.status)
-    if again:
-        await ctx.publish(S.run_lane(lane.run_id, lane.lane), ev)
     return ev

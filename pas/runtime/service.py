@@ -8,8 +8,10 @@
   `async def handler(item: T, ctx: WorkCtx) -> None`: T is the decoded wire struct, ctx the run,
   the delivery attempt, the message headers (trace context), in_progress() and typed ways to
   publish and log. No handler sees a nats Msg. Outcomes are exceptions, settled in one place
-  (settle()): return -> ack; Retry -> nak(delay); Cancelled, BudgetExceeded -> ack (the work is
-  over); BadInput and other PasErrors -> term + ERROR comms entry; anything else -> nak(1 s).
+  (settle()): return -> ack; Unavailable ("try again": Retry, a model or JetStream not answering,
+  even after retry_js's retries) -> nak(its delay); BudgetExceeded -> ack (the work is over);
+  BadInput (a body that does not decode, or names nothing) and other PasErrors -> term + ERROR
+  comms entry; anything else (a bug) -> nak(1 s).
 """
 
 from __future__ import annotations
@@ -26,18 +28,21 @@ from nats.js import JetStreamContext
 from nats.micro.request import Request
 
 from pas.base.errors import (
+    BadInput,
     BadRequest,
     BudgetExceeded,
-    Cancelled,
     PasError,
     PayloadTooLarge,
     Retry,
     Unavailable,
     is_bad_input,
 )
+from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.runtime.comms import Entry
 from pas.transport import tracing
 from pas.transport.bus import transient
+from pas.transport.natscompat import reply_of
 from pas.transport.pull import PullFeed
 
 if TYPE_CHECKING:
@@ -90,8 +95,7 @@ def endpoint(
     """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS."""
 
     async def handle(req: Request) -> None:
-        msg: Msg = req._msg
-        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=msg.reply or "")
+        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=reply_of(req))
         try:
             body = decode_body(req.data, req_type)
             with tracing.hop(req.headers, handler, req.subject, body, "server"):
@@ -102,9 +106,10 @@ def endpoint(
         except PasError as e:
             err = e
         except Exception as e:
-            if transient(e):  # JetStream still unavailable after the retries: try again later
-                log.warning("handler %s: JetStream unavailable: %r", req.subject, e)
-                err = Unavailable(f"JetStream unavailable, try again: {type(e).__name__}")
+            got = outcome_of(e)
+            if isinstance(got, PasError):  # JetStream still unavailable after the retries: try again later
+                log.warning("handler %s: %s", req.subject, got.message)
+                err = got
             else:
                 log.exception("handler %s failed", req.subject)
                 err = PasError(f"internal error: {e!r}")
@@ -151,10 +156,6 @@ class WorkCtx:
         if self._msg is not None:
             await self._msg.in_progress()
 
-    async def publish(self, subject: str, obj: Any) -> None:
-        """A progress event for watchers: captured by its stream without a round trip."""
-        await self.bus.publish(subject, obj)
-
     async def emit(self, subject: str, obj: Any, msg_id: str | None = None) -> None:
         """Something others act on: stored and acknowledged before the handler goes on;
         msg_id makes a re-emit (a redelivery) a no-op within the duplicate window."""
@@ -163,7 +164,7 @@ class WorkCtx:
     async def log(self, to: str, kind: str, text: str, status: str = "", *, sender: str | None = None,
                   **kw: Any) -> None:
         """A comms log entry of this run, from this agent (or `sender`, for a record it owns)."""
-        await self.comms.log(sender or self.agent_id, to, kind, text, self.run_id or None, status, **kw)
+        await self.comms.log(Entry(sender or self.agent_id, to, kind, text, self.run_id or None, status, **kw))
 
 
 WorkHandler = Callable[[Any, WorkCtx], Awaitable[None]]
@@ -172,22 +173,45 @@ Settle = Literal["ack", "nak", "term"]
 
 def settle(e: BaseException | None) -> tuple[Settle, float]:
     """A handler's outcome -> what happens to its message (and the nak delay): the one mapping."""
-    if e is None or isinstance(e, (Cancelled, BudgetExceeded)):
+    if e is None or isinstance(e, BudgetExceeded):
         return "ack", 0.0
-    if isinstance(e, Retry):
+    if isinstance(e, Unavailable):
         return "nak", e.delay_s
     if isinstance(e, PasError):
         return "term", 0.0
     return "nak", 1.0
 
 
+def outcome_of(e: Exception) -> Exception:
+    """JetStream still unavailable after retry_js's retries is an Unavailable (try again later), for
+    a work item as for a request (endpoint()); anything else stays what it is."""
+    if transient(e):
+        return Unavailable(f"JetStream unavailable, try again: {type(e).__name__}: {e}"[:500])
+    return e
+
+
 def task_status(e: BaseException) -> str:
     """A task's terminal status from the exception that ended it: the other half of the mapping."""
-    if isinstance(e, Cancelled):
-        return "cancelled"
     if isinstance(e, BudgetExceeded):
         return "budget_exceeded"
     return "failed"
+
+
+@dataclass(frozen=True)
+class WorkLoopOptions:
+    """How one agent runs a work loop: who it is (its bus, comms log, id) and its limits; what the
+    loop pulls (stream, durable consumer, item type, handler) is given beside it."""
+
+    bus: Bus
+    comms: CommsLog
+    agent_id: str
+    concurrency: int
+    ack_wait_s: float
+    spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]] | None = None  # default: bus.spawn
+    on_bad_input: OnBadInput | None = None
+    name: str = ""  # default: the durable's name
+    ack: Callable[[Msg], Awaitable[Any]] | None = None  # default: Msg.ack
+    fetch_timeout_s: float = 2.0
 
 
 class WorkLoop:
@@ -199,37 +223,20 @@ class WorkLoop:
     Handlers retry their own JetStream writes (pas.bus.retry_js); the ack is retried the same way.
     """
 
-    def __init__(
-        self,
-        js: JetStreamContext,
-        stream: str,
-        durable: str,
-        typ: type[Any],
-        handler: WorkHandler,
-        *,
-        bus: Bus,
-        comms: CommsLog,
-        agent_id: str,
-        concurrency: int,
-        ack_wait_s: float,
-        spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]],
-        on_bad_input: OnBadInput | None = None,
-        name: str = "",
-        ack: Callable[[Msg], Awaitable[Any]] | None = None,
-        fetch_timeout_s: float = 2.0,
-    ) -> None:
+    def __init__(self, js: JetStreamContext, stream: str, durable: str, typ: type[Any], handler: WorkHandler,
+                 opts: WorkLoopOptions) -> None:
         self.js, self.stream, self.durable, self.typ = js, stream, durable, typ
         self.handler = handler
-        self.bus, self.comms, self.agent_id = bus, comms, agent_id
-        self.concurrency = max(1, concurrency)
-        self.ack_wait_s = ack_wait_s
-        self.spawn = spawn
-        self.on_bad_input = on_bad_input
-        self.name = name or durable
-        self.ack = ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
+        self.bus, self.comms, self.agent_id = opts.bus, opts.comms, opts.agent_id
+        self.concurrency = max(1, opts.concurrency)
+        self.ack_wait_s = opts.ack_wait_s
+        self.spawn = opts.spawn or opts.bus.spawn
+        self.on_bad_input = opts.on_bad_input
+        self.name = opts.name or durable
+        self.ack = opts.ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
         # A pull request lives at the consumer's leader, reached through our server: if either dies,
         # the request is lost silently; its expiry (this) bounds how long this loop waits on a dead one.
-        self.fetch_timeout_s = fetch_timeout_s
+        self.fetch_timeout_s = opts.fetch_timeout_s
         self.in_flight = 0
         self.handled = 0
         self.errors = 0
@@ -257,7 +264,7 @@ class WorkLoop:
     async def _run(self) -> None:
         """Pull requests stay outstanding (pas.transport.pull.PullFeed): a delivery starts its handler from the
         inbox callback, a finished handler asks for more when half the free slots are unasked for."""
-        self._feed = PullFeed(self.bus.nc, self.stream, self.durable, deliver=self._start, free=self._free,
+        self._feed = PullFeed(self.bus.nc, S.js_next(self.stream, self.durable), deliver=self._start, free=self._free,
                               expires_s=self.fetch_timeout_s, name=self.name)
         try:
             await self._feed.run()
@@ -311,24 +318,34 @@ class WorkLoop:
                        headers=dict(m.headers or {}), subject=m.subject, agent_id=self.agent_id, bus=self.bus,
                        comms=self.comms, _msg=m)
 
+    def _decode(self, data: bytes) -> Any:
+        """The work item, or BadInput: a body that does not decode never will (terminated, logged)."""
+        try:
+            return decode_body(data, self.typ)
+        except PasError as e:
+            raise BadInput(e.message, e.detail) from None
+
     async def _handle(self, m: Msg) -> None:
         stop_keeping = self._keep(m)
         try:
             outcome: BaseException | None = None
             try:
-                body = decode_body(m.data, self.typ)
+                body = self._decode(m.data)
                 with tracing.hop(m.headers, self.handler, m.subject, body, msg=m):
                     await self.handler(body, self._ctx(m, body))  # the one place a work handler runs
                 self.handled += 1
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                outcome = e
+                outcome = outcome_of(e)
             how, delay = settle(outcome)
             if how == "ack":
                 await self.ack(m)
             elif how == "nak":
-                if not isinstance(outcome, Retry):
+                if isinstance(outcome, Unavailable) and not isinstance(outcome, Retry):
+                    self.errors += 1
+                    log.warning("%s: %s on %s; redelivered in %.1f s", self.name, outcome.message, m.subject, delay)
+                elif not isinstance(outcome, Retry):
                     self.errors += 1
                     log.error("%s: handler failed on %s; will be redelivered", self.name, m.subject,
                               exc_info=outcome)

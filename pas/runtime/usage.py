@@ -3,7 +3,8 @@ its run, and the run's budget enforced before each call, whichever tier or proce
 
 Run usage lives in KV pas_tree[<run>.usage] (tokens, cost_usd, calls), updated with
 compare-and-set: LLM calls are seconds apart, so one small key per run does not contend.
-Circuit-breaker state is published to KV pas_breakers[<profile>] so `pas agents` can show it.
+Circuit-breaker state is published to KV pas_breakers[<agent_id>.<profile>], under the calling agent's own
+key (the only one it may write), so `pas agents` can show it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pas.llm.client import CallRecord, LLMClient, LLMResult
 from pas.llm.modelenv import apply_env_overrides
 from pas.protocol import subjects as S
 from pas.protocol import wire
-from pas.runtime.comms import CommsLog
+from pas.runtime.comms import CommsLog, Entry
 from pas.transport.bus import Bus
 
 log = logging.getLogger("pas.runtime.usage")
@@ -98,27 +99,27 @@ class RunLLM:
                 primary, backup = live_profile, None
             tokens_left, cost_left = await remaining(self.bus, run_id)
             if tokens_left <= 0 or cost_left <= 0:
-                await self.comms.log(agent, "llm", "LLM", f"{BUDGET_EXCEEDED}: no further LLM calls for this run",
-                                     run_id, "budget_exceeded")
+                await self.comms.log(Entry(agent, "llm", "LLM", f"{BUDGET_EXCEEDED}: no further LLM calls for this run",
+                                           run_id, "budget_exceeded"))
                 raise BudgetExceeded(f"{BUDGET_EXCEEDED} for run {run_id}: no further LLM calls",
                                      detail={"tokens_left": tokens_left, "cost_usd_left": cost_left})
         try:
             return await self.client.complete(agent=agent, primary=primary, backup=backup, messages=messages,
                                               run_id=run_id, max_tokens=max_tokens)
         finally:
-            await self._publish_breakers(primary, backup)
+            await self._publish_breakers(agent, primary, backup)
 
-    async def _publish_breakers(self, *profiles: str | None) -> None:
+    async def _publish_breakers(self, agent: str, *profiles: str | None) -> None:
         states = self.client.breaker_state()
         for p in profiles:
             st = states.get(p or "")
             if st is None:
                 continue
-            doc = {**st, "profile": p, "ts": time.time()}
+            doc = {**st, "agent": agent, "profile": p, "ts": time.time()}
             if st.get("open_until") is not None:
                 doc["open_until"] = time.time() + st["open_until"] - self.client.clock()  # wall clock
             try:
-                await self.bus.kv[S.KV_BREAKERS].put(p or "", wire.encode(doc))
+                await self.bus.kv_put(S.KV_BREAKERS, S.breaker_key(agent, p or ""), doc)
             except Exception as e:
                 log.debug("breaker state not published: %r", e)
 
@@ -159,7 +160,7 @@ class RunLLM:
         if not rec.ok:
             text += f" FAILED: {rec.error}"
         recorded = await self._record(rec)
-        await self.comms.log(
+        await self.comms.log(Entry(
             rec.agent, "llm", "LLM", text, rec.run_id, "ok" if rec.ok else "error",
             llm_model=rec.model_used or rec.model_requested, tokens=rec.tokens, cost_usd=rec.cost_usd,
             metadata={"profile": rec.profile, "model_requested": rec.model_requested, "model_used": rec.model_used,
@@ -167,7 +168,7 @@ class RunLLM:
                       "ok": rec.ok, "error": rec.error, "cost": "unknown" if rec.cost_usd is None else rec.cost_usd,
                       "backup": rec.backup,
                       **recorded},
-        )
+        ))
         if rec.run_id:
             try:
                 await charge(self.bus, rec.run_id, rec.tokens, rec.cost_usd)

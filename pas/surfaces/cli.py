@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--quick", action="store_true", help="a reduced run (a few minutes)")
     bn.add_argument("--json", help="write figures to this JSON file")
     bn.add_argument("--markdown", help="regenerate this markdown report (e.g. BENCHMARKS.md)")
+    bn.add_argument("--figure", dest="figures", action="append", default=[], metavar="NAME",
+                    help="run only this PAS figure (e.g. hmi), without the floors; repeatable")
     return ap
 
 

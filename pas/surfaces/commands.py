@@ -32,6 +32,8 @@ from pas.surfaces.cliutil import (
     wire_run_id,
 )
 from pas.transport import auth
+from pas.transport.client import event_fields
+from pas.transport.streams import ReadOptions
 
 if TYPE_CHECKING:  # the client commands (pas.cli.CLIENT_COMMANDS) get a ClientConfig and import no pydantic
     from pas.config.model import PasConfig
@@ -152,10 +154,15 @@ MAX_BREAKER_OPEN_S = 86400.0  # a breaker opens for its cooldown (minutes): a da
 
 def _checked(bucket: str, key: str, value: Any, cfg: ClientConfig) -> Any:
     """A KV value `pas agents` shows, checked: a model override names profiles of models.yaml, a breaker
-    has a known state and opens for less than a day. ValueError otherwise."""
+    names the agent and profile of its key, has a known state and opens for less than a day. ValueError
+    otherwise."""
     if bucket == S.KV_MODELS:
         check_model_override(value, cfg.models, key)
     elif bucket == S.KV_BREAKERS:
+        agent, _, profile = key.partition(".")
+        if (value.get("agent"), value.get("profile")) != (agent, profile):
+            raise ValueError(f"not a breaker of {agent!r}'s profile {profile!r}: it says agent "
+                             f"{value.get('agent')!r}, profile {value.get('profile')!r}")
         until, ts = value.get("open_until"), value.get("ts")
         if value.get("state") not in BREAKER_STATES:
             raise ValueError(f"unknown breaker state {value.get('state')!r}")
@@ -199,7 +206,7 @@ async def cmd_agents(args: argparse.Namespace, cfg: ClientConfig) -> int:
                 "model": _model_in_use(st, m, a),
             })
             prof = rows[-1]["model"]
-            br = breakers.get(prof)
+            br = breakers.get(S.breaker_key(aid, prof))  # its own breaker: no agent writes another's
             rows[-1]["breaker"] = "-" if br is None else (
                 br["state"] + (f" {max(0.0, br['open_until'] - time.time()):.0f}s" if br.get("open_until") and
                                br["state"] == "open" else ""))
@@ -224,9 +231,8 @@ async def _stop_when_ended(nc: Any, run_id: str, stop: asyncio.Event, timeout_s:
     ended = asyncio.Event()
 
     async def on_status(m: Any) -> None:
-        with contextlib.suppress(ValueError):
-            if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
-                ended.set()
+        if (ev := event_fields(m.subject, m.data)) is not None and ev["status"] in wire.TERMINAL_RUN:
+            ended.set()
 
     sub = await nc.subscribe(S.run_status(run_id), cb=on_status)
     try:
@@ -249,7 +255,7 @@ async def cmd_log(args: argparse.Namespace, cfg: ClientConfig) -> int:
         _stop_when_ended(nc, args.run, stop, cfg.settings.nats.request_timeout_s)) if args.follow and args.run else None
     try:
         async for e in comms_mod.read(nc.jetstream(), run_id=args.run, agent=args.agent, msg_type=args.msg_type,
-                                      since=parse_since(args.since), follow=args.follow, stop=stop):
+                                      how=ReadOptions(since=parse_since(args.since), follow=args.follow, stop=stop)):
             print(redact(json.dumps(wire.to_builtins(e))) if args.json else comms_mod.format_entry(e), flush=True)
     finally:
         if watcher is not None:
@@ -427,8 +433,8 @@ async def cmd_reject(args: argparse.Namespace, cfg: ClientConfig) -> int:
 
 async def cmd_model(args: argparse.Namespace, cfg: ClientConfig) -> int:
     async with await open_client(cfg, "admin") as client:  # models are changed by admin only
-        body = {"backup" if args.backup else "primary": args.profile}
-        res = await client.request(S.ctl(args.agent, "set_model"), body)
+        which = "backup" if args.backup else "primary"
+        res = await client.set_model(args.agent, cfg.models, **{which: args.profile})
     print(f"{res['agent']}: model={res['model']} backup={res['backup_model']}")
     return 0
 

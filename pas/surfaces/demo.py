@@ -122,7 +122,8 @@ async def run_demo(args: argparse.Namespace, cfg: PasConfig) -> int:
     repo = await asyncio.to_thread(prepare_sample_repo, tmp)
     # The demo is the operator here: the sample repository it made is one a job may name.
     cfg.settings.policy.repo_roots = [*(str(r) for r in repo_roots(cfg.settings.policy.repo_roots)), str(tmp)]
-    stack = Stack(cfg, data_dir=data_dir, http=False)
+    cfg.settings.nats.data_dir = str(data_dir)
+    stack = Stack(cfg, http=False)
     print(f"pas demo: starting nats-server and {len(cfg.agents)} agents ...", flush=True)
     t0 = time.monotonic()
     await stack.start()

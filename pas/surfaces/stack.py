@@ -58,14 +58,13 @@ class Stack:
         only: list[str] | None = None,
         exclude: list[str] | None = None,
         url: str | None = None,
-        data_dir: str | Path | None = None,
         http: bool = False,
         name: str = "pas",
     ) -> None:
         self.cfg = cfg
         self.only, self.exclude = only, exclude
         self.url = url or cfg.settings.nats.url
-        self.data_dir = Path(data_dir or cfg.settings.nats.data_dir)
+        self.data_dir = Path(cfg.settings.nats.data_dir)  # the embedded server's, and the creds' default home
         self.server: EmbeddedServer | None = None
         self.bus: Bus | None = None  # the first role's bus (the only one without NATS users)
         self.buses: dict[str, Bus] = {}  # agent id ("" without NATS users) -> its bus

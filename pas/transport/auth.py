@@ -3,9 +3,9 @@
 One NATS user per agent id (topology plus --agents overlays) and three service users (`client`,
 `adapter`, `admin`). An agent may publish and subscribe only what its role uses (subjects.md,
 "Permissions") and, where a subject or key names an agent, only its own id: heartbeat, claim, model
-key, comms entries, endpoints. Records are granted to their owners (task: programmers, job: managers,
-lane: its director, plan: the architect). Every user has its own inbox prefix (`_INBOX.<user>`), so no
-user can read another's replies.
+key, comms entries, breakers, endpoints. Records are granted to their owners (task and job: managers, who
+store a task's result only from the programmer holding it; lane: its director; plan: the architect). Every
+user has its own inbox prefix (`_INBOX.<user>`), so no user can read another's replies.
 
     creds = ensure_creds(creds_dir, users(cfg))   # passwords, generated once, files 0600
     server_block(cfg, creds)                      # `authorization { users = [...] }` for nats-server
@@ -32,6 +32,8 @@ from pas.protocol import wire
 
 SERVICE_USERS = ("client", "adapter", "admin")
 """The users that are not agents; no agent id may take one of these names (pas.config.model refuses it)."""
+ANONYMOUS = "anonymous"
+"""Who a comms entry of a client's command names when it came on a plain gateway subject (no user in it)."""
 OWN_RUNS_ONLY = ("client",)
 """Users that may cancel, approve or reject only the runs they submitted (pas.roles.gateway); `adapter`
 (the HTTP adapter's token holders) and `admin` act on all runs."""
@@ -149,12 +151,13 @@ MAX_REPLIES = 1000
 
 def _agent_common(cfg: PasConfig, a: AgentConfig) -> Perms:
     """What the agent runtime (pas.agent.Agent, pas.runtime.claims) does, for this agent id only: its heartbeat,
-    claim, model key, comms entries (as sender), micro endpoints and discovery."""
+    claim, comms entries (as sender), micro endpoints and discovery; it reads its model key (written by
+    admin or the HTTP adapter: pas.transport.client.PasClient.set_model)."""
     p = Perms(allow_responses=MAX_REPLIES)
     p.add(sub=[S.SRV_ALL, f"{S.inbox_prefix(a.id)}.>", S.agent_endpoint(a.role, a.id, "health"),
                S.agent_endpoint(a.role, a.id, "status"), S.ctl(a.id, "set_model")],
           pub=[S.comms_filter(from_agent=a.id), S.js_api("STREAM", "INFO", "*"), S.heartbeat(a.id),
-               S.ctl(a.id, "model_changed"), kv_write(S.KV_MODELS, a.id), kv_read(S.KV_MODELS, a.id),
+               S.ctl(a.id, "model_changed"), kv_read(S.KV_MODELS, a.id),  # overrides are admin's and the adapter's
                kv_write(S.KV_CLAIMS, a.id), kv_read(S.KV_CLAIMS, a.id), S.srv_ping(a.id, "*")])
     return p
 
@@ -163,8 +166,9 @@ LLM_ROLES = ("architect", "dir", "mgr", "prog")  # they call models: usage, brea
 
 
 def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
-    """The rights of one agent id. The completion walk goes up by owner (pas.runtime.runs): a programmer writes task
-    records and tells the job's managers (pas.mgr.<lane>.done); a manager writes job records and tells the
+    """The rights of one agent id. The completion walk goes up by owner (pas.runtime.runs): a programmer tells the
+    job's managers (pas.mgr.<lane>.done.<its id>), who write the task record if it holds the task
+    (pas.runtime.taskowner); a manager writes job records and tells the
     lane's director (pas.dir.<lane>.done); a director writes its lane's record and tells the architect
     (pas.architect.lanes.done); only the architect writes plan records and publishes done.plan."""
     p = _agent_common(cfg, a)
@@ -174,9 +178,7 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     if role in ("architect", "dir", "mgr"):  # runs.mark_degraded notes a fallback on the run
         p.add(pub=[kv_write(S.KV_RUNS, "*")])
     if role in LLM_ROLES:
-        breakers = Grant(f"`{S.kv_subject(S.KV_BREAKERS, '<profile>')}` (each profile of models.yaml)",
-                         tuple(kv_write(S.KV_BREAKERS, m) for m in cfg.models))
-        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), breakers,
+        p.add(pub=[kv_write(S.KV_TREE, S.usage_key("*")), kv_write(S.KV_BREAKERS, S.breaker_key(a.id, ">")),
                    # every exchange recorded; a rerun reads recordings, notes a divergence
                    S.RECORDINGS_ALL, Grant(f"get from `{S.STREAM_RECORDINGS}`",
                                            (S.js_api("STREAM", "MSG", "GET", S.STREAM_RECORDINGS),)),
@@ -184,8 +186,8 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     if role in ("architect", "dir", "mgr"):
         p.add(pub=[S.GATEWAY_CANCEL])  # a diverged rerun is cancelled (pas.runtime.rerun)
     if role == "gateway":
-        # it relays clients' commands to the log as the `by` they name (pas.gateway.approve, ...)
-        p.add(pub=[S.comms_filter(msg_type="CMD")])
+        # it logs clients' commands as the user that sent them (pas.gateway.as.<user>.*), else `anonymous`
+        p.add(pub=[S.comms_filter(from_agent=u, msg_type="CMD") for u in (*SERVICE_USERS, ANONYMOUS)])
         p.add(sub=[S.GATEWAY_SUBMIT, S.GATEWAY_STATUS, S.GATEWAY_RUNS, S.GATEWAY_CANCEL, S.GATEWAY_PLAN,
                    S.GATEWAY_APPROVE, S.GATEWAY_REJECT, *(S.gateway_as("*", a) for a in S.AS_ACTIONS)],
               pub=[consume(S.STREAM_WORK, S.CONSUMER_APPROVAL), S.WORK_APPROVAL, S.run_release("*", "*"),
@@ -203,7 +205,7 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
               pub=[consume(S.STREAM_WORK, S.consumer_dir(lane)), S.work_mgr(lane),
                    kv_write(S.KV_TREE, S.lane_key("*", lane)), S.run_lane("*", lane), S.ARCHITECT_DONE])
     elif role == "mgr":
-        p.add(sub=[S.lane_submit("mgr", lane), S.child_done("mgr", lane)],
+        p.add(sub=[S.lane_submit("mgr", lane), S.task_started(lane, "*"), S.task_done(lane, "*")],
               pub=[consume(S.STREAM_WORK, S.consumer_mgr(lane)), consume(S.STREAM_EVENTS, S.consumer_mgr_release(lane)),
                    S.work_mgr(lane), S.WORK_PROG_ALL, S.WORK_APPROVAL, S.run_status("*"), S.run_job("*", "*"),
                    S.run_task("*", "*"), kv_write(S.KV_TREE, S.job_key("*", "*")),
@@ -211,8 +213,10 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
     elif role == "prog":
         p.add(sub=[S.agent_endpoint("prog", a.id, "execute"), S.PROG_EXECUTE, S.RUN_CANCEL_ALL,
                    S.WORK_PROG_ALL],  # wake-up of an idle pool (pas.runtime.priority)
-              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES], S.run_task("*", "*"),
-                   kv_write(S.KV_TREE, S.task_key("*", "*")), S.child_done("mgr", "*")])
+              # no task record nor its event: it tells the lane's managers, under its own id, what it took and
+              # what came of it; they write the record if it holds the task (pas.runtime.taskowner)
+              pub=[*[consume(S.STREAM_WORK, S.consumer_prog(b)) for b in wire.PRIORITIES],
+                   S.task_started("*", a.id), S.task_done("*", a.id)])
     elif role == "monitor":
         p.add(sub=[S.HEARTBEAT_ALL],
               pub=[S.alert_agent("*"), kv_write(S.KV_AGENTS, "*"), kv_read(S.KV_AGENTS)])
@@ -246,11 +250,13 @@ def permissions(cfg: PasConfig) -> dict[str, Perms]:
         sub=[S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, f"{S.inbox_prefix('client')}.>"])
     out["adapter"] = Perms().add(
         pub=[*requests("adapter"), S.lane_submit("mgr", "*"), S.agent_endpoint("prog", "*", "execute"), S.PROG_EXECUTE,
-             S.ctl("*", "set_model"), read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
+             S.ctl("*", "set_model"), kv_write(S.KV_MODELS, "*"),  # the HMI's model switch writes the override
+             read_stream(S.STREAM_COMMS), kv_read(S.KV_AGENTS), kv_read(S.KV_MODELS),
              kv_read(S.KV_TREE), S.js_api("STREAM", "INFO", "*"), read_stream(S.STREAM_EVENTS)],  # + timelines
         sub=[S.HEARTBEAT_ALL, S.ALERT_ALL, S.EVENTS_ALL, S.COMMS_ALL, S.REPLAY_ALL, S.ctl("*", "model_changed"),
              f"{S.inbox_prefix('adapter')}.>"])
-    out["admin"] = Perms().add(pub=[*requests("admin"), S.CTL_ALL, S.JS_API_ALL, S.JS_FLOW_CONTROL_ALL],
+    out["admin"] = Perms().add(pub=[*requests("admin"), S.CTL_ALL, S.JS_API_ALL, S.JS_FLOW_CONTROL_ALL,
+                                    kv_write(S.KV_MODELS, "*")],  # `pas model` writes the override
                                sub=[S.CTL_ALL, f"{S.inbox_prefix('admin')}.>"])
     return {u: out[u] for u in users(cfg)}
 

@@ -25,16 +25,20 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StoreCompression,
     StreamConfig,
+    StreamSource,
+    SubjectTransform,
 )
 from nats.js.errors import (
     APIError,
     BadRequestError,
     InvalidKeyError,
     KeyNotFoundError,
+    KeyWrongLastSequenceError,
     NoStreamResponseError,
     NotFoundError,
     ServiceUnavailableError,
@@ -48,7 +52,8 @@ from pas.transport.connection import CREDS_HINT as CREDS_HINT
 from pas.transport.connection import AuthRefused as AuthRefused
 from pas.transport.connection import connect as connect
 from pas.transport.connection import split_servers as split_servers
-from pas.transport.streams import read_raw
+from pas.transport.natscompat import unique_name
+from pas.transport.streams import ReadOptions, read_raw
 
 if TYPE_CHECKING:
     from pas.config.model import PasConfig  # pydantic stays out of the client commands (pas.config.doc)
@@ -77,7 +82,8 @@ def transient(e: BaseException) -> bool:
 async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float = 60.0) -> T:
     """Run a JetStream write, retrying transient unavailability with bounded exponential backoff.
 
-    The one retry policy of PAS: every publish to a stream, KV write and ack goes through here, so a
+    The one retry policy of PAS: every publish to a stream, KV write (Bus.kv_put, kv_create, kv_update,
+    kv_delete; the one exception is Bus.kv_put_nowait) and ack goes through here, so a
     leader election or a failover to another node delays a handler by seconds instead of failing it
     (and a finished task is never redone because its completion could not be stored). Each attempt
     is bounded; each failed attempt is logged (WARNING, with what and which attempt). Past deadline_s
@@ -104,6 +110,11 @@ async def retry_js(what: str, op: Callable[[], Awaitable[T]], deadline_s: float 
         delay = min(delay * 2, 0.5)
 
 
+def _bytes(obj: Any) -> bytes:
+    """A KV value: bytes as they are, anything else encoded as wire JSON."""
+    return obj if isinstance(obj, bytes) else wire.encode(obj)
+
+
 def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
     s = cfg.settings
 
@@ -117,12 +128,23 @@ def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
         stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents", [S.COMMS_ALL], **capped),
         stream(S.STREAM_WORK, "PAS work queues between tiers (one consumer per tier/lane)", [S.WORK_ALL],
                retention=RetentionPolicy.WORK_QUEUE),
-        stream(S.STREAM_EVENTS, "PAS run/task state changes, completions and agent alerts",
-               [S.EVENTS_ALL, S.ALERT_ALL], **aged),
+        stream(S.STREAM_EVENTS, "PAS run records as events (sourced from KV), agent commands and alerts",
+               [*S.EVENTS_COMMANDS, S.ALERT_ALL], sources=event_sources(), **aged),
         stream(S.STREAM_RECORDINGS,
                "PAS model exchanges: request, reply, model, tokens, cost, latency (pas.llm.recording)",
                [S.RECORDINGS_ALL], **capped, compression=StoreCompression.S2, allow_direct=True),
     ]
+
+
+def event_sources() -> list[StreamSource]:
+    """PAS_EVENTS' copy of every run record write (pas_runs, and pas_tree's plan, lanes, jobs, tasks) as
+    pas.run.<run>.<rest>: written once by PAS (the record), fanned out by the server, as durable as the
+    record (a source resumes from its last sequence after a node loss or a restart)."""
+    def source(bucket: str, transforms: tuple[tuple[str, str], ...]) -> StreamSource:
+        return StreamSource(name=S.kv_stream(bucket),
+                            subject_transforms=[SubjectTransform(src=a, dest=b) for a, b in transforms])
+
+    return [source(S.KV_RUNS, (S.RUNS_REPUBLISH,)), source(S.KV_TREE, S.TREE_EVENT_SOURCES)]
 
 
 def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:
@@ -164,18 +186,22 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
     # miss its own result and run again. Clusters read from the leader.
     direct = reps == 1
 
-    def kv(bucket: str, description: str, *, history: int = 1, ttl: float | None = None) -> KeyValueConfig:
+    def kv(bucket: str, description: str, *, history: int = 1, ttl: float | None = None,
+           republish: tuple[str, str] | None = None) -> KeyValueConfig:
         return KeyValueConfig(bucket=bucket, description=description, history=history, ttl=ttl, direct=direct,
-                              storage=StorageType.FILE, replicas=reps)
+                              storage=StorageType.FILE, replicas=reps,
+                              republish=RePublish(src=republish[0], dest=republish[1]) if republish else None)
 
+    # The run records' buckets republish every write as its live event (core NATS, for watchers:
+    # pas.protocol.subjects, "run events"); PAS_EVENTS sources the same writes durably.
     return [
         kv(S.KV_AGENTS, "agent id -> last heartbeat and alive/dead state"),
-        kv(S.KV_RUNS, "run id -> run record"),
-        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records"),
+        kv(S.KV_RUNS, "run id -> run record", republish=S.RUNS_REPUBLISH),
+        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records", republish=S.TREE_REPUBLISH),
         kv(S.KV_IDEMPOTENCY, "hash of an idempotency key -> run id (dedupe window)",
            ttl=cfg.settings.work.dedupe_window_s),
         kv(S.KV_MODELS, "agent id -> live model override", history=5),
-        kv(S.KV_BREAKERS, "model profile -> circuit-breaker state"),
+        kv(S.KV_BREAKERS, "<agent_id>.<model profile> -> that agent's circuit-breaker state"),
         kv(S.KV_CLAIMS, "agent id -> the one live instance that holds it"),
     ]
 
@@ -192,11 +218,13 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
     async def ensure_kv(kc: KeyValueConfig) -> None:
         try:
             await js.create_key_value(kc)
-        except BadRequestError:  # exists with other settings: keep it (its data is what matters),
-            si = await js.stream_info(f"KV_{kc.bucket}")  # but read it with direct gets (a store from
-            if kc.direct and not si.config.allow_direct:  # before they were turned on)
-                si.config.allow_direct = True
-                await js.update_stream(si.config)
+        except BadRequestError:  # exists with other settings: keep it (its data is what matters), but
+            si = await js.stream_info(S.kv_stream(kc.bucket))  # read it with direct gets and republish
+            old = si.config  # its writes (a store from before they were turned on)
+            if (kc.direct and not old.allow_direct) or (kc.republish and old.republish != kc.republish):
+                old.allow_direct = bool(old.allow_direct or kc.direct)
+                old.republish = kc.republish or old.republish
+                await js.update_stream(old)
 
     async def ensure_consumer(stream: str, cc: ConsumerConfig) -> None:
         try:
@@ -217,10 +245,10 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
                 log.warning("provision %s: not found while the cluster settles; retrying", what)
                 await asyncio.sleep(0.2)
 
+    for kc in kv_specs(cfg):  # first: PAS_EVENTS sources two of them
+        await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
     for sc in _stream_configs(cfg):
         await step(f"stream {sc.name}", lambda sc=sc: ensure_stream(sc))  # type: ignore[misc]
-    for kc in kv_specs(cfg):
-        await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
     for stream, cc in consumer_specs(cfg):
         await step(f"consumer {cc.durable_name}", lambda s=stream, c=cc: ensure_consumer(s, c))  # type: ignore[misc]
 
@@ -299,14 +327,58 @@ class Bus:
     async def retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         return await retry_js(what, op, self.cfg.settings.nats.js_retry_s)
 
+    async def _kv_write(self, bucket: str, key: str, data: bytes, last: int | None = None) -> int:
+        """Put (last None) or compare-and-set at revision `last` (0: the key must not exist). Traced,
+        the write carries the span's traceparent, so the event the server derives from it (PAS_EVENTS
+        sources the buckets) stays in the run's trace: then it is published to the key's subject."""
+        headers = tracing.inject(None)
+        kv = self.kv[bucket]
+        if headers is None:
+            return await (kv.put(key, data) if last is None else kv.update(key, data, last=last))
+        if last is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+        try:
+            ack = await self.js.publish(S.kv_subject(bucket, key), data, headers=headers)
+        except APIError as e:
+            if e.err_code in (10071, 10164):  # wrong last sequence: what nats-py's KeyValue raises
+                raise KeyWrongLastSequenceError(description=e.description) from e
+            raise
+        return ack.seq
+
+    async def _kv_create(self, bucket: str, key: str, data: bytes) -> int:
+        try:
+            return await self._kv_write(bucket, key, data, last=0)
+        except KeyWrongLastSequenceError:
+            # the key exists, or was deleted: nats-py's create re-creates a deleted key (untraced)
+            return await self.kv[bucket].create(key, data)
+
     async def kv_put(self, bucket: str, key: str, obj: Any) -> int:
-        data = wire.encode(obj)
-        return await self.retry(f"put {bucket}/{key}", lambda: self.kv[bucket].put(key, data))
+        data = _bytes(obj)
+        return await self.retry(f"put {bucket}/{key}", lambda: self._kv_write(bucket, key, data))
+
+    async def kv_create(self, bucket: str, key: str, obj: Any) -> int | None:
+        """Create-if-absent: the revision, or None when the key holds something else. A key that
+        holds exactly this value counts as created: an earlier attempt of this very write, stored,
+        whose ack was lost in a failover (retried, the create finds it there)."""
+        data = _bytes(obj)
+        try:
+            return await self.retry(f"create {bucket}/{key}", lambda: self._kv_create(bucket, key, data))
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            e = await self.retry(f"get {bucket}/{key}", lambda: self.kv[bucket].get(key))
+        except KeyNotFoundError:
+            return None
+        return (e.revision or None) if e.value == data else None
+
+    async def kv_delete(self, bucket: str, key: str, last: int | None = None) -> None:
+        """Delete (only at revision `last` when given: KeyWrongLastSequenceError otherwise)."""
+        await self.retry(f"delete {bucket}/{key}", lambda: self.kv[bucket].delete(key, last=last))
 
     async def kv_update(self, bucket: str, key: str, data: bytes, last: int) -> int:
         """Compare-and-set. Raises KeyWrongLastSequenceError on a lost race, also when an earlier
         attempt of this very write was stored but its ack was lost: the caller reads again."""
-        return await self.retry(f"update {bucket}/{key}", lambda: self.kv[bucket].update(key, data, last=last))
+        return await self.retry(f"update {bucket}/{key}", lambda: self._kv_write(bucket, key, data, last))
 
     async def ack(self, m: Msg) -> None:
         """Acknowledge; retried while the connection is moving to another node. Not confirmed (a
@@ -317,8 +389,10 @@ class Bus:
 
     async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
-        acknowledged write supersedes (a task's "running"). Same connection, so order is kept."""
-        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj))
+        acknowledged write supersedes (a task's "running"). Same connection, so order is kept.
+        The one KV write outside retry_js, on purpose: a retried progress state could land after
+        the write that supersedes it; a lost one is harmless."""
+        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj), headers=tracing.inject(None))
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter).
@@ -332,7 +406,7 @@ class Bus:
         out: list[Any] = []
         try:
             async for m in read_raw(self.js, S.kv_stream(bucket), S.kv_subject(bucket, pattern),
-                                    last_per_subject=True, batch=256, inactive_s=10.0, complete=True):
+                                    ReadOptions(last_per_subject=True, batch=256, inactive_s=10.0, complete=True)):
                 op = (m.headers or {}).get("KV-Operation")
                 if op in ("DEL", "PURGE") or not m.data:
                     continue
@@ -354,7 +428,7 @@ class Bus:
         """Store data in its stream without waiting on the hot path: the ack is checked in the
         background and, if it does not come (an election, a failover), the publish is retried with
         the same message id. For the comms log: every entry is kept, in order unless retried."""
-        msg_id = self.nc._nuid.next().decode()
+        msg_id = unique_name()
         headers = tracing.inject({"Nats-Msg-Id": msg_id}) or {}
         try:
             # No wait_stall: a bounded wait would yield (and flush the socket) on every entry.

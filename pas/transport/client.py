@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from nats.aio.client import Client as NC
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -20,6 +22,8 @@ from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.transport import tracing
 from pas.transport.connection import connect
+
+log = logging.getLogger("pas.client")
 
 
 def raise_for(msg: Any) -> None:
@@ -44,6 +48,16 @@ def default_by() -> str:
     except Exception:
         return "anonymous"
 
+
+
+def event_fields(subject: str, data: bytes) -> dict[str, Any] | None:
+    """A run event's fields (pas.protocol.wire.run_event), None for no event or a bad body (logged)."""
+    try:
+        ev = wire.run_event(subject, data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        log.warning("skipped a bad event on %s: %s", subject, e)
+        return None
+    return None if ev is None else cast(dict[str, Any], wire.to_builtins(ev))
 
 class PasClient:
     def __init__(self, nc: NC, timeout_s: float = 5.0) -> None:
@@ -77,7 +91,8 @@ class PasClient:
         await self.close()
 
     async def request(self, subject: str, body: Any = None, headers: dict[str, str] | None = None,
-                      timeout_s: float | None = None) -> Any:
+                      timeout_s: float | None = None) -> dict[str, Any]:
+        """One request to an agent or the gateway; every PAS reply is a JSON object (or empty: {})."""
         data = body if isinstance(body, bytes) else (wire.encode(body) if body is not None else b"{}")
         headers = tracing.inject(headers)  # the caller's span, when its process traces (the HTTP adapter)
         try:
@@ -87,7 +102,37 @@ class PasClient:
         except NatsTimeout:
             raise GatewayTimeout(f"no reply on {subject} within {timeout_s or self.timeout_s}s") from None
         raise_for(msg)
-        return json.loads(msg.data) if msg.data else {}
+        reply: dict[str, Any] = json.loads(msg.data) if msg.data else {}
+        return reply
+
+    async def set_model(self, agent_id: str, profiles: Any, primary: str | None = None,
+                        backup: str | None = None) -> dict[str, Any]:
+        """Switch an agent's model: the override is written here (KV pas_models, which only admin and the HTTP
+        adapter may write; agents only read it, at start and when told), merged with the agent's stored one
+        and checked against models.yaml's `profiles`; then the agent is told to take it live
+        (pas.ctl.<id>.set_model) and answers with the change. An agent that is down takes it at its start."""
+        from nats.js.errors import KeyNotFoundError
+
+        from pas.base.errors import BadRequest
+        from pas.config.doc import check_model_override
+
+        change = {k: v for k, v in (("model", primary), ("backup_model", backup)) if v is not None}
+        if not change:
+            raise BadRequest("give primary and/or backup")
+        for p in change.values():
+            if profiles and p not in profiles:
+                raise BadRequest(f"unknown model profile {p!r}", detail={"profiles": sorted(profiles)})
+        kv = await self.nc.jetstream(timeout=self.timeout_s).key_value(S.KV_MODELS)
+        try:
+            entry = await kv.get(agent_id)
+            stored = check_model_override(wire.decode(entry.value or b"{}", dict), profiles, agent_id)
+        except (KeyNotFoundError, ValueError):  # none yet, or one that cannot be trusted: replaced
+            stored = {}
+        doc = {"agent": agent_id, **{k: stored[k] for k in ("model", "backup_model") if k in stored}, **change,
+               "ts": wire.now().isoformat()}
+        await kv.put(agent_id, wire.encode(doc))
+        body = {"primary": primary, "backup": backup}
+        return dict(await self.request(S.ctl(agent_id, "set_model"), {k: v for k, v in body.items() if v}))
 
     async def submit(self, job: dict[str, Any] | wire.JobSubmit, msg_id: str | None = None) -> dict[str, Any]:
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
@@ -132,7 +177,8 @@ class PasClient:
                                   {"run_id": run_id, "by": by or default_by(), "reason": reason})
 
     async def events(self, run_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Live (subject, body) of pas.run.<run_id>.> — subscribe before submitting to miss nothing."""
+        """Live (subject, event) of pas.run.<run_id>.> — subscribe before submitting to miss nothing. The
+        event is a TaskRecord's or RunEvent's fields (pas.protocol.wire.events); bad bodies are skipped."""
         q: asyncio.Queue[Any] = asyncio.Queue()
 
         async def cb(m: Any) -> None:
@@ -142,10 +188,8 @@ class PasClient:
         try:
             while True:
                 m = await q.get()
-                try:
-                    yield m.subject, json.loads(m.data)
-                except ValueError:
-                    continue
+                if (body := event_fields(m.subject, m.data)) is not None:
+                    yield m.subject, body
         finally:
             await sub.unsubscribe()
 
@@ -154,11 +198,8 @@ class PasClient:
         done = asyncio.Event()
 
         async def cb(m: Any) -> None:
-            try:
-                if json.loads(m.data).get("status") in wire.TERMINAL_RUN:
-                    done.set()
-            except ValueError:
-                pass
+            if (ev := event_fields(m.subject, m.data)) is not None and ev["status"] in wire.TERMINAL_RUN:
+                done.set()
 
         sub = await self.nc.subscribe(S.run_status(run_id), cb=cb)
         try:

@@ -10,54 +10,12 @@ import asyncio
 import logging
 from typing import Any
 
-from nats.aio.client import Client as NatsClient
 from nats.errors import AuthorizationError
 
 from pas.base.errors import Unavailable
+from pas.transport.natscompat import Client
 
 log = logging.getLogger("pas.bus")
-
-
-class Client(NatsClient):
-    """nats-py's client, writing to the socket less often.
-
-    nats-py queues a flush request with every publish and its flusher task writes what is pending
-    at once, so publishes made by different handlers in the same turn of the event loop mostly go
-    out one socket write each. On these machines a write to a socket costs far more than building
-    a message (profile: ~22 % of an agents' process under load was socket sends). This flusher
-    waits one turn of the loop first (everything already runnable publishes too), then writes all
-    of it in one go: 100 1-task jobs made 23 % fewer writes (3,320 -> 2,549), and a 3,000-task job
-    took 0.82x the CPU (median of 3 pairs, loaded machine). The order of messages is unchanged;
-    flush() and requests behave as before. `writes` counts the writes."""
-
-    writes = 0
-
-    async def _flusher(self) -> None:  # nats-py 2.x internals (pinned in pyproject.toml)
-        while True:
-            if not self.is_connected or self.is_connecting:
-                break
-            assert self._flush_queue is not None and self._transport is not None
-            waiting = [await self._flush_queue.get()]
-            try:
-                await asyncio.sleep(0)  # one turn: whatever is runnable now publishes before we write
-                while not self._flush_queue.empty():
-                    waiting.append(self._flush_queue.get_nowait())
-                if self._pending_data_size > 0:
-                    self._transport.writelines(self._pending[:])
-                    self._pending = []
-                    self._pending_data_size = 0
-                    self.writes += 1
-                    await self._transport.drain()
-            except OSError as e:
-                await self._error_cb(e)
-                await self._process_op_err(e)
-                break
-            except (asyncio.CancelledError, RuntimeError, AttributeError):
-                break  # RuntimeError: the event loop is closed
-            finally:
-                for fut in waiting:
-                    if not fut.done():  # a waiter may have given up (nats-py issue #624)
-                        fut.set_result(None)
 
 
 def split_servers(url: str) -> list[str]:

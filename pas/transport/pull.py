@@ -1,7 +1,19 @@
-"""A callback-driven pull with prefetch on one durable consumer (what nats.go's Consume does).
+"""The one pull primitive: every pull request PAS makes, and the one decoding of what answers it.
 
-Pull requests stay outstanding at the consumer, answered on an inbox subscription whose callback
-hands each delivery on at once: no request per delivery, no no-wait probe, no 404s.
+A pull request (`$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`, body: batch, expires, no_wait) is
+answered on the reply subject it names by deliveries (messages with an ack reply subject) and at most
+one status (no reply subject, a `Status` header): status_of() decodes a status once, for everyone,
+and ended() says what it means for the request. Two shapes use them:
+
+- Puller: one-shot requests answered on an inbox of their own, read in order (next()): stream reads
+  (pas.transport.streams.read_raw) and the programmers' no-wait pulls of the priority bands
+  (pas.runtime.priority).
+- PullFeed: requests kept outstanding for a work loop's free slots (pas.runtime.service.WorkLoop),
+  each delivery handed on from the inbox callback, as nats.go's Consume does.
+
+PullFeed, in detail. Pull requests stay outstanding at the consumer, answered on an inbox
+subscription whose callback hands each delivery on at once: no request per delivery, no no-wait
+probe, no 404s.
 
 - Never more asked for than there are free slots: `outstanding` (messages requested, not yet
   delivered or released by a status) + the handlers running <= the slots, so a loop never holds
@@ -33,10 +45,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from pas.protocol import subjects as S
 
@@ -44,29 +57,116 @@ log = logging.getLogger("pas.transport.pull")
 
 RETRY_S = 0.5
 PENDING = "Nats-Pending-Messages"
+HEARTBEAT = "100"
 
 
-def ended(status: str, description: str, pending: str | None, batch: int) -> tuple[int | None, bool]:
-    """A status that ends a pull request -> (how many it releases, None: every request of its
-    generation is gone; whether the consumer answered as it should)."""
-    what = description.lower()
-    if pending is not None:  # 408 expired, 409 over max bytes: the rest is released
-        return int(pending), True
-    if status in ("503", "400") or "maxwaiting" in what:  # never served: no leader / consumer, refused
+@dataclass(frozen=True)
+class Status:
+    """What the server said instead of a message: 100 idle heartbeat, 404 no messages (no_wait),
+    408 request expired, 409 (max bytes, max waiting, leadership change, consumer deleted, server
+    shutdown), 503 no responders, 400 bad request. `pending`: Nats-Pending-Messages, how many of the
+    request's batch were not delivered, when the server says."""
+
+    code: str
+    description: str = ""
+    pending: int | None = None
+
+
+def status_of(m: Msg) -> Status | None:
+    """None for a delivery (it carries its ack subject), else the status it is, decoded here only."""
+    if m.reply:
+        return None
+    hdrs = m.headers or {}
+    pending = hdrs.get(PENDING)
+    return Status(hdrs.get("Status", ""), hdrs.get("Description", ""), int(pending) if pending else None)
+
+
+def ended(st: Status, batch: int) -> tuple[int | None, bool]:
+    """A status that ends a pull request of `batch` -> (how many it releases, None: every request
+    of its generation is gone; whether the consumer answered as it should)."""
+    what = st.description.lower()
+    if st.pending is not None:  # 408 expired, 409 over max bytes: the rest is released
+        return st.pending, True
+    if st.code in ("503", "400") or "maxwaiting" in what:  # never served: no leader / consumer, refused
         return batch, False
+    if st.code == "404":  # no_wait: nothing there now (the whole batch)
+        return batch, True
     # 409 Leadership Change (ask the new leader at once), Consumer Deleted, Server Shutdown, others
     return None, "leadership change" in what
 
 
-class PullFeed:
-    """Keeps pull requests outstanding on stream/durable; `deliver` gets every message, `free()`
-    says how many more the owner can start now. Run with run() (until cancelled); call top_up()
-    when a slot is freed."""
+def request_body(batch: int, *, expires_s: float | None = None, no_wait: bool = False) -> bytes:
+    """A pull request's body: `batch` messages, the request expiring after expires_s, or answered
+    at once (404 when there is nothing) with no_wait."""
+    parts = [b'"batch":%d' % batch]
+    if expires_s is not None:
+        parts.append(b'"expires":%d' % int(expires_s * 1e9))
+    if no_wait:
+        parts.append(b'"no_wait":true')
+    return b"{" + b",".join(parts) + b"}"
 
-    def __init__(self, nc: Client, stream: str, durable: str, *, deliver: Callable[[Msg], None],
-                 free: Callable[[], int], expires_s: float, name: str) -> None:
+
+class Puller:
+    """One-shot pull requests on one consumer, answered on an inbox of their own and read in order
+    with next(). The inbox is a callback subscription feeding a queue (nats-py's next_msg costs a
+    task and a timer per message). Use as `async with Puller(...) as p:`."""
+
+    def __init__(self, nc: Client, stream: str, consumer: str) -> None:
+        self.nc = nc
+        self.subject = S.js_next(stream, consumer)
+        self.inbox = nc.new_inbox()
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> Puller:
+        async def on_msg(m: Msg) -> None:
+            self._queue.put_nowait(m)
+
+        self._sub = await self.nc.subscribe(self.inbox, cb=on_msg)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+
+    async def request(self, batch: int, *, expires_s: float | None = None, no_wait: bool = False) -> None:
+        await self.nc.publish(self.subject, request_body(batch, expires_s=expires_s, no_wait=no_wait),
+                              reply=self.inbox)
+
+    @property
+    def buffered(self) -> int:
+        """Answers arrived and not read yet (the late answer of a request given up on, say)."""
+        return self._queue.qsize()
+
+    async def next(self, timeout_s: float) -> Msg | Status:
+        """The next answer: a delivery, or the Status that ends a request (idle heartbeats skipped);
+        TimeoutError when none comes within timeout_s."""
+        while True:
+            if self._queue.empty():
+                async with asyncio.timeout(timeout_s):
+                    m = await self._queue.get()
+            else:
+                m = self._queue.get_nowait()
+            st = status_of(m)
+            if st is None:
+                return m
+            if st.code != HEARTBEAT:
+                return st
+
+
+class PullFeed:
+    """Keeps pull requests outstanding on a durable consumer (`subject`: its S.js_next(stream, durable));
+    `deliver` gets every message, `free()` says how many more the owner can start now. Run with run()
+    (until cancelled); call top_up() when a slot is freed."""
+
+    def __init__(self, nc: Client, subject: str, *, deliver: Callable[[Msg], None], free: Callable[[], int],
+                 expires_s: float, name: str) -> None:
         self.nc, self.name = nc, name
-        self.subject = S.js_next(stream, durable)
+        self.subject = subject
         self.deliver, self.free = deliver, free
         self.expires_s = expires_s
         self.grace_s = max(0.5, expires_s / 2)  # a 408 later than this: the request is lost
@@ -78,26 +178,26 @@ class PullFeed:
         self._retry_at = 0.0  # after a failure: no pull before this
         self._failing_since: float | None = None
         self._failures = 0
-        self._sub: Any = None
+        self._sub: Subscription | None = None
         self._changed = asyncio.Event()
 
     async def run(self) -> None:
         self._inbox = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(f"{self._inbox}.*.*", cb=self._on_msg)
+        self._sub = sub = await self.nc.subscribe(f"{self._inbox}.*.*", cb=self._on_msg)
         try:
             await self.top_up()
             while True:
                 await self._wait()
                 now = time.monotonic()
                 if self.outstanding and now >= self._last_pull + self.expires_s + self.grace_s:
-                    if self._sub.pending_msgs:  # answers queued, not yet seen: the event loop is behind
+                    if sub.pending_msgs:  # answers queued, not yet seen: the event loop is behind
                         await asyncio.sleep(0.05)
                         continue
                     self._failed(f"no answer to a pull in {now - self._last_pull:.1f} s (request lost)", backoff=False)
                     self._new_generation()
                 await self.top_up()
         finally:
-            sub, self._sub = self._sub, None
+            self._sub = None
             try:
                 await sub.unsubscribe()
             except Exception:
@@ -133,7 +233,7 @@ class PullFeed:
         self.outstanding += want
         self._last_pull = now
         self.pulls += 1
-        body = b'{"batch":%d,"expires":%d}' % (want, int(self.expires_s * 1e9))
+        body = request_body(want, expires_s=self.expires_s)
         try:
             await self.nc.publish(self.subject, body, reply=f"{self._inbox}.{self._gen}.{want}")
         except Exception as e:
@@ -141,24 +241,23 @@ class PullFeed:
             self._failed(repr(e))
 
     async def _on_msg(self, m: Msg) -> None:
-        if m.reply:  # a delivery (statuses come without an ack subject)
+        st = status_of(m)
+        if st is None:  # a delivery
             self.outstanding = max(0, self.outstanding - 1)
             if self._failing_since is not None:
                 self._recovered()
             self.deliver(m)
             return
-        hdrs = m.headers or {}
-        status = hdrs.get("Status", "")
         _, gen, batch = m.subject.rsplit(".", 2)
-        if status == "100" or gen != str(self._gen):
+        if st.code == HEARTBEAT or gen != str(self._gen):
             return  # an idle heartbeat, or the late answer to a request already given up
-        released, ok = ended(status, hdrs.get("Description", ""), hdrs.get(PENDING), int(batch))
+        released, ok = ended(st, int(batch))
         if released is None:
             self._new_generation()
         else:
             self.outstanding = max(0, self.outstanding - released)
         if not ok:
-            self._failed(f"{status} {hdrs.get('Description', '')}")
+            self._failed(f"{st.code} {st.description}")
         elif self._failing_since is not None:
             self._recovered()
         await self.top_up()

@@ -3,7 +3,7 @@ message with its stream sequence and store time.
 
 Used for one run's events (`pas replay`), the comms log (`pas log`, pas.comms.read, the HTTP comms
 tail) and KV listings (Bus.kv_values). The consumer has no acks (no deliveries until asked, so its
-pending count is exact) and is pulled in batches on a plain callback subscription (nats-py's fetch()
+pending count is exact) and is pulled in batches (pas.transport.pull.Puller; nats-py's fetch()
 costs a task and a timer per message); without `follow` it stops after the messages that existed when
 it started, with `follow` it tails until `stop` is set. It is deleted when done, and expires by itself
 (inactive threshold) if the reader dies.
@@ -12,7 +12,6 @@ it started, with `follow` it tails until `stop` is set. It is deleted when done,
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from pas.protocol import subjects as S
+from pas.transport.natscompat import connection_of, unique_name
+from pas.transport.pull import Puller, Status
 
 
 @dataclass
@@ -53,62 +54,68 @@ def _deliver(since: datetime | None, start_seq: int | None, last_per_subject: bo
     return {"deliver_policy": DeliverPolicy.ALL}
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a stream: where to start (all, `since` a time, from `start_seq`, or the last message
+    per subject), whether to tail it (`follow` until `stop` is set), the pull batch, how long an idle
+    consumer lives (`inactive_s`), and whether a short read is an error (`complete`, without follow)."""
+
+    follow: bool = False
+    since: datetime | None = None
+    start_seq: int | None = None
+    last_per_subject: bool = False
+    stop: asyncio.Event | None = None
+    idle_timeout_s: float = 0.5
+    batch: int = 1000
+    inactive_s: float = 30.0
+    complete: bool = False
+
+
+ALL = ReadOptions()
+
+
 class IncompleteRead(asyncio.TimeoutError):
     """A read that had to see every message ended short (a pull answered with a status while a
     cluster node restarts or a leader moves): a timeout, so pas.bus.retry_js tries it again."""
 
 
-async def read_raw(js: JetStreamContext, stream: str, subject: str, *, follow: bool = False,
-                   since: datetime | None = None, start_seq: int | None = None, last_per_subject: bool = False,
-                   stop: asyncio.Event | None = None, idle_timeout_s: float = 0.5, batch: int = 1000,
-                   inactive_s: float = 30.0, complete: bool = False) -> AsyncIterator[Raw]:
+async def read_raw(js: JetStreamContext, stream: str, subject: str, how: ReadOptions = ALL) -> AsyncIterator[Raw]:
     """The messages of `stream` on `subject`: all of them, those stored since a time or from a sequence
-    on, or the last one per subject (a KV bucket's current values). `complete` (without follow):
+    on, or the last one per subject (a KV bucket's current values). `how.complete` (without follow):
     every message pending when the read began, or IncompleteRead, never a silent part."""
-    nc = js._nc
-    name = nc._nuid.next().decode()
-    cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=inactive_s,
+    follow, stop, batch, complete = how.follow, how.stop, how.batch, how.complete
+    name = unique_name()
+    cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=how.inactive_s,
                         ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
-                        **_deliver(since, start_seq, last_per_subject))
+                        **_deliver(how.since, how.start_seq, how.last_per_subject))
     info = await js.add_consumer(stream, cc)
     remaining = info.num_pending or 0
     if not follow and remaining == 0:
         await _delete(js, stream, name)
         return
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_msg(m: Any) -> None:
-        queue.put_nowait(m)
-
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=on_msg)
-    nxt = S.js_next(stream, name)
-    expires_s = 1.0 if follow else max(idle_timeout_s, 2.0)
+    expires_s = 1.0 if follow else max(how.idle_timeout_s, 2.0)
     try:
-        while (follow and not (stop and stop.is_set())) or remaining > 0:
-            want = batch if follow else min(batch, remaining)
-            await nc.publish(nxt, json.dumps({"batch": want, "expires": int(expires_s * 1e9)}).encode(), reply=inbox)
-            got = 0
-            while got < want:
-                try:
-                    m = queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), expires_s + 2)
-                except TimeoutError:
-                    break
-                if not m.data and m.headers and m.headers.get("Status"):
-                    break  # 404 / 408: nothing more for now
-                got += 1
-                remaining -= 1
-                seq, stored = _meta(m.reply or "")
-                yield Raw(stream, seq, m.subject, m.data, stored, m.headers)
-            if not follow and got == 0:
-                if complete and remaining > 0:
-                    raise IncompleteRead(f"read of {stream} {subject} ended {remaining} message(s) short")
-                return
+        async with Puller(connection_of(js), stream, name) as pull:
+            while (follow and not (stop and stop.is_set())) or remaining > 0:
+                want = batch if follow else min(batch, remaining)
+                await pull.request(want, expires_s=expires_s)
+                got = 0
+                while got < want:
+                    try:
+                        m = await pull.next(expires_s + 2)
+                    except TimeoutError:
+                        break
+                    if isinstance(m, Status):
+                        break  # 404 / 408: nothing more for now
+                    got += 1
+                    remaining -= 1
+                    seq, stored = _meta(m.reply or "")
+                    yield Raw(stream, seq, m.subject, m.data, stored, m.headers)
+                if not follow and got == 0:
+                    if complete and remaining > 0:
+                        raise IncompleteRead(f"read of {stream} {subject} ended {remaining} message(s) short")
+                    return
     finally:
-        try:
-            await sub.unsubscribe()
-        except Exception:
-            pass
         await _delete(js, stream, name)
 
 

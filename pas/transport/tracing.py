@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from typing import TYPE_CHECKING, Any
 
-from pas.base.errors import BudgetExceeded, Cancelled, Retry
+from pas.base.errors import BudgetExceeded, Retry
 
 if TYPE_CHECKING:
     from pas.config.model import PasConfig
@@ -169,7 +169,7 @@ def _hop(headers: Mapping[str, str] | None, handler: Any, subject: str, body: An
         except Retry as e:  # asked to come back later (nak with a delay): not a failure
             sp.set_attribute("pas.retry_delay_s", e.delay_s)
             raise
-        except (Cancelled, BudgetExceeded) as e:  # the work ends here, as it should (pas.runtime.service.settle)
+        except BudgetExceeded as e:  # the work ends here, as it should (pas.runtime.service.settle)
             sp.set_attribute("pas.outcome", type(e).__name__)
             raise
         except BaseException as e:
@@ -182,7 +182,9 @@ def span(name: str, attrs: Mapping[str, Any] | None = None) -> ContextManager[An
     """A span inside the current one (a task command, a model call); yields None when off."""
     if _tracer is None:
         return _NULL
-    return _tracer.start_as_current_span(name, attributes={k: v for k, v in (attrs or {}).items() if v is not None})
+    cm: ContextManager[Any] = _tracer.start_as_current_span(name, attributes={k: v for k, v in (attrs or {}).items()
+                                                                             if v is not None})
+    return cm
 
 
 def annotate(sp: Any, attrs: Mapping[str, Any], error: str | None = None) -> None:
@@ -219,6 +221,7 @@ def http_request(scope: Mapping[str, Any]) -> ContextManager[Any]:
 
     server = scope.get("server") or (None, None)
     attrs = {"http.request.method": method, "url.path": scope.get("path", ""), "server.port": server[1]}
-    return _tracer.start_as_current_span(f"{method} {scope.get('path', '')}", context=_propagator.extract(headers),
-                                         kind=SpanKind.SERVER,
-                                         attributes={k: v for k, v in attrs.items() if v is not None})
+    cm: ContextManager[Any] = _tracer.start_as_current_span(f"{method} {scope.get('path', '')}",
+                                                            context=_propagator.extract(headers), kind=SpanKind.SERVER,
+                                                            attributes={k: v for k, v in attrs.items() if v is not None})
+    return cm

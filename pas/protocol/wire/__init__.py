@@ -10,9 +10,10 @@ module a kind, each building only on the ones before it:
 - pas.protocol.wire.requests: what clients send (a job and its tasks, the request endpoints' bodies);
 - pas.protocol.wire.records: the KV records (a run, its plan, lanes, jobs and tasks; an agent's state);
 - pas.protocol.wire.work: the work items, one a tier;
-- pas.protocol.wire.replies: replies, events, heartbeats, alerts, agent health, comms entries, error bodies.
+- pas.protocol.wire.replies: replies, events, heartbeats, alerts, agent health, comms entries, error bodies;
+- pas.protocol.wire.events: the one decoder of run events (a record written is its event).
 
-Callers use the package: `from pas import wire`, then `wire.RunRecord`.
+Callers use the package: `from pas.protocol import wire`, then `wire.RunRecord`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from pas.protocol.wire.base import (
     now,
     to_builtins,
 )
+from pas.protocol.wire.context import RunContext
+from pas.protocol.wire.events import record_event, run_event
 from pas.protocol.wire.records import (
     AgentState,
     Approval,
@@ -75,6 +78,7 @@ from pas.protocol.wire.requests import (
     Budget,
     Decision,
     ExecuteRequest,
+    JobCardSubmit,
     JobSubmit,
     RunRef,
     RunsQuery,
@@ -109,6 +113,7 @@ __all__ = [
     "Executor",
     "Heartbeat",
     "JobCard",
+    "JobCardSubmit",
     "JobId",
     "JobRecord",
     "JobSubmit",
@@ -120,6 +125,7 @@ __all__ = [
     "PlanTask",
     "PlanView",
     "PlanWork",
+    "RunContext",
     "RunEvent",
     "RunId",
     "RunRecord",
@@ -147,5 +153,7 @@ __all__ = [
     "effective_executor",
     "encode",
     "now",
+    "record_event",
+    "run_event",
     "to_builtins",
 ]

@@ -9,6 +9,7 @@ from typing import Literal
 from msgspec import field
 
 from pas.protocol.wire.base import Base, RunStatusValue, TaskStatusValue
+from pas.protocol.wire.context import RunContext
 from pas.protocol.wire.requests import Budget, TaskSpec
 
 
@@ -96,9 +97,7 @@ class JobRecord(Base):
     status: str = "running"
     specs: list[TaskSpec] = []  # the planned tasks, so a redelivered job card is not planned again
     done: dict[str, str] = {}  # task id -> terminal status, filled by compare-and-set as tasks finish
-    repo: str | None = None
-    env: str | None = None
-    priority: int = 5
+    ctx: RunContext = field(default_factory=RunContext)  # the job card's, for its tasks released on approval
 
 
 ACCEPTANCE_MARK = "\n--- acceptance `"

@@ -113,10 +113,12 @@ class ChildDone(Base):
     """Body of pas.mgr.<lane>.done, pas.dir.<lane>.done, pas.architect.lanes.done: a task, job or lane
     ended; the owner of its parent's record notes it and goes on up (pas.runtime.runs.note_child_done).
     `redelivered`: the walk is a repeat (the child's work item came again), so finished parents are
-    announced again."""
+    announced again. `task`: a programmer's result (its task record), which the managers store after
+    checking that the sender holds the task (pas.runtime.taskowner); None on a repeated walk."""
 
     event: RunEvent
     redelivered: bool = False
+    task: TaskRecord | None = None
 
 
 class Heartbeat(Base):

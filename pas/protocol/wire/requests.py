@@ -47,6 +47,23 @@ class JobSubmit(Base):
     the result and fails the run, naming task and path (pas.execution.integrate). Needs `repo`."""
 
 
+class JobCardSubmit(Base):
+    """Body of pas.mgr.<lane>.submit (the legacy POST /submit of a manager): a job card outside any
+    run's work tree, with its context given field by field; the manager makes the JobCard."""
+
+    job_id: JobId
+    run_id: RunId
+    lane: Lane
+    tasks: list[TaskSpec]
+    goal: str = ""
+    repo: str | None = None
+    env: str | None = None
+    parent_id: str = ""
+    submitted_by: str = ""
+    priority: Annotated[int, Meta(ge=1, le=20)] = 5
+    approval: bool = False
+
+
 class RunRef(Base):
     run_id: RunId
 

@@ -3,12 +3,11 @@ director, a job card for its manager, a task for the programmer pool."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from msgspec import Meta
+import msgspec
 
 from pas.protocol.subjects import Lane
 from pas.protocol.wire.base import Base, JobId, RunId
+from pas.protocol.wire.context import RunContext
 from pas.protocol.wire.records import RunRecord
 from pas.protocol.wire.requests import JobSubmit, TaskSpec
 
@@ -32,30 +31,21 @@ class LaneWork(Base):
 
     run_id: str
     lane: Lane
-    goal: str = ""
     brief: str = ""
     tasks: list[TaskSpec] = []
-    repo: str | None = None
-    env: str | None = None
-    priority: int = 5
-    approval: bool = False
+    ctx: RunContext = msgspec.field(default_factory=RunContext)
 
 
 class JobCard(Base):
-    """Work item on pas.work.mgr.<lane> (and body of pas.mgr.<lane>.submit)."""
+    """Work item on pas.work.mgr.<lane>: one job of a lane for its managers."""
 
     job_id: JobId
     run_id: RunId
     lane: Lane
     tasks: list[TaskSpec]
-    goal: str = ""
-    repo: str | None = None
-    env: str | None = None
+    ctx: RunContext = msgspec.field(default_factory=RunContext)
     parent_id: str = ""
     submitted_by: str = ""
-    priority: Annotated[int, Meta(ge=1, le=20)] = 5
-    approval: bool = False
-    """Hold the tasks until the run is approved (the job's approval_mode)."""
 
 
 class TaskWork(Base):
@@ -67,7 +57,5 @@ class TaskWork(Base):
     lane: str
     manager: str
     spec: TaskSpec
-    repo: str | None = None
-    env: str | None = None
+    ctx: RunContext = msgspec.field(default_factory=RunContext)
     timeout_s: float = 300.0
-    priority: int = 5

@@ -119,7 +119,9 @@ class Harness:
     def __init__(self, cfg: PasConfig, url: str, mode: str, opts: EvalOptions, workdir: Path,
                   data_dir: Path | None = None) -> None:
         self.cfg, self.url, self.mode, self.opts, self.workdir = cfg, url, mode, opts, workdir
-        self.stack = Stack(cfg, url=url, data_dir=data_dir, name=f"pas-eval-{mode}")
+        if data_dir is not None:  # the embedded server's (its users' creds are there): this mode's own config
+            cfg.settings.nats.data_dir = str(data_dir)
+        self.stack = Stack(cfg, url=url, name=f"pas-eval-{mode}")
         self.client: PasClient | None = None
 
     async def __aenter__(self) -> Harness:
@@ -172,11 +174,11 @@ class Harness:
         # The verdict goes into the run's comms log through PAS Root's connection (this process runs
         # the agents; a NATS `client` user may read the log, not write it).
         root = next(a for a in self.stack.agents if a.cfg.id == "root")
-        await root.comms.log(
+        await root.comms.log(comms.Entry(
             "eval", "root", "RESPONSE",
             ("" if out.conflicts else f"hidden tests on {branch}: ") +
             f"verdict {'PASS' if out.passed else 'FAIL'}: {out.reason}", run_id,
-            "pass" if out.passed else "fail", metadata={"branch": branch, "passed": out.passed})
+            "pass" if out.passed else "fail", metadata={"branch": branch, "passed": out.passed}))
         return out
 
     async def _llm_calls(self, run_id: str, out: Outcome) -> None:

@@ -22,6 +22,7 @@ from pas.runtime import comms as comms_mod
 from pas.runtime import runs as R
 from pas.transport.bus import Bus
 from pas.transport.client import PasClient
+from pas.transport.streams import ReadOptions
 
 log = logging.getLogger("pas.surfaces.http")
 
@@ -86,6 +87,15 @@ class Backend:
         except PasError:
             raise
         except NatsError as e:  # connection closed, reconnecting, ...
+            raise Unavailable(f"NATS unavailable: {e!r}") from None
+
+    async def set_model(self, agent_id: str, profiles: Any, primary: str | None, backup: str | None) -> Any:
+        """As the `adapter` user, which may write KV pas_models (pas.transport.client.PasClient.set_model)."""
+        try:
+            return await self.client.set_model(agent_id, profiles, primary, backup)
+        except PasError:
+            raise
+        except NatsError as e:
             raise Unavailable(f"NATS unavailable: {e!r}") from None
 
     async def submit(self, job: dict[str, Any], idempotency_key: str | None = None) -> Any:
@@ -232,7 +242,7 @@ class Backend:
             scan = limit if not (agent or msg_type) else min(limit * 20, COMMS_SCAN_MAX)
             start = max(first, last - scan + 1)
         async with contextlib.aclosing(comms_mod.read_numbered(js, run_id=run_id, agent=agent, msg_type=msg_type,
-                                                               start_seq=start)) as entries:
+                                                               how=ReadOptions(start_seq=start))) as entries:
             async for got in entries:
                 out.append(got)
                 if start_seq is not None and len(out) >= limit:

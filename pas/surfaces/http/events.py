@@ -3,20 +3,22 @@
     pas.hb.*                      -> "beats"  {agent: latest beat}
     pas.alert.agent.*             -> "alert"  (dead / recovered, from the heartbeat monitor)
     pas.run.<run>.{status,lane,job,task}.* -> "runs" {t, items: [{kind, run_id, data}]}
-    PAS_COMMS (pas.comms.>)       -> "comms"  {t, entries: [CommsEntry + seq]}
+    PAS_COMMS (pas.comms.>)       -> "comms"  {t, entries: [CommsEntry + seq], upto?}
     pas.ctl.*.model_changed       -> "model"  (the change an agent announces after set_model)
 
-Nothing is lost between the bus and the page, and no browser can make the hub's memory grow with the
-event rate (issue 22):
-- run state is coalesced: each client holds the latest state of each run, lane, job and task it has
-  not been sent yet (a dict keyed by object), so a browser that falls behind gets the current state
-  of everything that changed, in one batch, never a gap. Its backlog is bounded by the number of
-  live objects, not by the number of events;
-- comms entries are read from PAS_COMMS with their stream sequence; each client keeps at most
-  COMMS_BACKLOG unsent entries (the oldest go first), and the page fills any hole in the sequence
-  from PAS_COMMS (GET /api/comms?start_seq=).
-Batches go out every flush_s; each carries `t`, when the hub received the oldest item in it (ms since
-the epoch), so the page can say how far behind the bus it is.
+Nothing is lost between the bus and the page, and neither browsers nor the event rate make the hub
+costly (issue 22):
+- every flush_s the hub encodes what arrived once: the latest state of each run, lane, job and task
+  that changed (coalesced), the comms entries with their PAS_COMMS sequence, the beats. That one
+  bytes object is queued for every client: the hub's work does not grow with the number of
+  browsers, and the queued chunks are shared;
+- a client more than QUEUE_MAX chunks behind is sent no more chunks; its next read is a catch-up:
+  the current state of every object that changed since what it was last sent (from the hub's
+  latest states, bounded by the live objects, not by the events), and `upto`, the last comms
+  sequence read; the page fills the hole in the comms from PAS_COMMS by sequence
+  (GET /api/comms?start_seq=). Never a silent gap.
+Each batch carries `t`, when the hub received the oldest item in it (ms since the epoch), so the page
+can say how far behind the bus it is.
 
 One subscription per kind for the whole adapter, whatever the number of browsers. Runs and comms
 are followed only while at least one browser listens: with none, a job costs the adapter no message.
@@ -42,12 +44,12 @@ from nats.aio.msg import Msg
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import check as check_entry
-from pas.transport.streams import read_raw
+from pas.transport.streams import ReadOptions, read_raw
 
 log = logging.getLogger("pas.surfaces.http.events")
 
 RUN_KINDS = {"status", "lane", "job", "task"}
-COMMS_BACKLOG = 2000  # unsent comms entries kept per client; the page refills older ones by sequence
+QUEUE_MAX = 10  # flushes (1 s at 0.1 s) a client may fall behind before it is sent a catch-up instead
 MISC_BACKLOG = 1000   # alerts and model changes (rare) kept per client
 LIVE_TEXT = 300  # characters of a task's texts sent live (the page shows one line; a run's detail has more)
 _RANK = {"queued": 0, "running": 1, "waiting_approval": 1.5}
@@ -75,40 +77,47 @@ class State:
         return _rank(self.status) >= _rank(old.status) or self.message == "plan approved"
 
 
-def _trim(t: wire.TaskRecord) -> None:
-    """Keep what one row of the run view shows: a job of 2,000 tasks sends 6,000 states to every page."""
-    t.instruction, t.error = t.instruction[:LIVE_TEXT], t.error[:LIVE_TEXT]
-    t.output = t.output[-LIVE_TEXT:]
-    if t.command is not None:
-        t.command = t.command[:LIVE_TEXT]
-    if t.diff_stat is not None:
-        t.diff_stat = t.diff_stat[:LIVE_TEXT]
+# What one row of the run view shows: a job of 2,000 tasks sends 6,000 states to every page, and the
+# page parses each (a run's detail, GET /api/runs/<id>, has every field in full).
+LIVE_TASK_FIELDS = ("task_id", "run_id", "lane", "status", "programmer", "attempts", "started_at", "finished_at",
+                    "tokens", "cost_usd", "instruction", "command", "error")
 
 
-def _merge(into: dict[tuple[str, ...], State], new: dict[tuple[str, ...], State]) -> None:
-    for k, s in new.items():
-        old = into.get(k)
-        if old is None or s.replaces(old):
-            into[k] = s
+def _row(t: wire.TaskRecord) -> dict[str, Any]:
+    row = {k: getattr(t, k) for k in LIVE_TASK_FIELDS}
+    for k in ("instruction", "command", "error"):
+        if row[k] is not None:
+            row[k] = row[k][:LIVE_TEXT]
+    row["output"] = t.output[-LIVE_TEXT:]  # the row's hover text when there is no error
+    return row
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one flush sends: encoded once, the same bytes object queued for every client."""
+
+    version: int  # the hub's flush number
+    t: float  # hub receive time (ms) of the oldest item in it
+    data: bytes
 
 
 @dataclass(eq=False)
 class SseClient:
-    runs: dict[tuple[str, ...], State] = field(default_factory=dict)
-    comms: deque[str] = field(default_factory=lambda: deque(maxlen=COMMS_BACKLOG))
+    queue: deque[Chunk] = field(default_factory=deque)  # shared chunks not yet sent (<= QUEUE_MAX)
+    sent: int = 0  # the last hub version this client was sent (or, on connecting, had no need of)
+    behind_t: float | None = None  # its queue overflowed (t of the oldest lost chunk): catch it up
     misc: deque[str] = field(default_factory=lambda: deque(maxlen=MISC_BACKLOG))
-    beats: dict[str, Any] = field(default_factory=dict)
-    t0: float | None = None  # hub receive time (ms) of the oldest unsent item
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
-    max_backlog: int = 0  # most run states ever waiting for this client (the coalescing bound)
-    comms_dropped: int = 0  # entries the page had to refill from PAS_COMMS
+    catch_ups: int = 0  # times it fell QUEUE_MAX flushes behind and got the current state instead
+    max_catch_up: int = 0  # most run states one catch-up carried (the bound: the live objects)
 
 
 @dataclass
 class HubStats:
     run_events: int = 0  # run events received from the bus
-    run_states_sent: int = 0  # coalesced states written to clients
+    run_states_sent: int = 0  # coalesced states encoded into chunks and catch-ups (once for all clients)
+    chunks: int = 0  # flushes encoded
     comms: int = 0
     skipped: int = 0  # bodies that did not validate
 
@@ -121,8 +130,14 @@ class EventHub:
         self.ping_s = ping_s
         self.clients: set[SseClient] = set()
         self.stats = HubStats()
-        self._beats: dict[str, Any] = {}
-        self._runs: dict[tuple[str, ...], State] = {}
+        self._beats: dict[str, Any] = {}  # beats since the last flush
+        self._all_beats: dict[str, Any] = {}  # the latest beat of every agent (for a catch-up)
+        self._runs: dict[tuple[str, ...], State] = {}  # states since the last flush
+        # The latest state of every object of every run while browsers listen, with the version
+        # (flush) it changed in: what a client that fell behind is sent instead of what it missed.
+        self._latest: dict[str, dict[tuple[str, ...], tuple[int, State]]] = {}
+        self._ended: dict[str, int] = {}  # run -> the version its status went terminal
+        self.version = 0
         self._comms: list[str] = []
         self._misc: list[str] = []
         self._t0: float | None = None
@@ -161,6 +176,8 @@ class EventHub:
                     await runs.unsubscribe()
                 comms.cancel()
                 await asyncio.gather(comms, return_exceptions=True)
+                self._latest.clear()
+                self._ended.clear()
 
     async def _comms_reader(self, stop: asyncio.Event) -> asyncio.Task[Any]:
         """A task tailing PAS_COMMS from its next sequence on (entries stored from now)."""
@@ -174,8 +191,8 @@ class EventHub:
         async def tail() -> None:
             while not stop.is_set():
                 try:
-                    async for m in read_raw(self.js, S.STREAM_COMMS, S.COMMS_ALL, follow=True,
-                                            start_seq=self._comms_next, stop=stop, inactive_s=10.0):
+                    async for m in read_raw(self.js, S.STREAM_COMMS, S.COMMS_ALL,
+                                            ReadOptions(follow=True, start_seq=self._comms_next, stop=stop, inactive_s=10.0)):
                         self._on_comms(m.seq, m.subject, m.data)
                     return
                 except Exception as e:  # a leader election, a restart: read on from where we were
@@ -217,7 +234,8 @@ class EventHub:
     async def _on_beat(self, msg: Msg) -> None:
         d = self._json(msg)
         if isinstance(d, dict) and isinstance(d.get("agent"), str):
-            self._beats[d["agent"]] = {k: d.get(k) for k in ("ts", "status", "run_id", "message")}
+            beat = {k: d.get(k) for k in ("ts", "status", "run_id", "message")}
+            self._beats[d["agent"]] = self._all_beats[d["agent"]] = beat
 
     async def _on_alert(self, msg: Msg) -> None:
         d = self._json(msg)
@@ -235,14 +253,14 @@ class EventHub:
             return  # done.* and cancel: internal hand-offs, already visible as status changes
         self.stats.run_events += 1
         try:
-            body: Any = wire.decode(msg.data, wire.TaskRecord if ev.kind == "task" else wire.RunEvent)
+            body: Any = wire.run_event(msg.subject, msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.stats.skipped += 1
             log.warning("HMI skips a bad %s event on %s: %s", ev.kind, msg.subject, e)
             return
-        if isinstance(body, wire.TaskRecord):
-            _trim(body)
-        data = wire.encode(body).decode()
+        if body is None:
+            return  # a record's deletion
+        data = wire.encode(_row(body) if isinstance(body, wire.TaskRecord) else body).decode()
         text = f'{{"kind":{json.dumps(ev.kind)},"run_id":{json.dumps(ev.run_id)},"data":{data}}}'
         state = State(body.status, getattr(body, "message", ""), text)
         key = (ev.run_id, ev.kind, *ev.rest)
@@ -267,72 +285,121 @@ class EventHub:
 
     # ---- to the browsers -------------------------------------------------------------------
     def flush(self) -> None:
-        """Hand what arrived since the last flush to every client (coalescing run states)."""
+        """Encode what arrived since the last flush once, and queue that one chunk for every client:
+        the hub's work per flush does not grow with the number of browsers. A client already
+        QUEUE_MAX chunks behind gets no more chunks; its next read is a catch-up instead."""
         if not (self._runs or self._comms or self._misc or self._beats):
             return
         runs, comms, misc, beats, t0 = self._runs, self._comms, self._misc, self._beats, self._t0
         self._runs, self._comms, self._misc, self._beats, self._t0 = {}, [], [], {}, None
+        self.version += 1
+        changed = self._remember(runs)
+        t = t0 if t0 is not None else time.time() * 1000
+        data = self._encode(t, changed, comms, beats)
+        chunk = Chunk(self.version, t, data) if data else None
+        self.stats.chunks += 1
+        self.stats.run_states_sent += len(changed)
         for c in self.clients:
-            _merge(c.runs, runs)
-            c.max_backlog = max(c.max_backlog, len(c.runs))
-            room = COMMS_BACKLOG - len(c.comms)
-            c.comms_dropped += max(0, len(comms) - room)
-            c.comms.extend(comms)
             c.misc.extend(misc)
-            c.beats.update(beats)
-            if t0 is not None:
-                c.t0 = t0 if c.t0 is None else min(c.t0, t0)
+            if chunk is not None and c.behind_t is None:
+                if len(c.queue) >= QUEUE_MAX:  # the page reads too slowly: drop, catch up later
+                    c.behind_t = c.queue[0].t
+                    c.queue.clear()
+                else:
+                    c.queue.append(chunk)
             c.wake.set()
+        self._prune()
+
+    def _remember(self, runs: dict[tuple[str, ...], State]) -> list[State]:
+        """Record the new states in _latest; the ones that move an object forward."""
+        changed = []
+        for key, state in runs.items():
+            states = self._latest.setdefault(key[0], {})
+            old = states.get(key)
+            if old is None or state.replaces(old[1]):
+                states[key] = (self.version, state)
+                changed.append(state)
+                if key[1] == "status" and _rank(state.status) >= 2:
+                    self._ended[key[0]] = self.version
+        return changed
+
+    def _prune(self) -> None:
+        """Forget the runs that ended before what every client has been sent."""
+        if not self._ended:
+            return
+        upto = min((c.sent for c in self.clients), default=self.version)
+        for run in [r for r, v in self._ended.items() if v <= upto]:
+            self._ended.pop(run)
+            self._latest.pop(run, None)
+
+    @staticmethod
+    def _encode(t: float, states: list[State], comms: list[str], beats: dict[str, Any],
+                upto: int | None = None) -> bytes:
+        """SSE text of a batch: runs (t, items), comms (t, entries[, upto]: the last sequence the hub
+        has read, so a page can fill a hole at the end too) and beats."""
+        out = []
+        if states:
+            out.append(f'event: runs\ndata: {{"t":{t},"items":[{",".join(s.text for s in states)}]}}\n\n')
+        if comms or upto is not None:
+            tail = "" if upto is None else f',"upto":{upto}'
+            out.append(f'event: comms\ndata: {{"t":{t},"entries":[{",".join(comms)}]{tail}}}\n\n')
+        if beats:
+            out.append(sse("beats", beats))
+        return "".join(out).encode()
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.flush_s)
             self.flush()
 
-    def _drain(self, c: SseClient) -> str:
-        """One chunk of text with everything the client has not been sent yet."""
-        out: list[str] = list(c.misc)
-        c.misc.clear()
-        t = json.dumps(c.t0)
-        if c.runs:
-            items = ",".join(s.text for s in c.runs.values())
-            self.stats.run_states_sent += len(c.runs)
-            c.runs = {}
-            out.append(f'event: runs\ndata: {{"t":{t},"items":[{items}]}}\n\n')
-        if c.comms:
-            entries = ",".join(c.comms)
-            c.comms.clear()
-            out.append(f'event: comms\ndata: {{"t":{t},"entries":[{entries}]}}\n\n')
-        if c.beats:
-            out.append(sse("beats", c.beats))
-            c.beats = {}
-        c.t0 = None
-        return "".join(out)
+    def _catch_up(self, c: SseClient, t: float) -> bytes:
+        """The current state of every object that changed since what c was last sent; comms since
+        then are not resent: the page reads the hole back from PAS_COMMS by sequence."""
+        states = [s for run in self._latest.values() for v, s in run.values() if v > c.sent]
+        c.catch_ups += 1
+        c.max_catch_up = max(c.max_catch_up, len(states))
+        self.stats.run_states_sent += len(states)
+        return self._encode(t, states, [], dict(self._all_beats), upto=self._comms_next - 1)
 
-    async def stream(self, hello: dict[str, Any]) -> AsyncIterator[str]:
+    def _drain(self, c: SseClient) -> bytes:
+        """Everything the client has not been sent yet: its queued chunks as they are (shared), or
+        one catch-up."""
+        out: list[bytes] = ["".join(c.misc).encode()] if c.misc else []
+        c.misc.clear()
+        if c.behind_t is not None:
+            out.append(self._catch_up(c, c.behind_t))
+            c.behind_t = None
+            c.sent = self.version
+        elif c.queue:
+            out.extend(ch.data for ch in c.queue)
+            c.sent = c.queue[-1].version
+            c.queue.clear()
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    async def stream(self, hello: dict[str, Any]) -> AsyncIterator[bytes]:
         """The text/event-stream of one client; ends when the adapter stops. A client that reads
-        slowly makes this generator wait in its yield; meanwhile its backlog coalesces."""
-        c = SseClient()
+        slowly makes this generator wait in its yield; meanwhile its queue fills, then it is caught up."""
+        c = SseClient(sent=self.version)  # what happened before, it reads from /api after "hello"
         self.clients.add(c)
         try:
             # Shielded: a browser that leaves at once cancels this generator, and a NATS flush cancelled
             # mid-way makes nats-py drop what it was reading (InvalidStateError on the PONG): other
             # requests' replies on the adapter's connection were lost (504).
             await asyncio.shield(self.follow())
-            yield "retry: 1000\n\n"  # EventSource reconnects after 1 s, never faster
-            yield sse("hello", {**hello, "now": time.time() * 1000})
+            yield b"retry: 1000\n\n"  # EventSource reconnects after 1 s, never faster
+            yield sse("hello", {**hello, "now": time.time() * 1000}).encode()
             while not (self.closed or c.closed):
                 try:
                     await asyncio.wait_for(c.wake.wait(), self.ping_s)
                 except TimeoutError:
-                    yield ": ping\n\n"
+                    yield b": ping\n\n"
                     continue
                 c.wake.clear()
                 if c.closed:
                     return
-                text = self._drain(c)
-                if text:
-                    yield text
+                data = self._drain(c)
+                if data:
+                    yield data
         finally:
             self.clients.discard(c)
             if not self.clients:  # (a task: a generator being closed may not wait)

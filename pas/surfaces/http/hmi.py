@@ -94,7 +94,8 @@ def hmi_app(ctx: Ctx) -> FastAPI:
     async def set_model(body: SetModelIn, agent_id: str = AGENT_ID) -> Any:
         if not any(a.id == agent_id for a in cfg.agents):
             raise NotFound(f"no agent {agent_id!r} in the topology")
-        return await b.request(S.ctl(agent_id, "set_model"), body.to_wire())
+        w = body.to_wire()  # the adapter writes the override (KV pas_models), then the agent takes it live
+        return await b.set_model(agent_id, cfg.models, w.get("primary"), w.get("backup"))
 
     @app.get("/api/runs", summary=f"Recent runs ({S.GATEWAY_RUNS})", responses=ERRORS)
     async def runs(limit: int = Query(50, ge=1, le=1000), status: wire.RunStatusValue | None = None) -> Any:

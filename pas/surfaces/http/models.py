@@ -138,7 +138,7 @@ class ArchitectSubmitIn(JobSubmitIn):
 
 
 class JobCardIn(In):
-    """Manager POST /submit (wire.JobCard). `lane` defaults to the manager's lane."""
+    """Manager POST /submit (wire.JobCardSubmit). `lane` defaults to the manager's lane."""
 
     job_id: RunIdStr
     run_id: RunIdStr

@@ -26,6 +26,7 @@ from pas.runtime import comms as comms_mod
 from pas.surfaces.http.backend import Backend
 from pas.surfaces.mcp.watch import OnEvent, RunWatch
 from pas.transport.client import PasClient
+from pas.transport.streams import ReadOptions
 
 DIFF_MAX_CHARS = 200_000
 WAIT_DEFAULT_S = 600.0
@@ -212,7 +213,8 @@ class Ops:
         b = await self.ready()
         if a.run_id or since:
             out: collections.deque[Any] = collections.deque(maxlen=a.limit)
-            async for e in comms_mod.read(b.bus.js, run_id=a.run_id, agent=a.agent, msg_type=a.msg_type, since=since):
+            async for e in comms_mod.read(b.bus.js, run_id=a.run_id, agent=a.agent, msg_type=a.msg_type,
+                                          how=ReadOptions(since=since)):
                 out.append(wire.to_builtins(e))
             entries = list(out)
         else:

@@ -9,13 +9,12 @@ the A2A stream: subscribe first, then read the status once, then only react to p
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pas.protocol import subjects as S
 from pas.protocol import wire
-from pas.transport.client import GatewayTimeout, PasClient
+from pas.transport.client import GatewayTimeout, PasClient, event_fields
 
 OnEvent = Callable[[int, str], Awaitable[None]]
 
@@ -52,11 +51,7 @@ class RunWatch:
 
     async def __aenter__(self) -> RunWatch:
         async def cb(m: Any) -> None:
-            try:
-                body = json.loads(m.data)
-            except ValueError:
-                return
-            if isinstance(body, dict):
+            if (body := event_fields(m.subject, m.data)) is not None:
                 self.queue.put_nowait((m.subject, body))
 
         self.sub = await self.client.nc.subscribe(S.run_events(S.token(self.run_id)), cb=cb)

@@ -67,13 +67,14 @@ async def rerun(args: argparse.Namespace, cfg: PasConfig) -> int:
     try:
         new = args.new_run_id or await _free_rerun_id(client, args.run_id)
         try:
-            job, spec = await rerun_mod.prepare(bus, args.run_id, new, on_diverge=args.on_diverge,
-                                                from_step=args.from_step, models=models, sets=args.sets)
+            asked = rerun_mod.RerunSpec(args.run_id, args.on_diverge, args.from_step, models)
+            job, spec = await rerun_mod.prepare(bus, asked, new, args.sets)
         except (KeyError, ValueError) as e:
             raise BadRequest(str(e).strip("'\"")) from None
-        await comms_mod.CommsLog(bus.nc).log("client", "gateway", "CMD", f"rerun of {args.run_id} as {new}"
-                                             + (f" from {args.from_step}" if args.from_step else ""), new, "queued",
-                                             metadata={"parent": args.run_id, "from": args.from_step, "models": models})
+        await comms_mod.CommsLog(bus.nc).log(comms_mod.Entry(
+            "client", "gateway", "CMD", f"rerun of {args.run_id} as {new}"
+            + (f" from {args.from_step}" if args.from_step else ""), new, "queued",
+            metadata={"parent": args.run_id, "from": args.from_step, "models": models}))
         await client.submit(job)
         print(f"pas: rerun of {args.run_id}: run {new}", file=sys.stderr, flush=True)
         if not spec.calls:

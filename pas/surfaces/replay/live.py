@@ -23,7 +23,8 @@ from nats.js import JetStreamContext
 
 from pas.protocol import subjects as S
 from pas.surfaces.replay import timeline
-from pas.transport.streams import Raw, read_raw
+from pas.transport.natscompat import connection_of
+from pas.transport.streams import Raw, ReadOptions, read_raw
 
 
 def replay_subject(run_id: str, original: str) -> str:
@@ -36,7 +37,7 @@ def replay_subject(run_id: str, original: str) -> str:
 
 async def republish(js: JetStreamContext, run_id: str, speed: float,
                     sleep: Callable[[float], Any] = asyncio.sleep) -> int:
-    nc = js._nc
+    nc = connection_of(js)
     msgs = sorted(await timeline.collect(js, run_id), key=lambda m: (m.stored, m.stream, m.seq))
     if not msgs:
         return 0
@@ -60,7 +61,7 @@ async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) 
     queue: asyncio.Queue[Raw] = asyncio.Queue()
 
     async def pump(stream: str, subject: str) -> None:
-        async for m in read_raw(js, stream, subject, follow=True, stop=stop):
+        async for m in read_raw(js, stream, subject, ReadOptions(follow=True, stop=stop)):
             queue.put_nowait(m)
 
     pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, S.run_events(S.token(run_id)))),

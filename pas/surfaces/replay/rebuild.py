@@ -35,22 +35,24 @@ async def derive(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]]
             continue
         rest = [parsed.kind, *parsed.rest]
         try:
-            if rest[0] == "task":
-                t = wire.decode(m.data, wire.TaskRecord)
-                tree[S.task_key(run_id, t.task_id)] = {f: _plain(getattr(t, f)) for f in TASK_FIELDS}
-                job = tree.setdefault(S.job_key(run_id, t.job_id), {"manager": t.manager, "tasks": [],
-                                                                    "status": "running"})
-                if t.task_id not in job["tasks"]:
-                    job["tasks"].append(t.task_id)
-                    job["tasks"].sort()
-                lane = tree.setdefault(S.lane_key(run_id, t.lane), {"director": f"dir-{t.lane}", "jobs": [],
-                                                                   "status": "running"})
-                if t.job_id not in lane["jobs"]:
-                    lane["jobs"].append(t.job_id)
-                    lane["jobs"].sort()
-                continue
-            ev = wire.decode(m.data, wire.RunEvent)
+            ev = wire.run_event(m.subject, m.data, m.stored)
         except Exception:
+            continue
+        if isinstance(ev, wire.TaskRecord):
+            t = ev
+            tree[S.task_key(run_id, t.task_id)] = {f: _plain(getattr(t, f)) for f in TASK_FIELDS}
+            job = tree.setdefault(S.job_key(run_id, t.job_id), {"manager": t.manager, "tasks": [],
+                                                                "status": "running"})
+            if t.task_id not in job["tasks"]:
+                job["tasks"].append(t.task_id)
+                job["tasks"].sort()
+            lane = tree.setdefault(S.lane_key(run_id, t.lane), {"director": f"dir-{t.lane}", "jobs": [],
+                                                               "status": "running"})
+            if t.job_id not in lane["jobs"]:
+                lane["jobs"].append(t.job_id)
+                lane["jobs"].sort()
+            continue
+        if ev is None:
             continue
         if rest[0] == "status" and ev.kind == "run":
             run["status"] = ev.status
@@ -62,7 +64,7 @@ async def derive(js: JetStreamContext, run_id: str) -> dict[str, dict[str, Any]]
         elif rest[0] == "job" and ev.job_id:
             job = tree.setdefault(S.job_key(run_id, ev.job_id), {"manager": ev.agent, "tasks": [], "status": ""})
             job["manager"], job["status"] = ev.agent, ev.status
-        elif rest[:2] == ["done", "plan"]:
+        elif rest[0] == "plan" or rest[:2] == ["done", "plan"]:
             tree[S.plan_key(run_id)] = {"architect": ev.agent, "status": ev.status}
     run["lanes"].sort()
     if S.plan_key(run_id) in tree:

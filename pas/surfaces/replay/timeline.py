@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import comms
+from pas.transport.auth import ANONYMOUS, SERVICE_USERS
 from pas.transport.streams import Raw, read_raw
 
 log = logging.getLogger("pas.replay")
@@ -28,7 +29,13 @@ TERMINAL = {"completed", "failed", "cancelled", "budget_exceeded", "timeout", "r
 TIERS = ("client", "gateway", "root", "architect", "director", "manager", "programmer", "llm", "other")
 
 
+SUBMITTERS = (*SERVICE_USERS, ANONYMOUS)
+"""Who a client's command is logged as (pas.roles.gateway: the NATS user that sent it): the client tier."""
+
+
 def tier_of(agent: str) -> str:
+    if agent in SUBMITTERS:
+        return "client"
     for prefix, tier in (("gateway", "gateway"), ("root", "root"), ("architect", "architect"),
                          ("dir-", "director"), ("mgr-", "manager"), ("prog", "programmer"),
                          ("client", "client"), ("llm", "llm")):
@@ -56,11 +63,10 @@ def decode(m: Raw) -> tuple[datetime, dict[str, Any]] | None:
             e = wire.decode(m.data, wire.CommsEntry)
             comms.check(m.subject, e)
             return e.ts, _fields(e)
-        if ".task." in m.subject and ".done." not in m.subject:
-            t = wire.decode(m.data, wire.TaskRecord)
-            return (t.finished_at or t.started_at or m.stored), {**_fields(t), "kind": "taskrec"}
-        ev = wire.decode(m.data, wire.RunEvent)
-        return ev.ts, _fields(ev)
+        ev = wire.run_event(m.subject, m.data, m.stored)
+        if isinstance(ev, wire.TaskRecord):
+            return (ev.finished_at or ev.started_at or m.stored), {**_fields(ev), "kind": "taskrec"}
+        return None if ev is None else (ev.ts, _fields(ev))
     except Exception as e:
         skipped(m, e)
         return None
@@ -162,9 +168,10 @@ def _comms_step(tl: dict[str, Any], t: float, b: dict[str, Any], seq: int) -> No
     agent = b["from_agent"]
     llm = b["msg_type"] == "LLM" and "profile" in b.get("metadata", {})
     call = _llm_call(t, agent, b) if llm else None
-    if b["msg_type"] == "CMD" and agent == "client" and not tl["title"] and b["message"].startswith("submit "):
+    client = agent in SUBMITTERS
+    if b["msg_type"] == "CMD" and client and not tl["title"] and b["message"].startswith("submit "):
         tl["title"] = b["message"][len("submit "):].strip("'\"")
-    if b["msg_type"] == "CMD" and agent == "client" and b.get("metadata", {}).get("parent"):
+    if b["msg_type"] == "CMD" and client and b.get("metadata", {}).get("parent"):
         tl["parent"] = b["metadata"]["parent"]  # a rerun or fork (pas rerun)
     tl["steps"].append({"t": t, "tier": tier_of(agent), "agent": agent, "kind": f"comms.{b['msg_type']}",
                         "id": b["to_agent"], "status": b.get("status", ""), "subject": "", "comms_seq": seq,

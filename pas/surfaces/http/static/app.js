@@ -1,5 +1,5 @@
 /* PAS HMI: plain JS, no build step. State comes from /api once, then live over SSE (/api/events):
-   batches of coalesced run states and comms entries (pas.http.events). The only timer is a 1 s
+   batches of coalesced run states and comms entries (pas.surfaces.http.events). The only timer is a 1 s
    local redraw of beat ages and of the lag indicator; nothing polls the server. */
 "use strict";
 
@@ -33,8 +33,23 @@ function onRunItem(ev) {
   if (runId === S.selected) markDirty("view");
 }
 
+let stream = null;  // the EventSource, closed while the page is hidden
+
+/* A hidden page (a background tab) costs nothing: its stream is closed, and when it is visible again
+   it reconnects and loads the current state from /api, as after any reconnect. */
+function onVisibility() {
+  if (document.hidden && stream) {
+    stream.close();
+    stream = null;
+    setData($("conn"), "state", "paused");
+    setText($("conn"), "paused (hidden)");
+  } else if (!document.hidden && !stream) {
+    connect();
+  }
+}
+
 function connect() {
-  const es = new EventSource("/api/events");
+  const es = stream = new EventSource("/api/events");
   es.onopen = () => { setData($("conn"), "state", "live"); setText($("conn"), "live"); loadAll(); };
   es.onerror = () => { setData($("conn"), "state", "reconnecting"); setText($("conn"), "reconnecting…"); };
   es.addEventListener("hello", (m) => { S.clockOffset = JSON.parse(m.data).now - Date.now(); });
@@ -44,9 +59,8 @@ function connect() {
       const a = S.agents.get(id);
       if (!a) continue;
       a.last_beat = b.ts; a.status = b.status; a.message = b.message; a.state = "alive"; a.eventAt = Date.now();
-      paintAgent(id);
+      agentChanged(id);
     }
-    updateSummary();
   });
   es.addEventListener("alert", (m) => {
     const al = JSON.parse(m.data);
@@ -54,8 +68,7 @@ function connect() {
     if (!a) return;
     a.state = al.kind === "dead" ? "dead" : "alive";
     a.eventAt = Date.now();
-    paintAgent(al.agent);
-    updateSummary();
+    agentChanged(al.agent);
     if (al.kind === "dead") toast(`agent ${al.agent} is dead (no beat for ${al.missed_s}s)`, true);
   });
   es.addEventListener("model", (m) => {
@@ -64,7 +77,7 @@ function connect() {
     if (!a) return;
     a.model = ch.model; a.backup_model = ch.backup_model; a.eventAt = Date.now();
     showModelChange(ch, "event");
-    paintAgent(ch.agent);
+    agentChanged(ch.agent);
   });
   es.addEventListener("runs", (m) => {
     const batch = JSON.parse(m.data);
@@ -75,7 +88,7 @@ function connect() {
   es.addEventListener("comms", (m) => {
     const batch = JSON.parse(m.data);
     received(batch.t);
-    if (!$("f-pause").checked) onComms(batch.entries);
+    if (!$("f-pause").checked) onComms(batch.entries, batch.upto);
     markDirty();
   });
 }
@@ -159,7 +172,8 @@ function init() {
     toast("token set for this tab");
   });
   window.addEventListener("hashchange", () => { const id = runFromUrl(); if (id) selectRun(id, true); });
-  setInterval(() => { for (const id of S.agents.keys()) paintAgent(id); showLag(); }, 1000);  // local redraw only
+  setInterval(() => { for (const id of S.agents.keys()) agentChanged(id); showLag(); }, 1000);  // local redraw only
+  document.addEventListener("visibilitychange", onVisibility);
   connect();
 }
 

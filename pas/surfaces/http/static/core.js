@@ -1,5 +1,7 @@
 /* PAS HMI core, loaded first: the state S, DOM and API helpers, and the one render per animation
-   frame (events only change S and mark what is dirty; views.js, runs.js and log.js draw it). */
+   frame (events only change S and mark what is dirty; views.js, runs.js and log.js draw it). Nothing
+   touches the DOM between frames, so reading layout is never forced; a hidden page gets no frames
+   (and app.js closes its stream until it is visible again). */
 "use strict";
 
 const TIERS = ["gateway", "root", "architect", "director", "manager", "programmer", "monitor"];
@@ -80,19 +82,46 @@ async function api(path, opts) {
   return body;
 }
 
-/* ---------- rendering: once per animation frame, only what changed ---------- */
-const dirty = { runs: false, view: false, log: false };
+/* ---------- rendering: once per animation frame, only what changed, at most every MIN_FRAME_MS ----------
+   Live data (a batch every 0.1 s) renders at most ~7 times a second: each render costs a layout and a
+   paint, and five pages open during a 2,000-task job took that CPU from PAS. A scroll or a resize
+   renders in the next frame (markNow), so scrolling stays smooth. */
+const MIN_FRAME_MS = 150;
+let lastRender = 0;
+const dirty = { agents: false, runs: false, view: false, log: false };
+const agentsDirty = new Set();  // agents whose row changed (beats, alerts) since the last render
+
+function agentChanged(id) {
+  agentsDirty.add(id);
+  markDirty("agents");
+}
 let framePending = false;
 
 function markDirty(...what) {
   for (const w of what) dirty[w] = true;
   if (framePending) return;
   framePending = true;
-  requestAnimationFrame(render);
+  const go = () => requestAnimationFrame(() => { framePending = false; render(); });
+  const wait = lastRender + MIN_FRAME_MS - performance.now();
+  if (wait > 0) setTimeout(go, wait); else go();
+}
+
+let nowPending = false;
+function markNow(what) {
+  dirty[what] = true;
+  if (nowPending) return;
+  nowPending = true;
+  requestAnimationFrame(() => { nowPending = false; render(); });
 }
 
 function render() {
-  framePending = false;
+  lastRender = performance.now();
+  if (dirty.agents) {
+    dirty.agents = false;
+    for (const id of agentsDirty) paintAgent(id);
+    agentsDirty.clear();
+    updateSummary();
+  }
   if (dirty.runs) { dirty.runs = false; renderRuns(); }
   if (dirty.view) { dirty.view = false; renderRunView(); }
   if (dirty.log) { dirty.log = false; renderLog(); }
@@ -107,7 +136,7 @@ function render() {
 /* "live", or "behind by N s" while what the page shows is more than a second older than the bus. */
 function showLag() {
   const c = $("conn");
-  if (c.dataset.state === "connecting" || c.dataset.state === "reconnecting") return;
+  if (["connecting", "reconnecting", "paused"].includes(c.dataset.state)) return;
   const idle = Date.now() - S.renderedAt > 2000 && S.oldest === null;
   const behind = !idle && S.lagMs > LAG_WARN_MS;
   setData(c, "state", behind ? "behind" : "live");

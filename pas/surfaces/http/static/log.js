@@ -28,7 +28,7 @@ function logCells(e) {
 }
 
 const logView = new VirtualRows({
-  scroller: $("log"), holder: $("log"), rowH: LOG_ROW_H, stick: true,
+  scroller: $("log"), holder: $("log-rows"), rowH: LOG_ROW_H, stick: true,
   spacer: () => el("div"),
   make: () => {
     const parts = {};
@@ -47,7 +47,7 @@ const logView = new VirtualRows({
     setTitle(row.parts_.msg, cells.msg);  // the whole line on hover, however long
   },
 });
-logView.onchange = () => markDirty("log");
+logView.onchange = () => markNow("log");
 
 /* Entries come from several processes, so the stream's order is not the order things happened in
    (a programmer's RESPONSE can be stored after the run's completion). The log shows time order. */
@@ -70,12 +70,17 @@ function addLog(entries) {
   if (added) { S.logShown = null; markDirty("log"); }
 }
 
-/* Live entries, in stream order: a hole in the sequence is read back from PAS_COMMS. */
-function onComms(entries) {
+/* Live entries, in stream order: a hole in the sequence is read back from PAS_COMMS. upto (after the
+   adapter caught this page up instead of sending what it missed): the last sequence it has read. */
+function onComms(entries, upto) {
   for (const e of entries) {
     if (S.liveSeq !== null && e.seq > S.liveSeq + 1) fillGap(S.liveSeq + 1, e.seq - 1);
     if (S.liveSeq === null || e.seq > S.liveSeq) S.liveSeq = e.seq;
     if (S.trace) S.trace.comms(e);
+  }
+  if (typeof upto === "number" && S.liveSeq !== null && upto > S.liveSeq) {
+    fillGap(S.liveSeq + 1, upto);
+    S.liveSeq = upto;
   }
   if (S.logBuffer) S.logBuffer.push(...entries); else addLog(entries);
 }
@@ -118,7 +123,7 @@ async function reloadLog() {
     S.logKeys = new Set();
     addLog(r.entries.concat(buffer));
     S.logShown = null;
-    logView.atEnd = true;
+    logView.reset();
     if (S.liveSeq === null && !q.has("run") && !q.has("agent") && !q.has("type") && r.entries.length) {
       S.liveSeq = Math.max(...r.entries.map((e) => e.seq || 0));
     }

@@ -157,7 +157,7 @@ async function selectRun(runId, byUser) {
   if (S.selected !== runId) {
     S.selected = runId;
     S.detail = null;
-    taskView.scroller.scrollTop = 0;
+    taskView.reset();
   }
   markDirty("runs", "view");
   await fetchRun(runId);
@@ -197,7 +197,7 @@ const taskView = new VirtualRows({
     if (S.trace) S.trace.shown(t);
   },
 });
-taskView.onchange = () => markDirty("view");
+taskView.onchange = () => markNow("view");
 
 let lanesKey = "";
 function renderRunView() {

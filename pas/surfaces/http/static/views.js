@@ -84,10 +84,10 @@ function agentRow(a) {
 function paintAgent(id) {
   const a = S.agents.get(id), e = S.els.get(id);
   if (!a || !e) return;
-  e.row.dataset.state = a.state || "unknown";
-  e.status.textContent = a.state === "dead" ? "dead" : (a.status || "");
-  e.status.title = a.message || "";
-  e.age.textContent = fmtAge(a.last_beat);
+  setData(e.row, "state", a.state || "unknown");
+  setText(e.status, a.state === "dead" ? "dead" : (a.status || ""));
+  setTitle(e.status, a.message || "");
+  setText(e.age, fmtAge(a.last_beat));
   const deadline = (S.config.heartbeat_interval_s * (S.config.missed_beats + 1)) * 1000;
   const stale = a.state === "alive" && Date.now() - parseTs(a.last_beat) > deadline;
   e.row.classList.toggle("stale", stale);
@@ -98,7 +98,7 @@ function updateSummary() {
   let alive = 0, dead = 0;
   for (const a of S.agents.values()) { if (a.state === "alive") alive++; else if (a.state === "dead") dead++; }
   const running = [...S.runs.values()].filter((r) => LIVE_RUN.has(r.status)).length;
-  $("summary").textContent = `${alive} alive · ${dead} dead · ${S.agents.size - alive - dead} unknown · ${running} active run(s)`;
+  setText($("summary"), `${alive} alive · ${dead} dead · ${S.agents.size - alive - dead} unknown · ${running} active run(s)`);
 }
 
 async function setModel(id, profile) {

@@ -1,0 +1,142 @@
+"""Task records belong to their lane's managers: a programmer reports, the managers check and write.
+
+A programmer's credentials are what a task's code could reach, so a programmer writes no task record
+(pas.transport.auth). It tells its lane's managers when it takes a task (pas.mgr.<lane>.started.<id>,
+a plain publish) and what came of it (pas.mgr.<lane>.done.<id>, the first step of the completion walk),
+on subjects that name it: each programmer may publish only its own id. The managers record the holder
+in the task's record and store what the holder reports; a start or a result from another programmer
+is refused with a WARNING, unless it is a later attempt (JetStream redelivers a task whose holder died
+or timed out; that takeover is logged too), and a finished record is never written again.
+
+No read on the hot path: the record as this process last wrote it (the queued one from decompose, the
+running one from the start) is kept in Bus.records; the store is read only when another process wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js.errors import KeyWrongLastSequenceError
+
+from pas.base.errors import BadRequest, Forbidden
+from pas.base.textsafe import cap
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.protocol.ids import is_id
+from pas.runtime.lastwrite import CACHED_RECORDS
+from pas.transport.bus import Bus
+
+log = logging.getLogger("pas.taskowner")
+
+REPORTED = ("status", "attempts", "exit_code", "output", "error", "tokens", "cost_usd", "branch", "diff_stat",
+            "started_at", "finished_at", "env")
+"""What a programmer reports of a task; the rest of the record (ids, lane, manager, spec) is the managers'."""
+
+
+def _entry(key: str) -> str:
+    return f"task:{key}"
+
+
+def remember(bus: Bus, key: str, rec: wire.TaskRecord) -> None:
+    """The task record as this process wrote it (no revision: task records are written whole, never by
+    compare-and-set)."""
+    if len(bus.records) >= CACHED_RECORDS:
+        bus.records.clear()
+    bus.records[_entry(key)] = (wire.encode(rec), 0)
+
+
+def forget(bus: Bus, key: str) -> None:
+    bus.records.pop(_entry(key), None)
+
+
+async def stored(bus: Bus, key: str) -> tuple[wire.TaskRecord | None, int | None]:
+    """The task record as this process wrote it (revision None), else as stored (with its revision)."""
+    got = bus.records.get(_entry(key))
+    if got is not None:
+        return wire.decode(got[0], wire.TaskRecord), None
+    read = await bus.kv_get(S.KV_TREE, key, wire.TaskRecord)
+    return (read[0], read[1]) if read else (None, None)
+
+
+def _refusal(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str, lane: str) -> str | None:
+    """Why `sender` may not report rec (None: it may)."""
+    if not (is_id(rec.run_id) and is_id(rec.task_id)):
+        return f"bad ids run_id={rec.run_id!r} task_id={rec.task_id!r}"
+    if (prev or rec).lane != lane:
+        return f"the task is lane {(prev or rec).lane!r}'s, not {lane!r}'s"
+    if prev is None:
+        return None
+    if prev.status in wire.TERMINAL_TASK:
+        return f"it ended {prev.status} already"
+    if prev.status == "running" and prev.programmer != sender:
+        if rec.attempts > prev.attempts:  # a redelivery: the holder died or timed out
+            log.warning("task %s.%s: %s takes over from %s (attempt %d after %d)", rec.run_id, rec.task_id, sender,
+                        prev.programmer, rec.attempts, prev.attempts)
+            return None
+        return f"{prev.programmer} holds it (attempt {prev.attempts})"
+    return None
+
+
+def _merged(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str) -> wire.TaskRecord:
+    """The managers' fields from the stored record, the reported ones from the programmer (bounded again)."""
+    out: wire.TaskRecord = wire.decode(wire.encode(prev or rec), wire.TaskRecord)
+    for name in REPORTED:
+        setattr(out, name, getattr(rec, name))
+    out.programmer = sender
+    out.output = cap(out.output, wire.MAX_OUTPUT, tail=True)
+    out.error = cap(out.error, wire.MAX_ERROR)
+    return out
+
+
+async def started(bus: Bus, rec: wire.TaskRecord, sender: str, lane: str) -> wire.TaskRecord | None:
+    """A programmer took a task: record it as the holder (a progress write, not awaited by the store).
+    None, with a WARNING, if it may not."""
+    key = S.task_key(rec.run_id, rec.task_id)
+    prev, rev = await stored(bus, key) if is_id(rec.run_id) and is_id(rec.task_id) else (None, None)
+    if prev is not None and prev.status in wire.TERMINAL_TASK and prev.programmer == sender:
+        return None  # its own result got here first (the two reports took different managers)
+    why = _refusal(prev, rec, sender, lane) or (None if rec.status == "running" else f"status {rec.status!r}")
+    if why:
+        log.warning("ignored %s's start of task %s.%s: %s", sender, rec.run_id, rec.task_id, why)
+        return None
+    new = _merged(prev, rec, sender)
+    # Remembered before the write: a result handled meanwhile in this process finds the holder, and its
+    # write, later, wins. Read from the store (another process wrote it): written only over what was read.
+    remember(bus, key, new)
+    if rev is None:
+        await bus.kv_put_nowait(S.KV_TREE, key, new)
+        return new
+    try:
+        await bus.kv_update(S.KV_TREE, key, wire.encode(new), rev)
+    except KeyWrongLastSequenceError:  # the result was stored meanwhile: it stands
+        forget(bus, key)
+        return None
+    return new
+
+
+async def finished(bus: Bus, done: wire.ChildDone, sender: str, lane: str) -> wire.TaskRecord:
+    """A programmer's result: stored if the sender holds the task, then returned for the walk up. A task
+    that ended already (a repeated walk) keeps its stored result, which is returned. Forbidden, with a
+    WARNING, for anyone else."""
+    ev = done.event
+    rec = done.task
+    if not (is_id(ev.run_id) and is_id(ev.task_id or "")):
+        raise BadRequest(f"bad task ids run_id={ev.run_id!r} task_id={ev.task_id!r}", detail={"field": "event"})
+    key = S.task_key(ev.run_id, ev.task_id or "")
+    prev, _ = await stored(bus, key)
+    if prev is not None and prev.status in wire.TERMINAL_TASK:
+        return prev  # announced again: the stored result stands
+    if rec is None or (rec.run_id, rec.task_id) != (ev.run_id, ev.task_id) or rec.status not in wire.TERMINAL_TASK:
+        raise BadRequest(f"a result of task {ev.task_id!r} needs its finished task record", detail={"field": "task"})
+    why = _refusal(prev, rec, sender, lane)
+    if why:
+        log.warning("refused %s's result of task %s.%s: %s", sender, rec.run_id, rec.task_id, why)
+        raise Forbidden(f"task {rec.run_id}.{rec.task_id}: {why}")
+    new = _merged(prev, rec, sender)
+    remember(bus, key, new)  # first: a start handled meanwhile in this process is not written over it
+    try:
+        await bus.kv_put(S.KV_TREE, key, new)
+    except BaseException:
+        forget(bus, key)  # not stored: the programmer's retry finds the store as it is
+        raise
+    return new

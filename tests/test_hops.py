@@ -1,0 +1,86 @@
+"""One write per fact (issue 21, point 3), counted on a real bus by scripts/count_hops.py.
+
+A run's state changes are its KV records; the server fans every write out (republished live, sourced
+into PAS_EVENTS). No client publishes a progress event any more, and the messages a job costs fell
+with it. The bounds below are what this design measures with margin for a loaded 2-core machine
+(before: 56-63 messages per 1-task job, 14.6-19 per task of a lane; now 46-48 and 11.7-11.9); issue 21's
+targets (40 and 8) need the comms log's per-hop entries and the child_done requests to go as well
+(BENCHMARKS.md, "One write per fact").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import nats
+
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.transport.streams import read_raw
+from tests.conftest import wait_for
+
+JOB_BOUND = 52.0  # messages the server receives per 1-task job
+TASK_BOUND = 13.0  # messages per task of a one-lane job, beyond its first
+LANE_TASKS = 200
+STATE_KINDS = {"status", "plan", "lane", "job", "task"}
+
+
+def count_hops() -> ModuleType:
+    path = Path(__file__).parents[1] / "scripts" / "count_hops.py"
+    spec = importlib.util.spec_from_file_location("count_hops", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["count_hops"] = mod  # (its dataclass looks its module up)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+async def test_messages_per_job_and_per_task() -> None:
+    hops = count_hops()
+    small, lane = await hops.measure(5, LANE_TASKS)
+    print("\n".join(small.lines("per 1-task job") + lane.lines("lane job")))
+    per_task = hops.per_task(small, lane)
+    assert small.messages <= JOB_BOUND, small.lines("per 1-task job")
+    assert per_task <= TASK_BOUND, (per_task, lane.lines("lane job"))
+
+
+async def test_state_events_come_from_the_server_only(stack: Any, nats_server: Any, client: Any) -> None:
+    """Every state event of a run (status, plan, lane, job, task) is a record write republished by the
+    server (it carries the Nats-Stream header of the bucket's stream); PAS_EVENTS holds each of them
+    (sourced), the terminal task record included; and the one decoder reads them all."""
+    seen: list[Any] = []
+
+    async def keep(m: Any) -> None:
+        seen.append(m)
+
+    tap = await nats.connect(nats_server.url)
+    try:
+        await tap.subscribe(S.run_events("hop1"), cb=keep)
+        await tap.flush()
+        await client.submit({"title": "hops", "run_id": "hop1", "tasks": [
+            {"lane": "code", "instruction": f"t{i}", "executor": "echo"} for i in range(3)]})
+        st = await client.wait("hop1", timeout_s=60)
+        assert st["status"] == "completed", st
+        await wait_for(lambda: any(m.subject == S.run_status("hop1") and b'"completed"' in m.data for m in seen))
+    finally:
+        await tap.close()
+    states = [m for m in seen if (p := S.parse_run(m.subject)) is not None and p.kind in STATE_KINDS]
+    assert {S.parse_run(m.subject).kind for m in states} >= STATE_KINDS  # type: ignore[union-attr]
+    by_client = [m.subject for m in states if not (m.headers or {}).get("Nats-Stream", "").startswith("KV_")]
+    assert not by_client, f"state events published by a client, not fanned out by the server: {by_client}"
+    decoded = [wire.run_event(m.subject, m.data) for m in states]
+    assert all(ev is not None for ev in decoded)
+    ends = {ev.task_id for ev in decoded if isinstance(ev, wire.TaskRecord) and ev.status == "completed"}
+    assert ends == {t["task_id"] for t in st["tasks"]}
+
+    js = client.nc.jetstream()
+
+    async def stored_ends() -> bool:
+        stored = [wire.run_event(m.subject, m.data) async for m in read_raw(js, S.STREAM_EVENTS, S.run_tasks("hop1"))]
+        return {ev.task_id for ev in stored if isinstance(ev, wire.TaskRecord) and ev.status == "completed"} == ends
+
+    await wait_for(stored_ends, timeout_s=20, interval_s=0.2)
