@@ -4,4 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 export PATH="${PAS_TOOLS_BIN:-$HOME/.local/share/pas/bin}:$HOME/.local/bin:$PATH"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Test modules run side by side in PAS_TEST_WORKERS processes (pytest-xdist; 0: all in this one): most of a
+# test's time is spent waiting for agents, servers and subprocesses, so 2 cores keep two busy. A module
+# stays in one worker (--dist loadfile: its shared stack and server with it), the longest modules first
+# (tests/conftest.py LONGEST_FIRST, hence --no-loadscope-reorder).
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "${PAS_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

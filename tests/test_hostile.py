@@ -26,7 +26,7 @@ from pas.config.model import PasConfig
 from pas.execution.executors import worktree_dir
 from pas.runtime import comms
 from pas.surfaces.stack import Stack
-from tests.conftest import fast_args, make_cfg
+from tests.conftest import CODE_LANE, fast_args, make_cfg
 from tests.fakellm import Reply
 from tests.test_pipeline import make_repo, task
 
@@ -53,6 +53,11 @@ def hostile_overrides() -> list[str]:
 @pytest.fixture
 def cfg() -> PasConfig:
     return make_cfg(*hostile_overrides())
+
+
+@pytest.fixture
+def stack_agents() -> list[str]:
+    return CODE_LANE  # every attack is a code task
 
 
 def plant(tmp_path: Path, nats_url: str, **params: Any) -> Path:
@@ -249,7 +254,7 @@ async def test_allowlist_escape(name: str, nats_server: Any, client: Any, fake_l
     for a in cfg.agents:
         a.model, a.backup_model = ("pp" if a.role == "prog" else None), None
     repo = make_repo(tmp_path)
-    async with Stack(cfg, url=nats_server.url):
+    async with Stack(cfg, url=nats_server.url, only=CODE_LANE):
         run_id = f"h-esc-{name.replace('_', '-')}"
         await client.submit({"title": name, "run_id": run_id, "repo": str(repo), "tasks": [{
             "lane": "code", "instruction": "write notes", "executor": "llm", "acceptance": command}]})

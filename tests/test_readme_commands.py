@@ -3,7 +3,8 @@ no terminal, stdin closed), from a checkout (a clone of this one with its own `.
 started in the background as the README starts it (plus the documented flags for a free server port and
 HTTP port range; client commands reach it through PAS_NATS_URL). Placeholders come from real runs (RUN_ID, A,
 /path/to/repo) and the README's ports are shifted by the same offset. Each command must end as the text
-beside it says.
+beside it says. The commands run side by side (those that only read first, then those that start runs),
+and each test reports its own command's outcome.
 
 A command this machine cannot run (another tool, model keys, other machines, an hour of benchmarks) is in
 ELSEWHERE with the test that runs it (or its part) or the reason none can; a README command in neither table
@@ -19,6 +20,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +207,7 @@ def _log(r: Reader, cmd: str, rid: str) -> None:
 
 
 def _mcp(r: Reader, cmd: str, rid: str) -> None:
-    p = r.sh(cmd, timeout=60)  # stdin closed: the stdio server ends, having written nothing but MCP
+    p = r.sh(cmd, timeout=120)  # stdin closed: the stdio server ends, having written nothing but MCP
     assert p.returncode == 0 and p.stdout == "", (p.stdout, p.stderr)
 
 
@@ -543,7 +545,33 @@ def test_every_readme_command_is_known() -> None:
             assert m.group(2) is None or f"def {m.group(2)}(" in text, where
 
 
+# The commands that start runs of their own. They start after every other command has ended, so that a
+# command reading the run list (`pas runs`, `GET /runs`) or replaying RUN_ID sees the same runs as a reader
+# who goes down the README, and RUN_ID is rerun (`pas diff`) only after it was replayed.
+MAKES_RUNS = {_cancel, _req_submit, _pub_submit, _approval_submit, _plan, _approve, _reject, _prime, _curl_cancel,
+              _a2a, _rerun, _diff}
+# How many commands run at once: each is a shell and a `pas` process, mostly waiting for a run or a reply.
+AT_ONCE = 4
+
+
+@pytest.fixture(scope="module")
+def outcomes(reader: Reader, done_run: str) -> Iterator[dict[str, Future[None]]]:
+    """Every RUN command, started at once (AT_ONCE at a time): the commands that read, then those that start
+    runs. Each test below waits for its own command's outcome, so a failure is still reported per command."""
+    with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="readme") as pool:
+        reads = {c: pool.submit(RUN[c], reader, c, done_run) for c in RUN if RUN[c] not in MAKES_RUNS}
+
+        def after_reads(cmd: str) -> None:
+            wait(reads.values())  # queued behind every read, so no read is left waiting for a thread
+            RUN[cmd](reader, cmd, done_run)
+
+        yield {**reads, **{c: pool.submit(after_reads, c) for c in RUN if RUN[c] in MAKES_RUNS}}
+
+
+# A test waits for the commands before its own too (a command that starts runs, for every read): the timeout
+# covers all of them. Each command is bounded by its own timeouts (Reader.sh, Reader.wait) in any case.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("cmd", list(RUN), ids=[re.sub(r"\W+", "_", c)[:60] for c in RUN])
-def test_readme_command(reader: Reader, done_run: str, cmd: str) -> None:
-    RUN[cmd](reader, cmd, done_run)
+def test_readme_command(outcomes: dict[str, Future[None]], cmd: str) -> None:
+    outcomes[cmd].result()  # the command's own assertion error, if it failed
 

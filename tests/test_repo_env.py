@@ -23,7 +23,7 @@ from pas.execution.edit_loop import EditTask
 from pas.runtime import comms
 from pas.surfaces.cliutil import result_table
 from pas.surfaces.stack import Stack
-from tests.conftest import make_cfg
+from tests.conftest import CODE_LANE, make_cfg
 
 PROBE = "pas_probe_pkg"
 ALLOW = 'settings.policy.command_allowlist=["python -c *", "probe-tool*", "git status*"]'
@@ -88,7 +88,7 @@ async def test_job_env_and_config_env(nats_server: Any, client: Any, tmp_path: P
     repo = make_repo(tmp_path / "repo")  # no .venv: the explicit settings apply
     job_venv = make_venv(tmp_path / "job-env", "job-env")
     cfg_venv = make_venv(tmp_path / "cfg-env", "cfg-env")
-    async with Stack(make_cfg(ALLOW, f"settings.pool.env={cfg_venv}"), url=nats_server.url):
+    async with Stack(make_cfg(ALLOW, f"settings.pool.env={cfg_venv}"), url=nats_server.url, only=CODE_LANE):
         await client.submit({"title": "job env", "run_id": "env2", "repo": str(repo), "env": str(job_venv / "bin" / "python"),
                              "tasks": [cmd("code", SHOW)]})
         await client.submit({"title": "cfg env", "run_id": "env3", "repo": str(repo), "tasks": [cmd("code", SHOW)]})
@@ -112,7 +112,7 @@ async def test_config_runner_prefix(nats_server: Any, client: Any, tmp_path: Pat
     runner = tmp_path / "run-in-env"  # a stand-in for `uv run`: runs the command with the env activated
     runner.write_text(f'#!/bin/sh\nPATH="{venv}/bin:$PATH" exec "$@"\n')
     runner.chmod(0o755)
-    async with Stack(make_cfg(ALLOW, f"settings.pool.env={runner}"), url=nats_server.url):
+    async with Stack(make_cfg(ALLOW, f"settings.pool.env={runner}"), url=nats_server.url, only=CODE_LANE):
         await client.submit({"title": "runner", "run_id": "env5", "tasks": [cmd("code", SHOW)]})
         res = await client.wait("env5", timeout_s=60)
     t = res["tasks"][0]
@@ -120,7 +120,8 @@ async def test_config_runner_prefix(nats_server: Any, client: Any, tmp_path: Pat
     assert t["status"] == "failed" and "not a Python interpreter" in t["error"]
     # the sandbox cannot see inside a runner script: the toolchain it uses is declared
     ro = f"settings.policy.sandbox_ro={json.dumps([str(venv), str(runner), sys.base_prefix])}"
-    async with Stack(make_cfg(ALLOW, f"settings.pool.env='/bin/sh {runner}'", ro), url=nats_server.url):
+    async with Stack(make_cfg(ALLOW, f"settings.pool.env='/bin/sh {runner}'", ro), url=nats_server.url,
+                     only=CODE_LANE):
         await client.submit({"title": "runner", "run_id": "env6", "tasks": [cmd("code", SHOW)]})
         res = await client.wait("env6", timeout_s=60)
     t = res["tasks"][0]
@@ -142,7 +143,7 @@ async def test_path_fallback_skips_pas_own_venv(nats_server: Any, client: Any, t
     monkeypatch.setenv("PATH", os.pathsep.join([str(own), str(bindir), os.environ["PATH"]]))
     # a wrapper script on PATH: the sandbox cannot see what it runs, so that is declared
     ro = f"settings.policy.sandbox_ro={json.dumps([str(venv), sys.base_prefix])}"
-    async with Stack(make_cfg(ALLOW, ro), url=nats_server.url):
+    async with Stack(make_cfg(ALLOW, ro), url=nats_server.url, only=CODE_LANE):
         await client.submit({"title": "path", "run_id": "env7", "tasks": [cmd("code", SHOW)]})
         res = await client.wait("env7", timeout_s=60)
     t = res["tasks"][0]
@@ -205,7 +206,7 @@ async def test_llm_acceptance_runs_in_the_repo_env(nats_server: Any, client: Any
     cfg = swarm_cfg(fake_llm, **{f"prog_{i:03d}": "pp" for i in range(1, 11)})
     cfg.settings.policy.command_allowlist = ["python -c *"]
     cfg.settings.policy.filesystem_allowlist = ["*.txt"]
-    async with Stack(cfg, url=nats_server.url):
+    async with Stack(cfg, url=nats_server.url, only=CODE_LANE):
         await client.submit({"title": "llm", "run_id": "env8", "repo": str(repo), "tasks": [{
             "lane": "code", "instruction": "write notes", "executor": "llm", "files": ["notes.txt"],
             "acceptance": f"python -c 'import {PROBE}'"}]})

@@ -17,7 +17,7 @@ from pas.execution.executors import Bounds, run_argv
 from pas.execution.sandbox import Box, Limits, clean_env, wrap
 from pas.runtime import comms
 from pas.surfaces.stack import Stack
-from tests.conftest import make_cfg
+from tests.conftest import CODE_LANE, make_cfg
 from tests.test_pipeline import task
 
 
@@ -35,7 +35,7 @@ async def test_missing_bwrap_warns_at_start_and_refuses_tasks(nats_server: Any, 
                                                               caplog: pytest.LogCaptureFixture) -> None:
     cfg = make_cfg("settings.policy.sandbox_bwrap=/nonexistent/bwrap")
     caplog.set_level(logging.WARNING)
-    async with Stack(cfg, url=nats_server.url):
+    async with Stack(cfg, url=nats_server.url, only=CODE_LANE):
         assert any("no sandbox" in r.getMessage() and "REFUSED" in r.getMessage() for r in caplog.records)
         await client.submit({"title": "refused", "run_id": "nobw", "tasks": [task("code", "true")]})
         t = (await client.wait("nobw", timeout_s=30))["tasks"][0]

@@ -14,7 +14,7 @@ import pytest
 from pas.base.redact import redact, register_value
 from pas.runtime import comms
 from pas.surfaces.stack import Stack
-from tests.conftest import ROOT, make_cfg
+from tests.conftest import CODE_LANE, ROOT, make_cfg
 from tests.fakellm import Fail
 from tests.test_pipeline import make_repo
 
@@ -46,7 +46,7 @@ async def test_key_echoed_by_provider_error_is_not_logged(nats_server: Any, clie
     for a in cfg.agents:
         a.model, a.backup_model = ("pk" if a.role == "prog" else None), None
     repo = make_repo(tmp_path)
-    async with Stack(cfg, url=nats_server.url):
+    async with Stack(cfg, url=nats_server.url, only=CODE_LANE):
         await client.submit({"title": "leaky provider", "run_id": "sec1", "repo": str(repo), "tasks": [{
             "lane": "code", "instruction": "edit", "executor": "llm", "files": ["README.md"]}]})
         st = await client.wait("sec1", timeout_s=60)
