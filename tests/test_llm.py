@@ -269,4 +269,4 @@ def test_litellm_is_imported_lazily() -> None:
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     src = [p for p in (ROOT / "pas").rglob("*.py") if "import litellm" in p.read_text()]
-    assert [p.name for p in src] == ["llm.py"]
+    assert [p.relative_to(ROOT).as_posix() for p in src] == ["pas/llm/client.py"]

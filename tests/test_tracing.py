@@ -126,12 +126,12 @@ async def test_one_run_is_one_trace(spans: InMemorySpanExporter, nats_server: An
     (req,) = [r for r in fake_llm.requests if r.model == "pd"]
     tp = req.headers["traceparent"].split("-")
     assert (int(tp[1], 16), int(tp[2], 16)) == (llm.context.trace_id, llm.context.span_id)
-    # the run ends in the same trace: the last task's handler asks its job's owner (the manager) to finish
-    # the job, the manager asks the director (the lane), the director the architect (the plan), and root
-    # ends the run as a child of those hops
+    # the run ends in the same trace: the last task's handler reports its result to the job's owner (the
+    # manager, which writes the task record and finishes the job), the manager asks the director (the
+    # lane), the director the architect (the plan), and root ends the run as a child of those hops
     end = next(s for s in got if s.name == "RootRole.end_run")
-    assert chain(end, by_id)[:5] == ["RootRole.end_run", "Role._child_done", "Role._child_done", "Role._child_done",
-                                     "ProgrammerRole.run_task"]
+    assert chain(end, by_id)[:5] == ["RootRole.end_run", "Role._child_done", "Role._child_done",
+                                     "ManagerRole.task_done", "ProgrammerRole.run_task"]
 
 
 async def test_a_callers_traceparent_makes_the_run_part_of_its_trace(spans: InMemorySpanExporter, nats_server: Any,
