@@ -294,15 +294,18 @@ class Agent:
         interval = self.bus.cfg.settings.heartbeat.interval_s
         while True:
             try:
-                status, run_id, progress, message = self.role.beat()
-                hb = wire.Heartbeat(agent=self.id, ts=wire.now(), status=status,  # type: ignore[arg-type]
-                                    run_id=run_id, progress=progress, message=message, model=self.model)
-                await self.bus.publish(S.heartbeat(self.id), hb)
+                await self._beat()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("%s: heartbeat failed: %r", self.id, e)
             await asyncio.sleep(interval)
+
+    async def _beat(self) -> None:
+        status, run_id, progress, message = self.role.beat()
+        hb = wire.Heartbeat(agent=self.id, ts=wire.now(), status=status,  # type: ignore[arg-type]
+                            run_id=run_id, progress=progress, message=message, model=self.model)
+        await self.bus.publish(S.heartbeat(self.id), hb)
 
     # ---- built-in endpoints ----------------------------------------------------------------
     async def _health(self, _: wire.Empty, call: Call) -> wire.AgentHealth:
@@ -337,6 +340,8 @@ class Agent:
                   "previous": {"model": old[0], "backup_model": old[1]}, "ts": wire.now().isoformat()}
         # (stored in KV pas_models by whoever asked, admin or the HTTP adapter: an agent writes no override)
         await self.bus.nc.publish(S.ctl(self.id, "model_changed"), wire.encode(change))
+        # A beat now: `pas agents` shows the model of the last beat, and a live switch is stored nowhere else
+        await self._beat()
         await self.comms.log(Entry(self.id, "ctl", "RESPONSE", f"set_model primary={self.model} backup={self.backup_model}",
                                    status="ok", metadata=change))
         return change
