@@ -172,8 +172,10 @@ def test_tree_keys_are_the_documented_ones() -> None:
     row = next(line for line in doc.splitlines() if line.startswith(f"| `{S.KV_TREE}` |"))
     documented = set(re.findall(r"`(<run_id>[^`]*)`", row.split("|")[2]))
     r = "<run_id>"
+    a = "<agent_id>"
     built = {S.plan_key(r), S.lane_key(r, "<lane>"), S.job_key(r, "<job_id>"), S.task_key(r, "<task_id>"),
-             *(r + suffix for suffix in S.SIDE_KEYS)}
+             S.request_key(r), S.rerun_key(r), S.usage_key(r, a), S.divergence_key(r, a), S.forked_key(r, a)}
+    assert {k.split(".")[1] for k in built if S.is_side_key(k)} == set(S.SIDE_KEYS)  # every side kind is built
     assert documented == built
 
 

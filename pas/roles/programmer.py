@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pas.base.errors import BadRequest, BudgetExceeded, PasError
+from pas.base.errors import BadRequest, BudgetExceeded, PasError, Retry
 from pas.base.redact import redact
 from pas.base.textsafe import cap
 from pas.execution.executors import Bounds, ExecResult, open_workspace, run_argv, run_command
@@ -33,6 +33,7 @@ from pas.runtime.agent import EndpointSpec, Role, WorkSpec
 from pas.runtime.service import Call, WorkCtx, task_status
 
 log = logging.getLogger("pas.programmer")
+REPORT_FOR_S = 120.0  # how long a finished task's result is re-offered to owners that do not answer
 
 
 async def _none() -> None:
@@ -185,7 +186,24 @@ class ProgrammerRole(Role):
                                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
                                      rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
                                      metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}),
-                             R.child_done(ctx, self._done_event(rec), task=rec))
+                             self._report(ctx, rec))
+
+    async def _report(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
+        """Hand the result to the managers, who alone write the record. Until one has it stored, the
+        result lives only here: an owner that does not answer (a node cut off, an election) is asked
+        again while the work item is kept in progress, instead of letting the item's redelivery run the
+        task a second time. The report is idempotent: a finished record is never written again."""
+        deadline = asyncio.get_running_loop().time() + REPORT_FOR_S
+        while True:
+            try:
+                return await R.child_done(ctx, self._done_event(rec), task=rec)
+            except Retry as e:
+                if asyncio.get_running_loop().time() + e.delay_s > deadline:
+                    raise  # given up: the redelivery re-runs the task
+                log.warning("%s: task %s: %s; reporting again in %.0fs", self.me.id, rec.task_id, e.message, e.delay_s)
+                await ctx.in_progress()
+                await asyncio.sleep(e.delay_s)
+                await ctx.in_progress()
 
     def _repo_env(self, work: wire.TaskWork) -> RepoEnv | str | None:
         """The environment the task runs in (pas.execution.repoenv); a string is why none could be chosen;
