@@ -196,8 +196,11 @@ def kv_specs(cfg: PasConfig) -> list[KeyValueConfig]:
     # pas.protocol.subjects, "run events"); PAS_EVENTS sources the same writes durably.
     return [
         kv(S.KV_AGENTS, "agent id -> last heartbeat and alive/dead state"),
-        kv(S.KV_RUNS, "run id -> run record", republish=S.RUNS_REPUBLISH),
-        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records", republish=S.TREE_REPUBLISH),
+        # history 8: PAS_EVENTS sources every revision of these buckets; with one revision per key a write
+        # replaced at once (a run's "queued" by its "running") could be gone before the source copied it
+        kv(S.KV_RUNS, "run id -> run record", history=8, republish=S.RUNS_REPUBLISH),
+        kv(S.KV_TREE, "<run>.plan/.lane.<l>/.job.<j>/.task.<t> -> per-node records", history=8,
+           republish=S.TREE_REPUBLISH),
         kv(S.KV_IDEMPOTENCY, "hash of an idempotency key -> run id (dedupe window)",
            ttl=cfg.settings.work.dedupe_window_s),
         kv(S.KV_MODELS, "agent id -> live model override", history=5),
