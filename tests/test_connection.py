@@ -57,3 +57,40 @@ async def test_a_publish_of_the_next_turn_shares_the_socket_write(nats_server: A
     finally:
         await pub.close()
         await sub.close()
+
+
+async def test_flush_right_after_subscribe_sends_the_sub_before_its_ping(nats_server: Any) -> None:
+    """nats-py writes a flush's PING straight to the socket, ahead of a SUB still pending, so the PONG
+    could come back before the server had the subscription (a request made next: no responders)."""
+    nc = await connect(nats_server.url, "conn-order")
+    other = await connect(nats_server.url, "conn-other")
+    try:
+        transport = nc._transport
+        assert transport is not None
+        order: list[bytes] = []
+        real_write, real_lines = transport.write, transport.writelines
+
+        def write(data: bytes) -> None:
+            order.append(bytes(data))
+            real_write(data)
+
+        def writelines(data: Any) -> None:
+            order.extend(bytes(d) for d in data)
+            real_lines(data)
+
+        transport.write, transport.writelines = write, writelines  # type: ignore[method-assign]
+        for i in range(20):
+            order.clear()
+
+            async def echo(m: Any) -> None:
+                await m.respond(b"ok")
+
+            await nc.subscribe(f"conn.order.{i}", cb=echo)
+            await nc.flush(timeout=5)
+            kinds = [d.split(b" ")[0].strip() for d in order]
+            assert kinds.index(b"SUB") < kinds.index(b"PING"), kinds
+            reply = await other.request(f"conn.order.{i}", b"", timeout=5)  # no responders without the fix
+            assert reply.data == b"ok"
+    finally:
+        await nc.close()
+        await other.close()

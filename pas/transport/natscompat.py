@@ -20,7 +20,7 @@ from nats.nuid import NUID
 PRIVATE: dict[str, tuple[str, ...]] = {
     # owner -> the private attributes PAS touches on it (each has its test)
     "nats.aio.client.Client": ("_flusher", "_flush_queue", "_transport", "_pending", "_pending_data_size",
-                               "_error_cb", "_process_op_err"),
+                               "_error_cb", "_process_op_err", "_send_ping", "_pongs"),
     "nats.js.JetStreamContext": ("_nc",),
     "nats.micro.request.Request": ("_msg",),
     "nats.micro.service.Service": ("_endpoints",),
@@ -75,6 +75,20 @@ class Client(NatsClient):
     It overrides nats-py's private _flusher, a copy of it plus the one-turn wait."""
 
     writes = 0
+
+    async def _send_ping(self, future: asyncio.Future[None] | None = None) -> None:
+        """nats-py writes a PING straight to the socket, ahead of what is still pending, so a
+        flush() right after subscribe() (or a publish) could get its PONG before the server saw the
+        SUB: a request made next found no responders (CI, under load). Pending commands go first."""
+        assert self._transport is not None
+        if self._pending_data_size > 0:
+            self._transport.writelines(self._pending[:])
+            self._pending = []
+            self._pending_data_size = 0
+            self.writes += 1
+        self._pongs.append(future if future is not None else asyncio.Future())
+        self._transport.write(b"PING\r\n")
+        await self._flush_pending()  # as nats-py does: wakes the flusher (nothing is left to write)
 
     async def _flusher(self) -> None:
         while True:
