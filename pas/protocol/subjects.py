@@ -265,6 +265,32 @@ def comms_run(run_id: str) -> str:
     return f"{PREFIX}.comms.{token(run_id)}.>"
 
 
+COMMS_RECORD = "record"
+"""The sender token of the comms entries the server derives from record writes (no agent has that id):
+pas.comms.<run>.record.<rest> is the write that is also the event pas.run.<run>.<rest>."""
+
+
+def comms_record(event_subject: str) -> str:
+    """pas.run.<run>.<rest> -> pas.comms.<run>.record.<rest>: where PAS_COMMS keeps a record write."""
+    parts = event_subject.split(".")
+    return ".".join((PREFIX, "comms", parts[2], COMMS_RECORD, *parts[3:]))
+
+
+def record_of_comms(subject: str) -> str | None:
+    """pas.comms.<run>.record.<rest> -> pas.run.<run>.<rest>; None for an agent's own entry."""
+    parts = subject.split(".")
+    if len(parts) < 5 or parts[:2] != [PREFIX, "comms"] or parts[3] != COMMS_RECORD:
+        return None
+    return ".".join((PREFIX, "run", parts[2], *parts[4:]))
+
+
+def comms_type_filters(run_id: str | None, msg_type: str) -> tuple[str, str]:
+    """The entries of one type (of one run): the agents' own, and the record writes the type may be
+    derived from (the reader tells which are)."""
+    run = token(run_id) if run_id else "*"
+    return comms_filter(run_id, None, msg_type), f"{PREFIX}.comms.{run}.{COMMS_RECORD}.>"
+
+
 # ---- work queues ---------------------------------------------------------------------------
 WORK_ALL = "pas.work.>"
 WORK_ARCHITECT = "pas.work.architect"
@@ -354,6 +380,11 @@ TREE_EVENT_SOURCES = ((f"$KV.{KV_TREE}.{plan_key('*')}", run_plan(_W1)),
                       (f"$KV.{KV_TREE}.{job_key('*', '*')}", run_job(_W1, _W2)),
                       (f"$KV.{KV_TREE}.{task_key('*', '*')}", run_task(_W1, _W2)))
 """The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
+COMMS_RECORD_SOURCES = {bucket: tuple((src, comms_record(dest)) for src, dest in transforms)
+                        for bucket, transforms in ((KV_RUNS, (RUNS_REPUBLISH,)), (KV_TREE, TREE_EVENT_SOURCES))}
+"""The same writes, sourced into PAS_COMMS as pas.comms.<run>.record.<rest>: a comms entry that repeats a
+record (a task started or ended, a job, lane, plan or run handed on or finished) is derived from the
+record's write by its readers (pas.runtime.comms.stored_entry), not published a second time."""
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"

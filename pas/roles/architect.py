@@ -86,7 +86,6 @@ class ArchitectRole(Role):
             tasks = [t for t in job.tasks or [] if t.lane == lane]
             work = wire.LaneWork(run_id=run.run_id, lane=lane, brief=briefs.get(lane) or run_ctx.goal, tasks=tasks,
                                  ctx=run_ctx)
-            await ctx.log(f"dir-{lane}", "CMD", f"lane {lane}: {len(tasks)} task(s)", "running")
             pending.append(self.bus.publish_js(S.work_dir(lane), work, msg_id=f"{run.run_id}:lane:{lane}"))
         await asyncio.gather(*pending)  # one round trip for all the lanes
 

@@ -51,7 +51,7 @@ class DirectorRole(Role):
         cancelled: asyncio.Future[bool] = (asyncio.ensure_future(R.is_cancelled(self.bus, work.run_id))
                                            if plan_with_model or ctx.redelivered else _false())
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
-            return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
+            return await self._finish(ctx, work.run_id, "cancelled")
         if plan_with_model:
             plan, meta = await plan_director(self.agent.asker(work.run_id), self.lane, work.ctx.goal, work.brief, [],
                                              max_tasks)
@@ -69,18 +69,18 @@ class DirectorRole(Role):
             stop, _ = await asyncio.gather(cancelled, R.put_parent(self.bus, R.lane_key(work.run_id, self.lane),
                                                                       lane))
             if stop:  # _finish replaces the record just written
-                return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
+                return await self._finish(ctx, work.run_id, "cancelled")
         elif existing[0].jobs != job_ids:
             return  # a redelivery whose (model) plan differs: the first plan's job cards stand
         pending = []
         for job_id, tasks in zip(job_ids, chunks, strict=False):
             card = wire.JobCard(job_id=job_id, run_id=work.run_id, lane=work.lane, tasks=tasks, ctx=work.ctx,
                                 parent_id=work.run_id, submitted_by=self.me.id)
-            await ctx.log(f"mgr-{self.lane}", "CMD", f"job {job_id}: {len(tasks)} task(s)", "queued")
             pending.append(self.bus.publish_js(S.work_mgr(self.lane), card, msg_id=f"{work.run_id}:job:{job_id}"))
         await asyncio.gather(*pending)  # one round trip for all the lane's job cards
 
-    async def _finish(self, ctx: WorkCtx, run_id: str, status: str, message: str) -> None:
+    async def _finish(self, ctx: WorkCtx, run_id: str, status: str) -> None:
+        """The lane ends before it was planned (its run was cancelled): its record, then the walk up."""
         lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[], status=status)
         await R.put_parent(self.bus, R.lane_key(run_id, self.lane), lane)
-        await R.child_done(ctx, await R.lane_finished(ctx, lane, message))
+        await R.child_done(ctx, wire.record_event(lane))

@@ -131,8 +131,8 @@ class GatewayRole(Role):
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
         # The run and the job go along, so the architect reads neither back.
         work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
+        # (the run record's creation is also the gateway's "plan run" comms entry: pas.runtime.comms)
         await self.bus.publish_js(S.WORK_ARCHITECT, work, msg_id=f"{run_id}:architect")
-        await self.agent.comms.log(Entry(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued"))
         return wire.SubmitReply(run_id=run_id, status="queued")
 
     async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:

@@ -146,10 +146,8 @@ class ProgrammerRole(Role):
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         # The lane's managers record this programmer as the task's holder and write the record (the server
-        # makes it the task's event): pas.runtime.taskowner.
+        # makes it the task's event and its "run task" comms entry): pas.runtime.taskowner.
         await self.bus.publish(S.task_started(work.lane, self.me.id), rec)
-        await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
-                      metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t
@@ -179,14 +177,10 @@ class ProgrammerRole(Role):
     async def _finish(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
         """The result goes to the job's managers in this same handler (pas.runtime.runs.child_done): they own
         the task and job records, store the result if this programmer holds the task (the server makes the
-        record the task's event), note it in the job and walk on up. Its comms entry goes meanwhile. A crash
+        record the task's event and its RESPONSE comms entry), note it in the job and walk on up. A crash
         before the ack leaves the work to be redelivered, and the redelivery only re-announces (the record
         is terminal)."""
-        await asyncio.gather(ctx.log(rec.manager, "RESPONSE",
-                                     f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""),
-                                     rec.status, tokens=rec.tokens or None, cost_usd=rec.cost_usd,
-                                     metadata={"exit_code": rec.exit_code, "attempts": rec.attempts, "env": rec.env}),
-                             self._report(ctx, rec))
+        await self._report(ctx, rec)
 
     async def _report(self, ctx: WorkCtx, rec: wire.TaskRecord) -> None:
         """Hand the result to the managers, who alone write the record. Until one has it stored, the

@@ -61,9 +61,9 @@ class RootRole(Role):
             r.result_branch, r.conflicts = end.result_branch, end.conflicts
             return True
 
-        # The ending's write is the run's terminal event (the server fans it out, pas.runtime.runs).
-        if await R.update_run(self.bus, run.run_id, change, (run, rev)) is not None:
-            await ctx.log("gateway", "STATUS", f"run {run.run_id} {end.status}", end.status)
+        # The ending's write is the run's terminal event and root's STATUS comms entry (the server fans it
+        # out, pas.runtime.runs, pas.runtime.comms.stored_entry).
+        await R.update_run(self.bus, run.run_id, change, (run, rev))
 
     async def _integrate(self, run: wire.RunRecord) -> None:
         """Merge the completed tasks' branches into pas/<run>/result (pas.execution.integrate), when the run

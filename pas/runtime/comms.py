@@ -3,6 +3,14 @@
 Subject: pas.comms.<run_id>.<from_agent>.<msg_type>, so `nats stream view PAS_COMMS` or
 `nats sub 'pas.comms.<run>.>'` selects one run, and 'pas.comms.*.<agent>.>' one sender.
 The call shape is the one the original design insisted on: log(from, to, type, message, run, status).
+
+One write per fact: a message that a record's write already says (a programmer starting or ending a
+task, a job, lane or plan finished, a run submitted to the architect or ended by root, the plan and a
+lane handed on) is not logged by its agent. The server sources every run record write into PAS_COMMS
+too (pas.comms.<run>.record.<rest>, pas.protocol.subjects.COMMS_RECORD_SOURCES), and every reader turns
+those into the entries they stand for with stored_entry(): pas log, the HMI, pas replay, MCP's run_log.
+A record is written by its owner only (pas.transport.auth), so such an entry is as trustworthy as an
+agent's own, whose subject NATS checked.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
@@ -86,6 +95,79 @@ class CommsLog:
             await self.nc.publish(subject, data)
 
 
+def stored_entry(subject: str, data: bytes, stored: datetime) -> wire.CommsEntry | None:
+    """The entry a PAS_COMMS message is: an agent's own (its body checked against its subject), or the
+    one a record write stands for (stored: when the server stored it; None: a write that tells nothing
+    new, e.g. a task queued, a parent noting one more child). Raises msgspec's errors or ValueError for a
+    body that is neither: readers skip it with a WARNING."""
+    event = S.record_of_comms(subject)
+    if event is None:
+        e: wire.CommsEntry = wire.decode(data, wire.CommsEntry)
+        check(subject, e)
+        return e
+    kind = S.parse_run(event)
+    if kind is None or not data:
+        return None  # a record's deletion
+    typ = _RECORD_TYPES.get(kind.kind)
+    if typ is None:
+        return None
+    rec: wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.JobRecord | wire.TaskRecord = wire.decode(data, typ)
+    return record_entry(rec, stored)
+
+
+_RECORD_TYPES: dict[str, type[Any]] = {"status": wire.RunRecord, "plan": wire.PlanRecord, "lane": wire.LaneRecord,
+                                       "job": wire.JobRecord, "task": wire.TaskRecord}
+
+
+def record_entry(rec: wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.JobRecord | wire.TaskRecord,
+                 stored: datetime) -> wire.CommsEntry | None:
+    """The comms entry a record write stands for, in the words its agent used to log it; None for a
+    write that is no message between agents."""
+    def entry(ts: datetime | None, frm: str, to: str, typ: str, message: str, status: str,
+              **kw: Any) -> wire.CommsEntry:
+        return wire.CommsEntry(ts=ts or stored, from_agent=frm, to_agent=to, msg_type=typ, message=message,
+                               run_id=rec.run_id, status=status, **kw)
+
+    done = rec.status in wire.TERMINAL_TASK if isinstance(rec, wire.TaskRecord) else rec.status != "running"
+    if isinstance(rec, wire.TaskRecord):
+        if not rec.programmer or rec.status == "queued":
+            return None  # planned, or ended by a manager (approval): no programmer said anything
+        meta: dict[str, Any] = {"executor": rec.executor, "attempts": rec.attempts, "env": rec.env}
+        if not done:
+            return entry(rec.started_at, rec.programmer, rec.manager, "CMD",
+                         f"run task {rec.task_id} (attempt {rec.attempts})", rec.status, metadata=meta)
+        return entry(rec.finished_at, rec.programmer, rec.manager, "RESPONSE",
+                     f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""), rec.status,
+                     tokens=rec.tokens or None, cost_usd=rec.cost_usd, metadata={**meta, "exit_code": rec.exit_code})
+    if isinstance(rec, wire.RunRecord):
+        if rec.status == "queued":
+            return entry(rec.created_at, "gateway", "architect", "CMD", f"plan run {rec.run_id}: {rec.title}", "queued")
+        if rec.status in ("completed", "failed"):  # root's ending (a cancel or a rejection is the gateway's)
+            return entry(rec.finished_at, "root", "gateway", "STATUS", f"run {rec.run_id} {rec.status}", rec.status)
+        return None
+    if isinstance(rec, wire.PlanRecord):
+        if not done:
+            return None if rec.done else entry(None, rec.architect, _directors(rec.lanes), "CMD",
+                                               f"lanes {', '.join(rec.lanes)}", "running")
+        summary = ", ".join(f"{lane}={rec.done.get(lane, '?')}" for lane in rec.lanes)
+        return entry(None, rec.architect, "root", "RESPONSE", f"all lanes done: {summary}", rec.status)
+    if isinstance(rec, wire.LaneRecord):
+        if not done:
+            return None if rec.done else entry(None, rec.director, f"mgr-{rec.lane}", "CMD",
+                                               f"lane {rec.lane}: job(s) {', '.join(rec.jobs)}", "queued")
+        return entry(None, rec.director, "architect", "RESPONSE",
+                     f"lane {rec.lane} {rec.status}: {len(rec.done)}/{len(rec.jobs)} job(s) done", rec.status)
+    if not done:
+        return None  # the manager logs the job's hand-over to the pool itself (with its tasks)
+    n = sum(s == "completed" for s in rec.done.values())
+    return entry(None, rec.manager, f"dir-{rec.lane}", "RESPONSE",
+                 f"job {rec.job_id} {rec.status}: {n}/{len(rec.tasks)} tasks completed", rec.status)
+
+
+def _directors(lanes: list[str]) -> str:
+    return f"dir-{lanes[0]}" if len(lanes) == 1 else "directors"
+
+
 def filter_subject(run_id: str | None = None, agent: str | None = None, msg_type: str | None = None) -> str:
     return S.comms_filter(run_id, agent, msg_type)
 
@@ -117,14 +199,14 @@ async def read_numbered(
     how: ReadOptions = ALL,
 ) -> AsyncGenerator[tuple[int, wire.CommsEntry], None]:
     """read(), each entry with its PAS_COMMS sequence (the HMI fills gaps in its live log by it)."""
-    async for m in read_raw(js, S.STREAM_COMMS, filter_subject(run_id, None, msg_type), how):
+    subjects: str | tuple[str, ...] = S.comms_type_filters(run_id, msg_type) if msg_type else filter_subject(run_id)
+    async for m in read_raw(js, S.STREAM_COMMS, subjects, how):
         try:
-            e = wire.decode(m.data, wire.CommsEntry)
-            check(m.subject, e)
+            e = stored_entry(m.subject, m.data, m.stored)
         except Exception as err:
             log.warning("comms log: skipped entry %d (%s): not a valid CommsEntry (%s)", m.seq, m.subject, err)
             continue
-        if agent and agent not in (e.from_agent, e.to_agent):
+        if e is None or (agent and agent not in (e.from_agent, e.to_agent)) or (msg_type and e.msg_type != msg_type):
             continue
         yield m.seq, e
 

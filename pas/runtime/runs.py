@@ -331,29 +331,18 @@ async def note_child_done(ctx: WorkCtx, done: wire.ChildDone) -> None:
     res = await record(ctx.bus, key, typ, child, ev.status, children)
     if res is None or res[0].status == "running":
         return  # no such parent, or it still has children running (or a sibling's write carried this one)
-    parent, now = res
-    up = await _finished(ctx, parent, now)  # (ctx.redelivered: a repeated walk, announced again)
+    up = await _finished(ctx, res[0])  # (ctx.redelivered: a repeated walk, announced again)
     if up.kind in _PARENT:
         await child_done(ctx, up)
 
 
-async def _finished(ctx: WorkCtx, rec: Any, now: bool) -> wire.RunEvent:
-    """Log a parent that just finished (`now`; its record's write was its event) and return its event
-    for the walk up. The owner logs as itself (pas.transport.auth grants each agent its own comms
-    subjects only). A finished plan is told to root by done.plan, also on a repeated walk; its entry is
-    logged before done.plan goes, so root's STATUS entry stays the run's last."""
-    if isinstance(rec, wire.JobRecord):
-        ev = wire.record_event(rec)
-        if now:
-            await ctx.log(f"dir-{rec.lane}", "RESPONSE", f"job {rec.job_id} {rec.status}: {ev.message}", rec.status)
-        return ev
-    if isinstance(rec, wire.LaneRecord):
-        return await lane_finished(ctx, rec, f"{len(rec.jobs)} job(s)", now)
-    plan: wire.PlanRecord = rec
-    ev = plan_event(plan)
-    if now:
-        await ctx.log("root", "RESPONSE", f"all lanes done: {ev.message}", plan.status)
-    await ctx.emit(S.done_plan(plan.run_id), ev, msg_id=plan_done_id(plan.run_id))  # root ends the run
+async def _finished(ctx: WorkCtx, rec: Any) -> wire.RunEvent:
+    """A parent that finished: its event for the walk up. Its record's write was its event and its comms
+    entry (the server sources it into PAS_COMMS, pas.runtime.comms.stored_entry). A finished plan is told
+    to root by done.plan, also on a repeated walk."""
+    ev = wire.record_event(rec)
+    if isinstance(rec, wire.PlanRecord):
+        await ctx.emit(S.done_plan(rec.run_id), ev, msg_id=plan_done_id(rec.run_id))  # root ends the run
     return ev
 
 
@@ -363,11 +352,3 @@ def plan_event(plan: wire.PlanRecord) -> wire.RunEvent:
 
 def plan_done_id(run_id: str) -> str:
     return f"{run_id}:done:plan"
-
-
-async def lane_finished(ctx: WorkCtx, lane: wire.LaneRecord, message: str, now: bool = True) -> wire.RunEvent:
-    """The lane's event for the walk up (its record, written just before, is what watchers see)."""
-    ev = wire.record_event(lane)
-    if now:
-        await ctx.log("architect", "RESPONSE", f"lane {lane.lane} {lane.status}: {message}", lane.status)
-    return ev

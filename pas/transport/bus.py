@@ -125,26 +125,26 @@ def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
     aged: dict[str, Any] = {"retention": RetentionPolicy.LIMITS, "max_age": s.comms.max_age_days * 86400}
     capped: dict[str, Any] = {**aged, "max_bytes": s.comms.max_bytes, "discard": DiscardPolicy.OLD}
     return [
-        stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents", [S.COMMS_ALL], **capped),
+        stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents (record writes sourced)",
+               [S.COMMS_ALL], sources=kv_sources(S.COMMS_RECORD_SOURCES), **capped),
         stream(S.STREAM_WORK, "PAS work queues between tiers (one consumer per tier/lane)", [S.WORK_ALL],
                retention=RetentionPolicy.WORK_QUEUE),
         stream(S.STREAM_EVENTS, "PAS run records as events (sourced from KV), agent commands and alerts",
-               [*S.EVENTS_COMMANDS, S.ALERT_ALL], sources=event_sources(), **aged),
+               [*S.EVENTS_COMMANDS, S.ALERT_ALL],
+               sources=kv_sources({S.KV_RUNS: (S.RUNS_REPUBLISH,), S.KV_TREE: S.TREE_EVENT_SOURCES}), **aged),
         stream(S.STREAM_RECORDINGS,
                "PAS model exchanges: request, reply, model, tokens, cost, latency (pas.llm.recording)",
                [S.RECORDINGS_ALL], **capped, compression=StoreCompression.S2, allow_direct=True),
     ]
 
 
-def event_sources() -> list[StreamSource]:
-    """PAS_EVENTS' copy of every run record write (pas_runs, and pas_tree's plan, lanes, jobs, tasks) as
-    pas.run.<run>.<rest>: written once by PAS (the record), fanned out by the server, as durable as the
-    record (a source resumes from its last sequence after a node loss or a restart)."""
-    def source(bucket: str, transforms: tuple[tuple[str, str], ...]) -> StreamSource:
-        return StreamSource(name=S.kv_stream(bucket),
-                            subject_transforms=[SubjectTransform(src=a, dest=b) for a, b in transforms])
-
-    return [source(S.KV_RUNS, (S.RUNS_REPUBLISH,)), source(S.KV_TREE, S.TREE_EVENT_SOURCES)]
+def kv_sources(transforms: dict[str, tuple[tuple[str, str], ...]]) -> list[StreamSource]:
+    """A stream's copy of every run record write (pas_runs, and pas_tree's plan, lanes, jobs, tasks), each
+    bucket's under its (src, dest) subject transforms: PAS_EVENTS' as pas.run.<run>.<rest>, PAS_COMMS' as
+    pas.comms.<run>.record.<rest>. Written once by PAS (the record), fanned out by the server, as durable
+    as the record (a source resumes from its last sequence after a node loss or a restart)."""
+    return [StreamSource(name=S.kv_stream(bucket), subject_transforms=[SubjectTransform(src=a, dest=b) for a, b in pairs])
+            for bucket, pairs in transforms.items()]
 
 
 def consumer_specs(cfg: PasConfig) -> list[tuple[str, ConsumerConfig]]:

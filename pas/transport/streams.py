@@ -79,13 +79,17 @@ class IncompleteRead(asyncio.TimeoutError):
     cluster node restarts or a leader moves): a timeout, so pas.bus.retry_js tries it again."""
 
 
-async def read_raw(js: JetStreamContext, stream: str, subject: str, how: ReadOptions = ALL) -> AsyncIterator[Raw]:
-    """The messages of `stream` on `subject`: all of them, those stored since a time or from a sequence
-    on, or the last one per subject (a KV bucket's current values). `how.complete` (without follow):
-    every message pending when the read began, or IncompleteRead, never a silent part."""
+async def read_raw(js: JetStreamContext, stream: str, subject: str | tuple[str, ...],
+                   how: ReadOptions = ALL) -> AsyncIterator[Raw]:
+    """The messages of `stream` on `subject` (or on any of several): all of them, those stored since a
+    time or from a sequence on, or the last one per subject (a KV bucket's current values).
+    `how.complete` (without follow): every message pending when the read began, or IncompleteRead,
+    never a silent part."""
     follow, stop, batch, complete = how.follow, how.stop, how.batch, how.complete
     name = unique_name()
-    cc = ConsumerConfig(name=name, filter_subject=subject, inactive_threshold=how.inactive_s,
+    filters: dict[str, Any] = ({"filter_subject": subject} if isinstance(subject, str) else
+                               {"filter_subjects": list(subject)})
+    cc = ConsumerConfig(name=name, **filters, inactive_threshold=how.inactive_s,
                         ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
                         **_deliver(how.since, how.start_seq, how.last_per_subject))
     info = await js.add_consumer(stream, cc)

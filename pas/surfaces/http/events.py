@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -43,7 +44,7 @@ from nats.aio.msg import Msg
 
 from pas.protocol import subjects as S
 from pas.protocol import wire
-from pas.runtime.comms import check as check_entry
+from pas.runtime.comms import stored_entry
 from pas.transport.streams import ReadOptions, read_raw
 
 log = logging.getLogger("pas.surfaces.http.events")
@@ -193,7 +194,7 @@ class EventHub:
                 try:
                     async for m in read_raw(self.js, S.STREAM_COMMS, S.COMMS_ALL,
                                             ReadOptions(follow=True, start_seq=self._comms_next, stop=stop, inactive_s=10.0)):
-                        self._on_comms(m.seq, m.subject, m.data)
+                        self._on_comms(m.seq, m.subject, m.data, m.stored)
                     return
                 except Exception as e:  # a leader election, a restart: read on from where we were
                     log.warning("reading %s for the HMI: %r; again", S.STREAM_COMMS, e)
@@ -269,15 +270,17 @@ class EventHub:
             self._runs[key] = state
         self._received()
 
-    def _on_comms(self, seq: int, subject: str, data: bytes) -> None:
+    def _on_comms(self, seq: int, subject: str, data: bytes, stored: datetime) -> None:
         self._comms_next = max(self._comms_next, seq + 1)
         try:
-            e = wire.decode(data, wire.CommsEntry)
-            check_entry(subject, e)  # the sender NATS checked (the subject) is the one it names
+            # the sender NATS checked (the subject) is the one it names; or a record write's entry
+            e = stored_entry(subject, data, stored)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as err:
             self.stats.skipped += 1
             log.warning("HMI skips bad comms entry %s #%d: %s", S.STREAM_COMMS, seq, err)
             return
+        if e is None:
+            return  # a record write that is no message
         self.stats.comms += 1
         e.metadata = {}  # the log shows none of it; pas log and the timeline do
         self._comms.append(wire.encode(e).decode()[:-1] + f',"seq":{seq}}}')

@@ -9,7 +9,9 @@ NATS (no stream captures pas.replay.>, so nothing is stored twice and no agent a
 
 Each message keeps its body and gets headers Pas-Replay-Subject (the original subject),
 Pas-Replay-Seq (its stream sequence) and Pas-Replay-T (seconds after the first message). The gaps
-between messages are the original gaps divided by X (X=0: no waiting).
+between messages are the original gaps divided by X (X=0: no waiting). A record write kept in PAS_COMMS
+(pas.comms.<run>.record.<rest>) goes as the entry it stands for, on that entry's subject (its original
+subject then), or not at all if it stands for none: what the timeline shows is what is re-published.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.runtime.comms import stored_entry
 from pas.surfaces.replay import timeline
 from pas.transport.natscompat import connection_of
 from pas.transport.streams import Raw, ReadOptions, read_raw
@@ -35,6 +39,19 @@ def replay_subject(run_id: str, original: str) -> str:
     return S.replay(run_id, "comms." + original[len(head):])
 
 
+def as_published(m: Raw) -> tuple[str, bytes] | None:
+    """(subject, body) a stored message is re-published as: a comms record write as the entry it stands
+    for (pas.runtime.comms.stored_entry), on its agents' subject; None if it stands for none."""
+    if m.stream != S.STREAM_COMMS or S.record_of_comms(m.subject) is None:
+        return m.subject, m.data
+    try:
+        e = stored_entry(m.subject, m.data, m.stored)
+    except Exception as err:
+        timeline.skipped(m, err)
+        return None
+    return None if e is None else (S.comms(e.run_id, e.from_agent, e.msg_type), wire.encode(e))
+
+
 async def republish(js: JetStreamContext, run_id: str, speed: float,
                     sleep: Callable[[float], Any] = asyncio.sleep) -> int:
     nc = connection_of(js)
@@ -42,17 +59,22 @@ async def republish(js: JetStreamContext, run_id: str, speed: float,
     if not msgs:
         return 0
     t0 = prev = msgs[0].stored
+    sent = 0
     for m in msgs:
         gap = (m.stored - prev).total_seconds()
         if speed > 0 and gap > 0:
             await sleep(gap / speed)
         prev = m.stored
-        await nc.publish(replay_subject(run_id, m.subject), m.data, headers={
-            "Pas-Replay-Subject": m.subject, "Pas-Replay-Seq": str(m.seq),
+        out = as_published(m)
+        if out is None:
+            continue
+        sent += 1
+        await nc.publish(replay_subject(run_id, out[0]), out[1], headers={
+            "Pas-Replay-Subject": out[0], "Pas-Replay-Seq": str(m.seq),
             "Pas-Replay-T": f"{(m.stored - t0).total_seconds():.6f}"})
-    await nc.publish(S.replay(run_id, "end"), json.dumps({"run_id": run_id, "messages": len(msgs)}).encode())
+    await nc.publish(S.replay(run_id, "end"), json.dumps({"run_id": run_id, "messages": sent}).encode())
     await nc.flush()
-    return len(msgs)
+    return sent
 
 
 async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) -> dict[str, Any]:

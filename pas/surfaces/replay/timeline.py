@@ -60,9 +60,8 @@ def decode(m: Raw) -> tuple[datetime, dict[str, Any]] | None:
     a valid one: no stored message can make a timeline fail."""
     try:
         if m.stream == S.STREAM_COMMS:
-            e = wire.decode(m.data, wire.CommsEntry)
-            comms.check(m.subject, e)
-            return e.ts, _fields(e)
+            e = comms.stored_entry(m.subject, m.data, m.stored)
+            return None if e is None else (e.ts, _fields(e))
         ev = wire.run_event(m.subject, m.data, m.stored)
         if isinstance(ev, wire.TaskRecord):
             return (ev.finished_at or ev.started_at or m.stored), {**_fields(ev), "kind": "taskrec"}
