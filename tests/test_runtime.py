@@ -167,8 +167,13 @@ async def test_one_task_job_costs_five_deliveries(stack: Any, client: Any, nc: A
     assert st["status"] == "completed" and st["tasks"][0]["output"] == "hi"
     await wait_for(lambda: delivered_is(delivered, before + 5), 10)
     # Root's STATUS is the run's last comms entry, in stream order and by time: every other entry
-    # (the plan's "all lanes done" included) is logged before done.plan is sent.
-    entries = [e async for e in comms.read(js, run_id="hop1")]
+    # (the plan's "all lanes done" included) is written before done.plan is sent. Both are the server's
+    # copies of the records' writes (pas.runtime.comms.stored_entry), there a moment after the event.
+    async def ended_in_comms() -> list[Any]:
+        got = [e async for e in comms.read(js, run_id="hop1")]
+        return got if got and got[-1].msg_type == "STATUS" else []
+
+    entries = await wait_for(ended_in_comms, timeout_s=10)
     assert (entries[-1].from_agent, entries[-1].msg_type) == ("root", "STATUS"), [e.message for e in entries]
     assert max(entries, key=lambda e: e.ts) is entries[-1]
     assert any(e.message.startswith("all lanes done") for e in entries)
@@ -305,9 +310,12 @@ async def test_a_parent_finishes_once_however_often_its_last_child_is_reported(n
         assert plan.status == "failed" and plan.done == {"code": "failed", "docs": "completed"}
         info = await bus.js.stream_info(S.STREAM_EVENTS, subjects_filter=S.done_plan(run))
         assert info.state.subjects == {S.done_plan(run): 1}  # announced once, re-announcements deduplicated
-        jobs = [e async for e in comms.read(bus.js, run_id=run) if e.message.startswith("job ")]
-        assert sorted(e.message for e in jobs) == ["job code-1 failed: 1/2 tasks completed",
-                                                   "job docs-1 completed: 2/2 tasks completed"]
+        # each job's end in the comms log, once: the server's copy of its record's terminal write
+        async def job_ends() -> list[str]:
+            return sorted([e.message async for e in comms.read(bus.js, run_id=run) if e.message.startswith("job ")])
+
+        await wait_for(job_ends, timeout_s=10)
+        assert await job_ends() == ["job code-1 failed: 1/2 tasks completed", "job docs-1 completed: 2/2 tasks completed"]
     finally:
         await owners.unsubscribe()
         await bus.close()
@@ -347,8 +355,11 @@ async def test_a_one_lane_plan_is_announced_once(nats_server: Any) -> None:
         assert info.state.subjects == {S.done_plan(run): 1}  # announced once, re-announcements deduplicated
         await wait_for(lambda: len(got) >= 1, timeout_s=5)
         assert {(e.status, e.message) for e in got} == {("failed", "code=failed")}
-        ends = [e async for e in comms.read(bus.js, run_id=run) if e.message.startswith("all lanes done")]
-        assert [e.message for e in ends] == ["all lanes done: code=failed"]  # finished once
+        async def plan_ends() -> list[str]:
+            return [e.message async for e in comms.read(bus.js, run_id=run) if e.message.startswith("all lanes done")]
+
+        await wait_for(plan_ends, timeout_s=10)
+        assert await plan_ends() == ["all lanes done: code=failed"]  # finished once
         await sub.unsubscribe()
     finally:
         await owners.unsubscribe()

@@ -48,7 +48,7 @@ def code_subjects(cfg: Any) -> set[str]:
         ph(S.lane_submit("mgr", L)), ph(S.task_done(L, A)), ph(S.task_started(L, A)), ph(S.child_done("dir", L)),
         S.ARCHITECT_DONE,
         ph(S.ctl(A, "set_model")), ph(S.ctl(A, "model_changed")),
-        ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")),
+        ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")), ph(S.comms_record(R, "<rest>")),
         S.WORK_ARCHITECT, S.WORK_APPROVAL, ph(S.work_prog("PRIOX")), ph(S.work_dir(L)), ph(S.work_mgr(L)),
         ph(S.run_status(R)), ph(S.run_cancel(R)), ph(S.run_lane(R, L)), ph(S.run_job(R, J)), ph(S.run_task(R, T)),
         ph(S.done_plan(R)), ph(S.run_plan(R)),

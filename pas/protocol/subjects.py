@@ -270,10 +270,9 @@ COMMS_RECORD = "record"
 pas.comms.<run>.record.<rest> is the write that is also the event pas.run.<run>.<rest>."""
 
 
-def comms_record(event_subject: str) -> str:
-    """pas.run.<run>.<rest> -> pas.comms.<run>.record.<rest>: where PAS_COMMS keeps a record write."""
-    parts = event_subject.split(".")
-    return ".".join((PREFIX, "comms", parts[2], COMMS_RECORD, *parts[3:]))
+def comms_record(run_id: str, rest: str) -> str:
+    """pas.comms.<run>.record.<rest>: where PAS_COMMS keeps the record write that is pas.run.<run>.<rest>."""
+    return f"{PREFIX}.comms.{run_id}.{COMMS_RECORD}.{rest}"
 
 
 def record_of_comms(subject: str) -> str | None:
@@ -380,8 +379,12 @@ TREE_EVENT_SOURCES = ((f"$KV.{KV_TREE}.{plan_key('*')}", run_plan(_W1)),
                       (f"$KV.{KV_TREE}.{job_key('*', '*')}", run_job(_W1, _W2)),
                       (f"$KV.{KV_TREE}.{task_key('*', '*')}", run_task(_W1, _W2)))
 """The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
-COMMS_RECORD_SOURCES = {bucket: tuple((src, comms_record(dest)) for src, dest in transforms)
-                        for bucket, transforms in ((KV_RUNS, (RUNS_REPUBLISH,)), (KV_TREE, TREE_EVENT_SOURCES))}
+COMMS_RECORD_SOURCES = {
+    KV_RUNS: ((RUNS_REPUBLISH[0], comms_record(_W1, "status")),),
+    KV_TREE: ((f"$KV.{KV_TREE}.{plan_key('*')}", comms_record(_W1, "plan")),
+              (f"$KV.{KV_TREE}.{lane_key('*', '*')}", comms_record(_W1, f"lane.{_W2}")),
+              (f"$KV.{KV_TREE}.{job_key('*', '*')}", comms_record(_W1, f"job.{_W2}")),
+              (f"$KV.{KV_TREE}.{task_key('*', '*')}", comms_record(_W1, f"task.{_W2}")))}
 """The same writes, sourced into PAS_COMMS as pas.comms.<run>.record.<rest>: a comms entry that repeats a
 record (a task started or ended, a job, lane, plan or run handed on or finished) is derived from the
 record's write by its readers (pas.runtime.comms.stored_entry), not published a second time."""

@@ -126,12 +126,11 @@ class GatewayRole(Role):
         if stored[1] is None:
             raise Conflict(f"run {run_id!r} already exists")
         R.remember_run(self.bus, run, stored[1])
-        await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
-                                         metadata={"lanes": lanes, "tasks": len(job.tasks or [])}))
-        # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
-        # The run and the job go along, so the architect reads neither back.
+        # The run record's creation is also the submitter's CMD entry (pas.runtime.comms.stored_entry: it
+        # names the NATS user the record names). Straight to the architect: root ends runs (integration,
+        # final status); starting one is no hop. The run and the job go along, so the architect reads
+        # neither back.
         work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
-        # (the run record's creation is also the gateway's "plan run" comms entry: pas.runtime.comms)
         await self.bus.publish_js(S.WORK_ARCHITECT, work, msg_id=f"{run_id}:architect")
         return wire.SubmitReply(run_id=run_id, status="queued")
 

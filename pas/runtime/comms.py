@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from pas.base.redact import redact, redact_obj
 from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.transport.auth import ANONYMOUS
 from pas.transport.streams import ALL, ReadOptions, read_raw
 
 if TYPE_CHECKING:
@@ -140,8 +141,9 @@ def record_entry(rec: wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.
                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""), rec.status,
                      tokens=rec.tokens or None, cost_usd=rec.cost_usd, metadata={**meta, "exit_code": rec.exit_code})
     if isinstance(rec, wire.RunRecord):
-        if rec.status == "queued":
-            return entry(rec.created_at, "gateway", "architect", "CMD", f"plan run {rec.run_id}: {rec.title}", "queued")
+        if rec.status == "queued":  # created on a submit: the command of the user the record names
+            return entry(rec.created_at, rec.submitted_by or ANONYMOUS, "gateway", "CMD", f"submit {rec.title!r}",
+                         "queued", metadata={"lanes": rec.lanes})
         if rec.status in ("completed", "failed"):  # root's ending (a cancel or a rejection is the gateway's)
             return entry(rec.finished_at, "root", "gateway", "STATUS", f"run {rec.run_id} {rec.status}", rec.status)
         return None
@@ -166,10 +168,6 @@ def record_entry(rec: wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.
 
 def _directors(lanes: list[str]) -> str:
     return f"dir-{lanes[0]}" if len(lanes) == 1 else "directors"
-
-
-def filter_subject(run_id: str | None = None, agent: str | None = None, msg_type: str | None = None) -> str:
-    return S.comms_filter(run_id, agent, msg_type)
 
 
 async def read(
@@ -199,7 +197,8 @@ async def read_numbered(
     how: ReadOptions = ALL,
 ) -> AsyncGenerator[tuple[int, wire.CommsEntry], None]:
     """read(), each entry with its PAS_COMMS sequence (the HMI fills gaps in its live log by it)."""
-    subjects: str | tuple[str, ...] = S.comms_type_filters(run_id, msg_type) if msg_type else filter_subject(run_id)
+    subjects: str | tuple[str, ...] = (S.comms_type_filters(run_id, msg_type) if msg_type else
+                                       S.comms_run(run_id) if run_id else S.COMMS_ALL)
     async for m in read_raw(js, S.STREAM_COMMS, subjects, how):
         try:
             e = stored_entry(m.subject, m.data, m.stored)
