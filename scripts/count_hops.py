@@ -1,6 +1,8 @@
 """Count what a job costs the bus, against a fresh nats-server and in-process agents at default
-settings: messages the server received (its /varz in_msgs, the counting's own requests included),
-queue deliveries (sum of every durable consumer's delivered count), stream writes (sum of every
+settings: messages the server received (its /varz in_msgs) and, of them, the background, which comes
+with time, not work: heartbeats and agent states (seen by subject) and the pull requests idle consumers
+renew (their rate measured over one expiry just before, the programmers' left out, pro-rated); queue
+deliveries (sum of every durable consumer's delivered count), stream writes (sum of every
 stream's last sequence, KV buckets included), KV reads (direct gets and MSG.GET requests seen on the
 bus), JetStream API requests by kind, and every message seen on the bus by subject (ids replaced by
 <run>, <job>, <task>, numbers by #), so each one left can be named.
@@ -45,18 +47,23 @@ class Counts:
     tasks: int
     ms: float = 0.0
     messages: float = 0.0
-    background: float = 0.0  # of messages: heartbeats and agent states, which come with time, not work
+    background: float = 0.0  # of messages: what an idle stack sends in as long (heartbeats, idle pulls)
     deliveries: float = 0.0
     writes: float = 0.0
     by_stream: dict[str, float] = field(default_factory=dict)
     api: dict[str, float] = field(default_factory=dict)
     seen: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def work(self) -> float:
+        """Messages per job that the work sent in: all of them but the background."""
+        return self.messages - self.background
+
     def lines(self, title: str) -> list[str]:
         reads = self.api.get("DIRECT.GET", 0) + self.api.get("STREAM.MSG", 0)
         out = [f"{title} ({self.jobs} job(s) of {self.tasks} task(s), {self.ms:.1f} ms each, incl. client waits):",
-               f"  messages in:      {self.messages:g}  (of which background: {self.background:g} heartbeats and "
-               "agent states)",
+               f"  messages in:      {self.messages:.1f}  (of which background: {self.background:.1f}, heartbeats and "
+               f"idle pulls; work: {self.work:.1f})",
                f"  queue deliveries: {self.deliveries:g}",
                f"  stream writes:    {self.writes:g}  " + ", ".join(f"{k}={v:g}" for k, v in sorted(self.by_stream.items())),
                f"  KV reads:         {reads:g}",
@@ -80,6 +87,27 @@ def in_msgs(varz: str) -> int:
     """Messages the server has received so far."""
     with urllib.request.urlopen(varz, timeout=5) as r:
         return int(json.load(r)["in_msgs"])
+
+
+IDLE_S = 2.0  # one expiry of every idle pull request (pas.transport.pull): each loop renews once in it
+
+
+async def renewals_per_s(tap: Any, seconds: float) -> float:
+    """The pull requests an idle stack renews per second (every consumer's loop, once per expiry), the
+    programmers' left out: during a job they pull for work, not idly (counted as work, an overcount at most)."""
+    pulls = 0
+    prog = S.js_next(S.STREAM_WORK, "prog-")
+
+    async def count(m: Any) -> None:
+        nonlocal pulls
+        pulls += not m.subject.startswith(prog)
+
+    sub = await tap.subscribe(S.js_next("*", "*"), cb=count)
+    await tap.flush()
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    await sub.unsubscribe()
+    return pulls / (time.monotonic() - t0)
 
 
 _NUMBER = re.compile(r"^\d+$")
@@ -139,21 +167,22 @@ async def stretch(nc: Any, js: Any, client: PasClient, varz: str, prefix: str, j
 
     tap = await nats.connect(nc.connected_url.geturl())
     await asyncio.sleep(0.5)
+    renewals = await renewals_per_s(tap, IDLE_S)
     d0, w0 = await totals(js)
-    m0 = in_msgs(varz)
     sub = await tap.subscribe(">", cb=on_any)
     await tap.flush()
-    started = time.monotonic()
+    m0, started = in_msgs(varz), time.monotonic()
     for run_id in sorted(run_ids):
         await one_job(nc, client, run_id, tasks)
     took = time.monotonic() - started
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # what the job still sends after its terminal event (acks, replies)
+    m1, window = in_msgs(varz), time.monotonic() - started
     await sub.unsubscribe()
     await tap.close()
     d1, w1 = await totals(js)
-    m1 = in_msgs(varz)
     by_stream = {k: (w1[k] - w0.get(k, 0)) / jobs for k in w1 if w1[k] != w0.get(k, 0)}
-    background = sum(n for s, n in seen.items() if s.startswith((S.heartbeat(""), S.kv_subject(S.KV_AGENTS, ""))))
+    beats = sum(n for s, n in seen.items() if s.startswith((S.heartbeat(""), S.kv_subject(S.KV_AGENTS, ""))))
+    background = min(beats + renewals * window, m1 - m0)
     return Counts(jobs=jobs, tasks=tasks, ms=took / jobs * 1000, messages=(m1 - m0) / jobs, background=background / jobs,
                   deliveries=(d1 - d0) / jobs, writes=sum(by_stream.values()), by_stream=by_stream,
                   api={k: v / jobs for k, v in api.items()}, seen={k: v / jobs for k, v in seen.items()})
@@ -183,8 +212,8 @@ async def measure(jobs: int, lane_tasks: int = 0, cfg: PasConfig | None = None) 
 
 def per_task(small: Counts, lane: Counts) -> float:
     """Messages per task of a lane beyond what a 1-task job costs, background left out of both (a lane
-    job runs for seconds: its agents beat meanwhile, whatever the work)."""
-    return ((lane.messages - lane.background) - (small.messages - small.background)) / (lane.tasks - 1)
+    job runs for seconds: its agents beat and renew their pulls meanwhile, whatever the work)."""
+    return (lane.work - small.work) / (lane.tasks - 1)
 
 
 async def main(jobs: int, lane_tasks: int, quiet: bool) -> None:
