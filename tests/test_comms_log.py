@@ -10,7 +10,7 @@ from typing import Any
 
 from pas.transport import auth
 from pas.transport.client import PasClient
-from tests.conftest import fast_args
+from tests.conftest import fast_args, wait_for
 
 
 def pas_log(url: str, *args: str) -> list[dict[str, Any]]:
@@ -32,13 +32,15 @@ async def test_comms_entry_survives_restart(tmp_path: Path, pas_procs: Any, monk
         assert st["status"] == "completed"
     finally:
         await client.close()
-    before = pas_log(up.url, "--run", "persist-1")
+    # root's STATUS is the run record's last write, copied into the log by the server a moment after the event
+    before = await wait_for(lambda: (got := pas_log(up.url, "--run", "persist-1")) and got[-1]["msg_type"] == "STATUS"
+                            and got, timeout_s=30, interval_s=0.5)
     assert up.terminate() == 0  # SIGTERM stops agents and the embedded nats-server
     again = pas_procs("--nats-port", "-1", "--data-dir", str(data), *fast_args(), name="second")
     after = pas_log(again.url, "--run", "persist-1")
     assert after == before and len(after) >= 10
     hops = {(e["from_agent"], e["to_agent"]) for e in after}
-    assert ("gateway", "architect") in hops and ("architect", "dir-docs") in hops and ("root", "gateway") in hops
+    assert {("client", "gateway"), ("architect", "dir-docs"), ("dir-docs", "mgr-docs"), ("root", "gateway")} <= hops, hops
     assert all(set(e) >= {"ts", "from_agent", "to_agent", "msg_type", "message", "run_id", "status"} for e in after)
 
     # filters: by agent (sender or receiver), by type, by time
