@@ -40,7 +40,8 @@ async def test_comms_entry_survives_restart(tmp_path: Path, pas_procs: Any, monk
     after = pas_log(again.url, "--run", "persist-1")
     assert after == before and len(after) >= 10
     hops = {(e["from_agent"], e["to_agent"]) for e in after}
-    assert {("client", "gateway"), ("architect", "dir-docs"), ("dir-docs", "mgr-docs"), ("root", "gateway")} <= hops, hops
+    assert {("client", "gateway"), ("gateway", "architect"), ("architect", "dir-docs"), ("dir-docs", "mgr-docs"),
+            ("root", "gateway")} <= hops, hops
     assert all(set(e) >= {"ts", "from_agent", "to_agent", "msg_type", "message", "run_id", "status"} for e in after)
 
     # filters: by agent (sender or receiver), by type, by time

@@ -228,7 +228,7 @@ async def test_job_runs_end_to_end_with_permissions_on(secured: Stack, caplog: A
         async def every_tier_logged() -> bool:  # the record writes' entries: there once the server copied them
             # the submitter (the run record names the NATS user), and each tier whose record or entry it is
             senders = {e.from_agent async for e in comms.read(client.nc.jetstream(), run_id="sec-1")}
-            return {"client", "root", "architect", "dir-code", "mgr-code-01"} <= senders
+            return {"client", "gateway", "root", "architect", "dir-code", "mgr-code-01"} <= senders
 
         await wait_for(every_tier_logged, 20, 0.2)
         cancel = await client.submit({"title": "to cancel", "run_id": "sec-2", "tasks": [
@@ -289,8 +289,8 @@ async def test_http_adapter_forwards_as_adapter(tmp_path: Path) -> None:
             assert run.json()["lane_states"][0]["status"] == "completed"  # KV pas_tree read as adapter
             await poll(lambda: c.get(f"{hmi}/api/agents"),  # KV pas_agents, written by the monitor, read by the adapter
                        lambda r: {a["id"] for a in r.json()["agents"] if a["state"] == "alive"} >= set(AGENTS))
-            comms = await poll(lambda: c.get(f"{hmi}/api/comms", params={"run": "http-1"}),  # the adapter submitted it
-                               lambda r: {"adapter", "root"} <= {e["from_agent"] for e in r.json()["entries"]})
+            comms = await poll(lambda: c.get(f"{hmi}/api/comms", params={"run": "http-1"}),  # a plain submit: anonymous
+                               lambda r: {"anonymous", "gateway", "root"} <= {e["from_agent"] for e in r.json()["entries"]})
             assert comms.status_code == 200
             r = await c.post(f"{hmi}/api/agents/prog-002/model", json={"primary": "gpt-4o"})
             assert r.status_code == 200 and r.json()["model"] == "gpt-4o", r.text

@@ -381,13 +381,15 @@ TREE_EVENT_SOURCES = ((f"$KV.{KV_TREE}.{plan_key('*')}", run_plan(_W1)),
 """The pas_tree records PAS_EVENTS keeps (a run's request, usage and rerun notes are not events)."""
 COMMS_RECORD_SOURCES = {
     KV_RUNS: ((RUNS_REPUBLISH[0], comms_record(_W1, "status")),),
-    KV_TREE: ((f"$KV.{KV_TREE}.{plan_key('*')}", comms_record(_W1, "plan")),
+    KV_TREE: ((f"$KV.{KV_TREE}.{request_key('*')}", comms_record(_W1, "request")),
+              (f"$KV.{KV_TREE}.{plan_key('*')}", comms_record(_W1, "plan")),
               (f"$KV.{KV_TREE}.{lane_key('*', '*')}", comms_record(_W1, f"lane.{_W2}")),
               (f"$KV.{KV_TREE}.{job_key('*', '*')}", comms_record(_W1, f"job.{_W2}")),
               (f"$KV.{KV_TREE}.{task_key('*', '*')}", comms_record(_W1, f"task.{_W2}")))}
-"""The same writes, sourced into PAS_COMMS as pas.comms.<run>.record.<rest>: a comms entry that repeats a
-record (a task started or ended, a job, lane, plan or run handed on or finished) is derived from the
-record's write by its readers (pas.runtime.comms.stored_entry), not published a second time."""
+"""The same writes and the run's request, sourced into PAS_COMMS as pas.comms.<run>.record.<rest>: a comms
+entry that repeats a record (a run submitted and handed to the architect, a task started or ended, a job,
+lane, plan or run handed on or finished) is derived from the record's write by its readers
+(pas.runtime.comms.stored_entry), not published a second time."""
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"

@@ -4,9 +4,9 @@ Subject: pas.comms.<run_id>.<from_agent>.<msg_type>, so `nats stream view PAS_CO
 `nats sub 'pas.comms.<run>.>'` selects one run, and 'pas.comms.*.<agent>.>' one sender.
 The call shape is the one the original design insisted on: log(from, to, type, message, run, status).
 
-One write per fact: a message that a record's write already says (a programmer starting or ending a
-task, a job, lane or plan finished, a run submitted to the architect or ended by root, the plan and a
-lane handed on) is not logged by its agent. The server sources every run record write into PAS_COMMS
+One write per fact: a message that a record's write already says (a run submitted, and its request
+stored for the architect; the plan and a lane handed on; a programmer starting or ending a task; a job,
+lane or plan finished; a run ended by root) is not logged by its agent. The server sources every run record write into PAS_COMMS
 too (pas.comms.<run>.record.<rest>, pas.protocol.subjects.COMMS_RECORD_SOURCES), and every reader turns
 those into the entries they stand for with stored_entry(): pas log, the HMI, pas replay, MCP's run_log.
 A record is written by its owner only (pas.transport.auth), so such an entry is as trustworthy as an
@@ -96,6 +96,11 @@ class CommsLog:
             await self.nc.publish(subject, data)
 
 
+Record = wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.JobRecord | wire.TaskRecord
+_RECORD_TYPES: dict[str, type[Any]] = {"status": wire.RunRecord, "plan": wire.PlanRecord, "lane": wire.LaneRecord,
+                                       "job": wire.JobRecord, "task": wire.TaskRecord}
+
+
 def stored_entry(subject: str, data: bytes, stored: datetime) -> wire.CommsEntry | None:
     """The entry a PAS_COMMS message is: an agent's own (its body checked against its subject), or the
     one a record write stands for (stored: when the server stored it; None: a write that tells nothing
@@ -109,19 +114,18 @@ def stored_entry(subject: str, data: bytes, stored: datetime) -> wire.CommsEntry
     kind = S.parse_run(event)
     if kind is None or not data:
         return None  # a record's deletion
+    if kind.kind == "request":  # the job as submitted, stored by the gateway for the architect: its hand-over
+        job: wire.JobSubmit = wire.decode(data, wire.JobSubmit)
+        return wire.CommsEntry(ts=stored, from_agent="gateway", to_agent="architect", msg_type="CMD",
+                               message=f"plan run {kind.run_id}: {job.title}", run_id=kind.run_id, status="queued")
     typ = _RECORD_TYPES.get(kind.kind)
     if typ is None:
         return None
-    rec: wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.JobRecord | wire.TaskRecord = wire.decode(data, typ)
+    rec: Record = wire.decode(data, typ)
     return record_entry(rec, stored)
 
 
-_RECORD_TYPES: dict[str, type[Any]] = {"status": wire.RunRecord, "plan": wire.PlanRecord, "lane": wire.LaneRecord,
-                                       "job": wire.JobRecord, "task": wire.TaskRecord}
-
-
-def record_entry(rec: wire.RunRecord | wire.PlanRecord | wire.LaneRecord | wire.JobRecord | wire.TaskRecord,
-                 stored: datetime) -> wire.CommsEntry | None:
+def record_entry(rec: Record, stored: datetime) -> wire.CommsEntry | None:
     """The comms entry a record write stands for, in the words its agent used to log it; None for a
     write that is no message between agents."""
     def entry(ts: datetime | None, frm: str, to: str, typ: str, message: str, status: str,
