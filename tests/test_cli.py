@@ -70,8 +70,13 @@ def test_agents_log_and_model_set_with_nats_users(url: str, tmp_path: Any, monke
     assert len(rows) == 26 and all(r["state"] == "alive" for r in rows), rows
     p = pas("submit", "logged", "--task", "docs:true", "--wait", "--nats-url", url)
     run_id = p.stdout.splitlines()[0].strip()
-    log = pas("log", "--run", run_id, "--json", "--nats-url", url)
-    assert log.returncode == 0 and {"gateway", "root"} <= {json.loads(x)["from_agent"] for x in log.stdout.splitlines()}
+    while True:  # root's STATUS is the run record's last write, copied into the log a moment after the event
+        log = pas("log", "--run", run_id, "--json", "--nats-url", url)
+        senders = {json.loads(x)["from_agent"] for x in log.stdout.splitlines()} if log.returncode == 0 else set()
+        if {"gateway", "root"} <= senders or time.monotonic() > deadline + 20:
+            break
+        time.sleep(0.2)
+    assert log.returncode == 0 and {"gateway", "root"} <= senders, log.stdout
     m = pas("model", "set", "prog-003", "gpt-4o", "--nats-url", url)
     assert m.returncode == 0 and "prog-003: model=gpt-4o" in m.stdout, m.stderr
     monkeypatch.setenv("PAS_CREDS_DIR", str(tmp_path / "elsewhere"))

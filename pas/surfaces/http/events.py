@@ -3,7 +3,7 @@
     pas.hb.*                      -> "beats"  {agent: latest beat}
     pas.alert.agent.*             -> "alert"  (dead / recovered, from the heartbeat monitor)
     pas.run.<run>.{status,lane,job,task}.* -> "runs" {t, items: [{kind, run_id, data}]}
-    PAS_COMMS (pas.comms.>)       -> "comms"  {t, entries: [CommsEntry + seq], upto?}
+    PAS_COMMS (pas.comms.>)       -> "comms"  {t, entries: [CommsEntry + seq], upto?, seqs?}
     pas.ctl.*.model_changed       -> "model"  (the change an agent announces after set_model)
 
 Nothing is lost between the bus and the page, and neither browsers nor the event rate make the hub
@@ -16,7 +16,9 @@ costly (issue 22):
   the current state of every object that changed since what it was last sent (from the hub's
   latest states, bounded by the live objects, not by the events), and `upto`, the last comms
   sequence read; the page fills the hole in the comms from PAS_COMMS by sequence
-  (GET /api/comms?start_seq=). Never a silent gap.
+  (GET /api/comms?start_seq=). Never a silent gap. A batch's `seqs` is the first and last sequence its
+  entries come from: a record write read between them that stands for no entry (a task queued) is no
+  hole for the page to read back.
 Each batch carries `t`, when the hub received the oldest item in it (ms since the epoch), so the page
 can say how far behind the bus it is.
 
@@ -146,6 +148,7 @@ class EventHub:
         self.live: list[Any] = []  # what follows runs and comms, held while a browser listens
         self._comms_stop: asyncio.Event | None = None
         self._comms_next = 0  # the PAS_COMMS sequence the reader goes on from
+        self._comms_sent = 0  # the last PAS_COMMS sequence a batch sent to the pages covers
         self._follow_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[Any] | None = None
@@ -185,6 +188,7 @@ class EventHub:
         try:
             info = await self.js.stream_info(S.STREAM_COMMS)
             self._comms_next = (info.state.last_seq or 0) + 1
+            self._comms_sent = self._comms_next - 1
         except Exception as e:
             log.warning("no comms for the HMI: %s %r", S.STREAM_COMMS, e)
             return asyncio.ensure_future(stop.wait())
@@ -298,7 +302,12 @@ class EventHub:
         self.version += 1
         changed = self._remember(runs)
         t = t0 if t0 is not None else time.time() * 1000
-        data = self._encode(t, changed, comms, beats)
+        # the sequences the batch covers: its entries, and the record writes read meanwhile that are no
+        # entry (a task queued, ...), which a page must not take for a hole to read back
+        seqs = (self._comms_sent + 1, self._comms_next - 1) if comms else None
+        if comms:
+            self._comms_sent = self._comms_next - 1
+        data = self._encode(t, changed, comms, beats, seqs=seqs)
         chunk = Chunk(self.version, t, data) if data else None
         self.stats.chunks += 1
         self.stats.run_states_sent += len(changed)
@@ -337,14 +346,15 @@ class EventHub:
 
     @staticmethod
     def _encode(t: float, states: list[State], comms: list[str], beats: dict[str, Any],
-                upto: int | None = None) -> bytes:
+                upto: int | None = None, seqs: tuple[int, int] | None = None) -> bytes:
         """SSE text of a batch: runs (t, items), comms (t, entries[, upto]: the last sequence the hub
-        has read, so a page can fill a hole at the end too) and beats."""
+        has read, so a page can fill a hole at the end too[, seqs]: the first and last sequence the
+        entries come from, none missing between) and beats."""
         out = []
         if states:
             out.append(f'event: runs\ndata: {{"t":{t},"items":[{",".join(s.text for s in states)}]}}\n\n')
         if comms or upto is not None:
-            tail = "" if upto is None else f',"upto":{upto}'
+            tail = ("" if upto is None else f',"upto":{upto}') + ("" if seqs is None else f',"seqs":[{seqs[0]},{seqs[1]}]')
             out.append(f'event: comms\ndata: {{"t":{t},"entries":[{",".join(comms)}]{tail}}}\n\n')
         if beats:
             out.append(sse("beats", beats))

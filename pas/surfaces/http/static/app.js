@@ -88,7 +88,7 @@ function connect() {
   es.addEventListener("comms", (m) => {
     const batch = JSON.parse(m.data);
     received(batch.t);
-    if (!$("f-pause").checked) onComms(batch.entries, batch.upto);
+    if (!$("f-pause").checked) onComms(batch.entries, batch.upto, batch.seqs);
     markDirty();
   });
 }

@@ -71,13 +71,17 @@ function addLog(entries) {
 }
 
 /* Live entries, in stream order: a hole in the sequence is read back from PAS_COMMS. upto (after the
-   adapter caught this page up instead of sending what it missed): the last sequence it has read. */
-function onComms(entries, upto) {
+   adapter caught this page up instead of sending what it missed): the last sequence it has read.
+   seqs: the first and last sequence the batch covers, nothing missing between (a record write that is
+   no entry, e.g. a task queued, has a sequence but nothing to show). */
+function onComms(entries, upto, seqs) {
+  if (seqs && S.liveSeq !== null && seqs[0] > S.liveSeq + 1) fillGap(S.liveSeq + 1, seqs[0] - 1);
   for (const e of entries) {
-    if (S.liveSeq !== null && e.seq > S.liveSeq + 1) fillGap(S.liveSeq + 1, e.seq - 1);
+    if (!seqs && S.liveSeq !== null && e.seq > S.liveSeq + 1) fillGap(S.liveSeq + 1, e.seq - 1);
     if (S.liveSeq === null || e.seq > S.liveSeq) S.liveSeq = e.seq;
     if (S.trace) S.trace.comms(e);
   }
+  if (seqs && (S.liveSeq === null || seqs[1] > S.liveSeq)) S.liveSeq = seqs[1];
   if (typeof upto === "number" && S.liveSeq !== null && upto > S.liveSeq) {
     fillGap(S.liveSeq + 1, upto);
     S.liveSeq = upto;
