@@ -178,3 +178,29 @@ async def test_comms_a_caught_up_client_missed_are_refilled_by_sequence(
     got = [(seq, e.message) async for seq, e in read_numbered(js, how=ReadOptions(start_seq=last - 120)) if seq <= last]
     assert [m for _, m in got][-120:] == [f"line {i}" for i in range(120)]
     await stream.aclose()
+
+
+async def test_record_writes_reach_the_page_as_entries_with_no_hole(hub: tuple[EventHub, Any]) -> None:
+    """A run record's write is in PAS_COMMS too (the server sources it): the page gets it as the comms
+    entry it stands for. A write that stands for none (a task queued) still has a sequence; the batch's
+    `seqs` covers it, so the page does not take it for a hole to read back."""
+    h, pub = hub
+    stream = h.stream({"hi": 1})
+    assert await anext(stream) == b"retry: 1000\n\n"
+    assert (await anext(stream)).startswith(b"event: hello")
+    js = pub.jetstream()
+    key = S.kv_subject(S.KV_TREE, S.task_key("rw1", "t1"))
+    rec = wire.TaskRecord(task_id="t1", run_id="rw1", job_id="j", lane="code", manager="mgr-code-01",
+                          executor="echo", instruction="hi")
+    await js.publish(key, wire.encode(rec))  # queued: no entry
+    rec.status, rec.programmer, rec.attempts, rec.started_at = "running", "prog-001", 1, wire.now()
+    await js.publish(key, wire.encode(rec))
+    batch: dict[str, Any] = {}
+    while not batch.get("entries"):
+        batch = next(b for e, b in await next_events(stream) + [("comms", {})] if e == "comms")
+    [entry] = batch["entries"]
+    assert (entry["from_agent"], entry["to_agent"], entry["msg_type"]) == ("prog-001", "mgr-code-01", "CMD")
+    assert entry["message"] == "run task t1 (attempt 1)"
+    first, last = batch["seqs"]
+    assert first < entry["seq"] == last  # the queued write, before it, is covered
+    await stream.aclose()
