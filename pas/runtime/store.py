@@ -1,0 +1,370 @@
+"""The run store: every run, plan, lane, job and task record of PAS, behind one typed API.
+
+Records live in KV: pas_runs (run id -> RunRecord) and pas_tree (<run>.request, <run>.plan, <run>.lane.<l>,
+<run>.job.<j>, <run>.task.<t>; keys built in pas.protocol.subjects). No run state lives only in memory: any
+process can die and any other carries on from the keys. What a process keeps is a cache that saves reads:
+
+- the records it last wrote (encoded, with their revision): before a compare-and-set a record must be read,
+  and in one process (`pas up`, a Stack) it is nearly always the one this process has just written (the
+  gateway's new run, the manager's job, the last sibling's update). Nothing is decided from it alone: the
+  compare-and-set checks the revision, a lost race drops the entry and reads the store. Only records still
+  queued or running are kept, and plans (root checks a done.plan against the plan as this process's
+  architect wrote it, pas.roles.root); task records are kept without a revision (the managers write them
+  whole, pas.runtime.taskowner). A reconnect forgets them all (pas.surfaces.stack): a cancel might have
+  gone unheard;
+- a lock per parent record, so that siblings finishing in this process take turns (other processes lose a
+  compare-and-set and read again), and the completions carried by a sibling's write (group commit).
+
+That memory is the process's (`Memory`), shared by its agents; each agent has a RunStore of its own over it,
+because each agent writes with its own NATS identity (pas.transport.auth). Every write goes through
+Bus.kv_* (pas.transport.bus.retry_js, the one retry policy); the one write not awaited, a task's "running",
+is a progress state that the acknowledged result supersedes (put_task_progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeAlias, TypeVar
+
+from nats.js.errors import KeyWrongLastSequenceError
+
+from pas.base.errors import Conflict
+from pas.protocol import subjects as S
+from pas.protocol import wire
+from pas.transport.bus import Bus
+
+CACHED_RECORDS = 20000
+LIVE = ("queued", "running")
+LOCKS = 10000
+
+T = TypeVar("T")
+Parent: TypeAlias = wire.JobRecord | wire.LaneRecord | wire.PlanRecord
+"""A record with children: a job (its tasks), a lane (its jobs), a plan (its lanes)."""
+P = TypeVar("P", bound=Parent)
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[T]):
+    """A record and the revision it was read or written at (what a compare-and-set is checked against)."""
+
+    record: T
+    rev: int
+
+
+@dataclass(frozen=True)
+class Noted(Generic[P]):
+    """A child's completion noted in its parent: the parent as written, and whether this write finished it
+    (True for exactly one caller)."""
+
+    parent: P
+    finished_now: bool
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """Where a child's completion is noted: its parent's key and type, and the child's id there."""
+
+    key: str
+    typ: type[Parent]
+    child: str
+
+
+def parent_of(ev: wire.RunEvent) -> ParentRef | None:
+    """The walk upward: the record whose child ev announces (task -> job -> lane -> plan); None for a plan
+    or a run, which have no parent record."""
+    if ev.kind == "task":
+        return ParentRef(S.job_key(ev.run_id, ev.job_id or ""), wire.JobRecord, ev.task_id or "")
+    if ev.kind == "job":
+        return ParentRef(S.lane_key(ev.run_id, ev.lane or ""), wire.LaneRecord, ev.job_id or "")
+    if ev.kind == "lane":
+        return ParentRef(S.plan_key(ev.run_id), wire.PlanRecord, ev.lane or "")
+    return None
+
+
+def children(rec: Parent) -> list[str]:
+    """The ids of a parent's children."""
+    if isinstance(rec, wire.JobRecord):
+        return rec.tasks
+    if isinstance(rec, wire.LaneRecord):
+        return rec.jobs
+    return rec.lanes
+
+
+def rollup(statuses: list[str]) -> str:
+    """Status of a parent from its children's terminal statuses."""
+    if any(s == "cancelled" for s in statuses):
+        return "cancelled"
+    if any(s == "rejected" for s in statuses):
+        return "rejected"  # the plan was rejected (approval mode): its held tasks never ran
+    # A task dropped at approval ("skipped") does not fail its job.
+    return "completed" if all(s in ("completed", "skipped") for s in statuses) else "failed"
+
+
+def _run_entry(run_id: str) -> str:
+    """The cache entry of a pas_runs record (pas_tree keys are used as they are: they never clash)."""
+    return f"{S.KV_RUNS}:{run_id}"
+
+
+def _task_entry(key: str) -> str:
+    return f"task:{key}"
+
+
+def _done(value: T) -> asyncio.Future[T]:
+    fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+@dataclass
+class Memory:
+    """What a process's agents share of the store (see the module docstring)."""
+
+    records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        """Drop every cached record (a reconnect: what was written meanwhile is read from the store)."""
+        self.records.clear()
+
+    def keep(self, entry: str, rec: object, rev: int) -> None:
+        if len(self.records) >= CACHED_RECORDS:
+            self.records.clear()
+        self.records[entry] = (wire.encode(rec), rev)
+
+    def cached(self, entry: str, typ: type[T]) -> Versioned[T] | None:
+        got = self.records.get(entry)
+        return Versioned(wire.decode(got[0], typ), got[1]) if got is not None else None
+
+    def lock(self, key: str) -> asyncio.Lock:
+        if len(self.locks) > LOCKS:
+            for k in [k for k, lk in self.locks.items() if not lk.locked()]:
+                del self.locks[k]
+        return self.locks.setdefault(key, asyncio.Lock())
+
+
+class RunStore:
+    """One agent's access to the run records: the agent's connection over its process's Memory."""
+
+    def __init__(self, bus: Bus, memory: Memory | None = None) -> None:
+        self.bus = bus
+        self.memory = memory if memory is not None else Memory()
+
+    # ---- the last-write cache ---------------------------------------------------------------------------
+    def _remember(self, entry: str, rec: object, rev: int) -> None:
+        """The record just written (revision rev), for the next compare-and-set."""
+        if (getattr(rec, "status", "") not in LIVE and not isinstance(rec, wire.PlanRecord)) or not rev:
+            self.memory.records.pop(entry, None)
+            return
+        self.memory.keep(entry, rec, rev)
+
+    async def _update(self, bucket: str, key: str, entry: str, rec: object, rev: int) -> None:
+        """Compare-and-set rec at key over revision rev, and remember it. A lost race drops the entry
+        (another process wrote it, or the copy was old) and raises KeyWrongLastSequenceError: the caller
+        reads the store and tries again."""
+        try:
+            new = await self.bus.kv_update(bucket, key, wire.encode(rec), rev)
+        except KeyWrongLastSequenceError:
+            self.memory.records.pop(entry, None)
+            raise
+        self._remember(entry, rec, new)
+
+    # ---- runs (pas_runs) --------------------------------------------------------------------------------
+    async def run(self, run_id: str) -> Versioned[wire.RunRecord] | None:
+        """The run as stored."""
+        return await self._get(S.KV_RUNS, run_id, wire.RunRecord)
+
+    def cached_run(self, run_id: str) -> Versioned[wire.RunRecord] | None:
+        """The run as this process last wrote it (None if it did not, or it has ended). For a first look
+        that a compare-and-set or a cancel event corrects; replies read the store."""
+        return self.memory.cached(_run_entry(run_id), wire.RunRecord)
+
+    async def known_run(self, run_id: str) -> Versioned[wire.RunRecord] | None:
+        """cached_run(), else the stored record."""
+        return self.cached_run(run_id) or await self.run(run_id)
+
+    async def is_cancelled(self, run_id: str) -> bool:
+        got = await self.run(run_id)
+        return got is not None and got.record.status == "cancelled"
+
+    async def runs(self) -> list[wire.RunRecord]:
+        """Every run record."""
+        return await self.bus.kv_values(S.KV_RUNS, ">", wire.RunRecord)
+
+    async def create_run(self, run: wire.RunRecord, request: bytes) -> int:
+        """Store a new run and its request (the JobSubmit, encoded), both create-if-absent, in one round
+        trip; the run's revision. Conflict if the run exists (an existing run's request is never replaced;
+        a request found without its run is left be)."""
+        stored = await asyncio.gather(self.bus.kv_create(S.KV_TREE, S.request_key(run.run_id), request),
+                                      self.bus.kv_create(S.KV_RUNS, run.run_id, run))
+        if stored[0] is None and stored[1] is not None:
+            await self.bus.kv_delete(S.KV_RUNS, run.run_id, last=stored[1])
+        if stored[0] is None or stored[1] is None:
+            raise Conflict(f"run {run.run_id!r} already exists")
+        self._remember(_run_entry(run.run_id), run, stored[1])
+        return stored[1]
+
+    async def dedupe(self, key_hash: str, run_id: str, nonce: str) -> str | None:
+        """Claim an idempotency key (its hash) for run_id: None if claimed now, else the run id that holds it.
+        "<run id> <nonce>": Bus.kv_create counts a key holding exactly its value as its own stored but
+        unacknowledged attempt, so each attempt writes a value of its own."""
+        if await self.bus.kv_create(S.KV_IDEMPOTENCY, key_hash, f"{run_id} {nonce}".encode()) is not None:
+            return None
+        got = await self._get(S.KV_IDEMPOTENCY, key_hash, bytes)
+        return got.record.decode().split(" ")[0] if got else run_id
+
+    async def update_run(self, run_id: str, change: Callable[[wire.RunRecord], Awaitable[bool] | bool],
+                         read: Versioned[wire.RunRecord] | None = None) -> wire.RunRecord | None:
+        """The one way pas_runs is written after the run's creation (start, cancel, decide, finish):
+        compare-and-set. change() edits the record and says whether to write; it is called again on a
+        lost race. `read`: the record the caller has just read (saves the first read). The run if this
+        caller wrote it, else None (no such run, or change() declined)."""
+        while True:
+            got, read = read or self.cached_run(run_id) or await self.run(run_id), None
+            if got is None:
+                return None
+            run = got.record
+            ok = change(run)
+            if not isinstance(ok, bool):
+                ok = await ok
+            if not ok:
+                return None
+            try:
+                await self._update(S.KV_RUNS, run_id, _run_entry(run_id), run, got.rev)
+                return run
+            except KeyWrongLastSequenceError:
+                continue  # another writer (or our own write whose ack was lost): read again
+
+    async def mark_degraded(self, run_id: str, reason: str, lanes: list[str] | None = None) -> None:
+        """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen),
+        by compare-and-set, so a concurrent note from another tier is not lost."""
+
+        def change(run: wire.RunRecord) -> bool:
+            if reason:
+                run.degraded = True
+                run.message = (run.message + "; " if run.message else "") + f"degraded: {reason}"[:500]
+            if lanes is not None:
+                run.lanes = lanes
+            return True
+
+        await self.update_run(run_id, change)
+
+    # ---- the tree (pas_tree) ----------------------------------------------------------------------------
+    async def get(self, key: str, typ: type[T]) -> Versioned[T] | None:
+        """A pas_tree record as stored."""
+        return await self._get(S.KV_TREE, key, typ)
+
+    def read_soon(self, key: str, typ: type[T]) -> asyncio.Future[Versioned[T] | None]:
+        """A pas_tree record as this process last wrote it, else its read from the store (started now:
+        the caller awaits it when it needs it)."""
+        got = self.memory.cached(key, typ)
+        return _done(got) if got is not None else asyncio.ensure_future(self.get(key, typ))
+
+    async def put(self, key: str, rec: Parent) -> int:
+        """Write a parent's record (a job, lane or plan) and remember it for its children's updates."""
+        rev = await self.bus.kv_put(S.KV_TREE, key, rec)
+        self._remember(key, rec, rev)
+        return rev
+
+    async def request(self, run_id: str) -> Versioned[wire.JobSubmit] | None:
+        """The run's request as the gateway stored it."""
+        return await self.get(S.request_key(run_id), wire.JobSubmit)
+
+    async def tasks(self, run_id: str) -> list[wire.TaskRecord]:
+        return await self.bus.kv_values(S.KV_TREE, S.tasks_of(run_id), wire.TaskRecord)
+
+    async def jobs(self, run_id: str) -> list[wire.JobRecord]:
+        return await self.bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
+
+    # ---- a child finished: noted in its parent ----------------------------------------------------------
+    async def note_child(self, ref: ParentRef, status: str) -> Noted[Parent] | None:
+        """Note that one child (task of a job, job of a lane, lane of a plan) finished, with compare-and-set
+        on the parent's record: O(1) reads per completion however many children there are. None if the
+        parent does not exist."""
+        async with self.memory.lock(ref.key):  # siblings in this process take turns; other processes retry
+            return await self._note(ref, {ref.child: status})
+
+    async def note_children(self, ref: ParentRef, status: str) -> Noted[Parent] | None:
+        """note_child, where siblings finishing in this process at the same time share one compare-and-set:
+        while one sibling's write is in flight, the next ones wait for the lock, and the first of them to
+        get it writes them all (group commit). The one whose write it was gets the result; the others get
+        None: they have nothing more to do (the writer goes up if the parent finished). Not for a
+        redelivery, which may have to re-announce (note_child)."""
+        waiting = self.memory.carried.setdefault(ref.key, {})
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting[ref.child] = (status, mine)
+        async with self.memory.lock(ref.key):
+            if mine.done():  # a sibling's write carried this completion
+                mine.result()  # (raises what that write raised: this completion is then retried)
+                return None
+            batch = self.memory.carried.pop(ref.key, {})
+            try:
+                res = await self._note(ref, {c: st for c, (st, _) in batch.items()})
+            except BaseException as e:
+                for _, fut in batch.values():
+                    if fut is not mine and not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else RuntimeError("the sibling's write stopped"))
+                raise
+            for _, fut in batch.values():
+                if fut is not mine and not fut.done():
+                    fut.set_result(None)
+            return res
+
+    async def _note(self, ref: ParentRef, done: dict[str, str]) -> Noted[Parent] | None:
+        while True:
+            # Under the lock, this process's own last write is newer than any read.
+            got: Versioned[Parent] | None = self.memory.cached(ref.key, ref.typ) or await self.get(ref.key, ref.typ)
+            if got is None:
+                return None
+            rec = got.record
+            if rec.status != "running":
+                return Noted(rec, False)  # finished before (a redelivery): the caller re-announces
+            total = children(rec)
+            rec.done.update({c: st for c, st in done.items() if c in total})  # (a child it does not have: no note)
+            if all(c in rec.done for c in total):
+                rec.status = rollup([rec.done[c] for c in total])
+            try:
+                await self._update(S.KV_TREE, ref.key, ref.key, rec, got.rev)
+            except KeyWrongLastSequenceError:
+                continue  # a sibling finished at the same moment (or our own write's ack was lost): read again
+            return Noted(rec, rec.status != "running")
+
+    # ---- task records: the lane's managers' (pas.runtime.taskowner) --------------------------------------
+    async def task(self, key: str) -> Versioned[wire.TaskRecord] | None:
+        """A task record as stored."""
+        return await self.get(key, wire.TaskRecord)
+
+    def written_task(self, key: str) -> wire.TaskRecord | None:
+        """The task record as this process last wrote it."""
+        got = self.memory.cached(_task_entry(key), wire.TaskRecord)
+        return got.record if got is not None else None
+
+    def remember_task(self, key: str, rec: wire.TaskRecord) -> None:
+        """Keep a task record as this process writes it (no revision: written whole, never by compare-and-set)."""
+        self.memory.keep(_task_entry(key), rec, 0)
+
+    def forget_task(self, key: str) -> None:
+        self.memory.records.pop(_task_entry(key), None)
+
+    def create_task(self, key: str, rec: wire.TaskRecord) -> Awaitable[int | None]:
+        """Create-if-absent (None: the key holds another record already, e.g. a redelivered job card)."""
+        return self.bus.kv_create(S.KV_TREE, key, rec)
+
+    async def put_task(self, key: str, rec: wire.TaskRecord) -> None:
+        await self.bus.kv_put(S.KV_TREE, key, rec)
+
+    async def put_task_progress(self, key: str, rec: wire.TaskRecord) -> None:
+        """A task's "running", not awaited by the store: superseded by the acknowledged result
+        (pas.transport.bus.Bus.kv_put_nowait)."""
+        await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
+
+    async def update_task(self, key: str, rec: wire.TaskRecord, rev: int) -> None:
+        """Compare-and-set: KeyWrongLastSequenceError if the record changed since rev."""
+        await self.bus.kv_update(S.KV_TREE, key, wire.encode(rec), rev)
+
+    # ---- reads ------------------------------------------------------------------------------------------
+    async def _get(self, bucket: str, key: str, typ: type[T]) -> Versioned[T] | None:
+        got = await self.bus.kv_get(bucket, key, typ)
+        return Versioned(got[0], got[1]) if got is not None else None
