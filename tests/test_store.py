@@ -10,10 +10,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from nats.js.errors import KeyWrongLastSequenceError
 
-from pas.base.errors import Conflict
+from pas.base.errors import Conflict, Forbidden, NotFound
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.store import Memory, Noted, ParentRef, RunStore, Versioned, children, parent_of
@@ -228,5 +229,37 @@ async def test_task_records_as_this_process_wrote_them(nats_server: Any) -> None
             await store.update_task(key, rec, stored.rev)  # the record changed since that revision
         store.forget_task(key)
         assert store.written_task(key) is None
+    finally:
+        await store.bus.close()
+
+
+async def test_start_cancel_finish_a_run(nats_server: Any) -> None:
+    """The run's lifecycle through the store: started once, cancelled once (NotFound, Conflict, and the
+    caller's own check refusing), and an ending that finds the run cancelled meanwhile leaves it be."""
+    store = RunStore(await Bus.open(nats_server.url, make_cfg(), name="st-life"))
+    try:
+        run = _run("st-life1", status="queued")
+        await store.create_run(run, b"{}")
+        started = await store.start_run(run.run_id)
+        assert started is not None and started.status == "running" and started.started_at is not None
+        assert await store.start_run(run.run_id) is None  # started before
+        read = await store.run(run.run_id)
+        assert read is not None
+
+        def refuse(r: wire.RunRecord) -> None:
+            raise Forbidden(f"not yours: {r.run_id}")
+
+        with pytest.raises(Forbidden):
+            await store.cancel_run(run.run_id, refuse)
+        cancelled = await store.cancel_run(run.run_id, lambda r: None)
+        assert cancelled.status == "cancelled" and cancelled.message == "cancelled by request"
+        with pytest.raises(Conflict):
+            await store.cancel_run(run.run_id, lambda r: None)
+        with pytest.raises(NotFound):
+            await store.cancel_run("st-life-none", lambda r: None)
+        end = msgspec.structs.replace(read.record, status="completed", finished_at=wire.now(), message="done")
+        assert await store.finish_run(end, read) is None  # the cancel stands
+        stored = await store.run(run.run_id)
+        assert stored is not None and stored.record.status == "cancelled"
     finally:
         await store.bus.close()

@@ -35,12 +35,6 @@ class ArchitectRole(Role):
         ]
 
     async def plan(self, ref: wire.PlanWork, ctx: WorkCtx) -> None:
-        def start(run: wire.RunRecord) -> bool:
-            if run.status != "queued":
-                return False
-            run.status, run.started_at = "running", wire.now()
-            return True
-
         got: Versioned[wire.RunRecord] | None
         req: Versioned[wire.JobSubmit] | None
         if ref.run is not None and ref.job is not None and not ctx.redelivered:
@@ -63,7 +57,7 @@ class ArchitectRole(Role):
         # The start (compare-and-set on the run just read) and, without a model to ask, the plan
         # record: one round trip. The plan is written before any lane is handed out, so a lane
         # always finds it when it finishes.
-        run, _ = await asyncio.gather(ctx.store.update_run(ref.run_id, start, got),
+        run, _ = await asyncio.gather(ctx.store.start_run(ref.run_id, got),
                                       ctx.store.put(R.plan_key(ref.run_id), plan) if plan else _none())
         if run is None:  # not queued: a redelivery (go on planning), or over
             got = await ctx.store.run(ref.run_id)

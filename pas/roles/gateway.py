@@ -132,21 +132,7 @@ class GatewayRole(Role):
         return await R.list_runs(self.store, q.limit, q.status, q.offset)
 
     async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
-        seen: list[str] = []
-
-        def change(run: wire.RunRecord) -> bool:
-            self.may_act(run, call)
-            seen.append(run.status)
-            if run.status in wire.TERMINAL_RUN:
-                return False
-            run.status, run.finished_at, run.message = "cancelled", wire.now(), "cancelled by request"
-            return True
-
-        run = await self.store.update_run(ref.run_id, change)
-        if run is None:
-            if not seen:
-                raise NotFound(f"no run {ref.run_id!r}")
-            raise Conflict(f"run {ref.run_id!r} already {seen[-1]}")
+        run = await self.store.cancel_run(ref.run_id, lambda r: self.may_act(r, call))
         await R.emit(self.bus, S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
         await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled"))
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,

@@ -53,16 +53,8 @@ class RootRole(Role):
         end.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
         if end.status != "cancelled":
             await self._integrate(end)
-
-        def change(r: wire.RunRecord) -> bool:
-            if r.status in wire.TERMINAL_RUN:
-                return False  # cancelled or rejected meanwhile: that stands
-            r.status, r.finished_at, r.message = end.status, end.finished_at, end.message
-            r.result_branch, r.conflicts = end.result_branch, end.conflicts
-            return True
-
         # The ending's write is the run's terminal event (the server fans it out, pas.runtime.runs).
-        if await ctx.store.update_run(run.run_id, change, got) is not None:
+        if await ctx.store.finish_run(end, got) is not None:
             await ctx.log("gateway", "STATUS", f"run {run.run_id} {end.status}", end.status)
 
     async def _integrate(self, run: wire.RunRecord) -> None:

@@ -30,7 +30,7 @@ from typing import Generic, TypeAlias, TypeVar
 
 from nats.js.errors import KeyWrongLastSequenceError
 
-from pas.base.errors import Conflict
+from pas.base.errors import Conflict, NotFound
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.transport.bus import Bus
@@ -236,6 +236,51 @@ class RunStore:
                 return run
             except KeyWrongLastSequenceError:
                 continue  # another writer (or our own write whose ack was lost): read again
+
+    async def start_run(self, run_id: str, read: Versioned[wire.RunRecord] | None = None) -> wire.RunRecord | None:
+        """queued -> running: the run if this caller started it, else None (started before, or over)."""
+
+        def start(run: wire.RunRecord) -> bool:
+            if run.status != "queued":
+                return False
+            run.status, run.started_at = "running", wire.now()
+            return True
+
+        return await self.update_run(run_id, start, read)
+
+    async def cancel_run(self, run_id: str, check: Callable[[wire.RunRecord], None]) -> wire.RunRecord:
+        """Cancel a run that has not ended; check(run) raises if the caller may not (a PasError). NotFound
+        without such a run, Conflict if it ended already."""
+        seen: list[str] = []
+
+        def cancel(run: wire.RunRecord) -> bool:
+            check(run)
+            seen.append(run.status)
+            if run.status in wire.TERMINAL_RUN:
+                return False
+            run.status, run.finished_at, run.message = "cancelled", wire.now(), "cancelled by request"
+            return True
+
+        run = await self.update_run(run_id, cancel)
+        if run is None:
+            if not seen:
+                raise NotFound(f"no run {run_id!r}")
+            raise Conflict(f"run {run_id!r} already {seen[-1]}")
+        return run
+
+    async def finish_run(self, end: wire.RunRecord, read: Versioned[wire.RunRecord]) -> wire.RunRecord | None:
+        """Root's ending of a run, worked out in `end` (status, finished_at, message, result branch, conflicts)
+        from the record it read: written unless the run ended meanwhile (cancelled, rejected: that stands).
+        The run if this caller ended it, else None."""
+
+        def finish(r: wire.RunRecord) -> bool:
+            if r.status in wire.TERMINAL_RUN:
+                return False
+            r.status, r.finished_at, r.message = end.status, end.finished_at, end.message
+            r.result_branch, r.conflicts = end.result_branch, end.conflicts
+            return True
+
+        return await self.update_run(end.run_id, finish, read)
 
     async def mark_degraded(self, run_id: str, reason: str, lanes: list[str] | None = None) -> None:
         """Record that a tier fell back to the offline planner (and, for the architect, the lanes chosen),
