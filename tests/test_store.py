@@ -52,6 +52,26 @@ def test_bus_is_connection_and_jetstream_only() -> None:
     assert {f.name for f in fields(Memory)} == {"records", "locks", "carried"}
 
 
+async def test_views_through_the_store(nats_server: Any) -> None:
+    """view(): the run with a page of its tasks; page(): the newest runs, by status."""
+    store = RunStore(await Bus.open(nats_server.url, make_cfg(), name="st-view"))
+    try:
+        await store.create_run(_run("st-view1"), b"{}")
+        for n in (1, 2, 3):
+            key = S.task_key("st-view1", f"code-1-0{n}")
+            await store.put_task(key, wire.TaskRecord(task_id=f"code-1-0{n}", run_id="st-view1", job_id="code-1",
+                                                      lane="code", manager="m", executor="echo", instruction="hi"))
+        view = await store.view("st-view1", offset=1, limit=1)
+        assert view is not None and [t.task_id for t in view.tasks] == ["code-1-02"]
+        assert view.tasks_total == 3 and view.next_offset == 2
+        assert await store.view("st-view-none") is None
+        runs = await store.page(status="running")
+        assert "st-view1" in [r.run_id for r in runs.runs]
+        assert "st-view1" not in [r.run_id for r in (await store.page(status="completed")).runs]
+    finally:
+        await store.bus.close()
+
+
 def test_roles_reach_run_records_through_the_store_only() -> None:
     """Roles name neither the run records' buckets (so no bus KV call reaches them) nor the bus's old record
     state: they use ctx.store / self.store."""

@@ -123,13 +123,13 @@ class GatewayRole(Role):
         return wire.SubmitReply(run_id=run_id, status="queued")
 
     async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:
-        view = await R.run_view(self.store, q.run_id, q.offset, q.limit)
+        view = await self.store.view(q.run_id, q.offset, q.limit)
         if view is None:
             raise NotFound(f"no run {q.run_id!r}")
         return view
 
     async def runs(self, q: wire.RunsQuery, call: Call) -> wire.RunsReply:
-        return await R.list_runs(self.store, q.limit, q.status, q.offset)
+        return await self.store.page(q.limit, q.status, q.offset)
 
     async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
         run = await self.store.cancel_run(ref.run_id, lambda r: self.may_act(r, call))

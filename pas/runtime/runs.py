@@ -1,4 +1,4 @@
-"""The completion walk and the run views, over the run store (pas.runtime.store).
+"""The completion walk, over the run store (pas.runtime.store): a child's owner tells its parent's.
 
 One write per fact: a record written is its own event. The server republishes every write of a run's
 records as pas.run.<run>.<rest> and sources it into PAS_EVENTS (pas.transport.bus), so nothing here
@@ -23,7 +23,7 @@ from pas.protocol.subjects import lane_key as lane_key
 from pas.protocol.subjects import plan_key as plan_key
 from pas.protocol.subjects import request_key as request_key
 from pas.protocol.subjects import task_key as task_key
-from pas.runtime.store import Parent, RunStore, parent_of
+from pas.runtime.store import Parent, parent_of
 from pas.transport import tracing
 from pas.transport.bus import Bus
 from pas.transport.client import raise_for
@@ -42,79 +42,6 @@ def event(run_id: str, kind: str, status: str, agent: str, **kw: Any) -> wire.Ru
     """A RunEvent; kind and status come from PAS's own records here (checked where events are read)."""
     return wire.RunEvent(run_id=run_id, kind=cast(Any, kind), status=cast(Any, status), ts=wire.now(), agent=agent,
                          **kw)
-
-
-REPLY_HEADROOM = 64 * 1024
-"""What a reply leaves free of the server's max_payload (headers, the service envelope)."""
-
-
-def reply_budget(bus: Bus) -> int:
-    """Bytes a status or runs reply may use: the connection's max_payload less the headroom."""
-    return max(REPLY_HEADROOM, int(bus.nc.max_payload or 1024 * 1024) - REPLY_HEADROOM)
-
-
-def fitting(items: list[Any], budget: int) -> int:
-    """How many of items, from the first, fit in budget bytes encoded (at least one: every record
-    is bounded where it is stored, so one always fits; a page never stalls)."""
-    used = 0
-    for n, item in enumerate(items):
-        used += len(wire.encode(item)) + 1
-        if used > budget and n:
-            return n
-    return len(items)
-
-
-async def run_view(store: RunStore, run_id: str, offset: int = 0, limit: int | None = None) -> wire.RunStatus | None:
-    """The run with a page of its tasks (task id order, from offset, at most limit): the page is
-    cut where the reply would pass max_payload, and next_offset says where the rest starts."""
-    got = await store.run(run_id)
-    if got is None:
-        return None
-    run = got.record
-    tasks = await store.tasks(run_id)
-    tasks.sort(key=lambda t: t.task_id)
-    page = tasks[offset:offset + limit if limit else None]
-    # Outputs are capped tighter for big pages (the full output is in each task's KV record), so a
-    # big run usually fits in one reply; the cut below makes sure any page does.
-    cap = wire.MAX_OUTPUT if len(page) <= 50 else max(200, 600_000 // len(page))
-    for t in page:
-        if len(t.output) > cap:
-            t.output = "..." + t.output[-cap:]
-    from pas.runtime.usage import get_usage
-
-    used, _ = await get_usage(store.bus, run_id)  # every LLM call of the run, at every tier
-    unknown = used.unknown_cost_calls + sum(1 for t in tasks if t.cost_usd is None)  # aider tasks
-    conflicts = [c[:1000] for c in run.conflicts[:50]]
-    if len(run.conflicts) > len(conflicts):
-        conflicts.append(f"... {len(run.conflicts) - len(conflicts)} more conflicts")
-    view = wire.RunStatus(
-        run_id=run.run_id, title=run.title, status=run.status, created_at=run.created_at,
-        started_at=run.started_at, finished_at=run.finished_at, lanes=run.lanes, tasks=[],
-        usage=wire.Usage(tokens=used.tokens, cost_usd=round(used.cost_usd, 8), llm_calls=used.calls,
-                         unknown_cost_calls=unknown),
-        message=run.message[:8192], degraded=run.degraded, priority=run.priority, approval=run.approval,
-        result_branch=run.result_branch, conflicts=conflicts, tasks_total=len(tasks), offset=offset,
-    )
-    view.tasks = page[:fitting(page, reply_budget(store.bus) - len(wire.encode(view)))]
-    end = offset + len(view.tasks)
-    view.next_offset = end if end < len(tasks) else None
-    return view
-
-
-async def list_runs(store: RunStore, limit: int = 50, status: str | None = None, offset: int = 0) -> wire.RunsReply:
-    """The newest runs (optionally with one status), a page of at most `limit` from `offset`."""
-    runs = await store.runs()
-    if status:
-        runs = [r for r in runs if r.status == status]
-    runs.sort(key=lambda r: r.created_at, reverse=True)
-    page = [
-        wire.RunSummary(run_id=r.run_id, title=r.title, status=r.status, created_at=r.created_at,
-                        finished_at=r.finished_at)
-        for r in runs[offset:offset + limit]
-    ]
-    page = page[:fitting(page, reply_budget(store.bus))]
-    end = offset + len(page)
-    return wire.RunsReply(runs=page, total=len(runs), next_offset=end if end < len(runs) else None)
 
 
 def owner_subject(ev: wire.RunEvent, sender: str) -> str:

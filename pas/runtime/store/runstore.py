@@ -1,105 +1,25 @@
-"""The run store: every run, plan, lane, job and task record of PAS, behind one typed API.
-
-Records live in KV: pas_runs (run id -> RunRecord) and pas_tree (<run>.request, <run>.plan, <run>.lane.<l>,
-<run>.job.<j>, <run>.task.<t>; keys built in pas.protocol.subjects). No run state lives only in memory: any
-process can die and any other carries on from the keys. What a process keeps is a cache that saves reads:
-
-- the records it last wrote (encoded, with their revision): before a compare-and-set a record must be read,
-  and in one process (`pas up`, a Stack) it is nearly always the one this process has just written (the
-  gateway's new run, the manager's job, the last sibling's update). Nothing is decided from it alone: the
-  compare-and-set checks the revision, a lost race drops the entry and reads the store. Only records still
-  queued or running are kept, and plans (root checks a done.plan against the plan as this process's
-  architect wrote it, pas.roles.root); task records are kept without a revision (the managers write them
-  whole, pas.runtime.taskowner). A reconnect forgets them all (pas.surfaces.stack): a cancel might have
-  gone unheard;
-- a lock per parent record, so that siblings finishing in this process take turns (other processes lose a
-  compare-and-set and read again), and the completions carried by a sibling's write (group commit).
-
-That memory is the process's (`Memory`), shared by its agents; each agent has a RunStore of its own over it,
-because each agent writes with its own NATS identity (pas.transport.auth). Every write goes through
-Bus.kv_* (pas.transport.bus.retry_js, the one retry policy); the one write not awaited, a task's "running",
-is a progress state that the acknowledged result supersedes (put_task_progress).
-"""
+"""RunStore: one agent's typed access to the run records (see pas.runtime.store)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Generic, TypeAlias, TypeVar
+from typing import TypeVar
 
 from nats.js.errors import KeyWrongLastSequenceError
 
 from pas.base.errors import Conflict, NotFound
 from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.runtime.store import views
+from pas.runtime.store.memory import Memory, Versioned
+from pas.runtime.store.tree import Noted, Parent, ParentRef, children, rollup
 from pas.transport.bus import Bus
 
-CACHED_RECORDS = 20000
 LIVE = ("queued", "running")
-LOCKS = 10000
+"""The statuses of records worth keeping in the memory (a finished one is read from the store)."""
 
 T = TypeVar("T")
-Parent: TypeAlias = wire.JobRecord | wire.LaneRecord | wire.PlanRecord
-"""A record with children: a job (its tasks), a lane (its jobs), a plan (its lanes)."""
-P = TypeVar("P", bound=Parent)
-
-
-@dataclass(frozen=True)
-class Versioned(Generic[T]):
-    """A record and the revision it was read or written at (what a compare-and-set is checked against)."""
-
-    record: T
-    rev: int
-
-
-@dataclass(frozen=True)
-class Noted(Generic[P]):
-    """A child's completion noted in its parent: the parent as written, and whether this write finished it
-    (True for exactly one caller)."""
-
-    parent: P
-    finished_now: bool
-
-
-@dataclass(frozen=True)
-class ParentRef:
-    """Where a child's completion is noted: its parent's key and type, and the child's id there."""
-
-    key: str
-    typ: type[Parent]
-    child: str
-
-
-def parent_of(ev: wire.RunEvent) -> ParentRef | None:
-    """The walk upward: the record whose child ev announces (task -> job -> lane -> plan); None for a plan
-    or a run, which have no parent record."""
-    if ev.kind == "task":
-        return ParentRef(S.job_key(ev.run_id, ev.job_id or ""), wire.JobRecord, ev.task_id or "")
-    if ev.kind == "job":
-        return ParentRef(S.lane_key(ev.run_id, ev.lane or ""), wire.LaneRecord, ev.job_id or "")
-    if ev.kind == "lane":
-        return ParentRef(S.plan_key(ev.run_id), wire.PlanRecord, ev.lane or "")
-    return None
-
-
-def children(rec: Parent) -> list[str]:
-    """The ids of a parent's children."""
-    if isinstance(rec, wire.JobRecord):
-        return rec.tasks
-    if isinstance(rec, wire.LaneRecord):
-        return rec.jobs
-    return rec.lanes
-
-
-def rollup(statuses: list[str]) -> str:
-    """Status of a parent from its children's terminal statuses."""
-    if any(s == "cancelled" for s in statuses):
-        return "cancelled"
-    if any(s == "rejected" for s in statuses):
-        return "rejected"  # the plan was rejected (approval mode): its held tasks never ran
-    # A task dropped at approval ("skipped") does not fail its job.
-    return "completed" if all(s in ("completed", "skipped") for s in statuses) else "failed"
 
 
 def _run_entry(run_id: str) -> str:
@@ -115,34 +35,6 @@ def _done(value: T) -> asyncio.Future[T]:
     fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     fut.set_result(value)
     return fut
-
-
-@dataclass
-class Memory:
-    """What a process's agents share of the store (see the module docstring)."""
-
-    records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
-
-    def forget(self) -> None:
-        """Drop every cached record (a reconnect: what was written meanwhile is read from the store)."""
-        self.records.clear()
-
-    def keep(self, entry: str, rec: object, rev: int) -> None:
-        if len(self.records) >= CACHED_RECORDS:
-            self.records.clear()
-        self.records[entry] = (wire.encode(rec), rev)
-
-    def cached(self, entry: str, typ: type[T]) -> Versioned[T] | None:
-        got = self.records.get(entry)
-        return Versioned(wire.decode(got[0], typ), got[1]) if got is not None else None
-
-    def lock(self, key: str) -> asyncio.Lock:
-        if len(self.locks) > LOCKS:
-            for k in [k for k, lk in self.locks.items() if not lk.locked()]:
-                del self.locks[k]
-        return self.locks.setdefault(key, asyncio.Lock())
 
 
 class RunStore:
@@ -295,6 +187,14 @@ class RunStore:
             return True
 
         await self.update_run(run_id, change)
+
+    async def view(self, run_id: str, offset: int = 0, limit: int | None = None) -> wire.RunStatus | None:
+        """The run with a page of its tasks (pas.runtime.store.views.run_view); None without such a run."""
+        return await views.run_view(self, run_id, offset, limit)
+
+    async def page(self, limit: int = 50, status: str | None = None, offset: int = 0) -> wire.RunsReply:
+        """The newest runs, optionally with one status (pas.runtime.store.views.list_runs)."""
+        return await views.list_runs(self, limit, status, offset)
 
     # ---- the tree (pas_tree) ----------------------------------------------------------------------------
     async def get(self, key: str, typ: type[T]) -> Versioned[T] | None:
