@@ -24,7 +24,8 @@ class Versioned(Generic[T]):
 
 @dataclass
 class Memory:
-    """What a process's agents share of the store (see the module docstring)."""
+    """What a process's agents share of the store: the records it last wrote, the parents' locks, the
+    completions a sibling's write carries (pas.runtime.store's docstring)."""
 
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)

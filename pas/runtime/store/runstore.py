@@ -20,6 +20,8 @@ LIVE = ("queued", "running")
 """The statuses of records worth keeping in the memory (a finished one is read from the store)."""
 
 T = TypeVar("T")
+Written = wire.RunRecord | Parent
+"""What the store writes by compare-and-set and keeps with its revision."""
 
 
 def _run_entry(run_id: str) -> str:
@@ -45,14 +47,14 @@ class RunStore:
         self.memory = memory if memory is not None else Memory()
 
     # ---- the last-write cache ---------------------------------------------------------------------------
-    def _remember(self, entry: str, rec: object, rev: int) -> None:
+    def _remember(self, entry: str, rec: Written, rev: int) -> None:
         """The record just written (revision rev), for the next compare-and-set."""
-        if (getattr(rec, "status", "") not in LIVE and not isinstance(rec, wire.PlanRecord)) or not rev:
+        if (rec.status not in LIVE and not isinstance(rec, wire.PlanRecord)) or not rev:
             self.memory.records.pop(entry, None)
             return
         self.memory.keep(entry, rec, rev)
 
-    async def _update(self, bucket: str, key: str, entry: str, rec: object, rev: int) -> None:
+    async def _update(self, bucket: str, key: str, entry: str, rec: Written, rev: int) -> None:
         """Compare-and-set rec at key over revision rev, and remember it. A lost race drops the entry
         (another process wrote it, or the copy was old) and raises KeyWrongLastSequenceError: the caller
         reads the store and tries again."""
