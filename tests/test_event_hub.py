@@ -193,14 +193,14 @@ async def test_record_writes_reach_the_page_as_entries_with_no_hole(hub: tuple[E
     rec = wire.TaskRecord(task_id="t1", run_id="rw1", job_id="j", lane="code", manager="mgr-code-01",
                           executor="echo", instruction="hi")
     await js.publish(key, wire.encode(rec))  # queued: no entry
-    rec.status, rec.programmer, rec.attempts, rec.started_at = "running", "prog-001", 1, wire.now()
-    await js.publish(key, wire.encode(rec))
+    rec.status, rec.programmer, rec.attempts, rec.finished_at = "completed", "prog-001", 1, wire.now()
+    await js.publish(key, wire.encode(rec))  # the programmer's result
     batch: dict[str, Any] = {}
     while not batch.get("entries"):
         batch = next(b for e, b in await next_events(stream) + [("comms", {})] if e == "comms")
     [entry] = batch["entries"]
-    assert (entry["from_agent"], entry["to_agent"], entry["msg_type"]) == ("prog-001", "mgr-code-01", "CMD")
-    assert entry["message"] == "run task t1 (attempt 1)"
+    assert (entry["from_agent"], entry["to_agent"], entry["msg_type"]) == ("prog-001", "mgr-code-01", "RESPONSE")
+    assert entry["message"] == "task t1 completed"
     first, last = batch["seqs"]
     assert first < entry["seq"] == last  # the queued write, before it, is covered
     await stream.aclose()

@@ -146,8 +146,11 @@ class ProgrammerRole(Role):
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         # The lane's managers record this programmer as the task's holder and write the record (the server
-        # makes it the task's event and its "run task" comms entry): pas.runtime.taskowner.
+        # makes it the task's event): pas.runtime.taskowner. That write is a progress state, not acknowledged
+        # (a lost one is harmless there), so the start's comms entry is logged here, stored for sure.
         await self.bus.publish(S.task_started(work.lane, self.me.id), rec)
+        await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
+                      metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t

@@ -5,8 +5,8 @@ Subject: pas.comms.<run_id>.<from_agent>.<msg_type>, so `nats stream view PAS_CO
 The call shape is the one the original design insisted on: log(from, to, type, message, run, status).
 
 One write per fact: a message that a record's write already says (a run submitted, and its request
-stored for the architect; the plan and a lane handed on; a programmer starting or ending a task; a job,
-lane or plan finished; a run ended by root) is not logged by its agent. The server sources every run record write into PAS_COMMS
+stored for the architect; the plan and a lane handed on; a programmer's result; a job, lane or plan
+finished; a run ended by root) is not logged by its agent. The server sources every run record write into PAS_COMMS
 too (pas.comms.<run>.record.<rest>, pas.protocol.subjects.COMMS_RECORD_SOURCES), and every reader turns
 those into the entries they stand for with stored_entry(): pas log, the HMI, pas replay, MCP's run_log.
 A record is written by its owner only (pas.transport.auth), so such an entry is as trustworthy as an
@@ -137,10 +137,9 @@ def record_entry(rec: Record, stored: datetime) -> wire.CommsEntry | None:
     if isinstance(rec, wire.TaskRecord):
         if not rec.programmer or rec.status == "queued":
             return None  # planned, or ended by a manager (approval): no programmer said anything
+        if not done:  # running: a progress write that may be lost; the programmer logs its start itself
+            return None
         meta: dict[str, Any] = {"executor": rec.executor, "attempts": rec.attempts, "env": rec.env}
-        if not done:
-            return entry(rec.started_at, rec.programmer, rec.manager, "CMD",
-                         f"run task {rec.task_id} (attempt {rec.attempts})", rec.status, metadata=meta)
         return entry(rec.finished_at, rec.programmer, rec.manager, "RESPONSE",
                      f"task {rec.task_id} {rec.status}" + (f": {rec.error}" if rec.error else ""), rec.status,
                      tokens=rec.tokens or None, cost_usd=rec.cost_usd, metadata={**meta, "exit_code": rec.exit_code})
