@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from nats.js.api import RetentionPolicy, StreamConfig, StreamSource, SubjectTransform
 
 from pas.protocol import subjects as S
@@ -24,8 +23,8 @@ from pas.surfaces.stack import Stack
 from pas.transport.bus import Bus
 from pas.transport.client import PasClient
 from tests.conftest import make_cfg, wait_for
-from tests.test_pull import queue
 from tests.test_priority import GATED, pool_cfg, tasks
+from tests.test_pull import queue
 
 PROGRAMMERS = 10  # the default topology's pool
 
