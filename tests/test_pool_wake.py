@@ -184,7 +184,7 @@ async def test_a_publish_seen_before_its_message_is_stored_is_pulled_at_once(no_
 def banded_loop(bus: Bus, handler: Any) -> priority.BandedWorkLoop:
     """One programmer-like loop (capacity 1) over the single band of the WAKE stream."""
     return priority.BandedWorkLoop(
-        bus.nc, ["b1"], ["WAKE.x"], "WAKE.*", 4, js=bus.js, stream="WAKE", typ=wire.RunRef, handler=handler,
+        bus.nc, ["b1"], ["WAKE.x"], "WAKE.*", 4, shared={}, js=bus.js, stream="WAKE", typ=wire.RunRef, handler=handler,
         opts=WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=1, ack_wait_s=10))
 
 
