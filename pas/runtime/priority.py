@@ -32,7 +32,10 @@ goroutine of its own; a no-wait pull answers 404 from the consumer's pending cou
 publish woke can reach the consumer first and find nothing (about 1 in 150 under CPU load, measured),
 and the band would then be believed empty until the recheck. A pull of a *marked* band therefore
 waits at the server for up to SETTLE_S (no_wait with expires: the server answers as soon as there is
-a message, else 408 at the expiry); a recheck of an unmarked band is a plain no-wait pull.
+a message, else 408 at the expiry); a recheck of an unmarked band is a plain no-wait pull. While
+such a pull waits on a band, a publish to it wakes no other loop of the process: the waiting pull
+gets that message, or comes back with the band marked and its loop pulls again (else, with
+programmers in two processes, every publish during a wait cost one more pull).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Bands:
         self.wake_subject = wake_subject
         self.seen_at = [0.0] * len(subjects)  # last publish seen / work reported pending, per band
         self.empty_at = [0.0] * len(subjects)  # when the last pull that found the band empty was sent
+        self.settling = [0] * len(subjects)  # pulls of this process waiting at the server on the band (SETTLE_S)
         self.idle: dict[asyncio.Event, None] = {}  # idle loops' wake-ups, the longest idle first
         self.users = 0
         self._sub: Subscription | None = None
@@ -97,7 +101,8 @@ class Bands:
         i = self.band_of.get(msg.subject)
         if i is not None:
             self.seen_at[i] = time.monotonic()
-            self.wake_one()
+            if not self.settling[i]:  # (a pull waiting on the band answers for it)
+                self.wake_one()
 
     def wake_one(self) -> None:
         """Wake the loop idle longest, if any (no message: they share this process)."""
@@ -178,7 +183,11 @@ class BandedWorkLoop(WorkLoop):
             if not isinstance(m, Status):
                 return m
         await pull.request(1, no_wait=True, expires_s=min(SETTLE_S, self.fetch_timeout_s / 2) if settle else None)
-        m = await pull.next(self.fetch_timeout_s)
+        self.bands.settling[i] += settle
+        try:
+            m = await pull.next(self.fetch_timeout_s)
+        finally:
+            self.bands.settling[i] -= settle
         return None if isinstance(m, Status) else m  # 404 no messages, 408, 409: nothing in this band now
 
     async def _next(self) -> Msg | None:
