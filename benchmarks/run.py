@@ -51,7 +51,7 @@ DEFAULT_PRODUCER_MODULES: tuple[str, ...] = tuple(
 class Sizes:
     hops: int = 6
     chain_n: int = 300
-    wq_n: int = 10000
+    wq_n: int = 10000  # per work-queue floor shape (two of them; --quick: 500 each, as long as one of 1,000)
     wq_workers: int = 10
     # PAS figures (benchmarks/fig_*.py)
     latency_n: int = 300  # sequential 1-task echo jobs (each start mode)
@@ -80,7 +80,7 @@ class Sizes:
     def for_mode(cls, quick: bool) -> Sizes:
         if not quick:
             return cls()
-        return cls(chain_n=30, wq_n=1000, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
+        return cls(chain_n=30, wq_n=500, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
                    tp1_tasks=1000, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=3,
                    first_call_n=3, comms_n=5000, comms_reads=1, hmi_tasks=500,
                    nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
