@@ -8,10 +8,12 @@
 
 Nothing is lost between the bus and the page, and neither browsers nor the event rate make the hub
 costly (issue 22):
-- every flush_s the hub encodes what arrived once: the latest state of each run, lane, job and task
-  that changed (coalesced), the comms entries with their PAS_COMMS sequence, the beats. That one
-  bytes object is queued for every client: the hub's work does not grow with the number of
-  browsers, and the queued chunks are shared;
+- what arrives after a quiet spell is flushed at once, then at most every flush_s: the hub encodes
+  what arrived once, the latest state of each run, lane, job and task that changed (coalesced), the
+  comms entries with their PAS_COMMS sequence, the beats (at most once every BEATS_S: the page shows
+  their age to the second). That one bytes object is queued for every client: the hub's work does
+  not grow with the number of browsers, and the queued chunks are shared. Idle, the hub wakes for
+  nothing (no timer); busy, every flush is one render of each page, so flush_s paces the pages too;
 - a client more than QUEUE_MAX chunks behind is sent no more chunks; its next read is a catch-up:
   the current state of every object that changed since what it was last sent (from the hub's
   latest states, bounded by the live objects, not by the events), and `upto`, the last comms
@@ -49,7 +51,8 @@ from pas.transport.streams import ReadOptions, read_raw
 log = logging.getLogger("pas.surfaces.http.events")
 
 RUN_KINDS = {"status", "lane", "job", "task"}
-QUEUE_MAX = 10  # flushes (1 s at 0.1 s) a client may fall behind before it is sent a catch-up instead
+QUEUE_MAX = 10  # flushes (1.5 s at 0.15 s) a client may fall behind before it is sent a catch-up instead
+BEATS_S = 1.0  # beats are sent at most this often
 MISC_BACKLOG = 1000   # alerts and model changes (rare) kept per client
 LIVE_TEXT = 300  # characters of a task's texts sent live (the page shows one line; a run's detail has more)
 _RANK = {"queued": 0, "running": 1, "waiting_approval": 1.5}
@@ -123,7 +126,7 @@ class HubStats:
 
 
 class EventHub:
-    def __init__(self, nc: Client, flush_s: float = 0.1, ping_s: float = 10.0) -> None:
+    def __init__(self, nc: Client, flush_s: float = 0.15, ping_s: float = 10.0) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.flush_s = flush_s
@@ -141,6 +144,8 @@ class EventHub:
         self._comms: list[str] = []
         self._misc: list[str] = []
         self._t0: float | None = None
+        self._wake = asyncio.Event()  # something arrived: the flusher flushes it (no sooner than flush_s after the last)
+        self._beats_at = 0.0  # monotonic time beats were last sent
         self._subs: list[Any] = []
         self.live: list[Any] = []  # what follows runs and comms, held while a browser listens
         self._comms_stop: asyncio.Event | None = None
@@ -218,6 +223,7 @@ class EventHub:
     def _received(self) -> None:
         if self._t0 is None:
             self._t0 = time.time() * 1000
+        self._wake.set()
 
     def _misc_event(self, event: str, data: Any) -> None:
         if self.clients:
@@ -236,6 +242,7 @@ class EventHub:
         if isinstance(d, dict) and isinstance(d.get("agent"), str):
             beat = {k: d.get(k) for k in ("ts", "status", "run_id", "message")}
             self._beats[d["agent"]] = self._all_beats[d["agent"]] = beat
+            self._wake.set()
 
     async def _on_alert(self, msg: Msg) -> None:
         d = self._json(msg)
@@ -288,10 +295,18 @@ class EventHub:
         """Encode what arrived since the last flush once, and queue that one chunk for every client:
         the hub's work per flush does not grow with the number of browsers. A client already
         QUEUE_MAX chunks behind gets no more chunks; its next read is a catch-up instead."""
-        if not (self._runs or self._comms or self._misc or self._beats):
+        beats_due = bool(self._beats) and time.monotonic() - self._beats_at >= BEATS_S
+        if not (self._runs or self._comms or self._misc or beats_due):
+            if self._beats:
+                self._wake.set()  # held back: looked at again after the next flush_s
             return
-        runs, comms, misc, beats, t0 = self._runs, self._comms, self._misc, self._beats, self._t0
-        self._runs, self._comms, self._misc, self._beats, self._t0 = {}, [], [], {}, None
+        runs, comms, misc, t0 = self._runs, self._comms, self._misc, self._t0
+        self._runs, self._comms, self._misc, self._t0 = {}, [], [], None
+        beats: dict[str, Any] = {}
+        if beats_due:
+            beats, self._beats, self._beats_at = self._beats, {}, time.monotonic()
+        elif self._beats:
+            self._wake.set()
         self.version += 1
         changed = self._remember(runs)
         t = t0 if t0 is not None else time.time() * 1000
@@ -348,9 +363,13 @@ class EventHub:
         return "".join(out).encode()
 
     async def _flush_loop(self) -> None:
+        """Flush as soon as something arrives, then let flush_s pass before the next flush: the first
+        event after a quiet spell waits for nothing, a busy stream is coalesced into flush_s batches."""
         while True:
-            await asyncio.sleep(self.flush_s)
+            await self._wake.wait()
+            self._wake.clear()
             self.flush()
+            await asyncio.sleep(self.flush_s)
 
     def _catch_up(self, c: SseClient, t: float) -> bytes:
         """The current state of every object that changed since what c was last sent; comms since

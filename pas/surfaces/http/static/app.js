@@ -24,8 +24,14 @@ function onRunItem(ev) {
   } else if (kind === "lane") {
     if (!S.lanes.has(runId)) S.lanes.set(runId, new Map());
     S.lanes.get(runId).set(data.lane, newer(S.lanes.get(runId).get(data.lane), data.status));
+    markLater("runs", "view");
+    return;
   } else if (kind === "task") {
     if (!putTask(runId, data)) return;
+    // A row the user sees renders promptly; a task out of view only moves the counts (later).
+    if (taskInView(runId, data.task_id)) markDirty("view");
+    markLater("runs", "view");
+    return;
   } else {
     return;
   }
@@ -59,7 +65,7 @@ function connect() {
       const a = S.agents.get(id);
       if (!a) continue;
       a.last_beat = b.ts; a.status = b.status; a.message = b.message; a.state = "alive"; a.eventAt = Date.now();
-      agentChanged(id);
+      agentChanged(id, true);  // painted by the 1 s redraw
     }
   });
   es.addEventListener("alert", (m) => {
@@ -83,13 +89,13 @@ function connect() {
     const batch = JSON.parse(m.data);
     received(batch.t);
     batch.items.forEach(onRunItem);
-    markDirty();
+    markLater();  // the lag indicator
   });
   es.addEventListener("comms", (m) => {
     const batch = JSON.parse(m.data);
     received(batch.t);
     if (!$("f-pause").checked) onComms(batch.entries, batch.upto);
-    markDirty();
+    markLater();
   });
 }
 
