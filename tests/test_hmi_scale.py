@@ -10,6 +10,7 @@ and a 20-task job beside it. Correctness only (the timings are `pas bench`'s hmi
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ async def test_every_final_state_reaches_the_page_of_a_big_job(nats_server: Embe
         page = hmi.page
         await page.goto(hmi.url + "/?trace=1#/runs/big")  # a run that does not exist yet
         await expect(page.get_by_test_id("conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+        renders0, t0 = await page.evaluate("S.renders"), time.monotonic()
         await hmi.client.submit({"title": "big", "run_id": "big",
                                  "tasks": [echo("code", f"b{i}") for i in range(BIG)]})
         await hmi.client.submit({"title": "small", "run_id": "small",
@@ -44,6 +46,10 @@ async def test_every_final_state_reaches_the_page_of_a_big_job(nats_server: Embe
             row = page.get_by_test_id(f"run-{run}")
             await expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
             await expect(row.locator("td").nth(3)).to_have_text(f"{n}/{n}")
+        # Paced by what is watched: once the rows in view settled, the page rendered at most twice a
+        # second (the counts, the log), not at every batch the adapter sent (every 0.15 s).
+        renders, secs = await page.evaluate("S.renders") - renders0, time.monotonic() - t0
+        assert renders <= 2.5 * secs + 15, (renders, secs)
 
         # Every task's final state, as the gateway has it, is on the page.
         want = {r: sorted(t["task_id"] for t in (await hmi.client.status(r))["tasks"]) for r in ("big", "small")}

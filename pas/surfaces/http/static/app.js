@@ -4,7 +4,17 @@
 "use strict";
 
 /* ---------- live events ---------- */
+/* A task's state comes as one array, ["task", run_id, ...fields] (pas.surfaces.http.events: the
+   fields and the status codes are in "hello"); runs, lanes and jobs as {kind, run_id, data}. */
+function taskFromRow(row) {
+  const rec = { run_id: row[1] }, f = S.taskFields;
+  for (let i = 0; i < f.length; i++) rec[f[i]] = row[i + 2];
+  rec.status = S.taskStates[rec.status];
+  return rec;
+}
+
 function onRunItem(ev) {
+  if (Array.isArray(ev)) ev = { kind: "task", run_id: ev[1], data: taskFromRow(ev) };
   const { kind, run_id: runId, data } = ev;
   const known = S.runs.get(runId);
   if (kind === "status") {
@@ -58,7 +68,12 @@ function connect() {
   const es = stream = new EventSource("/api/events");
   es.onopen = () => { setData($("conn"), "state", "live"); setText($("conn"), "live"); loadAll(); };
   es.onerror = () => { setData($("conn"), "state", "reconnecting"); setText($("conn"), "reconnecting…"); };
-  es.addEventListener("hello", (m) => { S.clockOffset = JSON.parse(m.data).now - Date.now(); });
+  es.addEventListener("hello", (m) => {
+    const h = JSON.parse(m.data);
+    S.clockOffset = h.now - Date.now();
+    S.taskFields = h.task_fields;
+    S.taskStates = h.task_states;
+  });
   es.addEventListener("beats", (m) => {
     const beats = JSON.parse(m.data);
     for (const [id, b] of Object.entries(beats)) {

@@ -30,9 +30,12 @@ const S = {
   liveSeq: null,       // the last PAS_COMMS sequence the live stream brought
   gaps: 0,             // holes in the live comms filled from PAS_COMMS
   clockOffset: 0,      // server clock minus ours (ms), from "hello"
+  taskFields: [],      // how to read a live task row, from "hello"
+  taskStates: [],
   oldest: null,        // server time (ms) the oldest unrendered item reached the adapter
   lagMs: 0,            // how far behind the bus the last render was
   renderedAt: 0,
+  renders: 0,          // renders so far (tests and pas bench count them)
   trace: null,         // ?trace=1: per-item arrival and paint times, for pas bench (hmiTrace)
   token: sessionStorage.getItem("pas-token") || "",
 };
@@ -131,6 +134,7 @@ function markNow(what) {
 function render() {
   lastRender = performance.now();
   dueAt = Infinity;
+  S.renders++;
   if (dirty.agents) {
     dirty.agents = false;
     for (const id of agentsDirty) paintAgent(id);

@@ -198,7 +198,8 @@ const taskView = new VirtualRows({
     // the row last showed (a plain array, no DOM read).
     const vals = [t.task_id, t.lane, t.status, t.programmer || "-", String(t.attempts || 0), fmtTime(t.started_at),
       fmtSecs(secsBetween(t.started_at, t.finished_at)), String(t.tokens || 0),
-      t.cost_usd === null ? "?" : "$" + (t.cost_usd || 0).toFixed(4), t.error || t.command || t.instruction || ""];
+      t.cost_usd === null ? "?" : "$" + (t.cost_usd || 0).toFixed(4),
+      t.text ?? (t.error || t.command || t.instruction || "")];  // text, hover: a live row's (app.js)
     const shown = tr.vals_ || [], c = tr.cells_;
     if (vals[0] !== shown[0]) tr.dataset.testid = "task-" + vals[0];
     if (vals[2] !== shown[2]) {
@@ -206,7 +207,7 @@ const taskView = new VirtualRows({
       tr.badge_.className = "badge " + vals[2];
     }
     for (let i = 0; i < vals.length; i++) if (vals[i] !== shown[i]) (i === 2 ? tr.badge_ : c[i]).textContent = vals[i];
-    const title = (t.error || t.output || t.command || t.instruction || "").slice(0, 2000);
+    const title = (t.hover ?? (t.error || t.output || t.command || t.instruction || "")).slice(0, 2000);
     if (title !== tr.title_) c[9].title = tr.title_ = title;
     tr.vals_ = vals;
     if (S.trace) S.trace.shown(t);
