@@ -126,6 +126,8 @@ class HubStats:
     chunks: int = 0  # flushes encoded
     comms: int = 0
     skipped: int = 0  # bodies that did not validate
+    held_ms: float = 0.0  # summed over chunks: from the oldest item's arrival to its flush (pas bench)
+    held_ms_max: float = 0.0
 
 
 class EventHub:
@@ -321,6 +323,10 @@ class EventHub:
         data = self._encode(t, changed, comms, beats)
         chunk = Chunk(self.version, t, data) if data else None
         self.stats.chunks += 1
+        if t0 is not None:
+            held = time.time() * 1000 - t0
+            self.stats.held_ms += held
+            self.stats.held_ms_max = max(self.stats.held_ms_max, held)
         self.stats.run_states_sent += len(changed)
         for c in self.clients:
             c.misc.extend(misc)
