@@ -47,7 +47,7 @@ async def test_every_final_state_reaches_the_page_of_a_big_job(nats_server: Embe
             await expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
             await expect(row.locator("td").nth(3)).to_have_text(f"{n}/{n}")
         # Paced by what is watched: once the rows in view settled, the page rendered at most twice a
-        # second (the counts, the log), not at every batch the adapter sent (every 0.15 s).
+        # second (the counts, the log), not at every batch the adapter sent (every 0.1 s).
         renders, secs = await page.evaluate("S.renders") - renders0, time.monotonic() - t0
         assert renders <= 2.5 * secs + 15, (renders, secs)
 

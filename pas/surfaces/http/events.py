@@ -51,7 +51,7 @@ from pas.transport.streams import ReadOptions, read_raw
 log = logging.getLogger("pas.surfaces.http.events")
 
 RUN_KINDS = {"status", "lane", "job", "task"}
-QUEUE_MAX = 10  # flushes (1.5 s at 0.15 s) a client may fall behind before it is sent a catch-up instead
+QUEUE_MAX = 10  # flushes (1 s at 0.1 s) a client may fall behind before it is sent a catch-up instead
 BEATS_S = 1.0  # beats are sent at most this often
 MISC_BACKLOG = 1000   # alerts and model changes (rare) kept per client
 LIVE_TEXT = 300  # characters of a task's texts sent live (the page shows one line; a run's detail has more)
@@ -131,7 +131,7 @@ class HubStats:
 
 
 class EventHub:
-    def __init__(self, nc: Client, flush_s: float = 0.15, ping_s: float = 10.0) -> None:
+    def __init__(self, nc: Client, flush_s: float = 0.1, ping_s: float = 10.0) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.flush_s = flush_s

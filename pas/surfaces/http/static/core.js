@@ -90,14 +90,14 @@ async function api(path, opts) {
    job took that CPU from PAS (issue 22). So what is on screen and watched renders promptly, and the
    rest at most twice a second:
    - markDirty (a task row in view changed state, a run's status, an alert, a fetched run): in the next
-     frame, at most every MIN_FRAME_MS. The adapter sends a batch at most every 0.15 s
+     frame, at most every MIN_FRAME_MS. The adapter sends a batch at most every 0.1 s
      (pas.surfaces.http.events), so its batches pace these renders, and a batch waits for no timer here;
    - markLater (comms lines, counts, tasks out of view, lanes, the lag indicator): at most every
      SLOW_FRAME_MS, or with the next prompt render. During a big job the rows in view settle in the
      first second; from then on the page renders twice a second instead of at every batch;
    - markNow (a scroll, a resize): the next frame, so scrolling stays smooth.
    Beats render with the 1 s redraw of their ages (app.js), not on arrival. Idle, no timer runs here. */
-const MIN_FRAME_MS = 100;
+const MIN_FRAME_MS = 50;
 const SLOW_FRAME_MS = 500;
 let lastRender = 0;
 const dirty = { agents: false, runs: false, view: false, log: false };
