@@ -41,7 +41,7 @@ FAST = [
     f"settings.policy.repo_roots={json.dumps(REPO_ROOTS)}",
 ]
 
-pytest_plugins = ["tests.fakellm", "tests.module_stack"]
+pytest_plugins = ["tests.fakellm", "tests.module_stack", "tests.fresh_support"]
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +77,7 @@ LONGEST_FIRST = [
     "test_readme_commands.py",
     "test_bench_pas.py",
     "test_fresh_install.py",
+    "test_fresh_wheel.py",
     "test_trust_exec.py",
     "test_legacy.py",
     "test_cluster.py",
