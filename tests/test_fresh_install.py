@@ -28,6 +28,7 @@ def test_readme_demo_on_a_fresh_clone(wheelhouse: Path, tmp_path: Path) -> None:
     assert p.returncode == 0, out[-4000:]
     assert "COMPLETED" in out and "FAILED" not in out
     assert "building the sample project's environment" in out  # the cold path ran
+    assert (clone / ".venv" / "bin" / "uv").is_file()  # setup.sh's main path: uv installed PAS, not pip
     assert "environment of every task: venv" in out and "(the repository's own)" in out
     # the venv is the one setup.sh made: no dev extras in it
     probe = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", "import pytest"], capture_output=True)
