@@ -107,7 +107,7 @@ async def _trial(ctx: BenchContext, name: str, settings: dict[str, Any], task_s:
             # the rest of the pool, idle and pulling, before the kill
             assert st.bus is not None
             for k in range(2, 11):
-                a = new_agent(st.bus, cfg.agent(f"prog-{k:03d}"), CommsLog(st.bus.nc))
+                a = new_agent(st.bus, cfg.agent(f"prog-{k:03d}"), CommsLog(st.bus.nc), process=st.process)
                 await a.start()
                 others.append(a)
             await st.bus.nc.flush()

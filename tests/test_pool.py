@@ -49,7 +49,7 @@ async def test_killed_programmer_task_is_redelivered(nats_server: Any, client: A
         from pas.roles import new_agent
         from pas.runtime.comms import CommsLog
 
-        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc), process=st.process)  # type: ignore[arg-type]
         await other.start()
         try:
             final = await client.wait("fo1", timeout_s=60)
@@ -105,7 +105,7 @@ async def test_task_fails_after_max_attempts(nats_server: Any, client: Any, pas_
         from pas.roles import new_agent
         from pas.runtime.comms import CommsLog
 
-        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc))  # type: ignore[arg-type]
+        other = new_agent(st.bus, cfg.agent("prog-002"), CommsLog(st.bus.nc), process=st.process)  # type: ignore[arg-type]
         await other.start()
         try:
             final = await client.wait("ma1", timeout_s=60)

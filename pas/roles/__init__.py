@@ -15,7 +15,7 @@ from pas.roles.manager import ManagerRole
 from pas.roles.monitor import MonitorRole
 from pas.roles.programmer import ProgrammerRole
 from pas.roles.root import RootRole
-from pas.runtime.agent import Agent, Role
+from pas.runtime.agent import Agent, Process, Role
 from pas.runtime.comms import CommsLog
 from pas.transport.bus import Bus
 
@@ -33,6 +33,8 @@ ROLE_CLASSES: dict[str, type[Role]] = {
 }
 
 
-def new_agent(bus: Bus, cfg: AgentConfig, comms: CommsLog, llm: RunLLM | None = None) -> Agent:
-    """The agent `cfg` describes, with the behaviour of its role."""
-    return Agent(bus, cfg, comms, ROLE_CLASSES[cfg.role], llm)
+def new_agent(bus: Bus, cfg: AgentConfig, comms: CommsLog, llm: RunLLM | None = None,
+              process: Process | None = None) -> Agent:
+    """The agent `cfg` describes, with the behaviour of its role (`process`: what it shares with the other
+    agents of its process, pas.runtime.agent.Process; a Process of its own if none)."""
+    return Agent(bus, cfg, comms, ROLE_CLASSES[cfg.role], llm, process)

@@ -14,6 +14,7 @@ from pas.protocol import wire
 from pas.runtime import runs as R
 from pas.runtime.agent import EndpointSpec, Role, WorkSpec
 from pas.runtime.service import WorkCtx
+from pas.runtime.store import Versioned
 
 
 async def _none() -> None:
@@ -34,52 +35,46 @@ class ArchitectRole(Role):
         ]
 
     async def plan(self, ref: wire.PlanWork, ctx: WorkCtx) -> None:
-        def start(run: wire.RunRecord) -> bool:
-            if run.status != "queued":
-                return False
-            run.status, run.started_at = "running", wire.now()
-            return True
-
-        got: tuple[wire.RunRecord, int] | None
-        req: tuple[Any, int] | None
+        got: Versioned[wire.RunRecord] | None
+        req: Versioned[wire.JobSubmit] | None
         if ref.run is not None and ref.job is not None and not ctx.redelivered:
-            got, req = (ref.run, ref.rev), (ref.job, 0)  # as the gateway created them (the update checks)
+            got, req = Versioned(ref.run, ref.rev), Versioned(ref.job, 0)  # as the gateway created them (the update checks)
         else:
-            got, req = await asyncio.gather(R.get_run(self.bus, ref.run_id),
-                                            self.bus.kv_get(S.KV_TREE, R.request_key(ref.run_id), wire.JobSubmit))
-        if got is None or got[0].status in wire.TERMINAL_RUN:
+            got, req = await asyncio.gather(ctx.store.run(ref.run_id), ctx.store.request(ref.run_id))
+        if got is None or got.record.status in wire.TERMINAL_RUN:
             return  # no such run, or over (cancelled while queued)
         if req is None:
             raise PasError(f"run {ref.run_id}: its request is missing from KV")
-        job: Any = req[0]  # a JobSubmit
-        lanes: list[Any] = got[0].lanes
+        job = req.record
+        lanes: list[Any] = got.record.lanes
         briefs = dict.fromkeys(lanes, job.goal or job.title)
         with_model = not job.tasks and bool(job.goal) and self.agent.llm is not None
         # Only a redelivery can find its own plan (and the lanes finished since): it stands.
-        old = await self.bus.kv_get(S.KV_TREE, R.plan_key(ref.run_id), wire.PlanRecord) if ctx.redelivered else None
+        old = await ctx.store.get(R.plan_key(ref.run_id), wire.PlanRecord) if ctx.redelivered else None
         if old is not None:
-            lanes = old[0].lanes
+            lanes = old.record.lanes
         plan = None if old is not None or with_model else self._plan_record(ref.run_id, lanes)
         # The start (compare-and-set on the run just read) and, without a model to ask, the plan
         # record: one round trip. The plan is written before any lane is handed out, so a lane
         # always finds it when it finishes.
-        run, _ = await asyncio.gather(R.update_run(self.bus, ref.run_id, start, got),
-                                      R.put_parent(self.bus, R.plan_key(ref.run_id), plan) if plan else _none())
+        run, _ = await asyncio.gather(ctx.store.start_run(ref.run_id, got),
+                                      ctx.store.put(R.plan_key(ref.run_id), plan) if plan else _none())
         if run is None:  # not queued: a redelivery (go on planning), or over
-            got = await R.get_run(self.bus, ref.run_id)
-            if got is None or got[0].status in wire.TERMINAL_RUN:
+            got = await ctx.store.run(ref.run_id)
+            if got is None or got.record.status in wire.TERMINAL_RUN:
                 return
-            run = got[0]
+            run = got.record
         if with_model and old is None:
             # Plan lanes with the model; explicit tasks already name their lanes.
-            lp, meta = await plan_architect(self.agent.asker(run.run_id), job.goal, self.cfg.lanes(),
-                                            requested=job.lanes)
+            goal = job.goal or ""  # (with_model: there is one)
+            lp, meta = await plan_architect(self.agent.asker(run.run_id), goal, self.cfg.lanes(),
+                                            requested=list[str](job.lanes) if job.lanes else None)
             chosen = {x.lane for x in lp.lanes}
             lanes = [lane for lane in S.LANES if lane in chosen] or lanes
-            briefs = {x.lane: x.brief or job.goal for x in lp.lanes}
+            briefs = {x.lane: x.brief or goal for x in lp.lanes}
             if meta.degraded or lanes != run.lanes:
-                await R.mark_degraded(self.bus, run.run_id, meta.reason if meta.degraded else "", lanes)
-            await R.put_parent(self.bus, R.plan_key(run.run_id), self._plan_record(run.run_id, lanes))
+                await ctx.store.mark_degraded(run.run_id, meta.reason if meta.degraded else "", lanes)
+            await ctx.store.put(R.plan_key(run.run_id), self._plan_record(run.run_id, lanes))
         pending = []
         run_ctx = wire.RunContext.of(job)  # set here, once: every tier below carries it unchanged
         for lane in lanes:

@@ -48,7 +48,7 @@ class DirectorRole(Role):
         # The architect started the run a moment ago. Asked again before a model call (it costs) and
         # on a redelivery; otherwise a lane cut short by a cancel ends at its tasks: every programmer
         # checks the run before its first task of it, and hears the cancel while running one.
-        cancelled: asyncio.Future[bool] = (asyncio.ensure_future(R.is_cancelled(self.bus, work.run_id))
+        cancelled: asyncio.Future[bool] = (asyncio.ensure_future(ctx.store.is_cancelled(work.run_id))
                                            if plan_with_model or ctx.redelivered else _false())
         if (plan_with_model or ctx.redelivered) and await cancelled:  # no model call for a cancelled run
             return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
@@ -57,20 +57,19 @@ class DirectorRole(Role):
                                              max_tasks)
             chunks = [j.tasks for j in plan.jobs if j.tasks] or job_cards(work, max_tasks)
             if meta.degraded:
-                await R.mark_degraded(self.bus, work.run_id, f"{self.me.id}: {meta.reason}")
+                await ctx.store.mark_degraded(work.run_id, f"{self.me.id}: {meta.reason}")
         else:
             chunks = job_cards(work, max_tasks)
         job_ids = [f"{self.lane}-{i + 1}" for i in range(len(chunks))]
         existing = None
         if ctx.redelivered:  # only a redelivery can find its own earlier plan
-            existing = await self.bus.kv_get(S.KV_TREE, R.lane_key(work.run_id, self.lane), wire.LaneRecord)
+            existing = await ctx.store.get(R.lane_key(work.run_id, self.lane), wire.LaneRecord)
         if existing is None:  # the cancel check's read and this write in one round trip
             lane = wire.LaneRecord(run_id=work.run_id, lane=self.lane, director=self.me.id, jobs=job_ids)
-            stop, _ = await asyncio.gather(cancelled, R.put_parent(self.bus, R.lane_key(work.run_id, self.lane),
-                                                                      lane))
+            stop, _ = await asyncio.gather(cancelled, ctx.store.put(R.lane_key(work.run_id, self.lane), lane))
             if stop:  # _finish replaces the record just written
                 return await self._finish(ctx, work.run_id, "cancelled", "run cancelled before planning")
-        elif existing[0].jobs != job_ids:
+        elif existing.record.jobs != job_ids:
             return  # a redelivery whose (model) plan differs: the first plan's job cards stand
         pending = []
         for job_id, tasks in zip(job_ids, chunks, strict=False):
@@ -82,5 +81,5 @@ class DirectorRole(Role):
 
     async def _finish(self, ctx: WorkCtx, run_id: str, status: str, message: str) -> None:
         lane = wire.LaneRecord(run_id=run_id, lane=self.lane, director=self.me.id, jobs=[], status=status)
-        await R.put_parent(self.bus, R.lane_key(run_id, self.lane), lane)
+        await ctx.store.put(R.lane_key(run_id, self.lane), lane)
         await R.child_done(ctx, await R.lane_finished(ctx, lane, message))

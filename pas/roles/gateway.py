@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -102,64 +101,38 @@ class GatewayRole(Role):
         tracing.tag({"pas.run_id": run_id})
         if key:
             h = hashlib.sha256(key.encode()).hexdigest()[:40]
-            # "<run id> <nonce>": Bus.kv_create counts a key holding exactly its value as its own
-            # stored-but-unacknowledged attempt, so each submit attempt writes a value of its own
-            # (a second submit of the same run id must read as a duplicate, not as created).
-            if await self.bus.kv_create(S.KV_IDEMPOTENCY, h, f"{run_id} {secrets.token_hex(8)}".encode()) is None:
-                e = await self.bus.kv[S.KV_IDEMPOTENCY].get(h)
-                existing = (e.value or b"").decode().split(" ")[0]
-                got = await R.get_run(self.bus, existing)
-                return wire.SubmitReply(run_id=existing, status=got[0].status if got else "queued", duplicate=True)
+            # a nonce per attempt: a second submit of the same run id reads as a duplicate, not as created
+            existing = await self.store.dedupe(h, run_id, secrets.token_hex(8))
+            if existing is not None:
+                got = await self.store.run(existing)
+                return wire.SubmitReply(run_id=existing, status=got.record.status if got else "queued", duplicate=True)
         run = wire.RunRecord(run_id=run_id, title=job.title, status="queued", created_at=wire.now(),
                              lanes=lanes, budget=job.budget or wire.Budget(), goal=(job.goal or "")[:2000],
                              priority=job.priority, approval_mode=job.approval_mode, repo=job.repo,
                              protected_paths=job.protected_paths, submitted_by=S.requester(call.subject))
-        # The job, kept once, and the run: both create-if-absent (an existing run's request is never
-        # replaced), in one round trip.
+        # The job, kept once, and the run (Conflict if the run exists).
         body = wire.encode(job)
-        stored = await asyncio.gather(self.bus.kv_create(S.KV_TREE, R.request_key(run_id), body),
-                                      self.bus.kv_create(S.KV_RUNS, run_id, run))
-        if stored[0] is None:
-            if stored[1] is not None:  # a request without its run was there: leave it be
-                await self.bus.kv_delete(S.KV_RUNS, run_id, last=stored[1])
-            raise Conflict(f"run {run_id!r} already exists")
-        if stored[1] is None:
-            raise Conflict(f"run {run_id!r} already exists")
-        R.remember_run(self.bus, run, stored[1])
+        rev = await self.store.create_run(run, body)
         await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"submit {job.title!r}", run_id, "queued",
                                          metadata={"lanes": lanes, "tasks": len(job.tasks or [])}))
         # Straight to the architect: root ends runs (integration, final status); starting one is no hop.
         # The run and the job go along, so the architect reads neither back.
-        work = wire.PlanWork(run_id=run_id, run=run, rev=stored[1], job=job if len(body) <= wire.CARRY_BYTES else None)
+        work = wire.PlanWork(run_id=run_id, run=run, rev=rev, job=job if len(body) <= wire.CARRY_BYTES else None)
         await self.bus.publish_js(S.WORK_ARCHITECT, work, msg_id=f"{run_id}:architect")
         await self.agent.comms.log(Entry(self.me.id, "architect", "CMD", f"plan run {run_id}: {job.title}", run_id, "queued"))
         return wire.SubmitReply(run_id=run_id, status="queued")
 
     async def run_status(self, q: wire.StatusQuery, call: Call) -> wire.RunStatus:
-        view = await R.run_view(self.bus, q.run_id, q.offset, q.limit)
+        view = await self.store.view(q.run_id, q.offset, q.limit)
         if view is None:
             raise NotFound(f"no run {q.run_id!r}")
         return view
 
     async def runs(self, q: wire.RunsQuery, call: Call) -> wire.RunsReply:
-        return await R.list_runs(self.bus, q.limit, q.status, q.offset)
+        return await self.store.page(q.limit, q.status, q.offset)
 
     async def cancel(self, ref: wire.RunRef, call: Call) -> wire.RunSummary:
-        seen: list[str] = []
-
-        def change(run: wire.RunRecord) -> bool:
-            self.may_act(run, call)
-            seen.append(run.status)
-            if run.status in wire.TERMINAL_RUN:
-                return False
-            run.status, run.finished_at, run.message = "cancelled", wire.now(), "cancelled by request"
-            return True
-
-        run = await R.update_run(self.bus, ref.run_id, change)
-        if run is None:
-            if not seen:
-                raise NotFound(f"no run {ref.run_id!r}")
-            raise Conflict(f"run {ref.run_id!r} already {seen[-1]}")
+        run = await self.store.cancel_run(ref.run_id, lambda r: self.may_act(r, call))
         await R.emit(self.bus, S.run_cancel(run.run_id), R.event(run.run_id, "run", "cancelled", self.me.id))
         await self.agent.comms.log(Entry(self.identity(call), self.me.id, "CMD", f"cancel {run.run_id}", run.run_id, "cancelled"))
         return wire.RunSummary(run_id=run.run_id, title=run.title, status=run.status,
@@ -167,7 +140,7 @@ class GatewayRole(Role):
 
     # ---- approval mode (pas.runtime.approval) ---------------------------------------------------------
     async def plan(self, ref: wire.RunRef, call: Call) -> wire.PlanView:
-        return await A.plan_view(self.bus, ref.run_id)
+        return await A.plan_view(self.store, ref.run_id)
 
     async def approve(self, d: wire.Decision, call: Call) -> wire.RunSummary:
         return await self._decide(d, True, call)
@@ -178,11 +151,11 @@ class GatewayRole(Role):
         return await self._decide(d, False, call)
 
     async def _decide(self, d: wire.Decision, approve: bool, call: Call) -> wire.RunSummary:
-        got = await R.get_run(self.bus, d.run_id)
+        got = await self.store.run(d.run_id)
         if got is not None:  # (an unknown run: A.decide says so)
-            self.may_act(got[0], call)
+            self.may_act(got.record, call)
         by = d.by or "anonymous"
-        run = await A.decide(self.bus, d, approve, by)
+        run = await A.decide(self.store, d, approve, by)
         assert run.approval is not None
         verb = "approve" if approve else "reject"
         # The entry names who asked; `by` (what the request says, kept in the plan's record) is metadata.
@@ -200,15 +173,15 @@ class GatewayRole(Role):
     async def _announce_decision(self, run: wire.RunRecord) -> None:
         """Tell the lanes' managers (the run record's write was the decision's event)."""
         assert run.approval is not None
-        await A.announce(self.bus, run)
+        await A.announce(self.store, run)
 
     async def approval_timer(self, ref: wire.RunRef, ctx: WorkCtx) -> None:
         """pas.work.approval: held until the run's deadline (nak with delay), so the timeout
         survives restarts; it also finishes a decision whose announcement a crash cut short."""
-        got = await R.get_run(self.bus, ref.run_id)
-        if got is None or got[0].approval is None:
+        got = await self.store.run(ref.run_id)
+        if got is None or got.record.approval is None:
             return
-        run = got[0]
+        run = got.record
         a = run.approval
         assert a is not None
         if a.status != "pending":
@@ -221,7 +194,7 @@ class GatewayRole(Role):
         if left > 0:
             raise Retry("approval pending", delay_s=min(left, 3600.0) + 0.05)
         try:
-            run = await A.decide(self.bus, wire.Decision(run_id=run.run_id, reason=A.TIMED_OUT), False, self.me.id)
+            run = await A.decide(self.store, wire.Decision(run_id=run.run_id, reason=A.TIMED_OUT), False, self.me.id)
         except (Conflict, NotFound):
             return  # decided at the same moment
         await self.agent.comms.log(Entry(self.me.id, self.me.id, "STATUS", f"reject plan of {run.run_id}: {A.TIMED_OUT}",

@@ -38,13 +38,13 @@ class ManagerRole(Role):
                              queue_group=f"mgr-{self.lane}", concurrent=True)]
 
     async def task_started(self, rec: wire.TaskRecord, call: Call) -> None:
-        await taskowner.started(self.bus, rec, S.sender(call.subject), self.lane)
+        await taskowner.started(self.store, rec, S.sender(call.subject), self.lane)
 
     async def task_done(self, done: wire.ChildDone, call: Call) -> dict[str, str]:
         """A programmer's result: stored if it holds the task (Forbidden otherwise), then noted in the job,
         which this lane's managers own, and on up (pas.runtime.runs.note_child_done)."""
         sender = S.sender(call.subject)
-        rec = await taskowner.finished(self.bus, done, sender, self.lane)
+        rec = await taskowner.finished(self.store, done, sender, self.lane)
         ev = R.event(rec.run_id, "task", rec.status, rec.programmer or sender, lane=rec.lane, job_id=rec.job_id,
                      task_id=rec.task_id)
         await R.note_child_done(self.walk_ctx(done, call), wire.ChildDone(event=ev, redelivered=done.redelivered))
@@ -72,7 +72,7 @@ class ManagerRole(Role):
         return {"job_id": card.job_id, "run_id": card.run_id, "status": "queued"}
 
     async def decompose(self, card: wire.JobCard, ctx: WorkCtx) -> None:
-        existing = (await self.bus.kv_get(S.KV_TREE, R.job_key(card.run_id, card.job_id), wire.JobRecord)
+        existing = (await ctx.store.get(R.job_key(card.run_id, card.job_id), wire.JobRecord)
                     if ctx.redelivered else None)  # only a redelivery can find its own earlier plan
         tasks = card.tasks
         if self.agent.llm is not None and existing is None:
@@ -80,16 +80,15 @@ class ManagerRole(Role):
                                             self.cfg.settings.work.max_tasks_per_job)
             tasks = plan.tasks or card.tasks
             if meta.degraded:
-                await R.mark_degraded(self.bus, card.run_id, f"{self.me.id}: {meta.reason}")
-        elif existing is not None and existing[0].specs:
-            tasks = existing[0].specs  # a redelivered job card: keep the plan made the first time
+                await ctx.store.mark_degraded(card.run_id, f"{self.me.id}: {meta.reason}")
+        elif existing is not None and existing.record.specs:
+            tasks = existing.record.specs  # a redelivered job card: keep the plan made the first time
         card.tasks = tasks
         task_ids = [f"{card.job_id}-{i + 1:02d}" for i in range(len(card.tasks))]
         if existing is None:  # a redelivery keeps its record (and the completions noted in it)
-            await R.put_parent(self.bus, R.job_key(card.run_id, card.job_id),
-                                  wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
-                                                 manager=self.me.id, tasks=task_ids, specs=card.tasks,
-                                                 ctx=card.ctx))
+            await ctx.store.put(R.job_key(card.run_id, card.job_id),
+                                wire.JobRecord(run_id=card.run_id, job_id=card.job_id, lane=card.lane,
+                                               manager=self.me.id, tasks=task_ids, specs=card.tasks, ctx=card.ctx))
         pending, creates = [], []
         for task_id, spec in zip(task_ids, card.tasks, strict=False):
             rec = wire.TaskRecord(task_id=task_id, run_id=card.run_id, job_id=card.job_id, lane=card.lane,
@@ -97,9 +96,9 @@ class ManagerRole(Role):
                                   instruction=spec.instruction[:2000], command=spec.command)
             # Create-if-absent, confirmed with the job's tasks below (one round trip for all): the store
             # refuses it if the key exists already (a redelivered job card).
-            creates.append(self.bus.kv_create(S.KV_TREE, R.task_key(card.run_id, task_id), rec))
+            creates.append(ctx.store.create_task(R.task_key(card.run_id, task_id), rec))
             if existing is None:
-                taskowner.remember(self.bus, R.task_key(card.run_id, task_id), rec)  # its holder is checked there
+                ctx.store.remember_task(R.task_key(card.run_id, task_id), rec)  # its holder is checked there
             if card.ctx.approval:
                 continue  # held: published when the run is approved (self.release)
             pending.append(self._publish_task(card.ctx, card.run_id, card.job_id, task_id, spec, self.me.id))
@@ -121,10 +120,10 @@ class ManagerRole(Role):
     async def _maybe_wait_for_approval(self, run_id: str) -> None:
         """Every manager checks after storing its job; the last one to finish planning sees the
         whole plan and moves the run to waiting_approval (compare-and-set: exactly once)."""
-        if not await A.plan_complete(self.bus, run_id):
+        if not await A.plan_complete(self.store, run_id):
             return
         timeout = self.cfg.settings.work.approval_timeout_s
-        run = await A.request_approval(self.bus, run_id, timeout)
+        run = await A.request_approval(self.store, run_id, timeout)
         if run is None:
             return  # another manager did it, or the run is no longer running
         # The deadline timer: held by the gateway's pas.work.approval consumer (survives restarts).
@@ -135,19 +134,19 @@ class ManagerRole(Role):
     async def release(self, ev: wire.RunEvent, ctx: WorkCtx) -> None:
         """The decision on a run's plan, for this lane: publish the approved tasks, mark the dropped
         (or, on rejection, all) held tasks skipped. Idempotent: only tasks still queued are touched."""
-        got = await self.bus.kv_get(S.KV_TREE, R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
-        run = await R.get_run(self.bus, ev.run_id)
-        if got is None or run is None or run[0].approval is None:
+        got = await ctx.store.get(R.lane_key(ev.run_id, self.lane), wire.LaneRecord)
+        run = await ctx.store.run(ev.run_id)
+        if got is None or run is None or run.record.approval is None:
             return
         approved = ev.status == "approved"
-        dropped = set(run[0].approval.dropped)
-        tasks = {t.task_id: t for t in await R.tasks_of(self.bus, ev.run_id)}
+        dropped = set(run.record.approval.dropped)
+        tasks = {t.task_id: t for t in await ctx.store.tasks(ev.run_id)}
         pending = []
-        for job_id in got[0].jobs:
-            jr = await self.bus.kv_get(S.KV_TREE, R.job_key(ev.run_id, job_id), wire.JobRecord)
+        for job_id in got.record.jobs:
+            jr = await ctx.store.get(R.job_key(ev.run_id, job_id), wire.JobRecord)
             if jr is None:
                 continue
-            job = jr[0]
+            job = jr.record
             for task_id, spec in zip(job.tasks, job.specs, strict=False):
                 rec = tasks.get(task_id) or wire.TaskRecord(
                     task_id=task_id, run_id=ev.run_id, job_id=job_id, lane=self.lane, manager=job.manager,
@@ -165,8 +164,8 @@ class ManagerRole(Role):
                 rec.status, rec.finished_at = "skipped", wire.now()
                 who = wire.decider(ev.agent)
                 rec.error = f"dropped from the plan by {who}" if approved else f"plan rejected by {who}"
-                await self.bus.kv_put(S.KV_TREE, R.task_key(ev.run_id, task_id), rec)
-                taskowner.remember(self.bus, R.task_key(ev.run_id, task_id), rec)
+                await ctx.store.put_task(R.task_key(ev.run_id, task_id), rec)
+                ctx.store.remember_task(R.task_key(ev.run_id, task_id), rec)
                 # The job counts it as done; on rejection the jobs, lanes and plan end `rejected` the usual way.
                 await self._skipped(ctx, ev.run_id, job_id, task_id, approved)
         await asyncio.gather(*pending)
@@ -182,7 +181,7 @@ class ManagerRole(Role):
         run_id, _, job_id = (ref.id or "").partition(":")
         if not (is_id(run_id) and is_id(job_id)):  # they become a KV key: never a wildcard or a dot
             raise BadRequest(f"id {ref.id!r}: expected <run_id>:<job_id> ({ID_RULE})", detail={"field": "id"})
-        got = await self.bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord)
+        got = await self.store.get(R.job_key(run_id, job_id), wire.JobRecord)
         if got is None:
             raise NotFound(f"no job {ref.id!r} (use <run_id>:<job_id>)")
-        return got[0]
+        return got.record

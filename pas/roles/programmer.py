@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pas.base.errors import BadRequest, BudgetExceeded, PasError, Retry
 from pas.base.redact import redact
@@ -106,8 +106,8 @@ class ProgrammerRole(Role):
                 self._runs_seen.clear()
             # This process's own last write of the run, when it made one (written after the cancel
             # subscription started, so a later cancel is heard), else the stored record.
-            got = await R.known_run(self.bus, run_id)
-            self._runs_seen[run_id] = got is not None and got[0].status == "cancelled"
+            got = await self.store.known_run(run_id)
+            self._runs_seen[run_id] = got is not None and got.record.status == "cancelled"
         return self._runs_seen[run_id]
 
     async def _on_cancel(self, ev: wire.RunEvent) -> None:
@@ -124,9 +124,9 @@ class ProgrammerRole(Role):
         first = not ctx.redelivered
         # Only a redelivery can find a record with a result or an earlier attempt in it.
         got, cancelled = await asyncio.gather(
-            self.bus.kv_get(S.KV_TREE, key, wire.TaskRecord) if not first else _none(),
+            ctx.store.task(key) if not first else _none(),
             self._cancelled_run(work.run_id))
-        rec = got[0] if got else wire.TaskRecord(
+        rec = got.record if got else wire.TaskRecord(
             task_id=work.task_id, run_id=work.run_id, job_id=work.job_id, lane=work.lane, manager=work.manager,
             executor=wire.effective_executor(work.spec), instruction=work.spec.instruction[:2000],
             command=work.spec.command)
@@ -162,7 +162,7 @@ class ProgrammerRole(Role):
         finally:
             self.running.pop(key, None)
             self._cancelled.discard(key)
-        rec.status = result.status
+        rec.status = cast(wire.TaskStatusValue, result.status)  # an executor's statuses are task statuses
         rec.exit_code = result.exit_code
         rec.output = cap(redact(result.output), wire.MAX_OUTPUT, tail=True)
         rec.error = cap(redact(result.error), wire.MAX_ERROR)

@@ -31,20 +31,20 @@ class RootRole(Role):
     async def end_run(self, told: wire.RunEvent, ctx: WorkCtx) -> None:
         """done.plan says a plan finished; the plan record (the architect's alone) says whether it did and
         how: a forged or early done.plan ends nothing."""
-        got = R.cached_run(self.bus, told.run_id)  # the ending is a compare-and-set: it checks
+        got = ctx.store.cached_run(told.run_id)  # the ending is a compare-and-set: it checks
         key = R.plan_key(told.run_id)  # as this process's architect wrote it, else the store
-        plan = R.read_record(self.bus, key, wire.PlanRecord)
-        if got is None or got[0].repo:  # integration acts on the repository: from the stored record only
-            got = await R.get_run(self.bus, told.run_id)
+        plan = ctx.store.read_soon(key, wire.PlanRecord)
+        if got is None or got.record.repo:  # integration acts on the repository: from the stored record only
+            got = await ctx.store.run(told.run_id)
         stored = await plan
         if got is None:
             return
-        if stored is None or stored[0].status == "running":
+        if stored is None or stored.record.status == "running":
             log.warning("done.plan for run %s ignored: its plan record is %s", told.run_id,
                         "missing" if stored is None else "still running")
             return
-        ev = R.plan_event(stored[0])
-        run, rev = got
+        ev = R.plan_event(stored.record)
+        run = got.record
         if run.status in wire.TERMINAL_RUN:
             return  # ended before (a redelivery): its record's write was its event
         end = msgspec.structs.replace(run)  # the ending, worked out on a copy; `run` stays as read
@@ -53,16 +53,8 @@ class RootRole(Role):
         end.message = ev.message + (f"; {run.message}" if run.message else "")  # keep degraded notes
         if end.status != "cancelled":
             await self._integrate(end)
-
-        def change(r: wire.RunRecord) -> bool:
-            if r.status in wire.TERMINAL_RUN:
-                return False  # cancelled or rejected meanwhile: that stands
-            r.status, r.finished_at, r.message = end.status, end.finished_at, end.message
-            r.result_branch, r.conflicts = end.result_branch, end.conflicts
-            return True
-
         # The ending's write is the run's terminal event (the server fans it out, pas.runtime.runs).
-        if await R.update_run(self.bus, run.run_id, change, (run, rev)) is not None:
+        if await ctx.store.finish_run(end, got) is not None:
             await ctx.log("gateway", "STATUS", f"run {run.run_id} {end.status}", end.status)
 
     async def _integrate(self, run: wire.RunRecord) -> None:
@@ -71,7 +63,7 @@ class RootRole(Role):
         repo = run.repo
         if not repo:
             return
-        tasks = await R.tasks_of(self.bus, run.run_id)
+        tasks = await self.store.tasks(run.run_id)
         if not any(t.branch and t.diff_stat and t.status == "completed" for t in tasks):
             return  # nothing to bring together
         if not (Path(repo) / ".git").exists():

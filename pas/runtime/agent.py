@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nats.aio.msg import Msg
@@ -29,6 +29,7 @@ from pas.protocol import wire
 from pas.runtime import claims
 from pas.runtime.comms import CommsLog, Entry
 from pas.runtime.service import Call, WorkCtx, WorkLoop, WorkLoopOptions, decode_body, endpoint
+from pas.runtime.store import Memory, RunStore
 from pas.transport.bus import Bus
 from pas.transport.natscompat import count_error, last_endpoint
 
@@ -68,6 +69,15 @@ class WorkSpec:
     burst: int = 8
 
 
+@dataclass
+class Process:
+    """What the agents of one process share, each with a connection of its own: the run store's memory
+    (pas.runtime.store.Memory) and other one-per-process things (the programmers' priority bands)."""
+
+    memory: Memory = field(default_factory=Memory)
+    local: dict[Any, Any] = field(default_factory=dict)
+
+
 class Role:
     """Base of every role's behaviour."""
 
@@ -76,6 +86,7 @@ class Role:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.bus = agent.bus
+        self.store = agent.store
         self.cfg = agent.bus.cfg
         self.me = agent.cfg
 
@@ -114,13 +125,16 @@ class Role:
     def walk_ctx(self, done: wire.ChildDone, call: Call) -> WorkCtx:
         """The context of a completion walk handed up by request (no work item of its own)."""
         return WorkCtx(run_id=done.event.run_id, attempt=2 if done.redelivered else 1, headers=call.headers,
-                       subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms)
+                       subject=call.subject, agent_id=self.me.id, bus=self.bus, comms=self.agent.comms,
+                       store=self.store)
 
 
 class Agent:
     def __init__(self, bus: Bus, cfg: AgentConfig, comms: CommsLog, role_class: type[Role],
-                 llm: RunLLM | None = None) -> None:
+                 llm: RunLLM | None = None, process: Process | None = None) -> None:
         self.bus = bus
+        self.process = process or Process()
+        self.store = RunStore(bus, self.process.memory)  # the run records, written as this agent
         self.cfg = cfg
         self.comms = comms
         self.llm = llm  # the process's LLM router (pas.runtime.usage), None where no model is called
@@ -189,14 +203,14 @@ class Agent:
             await self._add_endpoint(spec)
         for ws in self.role.work():
             opts = WorkLoopOptions(bus=self.bus, comms=self.comms, agent_id=c.id, concurrency=ws.concurrency,
-                                   ack_wait_s=ws.ack_wait_s, on_bad_input=self._bad_input,
+                                   ack_wait_s=ws.ack_wait_s, store=self.store, on_bad_input=self._bad_input,
                                    name=f"{c.id}:{ws.durable}", ack=self.bus.ack)
             if ws.bands:
                 from pas.runtime.priority import BandedWorkLoop
 
                 loop: WorkLoop = BandedWorkLoop(self.bus.nc, list(ws.bands), list(ws.band_subjects), ws.wake_subject,
-                                                ws.burst, js=self.bus.js, stream=ws.stream, typ=ws.typ,
-                                                handler=ws.handler, opts=opts)
+                                                ws.burst, shared=self.process.local, js=self.bus.js,
+                                                stream=ws.stream, typ=ws.typ, handler=ws.handler, opts=opts)
             else:
                 loop = WorkLoop(self.bus.js, ws.stream, ws.durable, ws.typ, ws.handler, opts)
             self.loops.append(loop)

@@ -19,28 +19,28 @@ from pas.base.errors import BadRequest, Conflict, NotFound
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import runs as R
-from pas.transport.bus import Bus
+from pas.runtime.store import RunStore
 
 TIMED_OUT = "approval timed out"
 
 
-async def plan_complete(bus: Bus, run_id: str) -> bool:
+async def plan_complete(store: RunStore, run_id: str) -> bool:
     """Has every tier planned? The architect's lanes each have a director's record, and every job
     card of those has its manager's record. Bails out at the first missing record."""
-    got = await bus.kv_get(S.KV_TREE, R.plan_key(run_id), wire.PlanRecord)
+    got = await store.get(S.plan_key(run_id), wire.PlanRecord)
     if got is None:
         return False
-    for lane in got[0].lanes:
-        lr = await bus.kv_get(S.KV_TREE, R.lane_key(run_id, lane), wire.LaneRecord)
+    for lane in got.record.lanes:
+        lr = await store.get(S.lane_key(run_id, lane), wire.LaneRecord)
         if lr is None:
             return False
-        for job_id in lr[0].jobs:
-            if await bus.kv_get(S.KV_TREE, R.job_key(run_id, job_id), wire.JobRecord) is None:
+        for job_id in lr.record.jobs:
+            if await store.get(S.job_key(run_id, job_id), wire.JobRecord) is None:
                 return False
     return True
 
 
-async def request_approval(bus: Bus, run_id: str, timeout_s: float) -> wire.RunRecord | None:
+async def request_approval(store: RunStore, run_id: str, timeout_s: float) -> wire.RunRecord | None:
     """running -> waiting_approval, once: the run if this caller made the change, else None."""
 
     def change(run: wire.RunRecord) -> bool:
@@ -51,14 +51,14 @@ async def request_approval(bus: Bus, run_id: str, timeout_s: float) -> wire.RunR
         run.approval = wire.Approval(requested_at=t, deadline=t + timedelta(seconds=timeout_s))
         return True
 
-    return await R.update_run(bus, run_id, change)
+    return await store.update_run(run_id, change)
 
 
-async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.RunRecord:
+async def decide(store: RunStore, d: wire.Decision, approve: bool, by: str) -> wire.RunRecord:
     """Record a decision on a waiting run: approved (back to running, minus the dropped tasks) or
     rejected (the run ends). 404 unknown run, 409 not waiting, 400 unknown task id to drop."""
     if approve and d.drop:
-        planned = {t for j in await bus.kv_values(S.KV_TREE, S.jobs_of(d.run_id), wire.JobRecord) for t in j.tasks}
+        planned = {t for j in await store.jobs(d.run_id) for t in j.tasks}
         unknown = sorted(set(d.drop) - planned)
         if unknown:
             raise BadRequest(f"run {d.run_id!r} has no task(s) {unknown}", detail={"unknown": unknown})
@@ -79,7 +79,7 @@ async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.Run
             run.message = f"rejected by {wire.decider(by)}" + (f": {d.reason}" if d.reason else "")
         return True
 
-    run = await R.update_run(bus, d.run_id, change)
+    run = await store.update_run(d.run_id, change)
     if run is not None:
         return run
     if "status" not in state:
@@ -87,15 +87,15 @@ async def decide(bus: Bus, d: wire.Decision, approve: bool, by: str) -> wire.Run
     raise Conflict(f"run {d.run_id!r} is {state['status']}, not waiting_approval")
 
 
-async def announce(bus: Bus, run: wire.RunRecord) -> None:
+async def announce(store: RunStore, run: wire.RunRecord) -> None:
     """Tell every lane's managers the decision (idempotent: message ids), then note it done."""
     assert run.approval is not None
-    got = await bus.kv_get(S.KV_TREE, R.plan_key(run.run_id), wire.PlanRecord)
-    lanes = got[0].lanes if got else run.lanes
+    got = await store.get(S.plan_key(run.run_id), wire.PlanRecord)
+    lanes = got.record.lanes if got else run.lanes
     for lane in lanes:
         ev = R.event(run.run_id, "approval", run.approval.status, run.approval.decided_by, lane=lane,
                      message=run.approval.reason)
-        await R.emit(bus, S.run_release(run.run_id, lane), ev, msg_id=f"{run.run_id}:release:{lane}")
+        await R.emit(store.bus, S.run_release(run.run_id, lane), ev, msg_id=f"{run.run_id}:release:{lane}")
 
     def change(r: wire.RunRecord) -> bool:
         if r.approval is None or r.approval.released:
@@ -103,16 +103,16 @@ async def announce(bus: Bus, run: wire.RunRecord) -> None:
         r.approval.released = True
         return True
 
-    await R.update_run(bus, run.run_id, change)
+    await store.update_run(run.run_id, change)
 
 
-async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:
-    got = await R.get_run(bus, run_id)
+async def plan_view(store: RunStore, run_id: str) -> wire.PlanView:
+    got = await store.run(run_id)
     if got is None:
         raise NotFound(f"no run {run_id!r}")
-    run = got[0]
-    jobs: list[wire.JobRecord] = await bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
-    status = {t.task_id: t.status for t in await R.tasks_of(bus, run_id)}
+    run = got.record
+    jobs = await store.jobs(run_id)
+    status = {t.task_id: t.status for t in await store.tasks(run_id)}
     order = {lane: i for i, lane in enumerate(S.LANES)}
     jobs.sort(key=lambda j: (order.get(j.lane, 99), j.job_id))
     return wire.PlanView(
@@ -120,4 +120,4 @@ async def plan_view(bus: Bus, run_id: str) -> wire.PlanView:
         jobs=[wire.PlanJob(job_id=j.job_id, lane=j.lane, manager=j.manager,
                            tasks=[wire.PlanTask(task_id=t, status=status.get(t, "queued"), spec=s)
                                   for t, s in zip(j.tasks, j.specs, strict=False)]) for j in jobs],
-        complete=await plan_complete(bus, run_id), approval_mode=run.approval_mode, approval=run.approval)
+        complete=await plan_complete(store, run_id), approval_mode=run.approval_mode, approval=run.approval)

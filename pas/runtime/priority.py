@@ -114,8 +114,9 @@ class Bands:
 
 
 def shared_bands(local: dict[Any, Any], subjects: list[str], wake_subject: str) -> Bands:
-    """The Bands of these band subjects in this process (`local`: pas.bus.Bus.local, shared by a process's
-    buses, one per agent): one per process and pool, whichever connection subscribes."""
+    """The Bands of these band subjects in this process (`local`: pas.runtime.agent.Process.local, shared by
+    a process's agents, each with a connection of its own): one per process and pool, whichever connection
+    subscribes."""
     key = ("bands", wake_subject, *subjects)
     if key not in local:
         local[key] = Bands(subjects, wake_subject)
@@ -127,11 +128,11 @@ class BandedWorkLoop(WorkLoop):
     """A WorkLoop over several durable consumers of one stream, highest priority first."""
 
     def __init__(self, nc: Client, durables: list[str], subjects: list[str], wake_subject: str, burst: int,
-                 **kw: Any) -> None:
+                 shared: dict[Any, Any], **kw: Any) -> None:
         super().__init__(durable=durables[0], **kw)
         self.nc = nc
         self.durables = durables
-        self.bands = shared_bands(self.bus.local, subjects, wake_subject)
+        self.bands = shared_bands(shared, subjects, wake_subject)
         self.burst = max(1, burst)
         self.streak_band: int | None = None  # index of the band the current streak is from
         self.streak = 0

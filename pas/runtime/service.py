@@ -40,6 +40,7 @@ from pas.base.errors import (
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime.comms import Entry
+from pas.runtime.store import RunStore
 from pas.transport import tracing
 from pas.transport.bus import transient
 from pas.transport.natscompat import reply_of
@@ -143,6 +144,8 @@ class WorkCtx:
     agent_id: str
     bus: Bus
     comms: CommsLog
+    store: RunStore
+    """The run records (pas.runtime.store), as this agent writes them."""
     _msg: Msg | None = field(default=None, repr=False)
     """The work item (None: a walk handed up by request, pas.runtime.runs.note_child_done, has none to keep alive)."""
 
@@ -199,14 +202,15 @@ def task_status(e: BaseException) -> str:
 
 @dataclass(frozen=True)
 class WorkLoopOptions:
-    """How one agent runs a work loop: who it is (its bus, comms log, id) and its limits; what the
-    loop pulls (stream, durable consumer, item type, handler) is given beside it."""
+    """How one agent runs a work loop: who it is (its bus, comms log, run store, id) and its limits; what
+    the loop pulls (stream, durable consumer, item type, handler) is given beside it."""
 
     bus: Bus
     comms: CommsLog
     agent_id: str
     concurrency: int
     ack_wait_s: float
+    store: RunStore | None = None  # default: a store of its own over bus (a loop outside an agent)
     spawn: Callable[[Awaitable[Any]], asyncio.Task[Any]] | None = None  # default: bus.spawn
     on_bad_input: OnBadInput | None = None
     name: str = ""  # default: the durable's name
@@ -228,6 +232,7 @@ class WorkLoop:
         self.js, self.stream, self.durable, self.typ = js, stream, durable, typ
         self.handler = handler
         self.bus, self.comms, self.agent_id = opts.bus, opts.comms, opts.agent_id
+        self.store = opts.store or RunStore(opts.bus)
         self.concurrency = max(1, opts.concurrency)
         self.ack_wait_s = opts.ack_wait_s
         self.spawn = opts.spawn or opts.bus.spawn
@@ -316,7 +321,7 @@ class WorkLoop:
         md = m.metadata if m.reply else None
         return WorkCtx(run_id=getattr(body, "run_id", "") or "", attempt=md.num_delivered if md else 1,
                        headers=dict(m.headers or {}), subject=m.subject, agent_id=self.agent_id, bus=self.bus,
-                       comms=self.comms, _msg=m)
+                       comms=self.comms, store=self.store, _msg=m)
 
     def _decode(self, data: bytes) -> Any:
         """The work item, or BadInput: a body that does not decode never will (terminated, logged)."""

@@ -9,7 +9,8 @@ is refused with a WARNING, unless it is a later attempt (JetStream redelivers a 
 or timed out; that takeover is logged too), and a finished record is never written again.
 
 No read on the hot path: the record as this process last wrote it (the queued one from decompose, the
-running one from the start) is kept in Bus.records; the store is read only when another process wrote it.
+running one from the start) is kept by the run store (pas.runtime.store); KV is read only when another
+process wrote it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from pas.base.textsafe import cap
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.protocol.ids import is_id
-from pas.runtime.lastwrite import CACHED_RECORDS
-from pas.transport.bus import Bus
+from pas.runtime.store import RunStore
 
 log = logging.getLogger("pas.taskowner")
 
@@ -33,29 +33,13 @@ REPORTED = ("status", "attempts", "exit_code", "output", "error", "tokens", "cos
 """What a programmer reports of a task; the rest of the record (ids, lane, manager, spec) is the managers'."""
 
 
-def _entry(key: str) -> str:
-    return f"task:{key}"
-
-
-def remember(bus: Bus, key: str, rec: wire.TaskRecord) -> None:
-    """The task record as this process wrote it (no revision: task records are written whole, never by
-    compare-and-set)."""
-    if len(bus.records) >= CACHED_RECORDS:
-        bus.records.clear()
-    bus.records[_entry(key)] = (wire.encode(rec), 0)
-
-
-def forget(bus: Bus, key: str) -> None:
-    bus.records.pop(_entry(key), None)
-
-
-async def stored(bus: Bus, key: str) -> tuple[wire.TaskRecord | None, int | None]:
+async def stored(store: RunStore, key: str) -> tuple[wire.TaskRecord | None, int | None]:
     """The task record as this process wrote it (revision None), else as stored (with its revision)."""
-    got = bus.records.get(_entry(key))
-    if got is not None:
-        return wire.decode(got[0], wire.TaskRecord), None
-    read = await bus.kv_get(S.KV_TREE, key, wire.TaskRecord)
-    return (read[0], read[1]) if read else (None, None)
+    mine = store.written_task(key)
+    if mine is not None:
+        return mine, None
+    read = await store.task(key)
+    return (read.record, read.rev) if read else (None, None)
 
 
 def _refusal(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str, lane: str) -> str | None:
@@ -88,11 +72,11 @@ def _merged(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str) -> 
     return out
 
 
-async def started(bus: Bus, rec: wire.TaskRecord, sender: str, lane: str) -> wire.TaskRecord | None:
+async def started(store: RunStore, rec: wire.TaskRecord, sender: str, lane: str) -> wire.TaskRecord | None:
     """A programmer took a task: record it as the holder (a progress write, not awaited by the store).
     None, with a WARNING, if it may not."""
     key = S.task_key(rec.run_id, rec.task_id)
-    prev, rev = await stored(bus, key) if is_id(rec.run_id) and is_id(rec.task_id) else (None, None)
+    prev, rev = await stored(store, key) if is_id(rec.run_id) and is_id(rec.task_id) else (None, None)
     if prev is not None and prev.status in wire.TERMINAL_TASK and prev.programmer == sender:
         return None  # its own result got here first (the two reports took different managers)
     why = _refusal(prev, rec, sender, lane) or (None if rec.status == "running" else f"status {rec.status!r}")
@@ -102,19 +86,19 @@ async def started(bus: Bus, rec: wire.TaskRecord, sender: str, lane: str) -> wir
     new = _merged(prev, rec, sender)
     # Remembered before the write: a result handled meanwhile in this process finds the holder, and its
     # write, later, wins. Read from the store (another process wrote it): written only over what was read.
-    remember(bus, key, new)
+    store.remember_task(key, new)
     if rev is None:
-        await bus.kv_put_nowait(S.KV_TREE, key, new)
+        await store.put_task_progress(key, new)
         return new
     try:
-        await bus.kv_update(S.KV_TREE, key, wire.encode(new), rev)
+        await store.update_task(key, new, rev)
     except KeyWrongLastSequenceError:  # the result was stored meanwhile: it stands
-        forget(bus, key)
+        store.forget_task(key)
         return None
     return new
 
 
-async def finished(bus: Bus, done: wire.ChildDone, sender: str, lane: str) -> wire.TaskRecord:
+async def finished(store: RunStore, done: wire.ChildDone, sender: str, lane: str) -> wire.TaskRecord:
     """A programmer's result: stored if the sender holds the task, then returned for the walk up. A task
     that ended already (a repeated walk) keeps its stored result, which is returned. Forbidden, with a
     WARNING, for anyone else."""
@@ -123,7 +107,7 @@ async def finished(bus: Bus, done: wire.ChildDone, sender: str, lane: str) -> wi
     if not (is_id(ev.run_id) and is_id(ev.task_id or "")):
         raise BadRequest(f"bad task ids run_id={ev.run_id!r} task_id={ev.task_id!r}", detail={"field": "event"})
     key = S.task_key(ev.run_id, ev.task_id or "")
-    prev, _ = await stored(bus, key)
+    prev, _ = await stored(store, key)
     if prev is not None and prev.status in wire.TERMINAL_TASK:
         return prev  # announced again: the stored result stands
     if rec is None or (rec.run_id, rec.task_id) != (ev.run_id, ev.task_id) or rec.status not in wire.TERMINAL_TASK:
@@ -133,10 +117,10 @@ async def finished(bus: Bus, done: wire.ChildDone, sender: str, lane: str) -> wi
         log.warning("refused %s's result of task %s.%s: %s", sender, rec.run_id, rec.task_id, why)
         raise Forbidden(f"task {rec.run_id}.{rec.task_id}: {why}")
     new = _merged(prev, rec, sender)
-    remember(bus, key, new)  # first: a start handled meanwhile in this process is not written over it
+    store.remember_task(key, new)  # first: a start handled meanwhile in this process is not written over it
     try:
-        await bus.kv_put(S.KV_TREE, key, new)
+        await store.put_task(key, new)
     except BaseException:
-        forget(bus, key)  # not stored: the programmer's retry finds the store as it is
+        store.forget_task(key)  # not stored: the programmer's retry finds the store as it is
         raise
     return new

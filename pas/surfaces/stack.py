@@ -19,8 +19,9 @@ from pas.config.model import PasConfig
 from pas.execution.sandbox import Box
 from pas.roles import new_agent
 from pas.runtime import claims
-from pas.runtime.agent import Agent
+from pas.runtime.agent import Agent, Process
 from pas.runtime.comms import CommsLog
+from pas.runtime.store import RunStore
 from pas.transport import auth, tracing
 from pas.transport.bus import Bus, connect, provision
 from pas.transport.server import EmbeddedServer
@@ -67,6 +68,7 @@ class Stack:
         self.data_dir = Path(cfg.settings.nats.data_dir)  # the embedded server's, and the creds' default home
         self.server: EmbeddedServer | None = None
         self.bus: Bus | None = None  # the first role's bus (the only one without NATS users)
+        self.process = Process()  # what its agents share: the run store's memory, the priority bands
         self.buses: dict[str, Bus] = {}  # agent id ("" without NATS users) -> its bus
         self.llms: dict[str, RunLLM] = {}  # the same keys -> its LLM router (breakers shared)
         self.creds: dict[str, auth.Creds] = {}
@@ -135,7 +137,7 @@ class Stack:
             for a in sorted(selected, key=lambda a: a.role != "monitor"):
                 bus = self.buses[self._user(a)]
                 llm = self.llms[self._user(a)]
-                agent = new_agent(bus, a, llm.comms, llm)
+                agent = new_agent(bus, a, llm.comms, llm, self.process)
                 await agent.load_model_override()
                 await agent.start()
                 self.agents.append(agent)
@@ -149,6 +151,12 @@ class Stack:
         except BaseException:
             await self.stop()
             raise
+
+    @property
+    def store(self) -> RunStore:
+        """The run store over the first role's bus, sharing the agents' memory."""
+        assert self.bus is not None
+        return RunStore(self.bus, self.process.memory)
 
     @property
     def llm(self) -> RunLLM:
@@ -184,16 +192,15 @@ class Stack:
             for user in groups))
         for user, bus in zip(groups, buses, strict=True):
             llm = RunLLM(bus, CommsLog(bus.nc, self.cfg.settings.comms.preview_chars, bus=bus))
-            if self.bus is not None:  # one process, one view: its agents share CAS locks, cached parents, ...
-                bus.share(self.bus)
-                llm.client.breaker = self.llm.client.breaker  # ... and the model breakers
+            if self.bus is not None:  # one process, one view: its agents share the model breakers (and
+                llm.client.breaker = self.llm.client.breaker  # the run store's memory: self.process)
             self.llms[user] = llm
             self.buses[user] = bus
             self.bus = self.bus or bus
 
     async def _reconnected(self) -> None:
         if self.bus is not None:
-            self.bus.records.clear()  # a cancel may have gone unheard while cut off (pas.runtime.runs cache)
+            self.process.memory.forget()  # a cancel may have gone unheard while cut off (pas.runtime.store)
             if self._checking is None or self._checking.done():  # one check for all the agents' connections
                 self._checking = self.bus.spawn(self._check_after_reconnect())
 

@@ -258,26 +258,14 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
 
 @dataclass
 class Bus:
-    """What every agent in a process shares: the connection, JetStream, KV handles."""
+    """One connection and its JetStream: KV handles, the retry policy's primitives, publishing. What a
+    process remembers of the run records is the run store's (pas.runtime.store), not the bus's."""
 
     nc: Client
     js: JetStreamContext
     cfg: PasConfig
     kv: dict[str, KeyValue] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # per-key locks for CAS updates
-    # Records (run, job, lane, plan) as this process last wrote them: (encoded, revision), a read
-    # saved before a compare-and-set, which still checks the revision (pas.runtime.lastwrite).
-    records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
-    # Completions waiting to be written with a sibling's compare-and-set (pas.runtime.runs.record_children_done).
-    carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
-    # Other things one per process (the programmers' wake-up subscription: pas.runtime.priority).
-    local: dict[Any, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-
-    def share(self, first: Bus) -> None:
-        """Share the per-process state of `first` (another agent's bus of this process): CAS locks,
-        records this process wrote, carried completions."""
-        self.locks, self.records, self.carried, self.local = first.locks, first.records, first.carried, first.local
 
     @classmethod
     async def open(cls, url: str, cfg: PasConfig, name: str = "pas", do_provision: bool = True,
@@ -319,13 +307,14 @@ class Bus:
 
     # ---- KV helpers ------------------------------------------------------------------------
     async def kv_get(self, bucket: str, key: str, typ: type[Any]) -> tuple[Any, int] | None:
+        """(value, revision), the value decoded as typ (bytes: as stored), or None if there is none."""
         try:
             e = await self.retry(f"get {bucket}/{key}", lambda: self.kv[bucket].get(key))
         except (KeyNotFoundError, InvalidKeyError):
             return None  # an id that cannot be a key names nothing
         if e.value is None:
             return None
-        return wire.decode(e.value, typ), e.revision or 0
+        return (e.value if typ is bytes else wire.decode(e.value, typ)), e.revision or 0
 
     async def retry(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         return await retry_js(what, op, self.cfg.settings.nats.js_retry_s)

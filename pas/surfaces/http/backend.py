@@ -20,6 +20,7 @@ from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import comms as comms_mod
 from pas.runtime import runs as R
+from pas.runtime.store import RunStore
 from pas.transport.bus import Bus
 from pas.transport.client import PasClient
 from pas.transport.streams import ReadOptions
@@ -53,6 +54,7 @@ class Backend:
     def __init__(self, cfg: PasConfig, bus: Bus) -> None:
         self.cfg = cfg
         self.bus = bus
+        self.store = RunStore(bus)  # the run records, read only here
         self.client = PasClient(bus.nc, cfg.settings.nats.request_timeout_s)
 
     @classmethod
@@ -131,8 +133,8 @@ class Backend:
         st = await self.run_status(run_id)
         lanes = []
         for lane in st.get("lanes") or []:
-            got = await self.bus.kv_get(S.KV_TREE, R.lane_key(run_id, lane), wire.LaneRecord)
-            rec = got[0] if got else None
+            got = await self.store.get(R.lane_key(run_id, lane), wire.LaneRecord)
+            rec = got.record if got else None
             lanes.append({"lane": lane, "status": rec.status if rec else "queued",
                           "director": rec.director if rec else None, "jobs": rec.jobs if rec else []})
         st["lane_states"] = lanes

@@ -88,7 +88,7 @@ def runs_filter(status: str | None) -> str | None:
 
 
 async def _jobs(backend: Backend, run_id: str) -> list[wire.JobRecord]:
-    jobs: list[wire.JobRecord] = await backend.bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
+    jobs = await backend.store.jobs(run_id)
     return sorted(jobs, key=lambda j: j.job_id)
 
 
@@ -149,8 +149,8 @@ def _times(st: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _lane(backend: Backend, run_id: str, lane: str) -> wire.LaneRecord | None:
-    got = await backend.bus.kv_get(S.KV_TREE, S.lane_key(run_id, lane), wire.LaneRecord)
-    return got[0] if got else None
+    got = await backend.store.get(S.lane_key(run_id, lane), wire.LaneRecord)
+    return got.record if got else None
 
 
 async def status(ctx: Ctx, a: AgentConfig, ref: str) -> dict[str, Any]:

@@ -116,12 +116,14 @@ def divergence_text(div: dict[str, Any], parent: str, recorded: int) -> str:
 
 
 async def diff(args: argparse.Namespace, cfg: PasConfig) -> int:
+    from pas.runtime.store import RunStore
     from pas.surfaces.replay import diff as diff_mod
 
     bus = await open_bus(cfg)
+    store = RunStore(bus)
     client = await open_client(cfg)
     try:
-        d = diff_mod.compare(await diff_mod.side(bus, client, args.run_a), await diff_mod.side(bus, client, args.run_b))
+        d = diff_mod.compare(await diff_mod.side(store, client, args.run_a), await diff_mod.side(store, client, args.run_b))
     finally:
         await client.close()
         await bus.close()

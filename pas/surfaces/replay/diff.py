@@ -15,6 +15,7 @@ from typing import Any
 from pas.execution.gitsafe import run_git
 from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.runtime.store import RunStore
 
 
 async def _git_show(repo: str, branch: str) -> str:
@@ -22,12 +23,12 @@ async def _git_show(repo: str, branch: str) -> str:
     return out if rc == 0 else ""
 
 
-async def side(bus: Any, client: Any, run_id: str) -> dict[str, Any]:
+async def side(store: RunStore, client: Any, run_id: str) -> dict[str, Any]:
     st = await client.status(run_id)
-    req = await bus.kv_get(S.KV_TREE, S.request_key(run_id), wire.JobSubmit)
-    plan = await bus.kv_get(S.KV_TREE, S.plan_key(run_id), wire.PlanRecord)
-    jobs = await bus.kv_values(S.KV_TREE, S.jobs_of(run_id), wire.JobRecord)
-    repo = req[0].repo if req else None
+    req = await store.request(run_id)
+    plan = await store.get(S.plan_key(run_id), wire.PlanRecord)
+    jobs = await store.jobs(run_id)
+    repo = req.record.repo if req else None
     tasks = {}
     for t in st["tasks"]:
         diff = await _git_show(repo, t["branch"]) if repo and t.get("branch") and t.get("diff_stat") else ""
@@ -35,7 +36,7 @@ async def side(bus: Any, client: Any, run_id: str) -> dict[str, Any]:
                                "exit_code": t.get("exit_code"), "diff": diff,
                                "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None}
     return {"run_id": run_id, "title": st["title"], "status": st["status"],
-            "lanes": plan[0].lanes if plan else st["lanes"],
+            "lanes": plan.record.lanes if plan else st["lanes"],
             "jobs": {j.job_id: wire.to_builtins(j.specs) for j in jobs},
             "tasks": tasks, "tokens": st["usage"]["tokens"], "cost_usd": st["usage"]["cost_usd"],
             "llm_calls": st["usage"]["llm_calls"]}
