@@ -15,8 +15,11 @@ process of their own, as a user's browser does. Figures:
 - hmi.throughput_ratio      tasks/s with the pages open / without (>= 0.9);
 - hmi.hub_ratio             the same with plain SSE readers instead of browsers: the hub alone (>= 0.9).
 
-PAS_HMI_CHROME_TRACE=FILE writes a Chromium performance trace of the traced page during the job (open it
-in chrome://tracing or Perfetto). Needs /usr/bin/chromium and playwright (the dev extras); never `playwright install`.
+PAS_HMI_CHROME_TRACE=FILE writes a Chromium performance trace of the pages during the job (open it
+in chrome://tracing or Perfetto); PAS_HMI_CPU_PROFILE=FILE the traced page's JavaScript CPU profile
+(a .cpuprofile: Chromium's DevTools, or speedscope). Needs /usr/bin/chromium and playwright (the dev
+extras); never `playwright install`. The JSON details split the lag (bus -> the page's handler, by
+task state) and say how long the hub held items before a flush.
 """
 
 from __future__ import annotations
@@ -121,6 +124,10 @@ async def browser_side(url: str, n_pages: int) -> None:
             chrome_trace = os.environ.get("PAS_HMI_CHROME_TRACE")  # a performance trace of the traced page
             if chrome_trace:
                 await browser.start_tracing(page=pages[0], path=chrome_trace, screenshots=False)
+            cpu_profile = os.environ.get("PAS_HMI_CPU_PROFILE")  # where the traced page's script time goes
+            if cpu_profile:
+                await cdp.send("Profiler.enable")
+                await cdp.send("Profiler.start")
             say({"ready": True})
             told = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
             samples: list[float] = []
@@ -134,6 +141,8 @@ async def browser_side(url: str, n_pages: int) -> None:
             cpu_s = await _renderer_cpu_s(browser) - cpu0
             if chrome_trace:
                 await browser.stop_tracing()
+            if cpu_profile:
+                Path(cpu_profile).write_text(json.dumps((await cdp.send("Profiler.stop"))["profile"]))
             metrics = {k: round(after[k] - before.get(k, 0), 3) for k in PERF_METRICS if k in after}
             deadline = time.monotonic() + 30
             while True:  # the page may still be catching up when the runs end
@@ -222,18 +231,25 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         st = json.loads(m.data).get("status")
         bus.setdefault(f"{got.run_id}/{got.rest[0]}/{st}", time.time() * 1000)
 
+    hub_stats: dict[str, float] = {}
     async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=True) as (
             _srv, _cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
         sub = await nc.subscribe(S.run_task("*", "*"), cb=on_task)
         await _run(client, nc, "warm", 50)
         bare_s = await _run(client, nc, "bare", n)
+        assert st.http_server is not None
         url = st.http_server.url("hmi")
         async with _side(url, ctx.sizes.hmi_pages, "raw") as proc:
             raw_s = await _run(client, nc, "raw", n)
             await _tell(proc, {})
         async with _side(url, ctx.sizes.hmi_pages, "browser") as proc:
+            hub = st.http_server.hub
+            chunks0, held0 = hub.stats.chunks, hub.stats.held_ms
             with_s = await _run(client, nc, "hmi", n)
+            chunks = hub.stats.chunks - chunks0
+            hub_stats = {"chunks": chunks, "held_ms_mean": (hub.stats.held_ms - held0) / max(1, chunks),
+                         "held_ms_max": hub.stats.held_ms_max}
             want_comms = [seq async for seq, _ in read_numbered(nc.jetstream(), run_id="hmi-small")]
             want_tasks = [f"hmi-small/{t['task_id']}/completed" for t in (await client.status("hmi-small"))["tasks"]]
             side = await _tell(proc, {"want_tasks": want_tasks, "want_comms": want_comms})
@@ -241,11 +257,21 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
             await sub.unsubscribe()
     trace, samples, missing = side["trace"], side["samples"], side["missing"]
     lags = [t - bus[k] for k, t in trace["painted"].items() if k.startswith("hmi-") and k in bus]
+    # Where the lag of those rows goes: bus -> the page's handler (hub flush, SSE, the renderer's queue)
+    # and handler -> painted (the page's render spacing and the frame).
+    got = [trace["received"][k] - bus[k] for k in trace["painted"] if k.startswith("hmi-") and k in bus
+           and k in trace["received"]]
+    by_status: dict[str, list[float]] = {}
+    for k, t in trace["painted"].items():
+        if k.startswith("hmi-") and k in bus:
+            by_status.setdefault(k.rsplit("/", 1)[1], []).append(t - bus[k])
     ratio = bare_s / with_s if with_s else 0.0
     raw_ratio = bare_s / raw_s if raw_s else 0.0
     ctx.details["hmi"] = {"tasks": n, "small": SMALL, "pages": ctx.sizes.hmi_pages, "bare_s": bare_s,
                           "with_pages_s": with_s, "with_raw_readers_s": raw_s, "painted_rows_measured": len(lags),
-                          "gaps_filled": trace["gaps"],
+                          "gaps_filled": trace["gaps"], "lag_to_handler_p50_p95": [percentile(got, 50), percentile(got, 95)],
+                          "lag_p50": percentile(lags, 50), "hub": hub_stats,
+                          "lag_by_status_n_p50_max": {st: [len(v), percentile(v, 50), max(v)] for st, v in by_status.items()},
                           "evaluate_samples": len(samples), "small_comms": len(want_comms),
                           "renderer_cpu_s": side["renderer_cpu_s"], "traced_page_metrics": side["metrics"]}
     shape = f"{n}-task one-lane job + {SMALL}-task job, {ctx.sizes.hmi_pages} pages (1400x900)"

@@ -12,10 +12,13 @@ function removes the subscriptions, streams and consumers it created, whatever h
                  httpx POSTs (the shape of the earlier HTTP version). Needs no NATS.
 - workqueue_raw: a JetStream work-queue stream, n messages published with bounded in-flight
                  acks, drained by `workers` concurrent fetch+ack loops on one shared durable
-                 pull consumer.
+                 pull consumer, each worker on a NATS connection of its own.
+- workqueue_raw(shape="one_connection"): the same loop with the publisher and every worker on
+                 ONE connection: nats-py costs a reader and a flusher task per connection, so in one
+                 event loop this shape can be the faster one (issue 21: the work-queue floor is the
+                 faster of the two).
 
-Each hop / worker has its own NATS connection (as separate services would), all in the
-caller's event loop.
+Each hop has its own NATS connection (as separate services would), all in the caller's event loop.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import nats
 from nats.aio.client import Client as NATS
@@ -54,12 +58,17 @@ class ChainRun:
     appends: int = 0  # js: messages found in the stream afterwards (expect hops * (warmup + n))
 
 
+WorkQueueShape = Literal["per_worker", "one_connection"]
+WORKQUEUE_SHAPES: tuple[WorkQueueShape, ...] = ("per_worker", "one_connection")
+
+
 @dataclass
 class WorkQueueRun:
     n: int
     workers: int
     batch: int
     payload_bytes: int
+    shape: WorkQueueShape = "per_worker"
     published: int = 0
     acked: int = 0  # distinct stream sequences acked
     redelivered: int = 0  # deliveries beyond the first
@@ -228,16 +237,20 @@ async def http_chain(hops: int = 6, n: int = 300, *, warmup: int = DEFAULT_WARMU
 
 async def workqueue_raw(url: str, n: int = 10000, workers: int = 10, *, batch: int = 100,
                         max_inflight: int = 1000, payload_bytes: int = DEFAULT_PAYLOAD,
-                        storage: StorageType = StorageType.FILE, timeout_s: float = 300.0) -> WorkQueueRun:
+                        storage: StorageType = StorageType.FILE, timeout_s: float = 300.0,
+                        shape: WorkQueueShape = "per_worker") -> WorkQueueRun:
     """Publish n messages to a work-queue stream while `workers` pull loops (one shared durable)
-    fetch(batch) and ack them; elapsed_s runs from the first publish to the last ack (flushed)."""
+    fetch(batch) and ack them; elapsed_s runs from the first publish to the last ack (flushed).
+    shape: a connection per worker, or one connection for the publisher and every worker."""
     if n < 1 or workers < 1:
         raise ValueError("n and workers must be >= 1")
+    if shape not in WORKQUEUE_SHAPES:
+        raise ValueError(f"shape must be one of {WORKQUEUE_SHAPES}, not {shape!r}")
     tag = _tag()
     stream = f"BENCH_WQ_{tag}"
     subject = f"bench.{tag}.wq"
     durable = "workers"
-    run = WorkQueueRun(n=n, workers=workers, batch=batch, payload_bytes=payload_bytes,
+    run = WorkQueueRun(n=n, workers=workers, batch=batch, payload_bytes=payload_bytes, shape=shape,
                        per_worker=[0] * workers)
     conns: list[NATS] = []
     tasks: list[asyncio.Task[None]] = []
@@ -255,8 +268,8 @@ async def workqueue_raw(url: str, n: int = 10000, workers: int = 10, *, batch: i
         await js.add_consumer(stream, ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
                                                      ack_wait=60.0, max_ack_pending=max(1000, workers * batch * 2),
                                                      max_waiting=max(512, workers * 4)))
-        worker_conns = []
-        for w in range(workers):
+        worker_conns = [pub] * workers if shape == "one_connection" else []
+        for w in range(len(worker_conns), workers):
             nc = await _connect(url, f"bench-wq-worker{w}")
             conns.append(nc)
             worker_conns.append(nc)

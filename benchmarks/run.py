@@ -51,7 +51,7 @@ DEFAULT_PRODUCER_MODULES: tuple[str, ...] = tuple(
 class Sizes:
     hops: int = 6
     chain_n: int = 300
-    wq_n: int = 10000
+    wq_n: int = 10000  # per work-queue floor shape (two of them; --quick: 500 each, as long as one of 1,000)
     wq_workers: int = 10
     # PAS figures (benchmarks/fig_*.py)
     latency_n: int = 300  # sequential 1-task echo jobs (each start mode)
@@ -228,24 +228,46 @@ async def _floor_http_chain(ctx: BenchContext) -> list[Figure]:
     return _chain_figures(ctx, run, "FastAPI/uvicorn processes chained by httpx POSTs", "core_chain")
 
 
-@_floor
-async def _floor_workqueue_raw(ctx: BenchContext) -> list[Figure]:
-    sz = ctx.sizes
-    run = await floors.workqueue_raw(ctx.url, n=sz.wq_n, workers=sz.wq_workers)
-    ctx.raw["workqueue_raw"] = run
-    ctx.details["workqueue_raw"] = dataclasses.asdict(run)
+WORKQUEUE_FLOORS = {"per_worker": "workqueue_raw", "one_connection": "workqueue_1conn"}
+"""The work-queue floor's two shapes (benchmarks.floors.workqueue_raw) -> their figures' prefix."""
+
+
+def workqueue_floor(ctx: BenchContext) -> Figure | None:
+    """The work-queue floor PAS throughput is set against: the faster of its two shapes in this run
+    (issue 21: the fastest plain nats-py loop, a connection per worker or one for all)."""
+    got = [f for p in WORKQUEUE_FLOORS.values()
+           if (f := ctx.figure(f"{p}.tasks_per_s")) is not None and not math.isnan(f.value)]
+    return max(got, key=lambda f: f.value, default=None)
+
+
+async def _workqueue_figures(ctx: BenchContext, shape: floors.WorkQueueShape) -> list[Figure]:
+    sz, prefix = ctx.sizes, WORKQUEUE_FLOORS[shape]
+    run = await floors.workqueue_raw(ctx.url, n=sz.wq_n, workers=sz.wq_workers, shape=shape)
+    ctx.raw[prefix] = run
+    ctx.details[prefix] = dataclasses.asdict(run)
     ok = run.acked == run.n and run.remaining == 0
-    note = (f"n={run.n}, {run.workers} pull workers on one durable, fetch({run.batch})+ack; "
+    conns = "a connection per worker" if shape == "per_worker" else "one connection for them and the publisher"
+    note = (f"n={run.n}, {run.workers} pull workers on one durable ({conns}), fetch({run.batch})+ack; "
             f"first publish -> last ack; acked {run.acked}, left {run.remaining}")
     if run.redelivered:
         note += f", {run.redelivered} redelivered"
     return [
-        Figure(name="workqueue_raw.tasks_per_s", value=rate(run.acked, run.elapsed_s), unit="tasks/s",
+        Figure(name=f"{prefix}.tasks_per_s", value=rate(run.acked, run.elapsed_s), unit="tasks/s",
                target="floor", passed=None if ok else False, note=note),
-        Figure(name="workqueue_raw.publish_per_s", value=rate(run.published, run.publish_s), unit="msgs/s",
+        Figure(name=f"{prefix}.publish_per_s", value=rate(run.published, run.publish_s), unit="msgs/s",
                target="floor", passed=None if ok else False,
                note="publish_async, <=1000 PubAcks in flight, while the workers drain"),
     ]
+
+
+@_floor
+async def _floor_workqueue_raw(ctx: BenchContext) -> list[Figure]:
+    return await _workqueue_figures(ctx, "per_worker")
+
+
+@_floor
+async def _floor_workqueue_1conn(ctx: BenchContext) -> list[Figure]:
+    return await _workqueue_figures(ctx, "one_connection")
 
 
 # ---- running -------------------------------------------------------------------------------

@@ -80,13 +80,18 @@ async def test_quick_floors_and_reports(tmp_path) -> None:
     js_raw = ctx.raw["js_chain"]
     assert js_raw.appends == sizes.hops * (js_raw.n + js_raw.warmup)
 
-    wq = ctx.raw["workqueue_raw"]
-    assert wq.n == wq.published == wq.acked == sizes.wq_n
-    assert wq.remaining == 0 and sum(wq.per_worker) == wq.n + wq.redelivered
-    assert len(wq.per_worker) == sizes.wq_workers
-    tps = by_name["workqueue_raw.tasks_per_s"]
-    assert tps.unit == "tasks/s" and tps.value > 0 and math.isfinite(tps.value)
-    assert tps.value == pytest.approx(wq.acked / wq.elapsed_s)
+    # the work-queue floor in both shapes (issue 21), and the faster one is the one PAS is set against
+    for prefix, shape in (("workqueue_raw", "per_worker"), ("workqueue_1conn", "one_connection")):
+        wq = ctx.raw[prefix]
+        assert wq.shape == shape and wq.n == wq.published == wq.acked == sizes.wq_n
+        assert wq.remaining == 0 and sum(wq.per_worker) == wq.n + wq.redelivered
+        assert len(wq.per_worker) == sizes.wq_workers
+        tps = by_name[f"{prefix}.tasks_per_s"]
+        assert tps.unit == "tasks/s" and tps.value > 0 and math.isfinite(tps.value)
+        assert tps.value == pytest.approx(wq.acked / wq.elapsed_s)
+    faster = run.workqueue_floor(ctx)
+    assert faster is not None and faster.value == max(by_name["workqueue_raw.tasks_per_s"].value,
+                                                      by_name["workqueue_1conn.tasks_per_s"].value)
 
     assert by_name["extra.latency"].ratio == pytest.approx(2.0) and seen["core"] == by_name["core_chain.p50"].value
     assert by_name["broken"].passed is False and "boom" in by_name["broken"].note

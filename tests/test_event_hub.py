@@ -63,6 +63,13 @@ async def next_events(stream: AsyncIterator[bytes], timeout_s: float = 5) -> lis
             return got
 
 
+def task_of(item: list[Any]) -> dict[str, Any]:
+    """A task's row as the hub sends it (["task", run_id, *TASK_FIELDS], the status as a code) read back."""
+    assert item[0] == "task"
+    row = dict(zip(events.TASK_FIELDS, item[2:], strict=True))
+    return {**row, "run_id": item[1], "status": events.TASK_STATES[row["status"]]}
+
+
 def task(run: str, task_id: str, status: str) -> bytes:
     return wire.encode(wire.TaskRecord(task_id=task_id, run_id=run, job_id="j", lane="code", manager="m",
                                        executor="command", instruction="echo", status=status))
@@ -118,7 +125,7 @@ async def test_one_encoded_chunk_per_flush_for_every_client(hub: tuple[EventHub,
         got: set[str] = set()
         while len(got) < 50:
             for event, data in await next_events(st):
-                got |= {it["data"]["task_id"] for it in data["items"]} if event == "runs" else set()
+                got |= {task_of(it)["task_id"] for it in data["items"]} if event == "runs" else set()
         await st.aclose()
 
 
@@ -148,7 +155,7 @@ async def test_a_client_that_does_not_read_gets_the_latest_state_of_each_task(
     while len(final) < 300 or any(s != "completed" for s in final.values()):
         for event, data in await next_events(stream):
             if event == "runs":
-                final.update({it["data"]["task_id"]: it["data"]["status"] for it in data["items"]})
+                final.update({task_of(it)["task_id"]: task_of(it)["status"] for it in data["items"]})
     assert set(final) == {f"t{i:03d}" for i in range(300)} and set(final.values()) == {"completed"}
     assert client.catch_ups == 1 and client.max_catch_up == 300  # one state per task, not 900
     await stream.aclose()
@@ -178,3 +185,55 @@ async def test_comms_a_caught_up_client_missed_are_refilled_by_sequence(
     got = [(seq, e.message) async for seq, e in read_numbered(js, how=ReadOptions(start_seq=last - 120)) if seq <= last]
     assert [m for _, m in got][-120:] == [f"line {i}" for i in range(120)]
     await stream.aclose()
+
+
+async def test_a_task_state_is_one_compact_row(hub: tuple[EventHub, Any]) -> None:
+    """What the run view's row shows, and nothing else: ["task", run, *TASK_FIELDS], the status a code."""
+    h, pub = hub
+    stream = h.stream({})
+    await anext(stream)
+    await anext(stream)
+    rec = wire.TaskRecord(task_id="t1", run_id="r-row", job_id="j", lane="code", manager="m", executor="command",
+                          instruction="echo hi", command="echo hi", status="failed", programmer="prog-1",
+                          attempts=2, output="x" * 5000, error="exit 3: " + "e" * 1000, tokens=7)
+    await pub.publish(S.run_task("r-row", "t1"), wire.encode(rec))
+    [(event, batch)] = await next_events(stream)
+    [item] = batch["items"]
+    row = task_of(item)
+    assert event == "runs" and len(item) == 2 + len(events.TASK_FIELDS)
+    assert (row["run_id"], row["task_id"], row["status"], row["programmer"], row["attempts"], row["tokens"]) == \
+        ("r-row", "t1", "failed", "prog-1", 2, 7)
+    assert row["text"] == row["hover"] == rec.error[:events.LIVE_TEXT]  # an error shows before the command
+    assert len(json.dumps(item)) < 800  # not the 5,000-character output
+    await stream.aclose()
+
+
+async def test_the_first_event_after_a_quiet_spell_is_sent_at_once(nats_server: Any) -> None:
+    """Idle, the hub waits for nothing (no timer); the first event is flushed at once, and what follows
+    within flush_s is coalesced into the next flush, flush_s later."""
+    nc = await nats.connect(nats_server.url)
+    pub = await nats.connect(nats_server.url)
+    await provision(pub.jetstream(), load_config(overrides=list(FAST)))
+    h = EventHub(nc, ping_s=30, flush_s=2.0)
+    await h.start()
+    try:
+        stream = h.stream({})
+        await anext(stream)
+        await anext(stream)
+        t0 = asyncio.get_running_loop().time()
+        await pub.publish(S.run_task("r-q", "t1"), task("r-q", "t1", "running"))
+        first = await next_events(stream, 1.5)  # well before flush_s
+        t1 = asyncio.get_running_loop().time()
+        await pub.publish(S.run_task("r-q", "t2"), task("r-q", "t2", "running"))
+        await pub.publish(S.run_task("r-q", "t2"), task("r-q", "t2", "completed"))
+        second = await next_events(stream, 5)
+        t2 = asyncio.get_running_loop().time()
+        assert [task_of(it)["task_id"] for _, b in first for it in b["items"]] == ["t1"] and t1 - t0 < 1.0
+        assert [(task_of(it)["task_id"], task_of(it)["status"]) for _, b in second for it in b["items"]] == \
+            [("t2", "completed")]  # coalesced: the latest state only
+        assert t2 - t0 >= 1.9  # held until flush_s after the first flush
+        await stream.aclose()
+    finally:
+        await h.close()
+        await nc.close()
+        await pub.close()

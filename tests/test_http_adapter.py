@@ -453,7 +453,12 @@ async def test_hmi_events_stream(own_http: Http) -> None:
         await http.c.post(http.u("hmi", "/api/agents/prog-002/model"), json={"primary": "gpt-4o"})
 
         def items() -> list[dict[str, Any]]:  # run states arrive in batches ("runs": {t, items})
-            return [it for k, d in seen if k == "runs" for it in d["items"]]
+            return [it for k, d in seen if k == "runs" for it in d["items"] if isinstance(it, dict)]
+
+        def task_rows() -> list[dict[str, Any]]:  # a task's state: ["task", run_id, *task_fields] ("hello")
+            hello = next(d for k, d in seen if k == "hello")
+            return [{**dict(zip(hello["task_fields"], it[2:], strict=True)), "run_id": it[1]}
+                    for k, d in seen if k == "runs" for it in d["items"] if isinstance(it, list)]
 
         def done() -> bool:
             kinds = {k for k, _ in seen}
@@ -461,8 +466,9 @@ async def test_hmi_events_stream(own_http: Http) -> None:
                         for it in items())
             return final and {"beats", "comms", "model"} <= kinds
         await asyncio.wait_for(until(done, lines), 10)
-    tasks = [it["data"] for it in items() if it["kind"] == "task"]
-    assert tasks and tasks[-1]["status"] == "completed" and tasks[-1]["run_id"] == run_id
+    tasks = task_rows()
+    hello = next(d for k, d in seen if k == "hello")
+    assert tasks and hello["task_states"][tasks[-1]["status"]] == "completed" and tasks[-1]["run_id"] == run_id
     entries = [e for k, d in seen if k == "comms" for e in d["entries"]]
     assert entries and all(isinstance(e["seq"], int) for e in entries)
     assert any(k == "model" and d["agent"] == "prog-002" and d["model"] == "gpt-4o" for k, d in seen)

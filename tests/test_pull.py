@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,20 +30,20 @@ Handler = Callable[[wire.RunRef, WorkCtx], Awaitable[None]]
 
 
 def work_loop(bus: Bus, stream: str, durable: str, handler: Handler, concurrency: int,
-              fetch_timeout_s: float = 2.0) -> WorkLoop:
+              fetch_timeout_s: float = 2.0, ack_wait_s: float = 10) -> WorkLoop:
     return WorkLoop(bus.js, stream, durable, wire.RunRef, handler,
                     WorkLoopOptions(bus=bus, comms=CommsLog(bus.nc), agent_id="t", concurrency=concurrency,
-                                    ack_wait_s=10, name=f"t:{durable}", fetch_timeout_s=fetch_timeout_s))
+                                    ack_wait_s=ack_wait_s, name=f"t:{durable}", fetch_timeout_s=fetch_timeout_s))
 
 
 @asynccontextmanager
-async def queue(url: str, stream: str, durable: str) -> AsyncIterator[Bus]:
+async def queue(url: str, stream: str, durable: str, ack_wait_s: float = 10) -> AsyncIterator[Bus]:
     """A Bus on url with a work-queue stream `<stream>` on `<stream>.>` and one durable consumer."""
     nc = await connect(url, name=f"pull-test-{durable}")
     bus = Bus(nc=nc, js=nc.jetstream(timeout=10), cfg=make_cfg())
     try:
         await bus.js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], retention=RetentionPolicy.WORK_QUEUE))
-        await bus.js.add_consumer(stream, ConsumerConfig(durable_name=durable, ack_wait=10))
+        await bus.js.add_consumer(stream, ConsumerConfig(durable_name=durable, ack_wait=ack_wait_s))
         yield bus
     finally:
         await bus.close()
@@ -221,3 +222,47 @@ async def test_a_loop_resumes_after_its_pull_is_lost_with_the_server(tmp_path: P
     messages = [r.getMessage() for r in caplog.records]
     assert any("fetch failed: no answer to a pull" in m for m in messages), messages
     assert any("fetch no longer failing" in m for m in messages), messages
+
+
+async def test_a_redelivery_while_its_handler_runs_is_not_run_twice(nats_server: EmbeddedServer,
+                                                                    caplog: Any) -> None:
+    """An event loop stalled past the ack deadline sends no in-progress mark (litellm importing in a
+    thread stalled the agents' loop 1.5-2.5 s on a loaded machine), so the server redelivers, to this
+    same loop, while the handler still runs: test_replay's --rebuild saw a plan made twice. Here the
+    stall is made certain (the handler blocks the loop for twice the ack wait): the item is handled
+    once, and acknowledged."""
+    attempts: list[int] = []
+    release = asyncio.Event()
+
+    async def handler(item: wire.RunRef, ctx: WorkCtx) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            time.sleep(2.0)  # the stall itself: no mark can go out meanwhile
+        await release.wait()
+
+    caplog.set_level(logging.WARNING, logger="pas.runtime.service")
+    async with queue(nats_server.url, "PULLHELD", "held", ack_wait_s=1) as bus:
+        loop = work_loop(bus, "PULLHELD", "held", handler, concurrency=2, ack_wait_s=1)
+        loop.start()
+        try:
+            await publish(bus, "PULLHELD", "r1")
+            await wait_for(lambda: attempts, 10)
+            info = await wait_for(lambda: redelivered(bus), 10)  # the server gave up on the first delivery
+            assert info.num_redelivered == 1
+            await wait_for(lambda: len(attempts) > 1 or "not run twice" in caplog.text, 10)
+            release.set()
+            await wait_for(lambda: settled(bus), 10)
+            assert attempts == [1], attempts
+        finally:
+            release.set()
+            await loop.stop()
+
+
+async def redelivered(bus: Bus) -> Any:
+    info = await bus.js.consumer_info("PULLHELD", "held")
+    return info if info.delivered.consumer_seq >= 2 else None
+
+
+async def settled(bus: Bus) -> bool:
+    info = await bus.js.consumer_info("PULLHELD", "held")
+    return info.num_ack_pending == 0 and info.num_pending == 0

@@ -218,12 +218,36 @@ class WorkLoopOptions:
     fetch_timeout_s: float = 2.0
 
 
+class Held:
+    """A work item whose handler runs in this loop, and its newest delivery: the server redelivers an
+    item whose in-progress marks did not reach it in time (an event loop stalled past the ack deadline:
+    measured 1.5-2.5 s on a loaded machine while litellm imports in a thread), and that redelivery
+    comes back to this loop while the first handler still runs. It is not run a second time (a plan
+    made twice, test_replay's --rebuild): it replaces the delivery the handler marks and settles. One
+    that was already on its way when the handler finished is acknowledged again, not run (SETTLED)."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+
+
+SETTLED = 1024
+"""How many of its last settled (acked or terminated) items a work loop remembers, by stream sequence."""
+
+
+def stream_seq(m: Msg) -> int | None:
+    """A JetStream delivery's stream sequence (the same for every redelivery of it); None otherwise."""
+    return m.metadata.sequence.stream if m.reply else None
+
+
 class WorkLoop:
     """Take work from a durable pull consumer and run handlers concurrently (at most `concurrency`),
     with pull requests kept outstanding for the free slots (pas.transport.pull.PullFeed), never for more.
 
     Outcomes are settled by settle() (see the module docstring). While a handler runs,
-    the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents.
+    the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents; a
+    redelivery that comes back while its handler still runs joins that handler (Held).
     Handlers retry their own JetStream writes (pas.bus.retry_js); the ack is retried the same way.
     """
 
@@ -248,6 +272,8 @@ class WorkLoop:
         self._slot = asyncio.Condition()
         self._task: asyncio.Task[Any] | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self._held: dict[int, Held] = {}  # stream sequence -> the item a handler here runs
+        self._settled: dict[int, None] = {}  # stream sequences of the last SETTLED items acked or terminated here
         self._feed: PullFeed | None = None
 
     def start(self) -> None:
@@ -276,17 +302,40 @@ class WorkLoop:
         finally:
             self._feed = None
 
+    def _joined(self, m: Msg) -> bool:
+        """A redelivery of an item a handler here runs (it answers for it) or has just settled (acked
+        again): not run a second time (Held)."""
+        seq = stream_seq(m)
+        if seq is None:
+            return False
+        held = self._held.get(seq)
+        if held is not None:
+            held.msg = m
+            self.spawn(self._mark(m))
+        elif seq in self._settled:
+            self.spawn(self.ack(m))
+        else:
+            return False
+        log.warning("%s: %s (stream seq %d) redelivered while its handler %s here (in-progress marks late: "
+                    "the event loop stalled?); not run twice", self.name, m.subject, seq,
+                    "still runs" if held else "has just settled it")
+        return True
+
     def _free(self) -> int:
         return self.concurrency - self.in_flight
 
     def _start(self, m: Msg) -> None:
+        if self._joined(m):
+            if self._feed is not None:
+                self.spawn(self._feed.top_up())  # the delivery took no slot: ask for it again
+            return
         self.in_flight += 1
         t = self.spawn(self._handle(m))
         self._running.add(t)
         t.add_done_callback(self._running.discard)
 
-    def _keep(self, m: Msg) -> Callable[[], None]:
-        """Mark the message in progress every ack_wait/3 for as long as its handler runs; returns
+    def _keep(self, held: Held) -> Callable[[], None]:
+        """Mark the item in progress every ack_wait/3 for as long as its handler runs; returns
         the stopper. Until the first mark is due this is a timer, not a task: most handlers end
         well before it."""
         period = max(0.2, self.ack_wait_s / 3)
@@ -294,7 +343,7 @@ class WorkLoop:
 
         def due() -> None:
             nonlocal task
-            task = self.spawn(self._keepalive(m, period))
+            task = self.spawn(self._keepalive(held, period))
 
         timer = asyncio.get_running_loop().call_later(period, due)
 
@@ -305,17 +354,19 @@ class WorkLoop:
 
         return stop
 
-    async def _keepalive(self, m: Msg, period: float) -> None:
+    async def _keepalive(self, held: Held, period: float) -> None:
         """A failed mark (connection moving to another node) is logged and the next one tried: a
         keepalive that stopped would let the work be redelivered to a second agent while this one
         still runs it."""
         while True:
-            try:
-                await m.in_progress()
-            except Exception as e:
-                log.warning("%s: in-progress mark on %s failed (%r); trying again in %.1fs",
-                            self.name, m.subject, e, period)
+            await self._mark(held.msg, f" failed; trying again in {period:.1f}s")
             await asyncio.sleep(period)
+
+    async def _mark(self, m: Msg, then: str = " failed") -> None:
+        try:
+            await m.in_progress()
+        except Exception as e:
+            log.warning("%s: in-progress mark on %s%s (%r)", self.name, m.subject, then, e)
 
     def _ctx(self, m: Msg, body: Any) -> WorkCtx:
         md = m.metadata if m.reply else None
@@ -331,7 +382,10 @@ class WorkLoop:
             raise BadInput(e.message, e.detail) from None
 
     async def _handle(self, m: Msg) -> None:
-        stop_keeping = self._keep(m)
+        held, seq = Held(m), stream_seq(m)
+        if seq is not None:
+            self._held[seq] = held
+        stop_keeping = self._keep(held)
         try:
             outcome: BaseException | None = None
             try:
@@ -344,6 +398,11 @@ class WorkLoop:
             except Exception as e:
                 outcome = outcome_of(e)
             how, delay = settle(outcome)
+            m = held.msg  # the newest delivery (Held)
+            if how != "nak" and seq is not None:
+                self._settled[seq] = None
+                if len(self._settled) > SETTLED:
+                    del self._settled[next(iter(self._settled))]
             if how == "ack":
                 await self.ack(m)
             elif how == "nak":
@@ -368,6 +427,8 @@ class WorkLoop:
             log.warning("%s: could not settle message on %s", self.name, m.subject)
         finally:
             stop_keeping()
+            if seq is not None:
+                self._held.pop(seq, None)
             async with self._slot:
                 self.in_flight -= 1
                 self._slot.notify_all()

@@ -2,16 +2,18 @@
 
     pas.hb.*                      -> "beats"  {agent: latest beat}
     pas.alert.agent.*             -> "alert"  (dead / recovered, from the heartbeat monitor)
-    pas.run.<run>.{status,lane,job,task}.* -> "runs" {t, items: [{kind, run_id, data}]}
+    pas.run.<run>.{status,lane,job,task}.* -> "runs" {t, items: [{kind, run_id, data} | ["task", run_id, *TASK_FIELDS]]}
     PAS_COMMS (pas.comms.>)       -> "comms"  {t, entries: [CommsEntry + seq], upto?}
     pas.ctl.*.model_changed       -> "model"  (the change an agent announces after set_model)
 
 Nothing is lost between the bus and the page, and neither browsers nor the event rate make the hub
 costly (issue 22):
-- every flush_s the hub encodes what arrived once: the latest state of each run, lane, job and task
-  that changed (coalesced), the comms entries with their PAS_COMMS sequence, the beats. That one
-  bytes object is queued for every client: the hub's work does not grow with the number of
-  browsers, and the queued chunks are shared;
+- what arrives after a quiet spell is flushed at once, then at most every flush_s: the hub encodes
+  what arrived once, the latest state of each run, lane, job and task that changed (coalesced), the
+  comms entries with their PAS_COMMS sequence, the beats (at most once every BEATS_S: the page shows
+  their age to the second). That one bytes object is queued for every client: the hub's work does
+  not grow with the number of browsers, and the queued chunks are shared. Idle, the hub wakes for
+  nothing (no timer); busy, every flush is one render of each page, so flush_s paces the pages too;
 - a client more than QUEUE_MAX chunks behind is sent no more chunks; its next read is a catch-up:
   the current state of every object that changed since what it was last sent (from the hub's
   latest states, bounded by the live objects, not by the events), and `upto`, the last comms
@@ -35,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from nats.aio.client import Client
@@ -50,6 +52,7 @@ log = logging.getLogger("pas.surfaces.http.events")
 
 RUN_KINDS = {"status", "lane", "job", "task"}
 QUEUE_MAX = 10  # flushes (1 s at 0.1 s) a client may fall behind before it is sent a catch-up instead
+BEATS_S = 1.0  # beats are sent at most this often
 MISC_BACKLOG = 1000   # alerts and model changes (rare) kept per client
 LIVE_TEXT = 300  # characters of a task's texts sent live (the page shows one line; a run's detail has more)
 _RANK = {"queued": 0, "running": 1, "waiting_approval": 1.5}
@@ -69,7 +72,7 @@ class State:
 
     status: str
     message: str
-    text: str  # {"kind":..,"run_id":..,"data":..} as JSON
+    text: str  # {"kind":..,"run_id":..,"data":..} as JSON; a task's: its row (_task_row)
 
     def replaces(self, old: State) -> bool:
         """Records only move forward (queued -> running -> terminal); an approval moves a run
@@ -77,19 +80,22 @@ class State:
         return _rank(self.status) >= _rank(old.status) or self.message == "plan approved"
 
 
-# What one row of the run view shows: a job of 2,000 tasks sends 6,000 states to every page, and the
-# page parses each (a run's detail, GET /api/runs/<id>, has every field in full).
-LIVE_TASK_FIELDS = ("task_id", "run_id", "lane", "status", "programmer", "attempts", "started_at", "finished_at",
-                    "tokens", "cost_usd", "instruction", "command", "error")
+# What one row of the run view shows, as one JSON array per task state: a job of 2,000 tasks sends
+# 6,000 states to every page, which parses each (a run's detail, GET /api/runs/<id>, has every field
+# in full). ["task", run_id, *TASK_FIELDS], the status as its index in TASK_STATES; "text" is what the
+# row's last cell shows, "hover" its tooltip. The page is told both tuples in "hello".
+TASK_FIELDS = ("task_id", "lane", "status", "programmer", "attempts", "started_at", "finished_at", "tokens",
+               "cost_usd", "text", "hover")
+TASK_STATES: tuple[str, ...] = get_args(wire.TaskStatusValue)
+_STATE_CODE = {s: i for i, s in enumerate(TASK_STATES)}
+_encode_row = msgspec.json.Encoder().encode
 
 
-def _row(t: wire.TaskRecord) -> dict[str, Any]:
-    row = {k: getattr(t, k) for k in LIVE_TASK_FIELDS}
-    for k in ("instruction", "command", "error"):
-        if row[k] is not None:
-            row[k] = row[k][:LIVE_TEXT]
-    row["output"] = t.output[-LIVE_TEXT:]  # the row's hover text when there is no error
-    return row
+def _task_row(run_id: str, t: wire.TaskRecord) -> str:
+    text = t.error or t.command or t.instruction or ""
+    hover = t.error or t.output[-LIVE_TEXT:] or t.command or t.instruction or ""
+    return _encode_row(("task", run_id, t.task_id, t.lane, _STATE_CODE[t.status], t.programmer, t.attempts,
+                        t.started_at, t.finished_at, t.tokens, t.cost_usd, text[:LIVE_TEXT], hover[:LIVE_TEXT])).decode()
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class HubStats:
     chunks: int = 0  # flushes encoded
     comms: int = 0
     skipped: int = 0  # bodies that did not validate
+    held_ms: float = 0.0  # summed over chunks: from the oldest item's arrival to its flush (pas bench)
+    held_ms_max: float = 0.0
 
 
 class EventHub:
@@ -141,6 +149,8 @@ class EventHub:
         self._comms: list[str] = []
         self._misc: list[str] = []
         self._t0: float | None = None
+        self._wake = asyncio.Event()  # something arrived: the flusher flushes it (no sooner than flush_s after the last)
+        self._beats_at = 0.0  # monotonic time beats were last sent
         self._subs: list[Any] = []
         self.live: list[Any] = []  # what follows runs and comms, held while a browser listens
         self._comms_stop: asyncio.Event | None = None
@@ -218,6 +228,7 @@ class EventHub:
     def _received(self) -> None:
         if self._t0 is None:
             self._t0 = time.time() * 1000
+        self._wake.set()
 
     def _misc_event(self, event: str, data: Any) -> None:
         if self.clients:
@@ -236,6 +247,7 @@ class EventHub:
         if isinstance(d, dict) and isinstance(d.get("agent"), str):
             beat = {k: d.get(k) for k in ("ts", "status", "run_id", "message")}
             self._beats[d["agent"]] = self._all_beats[d["agent"]] = beat
+            self._wake.set()
 
     async def _on_alert(self, msg: Msg) -> None:
         d = self._json(msg)
@@ -252,16 +264,21 @@ class EventHub:
         if ev is None or ev.kind not in RUN_KINDS:
             return  # done.* and cancel: internal hand-offs, already visible as status changes
         self.stats.run_events += 1
-        try:
-            body: Any = wire.run_event(msg.subject, msg.data)
+        if not msg.data:
+            return  # a record's deletion
+        try:  # a task state (most events) straight to its record: no second parse of the subject
+            body: Any = (wire.decode(msg.data, wire.TaskRecord) if ev.kind == "task"
+                         else wire.run_event(msg.subject, msg.data))
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.stats.skipped += 1
             log.warning("HMI skips a bad %s event on %s: %s", ev.kind, msg.subject, e)
             return
         if body is None:
-            return  # a record's deletion
-        data = wire.encode(_row(body) if isinstance(body, wire.TaskRecord) else body).decode()
-        text = f'{{"kind":{json.dumps(ev.kind)},"run_id":{json.dumps(ev.run_id)},"data":{data}}}'
+            return
+        if isinstance(body, wire.TaskRecord):
+            text = _task_row(ev.run_id, body)
+        else:
+            text = f'{{"kind":{json.dumps(ev.kind)},"run_id":{json.dumps(ev.run_id)},"data":{wire.encode(body).decode()}}}'
         state = State(body.status, getattr(body, "message", ""), text)
         key = (ev.run_id, ev.kind, *ev.rest)
         old = self._runs.get(key)
@@ -288,16 +305,28 @@ class EventHub:
         """Encode what arrived since the last flush once, and queue that one chunk for every client:
         the hub's work per flush does not grow with the number of browsers. A client already
         QUEUE_MAX chunks behind gets no more chunks; its next read is a catch-up instead."""
-        if not (self._runs or self._comms or self._misc or self._beats):
+        beats_due = bool(self._beats) and time.monotonic() - self._beats_at >= BEATS_S
+        if not (self._runs or self._comms or self._misc or beats_due):
+            if self._beats:
+                self._wake.set()  # held back: looked at again after the next flush_s
             return
-        runs, comms, misc, beats, t0 = self._runs, self._comms, self._misc, self._beats, self._t0
-        self._runs, self._comms, self._misc, self._beats, self._t0 = {}, [], [], {}, None
+        runs, comms, misc, t0 = self._runs, self._comms, self._misc, self._t0
+        self._runs, self._comms, self._misc, self._t0 = {}, [], [], None
+        beats: dict[str, Any] = {}
+        if beats_due:
+            beats, self._beats, self._beats_at = self._beats, {}, time.monotonic()
+        elif self._beats:
+            self._wake.set()
         self.version += 1
         changed = self._remember(runs)
         t = t0 if t0 is not None else time.time() * 1000
         data = self._encode(t, changed, comms, beats)
         chunk = Chunk(self.version, t, data) if data else None
         self.stats.chunks += 1
+        if t0 is not None:
+            held = time.time() * 1000 - t0
+            self.stats.held_ms += held
+            self.stats.held_ms_max = max(self.stats.held_ms_max, held)
         self.stats.run_states_sent += len(changed)
         for c in self.clients:
             c.misc.extend(misc)
@@ -348,9 +377,13 @@ class EventHub:
         return "".join(out).encode()
 
     async def _flush_loop(self) -> None:
+        """Flush as soon as something arrives, then let flush_s pass before the next flush: the first
+        event after a quiet spell waits for nothing, a busy stream is coalesced into flush_s batches."""
         while True:
-            await asyncio.sleep(self.flush_s)
+            await self._wake.wait()
+            self._wake.clear()
             self.flush()
+            await asyncio.sleep(self.flush_s)
 
     def _catch_up(self, c: SseClient, t: float) -> bytes:
         """The current state of every object that changed since what c was last sent; comms since

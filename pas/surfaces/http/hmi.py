@@ -20,6 +20,7 @@ from pas.surfaces.http import legacy
 from pas.surfaces.http.approval import RUN_ID, approval_routes
 from pas.surfaces.http.common import ERRORS, WRITE_ERRORS, Ctx, ErrorOut, install_errors, token_check
 from pas.surfaces.http.docs import offline_docs
+from pas.surfaces.http.events import TASK_FIELDS, TASK_STATES
 from pas.surfaces.http.models import JobSubmitIn, SetModelIn
 
 STATIC = FsPath(__file__).resolve().parent / "static"
@@ -149,7 +150,8 @@ def hmi_app(ctx: Ctx) -> FastAPI:
 
     @app.get("/api/events", summary="Server-sent events: hello, beats, alert, runs, comms, model (pas.surfaces.http.events)")
     async def events() -> StreamingResponse:
-        hello = {"agents": len(cfg.agents), "heartbeat_interval_s": cfg.settings.heartbeat.interval_s}
+        hello = {"agents": len(cfg.agents), "heartbeat_interval_s": cfg.settings.heartbeat.interval_s,
+                 "task_fields": TASK_FIELDS, "task_states": TASK_STATES}  # how to read a task's row
         return StreamingResponse(ctx.hub.stream(hello), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

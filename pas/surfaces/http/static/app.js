@@ -4,7 +4,17 @@
 "use strict";
 
 /* ---------- live events ---------- */
+/* A task's state comes as one array, ["task", run_id, ...fields] (pas.surfaces.http.events: the
+   fields and the status codes are in "hello"); runs, lanes and jobs as {kind, run_id, data}. */
+function taskFromRow(row) {
+  const rec = { run_id: row[1] }, f = S.taskFields;
+  for (let i = 0; i < f.length; i++) rec[f[i]] = row[i + 2];
+  rec.status = S.taskStates[rec.status];
+  return rec;
+}
+
 function onRunItem(ev) {
+  if (Array.isArray(ev)) ev = { kind: "task", run_id: ev[1], data: taskFromRow(ev) };
   const { kind, run_id: runId, data } = ev;
   const known = S.runs.get(runId);
   if (kind === "status") {
@@ -24,8 +34,14 @@ function onRunItem(ev) {
   } else if (kind === "lane") {
     if (!S.lanes.has(runId)) S.lanes.set(runId, new Map());
     S.lanes.get(runId).set(data.lane, newer(S.lanes.get(runId).get(data.lane), data.status));
+    markLater("runs", "view");
+    return;
   } else if (kind === "task") {
     if (!putTask(runId, data)) return;
+    // A row the user sees renders promptly; a task out of view only moves the counts (later).
+    if (taskInView(runId, data.task_id)) markDirty("view");
+    markLater("runs", "view");
+    return;
   } else {
     return;
   }
@@ -52,14 +68,19 @@ function connect() {
   const es = stream = new EventSource("/api/events");
   es.onopen = () => { setData($("conn"), "state", "live"); setText($("conn"), "live"); loadAll(); };
   es.onerror = () => { setData($("conn"), "state", "reconnecting"); setText($("conn"), "reconnecting…"); };
-  es.addEventListener("hello", (m) => { S.clockOffset = JSON.parse(m.data).now - Date.now(); });
+  es.addEventListener("hello", (m) => {
+    const h = JSON.parse(m.data);
+    S.clockOffset = h.now - Date.now();
+    S.taskFields = h.task_fields;
+    S.taskStates = h.task_states;
+  });
   es.addEventListener("beats", (m) => {
     const beats = JSON.parse(m.data);
     for (const [id, b] of Object.entries(beats)) {
       const a = S.agents.get(id);
       if (!a) continue;
       a.last_beat = b.ts; a.status = b.status; a.message = b.message; a.state = "alive"; a.eventAt = Date.now();
-      agentChanged(id);
+      agentChanged(id, true);  // painted by the 1 s redraw
     }
   });
   es.addEventListener("alert", (m) => {
@@ -83,13 +104,13 @@ function connect() {
     const batch = JSON.parse(m.data);
     received(batch.t);
     batch.items.forEach(onRunItem);
-    markDirty();
+    markLater();  // the lag indicator
   });
   es.addEventListener("comms", (m) => {
     const batch = JSON.parse(m.data);
     received(batch.t);
     if (!$("f-pause").checked) onComms(batch.entries, batch.upto);
-    markDirty();
+    markLater();
   });
 }
 

@@ -30,9 +30,12 @@ const S = {
   liveSeq: null,       // the last PAS_COMMS sequence the live stream brought
   gaps: 0,             // holes in the live comms filled from PAS_COMMS
   clockOffset: 0,      // server clock minus ours (ms), from "hello"
+  taskFields: [],      // how to read a live task row, from "hello"
+  taskStates: [],
   oldest: null,        // server time (ms) the oldest unrendered item reached the adapter
   lagMs: 0,            // how far behind the bus the last render was
   renderedAt: 0,
+  renders: 0,          // renders so far (tests and pas bench count them)
   trace: null,         // ?trace=1: per-item arrival and paint times, for pas bench (hmiTrace)
   token: sessionStorage.getItem("pas-token") || "",
 };
@@ -82,29 +85,43 @@ async function api(path, opts) {
   return body;
 }
 
-/* ---------- rendering: once per animation frame, only what changed, at most every MIN_FRAME_MS ----------
-   Live data (a batch every 0.1 s) renders at most ~7 times a second: each render costs a layout and a
-   paint, and five pages open during a 2,000-task job took that CPU from PAS. A scroll or a resize
-   renders in the next frame (markNow), so scrolling stays smooth. */
-const MIN_FRAME_MS = 150;
+/* ---------- rendering: once per animation frame, only what changed, paced by what the user watches ----------
+   Each render costs a style, layout, paint and raster pass, and five pages open during a 2,000-task
+   job took that CPU from PAS (issue 22). So what is on screen and watched renders promptly, and the
+   rest at most twice a second:
+   - markDirty (a task row in view changed state, a run's status, an alert, a fetched run): in the next
+     frame, at most every MIN_FRAME_MS. The adapter sends a batch at most every 0.1 s
+     (pas.surfaces.http.events), so its batches pace these renders, and a batch waits for no timer here;
+   - markLater (comms lines, counts, tasks out of view, lanes, the lag indicator): at most every
+     SLOW_FRAME_MS, or with the next prompt render. During a big job the rows in view settle in the
+     first second; from then on the page renders twice a second instead of at every batch;
+   - markNow (a scroll, a resize): the next frame, so scrolling stays smooth.
+   Beats render with the 1 s redraw of their ages (app.js), not on arrival. Idle, no timer runs here. */
+const MIN_FRAME_MS = 50;
+const SLOW_FRAME_MS = 500;
 let lastRender = 0;
 const dirty = { agents: false, runs: false, view: false, log: false };
 const agentsDirty = new Set();  // agents whose row changed (beats, alerts) since the last render
 
-function agentChanged(id) {
+function agentChanged(id, later) {
   agentsDirty.add(id);
-  markDirty("agents");
+  if (!later) markDirty("agents");
 }
-let framePending = false;
 
-function markDirty(...what) {
+let dueAt = Infinity;  // when the render scheduled will run (performance.now() time)
+let renderTimer = null;
+
+function schedule(what, spacing) {
   for (const w of what) dirty[w] = true;
-  if (framePending) return;
-  framePending = true;
-  const go = () => requestAnimationFrame(() => { framePending = false; render(); });
-  const wait = lastRender + MIN_FRAME_MS - performance.now();
-  if (wait > 0) setTimeout(go, wait); else go();
+  const now = performance.now(), at = Math.max(now, lastRender + spacing);
+  if (at >= dueAt) return;  // a render at least as soon is on its way
+  dueAt = at;
+  clearTimeout(renderTimer);
+  renderTimer = setTimeout(() => requestAnimationFrame(render), at - now);
 }
+
+function markDirty(...what) { schedule(what, MIN_FRAME_MS); }
+function markLater(...what) { schedule(what, SLOW_FRAME_MS); }
 
 let nowPending = false;
 function markNow(what) {
@@ -116,6 +133,8 @@ function markNow(what) {
 
 function render() {
   lastRender = performance.now();
+  dueAt = Infinity;
+  S.renders++;
   if (dirty.agents) {
     dirty.agents = false;
     for (const id of agentsDirty) paintAgent(id);

@@ -38,13 +38,19 @@ const logView = new VirtualRows({
     return row;
   },
   fill: (row, e) => {
-    const cells = e.cells_ || (e.cells_ = logCells(e));  // a row shows another entry as the log grows
-    row.className = "log-entry " + e.msg_type;
-    setData(row, "run", e.run_id || "");
-    setData(row, "type", e.msg_type);
-    setData(row, "seq", String(e.seq || ""));
-    for (const k in cells) setText(row.parts_[k], cells[k]);
-    setTitle(row.parts_.msg, cells.msg);  // the whole line on hover, however long
+    // A row shows another entry as the log grows: each cell is compared with what the row showed
+    // (a plain object, no DOM read), and an entry's cells are computed once.
+    const cells = e.cells_ || (e.cells_ = logCells(e)), shown = row.vals_ || {};
+    const run = e.run_id || "", seq = String(e.seq || "");
+    if (e.msg_type !== shown.type_) {
+      row.className = "log-entry " + e.msg_type;
+      row.dataset.type = e.msg_type;
+    }
+    if (run !== shown.run_) row.dataset.run = run;
+    if (seq !== shown.seq_) row.dataset.seq = seq;
+    for (const k in cells) if (cells[k] !== shown[k]) row.parts_[k].textContent = cells[k];
+    if (cells.msg !== shown.msg) row.parts_.msg.title = cells.msg;  // the whole line on hover, however long
+    row.vals_ = Object.assign({ type_: e.msg_type, run_: run, seq_: seq }, cells);
   },
 });
 logView.onchange = () => markNow("log");
@@ -67,7 +73,7 @@ function addLog(entries) {
     added++;
   }
   if (S.log.length > MAX_LOG) for (const e of S.log.splice(0, S.log.length - MAX_LOG)) S.logKeys.delete(logKey(e));
-  if (added) { S.logShown = null; markDirty("log"); }
+  if (added) { S.logShown = null; markLater("log"); }
 }
 
 /* Live entries, in stream order: a hole in the sequence is read back from PAS_COMMS. upto (after the

@@ -39,6 +39,16 @@ function putTask(runId, rec) {
   return true;
 }
 
+/* Whether task taskId of runId is in the rows of the run view (its window, as last rendered). */
+function taskInView(runId, taskId) {
+  if (runId !== S.selected) return false;
+  const order = runTasks(runId).order;
+  let lo = 0, hi = order.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (order[mid] < taskId) lo = mid + 1; else hi = mid; }
+  const [first, last] = taskView.window(order.length);
+  return lo >= first && lo < last;
+}
+
 /* done/total of the tasks as planned: the job records' counts (GET /api/runs, a run's detail), or the
    tasks heard of when that is more (each task is announced "queued" as its job is planned). */
 function taskCounts(runId) {
@@ -62,7 +72,7 @@ function runRow(runId) {
   const badge = el("span", { class: "badge" });
   cells[2].append(badge);
   const tr = el("tr", { class: "run", "data-testid": "run-" + runId, onclick: () => selectRun(runId, true) }, ...cells);
-  r = { tr, cells, badge, cancel: null };
+  r = { tr, cells, badge, cancel: null, sig: "" };
   runRows.set(runId, r);
   return r;
 }
@@ -74,6 +84,12 @@ function renderRuns() {
   for (const [id, row] of runRows) if (!keep.has(id)) { row.tr.remove(); runRows.delete(id); }
   runs.forEach((r, i) => {
     const row = runRow(r.run_id), c = row.cells;
+    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
+    // What the row shows: unchanged (most runs, most renders), the row is not touched.
+    const counts = taskCounts(r.run_id);
+    const sig = [r.status, r.title, counts, r.created_at, r.started_at, r.finished_at, r.run_id === S.selected].join("|");
+    if (row.sig === sig) return;
+    row.sig = sig;
     row.tr.classList.toggle("selected", r.run_id === S.selected);
     setData(row.tr, "status", r.status);
     setText(c[0], r.run_id);
@@ -81,7 +97,7 @@ function renderRuns() {
     setTitle(c[1], r.title || "");
     row.badge.className = "badge " + r.status;
     setText(row.badge, r.status);
-    setText(c[3], taskCounts(r.run_id));
+    setText(c[3], counts);
     setText(c[4], fmtTime(r.created_at));
     setText(c[5], fmtSecs(secsBetween(r.started_at || r.created_at, r.finished_at)));
     const live = LIVE_RUN.has(r.status);
@@ -93,7 +109,6 @@ function renderRuns() {
       row.cancel.remove();
       row.cancel = null;
     }
-    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
   });
   $("runs-empty").hidden = runs.length > 0;
   const key = runs.map((r) => r.run_id).join(" ");
@@ -179,21 +194,22 @@ const taskView = new VirtualRows({
     return tr;
   },
   fill: (tr, t) => {
-    const c = tr.cells_;
-    setData(tr, "testid", "task-" + t.task_id);
-    setData(tr, "status", t.status);
-    setText(c[0], t.task_id);
-    setText(c[1], t.lane);
-    tr.badge_.className = "badge " + t.status;
-    setText(tr.badge_, t.status);
-    setText(c[3], t.programmer || "-");
-    setText(c[4], String(t.attempts || 0));
-    setText(c[5], fmtTime(t.started_at));
-    setText(c[6], fmtSecs(secsBetween(t.started_at, t.finished_at)));
-    setText(c[7], String(t.tokens || 0));
-    setText(c[8], t.cost_usd === null ? "?" : "$" + (t.cost_usd || 0).toFixed(4));
-    setText(c[9], t.error || t.command || t.instruction || "");
-    setTitle(c[9], (t.error || t.output || t.command || t.instruction || "").slice(0, 2000));
+    // Only a row whose record changed is filled (VirtualRows), and each cell is compared with what
+    // the row last showed (a plain array, no DOM read).
+    const vals = [t.task_id, t.lane, t.status, t.programmer || "-", String(t.attempts || 0), fmtTime(t.started_at),
+      fmtSecs(secsBetween(t.started_at, t.finished_at)), String(t.tokens || 0),
+      t.cost_usd === null ? "?" : "$" + (t.cost_usd || 0).toFixed(4),
+      t.text ?? (t.error || t.command || t.instruction || "")];  // text, hover: a live row's (app.js)
+    const shown = tr.vals_ || [], c = tr.cells_;
+    if (vals[0] !== shown[0]) tr.dataset.testid = "task-" + vals[0];
+    if (vals[2] !== shown[2]) {
+      tr.dataset.status = vals[2];
+      tr.badge_.className = "badge " + vals[2];
+    }
+    for (let i = 0; i < vals.length; i++) if (vals[i] !== shown[i]) (i === 2 ? tr.badge_ : c[i]).textContent = vals[i];
+    const title = (t.hover ?? (t.error || t.output || t.command || t.instruction || "")).slice(0, 2000);
+    if (title !== tr.title_) c[9].title = tr.title_ = title;
+    tr.vals_ = vals;
     if (S.trace) S.trace.shown(t);
   },
 });

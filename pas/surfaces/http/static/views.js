@@ -7,10 +7,16 @@ const parseTs = (ts) => (ts ? Date.parse(ts) : NaN);
 // One formatter for every call: toLocaleTimeString builds a new one each time (it dominated the
 // page's script time during a 2,000-task job).
 const TIME_FMT = new Intl.DateTimeFormat([], { hourCycle: "h23", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// Formatting still cost the most script time of a render, so each timestamp is formatted once.
+const TIME_MEMO = new Map();
 function fmtTime(ts) {
+  let s = TIME_MEMO.get(ts);
+  if (s !== undefined) return s;
   const t = parseTs(ts);
-  if (isNaN(t)) return "-";
-  return TIME_FMT.format(t) + "." + String(t % 1000).padStart(3, "0");
+  s = isNaN(t) ? "-" : TIME_FMT.format(t) + "." + String(t % 1000).padStart(3, "0");
+  if (TIME_MEMO.size >= 20000) TIME_MEMO.clear();
+  TIME_MEMO.set(ts, s);
+  return s;
 }
 function secsBetween(a, b) {
   const x = parseTs(a), y = parseTs(b);

@@ -1,8 +1,8 @@
 /* Virtualised rows for long lists (a 2,000-task run view, the comms log): only the rows in view,
    plus a margin, exist in the DOM. Rows have one fixed height (CSS), so the window is computed from
    the scroll position the scroll and resize listeners cached, never by measuring the DOM: a render
-   writes and never reads layout. Rows are reused and updated in place (setText/setData change a node
-   only when its value changed).
+   writes and never reads layout. Rows are reused and updated in place: a row whose item is the same
+   object as last time is skipped, and setText/setData change a node only when its value changed.
    A log that follows its end scrolls from its end (CSS flex-direction: column-reverse, scrollTop <= 0):
    new rows at the end keep it there with no write to scrollTop. Writing scrollTop forces a layout of
    the page at once; once per frame, it was the page's largest cost under a 2,000-task job. (The scroll
@@ -68,12 +68,12 @@ class VirtualRows {
     this.itemAt = itemAt;
   }
 
-  /* The first and last index in the DOM. */
-  window() {
-    const top = this.stick ? Math.max(0, this.count * this.rowH - this.viewH() - (this.atEnd ? 0 : this.offset))
+  /* The first and last index in the DOM (with count items: by default, those of the last set()). */
+  window(count = this.count) {
+    const top = this.stick ? Math.max(0, count * this.rowH - this.viewH() - (this.atEnd ? 0 : this.offset))
       : this.offset;
     const first = Math.max(0, Math.floor(top / this.rowH) - MARGIN_ROWS);
-    const last = Math.min(this.count, Math.ceil((top + this.viewH()) / this.rowH) + MARGIN_ROWS);
+    const last = Math.min(count, Math.ceil((top + this.viewH()) / this.rowH) + MARGIN_ROWS);
     return [first, Math.max(first, last)];
   }
 
@@ -101,10 +101,14 @@ class VirtualRows {
       this.rows.push(row);
     }
     while (this.rows.length > n) this.rows.pop().remove();
-    for (let i = 0; i < n; i++) this.fill(this.rows[i], this.itemAt(first + i));
+    // A row still showing the same item (records are replaced, never changed in place) is not
+    // touched: a render reads and writes the DOM only for the rows whose item changed.
+    for (let i = 0; i < n; i++) {
+      const row = this.rows[i], item = this.itemAt(first + i);
+      if (row.item_ !== item) { row.item_ = item; this.fill(row, item); }
+    }
     const topH = first * this.rowH + "px", bottomH = (this.count - last) * this.rowH + "px";
     if (this.top.style.height !== topH) this.top.style.height = topH;
     if (this.bottom.style.height !== bottomH) this.bottom.style.height = bottomH;
-
   }
 }
