@@ -2,8 +2,10 @@
 them, one process each, against benchmarks/cli_bare.py (a bare nats-py script, also one process each)
 that makes the same NATS requests and prints the replies; target <= 2x the script (issue 11).
 
-Both run against `pas up --no-http` in a process of its own with one finished run; they alternate,
-after one unmeasured call of each, and each figure is the median wall time of cli_n calls.
+Both run against `pas up --no-http` in a process of its own with one finished run (in a quick run, against
+pas.latency_up's `pas up`, which then stays up for them); they alternate,
+after one unmeasured call of each (of the first command only in a quick run), and each figure is the
+median wall time of cli_n calls.
 """
 
 from __future__ import annotations
@@ -51,14 +53,19 @@ async def timed(argv: list[str], cwd: str, expect: str) -> float:
 
 @register("pas.cli")
 async def pas_cli(ctx: BenchContext) -> list[Figure]:
-    srv = await ctx.start_server("pas-cli")
     workdir = ctx.data_dir / "cli"
-    child = ChildPas(["--nats-url", srv.url, "--no-http"], workdir, "up")
-    child.spawn()
+    workdir.mkdir(parents=True, exist_ok=True)
+    url = ctx.shared.get("pas_up") if ctx.quick else None  # a quick run: pas.latency_up's `pas up`
+    srv, child = None, None
+    if url is None:
+        srv = await ctx.start_server("pas-cli")
+        url, child = srv.url, ChildPas(["--nats-url", srv.url, "--no-http"], workdir, "up")
+        child.spawn()
     times: dict[str, dict[str, list[float]]] = {}
     try:
-        await child.wait_ready()
-        nc = await connect(srv.url, "bench-cli")
+        if child is not None:
+            await child.wait_ready()
+        nc = await connect(url, "bench-cli")
         try:
             watch = RunWatch(nc)
             _, status = await one_job(PasClient(nc, timeout_s=10), watch, RUN_ID,
@@ -68,16 +75,18 @@ async def pas_cli(ctx: BenchContext) -> list[Figure]:
             await nc.close()
         if status != "completed":
             raise RuntimeError(f"the run for `pas status` ended {status}")
-        for name, (pas_argv, floor_argv, expect) in commands(srv.url).items():
+        for k, (name, (pas_argv, floor_argv, expect)) in enumerate(commands(url).items()):
             t = times[name] = {"pas": [], "floor": []}
-            await timed(pas_argv, str(workdir), expect)  # unmeasured: page cache, .pyc files
-            await timed(floor_argv, str(workdir), expect)
+            if k == 0 or not ctx.quick:  # unmeasured: page cache, .pyc files (a quick run warms them once)
+                await timed(pas_argv, str(workdir), expect)
+                await timed(floor_argv, str(workdir), expect)
             for _ in range(ctx.sizes.cli_n):
                 t["pas"].append(await timed(pas_argv, str(workdir), expect))
                 t["floor"].append(await timed(floor_argv, str(workdir), expect))
     finally:
-        await asyncio.to_thread(child.terminate)
-        await asyncio.to_thread(srv.stop)
+        if child is not None and srv is not None:
+            await asyncio.to_thread(child.terminate)
+            await asyncio.to_thread(srv.stop)
     ctx.details["pas.cli"] = {"n": ctx.sizes.cli_n, "seconds": times}
     out = []
     for name, t in times.items():

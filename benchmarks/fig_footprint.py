@@ -92,8 +92,8 @@ async def pas_footprint(ctx: BenchContext) -> list[Figure]:
     nc = await connect(srv.url, "bench-footprint")
     results: dict[bool, list[dict[str, Any]]] = {v: [] for v in variants}
     try:
-        # one unmeasured start first: provisions the streams/KV on the fresh server, warms the page cache
-        await _footprint_trial(ctx, srv.url, nc, -1, False)
+        if not ctx.quick:  # one unmeasured start first: provisions the streams/KV on the fresh server, warms the page cache
+            await _footprint_trial(ctx, srv.url, nc, -1, False)
         for i in range(ctx.sizes.footprint_trials):
             for v in variants:
                 results[v].append(await _retrying(ctx, srv.url, nc, i, v))

@@ -153,6 +153,7 @@ async def pas_latency_up(ctx: BenchContext) -> list[Figure]:
             if not lost_port_race(e) or attempt == 2:
                 await asyncio.to_thread(srv.stop)
                 raise
+    keep = False
     try:
         nc = await connect(srv.url, "bench-latency-up-client")
         client = PasClient(nc, timeout_s=10)
@@ -163,11 +164,16 @@ async def pas_latency_up(ctx: BenchContext) -> list[Figure]:
             cpu.stop()
         finally:
             await watch.close()
+        keep = ctx.quick and not errors  # a quick run's pas.cli runs its commands against this `pas up` too
     finally:
         if nc is not None:
             await nc.close()
-        await asyncio.to_thread(child.terminate)
-        await asyncio.to_thread(srv.stop)
+        if keep:
+            ctx.shared["pas_up"] = srv.url
+            ctx.on_close(lambda: asyncio.to_thread(child.terminate))
+        else:
+            await asyncio.to_thread(child.terminate)
+            await asyncio.to_thread(srv.stop)
     ctx.details["pas.latency_up"] = {"n": len(lat), "warmup": sz.latency_warmup, "errors": errors,
                                      "latency_s": Summary.of(lat).to_dict(), "job": JOB,
                                      "pas_up_cpu": cpu.result, "http_adapter": True}

@@ -93,7 +93,13 @@ class RunWatch:
 
 @contextlib.asynccontextmanager
 async def pas_stack(ctx: BenchContext, name: str, overrides: list[str] | None = None, **stack_kw: Any) -> Any:
-    """A fresh nats-server, a Stack of agents in this process, and a client connection."""
+    """A fresh nats-server, a Stack of agents in this process, and a client connection. In a quick run the
+    figures that need the default stack (no overrides, no options) share one, started by the first of them
+    and stopped when the run ends: their run ids differ, and a quick run shows that each figure works rather
+    than measuring it apart from the others, as the full run does."""
+    if ctx.quick and not overrides and not stack_kw:
+        yield await _shared_stack(ctx)
+        return
     srv = await ctx.start_server(name)
     cfg = load_config(overrides=overrides or [])
     st = Stack(cfg, url=srv.url, name=f"bench-{name}", **stack_kw)
@@ -106,6 +112,25 @@ async def pas_stack(ctx: BenchContext, name: str, overrides: list[str] | None = 
             await nc.close()
         await st.stop()
         await asyncio.to_thread(srv.stop)
+
+
+async def _shared_stack(ctx: BenchContext) -> tuple[Any, Any, Stack, NATS]:
+    """The quick run's one default stack, as pas_stack yields it (started on first use)."""
+    got = ctx.shared.get("pas_stack")
+    if got is None:
+        srv = await ctx.start_server("pas-shared")
+        cfg = load_config()
+        st = await Stack(cfg, url=srv.url, name="bench-shared").start()
+        nc = await connect(srv.url, "bench-shared-client")
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            await st.stop()
+
+        ctx.on_close(close)
+        got = ctx.shared["pas_stack"] = (srv, cfg, st, nc)
+    return got
 
 
 def pct(x: float) -> float:

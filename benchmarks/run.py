@@ -80,9 +80,11 @@ class Sizes:
     def for_mode(cls, quick: bool) -> Sizes:
         if not quick:
             return cls()
-        return cls(chain_n=30, wq_n=500, latency_n=30, latency_warmup=5, latency_traced=5, tp_tasks=1000,
-                   tp1_tasks=1000, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=3,
-                   first_call_n=3, comms_n=5000, comms_reads=1, hmi_tasks=500,
+        # quick: every producer runs once, at sizes that show it works (the suite runs this), not at sizes that
+        # make its numbers worth quoting; a figure's cost here is mostly processes started, not n
+        return cls(chain_n=30, wq_n=500, latency_n=10, latency_warmup=3, latency_traced=2, tp_tasks=200,
+                   tp1_tasks=200, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=1,
+                   first_call_n=3, comms_n=5000, comms_reads=1, hmi_tasks=200,
                    nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
 
 
@@ -96,7 +98,9 @@ class BenchContext:
     figures: list[Figure] = field(default_factory=list)  # everything produced so far, in order
     raw: dict[str, Any] = field(default_factory=dict)  # floor name -> ChainRun / WorkQueueRun
     details: dict[str, Any] = field(default_factory=dict)  # JSON-able extras for the report
+    shared: dict[str, Any] = field(default_factory=dict)  # what producers share in a quick run (pas_common)
     _servers: list[EmbeddedServer] = field(default_factory=list)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def figure(self, name: str) -> Figure | None:
         for f in reversed(self.figures):
@@ -115,6 +119,17 @@ class BenchContext:
         await asyncio.to_thread(srv.start)
         self._servers.append(srv)
         return srv
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `await closer()` when the run ends (last registered, first run), before the servers stop."""
+        self._closers.append(closer)
+
+    async def _close(self) -> None:
+        while self._closers:
+            try:
+                await self._closers.pop()()
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
 
     def _stop_servers(self) -> None:
         for srv in reversed(self._servers):
@@ -286,6 +301,7 @@ async def run_all(quick: bool, producers: Sequence[Registered] | None = None, *,
             await _run_producer(ctx, reg, log)
         return ctx
     finally:
+        await ctx._close()
         ctx._stop_servers()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -41,7 +41,7 @@ FAST = [
     f"settings.policy.repo_roots={json.dumps(REPO_ROOTS)}",
 ]
 
-pytest_plugins = ["tests.fakellm", "tests.module_stack"]
+pytest_plugins = ["tests.fakellm", "tests.module_stack", "tests.fresh_support"]
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +72,15 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 # The longest test modules (measured with --durations on 2 cores), run first: under pytest-xdist (scripts/test.sh
 # runs the suite with --dist loadfile, one module per worker at a time) a long module that starts last would
-# leave the other workers idle at the end.
+# leave the other workers idle at the end. A worker with at most 2 tests left takes the next module, so a
+# one-test module comes with the next one on the same worker: test_fresh_install (which builds the wheelhouse
+# both fresh tests read, tests/fresh_support.py) goes with test_bench_pas, beside test_readme_commands, and
+# test_fresh_wheel follows the README's commands on the other worker, the wheelhouse ready by then.
 LONGEST_FIRST = [
     "test_readme_commands.py",
-    "test_bench_pas.py",
     "test_fresh_install.py",
+    "test_bench_pas.py",
+    "test_fresh_wheel.py",
     "test_trust_exec.py",
     "test_legacy.py",
     "test_cluster.py",

@@ -1,0 +1,80 @@
+"""What the fresh-install tests share (tests/test_fresh_install.py, tests/test_fresh_wheel.py): a clone of
+the committed HEAD, a clean environment to run it in, and the wheelhouse every install of theirs reads.
+
+Nothing from the test run leaks in: the clone is of the committed HEAD, the subprocesses get no PYTHONPATH
+and no PAS venv on PATH, and caches start empty. Every package comes from the registry once per session:
+`pip wheel` fills a wheelhouse with PAS's wheel and every dependency (the registry here sends no cacheable
+responses, so pip's own cache cannot help). Every `pip install` of both tests reads it (PIP_FIND_LINKS +
+PIP_NO_INDEX), and so does setup.sh's uv (UV_FIND_LINKS + UV_OFFLINE; uv itself is in the wheelhouse): the
+demo takes setup.sh's main path, uv, as on a reader's machine, not its fallback, pip.
+
+The two tests are modules of their own so that pytest-xdist can run them side by side; the first to need
+the wheelhouse builds it, under a lock, in the directory the session's workers share, and the other reads it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def clone_head(dest: Path) -> Path:
+    """A clone of this checkout's committed HEAD at dest (no work-tree changes, no .venv)."""
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(dest)], check=True)
+    subprocess.run(["git", "checkout", "-q", head()], cwd=dest, check=True)
+    return dest
+
+
+def clean_env(cache: Path, wheelhouse: Path) -> dict[str, str]:
+    own_bin = str(Path(sys.prefix) / "bin")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PAS_CONFIG_DIR", "PAS_NATS_URL", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if d and d != own_bin)
+    env["XDG_CACHE_HOME"] = str(cache)  # the demo's venv cache starts cold ...
+    env.update(PIP_FIND_LINKS=str(wheelhouse), PIP_NO_INDEX="1", UV_FIND_LINKS=str(wheelhouse), UV_OFFLINE="1")
+    # No byte-compiling of every installed file (litellm alone is thousands): what runs compiles
+    # on first import, as it would from a source checkout. The install itself is unchanged.
+    env["PIP_NO_COMPILE"] = "1"
+    return env
+
+
+def _build(wheels: Path) -> None:
+    src = wheels.parent / f"{wheels.name}-src"
+    shutil.rmtree(src, ignore_errors=True)  # what a build that failed left
+    clone = clone_head(src)
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), str(clone), "pip", "uv",
+                    "setuptools>=68", "-r", str(clone / "pas" / "defaults" / "sample_project" / "requirements.txt")],
+                   check=True, timeout=1200, cwd=wheels.parent,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    print(f"\nwheelhouse (pas wheel + every dependency from the registry): {time.monotonic() - t0:.1f}s")
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """PAS's wheel (built from a clone of HEAD) and every dependency: one registry download per session.
+    Under pytest-xdist the directory is in the session's root, which every worker shares ("master": the
+    session's own directory, as without xdist), built by the first worker that gets the lock."""
+    base = tmp_path_factory.getbasetemp()
+    root = base if worker_id == "master" else base.parent
+    wheels = root / f"fresh-wheels-{head()[:12]}"
+    with (root / "fresh-wheels.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the build fails
+        if not (wheels / ".complete").exists():
+            _build(wheels)
+            (wheels / ".complete").touch()
+    return wheels
