@@ -394,7 +394,11 @@ def _replay(r: Reader, cmd: str, rid: str) -> None:
     elif "--rebuild" in cmd:
         assert out.strip().endswith("in KV: identical"), out
     elif "--follow" in cmd:  # a run that has ended: its steps, to the end
-        assert out.splitlines()[-1].endswith(f"root -> gateway: run {rid} completed"), out
+        # the ending is one write (the run record), which the server fans out twice: root's STATUS entry
+        # (PAS_COMMS) and the run's terminal event (PAS_EVENTS); the two streams arrive in either order
+        last = out.splitlines()[-2:]
+        assert any(ln.endswith(f"root -> gateway: run {rid} completed") for ln in last), out
+        assert any(ln.split()[2:6] == ["root", "root", "run", "completed"] for ln in last), out
     else:
         assert out.startswith(f"run {rid} 'check' completed in "), out
 
