@@ -254,6 +254,33 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
         await step(f"stream {sc.name}", lambda sc=sc: ensure_stream(sc))  # type: ignore[misc]
     for stream, cc in consumer_specs(cfg):
         await step(f"consumer {cc.durable_name}", lambda s=stream, c=cc: ensure_consumer(s, c))  # type: ignore[misc]
+    await sources_active(js, [sc.name for sc in _stream_configs(cfg) if sc.sources and sc.name], retry_s)
+
+
+async def sources_active(js: JetStreamContext, streams: list[str], within_s: float) -> None:
+    """Wait until the server has set up every source of these streams. A new stream's sources start
+    ~0.1-0.5 s after it is created (active -1 until then): record writes made before that reach PAS_COMMS
+    and PAS_EVENTS late, in one batch stamped with one time, so a run's first entries would show out of
+    order and a reader right after a fast run would miss them. Once set up, a sourced copy lags its record
+    by ~0.2 ms. Bounded: a source still down after within_s is logged, and startup goes on (its writes are
+    copied when it comes up: a source resumes from its last sequence)."""
+    deadline = time.monotonic() + within_s
+    for name in streams:
+        while True:
+            try:
+                waiting = [s.name for s in (await js.stream_info(name)).sources or []
+                           if s.active is None or s.active < 0]
+            except Exception as e:  # noqa: BLE001 - unavailability while a cluster settles: try again
+                if not transient(e) and not isinstance(e, NotFoundError):
+                    raise
+                waiting = ["?"]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                log.warning("stream %s: source(s) %s not set up after %.0fs; their record writes will be copied "
+                            "when they are", name, ", ".join(waiting), within_s)
+                break
+            await asyncio.sleep(0.02)
 
 
 @dataclass
