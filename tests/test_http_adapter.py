@@ -4,6 +4,7 @@ real HTTP through uvicorn (httpx), every port shifted to a free range with setti
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -85,6 +87,18 @@ async def http(module_server: EmbeddedServer) -> AsyncIterator[Http]:
 async def own_http(nats_server: EmbeddedServer, hcfg: PasConfig) -> AsyncIterator[Http]:
     async with _http(hcfg, nats_server.url) as h:
         yield h
+
+
+@shared
+async def test_the_adapter_serves_while_the_agents_loop_is_busy(http: Http) -> None:
+    """The adapter (with the HMI's event hub) runs on an event loop of its own in a thread of its own: an
+    agent step that holds the agents' loop (0.3-0.9 s at a big job's start) does not hold HTTP. This test's
+    loop is the agents' loop; it is blocked until the request, sent from another thread, is answered."""
+    assert http.h.thread is not threading.current_thread() and http.h.thread.is_alive()
+    url = http.u("hmi", "/health")
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        r = ex.submit(httpx.get, url, timeout=5).result(timeout=10)  # blocks the agents' loop meanwhile
+    assert r.status_code == 200, r.text
 
 
 # ---- every agent: /health, /status/{id} ------------------------------------------------------

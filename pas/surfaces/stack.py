@@ -28,7 +28,7 @@ from pas.transport.server import EmbeddedServer
 
 if TYPE_CHECKING:
     from pas.runtime.usage import RunLLM
-    from pas.surfaces.http.adapter import AdapterHandle  # optional: imported when the adapter starts
+    from pas.surfaces.http.adapter import AdapterThread  # optional: imported when the adapter starts
 
 log = logging.getLogger("pas.surfaces.stack")
 
@@ -74,7 +74,7 @@ class Stack:
         self.creds: dict[str, auth.Creds] = {}
         self.agents: list[Agent] = []
         self.http = http
-        self.http_server: AdapterHandle | None = None
+        self.http_server: AdapterThread | None = None
         self.name = name
         self._checking: asyncio.Task[Any] | None = None
 
@@ -144,10 +144,11 @@ class Stack:
             for bus in self.buses.values():
                 await bus.nc.flush()
             if self.http:
-                from pas.surfaces.http.adapter import start_adapter  # the HTTP adapter is optional
+                from pas.surfaces.http.adapter import AdapterThread  # the HTTP adapter is optional
 
-                self.http_server = await start_adapter(self.cfg, self.url, socks=socks, creds=self.creds.get("adapter"),
-                                                       token_dir=auth.creds_dir(self.cfg, self.data_dir))
+                self.http_server = await AdapterThread.start(self.cfg, self.url, socks=socks,
+                                                             creds=self.creds.get("adapter"),
+                                                             token_dir=auth.creds_dir(self.cfg, self.data_dir))
         except BaseException:
             await self.stop()
             raise

@@ -270,7 +270,7 @@ async def sources_active(js: JetStreamContext, streams: list[str], within_s: flo
             try:
                 waiting = [s.name for s in (await js.stream_info(name)).sources or []
                            if s.active is None or s.active < 0]
-            except Exception as e:  # noqa: BLE001 - unavailability while a cluster settles: try again
+            except Exception as e:  # unavailability while a cluster settles: try again
                 if not transient(e) and not isinstance(e, NotFoundError):
                     raise
                 waiting = ["?"]

@@ -79,8 +79,10 @@ async def connect(url: str, name: str = "pas", *, connect_timeout_s: float = 30.
                         max(0.0, connect_timeout_s - (now - t0)))
 
     nc = Client()
-    # ping_interval: a silent (frozen, cut off) server is left after 2 missed pings.
-    opts: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+    # ping_interval: a silent (frozen, cut off) server is left after 2 missed pings. drain_timeout: a drain at
+    # stop waits for every subscription's pending callbacks; one that never returns would hold a stopping
+    # process for nats-py's default 30 s (seen once in CI: an overlay `pas up` outlived SIGTERM's 30 s).
+    opts: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "drain_timeout": 5,
                             "ping_interval": ping_interval_s, "max_outstanding_pings": 2,
                             "connect_timeout": min(2.0, max(connect_timeout_s, 0.1)), **kw}
     attempt: asyncio.Future[Any] = asyncio.ensure_future(

@@ -6,7 +6,8 @@
 
 Every port of the topology (AgentConfig.port + settings.http.port_offset) and the HMI
 (settings.http.hmi_port + port_offset) is a socket bound here, all served by a single
-uvicorn.Server running in the caller's event loop; requests are dispatched to the agent's own
+uvicorn.Server running in the caller's event loop (`pas up` and Stack give it a loop and a thread of its
+own, AdapterThread, so the agents' longest steps never hold HTTP or the HMI's events); requests are dispatched to the agent's own
 FastAPI app by the local port they arrived on (scope["server"]). One process owning every port
 means two services can never race for one port (the predecessor's 6110/6120 collisions).
 
@@ -29,6 +30,7 @@ import logging
 import os
 import resource
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,3 +385,84 @@ async def _mount_mcp_a2a(ctx: Ctx, apps: dict[int, Any], plan: dict[str, int]) -
     port = plan[gw.id]
     apps[port], mcp = await mount_on_gateway(apps[port], Ops(ctx.backend), f"http://{browser_host(ctx.cfg.settings.http.host)}:{port}")
     return mcp
+
+
+class AdapterThread:
+    """The adapter on an event loop of its own, in a thread of its own (what `pas up` and Stack run). Beside
+    26 agents in one event loop the hub waited for the agents' longest steps (0.3-0.9 s at a big job's start:
+    a 2,000-task job's first task states reached the page 0.5-1.2 s late, BENCHMARKS.md "hmi, third pass");
+    in its own loop it waits at most for the interpreter's thread switch (5 ms). It shares no asyncio object
+    with the agents: its own NATS connection (the `adapter` user), run store and hub. Delegates what callers
+    read (url, login_url, ports, host, gate, hub, backend); stop() stops it in its loop and joins the thread."""
+
+    def __init__(self, handle: AdapterHandle, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        self.handle, self.loop, self.thread = handle, loop, thread
+        self._stopped = False
+
+    @classmethod
+    async def start(cls, cfg: PasConfig, url: str, **kw: Any) -> AdapterThread:
+        """start_adapter(cfg, url, **kw) in a new thread's loop; returns once it serves (or raises what
+        stopped it, the thread ended)."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="pas-http", daemon=True)
+        thread.start()
+        started = asyncio.run_coroutine_threadsafe(start_adapter(cfg, url, **kw), loop)
+        try:
+            handle = await asyncio.wrap_future(started)
+        except BaseException:
+            started.cancel()  # a cancelled start: start_adapter's own cleanup runs in its loop
+            await asyncio.to_thread(_end_loop, loop, thread)
+            raise
+        return cls(handle, loop, thread)
+
+    @property
+    def host(self) -> str:
+        return self.handle.host
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.handle.ports
+
+    @property
+    def gate(self) -> Gate:
+        return self.handle.gate
+
+    @property
+    def hub(self) -> EventHub:
+        return self.handle.hub
+
+    @property
+    def backend(self) -> Backend:
+        return self.handle.backend
+
+    def url(self, name: str = HMI) -> str:
+        return self.handle.url(name)
+
+    def login_url(self) -> str:
+        return self.handle.login_url()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.handle.stop(), self.loop))
+        finally:
+            await asyncio.to_thread(_end_loop, self.loop, self.thread)
+
+
+def _end_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Stop a thread's loop once what runs in it has ended (each task cancelled and awaited), then close it."""
+    async def cancel_rest() -> None:
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    if loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_rest(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    if not thread.is_alive():
+        loop.close()
