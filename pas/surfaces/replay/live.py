@@ -78,22 +78,30 @@ async def republish(js: JetStreamContext, run_id: str, speed: float,
 
 
 async def follow(js: JetStreamContext, run_id: str, out: Callable[[str], None]) -> dict[str, Any]:
-    """Print each step as it arrives until the run ends; return the final timeline."""
+    """Print each step as it arrives until the run ends; return the final timeline. What both streams hold
+    already is read first and printed in time order (a run that has ended reads as `pas replay` shows it,
+    not one stream after the other); then each stream is followed from where its history ended."""
     stop = asyncio.Event()
     queue: asyncio.Queue[Raw] = asyncio.Queue()
+    sources = ((S.STREAM_EVENTS, S.run_events(S.token(run_id))), (S.STREAM_COMMS, S.comms_run(run_id)))
+    starts = {stream: (await js.stream_info(stream)).state.last_seq + 1 for stream, _ in sources}
+    msgs: list[Raw] = [m for stream, subject in sources
+                       async for m in read_raw(js, stream, subject, ReadOptions(complete=True))
+                       if m.seq < starts[stream]]
 
     async def pump(stream: str, subject: str) -> None:
-        async for m in read_raw(js, stream, subject, ReadOptions(follow=True, stop=stop)):
+        async for m in read_raw(js, stream, subject, ReadOptions(follow=True, stop=stop, start_seq=starts[stream])):
             queue.put_nowait(m)
 
-    pumps = [asyncio.create_task(pump(S.STREAM_EVENTS, S.run_events(S.token(run_id)))),
-             asyncio.create_task(pump(S.STREAM_COMMS, S.comms_run(run_id)))]
-    msgs: list[Raw] = []
+    pumps = [asyncio.create_task(pump(stream, subject)) for stream, subject in sources]
     shown: set[tuple[str, int]] = set()
     tl: dict[str, Any] = {}
+    history = bool(msgs)
     try:
         while True:
-            msgs.append(await queue.get())
+            if not history:  # the history is shown before anything new is waited for
+                msgs.append(await queue.get())
+            history = False
             while not queue.empty():
                 msgs.append(queue.get_nowait())
             tl = timeline.build_from(run_id, msgs)
