@@ -283,3 +283,54 @@ async def test_start_cancel_finish_a_run(nats_server: Any) -> None:
         assert stored is not None and stored.record.status == "cancelled"
     finally:
         await store.bus.close()
+
+
+async def test_a_running_state_arriving_after_its_result_is_dropped(nats_server: Any) -> None:
+    """A programmer's start and its result can reach two managers, each writing over its own connection, which
+    NATS does not order: the fire-and-forget "running" must not land over the stored result (seen in CI: a
+    completed job whose task stayed "running" with no output). The start's write names the revision it was
+    computed from (the create's, remembered when acknowledged); the server drops it once the result is stored."""
+    from pas.runtime import taskowner
+
+    here, there = await two_stores(nats_server.url, "st-race")
+    try:
+        key = S.task_key("st-task1", "code-1-01")
+        queued = task("code-1")
+        rev = await here.create_task(key, queued)
+        assert rev
+        here.remember_task(key, queued)
+        here.task_created(key, rev)
+        got = here.written_task_at(key)
+        assert got is not None and got.rev == rev
+        # the other manager stores the result first ...
+        done = task("code-1")
+        done.status, done.programmer, done.output = "completed", "prog-001", "hi"
+        await there.put_task(key, done)
+        # ... then this one handles the start it computed from the queued record, and writes it
+        running = task("code-1")
+        running.status, running.attempts = "running", 1
+        assert await taskowner.started(here, running, "prog-001", "code") is not None
+        await barrier(here)
+        stored = await there.task(key)
+        assert stored is not None and stored.record.status == "completed" and stored.record.output == "hi", stored
+        # with the create's revision unknown (its ack not back yet) the start is written as before
+        here.forget_task(key)
+        key2 = S.task_key("st-task1", "code-1-02")
+        q2 = task("code-1")
+        q2.task_id = "code-1-02"
+        assert await here.create_task(key2, q2)
+        here.remember_task(key2, q2)
+        r2 = task("code-1")
+        r2.task_id, r2.status, r2.attempts = "code-1-02", "running", 1
+        assert await taskowner.started(here, r2, "prog-001", "code") is not None
+        await barrier(here)
+        got2 = await there.task(key2)
+        assert got2 is not None and got2.record.status == "running" and got2.record.programmer == "prog-001"
+    finally:
+        await asyncio.gather(here.bus.close(), there.bus.close())
+
+
+async def barrier(store: RunStore) -> None:
+    """An acknowledged write to the same stream over the same connection: what that connection published
+    before it (a fire-and-forget progress write) has been stored or refused by then."""
+    await store.bus.kv_put(S.KV_TREE, S.task_key("st-task1", "barrier"), task("code-1"))

@@ -76,6 +76,7 @@ async def started(store: RunStore, rec: wire.TaskRecord, sender: str, lane: str)
     """A programmer took a task: record it as the holder (a progress write, not awaited by the store).
     None, with a WARNING, if it may not."""
     key = S.task_key(rec.run_id, rec.task_id)
+    mine = store.written_task_at(key)  # with the revision of its create, once that was acknowledged
     prev, rev = await stored(store, key) if is_id(rec.run_id) and is_id(rec.task_id) else (None, None)
     if prev is not None and prev.status in wire.TERMINAL_TASK and prev.programmer == sender:
         return None  # its own result got here first (the two reports took different managers)
@@ -87,8 +88,9 @@ async def started(store: RunStore, rec: wire.TaskRecord, sender: str, lane: str)
     # Remembered before the write: a result handled meanwhile in this process finds the holder, and its
     # write, later, wins. Read from the store (another process wrote it): written only over what was read.
     store.remember_task(key, new)
-    if rev is None:
-        await store.put_task_progress(key, new)
+    if rev is None:  # as this process wrote it: only over that write, when its revision is known (the
+        # result may be stored meanwhile by another manager, whose connection NATS does not order after this)
+        await store.put_task_progress(key, new, mine.rev if mine is not None else 0)
         return new
     try:
         await store.update_task(key, new, rev)

@@ -406,12 +406,16 @@ class Bus:
         as a replay (a finished task is re-announced under the same message id, never re-run)."""
         await self.retry(f"ack {m.subject}", m.ack)
 
-    async def kv_put_nowait(self, bucket: str, key: str, obj: Any) -> None:
+    async def kv_put_nowait(self, bucket: str, key: str, obj: Any, last: int | None = None) -> None:
         """A KV write without waiting for the store's ack: for progress states that a later,
-        acknowledged write supersedes (a task's "running"). Same connection, so order is kept.
+        acknowledged write supersedes (a task's "running"). The write that supersedes it may come over
+        another connection (another agent's: one NATS user each), which NATS does not order after this
+        one: given `last`, the server stores it only while the key is still at that revision, so a
+        progress state that arrives after its result is dropped, not written over it.
         The one KV write outside retry_js, on purpose: a retried progress state could land after
         the write that supersedes it; a lost one is harmless."""
-        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj), headers=tracing.inject(None))
+        headers = tracing.inject({"Nats-Expected-Last-Subject-Sequence": str(last)} if last else None)
+        await self.nc.publish(S.kv_subject(bucket, key), wire.encode(obj), headers=headers)
 
     async def kv_values(self, bucket: str, pattern: str, typ: type[Any]) -> list[Any]:
         """Latest value of every key matching pattern (a subject-style filter).

@@ -285,12 +285,23 @@ class RunStore:
 
     def written_task(self, key: str) -> wire.TaskRecord | None:
         """The task record as this process last wrote it."""
-        got = self.memory.cached(_task_entry(key), wire.TaskRecord)
+        got = self.written_task_at(key)
         return got.record if got is not None else None
 
-    def remember_task(self, key: str, rec: wire.TaskRecord) -> None:
-        """Keep a task record as this process writes it (no revision: written whole, never by compare-and-set)."""
-        self.memory.keep(_task_entry(key), rec, 0)
+    def written_task_at(self, key: str) -> Versioned[wire.TaskRecord] | None:
+        """The task record as this process last wrote it, with its revision when known (0: not known)."""
+        return self.memory.cached(_task_entry(key), wire.TaskRecord)
+
+    def remember_task(self, key: str, rec: wire.TaskRecord, rev: int = 0) -> None:
+        """Keep a task record as this process writes it (rev: its revision, when the write's ack told it)."""
+        self.memory.keep(_task_entry(key), rec, rev)
+
+    def task_created(self, key: str, rev: int) -> None:
+        """The create of a queued task record was acknowledged at rev: remembered with it, unless this
+        process wrote the record again meanwhile."""
+        got = self.written_task_at(key)
+        if got is not None and got.rev == 0 and got.record.status == "queued":
+            self.memory.keep(_task_entry(key), got.record, rev)
 
     def forget_task(self, key: str) -> None:
         self.memory.records.pop(_task_entry(key), None)
@@ -302,10 +313,10 @@ class RunStore:
     async def put_task(self, key: str, rec: wire.TaskRecord) -> None:
         await self.bus.kv_put(S.KV_TREE, key, rec)
 
-    async def put_task_progress(self, key: str, rec: wire.TaskRecord) -> None:
-        """A task's "running", not awaited by the store: superseded by the acknowledged result
-        (pas.transport.bus.Bus.kv_put_nowait)."""
-        await self.bus.kv_put_nowait(S.KV_TREE, key, rec)
+    async def put_task_progress(self, key: str, rec: wire.TaskRecord, last: int = 0) -> None:
+        """A task's "running", not awaited by the store: superseded by the acknowledged result, and stored
+        only over revision `last` when it is known (pas.transport.bus.Bus.kv_put_nowait)."""
+        await self.bus.kv_put_nowait(S.KV_TREE, key, rec, last or None)
 
     async def update_task(self, key: str, rec: wire.TaskRecord, rev: int) -> None:
         """Compare-and-set: KeyWrongLastSequenceError if the record changed since rev."""
