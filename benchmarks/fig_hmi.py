@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -231,11 +232,24 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         st = json.loads(m.data).get("status")
         bus.setdefault(f"{got.run_id}/{got.rest[0]}/{st}", time.time() * 1000)
 
+    # The bus clock runs on a loop and thread of its own, like the adapter's hub (AdapterThread): in the
+    # agents' loop, busy during the big job, it saw states late, after the page had drawn them (lag < 0).
+    clock_loop = asyncio.new_event_loop()
+    clock = threading.Thread(target=clock_loop.run_forever, name="bus-clock", daemon=True)
+    clock.start()
+
+    def in_clock(coro: Any) -> Any:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, clock_loop))
+
     hub_stats: dict[str, float] = {}
     async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=True) as (
             _srv, _cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
-        sub = await nc.subscribe(S.run_task("*", "*"), cb=on_task)
+        import nats
+
+        clock_nc = await in_clock(nats.connect(st.url, name="bench-bus-clock"))
+        await in_clock(clock_nc.subscribe(S.run_task("*", "*"), cb=on_task))
+        await in_clock(clock_nc.flush())
         await _run(client, nc, "warm", 50)
         bare_s = await _run(client, nc, "bare", n)
         assert st.http_server is not None
@@ -254,7 +268,9 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
             want_tasks = [f"hmi-small/{t['task_id']}/completed" for t in (await client.status("hmi-small"))["tasks"]]
             side = await _tell(proc, {"want_tasks": want_tasks, "want_comms": want_comms})
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await in_clock(clock_nc.close())
+        clock_loop.call_soon_threadsafe(clock_loop.stop)
+        clock.join(5)
     trace, samples, missing = side["trace"], side["samples"], side["missing"]
     lags = [t - bus[k] for k, t in trace["painted"].items() if k.startswith("hmi-") and k in bus]
     # Where the lag of those rows goes: bus -> the page's handler (hub flush, SSE, the renderer's queue)

@@ -102,6 +102,7 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         await stop.wait()
     finally:
         print("pas: stopping", flush=True)
+        began = time.monotonic()
         watchdog = asyncio.ensure_future(_stop_watchdog(STOP_REPORT_S))
         faulthandler.dump_traceback_later(STOP_REPORT_S + 5, exit=False)  # the loop itself stuck: threads' stacks
         try:
@@ -109,6 +110,7 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
         finally:
             faulthandler.cancel_dump_traceback_later()
             watchdog.cancel()
+    print(f"pas: stopped in {time.monotonic() - began:.1f}s", flush=True)
     _exit_guard(EXIT_GRACE_S)
     return 0
 
@@ -132,6 +134,9 @@ def _exit_guard(after_s: float) -> None:
     timer = threading.Timer(after_s, fire)
     timer.daemon = True
     timer.start()
+    # The timer needs the GIL; faulthandler's own thread does not: if whatever holds the exit up holds the
+    # GIL too (a C call in a library's finaliser), it prints the stacks and exits (status 1) a little later.
+    faulthandler.dump_traceback_later(after_s + 3, exit=True)
 
 
 async def _stop_watchdog(after_s: float) -> None:

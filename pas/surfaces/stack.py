@@ -51,6 +51,14 @@ async def _stop_agents(agents: list[Agent]) -> None:
             t.cancel()
 
 
+async def _close_bus(bus: Bus) -> None:
+    try:
+        await asyncio.wait_for(bus.close(), 15)
+    except TimeoutError:
+        log.warning("closing the NATS connection %s took over 15s; closed forcibly", bus.nc.connected_url)
+        await bus.nc.close()
+
+
 class Stack:
     def __init__(
         self,
@@ -246,12 +254,9 @@ class Stack:
             await a.settle(ROOT_SETTLE_S)
         await _stop_agents(last)
         self.agents = []
-        for bus in self.buses.values():
-            try:
-                await asyncio.wait_for(bus.close(), 15)
-            except TimeoutError:
-                log.warning("closing the NATS connection took over 15s; closed forcibly")
-                await bus.nc.close()
+        # Every agent has a connection of its own (issue 19): closed one after another, each drain's bound
+        # (5 s) added up past a stopping `pas up`'s 30 s under load; together, the slowest one bounds them.
+        await asyncio.gather(*(_close_bus(b) for b in self.buses.values()))
         self.buses = {}
         self.bus = None
         if self.server is not None:
