@@ -43,6 +43,7 @@ from pas.config.model import load_config
 from pas.protocol import subjects as S
 from pas.runtime.comms import read_numbered
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -245,9 +246,8 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=True) as (
             _srv, _cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
-        import nats
-
-        clock_nc = await in_clock(nats.connect(st.url, name="bench-bus-clock"))
+        # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
+        clock_nc = await in_clock(pas_connect(st.url, name="bench-bus-clock"))
         await in_clock(clock_nc.subscribe(S.run_task("*", "*"), cb=on_task))
         await in_clock(clock_nc.flush())
         await _run(client, nc, "warm", 50)

@@ -36,6 +36,7 @@ from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.surfaces.stack import Stack
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 from pas.transport.server import EmbeddedServer
 
 
@@ -165,7 +166,7 @@ async def stretch(nc: Any, js: Any, client: PasClient, varz: str, prefix: str, j
             parts = m.subject.split(".")
             api[".".join(parts[2:4]) if parts[2] in ("STREAM", "CONSUMER", "DIRECT") else parts[2]] += 1
 
-    tap = await nats.connect(nc.connected_url.geturl())
+    tap = await pas_connect(nc.connected_url.geturl())
     await asyncio.sleep(0.5)
     renewals = await renewals_per_s(tap, IDLE_S)
     d0, w0 = await totals(js)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from pas.config.model import PasConfig, load_config
@@ -23,6 +22,7 @@ from pas.surfaces.stack import Stack
 from pas.transport import auth
 from pas.transport.bus import connect
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 from pas.transport.server import EmbeddedServer
 from tests.shared_server import SharedServer
 
@@ -127,7 +127,7 @@ async def stack(nats_server: EmbeddedServer, cfg: PasConfig, stack_agents: list[
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Any]:
-    c = await nats.connect(nats_server.url)
+    c = await pas_connect(nats_server.url)
     try:
         yield c
     finally:

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 
 from pas.surfaces.stack import Stack
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 from pas.transport.server import EmbeddedServer
 
 
@@ -47,7 +47,7 @@ def module_stack(*overrides: str) -> tuple[Any, Any, Any]:
 
     @pytest_asyncio.fixture(loop_scope="module", name="nc")
     async def nc(stack: Stack) -> AsyncIterator[Any]:
-        c = await nats.connect(stack.url or "")
+        c = await pas_connect(stack.url or "")
         try:
             yield c
         finally:

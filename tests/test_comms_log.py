@@ -10,6 +10,7 @@ from typing import Any
 
 from pas.transport import auth
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 from tests.conftest import fast_args, wait_for
 
 
@@ -62,13 +63,12 @@ async def test_sigterm_and_sigkill_take_the_embedded_server_along(tmp_path: Path
     import asyncio
     import signal
 
-    import nats
 
     for sig, name in ((signal.SIGINT, "int"), (signal.SIGKILL, "kill")):
         up = pas_procs("--nats-port", "-1", "--data-dir", str(tmp_path / name), name=f"sig{name}")
         url = up.url
         c = auth.load_creds(tmp_path / name / "creds")["client"]
-        nc = await nats.connect(url, user=c.user, password=c.password)
+        nc = await pas_connect(url, user=c.user, password=c.password)
         await nc.close()
         assert up.proc is not None
         up.proc.send_signal(sig)

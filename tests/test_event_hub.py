@@ -16,7 +16,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 
 from pas.config.model import load_config
@@ -26,14 +25,15 @@ from pas.runtime.comms import read_numbered
 from pas.surfaces.http import events
 from pas.surfaces.http.events import EventHub
 from pas.transport.bus import provision
+from pas.transport.connection import connect as pas_connect
 from pas.transport.streams import ReadOptions
 from tests.conftest import FAST, wait_for
 
 
 @pytest.fixture
 async def hub(nats_server: Any) -> AsyncIterator[tuple[EventHub, Any]]:
-    hub_nc = await nats.connect(nats_server.url)
-    pub = await nats.connect(nats_server.url)
+    hub_nc = await pas_connect(nats_server.url)
+    pub = await pas_connect(nats_server.url)
     await provision(pub.jetstream(), load_config(overrides=list(FAST)))
     h = EventHub(hub_nc, ping_s=30, flush_s=0.05)
     await h.start()
@@ -211,8 +211,8 @@ async def test_a_task_state_is_one_compact_row(hub: tuple[EventHub, Any]) -> Non
 async def test_the_first_event_after_a_quiet_spell_is_sent_at_once(nats_server: Any) -> None:
     """Idle, the hub waits for nothing (no timer); the first event is flushed at once, and what follows
     within flush_s is coalesced into the next flush, flush_s later."""
-    nc = await nats.connect(nats_server.url)
-    pub = await nats.connect(nats_server.url)
+    nc = await pas_connect(nats_server.url)
+    pub = await pas_connect(nats_server.url)
     await provision(pub.jetstream(), load_config(overrides=list(FAST)))
     h = EventHub(nc, ping_s=30, flush_s=2.0)
     await h.start()

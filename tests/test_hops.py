@@ -18,10 +18,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import nats
-
 from pas.protocol import subjects as S
 from pas.protocol import wire
+from pas.transport.connection import connect as pas_connect
 from pas.transport.streams import read_raw
 from tests.conftest import wait_for
 
@@ -59,7 +58,7 @@ async def test_state_events_come_from_the_server_only(stack: Any, nats_server: A
     async def keep(m: Any) -> None:
         seen.append(m)
 
-    tap = await nats.connect(nats_server.url)
+    tap = await pas_connect(nats_server.url)
     try:
         await tap.subscribe(S.run_events("hop1"), cb=keep)
         await tap.flush()

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -30,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pas.surfaces.http.adapter import AdapterHandle, start_adapter
 from pas.surfaces.http.trust import MAX_CODES, http_token, peer_uid, stored_token
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 from pas.transport.server import EmbeddedServer
 from tests.http_support import BROWSER_ARGS, CHROMIUM, http_cfg, poll
 from tests.module_stack import module_stack
@@ -431,7 +431,7 @@ async def test_pas_submit_sends_a_key_and_asks_again_with_it_after_a_timeout(tmp
     url = srv.start()
     seen: list[str] = []
     try:
-        conn = await nats.connect(url)
+        conn = await pas_connect(url)
 
         async def gateway(m: Any) -> None:
             seen.append((m.headers or {}).get("Nats-Msg-Id", ""))

@@ -19,6 +19,7 @@ import pytest
 
 from pas.config.model import load_config
 from pas.protocol import subjects as S
+from pas.transport.connection import connect as pas_connect
 from tests.natscli_docs import doc_examples, doc_transcripts, least_user, normalise_transcript
 from tests.natscli_support import CliSub, PasUnderCli, job, new_run_id
 
@@ -317,7 +318,6 @@ def test_req_bad_body_shows_error_headers_and_json(pas: PasUnderCli, subject: st
 # ---- `nats bench` floors (pas bench) ------------------------------------------------------------
 async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
     """The three `nats bench` floors on a server of their own: figures from the CLI's CSV, its streams gone."""
-    import nats
 
     from benchmarks import natsbench, run
     from pas.transport.server import EmbeddedServer
@@ -333,7 +333,7 @@ async def test_natsbench_floors_measure_and_clean_up(tmp_path: Path) -> None:
         assert [r.name for r in floors] == ["natsbench_pubsub", "natsbench_reqrep", "natsbench_js_pub"]
         for r in floors:
             ctx.figures += await r.fn(ctx)
-        nc = await nats.connect(url)
+        nc = await pas_connect(url)
         try:
             streams = [s.config.name for s in await nc.jetstream().streams_info()]
         finally:

@@ -21,6 +21,7 @@ from nats.micro.request import Request
 
 from pas.transport import natscompat
 from pas.transport.connection import connect
+from pas.transport.connection import connect as pas_connect
 from tests.conftest import wait_for
 
 PAS = Path(__file__).resolve().parent.parent / "pas"
@@ -66,7 +67,7 @@ async def test_flusher_override_replaces_the_one_nats_py_runs(nats_server: Any) 
     every publish, in order."""
     assert "_flusher" in vars(NatsClient)  # defined there, so the override replaces the real one
     nc = await connect(nats_server.url, name="compat-flusher")
-    sub = await nats.connect(nats_server.url)
+    sub = await pas_connect(nats_server.url)
     seen: list[bytes] = []
 
     async def on(m: Any) -> None:

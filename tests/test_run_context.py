@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nats
-
 from pas.protocol import wire
 from pas.surfaces.stack import Stack
 from pas.transport.client import PasClient
+from pas.transport.connection import connect as pas_connect
 from tests.conftest import make_cfg
 from tests.test_pipeline import make_repo, task
 
@@ -28,7 +27,7 @@ async def test_context_set_at_submit_reaches_every_work_item_unchanged(nats_serv
         typ = next(t for prefix, t in ITEMS.items() if m.subject.startswith(prefix))
         seen.append((m.subject, wire.decode(m.data, typ)))
 
-    watcher = await nats.connect(nats_server.url)
+    watcher = await pas_connect(nats_server.url)
     try:
         await watcher.subscribe("pas.work.dir.>", cb=on_item)
         await watcher.subscribe("pas.work.mgr.>", cb=on_item)
