@@ -220,6 +220,26 @@ async def _line(proc: asyncio.subprocess.Process, timeout_s: float) -> Any:
     return json.loads(line)
 
 
+@contextlib.asynccontextmanager
+async def _adapter_process(nats_url: str | None, offset: int) -> AsyncIterator[str | None]:
+    """With a URL: `pas http` against it, in a process of its own; its HMI's base URL (else None)."""
+    if nats_url is None:
+        yield None
+        return
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pas", "http", "--nats-url", nats_url, "-c", f"settings.http.port_offset={offset}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    try:
+        while b"serving" not in (line := await asyncio.wait_for(proc.stdout.readline(), 60)):
+            if not line:
+                raise RuntimeError(f"pas http ended (exit {await proc.wait()})")
+        yield line.decode().split(" on ", 1)[1].strip().rstrip("/")
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
 @register("hmi")
 async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     n = ctx.sizes.hmi_tasks
@@ -243,8 +263,9 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, clock_loop))
 
     hub_stats: dict[str, float] = {}
-    async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=True) as (
-            _srv, _cfg, st, nc):
+    own_process = os.environ.get("PAS_BENCH_HMI_ADAPTER") == "process"  # the adapter as `pas http`, a process
+    async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=not own_process) as (
+            _srv, _cfg, st, nc), _adapter_process(st.url if own_process else None, offset) as adapter_url:
         client = PasClient(nc, timeout_s=120)
         # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
         clock_nc = await in_clock(pas_connect(st.url, name="bench-bus-clock"))
@@ -252,18 +273,18 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         await in_clock(clock_nc.flush())
         await _run(client, nc, "warm", 50)
         bare_s = await _run(client, nc, "bare", n)
-        assert st.http_server is not None
-        url = st.http_server.url("hmi")
+        url = adapter_url or st.http_server.url("hmi")
         async with _side(url, ctx.sizes.hmi_pages, "raw") as proc:
             raw_s = await _run(client, nc, "raw", n)
             await _tell(proc, {})
         async with _side(url, ctx.sizes.hmi_pages, "browser") as proc:
-            hub = st.http_server.hub
-            chunks0, held0 = hub.stats.chunks, hub.stats.held_ms
+            hub = st.http_server.hub if st.http_server else None
+            chunks0, held0 = (hub.stats.chunks, hub.stats.held_ms) if hub else (0, 0.0)
             with_s = await _run(client, nc, "hmi", n)
-            chunks = hub.stats.chunks - chunks0
-            hub_stats = {"chunks": chunks, "held_ms_mean": (hub.stats.held_ms - held0) / max(1, chunks),
-                         "held_ms_max": hub.stats.held_ms_max}
+            if hub:
+                chunks = hub.stats.chunks - chunks0
+                hub_stats = {"chunks": chunks, "held_ms_mean": (hub.stats.held_ms - held0) / max(1, chunks),
+                             "held_ms_max": hub.stats.held_ms_max}
             want_comms = [seq async for seq, _ in read_numbered(nc.jetstream(), run_id="hmi-small")]
             want_tasks = [f"hmi-small/{t['task_id']}/completed" for t in (await client.status("hmi-small"))["tasks"]]
             side = await _tell(proc, {"want_tasks": want_tasks, "want_comms": want_comms})

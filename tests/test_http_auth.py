@@ -357,6 +357,29 @@ async def test_connections_past_the_cap_get_503_and_idle_ones_are_closed(stack: 
                 s.close()
 
 
+@shared
+async def test_a_used_connection_outlives_httpx_keepalive(stack: Any, tmp_path: Path) -> None:
+    """After a response the server keeps the connection longer than httpx keeps it in its pool (5 s): a
+    pooled client never sends a request on a connection the server is closing (CI: httpx.ReadError at
+    uvicorn's 5 s). Asked twice on one socket, 6 s apart: the second is answered."""
+    async with adapter(stack.url, tmp_path) as a:
+        s = socket.create_connection((a.host, a.ports["hmi"]))
+        s.settimeout(15)
+        ask = f"GET /health HTTP/1.1\r\nHost: {a.host}:{a.ports['hmi']}\r\n\r\n".encode()
+        try:
+            for _ in range(2):
+                s.sendall(ask)
+                got = b""
+                while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
+                    chunk = await asyncio.to_thread(s.recv, 4096)
+                    assert chunk, f"closed by the server after {got!r}"
+                    got += chunk
+                assert got.startswith(b"HTTP/1.1 200"), got
+                await asyncio.sleep(6)
+        finally:
+            s.close()
+
+
 # ---- numbers and durations --------------------------------------------------------------------
 @shared
 async def test_out_of_range_numbers_are_422_naming_the_field(stack: Any, tmp_path: Path, client: PasClient) -> None:

@@ -237,14 +237,22 @@ class _Server(uvicorn.Server):
         yield
 
 
+KEEP_ALIVE_S = 10.0
+"""How long a connection may idle after a response. Longer than clients keep idle connections (httpx: 5 s):
+at uvicorn's 5 s, the server closed a pooled connection as the client sent its next request on it (a test's
+shared client, CI: httpx.ReadError)."""
+FIRST_REQUEST_S = 5.0
+"""How long a new connection may wait before its first request."""
+
+
 class _IdleClosingH11(H11Protocol):
-    """uvicorn's h11 protocol, with its keep-alive timeout (timeout_keep_alive, 5 s) also started when a
-    connection opens, not only after a response: a socket that never sends a request is closed then, so
-    idle connections cannot pile up until the process runs out of file descriptors."""
+    """uvicorn's h11 protocol, with a keep-alive timeout also started when a connection opens, not only
+    after a response: a socket that never sends a request is closed after FIRST_REQUEST_S, so idle
+    connections cannot pile up until the process runs out of file descriptors."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self.loop.call_later(FIRST_REQUEST_S, self.timeout_keep_alive_handler)
 
 
 FD_RESERVE = 256
@@ -338,7 +346,8 @@ async def start_adapter(cfg: PasConfig, url: str, *, token: str | None = None,
                                 max_sse=h.max_sse)
         _room_for(h.max_connections)
         config = uvicorn.Config(dispatch, lifespan="off", log_config=None, log_level="warning", access_log=False,
-                                ws="none", server_header=False, timeout_graceful_shutdown=3, http=_IdleClosingH11)
+                                ws="none", server_header=False, timeout_graceful_shutdown=3, http=_IdleClosingH11,
+                                timeout_keep_alive=int(KEEP_ALIVE_S))
         server = _Server(config)
         dispatch.connections = server.server_state.connections
         task = asyncio.ensure_future(server.serve(sockets=list(socks.values())))
