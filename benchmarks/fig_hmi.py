@@ -1,7 +1,8 @@
 """hmi: the dashboard under a big job (issue 22), in headless Chromium against the real stack.
 
-A one-lane job of hmi_tasks echo tasks and a 20-task job beside it run three times on one PAS (agents
-and HTTP adapter in this process): with no browser, with hmi_pages plain SSE readers, and with
+A one-lane job of hmi_tasks echo tasks and a 20-task job beside it run three times on one PAS (agents in
+this process, the HTTP adapter in a process of its own, as `pas up` runs it; PAS_BENCH_HMI_ADAPTER=thread
+runs it in a thread of this process instead, as before): with no browser, with hmi_pages plain SSE readers, and with
 hmi_pages Chromium pages open, one of them traced (?trace=1: when each task state and comms entry
 reached the page, when each row was painted) and showing the big run. Readers and browser run in a
 process of their own, as a user's browser does. Figures:
@@ -220,26 +221,6 @@ async def _line(proc: asyncio.subprocess.Process, timeout_s: float) -> Any:
     return json.loads(line)
 
 
-@contextlib.asynccontextmanager
-async def _adapter_process(nats_url: str | None, offset: int) -> AsyncIterator[str | None]:
-    """With a URL: `pas http` against it, in a process of its own; its HMI's base URL (else None)."""
-    if nats_url is None:
-        yield None
-        return
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pas", "http", "--nats-url", nats_url, "-c", f"settings.http.port_offset={offset}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    assert proc.stdout is not None
-    try:
-        while b"serving" not in (line := await asyncio.wait_for(proc.stdout.readline(), 60)):
-            if not line:
-                raise RuntimeError(f"pas http ended (exit {await proc.wait()})")
-        yield line.decode().split(" on ", 1)[1].strip().rstrip("/")
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-
 @register("hmi")
 async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     n = ctx.sizes.hmi_tasks
@@ -263,9 +244,10 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, clock_loop))
 
     hub_stats: dict[str, float] = {}
-    own_process = os.environ.get("PAS_BENCH_HMI_ADAPTER") == "process"  # the adapter as `pas http`, a process
-    async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=not own_process) as (
-            _srv, _cfg, st, nc), _adapter_process(st.url if own_process else None, offset) as adapter_url:
+    # the adapter as `pas up` runs it, in a process of its own; PAS_BENCH_HMI_ADAPTER=thread: in a thread of PAS's
+    mode = "thread" if os.environ.get("PAS_BENCH_HMI_ADAPTER") == "thread" else "process"
+    async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=mode) as (
+            _srv, _cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
         # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
         clock_nc = await in_clock(pas_connect(st.url, name="bench-bus-clock"))
@@ -273,12 +255,13 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         await in_clock(clock_nc.flush())
         await _run(client, nc, "warm", 50)
         bare_s = await _run(client, nc, "bare", n)
-        url = adapter_url or st.http_server.url("hmi")
+        assert st.http_server is not None
+        url = st.http_server.url("hmi")
         async with _side(url, ctx.sizes.hmi_pages, "raw") as proc:
             raw_s = await _run(client, nc, "raw", n)
             await _tell(proc, {})
         async with _side(url, ctx.sizes.hmi_pages, "browser") as proc:
-            hub = st.http_server.hub if st.http_server else None
+            hub = getattr(st.http_server, "hub", None)  # in this process: its flush statistics
             chunks0, held0 = (hub.stats.chunks, hub.stats.held_ms) if hub else (0, 0.0)
             with_s = await _run(client, nc, "hmi", n)
             if hub:

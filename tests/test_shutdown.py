@@ -13,7 +13,9 @@ import nats
 
 from pas.protocol import subjects as S
 from pas.transport.server import EmbeddedServer
-from tests.conftest import fast_args
+from tests.cli_support import PasCommand
+from tests.conftest import fast_args, make_cfg
+from tests.http_support import free_port_offset
 
 
 async def _run_record(url: str, run_id: str) -> dict[str, Any]:
@@ -57,3 +59,23 @@ async def test_sigterm_during_a_run_lets_root_end_it(nats_server: EmbeddedServer
     run = await _run_record(nats_server.url, run_id)
     assert run["status"] == "completed" and run["finished_at"], (run, log[-3000:])
     assert "unfinished" not in log, log[-3000:]
+
+
+def test_pas_up_ends_without_the_interpreters_finalisation(tmp_path: Path) -> None:
+    """A stopped `pas up` leaves at once, whatever the interpreter's finalisation would still run: there,
+    a litellm __del__ once waited forever for the import lock a frozen daemon thread held (CI). Here the
+    finalisation would hang an hour (an atexit handler a sitecustomize installs); `pas up` and its HTTP
+    adapter's process exit 0 within the test's bound."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import atexit, time\natexit.register(time.sleep, 3600)\n")
+    off = free_port_offset(make_cfg())
+    up = PasCommand(["pas", "up", "--nats-port", "-1", "--data-dir", str(tmp_path / "d"),
+                     "-c", f"settings.http.port_offset={off}", *fast_args()], tmp_path, "up", PYTHONPATH=str(site))
+    try:
+        up.wait_for_line(r"pas: \d+ agents up on ")
+        assert up.stop(30) == 0, up.text()[-3000:]
+        assert "pas: stopped in" in up.text()
+        assert "HTTP adapter process did not stop" not in up.text()
+    finally:
+        up.kill()

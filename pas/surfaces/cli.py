@@ -293,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     # Task output, comms entries, run titles: whatever reaches the terminal passes textsafe.clean.
     sys.stdout, sys.stderr = terminal(sys.stdout), terminal(sys.stderr)
     args = build_parser().parse_args(argv)
+    code = _main(args)
+    if args.cmd == "up":  # its litellm import may still run in a thread: no finalisation (pas.base.exiting)
+        from pas.base.exiting import exit_now
+
+        exit_now(code)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

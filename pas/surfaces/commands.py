@@ -8,10 +8,8 @@ import contextlib
 import faulthandler
 import json
 import logging
-import os
 import shutil
 import sys
-import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -72,7 +70,9 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     http = args.http or not (args.no_http or args.only or args.exclude)
     if args.http and not http_available():
         raise PasError("--http: the HTTP adapter is not part of this build")
-    stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None, http=http and http_available())
+    # the adapter in a process of its own: its event hub off the agents' interpreter lock (pas.surfaces.http.process)
+    stack = Stack(cfg, only=args.only or None, exclude=args.exclude or None,
+                  http="process" if http and http_available() else False)
     stop = asyncio.Event()
     install_stop_signals(stop)
     cdir, why = find_config_dir(args.config_dir)
@@ -111,32 +111,10 @@ async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
             faulthandler.cancel_dump_traceback_later()
             watchdog.cancel()
     print(f"pas: stopped in {time.monotonic() - began:.1f}s", flush=True)
-    _exit_guard(EXIT_GRACE_S)
-    return 0
+    return 0  # pas.surfaces.cli.main then leaves without finalisation (exit_now)
 
 
 STOP_REPORT_S = 20.0
-EXIT_GRACE_S = 10.0
-
-
-def _exit_guard(after_s: float) -> None:
-    """Once every agent has stopped, the process exits within after_s. What is left then (asyncio.run's
-    wait for its executor's threads, atexit hooks of imported libraries, non-daemon threads) once held a
-    stopped `pas up` past a 30 s SIGTERM deadline under load (CI, 2 of 3 runs in one session; not pinned
-    down): past after_s every thread's stack is printed and the process exits 0, its stop being done."""
-    def fire() -> None:
-        print(f"pas: stopped, but still exiting {after_s:.0f}s later; every thread's stack follows, then exit",
-              file=sys.stderr, flush=True)
-        faulthandler.dump_traceback(all_threads=True)
-        sys.stdout.flush()
-        os._exit(0)
-
-    timer = threading.Timer(after_s, fire)
-    timer.daemon = True
-    timer.start()
-    # The timer needs the GIL; faulthandler's own thread does not: if whatever holds the exit up holds the
-    # GIL too (a C call in a library's finaliser), it prints the stacks and exits (status 1) a little later.
-    faulthandler.dump_traceback_later(after_s + 3, exit=True)
 
 
 async def _stop_watchdog(after_s: float) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pas.base.redact import register_env
 from pas.config.model import PasConfig
@@ -29,6 +29,7 @@ from pas.transport.server import EmbeddedServer
 if TYPE_CHECKING:
     from pas.runtime.usage import RunLLM
     from pas.surfaces.http.adapter import AdapterThread  # optional: imported when the adapter starts
+    from pas.surfaces.http.process import AdapterProcess
 
 log = logging.getLogger("pas.surfaces.stack")
 
@@ -67,7 +68,7 @@ class Stack:
         only: list[str] | None = None,
         exclude: list[str] | None = None,
         url: str | None = None,
-        http: bool = False,
+        http: bool | Literal["thread", "process"] = False,
         name: str = "pas",
     ) -> None:
         self.cfg = cfg
@@ -81,8 +82,12 @@ class Stack:
         self.llms: dict[str, RunLLM] = {}  # the same keys -> its LLM router (breakers shared)
         self.creds: dict[str, auth.Creds] = {}
         self.agents: list[Agent] = []
-        self.http = http
-        self.http_server: AdapterThread | None = None
+        # the HTTP adapter: in a process of its own ("process", what `pas up` runs: pas.surfaces.http.process),
+        # in a thread of this process (True, "thread"), or none
+        self.http = bool(http)
+        self.http_process = http == "process"
+        self.http_server: AdapterThread | AdapterProcess | None = None
+        self._child: AdapterProcess | None = None  # spawned, not yet serving
         self.name = name
         self._checking: asyncio.Task[Any] | None = None
 
@@ -108,8 +113,16 @@ class Stack:
 
             socks = bind_ports(self.cfg)
         try:
+            if self.http_process:
+                from pas.surfaces.http.process import AdapterProcess
+
+                assert socks is not None
+                self._child = await AdapterProcess.spawn(socks)  # it imports while the agents start
             await self._start(socks)
         except BaseException:
+            if self._child is not None:
+                await self._child.stop()
+                self._child = None
             for s in (socks or {}).values():
                 s.close()
             raise
@@ -154,9 +167,13 @@ class Stack:
             if self.http:
                 from pas.surfaces.http.adapter import AdapterThread  # the HTTP adapter is optional
 
-                self.http_server = await AdapterThread.start(self.cfg, self.url, socks=socks,
-                                                             creds=self.creds.get("adapter"),
-                                                             token_dir=auth.creds_dir(self.cfg, self.data_dir))
+                creds, token_dir = self.creds.get("adapter"), auth.creds_dir(self.cfg, self.data_dir)
+                if self._child is not None:
+                    self.http_server, self._child = await self._child.start(self.cfg, self.url, creds=creds,
+                                                                            token_dir=token_dir), None
+                else:
+                    self.http_server = await AdapterThread.start(self.cfg, self.url, socks=socks, creds=creds,
+                                                                 token_dir=token_dir)
         except BaseException:
             await self.stop()
             raise
