@@ -74,6 +74,45 @@ async def _run(client: PasClient, nc: Any, tag: str, n: int) -> float:
         await watch.close()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_s() -> float:
+    """CPU seconds the whole machine (every core) has been busy so far."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+class CpuUse:
+    """Where the CPU went during a run: PAS's agents (this process), nats-server, the adapter's process,
+    and the whole machine (every core; the rest is browsers, readers and anything else)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.runs: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def measure(self, tag: str) -> Any:
+        t0, b0 = time.monotonic(), _busy_s()
+        c0 = {k: _cpu_s(p) for k, p in self.pids.items()}
+        yield
+        got = {k: round(_cpu_s(p) - c0[k], 2) for k, p in self.pids.items()}
+        wall = time.monotonic() - t0
+        self.runs[tag] = {"wall_s": round(wall, 2), **got, "machine": round(_busy_s() - b0, 2),
+                          "cores": os.cpu_count() or 1}
+
+    def summary(self, tag: str) -> str:
+        r = self.runs.get(tag, {})
+        parts = ", ".join(f"{k} {r[k] / r['wall_s']:.2f}" for k in (*self.pids, "machine") if k in r)
+        return f"{tag}: cores busy {parts} (of {r.get('cores')})"
+
+
 def _rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -247,23 +286,30 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     # the adapter as `pas up` runs it, in a process of its own; PAS_BENCH_HMI_ADAPTER=thread: in a thread of PAS's
     mode = "thread" if os.environ.get("PAS_BENCH_HMI_ADAPTER") == "thread" else "process"
     async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=mode) as (
-            _srv, _cfg, st, nc):
+            srv, _cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
         # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
         clock_nc = await in_clock(pas_connect(st.url, name="bench-bus-clock"))
         await in_clock(clock_nc.subscribe(S.run_task("*", "*"), cb=on_task))
         await in_clock(clock_nc.flush())
         await _run(client, nc, "warm", 50)
-        bare_s = await _run(client, nc, "bare", n)
         assert st.http_server is not None
+        pids = {"agents": os.getpid(), "nats-server": srv.proc.pid}
+        if (child := getattr(st.http_server, "proc", None)) is not None:
+            pids["adapter"] = child.pid
+        cpu = CpuUse(pids)
+        with cpu.measure("bare"):
+            bare_s = await _run(client, nc, "bare", n)
         url = st.http_server.url("hmi")
         async with _side(url, ctx.sizes.hmi_pages, "raw") as proc:
-            raw_s = await _run(client, nc, "raw", n)
+            with cpu.measure("raw"):
+                raw_s = await _run(client, nc, "raw", n)
             await _tell(proc, {})
         async with _side(url, ctx.sizes.hmi_pages, "browser") as proc:
             hub = getattr(st.http_server, "hub", None)  # in this process: its flush statistics
             chunks0, held0 = (hub.stats.chunks, hub.stats.held_ms) if hub else (0, 0.0)
-            with_s = await _run(client, nc, "hmi", n)
+            with cpu.measure("pages"):
+                with_s = await _run(client, nc, "hmi", n)
             if hub:
                 chunks = hub.stats.chunks - chunks0
                 hub_stats = {"chunks": chunks, "held_ms_mean": (hub.stats.held_ms - held0) / max(1, chunks),
@@ -293,7 +339,8 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
                           "lag_p50": percentile(lags, 50), "hub": hub_stats,
                           "lag_by_status_n_p50_max": {st: [len(v), percentile(v, 50), max(v)] for st, v in by_status.items()},
                           "evaluate_samples": len(samples), "small_comms": len(want_comms),
-                          "renderer_cpu_s": side["renderer_cpu_s"], "traced_page_metrics": side["metrics"]}
+                          "renderer_cpu_s": side["renderer_cpu_s"], "traced_page_metrics": side["metrics"],
+                          "adapter": mode, "cpu": cpu.runs}
     shape = f"{n}-task one-lane job + {SMALL}-task job, {ctx.sizes.hmi_pages} pages (1400x900)"
     p95, mx = percentile(lags, 95), max(lags, default=float("nan"))
     ev95 = percentile(samples, 95)
@@ -309,9 +356,11 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
         Figure("hmi.renderer_mb", side["renderer_mb"], "MB", target="<= 300 MB", passed=side["renderer_mb"] <= 300),
         Figure("hmi.throughput_ratio", ratio, "x", target=">= 0.9x", passed=ratio >= 0.9,
                note=f"{n + SMALL} tasks in {with_s:.2f} s with the pages open, {bare_s:.2f} s without; "
-                    f"the renderers used {side['renderer_cpu_s']:.1f} CPU-s"),
+                    f"the renderers used {side['renderer_cpu_s']:.1f} CPU-s; {cpu.summary('bare')}; "
+                    f"{cpu.summary('pages')}"),
         Figure("hmi.hub_ratio", raw_ratio, "x", target=">= 0.9x", passed=raw_ratio >= 0.9,
-               note=f"the hub alone: {ctx.sizes.hmi_pages} plain SSE readers (no browser), {raw_s:.2f} s"),
+               note=f"the hub alone: {ctx.sizes.hmi_pages} plain SSE readers (no browser), {raw_s:.2f} s; "
+                    f"{cpu.summary('raw')}"),
     ]
 
 

@@ -374,6 +374,8 @@ async def test_bad_legacy_bodies_name_the_field(http: Http) -> None:
 
     cases: list[tuple[str, str, Any, int, str]] = [
         ("dir-code", "/submit", {"job_card": {"id": "x1"}}, 422, "task, description, goal"),
+        # blank is missing (a tab once made a 500: the fuzz test, CI)
+        ("mgr-code-01", "/submit", {"job_card": {"id": "x8", "goal": "\t", "task": " \n"}}, 422, "not blank"),
         ("dir-code", "/submit", {"job_card": {"id": "x2", "task": "t", "owner": "me"}}, 422, "owner"),
         ("dir-code", "/submit", {"job_card": {"id": "x3", "task": "t", "priority": "urgent"}}, 422, "priority"),
         ("dir-code", "/submit", {"job_card": {"id": "x4", "task": "t", "priority": 7}}, 400, "job_card.priority"),

@@ -162,8 +162,8 @@ class LegacyJobCard(In):
 
     @model_validator(mode="after")
     def _has_text(self) -> LegacyJobCard:
-        if not (self.task or self.description or self.goal):
-            raise ValueError("a job card needs one of task, description, goal")
+        if not any(x and x.strip() for x in (self.task, self.description, self.goal)):
+            raise ValueError("a job card needs one of task, description, goal (not blank)")
         if self.id and self.job_card_id and self.id != self.job_card_id:
             raise ValueError("id and job_card_id differ")
         return self
@@ -194,7 +194,7 @@ class LegacyJobCard(In):
         if self.role is not None and self.role != want_role:
             raise BadRequest(f"job_card.role: {agent_id} is a {want_role}, not a {self.role}",
                              detail={"field": "job_card.role"})
-        first = (self.task or self.description or self.goal or "").strip().splitlines()[0][:200]
+        first = next(iter((self.task or self.description or self.goal or "").strip().splitlines()), "")[:200]
         d: dict[str, Any] = {"run_id": card_id, "title": first or card_id, "goal": self._goal(), "lanes": [lane],
                              "priority": self._priority()}
         if self.budget is not None:
