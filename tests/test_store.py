@@ -49,7 +49,7 @@ def test_bus_is_connection_and_jetstream_only() -> None:
     names = {f.name for f in fields(Bus)}
     assert names == {"nc", "js", "cfg", "kv", "_tasks"}, names
     assert not hasattr(Bus, "share")
-    assert {f.name for f in fields(Memory)} == {"records", "locks", "carried"}
+    assert {f.name for f in fields(Memory)} == {"records", "locks", "carried", "creating"}
 
 
 async def test_views_through_the_store(nats_server: Any) -> None:
@@ -326,6 +326,44 @@ async def test_a_running_state_arriving_after_its_result_is_dropped(nats_server:
         await barrier(here)
         got2 = await there.task(key2)
         assert got2 is not None and got2.record.status == "running" and got2.record.programmer == "prog-001"
+    finally:
+        await asyncio.gather(here.bus.close(), there.bus.close())
+
+
+async def test_a_start_handled_before_its_create_is_acknowledged_waits_for_its_revision(nats_server: Any) -> None:
+    """A manager publishes a job's tasks while their creates are still in flight, so a programmer's start can
+    be handled before the create's acknowledgement: the start's "running" then waits for that revision and
+    names it (Nats-Expected-Last-Subject-Sequence), instead of being written unguarded, where it could land
+    over a result another manager stored meanwhile."""
+    from pas.runtime import taskowner
+
+    here, there = await two_stores(nats_server.url, "st-inflight")
+    sent: list[Any] = []
+
+    async def tap(m: Any) -> None:
+        sent.append(m)
+
+    try:
+        key = S.task_key("st-task2", "code-1-01")
+        sub = await there.bus.nc.subscribe(f"$KV.{S.KV_TREE}.{key}", cb=tap)  # the writes as published
+        await there.bus.nc.flush()
+        queued = task("code-1")
+        queued.run_id = "st-task2"
+        create = here.create_task(key, queued)  # in flight: not acknowledged yet
+        here.remember_task(key, queued)
+        running = task("code-1")
+        running.run_id, running.status, running.attempts = "st-task2", "running", 1
+        start = asyncio.ensure_future(taskowner.started(here, running, "prog-001", "code"))
+        rev = await create
+        assert rev
+        assert await start is not None
+        await barrier(here)
+        await there.bus.nc.flush()
+        starts = [m for m in sent if b'"running"' in m.data]
+        assert len(starts) == 1, sent
+        assert (starts[0].headers or {}).get("Nats-Expected-Last-Subject-Sequence") == str(rev), starts[0].headers
+        assert here.memory.creating == {}  # nothing left behind once acknowledged
+        await sub.unsubscribe()
     finally:
         await asyncio.gather(here.bus.close(), there.bus.close())
 

@@ -89,8 +89,10 @@ async def started(store: RunStore, rec: wire.TaskRecord, sender: str, lane: str)
     # write, later, wins. Read from the store (another process wrote it): written only over what was read.
     store.remember_task(key, new)
     if rev is None:  # as this process wrote it: only over that write, when its revision is known (the
-        # result may be stored meanwhile by another manager, whose connection NATS does not order after this)
-        await store.put_task_progress(key, new, mine.rev if mine is not None else 0)
+        # result may be stored meanwhile by another manager, whose connection NATS does not order after this);
+        # a create still in flight here (the programmer took the task first): its acknowledgement is waited for
+        last = (mine.rev if mine is not None else 0) or await store.created_rev(key)
+        await store.put_task_progress(key, new, last)
         return new
     try:
         await store.update_task(key, new, rev)

@@ -30,6 +30,7 @@ class Memory:
     records: dict[str, tuple[bytes, int]] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     carried: dict[str, dict[str, tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
+    creating: dict[str, asyncio.Future[int]] = field(default_factory=dict)  # task key -> its create's revision
 
     def forget(self) -> None:
         """Drop every cached record (a reconnect: what was written meanwhile is read from the store)."""

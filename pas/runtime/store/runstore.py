@@ -307,8 +307,34 @@ class RunStore:
         self.memory.records.pop(_task_entry(key), None)
 
     def create_task(self, key: str, rec: wire.TaskRecord) -> Awaitable[int | None]:
-        """Create-if-absent (None: the key holds another record already, e.g. a redelivered job card)."""
-        return self.bus.kv_create(S.KV_TREE, key, rec)
+        """Create-if-absent (None: the key holds another record already, e.g. a redelivered job card). Until
+        it is acknowledged, created_rev(key) waits for its revision."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.memory.creating[key] = fut
+
+        async def create() -> int | None:
+            rev: int | None = None
+            try:
+                rev = await self.bus.kv_create(S.KV_TREE, key, rec)
+                return rev
+            finally:
+                if not fut.done():
+                    fut.set_result(rev or 0)
+                if self.memory.creating.get(key) is fut:
+                    del self.memory.creating[key]
+
+        return create()
+
+    async def created_rev(self, key: str, timeout_s: float = 5.0) -> int:
+        """The revision of a task create this process has in flight, once acknowledged (0: none in flight,
+        refused, or not acknowledged within timeout_s)."""
+        fut = self.memory.creating.get(key)
+        if fut is None:
+            return 0
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            return 0
 
     async def put_task(self, key: str, rec: wire.TaskRecord) -> None:
         await self.bus.kv_put(S.KV_TREE, key, rec)
