@@ -8,7 +8,7 @@ reached the page, when each row was painted) and showing the big run. Readers an
 process of their own, as a user's browser does. Figures:
 
 - hmi.task_lag.p95 / .max   bus -> painted row, for the task rows on screen (<= 250 ms / <= 1 s);
-  the bus time is when this process's own subscription to pas.run.*.task.* saw the state;
+  the bus time is when a subscriber to pas.run.*.task.*, in a process of its own, saw the state;
 - hmi.missing               final task states and comms entries of the small job that never reached
                             the page (0);
 - hmi.evaluate.p95          page.evaluate('1') round trips sampled every 100 ms during the job (<= 100 ms);
@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -225,6 +224,31 @@ async def raw_readers(url: str, n: int) -> None:
     sys.stdout.flush()
 
 
+async def bus_clock(url: str) -> None:
+    """When each task state was on the bus: a subscriber to pas.run.*.task.* in a process of its own (in
+    PAS's process, a thread or loop of its own still waited for the agents' GIL and stamped states after the
+    page had drawn them: lag < 0). Ready line, then on stdin's line: {"bus": {run/task/status: ms}}."""
+    bus: dict[str, float] = {}
+
+    async def on_task(m: Any) -> None:
+        got = S.parse_run(m.subject)
+        if got is None or got.kind != "task":
+            return
+        st = json.loads(m.data).get("status")
+        bus.setdefault(f"{got.run_id}/{got.rest[0]}/{st}", time.time() * 1000)
+
+    # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
+    nc = await pas_connect(url, name="bench-bus-clock")
+    await nc.subscribe(S.run_task("*", "*"), cb=on_task)
+    await nc.flush()
+    sys.stdout.write(json.dumps({"ready": True}) + "\n")
+    sys.stdout.flush()
+    await asyncio.to_thread(sys.stdin.readline)
+    await nc.close()
+    sys.stdout.write(json.dumps({"bus": bus}) + "\n")
+    sys.stdout.flush()
+
+
 @contextlib.asynccontextmanager
 async def _side(url: str, pages: int, mode: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m benchmarks.fig_hmi MODE URL N` (browser_side or raw_readers), ready."""
@@ -264,34 +288,12 @@ async def _line(proc: asyncio.subprocess.Process, timeout_s: float) -> Any:
 async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     n = ctx.sizes.hmi_tasks
     offset = free_port_offset(load_config())
-    bus: dict[str, float] = {}  # run/task/status -> when this process saw it (ms since the epoch)
-
-    async def on_task(m: Any) -> None:
-        got = S.parse_run(m.subject)
-        if got is None or got.kind != "task":
-            return
-        st = json.loads(m.data).get("status")
-        bus.setdefault(f"{got.run_id}/{got.rest[0]}/{st}", time.time() * 1000)
-
-    # The bus clock runs on a loop and thread of its own, like the adapter's hub (AdapterThread): in the
-    # agents' loop, busy during the big job, it saw states late, after the page had drawn them (lag < 0).
-    clock_loop = asyncio.new_event_loop()
-    clock = threading.Thread(target=clock_loop.run_forever, name="bus-clock", daemon=True)
-    clock.start()
-
-    def in_clock(coro: Any) -> Any:
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, clock_loop))
-
     hub_stats: dict[str, float] = {}
     # the adapter as `pas up` runs it, in a process of its own; PAS_BENCH_HMI_ADAPTER=thread: in a thread of PAS's
     mode = "thread" if os.environ.get("PAS_BENCH_HMI_ADAPTER") == "thread" else "process"
     async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=mode) as (
-            srv, _cfg, st, nc):
+            srv, _cfg, st, nc), _side(st.url or "", 0, "clock") as clock_proc:
         client = PasClient(nc, timeout_s=120)
-        # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
-        clock_nc = await in_clock(pas_connect(st.url, name="bench-bus-clock"))
-        await in_clock(clock_nc.subscribe(S.run_task("*", "*"), cb=on_task))
-        await in_clock(clock_nc.flush())
         await _run(client, nc, "warm", 50)
         assert st.http_server is not None
         pids = {"agents": os.getpid(), "nats-server": srv.proc.pid}
@@ -317,10 +319,7 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
             want_comms = [seq async for seq, _ in read_numbered(nc.jetstream(), run_id="hmi-small")]
             want_tasks = [f"hmi-small/{t['task_id']}/completed" for t in (await client.status("hmi-small"))["tasks"]]
             side = await _tell(proc, {"want_tasks": want_tasks, "want_comms": want_comms})
-        with contextlib.suppress(Exception):
-            await in_clock(clock_nc.close())
-        clock_loop.call_soon_threadsafe(clock_loop.stop)
-        clock.join(5)
+        bus: dict[str, float] = (await _tell(clock_proc, {}))["bus"]  # run/task/status -> ms since the epoch
     trace, samples, missing = side["trace"], side["samples"], side["missing"]
     lags = [t - bus[k] for k, t in trace["painted"].items() if k.startswith("hmi-") and k in bus]
     # Where the lag of those rows goes: bus -> the page's handler (hub flush, SSE, the renderer's queue)
@@ -364,5 +363,8 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-if __name__ == "__main__":  # a side: browser_side or raw_readers
-    asyncio.run((browser_side if sys.argv[1] == "browser" else raw_readers)(sys.argv[2], int(sys.argv[3])))
+if __name__ == "__main__":  # a side: browser_side, raw_readers or bus_clock
+    if sys.argv[1] == "clock":
+        asyncio.run(bus_clock(sys.argv[2]))
+    else:
+        asyncio.run((browser_side if sys.argv[1] == "browser" else raw_readers)(sys.argv[2], int(sys.argv[3])))
