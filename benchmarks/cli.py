@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from benchmarks import report, run
+from benchmarks.procs import busy_s
 
 
 def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
@@ -69,16 +70,6 @@ def _loadavg() -> str:
         return "?"
 
 
-def _busy_s() -> float:
-    """CPU seconds (all CPUs, non-idle) the whole machine has used since boot."""
-    try:
-        with open("/proc/stat") as fh:
-            f = [int(x) for x in fh.readline().split()[1:]]
-        return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def _ours_s() -> float:
     """CPU seconds used by this process and its waited-for children (nats-servers, pas up, uvicorn)."""
     import resource
@@ -121,13 +112,13 @@ def run_bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     load0, commit = _loadavg(), _commit()
-    busy0, ours0, t0 = _busy_s(), _ours_s(), time.monotonic()
+    busy0, ours0, t0 = busy_s(), _ours_s(), time.monotonic()
     if chosen:  # one figure alone (e.g. the hmi figure re-measured on a quiet machine): no floors
         ctx = asyncio.run(run.run_all(quick, producers=[r for r in run.PRODUCERS if r.name in chosen],
                                       include_floors=False))
     else:
         ctx = asyncio.run(run.run_all(quick, producers=[] if getattr(args, "floors_only", False) else None))
-    other = (_busy_s() - busy0) - (_ours_s() - ours0)
+    other = (busy_s() - busy0) - (_ours_s() - ours0)
     wall = time.monotonic() - t0
     machine = report.machine_info(command_line(args))
     machine["mode"] = "quick" if quick else "full"

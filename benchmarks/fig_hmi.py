@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.pas_common import RunWatch, echo_task, pas_stack
-from benchmarks.procs import free_port_offset
+from benchmarks.procs import busy_s, cpu_s, free_port_offset
 from benchmarks.run import BenchContext, register
 from benchmarks.stats import Figure, percentile
 from pas.config.model import load_config
@@ -73,21 +73,6 @@ async def _run(client: PasClient, nc: Any, tag: str, n: int) -> float:
         await watch.close()
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _busy_s() -> float:
-    """CPU seconds the whole machine (every core) has been busy so far."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-
-
 class CpuUse:
     """Where the CPU went during a run: PAS's agents (this process), nats-server, the adapter's process,
     and the whole machine (every core; the rest is browsers, readers and anything else)."""
@@ -98,12 +83,12 @@ class CpuUse:
 
     @contextlib.contextmanager
     def measure(self, tag: str) -> Any:
-        t0, b0 = time.monotonic(), _busy_s()
-        c0 = {k: _cpu_s(p) for k, p in self.pids.items()}
+        t0, b0 = time.monotonic(), busy_s()
+        c0 = {k: cpu_s(p) for k, p in self.pids.items()}
         yield
-        got = {k: round(_cpu_s(p) - c0[k], 2) for k, p in self.pids.items()}
+        got = {k: round(cpu_s(p) - c0[k], 2) for k, p in self.pids.items()}
         wall = time.monotonic() - t0
-        self.runs[tag] = {"wall_s": round(wall, 2), **got, "machine": round(_busy_s() - b0, 2),
+        self.runs[tag] = {"wall_s": round(wall, 2), **got, "machine": round(busy_s() - b0, 2),
                           "cores": os.cpu_count() or 1}
 
     def summary(self, tag: str) -> str:

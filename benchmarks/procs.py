@@ -128,6 +128,16 @@ def cpu_s(pid: int | None = None) -> float:
         return float("nan")
 
 
+def busy_s() -> float:
+    """CPU seconds (all CPUs, non-idle) the whole machine has used since boot."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+        return (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 class CpuMeter:
     """CPU used by this process and by the nats-server between start() and stop()."""
 
