@@ -106,11 +106,9 @@ class ManagerRole(Role):
             await ctx.log("prog-pool", "CMD", f"job {card.job_id}: {len(pending)} task(s) queued: " + "; ".join(
                 f"{t}: {spec.instruction[:200]}" for t, spec in zip(task_ids, card.tasks, strict=False)), "queued",
                 metadata={"tasks": task_ids, "executors": [wire.effective_executor(t) for t in card.tasks]})
-        created = await asyncio.gather(*creates, *pending)  # the job's tasks stored in one round trip, not one each
-        if existing is None:
-            for task_id, rev in zip(task_ids, created[:len(creates)], strict=False):
-                if rev:  # a programmer's "running" is then written only over this revision
-                    ctx.store.task_created(R.task_key(card.run_id, task_id), rev)
+        # the job's tasks stored in one round trip, not one each; each create's revision is remembered by the
+        # store (a programmer's "running" is written only over it)
+        await asyncio.gather(*creates, *pending)
         if card.ctx.approval:
             await self._maybe_wait_for_approval(card.run_id)
 

@@ -308,7 +308,8 @@ class RunStore:
 
     def create_task(self, key: str, rec: wire.TaskRecord) -> Awaitable[int | None]:
         """Create-if-absent (None: the key holds another record already, e.g. a redelivered job card). Until
-        it is acknowledged, created_rev(key) waits for its revision."""
+        it is acknowledged, created_rev(key) waits for its revision; then the record this process remembers
+        carries it (task_created)."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.memory.creating[key] = fut
 
@@ -316,6 +317,8 @@ class RunStore:
             rev: int | None = None
             try:
                 rev = await self.bus.kv_create(S.KV_TREE, key, rec)
+                if rev:
+                    self.task_created(key, rev)
                 return rev
             finally:
                 if not fut.done():
