@@ -488,10 +488,10 @@ async def cmd_login(args: argparse.Namespace, cfg: PasConfig) -> int:
     (or PAS_HTTP_TOKEN), else as this OS user's loopback connection."""
     import httpx
 
-    from pas.surfaces.http.trust import browser_host, stored_token
+    from pas.surfaces.http.trust import base_url, stored_token
 
     h = cfg.settings.http
-    url = f"http://{browser_host(h.host)}:{h.hmi_port + h.port_offset}/login/code"
+    url = base_url(h.host, h.hmi_port + h.port_offset) + "/login/code"
     token = stored_token(auth.creds_dir(cfg, args.data_dir))
     try:
         async with httpx.AsyncClient(timeout=cfg.settings.nats.client_connect_timeout_s) as c:

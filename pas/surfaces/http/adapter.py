@@ -47,7 +47,7 @@ from pas.surfaces.http.backend import Backend
 from pas.surfaces.http.common import Ctx
 from pas.surfaces.http.events import EventHub
 from pas.surfaces.http.hmi import hmi_app
-from pas.surfaces.http.trust import Gate, browser_host, http_token
+from pas.surfaces.http.trust import Gate, base_url, http_token
 from pas.transport import tracing
 
 log = logging.getLogger("pas.surfaces.http")
@@ -285,7 +285,7 @@ class AdapterHandle:
 
     def url(self, name: str = HMI) -> str:
         """Base URL of an agent's port (by id) or of the HMI."""
-        return f"http://{browser_host(self.host)}:{self.ports[name]}"
+        return base_url(self.host, self.ports[name])
 
     def login_url(self) -> str:
         """The HMI with a new one-time login code (what `pas up` prints); the bare HMI when auth is off."""
@@ -392,7 +392,7 @@ async def _mount_mcp_a2a(ctx: Ctx, apps: dict[int, Any], plan: dict[str, int]) -
     from pas.surfaces.mcp.tools import Ops
 
     port = plan[gw.id]
-    apps[port], mcp = await mount_on_gateway(apps[port], Ops(ctx.backend), f"http://{browser_host(ctx.cfg.settings.http.host)}:{port}")
+    apps[port], mcp = await mount_on_gateway(apps[port], Ops(ctx.backend), base_url(ctx.cfg.settings.http.host, port))
     return mcp
 
 

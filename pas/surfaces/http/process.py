@@ -128,9 +128,9 @@ class AdapterProcess:
                 return
 
     def url(self, name: str = "hmi") -> str:
-        from pas.surfaces.http.trust import browser_host
+        from pas.surfaces.http.trust import base_url
 
-        return f"http://{browser_host(self.host)}:{self.ports[name]}"
+        return base_url(self.host, self.ports[name])
 
     def login_url(self) -> str:
         """The one-time login link the child minted at its start (what `pas up` prints once)."""

@@ -124,6 +124,11 @@ def browser_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def base_url(host: str, port: int) -> str:
+    """The URL a browser or client opens for a port the adapter binds on `host`."""
+    return f"http://{browser_host(host)}:{port}"
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         a = ipaddress.ip_address(ip)
