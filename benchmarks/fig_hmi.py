@@ -8,7 +8,7 @@ reached the page, when each row was painted) and showing the big run. Readers an
 process of their own, as a user's browser does. Figures:
 
 - hmi.task_lag.p95 / .max   bus -> painted row, for the task rows on screen (<= 250 ms / <= 1 s);
-  the bus time is when a subscriber to pas.run.*.task.*, in a process of its own, saw the state;
+  the bus time is when the server stored the state (its PAS_EVENTS copy's timestamp);
 - hmi.missing               final task states and comms entries of the small job that never reached
                             the page (0);
 - hmi.evaluate.p95          page.evaluate('1') round trips sampled every 100 ms during the job (<= 100 ms);
@@ -43,7 +43,7 @@ from pas.config.model import load_config
 from pas.protocol import subjects as S
 from pas.runtime.comms import read_numbered
 from pas.transport.client import PasClient
-from pas.transport.connection import connect as pas_connect
+from pas.transport.streams import ReadOptions, read_raw
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
@@ -209,29 +209,20 @@ async def raw_readers(url: str, n: int) -> None:
     sys.stdout.flush()
 
 
-async def bus_clock(url: str) -> None:
-    """When each task state was on the bus: a subscriber to pas.run.*.task.* in a process of its own (in
-    PAS's process, a thread or loop of its own still waited for the agents' GIL and stamped states after the
-    page had drawn them: lag < 0). Ready line, then on stdin's line: {"bus": {run/task/status: ms}}."""
+async def bus_times(js: Any, run_ids: list[str]) -> dict[str, float]:
+    """When each task state of these runs was on the bus: the time the server stored the record write (the
+    task bucket's own stream; the page hears of it through the bucket's republish). A live subscriber's clock
+    was late whenever its process waited for CPU or a GIL: in PAS's process, and in one of its own on a
+    saturated machine, it stamped states after the page had drawn them (lag < 0). Keyed run/task/status, ms
+    since the epoch."""
     bus: dict[str, float] = {}
-
-    async def on_task(m: Any) -> None:
-        got = S.parse_run(m.subject)
-        if got is None or got.kind != "task":
-            return
-        st = json.loads(m.data).get("status")
-        bus.setdefault(f"{got.run_id}/{got.rest[0]}/{st}", time.time() * 1000)
-
-    # pas's client: nats-py's own flush() can be answered before the server has seen the subscription
-    nc = await pas_connect(url, name="bench-bus-clock")
-    await nc.subscribe(S.run_task("*", "*"), cb=on_task)
-    await nc.flush()
-    sys.stdout.write(json.dumps({"ready": True}) + "\n")
-    sys.stdout.flush()
-    await asyncio.to_thread(sys.stdin.readline)
-    await nc.close()
-    sys.stdout.write(json.dumps({"bus": bus}) + "\n")
-    sys.stdout.flush()
+    for run_id in run_ids:
+        subject = f"$KV.{S.KV_TREE}.{S.task_key(run_id, '*')}"
+        async for m in read_raw(js, f"KV_{S.KV_TREE}", subject, ReadOptions(complete=True)):
+            if m.data:
+                task_id = m.subject.rsplit(".", 1)[1]
+                bus.setdefault(f"{run_id}/{task_id}/{json.loads(m.data).get('status')}", m.stored.timestamp() * 1000)
+    return bus
 
 
 @contextlib.asynccontextmanager
@@ -277,7 +268,7 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     # the adapter as `pas up` runs it, in a process of its own; PAS_BENCH_HMI_ADAPTER=thread: in a thread of PAS's
     mode = "thread" if os.environ.get("PAS_BENCH_HMI_ADAPTER") == "thread" else "process"
     async with pas_stack(ctx, "hmi", overrides=[f"settings.http.port_offset={offset}"], http=mode) as (
-            srv, _cfg, st, nc), _side(st.url or "", 0, "clock") as clock_proc:
+            srv, _cfg, st, nc):
         client = PasClient(nc, timeout_s=120)
         await _run(client, nc, "warm", 50)
         assert st.http_server is not None
@@ -304,7 +295,7 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
             want_comms = [seq async for seq, _ in read_numbered(nc.jetstream(), run_id="hmi-small")]
             want_tasks = [f"hmi-small/{t['task_id']}/completed" for t in (await client.status("hmi-small"))["tasks"]]
             side = await _tell(proc, {"want_tasks": want_tasks, "want_comms": want_comms})
-        bus: dict[str, float] = (await _tell(clock_proc, {}))["bus"]  # run/task/status -> ms since the epoch
+        bus = await bus_times(nc.jetstream(), [j["run_id"] for j in _jobs("hmi", n)])
     trace, samples, missing = side["trace"], side["samples"], side["missing"]
     lags = [t - bus[k] for k, t in trace["painted"].items() if k.startswith("hmi-") and k in bus]
     # Where the lag of those rows goes: bus -> the page's handler (hub flush, SSE, the renderer's queue)
@@ -348,8 +339,5 @@ async def hmi_figures(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-if __name__ == "__main__":  # a side: browser_side, raw_readers or bus_clock
-    if sys.argv[1] == "clock":
-        asyncio.run(bus_clock(sys.argv[2]))
-    else:
-        asyncio.run((browser_side if sys.argv[1] == "browser" else raw_readers)(sys.argv[2], int(sys.argv[3])))
+if __name__ == "__main__":  # a side: browser_side or raw_readers
+    asyncio.run((browser_side if sys.argv[1] == "browser" else raw_readers)(sys.argv[2], int(sys.argv[3])))
