@@ -217,8 +217,8 @@ async def bus_times(js: Any, run_ids: list[str]) -> dict[str, float]:
     since the epoch."""
     bus: dict[str, float] = {}
     for run_id in run_ids:
-        subject = f"$KV.{S.KV_TREE}.{S.task_key(run_id, '*')}"
-        async for m in read_raw(js, f"KV_{S.KV_TREE}", subject, ReadOptions(complete=True)):
+        subject = S.kv_subject(S.KV_TREE, S.task_key(run_id, "*"))
+        async for m in read_raw(js, S.kv_stream(S.KV_TREE), subject, ReadOptions(complete=True)):
             if m.data:
                 task_id = m.subject.rsplit(".", 1)[1]
                 bus.setdefault(f"{run_id}/{task_id}/{json.loads(m.data).get('status')}", m.stored.timestamp() * 1000)
