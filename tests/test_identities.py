@@ -378,15 +378,19 @@ async def test_programmer_reports_only_the_tasks_it_holds(up: Stack, caplog: Any
         await nc.publish(S.task_done("code", holder), b"{}")  # another programmer's subject
         await violation(up, attacker, S.task_done("code", holder))
         started = msgspec.structs.replace(forged, status="running", output="")
-        await nc.publish(S.task_started("code", attacker), wire.encode(started))
+        await nc.publish(S.task_started("code", attacker, "held-1"), wire.encode(started))
+        # its own start, on another run's subject: the body must name the subject's run
+        own = msgspec.structs.replace(started, programmer=attacker, attempts=2)
+        await nc.publish(S.task_started("code", attacker, "other-run"), wire.encode(own))
         ev = wire.RunEvent(run_id="held-1", kind="task", status="failed", ts=wire.now(), lane="code", job_id="code-1",
                            task_id="code-1-01")
         reply = await nc.request(S.task_done("code", attacker), wire.encode(wire.ChildDone(event=ev, task=forged)),
                                  timeout=10)
         assert (reply.headers or {}).get("Nats-Service-Error-Code") == "403", reply.headers
         await wait_for(lambda: sum("ignored " + attacker + "'s start" in r.getMessage() or
-                                   "refused " + attacker + "'s result" in r.getMessage() for r in caplog.records) == 2,
+                                   "refused " + attacker + "'s result" in r.getMessage() for r in caplog.records) == 3,
                        timeout_s=10)
+        assert any("sent on run 'other-run'" in r.getMessage() for r in caplog.records)
         res = await client.wait("held-1", timeout_s=60)
     finally:
         await nc.close()

@@ -26,6 +26,8 @@ def generalise(subject: str, cfg: Any) -> str:
         return f"pas.{parts[1]}.<lane>.{parts[3]}"
     if len(parts) == 5 and parts[:2] == ["pas", "mgr"] and parts[2] in S.LANES and parts[4] == "*":
         return f"pas.mgr.<lane>.{parts[3]}.<agent_id>"  # a programmer's report (pas.runtime.taskowner)
+    if len(parts) == 6 and parts[:2] == ["pas", "mgr"] and parts[2] in S.LANES and parts[4:] == ["*", "*"]:
+        return f"pas.mgr.<lane>.{parts[3]}.<run_id>.<agent_id>"  # a programmer's start (pas.runtime.taskowner)
     if subject == S.gateway_as("*", parts[-1]):
         return S.gateway_as("<user>", parts[-1])
     return subject
@@ -45,7 +47,7 @@ def code_subjects(cfg: Any) -> set[str]:
         ph(S.agent_endpoint("ROLEX", A, "health")).replace("ROLEX", "<role>"),
         ph(S.agent_endpoint("ROLEX", A, "status")).replace("ROLEX", "<role>"),
         ph(S.agent_endpoint("prog", A, "execute")),
-        ph(S.lane_submit("mgr", L)), ph(S.task_done(L, A)), ph(S.task_started(L, A)), ph(S.child_done("dir", L)),
+        ph(S.lane_submit("mgr", L)), ph(S.task_done(L, A)), ph(S.task_started(L, A, R)), ph(S.child_done("dir", L)),
         S.ARCHITECT_DONE,
         ph(S.ctl(A, "set_model")), ph(S.ctl(A, "model_changed")),
         ph(S.heartbeat(A)), ph(S.alert_agent(A)), ph(S.comms(R, A, "MSGX")), ph(S.comms_record(R, "<rest>")),

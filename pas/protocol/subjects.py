@@ -205,10 +205,17 @@ def task_done(lane: str, programmer: str) -> str:
     return f"{child_done('mgr', lane)}.{programmer}"
 
 
-def task_started(lane: str, programmer: str) -> str:
-    """pas.mgr.<lane>.started.<programmer>: a programmer took a task; the lane's managers record it as the
-    task's holder (only the holder may report the result: task_done)."""
-    return f"{PREFIX}.mgr.{lane}.started.{programmer}"
+def task_started(lane: str, programmer: str, run_id: str = "*") -> str:
+    """pas.mgr.<lane>.started.<run>.<programmer>: a programmer took a task of run <run>; the lane's managers
+    record it as the task's holder (only the holder may report the result: task_done). The one message of
+    the start: PAS_COMMS stores it too (STARTED_TO_COMMS), as the programmer's "run task" entry."""
+    return f"{PREFIX}.mgr.{lane}.started.{run_id}.{programmer}"
+
+
+def started_run(subject: str) -> str:
+    """The run a task_started subject names (its second-to-last token)."""
+    parts = subject.split(".")
+    return parts[-2] if len(parts) == 6 else ""
 
 
 def sender(subject: str) -> str:
@@ -390,6 +397,12 @@ COMMS_RECORD_SOURCES = {
 entry that repeats a record (a run submitted and handed to the architect, a task started or ended, a job,
 lane, plan or run handed on or finished) is derived from the record's write by its readers
 (pas.runtime.comms.stored_entry), not published a second time."""
+
+COMMS_START = "start"
+STARTED_TO_COMMS = (task_started("*", "*"), comms_record("{{wildcard(2)}}", f"{COMMS_START}.{{{{wildcard(3)}}}}"))
+"""PAS_COMMS captures the programmers' start reports (task_started) and keeps each as
+pas.comms.<run>.record.start.<programmer> (a stream subject transform): the message the managers act on
+is also the stored "run task" entry, published once (pas.runtime.comms.stored_entry)."""
 
 RELEASE_FILTER = "pas.run.*.release.{lane}"
 DONE_PLAN_FILTER = "pas.run.*.done.plan"

@@ -33,12 +33,12 @@ class ManagerRole(Role):
                              queue_group=f"mgr-{self.lane}"),
                 # task records: the programmers report, the managers check the holder and write (pas.runtime.taskowner)
                 EndpointSpec("task_started", S.task_started(self.lane, "*"), self.task_started, wire.TaskRecord,
-                             queue_group=f"mgr-{self.lane}", concurrent=True),
+                             queue_group=f"mgr-{self.lane}", concurrent=True, replies=False),
                 EndpointSpec("done", S.task_done(self.lane, "*"), self.task_done, wire.ChildDone,
                              queue_group=f"mgr-{self.lane}", concurrent=True)]
 
     async def task_started(self, rec: wire.TaskRecord, call: Call) -> None:
-        await taskowner.started(self.store, rec, S.sender(call.subject), self.lane)
+        await taskowner.started(self.store, rec, S.sender(call.subject), self.lane, S.started_run(call.subject))
 
     async def task_done(self, done: wire.ChildDone, call: Call) -> dict[str, str]:
         """A programmer's result: stored if it holds the task (Forbidden otherwise), then noted in the job,

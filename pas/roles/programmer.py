@@ -145,12 +145,11 @@ class ProgrammerRole(Role):
         rec.status, rec.started_at = "running", wire.now()
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
-        # The lane's managers record this programmer as the task's holder and write the record (the server
-        # makes it the task's event): pas.runtime.taskowner. That write is a progress state, not acknowledged
-        # (a lost one is harmless there), so the start's comms entry is logged here, stored for sure.
-        await self.bus.publish(S.task_started(work.lane, self.me.id), rec)
-        await ctx.log(work.manager, "CMD", f"run task {work.task_id} (attempt {rec.attempts})", "running",
-                      metadata={"executor": rec.executor, "env": rec.env, "sandbox": self.box.mode})
+        rec.sandbox = self.box.mode
+        # One message: the lane's managers record this programmer as the task's holder and write the record
+        # (the server makes it the task's event): pas.runtime.taskowner; PAS_COMMS stores the same message as
+        # this programmer's "run task" entry (subjects.STARTED_TO_COMMS), its ack checked in the background.
+        await self.bus.publish_js_nowait(S.task_started(work.lane, self.me.id, work.run_id), wire.encode(rec))
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t

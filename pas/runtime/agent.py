@@ -50,6 +50,8 @@ class EndpointSpec:
     queue_group: str | None = None
     concurrent: bool = False
     """Handle each request in a task of its own (nats-py runs one subscription's callbacks one at a time)."""
+    replies: bool = True
+    """False: a report, never answered (its publisher may be waiting on a JetStream ack on the same inbox)."""
 
 
 @dataclass
@@ -280,7 +282,8 @@ class Agent:
             if ep is not None:
                 count_error(ep, text)
 
-        handle = endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input)
+        handle = endpoint(spec.handler, spec.req_type, on_error=on_error, on_bad_input=self._bad_input,
+                          replies=spec.replies)
         if spec.concurrent:
             serial = handle
 

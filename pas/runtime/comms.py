@@ -114,6 +114,8 @@ def stored_entry(subject: str, data: bytes, stored: datetime) -> wire.CommsEntry
     kind = S.parse_run(event)
     if kind is None or not data:
         return None  # a record's deletion
+    if kind.kind == S.COMMS_START:  # a programmer's start report, kept as published (S.STARTED_TO_COMMS)
+        return start_entry(kind.run_id, kind.rest[0] if len(kind.rest) == 1 else "", data, stored)
     if kind.kind == "request":  # the job as submitted, stored by the gateway for the architect: its hand-over
         job: wire.JobSubmit = wire.decode(data, wire.JobSubmit)
         return wire.CommsEntry(ts=stored, from_agent="gateway", to_agent="architect", msg_type="CMD",
@@ -123,6 +125,19 @@ def stored_entry(subject: str, data: bytes, stored: datetime) -> wire.CommsEntry
         return None
     rec: Record = wire.decode(data, typ)
     return record_entry(rec, stored)
+
+
+def start_entry(run_id: str, programmer: str, data: bytes, stored: datetime) -> wire.CommsEntry:
+    """A programmer's start report (pas.mgr.<lane>.started.<run>.<programmer>) as its "run task" entry.
+    The sender is the subject's, which NATS checked (pas.transport.auth); a body naming another run or
+    programmer is no entry (ValueError: readers skip it with a WARNING, as the managers ignored it)."""
+    rec: wire.TaskRecord = wire.decode(data, wire.TaskRecord)
+    if rec.run_id != run_id or rec.programmer != programmer:
+        raise ValueError(f"start report of {programmer!r} on run {run_id!r} names {rec.programmer!r}, run {rec.run_id!r}")
+    meta = {"executor": rec.executor, "env": redact(rec.env) if rec.env else rec.env, "sandbox": rec.sandbox}
+    return wire.CommsEntry(ts=rec.started_at or stored, from_agent=programmer, to_agent=rec.manager, msg_type="CMD",
+                           message=f"run task {rec.task_id} (attempt {rec.attempts})", run_id=run_id,
+                           status="running", metadata=meta)
 
 
 def record_entry(rec: Record, stored: datetime) -> wire.CommsEntry | None:
@@ -137,7 +152,7 @@ def record_entry(rec: Record, stored: datetime) -> wire.CommsEntry | None:
     if isinstance(rec, wire.TaskRecord):
         if not rec.programmer or rec.status == "queued":
             return None  # planned, or ended by a manager (approval): no programmer said anything
-        if not done:  # running: a progress write that may be lost; the programmer logs its start itself
+        if not done:  # running: a progress write that may be lost; the programmer's start report is the entry
             return None
         meta: dict[str, Any] = {"executor": rec.executor, "attempts": rec.attempts, "env": rec.env}
         return entry(rec.finished_at, rec.programmer, rec.manager, "RESPONSE",

@@ -92,11 +92,13 @@ def endpoint(
     *,
     on_error: Callable[[str], None],
     on_bad_input: OnBadInput | None = None,
+    replies: bool = True,
 ) -> Callable[[Request], Awaitable[None]]:
-    """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS."""
+    """Make a nats.micro handler. `on_error` records an error in the endpoint's STATS. replies=False: the
+    messages are reports, answered neither with a result nor with an error."""
 
     async def handle(req: Request) -> None:
-        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=reply_of(req))
+        call = Call(subject=req.subject, headers=dict(req.headers or {}), reply=reply_of(req) if replies else "")
         try:
             body = decode_body(req.data, req_type)
             with tracing.hop(req.headers, handler, req.subject, body, "server"):

@@ -29,7 +29,7 @@ from pas.runtime.store import RunStore
 log = logging.getLogger("pas.taskowner")
 
 REPORTED = ("status", "attempts", "exit_code", "output", "error", "tokens", "cost_usd", "branch", "diff_stat",
-            "started_at", "finished_at", "env")
+            "started_at", "finished_at", "env", "sandbox")
 """What a programmer reports of a task; the rest of the record (ids, lane, manager, spec) is the managers'."""
 
 
@@ -72,9 +72,15 @@ def _merged(prev: wire.TaskRecord | None, rec: wire.TaskRecord, sender: str) -> 
     return out
 
 
-async def started(store: RunStore, rec: wire.TaskRecord, sender: str, lane: str) -> wire.TaskRecord | None:
+async def started(store: RunStore, rec: wire.TaskRecord, sender: str, lane: str,
+                  run_id: str | None = None) -> wire.TaskRecord | None:
     """A programmer took a task: record it as the holder (a progress write, not awaited by the store).
-    None, with a WARNING, if it may not."""
+    run_id: the run its subject names (the body's must match: the comms entry PAS_COMMS keeps of the
+    same message is filed under it). None, with a WARNING, if it may not."""
+    if run_id is not None and run_id != rec.run_id:
+        log.warning("ignored %s's start of task %s.%s: sent on run %r's subject", sender, rec.run_id, rec.task_id,
+                    run_id)
+        return None
     key = S.task_key(rec.run_id, rec.task_id)
     mine = store.written_task_at(key)  # with the revision of its create, once that was acknowledged
     prev, rev = await stored(store, key) if is_id(rec.run_id) and is_id(rec.task_id) else (None, None)

@@ -126,7 +126,8 @@ def _stream_configs(cfg: PasConfig) -> list[StreamConfig]:
     capped: dict[str, Any] = {**aged, "max_bytes": s.comms.max_bytes, "discard": DiscardPolicy.OLD}
     return [
         stream(S.STREAM_COMMS, "PAS comms log: one entry per message between agents (record writes sourced)",
-               [S.COMMS_ALL], sources=kv_sources(S.COMMS_RECORD_SOURCES), **capped),
+               [S.COMMS_ALL, S.STARTED_TO_COMMS[0]], sources=kv_sources(S.COMMS_RECORD_SOURCES),
+               subject_transform=SubjectTransform(src=S.STARTED_TO_COMMS[0], dest=S.STARTED_TO_COMMS[1]), **capped),
         stream(S.STREAM_WORK, "PAS work queues between tiers (one consumer per tier/lane)", [S.WORK_ALL],
                retention=RetentionPolicy.WORK_QUEUE),
         stream(S.STREAM_EVENTS, "PAS run records as events (sourced from KV), agent commands and alerts",

@@ -129,6 +129,8 @@ class TaskRecord(Base):
     cost_usd: float | None = 0.0
     env: str | None = None
     """The environment the task ran in (pas.execution.repoenv), e.g. "venv /repo/.venv (the repository's own)"."""
+    sandbox: str | None = None
+    """How the task's process was confined (pas.execution.sandbox: bwrap, or off), as its programmer said."""
 
 
 class AgentState(Base):
