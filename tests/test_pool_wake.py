@@ -70,6 +70,38 @@ async def test_a_task_costs_about_one_pull_not_one_per_programmer(no_recheck: No
     assert len(pulls) <= 2 * jobs, f"{len(pulls)} pull requests for {jobs} one-task jobs: {pulls}"
 
 
+async def test_a_backlog_costs_an_ack_per_task_not_an_ack_and_a_pull(no_recheck: None, stack: Stack,
+                                                                    client: PasClient, nc: Any) -> None:
+    """A programmer that finishes a task while more wait in its band asks for the next one with the ack
+    (JetStream's AckNext, `+NXT`): a backlog costs one message per task, not an ack and a pull."""
+    await echo_job(client, "warm")
+    pulls: list[str] = []
+    acks: list[bytes] = []
+    bands = {S.consumer_prog(b) for b in wire.PRIORITIES}
+
+    async def on_pull(m: Any) -> None:
+        if m.subject.rsplit(".", 1)[1] in bands:
+            pulls.append(m.subject)
+
+    async def on_ack(m: Any) -> None:
+        acks.append(m.data)
+
+    subs = [await nc.subscribe(S.js_next(S.STREAM_WORK, "*"), cb=on_pull),
+            await nc.subscribe(f"$JS.ACK.{S.STREAM_WORK}.{S.consumer_prog(wire.PRIORITIES[2])}.>", cb=on_ack)]
+    await nc.flush()
+    n = 60
+    await client.submit({"title": "backlog", "run_id": "backlog", "tasks": [
+        {"lane": "code", "instruction": f"t{i}", "executor": "echo"} for i in range(n)]})
+    st = await client.wait("backlog", timeout_s=60, poll_s=0.1)
+    await nc.flush()
+    for sub in subs:
+        await sub.unsubscribe()
+    assert st["status"] == "completed" and all(t["attempts"] == 1 for t in st["tasks"]), st
+    asked = [a for a in acks if a.startswith(b"+NXT")]
+    assert len(acks) == n and len(asked) >= n // 2, acks
+    assert len(pulls) <= n // 2, f"{len(pulls)} pull requests besides {len(asked)} acks that asked for more"
+
+
 async def test_a_burst_starts_on_every_programmer_at_once(no_recheck: None, nats_server: Any, client: PasClient,
                                                           tmp_path: Path) -> None:
     gate = tmp_path / "gate" / "go"

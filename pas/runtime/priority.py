@@ -26,6 +26,12 @@ is marked. A task thus costs one pull in a process with idle programmers, instea
 programmer; the 0.5 s recheck is made by whichever idle programmer comes first, not by each.
 Programmers in K processes make at most K pulls per task (each process wakes one of its own).
 
+A backlog costs no pulls at all. A programmer whose slots are all busy acknowledges a finished task with
+JetStream's AckNext (`+NXT` and a pull request, on the ack subject, answered on the band's inbox) when the
+next pick would be from the same band anyway: the ack and the pull are one message, and the answer
+is read as the next pull's (a task, or a 404 that marks the band empty). No answer within the fetch
+timeout: the ack is sent again, plainly, and the loop pulls as usual.
+
 A publish is seen before it can be pulled. nats-server hands the core copy of a publish to the
 subscribers at once, and only then stores it in the stream and tells the consumer, each step in a
 goroutine of its own; a no-wait pull answers 404 from the consumer's pending count. So a pull that a
@@ -51,7 +57,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from pas.runtime.service import WorkLoop
-from pas.transport.pull import Puller, Status
+from pas.transport.pull import Puller, Status, request_body
 
 log = logging.getLogger("pas.runtime.priority")
 RECHECK_S = 0.5
@@ -154,6 +160,7 @@ class BandedWorkLoop(WorkLoop):
         self.streak = 0
         self.turn = 0  # which lower band gets the next aging pick first
         self._pullers: list[Puller] = []
+        self._asked: tuple[int, float, bool, Msg] | None = None  # an ack that asked for the next task (below)
 
     def order(self) -> list[int]:
         """Band indexes to try, in order, for the next pick."""
@@ -190,7 +197,60 @@ class BandedWorkLoop(WorkLoop):
             self.bands.settling[i] -= settle
         return None if isinstance(m, Status) else m  # 404 no messages, 408, 409: nothing in this band now
 
+    def _first_band(self) -> int | None:
+        """The band the next pick would pull first (None: every band is known empty)."""
+        now = time.monotonic()
+        return next((i for i in self.order() if not self.bands.known_empty(i, now)), None)
+
+    async def _ack_finished(self, m: Msg) -> None:
+        """Acknowledge a finished task. When the loop will pull next from the same band, the ack also asks
+        for the next task (JetStream's AckNext, `+NXT` with a pull request, answered on that band's
+        inbox): one message instead of an ack and a pull. Only while every slot is busy, so the loop is
+        waiting for this slot and reads the answer next (_next), and one such ack at a time."""
+        band = self.durables.index(m.metadata.consumer) if m.reply and m.metadata.consumer in self.durables else None
+        if (band is None or self._asked is not None or self.in_flight < self.concurrency or not self._pullers
+                or self._first_band() != band):
+            return await self.ack(m)
+        settle = self.bands.marked(band)
+        body = request_body(1, no_wait=True, expires_s=min(SETTLE_S, self.fetch_timeout_s / 2) if settle else None)
+        self._asked = (band, time.monotonic(), settle, m)
+        self.bands.settling[band] += settle
+        try:
+            await self.nc.publish(m.reply, b"+NXT " + body, reply=self._pullers[band].inbox)
+        except Exception:
+            self._answered()
+            await self.ack(m)
+
+    def _answered(self) -> tuple[int, float, bool, Msg] | None:
+        asked, self._asked = self._asked, None
+        if asked is not None:
+            self.bands.settling[asked[0]] -= asked[2]
+        return asked
+
+    async def _asked_next(self) -> Msg | None:
+        """The answer to an ack that asked for the next task: the task, or None (nothing there: the band is
+        then known empty; no answer in time: the ack may be lost, so it is sent again, plainly)."""
+        band, sent_at, _, acked = self._asked or (0, 0.0, False, None)
+        try:
+            got = await self._pullers[band].next(self.fetch_timeout_s)
+        except TimeoutError:
+            log.warning("%s: no answer to an ack that asked for the next task; acknowledging again", self.name)
+            if acked is not None:
+                await self.ack(acked)
+            return None
+        finally:
+            self._answered()
+        m = None if isinstance(got, Status) else got
+        self.bands.found(band, sent_at, m)
+        if m is not None:
+            self._picked(band)
+        return m
+
     async def _next(self) -> Msg | None:
+        if self._asked is not None:
+            m = await self._asked_next()
+            if m is not None:
+                return m
         b = self.bands
         for i in self.order():
             now = time.monotonic()
@@ -231,6 +291,7 @@ class BandedWorkLoop(WorkLoop):
                                  for d in self.durables]
                 await self._loop()
         finally:
+            self._answered()
             await self.bands.leave()
 
     async def _loop(self) -> None:

@@ -323,6 +323,10 @@ class WorkLoop:
                     "still runs" if held else "has just settled it")
         return True
 
+    async def _ack_finished(self, m: Msg) -> None:
+        """Acknowledge an item whose handler ended here (a subclass may ask for the next item with it)."""
+        await self.ack(m)
+
     def _free(self) -> int:
         return self.concurrency - self.in_flight
 
@@ -406,7 +410,7 @@ class WorkLoop:
                 if len(self._settled) > SETTLED:
                     del self._settled[next(iter(self._settled))]
             if how == "ack":
-                await self.ack(m)
+                await self._ack_finished(m)
             elif how == "nak":
                 if isinstance(outcome, Unavailable) and not isinstance(outcome, Retry):
                     self.errors += 1
