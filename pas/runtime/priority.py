@@ -210,7 +210,8 @@ class BandedWorkLoop(WorkLoop):
         band = self.durables.index(m.metadata.consumer) if m.reply and m.metadata.consumer in self.durables else None
         if (band is None or self._asked is not None or self.in_flight < self.concurrency or not self._pullers
                 or self._first_band() != band):
-            return await self.ack(m)
+            await self.ack(m)
+            return
         settle = self.bands.marked(band)
         body = request_body(1, no_wait=True, expires_s=min(SETTLE_S, self.fetch_timeout_s / 2) if settle else None)
         self._asked = (band, time.monotonic(), settle, m)
