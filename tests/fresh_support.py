@@ -2,9 +2,10 @@
 the committed HEAD, a clean environment to run it in, and the wheelhouse every install of theirs reads.
 
 Nothing from the test run leaks in: the clone is of the committed HEAD, the subprocesses get no PYTHONPATH
-and no PAS venv on PATH, and caches start empty. Every package comes from the registry once per session:
-`pip wheel` fills a wheelhouse with PAS's wheel and every dependency (the registry here sends no cacheable
-responses, so pip's own cache cannot help). Every `pip install` of both tests reads it (PIP_FIND_LINKS +
+and no PAS venv on PATH, and caches start empty. Every dependency comes from the registry once a day per
+machine: `pip wheel` fills a wheelhouse with every dependency, kept under ~/.cache/pas-tests for the day's
+other sessions (the registry here sends no cacheable responses, so pip's own cache cannot help), and PAS's
+own wheel is built from HEAD each session. Every `pip install` of both tests reads it (PIP_FIND_LINKS +
 PIP_NO_INDEX), and so does setup.sh's uv (UV_FIND_LINKS + UV_OFFLINE; uv itself is in the wheelhouse): the
 demo takes setup.sh's main path, uv, as on a reader's machine, not its fallback, pip.
 
@@ -15,11 +16,13 @@ the wheelhouse builds it, under a lock, in the directory the session's workers s
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -52,16 +55,43 @@ def clean_env(cache: Path, wheelhouse: Path) -> dict[str, str]:
     return env
 
 
+def _deps_cache(clone: Path) -> Path:
+    """Where this machine keeps the dependencies' wheels of today's sessions: keyed by the UTC day, the
+    Python version and what names the dependencies (pyproject.toml, the sample project's requirements), so
+    a new release on the registry is picked up the next day at the latest, and a changed dependency at once."""
+    key = hashlib.sha256()
+    for f in (clone / "pyproject.toml", clone / "pas" / "defaults" / "sample_project" / "requirements.txt"):
+        key.update(f.read_bytes())
+    key.update(f"{sys.version}|{datetime.now(UTC).date()}".encode())
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pas-tests"
+    return base / f"wheelhouse-{key.hexdigest()[:16]}"
+
+
+def _pip_wheel(dest: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest), *args], check=True, timeout=1200,
+                   cwd=dest.parent, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+
+
 def _build(wheels: Path) -> None:
     src = wheels.parent / f"{wheels.name}-src"
     shutil.rmtree(src, ignore_errors=True)  # what a build that failed left
     clone = clone_head(src)
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), str(clone), "pip", "uv",
-                    "setuptools>=68", "-r", str(clone / "pas" / "defaults" / "sample_project" / "requirements.txt")],
-                   check=True, timeout=1200, cwd=wheels.parent,
-                   env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    print(f"\nwheelhouse (pas wheel + every dependency from the registry): {time.monotonic() - t0:.1f}s")
+    deps = _deps_cache(clone)
+    cached = (deps / ".complete").exists()
+    if not cached:  # every dependency from the registry (PAS's own wheel is built below, from HEAD)
+        for old in deps.parent.glob("wheelhouse-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        deps.mkdir(parents=True)
+        _pip_wheel(deps, str(clone), "pip", "uv", "setuptools>=68",
+                   "-r", str(clone / "pas" / "defaults" / "sample_project" / "requirements.txt"))
+        for own in deps.glob("pas-*.whl"):
+            own.unlink()
+        (deps / ".complete").touch()
+    shutil.copytree(deps, wheels, ignore=shutil.ignore_patterns(".complete"))
+    _pip_wheel(wheels, "--no-deps", str(clone))
+    print(f"\nwheelhouse (pas wheel + every dependency, {'from ' + str(deps) if cached else 'from the registry'}): "
+          f"{time.monotonic() - t0:.1f}s")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from tests.natscli_support import CliSub, PasUnderCli, job, new_run_id
 
 AGENTS = [a.id for a in load_config().agents]
 KV_RUNS_READER = "admin"  # NATS users: the client reads runs through pas.gateway.status, not the bucket
-PAS_STREAMS = {S.STREAM_COMMS: (["pas.comms.>"], "limits"), S.STREAM_WORK: (["pas.work.>"], "workqueue"),
+PAS_STREAMS = {S.STREAM_COMMS: (["pas.comms.>", "pas.mgr.*.started.*.*"], "limits"), S.STREAM_WORK: (["pas.work.>"], "workqueue"),
                S.STREAM_EVENTS: ([*S.EVENTS_COMMANDS, S.ALERT_ALL], "limits")}  # state events come from KV
 
 
