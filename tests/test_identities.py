@@ -29,7 +29,7 @@ from pas.surfaces.replay import timeline
 from pas.surfaces.stack import Stack
 from pas.transport import auth
 from pas.transport.client import PasClient
-from pas.transport.streams import Raw
+from pas.transport.streams import Raw, read_raw
 from tests.conftest import as_user, make_cfg, wait_for
 
 AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
@@ -391,6 +391,21 @@ async def test_programmer_reports_only_the_tasks_it_holds(up: Stack, caplog: Any
                                    "refused " + attacker + "'s result" in r.getMessage() for r in caplog.records) == 3,
                        timeout_s=10)
         assert any("sent on run 'other-run'" in r.getMessage() for r in caplog.records)
+        # PAS_COMMS keeps both forged starts too (its subjects take them), but they are nobody's "run task" entry:
+        # one names the holder in the attacker's report, the other a run its subject does not name
+        js = client.nc.jetstream()
+        async def stored_starts() -> int:
+            forged = S.comms_record("*", f"{S.COMMS_START}.{attacker}")
+            return len([m async for m in read_raw(js, S.STREAM_COMMS, forged)])
+
+        async def both_stored() -> bool:
+            return await stored_starts() >= 2
+
+        await wait_for(both_stored, timeout_s=10)
+        assert await stored_starts() == 2
+        forged_entries = [e for run in ("held-1", "other-run") async for e in comms.read(js, run_id=run)
+                          if e.from_agent == attacker]
+        assert not forged_entries, forged_entries
         res = await client.wait("held-1", timeout_s=60)
     finally:
         await nc.close()

@@ -42,18 +42,24 @@ async def echo_job(client: PasClient, run_id: str) -> None:
     assert (await client.wait(run_id, timeout_s=30, poll_s=0.05))["status"] == "completed"
 
 
-async def count_pulls(nc: Any, client: PasClient, jobs: int) -> list[str]:
-    """The pull requests to the pool's consumers while `jobs` one-task jobs run one after another."""
-    await echo_job(client, "warm")  # every programmer has made its first pulls
+async def tap_pulls(nc: Any) -> tuple[list[str], Any]:
+    """(the pull requests to the pool's consumers from now on, the subscription that collects them)."""
     pulls: list[str] = []
+    bands = {S.consumer_prog(b) for b in wire.PRIORITIES}
 
     async def count(m: Any) -> None:
         if m.subject.rsplit(".", 1)[1] in bands:
             pulls.append(m.subject)
 
-    bands = {S.consumer_prog(b) for b in wire.PRIORITIES}
     sub = await nc.subscribe(S.js_next(S.STREAM_WORK, "*"), cb=count)
     await nc.flush()
+    return pulls, sub
+
+
+async def count_pulls(nc: Any, client: PasClient, jobs: int) -> list[str]:
+    """The pull requests to the pool's consumers while `jobs` one-task jobs run one after another."""
+    await echo_job(client, "warm")  # every programmer has made its first pulls
+    pulls, sub = await tap_pulls(nc)
     for i in range(jobs):
         await echo_job(client, f"wake{i}")
     await nc.flush()
@@ -75,19 +81,13 @@ async def test_a_backlog_costs_an_ack_per_task_not_an_ack_and_a_pull(no_recheck:
     """A programmer that finishes a task while more wait in its band asks for the next one with the ack
     (JetStream's AckNext, `+NXT`): a backlog costs one message per task, not an ack and a pull."""
     await echo_job(client, "warm")
-    pulls: list[str] = []
     acks: list[bytes] = []
-    bands = {S.consumer_prog(b) for b in wire.PRIORITIES}
-
-    async def on_pull(m: Any) -> None:
-        if m.subject.rsplit(".", 1)[1] in bands:
-            pulls.append(m.subject)
 
     async def on_ack(m: Any) -> None:
         acks.append(m.data)
 
-    subs = [await nc.subscribe(S.js_next(S.STREAM_WORK, "*"), cb=on_pull),
-            await nc.subscribe(f"$JS.ACK.{S.STREAM_WORK}.{S.consumer_prog(wire.PRIORITIES[2])}.>", cb=on_ack)]
+    pulls, tap = await tap_pulls(nc)
+    subs = [tap, await nc.subscribe(f"$JS.ACK.{S.STREAM_WORK}.{S.consumer_prog(wire.PRIORITIES[2])}.>", cb=on_ack)]
     await nc.flush()
     n = 60
     await client.submit({"title": "backlog", "run_id": "backlog", "tasks": [

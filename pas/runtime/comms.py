@@ -134,10 +134,10 @@ def start_entry(run_id: str, programmer: str, data: bytes, stored: datetime) -> 
     rec: wire.TaskRecord = wire.decode(data, wire.TaskRecord)
     if rec.run_id != run_id or rec.programmer != programmer:
         raise ValueError(f"start report of {programmer!r} on run {run_id!r} names {rec.programmer!r}, run {rec.run_id!r}")
-    meta = {"executor": rec.executor, "env": redact(rec.env) if rec.env else rec.env, "sandbox": rec.sandbox}
+    meta = redact_obj({"executor": rec.executor, "env": rec.env, "sandbox": rec.sandbox})  # as CommsLog.log does
     return wire.CommsEntry(ts=rec.started_at or stored, from_agent=programmer, to_agent=rec.manager, msg_type="CMD",
                            message=f"run task {rec.task_id} (attempt {rec.attempts})", run_id=run_id,
-                           status="running", metadata=meta)
+                           status="running", metadata=meta)  # type: ignore[arg-type]
 
 
 def record_entry(rec: Record, stored: datetime) -> wire.CommsEntry | None:

@@ -189,13 +189,17 @@ class BandedWorkLoop(WorkLoop):
             m = await pull.next(self.fetch_timeout_s)
             if not isinstance(m, Status):
                 return m
-        await pull.request(1, no_wait=True, expires_s=min(SETTLE_S, self.fetch_timeout_s / 2) if settle else None)
+        await pull.request(1, no_wait=True, expires_s=self._expires(settle))
         self.bands.settling[i] += settle
         try:
             m = await pull.next(self.fetch_timeout_s)
         finally:
             self.bands.settling[i] -= settle
         return None if isinstance(m, Status) else m  # 404 no messages, 408, 409: nothing in this band now
+
+    def _expires(self, settle: bool) -> float | None:
+        """A no-wait pull's expiry: none, or, for a band marked (a message on its way), SETTLE_S at most."""
+        return min(SETTLE_S, self.fetch_timeout_s / 2) if settle else None
 
     def _first_band(self) -> int | None:
         """The band the next pick would pull first (None: every band is known empty)."""
@@ -213,7 +217,7 @@ class BandedWorkLoop(WorkLoop):
             await self.ack(m)
             return
         settle = self.bands.marked(band)
-        body = request_body(1, no_wait=True, expires_s=min(SETTLE_S, self.fetch_timeout_s / 2) if settle else None)
+        body = request_body(1, no_wait=True, expires_s=self._expires(settle))
         self._asked = (band, time.monotonic(), settle, m)
         self.bands.settling[band] += settle
         try:
@@ -222,11 +226,11 @@ class BandedWorkLoop(WorkLoop):
             self._answered()
             await self.ack(m)
 
-    def _answered(self) -> tuple[int, float, bool, Msg] | None:
+    def _answered(self) -> None:
+        """The ack that asked for the next task is done with: its band no longer waits on it."""
         asked, self._asked = self._asked, None
         if asked is not None:
             self.bands.settling[asked[0]] -= asked[2]
-        return asked
 
     async def _asked_next(self) -> Msg | None:
         """The answer to an ack that asked for the next task: the task, or None (nothing there: the band is
