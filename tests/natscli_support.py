@@ -182,12 +182,7 @@ class PasUnderCli:
         xdg.mkdir(exist_ok=True)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "PAS_CREDS"))}
         self.base_env = {**base, "XDG_CONFIG_HOME": str(xdg)}
-        for user in auth.users(make_cfg()):
-            out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
-                                  "--nats-url", self.url], capture_output=True, text=True, timeout=60,
-                                 env=self.base_env)  # its natscli context goes to the test's XDG_CONFIG_HOME
-            assert out.returncode == 0, out.stderr
-            self.shells[user] = eval_creds(out.stdout, self.base_env)
+        self.shell("client")  # the CLI's default user: its natscli context exists from the start
         self.spawn("main", "--except", "prog-010")
         self.spawn("prog-010", "--only", "prog-010")
         return self
@@ -205,6 +200,13 @@ class PasUnderCli:
 
     # ---- running the CLI ------------------------------------------------------------------
     def shell(self, user: str) -> Shell:
+        """The environment `eval "$(pas creds USER)"` leaves, made on first use (a process each: 29 users)."""
+        if user not in self.shells:
+            out = subprocess.run([sys.executable, "-m", "pas", "creds", user, "--creds-dir", str(self.creds_dir),
+                                  "--nats-url", self.url], capture_output=True, text=True, timeout=60,
+                                 env=self.base_env)  # its natscli context goes to the test's XDG_CONFIG_HOME
+            assert out.returncode == 0, out.stderr
+            self.shells[user] = eval_creds(out.stdout, self.base_env)
         return self.shells[user]
 
     def argv(self, cmd: str | list[str], user: str = "client", bare: bool = False) -> list[str]:

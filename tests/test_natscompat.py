@@ -8,6 +8,8 @@ import ast
 import asyncio
 import inspect
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from importlib.metadata import version
 from pathlib import Path
@@ -125,3 +127,23 @@ def test_no_module_but_natscompat_touches_nats_py_privates() -> None:
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
                 found.append(f"{f.relative_to(PAS.parent)}:{node.lineno} .{node.attr}")
     assert found == [], f"nats-py private attributes used outside pas/transport/natscompat.py: {found}"
+
+
+def test_nats_py_imports_aiohttp_only_for_a_websocket() -> None:
+    """Importing PAS leaves aiohttp (nats-py's WebSocket transport, ~0.35 s a process) unimported; the
+    transport's stand-in imports it on first use and is the real module's then."""
+    probe = (
+        "import sys, asyncio\n"
+        "import pas.transport.connection, pas.surfaces.cli\n"
+        "assert 'aiohttp' not in sys.modules, 'aiohttp imported by PAS'\n"
+        "import nats.aio.transport as t\n"
+        "assert t.aiohttp\n"
+        "async def ws():\n"
+        "    w = t.WebSocketTransport()\n"
+        "    import aiohttp\n"
+        "    assert isinstance(w._client, aiohttp.ClientSession) and t.aiohttp.WSMsgType is aiohttp.WSMsgType\n"
+        "    await w._client.close()\n"
+        "asyncio.run(ws())\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr

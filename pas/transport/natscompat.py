@@ -10,12 +10,49 @@ the attribute and the function here to adapt, instead of somewhere deep inside a
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
+import sys
+from types import ModuleType
+from typing import Any
 
-from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
-from nats.micro.request import Request
-from nats.micro.service import Endpoint, Service
-from nats.nuid import NUID
+
+class _ImportedOnUse:
+    """A module imported on its first attribute read (truthy, as the module would be)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module: ModuleType = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+
+def _import_nats_transport_without_aiohttp() -> None:
+    """nats-py imports aiohttp when it is imported, for its WebSocket transport alone: ~0.35 s of every
+    process's start (`pas status` took 0.87 s, 40 % of it aiohttp), and litellm puts aiohttp in the venv.
+    PAS connects over nats:// and tls://, so nats-py's transport module is imported with aiohttp hidden and
+    then given a stand-in that imports aiohttp on first use: a ws:// URL still works. Runs before any other
+    nats-py import of the process (pas/__init__.py imports this module first)."""
+    if "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
+        return
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` raises ImportError meanwhile
+    try:
+        import nats.aio.transport as transport
+    finally:
+        del sys.modules["aiohttp"]
+    names = vars(transport)  # (aiohttp: a module global nats-py does not export)
+    if names.get("aiohttp") is None and importlib.util.find_spec("aiohttp") is not None:
+        names["aiohttp"] = _ImportedOnUse("aiohttp")
+
+
+_import_nats_transport_without_aiohttp()
+
+from nats.aio.client import Client as NatsClient  # noqa: E402
+from nats.js import JetStreamContext  # noqa: E402
+from nats.micro.request import Request  # noqa: E402
+from nats.micro.service import Endpoint, Service  # noqa: E402
+from nats.nuid import NUID  # noqa: E402
 
 PRIVATE: dict[str, tuple[str, ...]] = {
     # owner -> the private attributes PAS touches on it (each has its test)
