@@ -84,7 +84,7 @@ class Sizes:
         # make its numbers worth quoting; a figure's cost here is mostly processes started, not n
         return cls(chain_n=30, wq_n=500, latency_n=10, latency_warmup=3, latency_traced=2, tp_tasks=200,
                    tp1_tasks=200, failover_trials=1, failover_default_trials=1, footprint_trials=1, cli_n=1,
-                   first_call_n=3, comms_n=5000, comms_reads=1, hmi_tasks=200,
+                   first_call_n=3, comms_n=5000, comms_reads=1, hmi_tasks=200, hmi_pages=2,
                    nb_pubsub_n=100_000, nb_reqrep_n=2_000, nb_js_async_n=10_000, nb_js_sync_n=1_000)
 
 
