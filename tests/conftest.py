@@ -70,21 +70,23 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return res
 
 
-# The longest test modules (measured with --durations on 2 cores), run first: under pytest-xdist (scripts/test.sh
-# runs the suite with --dist loadfile, one module per worker at a time) a long module that starts last would
-# leave the other workers idle at the end. A worker with at most 2 tests left takes the next module, so a
-# one-test module comes with the next one on the same worker: test_fresh_install (which builds the wheelhouse
-# both fresh tests read, tests/fresh_support.py) goes with test_bench_pas, beside test_readme_commands, and
-# test_fresh_wheel follows the README's commands on the other worker, the wheelhouse ready by then.
+# The longest test modules (wall time per module, measured with 3 workers on 2 cores), run first: under
+# pytest-xdist (scripts/test.sh runs the suite with --dist loadfile, one module per worker at a time) a long module
+# that starts last would leave the other workers idle at the end. The first three mix the CPU-bound `pas bench
+# --quick`, a cluster test that mostly waits for elections and redeliveries, and the fresh clone's demo. The
+# fresh tests share one wheelhouse, built under a lock by whichever comes first (tests/fresh_support.py).
 LONGEST_FIRST = [
-    "test_readme_commands.py",
-    "test_fresh_install.py",
     "test_bench_pas.py",
-    "test_fresh_wheel.py",
-    "test_trust_exec.py",
-    "test_legacy.py",
     "test_cluster.py",
-    "test_comms_log.py",
+    "test_fresh_install.py",
+    "test_readme_commands.py",
+    "test_fresh_wheel.py",
+    "test_eval.py",
+    "test_hmi_browser.py",
+    "test_http_adapter.py",
+    "test_trust_exec.py",
+    "test_natscli.py",
+    "test_rerun.py",
 ]
 
 
