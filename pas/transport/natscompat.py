@@ -30,7 +30,7 @@ class _ImportedOnUse:
 
 def _import_nats_transport_without_aiohttp() -> None:
     """nats-py imports aiohttp when it is imported, for its WebSocket transport alone: ~0.35 s of every
-    process's start (`pas status` took 0.87 s, 40 % of it aiohttp), and litellm puts aiohttp in the venv.
+    process's start (`pas creds client` took 0.87 s, 0.34 s of it aiohttp), and litellm puts aiohttp in the venv.
     PAS connects over nats:// and tls://, so nats-py's transport module is imported with aiohttp hidden and
     then given a stand-in that imports aiohttp on first use: a ws:// URL still works. Runs before any other
     nats-py import of the process (pas/__init__.py imports this module first)."""
