@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
-import json
 import re
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from nats.micro.request import Request
 from pas.transport import natscompat
 from pas.transport.connection import connect
 from pas.transport.connection import connect as pas_connect
-from pas.transport.server import EmbeddedServer
 from tests.conftest import wait_for
 
 PAS = Path(__file__).resolve().parent.parent / "pas"
@@ -149,31 +147,3 @@ def test_nats_py_imports_aiohttp_only_for_a_websocket() -> None:
         "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
-
-
-# nats-py 2.16 hands aiohttp a float ws_close timeout, which aiohttp 3.10+ deprecates: its warning, not PAS's
-@pytest.mark.filterwarnings("ignore:parameter 'timeout' of type 'float' is deprecated:DeprecationWarning")
-async def test_a_websocket_url_still_connects(tmp_path: Path) -> None:
-    """nats-py's WebSocket transport through the stand-in: a ws:// connection to a real nats-server works
-    (aiohttp imported then, on first use)."""
-    srv = EmbeddedServer(tmp_path / "ws", port=-1)
-    srv.auth_block = '\nwebsocket {\n  listen: "127.0.0.1:-1"\n  no_tls: true\n}\n'  # -1: a free port
-    nats_url = await asyncio.to_thread(srv.start)
-    try:
-        ports = json.loads(next((tmp_path / "ws" / "ports").glob("*.ports")).read_text())
-        nc = await nats.connect(nats_url)
-        ws = await nats.connect(ports["websocket"][0], allow_reconnect=False, connect_timeout=5)
-        try:
-            async def echo(msg: Any) -> None:
-                await msg.respond(msg.data)
-
-            sub = await nc.subscribe("ws.echo", cb=echo)
-            await nc.flush()
-            reply = await ws.request("ws.echo", b"over a websocket", timeout=5)
-            assert reply.data == b"over a websocket"
-            await sub.unsubscribe()
-        finally:
-            await ws.close()
-            await nc.close()
-    finally:
-        srv.stop()
