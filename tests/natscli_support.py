@@ -5,6 +5,7 @@
 - PasUnderCli:    a real nats-server (free port, monitoring port for subscription checks) and PAS
                   in `pas up` processes on it; .nats() runs one CLI command as one of PAS's NATS users.
 - CliSub:         a `nats sub` process read line by line, so a test waits for the message it expects.
+- until_all_listed(): repeats a `nats micro ls` until every service has answered one of them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ from tests.conftest import PasProcess, fast_args, make_cfg
 
 NATSCLI_VERSION = "v0.5.0"
 TERMINAL = {"completed", "failed", "cancelled", "rejected", "budget_exceeded"}
+
+
+MICRO_LS_TRIES = 5
+
+
+def until_all_listed(listing: Callable[[], str], names_in: Callable[[str], set[str]], names: list[str]) -> set[str]:
+    """Run `listing` (a `nats micro ls`) until every name has been in one of its outputs; return the names seen.
+
+    natscli stops collecting replies 300 ms after the last one (jsm.go `serverdata.DoReqAsync`'s "adaptive
+    timeout", fixed in the CLI): on a loaded machine a service that answers later is missing from that one
+    listing. Each service must still answer within MICRO_LS_TRIES listings; the caller asserts on what was seen."""
+    seen: set[str] = set()
+    for _ in range(MICRO_LS_TRIES):
+        seen |= names_in(listing())
+        if seen >= set(names):
+            break
+    return seen
 
 
 def _go() -> str | None:

@@ -21,7 +21,7 @@ from pas.config.model import load_config
 from pas.protocol import subjects as S
 from pas.transport.connection import connect as pas_connect
 from tests.natscli_docs import doc_examples, doc_transcripts, least_user, normalise_transcript
-from tests.natscli_support import CliSub, PasUnderCli, job, new_run_id
+from tests.natscli_support import CliSub, PasUnderCli, job, new_run_id, until_all_listed
 
 AGENTS = [a.id for a in load_config().agents]
 KV_RUNS_READER = "admin"  # NATS users: the client reads runs through pas.gateway.status, not the bucket
@@ -174,8 +174,15 @@ def test_documented_transcript(pas: PasUnderCli, cmd: str, shown: str) -> None:
 
 # ---- micro discovery ----------------------------------------------------------------------
 def test_micro_ls_lists_26_services(pas: PasUnderCli) -> None:
-    services = json.loads(pas.nats("nats micro ls --json").stdout)
-    assert sorted(s["name"] for s in services) == sorted(AGENTS) and len(services) == 26
+    listings: list[list[dict[str, Any]]] = []
+
+    def names(out: str) -> set[str]:
+        listings.append(json.loads(out))
+        return {s["name"] for s in listings[-1]}
+
+    seen = until_all_listed(lambda: pas.nats("nats micro ls --json").stdout, names, AGENTS)
+    assert seen == set(AGENTS) and len(AGENTS) == 26
+    assert all(len({s["name"] for s in one}) == len(one) for one in listings)  # one instance per agent
 
 
 def test_micro_info_of_a_manager(pas: PasUnderCli) -> None:
@@ -381,8 +388,8 @@ def test_client_credentials_by_context_flags_and_env(pas: PasUnderCli) -> None:
              "_INBOX.client"]
     reply = json.loads(pas.nats([*flags, "req", "pas.gateway.submit", job("natscli: client flags")], bare=True).stdout)
     assert pas.wait_run(reply["run_id"])["status"] == "completed"
-    services = json.loads(pas.nats("nats --context pas-client micro ls --json", bare=True).stdout)
-    assert len(services) == 26
+    listing = lambda: pas.nats("nats --context pas-client micro ls --json", bare=True).stdout  # noqa: E731
+    assert until_all_listed(listing, lambda out: {s["name"] for s in json.loads(out)}, AGENTS) == set(AGENTS)
     wrong = pas.nats([*flags[:6], "not-the-password", *flags[7:], "micro", "ls"], ok=False, bare=True)
     assert wrong.returncode != 0 and "Authorization Violation" in wrong.stderr, wrong.stderr
 

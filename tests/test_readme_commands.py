@@ -31,6 +31,7 @@ from pas.config.model import load_config
 from tests.cli_support import dead_port
 from tests.conftest import ROOT
 from tests.http_support import BROWSER_ARGS, CHROMIUM, free_port_offset
+from tests.natscli_support import until_all_listed
 
 AGENTS = [a.id for a in load_config().agents]
 TOOLS = [os.path.expanduser("~/.local/share/pas/bin"), os.path.expanduser("~/.local/bin")]
@@ -222,8 +223,13 @@ def _as(user: str, cmd: str) -> str:
 
 
 def _micro_ls(r: Reader, cmd: str, rid: str) -> None:
-    out = r.ok(_as("client", cmd))
-    assert all(a in out for a in AGENTS), out
+    outs: list[str] = []
+
+    def names(out: str) -> set[str]:
+        outs.append(out)
+        return {a for a in AGENTS if a in out}
+
+    assert until_all_listed(lambda: r.ok(_as("client", cmd)), names, AGENTS) == set(AGENTS), "\n".join(outs)
 
 
 def _micro_one(r: Reader, cmd: str, rid: str) -> None:
