@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pas.base.programs import remove_tree
 from pas.execution.executors import Bounds, run_argv
 from pas.execution.sandbox import Box, Limits, clean_env, wrap
 from pas.runtime import comms
@@ -74,6 +75,47 @@ async def test_workspace_stays_the_tasks_and_nothing_walks_back(tmp_path: Path) 
     assert (inside_uid != 0) if os.geteuid() == 0 else (inside_uid == os.geteuid())  # never root inside
     for p in (ws, ws / "made", ws / "sub", ws / "sub" / "x"):
         assert os.lstat(p).st_uid == inside_uid, p
+    if os.geteuid() != 0:
+        return  # one uid for every launch: nothing is handed on
+    # A later launch in the same, now non-empty workspace hands all of it on to its own uid (the tree walk;
+    # an empty workspace takes the path without a thread, above).
+    again = "import os; open('made', 'w').write(str(os.getuid())); open('sub/x', 'a').write('y')"
+    for _ in range(5):  # the uid is drawn at random per launch: the same one twice is possible, not 5 times
+        r = await run_argv([sys.executable, "-c", again], ws, Bounds(30, 4096), box=Box())
+        assert r.status == "completed", r
+        if int((ws / "made").read_text()) != inside_uid:
+            break
+    second = int((ws / "made").read_text())
+    assert second != inside_uid and second != 0
+    for p in (ws, ws / "made", ws / "sub", ws / "sub" / "x"):
+        assert os.lstat(p).st_uid == second, p
+
+
+def test_remove_tree_never_follows_a_symlink_and_removes_any_depth(tmp_path: Path) -> None:
+    """remove_tree: a plain directory of files goes without a process, a deeper one through `rm -rf`; a
+    symlink is removed, its target never touched; a missing path is no error."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "f").write_text("x")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "k").write_text("k")
+    os.symlink(kept, flat / "to-kept")
+    os.symlink(tmp_path / "nowhere", flat / "dangling")
+    remove_tree(flat)
+    assert not os.path.lexists(flat) and (kept / "k").read_text() == "k"
+    link = tmp_path / "link"
+    os.symlink(kept, link)
+    remove_tree(link)
+    assert not os.path.lexists(link) and (kept / "k").read_text() == "k"
+    deep = tmp_path / "deep"
+    (deep / "a" / "b").mkdir(parents=True)
+    (deep / "a" / "b" / "f").write_text("x")
+    os.symlink(kept, deep / "a" / "to-kept")
+    remove_tree(deep)
+    assert not os.path.lexists(deep) and (kept / "k").read_text() == "k"
+    remove_tree(tmp_path / "absent")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
 
 
 FORKS = """

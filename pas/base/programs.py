@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,6 +42,37 @@ def find_binary(name: str, *, before: Iterable[Path] = (), after: Iterable[Path]
 def remove_tree(path: Path) -> None:
     """`rm -rf path`: whatever a task left there, at any depth (coreutils walks without recursion
     and never follows a symlink; Python 3.11's shutil.rmtree dies of RecursionError on deep trees).
-    Errors are ignored, as with rmtree(ignore_errors=True)."""
+    Errors are ignored, as with rmtree(ignore_errors=True). No process for a path that is not there,
+    nor for a directory of plain files (most tasks' scratch directories): ten programmers starting at
+    once spent 5-40 ms each in these processes."""
+    try:
+        if _removed_without_a_process(path):
+            return
+    except OSError:
+        pass
     subprocess.run(["rm", "-rf", "--", str(path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)
+
+
+def _removed_without_a_process(path: Path) -> bool:
+    """Remove path if it is absent, a non-directory, or a directory holding no directory; False (or
+    OSError) leaves the rest to `rm -rf`. Symlinks are removed, never followed (O_NOFOLLOW)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return True
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with os.scandir(fd) as it:
+            entries = list(it)
+        if any(e.is_dir(follow_symlinks=False) for e in entries):
+            return False
+        for e in entries:
+            os.unlink(e.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+    return True

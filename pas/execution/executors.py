@@ -225,7 +225,8 @@ def worktree_dir(repo: Path, run_id: str, task_id: str) -> Path:
 async def open_workspace(repo: str | None, run_id: str, task_id: str, scratch_root: Path) -> Workspace:
     if not repo:
         p = scratch_root / run_id / task_id
-        await asyncio.to_thread(remove_tree, p)
+        if os.path.lexists(p):  # an earlier attempt's (most tasks find nothing: no thread, no process)
+            await asyncio.to_thread(remove_tree, p)
         p.mkdir(parents=True, exist_ok=True)
         return Workspace(path=p)
     root = Path(repo).resolve()
