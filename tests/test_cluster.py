@@ -26,8 +26,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pas.protocol import subjects as S
 from pas.protocol import wire
 from pas.runtime import comms
-from pas.transport.bus import retry_js
 from pas.transport.client import PasClient
+from pas.transport.retry import retry_js
 from tests.cluster import Cluster, Node
 from tests.conftest import wait_for
 

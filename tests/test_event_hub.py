@@ -24,8 +24,8 @@ from pas.protocol import wire
 from pas.runtime.comms import read_numbered
 from pas.surfaces.http import events
 from pas.surfaces.http.events import EventHub
-from pas.transport.bus import provision
 from pas.transport.connection import connect as pas_connect
+from pas.transport.provision import provision
 from pas.transport.streams import ReadOptions
 from tests.conftest import FAST, wait_for
 

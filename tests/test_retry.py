@@ -1,4 +1,4 @@
-"""pas.bus.retry_js, the one retry policy for JetStream writes, against a real nats-server: a write
+"""pas.transport.retry.retry_js, the one retry policy for JetStream writes, against a real nats-server: a write
 to a stream that is not there yet (what a client sees during a leader election: no responders) is
 retried with logged, bounded backoff and lands once the stream is back; past the deadline the error
 is raised; errors that are not transient are raised at once. No KV write goes around it."""
@@ -16,7 +16,8 @@ import pytest
 from nats.js.errors import BadRequestError, NoStreamResponseError
 
 from pas.protocol import subjects as S
-from pas.transport.bus import Bus, retry_js
+from pas.transport.bus import Bus
+from pas.transport.retry import retry_js
 from tests.conftest import make_cfg
 
 

@@ -61,7 +61,7 @@ async def test_a_complete_read_that_ends_short_raises_instead_of_returning_part(
     """What a cluster does to a read while a node restarts (a pull answered with a status, nothing
     delivered), done here by purging the stream mid-read: a plain read returns the part it got; a
     complete one (Bus.kv_values: status replies, run lists) raises IncompleteRead, a timeout, which
-    pas.bus.retry_js tries again."""
+    pas.transport.retry.retry_js tries again."""
     js, stream, subj = await _stream(nc)
     for i in range(3):
         await js.publish(f"{subj}.k{i}", str(i).encode())
@@ -73,7 +73,7 @@ async def test_a_complete_read_that_ends_short_raises_instead_of_returning_part(
         if complete:
             with pytest.raises(IncompleteRead, match="2 message"):
                 await anext(reader)
-            assert isinstance(IncompleteRead("x"), TimeoutError)  # pas.bus.transient: retried
+            assert isinstance(IncompleteRead("x"), TimeoutError)  # pas.transport.retry.transient: retried
         else:
             assert [m async for m in reader] == []  # the silent part a status reply must never be
         await reader.aclose()

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from pas.protocol import subjects as S
-from pas.transport import bus
+from pas.transport import provision
 from tests.conftest import ROOT
 
 DOC = (ROOT / "subjects.md").read_text()
@@ -84,11 +84,11 @@ async def test_live_endpoints_are_documented(stack: Any) -> None:
 
 
 def test_streams_consumers_buckets_documented(cfg: Any) -> None:
-    for sc in bus._stream_configs(cfg):
+    for sc in provision.stream_configs(cfg):
         assert sc.name in TICKED, sc.name
         for subj in sc.subjects or []:
             assert subj in TICKED, subj
-    for stream, cc in bus.consumer_specs(cfg):
+    for stream, cc in provision.consumer_specs(cfg):
         name = cc.durable_name or ""
         for lane in S.LANES:
             name = name.replace(f"-{lane}", "-<lane>") if name.startswith(("dir-", "mgr-")) else name
@@ -99,7 +99,7 @@ def test_streams_consumers_buckets_documented(cfg: Any) -> None:
         assert filt in TICKED, filt
         row = next(line for line in DOC.splitlines() if line.startswith(f"| `{name}` |"))
         assert f"`{stream}`" in row and f"`{filt}`" in row, row
-    for kc in bus.kv_specs(cfg):
+    for kc in provision.kv_specs(cfg):
         assert kc.bucket in TICKED, kc.bucket
 
 

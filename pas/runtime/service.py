@@ -42,9 +42,9 @@ from pas.protocol import wire
 from pas.runtime.comms import Entry
 from pas.runtime.store import RunStore
 from pas.transport import tracing
-from pas.transport.bus import transient
 from pas.transport.natscompat import reply_of
 from pas.transport.pull import PullFeed
+from pas.transport.retry import transient
 
 if TYPE_CHECKING:
     from pas.runtime.comms import CommsLog
@@ -250,7 +250,7 @@ class WorkLoop:
     Outcomes are settled by settle() (see the module docstring). While a handler runs,
     the message is marked in-progress every ack_wait/3 so the deadline only hits dead agents; a
     redelivery that comes back while its handler still runs joins that handler (Held).
-    Handlers retry their own JetStream writes (pas.bus.retry_js); the ack is retried the same way.
+    Handlers retry their own JetStream writes (pas.transport.retry.retry_js); the ack is retried the same way.
     """
 
     def __init__(self, js: JetStreamContext, stream: str, durable: str, typ: type[Any], handler: WorkHandler,
@@ -264,7 +264,7 @@ class WorkLoop:
         self.spawn = opts.spawn or opts.bus.spawn
         self.on_bad_input = opts.on_bad_input
         self.name = opts.name or durable
-        self.ack = opts.ack or (lambda m: m.ack())  # pas.bus.Bus.ack: confirmed, retried through elections
+        self.ack = opts.ack or (lambda m: m.ack())  # pas.transport.bus.Bus.ack: confirmed, retried through elections
         # A pull request lives at the consumer's leader, reached through our server: if either dies,
         # the request is lost silently; its expiry (this) bounds how long this loop waits on a dead one.
         self.fetch_timeout_s = opts.fetch_timeout_s

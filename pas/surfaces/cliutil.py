@@ -51,7 +51,7 @@ async def open_nc(cfg: PasConfig | ClientConfig, user: str = "client") -> Any:
 
 
 async def open_bus(cfg: PasConfig, user: str = "client") -> Bus:
-    """A pas.bus.Bus as this PAS NATS user that provisions nothing (pas rerun, pas diff)."""
+    """A pas.transport.bus.Bus as this PAS NATS user that provisions nothing (pas rerun, pas diff)."""
     from pas.transport import auth
     from pas.transport.bus import Bus
 

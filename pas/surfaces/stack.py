@@ -23,7 +23,8 @@ from pas.runtime.agent import Agent, Process
 from pas.runtime.comms import CommsLog
 from pas.runtime.store import RunStore
 from pas.transport import auth, tracing
-from pas.transport.bus import Bus, connect, provision
+from pas.transport.bus import Bus, connect
+from pas.transport.provision import provision
 from pas.transport.server import EmbeddedServer
 
 if TYPE_CHECKING:

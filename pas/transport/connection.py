@@ -1,7 +1,7 @@
 """The one way PAS connects to NATS: connect() (agents, the HTTP adapter, the CLI, MCP, tests).
 
-Kept apart from pas.bus (JetStream provisioning, KV helpers) so a client that only makes requests
-(pas.transport.client, the CLI) does not import the JetStream side.
+Kept apart from pas.transport.bus (JetStream, KV helpers) and pas.transport.provision, so a client that only
+makes requests (pas.transport.client, the CLI) does not import the JetStream side.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ ALL = ReadOptions()
 
 class IncompleteRead(asyncio.TimeoutError):
     """A read that had to see every message ended short (a pull answered with a status while a
-    cluster node restarts or a leader moves): a timeout, so pas.bus.retry_js tries it again."""
+    cluster node restarts or a leader moves): a timeout, so pas.transport.retry.retry_js tries it again."""
 
 
 async def read_raw(js: JetStreamContext, stream: str, subject: str | tuple[str, ...],

@@ -17,7 +17,7 @@ process can die and any other carries on from the keys. What a process keeps is 
 
 That memory is the process's (`Memory`), shared by its agents; each agent has a RunStore of its own over it,
 because each agent writes with its own NATS identity (pas.transport.auth). Every write goes through
-Bus.kv_* (pas.transport.bus.retry_js, the one retry policy); the one write not awaited, a task's "running",
+Bus.kv_* (pas.transport.retry.retry_js, the one retry policy); the one write not awaited, a task's "running",
 is a progress state that the acknowledged result supersedes (put_task_progress).
 
 The modules: runstore (RunStore: create, start, cancel, finish, note a child, views), tree (the walk upward:
