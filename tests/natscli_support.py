@@ -41,17 +41,19 @@ TERMINAL = {"completed", "failed", "cancelled", "rejected", "budget_exceeded"}
 MICRO_LS_TRIES = 5
 
 
-def until_all_listed(listing: Callable[[], str], names_in: Callable[[str], set[str]], names: list[str]) -> set[str]:
+def until_all_listed(listing: Callable[[], str], names_in: Callable[[str], set[str]], names: list[str],
+                     seen: set[str] | None = None) -> set[str]:
     """Run `listing` (a `nats micro ls`) until every name has been in one of its outputs; return the names seen.
 
     natscli stops collecting replies 300 ms after the last one (jsm.go `serverdata.DoReqAsync`'s "adaptive
     timeout", fixed in the CLI): on a loaded machine a service that answers later is missing from that one
-    listing. Each service must still answer within MICRO_LS_TRIES listings; the caller asserts on what was seen."""
-    seen: set[str] = set()
+    listing. Each service must still answer within MICRO_LS_TRIES listings; the caller asserts on what was seen.
+    `seen`: names an earlier listing (the caller's own) already showed."""
+    seen = set(seen or ())
     for _ in range(MICRO_LS_TRIES):
-        seen |= names_in(listing())
         if seen >= set(names):
             break
+        seen |= names_in(listing())
     return seen
 
 
