@@ -111,7 +111,12 @@ async def test_unavailable_work_is_redelivered_after_its_delay_and_then_succeeds
             await bus.js.publish("rtu.a", b'{"run_id":"model"}')
             await bus.js.publish("rtu.b", b'{"run_id":"js"}')
             await wait_for(lambda: loop.handled == 2, 20)
-            info = await bus.js.consumer_info("RTU", "rtu")
+
+            async def acked() -> Any:  # the handlers have returned; their acks reach the server just after
+                info = await bus.js.consumer_info("RTU", "rtu")
+                return info if info.num_ack_pending == 0 else None
+
+            info = await wait_for(acked, 10)
         finally:
             await loop.stop()
         for run_id, delay in (("model", 0.7), ("js", Unavailable.delay_s)):
