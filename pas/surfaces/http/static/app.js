@@ -152,12 +152,14 @@ async function loadAll() {
   }
 }
 
-/* ?trace=1 (pas bench): when each task state and comms entry reached the page and when it was painted. */
+/* ?trace=1 (pas bench): when each task state and comms entry reached the page and when it was painted, by the
+   page's own clock. pas bench runs the browser beside the server, on one clock; the hello's offset (S.clockOffset)
+   would carry that message's own delivery delay into every time (lags below zero on a loaded machine). */
 function hmiTrace() {
   const t = { received: new Map(), painted: new Map(), commsAt: new Map() };
-  t.task = (runId, rec) => { const k = `${runId}/${rec.task_id}/${rec.status}`; if (!t.received.has(k)) t.received.set(k, Date.now() + S.clockOffset); };
-  t.shown = (rec) => { const k = `${rec.run_id}/${rec.task_id}/${rec.status}`; if (!t.painted.has(k)) t.painted.set(k, Date.now() + S.clockOffset); };
-  t.comms = (e) => { if (!t.commsAt.has(e.seq)) t.commsAt.set(e.seq, [e.run_id, Date.now() + S.clockOffset]); };
+  t.task = (runId, rec) => { const k = `${runId}/${rec.task_id}/${rec.status}`; if (!t.received.has(k)) t.received.set(k, Date.now()); };
+  t.shown = (rec) => { const k = `${rec.run_id}/${rec.task_id}/${rec.status}`; if (!t.painted.has(k)) t.painted.set(k, Date.now()); };
+  t.comms = (e) => { if (!t.commsAt.has(e.seq)) t.commsAt.set(e.seq, [e.run_id, Date.now()]); };
   t.dump = () => ({ received: Object.fromEntries(t.received), painted: Object.fromEntries(t.painted),
     comms: Object.fromEntries(t.commsAt), gaps: S.gaps, lag_ms: S.lagMs });
   return t;
