@@ -26,7 +26,7 @@ from pas.transport import auth
 from pas.transport.bus import AuthRefused, connect
 from pas.transport.client import PasClient
 from tests.conftest import as_user, make_cfg, wait_for
-from tests.natscli_support import eval_creds
+from tests.natscli_support import eval_creds, until_all_listed
 
 AGENTS = ["monitor", "gateway", "root", "architect", "dir-code", "mgr-code-01", "prog-001", "prog-002"]
 
@@ -361,14 +361,15 @@ async def test_pas_creds_gives_the_nats_cli_a_users_rights(secured: Stack, tmp_p
 
     code, out = await nats("req", S.GATEWAY_RUNS, "{}")
     assert code == 0 and '"runs":[]' in out, out
-    outs: list[str] = []
-    for _ in range(5):  # natscli stops listening 300 ms after the last reply (tests.natscli_support)
-        code, out = await nats("micro", "ls")
-        assert code == 0, out
-        outs.append(out)
-        if all(any(a in o for o in outs) for a in ("gateway", "prog-001")):
-            break
-    assert all(any(a in o for o in outs) for a in ("gateway", "prog-001")), outs
+    def micro_ls() -> str:  # run in a thread (below): the event loop keeps answering
+        r = subprocess.run([nats_cli, "--inbox-prefix", "_INBOX.client", "micro", "ls"], env=env, timeout=30,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    wanted = ["gateway", "prog-001"]
+    seen = await asyncio.to_thread(until_all_listed, micro_ls, lambda out: {a for a in wanted if a in out}, wanted)
+    assert seen == set(wanted), seen
     code, out = await nats("pub", S.work_prog(20), "{}")
     assert code != 0 and f'Permissions Violation for Publish to "{S.work_prog(20)}"' in out, out
     missing = cli("creds", "client", creds_dir=tmp_path / "nowhere")

@@ -177,11 +177,12 @@ async def provision(js: JetStreamContext, cfg: PasConfig) -> None:
 
     for kc in kv_specs(cfg):  # first: PAS_EVENTS sources two of them
         await step(f"kv {kc.bucket}", lambda kc=kc: ensure_kv(kc))  # type: ignore[misc]
-    for sc in stream_configs(cfg):
+    streams = stream_configs(cfg)
+    for sc in streams:
         await step(f"stream {sc.name}", lambda sc=sc: ensure_stream(sc))  # type: ignore[misc]
     for stream, cc in consumer_specs(cfg):
         await step(f"consumer {cc.durable_name}", lambda s=stream, c=cc: ensure_consumer(s, c))  # type: ignore[misc]
-    await sources_active(js, [sc.name for sc in stream_configs(cfg) if sc.sources and sc.name], retry_s)
+    await sources_active(js, [sc.name for sc in streams if sc.sources and sc.name], retry_s)
 
 
 async def sources_active(js: JetStreamContext, streams: list[str], within_s: float) -> None:
