@@ -38,8 +38,9 @@ async def comms(nc: Any, run_id: str) -> list[Any]:
 
 
 def ran(entries: list[Any]) -> list[str]:
-    """Tasks a programmer started: its "run task <id> (attempt n)" entries."""
-    return [e.message.split()[2] for e in entries if e.message.startswith("run task ")]
+    """Tasks a programmer ran: its "task <id> <status>" result entries (a task this short reports no start:
+    settings.pool.start_report_after_s)."""
+    return [e.message.split()[1] for e in entries if e.from_agent.startswith("prog-") and e.msg_type == "RESPONSE"]
 
 
 async def test_plan_visible_then_approve_with_a_task_dropped(stack: Stack, client: PasClient) -> None:
@@ -77,7 +78,7 @@ async def test_plan_visible_then_approve_with_a_task_dropped(stack: Stack, clien
     assert decision[0].metadata["dropped"] == [drop]
     # Order: waiting_approval announced before any programmer started a task.
     msgs = [e.message for e in entries]
-    first_run = next(i for i, m in enumerate(msgs) if m.startswith("run task "))
+    first_run = next(i for i, e in enumerate(entries) if e.from_agent.startswith("prog-"))
     assert any("waiting for approval" in m for m in msgs[:first_run])
     assert msgs.index(decision[0].message) < first_run
 

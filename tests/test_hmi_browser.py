@@ -327,7 +327,7 @@ async def test_comms_log_filters(hmi: Hmi) -> None:
     await expect(log.locator(f'[data-run="{d}"]', has_text="submit")).to_have_count(1, timeout=WAIT_MS)
     rows = await log_rows(page)
     assert all(r["type"] == r["typeText"] == "CMD" for r in rows), rows
-    assert any(r["run"] == c and "run task data-1-01" in r["msg"] for r in rows), rows
+    assert any(r["run"] == c and "job data-1: 1 task(s) queued" in r["msg"] for r in rows), rows
     assert await hmi.not_reloaded()
 
     # No filter: everything again, of every type.

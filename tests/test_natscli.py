@@ -255,7 +255,8 @@ def test_sub_sees_every_state_change_up_to_terminal(pas: PasUnderCli) -> None:
         sub.close()
     seen = [(s.split(".", 3)[3], json.loads(b).get("status")) for s, b in sub.msgs if b]
     tasks = [st for s, st in seen if s.startswith("task.")]
-    assert tasks[0] == "queued" and tasks[-1] == "completed" and "running" in tasks, seen
+    # a task this short may report no start (settings.pool.start_report_after_s): then queued -> completed
+    assert tasks in (["queued", "completed"], ["queued", "running", "completed"]), seen
     assert seen[-1] == ("status", "completed") and ("status", "running") in seen, seen
 
 

@@ -200,7 +200,9 @@ async def test_task_events_published(stack: Any, client: Any, nc: Any) -> None:
         seen.append((m.subject, json.loads(m.data).get("status")))
     subjects = [s for s, _ in seen]
     assert ("pas.run.ev1.status", "queued") in seen and ("pas.run.ev1.status", "completed") in seen
-    assert ("pas.run.ev1.task.code-1-01", "running") in seen and ("pas.run.ev1.task.code-1-01", "completed") in seen
+    states = [st for s, st in seen if s == "pas.run.ev1.task.code-1-01"]
+    # a task this short may report no start (settings.pool.start_report_after_s): then queued -> completed
+    assert states in (["queued", "completed"], ["queued", "running", "completed"]), seen
     assert "pas.run.ev1.lane.code" in subjects and "pas.run.ev1.done.plan" in subjects
     assert subjects.index("pas.run.ev1.status") < subjects.index("pas.run.ev1.task.code-1-01")
     assert seen[-1] == (S.run_status("ev1"), "completed")

@@ -21,7 +21,7 @@ GATED = "python -c \"import os,time; [time.sleep(0.02) for _ in iter(lambda: os.
 
 
 def pool_cfg(gate: Path, *extra: str) -> PasConfig:
-    cfg = make_cfg(*extra)
+    cfg = make_cfg("settings.pool.start_report_after_s=0", *extra)  # every start reported: the order is read off them
     cfg.settings.policy.command_allowlist.append("python -c *")  # the gate below
     gate.parent.mkdir()
     cfg.settings.policy.sandbox_ro.append(str(gate.parent))  # tasks see the gate file appear (a live bind)

@@ -66,7 +66,8 @@ def test_pas_itself_lacks_the_probe_package() -> None:
 async def test_command_tasks_use_the_repos_own_venv(nats_server: Any, client: Any, tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     venv = make_venv(repo / ".venv", "repo-venv")
-    async with Stack(make_cfg(ALLOW), url=nats_server.url) as st:
+    # every start reported (however short the task): its "run task" entry carries the environment too
+    async with Stack(make_cfg(ALLOW, "settings.pool.start_report_after_s=0"), url=nats_server.url) as st:
         await client.submit({"title": "venv", "run_id": "env1", "repo": str(repo), "tasks": [
             cmd("code", SHOW), cmd("code", "probe-tool"), cmd("docs", "git status --short")]})
         res = await client.wait("env1", timeout_s=60)

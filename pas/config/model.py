@@ -118,6 +118,10 @@ class PoolConfig(Strict):
     priority_burst: int = Field(8, ge=1)
     """Aging: after this many tasks in a row from one priority band, a programmer takes its next task
     from a lower band that has work (in turn), so low-priority work is never starved."""
+    start_report_after_s: float = Field(0.25, ge=0.0)
+    """A programmer reports the start of an echo or command task (its "running" record and its "run
+    task" comms entry) once the task has run this long; one that ends sooner is reported once, by its
+    result (which carries its start time). Model tasks (llm, aider) report at once. 0: every start at once."""
 
 
 class WorkConfig(Strict):

@@ -33,6 +33,9 @@ from pas.runtime.agent import EndpointSpec, Role, WorkSpec
 from pas.runtime.service import Call, WorkCtx, task_status
 
 log = logging.getLogger("pas.programmer")
+
+QUICK_EXECUTORS = ("echo", "command")
+"""Executors whose tasks report their start only once they have run settings.pool.start_report_after_s."""
 REPORT_FOR_S = 120.0  # how long a finished task's result is re-offered to owners that do not answer
 
 
@@ -146,17 +149,15 @@ class ProgrammerRole(Role):
         renv = self._repo_env(work)
         rec.env = renv if isinstance(renv, str) else renv.description if renv else None
         rec.sandbox = self.box.mode
-        # One message: the lane's managers record this programmer as the task's holder and write the record
-        # (the server makes it the task's event): pas.runtime.taskowner; PAS_COMMS stores the same message as
-        # this programmer's "run task" entry (subjects.STARTED_TO_COMMS), its ack checked in the background.
-        await self.bus.publish_js_nowait(S.task_started(work.lane, self.me.id, work.run_id), wire.encode(rec))
         self.current_run = work.run_id
         t = asyncio.ensure_future(self._execute(work, renv))
         self.running[key] = t
         try:
+            await self._report_start(work, rec, t)
             result = await t
         except asyncio.CancelledError:
             if key not in self._cancelled:
+                t.cancel()
                 raise  # we are being shut down: leave the task for redelivery
             result = ExecResult(status="cancelled", error="run cancelled")
         finally:
@@ -171,6 +172,21 @@ class ProgrammerRole(Role):
         rec.diff_stat = result.extra.get("diff_stat")  # bounded by Workspace.finish
         rec.finished_at = wire.now()
         await self._finish(ctx, rec)
+
+    async def _report_start(self, work: wire.TaskWork, rec: wire.TaskRecord, t: asyncio.Future[Any]) -> None:
+        """Once the task has run pool.start_report_after_s (at once if 0), one message: the lane's managers
+        record this programmer as the task's holder and write the record (the server makes it the task's
+        event): pas.runtime.taskowner; PAS_COMMS stores the same message as this programmer's "run task"
+        entry (subjects.STARTED_TO_COMMS), its ack checked in the background. A task that ends sooner is
+        reported by its result alone (queued -> its end, with started_at): two messages fewer for it. A task
+        that asks a model (llm, aider) reports at once: its calls are filed under the task it runs (`pas rerun
+        --from task:<id>` finds the programmer's task by its running record)."""
+        after = self.cfg.settings.pool.start_report_after_s
+        if after > 0 and rec.executor in QUICK_EXECUTORS:
+            await asyncio.wait((t,), timeout=after)
+            if t.done():
+                return
+        await self.bus.publish_js_nowait(S.task_started(work.lane, self.me.id, work.run_id), wire.encode(rec))
 
     def _done_event(self, rec: wire.TaskRecord) -> wire.RunEvent:
         return R.event(rec.run_id, "task", rec.status, rec.programmer or self.me.id, lane=rec.lane,
