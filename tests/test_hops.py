@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from datetime import UTC
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -156,31 +155,3 @@ async def test_a_start_is_reported_only_once_a_task_has_run_a_while(stack: Any, 
     results = sorted(e.message for e in entries if e.from_agent.startswith("prog-") and e.msg_type == "RESPONSE")
     assert starts == [f"run task {slow['task_id']} (attempt 1)"], [e.message for e in entries]
     assert results == [f"task {quick['task_id']} completed", f"task {slow['task_id']} completed"]
-    # the job's hand-over to the pool is its record's first write (no entry of the manager's own)
-    [handed] = [e for e in entries if e.to_agent == "prog-pool"]
-    assert (handed.from_agent, handed.msg_type, handed.status) == (quick["manager"], "CMD", "queued")
-    assert handed.message == f"job code-1: 2 task(s) queued: {quick['task_id']}: quick; {slow['task_id']}: sleep 1"
-    assert handed.metadata == {"tasks": [quick["task_id"], slow["task_id"]], "executors": ["echo", "command"]}
-    own = [m async for m in read_raw(client.nc.jetstream(), S.STREAM_COMMS, S.comms("hop3", quick["manager"], "CMD"))]
-    assert not own, [m.data for m in own]
-
-
-def test_a_job_record_stands_for_its_hand_over_unless_held() -> None:
-    """The entry a job record's first write stands for: none while it has a task done (a note), none for an
-    approval-mode job (its tasks are held; the manager logs each it releases), and the text redacted."""
-    from datetime import datetime
-
-    from pas.runtime import comms
-
-    now = datetime.now(UTC)
-    spec = wire.TaskSpec(instruction="clone https://bob:hunter2pass@example.com/x", lane="code", executor="echo")
-    job = wire.JobRecord(run_id="r1", job_id="code-1", lane="code", manager="mgr-code-01", tasks=["code-1-01"],
-                         specs=[spec])
-    e = comms.record_entry(job, now)
-    assert e is not None and e.to_agent == "prog-pool" and e.ts == now
-    assert e.message == "job code-1: 1 task(s) queued: code-1-01: clone https://bob:[redacted]@example.com/x"
-    job.done = {"code-1-01": "completed"}
-    assert comms.record_entry(job, now) is None  # a note of one more child: no message
-    held = wire.JobRecord(run_id="r1", job_id="code-2", lane="code", manager="mgr-code-01", tasks=["code-2-01"],
-                          specs=[spec], ctx=wire.RunContext(approval=True))
-    assert comms.record_entry(held, now) is None

@@ -102,7 +102,10 @@ class ManagerRole(Role):
             if card.ctx.approval:
                 continue  # held: published when the run is approved (self.release)
             pending.append(self._publish_task(card.ctx, card.run_id, card.job_id, task_id, spec, self.me.id))
-        # The job record's first write is also the job's hand-over entry (pas.runtime.comms.handover_entry).
+        if pending:  # one entry for the job's hand-over to the pool (each programmer logs the task it runs)
+            await ctx.log("prog-pool", "CMD", f"job {card.job_id}: {len(pending)} task(s) queued: " + "; ".join(
+                f"{t}: {spec.instruction[:200]}" for t, spec in zip(task_ids, card.tasks, strict=False)), "queued",
+                metadata={"tasks": task_ids, "executors": [wire.effective_executor(t) for t in card.tasks]})
         # the job's tasks stored in one round trip, not one each; each create's revision is remembered by the
         # store (a programmer's "running" is written only over it)
         await asyncio.gather(*creates, *pending)

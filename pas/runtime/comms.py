@@ -61,10 +61,6 @@ class Entry:
     metadata: dict[str, Any] | None = None
 
 
-PREVIEW_CHARS = 2000
-"""How much of a derived entry's message is kept (as settings.comms.preview_chars does for an agent's own)."""
-
-
 class CommsLog:
     """With a Bus, every entry is stored for sure (its ack is checked in the background and the
     publish retried through an election or failover); with a bare connection, a plain publish."""
@@ -182,26 +178,10 @@ def record_entry(rec: Record, stored: datetime) -> wire.CommsEntry | None:
         return entry(None, rec.director, "architect", "RESPONSE",
                      f"lane {rec.lane} {rec.status}: {len(rec.done)}/{len(rec.jobs)} job(s) done", rec.status)
     if not done:
-        return None if rec.done else handover_entry(rec, stored)
+        return None  # the manager logs the job's hand-over to the pool itself (with its tasks)
     n = sum(s == "completed" for s in rec.done.values())
     return entry(None, rec.manager, f"dir-{rec.lane}", "RESPONSE",
                  f"job {rec.job_id} {rec.status}: {n}/{len(rec.tasks)} tasks completed", rec.status)
-
-
-def handover_entry(job: wire.JobRecord, stored: datetime) -> wire.CommsEntry | None:
-    """A job record's first write, its manager's hand-over of the job's tasks to the pool:
-    `<manager> -> prog-pool CMD "job <job>: <n> task(s) queued: <task>: <instruction>; ..."`, metadata
-    tasks and executors. None for an approval-mode job, whose tasks are held (the manager logs each one it
-    releases)."""
-    if job.ctx.approval:
-        return None
-    text = redact(f"job {job.job_id}: {len(job.tasks)} task(s) queued: " + "; ".join(
-        f"{t}: {spec.instruction[:200]}" for t, spec in zip(job.tasks, job.specs, strict=False)))
-    if len(text) > PREVIEW_CHARS:
-        text = text[:PREVIEW_CHARS] + f"... [{len(text)} chars]"
-    return wire.CommsEntry(ts=stored, from_agent=job.manager, to_agent="prog-pool", msg_type="CMD", message=text,
-                           run_id=job.run_id, status="queued",
-                           metadata={"tasks": job.tasks, "executors": [wire.effective_executor(t) for t in job.specs]})
 
 
 def _directors(lanes: list[str]) -> str:
