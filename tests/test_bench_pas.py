@@ -107,9 +107,10 @@ def test_latency_counts_and_order(quick_report: dict[str, Any]) -> None:
     s = d["latency_s"]
     assert s["n"] == QUICK.latency_n and 0 < s["min"] <= s["p50"] <= s["p99"] <= s["max"]
     stages = [label for label, _ in d["stages_ms_median"]]
-    # an echo task reports no start (settings.pool.start_report_after_s): queued, then its result
+    # an echo task reports no start unless it runs 0.25 s (settings.pool.start_report_after_s): queued, then
+    # its result
     assert stages[-1] == "status:completed" and "done.plan:completed" in stages
-    assert stages.index("task:queued") < stages.index("task:completed") and "task:running" not in stages
+    assert stages.index("task:queued") < stages.index("task:completed")
 
 
 def test_latency_of_pas_up_as_a_process(quick_report: dict[str, Any]) -> None:
