@@ -270,3 +270,31 @@ def test_litellm_is_imported_lazily() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     src = [p for p in (ROOT / "pas").rglob("*.py") if "import litellm" in p.read_text()]
     assert [p.relative_to(ROOT).as_posix() for p in src] == ["pas/llm/client.py"]
+
+
+async def test_pas_up_loads_litellm_only_for_a_model_server_that_listens() -> None:
+    """`pas up` imports litellm at start (about 190 MB) only for profiles that could answer now: a local
+    api_base is probed (one connection per address), a remote one or none is taken as callable."""
+    import asyncio as aio
+
+    from pas.llm.client import listening
+
+    server = await aio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    closed = await aio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    gone = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    profiles = {
+        "up": ModelProfile(model="openai/x", api_base=f"http://127.0.0.1:{port}/v1"),
+        "up-too": ModelProfile(model="openai/y", api_base=f"http://localhost:{port}"),
+        "down": ModelProfile(model="ollama/z", api_base=f"http://127.0.0.1:{gone}"),
+        "remote": ModelProfile(model="openai/r", api_base="https://models.example.invalid/v1"),
+        "hosted": ModelProfile(model="gemini/gemini-2.5-flash"),
+    }
+    try:
+        assert await listening(list(profiles), profiles) == ["up", "up-too", "remote", "hosted"]
+        assert await listening(["down"], profiles) == []
+    finally:
+        server.close()
+        await server.wait_closed()

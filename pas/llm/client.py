@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pas.base.errors import Unavailable
 from pas.base.redact import redact
@@ -176,6 +177,45 @@ def callable_profiles(agents: list[AgentConfig], profiles: Mapping[str, ModelPro
     names = dict.fromkeys(n for a in agents if a.role in CALLING_ROLES for n in (a.model, a.backup_model)
                           if n and n in profiles)
     return [n for n in names if not profiles[n].api_key_env or environ.get(profiles[n].api_key_env or "")]
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+async def listening(names: list[str], profiles: Mapping[str, ModelProfile], timeout_s: float = 0.3) -> list[str]:
+    """Of these profiles, those that could answer now: any whose api_base is not on this machine, and a local
+    one (Ollama, vLLM on 127.0.0.1) only if something accepts a connection on its port. For deciding whether
+    `pas up` loads litellm at start (about 190 MB and seconds of CPU): a local model server that is not running
+    cannot be called, and one started later costs its first call the import. One probe per address."""
+    probes: dict[tuple[str, int], asyncio.Future[bool]] = {}
+
+    async def probe(host: str, port: int) -> bool:
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), port), timeout_s)
+        except (OSError, TimeoutError):
+            return False
+        w.close()
+        return True
+
+    def where(name: str) -> tuple[str, int] | None:
+        base = profiles[name].api_base
+        if not base:
+            return None
+        u = urlsplit(base)
+        if (u.hostname or "") not in LOCAL_HOSTS:
+            return None
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            return None
+        return u.hostname or "", port
+
+    for n in names:
+        at = where(n)
+        if at is not None and at not in probes:
+            probes[at] = asyncio.ensure_future(probe(*at))
+    up = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
+    return [n for n in names if (at := where(n)) is None or up[at]]
 
 
 def _err_text(e: BaseException) -> str:
@@ -381,5 +421,6 @@ __all__ = [
     "apply_env_overrides",
     "callable_profiles",
     "env_key",
+    "listening",
     "preload",
 ]
