@@ -180,3 +180,37 @@ async def test_node_cut_off_and_back_mid_run(cluster: Cluster, cluster_client: P
     the node is thawed after the run completed, and must catch up."""
     await run_through_fault(cluster, cluster_client, pas_procs, "cf1", cluster.nodes[0],
                             cluster.freeze, cluster.thaw, restore_mid_run=False)
+
+
+async def test_monitor_restarts_a_stalled_source(cluster: Cluster, cluster_client: PasClient) -> None:
+    """The monitor (pas.roles.monitor) on a cluster: PAS_EVENTS' and PAS_COMMS' sources, healthy, are left
+    alone; a source that stays down for SOURCE_STALL_S gets its stream's leader stepped down, once per
+    STEPDOWN_EVERY_S. The down source here copies from a stream that does not exist (a bucket without a
+    leader, after a node loss, looks the same to the stream that sources it)."""
+    from nats.js.api import StreamConfig, StreamSource
+
+    from pas.config.model import load_config
+    from pas.roles import monitor as M
+    from pas.surfaces.stack import Stack
+
+    cfg = load_config(overrides=["settings.nats.replicas=3", "settings.heartbeat.interval_s=1"])
+    async with Stack(cfg, url=cluster.nodes[0].url, only=["monitor"]) as st:
+        mon = next(a.role for a in st.agents if a.cfg.id == "monitor")
+        assert isinstance(mon, M.MonitorRole) and mon._sources is not None  # watching: replicas > 1
+        for stream in M.SOURCED:  # healthy: never down, however long it is watched
+            assert not await mon.check_sources(stream, now=0.0)
+            assert not await mon.check_sources(stream, now=M.SOURCE_STALL_S * 3)
+        js = cluster_client.nc.jetstream(timeout=10)
+        await retry_js("create", lambda: js.add_stream(StreamConfig(
+            name="T_SOURCED", subjects=["t.sourced"], num_replicas=3, sources=[StreamSource(name="T_MISSING")])))
+
+        def leader() -> str | None:
+            return cluster.leaders(cluster.nodes[2]).get("T_SOURCED")
+
+        await wait_for(leader, timeout_s=30)
+        first = leader()
+        assert not await mon.check_sources("T_SOURCED", now=100.0)  # seen down: not yet
+        assert await mon.check_sources("T_SOURCED", now=100.0 + M.SOURCE_STALL_S)  # down that long: step down
+        await wait_for(lambda: leader() not in (None, first), timeout_s=30)
+        # once per STEPDOWN_EVERY_S, however long it stays down
+        assert not await mon.check_sources("T_SOURCED", now=100.0 + 2 * M.SOURCE_STALL_S)

@@ -1,5 +1,12 @@
 """Heartbeat monitor: keeps each agent's last beat and state in KV pas_agents and publishes
-pas.alert.agent.<id> when an agent misses `missed_beats` beats, and again when it recovers."""
+pas.alert.agent.<id> when an agent misses `missed_beats` beats, and again when it recovers.
+
+On a cluster it also watches the sources of PAS_EVENTS and PAS_COMMS (the record writes the server copies
+into them). When a node is lost, the new leader of one of those streams may try to set its sources up
+before the bucket it copies from has a leader of its own; nats-server then leaves that source idle for
+minutes (seen here: a run's events missing from PAS_EVENTS 30 s after the run ended). A source that has
+been down for SOURCE_STALL_S is restarted the way an operator would (`nats stream cluster step-down`): the
+stream's leader steps down, and the next one sets every source up again, from where it stopped."""
 
 from __future__ import annotations
 
@@ -15,6 +22,18 @@ from pas.runtime.comms import Entry
 
 log = logging.getLogger("pas.monitor")
 
+SOURCED = (S.STREAM_EVENTS, S.STREAM_COMMS)
+SOURCE_CHECK_S = 2.0
+SOURCE_STALL_S = 8.0
+"""A source not active for this long (a healthy one is active every second or so, idle or not) is down."""
+STEPDOWN_EVERY_S = 30.0
+
+
+def source_down(active_ns: int | None, error: object) -> bool:
+    """Whether a stream source, as stream info reports it, is down: an error, never set up (no or a
+    negative active), or silent for SOURCE_STALL_S."""
+    return error is not None or active_ns is None or active_ns < 0 or active_ns > SOURCE_STALL_S * 1e9
+
 
 class MonitorRole(Role):
     description = "PAS heartbeat monitor: alive/dead state of every agent"
@@ -27,6 +46,9 @@ class MonitorRole(Role):
         self.last: dict[str, float] = {}  # agent -> monotonic time of last beat
         self.state: dict[str, wire.AgentState] = {}
         self._scan: asyncio.Task[Any] | None = None
+        self._sources: asyncio.Task[Any] | None = None
+        self.down_since: dict[tuple[str, str], float] = {}  # (stream, source) -> when first seen down
+        self.stepped_down: dict[str, float] = {}  # stream -> when its leader was last asked to step down
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -36,10 +58,46 @@ class MonitorRole(Role):
             self.last[st.agent] = started
         await self.agent.listen(S.HEARTBEAT_ALL, wire.Heartbeat, self._on_beat)
         self._scan = self.bus.spawn(self._scan_loop())
+        if self.cfg.settings.nats.replicas > 1:
+            self._sources = self.bus.spawn(self._sources_loop())
 
     async def stop(self) -> None:
-        if self._scan:
-            self._scan.cancel()
+        for t in (self._scan, self._sources):
+            if t:
+                t.cancel()
+
+    async def _sources_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SOURCE_CHECK_S)
+            for stream in SOURCED:
+                try:
+                    await self.check_sources(stream)
+                except Exception as e:  # a cluster without a leader for it right now: next round
+                    log.debug("sources of %s not checked: %r", stream, e)
+
+    async def check_sources(self, stream: str, now: float | None = None) -> bool:
+        """One look at `stream`'s sources; True if its leader was asked to step down."""
+        now = time.monotonic() if now is None else now
+        info = await self.bus.js.stream_info(stream)
+        down = []
+        for src in info.sources or []:
+            key = (stream, src.name)
+            if not source_down(src.active, src.error):
+                self.down_since.pop(key, None)
+                continue
+            since = self.down_since.setdefault(key, now)
+            if now - since >= SOURCE_STALL_S:
+                down.append(f"{src.name} (lag {src.lag}, active {src.active}, error {src.error})")
+        if not down or now - self.stepped_down.get(stream, -STEPDOWN_EVERY_S) < STEPDOWN_EVERY_S:
+            return False
+        self.stepped_down[stream] = now
+        log.warning("stream %s: source(s) %s down for %.0f s: asking its leader to step down, so that the next one "
+                    "sets them up again", stream, ", ".join(down), SOURCE_STALL_S)
+        reply = await self.bus.nc.request(S.js_api("STREAM", "LEADER", "STEPDOWN", stream), b"", timeout=5)
+        log.warning("stream %s: step-down answered %s", stream, reply.data[:200].decode(errors="replace"))
+        for key in [k for k in self.down_since if k[0] == stream]:
+            del self.down_since[key]
+        return True
 
     async def _on_beat(self, hb: wire.Heartbeat) -> None:
         self.last[hb.agent] = time.monotonic()
