@@ -197,7 +197,7 @@ async def test_monitor_restarts_a_stalled_source(cluster: Cluster, cluster_clien
     async with Stack(cfg, url=cluster.nodes[0].url, only=["monitor"]) as st:
         mon = next(a.role for a in st.agents if a.cfg.id == "monitor")
         assert isinstance(mon, M.MonitorRole) and mon._sources is not None  # watching: replicas > 1
-        for stream in M.SOURCED:  # healthy: never down, however long it is watched
+        for stream in S.SOURCING_STREAMS:  # healthy: never down, however long it is watched
             assert not await mon.check_sources(stream, now=0.0)
             assert not await mon.check_sources(stream, now=M.SOURCE_STALL_S * 3)
         js = cluster_client.nc.jetstream(timeout=10)

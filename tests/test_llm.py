@@ -289,12 +289,13 @@ async def test_pas_up_loads_litellm_only_for_a_model_server_that_listens() -> No
         "up": ModelProfile(model="openai/x", api_base=f"http://127.0.0.1:{port}/v1"),
         "up-too": ModelProfile(model="openai/y", api_base=f"http://localhost:{port}"),
         "down": ModelProfile(model="ollama/z", api_base=f"http://127.0.0.1:{gone}"),
+        "down-v6": ModelProfile(model="ollama/z", api_base=f"http://[::1]:{gone}"),  # local too: probed, not taken as remote
         "remote": ModelProfile(model="openai/r", api_base="https://models.example.invalid/v1"),
         "hosted": ModelProfile(model="gemini/gemini-2.5-flash"),
     }
     try:
         assert await listening(list(profiles), profiles) == ["up", "up-too", "remote", "hosted"]
-        assert await listening(["down"], profiles) == []
+        assert await listening(["down", "down-v6"], profiles) == []
     finally:
         server.close()
         await server.wait_closed()

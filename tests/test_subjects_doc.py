@@ -101,6 +101,8 @@ def test_streams_consumers_buckets_documented(cfg: Any) -> None:
         assert f"`{stream}`" in row and f"`{filt}`" in row, row
     for kc in provision.kv_specs(cfg):
         assert kc.bucket in TICKED, kc.bucket
+    # the streams the monitor watches and may restart are the ones provisioned with sources
+    assert sorted(S.SOURCING_STREAMS) == sorted(sc.name for sc in provision.stream_configs(cfg) if sc.sources)
 
 
 def test_code_subjects_list_is_complete() -> None:

@@ -179,7 +179,8 @@ def callable_profiles(agents: list[AgentConfig], profiles: Mapping[str, ModelPro
     return [n for n in names if not profiles[n].api_key_env or environ.get(profiles[n].api_key_env or "")]
 
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Hosts of this machine, as urlsplit() gives them (lower case, an IPv6 address without its brackets)."""
 
 
 async def listening(names: list[str], profiles: Mapping[str, ModelProfile], timeout_s: float = 0.3) -> list[str]:
@@ -187,11 +188,10 @@ async def listening(names: list[str], profiles: Mapping[str, ModelProfile], time
     one (Ollama, vLLM on 127.0.0.1) only if something accepts a connection on its port. For deciding whether
     `pas up` loads litellm at start (about 190 MB and seconds of CPU): a local model server that is not running
     cannot be called, and one started later costs its first call the import. One probe per address."""
-    probes: dict[tuple[str, int], asyncio.Future[bool]] = {}
 
     async def probe(host: str, port: int) -> bool:
         try:
-            _, w = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), port), timeout_s)
+            _, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
         except (OSError, TimeoutError):
             return False
         w.close()
@@ -210,12 +210,11 @@ async def listening(names: list[str], profiles: Mapping[str, ModelProfile], time
             return None
         return u.hostname or "", port
 
-    for n in names:
-        at = where(n)
-        if at is not None and at not in probes:
-            probes[at] = asyncio.ensure_future(probe(*at))
+    at = {n: where(n) for n in names}
+    addresses = {a for a in at.values() if a is not None}
+    probes = {a: asyncio.ensure_future(probe(*a)) for a in addresses}
     up = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
-    return [n for n in names if (at := where(n)) is None or up[at]]
+    return [n for n, a in at.items() if a is None or up[a]]
 
 
 def _err_text(e: BaseException) -> str:

@@ -398,6 +398,10 @@ entry that repeats a record (a run submitted and handed to the architect, a task
 lane, plan or run handed on or finished) is derived from the record's write by its readers
 (pas.runtime.comms.stored_entry), not published a second time."""
 
+SOURCING_STREAMS = (STREAM_EVENTS, STREAM_COMMS)
+"""The streams that copy the record buckets' writes (the sources above): provisioned with those sources
+(pas.transport.provision), watched on a cluster by the monitor, which may restart them (pas.roles.monitor)."""
+
 COMMS_START = "start"
 STARTED_TO_COMMS = (task_started("*", "*"), comms_record("{{wildcard(2)}}", f"{COMMS_START}.{{{{wildcard(3)}}}}"))
 """PAS_COMMS captures the programmers' start reports (task_started) and keeps each as

@@ -22,7 +22,6 @@ from pas.runtime.comms import Entry
 
 log = logging.getLogger("pas.monitor")
 
-SOURCED = (S.STREAM_EVENTS, S.STREAM_COMMS)
 SOURCE_CHECK_S = 2.0
 SOURCE_STALL_S = 8.0
 """A source not active for this long (a healthy one is active every second or so, idle or not) is down."""
@@ -69,7 +68,7 @@ class MonitorRole(Role):
     async def _sources_loop(self) -> None:
         while True:
             await asyncio.sleep(SOURCE_CHECK_S)
-            for stream in SOURCED:
+            for stream in S.SOURCING_STREAMS:
                 try:
                     await self.check_sources(stream)
                 except Exception as e:  # a cluster without a leader for it right now: next round

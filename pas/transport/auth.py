@@ -222,7 +222,7 @@ def agent_perms(cfg: PasConfig, a: AgentConfig) -> Perms:
         p.add(sub=[S.HEARTBEAT_ALL],
               pub=[S.alert_agent("*"), kv_write(S.KV_AGENTS, "*"), kv_read(S.KV_AGENTS),
                    # a stalled source restarted (pas.roles.monitor)
-                   *(S.js_api("STREAM", "LEADER", "STEPDOWN", st) for st in (S.STREAM_EVENTS, S.STREAM_COMMS))])
+                   *(S.js_api("STREAM", "LEADER", "STEPDOWN", st) for st in S.SOURCING_STREAMS)])
     return p
 
 
