@@ -492,3 +492,32 @@ async def _is_stored(st: Stack, key: str) -> bool:
 async def _usage_is(client: PasClient, run_id: str, tokens: int) -> bool:
     u = (await client.status(run_id))["usage"]
     return bool(u["tokens"] == tokens and u["llm_calls"] == 2 and u["cost_usd"] == 1.0)
+
+
+async def test_only_the_monitor_steps_down_and_only_the_sourcing_streams(up: Stack) -> None:
+    """The monitor's step-down grant (it restarts a stalled source: pas.roles.monitor) is its alone and
+    covers PAS_EVENTS and PAS_COMMS only: a stolen monitor credential cannot move the leader of the work
+    queue or a record bucket, nor any other agent's of the two streams."""
+    perms = auth.permissions(up.cfg)
+    stepdown = S.js_api("STREAM", "LEADER", "STEPDOWN", "*")
+    grants = {u: sorted(s for s in p.publish if s.startswith(stepdown[:-1])) for u, p in perms.items()}
+    assert {u: g for u, g in grants.items() if g and u != "admin"} == {
+        "monitor": sorted(S.js_api("STREAM", "LEADER", "STEPDOWN", st) for st in S.SOURCING_STREAMS)}
+    nc = await as_user(up, "monitor")
+    try:
+        for stream in (S.STREAM_WORK, f"KV_{S.KV_TREE}", f"KV_{S.KV_RUNS}"):
+            subject = S.js_api("STREAM", "LEADER", "STEPDOWN", stream)
+            with pytest.raises((NoRespondersError, NatsTimeoutError)):
+                await nc.request(subject, b"", timeout=2)
+            await violation(up, "monitor", subject)
+    finally:
+        await nc.close()
+    prog = await as_user(up, "prog-001")
+    try:
+        subject = S.js_api("STREAM", "LEADER", "STEPDOWN", S.STREAM_EVENTS)
+        with pytest.raises((NoRespondersError, NatsTimeoutError)):
+            await prog.request(subject, b"", timeout=2)
+        await violation(up, "prog-001", subject)
+    finally:
+        await prog.close()
+    await a_job_completes(up, "after-stepdown")
