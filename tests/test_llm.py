@@ -277,7 +277,7 @@ async def test_pas_up_loads_litellm_only_for_a_model_server_that_listens() -> No
     api_base is probed (one connection per address), a remote one or none is taken as callable."""
     import asyncio as aio
 
-    from pas.llm.client import listening
+    from pas.llm.reachable import listening
 
     server = await aio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

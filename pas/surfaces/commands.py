@@ -52,16 +52,17 @@ def http_available() -> bool:
 
 async def cmd_up(args: argparse.Namespace, cfg: PasConfig) -> int:
     from pas.llm import client as llm
+    from pas.llm import reachable
 
     # litellm's import takes seconds: start it now, in a thread, if an agent here can call a model (a missing
-    # key fails without it, and so does a local model server that is not listening: llm.listening). When a
+    # key fails without it, and so does a local model server that is not listening: pas.llm.reachable). When a
     # planner can, `pas up` says it is up only once it is loaded, so that the first job's planning does not
     # wait for it (pas bench: pas.first_call).
     selected, profiles = cfg.select(args.only or None, args.exclude or None), llm.apply_env_overrides(cfg.models)
-    callable_now = await llm.listening(llm.callable_profiles(selected, profiles), profiles)
+    callable_now = await reachable.listening(reachable.callable_profiles(selected, profiles), profiles)
     loading = llm.preload() if callable_now else None
-    planners = [p for p in llm.callable_profiles([a for a in selected if a.role in llm.PLANNING_ROLES], profiles)
-                if p in callable_now]
+    planners = [p for p in reachable.callable_profiles([a for a in selected if a.role in reachable.PLANNING_ROLES],
+                                                       profiles) if p in callable_now]
     from pas.execution.policy import repo_roots
     from pas.surfaces.stack import Stack
 
